@@ -1,0 +1,156 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+pub use orchestrator_protocol::TokenUsage;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// A function tool offered to the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments object.
+    pub parameters: serde_json::Value,
+}
+
+/// A tool call as the model made it. `arguments` is the raw JSON text the model produced: it may be
+/// malformed, and the engine (not the client) decides what to tell the model about that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One message of a conversation, provider-neutral. The system prompt travels in [`ChatRequest::system`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum Message {
+    User {
+        content: String,
+    },
+    Assistant {
+        #[serde(default)]
+        content: String,
+        #[serde(default)]
+        tool_calls: Vec<ToolCall>,
+    },
+    /// The result of one tool call; consecutive results answer the calls of the preceding assistant turn.
+    Tool {
+        call_id: String,
+        content: String,
+        #[serde(default)]
+        is_error: bool,
+    },
+}
+
+impl Message {
+    pub fn user(content: impl Into<String>) -> Self {
+        Message::User { content: content.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub system: String,
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolSpec>,
+    pub max_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model finished its turn.
+    EndTurn,
+    /// The model wants tool results.
+    ToolUse,
+    /// The reply was cut by `max_tokens`.
+    MaxTokens,
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: TokenUsage,
+    pub stop: StopReason,
+}
+
+/// Connection settings shared by every client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// For OpenAI-compatible servers this includes the version path (`https://api.openai.com/v1`);
+    /// for Anthropic it does not (`https://api.anthropic.com`), as each ecosystem's env vars expect.
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub connect_timeout: Duration,
+    /// Time allowed until the response headers arrive.
+    pub first_byte_timeout: Duration,
+    /// Longest silence allowed between two chunks of a streamed reply.
+    pub idle_timeout: Duration,
+    /// Retries for connection errors, 429 and 5xx (each waits with backoff and honours `Retry-After`).
+    pub max_retries: u32,
+    /// Longest single wait between retries.
+    pub max_backoff: Duration,
+    pub stream: bool,
+}
+
+impl ClientConfig {
+    pub fn new(base_url: impl Into<String>, api_key: Option<String>) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            api_key,
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(120),
+            max_retries: 4,
+            max_backoff: Duration::from_secs(60),
+            stream: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot reach the model endpoint at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the model endpoint rejected the API key (HTTP {status}): {body}")]
+    Auth { status: u16, body: String },
+    #[error("the model endpoint is rate limiting (HTTP 429) and retries ran out: {body}")]
+    RateLimited { body: String },
+    #[error("the model endpoint failed (HTTP {status}) and retries ran out: {body}")]
+    Server { status: u16, body: String },
+    #[error("the model endpoint refused the request (HTTP {status}): {body}")]
+    BadRequest { status: u16, body: String },
+    #[error("the model endpoint timed out ({0})")]
+    Timeout(String),
+    #[error("the model endpoint sent a reply this client cannot read: {0}")]
+    Protocol(String),
+    #[error("the model call was cancelled")]
+    Cancelled,
+}
+
+/// A chat model behind some API.
+#[async_trait]
+pub trait ModelClient: Send + Sync {
+    /// `openai` or `anthropic`, for messages and events.
+    fn provider(&self) -> &'static str;
+
+    /// One model turn. Retries transient failures (bounded by [`ClientConfig::max_retries`]) and returns
+    /// the assembled reply whether or not it was streamed.
+    async fn chat(
+        &self,
+        request: &ChatRequest,
+        cancel: &CancellationToken,
+    ) -> Result<ChatResponse, ModelError>;
+
+    /// A cheap request that proves the endpoint is reachable and the key is accepted, made before a
+    /// mission spends anything. Any HTTP answer other than 401/403 counts as reachable.
+    async fn preflight(&self) -> Result<(), ModelError>;
+}

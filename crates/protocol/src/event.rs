@@ -1,0 +1,199 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Evidence, Review, Role, TokenUsage, UnitSpec, UnitState};
+
+/// The phases of a mission, in order. A mission that fails its master review goes back to `Execution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Starting,
+    Discovery,
+    Planning,
+    Execution,
+    Integration,
+    Finished,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Discovery => "discovery",
+            Phase::Planning => "planning",
+            Phase::Execution => "execution",
+            Phase::Integration => "integration",
+            Phase::Finished => "finished",
+        }
+    }
+}
+
+/// How a mission ended. Maps one-to-one onto the exit status in PROTOCOL.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Verified and applied (exit 0).
+    Sealed,
+    /// Finished without being sealed: round limit, failed units or budget (exit 1).
+    Unsealed,
+    /// Interrupted or cancelled; resumable (exit 3).
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Sealed => 0,
+            Outcome::Unsealed => 1,
+            Outcome::Interrupted => 3,
+        }
+    }
+}
+
+/// Everything the engine reports. Front ends render these; the mission log stores them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    MissionStarted {
+        objective: String,
+        base_commit: String,
+        /// The branch checked out when the mission started; `None` for a detached HEAD.
+        user_branch: Option<String>,
+        integration_branch: String,
+    },
+    PhaseChanged {
+        phase: Phase,
+        round: u32,
+    },
+    /// The deterministic pre-scan finished; `build`/`test` are the verification commands it settled on.
+    PreScanFinished {
+        files: usize,
+        build: Option<String>,
+        test: Option<String>,
+    },
+    SessionStarted {
+        session: String,
+        role: Role,
+        unit: Option<String>,
+        model: String,
+    },
+    /// One model call finished; `usage` is that call's usage.
+    ModelCall {
+        session: String,
+        role: Role,
+        usage: TokenUsage,
+        duration_ms: u64,
+    },
+    ToolCalled {
+        session: String,
+        tool: String,
+        /// A one-line summary of the arguments (never file contents).
+        summary: String,
+        ok: bool,
+    },
+    SessionFinished {
+        session: String,
+        role: Role,
+        ok: bool,
+        turns: u32,
+        usage: TokenUsage,
+    },
+    PlanRejected {
+        attempt: u32,
+        problems: Vec<String>,
+    },
+    PlanAccepted {
+        round: u32,
+        units: Vec<UnitSpec>,
+    },
+    /// A worker split its unit.
+    UnitsSpawned {
+        parent: String,
+        units: Vec<UnitSpec>,
+    },
+    UnitState {
+        unit: String,
+        state: UnitState,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    EvidenceRecorded {
+        /// The unit, or `None` for the integrated whole (stage 2).
+        unit: Option<String>,
+        evidence: Evidence,
+    },
+    ReviewFinished {
+        unit: Option<String>,
+        review: Review,
+    },
+    MergeConflict {
+        unit: String,
+        files: Vec<String>,
+        attempt: u32,
+    },
+    Merged {
+        unit: String,
+        into: String,
+        commit: String,
+    },
+    RoundFinished {
+        round: u32,
+        passed: bool,
+        /// Units for the next round, when the round did not pass.
+        follow_up: Vec<UnitSpec>,
+    },
+    /// A warning a person should see (e.g. the user's branch could not be fast-forwarded).
+    Notice {
+        message: String,
+    },
+    MissionFinished {
+        outcome: Outcome,
+        summary: String,
+        usage: TokenUsage,
+        /// The commit holding the integrated result.
+        result_commit: Option<String>,
+    },
+}
+
+/// An event with its place in the mission's stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub mission: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips_as_flat_json() {
+        let env = EventEnvelope {
+            seq: 7,
+            at: Utc::now(),
+            mission: "m1".into(),
+            event: Event::UnitState {
+                unit: "t1".into(),
+                state: UnitState::Running,
+                attempt: 1,
+                detail: None,
+            },
+        };
+        let line = serde_json::to_string(&env).unwrap();
+        assert!(line.contains(r#""type":"unit_state""#), "{line}");
+        assert!(line.contains(r#""state":"running""#), "{line}");
+        let back: EventEnvelope = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn outcome_maps_to_protocol_exit_codes() {
+        assert_eq!(Outcome::Sealed.exit_code(), 0);
+        assert_eq!(Outcome::Unsealed.exit_code(), 1);
+        assert_eq!(Outcome::Interrupted.exit_code(), 3);
+    }
+}

@@ -1,0 +1,10 @@
+//! The typed protocol between the orchestrator engine and its front ends.
+//!
+//! The engine emits one stream of [`EventEnvelope`]s; the progress printer, the `--json` output and the
+//! mission log all consume the same stream, so no front end needs to reach into the engine.
+
+mod event;
+mod plan;
+
+pub use event::*;
+pub use plan::*;

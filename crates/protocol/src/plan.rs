@@ -1,0 +1,163 @@
+use serde::{Deserialize, Serialize};
+
+/// The role a session plays. Each role gets its own prompt, tool set and model settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Scout,
+    Planner,
+    Worker,
+    Reviewer,
+    MasterReviewer,
+    ConflictResolver,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Scout,
+        Role::Planner,
+        Role::Worker,
+        Role::Reviewer,
+        Role::MasterReviewer,
+        Role::ConflictResolver,
+    ];
+
+    /// The name used in config files (`[roles.<name>]`) and in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Scout => "scout",
+            Role::Planner => "planner",
+            Role::Worker => "worker",
+            Role::Reviewer => "reviewer",
+            Role::MasterReviewer => "master_reviewer",
+            Role::ConflictResolver => "conflict_resolver",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One unit of work as the planner (or a spawning worker, or a failed review) described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitSpec {
+    /// Unique within the mission, e.g. `t3` or `t3.1` for a spawned child.
+    pub id: String,
+    pub title: String,
+    /// Handed verbatim to the worker that builds the unit.
+    pub description: String,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Files the planner expects the unit to touch (a hint, not a constraint).
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+/// Where a unit is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitState {
+    Queued,
+    Running,
+    WaitingOnChildren,
+    Verifying,
+    Reviewing,
+    Merging,
+    Passed,
+    Failed,
+    /// A dependency failed, so the unit never ran.
+    Skipped,
+}
+
+impl UnitState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, UnitState::Passed | UnitState::Failed | UnitState::Skipped)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Queued => "queued",
+            UnitState::Running => "running",
+            UnitState::WaitingOnChildren => "waiting_on_children",
+            UnitState::Verifying => "verifying",
+            UnitState::Reviewing => "reviewing",
+            UnitState::Merging => "merging",
+            UnitState::Passed => "passed",
+            UnitState::Failed => "failed",
+            UnitState::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for UnitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of running one build or test command: the evidence a review is judged on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// `build` or `test`.
+    pub kind: String,
+    pub command: String,
+    /// `None` when the command was killed by a signal or its timeout.
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The git tree hash of the worktree that was tested.
+    pub tree: String,
+    pub timed_out: bool,
+    /// The last part of stdout and stderr, for the reviewer and the user.
+    pub output_tail: String,
+}
+
+impl Evidence {
+    pub fn passed(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+}
+
+/// One problem a reviewer found; failed master reviews turn these into next round's units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewIssue {
+    pub title: String,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub verdict: Verdict,
+    pub summary: String,
+    #[serde(default)]
+    pub issues: Vec<ReviewIssue>,
+}
+
+/// Token usage as reported by the model endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl TokenUsage {
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+
+    pub fn add(&mut self, other: TokenUsage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+    }
+}
