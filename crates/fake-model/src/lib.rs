@@ -1,3 +1,167 @@
 //! A scripted fake model server, OpenAI- and Anthropic-compatible, for tests and offline demos.
+//!
+//! [`FakeServer::start`] binds `127.0.0.1:0` and answers `POST /v1/chat/completions` (OpenAI),
+//! `POST /v1/messages` (Anthropic) and `GET /v1/models`, streaming or not, exactly as the real APIs
+//! format their replies. What it answers is decided by a [`Brain`] the test supplies, which sees every
+//! request normalised into a [`SeenRequest`] whichever API it came through.
 
+mod parse;
+mod render;
 pub mod script;
+mod server;
+
+use std::time::Duration;
+
+pub use server::FakeServer;
+
+/// Which wire API a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAi,
+    Anthropic,
+}
+
+/// A tool call found in an assistant message of a request.
+#[derive(Debug, Clone)]
+pub struct SeenToolCall {
+    pub id: String,
+    pub name: String,
+    /// The raw JSON text (for Anthropic, the `input` object serialised back to JSON).
+    pub arguments: String,
+}
+
+/// One message of a request, normalised from either API.
+#[derive(Debug, Clone)]
+pub enum SeenMessage {
+    User {
+        text: String,
+    },
+    Assistant {
+        text: String,
+        tool_calls: Vec<SeenToolCall>,
+    },
+    Tool {
+        call_id: String,
+        content: String,
+        is_error: bool,
+    },
+}
+
+/// A chat request as the fake server received it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// Arrival order, from 0.
+    pub seq: u64,
+    pub api: Api,
+    pub model: String,
+    /// OpenAI: the system message(s); Anthropic: the `system` field (string or blocks).
+    pub system: String,
+    pub messages: Vec<SeenMessage>,
+    /// Names of the tools offered.
+    pub tools: Vec<String>,
+    pub stream: bool,
+    pub max_tokens: Option<u64>,
+}
+
+impl SeenRequest {
+    /// The text of the first user message, or `""` if there is none.
+    pub fn first_user_text(&self) -> &str {
+        self.messages
+            .iter()
+            .find_map(|m| match m {
+                SeenMessage::User { text } => Some(text.as_str()),
+                _ => None,
+            })
+            .unwrap_or("")
+    }
+
+    pub fn offers(&self, tool: &str) -> bool {
+        self.tools.iter().any(|t| t == tool)
+    }
+
+    pub fn last_message(&self) -> Option<&SeenMessage> {
+        self.messages.last()
+    }
+
+    /// Every tool result paired with the call it answers, in conversation order. A result whose
+    /// call id matches no earlier assistant call is left out: there is nothing to pair it with.
+    pub fn tool_results(&self) -> Vec<(&SeenToolCall, &str, bool)> {
+        let mut calls: Vec<&SeenToolCall> = Vec::new();
+        let mut results = Vec::new();
+        for message in &self.messages {
+            match message {
+                SeenMessage::Assistant { tool_calls, .. } => calls.extend(tool_calls.iter()),
+                SeenMessage::Tool {
+                    call_id,
+                    content,
+                    is_error,
+                } => {
+                    // The latest call with that id wins, should a model ever reuse an id.
+                    if let Some(call) = calls.iter().rev().find(|c| &c.id == call_id) {
+                        results.push((*call, content.as_str(), *is_error));
+                    }
+                }
+                SeenMessage::User { .. } => {}
+            }
+        }
+        results
+    }
+
+    pub fn assistant_turns(&self) -> usize {
+        self.messages
+            .iter()
+            .filter(|m| matches!(m, SeenMessage::Assistant { .. }))
+            .count()
+    }
+}
+
+/// What the fake server answers to one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Text(String),
+    ToolCalls {
+        text: String,
+        /// (tool name, raw JSON arguments). The arguments are sent verbatim even if they are not
+        /// valid JSON, so clients can be tested on what a confused model produces.
+        calls: Vec<(String, String)>,
+    },
+    /// HTTP error with a JSON error body in the API's style, optional Retry-After header (seconds).
+    /// `body` is the error message; if it is already a JSON object it is sent as it is.
+    Error {
+        status: u16,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    /// Accept the request and never answer (until shutdown), to test timeouts.
+    Hang,
+    /// Arbitrary raw response body (to test malformed replies).
+    Raw {
+        status: u16,
+        content_type: String,
+        body: String,
+    },
+}
+
+/// Decides what the fake server answers. Called once per request, synchronously.
+pub trait Brain: Send + Sync + 'static {
+    fn respond(&self, request: &SeenRequest) -> Reply;
+}
+
+impl<F> Brain for F
+where
+    F: Fn(&SeenRequest) -> Reply + Send + Sync + 'static,
+{
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        self(request)
+    }
+}
+
+/// Behaviour of the server itself, apart from what the brain answers.
+#[derive(Debug, Clone, Default)]
+pub struct FakeOptions {
+    /// Waited before answering each request (while it counts as in flight).
+    pub latency: Duration,
+    /// If set, requests carrying another key (`Authorization: Bearer` for OpenAI, `x-api-key` for
+    /// Anthropic) get a 401 in the API's style.
+    pub api_key: Option<String>,
+}
