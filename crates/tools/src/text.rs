@@ -1,0 +1,122 @@
+//! Shaping text for a model's context: cutting long output and lines, and telling binary from text.
+
+/// Room kept for the note that replaces the cut middle, so clipped output stays within the limit.
+const NOTE_RESERVE: usize = 120;
+
+/// How many leading bytes are inspected for a NUL, git's and ripgrep's heuristic for binary content.
+const BINARY_SNIFF_BYTES: usize = 8192;
+
+pub(crate) fn looks_binary(bytes: &[u8]) -> bool {
+    bytes.iter().take(BINARY_SNIFF_BYTES).any(|&b| b == 0)
+}
+
+/// Keeps the head and the tail of `text` when it has more than `max_chars` characters: the start of
+/// output says what ran, the end usually holds the error or the summary.
+pub(crate) fn clip(text: &str, max_chars: usize) -> String {
+    let total = text.chars().count();
+    if total <= max_chars {
+        return text.to_string();
+    }
+    let keep = max_chars.saturating_sub(NOTE_RESERVE);
+    let head = first_chars(text, keep / 2);
+    let tail = last_chars(text, keep - keep / 2);
+    let cut = total - head.chars().count() - tail.chars().count();
+    format!("{head}{}{tail}", cut_note(cut as u64, 0))
+}
+
+/// Like [`clip`] for output whose middle was already dropped while it was captured: `head` and `tail`
+/// are what was kept and `dropped_bytes` is what fell between them.
+pub(crate) fn clip_parts(head: &str, tail: &str, dropped_bytes: u64, max_chars: usize) -> String {
+    if dropped_bytes == 0 {
+        return clip(&format!("{head}{tail}"), max_chars);
+    }
+    let keep = max_chars.saturating_sub(NOTE_RESERVE);
+    let kept_head = first_chars(head, keep / 2);
+    let kept_tail = last_chars(tail, keep - kept_head.chars().count());
+    let cut = (head.chars().count() - kept_head.chars().count())
+        + (tail.chars().count() - kept_tail.chars().count());
+    format!(
+        "{kept_head}{}{kept_tail}",
+        cut_note(cut as u64, dropped_bytes)
+    )
+}
+
+fn cut_note(chars: u64, bytes: u64) -> String {
+    if bytes == 0 {
+        format!("\n[... {chars} characters cut from the middle of this output ...]\n")
+    } else {
+        format!(
+            "\n[... {chars} characters and {bytes} more bytes cut from the middle of this output ...]\n"
+        )
+    }
+}
+
+/// Cuts a single line so one minified file cannot fill the context.
+pub(crate) fn cut_line(line: &str, max_chars: usize) -> String {
+    let head = first_chars(line, max_chars);
+    if head.len() == line.len() {
+        return line.to_string();
+    }
+    let rest = line[head.len()..].chars().count();
+    format!("{head}... [line cut: {rest} more characters]")
+}
+
+fn first_chars(text: &str, n: usize) -> &str {
+    match text.char_indices().nth(n) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}
+
+fn last_chars(text: &str, n: usize) -> &str {
+    if n == 0 {
+        return "";
+    }
+    match text.char_indices().rev().nth(n - 1) {
+        Some((index, _)) => &text[index..],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_text_is_untouched() {
+        assert_eq!(clip("hello", 10), "hello");
+    }
+
+    #[test]
+    fn long_text_keeps_head_and_tail_and_says_how_much_was_cut() {
+        let text = format!("START{}END", "é".repeat(10_000));
+        let out = clip(&text, 1_000);
+        assert!(out.starts_with("START") && out.ends_with("END"), "{out}");
+        assert!(out.chars().count() <= 1_000);
+        let kept = 1_000 - NOTE_RESERVE;
+        assert!(
+            out.contains(&format!("{} characters cut", 10_008 - kept)),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn parts_report_dropped_bytes() {
+        let out = clip_parts(&"a".repeat(500), &"b".repeat(500), 42, 400);
+        assert!(out.starts_with('a') && out.ends_with('b'));
+        assert!(out.contains("and 42 more bytes cut"), "{out}");
+        assert!(out.chars().count() <= 400);
+    }
+
+    #[test]
+    fn lines_are_cut_on_char_boundaries() {
+        assert_eq!(cut_line("ééé", 5), "ééé");
+        assert_eq!(cut_line("éééé", 2), "éé... [line cut: 2 more characters]");
+    }
+
+    #[test]
+    fn nul_means_binary() {
+        assert!(looks_binary(b"PNG\0\x01"));
+        assert!(!looks_binary("plain ✓ text".as_bytes()));
+    }
+}
