@@ -1,11 +1,14 @@
 //! Built-in agent tools (`read`, `list`, `glob`, `grep`, `bash`, `write`, `edit`), executed for model
 //! sessions and confined to one worktree.
-
-// The `Toolbox` that dispatches to these tools lands in a following commit.
-#![allow(dead_code)]
+//!
+//! A [`Toolbox`] is made per session with the worktree as its root. [`Toolbox::specs`] gives the tool
+//! definitions to offer the model and [`Toolbox::call`] runs a call. A call never fails from the
+//! engine's point of view: every problem, from malformed arguments to a path outside the worktree,
+//! becomes a [`ToolOutput`] with `is_error` set and a message the model can act on.
 
 mod args;
 mod bash;
+mod dispatch;
 mod edit;
 mod error;
 mod glob;
@@ -13,8 +16,45 @@ mod grep;
 mod list;
 mod paths;
 mod read;
+mod specs;
+mod summary;
 mod text;
 mod walk;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use orchestrator_model::ToolSpec;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::paths::Root;
+
+pub use crate::summary::summarize_call;
+
+/// What a toolbox offers and how far its output and commands may go.
+#[derive(Debug, Clone)]
+pub struct ToolOptions {
+    /// Offer `write` and `edit` (workers and conflict resolvers); others only look and run commands.
+    pub allow_write: bool,
+    /// `bash` timeout when the call gives none.
+    pub bash_timeout: Duration,
+    /// Upper bound for a timeout the model asks for; larger requests are clamped.
+    pub max_bash_timeout: Duration,
+    /// Longer output is cut in the middle, keeping head and tail, with a note saying how much.
+    pub max_output_chars: usize,
+}
+
+impl Default for ToolOptions {
+    fn default() -> Self {
+        ToolOptions {
+            allow_write: false,
+            bash_timeout: Duration::from_secs(120),
+            max_bash_timeout: Duration::from_secs(600),
+            max_output_chars: 30_000,
+        }
+    }
+}
 
 /// The result of one tool call, as sent back to the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,5 +78,107 @@ impl ToolOutput {
             content,
             is_error: true,
         }
+    }
+}
+
+/// The tools of one session, confined to a root directory.
+#[derive(Debug, Clone)]
+pub struct Toolbox {
+    root: Root,
+    options: ToolOptions,
+}
+
+impl Toolbox {
+    /// Fails when `root` does not exist or is not a directory. The root is canonicalised so that
+    /// confinement checks compare real paths.
+    pub fn new(root: impl Into<PathBuf>, options: ToolOptions) -> std::io::Result<Toolbox> {
+        Ok(Toolbox {
+            root: Root::new(root.into())?,
+            options,
+        })
+    }
+
+    /// The canonical root.
+    pub fn root(&self) -> &Path {
+        &self.root.canonical
+    }
+
+    /// `read`, `list`, `glob`, `grep`, `bash`, then `write` and `edit` when writing is allowed.
+    pub fn specs(&self) -> Vec<ToolSpec> {
+        specs::specs(&self.options)
+    }
+
+    pub fn provides(&self, name: &str) -> bool {
+        self.tool_names().contains(&name)
+    }
+
+    /// Runs a call. Never panics and never returns an engine error: see [`ToolOutput::is_error`].
+    pub async fn call(
+        &self,
+        name: &str,
+        arguments: &Value,
+        cancel: &CancellationToken,
+    ) -> ToolOutput {
+        tracing::debug!(tool = name, call = %summarize_call(name, arguments), "tool call");
+        if !self.provides(name) {
+            return ToolOutput::error(self.unknown_tool(name));
+        }
+        if cancel.is_cancelled() {
+            return ToolOutput::error("the call was cancelled before it started".into());
+        }
+        if name == "bash" {
+            return self.call_bash(arguments, cancel).await;
+        }
+        let result = self.call_file_tool(name, arguments, cancel).await;
+        let max = self.options.max_output_chars;
+        match result {
+            Ok(text) => ToolOutput::ok(text::clip(&text, max)),
+            Err(e) => ToolOutput::error(text::clip(&e.to_string(), max)),
+        }
+    }
+
+    fn tool_names(&self) -> Vec<&'static str> {
+        let mut names = vec!["read", "list", "glob", "grep", "bash"];
+        if self.options.allow_write {
+            names.extend(["write", "edit"]);
+        }
+        names
+    }
+
+    fn unknown_tool(&self, name: &str) -> String {
+        let available = self.tool_names().join(", ");
+        if matches!(name, "write" | "edit") {
+            format!("`{name}` is not available in this session, which may not change files; available tools: {available}")
+        } else {
+            format!("unknown tool `{name}`; available tools: {available}")
+        }
+    }
+
+    async fn call_bash(&self, arguments: &Value, cancel: &CancellationToken) -> ToolOutput {
+        match dispatch::bash_request(&self.options, arguments) {
+            Ok(request) => bash::bash(&self.root.canonical, &request, cancel).await,
+            Err(e) => ToolOutput::error(e.to_string()),
+        }
+    }
+
+    /// File tools block on the file system (a grep over a large tree takes a while), so they run on
+    /// tokio's blocking pool instead of stalling the runtime that drives the other sessions.
+    async fn call_file_tool(
+        &self,
+        name: &str,
+        arguments: &Value,
+        cancel: &CancellationToken,
+    ) -> Result<String, error::ToolError> {
+        let (root, options) = (self.root.clone(), self.options.clone());
+        let (name, arguments, cancel) = (name.to_string(), arguments.clone(), cancel.clone());
+        tokio::task::spawn_blocking(move || {
+            dispatch::file_tool(&root, &options, &name, &arguments, &cancel)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(error::ToolError::refused(format!(
+                "the tool failed unexpectedly: {e}"
+            )))
+        })
     }
 }

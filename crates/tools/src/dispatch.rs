@@ -1,0 +1,128 @@
+//! From a tool name and its JSON arguments to a call of the right tool: argument checking and path
+//! confinement happen here so each tool receives only values it can trust.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::Args;
+use crate::bash::BashRequest;
+use crate::edit::EditRequest;
+use crate::error::ToolError;
+use crate::grep::GrepRequest;
+use crate::paths::Root;
+use crate::read::{ReadRequest, DEFAULT_LIMIT};
+use crate::specs::{BASH_ARGS, EDIT_ARGS, GLOB_ARGS, GREP_ARGS, LIST_ARGS, READ_ARGS, WRITE_ARGS};
+use crate::ToolOptions;
+
+/// Room left in a `read` page for the note that says where to continue.
+const READ_NOTE_RESERVE: usize = 200;
+
+/// Runs one of the file-system tools. They block on the file system, so the caller runs this on a
+/// blocking thread; long walks check `cancel` as they go.
+pub(crate) fn file_tool(
+    root: &Root,
+    options: &ToolOptions,
+    name: &str,
+    arguments: &Value,
+    cancel: &CancellationToken,
+) -> Result<String, ToolError> {
+    match name {
+        "read" => read(root, options, arguments),
+        "list" => list(root, arguments),
+        "glob" => glob(root, arguments, cancel),
+        "grep" => grep(root, arguments, cancel),
+        "write" => write(root, arguments),
+        "edit" => edit(root, arguments),
+        other => Err(ToolError::refused(format!("`{other}` is not a file tool"))),
+    }
+}
+
+fn read(root: &Root, options: &ToolOptions, arguments: &Value) -> Result<String, ToolError> {
+    let args = Args::parse("read", arguments, READ_ARGS)?;
+    let path = args.required_str("path")?;
+    let offset = args.optional_positive_int("offset")?.unwrap_or(1);
+    let limit = args
+        .optional_positive_int("limit")?
+        .unwrap_or(DEFAULT_LIMIT);
+    crate::read::read(&ReadRequest {
+        file: root.resolve(path)?,
+        offset,
+        limit,
+        max_chars: options.max_output_chars.saturating_sub(READ_NOTE_RESERVE),
+    })
+}
+
+fn list(root: &Root, arguments: &Value) -> Result<String, ToolError> {
+    let args = Args::parse("list", arguments, LIST_ARGS)?;
+    let path = args.optional_str("path")?.unwrap_or(".");
+    crate::list::list(&root.resolve(path)?)
+}
+
+fn glob(root: &Root, arguments: &Value, cancel: &CancellationToken) -> Result<String, ToolError> {
+    let args = Args::parse("glob", arguments, GLOB_ARGS)?;
+    crate::glob::glob(root, args.required_str("pattern")?, cancel)
+}
+
+fn grep(root: &Root, arguments: &Value, cancel: &CancellationToken) -> Result<String, ToolError> {
+    let args = Args::parse("grep", arguments, GREP_ARGS)?;
+    let pattern = args.required_str("pattern")?;
+    let path = args.optional_str("path")?.unwrap_or(".");
+    let include = args.optional_str("include")?;
+    let request = GrepRequest {
+        pattern,
+        start: root.resolve(path)?,
+        include,
+    };
+    if !request.start.abs.exists() {
+        return Err(ToolError::refused(format!(
+            "{} does not exist",
+            request.start.rel
+        )));
+    }
+    crate::grep::grep(root, &request, cancel)
+}
+
+fn write(root: &Root, arguments: &Value) -> Result<String, ToolError> {
+    let args = Args::parse("write", arguments, WRITE_ARGS)?;
+    let path = args.required_str("path")?;
+    let content = args.required_str("content")?;
+    crate::edit::write(&root.resolve_for_write(path)?, content)
+}
+
+fn edit(root: &Root, arguments: &Value) -> Result<String, ToolError> {
+    let args = Args::parse("edit", arguments, EDIT_ARGS)?;
+    let path = args.required_str("path")?;
+    let request = EditRequest {
+        old: args.required_str("old_string")?,
+        new: args.required_str("new_string")?,
+        replace_all: args.optional_bool("replace_all")?.unwrap_or(false),
+        file: root.resolve_for_write(path)?,
+    };
+    crate::edit::edit(&request)
+}
+
+/// Checks `bash`'s arguments and works out the timeout.
+pub(crate) fn bash_request<'a>(
+    options: &ToolOptions,
+    arguments: &'a Value,
+) -> Result<BashRequest<'a>, ToolError> {
+    let args = Args::parse("bash", arguments, BASH_ARGS)?;
+    let command = args.required_str("command")?;
+    if command.trim().is_empty() {
+        return Err(ToolError::refused("`command` must not be empty"));
+    }
+    let max = options.max_bash_timeout;
+    let (timeout, clamped_from) = match args.optional_positive_number("timeout")? {
+        None => (options.bash_timeout.min(max), None),
+        Some(secs) if secs > max.as_secs_f64() => (max, Some(secs)),
+        Some(secs) => (Duration::try_from_secs_f64(secs).unwrap_or(max), None),
+    };
+    Ok(BashRequest {
+        command,
+        timeout,
+        clamped_from,
+        max_chars: options.max_output_chars,
+    })
+}
