@@ -3,12 +3,26 @@
 //! Everything runs the user's own `git` command line through `tokio::process`, not libgit2 or gitoxide:
 //! worktrees, merges and conflicts then behave exactly as they do for the user (gitoxide does not fully
 //! implement merging or worktree management), and there is no C library to build.
-
-// The runner and parsers land before the Repo/Worktree API that uses them.
-#![allow(dead_code)]
+//!
+//! Every call is `git -C <dir>` with prompts and editors disabled (`GIT_TERMINAL_PROMPT=0`,
+//! `GIT_EDITOR=true`, `GIT_MERGE_AUTOEDIT=no`), `LC_ALL=C` so git's messages can be recognised, and stdin
+//! closed. Commands that commit or merge also get `-c commit.gpgsign=false -c core.hooksPath=/dev/null`
+//! (the runtime verifies work itself; user hooks must not block or prompt), and the fallback identity
+//! `orchestrator <orchestrator@localhost>` when the repository has no `user.email`.
+//!
+//! Up to 50 sessions use one [`Repo`] at once. Operations on metadata every worktree shares (worktree
+//! registration, branch creation and deletion, shared refs) queue on a lock inside `Repo`, and are
+//! retried a few times if git still finds a `.lock` file taken (by the user's own git, say). Work inside
+//! one worktree (commits, merges) needs no lock: each worktree has its own index and HEAD.
+//!
+//! Needs git 2.31 or later (`rev-parse --path-format`).
 
 mod cmd;
 mod error;
 mod parse;
+mod repo;
+mod worktree;
 
 pub use error::GitError;
+pub use repo::{FastForward, Repo};
+pub use worktree::{MergeOutcome, Worktree};

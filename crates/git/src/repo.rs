@@ -1,0 +1,567 @@
+//! The user's repository: discovery, state queries, branches and worktree management.
+
+use std::ffi::OsStr;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use crate::cmd::{Mode, Output, Runner};
+use crate::parse::{self, WorktreeEntry};
+use crate::{GitError, Worktree};
+
+/// What a `Repo` and every `Worktree` made from it share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub root: PathBuf,
+    pub common_dir: PathBuf,
+    pub git: Runner,
+    /// Held while changing metadata all worktrees share (worktree registrations, branches, shared refs,
+    /// info/exclude). git guards these with lock files and *fails* rather than waits when one is taken,
+    /// so dozens of sessions doing this at once would fail at random; in-process they queue here instead.
+    pub meta: Mutex<()>,
+}
+
+/// The user's repository, seen from its main worktree. Cheap to clone; safe to share between tasks.
+#[derive(Debug, Clone)]
+pub struct Repo {
+    shared: Arc<Shared>,
+}
+
+/// Result of a fast-forward attempt. Nothing is ever forced, so anything else is reported, not overridden.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FastForward {
+    /// The branch now points at the commit (or already did).
+    Done,
+    /// The branch has commits the target lacks: it moved since the target was based on it.
+    NotFastForward,
+    /// git refused for another reason (local changes in the way, an operation in progress, the branch
+    /// checked out elsewhere); git's message or ours, verbatim.
+    Blocked(String),
+}
+
+/// A worktree path as the caller gave it (made absolute) and as git records it (symlinks resolved).
+struct Location {
+    abs: PathBuf,
+    canon: PathBuf,
+}
+
+impl Location {
+    async fn resolve(path: &Path, create_parent: bool) -> Result<Location, GitError> {
+        // Absolute first: every git call runs with `-C <root>`, which would re-anchor a relative path.
+        let abs = std::path::absolute(path)?;
+        let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+            return Err(GitError::InvalidArgument(format!(
+                "worktree path has no final name: {}",
+                path.display()
+            )));
+        };
+        if create_parent {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let canon = match tokio::fs::canonicalize(parent).await {
+            Ok(parent) => parent.join(name),
+            Err(e) if e.kind() == ErrorKind::NotFound => abs.clone(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Location { abs, canon })
+    }
+
+    fn is(&self, path: &Path) -> bool {
+        path == self.abs || path == self.canon
+    }
+}
+
+impl Repo {
+    /// Finds the repository containing `path` and returns it rooted at its main worktree (also when
+    /// `path` is inside a linked worktree). `NotARepo` when there is none, or only a bare repository.
+    pub async fn discover(path: &Path) -> Result<Repo, GitError> {
+        Repo::discover_with_env(path, Vec::new()).await
+    }
+
+    /// Like [`Repo::discover`], adding `env` to every git command this repository and its worktrees run.
+    /// Tests use it to point `HOME`/`XDG_CONFIG_HOME` at an empty directory (and set
+    /// `GIT_CONFIG_NOSYSTEM=1`) so they see no machine-wide git config, without touching the process
+    /// environment that parallel tests share.
+    pub async fn discover_with_env(
+        path: &Path,
+        env: Vec<(String, String)>,
+    ) -> Result<Repo, GitError> {
+        let git = Runner::new(env);
+        let args = [
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-dir",
+            "--git-common-dir",
+        ];
+        let out = git.run(path, args, Mode::READ).await?;
+        if !out.success() {
+            return Err(not_a_repo_or_error(out, path));
+        }
+        let mut lines = out.stdout.lines().map(PathBuf::from);
+        let (Some(git_dir), Some(common_dir)) = (lines.next(), lines.next()) else {
+            return Err(out.into_error());
+        };
+        let root = main_worktree_root(&git, path, &git_dir, &common_dir).await?;
+        let shared = Shared {
+            root,
+            common_dir,
+            git,
+            meta: Mutex::new(()),
+        };
+        Ok(Repo {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// Top directory of the main worktree.
+    pub fn root(&self) -> &Path {
+        &self.shared.root
+    }
+
+    /// The repository's common git directory (`.git` of the main worktree), absolute.
+    pub fn git_common_dir(&self) -> &Path {
+        &self.shared.common_dir
+    }
+
+    fn git(&self) -> &Runner {
+        &self.shared.git
+    }
+
+    /// The commit checked out in the main worktree; `None` before the first commit.
+    pub async fn head_commit(&self) -> Result<Option<String>, GitError> {
+        let args = ["rev-parse", "-q", "--verify", "HEAD^{commit}"];
+        let out = self.git().run(self.root(), args, Mode::READ).await?;
+        match out.code {
+            Some(0) => Ok(Some(out.line())),
+            // `-q --verify` exits 1 silently when HEAD does not resolve: an unborn branch.
+            Some(1) if out.stderr.trim().is_empty() => Ok(None),
+            _ => Err(out.into_error()),
+        }
+    }
+
+    /// Short name of the branch checked out in the main worktree; `None` when HEAD is detached.
+    pub async fn current_branch(&self) -> Result<Option<String>, GitError> {
+        let args = ["symbolic-ref", "-q", "--short", "HEAD"];
+        let out = self.git().run(self.root(), args, Mode::READ).await?;
+        match out.code {
+            Some(0) => Ok(Some(out.line())),
+            Some(1) => Ok(None),
+            _ => Err(out.into_error()),
+        }
+    }
+
+    /// Paths with uncommitted changes (staged, unstaged, untracked-not-ignored), excluding any path under one of `ignore_prefixes` (e.g. ".orchestrator/").
+    ///
+    /// Paths are relative to the root; untracked directories are listed file by file, and a rename names
+    /// both its old and new path.
+    pub async fn dirty_paths(&self, ignore_prefixes: &[&str]) -> Result<Vec<String>, GitError> {
+        let args = ["status", "--porcelain=v1", "-z", "--untracked-files=all"];
+        let out = self.git().check(self.root(), args, Mode::READ).await?;
+        let ignored = |path: &str| {
+            ignore_prefixes
+                .iter()
+                .any(|prefix| path.starts_with(prefix) || path == prefix.trim_end_matches('/'))
+        };
+        Ok(parse::status_paths(&out.stdout)
+            .into_iter()
+            .filter(|p| !ignored(p))
+            .collect())
+    }
+
+    /// Adds `pattern` to <common dir>/info/exclude unless a line equal to it exists (creating info/ if needed).
+    ///
+    /// info/exclude rather than .gitignore: it ignores our state without changing a tracked file.
+    pub async fn ensure_excluded(&self, pattern: &str) -> Result<(), GitError> {
+        if pattern.trim().is_empty() || pattern.contains(['\n', '\r']) {
+            return Err(GitError::InvalidArgument(format!(
+                "exclude pattern must be one non-empty line: {pattern:?}"
+            )));
+        }
+        let _meta = self.shared.meta.lock().await;
+        let info = self.git_common_dir().join("info");
+        tokio::fs::create_dir_all(&info).await?;
+        let file = info.join("exclude");
+        let existing = match tokio::fs::read(&file).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e.into()),
+        };
+        if existing
+            .lines()
+            .any(|l| l.trim_end_matches('\r') == pattern)
+        {
+            return Ok(());
+        }
+        let separator = if existing.is_empty() || existing.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        let mut out = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .await?;
+        out.write_all(format!("{separator}{pattern}\n").as_bytes())
+            .await?;
+        out.flush().await?;
+        Ok(())
+    }
+
+    /// The object name `rev` resolves to (not peeled: an annotated tag gives the tag object).
+    /// `NoCommits` when `rev` is relative to HEAD and the repository has no commits.
+    pub async fn rev_parse(&self, rev: &str) -> Result<String, GitError> {
+        let args = ["rev-parse", "--verify", "--end-of-options", rev];
+        let out = self.git().run(self.root(), args, Mode::READ).await?;
+        if out.success() {
+            return Ok(out.line());
+        }
+        if rev.starts_with("HEAD") && self.head_commit().await?.is_none() {
+            return Err(GitError::NoCommits);
+        }
+        Err(out.into_error())
+    }
+
+    /// Whether the local branch `name` exists.
+    pub async fn branch_exists(&self, name: &str) -> Result<bool, GitError> {
+        let refname = format!("refs/heads/{name}");
+        let args = [
+            "rev-parse",
+            "-q",
+            "--verify",
+            "--end-of-options",
+            refname.as_str(),
+        ];
+        let out = self.git().run(self.root(), args, Mode::READ).await?;
+        match out.code {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(out.into_error()),
+        }
+    }
+
+    /// Creates branch `name` at `at`; fails if it exists. No upstream is recorded.
+    pub async fn create_branch(&self, name: &str, at: &str) -> Result<(), GitError> {
+        let _meta = self.shared.meta.lock().await;
+        let args = ["branch", "--no-track", "--", name, at];
+        let out = self.git().run(self.root(), args, Mode::META).await?;
+        if !out.success() && at.starts_with("HEAD") && self.head_commit().await?.is_none() {
+            return Err(GitError::NoCommits);
+        }
+        out.checked().map(drop)
+    }
+
+    /// Deletes branch `name` even if unmerged (`-D`). Fails if it is checked out somewhere.
+    pub async fn delete_branch(&self, name: &str) -> Result<(), GitError> {
+        let _meta = self.shared.meta.lock().await;
+        let args = ["branch", "-D", "--", name];
+        self.git()
+            .check(self.root(), args, Mode::META)
+            .await
+            .map(drop)
+    }
+
+    /// Checks out the existing `branch` in a new worktree at `path`, creating parent directories. A
+    /// worktree already at `path` (live or stale) is removed first, and a missing worktree still holding
+    /// `branch` is pruned, so a crashed session's worktree can simply be re-added.
+    pub async fn add_worktree(&self, path: &Path, branch: &str) -> Result<Worktree, GitError> {
+        if !self.branch_exists(branch).await? {
+            return Err(GitError::NoSuchBranch(branch.to_string()));
+        }
+        self.add_worktree_at(path, branch, false).await
+    }
+
+    /// A new worktree at `path` with `commit` checked out on a detached HEAD (same replacement rules).
+    pub async fn add_detached_worktree(
+        &self,
+        path: &Path,
+        commit: &str,
+    ) -> Result<Worktree, GitError> {
+        self.add_worktree_at(path, commit, true).await
+    }
+
+    async fn add_worktree_at(
+        &self,
+        path: &Path,
+        target: &str,
+        detach: bool,
+    ) -> Result<Worktree, GitError> {
+        let loc = Location::resolve(path, true).await?;
+        {
+            let _meta = self.shared.meta.lock().await;
+            let holder = (!detach).then(|| format!("refs/heads/{target}"));
+            self.clear_worktree_path(&loc, holder.as_deref()).await?;
+            // Only the registration happens under the lock; the checkout (the slow part, touching no
+            // shared state) runs afterwards so concurrent sessions populate their trees in parallel.
+            let mut args: Vec<&OsStr> = ["worktree", "add", "--no-checkout"]
+                .map(OsStr::new)
+                .to_vec();
+            if detach {
+                args.push(OsStr::new("--detach"));
+            }
+            args.extend([OsStr::new("--"), loc.abs.as_os_str(), OsStr::new(target)]);
+            self.git().check(self.root(), args, Mode::META).await?;
+        }
+        let worktree = Worktree::new(self.shared.clone(), loc.abs.clone());
+        if let Err(e) = worktree.populate().await {
+            // Don't leave a registered worktree with an empty tree behind; the checkout error matters more.
+            if let Err(cleanup) = self.remove_worktree(&loc.abs).await {
+                tracing::warn!(path = %loc.abs.display(), error = %cleanup, "could not remove half-made worktree");
+            }
+            return Err(e);
+        }
+        Ok(worktree)
+    }
+
+    /// Removes the worktree at `path` (`--force`: its changes are discarded), pruning its registration
+    /// if the directory is already gone. Ok if there is nothing there.
+    pub async fn remove_worktree(&self, path: &Path) -> Result<(), GitError> {
+        let loc = Location::resolve(path, false).await?;
+        let _meta = self.shared.meta.lock().await;
+        self.clear_worktree_path(&loc, None).await
+    }
+
+    /// Every registered worktree, the main one first, as git records them (symlinks resolved), including
+    /// registrations whose directory has disappeared.
+    pub async fn list_worktrees(&self) -> Result<Vec<PathBuf>, GitError> {
+        // Under the lock so the list never shows one of our worktrees half-registered.
+        let _meta = self.shared.meta.lock().await;
+        Ok(self
+            .worktree_entries()
+            .await?
+            .into_iter()
+            .map(|e| e.path)
+            .collect())
+    }
+
+    async fn worktree_entries(&self) -> Result<Vec<WorktreeEntry>, GitError> {
+        let args = ["worktree", "list", "--porcelain"];
+        let out = self.git().check(self.root(), args, Mode::READ).await?;
+        Ok(parse::worktree_list(&out.stdout))
+    }
+
+    /// Makes `loc` free for a new worktree: removes a worktree registered there, prunes registrations
+    /// whose directory is gone if they are at `loc` or hold `branch_ref`, and deletes a leftover
+    /// directory of ours. Caller holds the metadata lock.
+    ///
+    /// `git worktree prune` is global, so it runs only when one of *our* registrations is stale: a
+    /// user's worktree on an unplugged disk must not be unregistered as a side effect.
+    async fn clear_worktree_path(
+        &self,
+        loc: &Location,
+        branch_ref: Option<&str>,
+    ) -> Result<(), GitError> {
+        let entries = self.worktree_entries().await?;
+        if entries.first().is_some_and(|main| loc.is(&main.path)) {
+            return Err(GitError::InvalidArgument(format!(
+                "{} is the main worktree",
+                loc.abs.display()
+            )));
+        }
+        let mut prune = false;
+        for entry in entries.iter().skip(1) {
+            let live = tokio::fs::try_exists(&entry.path).await?;
+            if loc.is(&entry.path) && live {
+                let args = [
+                    OsStr::new("worktree"),
+                    OsStr::new("remove"),
+                    OsStr::new("--force"),
+                    OsStr::new("--force"),
+                    OsStr::new("--"),
+                    entry.path.as_os_str(),
+                ];
+                self.git().check(self.root(), args, Mode::META).await?;
+            } else if !live && (loc.is(&entry.path) || entry.branch.as_deref() == branch_ref) {
+                prune = true;
+            }
+        }
+        if prune {
+            let args = ["worktree", "prune"];
+            self.git().check(self.root(), args, Mode::META).await?;
+        }
+        self.remove_leftover_dir(&loc.abs).await
+    }
+
+    /// Deletes `dir` if it is the remains of one of this repository's worktrees whose registration is
+    /// gone (its `.git` file points into our `worktrees/` admin area). Anything else is left for git to
+    /// refuse, so no directory of the user's is ever deleted.
+    async fn remove_leftover_dir(&self, dir: &Path) -> Result<(), GitError> {
+        let Ok(dotgit) = tokio::fs::read_to_string(dir.join(".git")).await else {
+            return Ok(());
+        };
+        let Some(admin) = dotgit.trim().strip_prefix("gitdir: ") else {
+            return Ok(());
+        };
+        let ours = self.git_common_dir().join("worktrees");
+        if Path::new(admin).starts_with(&ours) && !tokio::fs::try_exists(admin).await? {
+            tracing::info!(dir = %dir.display(), "removing leftover worktree directory");
+            tokio::fs::remove_dir_all(dir).await?;
+        }
+        Ok(())
+    }
+
+    /// Fast-forwards the checked-out branch of the main worktree to `commit` (`git merge --ff-only`), which updates the user's files only where git can do so safely. Returns FastForward::Done, ::NotFastForward (branch moved), ::Blocked(reason) (local changes in the way / other failure, with git's message). Never forces anything.
+    ///
+    /// With a detached HEAD the HEAD itself moves forward, under the same rules.
+    pub async fn fast_forward_checked_out(&self, commit: &str) -> Result<FastForward, GitError> {
+        let _meta = self.shared.meta.lock().await;
+        if let Some(operation) = self.operation_in_progress().await? {
+            return Ok(FastForward::Blocked(format!(
+                "a {operation} is in progress in {}",
+                self.root().display()
+            )));
+        }
+        let target = self.rev_parse(&format!("{commit}^{{commit}}")).await?;
+        if let Some(head) = self.head_commit().await? {
+            if head == target {
+                return Ok(FastForward::Done);
+            }
+            if !self.is_ancestor(&head, &target).await? {
+                return Ok(FastForward::NotFastForward);
+            }
+        }
+        // --no-autostash: a user's merge.autoStash would stash their edits and re-apply them, which can
+        // conflict inside their files. Signatures: the commits are ours and unsigned by design.
+        let args = [
+            "merge",
+            "--ff-only",
+            "--no-autostash",
+            "--no-verify-signatures",
+            "--end-of-options",
+            &target,
+        ];
+        let out = self.git().run(self.root(), args, Mode::META).await?;
+        Ok(match out.code {
+            Some(0) => FastForward::Done,
+            _ if out.message().contains("Not possible to fast-forward") => {
+                FastForward::NotFastForward
+            }
+            _ => FastForward::Blocked(out.message()),
+        })
+    }
+
+    /// A sequencer operation the user left unfinished in the main worktree, during which moving HEAD
+    /// would corrupt their work (a rebase even has HEAD detached, so `merge --ff-only` would go ahead).
+    async fn operation_in_progress(&self) -> Result<Option<&'static str>, GitError> {
+        // The main worktree's own git directory is the common directory.
+        const MARKERS: &[(&str, &str)] = &[
+            ("MERGE_HEAD", "merge"),
+            ("rebase-merge", "rebase"),
+            ("rebase-apply", "rebase or am"),
+            ("CHERRY_PICK_HEAD", "cherry-pick"),
+            ("REVERT_HEAD", "revert"),
+            ("BISECT_LOG", "bisect"),
+        ];
+        for (file, operation) in MARKERS {
+            if tokio::fs::try_exists(self.git_common_dir().join(file)).await? {
+                return Ok(Some(operation));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Updates a branch that is NOT checked out anywhere to `commit` only if it is a fast-forward.
+    ///
+    /// Blocked if the branch is checked out in some worktree (moving it would desynchronise that tree).
+    /// The ref update is a compare-and-swap, so a concurrent move is reported as NotFastForward.
+    pub async fn fast_forward_branch(
+        &self,
+        branch: &str,
+        commit: &str,
+    ) -> Result<FastForward, GitError> {
+        let _meta = self.shared.meta.lock().await;
+        let refname = format!("refs/heads/{branch}");
+        let entries = self.worktree_entries().await?;
+        if let Some(holder) = entries
+            .iter()
+            .find(|e| e.branch.as_deref() == Some(refname.as_str()))
+        {
+            return Ok(FastForward::Blocked(format!(
+                "branch '{branch}' is checked out at {}",
+                holder.path.display()
+            )));
+        }
+        if !self.branch_exists(branch).await? {
+            return Err(GitError::NoSuchBranch(branch.to_string()));
+        }
+        let old = self.rev_parse(&refname).await?;
+        let new = self.rev_parse(&format!("{commit}^{{commit}}")).await?;
+        if old == new {
+            return Ok(FastForward::Done);
+        }
+        if !self.is_ancestor(&old, &new).await? {
+            return Ok(FastForward::NotFastForward);
+        }
+        let args = [
+            "update-ref",
+            "-m",
+            "orchestrator: fast-forward",
+            &refname,
+            &new,
+            &old,
+        ];
+        let out = self.git().run(self.root(), args, Mode::META).await?;
+        match out.code {
+            Some(0) => Ok(FastForward::Done),
+            _ if out.stderr.contains("but expected") => Ok(FastForward::NotFastForward),
+            _ => Err(out.into_error()),
+        }
+    }
+
+    /// Whether `ancestor` is reachable from `descendant` (a commit is its own ancestor).
+    pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
+        let args = [
+            "merge-base",
+            "--is-ancestor",
+            "--end-of-options",
+            ancestor,
+            descendant,
+        ];
+        let out = self.git().run(self.root(), args, Mode::READ).await?;
+        match out.code {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(out.into_error()),
+        }
+    }
+}
+
+/// `NotARepo` for git's "not a git repository" and for a path it cannot even enter; otherwise git's error
+/// (e.g. "dubious ownership"), which says more than NotARepo would.
+fn not_a_repo_or_error(out: Output, path: &Path) -> GitError {
+    let message = out.message();
+    if message.contains("not a git repository") || message.contains("cannot change to") {
+        GitError::NotARepo(path.to_path_buf())
+    } else {
+        out.into_error()
+    }
+}
+
+/// The main worktree's top directory. From the main worktree, `--show-toplevel` is exact (it honours
+/// `core.worktree` and `--separate-git-dir`). From a linked worktree or inside `.git`, the first record
+/// of `worktree list` names the main worktree; if that is bare there is no worktree to work in.
+async fn main_worktree_root(
+    git: &Runner,
+    path: &Path,
+    git_dir: &Path,
+    common_dir: &Path,
+) -> Result<PathBuf, GitError> {
+    if git_dir == common_dir {
+        let top = git
+            .run(path, ["rev-parse", "--show-toplevel"], Mode::READ)
+            .await?;
+        if top.success() && !top.line().is_empty() {
+            return Ok(PathBuf::from(top.line()));
+        }
+    }
+    let list = git
+        .check(path, ["worktree", "list", "--porcelain"], Mode::READ)
+        .await?;
+    match parse::worktree_list(&list.stdout).into_iter().next() {
+        Some(main) if !main.bare => Ok(main.path),
+        _ => Err(GitError::NotARepo(path.to_path_buf())),
+    }
+}

@@ -1,0 +1,271 @@
+//! One worktree of the repository: where a session works, or where the merge queue merges.
+
+use std::collections::HashSet;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::cmd::{Mode, Output, Runner};
+use crate::parse;
+use crate::repo::Shared;
+use crate::GitError;
+
+/// A worktree made by [`crate::Repo::add_worktree`] or [`crate::Repo::add_detached_worktree`].
+/// Cheap to clone; safe to share between tasks (git itself serialises work on one worktree's index).
+#[derive(Debug, Clone)]
+pub struct Worktree {
+    shared: Arc<Shared>,
+    path: Arc<Path>,
+}
+
+/// How a merge ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// The merge commit (or HEAD unchanged, when `rev` was already merged).
+    Merged(String),
+    /// The merge stopped on these paths (relative to the worktree); it is still in progress.
+    Conflict(Vec<String>),
+}
+
+impl Worktree {
+    pub(crate) fn new(shared: Arc<Shared>, path: PathBuf) -> Worktree {
+        Worktree {
+            shared,
+            path: path.into(),
+        }
+    }
+
+    /// The worktree's top directory, absolute.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn git(&self) -> &Runner {
+        &self.shared.git
+    }
+
+    async fn run(&self, args: &[&str], mode: Mode) -> Result<Output, GitError> {
+        self.git().run(&self.path, args, mode).await
+    }
+
+    async fn check(&self, args: &[&str], mode: Mode) -> Result<Output, GitError> {
+        self.git().check(&self.path, args, mode).await
+    }
+
+    /// Fills a worktree registered with `--no-checkout`: index and files from HEAD.
+    pub(crate) async fn populate(&self) -> Result<(), GitError> {
+        self.check(&["reset", "--hard", "-q"], Mode::META)
+            .await
+            .map(drop)
+    }
+
+    /// The commit checked out here.
+    pub async fn head(&self) -> Result<String, GitError> {
+        let out = self
+            .run(
+                &["rev-parse", "-q", "--verify", "HEAD^{commit}"],
+                Mode::READ,
+            )
+            .await?;
+        match out.code {
+            Some(0) => Ok(out.line()),
+            Some(1) if out.stderr.trim().is_empty() => Err(GitError::NoCommits),
+            _ => Err(out.into_error()),
+        }
+    }
+
+    /// `git add -A` + commit (--no-verify). Ok(None) when there was nothing to commit.
+    pub async fn commit_all(&self, message: &str) -> Result<Option<String>, GitError> {
+        self.check(&["add", "-A"], Mode::META).await?;
+        let staged = self
+            .run(&["diff", "--cached", "--quiet"], Mode::READ)
+            .await?;
+        match staged.code {
+            Some(0) => return Ok(None),
+            Some(1) => {}
+            _ => return Err(staged.into_error()),
+        }
+        let args = ["commit", "--no-verify", "-q", "-m", message];
+        self.check(&args, Mode::COMMIT).await?;
+        self.head().await.map(Some)
+    }
+
+    /// The tree of HEAD: equal trees mean identical content, whatever the history.
+    pub async fn tree_hash(&self) -> Result<String, GitError> {
+        let out = self
+            .check(&["rev-parse", "--verify", "HEAD^{tree}"], Mode::READ)
+            .await?;
+        Ok(out.line())
+    }
+
+    /// Whether anything is uncommitted here (staged, unstaged, or untracked-not-ignored).
+    pub async fn has_changes(&self) -> Result<bool, GitError> {
+        let args = ["status", "--porcelain=v1", "-z", "--untracked-files=normal"];
+        let out = self.check(&args, Mode::READ).await?;
+        Ok(!out.stdout.is_empty())
+    }
+
+    /// `git diff base HEAD` as a full patch with standard a/ b/ prefixes. External diff drivers and
+    /// textconv filters are off: they run the user's programs and change the text per machine.
+    pub async fn diff_since(&self, base: &str) -> Result<String, GitError> {
+        let args = [
+            "diff",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            "--end-of-options",
+            base,
+            "HEAD",
+            "--",
+        ];
+        Ok(self.check(&args, Mode::READ).await?.stdout)
+    }
+
+    /// `git diff --stat base HEAD`, wide enough that long paths are not abbreviated.
+    pub async fn diff_stat_since(&self, base: &str) -> Result<String, GitError> {
+        let args = [
+            "diff",
+            "--no-color",
+            "--stat=1000",
+            "--stat-graph-width=40",
+            "--end-of-options",
+            base,
+            "HEAD",
+            "--",
+        ];
+        Ok(self.check(&args, Mode::READ).await?.stdout)
+    }
+
+    /// `git merge --no-ff -m message <rev>`. Merged(commit) or Conflict(paths with conflicts); on any other failure an error, leaving no merge in progress.
+    pub async fn merge(&self, rev: &str, message: &str) -> Result<MergeOutcome, GitError> {
+        // --no-autostash: local changes must make the merge fail, not be stashed and replayed.
+        let args = [
+            "merge",
+            "--no-ff",
+            "--no-edit",
+            "--no-autostash",
+            "--no-verify-signatures",
+            "-m",
+            message,
+            "--end-of-options",
+            rev,
+        ];
+        let out = self.run(&args, Mode::COMMIT).await?;
+        if out.success() {
+            return Ok(MergeOutcome::Merged(self.head().await?));
+        }
+        let conflicts = self.conflicted_paths().await?;
+        if !conflicts.is_empty() {
+            return Ok(MergeOutcome::Conflict(conflicts));
+        }
+        if self.merge_in_progress().await? {
+            if let Err(e) = self.abort_merge().await {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not abort failed merge");
+            }
+        }
+        Err(out.into_error())
+    }
+
+    /// Paths with unresolved conflicts (unmerged index entries), relative to the worktree.
+    pub async fn conflicted_paths(&self) -> Result<Vec<String>, GitError> {
+        let out = self
+            .check(&["ls-files", "--unmerged", "-z"], Mode::READ)
+            .await?;
+        Ok(parse::unmerged_paths(&out.stdout))
+    }
+
+    /// Whether a merge was started here and not yet concluded or aborted.
+    pub async fn merge_in_progress(&self) -> Result<bool, GitError> {
+        let out = self
+            .run(&["rev-parse", "-q", "--verify", "MERGE_HEAD"], Mode::READ)
+            .await?;
+        match out.code {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(out.into_error()),
+        }
+    }
+
+    /// After conflicts were fixed in the files: `git add -A` and commit the merge (--no-edit). Error if conflict markers ("<<<<<<< ", ">>>>>>> " at line start) remain in any previously conflicted file.
+    ///
+    /// When markers remain nothing is staged, so the conflicts stay visible to `conflicted_paths`.
+    pub async fn conclude_merge(&self) -> Result<String, GitError> {
+        if !self.merge_in_progress().await? {
+            return Err(GitError::NoMergeInProgress);
+        }
+        let mut remaining = Vec::new();
+        for path in self.resolution_candidates().await? {
+            if self.file_has_markers(&path).await? {
+                remaining.push(path);
+            }
+        }
+        if !remaining.is_empty() {
+            return Err(GitError::ConflictMarkers(remaining));
+        }
+        self.check(&["add", "-A"], Mode::META).await?;
+        // --cleanup=strip drops the commented "# Conflicts:" list git appends to MERGE_MSG.
+        let args = [
+            "commit",
+            "--no-edit",
+            "--no-verify",
+            "--cleanup=strip",
+            "-q",
+        ];
+        self.check(&args, Mode::COMMIT).await?;
+        self.head().await
+    }
+
+    /// Files that were conflicted: those still unmerged, plus those whose content differs from both
+    /// parents. The second set catches a file someone already `git add`ed with markers in it, while a
+    /// file taken as-is from either side (which may legitimately contain marker-like lines) is not
+    /// suspected.
+    async fn resolution_candidates(&self) -> Result<Vec<String>, GitError> {
+        let mut candidates = self.conflicted_paths().await?;
+        let changed = |against: &'static str| async move {
+            let args = ["diff", "--name-only", "-z", "--no-renames", against, "--"];
+            let out = self.check(&args, Mode::READ).await?;
+            Ok::<_, GitError>(parse::nul_list(&out.stdout))
+        };
+        let from_ours: HashSet<String> = changed("HEAD").await?.into_iter().collect();
+        for path in changed("MERGE_HEAD").await? {
+            if from_ours.contains(&path) && !candidates.contains(&path) {
+                candidates.push(path);
+            }
+        }
+        Ok(candidates)
+    }
+
+    async fn file_has_markers(&self, relative: &str) -> Result<bool, GitError> {
+        let file = self.path.join(relative);
+        // Only regular files: a deleted path, a submodule directory or a symlink has no markers.
+        match tokio::fs::symlink_metadata(&file).await {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(parse::has_conflict_markers(&tokio::fs::read(&file).await?))
+    }
+
+    /// Abandons the merge in progress, restoring the pre-merge state. Ok if there is none.
+    pub async fn abort_merge(&self) -> Result<(), GitError> {
+        if !self.merge_in_progress().await? {
+            return Ok(());
+        }
+        self.check(&["merge", "--abort"], Mode::META)
+            .await
+            .map(drop)
+    }
+
+    /// `git reset --hard <commit>` then `git clean -fd`: tracked and untracked changes are discarded,
+    /// ignored files (build output) are kept, and any merge in progress is dropped.
+    pub async fn reset_hard(&self, commit: &str) -> Result<(), GitError> {
+        let args = ["reset", "--hard", "-q", "--end-of-options", commit];
+        self.check(&args, Mode::META).await?;
+        self.check(&["clean", "-fd", "-q"], Mode::META)
+            .await
+            .map(drop)
+    }
+}
