@@ -213,10 +213,7 @@ impl Runner {
 
         let started = Instant::now();
         let out = cmd.output().await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("could not run git in {}: {e}", dir.display()),
-            )
+            std::io::Error::new(e.kind(), format!("could not run git in {}: {e}", dir.display()))
         })?;
         let command = command_line(dir, args);
         tracing::debug!(%command, code = ?out.status.code(), elapsed_ms = started.elapsed().as_millis() as u64, "git");
@@ -232,10 +229,7 @@ impl Runner {
     /// When `user.email` is missing all four fall back to `orchestrator`; when only `user.name` is missing
     /// only the names do (git would otherwise fail with an empty name on machines without a GECOS field).
     /// Variables already in our environment are the user's explicit choice and are left alone.
-    async fn fallback_identity(
-        &self,
-        dir: &Path,
-    ) -> Result<Vec<(&'static str, &'static str)>, GitError> {
+    async fn fallback_identity(&self, dir: &Path) -> Result<Vec<(&'static str, &'static str)>, GitError> {
         let args = ["config", "--get-regexp", r"^user\.(name|email)$"].map(OsString::from);
         let out = self.spawn(dir, &args, Mode::READ, &[]).await?;
         // Exit 1 means "no such key": no identity at all.
@@ -317,9 +311,7 @@ mod tests {
         assert!(is_lock_contention(
             "error: could not lock config file .git/config.lock: File exists"
         ));
-        assert!(!is_lock_contention(
-            "fatal: a branch named 'x' already exists"
-        ));
+        assert!(!is_lock_contention("fatal: a branch named 'x' already exists"));
         assert!(!is_lock_contention(
             "fatal: cannot lock ref 'refs/heads/x': is at 1234 but expected 5678"
         ));

@@ -126,8 +126,6 @@ mod tests {
             b"a\n<<<<<<< HEAD\nb\n=======\nc\n>>>>>>> x\n"
         ));
         assert!(has_conflict_markers(b"ok\r\n>>>>>>> theirs\r\n"));
-        assert!(!has_conflict_markers(
-            b"Title\n=======\n  <<<<<<< not at start\n"
-        ));
+        assert!(!has_conflict_markers(b"Title\n=======\n  <<<<<<< not at start\n"));
     }
 }

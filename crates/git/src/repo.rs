@@ -85,10 +85,7 @@ impl Repo {
     /// Tests use it to point `HOME`/`XDG_CONFIG_HOME` at an empty directory (and set
     /// `GIT_CONFIG_NOSYSTEM=1`) so they see no machine-wide git config, without touching the process
     /// environment that parallel tests share.
-    pub async fn discover_with_env(
-        path: &Path,
-        env: Vec<(String, String)>,
-    ) -> Result<Repo, GitError> {
+    pub async fn discover_with_env(path: &Path, env: Vec<(String, String)>) -> Result<Repo, GitError> {
         let git = Runner::new(env);
         let args = [
             "rev-parse",
@@ -189,10 +186,7 @@ impl Repo {
             Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e.into()),
         };
-        if existing
-            .lines()
-            .any(|l| l.trim_end_matches('\r') == pattern)
-        {
+        if existing.lines().any(|l| l.trim_end_matches('\r') == pattern) {
             return Ok(());
         }
         let separator = if existing.is_empty() || existing.ends_with('\n') {
@@ -258,10 +252,7 @@ impl Repo {
     pub async fn delete_branch(&self, name: &str) -> Result<(), GitError> {
         let _meta = self.shared.meta.lock().await;
         let args = ["branch", "-D", "--", name];
-        self.git()
-            .check(self.root(), args, Mode::META)
-            .await
-            .map(drop)
+        self.git().check(self.root(), args, Mode::META).await.map(drop)
     }
 
     /// Checks out the existing `branch` in a new worktree at `path`, creating parent directories. A
@@ -275,20 +266,11 @@ impl Repo {
     }
 
     /// A new worktree at `path` with `commit` checked out on a detached HEAD (same replacement rules).
-    pub async fn add_detached_worktree(
-        &self,
-        path: &Path,
-        commit: &str,
-    ) -> Result<Worktree, GitError> {
+    pub async fn add_detached_worktree(&self, path: &Path, commit: &str) -> Result<Worktree, GitError> {
         self.add_worktree_at(path, commit, true).await
     }
 
-    async fn add_worktree_at(
-        &self,
-        path: &Path,
-        target: &str,
-        detach: bool,
-    ) -> Result<Worktree, GitError> {
+    async fn add_worktree_at(&self, path: &Path, target: &str, detach: bool) -> Result<Worktree, GitError> {
         let loc = Location::resolve(path, true).await?;
         {
             let _meta = self.shared.meta.lock().await;
@@ -296,9 +278,7 @@ impl Repo {
             self.clear_worktree_path(&loc, holder.as_deref()).await?;
             // Only the registration happens under the lock; the checkout (the slow part, touching no
             // shared state) runs afterwards so concurrent sessions populate their trees in parallel.
-            let mut args: Vec<&OsStr> = ["worktree", "add", "--no-checkout"]
-                .map(OsStr::new)
-                .to_vec();
+            let mut args: Vec<&OsStr> = ["worktree", "add", "--no-checkout"].map(OsStr::new).to_vec();
             if detach {
                 args.push(OsStr::new("--detach"));
             }
@@ -349,11 +329,7 @@ impl Repo {
     ///
     /// `git worktree prune` is global, so it runs only when one of *our* registrations is stale: a
     /// user's worktree on an unplugged disk must not be unregistered as a side effect.
-    async fn clear_worktree_path(
-        &self,
-        loc: &Location,
-        branch_ref: Option<&str>,
-    ) -> Result<(), GitError> {
+    async fn clear_worktree_path(&self, loc: &Location, branch_ref: Option<&str>) -> Result<(), GitError> {
         let entries = self.worktree_entries().await?;
         if entries.first().is_some_and(|main| loc.is(&main.path)) {
             return Err(GitError::InvalidArgument(format!(
@@ -436,9 +412,7 @@ impl Repo {
         let out = self.git().run(self.root(), args, Mode::META).await?;
         Ok(match out.code {
             Some(0) => FastForward::Done,
-            _ if out.message().contains("Not possible to fast-forward") => {
-                FastForward::NotFastForward
-            }
+            _ if out.message().contains("Not possible to fast-forward") => FastForward::NotFastForward,
             _ => FastForward::Blocked(out.message()),
         })
     }
@@ -467,11 +441,7 @@ impl Repo {
     ///
     /// Blocked if the branch is checked out in some worktree (moving it would desynchronise that tree).
     /// The ref update is a compare-and-swap, so a concurrent move is reported as NotFastForward.
-    pub async fn fast_forward_branch(
-        &self,
-        branch: &str,
-        commit: &str,
-    ) -> Result<FastForward, GitError> {
+    pub async fn fast_forward_branch(&self, branch: &str, commit: &str) -> Result<FastForward, GitError> {
         let _meta = self.shared.meta.lock().await;
         let refname = format!("refs/heads/{branch}");
         let entries = self.worktree_entries().await?;

@@ -54,18 +54,13 @@ impl Worktree {
 
     /// Fills a worktree registered with `--no-checkout`: index and files from HEAD.
     pub(crate) async fn populate(&self) -> Result<(), GitError> {
-        self.check(&["reset", "--hard", "-q"], Mode::META)
-            .await
-            .map(drop)
+        self.check(&["reset", "--hard", "-q"], Mode::META).await.map(drop)
     }
 
     /// The commit checked out here.
     pub async fn head(&self) -> Result<String, GitError> {
         let out = self
-            .run(
-                &["rev-parse", "-q", "--verify", "HEAD^{commit}"],
-                Mode::READ,
-            )
+            .run(&["rev-parse", "-q", "--verify", "HEAD^{commit}"], Mode::READ)
             .await?;
         match out.code {
             Some(0) => Ok(out.line()),
@@ -77,9 +72,7 @@ impl Worktree {
     /// `git add -A` + commit (--no-verify). Ok(None) when there was nothing to commit.
     pub async fn commit_all(&self, message: &str) -> Result<Option<String>, GitError> {
         self.check(&["add", "-A"], Mode::META).await?;
-        let staged = self
-            .run(&["diff", "--cached", "--quiet"], Mode::READ)
-            .await?;
+        let staged = self.run(&["diff", "--cached", "--quiet"], Mode::READ).await?;
         match staged.code {
             Some(0) => return Ok(None),
             Some(1) => {}
@@ -170,9 +163,7 @@ impl Worktree {
 
     /// Paths with unresolved conflicts (unmerged index entries), relative to the worktree.
     pub async fn conflicted_paths(&self) -> Result<Vec<String>, GitError> {
-        let out = self
-            .check(&["ls-files", "--unmerged", "-z"], Mode::READ)
-            .await?;
+        let out = self.check(&["ls-files", "--unmerged", "-z"], Mode::READ).await?;
         Ok(parse::unmerged_paths(&out.stdout))
     }
 
@@ -206,13 +197,7 @@ impl Worktree {
         }
         self.check(&["add", "-A"], Mode::META).await?;
         // --cleanup=strip drops the commented "# Conflicts:" list git appends to MERGE_MSG.
-        let args = [
-            "commit",
-            "--no-edit",
-            "--no-verify",
-            "--cleanup=strip",
-            "-q",
-        ];
+        let args = ["commit", "--no-edit", "--no-verify", "--cleanup=strip", "-q"];
         self.check(&args, Mode::COMMIT).await?;
         self.head().await
     }
@@ -254,9 +239,7 @@ impl Worktree {
         if !self.merge_in_progress().await? {
             return Ok(());
         }
-        self.check(&["merge", "--abort"], Mode::META)
-            .await
-            .map(drop)
+        self.check(&["merge", "--abort"], Mode::META).await.map(drop)
     }
 
     /// `git reset --hard <commit>` then `git clean -fd`: tracked and untracked changes are discarded,
@@ -264,8 +247,6 @@ impl Worktree {
     pub async fn reset_hard(&self, commit: &str) -> Result<(), GitError> {
         let args = ["reset", "--hard", "-q", "--end-of-options", commit];
         self.check(&args, Mode::META).await?;
-        self.check(&["clean", "-fd", "-q"], Mode::META)
-            .await
-            .map(drop)
+        self.check(&["clean", "-fd", "-q"], Mode::META).await.map(drop)
     }
 }

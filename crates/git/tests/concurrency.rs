@@ -19,11 +19,7 @@ async fn twenty_sessions_add_worktrees_and_commit_at_once() {
                 let branch = format!("orchestrator/m/s{i}");
                 repo.create_branch(&branch, "main").await?;
                 let wt = repo.add_worktree(&path, &branch).await?;
-                write(
-                    wt.path(),
-                    &format!("file{i}.txt"),
-                    &format!("session {i}\n"),
-                );
+                write(wt.path(), &format!("file{i}.txt"), &format!("session {i}\n"));
                 let commit = wt.commit_all(&format!("session {i}")).await?;
                 Ok::<_, orchestrator_git::GitError>((branch, wt, commit))
             })
@@ -38,10 +34,7 @@ async fn twenty_sessions_add_worktrees_and_commit_at_once() {
         assert_eq!(read(wt.path(), "README"), "hello\n");
         done.push(wt);
     }
-    assert_eq!(
-        repo.list_worktrees().await.expect("list").len(),
-        SESSIONS + 1
-    );
+    assert_eq!(repo.list_worktrees().await.expect("list").len(), SESSIONS + 1);
 
     let removals: Vec<_> = done
         .into_iter()
@@ -53,9 +46,6 @@ async fn twenty_sessions_add_worktrees_and_commit_at_once() {
     for removal in removals {
         removal.await.expect("task").expect("remove");
     }
-    assert_eq!(
-        repo.list_worktrees().await.expect("list"),
-        vec![fx.root.clone()]
-    );
+    assert_eq!(repo.list_worktrees().await.expect("list"), vec![fx.root.clone()]);
     assert_eq!(fx.read("README"), "hello\n");
 }

@@ -33,10 +33,7 @@ async fn fast_forward_updates_the_users_branch_and_files() {
         repo.fast_forward_checked_out("mission").await.expect("ff"),
         FastForward::Done
     );
-    assert_eq!(
-        repo.head_commit().await.expect("head"),
-        Some(result.clone())
-    );
+    assert_eq!(repo.head_commit().await.expect("head"), Some(result.clone()));
     assert_eq!(
         repo.current_branch().await.expect("branch").as_deref(),
         Some("main")
@@ -139,22 +136,16 @@ async fn other_branches_are_fast_forwarded_only_when_safe() {
     repo.create_branch("target", &start).await.expect("branch");
 
     assert_eq!(
-        repo.fast_forward_branch("target", &result)
-            .await
-            .expect("ff"),
+        repo.fast_forward_branch("target", &result).await.expect("ff"),
         FastForward::Done
     );
     assert_eq!(repo.rev_parse("target").await.expect("rev"), result);
     assert_eq!(
-        repo.fast_forward_branch("target", &result)
-            .await
-            .expect("ff"),
+        repo.fast_forward_branch("target", &result).await.expect("ff"),
         FastForward::Done
     );
     assert_eq!(
-        repo.fast_forward_branch("target", &start)
-            .await
-            .expect("ff"),
+        repo.fast_forward_branch("target", &start).await.expect("ff"),
         FastForward::NotFastForward,
         "going backwards is not a fast-forward"
     );

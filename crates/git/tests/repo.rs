@@ -56,10 +56,7 @@ async fn a_repo_without_commits_has_no_head() {
         repo.current_branch().await.expect("branch").as_deref(),
         Some("main")
     );
-    assert!(matches!(
-        repo.rev_parse("HEAD").await,
-        Err(GitError::NoCommits)
-    ));
+    assert!(matches!(repo.rev_parse("HEAD").await, Err(GitError::NoCommits)));
     assert!(matches!(
         repo.create_branch("b", "HEAD").await,
         Err(GitError::NoCommits)
@@ -109,10 +106,7 @@ async fn dirty_paths_cover_staged_unstaged_untracked_but_not_ignored_or_prefixed
     assert_eq!(dirty, ["README", "new/deep/untracked.txt", "staged.txt"]);
 
     let all = repo.dirty_paths(&[]).await.expect("dirty");
-    assert!(
-        all.contains(&".orchestrator/state.json".to_string()),
-        "{all:?}"
-    );
+    assert!(all.contains(&".orchestrator/state.json".to_string()), "{all:?}");
 }
 
 #[tokio::test]
@@ -122,16 +116,12 @@ async fn ensure_excluded_is_idempotent_and_takes_effect() {
     // A file without a final newline, and no info/ directory at first.
     std::fs::remove_dir_all(fx.root.join(".git/info")).ok();
     let repo = fx.repo().await;
-    repo.ensure_excluded(".orchestrator/")
-        .await
-        .expect("exclude");
+    repo.ensure_excluded(".orchestrator/").await.expect("exclude");
     std::fs::write(&exclude, "# mine\n.orchestrator/\n*.tmp").expect("write exclude");
     repo.ensure_excluded(".orchestrator/")
         .await
         .expect("exclude again");
-    repo.ensure_excluded("target/")
-        .await
-        .expect("exclude another");
+    repo.ensure_excluded("target/").await.expect("exclude another");
     repo.ensure_excluded("target/").await.expect("and again");
 
     let content = std::fs::read_to_string(&exclude).expect("read exclude");
@@ -174,9 +164,6 @@ async fn ancestry() {
     let repo = fx.repo().await;
     assert!(repo.is_ancestor(&first, &second).await.expect("ancestor"));
     assert!(repo.is_ancestor(&second, &second).await.expect("self"));
-    assert!(!repo
-        .is_ancestor(&second, &first)
-        .await
-        .expect("not ancestor"));
+    assert!(!repo.is_ancestor(&second, &first).await.expect("not ancestor"));
     assert!(repo.is_ancestor("nope", &first).await.is_err());
 }

@@ -6,9 +6,7 @@ use common::{read, write, Fixture};
 use orchestrator_git::{GitError, MergeOutcome, Repo, Worktree};
 
 async fn branch_worktree(fx: &Fixture, repo: &Repo, name: &str) -> Worktree {
-    repo.create_branch(name, "HEAD")
-        .await
-        .expect("create branch");
+    repo.create_branch(name, "HEAD").await.expect("create branch");
     repo.add_worktree(&fx.wt_path(name), name)
         .await
         .expect("add worktree")
@@ -25,14 +23,8 @@ async fn worktrees_are_added_listed_and_removed() {
         !wt.has_changes().await.expect("changes"),
         "checkout must be complete"
     );
-    assert_eq!(
-        wt.head().await.expect("head"),
-        fx.git(&["rev-parse", "HEAD"])
-    );
-    assert_eq!(
-        fx.git_in(wt.path(), &["symbolic-ref", "--short", "HEAD"]),
-        "a"
-    );
+    assert_eq!(wt.head().await.expect("head"), fx.git(&["rev-parse", "HEAD"]));
+    assert_eq!(fx.git_in(wt.path(), &["symbolic-ref", "--short", "HEAD"]), "a");
 
     let detached_at = fx.wt_path("d");
     let detached = repo
@@ -48,23 +40,15 @@ async fn worktrees_are_added_listed_and_removed() {
     );
 
     let listed = repo.list_worktrees().await.expect("list");
-    assert_eq!(
-        listed,
-        [fx.root.clone(), fx.wt_path("a"), detached_at.clone()]
-    );
+    assert_eq!(listed, [fx.root.clone(), fx.wt_path("a"), detached_at.clone()]);
 
     repo.remove_worktree(wt.path()).await.expect("remove");
     repo.remove_worktree(wt.path())
         .await
         .expect("removing again is fine");
-    repo.remove_worktree(&detached_at)
-        .await
-        .expect("remove detached");
+    repo.remove_worktree(&detached_at).await.expect("remove detached");
     assert!(!wt.path().exists());
-    assert_eq!(
-        repo.list_worktrees().await.expect("list"),
-        vec![fx.root.clone()]
-    );
+    assert_eq!(repo.list_worktrees().await.expect("list"), vec![fx.root.clone()]);
     // The branch is free again.
     repo.delete_branch("a").await.expect("delete branch");
 }
@@ -208,9 +192,7 @@ async fn diverged(fx: &Fixture, repo: &Repo, conflicting: bool) -> Worktree {
         .expect("commit")
         .expect("a commit");
 
-    repo.create_branch("integration", "main")
-        .await
-        .expect("branch");
+    repo.create_branch("integration", "main").await.expect("branch");
     let integration = repo
         .add_worktree(&fx.wt_path("integration"), "integration")
         .await
@@ -246,14 +228,8 @@ async fn a_clean_merge_makes_a_merge_commit() {
         panic!("expected a merge: {outcome:?}")
     };
     assert_eq!(parents(&fx, &commit), 2);
-    assert_eq!(
-        read(wt.path(), "shared.txt"),
-        "zero\none\ntwo\nthree\nfour\n"
-    );
-    assert_eq!(
-        fx.git(&["log", "-1", "--format=%s", &commit]),
-        "Merge feature"
-    );
+    assert_eq!(read(wt.path(), "shared.txt"), "zero\none\ntwo\nthree\nfour\n");
+    assert_eq!(fx.git(&["log", "-1", "--format=%s", &commit]), "Merge feature");
     assert!(!wt.merge_in_progress().await.expect("state"));
     // Already merged: nothing new, HEAD returned.
     assert_eq!(
@@ -268,10 +244,7 @@ async fn a_conflict_is_reported_then_concluded_only_without_markers() {
     let repo = fx.repo().await;
     let wt = diverged(&fx, &repo, true).await;
     let outcome = wt.merge("feature", "Merge feature").await.expect("merge");
-    assert_eq!(
-        outcome,
-        MergeOutcome::Conflict(vec!["shared.txt".to_string()])
-    );
+    assert_eq!(outcome, MergeOutcome::Conflict(vec!["shared.txt".to_string()]));
     assert!(wt.merge_in_progress().await.expect("state"));
     assert_eq!(wt.conflicted_paths().await.expect("paths"), ["shared.txt"]);
 

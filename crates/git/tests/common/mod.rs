@@ -63,16 +63,9 @@ impl Fixture {
             ),
             ("GIT_CONFIG_NOSYSTEM".to_string(), "1".to_string()),
             // Never find a repository above the fixture (a temp dir inside someone's checkout).
-            (
-                "GIT_CEILING_DIRECTORIES".to_string(),
-                base.display().to_string(),
-            ),
+            ("GIT_CEILING_DIRECTORIES".to_string(), base.display().to_string()),
         ];
-        let fx = Fixture {
-            _tmp: tmp,
-            root,
-            env,
-        };
+        let fx = Fixture { _tmp: tmp, root, env };
         fx.git(&["init", "-q", "-b", "main"]);
         fx
     }
@@ -107,12 +100,7 @@ impl Fixture {
         let mut cmd = Command::new("git");
         // Setup commands are not under test: keep a test's own hooks/signing config from stopping them.
         cmd.arg("-C").arg(dir);
-        cmd.args([
-            "-c",
-            "core.hooksPath=/dev/null",
-            "-c",
-            "commit.gpgsign=false",
-        ]);
+        cmd.args(["-c", "core.hooksPath=/dev/null", "-c", "commit.gpgsign=false"]);
         cmd.args(args);
         cmd.env("GIT_CONFIG_NOSYSTEM", "1").env("LC_ALL", "C");
         for (k, v) in &self.env {
