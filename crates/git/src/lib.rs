@@ -26,3 +26,43 @@ mod worktree;
 pub use error::GitError;
 pub use repo::{FastForward, Repo};
 pub use worktree::{MergeOutcome, Worktree};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    fn error_like<T: std::error::Error + Send + Sync + 'static>() {}
+    fn send<F: std::future::Future + Send>(_: F) {}
+
+    /// The engine clones these handles into spawned tasks; every future must be `Send` for that.
+    #[test]
+    fn handles_and_futures_can_cross_tasks() {
+        shareable::<Repo>();
+        shareable::<Worktree>();
+        error_like::<GitError>();
+        // Only constructed, never polled: this is a compile-time check.
+        #[allow(clippy::diverging_sub_expression, unreachable_code, unused_variables)]
+        if false {
+            let repo: Repo = unreachable!();
+            let wt: Worktree = unreachable!();
+            let p = Path::new("x");
+            send(Repo::discover(p));
+            send(repo.head_commit());
+            send(repo.dirty_paths(&[]));
+            send(repo.ensure_excluded("x"));
+            send(repo.create_branch("a", "b"));
+            send(repo.add_worktree(p, "b"));
+            send(repo.remove_worktree(p));
+            send(repo.list_worktrees());
+            send(repo.fast_forward_checked_out("c"));
+            send(repo.fast_forward_branch("b", "c"));
+            send(wt.commit_all("m"));
+            send(wt.merge("r", "m"));
+            send(wt.conclude_merge());
+            send(wt.abort_merge());
+            send(wt.reset_hard("c"));
+        }
+    }
+}
