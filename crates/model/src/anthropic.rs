@@ -1,0 +1,587 @@
+//! Anthropic's messages API.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use eventsource_stream::Event;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::transport::{is_event_stream, parse_json, secret_header, Failure, Transport};
+use crate::{
+    ChatRequest, ChatResponse, ClientConfig, Message, ModelClient, ModelError, StopReason, TokenUsage,
+    ToolCall,
+};
+
+/// The API version this client speaks (the one every current model accepts).
+const API_VERSION: &str = "2023-06-01";
+
+/// A client for `POST {base_url}/v1/messages`.
+pub struct AnthropicClient {
+    transport: Transport,
+}
+
+impl AnthropicClient {
+    /// `config.base_url` excludes the version path, e.g. `https://api.anthropic.com` (a trailing
+    /// `/v1` is tolerated, since people paste it).
+    pub fn new(mut config: ClientConfig) -> Result<Self, ModelError> {
+        let trimmed = config.base_url.trim_end_matches('/');
+        config.base_url = trimmed.strip_suffix("/v1").unwrap_or(trimmed).to_string();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(API_VERSION),
+        );
+        if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+            headers.insert(HeaderName::from_static("x-api-key"), secret_header(key)?);
+        }
+        Ok(AnthropicClient {
+            transport: Transport::new(config, headers)?,
+        })
+    }
+
+    async fn attempt(&self, url: &str, body: &Value) -> Result<ChatResponse, Failure> {
+        let request = self.transport.http().post(url).json(body);
+        let response = self.transport.send(url, request).await?;
+        if is_event_stream(&response) {
+            let mut events = self.transport.events(response);
+            let mut assembly = StreamAssembly::default();
+            while let Some(event) = self.transport.next_event(&mut events).await? {
+                if assembly.apply(&self.transport, &event)? {
+                    break;
+                }
+            }
+            assembly.finish()
+        } else {
+            let bytes = self.transport.read_body(response).await?;
+            parse_message(&self.transport, &bytes)
+        }
+    }
+}
+
+#[async_trait]
+impl ModelClient for AnthropicClient {
+    fn provider(&self) -> &'static str {
+        "anthropic"
+    }
+
+    async fn chat(
+        &self,
+        request: &ChatRequest,
+        cancel: &CancellationToken,
+    ) -> Result<ChatResponse, ModelError> {
+        let url = self.transport.url("v1/messages");
+        let body = wire_request(request, self.transport.config().stream);
+        self.transport
+            .with_retries("anthropic chat", cancel, || self.attempt(&url, &body))
+            .await
+    }
+
+    async fn preflight(&self) -> Result<(), ModelError> {
+        self.transport.preflight(&self.transport.url("v1/models")).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request
+
+fn wire_request(request: &ChatRequest, stream: bool) -> Value {
+    let mut body = json!({
+        "model": request.model,
+        "max_tokens": request.max_tokens,
+        "messages": wire_messages(&request.messages),
+        "stream": stream,
+    });
+    if !request.system.is_empty() {
+        body["system"] = json!(request.system);
+    }
+    if !request.tools.is_empty() {
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
+            .collect();
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    body
+}
+
+/// Said in place of an empty message, which the API rejects.
+const EMPTY_PLACEHOLDER: &str = "(empty)";
+
+/// Converts the conversation into content-block messages. The API requires user and assistant turns
+/// to alternate, so same-role neighbours (tool results followed by the next user text, above all)
+/// are merged into one message.
+fn wire_messages(messages: &[Message]) -> Vec<Value> {
+    let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
+    for message in messages {
+        let (role, blocks) = match message {
+            Message::User { content } => ("user", text_blocks(content)),
+            Message::Assistant { content, tool_calls } => {
+                let mut blocks = text_blocks(content);
+                blocks.extend(tool_calls.iter().map(tool_use_block));
+                ("assistant", blocks)
+            }
+            Message::Tool {
+                call_id,
+                content,
+                is_error,
+            } => ("user", vec![tool_result_block(call_id, content, *is_error)]),
+        };
+        match turns.last_mut() {
+            Some((last_role, last_blocks)) if *last_role == role => last_blocks.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    turns
+        .into_iter()
+        .map(|(role, blocks)| turn(role, blocks))
+        .collect()
+}
+
+fn turn(role: &str, mut blocks: Vec<Value>) -> Value {
+    // Tool results must open a user message; the sort is stable, so each group keeps its order.
+    blocks.sort_by_key(|b| b["type"] != "tool_result");
+    if blocks.is_empty() {
+        blocks.push(json!({"type": "text", "text": EMPTY_PLACEHOLDER}));
+    }
+    json!({"role": role, "content": blocks})
+}
+
+/// Empty text blocks are rejected by the API, so empty text becomes no block at all.
+fn text_blocks(text: &str) -> Vec<Value> {
+    if text.is_empty() {
+        Vec::new()
+    } else {
+        vec![json!({"type": "text", "text": text})]
+    }
+}
+
+fn tool_use_block(call: &ToolCall) -> Value {
+    json!({"type": "tool_use", "id": call.id, "name": call.name, "input": history_input(&call.arguments)})
+}
+
+/// `input` must be a JSON object. Arguments that are not one become `{}`: the engine has already told
+/// the model, in the tool result, that its arguments were unreadable.
+fn history_input(raw: &str) -> Value {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(object @ Value::Object(_)) => object,
+        _ => json!({}),
+    }
+}
+
+fn tool_result_block(call_id: &str, content: &str, is_error: bool) -> Value {
+    let mut block = json!({"type": "tool_result", "tool_use_id": call_id});
+    // `content` is optional, and an empty string is better left out than sent.
+    if !content.is_empty() {
+        block["content"] = json!(content);
+    }
+    if is_error {
+        block["is_error"] = json!(true);
+    }
+    block
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies
+
+#[derive(Debug, Default, Deserialize)]
+struct Usage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Cached input is reported apart from `input_tokens`; it was still read, so it counts.
+    fn input(&self) -> Option<u64> {
+        let parts = [
+            self.input_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        ];
+        parts
+            .iter()
+            .any(Option::is_some)
+            .then(|| parts.iter().flatten().sum())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageReply {
+    #[serde(default)]
+    content: Vec<Value>,
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Usage,
+}
+
+fn parse_message(transport: &Transport, body: &[u8]) -> Result<ChatResponse, Failure> {
+    let value: Value = parse_json(transport, body)?;
+    if value.get("type").and_then(Value::as_str) == Some("error") {
+        return Err(in_band_error(transport, &value));
+    }
+    let reply: MessageReply = serde_json::from_value(value)
+        .map_err(|e| Failure::protocol(format!("the reply is not a message: {e}")))?;
+    let mut content = String::new();
+    let mut tool_calls = Vec::new();
+    for block in &reply.content {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => content.push_str(block.get("text").and_then(Value::as_str).unwrap_or_default()),
+            Some("tool_use") => tool_calls.push(tool_call(block)?),
+            _ => {} // thinking and other blocks carry nothing the engine uses
+        }
+    }
+    Ok(ChatResponse {
+        content,
+        stop: stop_reason(reply.stop_reason.as_deref(), !tool_calls.is_empty()),
+        tool_calls,
+        usage: TokenUsage {
+            input_tokens: reply.usage.input().unwrap_or(0),
+            output_tokens: reply.usage.output_tokens.unwrap_or(0),
+        },
+    })
+}
+
+fn tool_call(block: &Value) -> Result<ToolCall, Failure> {
+    let field = |key: &str| {
+        block
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Failure::protocol(format!("a tool_use block has no {key}")))
+    };
+    Ok(ToolCall {
+        id: field("id")?,
+        name: field("name")?,
+        arguments: input_arguments(block.get("input").unwrap_or(&Value::Null)),
+    })
+}
+
+/// The raw arguments text of a tool_use `input`. A string input is taken as the raw text itself:
+/// the real API never sends one, but it is how a non-streamed reply can carry arguments that are not
+/// valid JSON (the fake model server does this), and passing it through beats failing.
+fn input_arguments(input: &Value) -> String {
+    match input {
+        Value::String(raw) => raw.clone(),
+        Value::Null => "{}".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn stop_reason(reason: Option<&str>, has_tool_calls: bool) -> StopReason {
+    match reason {
+        Some("tool_use") => StopReason::ToolUse,
+        Some("max_tokens") => StopReason::MaxTokens,
+        Some("end_turn" | "stop_sequence") | None if has_tool_calls => StopReason::ToolUse,
+        Some("end_turn" | "stop_sequence") | None => StopReason::EndTurn,
+        Some(other) => StopReason::Other(other.to_string()),
+    }
+}
+
+/// `{"type": "error", "error": {"type": "overloaded_error", "message": …}}`, in a body or a stream.
+fn in_band_error(transport: &Transport, value: &Value) -> Failure {
+    let error = value.get("error").unwrap_or(value);
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| error.to_string());
+    let status = match error.get("type").and_then(Value::as_str).unwrap_or_default() {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "overloaded_error" => 529,
+        _ => 500,
+    };
+    Failure::from_status(status, transport.quote(&message), None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+/// A content block being streamed.
+#[derive(Debug)]
+enum Block {
+    Text(String),
+    Tool {
+        id: String,
+        name: String,
+        /// The `input_json_delta` pieces, concatenated verbatim.
+        json: String,
+        /// The `input` of `content_block_start`, used if no pieces follow.
+        start_input: Value,
+    },
+    Other,
+}
+
+#[derive(Debug, Default)]
+struct StreamAssembly {
+    blocks: BTreeMap<u64, Block>,
+    stop_reason: Option<String>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    stopped: bool,
+}
+
+impl StreamAssembly {
+    /// Applies one event; true once `message_stop` arrived.
+    fn apply(&mut self, transport: &Transport, event: &Event) -> Result<bool, Failure> {
+        if event.data.trim().is_empty() {
+            return Ok(false);
+        }
+        let data: Value = parse_json(transport, event.data.as_bytes())?;
+        // The `type` inside the data is authoritative; the SSE event name only mirrors it.
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(event.event.as_str());
+        match kind {
+            "message_start" => self.usage(data.pointer("/message/usage")),
+            "content_block_start" => self.start_block(&data)?,
+            "content_block_delta" => self.delta(&data)?,
+            "message_delta" => {
+                if let Some(reason) = data.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    self.stop_reason = Some(reason.to_string());
+                }
+                self.usage(data.get("usage"));
+            }
+            "message_stop" => {
+                self.stopped = true;
+                return Ok(true);
+            }
+            "error" => return Err(in_band_error(transport, &data)),
+            _ => {} // ping, content_block_stop, and event types added after this was written
+        }
+        Ok(false)
+    }
+
+    fn usage(&mut self, usage: Option<&Value>) {
+        let Some(usage) = usage.and_then(|u| Usage::deserialize(u).ok()) else {
+            return;
+        };
+        // message_delta's output_tokens is cumulative, so the latest value is the total.
+        self.input_tokens = usage.input().or(self.input_tokens);
+        self.output_tokens = usage.output_tokens.or(self.output_tokens);
+    }
+
+    fn index(data: &Value) -> Result<u64, Failure> {
+        data.get("index")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Failure::protocol("a content block event has no index"))
+    }
+
+    fn start_block(&mut self, data: &Value) -> Result<(), Failure> {
+        let index = Self::index(data)?;
+        let block = data.get("content_block").unwrap_or(&Value::Null);
+        let text = |key: &str| {
+            block
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let block = match block.get("type").and_then(Value::as_str) {
+            Some("text") => Block::Text(text("text")),
+            Some("tool_use") => Block::Tool {
+                id: text("id"),
+                name: text("name"),
+                json: String::new(),
+                start_input: block.get("input").cloned().unwrap_or(Value::Null),
+            },
+            _ => Block::Other,
+        };
+        self.blocks.insert(index, block);
+        Ok(())
+    }
+
+    fn delta(&mut self, data: &Value) -> Result<(), Failure> {
+        let index = Self::index(data)?;
+        let delta = data.get("delta").unwrap_or(&Value::Null);
+        let piece = |key: &str| delta.get(key).and_then(Value::as_str).unwrap_or_default();
+        match (
+            self.blocks.get_mut(&index),
+            delta.get("type").and_then(Value::as_str),
+        ) {
+            (Some(Block::Text(text)), Some("text_delta")) => text.push_str(piece("text")),
+            (Some(Block::Tool { json, .. }), Some("input_json_delta")) => {
+                json.push_str(piece("partial_json"))
+            }
+            (None, _) => {
+                return Err(Failure::protocol(format!(
+                    "a delta for block {index}, which never started"
+                )))
+            }
+            _ => {} // thinking and signature deltas
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<ChatResponse, Failure> {
+        // Tolerate a missing message_stop after message_delta gave the stop reason.
+        if !self.stopped && self.stop_reason.is_none() {
+            return Err(Failure::protocol(
+                "the stream ended before the reply was complete",
+            ));
+        }
+        let mut content = String::new();
+        let mut tool_calls = Vec::new();
+        for block in self.blocks.into_values() {
+            match block {
+                Block::Text(text) => content.push_str(&text),
+                Block::Tool {
+                    id,
+                    name,
+                    json,
+                    start_input,
+                } => tool_calls.push(ToolCall {
+                    id,
+                    name,
+                    arguments: if json.is_empty() {
+                        input_arguments(&start_input)
+                    } else {
+                        json
+                    },
+                }),
+                Block::Other => {}
+            }
+        }
+        Ok(ChatResponse {
+            content,
+            stop: stop_reason(self.stop_reason.as_deref(), !tool_calls.is_empty()),
+            tool_calls,
+            usage: TokenUsage {
+                input_tokens: self.input_tokens.unwrap_or(0),
+                output_tokens: self.output_tokens.unwrap_or(0),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(id: &str, arguments: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            name: "read".into(),
+            arguments: arguments.into(),
+        }
+    }
+
+    #[test]
+    fn merges_tool_results_and_the_next_user_message() {
+        let messages = vec![
+            Message::user("start"),
+            Message::Assistant {
+                content: "looking".into(),
+                tool_calls: vec![tool("t1", "{\"p\":1}"), tool("t2", "not json"), tool("t3", "[1]")],
+            },
+            Message::Tool {
+                call_id: "t1".into(),
+                content: "one".into(),
+                is_error: false,
+            },
+            Message::Tool {
+                call_id: "t2".into(),
+                content: "bad args".into(),
+                is_error: true,
+            },
+            Message::Tool {
+                call_id: "t3".into(),
+                content: String::new(),
+                is_error: false,
+            },
+            Message::user("continue"),
+        ];
+        let wire = wire_messages(&messages);
+        assert_eq!(wire.len(), 3);
+        assert_eq!(wire[1]["content"][1]["input"], json!({"p": 1}));
+        assert_eq!(wire[1]["content"][2]["input"], json!({}));
+        assert_eq!(wire[1]["content"][3]["input"], json!({}));
+        let user = &wire[2];
+        assert_eq!(user["role"], json!("user"));
+        let kinds: Vec<&str> = user["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b["type"].as_str())
+            .collect();
+        assert_eq!(kinds, vec!["tool_result", "tool_result", "tool_result", "text"]);
+        assert_eq!(user["content"][1]["is_error"], json!(true));
+        assert!(user["content"][2].get("content").is_none());
+    }
+
+    #[test]
+    fn tool_results_come_first_and_empty_turns_get_a_placeholder() {
+        let messages = vec![
+            Message::user(""),
+            Message::Assistant {
+                content: "x".into(),
+                tool_calls: vec![tool("t1", "{}")],
+            },
+            Message::user("note"),
+            Message::Tool {
+                call_id: "t1".into(),
+                content: "r".into(),
+                is_error: false,
+            },
+        ];
+        let wire = wire_messages(&messages);
+        assert_eq!(wire[0]["content"][0]["text"], json!(EMPTY_PLACEHOLDER));
+        assert_eq!(wire[2]["content"][0]["type"], json!("tool_result"));
+        assert_eq!(wire[2]["content"][1]["text"], json!("note"));
+    }
+
+    #[test]
+    fn builds_the_request_body() {
+        let request = ChatRequest {
+            model: "claude".into(),
+            system: "sys".into(),
+            messages: vec![Message::user("hi")],
+            tools: vec![crate::ToolSpec {
+                name: "read".into(),
+                description: "d".into(),
+                parameters: json!({"type": "object"}),
+            }],
+            max_tokens: 10,
+            temperature: None,
+        };
+        let body = wire_request(&request, false);
+        assert_eq!(body["system"], json!("sys"));
+        assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
+        assert!(body.get("temperature").is_none());
+    }
+
+    #[test]
+    fn maps_stop_reasons() {
+        assert_eq!(stop_reason(Some("end_turn"), false), StopReason::EndTurn);
+        assert_eq!(stop_reason(Some("tool_use"), true), StopReason::ToolUse);
+        assert_eq!(stop_reason(Some("max_tokens"), true), StopReason::MaxTokens);
+        assert_eq!(
+            stop_reason(Some("refusal"), false),
+            StopReason::Other("refusal".into())
+        );
+    }
+
+    #[test]
+    fn counts_cached_input() {
+        let usage: Usage = serde_json::from_value(json!({"input_tokens": 3, "cache_read_input_tokens": 10}))
+            .unwrap_or_default();
+        assert_eq!(usage.input(), Some(13));
+        assert_eq!(Usage::default().input(), None);
+    }
+}

@@ -1,0 +1,572 @@
+//! OpenAI chat completions, as spoken by OpenAI, vLLM, Ollama, llama.cpp, OpenRouter and friends.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use eventsource_stream::Event;
+use reqwest::header::{HeaderMap, AUTHORIZATION};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::transport::{is_event_stream, parse_json, secret_header, Failure, Transport};
+use crate::{
+    ChatRequest, ChatResponse, ClientConfig, Message, ModelClient, ModelError, StopReason, TokenUsage,
+    ToolCall,
+};
+
+/// A client for `POST {base_url}/chat/completions`.
+pub struct OpenAiClient {
+    transport: Transport,
+}
+
+impl OpenAiClient {
+    /// `config.base_url` includes the version path, e.g. `https://api.openai.com/v1`.
+    pub fn new(config: ClientConfig) -> Result<Self, ModelError> {
+        let mut headers = HeaderMap::new();
+        // Local servers often run without a key; sending `Bearer ` with nothing would confuse some.
+        if let Some(key) = config.api_key.as_deref().filter(|k| !k.is_empty()) {
+            headers.insert(AUTHORIZATION, secret_header(&format!("Bearer {key}"))?);
+        }
+        Ok(OpenAiClient {
+            transport: Transport::new(config, headers)?,
+        })
+    }
+
+    async fn attempt(&self, url: &str, body: &Value) -> Result<ChatResponse, Failure> {
+        let request = self.transport.http().post(url).json(body);
+        let response = self.transport.send(url, request).await?;
+        if is_event_stream(&response) {
+            let mut events = self.transport.events(response);
+            let mut assembly = StreamAssembly::default();
+            while let Some(event) = self.transport.next_event(&mut events).await? {
+                if assembly.apply(&self.transport, &event)? {
+                    break;
+                }
+            }
+            assembly.finish()
+        } else {
+            // Also the path for servers that ignore `stream: true` and answer with plain JSON.
+            let bytes = self.transport.read_body(response).await?;
+            parse_completion(&self.transport, &bytes)
+        }
+    }
+}
+
+#[async_trait]
+impl ModelClient for OpenAiClient {
+    fn provider(&self) -> &'static str {
+        "openai"
+    }
+
+    async fn chat(
+        &self,
+        request: &ChatRequest,
+        cancel: &CancellationToken,
+    ) -> Result<ChatResponse, ModelError> {
+        let url = self.transport.url("chat/completions");
+        let body = wire_request(request, self.transport.config().stream);
+        self.transport
+            .with_retries("openai chat", cancel, || self.attempt(&url, &body))
+            .await
+    }
+
+    async fn preflight(&self) -> Result<(), ModelError> {
+        self.transport.preflight(&self.transport.url("models")).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request
+
+fn wire_request(request: &ChatRequest, stream: bool) -> Value {
+    let mut messages = Vec::with_capacity(request.messages.len() + 1);
+    if !request.system.is_empty() {
+        messages.push(json!({"role": "system", "content": request.system}));
+    }
+    messages.extend(request.messages.iter().map(wire_message));
+    // `max_tokens` rather than `max_completion_tokens`: vLLM, Ollama and llama.cpp all accept it.
+    let mut body = json!({
+        "model": request.model,
+        "messages": messages,
+        "max_tokens": request.max_tokens,
+        "stream": stream,
+    });
+    if stream {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    if !request.tools.is_empty() {
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+            .collect();
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    body
+}
+
+fn wire_message(message: &Message) -> Value {
+    match message {
+        Message::User { content } => json!({"role": "user", "content": content}),
+        Message::Assistant { content, tool_calls } if tool_calls.is_empty() => {
+            json!({"role": "assistant", "content": content})
+        }
+        Message::Assistant { content, tool_calls } => {
+            let calls: Vec<Value> = tool_calls
+                .iter()
+                .map(|c| {
+                    json!({"id": c.id, "type": "function",
+                                "function": {"name": c.name, "arguments": history_arguments(&c.arguments)}})
+                })
+                .collect();
+            // The API's own shape: null content next to tool calls when the model said nothing.
+            let content = if content.is_empty() {
+                Value::Null
+            } else {
+                json!(content)
+            };
+            json!({"role": "assistant", "content": content, "tool_calls": calls})
+        }
+        Message::Tool { call_id, content, .. } => {
+            json!({"role": "tool", "tool_call_id": call_id, "content": content})
+        }
+    }
+}
+
+/// Arguments as they go back into the history. Invalid JSON becomes `{}`: some servers (vLLM's chat
+/// templates among them) parse the history's arguments and reject the whole request otherwise, and
+/// the engine has already told the model, in the tool result, that its arguments were unreadable.
+fn history_arguments(raw: &str) -> String {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(_) => raw.to_string(),
+        Err(_) => "{}".to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies
+
+#[derive(Debug, Deserialize)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+impl From<Usage> for TokenUsage {
+    fn from(usage: Usage) -> Self {
+        TokenUsage {
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Completion {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    usage: Option<Usage>,
+    error: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Choice {
+    message: ReplyMessage,
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplyMessage {
+    #[serde(default)]
+    content: Value,
+    #[serde(default)]
+    tool_calls: Option<Vec<ReplyToolCall>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplyToolCall {
+    id: Option<String>,
+    function: ReplyFunction,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplyFunction {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    arguments: Value,
+}
+
+fn parse_completion(transport: &Transport, body: &[u8]) -> Result<ChatResponse, Failure> {
+    let completion: Completion = parse_json(transport, body)?;
+    if let Some(error) = &completion.error {
+        return Err(in_band_error(transport, error));
+    }
+    let usage = completion.usage.map(TokenUsage::from).unwrap_or_default();
+    let choice = completion
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| Failure::protocol("the reply has no choices"))?;
+    let tool_calls: Vec<ToolCall> = choice
+        .message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|call| ToolCall {
+            id: call.id.filter(|id| !id.is_empty()).unwrap_or_else(new_call_id),
+            name: call.function.name,
+            arguments: raw_arguments(call.function.arguments),
+        })
+        .collect();
+    Ok(ChatResponse {
+        content: content_text(&choice.message.content),
+        stop: stop_reason(choice.finish_reason.as_deref(), !tool_calls.is_empty()),
+        tool_calls,
+        usage,
+    })
+}
+
+/// Message content: normally a string or null; some servers send an array of text parts.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// Arguments are a JSON string per the spec; a few servers send the object itself.
+fn raw_arguments(arguments: Value) -> String {
+    match arguments {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Some local servers leave ids out; the engine needs one to pair results with calls.
+fn new_call_id() -> String {
+    format!("call_{:016x}", rand::random::<u64>())
+}
+
+fn stop_reason(finish: Option<&str>, has_tool_calls: bool) -> StopReason {
+    match finish {
+        Some("tool_calls" | "function_call") => StopReason::ToolUse,
+        Some("length") => StopReason::MaxTokens,
+        // Ollama and some vLLM versions say "stop" even when the turn ends in tool calls.
+        Some("stop") | None if has_tool_calls => StopReason::ToolUse,
+        Some("stop") | None => StopReason::EndTurn,
+        Some(other) => StopReason::Other(other.to_string()),
+    }
+}
+
+/// An error object inside a 200 reply (OpenRouter and some proxies report upstream failures so).
+fn in_band_error(transport: &Transport, error: &Value) -> Failure {
+    let detail = error
+        .get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| error.to_string());
+    let kind = [error.get("type"), error.get("code")]
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let status = match error.get("code").and_then(Value::as_u64) {
+        Some(code @ 400..=599) => code as u16,
+        _ if kind.contains("rate_limit") => 429,
+        _ if kind.contains("invalid_request") || kind.contains("context_length") => 400,
+        _ => 500,
+    };
+    Failure::from_status(status, transport.quote(&detail), None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+#[derive(Debug, Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    usage: Option<Usage>,
+    error: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<Delta>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Delta {
+    content: Option<String>,
+    tool_calls: Option<Vec<DeltaCall>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeltaCall {
+    index: Option<u64>,
+    id: Option<String>,
+    function: Option<DeltaFunction>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeltaFunction {
+    name: Option<String>,
+    arguments: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct PartialCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// The reply being put together from stream chunks.
+#[derive(Debug, Default)]
+struct StreamAssembly {
+    content: String,
+    /// By the `index` the server gives each call, which is how its argument pieces find it.
+    calls: BTreeMap<u64, PartialCall>,
+    last_index: Option<u64>,
+    finish_reason: Option<String>,
+    usage: TokenUsage,
+    done: bool,
+}
+
+impl StreamAssembly {
+    /// Applies one event; true once the stream says it is over.
+    fn apply(&mut self, transport: &Transport, event: &Event) -> Result<bool, Failure> {
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(true);
+        }
+        if data.is_empty() {
+            return Ok(false);
+        }
+        let chunk: Chunk = parse_json(transport, data.as_bytes())?;
+        if let Some(error) = &chunk.error {
+            return Err(in_band_error(transport, error));
+        }
+        if let Some(usage) = chunk.usage {
+            self.usage = usage.into();
+        }
+        // Only one choice is ever requested (n = 1).
+        if let Some(choice) = chunk.choices.into_iter().next() {
+            if let Some(delta) = choice.delta {
+                self.apply_delta(delta);
+            }
+            if choice.finish_reason.is_some() {
+                self.finish_reason = choice.finish_reason;
+            }
+        }
+        Ok(false)
+    }
+
+    fn apply_delta(&mut self, delta: Delta) {
+        if let Some(text) = delta.content {
+            self.content.push_str(&text);
+        }
+        for call in delta.tool_calls.unwrap_or_default() {
+            let index = self.call_index(&call);
+            self.last_index = Some(index);
+            let partial = self.calls.entry(index).or_default();
+            if let Some(id) = call.id.filter(|id| !id.is_empty() && partial.id.is_empty()) {
+                partial.id = id;
+            }
+            if let Some(function) = call.function {
+                // Names arrive whole in the first piece; a few servers repeat them later.
+                if let Some(name) = function.name.filter(|n| !n.is_empty() && partial.name.is_empty()) {
+                    partial.name = name;
+                }
+                if let Some(arguments) = function.arguments {
+                    partial.arguments.push_str(&arguments);
+                }
+            }
+        }
+    }
+
+    /// Which call a delta belongs to. Servers that leave `index` out get the OpenAI convention
+    /// reconstructed: a new id starts a new call, anything else continues the last one.
+    fn call_index(&self, call: &DeltaCall) -> u64 {
+        if let Some(index) = call.index {
+            return index;
+        }
+        let starts_new = call
+            .id
+            .as_deref()
+            .is_some_and(|id| !id.is_empty() && !self.calls.values().any(|c| c.id == id));
+        match self.last_index {
+            Some(last) if !starts_new => last,
+            _ => self.calls.keys().next_back().map_or(0, |k| k + 1),
+        }
+    }
+
+    fn finish(self) -> Result<ChatResponse, Failure> {
+        // A finish reason without [DONE] is tolerated (some servers close right after it); neither
+        // means the reply was cut off.
+        if !self.done && self.finish_reason.is_none() {
+            return Err(Failure::protocol(
+                "the stream ended before the reply was complete",
+            ));
+        }
+        let tool_calls: Vec<ToolCall> = self
+            .calls
+            .into_values()
+            .map(|c| ToolCall {
+                id: if c.id.is_empty() { new_call_id() } else { c.id },
+                name: c.name,
+                arguments: c.arguments,
+            })
+            .collect();
+        Ok(ChatResponse {
+            content: self.content,
+            stop: stop_reason(self.finish_reason.as_deref(), !tool_calls.is_empty()),
+            tool_calls,
+            usage: self.usage,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ToolSpec;
+
+    fn event(data: &str) -> Event {
+        Event {
+            event: "message".into(),
+            data: data.into(),
+            id: String::new(),
+            retry: None,
+        }
+    }
+
+    fn transport() -> Option<Transport> {
+        Transport::new(ClientConfig::new("http://127.0.0.1:9", None), HeaderMap::new()).ok()
+    }
+
+    #[test]
+    fn builds_the_request_body() {
+        let request = ChatRequest {
+            model: "m".into(),
+            system: "sys".into(),
+            messages: vec![
+                Message::user("hi"),
+                Message::Assistant {
+                    content: String::new(),
+                    tool_calls: vec![
+                        ToolCall {
+                            id: "c1".into(),
+                            name: "read".into(),
+                            arguments: "{\"p\":1}".into(),
+                        },
+                        ToolCall {
+                            id: "c2".into(),
+                            name: "read".into(),
+                            arguments: "{broken".into(),
+                        },
+                    ],
+                },
+                Message::Tool {
+                    call_id: "c1".into(),
+                    content: "text".into(),
+                    is_error: false,
+                },
+            ],
+            tools: vec![ToolSpec {
+                name: "read".into(),
+                description: "reads".into(),
+                parameters: json!({"type": "object"}),
+            }],
+            max_tokens: 99,
+            temperature: Some(0.5),
+        };
+        let body = wire_request(&request, true);
+        assert_eq!(body["messages"][0], json!({"role": "system", "content": "sys"}));
+        assert_eq!(body["messages"][2]["content"], Value::Null);
+        assert_eq!(
+            body["messages"][2]["tool_calls"][0]["function"]["arguments"],
+            json!("{\"p\":1}")
+        );
+        assert_eq!(
+            body["messages"][2]["tool_calls"][1]["function"]["arguments"],
+            json!("{}")
+        );
+        assert_eq!(
+            body["messages"][3],
+            json!({"role": "tool", "tool_call_id": "c1", "content": "text"})
+        );
+        assert_eq!(body["tools"][0]["function"]["name"], json!("read"));
+        assert_eq!(body["max_tokens"], json!(99));
+        assert_eq!(body["stream_options"]["include_usage"], json!(true));
+        assert!(wire_request(&request, false).get("stream_options").is_none());
+    }
+
+    #[test]
+    fn maps_finish_reasons() {
+        assert_eq!(stop_reason(Some("stop"), false), StopReason::EndTurn);
+        assert_eq!(stop_reason(Some("stop"), true), StopReason::ToolUse);
+        assert_eq!(stop_reason(Some("tool_calls"), true), StopReason::ToolUse);
+        assert_eq!(stop_reason(Some("length"), false), StopReason::MaxTokens);
+        assert_eq!(
+            stop_reason(Some("content_filter"), false),
+            StopReason::Other("content_filter".into())
+        );
+    }
+
+    #[test]
+    fn reassembles_calls_without_indexes() {
+        let Some(transport) = transport() else {
+            panic!("transport")
+        };
+        let mut assembly = StreamAssembly::default();
+        for data in [
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"a","function":{"name":"x","arguments":"{\"k\""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":":1}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"id":"b","function":{"name":"y","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+        ] {
+            assert!(matches!(assembly.apply(&transport, &event(data)), Ok(false)));
+        }
+        let reply = assembly.finish().expect("complete");
+        let calls: Vec<(&str, &str)> = reply
+            .tool_calls
+            .iter()
+            .map(|c| (c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(calls, vec![("x", "{\"k\":1}"), ("y", "{}")]);
+    }
+
+    #[test]
+    fn in_stream_errors_are_classified() {
+        let Some(transport) = transport() else {
+            panic!("transport")
+        };
+        let mut assembly = StreamAssembly::default();
+        let failure = assembly
+            .apply(
+                &transport,
+                &event(r#"{"error":{"message":"upstream overloaded","code":502}}"#),
+            )
+            .expect_err("an error");
+        assert!(failure.retry);
+        assert!(matches!(failure.error, ModelError::Server { status: 502, .. }));
+        let truncated = StreamAssembly::default().finish().expect_err("incomplete");
+        assert!(matches!(truncated.error, ModelError::Protocol(_)));
+    }
+}
