@@ -47,8 +47,7 @@ pub(crate) fn parse_openai(body: &[u8]) -> Result<SeenRequest, ParseError> {
         messages,
         tools: openai_tools(&root)?,
         stream: optional_bool(&root, "stream")?,
-        max_tokens: optional_u64(&root, "max_tokens")?
-            .or(optional_u64(&root, "max_completion_tokens")?),
+        max_tokens: optional_u64(&root, "max_tokens")?.or(optional_u64(&root, "max_completion_tokens")?),
     })
 }
 
@@ -76,11 +75,10 @@ pub(crate) fn parse_anthropic(body: &[u8]) -> Result<SeenRequest, ParseError> {
             .get("content")
             .ok_or_else(|| format!("messages[{i}]: missing content"))?;
         match role {
-            "user" => {
-                anthropic_user(content, &mut messages).map_err(|e| format!("messages[{i}]: {e}"))?
+            "user" => anthropic_user(content, &mut messages).map_err(|e| format!("messages[{i}]: {e}"))?,
+            "assistant" => {
+                messages.push(anthropic_assistant(content).map_err(|e| format!("messages[{i}]: {e}"))?)
             }
-            "assistant" => messages
-                .push(anthropic_assistant(content).map_err(|e| format!("messages[{i}]: {e}"))?),
             other => return Err(format!("messages[{i}]: unknown role {other:?}")),
         }
     }
@@ -114,10 +112,7 @@ fn required_str<'a>(map: &'a Map<String, Value>, key: &str) -> Result<&'a str, P
         .ok_or_else(|| format!("missing or non-string field {key:?}"))
 }
 
-fn required_array<'a>(
-    map: &'a Map<String, Value>,
-    key: &str,
-) -> Result<&'a Vec<Value>, ParseError> {
+fn required_array<'a>(map: &'a Map<String, Value>, key: &str) -> Result<&'a Vec<Value>, ParseError> {
     map.get(key)
         .and_then(Value::as_array)
         .ok_or_else(|| format!("missing or non-array field {key:?}"))
@@ -285,9 +280,7 @@ fn anthropic_tool_result(block: &Value) -> Result<SeenMessage, ParseError> {
     };
     let is_error = match block.get("is_error") {
         None | Some(Value::Null) => false,
-        Some(value) => value
-            .as_bool()
-            .ok_or("tool_result is_error is not a boolean")?,
+        Some(value) => value.as_bool().ok_or("tool_result is_error is not a boolean")?,
     };
     Ok(SeenMessage::Tool {
         call_id: call_id.to_string(),
@@ -437,9 +430,7 @@ mod tests {
             bytes(json!({"model": "m", "stream": "yes", "messages": []})),
             bytes(json!({"model": "m", "max_tokens": -1, "messages": []})),
             bytes(json!({"model": "m", "messages": [], "tools": [{"type": "function"}]})),
-            bytes(
-                json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "x"}]}]}),
-            ),
+            bytes(json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "x"}]}]})),
         ] {
             assert!(
                 parse_openai(&body).is_err(),
@@ -521,9 +512,7 @@ mod tests {
             bytes(json!({"model": "m"})),
             bytes(json!({"model": "m", "messages": [{"role": "system", "content": "x"}]})),
             bytes(json!({"model": "m", "messages": [{"role": "user"}]})),
-            bytes(
-                json!({"model": "m", "messages": [{"role": "user", "content": [{"text": "no type"}]}]}),
-            ),
+            bytes(json!({"model": "m", "messages": [{"role": "user", "content": [{"text": "no type"}]}]})),
             bytes(
                 json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}),
             ),

@@ -60,12 +60,7 @@ impl Answer {
                 .sum::<usize>()
     }
 
-    pub(crate) fn new(
-        id: String,
-        request: &SeenRequest,
-        text: String,
-        calls: Vec<OutCall>,
-    ) -> Self {
+    pub(crate) fn new(id: String, request: &SeenRequest, text: String, calls: Vec<OutCall>) -> Self {
         let output_tokens = estimate_tokens(Self::output_chars(&text, &calls));
         Answer {
             id,
@@ -165,10 +160,7 @@ pub(crate) fn openai_sse(answer: &Answer, include_usage: bool) -> Vec<String> {
         }
         format!("data: {chunk}\n\n")
     };
-    let mut events = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
     if !answer.text.is_empty() {
         for piece in text_pieces(&answer.text) {
             events.push(chunk(json!({"content": piece}), Value::Null));
@@ -275,8 +267,10 @@ pub(crate) fn anthropic_sse(answer: &Answer) -> Vec<String> {
             "content_block": {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}}),
         ));
         for piece in split(&call.arguments, ARGUMENT_PIECES) {
-            events.push(anthropic_event(json!({"type": "content_block_delta", "index": index,
-                                               "delta": {"type": "input_json_delta", "partial_json": piece}})));
+            events.push(anthropic_event(
+                json!({"type": "content_block_delta", "index": index,
+                                               "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
         }
         events.push(anthropic_event(
             json!({"type": "content_block_stop", "index": index}),
@@ -380,10 +374,7 @@ mod tests {
         assert_eq!(events.last().map(String::as_str), Some("data: [DONE]\n\n"));
         let usage = &events[events.len() - 2];
         assert!(usage.contains("\"prompt_tokens\":3") && usage.contains("\"choices\":[]"));
-        let argument_chunks = events
-            .iter()
-            .filter(|e| e.contains("\"arguments\":\""))
-            .count();
+        let argument_chunks = events.iter().filter(|e| e.contains("\"arguments\":\"")).count();
         assert!(argument_chunks >= 3, "arguments not split: {events:?}");
         assert!(events
             .iter()
@@ -413,13 +404,7 @@ mod tests {
         assert_eq!(names.first(), Some(&"message_start"));
         assert_eq!(names.last(), Some(&"message_stop"));
         assert!(names.contains(&"ping"));
-        assert_eq!(
-            names
-                .iter()
-                .filter(|n| **n == "content_block_start")
-                .count(),
-            2
-        );
+        assert_eq!(names.iter().filter(|n| **n == "content_block_start").count(), 2);
     }
 
     #[test]
@@ -430,9 +415,6 @@ mod tests {
         let anthropic: Value =
             serde_json::from_str(&error_body(Api::Anthropic, 529, "busy")).unwrap_or_default();
         assert_eq!(anthropic["error"]["type"], json!("overloaded_error"));
-        assert_eq!(
-            error_body(Api::OpenAi, 500, "{\"custom\":1}"),
-            "{\"custom\":1}"
-        );
+        assert_eq!(error_body(Api::OpenAi, 500, "{\"custom\":1}"), "{\"custom\":1}");
     }
 }

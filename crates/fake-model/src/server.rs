@@ -41,9 +41,7 @@ struct Shared {
 impl Shared {
     /// The log stays usable even if a brain panicked while a handler held the lock.
     fn log(&self) -> MutexGuard<'_, Vec<SeenRequest>> {
-        self.log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn record(&self, mut request: SeenRequest) -> SeenRequest {
@@ -131,7 +129,13 @@ pub struct FakeServer {
 impl FakeServer {
     /// Binds `127.0.0.1:0` and starts serving in the background.
     pub async fn start(brain: impl Brain, options: FakeOptions) -> anyhow::Result<FakeServer> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::start_on(brain, options, 0).await
+    }
+
+    /// Like [`FakeServer::start`] on a chosen port of `127.0.0.1` (0 picks a free one), for demos
+    /// that need a stable URL.
+    pub async fn start_on(brain: impl Brain, options: FakeOptions, port: u16) -> anyhow::Result<FakeServer> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             brain: Box::new(brain),
@@ -150,8 +154,7 @@ impl FakeServer {
             .with_state(shared.clone());
         let stop = shared.shutdown.clone();
         let task = tokio::spawn(async move {
-            let server =
-                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = server.await {
                 tracing::warn!("fake model server stopped with an error: {e}");
             }
@@ -199,10 +202,7 @@ impl FakeServer {
     pub async fn shutdown(mut self) {
         self.shared.shutdown.cancel();
         if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
                 task.abort();
             }
         }
@@ -219,21 +219,13 @@ impl Drop for FakeServer {
     }
 }
 
-async fn openai_chat(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn openai_chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let guard = InFlight::enter(&shared);
     let response = chat(&shared, Api::OpenAi, &headers, &body).await;
     guard.hold_until_sent(response)
 }
 
-async fn anthropic_messages(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn anthropic_messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let guard = InFlight::enter(&shared);
     let response = chat(&shared, Api::Anthropic, &headers, &body).await;
     guard.hold_until_sent(response)
@@ -276,9 +268,7 @@ async fn respond(
 ) -> Response {
     match reply {
         Reply::Text(text) => answer(shared, api, request, text, Vec::new(), include_usage),
-        Reply::ToolCalls { text, calls } => {
-            answer(shared, api, request, text, calls, include_usage)
-        }
+        Reply::ToolCalls { text, calls } => answer(shared, api, request, text, calls, include_usage),
         Reply::Error {
             status,
             body,
@@ -295,12 +285,7 @@ async fn respond(
         } => {
             let content_type = HeaderValue::from_str(&content_type)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-            (
-                status_code(status),
-                [(header::CONTENT_TYPE, content_type)],
-                body,
-            )
-                .into_response()
+            (status_code(status), [(header::CONTENT_TYPE, content_type)], body).into_response()
         }
     }
 }
@@ -344,11 +329,7 @@ fn json_response(body: String) -> Response {
 
 /// Each event is its own body chunk, as a real server flushes them one by one.
 fn sse_response(events: Vec<String>) -> Response {
-    let chunks = futures::stream::iter(
-        events
-            .into_iter()
-            .map(|e| Ok::<_, Infallible>(Bytes::from(e))),
-    );
+    let chunks = futures::stream::iter(events.into_iter().map(|e| Ok::<_, Infallible>(Bytes::from(e))));
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -394,13 +375,8 @@ fn unauthorised(api: Api) -> Response {
 /// A small model list in OpenAI's shape, with Anthropic's paging fields too so either client is happy.
 async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if !shared.authorised(None, &headers) {
-        let anthropic =
-            headers.contains_key("x-api-key") || headers.contains_key("anthropic-version");
-        return unauthorised(if anthropic {
-            Api::Anthropic
-        } else {
-            Api::OpenAi
-        });
+        let anthropic = headers.contains_key("x-api-key") || headers.contains_key("anthropic-version");
+        return unauthorised(if anthropic { Api::Anthropic } else { Api::OpenAi });
     }
     let model = |id: &str| {
         json!({"id": id, "object": "model", "type": "model", "created": 0,

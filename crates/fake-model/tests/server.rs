@@ -40,10 +40,7 @@ async fn answers_both_apis_and_records_requests() {
     .json()
     .await
     .expect("json");
-    assert_eq!(
-        openai["choices"][0]["message"]["content"],
-        json!("you said: hi")
-    );
+    assert_eq!(openai["choices"][0]["message"]["content"], json!("you said: hi"));
     assert_eq!(openai["choices"][0]["finish_reason"], json!("stop"));
     assert!(openai["usage"]["prompt_tokens"].as_u64() >= Some(1));
 
@@ -160,18 +157,9 @@ async fn wrong_keys_get_a_401_in_api_style() {
     assert_eq!(wrong.status(), 401);
     let body: Value = wrong.json().await.expect("json");
     assert_eq!(body["error"]["type"], json!("authentication_error"));
-    let right = post(
-        url,
-        anthropic_body("x", false),
-        &[("x-api-key", "sk-right")],
-    )
-    .await;
+    let right = post(url, anthropic_body("x", false), &[("x-api-key", "sk-right")]).await;
     assert_eq!(right.status(), 200);
-    assert_eq!(
-        server.request_count(),
-        4,
-        "rejected requests are recorded too"
-    );
+    assert_eq!(server.request_count(), 4, "rejected requests are recorded too");
 
     let models = reqwest::Client::new()
         .get(format!("{}/models", server.openai_base_url()))
