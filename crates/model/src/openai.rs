@@ -130,7 +130,17 @@ fn wire_message(message: &Message) -> Value {
             };
             json!({"role": "assistant", "content": content, "tool_calls": calls})
         }
-        Message::Tool { call_id, content, .. } => {
+        Message::Tool {
+            call_id,
+            content,
+            is_error,
+        } => {
+            // The chat-completions format has no error flag for tool results, so say it in the text.
+            let content = if *is_error {
+                format!("Error: {content}")
+            } else {
+                content.clone()
+            };
             json!({"role": "tool", "tool_call_id": call_id, "content": content})
         }
     }

@@ -47,7 +47,9 @@ pub enum Message {
 
 impl Message {
     pub fn user(content: impl Into<String>) -> Self {
-        Message::User { content: content.into() }
+        Message::User {
+            content: content.into(),
+        }
     }
 }
 
@@ -82,8 +84,8 @@ pub struct ChatResponse {
     pub stop: StopReason,
 }
 
-/// Connection settings shared by every client.
-#[derive(Debug, Clone)]
+/// Connection settings shared by every client. `Debug` never prints the key.
+#[derive(Clone)]
 pub struct ClientConfig {
     /// For OpenAI-compatible servers this includes the version path (`https://api.openai.com/v1`);
     /// for Anthropic it does not (`https://api.anthropic.com`), as each ecosystem's env vars expect.
@@ -113,6 +115,21 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(60),
             stream: true,
         }
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("max_backoff", &self.max_backoff)
+            .field("stream", &self.stream)
+            .finish()
     }
 }
 

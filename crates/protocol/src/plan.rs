@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The role a session plays. Each role gets its own prompt, tool set and model settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Scout,
