@@ -1,0 +1,96 @@
+//! Builds the model client from the environment, as each ecosystem expects its variables.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator_model::{AnthropicClient, ClientConfig, ModelClient, ModelError, OpenAiClient};
+
+use crate::config::Provider;
+use crate::error::{EngineError, Result};
+
+const OPENAI_DEFAULT: &str = "https://api.openai.com/v1";
+const ANTHROPIC_DEFAULT: &str = "https://api.anthropic.com";
+
+/// The client for the mission, and a second one for the preflight check that gives up fast: a
+/// person waiting at the prompt should hear about a wrong URL in seconds, not after minutes of retries.
+pub struct Clients {
+    pub mission: Arc<dyn ModelClient>,
+    pub preflight: Arc<dyn ModelClient>,
+}
+
+pub fn clients_from_env(provider: Provider) -> Result<Clients> {
+    let (base, key) = endpoint(provider)?;
+    let config = ClientConfig::new(base, Some(key));
+    let mut quick = config.clone();
+    quick.max_retries = 1;
+    quick.max_backoff = Duration::from_millis(500);
+    quick.connect_timeout = Duration::from_secs(5);
+    quick.first_byte_timeout = Duration::from_secs(20);
+    Ok(Clients {
+        mission: build(provider, config)?,
+        preflight: build(provider, quick)?,
+    })
+}
+
+fn endpoint(provider: Provider) -> Result<(String, String)> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match provider {
+        Provider::OpenAi => {
+            let key = var("OPENAI_API_KEY").ok_or_else(|| {
+                EngineError::Usage(
+                    "OPENAI_API_KEY is not set. Export your key (for a local server such as Ollama, vLLM or \
+                     llama.cpp that needs none, any value works: OPENAI_API_KEY=local), and OPENAI_BASE_URL for a \
+                     server other than OpenAI's."
+                        .into(),
+                )
+            })?;
+            Ok((
+                var("OPENAI_BASE_URL").unwrap_or_else(|| OPENAI_DEFAULT.to_string()),
+                key,
+            ))
+        }
+        Provider::Anthropic => {
+            let key = var("ANTHROPIC_API_KEY").ok_or_else(|| {
+                EngineError::Usage(
+                    "ANTHROPIC_API_KEY is not set. Export your Anthropic key (and ANTHROPIC_BASE_URL for a proxy)."
+                        .into(),
+                )
+            })?;
+            Ok((
+                var("ANTHROPIC_BASE_URL").unwrap_or_else(|| ANTHROPIC_DEFAULT.to_string()),
+                key,
+            ))
+        }
+        Provider::OpenCode => Err(EngineError::Usage(
+            "--provider opencode is not available in this version yet; use --provider openai (any \
+             OpenAI-compatible server) or --provider anthropic."
+                .into(),
+        )),
+    }
+}
+
+fn build(provider: Provider, config: ClientConfig) -> Result<Arc<dyn ModelClient>> {
+    let setup = |e: ModelError| EngineError::Usage(format!("cannot set up the model client: {e}"));
+    Ok(match provider {
+        Provider::Anthropic => Arc::new(AnthropicClient::new(config).map_err(setup)?),
+        _ => Arc::new(OpenAiClient::new(config).map_err(setup)?),
+    })
+}
+
+/// Proves the endpoint answers and accepts the key before anything is started or spent.
+pub async fn preflight(client: &dyn ModelClient) -> Result<()> {
+    let env_hint = match client.provider() {
+        "anthropic" => "ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY",
+        _ => "OPENAI_BASE_URL and OPENAI_API_KEY",
+    };
+    let checked = tokio::time::timeout(Duration::from_secs(30), client.preflight()).await;
+    match checked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(EngineError::Usage(format!(
+            "{e}\nCheck {env_hint}; nothing was started."
+        ))),
+        Err(_) => Err(EngineError::Usage(format!(
+            "the model endpoint did not answer within 30 s. Check {env_hint}; nothing was started."
+        ))),
+    }
+}

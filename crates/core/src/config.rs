@@ -1,0 +1,355 @@
+//! Configuration: defaults, then the user's config file, then `orchestrator.toml` in the repo root, then
+//! flags. Model endpoints come from the environment, as each ecosystem expects.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use orchestrator_protocol::Role;
+use serde::Deserialize;
+
+use crate::error::{EngineError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    #[serde(rename = "openai")]
+    OpenAi,
+    Anthropic,
+    #[serde(rename = "opencode")]
+    OpenCode,
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "openai" => Ok(Provider::OpenAi),
+            "anthropic" => Ok(Provider::Anthropic),
+            "opencode" => Ok(Provider::OpenCode),
+            other => Err(format!(
+                "unknown provider `{other}` (expected openai, anthropic or opencode)"
+            )),
+        }
+    }
+}
+
+/// One config file as written. Every field is optional so that layers can be merged.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub provider: Option<Provider>,
+    pub model: Option<String>,
+    pub max_parallel: Option<usize>,
+    pub max_depth: Option<u32>,
+    pub rounds: Option<u32>,
+    pub budget_tokens: Option<u64>,
+    #[serde(default)]
+    pub verify: VerifyFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub roles: BTreeMap<String, RoleFile>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyFile {
+    pub build: Option<String>,
+    pub test: Option<String>,
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub unit_attempts: Option<u32>,
+    pub plan_attempts: Option<u32>,
+    pub merge_attempts: Option<u32>,
+    pub bash_timeout_secs: Option<u64>,
+    pub max_parallel_verify: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFile {
+    pub model: Option<String>,
+    pub max_turns: Option<u32>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+}
+
+/// What the command line says; `None` leaves the file or default value.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub provider: Option<Provider>,
+    pub model: Option<String>,
+    pub max_parallel: Option<usize>,
+    pub max_depth: Option<u32>,
+    pub rounds: Option<u32>,
+    pub budget_tokens: Option<u64>,
+}
+
+/// Model settings for one role.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleSettings {
+    pub model: String,
+    pub max_turns: u32,
+    pub max_tokens: u32,
+    pub temperature: Option<f32>,
+}
+
+/// The resolved configuration a mission runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub provider: Provider,
+    pub max_parallel: usize,
+    pub max_depth: u32,
+    pub rounds: u32,
+    pub budget_tokens: Option<u64>,
+    pub verify_build: Option<String>,
+    pub verify_test: Option<String>,
+    pub verify_timeout: Duration,
+    pub unit_attempts: u32,
+    pub plan_attempts: u32,
+    pub merge_attempts: u32,
+    pub bash_timeout: Duration,
+    pub max_parallel_verify: usize,
+    pub roles: BTreeMap<Role, RoleSettings>,
+}
+
+impl Config {
+    pub fn role(&self, role: Role) -> &RoleSettings {
+        // Every role is filled in by `resolve`; the fallback only guards against future roles.
+        self.roles
+            .get(&role)
+            .unwrap_or_else(|| &self.roles[&Role::Worker])
+    }
+}
+
+/// Reads one config file; a missing file is an empty layer, a broken one is a usage error naming it.
+pub fn load_file(path: &Path) -> Result<FileConfig> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(e) => return Err(EngineError::Usage(format!("cannot read {}: {e}", path.display()))),
+    };
+    toml::from_str(&text).map_err(|e| {
+        EngineError::Usage(format!(
+            "{} is not a valid orchestrator config: {}\nFix the file or move it aside; see README.md, section Configuration.",
+            path.display(),
+            e.to_string().trim_end()
+        ))
+    })
+}
+
+/// `$XDG_CONFIG_HOME/orchestrator/config.toml`, else `~/.config/orchestrator/config.toml`.
+pub fn user_config_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("orchestrator/config.toml"));
+    }
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config/orchestrator/config.toml"))
+}
+
+/// Merges the layers (later wins) and checks the result.
+pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<String>) -> Result<Config> {
+    let mut merged = FileConfig::default();
+    for layer in layers {
+        merge(&mut merged, layer.clone());
+    }
+    let provider = flags
+        .provider
+        .or(merged.provider)
+        .unwrap_or_else(default_provider);
+    let model = flags.model.clone().or(env_model).or(merged.model.clone());
+    let roles = resolve_roles(&merged, flags.model.as_deref(), model.as_deref())?;
+    let config = Config {
+        provider,
+        max_parallel: flags.max_parallel.or(merged.max_parallel).unwrap_or(8),
+        max_depth: flags.max_depth.or(merged.max_depth).unwrap_or(2),
+        rounds: flags.rounds.or(merged.rounds).unwrap_or(3),
+        budget_tokens: flags.budget_tokens.or(merged.budget_tokens),
+        verify_build: merged.verify.build.clone().filter(|c| !c.trim().is_empty()),
+        verify_test: merged.verify.test.clone().filter(|c| !c.trim().is_empty()),
+        verify_timeout: Duration::from_secs(merged.verify.timeout_secs.unwrap_or(900)),
+        unit_attempts: merged.limits.unit_attempts.unwrap_or(3),
+        plan_attempts: merged.limits.plan_attempts.unwrap_or(3),
+        merge_attempts: merged.limits.merge_attempts.unwrap_or(2),
+        bash_timeout: Duration::from_secs(merged.limits.bash_timeout_secs.unwrap_or(120)),
+        max_parallel_verify: merged
+            .limits
+            .max_parallel_verify
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+        roles,
+    };
+    check(&config)?;
+    Ok(config)
+}
+
+fn default_provider() -> Provider {
+    let has = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if has("ANTHROPIC_API_KEY") && !has("OPENAI_API_KEY") {
+        Provider::Anthropic
+    } else {
+        Provider::OpenAi
+    }
+}
+
+fn resolve_roles(
+    merged: &FileConfig,
+    flag_model: Option<&str>,
+    default_model: Option<&str>,
+) -> Result<BTreeMap<Role, RoleSettings>> {
+    if let Some(unknown) = merged
+        .roles
+        .keys()
+        .find(|k| !Role::ALL.iter().any(|r| r.as_str() == k.as_str()))
+    {
+        let known: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        return Err(EngineError::Usage(format!(
+            "unknown role `[roles.{unknown}]` in config; roles are: {}",
+            known.join(", ")
+        )));
+    }
+    let mut roles = BTreeMap::new();
+    for role in Role::ALL {
+        let file = merged.roles.get(role.as_str()).cloned().unwrap_or_default();
+        // `--model` names one model for the whole mission, so it beats per-role models from files.
+        let model = flag_model
+            .map(str::to_string)
+            .or(file.model)
+            .or(default_model.map(str::to_string))
+            .ok_or_else(|| {
+                EngineError::Usage(
+                    "no model is configured. Set ORCHESTRATOR_MODEL (e.g. ORCHESTRATOR_MODEL=gpt-4.1), pass --model, \
+                     or set `model = \"...\"` in orchestrator.toml."
+                        .into(),
+                )
+            })?;
+        let (turns, tokens) = role_defaults(role);
+        roles.insert(
+            role,
+            RoleSettings {
+                model,
+                max_turns: file.max_turns.unwrap_or(turns),
+                max_tokens: file.max_tokens.unwrap_or(tokens),
+                temperature: file.temperature,
+            },
+        );
+    }
+    Ok(roles)
+}
+
+/// Turn and output-token limits per role: scouts and reviewers are short, workers get room.
+fn role_defaults(role: Role) -> (u32, u32) {
+    match role {
+        Role::Scout => (12, 4096),
+        Role::Planner => (20, 8192),
+        Role::Worker => (60, 8192),
+        Role::Reviewer => (16, 4096),
+        Role::MasterReviewer => (24, 4096),
+        Role::ConflictResolver => (30, 8192),
+    }
+}
+
+fn check(config: &Config) -> Result<()> {
+    let bad = |m: &str| Err(EngineError::Usage(m.to_string()));
+    if config.max_parallel == 0 {
+        return bad("--max-parallel must be at least 1");
+    }
+    if config.rounds == 0 {
+        return bad("--rounds must be at least 1");
+    }
+    if config.unit_attempts == 0 || config.plan_attempts == 0 || config.merge_attempts == 0 {
+        return bad("limits.unit_attempts, plan_attempts and merge_attempts must be at least 1");
+    }
+    if config.max_parallel_verify == 0 {
+        return bad("limits.max_parallel_verify must be at least 1");
+    }
+    Ok(())
+}
+
+fn merge(into: &mut FileConfig, layer: FileConfig) {
+    macro_rules! take {
+        ($($field:ident).+) => {
+            if layer.$($field).+.is_some() {
+                into.$($field).+ = layer.$($field).+;
+            }
+        };
+    }
+    take!(provider);
+    take!(model);
+    take!(max_parallel);
+    take!(max_depth);
+    take!(rounds);
+    take!(budget_tokens);
+    take!(verify.build);
+    take!(verify.test);
+    take!(verify.timeout_secs);
+    take!(limits.unit_attempts);
+    take!(limits.plan_attempts);
+    take!(limits.merge_attempts);
+    take!(limits.bash_timeout_secs);
+    take!(limits.max_parallel_verify);
+    for (name, role) in layer.roles {
+        let slot = into.roles.entry(name).or_default();
+        if role.model.is_some() {
+            slot.model = role.model;
+        }
+        if role.max_turns.is_some() {
+            slot.max_turns = role.max_turns;
+        }
+        if role.max_tokens.is_some() {
+            slot.max_tokens = role.max_tokens;
+        }
+        if role.temperature.is_some() {
+            slot.temperature = role.temperature;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> FileConfig {
+        toml::from_str(text).expect("valid test config")
+    }
+
+    #[test]
+    fn later_layers_and_flags_win() {
+        let user = parse("model = \"a\"\nmax_parallel = 4\n[roles.worker]\nmax_turns = 5\n");
+        let repo = parse("max_parallel = 6\n[roles.reviewer]\nmodel = \"cheap\"\n");
+        let flags = Overrides {
+            rounds: Some(7),
+            ..Default::default()
+        };
+        let config = resolve(&[user, repo], &flags, None).unwrap();
+        assert_eq!(config.max_parallel, 6);
+        assert_eq!(config.rounds, 7);
+        assert_eq!(config.role(Role::Worker).max_turns, 5);
+        assert_eq!(config.role(Role::Worker).model, "a");
+        assert_eq!(config.role(Role::Reviewer).model, "cheap");
+    }
+
+    #[test]
+    fn missing_model_is_a_usage_error() {
+        let err = resolve(&[FileConfig::default()], &Overrides::default(), None).unwrap_err();
+        assert!(
+            matches!(err, EngineError::Usage(ref m) if m.contains("ORCHESTRATOR_MODEL")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_roles_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orchestrator.toml");
+        std::fs::write(&path, "max_paralel = 3\n").unwrap();
+        let err = load_file(&path).unwrap_err();
+        assert!(err.to_string().contains("max_paralel"), "{err}");
+        let layer = parse("model = \"m\"\n[roles.wizard]\nmodel = \"x\"\n");
+        let err = resolve(&[layer], &Overrides::default(), None).unwrap_err();
+        assert!(err.to_string().contains("roles.wizard"), "{err}");
+    }
+}

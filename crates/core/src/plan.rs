@@ -1,0 +1,329 @@
+//! Plans as the planner and spawning workers submit them: parsing, validation with problems a model
+//! can fix, and the human-readable TODO mirror.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+
+use orchestrator_protocol::{UnitSpec, UnitState};
+use serde::Deserialize;
+
+/// The most units one plan or one spawn may hold; beyond this a plan is a to-do list, not a DAG.
+pub const MAX_UNITS: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanArgs {
+    tasks: Vec<PlanTask>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanTask {
+    id: String,
+    title: String,
+    description: String,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    #[serde(default)]
+    files: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpawnArgs {
+    tasks: Vec<SpawnTask>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpawnTask {
+    title: String,
+    description: String,
+    #[serde(default)]
+    depends_on: Vec<String>,
+}
+
+/// Parses and validates `submit_plan` arguments. Errors are a list of problems, worded for the model.
+pub fn parse_plan(arguments: serde_json::Value) -> Result<Vec<UnitSpec>, Vec<String>> {
+    let args: PlanArgs = serde_json::from_value(arguments)
+        .map_err(|e| vec![format!("the arguments do not match the schema: {e}")])?;
+    let units: Vec<UnitSpec> = args
+        .tasks
+        .into_iter()
+        .map(|t| UnitSpec {
+            id: t.id.trim().to_string(),
+            title: t.title.trim().to_string(),
+            description: t.description,
+            depends_on: t.depends_on.into_iter().map(|d| d.trim().to_string()).collect(),
+            files: t.files,
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for unit in &units {
+        if !valid_id(&unit.id) {
+            problems.push(format!(
+                "task id `{}` is not allowed: use letters, digits, `-` and `_`, starting with a letter or digit",
+                unit.id
+            ));
+        }
+    }
+    problems.extend(validate(&units));
+    if problems.is_empty() {
+        Ok(units)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Parses `spawn` arguments into child units of `parent`, ids `<parent>.<n>`; dependencies name sibling titles.
+pub fn parse_spawn(parent: &str, arguments: serde_json::Value) -> Result<Vec<UnitSpec>, Vec<String>> {
+    let args: SpawnArgs = serde_json::from_value(arguments)
+        .map_err(|e| vec![format!("the arguments do not match the schema: {e}")])?;
+    let ids: HashMap<String, String> = args
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.title.trim().to_string(), format!("{parent}.{}", i + 1)))
+        .collect();
+    let mut problems = Vec::new();
+    if ids.len() != args.tasks.len() {
+        problems.push("every spawned task needs a distinct title".to_string());
+    }
+    let units: Vec<UnitSpec> = args
+        .tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| UnitSpec {
+            id: format!("{parent}.{}", i + 1),
+            title: t.title.trim().to_string(),
+            description: t.description,
+            depends_on: t
+                .depends_on
+                .iter()
+                .map(|d| {
+                    ids.get(d.trim()).cloned().unwrap_or_else(|| {
+                        problems.push(format!(
+                            "`depends_on` names `{d}`, which is not the title of a task in this call"
+                        ));
+                        String::new()
+                    })
+                })
+                .filter(|d| !d.is_empty())
+                .collect(),
+            files: Vec::new(),
+        })
+        .collect();
+    problems.extend(validate(&units));
+    if problems.is_empty() {
+        Ok(units)
+    } else {
+        Err(problems)
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && id.len() <= 64
+}
+
+/// Structural checks shared by plans and spawns: non-empty, unique ids, known dependencies, no cycles.
+pub fn validate(units: &[UnitSpec]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if units.is_empty() {
+        problems.push("the plan has no tasks; give at least one".to_string());
+    }
+    if units.len() > MAX_UNITS {
+        problems.push(format!(
+            "the plan has {} tasks; the most allowed is {MAX_UNITS}",
+            units.len()
+        ));
+    }
+    let mut seen = HashSet::new();
+    for unit in units {
+        if !seen.insert(unit.id.as_str()) {
+            problems.push(format!("task id `{}` is used more than once", unit.id));
+        }
+        if unit.title.is_empty() || unit.description.trim().is_empty() {
+            problems.push(format!("task `{}` needs a title and a description", unit.id));
+        }
+    }
+    for unit in units {
+        for dep in &unit.depends_on {
+            if dep == &unit.id {
+                problems.push(format!("task `{}` depends on itself", unit.id));
+            } else if !seen.contains(dep.as_str()) {
+                problems.push(format!(
+                    "task `{}` depends on `{dep}`, which is not in the plan",
+                    unit.id
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        if let Some(cycle) = find_cycle(units) {
+            problems.push(format!("the dependencies form a cycle: {}", cycle.join(" → ")));
+        }
+    }
+    problems
+}
+
+/// A dependency cycle, if any, as the ids along it (first id repeated at the end).
+fn find_cycle(units: &[UnitSpec]) -> Option<Vec<String>> {
+    let deps: HashMap<&str, &[String]> = units
+        .iter()
+        .map(|u| (u.id.as_str(), u.depends_on.as_slice()))
+        .collect();
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    let mut mark: HashMap<&str, u8> = HashMap::new();
+    let mut path: Vec<&str> = Vec::new();
+    fn visit<'a>(
+        id: &'a str,
+        deps: &HashMap<&'a str, &'a [String]>,
+        mark: &mut HashMap<&'a str, u8>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        match mark.get(id) {
+            Some(2) => return None,
+            Some(1) => {
+                let start = path.iter().position(|p| *p == id).unwrap_or(0);
+                let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
+                cycle.push(id.to_string());
+                return Some(cycle);
+            }
+            _ => {}
+        }
+        mark.insert(id, 1);
+        path.push(id);
+        for dep in deps.get(id).copied().unwrap_or_default() {
+            if let Some(cycle) = visit(dep.as_str(), deps, mark, path) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        mark.insert(id, 2);
+        None
+    }
+    units
+        .iter()
+        .find_map(|u| visit(u.id.as_str(), &deps, &mut mark, &mut path))
+}
+
+/// One line per unit of the mission, in plan order, for `.orchestrator/todo.md`.
+#[derive(Debug, Clone)]
+pub struct TodoEntry {
+    pub unit: UnitSpec,
+    pub round: u32,
+    pub state: UnitState,
+    pub note: Option<String>,
+}
+
+pub fn render_todo(
+    objective: &str,
+    mission: &str,
+    entries: &BTreeMap<String, TodoEntry>,
+    order: &[String],
+) -> String {
+    let mut out = format!("# Mission {mission}\n\n> {}\n", objective.replace('\n', "\n> "));
+    let mut round = 0;
+    for id in order {
+        let Some(entry) = entries.get(id) else { continue };
+        if entry.round != round {
+            round = entry.round;
+            let _ = write!(out, "\n## Round {round}\n\n");
+        }
+        let depth = entry.unit.id.matches('.').count();
+        let mark = match entry.state {
+            UnitState::Passed => "x",
+            UnitState::Failed | UnitState::Skipped => "!",
+            _ => " ",
+        };
+        let deps = if entry.unit.depends_on.is_empty() {
+            String::new()
+        } else {
+            format!(" (after {})", entry.unit.depends_on.join(", "))
+        };
+        let note = entry
+            .note
+            .as_deref()
+            .map(|n| format!(" — {n}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}- [{mark}] `{}` {}{deps} — {}{note}",
+            "  ".repeat(depth),
+            entry.unit.id,
+            entry.unit.title,
+            entry.state
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn accepts_a_valid_plan() {
+        let units = parse_plan(json!({"tasks": [
+            {"id": "a", "title": "A", "description": "do a", "depends_on": []},
+            {"id": "b", "title": "B", "description": "do b", "depends_on": ["a"], "files": ["b.rs"]}
+        ]}))
+        .unwrap();
+        assert_eq!(units.len(), 2);
+        assert_eq!(units[1].depends_on, vec!["a"]);
+    }
+
+    #[test]
+    fn reports_every_structural_problem() {
+        let err = parse_plan(json!({"tasks": [
+            {"id": "a", "title": "A", "description": "x", "depends_on": ["zzz"]},
+            {"id": "a", "title": "A2", "description": "y", "depends_on": []}
+        ]}))
+        .unwrap_err();
+        assert!(err.iter().any(|p| p.contains("more than once")), "{err:?}");
+        assert!(err.iter().any(|p| p.contains("`zzz`")), "{err:?}");
+        assert!(parse_plan(json!({"tasks": []})).unwrap_err()[0].contains("no tasks"));
+        assert!(parse_plan(
+            json!({"tasks": [{"id": "../x", "title": "t", "description": "d", "depends_on": []}]})
+        )
+        .is_err());
+        assert!(parse_plan(json!({"plan": []})).unwrap_err()[0].contains("schema"));
+    }
+
+    #[test]
+    fn finds_cycles() {
+        let err = parse_plan(json!({"tasks": [
+            {"id": "a", "title": "A", "description": "x", "depends_on": ["c"]},
+            {"id": "b", "title": "B", "description": "y", "depends_on": ["a"]},
+            {"id": "c", "title": "C", "description": "z", "depends_on": ["b"]}
+        ]}))
+        .unwrap_err();
+        assert!(
+            err[0].contains("cycle") && err[0].contains("a → c → b → a"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn spawn_maps_titles_to_child_ids() {
+        let units = parse_spawn(
+            "t1",
+            json!({"tasks": [
+                {"title": "x", "description": "dx"},
+                {"title": "y", "description": "dy", "depends_on": ["x"]}
+            ]}),
+        )
+        .unwrap();
+        assert_eq!(units[0].id, "t1.1");
+        assert_eq!(units[1].depends_on, vec!["t1.1"]);
+        let err = parse_spawn(
+            "t1",
+            json!({"tasks": [{"title": "x", "description": "d", "depends_on": ["nope"]}]}),
+        );
+        assert!(err.unwrap_err()[0].contains("nope"));
+    }
+}

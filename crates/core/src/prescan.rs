@@ -1,0 +1,221 @@
+//! Phase 0's cheap deterministic pre-scan: the file tree, the manifests and the build and test
+//! commands, found without a model so the scouts spend their tokens on judgement, not on `ls`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// What the pre-scan found.
+#[derive(Debug, Clone, Default)]
+pub struct PreScan {
+    pub file_count: usize,
+    /// Files and folders to depth two, capped.
+    pub tree: Vec<String>,
+    pub manifests: Vec<String>,
+    /// File extension → number of files.
+    pub languages: BTreeMap<String, usize>,
+    pub build: Option<String>,
+    pub test: Option<String>,
+}
+
+const TREE_CAP: usize = 200;
+
+pub fn scan(root: &Path) -> PreScan {
+    let mut scan = PreScan::default();
+    let walker = ignore::WalkBuilder::new(root)
+        .hidden(false)
+        .filter_entry(|e| !matches!(e.file_name().to_str(), Some(".git" | ".orchestrator")))
+        .build();
+    for entry in walker.flatten() {
+        let Ok(rel) = entry.path().strip_prefix(root) else {
+            continue;
+        };
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let is_dir = entry.file_type().is_some_and(|t| t.is_dir());
+        if !is_dir {
+            scan.file_count += 1;
+            if let Some(ext) = rel.extension().and_then(|e| e.to_str()) {
+                *scan.languages.entry(ext.to_string()).or_default() += 1;
+            }
+        }
+        if entry.depth() <= 2 && scan.tree.len() < TREE_CAP {
+            let suffix = if is_dir { "/" } else { "" };
+            scan.tree.push(format!("{}{suffix}", rel.display()));
+        }
+        if entry.depth() <= 2 && !is_dir && is_manifest(rel) {
+            scan.manifests.push(rel.display().to_string());
+        }
+    }
+    scan.tree.sort();
+    scan.manifests.sort();
+    let (build, test) = detect_commands(root);
+    scan.build = build;
+    scan.test = test;
+    scan
+}
+
+fn is_manifest(rel: &Path) -> bool {
+    const NAMES: &[&str] = &[
+        "Cargo.toml",
+        "package.json",
+        "go.mod",
+        "pyproject.toml",
+        "setup.py",
+        "requirements.txt",
+        "Makefile",
+        "CMakeLists.txt",
+        "pom.xml",
+        "build.gradle",
+        "Gemfile",
+        "Dockerfile",
+        "docker-compose.yml",
+        "orchestrator.toml",
+    ];
+    rel.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| NAMES.contains(&n))
+}
+
+/// The build and test commands a developer of this repository would run, from its root manifests.
+pub fn detect_commands(root: &Path) -> (Option<String>, Option<String>) {
+    let has = |name: &str| root.join(name).is_file();
+    if has("Cargo.toml") {
+        return (
+            Some("cargo build --all-targets".into()),
+            Some("cargo test".into()),
+        );
+    }
+    if has("go.mod") {
+        return (Some("go build ./...".into()), Some("go test ./...".into()));
+    }
+    if has("package.json") {
+        return node_commands(root);
+    }
+    if let Some(found) = make_commands(root) {
+        return found;
+    }
+    if has("pyproject.toml") || has("setup.py") || has("pytest.ini") || has("tox.ini") {
+        return (None, Some("python3 -m pytest".into()));
+    }
+    (None, None)
+}
+
+fn node_commands(root: &Path) -> (Option<String>, Option<String>) {
+    let runner = if root.join("pnpm-lock.yaml").is_file() {
+        "pnpm"
+    } else if root.join("yarn.lock").is_file() {
+        "yarn"
+    } else {
+        "npm"
+    };
+    let scripts = std::fs::read_to_string(root.join("package.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("scripts").cloned())
+        .unwrap_or_default();
+    let script = |name: &str| scripts.get(name).and_then(|s| s.as_str()).map(str::to_string);
+    let build = script("build").map(|_| format!("{runner} run build"));
+    // npm init's placeholder test script always fails; it is not a test suite.
+    let test = script("test")
+        .filter(|s| !s.contains("no test specified"))
+        .map(|_| format!("{runner} test"));
+    (build, test)
+}
+
+fn make_commands(root: &Path) -> Option<(Option<String>, Option<String>)> {
+    let text = std::fs::read_to_string(root.join("Makefile")).ok()?;
+    let has_target = |t: &str| text.lines().any(|l| l.starts_with(&format!("{t}:")));
+    let build = (has_target("build") || has_target("all")).then(|| {
+        if has_target("build") {
+            "make build".to_string()
+        } else {
+            "make".to_string()
+        }
+    });
+    let test = has_target("test").then(|| "make test".to_string());
+    (build.is_some() || test.is_some()).then_some((build, test))
+}
+
+impl PreScan {
+    /// The pre-scan as Markdown, for the scouts' and every later session's context.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "Files: {}", self.file_count);
+        let mut langs: Vec<_> = self.languages.iter().collect();
+        langs.sort_by(|a, b| b.1.cmp(a.1));
+        let langs: Vec<String> = langs
+            .iter()
+            .take(8)
+            .map(|(ext, n)| format!(".{ext} ×{n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "File types: {}",
+            if langs.is_empty() {
+                "none".into()
+            } else {
+                langs.join(", ")
+            }
+        );
+        let _ = writeln!(
+            out,
+            "Manifests: {}",
+            if self.manifests.is_empty() {
+                "none".into()
+            } else {
+                self.manifests.join(", ")
+            }
+        );
+        let _ = writeln!(
+            out,
+            "Build command: {}",
+            self.build.as_deref().unwrap_or("none found")
+        );
+        let _ = writeln!(
+            out,
+            "Test command: {}",
+            self.test.as_deref().unwrap_or("none found")
+        );
+        let _ = writeln!(out, "Tree (depth 2):");
+        for line in &self.tree {
+            let _ = writeln!(out, "  {line}");
+        }
+        if self.tree.len() >= TREE_CAP {
+            let _ = writeln!(out, "  … (more not shown)");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_manifests_and_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Makefile"), "build:\n\tcc a.c\ntest:\n\t./t.sh\n").unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/a.c"), "int main(){}").unwrap();
+        let scan = scan(dir.path());
+        assert_eq!(scan.file_count, 2);
+        assert_eq!(scan.manifests, vec!["Makefile"]);
+        assert_eq!(scan.build.as_deref(), Some("make build"));
+        assert_eq!(scan.test.as_deref(), Some("make test"));
+        assert!(scan.tree.contains(&"src/".to_string()));
+        assert!(scan.to_markdown().contains("Test command: make test"));
+    }
+
+    #[test]
+    fn npm_placeholder_test_script_is_not_a_test() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"scripts":{"test":"echo \"Error: no test specified\" && exit 1","build":"tsc"}}"#,
+        )
+        .unwrap();
+        assert_eq!(detect_commands(dir.path()), (Some("npm run build".into()), None));
+    }
+}

@@ -1,0 +1,389 @@
+//! The sessions with a single job: scouts, planner, reviewers. Each builds its first message from
+//! the mission's facts and reads its result back through a typed hook.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use orchestrator_git::Worktree;
+use orchestrator_model::ToolSpec;
+use orchestrator_protocol::{Event, Evidence, Review, Role, UnitSpec, Verdict};
+use orchestrator_tools::Toolbox;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::error::{EngineError, Result};
+use crate::mission::{toolbox, Mission};
+use crate::plan::parse_plan;
+use crate::prescan::PreScan;
+use crate::session::{
+    error_output, ok_output, HookResult, NoHooks, Runtime, Session, SessionEnd, SessionHooks, Slot,
+};
+use crate::units::UnitOutcome;
+use crate::verify;
+
+/// Diffs longer than this are cut in a reviewer's first message; the reviewer can read files itself.
+const DIFF_CHARS: usize = 60_000;
+
+const SCOUT_FOCUS: [(&str, &str); 4] = [
+    (
+        "structure",
+        "the layout: main modules, entry points, where each kind of code lives",
+    ),
+    (
+        "tech stack",
+        "languages, frameworks, key dependencies and their versions, coding conventions",
+    ),
+    (
+        "docs",
+        "what the README and docs say about purpose, usage, architecture and contribution rules",
+    ),
+    (
+        "infra",
+        "how to build, test, lint and run it; CI configuration; generated or vendored code to leave alone",
+    ),
+];
+
+/// Phase 0: four read-only scouts at once; their reports and the pre-scan become the mission context.
+pub async fn discover(
+    rt: &Runtime,
+    config: &Config,
+    objective: &str,
+    scan: &PreScan,
+    tools: Arc<Toolbox>,
+) -> String {
+    let prescan = scan.to_markdown();
+    let scouts = SCOUT_FOCUS.iter().map(|(name, focus)| {
+        let first = format!(
+            "Focus: {name} — {focus}.\n\nThe objective the team will work on (for what to look at; do not start it):\n{objective}\n\n\
+             Pre-scan of the repository:\n{prescan}"
+        );
+        let tools = tools.clone();
+        async move {
+            let Some(mut slot) = Slot::acquire(rt).await else { return (name, String::from("(cancelled)")) };
+            let mut session =
+                Session::new(rt, Role::Scout, None, config.role(Role::Scout).clone(), tools, Vec::new(), first);
+            let report = match session.run(rt, &NoHooks, &mut slot).await {
+                SessionEnd::Answered(text) if !text.trim().is_empty() => text,
+                SessionEnd::Answered(_) => "(the scout returned an empty report)".into(),
+                other => format!("(no report: {other:?})"),
+            };
+            (name, report)
+        }
+    });
+    let reports = futures::future::join_all(scouts).await;
+    let mut context = format!("## Pre-scan\n{prescan}\n");
+    for (name, report) in reports {
+        let _ = write!(context, "\n## Scout report: {name}\n{}\n", report.trim());
+    }
+    context
+}
+
+fn submit_plan_spec() -> ToolSpec {
+    ToolSpec {
+        name: "submit_plan".into(),
+        description: "Submit the whole plan: units of work with ids and dependencies (a DAG). Call once."
+            .into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "tasks": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string", "description": "short id: letters, digits, - and _"},
+                            "title": {"type": "string"},
+                            "description": {"type": "string", "description": "everything a worker needs to build it alone"},
+                            "depends_on": {"type": "array", "items": {"type": "string"}, "description": "ids this unit needs first"},
+                            "files": {"type": "array", "items": {"type": "string"}}
+                        },
+                        "required": ["id", "title", "description", "depends_on"],
+                        "additionalProperties": false
+                    }
+                }
+            },
+            "required": ["tasks"],
+            "additionalProperties": false
+        }),
+    }
+}
+
+fn submit_review_spec() -> ToolSpec {
+    ToolSpec {
+        name: "submit_review".into(),
+        description: "Submit your verdict. On fail, list each problem as an issue someone can fix alone."
+            .into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "verdict": {"type": "string", "enum": ["pass", "fail"]},
+                "summary": {"type": "string"},
+                "issues": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "title": {"type": "string"},
+                            "description": {"type": "string"},
+                            "file": {"type": "string"}
+                        },
+                        "required": ["title", "description"],
+                        "additionalProperties": false
+                    }
+                }
+            },
+            "required": ["verdict", "summary"],
+            "additionalProperties": false
+        }),
+    }
+}
+
+struct PlanHook {
+    rt_bus: crate::events::EventBus,
+    max_attempts: u32,
+    attempts: Mutex<u32>,
+    plan: Mutex<Option<Vec<UnitSpec>>>,
+}
+
+#[async_trait]
+impl SessionHooks for PlanHook {
+    async fn call(&self, _name: &str, arguments: serde_json::Value, _slot: &mut Slot) -> HookResult {
+        match parse_plan(arguments) {
+            Ok(units) => {
+                let count = units.len();
+                *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(units);
+                HookResult::Finish(ok_output(format!("Plan accepted: {count} unit(s).")))
+            }
+            Err(problems) => {
+                let attempt = {
+                    let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+                    *attempts += 1;
+                    *attempts
+                };
+                self.rt_bus.emit(Event::PlanRejected {
+                    attempt,
+                    problems: problems.clone(),
+                });
+                let text = format!("The plan was rejected:\n- {}", problems.join("\n- "));
+                if attempt >= self.max_attempts {
+                    HookResult::Finish(error_output(format!("{text}\nNo attempts are left.")))
+                } else {
+                    HookResult::Continue(error_output(format!(
+                        "{text}\nFix these and call submit_plan again."
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// The planner session. Returns the validated plan, or why there is none.
+pub async fn plan(
+    rt: &Runtime,
+    config: &Config,
+    objective: &str,
+    context: &str,
+    tools: Arc<Toolbox>,
+) -> std::result::Result<Vec<UnitSpec>, String> {
+    let hook = PlanHook {
+        rt_bus: rt.bus.clone(),
+        max_attempts: config.plan_attempts,
+        attempts: Mutex::new(0),
+        plan: Mutex::new(None),
+    };
+    let first = format!(
+        "# Objective\n{objective}\n\n# Mission context\n{context}\n\nPlan the work, then call submit_plan."
+    );
+    let Some(mut slot) = Slot::acquire(rt).await else {
+        return Err("the mission was interrupted".into());
+    };
+    let mut session = Session::new(
+        rt,
+        Role::Planner,
+        None,
+        config.role(Role::Planner).clone(),
+        tools,
+        vec![submit_plan_spec()],
+        first,
+    );
+    let end = session.run(rt, &hook, &mut slot).await;
+    if let Some(plan) = hook.plan.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Ok(plan);
+    }
+    Err(match end {
+        SessionEnd::Finished => format!("the planner's plan was rejected {} time(s)", config.plan_attempts),
+        other => format!("the planner produced no plan ({other:?})"),
+    })
+}
+
+struct ReviewHook {
+    review: Mutex<Option<Review>>,
+}
+
+#[async_trait]
+impl SessionHooks for ReviewHook {
+    async fn call(&self, _name: &str, arguments: serde_json::Value, _slot: &mut Slot) -> HookResult {
+        match serde_json::from_value::<Review>(arguments) {
+            Ok(review)
+                if review.verdict == Verdict::Fail
+                    && review.issues.is_empty()
+                    && review.summary.trim().is_empty() =>
+            {
+                HookResult::Continue(error_output(
+                    "A failing review needs a summary or issues that say what to fix.".into(),
+                ))
+            }
+            Ok(review) => {
+                *self.review.lock().unwrap_or_else(|p| p.into_inner()) = Some(review);
+                HookResult::Finish(ok_output("Review recorded.".into()))
+            }
+            Err(e) => HookResult::Continue(error_output(format!(
+                "The review does not match the schema ({e}). Call submit_review again."
+            ))),
+        }
+    }
+}
+
+/// Runs a reviewer-like session to its verdict. A session that ends without one gives a failing review
+/// that says so, never a silent pass.
+async fn run_review(
+    rt: &Runtime,
+    role: Role,
+    unit: Option<String>,
+    config: &Config,
+    tools: Arc<Toolbox>,
+    first: String,
+    slot: &mut Slot,
+) -> std::result::Result<Review, SessionEnd> {
+    let hook = ReviewHook {
+        review: Mutex::new(None),
+    };
+    let mut session = Session::new(
+        rt,
+        role,
+        unit,
+        config.role(role).clone(),
+        tools,
+        vec![submit_review_spec()],
+        first,
+    );
+    let end = session.run(rt, &hook, slot).await;
+    if let Some(review) = hook.review.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Ok(review);
+    }
+    match end {
+        SessionEnd::TurnLimit | SessionEnd::Answered(_) | SessionEnd::Finished => Ok(Review {
+            verdict: Verdict::Fail,
+            summary: "the reviewer ended without a verdict".into(),
+            issues: Vec::new(),
+        }),
+        other => Err(other),
+    }
+}
+
+/// Stage 1 review of one unit, with the runtime's evidence.
+pub async fn review_unit(
+    mission: &Mission,
+    unit: &UnitSpec,
+    worktree: &Worktree,
+    base: &str,
+    evidence: &[Evidence],
+    slot: &mut Slot,
+) -> std::result::Result<Review, SessionEnd> {
+    let diff = worktree
+        .diff_since(base)
+        .await
+        .unwrap_or_else(|e| format!("(diff unavailable: {e})"));
+    let first = format!(
+        "# Objective of the mission\n{}\n\n# The unit under review: {} — {}\n{}\n\n# Evidence (run by the runtime)\n{}\n\n# Diff\n{}",
+        mission.objective,
+        unit.id,
+        unit.title,
+        unit.description,
+        verify::describe(evidence),
+        cut(&diff, DIFF_CHARS)
+    );
+    let tools = match toolbox(worktree.path(), false, &mission.config) {
+        Ok(tools) => Arc::new(tools),
+        Err(e) => return Err(SessionEnd::ModelFailed(e.to_string())),
+    };
+    run_review(
+        &mission.rt,
+        Role::Reviewer,
+        Some(unit.id.clone()),
+        &mission.config,
+        tools,
+        first,
+        slot,
+    )
+    .await
+}
+
+/// Stage 2: the master reviewer judges the integrated whole.
+pub async fn master_review(
+    mission: &Mission,
+    integration: &Worktree,
+    base: &str,
+    outcomes: &[UnitOutcome],
+    evidence: &[Evidence],
+) -> Result<Review> {
+    let stat = integration.diff_stat_since(base).await?;
+    let mut units = String::new();
+    for o in outcomes {
+        let _ = writeln!(
+            units,
+            "- {} `{}` ({}): {}",
+            o.unit.id,
+            o.unit.title,
+            o.state,
+            o.summary.trim()
+        );
+    }
+    let first = format!(
+        "# Objective\n{}\n\n# Mission context\n{}\n\n# Units built this round\n{units}\n# Evidence on the integrated result\n{}\n\n\
+         # Changes since the mission started\n{stat}\nInspect the code as needed, then call submit_review.",
+        mission.objective,
+        mission.context,
+        verify::describe(evidence)
+    );
+    let tools = Arc::new(toolbox(integration.path(), false, &mission.config)?);
+    let rt = &mission.rt;
+    let Some(mut slot) = Slot::acquire(rt).await else {
+        return Err(EngineError::Interrupted);
+    };
+    match run_review(
+        rt,
+        Role::MasterReviewer,
+        None,
+        &mission.config,
+        tools,
+        first,
+        &mut slot,
+    )
+    .await
+    {
+        Ok(review) => Ok(review),
+        Err(SessionEnd::Cancelled) => Err(EngineError::Interrupted),
+        Err(end) => Ok(Review {
+            verdict: Verdict::Fail,
+            summary: format!("the master review could not run ({end:?})"),
+            issues: Vec::new(),
+        }),
+    }
+}
+
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n[… {} more bytes cut; read the files for the rest]",
+        &text[..end],
+        text.len() - end
+    )
+}

@@ -1,0 +1,696 @@
+//! Phase 1: the DAG scheduler and the life of one unit — worker session, runtime verification,
+//! stage 1 review, merge (with a conflict resolver when needed). Spawned children run through the
+//! same path and merge into their parent's branch.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use orchestrator_git::{MergeOutcome, Worktree};
+use orchestrator_model::ToolSpec;
+use orchestrator_protocol::{Event, Review, Role, UnitSpec, UnitState, Verdict};
+use serde_json::json;
+
+use crate::mission::{toolbox, Mission};
+use crate::plan::parse_spawn;
+use crate::roles::review_unit;
+use crate::session::{error_output, ok_output, HookResult, Session, SessionEnd, SessionHooks, Slot};
+use crate::verify::{self, all_passed};
+
+/// Where finished units merge: the integration worktree, or a spawning parent's worktree. The lock is
+/// the merge queue: one merge at a time into one target.
+pub struct MergeTarget {
+    pub worktree: Worktree,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl MergeTarget {
+    pub fn new(worktree: Worktree) -> Self {
+        MergeTarget {
+            worktree,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UnitOutcome {
+    pub unit: UnitSpec,
+    /// Passed, Failed or Skipped.
+    pub state: UnitState,
+    /// The worker's own summary.
+    pub summary: String,
+    pub reason: Option<String>,
+}
+
+/// Runs units in dependency order, every ready unit at once (the global slot cap limits sessions).
+/// A unit whose dependency did not pass is skipped.
+pub fn run_dag(
+    mission: Arc<Mission>,
+    units: Vec<UnitSpec>,
+    depth: u32,
+    target: Arc<MergeTarget>,
+    round: u32,
+) -> BoxFuture<'static, Vec<UnitOutcome>> {
+    Box::pin(async move {
+        let mut waiting: Vec<UnitSpec> = units.clone();
+        let mut done: HashMap<String, UnitOutcome> = HashMap::new();
+        let mut running = FuturesUnordered::new();
+        loop {
+            let (ready, blocked) = next_ready(&mut waiting, &done);
+            for unit in blocked {
+                let reason = format!("a dependency did not pass: {}", unit.depends_on.join(", "));
+                mission.set_state(&unit, round, UnitState::Skipped, 0, Some(reason.clone()));
+                let outcome = UnitOutcome {
+                    unit,
+                    state: UnitState::Skipped,
+                    summary: String::new(),
+                    reason: Some(reason),
+                };
+                done.insert(outcome.unit.id.clone(), outcome);
+            }
+            for unit in ready {
+                running.push(run_unit(mission.clone(), unit, depth, target.clone(), round));
+            }
+            if running.is_empty() {
+                if waiting.is_empty() {
+                    break;
+                }
+                continue; // newly blocked units were just recorded; look again
+            }
+            if let Some(outcome) = running.next().await {
+                done.insert(outcome.unit.id.clone(), outcome);
+            }
+        }
+        // Report in plan order.
+        units.iter().filter_map(|u| done.remove(&u.id)).collect()
+    })
+}
+
+/// Splits off the units whose dependencies are all done: those that can run, and those that never will.
+fn next_ready(
+    waiting: &mut Vec<UnitSpec>,
+    done: &HashMap<String, UnitOutcome>,
+) -> (Vec<UnitSpec>, Vec<UnitSpec>) {
+    let mut ready = Vec::new();
+    let mut blocked = Vec::new();
+    waiting.retain(|unit| {
+        let states: Vec<Option<UnitState>> = unit
+            .depends_on
+            .iter()
+            .map(|d| done.get(d).map(|o| o.state))
+            .collect();
+        if states
+            .iter()
+            .any(|s| matches!(s, Some(UnitState::Failed | UnitState::Skipped)))
+        {
+            blocked.push(unit.clone());
+            false
+        } else if states.iter().all(|s| *s == Some(UnitState::Passed)) {
+            ready.push(unit.clone());
+            false
+        } else {
+            true
+        }
+    });
+    (ready, blocked)
+}
+
+fn run_unit(
+    mission: Arc<Mission>,
+    unit: UnitSpec,
+    depth: u32,
+    target: Arc<MergeTarget>,
+    round: u32,
+) -> BoxFuture<'static, UnitOutcome> {
+    Box::pin(async move {
+        let mut run = UnitRun {
+            mission: mission.clone(),
+            unit: unit.clone(),
+            depth,
+            round,
+        };
+        let outcome = run.execute(&target).await;
+        mission.set_state(&unit, round, outcome.state, 0, outcome.reason.clone());
+        outcome
+    })
+}
+
+struct UnitRun {
+    mission: Arc<Mission>,
+    unit: UnitSpec,
+    depth: u32,
+    round: u32,
+}
+
+impl UnitRun {
+    fn state(&self, state: UnitState, attempt: u32, detail: Option<String>) {
+        self.mission
+            .set_state(&self.unit, self.round, state, attempt, detail);
+    }
+
+    fn failed(&self, reason: impl Into<String>, summary: String) -> UnitOutcome {
+        UnitOutcome {
+            unit: self.unit.clone(),
+            state: UnitState::Failed,
+            summary,
+            reason: Some(reason.into()),
+        }
+    }
+
+    async fn execute(&mut self, target: &MergeTarget) -> UnitOutcome {
+        let rt = &self.mission.rt;
+        let Some(mut slot) = Slot::acquire(rt).await else {
+            return self.failed("cancelled", String::new());
+        };
+        let branch = self.mission.branch(&self.unit.id);
+        let path = self.mission.worktree_path(&self.unit.id);
+        let prepared = async {
+            let base = target.worktree.head().await?;
+            self.mission.repo.create_branch(&branch, &base).await?;
+            let worktree = self.mission.repo.add_worktree(&path, &branch).await?;
+            Ok::<_, orchestrator_git::GitError>((base, worktree))
+        };
+        let (base, worktree) = match prepared.await {
+            Ok(ready) => ready,
+            Err(e) => {
+                return self.failed(
+                    format!("could not create the unit's worktree: {e}"),
+                    String::new(),
+                )
+            }
+        };
+        let outcome = self
+            .build_and_merge(&mut slot, target, &branch, &base, &worktree)
+            .await;
+        if let Err(e) = self.mission.repo.remove_worktree(&path).await {
+            tracing::warn!("cannot remove worktree {}: {e}", path.display());
+        }
+        if let Err(e) = self.mission.repo.delete_branch(&branch).await {
+            tracing::warn!("cannot delete branch {branch}: {e}");
+        }
+        outcome
+    }
+
+    async fn build_and_merge(
+        &self,
+        slot: &mut Slot,
+        target: &MergeTarget,
+        branch: &str,
+        base: &str,
+        worktree: &Worktree,
+    ) -> UnitOutcome {
+        let summary = match self.build_until_reviewed(slot, base, worktree).await {
+            Ok(summary) => summary,
+            Err(outcome) => return *outcome,
+        };
+        self.state(UnitState::Merging, 0, None);
+        match merge_into(&self.mission, &self.unit, branch, target, slot).await {
+            Ok(commit) => {
+                self.mission.rt.bus.emit(Event::Merged {
+                    unit: self.unit.id.clone(),
+                    into: target_name(&self.mission, target),
+                    commit,
+                });
+                UnitOutcome {
+                    unit: self.unit.clone(),
+                    state: UnitState::Passed,
+                    summary,
+                    reason: None,
+                }
+            }
+            Err(reason) => self.failed(reason, summary),
+        }
+    }
+
+    /// The worker's loop: build, verify, review; feedback goes back to the same session.
+    async fn build_until_reviewed(
+        &self,
+        slot: &mut Slot,
+        base: &str,
+        worktree: &Worktree,
+    ) -> Result<String, Box<UnitOutcome>> {
+        let mission = &self.mission;
+        let rt = &mission.rt;
+        let fail = |reason: String| Box::new(self.failed(reason, String::new()));
+        let tools = toolbox(worktree.path(), true, &mission.config).map_err(|e| fail(e.to_string()))?;
+        let can_spawn = self.depth < mission.config.max_depth;
+        let extra = if can_spawn { vec![spawn_spec()] } else { Vec::new() };
+        let hooks = WorkerHooks {
+            mission: mission.clone(),
+            unit: self.unit.clone(),
+            depth: self.depth,
+            round: self.round,
+            worktree: worktree.clone(),
+        };
+        let mut session = Session::new(
+            rt,
+            Role::Worker,
+            Some(self.unit.id.clone()),
+            mission.config.role(Role::Worker).clone(),
+            Arc::new(tools),
+            extra,
+            worker_brief(mission, &self.unit, can_spawn),
+        );
+        let attempts = mission.config.unit_attempts;
+        let mut last_problem = String::new();
+        for attempt in 1..=attempts {
+            self.state(UnitState::Running, attempt, None);
+            let summary = match session.run(rt, &hooks, slot).await {
+                SessionEnd::Answered(text) => text,
+                SessionEnd::TurnLimit => "(the worker reached its turn limit)".into(),
+                SessionEnd::Finished => String::new(),
+                SessionEnd::Cancelled => return Err(fail("cancelled".into())),
+                SessionEnd::BudgetSpent => return Err(fail("the token budget is spent".into())),
+                SessionEnd::ModelFailed(e) => return Err(fail(format!("model error: {e}"))),
+            };
+            let title = format!("{}: {}", self.unit.id, self.unit.title);
+            if let Err(e) = worktree.commit_all(&title).await {
+                return Err(fail(format!("could not commit the worker's changes: {e}")));
+            }
+            match self.check(slot, base, worktree, attempt).await? {
+                None => return Ok(summary),
+                Some(feedback) => {
+                    last_problem = feedback.lines().next().unwrap_or_default().to_string();
+                    if attempt < attempts {
+                        session.push_user(feedback);
+                    }
+                }
+            }
+        }
+        Err(fail(format!(
+            "did not pass after {attempts} attempt(s): {last_problem}"
+        )))
+    }
+
+    /// Verification then review. `None` when the unit passed; otherwise the feedback for the worker.
+    async fn check(
+        &self,
+        slot: &mut Slot,
+        base: &str,
+        worktree: &Worktree,
+        attempt: u32,
+    ) -> Result<Option<String>, Box<UnitOutcome>> {
+        let mission = &self.mission;
+        let bus = &mission.rt.bus;
+        self.state(UnitState::Verifying, attempt, None);
+        let evidence = mission
+            .verifier
+            .verify(worktree, &mission.rt.cancel)
+            .await
+            .map_err(|e| Box::new(self.failed(format!("verification could not run: {e}"), String::new())))?;
+        for e in &evidence {
+            bus.emit(Event::EvidenceRecorded {
+                unit: Some(self.unit.id.clone()),
+                evidence: e.clone(),
+            });
+        }
+        if mission.rt.cancel.is_cancelled() {
+            return Err(Box::new(self.failed("cancelled", String::new())));
+        }
+        if !all_passed(&evidence) {
+            // Failing evidence fails the unit without spending a review.
+            return Ok(Some(format!(
+                "Stage 1 verification failed: the runtime ran the build and tests on your committed work.\n\n{}\n\
+                 Fix the problem, run the tests yourself, then answer with a short summary.",
+                verify::describe(&evidence)
+            )));
+        }
+        self.state(UnitState::Reviewing, attempt, None);
+        let review = match review_unit(mission, &self.unit, worktree, base, &evidence, slot).await {
+            Ok(review) => review,
+            Err(SessionEnd::Cancelled) => return Err(Box::new(self.failed("cancelled", String::new()))),
+            Err(end) => {
+                return Err(Box::new(
+                    self.failed(format!("the review could not run: {end:?}"), String::new()),
+                ))
+            }
+        };
+        bus.emit(Event::ReviewFinished {
+            unit: Some(self.unit.id.clone()),
+            review: review.clone(),
+        });
+        Ok(match review.verdict {
+            Verdict::Pass => None,
+            Verdict::Fail => Some(review_feedback(&review)),
+        })
+    }
+}
+
+fn target_name(mission: &Mission, target: &MergeTarget) -> String {
+    target
+        .worktree
+        .path()
+        .file_name()
+        .map(|n| mission.branch(&n.to_string_lossy()))
+        .unwrap_or_default()
+}
+
+fn review_feedback(review: &Review) -> String {
+    let mut text = format!("Stage 1 review failed: {}\n", review.summary.trim());
+    for issue in &review.issues {
+        let file = issue
+            .file
+            .as_deref()
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default();
+        let _ = writeln!(text, "- {}{file}: {}", issue.title, issue.description);
+    }
+    text.push_str("\nFix these in your worktree, then answer with a short summary.");
+    text
+}
+
+fn worker_brief(mission: &Mission, unit: &UnitSpec, can_spawn: bool) -> String {
+    let mut text = format!(
+        "# Objective of the mission\n{}\n\n# Mission context\n{}\n\n# Your unit: {} — {}\n{}\n",
+        mission.objective, mission.context, unit.id, unit.title, unit.description
+    );
+    if !unit.depends_on.is_empty() {
+        let _ = writeln!(
+            text,
+            "\nUnits {} are already merged into your starting point.",
+            unit.depends_on.join(", ")
+        );
+    }
+    if !unit.files.is_empty() {
+        let _ = writeln!(
+            text,
+            "\nFiles the planner expects you to touch: {}",
+            unit.files.join(", ")
+        );
+    }
+    if can_spawn {
+        text.push_str("\nYou may split this unit with `spawn` if it is too large for one session.\n");
+    }
+    text
+}
+
+fn spawn_spec() -> ToolSpec {
+    ToolSpec {
+        name: "spawn".into(),
+        description:
+            "Split your unit: start sub-workers, each in its own worktree branched from yours. Returns when \
+                      they have finished and been reviewed; their work is then merged into your worktree."
+                .into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "tasks": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "title": {"type": "string"},
+                            "description": {"type": "string"},
+                            "depends_on": {"type": "array", "items": {"type": "string"}, "description": "titles of sibling tasks"}
+                        },
+                        "required": ["title", "description"],
+                        "additionalProperties": false
+                    }
+                }
+            },
+            "required": ["tasks"],
+            "additionalProperties": false
+        }),
+    }
+}
+
+/// The worker's orchestration tool: `spawn`.
+struct WorkerHooks {
+    mission: Arc<Mission>,
+    unit: UnitSpec,
+    depth: u32,
+    round: u32,
+    worktree: Worktree,
+}
+
+#[async_trait]
+impl SessionHooks for WorkerHooks {
+    async fn call(&self, name: &str, arguments: serde_json::Value, slot: &mut Slot) -> HookResult {
+        if name != "spawn" {
+            return HookResult::Continue(error_output(format!("Unknown tool `{name}`.")));
+        }
+        let children = match parse_spawn(&self.unit.id, arguments) {
+            Ok(children) => children,
+            Err(problems) => {
+                return HookResult::Continue(error_output(format!(
+                    "spawn refused:\n- {}\nFix the call and try again.",
+                    problems.join("\n- ")
+                )))
+            }
+        };
+        HookResult::Continue(self.spawn(children, slot).await)
+    }
+
+    fn not_offered(&self, name: &str, offered: &[String]) -> String {
+        if name == "spawn" {
+            return format!(
+                "spawn refused: this unit is at depth {} and the mission's spawning depth limit is {}. Build the unit yourself.",
+                self.depth, self.mission.config.max_depth
+            );
+        }
+        format!(
+            "Unknown tool `{name}`. The tools available to you are: {}.",
+            offered.join(", ")
+        )
+    }
+}
+
+impl WorkerHooks {
+    async fn spawn(&self, children: Vec<UnitSpec>, slot: &mut Slot) -> orchestrator_tools::ToolOutput {
+        let mission = &self.mission;
+        // Children branch from the parent's work so far.
+        if let Err(e) = self
+            .worktree
+            .commit_all(&format!("{}: work before spawning", self.unit.id))
+            .await
+        {
+            return error_output(format!("spawn failed: could not commit your work first: {e}"));
+        }
+        mission.rt.bus.emit(Event::UnitsSpawned {
+            parent: self.unit.id.clone(),
+            units: children.clone(),
+        });
+        for child in &children {
+            mission.set_state(child, self.round, UnitState::Queued, 0, None);
+        }
+        mission.set_state(&self.unit, self.round, UnitState::WaitingOnChildren, 0, None);
+        let target = Arc::new(MergeTarget::new(self.worktree.clone()));
+        // A waiting parent gives its slot to the children, so waiting trees cannot deadlock the cap.
+        slot.release();
+        let outcomes = run_dag(mission.clone(), children, self.depth + 1, target, self.round).await;
+        if !slot.reacquire(&mission.rt.cancel).await {
+            return error_output("spawn interrupted: the mission was cancelled".into());
+        }
+        mission.set_state(&self.unit, self.round, UnitState::Running, 0, None);
+        ok_output(describe_children(&outcomes))
+    }
+}
+
+fn describe_children(outcomes: &[UnitOutcome]) -> String {
+    let mut text = String::from("Sub-tasks finished:\n");
+    for o in outcomes {
+        let detail = match (&o.reason, o.summary.trim()) {
+            (Some(reason), _) => reason.clone(),
+            (None, summary) => summary.to_string(),
+        };
+        let _ = writeln!(
+            text,
+            "- {} `{}`: {} — {}",
+            o.unit.id, o.unit.title, o.state, detail
+        );
+    }
+    let passed = outcomes.iter().filter(|o| o.state == UnitState::Passed).count();
+    let _ = write!(
+        text,
+        "{passed} of {} passed; the passed ones are merged into your worktree. Finish your unit (do any failed part yourself).",
+        outcomes.len()
+    );
+    text
+}
+
+/// Merges a reviewed unit into its target. Conflicts go to a resolver session, whose merge is
+/// verified again; after the attempts run out the target is put back as it was.
+async fn merge_into(
+    mission: &Arc<Mission>,
+    unit: &UnitSpec,
+    branch: &str,
+    target: &MergeTarget,
+    slot: &mut Slot,
+) -> Result<String, String> {
+    let _queue = target.lock.lock().await;
+    let worktree = &target.worktree;
+    let before = worktree.head().await.map_err(|e| e.to_string())?;
+    let message = format!("Merge {}: {}", unit.id, unit.title);
+    let conflicts = match worktree
+        .merge(branch, &message)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        MergeOutcome::Merged(commit) => return Ok(commit),
+        MergeOutcome::Conflict(files) => files,
+    };
+    let result = resolve_conflicts(mission, unit, worktree, conflicts, slot).await;
+    if result.is_err() {
+        if worktree.merge_in_progress().await.unwrap_or(false) {
+            let _ = worktree.abort_merge().await;
+        }
+        let _ = worktree.reset_hard(&before).await;
+    }
+    result
+}
+
+async fn resolve_conflicts(
+    mission: &Arc<Mission>,
+    unit: &UnitSpec,
+    worktree: &Worktree,
+    mut conflicts: Vec<String>,
+    slot: &mut Slot,
+) -> Result<String, String> {
+    let rt = &mission.rt;
+    let tools = Arc::new(toolbox(worktree.path(), true, &mission.config).map_err(|e| e.to_string())?);
+    let attempts = mission.config.merge_attempts;
+    let mut first = format!(
+        "Merging unit {} ({}) stopped on conflicts in: {}.\n\nThe unit's description:\n{}\n\nResolve every conflict.",
+        unit.id,
+        unit.title,
+        conflicts.join(", "),
+        unit.description
+    );
+    let mut session: Option<Session> = None;
+    for attempt in 1..=attempts {
+        rt.bus.emit(Event::MergeConflict {
+            unit: unit.id.clone(),
+            files: conflicts.clone(),
+            attempt,
+        });
+        let session = session.get_or_insert_with(|| {
+            Session::new(
+                rt,
+                Role::ConflictResolver,
+                Some(unit.id.clone()),
+                mission.config.role(Role::ConflictResolver).clone(),
+                tools.clone(),
+                Vec::new(),
+                std::mem::take(&mut first),
+            )
+        });
+        match session.run(rt, &crate::session::NoHooks, slot).await {
+            SessionEnd::Answered(_) | SessionEnd::TurnLimit | SessionEnd::Finished => {}
+            SessionEnd::Cancelled => return Err("cancelled".into()),
+            other => return Err(format!("the conflict resolver failed: {other:?}")),
+        }
+        let before_conclude = worktree.head().await.map_err(|e| e.to_string())?;
+        let commit = match worktree.conclude_merge().await {
+            Ok(commit) => commit,
+            Err(e) => {
+                session.push_user(format!(
+                    "The merge cannot be concluded yet: {e}\nFix it, then answer again."
+                ));
+                continue;
+            }
+        };
+        let evidence = mission
+            .verifier
+            .verify(worktree, &rt.cancel)
+            .await
+            .map_err(|e| e.to_string())?;
+        for e in &evidence {
+            rt.bus.emit(Event::EvidenceRecorded {
+                unit: Some(unit.id.clone()),
+                evidence: e.clone(),
+            });
+        }
+        if all_passed(&evidence) {
+            return Ok(commit);
+        }
+        // Undo the merge commit and merge again so the resolver sees the conflicts with the evidence.
+        worktree
+            .reset_hard(&before_conclude)
+            .await
+            .map_err(|e| e.to_string())?;
+        let branch = mission.branch(&unit.id);
+        match worktree
+            .merge(&branch, &format!("Merge {}: {}", unit.id, unit.title))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            MergeOutcome::Merged(commit) => return Ok(commit),
+            MergeOutcome::Conflict(files) => conflicts = files,
+        }
+        session.push_user(format!(
+            "Your resolution merged, but the build or tests then failed:\n{}\nThe merge was redone; conflicts are in: {}. \
+             Resolve them again so that the build and tests pass.",
+            verify::describe(&evidence),
+            conflicts.join(", ")
+        ));
+    }
+    Err(format!(
+        "merge conflicts in {} could not be resolved in {attempts} attempt(s)",
+        conflicts.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(id: &str, deps: &[&str]) -> UnitSpec {
+        UnitSpec {
+            id: id.into(),
+            title: id.into(),
+            description: "d".into(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn ready_units_wait_for_passed_dependencies_and_skip_failed_ones() {
+        let mut waiting = vec![unit("a", &[]), unit("b", &["a"]), unit("c", &["x"])];
+        let mut done = HashMap::new();
+        let (ready, blocked) = next_ready(&mut waiting, &done);
+        assert_eq!(ready.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), vec!["a"]);
+        assert!(blocked.is_empty());
+        done.insert(
+            "x".to_string(),
+            UnitOutcome {
+                unit: unit("x", &[]),
+                state: UnitState::Failed,
+                summary: String::new(),
+                reason: None,
+            },
+        );
+        done.insert(
+            "a".to_string(),
+            UnitOutcome {
+                unit: unit("a", &[]),
+                state: UnitState::Passed,
+                summary: String::new(),
+                reason: None,
+            },
+        );
+        let (ready, blocked) = next_ready(&mut waiting, &done);
+        assert_eq!(ready[0].id, "b");
+        assert_eq!(blocked[0].id, "c");
+        assert!(waiting.is_empty());
+    }
+
+    #[test]
+    fn review_feedback_lists_issues() {
+        let review = Review {
+            verdict: Verdict::Fail,
+            summary: "broken".into(),
+            issues: vec![orchestrator_protocol::ReviewIssue {
+                title: "t".into(),
+                description: "d".into(),
+                file: Some("f.rs".into()),
+            }],
+        };
+        let text = review_feedback(&review);
+        assert!(text.contains("broken") && text.contains("- t (f.rs): d"));
+    }
+}

@@ -1,0 +1,233 @@
+//! Verification the runtime runs itself: the build and test commands found in phase 0, run in a
+//! worktree, recorded as evidence (command, exit code, duration, the tree hash that was tested).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use orchestrator_git::Worktree;
+use orchestrator_protocol::Evidence;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+const TAIL_CHARS: usize = 4000;
+
+/// The commands to verify with, and how many verifications may run at once (builds are CPU-heavy,
+/// so this is separate from the cap on model sessions).
+pub struct Verifier {
+    pub build: Option<String>,
+    pub test: Option<String>,
+    pub timeout: Duration,
+    pub permits: Semaphore,
+}
+
+impl Verifier {
+    /// Runs build then test in `worktree`; stops at the first failure. Empty when nothing is configured.
+    pub async fn verify(
+        &self,
+        worktree: &Worktree,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Evidence>, String> {
+        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+        let tree = worktree.tree_hash().await.map_err(|e| e.to_string())?;
+        let mut evidence = Vec::new();
+        for (kind, command) in [("build", &self.build), ("test", &self.test)] {
+            let Some(command) = command else { continue };
+            let record = run_command(kind, command, worktree.path(), &tree, self.timeout, cancel).await;
+            let passed = record.passed();
+            evidence.push(record);
+            if !passed || cancel.is_cancelled() {
+                break;
+            }
+        }
+        Ok(evidence)
+    }
+}
+
+pub fn all_passed(evidence: &[Evidence]) -> bool {
+    evidence.iter().all(Evidence::passed)
+}
+
+/// Evidence as text for a reviewer or a worker.
+pub fn describe(evidence: &[Evidence]) -> String {
+    if evidence.is_empty() {
+        return "No build or test command is configured for this repository, so nothing was run.".into();
+    }
+    evidence
+        .iter()
+        .map(|e| {
+            let status = match (e.exit_code, e.timed_out) {
+                (_, true) => "timed out".to_string(),
+                (Some(code), _) => format!("exit {code}"),
+                (None, _) => "killed".to_string(),
+            };
+            format!(
+                "{}: `{}` → {status} in {} ms (tree {})\n{}",
+                e.kind,
+                e.command,
+                e.duration_ms,
+                short(&e.tree),
+                if e.passed() {
+                    String::new()
+                } else {
+                    format!("Output (last part):\n{}\n", e.output_tail)
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+async fn run_command(
+    kind: &str,
+    command: &str,
+    dir: &Path,
+    tree: &str,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Evidence {
+    let started = Instant::now();
+    let mut evidence = Evidence {
+        kind: kind.to_string(),
+        command: command.to_string(),
+        exit_code: None,
+        duration_ms: 0,
+        tree: tree.to_string(),
+        timed_out: false,
+        output_tail: String::new(),
+    };
+    let mut child = match spawn_shell(command, dir) {
+        Ok(child) => child,
+        Err(e) => {
+            evidence.output_tail = format!("could not start the command: {e}");
+            return evidence;
+        }
+    };
+    let mut stdout = child.stdout.take();
+    let reader = async move {
+        let mut buf = Vec::new();
+        if let Some(out) = stdout.as_mut() {
+            let _ = out.read_to_end(&mut buf).await;
+        }
+        buf
+    };
+    let pid = child.id();
+    let outcome = tokio::select! {
+        (status, output) = async { tokio::join!(child.wait(), reader) } => Some((status, output)),
+        _ = tokio::time::sleep(timeout) => { evidence.timed_out = true; None }
+        _ = cancel.cancelled() => None,
+    };
+    match outcome {
+        Some((status, output)) => {
+            evidence.exit_code = status.ok().and_then(|s| s.code());
+            evidence.output_tail = tail(&String::from_utf8_lossy(&output));
+        }
+        None => {
+            kill_group(pid);
+            let _ = child.wait().await;
+            evidence.output_tail = if evidence.timed_out {
+                format!("killed after the {} s verification timeout", timeout.as_secs())
+            } else {
+                "cancelled".into()
+            };
+        }
+    }
+    evidence.duration_ms = started.elapsed().as_millis() as u64;
+    evidence
+}
+
+fn spawn_shell(command: &str, dir: &Path) -> std::io::Result<tokio::process::Child> {
+    let mut cmd = Command::new("bash");
+    // Merge stderr into stdout so the tail shows messages in the order they were written.
+    cmd.arg("-c")
+        .arg(format!("exec 2>&1\n{command}"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(is_secret_var) {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.spawn()
+}
+
+/// Variables that hold credentials; never handed to commands the models influence.
+pub fn is_secret_var(name: &str) -> bool {
+    name.ends_with("_API_KEY") || name.ends_with("_AUTH_TOKEN")
+}
+
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: killpg only sends a signal; the group id is the child's pid because of process_group(0).
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+    }
+}
+
+fn tail(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= TAIL_CHARS {
+        return text.to_string();
+    }
+    let skip = count - TAIL_CHARS;
+    format!(
+        "[… {skip} earlier characters cut]\n{}",
+        text.chars().skip(skip).collect::<String>()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_exit_code_output_and_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let cancel = CancellationToken::new();
+        let ok = run_command(
+            "test",
+            "echo out; echo err >&2; exit 3",
+            dir.path(),
+            "abc",
+            Duration::from_secs(5),
+            &cancel,
+        )
+        .await;
+        assert_eq!(ok.exit_code, Some(3));
+        assert!(
+            ok.output_tail.contains("out") && ok.output_tail.contains("err"),
+            "{}",
+            ok.output_tail
+        );
+        assert!(!ok.passed());
+        let slow = run_command(
+            "test",
+            "sleep 30",
+            dir.path(),
+            "abc",
+            Duration::from_millis(200),
+            &cancel,
+        )
+        .await;
+        assert!(slow.timed_out && !slow.passed());
+        assert!(slow.duration_ms < 10_000);
+    }
+
+    #[test]
+    fn long_output_keeps_the_end() {
+        let text = "x".repeat(10_000) + "END";
+        let cut = tail(&text);
+        assert!(cut.ends_with("END") && cut.starts_with("[… "));
+    }
+}
