@@ -1,1 +1,422 @@
-//! Scripted mission brain (owned by the engine author; see lib.rs for the server).
+//! A scripted "model" that plays every role of a mission, for end-to-end tests and offline demos.
+//!
+//! It tells roles apart by the first line of the system prompt (`# Role: worker`), and it acts on
+//! directives written into unit descriptions, so a test states what each unit does in the plan itself:
+//!
+//! - `FILE <path> := <content>` — write the file (`\n` in content is a newline).
+//! - `FIX <path> := <content>` — after feedback (a failed verification or review), write this instead.
+//! - `SPAWN <title> :: <description>` — split the unit; ` ;; ` in the description separates lines, so
+//!   a child's description can hold its own directives; ` ;;; ` becomes the child's ` ;; `, for deeper trees.
+//! - `BADJSON` — make the first tool call with arguments that are not valid JSON.
+//!
+//! Decisions are made from the conversation alone (no per-session memory), so any number of sessions
+//! can run at once; only review and plan counters are shared.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+
+use crate::{Brain, Reply, SeenMessage, SeenRequest};
+
+/// One unit of the plan the scripted planner submits.
+#[derive(Debug, Clone)]
+pub struct PlanUnit {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub depends_on: Vec<String>,
+}
+
+impl PlanUnit {
+    pub fn new(id: &str, title: &str, description: &str, depends_on: &[&str]) -> Self {
+        PlanUnit {
+            id: id.into(),
+            title: title.into(),
+            description: description.into(),
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    /// A unit that writes one file.
+    pub fn file(id: &str, path: &str, content: &str) -> Self {
+        PlanUnit::new(
+            id,
+            &format!("Create {path}"),
+            &format!("FILE {path} := {content}"),
+            &[],
+        )
+    }
+}
+
+/// What the scripted roles do.
+#[derive(Debug, Clone, Default)]
+pub struct Script {
+    pub plan: Vec<PlanUnit>,
+    /// Raw `submit_plan` arguments to send before the real plan (to exercise plan validation).
+    pub bad_plans: Vec<Value>,
+    /// The master reviewer fails this many times before passing (`usize::MAX`: never passes).
+    pub master_failures: usize,
+    /// `FILE`/`FIX` directives for the units a failed master review asks for.
+    pub master_issue_description: String,
+    /// Unit title → how many times its stage 1 review fails before passing.
+    pub review_failures: HashMap<String, usize>,
+    /// File → content a conflict resolver writes; files not listed get both sides kept (markers removed).
+    pub resolutions: HashMap<String, String>,
+}
+
+/// The [`Brain`] that runs a [`Script`].
+pub struct ScriptedMission {
+    script: Script,
+    counters: Mutex<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    reviews: HashMap<String, usize>,
+    master_reviews: usize,
+}
+
+impl ScriptedMission {
+    pub fn new(script: Script) -> Self {
+        ScriptedMission {
+            script,
+            counters: Mutex::new(Counters::default()),
+        }
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The role named on the first line of the system prompt.
+pub fn role_of(request: &SeenRequest) -> &str {
+    request
+        .system
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("# Role: "))
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+/// The unit id a worker session builds, from its first message (`# Your unit: <id> — <title>`).
+pub fn worker_unit(request: &SeenRequest) -> Option<String> {
+    let line = request
+        .first_user_text()
+        .lines()
+        .find(|l| l.starts_with("# Your unit: "))?;
+    let rest = line.trim_start_matches("# Your unit: ");
+    Some(rest.split(" — ").next().unwrap_or(rest).to_string())
+}
+
+impl Brain for ScriptedMission {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        match role_of(request) {
+            "scout" => scout(request),
+            "planner" => self.planner(request),
+            "worker" => worker(request),
+            "reviewer" => self.reviewer(request),
+            "master_reviewer" => self.master(request),
+            "conflict_resolver" => self.resolver(request),
+            other => Reply::Text(format!("scripted model: unknown role `{other}`")),
+        }
+    }
+}
+
+fn call(name: &str, arguments: Value) -> Reply {
+    Reply::ToolCalls {
+        text: String::new(),
+        calls: vec![(name.to_string(), arguments.to_string())],
+    }
+}
+
+fn scout(request: &SeenRequest) -> Reply {
+    if request.tool_results().is_empty() {
+        return call("list", json!({}));
+    }
+    let focus = request
+        .first_user_text()
+        .lines()
+        .next()
+        .unwrap_or("Focus: ?")
+        .to_string();
+    Reply::Text(format!(
+        "Scout report. {focus}\nThe repository is small; nothing unusual."
+    ))
+}
+
+impl ScriptedMission {
+    fn planner(&self, request: &SeenRequest) -> Reply {
+        let submitted = request
+            .tool_results()
+            .iter()
+            .filter(|(c, _, _)| c.name == "submit_plan")
+            .count();
+        if let Some(bad) = self.script.bad_plans.get(submitted) {
+            return call("submit_plan", bad.clone());
+        }
+        let tasks: Vec<Value> = self
+            .script
+            .plan
+            .iter()
+            .map(|u| json!({"id": u.id, "title": u.title, "description": u.description, "depends_on": u.depends_on}))
+            .collect();
+        call("submit_plan", json!({ "tasks": tasks }))
+    }
+
+    fn reviewer(&self, request: &SeenRequest) -> Reply {
+        let title = request
+            .first_user_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("# The unit under review: "))
+            .and_then(|l| l.split(" — ").nth(1))
+            .unwrap_or("")
+            .to_string();
+        let fail = {
+            let mut counters = self.counters();
+            let seen = counters.reviews.entry(title.clone()).or_default();
+            *seen += 1;
+            *seen <= self.script.review_failures.get(&title).copied().unwrap_or(0)
+        };
+        if fail {
+            return call(
+                "submit_review",
+                json!({"verdict": "fail", "summary": format!("{title} is not right yet"),
+                       "issues": [{"title": "Fix the unit", "description": "The scripted reviewer wants a fix."}]}),
+            );
+        }
+        call(
+            "submit_review",
+            json!({"verdict": "pass", "summary": format!("{title} looks good")}),
+        )
+    }
+
+    fn master(&self, _request: &SeenRequest) -> Reply {
+        let round = {
+            let mut counters = self.counters();
+            counters.master_reviews += 1;
+            counters.master_reviews
+        };
+        if round <= self.script.master_failures {
+            return call(
+                "submit_review",
+                json!({"verdict": "fail", "summary": "something is missing",
+                       "issues": [{"title": format!("Missing piece {round}"),
+                                   "description": self.script.master_issue_description}]}),
+            );
+        }
+        call(
+            "submit_review",
+            json!({"verdict": "pass", "summary": "the objective is met"}),
+        )
+    }
+
+    fn resolver(&self, request: &SeenRequest) -> Reply {
+        if matches!(request.last_message(), Some(SeenMessage::Tool { .. })) {
+            return Reply::Text("Conflicts resolved.".into());
+        }
+        let text = request.first_user_text();
+        let files: Vec<String> = text
+            .split("stopped on conflicts in: ")
+            .nth(1)
+            .and_then(|rest| rest.split(".\n").next())
+            .map(|list| list.split(", ").map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut calls = Vec::new();
+        for file in files {
+            match self.script.resolutions.get(&file) {
+                Some(content) => calls.push((
+                    "write".to_string(),
+                    json!({"path": file, "content": content}).to_string(),
+                )),
+                None => {
+                    let command =
+                        format!("sed -i -e '/^<<<<<<< /d' -e '/^=======$/d' -e '/^>>>>>>> /d' '{file}'");
+                    calls.push(("bash".to_string(), json!({ "command": command }).to_string()));
+                }
+            }
+        }
+        Reply::ToolCalls {
+            text: String::new(),
+            calls,
+        }
+    }
+}
+
+/// A worker acts out its unit's directives, one tool call per turn, then answers.
+fn worker(request: &SeenRequest) -> Reply {
+    let description = unit_description(request.first_user_text());
+    let user_messages = request
+        .messages
+        .iter()
+        .filter(|m| matches!(m, SeenMessage::User { .. }))
+        .count();
+    let actions = if user_messages <= 1 {
+        first_actions(&description)
+    } else {
+        fix_actions(&description)
+    };
+    // Turns taken since the latest user message index into the action list.
+    let done = request
+        .messages
+        .iter()
+        .rev()
+        .take_while(|m| !matches!(m, SeenMessage::User { .. }))
+        .filter(|m| matches!(m, SeenMessage::Assistant { .. }))
+        .count();
+    match actions.into_iter().nth(done) {
+        Some((name, arguments)) => Reply::ToolCalls {
+            text: String::new(),
+            calls: vec![(name, arguments)],
+        },
+        None => Reply::Text(format!("Done: {}", description.lines().next().unwrap_or("unit"))),
+    }
+}
+
+/// The unit's description: the text after the `# Your unit:` heading, up to the next heading-less note.
+fn unit_description(first: &str) -> String {
+    let mut lines = first.lines().skip_while(|l| !l.starts_with("# Your unit: "));
+    lines.next();
+    lines.collect::<Vec<_>>().join("\n")
+}
+
+fn directives<'a>(description: &'a str, keyword: &str) -> Vec<&'a str> {
+    let prefix = format!("{keyword} ");
+    description
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(prefix.as_str()))
+        .collect()
+}
+
+fn write_action(directive: &str) -> Option<(String, String)> {
+    let (path, content) = directive.split_once(" := ")?;
+    let content = content.replace("\\n", "\n");
+    Some((
+        "write".into(),
+        json!({"path": path.trim(), "content": content}).to_string(),
+    ))
+}
+
+fn first_actions(description: &str) -> Vec<(String, String)> {
+    let mut actions = Vec::new();
+    if description.lines().any(|l| l.trim() == "BADJSON") {
+        actions.push(("write".to_string(), "{\"path\": \"broken".to_string()));
+    }
+    let spawns: Vec<Value> = directives(description, "SPAWN")
+        .into_iter()
+        .filter_map(|d| d.split_once(" :: "))
+        .map(|(title, desc)| json!({"title": title.trim(), "description": unnest(desc)}))
+        .collect();
+    if !spawns.is_empty() {
+        actions.push(("spawn".into(), json!({ "tasks": spawns }).to_string()));
+    }
+    actions.extend(
+        directives(description, "FILE")
+            .into_iter()
+            .filter_map(write_action),
+    );
+    actions
+}
+
+/// One level of nesting comes off a child's description: ` ;; ` becomes a line break, ` ;;; ` becomes ` ;; `.
+fn unnest(description: &str) -> String {
+    description.replace(" ;; ", "\n").replace(" ;;; ", " ;; ")
+}
+
+fn fix_actions(description: &str) -> Vec<(String, String)> {
+    let fixes: Vec<_> = directives(description, "FIX")
+        .into_iter()
+        .filter_map(write_action)
+        .collect();
+    if fixes.is_empty() {
+        directives(description, "FILE")
+            .into_iter()
+            .filter_map(write_action)
+            .collect()
+    } else {
+        fixes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Api, SeenToolCall};
+
+    fn request(system: &str, messages: Vec<SeenMessage>) -> SeenRequest {
+        SeenRequest {
+            seq: 0,
+            api: Api::OpenAi,
+            model: "m".into(),
+            system: system.into(),
+            messages,
+            tools: vec![],
+            stream: false,
+            max_tokens: None,
+        }
+    }
+
+    fn user(text: &str) -> SeenMessage {
+        SeenMessage::User { text: text.into() }
+    }
+
+    #[test]
+    fn worker_writes_files_then_answers_and_fixes_after_feedback() {
+        let brain = ScriptedMission::new(Script::default());
+        let first = "# Your unit: t1 — A\nFILE a.txt := one\\ntwo\nFIX a.txt := fixed\n";
+        let reply = brain.respond(&request("# Role: worker\n...", vec![user(first)]));
+        match reply {
+            Reply::ToolCalls { calls, .. } => {
+                assert_eq!(calls[0].0, "write");
+                assert!(calls[0].1.contains("one\\ntwo"), "{}", calls[0].1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let call = SeenToolCall {
+            id: "c1".into(),
+            name: "write".into(),
+            arguments: "{}".into(),
+        };
+        let after = vec![
+            user(first),
+            SeenMessage::Assistant {
+                text: String::new(),
+                tool_calls: vec![call],
+            },
+            SeenMessage::Tool {
+                call_id: "c1".into(),
+                content: "ok".into(),
+                is_error: false,
+            },
+        ];
+        assert!(matches!(
+            brain.respond(&request("# Role: worker", after.clone())),
+            Reply::Text(_)
+        ));
+        let mut fix = after;
+        fix.push(SeenMessage::Assistant {
+            text: "done".into(),
+            tool_calls: vec![],
+        });
+        fix.push(user("Stage 1 verification failed"));
+        match brain.respond(&request("# Role: worker", fix)) {
+            Reply::ToolCalls { calls, .. } => assert!(calls[0].1.contains("fixed")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn spawn_directives_nest() {
+        let actions =
+            first_actions("SPAWN a :: SPAWN b :: FILE x := y ;;; FILE z := 1 ;; FILE w := 2\nFILE top := 1");
+        assert_eq!(actions[0].0, "spawn");
+        let args: Value = serde_json::from_str(&actions[0].1).unwrap();
+        assert_eq!(
+            args["tasks"][0]["description"],
+            "SPAWN b :: FILE x := y ;; FILE z := 1\nFILE w := 2"
+        );
+        assert_eq!(actions[1].0, "write");
+    }
+}
