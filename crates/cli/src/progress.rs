@@ -1,0 +1,235 @@
+//! Human progress lines (stderr) or JSON lines (stdout), rendered from the engine's event stream.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use orchestrator_core::MissionReport;
+use orchestrator_protocol::{Event, EventEnvelope, Outcome, UnitState};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub async fn render(mut events: UnboundedReceiver<Arc<EventEnvelope>>, json: bool) {
+    let mut view = View::new();
+    while let Some(event) = events.recv().await {
+        if json {
+            if let Ok(line) = serde_json::to_string(&*event) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+            }
+        } else if let Some(line) = view.apply(&event.event) {
+            eprintln!("[{}] {line}", view.elapsed());
+        }
+    }
+}
+
+/// What a person wants to see at a glance, folded from the events.
+pub struct View {
+    started: Instant,
+    units: BTreeMap<String, UnitState>,
+    sessions: HashSet<String>,
+    tokens: u64,
+}
+
+impl View {
+    pub fn new() -> Self {
+        View {
+            started: Instant::now(),
+            units: BTreeMap::new(),
+            sessions: HashSet::new(),
+            tokens: 0,
+        }
+    }
+
+    fn elapsed(&self) -> String {
+        let secs = self.started.elapsed().as_secs();
+        format!("{:02}:{:02}", secs / 60, secs % 60)
+    }
+
+    /// Folds one event in; returns the line to print, if the event deserves one.
+    pub fn apply(&mut self, event: &Event) -> Option<String> {
+        match event {
+            Event::MissionStarted {
+                objective,
+                base_commit,
+                user_branch,
+                ..
+            } => Some(format!(
+                "mission started on {} at {}: {}",
+                user_branch.as_deref().unwrap_or("detached HEAD"),
+                short(base_commit),
+                first_line(objective)
+            )),
+            Event::PhaseChanged { phase, round } => Some(if *round > 0 {
+                format!("phase: {} (round {round})", phase.as_str())
+            } else {
+                format!("phase: {}", phase.as_str())
+            }),
+            Event::PreScanFinished { files, build, test } => Some(format!(
+                "pre-scan: {files} files; build: {}; test: {}",
+                build.as_deref().unwrap_or("none"),
+                test.as_deref().unwrap_or("none")
+            )),
+            Event::SessionStarted { session, .. } => {
+                self.sessions.insert(session.clone());
+                None
+            }
+            Event::SessionFinished { session, .. } => {
+                self.sessions.remove(session);
+                None
+            }
+            Event::ModelCall { usage, .. } => {
+                self.tokens += usage.total();
+                None
+            }
+            Event::PlanRejected { attempt, problems } => Some(format!(
+                "plan rejected (attempt {attempt}): {}",
+                problems.join("; ")
+            )),
+            Event::PlanAccepted { round, units } => {
+                Some(format!("plan for round {round}: {} unit(s)", units.len()))
+            }
+            Event::UnitsSpawned { parent, units } => {
+                Some(format!("{parent} spawned {} sub-unit(s)", units.len()))
+            }
+            Event::UnitState {
+                unit,
+                state,
+                attempt,
+                detail,
+            } => self.unit_state(unit, *state, *attempt, detail),
+            Event::EvidenceRecorded { unit, evidence } if !evidence.passed() => Some(format!(
+                "{}: `{}` failed ({})",
+                unit.as_deref().unwrap_or("integration"),
+                evidence.command,
+                evidence
+                    .exit_code
+                    .map(|c| format!("exit {c}"))
+                    .unwrap_or_else(|| "killed".into())
+            )),
+            Event::ReviewFinished { unit: None, review } => Some(
+                format!(
+                    "master review: {:?} — {}",
+                    review.verdict,
+                    first_line(&review.summary)
+                )
+                .to_lowercase(),
+            ),
+            Event::MergeConflict { unit, files, attempt } => Some(format!(
+                "{unit}: merge conflict in {} (resolver attempt {attempt})",
+                files.join(", ")
+            )),
+            Event::RoundFinished {
+                round,
+                passed: false,
+                follow_up,
+            } => Some(format!(
+                "round {round} not passed; {} unit(s) for the next round",
+                follow_up.len()
+            )),
+            Event::Notice { message } => Some(message.clone()),
+            _ => None,
+        }
+    }
+
+    fn unit_state(
+        &mut self,
+        unit: &str,
+        state: UnitState,
+        attempt: u32,
+        detail: &Option<String>,
+    ) -> Option<String> {
+        let previous = self.units.insert(unit.to_string(), state);
+        let interesting = match state {
+            UnitState::Running => previous != Some(UnitState::Running) && attempt > 0,
+            UnitState::Queued | UnitState::Verifying | UnitState::Reviewing => false,
+            _ => true,
+        };
+        if !interesting {
+            return None;
+        }
+        let attempt = if attempt > 1 {
+            format!(" (attempt {attempt})")
+        } else {
+            String::new()
+        };
+        let detail = detail
+            .as_deref()
+            .map(|d| format!(": {}", first_line(d)))
+            .unwrap_or_default();
+        Some(format!("{unit} {state}{attempt}{detail} · {}", self.totals()))
+    }
+
+    fn totals(&self) -> String {
+        let count = |f: fn(&UnitState) -> bool| self.units.values().filter(|s| f(s)).count();
+        format!(
+            "units {}/{} done, {} running, {} failed · {} session(s) · {} tokens",
+            count(|s| *s == UnitState::Passed),
+            self.units.len(),
+            count(|s| !s.is_terminal() && *s != UnitState::Queued),
+            count(|s| matches!(s, UnitState::Failed | UnitState::Skipped)),
+            self.sessions.len(),
+            human_tokens(self.tokens)
+        )
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..10).unwrap_or(hash)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+fn human_tokens(n: u64) -> String {
+    if n >= 1_000_000 {
+        format!("{:.1}M", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1}k", n as f64 / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The closing words. With `--json` the `mission_finished` event already said it all.
+pub fn print_report(report: &MissionReport, json: bool) {
+    if json {
+        return;
+    }
+    let verdict = match report.outcome {
+        Outcome::Sealed => "SEALED",
+        Outcome::Unsealed => "NOT SEALED",
+        Outcome::Interrupted => "INTERRUPTED",
+    };
+    println!("{verdict} — mission {}", report.mission);
+    println!("{}", report.summary);
+    if report.outcome != Outcome::Interrupted {
+        println!("result branch: {}", report.integration_branch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_lines_carry_running_totals() {
+        let mut view = View::new();
+        let state = |unit: &str, state| Event::UnitState {
+            unit: unit.into(),
+            state,
+            attempt: 1,
+            detail: None,
+        };
+        assert_eq!(view.apply(&state("a", UnitState::Queued)), None);
+        view.apply(&state("b", UnitState::Queued));
+        let line = view.apply(&state("a", UnitState::Running)).unwrap();
+        assert_eq!(
+            line,
+            "a running · units 0/2 done, 1 running, 0 failed · 0 session(s) · 0 tokens"
+        );
+        let line = view.apply(&state("a", UnitState::Passed)).unwrap();
+        assert!(line.starts_with("a passed · units 1/2 done, 0 running"), "{line}");
+    }
+}

@@ -1,0 +1,244 @@
+//! Test support for end-to-end missions: temporary git repositories, the scripted fake model
+//! server on 127.0.0.1, and the real `orchestrator` binary run against both.
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use orchestrator_fake_model::script::{role_of, Script, ScriptedMission};
+use orchestrator_fake_model::{FakeOptions, FakeServer, SeenMessage, SeenRequest};
+
+pub const MODEL: &str = "fake-model-1";
+
+/// A throwaway git repository with one commit on `main`.
+pub struct TestRepo {
+    dir: tempfile::TempDir,
+    home: tempfile::TempDir,
+}
+
+impl TestRepo {
+    pub fn new(files: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = tempfile::tempdir().expect("tempdir");
+        let repo = TestRepo { dir, home };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["config", "user.email", "dev@example.com"]);
+        repo.git(&["config", "user.name", "Dev"]);
+        for (path, content) in files {
+            repo.write(path, content);
+        }
+        repo.write("README.md", "# test project\n");
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-q", "-m", "initial"]);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, path: &str, content: &str) {
+        let full = self.path().join(path);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(full, content).expect("write");
+    }
+
+    pub fn read(&self, path: &str) -> Option<String> {
+        std::fs::read_to_string(self.path().join(path)).ok()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .env("HOME", self.home.path())
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Paths tracked at the tip of `main`.
+    pub fn files_on_main(&self) -> Vec<String> {
+        self.git(&["ls-tree", "-r", "--name-only", "main"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn show(&self, rev_path: &str) -> String {
+        self.git(&["show", rev_path])
+    }
+
+    pub fn worktrees(&self) -> Vec<String> {
+        self.git(&["worktree", "list", "--porcelain"])
+            .lines()
+            .filter_map(|l| l.strip_prefix("worktree "))
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn branches(&self) -> Vec<String> {
+        self.git(&["branch", "--format=%(refname:short)"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+}
+
+pub async fn fake(script: Script) -> FakeServer {
+    fake_with(script, FakeOptions::default()).await
+}
+
+pub async fn fake_with(script: Script, options: FakeOptions) -> FakeServer {
+    FakeServer::start(ScriptedMission::new(script), options)
+        .await
+        .expect("fake model server starts")
+}
+
+/// How a test runs the binary.
+pub struct Run {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub remove_env: Vec<String>,
+}
+
+impl Run {
+    pub fn task(objective: &str) -> Self {
+        Run {
+            args: vec!["task".into(), objective.into()],
+            env: Vec::new(),
+            remove_env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn without_env(mut self, key: &str) -> Self {
+        self.remove_env.push(key.into());
+        self
+    }
+
+    /// Points the binary at the fake server through the OpenAI variables.
+    pub fn openai(self, server: &FakeServer) -> Self {
+        self.env("OPENAI_BASE_URL", &server.openai_base_url())
+            .env("OPENAI_API_KEY", "test-key")
+    }
+
+    pub async fn run(self, repo: &TestRepo) -> Finished {
+        let mut cmd = tokio::process::Command::new(binary());
+        cmd.args(&self.args)
+            .current_dir(repo.path())
+            .env("HOME", repo.home())
+            .env("XDG_CONFIG_HOME", repo.home().join(".config"))
+            .env("ORCHESTRATOR_MODEL", MODEL)
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("ANTHROPIC_BASE_URL")
+            .env_remove("ANTHROPIC_API_KEY")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        for key in &self.remove_env {
+            cmd.env_remove(key);
+        }
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        let out = tokio::time::timeout(std::time::Duration::from_secs(240), cmd.output())
+            .await
+            .expect("the orchestrator finished within 240 s")
+            .expect("the orchestrator binary runs");
+        Finished::from(out)
+    }
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"))
+}
+
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Finished {
+    fn from(out: Output) -> Self {
+        Finished {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Finished {
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit status\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The `--json` events, parsed.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn events_of(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.events().into_iter().filter(|e| e["type"] == kind).collect()
+    }
+}
+
+/// Requests whose system prompt names `role`.
+pub fn requests_of(server: &FakeServer, role: &str) -> Vec<SeenRequest> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| role_of(r) == role)
+        .collect()
+}
+
+/// Every tool result the fake model was shown, with the tool name: (tool, content, is_error).
+pub fn tool_results(server: &FakeServer) -> Vec<(String, String, bool)> {
+    let mut seen = std::collections::BTreeSet::new();
+    for request in server.requests() {
+        for (call, content, is_error) in request.tool_results() {
+            seen.insert((call.name.clone(), content.to_string(), is_error));
+        }
+    }
+    seen.into_iter().collect()
+}
+
+/// Whether any message of the request is a user message containing `text`.
+pub fn has_user_message(request: &SeenRequest, text: &str) -> bool {
+    request
+        .messages
+        .iter()
+        .any(|m| matches!(m, SeenMessage::User { text: t } if t.contains(text)))
+}
