@@ -13,18 +13,13 @@ pub(crate) struct Args<'a> {
 impl<'a> Args<'a> {
     /// Checks the shape of `value` and rejects argument names the tool does not know: silently ignoring,
     /// say, a `cwd` given to `bash` would run the command somewhere the model did not intend.
-    pub(crate) fn parse(
-        tool: &'static str,
-        value: &'a Value,
-        accepted: &[&str],
-    ) -> Result<Self, ToolError> {
+    pub(crate) fn parse(tool: &'static str, value: &'a Value, accepted: &[&str]) -> Result<Self, ToolError> {
         let map = match value {
             Value::Object(map) => Some(map),
             Value::Null => None,
             other => return Err(ToolError::NotAnObject(json_type(other))),
         };
-        if let Some(unknown) = map.and_then(|m| m.keys().find(|k| !accepted.contains(&k.as_str())))
-        {
+        if let Some(unknown) = map.and_then(|m| m.keys().find(|k| !accepted.contains(&k.as_str()))) {
             return Err(ToolError::UnknownArgument {
                 name: unknown.clone(),
                 tool,
@@ -55,10 +50,7 @@ impl<'a> Args<'a> {
     }
 
     /// A positive integer such as a line number or a count.
-    pub(crate) fn optional_positive_int(
-        &self,
-        name: &'static str,
-    ) -> Result<Option<u64>, ToolError> {
+    pub(crate) fn optional_positive_int(&self, name: &'static str) -> Result<Option<u64>, ToolError> {
         const EXPECTED: &str = "a positive integer";
         match self.get(name) {
             None => Ok(None),
@@ -70,10 +62,7 @@ impl<'a> Args<'a> {
     }
 
     /// A positive number of any kind; used for durations in seconds, where `0.5` is meaningful.
-    pub(crate) fn optional_positive_number(
-        &self,
-        name: &'static str,
-    ) -> Result<Option<f64>, ToolError> {
+    pub(crate) fn optional_positive_number(&self, name: &'static str) -> Result<Option<f64>, ToolError> {
         const EXPECTED: &str = "a positive number";
         match self.get(name) {
             None => Ok(None),
@@ -137,8 +126,7 @@ mod tests {
     #[test]
     fn wrong_types_name_the_argument_and_the_expectation() {
         let value = json!({"offset": "ten", "limit": 0, "replace_all": "yes"});
-        let args =
-            Args::parse("read", &value, &["offset", "limit", "replace_all"]).expect("object");
+        let args = Args::parse("read", &value, &["offset", "limit", "replace_all"]).expect("object");
         let err = args
             .optional_positive_int("offset")
             .expect_err("string")
@@ -147,15 +135,9 @@ mod tests {
             err.contains("`offset`") && err.contains("positive integer"),
             "{err}"
         );
-        let err = args
-            .optional_positive_int("limit")
-            .expect_err("zero")
-            .to_string();
+        let err = args.optional_positive_int("limit").expect_err("zero").to_string();
         assert!(err.contains("the number 0"), "{err}");
-        let err = args
-            .optional_bool("replace_all")
-            .expect_err("string")
-            .to_string();
+        let err = args.optional_bool("replace_all").expect_err("string").to_string();
         assert!(err.contains("boolean"), "{err}");
     }
 
@@ -166,10 +148,7 @@ mod tests {
             .err()
             .expect("cwd is unknown")
             .to_string();
-        assert!(
-            err.contains("`cwd`") && err.contains("command, timeout"),
-            "{err}"
-        );
+        assert!(err.contains("`cwd`") && err.contains("command, timeout"), "{err}");
     }
 
     #[test]

@@ -37,22 +37,14 @@ enum Ending {
     Cancelled,
 }
 
-pub(crate) async fn bash(
-    root: &Path,
-    req: &BashRequest<'_>,
-    cancel: &CancellationToken,
-) -> ToolOutput {
+pub(crate) async fn bash(root: &Path, req: &BashRequest<'_>, cancel: &CancellationToken) -> ToolOutput {
     match run(root, req, cancel).await {
         Ok(output) => output,
         Err(e) => ToolOutput::error(format!("could not run the command with bash: {e}")),
     }
 }
 
-async fn run(
-    root: &Path,
-    req: &BashRequest<'_>,
-    cancel: &CancellationToken,
-) -> std::io::Result<ToolOutput> {
+async fn run(root: &Path, req: &BashRequest<'_>, cancel: &CancellationToken) -> std::io::Result<ToolOutput> {
     // One pipe for both streams keeps stdout and stderr interleaved as a terminal would show them.
     let (reader, writer) = std::io::pipe()?;
     let mut command = command(root, req.command, writer.try_clone()?, writer);
@@ -75,12 +67,7 @@ async fn run(
     Ok(render(req, ending, capture))
 }
 
-fn command(
-    root: &Path,
-    script: &str,
-    stdout: std::io::PipeWriter,
-    stderr: std::io::PipeWriter,
-) -> Command {
+fn command(root: &Path, script: &str, stdout: std::io::PipeWriter, stderr: std::io::PipeWriter) -> Command {
     let mut command = Command::new("bash");
     command
         .arg("-c")

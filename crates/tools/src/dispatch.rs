@@ -43,9 +43,7 @@ fn read(root: &Root, options: &ToolOptions, arguments: &Value) -> Result<String,
     let args = Args::parse("read", arguments, READ_ARGS)?;
     let path = args.required_str("path")?;
     let offset = args.optional_positive_int("offset")?.unwrap_or(1);
-    let limit = args
-        .optional_positive_int("limit")?
-        .unwrap_or(DEFAULT_LIMIT);
+    let limit = args.optional_positive_int("limit")?.unwrap_or(DEFAULT_LIMIT);
     crate::read::read(&ReadRequest {
         file: root.resolve(path)?,
         offset,

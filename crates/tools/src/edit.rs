@@ -46,11 +46,7 @@ pub(crate) fn edit(req: &EditRequest<'_>) -> Result<String, ToolError> {
         text.replacen(req.old, req.new, 1)
     };
     fs::write(&req.file.abs, edited).map_err(|e| ToolError::io(rel, e))?;
-    let noun = if count == 1 {
-        "occurrence"
-    } else {
-        "occurrences"
-    };
+    let noun = if count == 1 { "occurrence" } else { "occurrences" };
     Ok(format!("edited {rel}: replaced {count} {noun}"))
 }
 

@@ -11,11 +11,7 @@ use crate::walk::{is_readable_file, walk};
 
 pub(crate) const MAX_RESULTS: usize = 1000;
 
-pub(crate) fn glob(
-    root: &Root,
-    pattern: &str,
-    cancel: &CancellationToken,
-) -> Result<String, ToolError> {
+pub(crate) fn glob(root: &Root, pattern: &str, cancel: &CancellationToken) -> Result<String, ToolError> {
     let matcher = compile(&relative_pattern(root, pattern)?)?;
     let base = &root.canonical;
     let mut found = Vec::new();

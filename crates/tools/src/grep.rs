@@ -98,12 +98,7 @@ fn looks_binary_file(path: &Path) -> bool {
 
 /// Appends `rel:line: text` for each matching line, stopping one past the cap so the caller can tell
 /// that results were cut.
-fn search_file(
-    regex: &Regex,
-    path: &Path,
-    rel: &str,
-    hits: &mut Vec<String>,
-) -> Result<(), ToolError> {
+fn search_file(regex: &Regex, path: &Path, rel: &str, hits: &mut Vec<String>) -> Result<(), ToolError> {
     let file = File::open(path).map_err(|e| ToolError::io(rel, e))?;
     let mut reader = BufReader::new(file);
     let mut raw = Vec::new();
@@ -121,10 +116,7 @@ fn search_file(
         let line = String::from_utf8_lossy(&raw);
         let line = line.trim_end_matches(['\n', '\r']);
         if regex.is_match(line) {
-            hits.push(format!(
-                "{rel}:{number}: {}",
-                cut_line(line, MAX_LINE_CHARS)
-            ));
+            hits.push(format!("{rel}:{number}: {}", cut_line(line, MAX_LINE_CHARS)));
         }
     }
     Ok(())
@@ -136,10 +128,7 @@ fn render(mut hits: Vec<String>, req: &GrepRequest<'_>) -> String {
             .include
             .map(|i| format!(" (files matching `{i}`)"))
             .unwrap_or_default();
-        return format!(
-            "no matches for `{}` in {}{filter}",
-            req.pattern, req.start.rel
-        );
+        return format!("no matches for `{}` in {}{filter}", req.pattern, req.start.rel);
     }
     let cut = hits.len() > MAX_MATCHES;
     hits.truncate(MAX_MATCHES);

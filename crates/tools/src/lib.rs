@@ -113,12 +113,7 @@ impl Toolbox {
     }
 
     /// Runs a call. Never panics and never returns an engine error: see [`ToolOutput::is_error`].
-    pub async fn call(
-        &self,
-        name: &str,
-        arguments: &Value,
-        cancel: &CancellationToken,
-    ) -> ToolOutput {
+    pub async fn call(&self, name: &str, arguments: &Value, cancel: &CancellationToken) -> ToolOutput {
         tracing::debug!(tool = name, call = %summarize_call(name, arguments), "tool call");
         if !self.provides(name) {
             return ToolOutput::error(self.unknown_tool(name));
@@ -171,14 +166,12 @@ impl Toolbox {
     ) -> Result<String, error::ToolError> {
         let (root, options) = (self.root.clone(), self.options.clone());
         let (name, arguments, cancel) = (name.to_string(), arguments.clone(), cancel.clone());
-        tokio::task::spawn_blocking(move || {
-            dispatch::file_tool(&root, &options, &name, &arguments, &cancel)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(error::ToolError::refused(format!(
-                "the tool failed unexpectedly: {e}"
-            )))
-        })
+        tokio::task::spawn_blocking(move || dispatch::file_tool(&root, &options, &name, &arguments, &cancel))
+            .await
+            .unwrap_or_else(|e| {
+                Err(error::ToolError::refused(format!(
+                    "the tool failed unexpectedly: {e}"
+                )))
+            })
     }
 }

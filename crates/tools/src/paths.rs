@@ -95,10 +95,7 @@ impl Root {
             .abs
             .strip_prefix(&self.canonical)
             .unwrap_or(Path::new(""));
-        if rel
-            .components()
-            .any(|c| c.as_os_str() == OsStr::new(".git"))
-        {
+        if rel.components().any(|c| c.as_os_str() == OsStr::new(".git")) {
             return Err(ToolError::InsideGitDir(input.to_string()));
         }
         Ok(resolved)
@@ -195,10 +192,7 @@ mod tests {
     fn relative_and_absolute_paths_inside_resolve() {
         let (_dir, root) = setup();
         assert_eq!(root.resolve("src/a.rs").expect("inside").rel, "src/a.rs");
-        assert_eq!(
-            root.resolve("./src/sub/../a.rs").expect("inside").rel,
-            "src/a.rs"
-        );
+        assert_eq!(root.resolve("./src/sub/../a.rs").expect("inside").rel, "src/a.rs");
         assert_eq!(root.resolve("").expect("root").rel, ".");
         let abs = root.canonical.join("src/a.rs");
         let abs = abs.to_str().expect("utf-8");
@@ -220,10 +214,7 @@ mod tests {
         }
         let sibling = dir.path().join("root-sibling/x");
         let sibling = sibling.to_str().expect("utf-8");
-        assert!(matches!(
-            root.resolve(sibling),
-            Err(ToolError::OutsideRoot(_))
-        ));
+        assert!(matches!(root.resolve(sibling), Err(ToolError::OutsideRoot(_))));
     }
 
     #[test]
@@ -234,14 +225,8 @@ mod tests {
         symlink(&outside, root.canonical.join("out")).expect("symlink");
         symlink("src", root.canonical.join("inner")).expect("symlink");
         symlink(dir.path().join("nowhere"), root.canonical.join("dangling")).expect("symlink");
-        assert!(matches!(
-            root.resolve("out/x"),
-            Err(ToolError::OutsideRoot(_))
-        ));
-        assert!(matches!(
-            root.resolve("out"),
-            Err(ToolError::OutsideRoot(_))
-        ));
+        assert!(matches!(root.resolve("out/x"), Err(ToolError::OutsideRoot(_))));
+        assert!(matches!(root.resolve("out"), Err(ToolError::OutsideRoot(_))));
         assert_eq!(root.resolve("inner/a.rs").expect("inside").rel, "src/a.rs");
         // `inner/..` is the root (the symlink's target's parent), not something lexical.
         assert_eq!(root.resolve("inner/../src").expect("inside").rel, "src");
@@ -255,21 +240,13 @@ mod tests {
     fn writes_under_git_are_refused() {
         let (_dir, root) = setup();
         fs::create_dir(root.canonical.join(".git")).expect("mkdir");
-        for bad in [
-            ".git",
-            ".git/config",
-            "./.git/hooks/pre-commit",
-            "sub/.git/x",
-        ] {
+        for bad in [".git", ".git/config", "./.git/hooks/pre-commit", "sub/.git/x"] {
             assert!(
                 matches!(root.resolve_for_write(bad), Err(ToolError::InsideGitDir(_))),
                 "{bad} should be refused"
             );
         }
         assert!(root.resolve_for_write(".gitignore").is_ok());
-        assert!(
-            root.resolve(".git/config").is_ok(),
-            "reading .git is allowed"
-        );
+        assert!(root.resolve(".git/config").is_ok(), "reading .git is allowed");
     }
 }

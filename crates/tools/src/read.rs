@@ -26,9 +26,7 @@ pub(crate) fn read(req: &ReadRequest) -> Result<String, ToolError> {
         .check_not_dir_or_special("; use `list` to see its entries")?;
     let file = File::open(&req.file.abs).map_err(|e| ToolError::io(rel.as_str(), e))?;
     let mut reader = BufReader::new(file);
-    let sniff = reader
-        .fill_buf()
-        .map_err(|e| ToolError::io(rel.as_str(), e))?;
+    let sniff = reader.fill_buf().map_err(|e| ToolError::io(rel.as_str(), e))?;
     if looks_binary(sniff) {
         return Err(ToolError::refused(format!(
             "{rel} is a binary file; `read` only shows text (try `bash` with a tool like `xxd` or `file`)"
@@ -73,10 +71,7 @@ fn page(reader: &mut impl BufRead, req: &ReadRequest) -> Result<String, ToolErro
 fn push_numbered(out: &mut String, number: u64, raw: &[u8]) {
     let text = String::from_utf8_lossy(raw);
     let text = text.trim_end_matches(['\n', '\r']);
-    out.push_str(&format!(
-        "{number:>6}\t{}\n",
-        cut_line(text, MAX_LINE_CHARS)
-    ));
+    out.push_str(&format!("{number:>6}\t{}\n", cut_line(text, MAX_LINE_CHARS)));
 }
 
 /// Counts the lines left in `reader`, including a last line without a newline.

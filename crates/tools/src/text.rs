@@ -35,19 +35,14 @@ pub(crate) fn clip_parts(head: &str, tail: &str, dropped_bytes: u64, max_chars: 
     let kept_tail = last_chars(tail, keep - kept_head.chars().count());
     let cut = (head.chars().count() - kept_head.chars().count())
         + (tail.chars().count() - kept_tail.chars().count());
-    format!(
-        "{kept_head}{}{kept_tail}",
-        cut_note(cut as u64, dropped_bytes)
-    )
+    format!("{kept_head}{}{kept_tail}", cut_note(cut as u64, dropped_bytes))
 }
 
 fn cut_note(chars: u64, bytes: u64) -> String {
     if bytes == 0 {
         format!("\n[... {chars} characters cut from the middle of this output ...]\n")
     } else {
-        format!(
-            "\n[... {chars} characters and {bytes} more bytes cut from the middle of this output ...]\n"
-        )
+        format!("\n[... {chars} characters and {bytes} more bytes cut from the middle of this output ...]\n")
     }
 }
 

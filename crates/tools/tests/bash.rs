@@ -18,10 +18,7 @@ async fn reports_exit_code_and_combined_output() {
     let out = fx
         .call("bash", json!({"command": "ls; echo oops >&2; exit 3"}))
         .await;
-    assert!(
-        !out.is_error,
-        "a non-zero exit is a result, not a tool failure"
-    );
+    assert!(!out.is_error, "a non-zero exit is a result, not a tool failure");
     assert_eq!(out.content, "exit code: 3\na.txt\noops\n");
     let out = fx.ok("bash", json!({"command": "true"})).await;
     assert_eq!(out, "exit code: 0\n(no output)");
@@ -122,10 +119,7 @@ async fn cancel_kills_the_process_group() {
         out.content
     );
     assert!(wait_until_dead(&read_pid(&fx.root())).await);
-    let out = fx
-        .tools
-        .call("bash", &json!({"command": "true"}), &cancel)
-        .await;
+    let out = fx.tools.call("bash", &json!({"command": "true"}), &cancel).await;
     assert!(out.is_error && out.content.contains("cancelled before it started"));
 }
 
@@ -134,10 +128,7 @@ async fn background_processes_do_not_outlive_the_command() {
     let fx = Fixture::writable();
     let started = Instant::now();
     let out = fx
-        .ok(
-            "bash",
-            json!({"command": "sleep 30 & echo $! > pid; echo done"}),
-        )
+        .ok("bash", json!({"command": "sleep 30 & echo $! > pid; echo done"}))
         .await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -155,16 +146,9 @@ async fn long_output_keeps_head_and_tail() {
         ..ToolOptions::default()
     });
     let out = fx
-        .ok(
-            "bash",
-            json!({"command": "echo FIRST; seq 1 200000; echo LAST"}),
-        )
+        .ok("bash", json!({"command": "echo FIRST; seq 1 200000; echo LAST"}))
         .await;
-    assert!(
-        out.chars().count() <= 2_000,
-        "{} chars",
-        out.chars().count()
-    );
+    assert!(out.chars().count() <= 2_000, "{} chars", out.chars().count());
     assert!(out.starts_with("exit code: 0\nFIRST\n"), "{out}");
     assert!(out.ends_with("200000\nLAST\n"), "{out}");
     assert!(out.contains("cut from the middle of this output"), "{out}");

@@ -26,8 +26,5 @@ async fn api_keys_and_auth_tokens_are_removed_from_the_environment() {
     for name in secrets {
         assert!(!out.contains(name), "{name} leaked: {out}");
     }
-    assert!(
-        out.contains("ORCHESTRATOR_TEST_VISIBLE=still-here"),
-        "{out}"
-    );
+    assert!(out.contains("ORCHESTRATOR_TEST_VISIBLE=still-here"), "{out}");
 }

@@ -18,10 +18,7 @@ async fn read_numbers_lines_and_pages() {
     assert!(out.starts_with("     1\tline 1\n     2\tline 2\n"), "{out}");
     assert!(out.ends_with("    10\tline 10\n"), "{out}");
     let out = fx
-        .ok(
-            "read",
-            json!({"path": "src/a.txt", "offset": 4, "limit": 2}),
-        )
+        .ok("read", json!({"path": "src/a.txt", "offset": 4, "limit": 2}))
         .await;
     assert_eq!(
         out,
@@ -32,11 +29,7 @@ async fn read_numbers_lines_and_pages() {
 #[tokio::test]
 async fn read_refuses_binary_files_and_directories() {
     let fx = Fixture::writable();
-    fs::write(
-        fx.root().join("image.png"),
-        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
-    )
-    .expect("write");
+    fs::write(fx.root().join("image.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").expect("write");
     let err = fx.err("read", json!({"path": "image.png"})).await;
     assert!(err.contains("binary"), "{err}");
     fx.file("src/a.rs", "");
@@ -62,10 +55,7 @@ async fn list_shows_one_sorted_level_without_git() {
         .file("src/main.rs", "")
         .file(".git/HEAD", "");
     fx.file(".github/ci.yml", "");
-    assert_eq!(
-        fx.ok("list", json!({})).await,
-        ".github/\na.txt\nb.txt\nsrc/\n"
-    );
+    assert_eq!(fx.ok("list", json!({})).await, ".github/\na.txt\nb.txt\nsrc/\n");
     assert_eq!(fx.ok("list", json!({"path": "src"})).await, "main.rs\n");
     let err = fx.err("list", json!({"path": "a.txt"})).await;
     assert!(err.contains("is a file"), "{err}");
@@ -88,15 +78,9 @@ async fn glob_matches_sorted_and_respects_gitignore() {
         fx.ok("glob", json!({"pattern": "src/*.rs"})).await,
         "src/main.rs\n"
     );
-    assert_eq!(
-        fx.ok("glob", json!({"pattern": "./*.rs"})).await,
-        "build.rs\n"
-    );
+    assert_eq!(fx.ok("glob", json!({"pattern": "./*.rs"})).await, "build.rs\n");
     let out = fx.ok("glob", json!({"pattern": "*.txt"})).await;
-    assert!(
-        out.contains("no files match") && out.contains("**/"),
-        "{out}"
-    );
+    assert!(out.contains("no files match") && out.contains("**/"), "{out}");
 }
 
 #[tokio::test]
@@ -135,15 +119,10 @@ async fn grep_finds_lines_with_include_and_path() {
         .await;
     assert_eq!(out, "src/a.rs:1: fn alpha() {}\nsrc/a.rs:2: fn beta() {}\n");
     let out = fx
-        .ok(
-            "grep",
-            json!({"pattern": "alpha", "include": "src/**/*.ts"}),
-        )
+        .ok("grep", json!({"pattern": "alpha", "include": "src/**/*.ts"}))
         .await;
     assert_eq!(out, "src/b.ts:1: function alpha() {}\n");
-    let out = fx
-        .ok("grep", json!({"pattern": "alpha", "path": "docs"}))
-        .await;
+    let out = fx.ok("grep", json!({"pattern": "alpha", "path": "docs"})).await;
     assert_eq!(out, "docs/readme.md:1: alpha\n");
     let out = fx
         .ok("grep", json!({"pattern": "beta", "path": "src/a.rs"}))
@@ -163,8 +142,7 @@ async fn grep_skips_ignored_and_binary_files() {
     fs::write(fx.root().join("blob.bin"), b"needle\0\x01").expect("write");
     // Searching from below the root must still honour the root's .gitignore.
     assert_eq!(
-        fx.ok("grep", json!({"pattern": "needle", "path": "src"}))
-            .await,
+        fx.ok("grep", json!({"pattern": "needle", "path": "src"})).await,
         "src/a.rs:1: needle\n"
     );
     assert_eq!(
@@ -196,10 +174,7 @@ async fn write_creates_parents_and_overwrites() {
     assert_eq!(out, "created new/deep/file.txt (6 bytes)");
     assert_eq!(fx.read_back("new/deep/file.txt"), "hello\n");
     let out = fx
-        .ok(
-            "write",
-            json!({"path": "new/deep/file.txt", "content": "bye"}),
-        )
+        .ok("write", json!({"path": "new/deep/file.txt", "content": "bye"}))
         .await;
     assert!(out.starts_with("overwrote"), "{out}");
     assert_eq!(fx.read_back("new/deep/file.txt"), "bye");
@@ -240,19 +215,14 @@ async fn write_tools_are_offered_only_when_allowed() {
     let names: Vec<_> = fx.tools.specs().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["read", "list", "glob", "grep", "bash"]);
     assert!(!fx.tools.provides("write"));
-    let err = fx
-        .err("write", json!({"path": "a.txt", "content": "x"}))
-        .await;
+    let err = fx.err("write", json!({"path": "a.txt", "content": "x"})).await;
     assert!(err.contains("not available"), "{err}");
     assert!(!exists(&fx.root().join("a.txt")));
 
     let fx = Fixture::writable();
     let specs = fx.tools.specs();
     let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(
-        names,
-        ["read", "list", "glob", "grep", "bash", "write", "edit"]
-    );
+    assert_eq!(names, ["read", "list", "glob", "grep", "bash", "write", "edit"]);
     for spec in &specs {
         assert_eq!(
             spec.parameters["additionalProperties"],
@@ -304,10 +274,7 @@ async fn writes_through_symlinks_out_or_into_git_are_refused() {
             "write",
             json!({"path": "dir-link/deeper/new.txt", "content": "x"}),
         ),
-        (
-            "write",
-            json!({"path": "../outside/new.txt", "content": "x"}),
-        ),
+        ("write", json!({"path": "../outside/new.txt", "content": "x"})),
         (
             "edit",
             json!({"path": "dir-link/secret.txt", "old_string": "outside", "new_string": "x"}),
@@ -325,10 +292,7 @@ async fn writes_through_symlinks_out_or_into_git_are_refused() {
 
     fx.file(".git/config", "[core]\n");
     let err = fx
-        .err(
-            "write",
-            json!({"path": ".git/hooks/pre-commit", "content": "x"}),
-        )
+        .err("write", json!({"path": ".git/hooks/pre-commit", "content": "x"}))
         .await;
     assert!(err.contains(".git"), "{err}");
     let err = fx
@@ -354,11 +318,7 @@ async fn absolute_paths_inside_the_root_are_accepted() {
     let tools = Toolbox::new(fx.dir.path().join("root"), ToolOptions::default()).expect("toolbox");
     let token = tokio_util::sync::CancellationToken::new();
     let out = tools
-        .call(
-            "read",
-            &json!({"path": given.to_str().expect("utf-8")}),
-            &token,
-        )
+        .call("read", &json!({"path": given.to_str().expect("utf-8")}), &token)
         .await;
     assert!(!out.is_error, "{}", out.content);
 }

@@ -54,9 +54,7 @@ impl Fixture {
     }
 
     pub async fn call(&self, name: &str, arguments: Value) -> ToolOutput {
-        self.tools
-            .call(name, &arguments, &CancellationToken::new())
-            .await
+        self.tools.call(name, &arguments, &CancellationToken::new()).await
     }
 
     /// Calls a tool that must succeed and returns its content.
@@ -69,11 +67,7 @@ impl Fixture {
     /// Calls a tool that must fail and returns its message.
     pub async fn err(&self, name: &str, arguments: Value) -> String {
         let out = self.call(name, arguments).await;
-        assert!(
-            out.is_error,
-            "{name} should have failed, got: {}",
-            out.content
-        );
+        assert!(out.is_error, "{name} should have failed, got: {}", out.content);
         out.content
     }
 }
