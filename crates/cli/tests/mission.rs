@@ -444,3 +444,117 @@ async fn the_anthropic_api_runs_a_mission_too() {
         .iter()
         .all(|r| r.api == orchestrator_fake_model::Api::Anthropic));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_output_is_not_committed() {
+    // The test command leaves a stray file behind in every worktree it runs in, and fails once, so
+    // the worker's second commit would sweep the stray file in if verification left it there.
+    let check = "echo junk > stray.log; if [ -f a.txt ]; then grep -q good a.txt; fi";
+    let repo = TestRepo::new(&[("orchestrator.toml", &format!("[verify]\ntest = \"{check}\"\n"))]);
+    let server = fake(plan(vec![PlanUnit::new(
+        "a",
+        "A",
+        "FILE a.txt := bad\nFIX a.txt := good",
+        &[],
+    )]))
+    .await;
+    Run::task("Dirty builds")
+        .openai(&server)
+        .run(&repo)
+        .await
+        .assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("good"));
+    assert!(
+        !repo.files_on_main().contains(&"stray.log".to_string()),
+        "{:?}",
+        repo.files_on_main()
+    );
+    assert_eq!(repo.read("stray.log"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_cleanly_with_exit_3() {
+    let repo = TestRepo::new(&[]);
+    let options = FakeOptions {
+        latency: Duration::from_millis(400),
+        ..FakeOptions::default()
+    };
+    let server = fake_with(
+        plan(
+            (0..4)
+                .map(|i| PlanUnit::file(&format!("u{i}"), &format!("{i}.txt"), "x"))
+                .collect(),
+        ),
+        options,
+    )
+    .await;
+    let mut child = tokio::process::Command::new(binary())
+        .args(["task", "Interrupted work"])
+        .current_dir(repo.path())
+        .env("HOME", repo.home())
+        .env("XDG_CONFIG_HOME", repo.home().join(".config"))
+        .env("ORCHESTRATOR_MODEL", MODEL)
+        .env("OPENAI_BASE_URL", server.openai_base_url())
+        .env("OPENAI_API_KEY", "k")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    // Interrupt once workers are running.
+    for _ in 0..200 {
+        if !requests_of(&server, "worker").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let pid = child.id().expect("pid") as i32;
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("stops promptly after Ctrl-C")
+        .expect("waits");
+    let done = Finished::from(out);
+    done.assert_code(3);
+    assert!(done.stdout.contains("INTERRUPTED"), "{}", done.stdout);
+    assert_eq!(
+        repo.worktrees().len(),
+        1,
+        "no worktree is left behind: {:?}",
+        repo.worktrees()
+    );
+    assert!(
+        repo.read(".orchestrator/lock").unwrap_or_default().is_empty(),
+        "the lock is released"
+    );
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_replays_the_mission_log() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(plan(vec![PlanUnit::file("a", "a.txt", "a")])).await;
+    let done = Run::task("Logged").arg("--json").openai(&server).run(&repo).await;
+    done.assert_code(0);
+    let logged = Run {
+        args: vec!["logs".into(), "--json".into()],
+        env: vec![],
+        remove_env: vec![],
+    }
+    .run(&repo)
+    .await;
+    logged.assert_code(0);
+    assert_eq!(
+        logged.stdout, done.stdout,
+        "the log holds exactly the events that were streamed"
+    );
+    let human = Run {
+        args: vec!["logs".into()],
+        env: vec![],
+        remove_env: vec![],
+    }
+    .run(&repo)
+    .await;
+    assert!(human.stdout.contains("mission_finished"), "{}", human.stdout);
+}

@@ -31,6 +31,7 @@ impl Verifier {
         cancel: &CancellationToken,
     ) -> Result<Vec<Evidence>, String> {
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+        let head = worktree.head().await.map_err(|e| e.to_string())?;
         let tree = worktree.tree_hash().await.map_err(|e| e.to_string())?;
         let mut evidence = Vec::new();
         for (kind, command) in [("build", &self.build), ("test", &self.test)] {
@@ -41,6 +42,11 @@ impl Verifier {
             if !passed || cancel.is_cancelled() {
                 break;
             }
+        }
+        // What was tested is the commit; whatever the build wrote outside .gitignore must not be swept
+        // into the next commit (`git add -A`) or a merge. Ignored build output is kept for speed.
+        if !evidence.is_empty() {
+            worktree.reset_hard(&head).await.map_err(|e| e.to_string())?;
         }
         Ok(evidence)
     }
