@@ -488,7 +488,7 @@ async fn ctrl_c_stops_cleanly_with_exit_3() {
         options,
     )
     .await;
-    let mut child = tokio::process::Command::new(binary())
+    let child = tokio::process::Command::new(binary())
         .args(["task", "Interrupted work"])
         .current_dir(repo.path())
         .env("HOME", repo.home())
