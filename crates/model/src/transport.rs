@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::{backoff, retry_after};
+use crate::backoff::{backoff, server_wait};
 use crate::redact::{redact_with_key, truncate, BODY_QUOTE_CHARS};
 use crate::{ClientConfig, ModelError};
 
@@ -56,9 +56,13 @@ impl Failure {
     pub(crate) fn from_status(status: u16, body: String, retry_after: Option<Duration>) -> Self {
         let failure = match status {
             401 | 403 => Failure::fatal(ModelError::Auth { status, body }),
-            429 => Failure::transient(ModelError::RateLimited { body }),
+            429 => Failure::transient(ModelError::RateLimited { body, retry_after }),
             // 408 is the server giving up on a slow request; 5xx (529 = overloaded) are transient.
-            408 | 500..=599 => Failure::transient(ModelError::Server { status, body }),
+            408 | 500..=599 => Failure::transient(ModelError::Server {
+                status,
+                body,
+                retry_after,
+            }),
             _ => Failure::fatal(ModelError::BadRequest { status, body }),
         };
         Failure {
@@ -217,7 +221,7 @@ impl Transport {
         if status.is_success() {
             return Ok(response);
         }
-        let wait = retry_after(response.headers());
+        let wait = server_wait(status.as_u16(), response.headers());
         let body = match self.read_body(response).await {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(failure) => format!("(the error body could not be read: {})", failure.error),

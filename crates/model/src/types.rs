@@ -116,6 +116,14 @@ impl ClientConfig {
             stream: true,
         }
     }
+
+    /// The same settings with client-side retries turned off, for a client wrapped in a
+    /// [`crate::GovernedClient`]: the governor owns every retry (and its waits are shared by all
+    /// sessions), so the client must report each failure at once instead of retrying on its own.
+    pub fn without_retries(mut self) -> Self {
+        self.max_retries = 0;
+        self
+    }
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -139,10 +147,19 @@ pub enum ModelError {
     Unreachable { url: String, reason: String },
     #[error("the model endpoint rejected the API key (HTTP {status}): {body}")]
     Auth { status: u16, body: String },
-    #[error("the model endpoint is rate limiting (HTTP 429) and retries ran out: {body}")]
-    RateLimited { body: String },
-    #[error("the model endpoint failed (HTTP {status}) and retries ran out: {body}")]
-    Server { status: u16, body: String },
+    /// `retry_after` is the wait the server asked for (`Retry-After`, `retry-after-ms`, or the reset
+    /// time of an exhausted rate limit), when it said.
+    #[error("the model endpoint is rate limiting (HTTP 429){}: {body}", asked_wait(*.retry_after))]
+    RateLimited {
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("the model endpoint failed (HTTP {status}){}: {body}", asked_wait(*.retry_after))]
+    Server {
+        status: u16,
+        body: String,
+        retry_after: Option<Duration>,
+    },
     #[error("the model endpoint refused the request (HTTP {status}): {body}")]
     BadRequest { status: u16, body: String },
     #[error("the model endpoint timed out ({0})")]
@@ -151,6 +168,76 @@ pub enum ModelError {
     Protocol(String),
     #[error("the model call was cancelled")]
     Cancelled,
+    /// A [`crate::Governor`] kept retrying transient failures (rate limits, server errors, timeouts)
+    /// for as long as it may wait on one call, and stopped. The mission can resume later.
+    #[error("{reason}; giving up on this call after {attempts} attempt(s). Last error: {last}")]
+    GaveUp {
+        /// What went on and for how long, e.g. "rate limited for 15m".
+        reason: String,
+        waited: Duration,
+        attempts: u32,
+        last: Box<ModelError>,
+    },
+}
+
+impl ModelError {
+    /// Whether another attempt of the same request may succeed: connection failures, timeouts, 429,
+    /// 408 and 5xx. Auth, bad requests, unreadable replies and cancellation are not transient.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ModelError::Unreachable { .. }
+                | ModelError::RateLimited { .. }
+                | ModelError::Server { .. }
+                | ModelError::Timeout(_)
+        )
+    }
+
+    /// The wait the server asked for, if this error carries one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ModelError::RateLimited { retry_after, .. } | ModelError::Server { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
+}
+
+/// " and asked to wait 2s", or nothing when the server did not say.
+fn asked_wait(retry_after: Option<Duration>) -> String {
+    retry_after.map_or_else(String::new, |wait| {
+        format!(", asked to wait {}", human_duration(wait))
+    })
+}
+
+/// A duration as people write it: `850ms`, `2.5s`, `1m30s`, `15m`, `2h5m`.
+pub fn human_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let seconds = duration.as_secs();
+    if seconds < 60 {
+        let tenths = (millis % 1000) / 100;
+        return if tenths == 0 {
+            format!("{seconds}s")
+        } else {
+            format!("{seconds}.{tenths}s")
+        };
+    }
+    let (hours, minutes, seconds) = (seconds / 3600, (seconds % 3600) / 60, seconds % 60);
+    let mut text = String::new();
+    if hours > 0 {
+        text.push_str(&format!("{hours}h"));
+    }
+    if minutes > 0 {
+        text.push_str(&format!("{minutes}m"));
+    }
+    if seconds > 0 && hours == 0 {
+        text.push_str(&format!("{seconds}s"));
+    }
+    text
 }
 
 /// A chat model behind some API.

@@ -171,7 +171,7 @@ async fn server_errors_are_retried_exactly_max_retries_times() {
             .await
             .expect_err("fails");
         assert!(
-            matches!(&error, ModelError::Server { status: s, body } if *s == status && body.contains("boom")),
+            matches!(&error, ModelError::Server { status: s, body, .. } if *s == status && body.contains("boom")),
             "{error}"
         );
         assert_eq!(server.request_count(), 3, "max_retries = 2 means 3 attempts");
