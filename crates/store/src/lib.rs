@@ -1,0 +1,364 @@
+//! The mission store: one SQLite database under `.orchestrator/`, holding each mission's record, its
+//! append-only event log (the write-ahead log the engine replays to resume) and every session's
+//! transcript.
+//!
+//! SQLite because it is embedded, needs no server, survives `kill -9` at any instant (each write is a
+//! transaction in WAL mode) and is readable by other processes (`status`, `logs`) while a mission runs.
+//! Secrets handed to [`Store::set_secrets`] are masked in everything written.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use orchestrator_protocol::EventEnvelope;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+/// The schema this build writes. Each entry of [`MIGRATIONS`] moves the store up by one.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // 0 → 1
+    "CREATE TABLE missions (
+        id TEXT PRIMARY KEY,
+        objective TEXT NOT NULL,
+        base_commit TEXT NOT NULL,
+        user_branch TEXT,
+        integration_branch TEXT NOT NULL,
+        options TEXT NOT NULL,
+        status TEXT NOT NULL,
+        pid INTEGER,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        mission TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (mission, seq)
+    );
+    CREATE TABLE messages (
+        mission TEXT NOT NULL,
+        session TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (mission, session, idx)
+    );",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the mission store {path} was written by a newer orchestrator (schema {found}, this build reads up to \
+         {SCHEMA_VERSION}); upgrade orchestrator, or move .orchestrator/ aside to start afresh"
+    )]
+    TooNew { path: String, found: i64 },
+    #[error(
+        "the mission store {path} is damaged or not a mission store ({reason}); move it aside (the branches and \
+         commits in git are untouched) and start a new mission"
+    )]
+    Corrupt { path: String, reason: String },
+    #[error("no mission store at {0}: no mission has run in this repository")]
+    Missing(String),
+    #[error("mission store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("mission store: a stored record cannot be read: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where a mission stands, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissionStatus {
+    Running,
+    Interrupted,
+    Sealed,
+    Unsealed,
+}
+
+impl MissionStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            MissionStatus::Running => "running",
+            MissionStatus::Interrupted => "interrupted",
+            MissionStatus::Sealed => "sealed",
+            MissionStatus::Unsealed => "unsealed",
+        }
+    }
+
+    fn parse(s: &str) -> MissionStatus {
+        match s {
+            "sealed" => MissionStatus::Sealed,
+            "unsealed" => MissionStatus::Unsealed,
+            "interrupted" => MissionStatus::Interrupted,
+            _ => MissionStatus::Running,
+        }
+    }
+
+    /// Whether `resume` can continue it.
+    pub fn is_unfinished(self) -> bool {
+        matches!(self, MissionStatus::Running | MissionStatus::Interrupted)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MissionRecord {
+    pub id: String,
+    pub objective: String,
+    pub base_commit: String,
+    pub user_branch: Option<String>,
+    pub integration_branch: String,
+    /// The flags the mission was started with, as JSON, so `resume` runs it the same way.
+    pub options: serde_json::Value,
+    pub status: MissionStatus,
+    pub pid: Option<u32>,
+    pub created_at: String,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: String,
+    secrets: Mutex<Vec<String>>,
+}
+
+impl Store {
+    /// Opens the store, creating it and migrating it to the current schema.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|e| corrupt(path, e))?;
+        Store::init(conn, path)
+    }
+
+    /// Opens an existing store, for commands that only read or continue a mission.
+    pub fn open_existing(path: &Path) -> Result<Store> {
+        if !path.is_file() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| corrupt(path, e))?;
+        Store::init(conn, path)
+    }
+
+    fn init(conn: Connection, path: &Path) -> Result<Store> {
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| corrupt(path, e))?;
+        // WAL: readers (status, logs) never block the running mission; synchronous=NORMAL keeps every
+        // committed write across a process crash (only a power loss can drop the last few).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| corrupt(path, e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| corrupt(path, e))?;
+        migrate(&conn, path)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.display().to_string(),
+            secrets: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Values (API keys) that must never be written; they are masked wherever they appear.
+    pub fn set_secrets(&self, secrets: Vec<String>) {
+        *lock(&self.secrets) = secrets.into_iter().filter(|s| s.len() >= 4).collect();
+    }
+
+    fn mask(&self, text: &str) -> String {
+        let secrets = lock(&self.secrets);
+        let mut out = text.to_string();
+        for secret in secrets.iter() {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        out
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        lock(&self.conn)
+    }
+
+    pub fn create_mission(&self, m: &MissionRecord) -> Result<()> {
+        let now = now();
+        self.conn().execute(
+            "INSERT INTO missions (id, objective, base_commit, user_branch, integration_branch, options, status, pid, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            params![
+                m.id,
+                self.mask(&m.objective),
+                m.base_commit,
+                m.user_branch,
+                m.integration_branch,
+                self.mask(&m.options.to_string()),
+                m.status.as_str(),
+                m.pid,
+                now
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_status(&self, mission: &str, status: MissionStatus, pid: Option<u32>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE missions SET status = ?2, pid = ?3, updated_at = ?4 WHERE id = ?1",
+            params![mission, status.as_str(), pid, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn mission(&self, id: &str) -> Result<Option<MissionRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{SELECT_MISSION} WHERE id = ?1"))?;
+        stmt.query_row(params![id], row_to_mission)
+            .optional()?
+            .transpose()
+    }
+
+    /// The most recently started mission.
+    pub fn latest_mission(&self) -> Result<Option<MissionRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT_MISSION} ORDER BY created_at DESC, rowid DESC LIMIT 1"
+        ))?;
+        stmt.query_row([], row_to_mission).optional()?.transpose()
+    }
+
+    /// Appends one event. Sequence numbers are unique per mission; a duplicate is an error.
+    pub fn append_event(&self, event: &EventEnvelope) -> Result<()> {
+        let body = self.mask(&serde_json::to_string(event)?);
+        self.conn().execute(
+            "INSERT INTO events (mission, seq, body) VALUES (?1, ?2, ?3)",
+            params![event.mission, event.seq as i64, body],
+        )?;
+        Ok(())
+    }
+
+    /// The mission's events with `seq > after`, in order.
+    pub fn events_after(&self, mission: &str, after: Option<u64>) -> Result<Vec<EventEnvelope>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT body FROM events WHERE mission = ?1 AND seq > ?2 ORDER BY seq")?;
+        let after = after.map(|a| a as i64).unwrap_or(-1);
+        let rows = stmt.query_map(params![mission, after], |r| r.get::<_, String>(0))?;
+        let mut events = Vec::new();
+        for body in rows {
+            events.push(serde_json::from_str(&body?)?);
+        }
+        Ok(events)
+    }
+
+    pub fn last_seq(&self, mission: &str) -> Result<Option<u64>> {
+        let seq: Option<i64> = self.conn().query_row(
+            "SELECT MAX(seq) FROM events WHERE mission = ?1",
+            params![mission],
+            |r| r.get(0),
+        )?;
+        Ok(seq.map(|s| s as u64))
+    }
+
+    /// Appends one message of a session's transcript at position `idx`.
+    pub fn append_message(
+        &self,
+        mission: &str,
+        session: &str,
+        idx: usize,
+        body: &serde_json::Value,
+    ) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO messages (mission, session, idx, body) VALUES (?1, ?2, ?3, ?4)",
+            params![mission, session, idx as i64, self.mask(&body.to_string())],
+        )?;
+        Ok(())
+    }
+
+    /// A session's transcript, in order; empty when the session never started.
+    pub fn messages(&self, mission: &str, session: &str) -> Result<Vec<serde_json::Value>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT body FROM messages WHERE mission = ?1 AND session = ?2 ORDER BY idx")?;
+        let rows = stmt.query_map(params![mission, session], |r| r.get::<_, String>(0))?;
+        let mut messages = Vec::new();
+        for body in rows {
+            messages.push(serde_json::from_str(&body?)?);
+        }
+        Ok(messages)
+    }
+
+    /// Drops a session's transcript from `from` on (a compacted conversation replaces its tail).
+    pub fn truncate_messages(&self, mission: &str, session: &str, from: usize) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM messages WHERE mission = ?1 AND session = ?2 AND idx >= ?3",
+            params![mission, session, from as i64],
+        )?;
+        Ok(())
+    }
+}
+
+const SELECT_MISSION: &str = "SELECT id, objective, base_commit, user_branch, integration_branch, options, status, pid, created_at FROM missions";
+
+fn row_to_mission(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<MissionRecord>> {
+    let options: String = r.get(5)?;
+    let status: String = r.get(6)?;
+    let pid: Option<i64> = r.get(7)?;
+    let record = serde_json::from_str(&options).map(|options| MissionRecord {
+        id: r.get(0).unwrap_or_default(),
+        objective: r.get(1).unwrap_or_default(),
+        base_commit: r.get(2).unwrap_or_default(),
+        user_branch: r.get(3).unwrap_or_default(),
+        integration_branch: r.get(4).unwrap_or_default(),
+        options,
+        status: MissionStatus::parse(&status),
+        pid: pid.and_then(|p| u32::try_from(p).ok()),
+        created_at: r.get(8).unwrap_or_default(),
+    });
+    Ok(record.map_err(StoreError::from))
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| corrupt(path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found: version,
+        });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let target = i as i64 + 1;
+        // Each migration and its version bump commit together, so a crash mid-migration retries it.
+        let batch = format!("BEGIN; {migration}; PRAGMA user_version = {target}; COMMIT;");
+        conn.execute_batch(&batch).map_err(|e| corrupt(path, e))?;
+    }
+    // A store whose tables are not ours (or are damaged) fails here rather than mid-mission.
+    conn.query_row("SELECT COUNT(*) FROM missions", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| corrupt(path, e))?;
+    Ok(())
+}
+
+fn corrupt(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::Corrupt {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn now() -> String {
+    // Zero-padded seconds since the epoch: enough to order missions, and the events carry precise
+    // timestamps of their own.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{secs:012}")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+use orchestrator_protocol::{Event, EventEnvelope};
+
+use super::*;
+
+fn mission(id: &str) -> MissionRecord {
+    MissionRecord {
+        id: id.into(),
+        objective: "build it with key sk-secret-123".into(),
+        base_commit: "abc".into(),
+        user_branch: Some("main".into()),
+        integration_branch: format!("orchestrator/{id}/integration"),
+        options: serde_json::json!({"max_parallel": 3}),
+        status: MissionStatus::Running,
+        pid: Some(42),
+        created_at: String::new(),
+    }
+}
+
+fn event(mission: &str, seq: u64, message: &str) -> EventEnvelope {
+    EventEnvelope {
+        seq,
+        at: chrono::Utc::now(),
+        mission: mission.into(),
+        event: Event::Notice {
+            message: message.into(),
+        },
+    }
+}
+
+#[test]
+fn missions_events_and_messages_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    store.create_mission(&mission("m1")).unwrap();
+    store.create_mission(&mission("m2")).unwrap();
+    assert_eq!(store.latest_mission().unwrap().unwrap().id, "m2");
+    store.set_status("m1", MissionStatus::Interrupted, None).unwrap();
+    let m1 = store.mission("m1").unwrap().unwrap();
+    assert_eq!(m1.status, MissionStatus::Interrupted);
+    assert_eq!(m1.options["max_parallel"], 3);
+    for seq in 0..3 {
+        store.append_event(&event("m1", seq, &format!("e{seq}"))).unwrap();
+    }
+    assert!(
+        store.append_event(&event("m1", 1, "again")).is_err(),
+        "sequence numbers are unique"
+    );
+    assert_eq!(store.events_after("m1", Some(0)).unwrap().len(), 2);
+    assert_eq!(store.last_seq("m1").unwrap(), Some(2));
+    assert_eq!(store.last_seq("m2").unwrap(), None);
+    store
+        .append_message("m1", "worker:a", 0, &serde_json::json!({"role": "user"}))
+        .unwrap();
+    store
+        .append_message("m1", "worker:a", 1, &serde_json::json!({"role": "assistant"}))
+        .unwrap();
+    assert_eq!(store.messages("m1", "worker:a").unwrap().len(), 2);
+    store.truncate_messages("m1", "worker:a", 1).unwrap();
+    assert_eq!(store.messages("m1", "worker:a").unwrap().len(), 1);
+}
+
+#[test]
+fn secrets_are_masked_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).unwrap();
+    store.set_secrets(vec!["sk-secret-123".into()]);
+    store.create_mission(&mission("m1")).unwrap();
+    store
+        .append_event(&event("m1", 0, "the key is sk-secret-123"))
+        .unwrap();
+    store
+        .append_message("m1", "s", 0, &serde_json::json!({"content": "sk-secret-123"}))
+        .unwrap();
+    drop(store);
+    let bytes = std::fs::read(&path).unwrap();
+    let wal = std::fs::read(dir.path().join("state.db-wal")).unwrap_or_default();
+    let needle = b"sk-secret-123";
+    assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+    assert!(!wal.windows(needle.len()).any(|w| w == needle));
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(Store::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = Store::open(&path).err().unwrap();
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("newer orchestrator"));
+}
+
+#[test]
+fn garbage_and_truncated_files_are_reported_not_panicked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::write(
+        &path,
+        b"this is not a database at all, just some text that is long enough",
+    )
+    .unwrap();
+    let err = Store::open_existing(&path).err().unwrap();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("move it aside"));
+
+    let good = dir.path().join("good.db");
+    let store = Store::open(&good).unwrap();
+    store.create_mission(&mission("m1")).unwrap();
+    drop(store);
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::remove_file(dir.path().join("good.db-wal")).ok();
+    std::fs::write(&good, &bytes[..bytes.len().min(100)]).unwrap();
+    assert!(Store::open_existing(&good).is_err());
+    assert!(matches!(
+        Store::open_existing(&dir.path().join("none.db")).err().unwrap(),
+        StoreError::Missing(_)
+    ));
+}
