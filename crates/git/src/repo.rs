@@ -296,6 +296,19 @@ impl Repo {
         Ok(worktree)
     }
 
+    /// The worktree already registered at `path` with its directory present, kept as it is (uncommitted
+    /// changes included): how a resumed mission picks up a crashed session's tree.
+    pub async fn open_worktree(&self, path: &Path) -> Result<Option<Worktree>, GitError> {
+        let Ok(abs) = tokio::fs::canonicalize(path).await else {
+            return Ok(None);
+        };
+        let registered = self.list_worktrees().await?;
+        Ok(registered
+            .iter()
+            .any(|p| p == &abs)
+            .then(|| Worktree::new(self.shared.clone(), abs)))
+    }
+
     /// Removes the worktree at `path` (`--force`: its changes are discarded), pruning its registration
     /// if the directory is already gone. Ok if there is nothing there.
     pub async fn remove_worktree(&self, path: &Path) -> Result<(), GitError> {
