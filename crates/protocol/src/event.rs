@@ -71,6 +71,10 @@ pub enum Event {
         build: Option<String>,
         test: Option<String>,
     },
+    /// Phase 0 is done: the mission context every later session receives.
+    DiscoveryFinished {
+        context: String,
+    },
     SessionStarted {
         session: String,
         role: Role,
@@ -118,6 +122,12 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// A unit's branch and the commit it starts from, recorded before the branch is created.
+    UnitPrepared {
+        unit: String,
+        branch: String,
+        base: String,
+    },
     EvidenceRecorded {
         /// The unit, or `None` for the integrated whole (stage 2).
         unit: Option<String>,
@@ -125,6 +135,8 @@ pub enum Event {
     },
     ReviewFinished {
         unit: Option<String>,
+        /// The unit's attempt, or the round for a master review.
+        attempt: u32,
         review: Review,
     },
     MergeConflict {
@@ -142,6 +154,11 @@ pub enum Event {
         passed: bool,
         /// Units for the next round, when the round did not pass.
         follow_up: Vec<UnitSpec>,
+    },
+    /// The mission continues after a crash, kill or cancel.
+    MissionResumed {
+        phase: Phase,
+        round: u32,
     },
     /// A warning a person should see (e.g. the user's branch could not be fast-forwarded).
     Notice {
