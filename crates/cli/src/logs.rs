@@ -1,76 +1,75 @@
-//! `orchestrator logs`: the latest mission's event log, as lines or raw JSON, optionally followed.
+//! `orchestrator logs`: the latest mission's event log from the store, as lines or raw JSON,
+//! optionally followed while the mission runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use orchestrator_core::STATE_DIR;
+use orchestrator_core::MissionStatus;
 use orchestrator_protocol::{Event, EventEnvelope};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub async fn run(repo: &Path, json: bool, follow: bool) -> u8 {
-    let Some(path) = latest_log(repo) else {
-        eprintln!(
-            "error: no mission has run in {} yet (no {STATE_DIR}/missions/*/events.jsonl)",
-            repo.display()
-        );
-        return 2;
-    };
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
+    let store = match orchestrator_core::open_store_in(repo) {
+        Ok(store) => store,
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", path.display());
-            return 1;
+            eprintln!("error: {e}");
+            return e.exit_code() as u8;
         }
     };
-    let mut lines = BufReader::new(file).lines();
+    let mission = match store.latest_mission() {
+        Ok(Some(mission)) => mission,
+        Ok(None) => {
+            eprintln!("error: no mission has run in this repository yet");
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let mut after = None;
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                let finished = print_line(&line, json);
-                if finished && follow {
-                    return 0;
-                }
-            }
-            Ok(None) if follow => tokio::time::sleep(Duration::from_millis(200)).await,
-            Ok(None) => return 0,
+        let events = match store.events_after(&mission.id, after) {
+            Ok(events) => events,
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", path.display());
+                eprintln!("error: {e}");
                 return 1;
             }
+        };
+        for event in &events {
+            print_event(event, json);
+            after = Some(event.seq);
         }
+        if !follow {
+            return 0;
+        }
+        let running = store
+            .mission(&mission.id)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.status == MissionStatus::Running);
+        if !running && events.is_empty() {
+            return 0;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Prints one stored event; true when it is the mission's last.
-fn print_line(line: &str, json: bool) -> bool {
-    let parsed: Option<EventEnvelope> = serde_json::from_str(line).ok();
+fn print_event(envelope: &EventEnvelope, json: bool) {
     if json {
-        println!("{line}");
-    } else if let Some(env) = &parsed {
-        let body = serde_json::to_value(&env.event)
-            .map(|v| v.to_string())
-            .unwrap_or_default();
-        println!("{} #{} {body}", env.at.format("%H:%M:%S%.3f"), env.seq);
-    } else {
-        println!("(unreadable log line) {line}");
+        if let Ok(line) = serde_json::to_string(envelope) {
+            println!("{line}");
+        }
+        return;
     }
-    matches!(
-        parsed,
-        Some(EventEnvelope {
-            event: Event::MissionFinished { .. },
-            ..
-        })
-    )
-}
-
-fn latest_log(repo: &Path) -> Option<PathBuf> {
-    let dir = repo.join(STATE_DIR).join("missions");
-    let mut missions: Vec<PathBuf> = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).collect();
-    // Mission ids start with a UTC timestamp, so name order is start order.
-    missions.sort();
-    missions
-        .into_iter()
-        .rev()
-        .map(|m| m.join("events.jsonl"))
-        .find(|p| p.is_file())
+    let body = serde_json::to_value(&envelope.event)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    let body = match &envelope.event {
+        Event::DiscoveryFinished { context } => format!(
+            "{{\"type\":\"discovery_finished\",\"context\":\"({} chars)\"}}",
+            context.len()
+        ),
+        _ => body,
+    };
+    println!("{} #{} {body}", envelope.at.format("%H:%M:%S%.3f"), envelope.seq);
 }

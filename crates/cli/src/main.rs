@@ -4,13 +4,15 @@
 
 mod logs;
 mod progress;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use orchestrator_core::config::{Overrides, Provider};
-use orchestrator_core::{run_task, EngineError, EventBus, MissionOptions};
+use orchestrator_core::{EngineError, EventBus, MissionOptions, MissionReport, ResumeOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -28,17 +30,25 @@ struct Cli {
 enum Command {
     /// Run a mission in the current repository until it is sealed.
     Task(TaskArgs),
-    /// Show the event log of the repository's latest mission.
+    /// Continue the repository's unfinished mission after a crash, kill or Ctrl-C.
+    Resume(ResumeArgs),
+    /// The mission, its task tree, sessions, tokens and evidence.
+    Status(StatusArgs),
+    /// The mission's event log.
     Logs(LogsArgs),
+    /// Stop the running mission cleanly (resumable later).
+    Cancel(RepoArgs),
 }
 
 #[derive(Args)]
-struct TaskArgs {
-    /// What the mission should achieve.
-    objective: String,
+struct RepoArgs {
     /// The repository to work in.
     #[arg(long, default_value = ".")]
     repo: PathBuf,
+}
+
+#[derive(Args)]
+struct RunFlags {
     /// Sessions in flight at once, across all roles and depths.
     #[arg(long)]
     max_parallel: Option<usize>,
@@ -60,6 +70,29 @@ struct TaskArgs {
     /// Print events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
+}
+
+impl RunFlags {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            provider: self.provider,
+            model: self.model.clone(),
+            max_parallel: self.max_parallel,
+            max_depth: self.max_depth,
+            rounds: self.rounds,
+            budget_tokens: self.budget_tokens,
+        }
+    }
+}
+
+#[derive(Args)]
+struct TaskArgs {
+    /// What the mission should achieve.
+    objective: String,
+    #[command(flatten)]
+    repo: RepoArgs,
+    #[command(flatten)]
+    flags: RunFlags,
     /// Start although the working tree has uncommitted changes (they are never touched).
     #[arg(long)]
     allow_dirty: bool,
@@ -69,13 +102,30 @@ struct TaskArgs {
 }
 
 #[derive(Args)]
+struct ResumeArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Print the status as one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct LogsArgs {
-    #[arg(long, default_value = ".")]
-    repo: PathBuf,
+    #[command(flatten)]
+    repo: RepoArgs,
     /// Print the raw JSON lines.
     #[arg(long)]
     json: bool,
-    /// Keep printing new events until the mission finishes.
+    /// Keep printing new events until the mission stops.
     #[arg(long)]
     follow: bool,
 }
@@ -106,60 +156,102 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Task(args) => task(args).await,
-            Command::Logs(args) => logs::run(&args.repo, args.json, args.follow).await,
+            Command::Resume(args) => resume(args).await,
+            Command::Status(args) => status::run(&args.repo.repo, args.json).await,
+            Command::Logs(args) => logs::run(&args.repo.repo, args.json, args.follow).await,
+            Command::Cancel(args) => cancel(&args).await,
         }
     });
     ExitCode::from(code)
 }
 
 async fn task(args: TaskArgs) -> u8 {
-    let bus = EventBus::new();
-    let events = bus.subscribe();
-    let printer = tokio::spawn(progress::render(events, args.json));
-    let cancel = CancellationToken::new();
-    watch_ctrl_c(cancel.clone());
     let options = MissionOptions {
-        repo: args.repo,
+        repo: args.repo.repo,
         objective: args.objective,
         allow_dirty: args.allow_dirty,
         apply: !args.no_apply,
-        overrides: Overrides {
-            provider: args.provider,
-            model: args.model,
-            max_parallel: args.max_parallel,
-            max_depth: args.max_depth,
-            rounds: args.rounds,
-            budget_tokens: args.budget_tokens,
-        },
+        overrides: args.flags.overrides(),
     };
-    let result = run_task(options, bus.clone(), cancel).await;
+    drive(args.flags.json, |bus, cancel| {
+        orchestrator_core::run_task(options, bus, cancel)
+    })
+    .await
+}
+
+async fn resume(args: ResumeArgs) -> u8 {
+    let options = ResumeOptions {
+        repo: args.repo.repo,
+        overrides: args.flags.overrides(),
+    };
+    drive(args.flags.json, |bus, cancel| {
+        orchestrator_core::resume(options, bus, cancel)
+    })
+    .await
+}
+
+/// Runs a mission with the progress printer on its event stream and Ctrl-C/SIGTERM wired to a clean stop.
+async fn drive<F, Fut>(json: bool, start: F) -> u8
+where
+    F: FnOnce(EventBus, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<MissionReport, EngineError>>,
+{
+    let bus = EventBus::new();
+    let events = bus.subscribe();
+    let printer = tokio::spawn(progress::render(events, json));
+    let cancel = CancellationToken::new();
+    watch_signals(cancel.clone());
+    let result = start(bus.clone(), cancel).await;
     bus.close();
     let _ = printer.await;
     match result {
         Ok(report) => {
-            progress::print_report(&report, args.json);
+            progress::print_report(&report, json);
             report.outcome.exit_code() as u8
         }
         Err(e) => {
-            report_error(&e);
+            eprintln!("error: {e}");
             e.exit_code() as u8
         }
     }
 }
 
-fn report_error(e: &EngineError) {
-    eprintln!("error: {e}");
+async fn cancel(repo: &RepoArgs) -> u8 {
+    let stopped = match orchestrator_core::repo_root(&repo.repo).await {
+        Ok(root) => orchestrator_core::cancel(&root, Duration::from_secs(120)).await,
+        Err(e) => Err(e),
+    };
+    match stopped {
+        Ok(message) => {
+            println!("{message}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code() as u8
+        }
+    }
 }
 
-/// First Ctrl-C: stop cleanly (sessions aborted, state flushed, exit 3). Second: leave at once.
-fn watch_ctrl_c(cancel: CancellationToken) {
+/// Ctrl-C or SIGTERM (what `orchestrator cancel` sends): stop cleanly — sessions aborted, work kept,
+/// exit 3, resumable. A second Ctrl-C leaves at once.
+fn watch_signals(cancel: CancellationToken) {
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nstopping the mission cleanly (Ctrl-C again to quit at once)…");
-            cancel.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(3);
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM: {e}");
+                return;
             }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("\nstopping the mission cleanly (Ctrl-C again to quit at once)…");
+        cancel.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(3);
         }
     });
 }

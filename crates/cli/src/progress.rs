@@ -107,7 +107,9 @@ impl View {
                     .map(|c| format!("exit {c}"))
                     .unwrap_or_else(|| "killed".into())
             )),
-            Event::ReviewFinished { unit: None, review } => Some(
+            Event::ReviewFinished {
+                unit: None, review, ..
+            } => Some(
                 format!(
                     "master review: {:?} — {}",
                     review.verdict,

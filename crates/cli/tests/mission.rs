@@ -22,7 +22,9 @@ async fn independent_units_are_sealed_onto_the_users_branch() {
     let server = fake(plan(vec![
         PlanUnit::file("a", "src/a.txt", "alpha"),
         PlanUnit::file("b", "src/b.txt", "beta"),
-        PlanUnit::file("c", "docs/c.md", "gamma"),
+        // Unit ids that match the mission's own worktree and branch names must not collide with them.
+        PlanUnit::file("integration", "docs/c.md", "gamma"),
+        PlanUnit::file("base", "docs/d.md", "delta"),
     ]))
     .await;
     let done = Run::task("Add three files").openai(&server).run(&repo).await;
@@ -41,7 +43,8 @@ async fn independent_units_are_sealed_onto_the_users_branch() {
         "",
         "the user's tree is clean after the fast-forward"
     );
-    // Four scouts, a planner, three workers, three reviewers, one master reviewer.
+    assert_eq!(repo.read("docs/d.md").as_deref(), Some("delta"));
+    // Four scouts, a planner, a worker and a reviewer per unit, one master reviewer.
     assert_eq!(
         requests_of(&server, "scout")
             .iter()
@@ -334,7 +337,7 @@ async fn a_master_review_failure_starts_another_round() {
     done.assert_code(0);
     assert_eq!(repo.read("extra.txt").as_deref(), Some("added in round 2"));
     let rounds = done.events_of("round_finished");
-    assert_eq!(rounds.len(), 2);
+    assert_eq!(rounds.len(), 2, "{rounds:#?}");
     assert_eq!(rounds[0]["passed"], false);
     assert_eq!(rounds[0]["follow_up"][0]["id"], "r2-1");
     assert_eq!(rounds[1]["passed"], true);

@@ -16,11 +16,13 @@ const ANTHROPIC_DEFAULT: &str = "https://api.anthropic.com";
 pub struct Clients {
     pub mission: Arc<dyn ModelClient>,
     pub preflight: Arc<dyn ModelClient>,
+    /// The API key, so the store can mask it wherever a model or tool echoes it.
+    pub secrets: Vec<String>,
 }
 
 pub fn clients_from_env(provider: Provider) -> Result<Clients> {
     let (base, key) = endpoint(provider)?;
-    let config = ClientConfig::new(base, Some(key));
+    let config = ClientConfig::new(base, Some(key.clone()));
     let mut quick = config.clone();
     quick.max_retries = 1;
     quick.max_backoff = Duration::from_millis(500);
@@ -29,6 +31,7 @@ pub fn clients_from_env(provider: Provider) -> Result<Clients> {
     Ok(Clients {
         mission: build(provider, config)?,
         preflight: build(provider, quick)?,
+        secrets: vec![key],
     })
 }
 

@@ -20,6 +20,16 @@ pub enum Provider {
     OpenCode,
 }
 
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+            Provider::OpenCode => "opencode",
+        }
+    }
+}
+
 impl std::str::FromStr for Provider {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

@@ -1,11 +1,15 @@
-//! The engine's one event stream. Every front end (progress lines, `--json`, the mission log)
+//! The engine's one event stream. Every front end (progress lines, `--json`, the mission store)
 //! subscribes here; nothing reads engine internals.
+//!
+//! With a store attached, each event is written to the store's event log *before* subscribers see it
+//! and before `emit` returns, so the log is a write-ahead log: the engine emits a step's event, then acts.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use orchestrator_protocol::{Event, EventEnvelope, TokenUsage};
+use orchestrator_store::Store;
 use tokio::sync::mpsc;
 
 /// Clone-able handle the engine emits through. Subscribers get every event, in order, losslessly.
@@ -19,6 +23,8 @@ struct Inner {
     seq: AtomicU64,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<EventEnvelope>>>>,
     usage: Mutex<TokenUsage>,
+    store: Mutex<Option<Arc<Store>>>,
+    store_error: Mutex<Option<String>>,
 }
 
 impl Default for EventBus {
@@ -35,6 +41,8 @@ impl EventBus {
                 seq: AtomicU64::new(0),
                 subscribers: Mutex::new(Vec::new()),
                 usage: Mutex::new(TokenUsage::default()),
+                store: Mutex::new(None),
+                store_error: Mutex::new(None),
             }),
         }
     }
@@ -46,15 +54,21 @@ impl EventBus {
         rx
     }
 
-    pub(crate) fn set_mission(&self, id: &str) {
-        *lock(&self.inner.mission) = id.to_string();
+    /// Binds the bus to a mission: sequence numbers continue from `next_seq`, `usage` is what earlier
+    /// runs of the mission already used, and every event goes to the store first.
+    pub(crate) fn attach(&self, mission: &str, next_seq: u64, usage: TokenUsage, store: Arc<Store>) {
+        *lock(&self.inner.mission) = mission.to_string();
+        self.inner.seq.store(next_seq, Ordering::SeqCst);
+        *lock(&self.inner.usage) = usage;
+        *lock(&self.inner.store) = Some(store);
     }
 
     pub fn emit(&self, event: Event) {
         if let Event::ModelCall { usage, .. } = &event {
             lock(&self.inner.usage).add(*usage);
         }
-        // Sequence numbers and delivery happen under one lock so every subscriber sees the same order.
+        // Sequence numbers, the store write and delivery happen under one lock so that the log and every
+        // subscriber see the same order.
         let mut subscribers = lock(&self.inner.subscribers);
         let envelope = Arc::new(EventEnvelope {
             seq: self.inner.seq.fetch_add(1, Ordering::SeqCst),
@@ -62,12 +76,23 @@ impl EventBus {
             mission: lock(&self.inner.mission).clone(),
             event,
         });
+        if let Some(store) = lock(&self.inner.store).as_ref() {
+            if let Err(e) = store.append_event(&envelope) {
+                tracing::error!("cannot write to the mission store: {e}");
+                lock(&self.inner.store_error).get_or_insert_with(|| e.to_string());
+            }
+        }
         subscribers.retain(|tx| tx.send(envelope.clone()).is_ok());
     }
 
-    /// Tokens used by every model call so far.
+    /// Tokens used by every model call of the mission so far.
     pub fn usage(&self) -> TokenUsage {
         *lock(&self.inner.usage)
+    }
+
+    /// The first failure to write the store, if any: the mission must stop, since it could not resume.
+    pub fn store_error(&self) -> Option<String> {
+        lock(&self.inner.store_error).clone()
     }
 
     /// Drops every subscriber channel so consumers see the end of the stream.

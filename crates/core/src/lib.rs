@@ -13,12 +13,20 @@ mod mission;
 pub mod plan;
 pub mod prescan;
 mod prompts;
+mod replay;
 mod roles;
 mod session;
+mod status;
 mod units;
 mod verify;
 
 pub use error::{EngineError, Result};
 pub use events::EventBus;
-pub use mission::{run_task, MissionOptions, MissionReport, STATE_DIR};
+pub use mission::{
+    open_store, open_store_in, repo_root, resume, run_task, MissionOptions, MissionReport, ResumeOptions,
+    STATE_DIR,
+};
+pub use orchestrator_store::MissionStatus;
 pub use prompts::system_prompt;
+pub use replay::SessionRecord;
+pub use status::{cancel, status, StatusReport, UnitStatus};

@@ -1,8 +1,10 @@
-//! The commander: owns a mission from the first checks to the seal.
+//! The commander: owns a mission from the first checks to the seal, and picks it up again after a
+//! crash, kill or cancel.
 //!
 //! Order of work: checks that can fail without side effects (repo, config, key, endpoint, dirty tree),
-//! then the repo lock, then discovery, planning, and rounds of execution + integration until the
-//! master review passes or the round limit is reached.
+//! then the repo lock and the store, then discovery, planning, and rounds of execution + integration
+//! until the master review passes or the round limit is reached. Every step is recorded in the
+//! store's event log before it is acted on; `resume` replays that log and skips what is done.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,18 +13,20 @@ use std::sync::{Arc, Mutex};
 use orchestrator_git::{FastForward, Repo, Worktree};
 use orchestrator_model::ModelClient;
 use orchestrator_protocol::{Event, Outcome, Phase, UnitSpec, UnitState};
+use orchestrator_store::{MissionRecord, MissionStatus, Store, StoreError};
 use orchestrator_tools::{ToolOptions, Toolbox};
-use tokio::io::AsyncWriteExt;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{clients_from_env, preflight};
-use crate::config::{self, Config, Overrides};
+use crate::client::{clients_from_env, preflight, Clients};
+use crate::config::{self, Config, Overrides, Provider};
 use crate::error::{EngineError, Result};
 use crate::events::EventBus;
 use crate::lock::RepoLock;
 use crate::plan::{render_todo, TodoEntry};
 use crate::prescan;
+use crate::replay::Replay;
 use crate::roles;
 use crate::session::Runtime;
 use crate::units::{self, MergeTarget, UnitOutcome};
@@ -30,6 +34,7 @@ use crate::verify::{self, Verifier};
 
 /// The state folder in the repo root; excluded from git through `.git/info/exclude`.
 pub const STATE_DIR: &str = ".orchestrator";
+const STORE_FILE: &str = "state.db";
 
 /// What the user asked for.
 #[derive(Debug, Clone)]
@@ -40,6 +45,47 @@ pub struct MissionOptions {
     /// Fast-forward the user's branch when sealed (`--no-apply` turns it off).
     pub apply: bool,
     pub overrides: Overrides,
+}
+
+/// The flags a mission was started with, stored so that `resume` runs it the same way.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct StoredOptions {
+    apply: bool,
+    provider: Option<String>,
+    model: Option<String>,
+    max_parallel: Option<usize>,
+    max_depth: Option<u32>,
+    rounds: Option<u32>,
+    budget_tokens: Option<u64>,
+}
+
+impl StoredOptions {
+    fn from(options: &MissionOptions) -> Self {
+        let o = &options.overrides;
+        StoredOptions {
+            apply: options.apply,
+            provider: o.provider.map(|p| p.as_str().to_string()),
+            model: o.model.clone(),
+            max_parallel: o.max_parallel,
+            max_depth: o.max_depth,
+            rounds: o.rounds,
+            budget_tokens: o.budget_tokens,
+        }
+    }
+
+    /// The stored flags, with the ones given to `resume` taking precedence.
+    fn overrides(&self, newer: &Overrides) -> Overrides {
+        Overrides {
+            provider: newer
+                .provider
+                .or_else(|| self.provider.as_deref().and_then(|p| p.parse::<Provider>().ok())),
+            model: newer.model.clone().or_else(|| self.model.clone()),
+            max_parallel: newer.max_parallel.or(self.max_parallel),
+            max_depth: newer.max_depth.or(self.max_depth),
+            rounds: newer.rounds.or(self.rounds),
+            budget_tokens: newer.budget_tokens.or(self.budget_tokens),
+        }
+    }
 }
 
 /// How the mission ended, for the front end's last words and exit status.
@@ -62,6 +108,10 @@ pub(crate) struct Mission {
     pub verifier: Verifier,
     pub context: String,
     pub worktrees: PathBuf,
+    /// What earlier runs of this mission did (empty for a new mission).
+    pub replay: Replay,
+    /// 1 for the first run, +1 for each resume: keeps per-run session keys apart.
+    pub run_index: u32,
     todo: Mutex<TodoBook>,
 }
 
@@ -72,12 +122,14 @@ struct TodoBook {
 }
 
 impl Mission {
+    /// Unit branches live under `u/` so no unit id can collide with the integration branch.
     pub fn branch(&self, unit: &str) -> String {
-        format!("orchestrator/{}/{unit}", self.id)
+        format!("orchestrator/{}/u/{unit}", self.id)
     }
 
-    pub fn worktree_path(&self, name: &str) -> PathBuf {
-        self.worktrees.join(name)
+    /// Unit worktrees live under `units/`, apart from the mission's `base` and `integration` trees.
+    pub fn worktree_path(&self, unit: &str) -> PathBuf {
+        self.worktrees.join("units").join(unit)
     }
 
     /// Records a unit's new state: one event, and the TODO mirror rewritten.
@@ -95,6 +147,11 @@ impl Mission {
             attempt,
             detail: detail.clone(),
         });
+        self.note_todo(unit, round, state, detail);
+    }
+
+    /// Updates the TODO mirror only (for states already in the log, shown again after a resume).
+    pub fn note_todo(&self, unit: &UnitSpec, round: u32, state: UnitState, detail: Option<String>) {
         let mut book = self.todo.lock().unwrap_or_else(|p| p.into_inner());
         if !book.entries.contains_key(&unit.id) {
             book.order.push(unit.id.clone());
@@ -122,44 +179,117 @@ pub async fn run_task(
     bus: EventBus,
     cancel: CancellationToken,
 ) -> Result<MissionReport> {
-    let prepared = prepare(&options).await?;
-    let id = new_mission_id();
-    let state_dir = prepared.repo.root().join(STATE_DIR);
-    prepared.repo.ensure_excluded(&format!("/{STATE_DIR}/")).await?;
-    let _lock = RepoLock::acquire(&state_dir, &id)?;
-    bus.set_mission(&id);
-    let log = start_event_log(&bus, &state_dir.join("missions").join(&id)).await?;
-    let report = run_started(&id, &options, prepared, &bus, cancel).await;
-    bus.close();
-    let _ = log.await;
-    report
-}
-
-struct Prepared {
-    repo: Repo,
-    base: String,
-    user_branch: Option<String>,
-    config: Config,
-    client: Arc<dyn ModelClient>,
-}
-
-/// Every check that needs no side effect: fail here and nothing has been touched.
-async fn prepare(options: &MissionOptions) -> Result<Prepared> {
     if options.objective.trim().is_empty() {
         return Err(EngineError::Usage(
             "the objective is empty; say what the mission should achieve".into(),
         ));
     }
-    let repo = Repo::discover(&options.repo).await.map_err(|_| {
-        EngineError::Usage(format!(
-            "{} is not inside a git repository. Run orchestrator in your project's repository, or pass --repo DIR.",
-            options.repo.display()
-        ))
-    })?;
+    let repo = discover_repo(&options.repo).await?;
     let base = repo.head_commit().await?.ok_or_else(|| {
         EngineError::Usage("the repository has no commits yet; commit your starting point first.".into())
     })?;
     let user_branch = repo.current_branch().await?;
+    let config = load_config(&repo, &options.overrides)?;
+    let clients = clients_from_env(config.provider)?;
+    if !options.allow_dirty {
+        refuse_dirty(&repo).await?;
+    }
+    preflight(clients.preflight.as_ref()).await?;
+
+    let id = new_mission_id();
+    let (lock, store) = claim_repo(&repo, &id, &clients).await?;
+    let record = MissionRecord {
+        id: id.clone(),
+        objective: options.objective.clone(),
+        base_commit: base,
+        user_branch,
+        integration_branch: mission_branch(&id),
+        options: serde_json::to_value(StoredOptions::from(&options)).unwrap_or_default(),
+        status: MissionStatus::Running,
+        pid: Some(std::process::id()),
+        created_at: String::new(),
+    };
+    store.create_mission(&record).map_err(store_error)?;
+    bus.attach(&id, 0, Default::default(), store.clone());
+    let report = run_mission(
+        record,
+        options.apply,
+        repo,
+        config,
+        clients.mission,
+        Replay::default(),
+        store,
+        &bus,
+        cancel,
+    )
+    .await;
+    drop(lock);
+    Ok(report)
+}
+
+/// What `orchestrator resume` may change about the mission it continues.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    pub repo: PathBuf,
+    pub overrides: Overrides,
+}
+
+/// Runs `orchestrator resume`: continues the repository's unfinished mission where it stopped.
+pub async fn resume(
+    options: ResumeOptions,
+    bus: EventBus,
+    cancel: CancellationToken,
+) -> Result<MissionReport> {
+    let repo = discover_repo(&options.repo).await?;
+    let store = Arc::new(open_store(&repo, false)?);
+    let record = store.latest_mission().map_err(store_error)?.ok_or_else(|| {
+        EngineError::Usage("no mission has run in this repository; start one with `orchestrator task`".into())
+    })?;
+    if !record.status.is_unfinished() {
+        return Err(EngineError::Usage(format!(
+            "the latest mission {} is already finished ({:?}); nothing to resume. Start a new one with `orchestrator task`.",
+            record.id, record.status
+        )));
+    }
+    let stored: StoredOptions = serde_json::from_value(record.options.clone()).unwrap_or_default();
+    let config = load_config(&repo, &stored.overrides(&options.overrides))?;
+    let clients = clients_from_env(config.provider)?;
+    preflight(clients.preflight.as_ref()).await?;
+    let (lock, store) = claim_repo(&repo, &record.id, &clients).await?;
+    let events = store.events_after(&record.id, None).map_err(store_error)?;
+    let replay = Replay::from_events(&events);
+    let next_seq = replay.last_seq.map(|s| s + 1).unwrap_or(0);
+    bus.attach(&record.id, next_seq, replay.usage, store.clone());
+    bus.emit(Event::MissionResumed {
+        phase: replay.phase.unwrap_or(Phase::Starting),
+        round: replay.round,
+    });
+    let report = run_mission(
+        record,
+        stored.apply,
+        repo,
+        config,
+        clients.mission,
+        replay,
+        store,
+        &bus,
+        cancel,
+    )
+    .await;
+    drop(lock);
+    Ok(report)
+}
+
+async fn discover_repo(path: &Path) -> Result<Repo> {
+    Repo::discover(path).await.map_err(|_| {
+        EngineError::Usage(format!(
+            "{} is not inside a git repository. Run orchestrator in your project's repository, or pass --repo DIR.",
+            path.display()
+        ))
+    })
+}
+
+fn load_config(repo: &Repo, overrides: &Overrides) -> Result<Config> {
     let mut layers = Vec::new();
     if let Some(path) = config::user_config_path() {
         layers.push(config::load_file(&path)?);
@@ -168,19 +298,67 @@ async fn prepare(options: &MissionOptions) -> Result<Prepared> {
     let env_model = std::env::var("ORCHESTRATOR_MODEL")
         .ok()
         .filter(|m| !m.trim().is_empty());
-    let config = config::resolve(&layers, &options.overrides, env_model)?;
-    let clients = clients_from_env(config.provider)?;
-    if !options.allow_dirty {
-        refuse_dirty(&repo).await?;
+    config::resolve(&layers, overrides, env_model)
+}
+
+/// Takes the repo lock and opens the store, in that order: only the lock holder writes the store.
+async fn claim_repo(repo: &Repo, mission: &str, clients: &Clients) -> Result<(RepoLock, Arc<Store>)> {
+    repo.ensure_excluded(&format!("/{STATE_DIR}/")).await?;
+    let lock = RepoLock::acquire(&repo.root().join(STATE_DIR), mission)?;
+    let store = Arc::new(open_store(repo, true)?);
+    store.set_secrets(clients.secrets.clone());
+    Ok((lock, store))
+}
+
+/// The repository's mission store; `create` makes it when missing.
+pub fn open_store(repo: &Repo, create: bool) -> Result<Store> {
+    open_store_at(repo.root(), create)
+}
+
+/// The store of the repository containing `path`, for commands that read it (`logs`).
+pub fn open_store_in(path: &Path) -> Result<Store> {
+    let root = crate::mission::repo_root_sync(path)?;
+    open_store_at(&root, false)
+}
+
+/// The top of the repository containing `path`.
+pub async fn repo_root(path: &Path) -> Result<PathBuf> {
+    Ok(discover_repo(path).await?.root().to_path_buf())
+}
+
+fn repo_root_sync(path: &Path) -> Result<PathBuf> {
+    // `logs` runs before any async work; ask git directly.
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--show-toplevel"])
+        .current_dir(path)
+        .output()
+        .map_err(|e| EngineError::io("cannot run git", e))?;
+    if !out.status.success() {
+        return Err(EngineError::Usage(format!(
+            "{} is not inside a git repository",
+            path.display()
+        )));
     }
-    preflight(clients.preflight.as_ref()).await?;
-    Ok(Prepared {
-        repo,
-        base,
-        user_branch,
-        config,
-        client: clients.mission,
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+pub(crate) fn open_store_at(root: &Path, create: bool) -> Result<Store> {
+    let path = root.join(STATE_DIR).join(STORE_FILE);
+    let opened = if create {
+        Store::open(&path)
+    } else {
+        Store::open_existing(&path)
+    };
+    opened.map_err(|e| match e {
+        StoreError::Missing(_) => EngineError::Usage(
+            "no mission has run in this repository; start one with `orchestrator task`".into(),
+        ),
+        other => EngineError::Usage(other.to_string()),
     })
+}
+
+fn store_error(e: StoreError) -> EngineError {
+    EngineError::Other(e.to_string())
 }
 
 async fn refuse_dirty(repo: &Repo) -> Result<()> {
@@ -201,87 +379,81 @@ async fn refuse_dirty(repo: &Repo) -> Result<()> {
     )))
 }
 
+fn mission_branch(mission: &str) -> String {
+    format!("orchestrator/{mission}/integration")
+}
+
 fn new_mission_id() -> String {
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
     format!("m{stamp}-{:04x}", rand::random::<u16>())
 }
 
-/// The mission log consumer: every event as one JSON line in `missions/<id>/events.jsonl`.
-async fn start_event_log(bus: &EventBus, dir: &Path) -> Result<tokio::task::JoinHandle<()>> {
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| EngineError::io(format!("cannot create {}", dir.display()), e))?;
-    let path = dir.join("events.jsonl");
-    let mut file = tokio::fs::File::create(&path)
-        .await
-        .map_err(|e| EngineError::io(format!("cannot create {}", path.display()), e))?;
-    let mut events = bus.subscribe();
-    Ok(tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            let Ok(mut line) = serde_json::to_string(&*event) else {
-                continue;
-            };
-            line.push('\n');
-            if let Err(e) = file.write_all(line.as_bytes()).await {
-                tracing::error!("cannot write the mission log {}: {e}", path.display());
-                return;
-            }
-        }
-        let _ = file.flush().await;
-    }))
-}
-
-async fn run_started(
-    id: &str,
-    options: &MissionOptions,
-    prepared: Prepared,
+/// One run of a mission, new or resumed, to its end. Never fails: every ending is a report.
+#[allow(clippy::too_many_arguments)]
+async fn run_mission(
+    record: MissionRecord,
+    apply: bool,
+    repo: Repo,
+    config: Config,
+    client: Arc<dyn ModelClient>,
+    replay: Replay,
+    store: Arc<Store>,
     bus: &EventBus,
     cancel: CancellationToken,
-) -> Result<MissionReport> {
-    let Prepared {
-        repo,
-        base,
-        user_branch,
-        config,
-        client,
-    } = prepared;
-    let integration_branch = format!("orchestrator/{id}/integration");
-    let worktrees = repo.root().join(STATE_DIR).join("worktrees").join(id);
-    bus.emit(Event::MissionStarted {
-        objective: options.objective.clone(),
-        base_commit: base.clone(),
-        user_branch: user_branch.clone(),
-        integration_branch: integration_branch.clone(),
-    });
+) -> MissionReport {
+    let id = record.id.clone();
+    let _ = store.set_status(&id, MissionStatus::Running, Some(std::process::id()));
+    if replay.last_seq.is_none() {
+        bus.emit(Event::MissionStarted {
+            objective: record.objective.clone(),
+            base_commit: record.base_commit.clone(),
+            user_branch: record.user_branch.clone(),
+            integration_branch: record.integration_branch.clone(),
+        });
+    }
     let rt = Runtime::new(
         client,
         bus.clone(),
         cancel,
         config.max_parallel,
         config.budget_tokens,
-    );
-    let mut setup = Setup {
+    )
+    .with_store(store.clone(), &id);
+    let setup = Setup {
         repo: repo.clone(),
-        worktrees: worktrees.clone(),
-        base: base.clone(),
+        worktrees: repo.root().join(STATE_DIR).join("worktrees").join(&id),
+        base: record.base_commit.clone(),
+        objective: record.objective.clone(),
+        integration_branch: record.integration_branch.clone(),
     };
-    let result = drive(id, options, &mut setup, rt, config, &integration_branch).await;
-    let (outcome, summary, result_commit) = match result {
-        Ok(done) => done,
-        Err(e) => (
-            Outcome::Unsealed,
-            format!("the mission stopped on an error: {e}"),
-            None,
-        ),
+    let ending = match drive(&id, &setup, rt, config, replay).await {
+        Ok(ending) => ending,
+        Err(EngineError::Interrupted) => interrupted(),
+        Err(e) => Ending::unsealed(format!("the mission stopped on an error: {e}")),
     };
-    let mut summary = summary;
-    if outcome == Outcome::Sealed && options.apply {
-        if let (Some(branch), Some(commit)) = (&user_branch, &result_commit) {
+    let Ending {
+        outcome,
+        mut summary,
+        result_commit,
+        resumable,
+    } = ending;
+    if let Some(error) = bus.store_error() {
+        summary.push_str(&format!(
+            "\nthe mission store could not be written ({error}); resume may repeat work"
+        ));
+    }
+    if outcome == Outcome::Sealed && apply {
+        if let (Some(branch), Some(commit)) = (&record.user_branch, &result_commit) {
             summary.push('\n');
-            summary.push_str(&apply_result(&repo, branch, commit, &integration_branch, bus).await);
+            summary.push_str(&apply_result(&repo, branch, commit, &record.integration_branch, bus).await);
         }
     }
     cleanup(&setup).await;
+    let status = match (outcome, resumable) {
+        (Outcome::Sealed, _) => MissionStatus::Sealed,
+        (Outcome::Interrupted, _) | (_, true) => MissionStatus::Interrupted,
+        _ => MissionStatus::Unsealed,
+    };
     bus.emit(Event::PhaseChanged {
         phase: Phase::Finished,
         round: 0,
@@ -292,81 +464,117 @@ async fn run_started(
         usage: bus.usage(),
         result_commit: result_commit.clone(),
     });
-    Ok(MissionReport {
-        mission: id.to_string(),
+    let _ = store.set_status(&id, status, None);
+    MissionReport {
+        mission: id,
         outcome,
         summary,
-        integration_branch,
+        integration_branch: record.integration_branch,
         result_commit,
-    })
+    }
 }
 
 struct Setup {
     repo: Repo,
     worktrees: PathBuf,
     base: String,
+    objective: String,
+    integration_branch: String,
 }
 
-/// Discovery, planning and rounds. Returns the outcome, a summary for the user and the result commit.
-async fn drive(
-    id: &str,
-    options: &MissionOptions,
-    setup: &mut Setup,
-    rt: Runtime,
-    config: Config,
-    integration_branch: &str,
-) -> Result<(Outcome, String, Option<String>)> {
+/// How a run ended. `resumable` marks an unsealed stop that `resume` may continue (a spent budget).
+struct Ending {
+    outcome: Outcome,
+    summary: String,
+    result_commit: Option<String>,
+    resumable: bool,
+}
+
+impl Ending {
+    fn unsealed(summary: String) -> Self {
+        Ending {
+            outcome: Outcome::Unsealed,
+            summary,
+            result_commit: None,
+            resumable: false,
+        }
+    }
+}
+
+fn interrupted() -> Ending {
+    Ending {
+        outcome: Outcome::Interrupted,
+        summary: "the mission was interrupted; continue it with `orchestrator resume`".into(),
+        result_commit: None,
+        resumable: true,
+    }
+}
+
+/// Discovery, planning and rounds, each skipped when the replay shows it done.
+async fn drive(id: &str, setup: &Setup, rt: Runtime, config: Config, replay: Replay) -> Result<Ending> {
     let repo = &setup.repo;
     let base_tree = repo
         .add_detached_worktree(&setup.worktrees.join("base"), &setup.base)
         .await?;
-    repo.create_branch(integration_branch, &setup.base).await?;
-    let integration = repo
-        .add_worktree(&setup.worktrees.join("integration"), integration_branch)
-        .await?;
+    let integration = open_integration(setup).await?;
 
-    rt.bus.emit(Event::PhaseChanged {
-        phase: Phase::Discovery,
-        round: 0,
-    });
-    let scan = prescan::scan(base_tree.path());
-    let build = config.verify_build.clone().or(scan.build.clone());
-    let test = config.verify_test.clone().or(scan.test.clone());
-    rt.bus.emit(Event::PreScanFinished {
-        files: scan.file_count,
-        build: build.clone(),
-        test: test.clone(),
-    });
     let read_only = Arc::new(toolbox(base_tree.path(), false, &config)?);
-    let context = roles::discover(&rt, &config, &options.objective, &scan, read_only.clone()).await;
-    if rt.cancel.is_cancelled() {
-        return Ok(interrupted());
-    }
-
-    rt.bus.emit(Event::PhaseChanged {
-        phase: Phase::Planning,
-        round: 1,
-    });
-    let plan = match roles::plan(&rt, &config, &options.objective, &context, read_only).await {
-        Ok(plan) => plan,
-        Err(reason) if rt.cancel.is_cancelled() => return Ok((Outcome::Interrupted, reason, None)),
-        Err(reason) => return Ok((Outcome::Unsealed, reason, None)),
+    let (context, build, test) = match (&replay.context, &replay.verify) {
+        (Some(context), Some((build, test))) => (context.clone(), build.clone(), test.clone()),
+        _ => {
+            rt.bus.emit(Event::PhaseChanged {
+                phase: Phase::Discovery,
+                round: 0,
+            });
+            let scan = prescan::scan(base_tree.path());
+            let build = config.verify_build.clone().or(scan.build.clone());
+            let test = config.verify_test.clone().or(scan.test.clone());
+            rt.bus.emit(Event::PreScanFinished {
+                files: scan.file_count,
+                build: build.clone(),
+                test: test.clone(),
+            });
+            let context = roles::discover(&rt, &config, &setup.objective, &scan, read_only.clone()).await;
+            if rt.cancel.is_cancelled() {
+                return Ok(interrupted());
+            }
+            rt.bus.emit(Event::DiscoveryFinished {
+                context: context.clone(),
+            });
+            (context, build, test)
+        }
+    };
+    let plan = match replay.plans.get(&1) {
+        Some(plan) => plan.clone(),
+        None => {
+            rt.bus.emit(Event::PhaseChanged {
+                phase: Phase::Planning,
+                round: 1,
+            });
+            match roles::plan(&rt, &config, &setup.objective, &context, read_only).await {
+                Ok(plan) => plan,
+                Err(_) if rt.cancel.is_cancelled() => return Ok(interrupted()),
+                Err(reason) => return Ok(Ending::unsealed(reason)),
+            }
+        }
     };
     let verifier = Verifier {
-        build,
-        test,
+        build: config.verify_build.clone().or(build),
+        test: config.verify_test.clone().or(test),
         timeout: config.verify_timeout,
         permits: Semaphore::new(config.max_parallel_verify),
     };
     let mission = Arc::new(Mission {
         id: id.to_string(),
-        objective: options.objective.clone(),
+        objective: setup.objective.clone(),
         repo: repo.clone(),
         rt,
         config,
         verifier,
         context,
         worktrees: setup.worktrees.clone(),
+        run_index: replay.resumes + 1,
+        replay,
         todo: Mutex::new(TodoBook {
             path: repo.root().join(STATE_DIR).join("todo.md"),
             entries: BTreeMap::new(),
@@ -376,8 +584,22 @@ async fn drive(
     run_rounds(&mission, plan, integration, &setup.base).await
 }
 
-fn interrupted() -> (Outcome, String, Option<String>) {
-    (Outcome::Interrupted, "the mission was interrupted".into(), None)
+/// The integration worktree: the one a crashed run left (a half-done merge undone), or a new one.
+async fn open_integration(setup: &Setup) -> Result<Worktree> {
+    let repo = &setup.repo;
+    let path = setup.worktrees.join("integration");
+    if let Some(worktree) = repo.open_worktree(&path).await? {
+        if worktree.merge_in_progress().await? {
+            worktree.abort_merge().await?;
+        }
+        let head = worktree.head().await?;
+        worktree.reset_hard(&head).await?;
+        return Ok(worktree);
+    }
+    if !repo.branch_exists(&setup.integration_branch).await? {
+        repo.create_branch(&setup.integration_branch, &setup.base).await?;
+    }
+    Ok(repo.add_worktree(&path, &setup.integration_branch).await?)
 }
 
 pub(crate) fn toolbox(root: &Path, allow_write: bool, config: &Config) -> Result<Toolbox> {
@@ -395,70 +617,107 @@ async fn run_rounds(
     plan: Vec<UnitSpec>,
     integration: Worktree,
     base: &str,
-) -> Result<(Outcome, String, Option<String>)> {
-    let target = Arc::new(MergeTarget::new(integration.clone()));
-    let mut units = plan;
-    let rounds = mission.config.rounds;
-    for round in 1..=rounds {
+) -> Result<Ending> {
+    let target = Arc::new(MergeTarget::new(integration.clone(), mission_branch(&mission.id)));
+    let replay = &mission.replay;
+    let first_round = replay.round.max(1);
+    let mut units = replay.plans.get(&first_round).cloned().unwrap_or(plan);
+    let rounds = mission.config.rounds.max(first_round);
+    for round in first_round..=rounds {
         let bus = &mission.rt.bus;
-        bus.emit(Event::PlanAccepted {
-            round,
-            units: units.clone(),
-        });
-        for unit in &units {
-            mission.set_state(unit, round, UnitState::Queued, 0, None);
+        if replay.plans.contains_key(&round) {
+            for unit in &units {
+                if let Some(record) = replay.units.get(&unit.id) {
+                    mission.note_todo(unit, round, record.state, record.detail.clone());
+                }
+            }
+        } else {
+            bus.emit(Event::PlanAccepted {
+                round,
+                units: units.clone(),
+            });
+            for unit in &units {
+                mission.set_state(unit, round, UnitState::Queued, 0, None);
+            }
         }
         bus.emit(Event::PhaseChanged {
             phase: Phase::Execution,
             round,
         });
         let outcomes = units::run_dag(mission.clone(), units.clone(), 0, target.clone(), round).await;
-        if mission.rt.cancel.is_cancelled() {
+        if mission.rt.cancel.is_cancelled() || outcomes.iter().any(|o| o.interrupted) {
             return Ok(interrupted());
         }
         if let Some(reason) = budget_stop(mission) {
-            return Ok((Outcome::Unsealed, reason, None));
-        }
-        let follow_up = if outcomes.iter().all(|o| o.state == UnitState::Passed) {
-            bus.emit(Event::PhaseChanged {
-                phase: Phase::Integration,
-                round,
+            return Ok(Ending {
+                resumable: true,
+                ..Ending::unsealed(reason)
             });
-            match integrate(mission, &integration, base, &outcomes, round).await? {
-                None => {
-                    bus.emit(Event::RoundFinished {
-                        round,
-                        passed: true,
-                        follow_up: Vec::new(),
-                    });
-                    let head = integration.head().await?;
-                    return Ok((Outcome::Sealed, sealed_summary(&outcomes, round), Some(head)));
-                }
-                Some(follow_up) => follow_up,
+        }
+        let follow_up = match replay.rounds.get(&round) {
+            Some((true, _)) => None,
+            Some((false, follow_up)) => Some(follow_up.clone()),
+            None => round_result(mission, &integration, base, &outcomes, round).await?,
+        };
+        let Some(follow_up) = follow_up else {
+            if !replay.rounds.contains_key(&round) {
+                bus.emit(Event::RoundFinished {
+                    round,
+                    passed: true,
+                    follow_up: Vec::new(),
+                });
             }
-        } else {
-            retry_units(&outcomes, round + 1)
+            let head = integration.head().await?;
+            return Ok(Ending {
+                outcome: Outcome::Sealed,
+                summary: sealed_summary(&outcomes, round),
+                result_commit: Some(head),
+                resumable: false,
+            });
         };
         if mission.rt.cancel.is_cancelled() {
             return Ok(interrupted());
         }
-        bus.emit(Event::RoundFinished {
-            round,
-            passed: false,
-            follow_up: follow_up.clone(),
-        });
-        if round == rounds {
-            return Ok((Outcome::Unsealed, unsealed_summary(rounds, &follow_up), None));
+        if !replay.rounds.contains_key(&round) {
+            bus.emit(Event::RoundFinished {
+                round,
+                passed: false,
+                follow_up: follow_up.clone(),
+            });
         }
-        units = follow_up;
+        if round == rounds {
+            return Ok(Ending::unsealed(unsealed_summary(rounds, &follow_up)));
+        }
+        units = replay.plans.get(&(round + 1)).cloned().unwrap_or(follow_up);
     }
-    Ok((Outcome::Unsealed, "no rounds were run".into(), None))
+    Ok(Ending::unsealed("no rounds were run".into()))
+}
+
+/// `None` when the round passed; otherwise the units of the next round.
+async fn round_result(
+    mission: &Arc<Mission>,
+    integration: &Worktree,
+    base: &str,
+    outcomes: &[UnitOutcome],
+    round: u32,
+) -> Result<Option<Vec<UnitSpec>>> {
+    if outcomes.iter().all(|o| o.state == UnitState::Passed) {
+        mission.rt.bus.emit(Event::PhaseChanged {
+            phase: Phase::Integration,
+            round,
+        });
+        integrate(mission, integration, base, outcomes, round).await
+    } else {
+        Ok(Some(retry_units(outcomes, round + 1)))
+    }
 }
 
 fn budget_stop(mission: &Mission) -> Option<String> {
     let limit = mission.config.budget_tokens?;
     let used = mission.rt.bus.usage().total();
-    (used >= limit).then(|| format!("the token budget is spent ({used} of {limit} tokens used)"))
+    (used >= limit).then(|| {
+        format!("the token budget is spent ({used} of {limit} tokens used); continue with `orchestrator resume --budget-tokens N`")
+    })
 }
 
 /// Stage 2: the runtime's full build and tests on the integrated branch, then the master review.
@@ -482,6 +741,9 @@ async fn integrate(
             evidence: e.clone(),
         });
     }
+    if mission.rt.cancel.is_cancelled() {
+        return Err(EngineError::Interrupted);
+    }
     if !verify::all_passed(&evidence) {
         let unit = UnitSpec {
             id: format!("r{}-1", round + 1),
@@ -496,20 +758,31 @@ async fn integrate(
         };
         return Ok(Some(vec![unit]));
     }
-    let review = roles::master_review(mission, integration, base, outcomes, &evidence).await?;
-    bus.emit(Event::ReviewFinished {
-        unit: None,
-        review: review.clone(),
-    });
+    let review = match mission.replay.master_reviews.get(&round) {
+        Some(review) => review.clone(),
+        None => {
+            let review = roles::master_review(mission, integration, base, outcomes, &evidence, round).await?;
+            bus.emit(Event::ReviewFinished {
+                unit: None,
+                attempt: round,
+                review: review.clone(),
+            });
+            review
+        }
+    };
     if review.verdict == orchestrator_protocol::Verdict::Pass {
         return Ok(None);
     }
+    Ok(Some(follow_up_units(&review, round + 1)))
+}
+
+fn follow_up_units(review: &orchestrator_protocol::Review, next_round: u32) -> Vec<UnitSpec> {
     let mut follow_up: Vec<UnitSpec> = review
         .issues
         .iter()
         .enumerate()
         .map(|(i, issue)| UnitSpec {
-            id: format!("r{}-{}", round + 1, i + 1),
+            id: format!("r{next_round}-{}", i + 1),
             title: issue.title.clone(),
             description: match &issue.file {
                 Some(file) => format!("{}\n\n(File: {file})", issue.description),
@@ -521,14 +794,14 @@ async fn integrate(
         .collect();
     if follow_up.is_empty() {
         follow_up.push(UnitSpec {
-            id: format!("r{}-1", round + 1),
+            id: format!("r{next_round}-1"),
             title: "Address the master review".into(),
             description: review.summary.clone(),
             depends_on: Vec::new(),
             files: Vec::new(),
         });
     }
-    Ok(Some(follow_up))
+    follow_up
 }
 
 /// Units that failed or were skipped, again, under new ids; dependencies on merged units are dropped.
@@ -588,9 +861,9 @@ async fn apply_result(repo: &Repo, branch: &str, commit: &str, integration: &str
     };
     let message = match result {
         Ok(FastForward::Done) => format!("{branch} fast-forwarded to {}", &commit[..commit.len().min(12)]),
-        Ok(FastForward::NotFastForward) => format!(
-            "{branch} has moved since the mission started, so it was left alone; merge {integration} yourself"
-        ),
+        Ok(FastForward::NotFastForward) => {
+            format!("{branch} has moved since the mission started, so it was left alone; merge {integration} yourself")
+        }
         Ok(FastForward::Blocked(why)) => {
             format!("{branch} was left alone ({why}); the result is on {integration}")
         }
@@ -602,7 +875,8 @@ async fn apply_result(repo: &Repo, branch: &str, commit: &str, integration: &str
     message
 }
 
-/// Removes the mission's worktrees and unit branches; the integration branch stays as the reviewable result.
+/// Removes the mission's worktrees. Unit branches that still exist hold unfinished work and stay for
+/// `resume`; the integration branch stays as the reviewable result.
 async fn cleanup(setup: &Setup) {
     let repo = &setup.repo;
     if let Ok(list) = repo.list_worktrees().await {
@@ -633,6 +907,7 @@ mod tests {
             state,
             summary: String::new(),
             reason: Some("x".into()),
+            interrupted: false,
         };
         let outcomes = vec![
             outcome(unit("a", &[]), UnitState::Passed),
@@ -645,5 +920,21 @@ mod tests {
         assert!(next[0].depends_on.is_empty());
         assert_eq!(next[1].depends_on, vec!["b-r2"]);
         assert!(next[0].description.contains("did not pass: x"));
+    }
+
+    #[test]
+    fn resume_flags_override_stored_ones() {
+        let stored = StoredOptions {
+            max_parallel: Some(4),
+            budget_tokens: Some(10),
+            ..Default::default()
+        };
+        let newer = Overrides {
+            budget_tokens: Some(500),
+            ..Default::default()
+        };
+        let merged = stored.overrides(&newer);
+        assert_eq!(merged.max_parallel, Some(4));
+        assert_eq!(merged.budget_tokens, Some(500));
     }
 }

@@ -62,7 +62,7 @@ pub async fn discover(
         async move {
             let Some(mut slot) = Slot::acquire(rt).await else { return (name, String::from("(cancelled)")) };
             let mut session =
-                Session::new(rt, Role::Scout, None, config.role(Role::Scout).clone(), tools, Vec::new(), first);
+                Session::new(rt, &format!("scout:{name}"), Role::Scout, None, config.role(Role::Scout).clone(), tools, Vec::new(), first);
             let report = match session.run(rt, &NoHooks, &mut slot).await {
                 SessionEnd::Answered(text) if !text.trim().is_empty() => text,
                 SessionEnd::Answered(_) => "(the scout returned an empty report)".into(),
@@ -200,6 +200,7 @@ pub async fn plan(
     };
     let mut session = Session::new(
         rt,
+        "planner",
         Role::Planner,
         None,
         config.role(Role::Planner).clone(),
@@ -247,8 +248,10 @@ impl SessionHooks for ReviewHook {
 
 /// Runs a reviewer-like session to its verdict. A session that ends without one gives a failing review
 /// that says so, never a silent pass.
+#[allow(clippy::too_many_arguments)]
 async fn run_review(
     rt: &Runtime,
+    key: &str,
     role: Role,
     unit: Option<String>,
     config: &Config,
@@ -261,6 +264,7 @@ async fn run_review(
     };
     let mut session = Session::new(
         rt,
+        key,
         role,
         unit,
         config.role(role).clone(),
@@ -289,6 +293,7 @@ pub async fn review_unit(
     worktree: &Worktree,
     base: &str,
     evidence: &[Evidence],
+    attempt: u32,
     slot: &mut Slot,
 ) -> std::result::Result<Review, SessionEnd> {
     let diff = worktree
@@ -310,6 +315,7 @@ pub async fn review_unit(
     };
     run_review(
         &mission.rt,
+        &format!("reviewer:{}:{attempt}", unit.id),
         Role::Reviewer,
         Some(unit.id.clone()),
         &mission.config,
@@ -327,6 +333,7 @@ pub async fn master_review(
     base: &str,
     outcomes: &[UnitOutcome],
     evidence: &[Evidence],
+    round: u32,
 ) -> Result<Review> {
     let stat = integration.diff_stat_since(base).await?;
     let mut units = String::new();
@@ -354,6 +361,7 @@ pub async fn master_review(
     };
     match run_review(
         rt,
+        &format!("master:{round}"),
         Role::MasterReviewer,
         None,
         &mission.config,

@@ -12,6 +12,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use orchestrator_model::{ChatRequest, Message, ModelClient, ModelError, ToolCall, ToolSpec};
 use orchestrator_protocol::{Event, Role, TokenUsage};
+use orchestrator_store::Store;
 use orchestrator_tools::{summarize_call, ToolOutput, Toolbox};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,9 @@ pub struct Runtime {
     /// The global cap on sessions in flight, across roles and depths.
     pub slots: Arc<Semaphore>,
     pub budget_tokens: Option<u64>,
+    /// Where transcripts are kept, so an interrupted session continues from its last message.
+    pub store: Option<Arc<Store>>,
+    pub mission: String,
     session_seq: AtomicU64,
 }
 
@@ -45,8 +49,17 @@ impl Runtime {
             cancel,
             slots: Arc::new(Semaphore::new(max_parallel)),
             budget_tokens,
+            store: None,
+            mission: String::new(),
             session_seq: AtomicU64::new(1),
         }
+    }
+
+    /// Keeps every session's transcript in `store` under `mission`.
+    pub fn with_store(mut self, store: Arc<Store>, mission: &str) -> Self {
+        self.store = Some(store);
+        self.mission = mission.to_string();
+        self
     }
 
     fn next_session_id(&self, role: Role) -> String {
@@ -55,6 +68,14 @@ impl Runtime {
             role.as_str(),
             self.session_seq.fetch_add(1, Ordering::Relaxed)
         )
+    }
+
+    fn transcript(&self, key: &str) -> Option<Transcript> {
+        Some(Transcript {
+            store: self.store.clone()?,
+            mission: self.mission.clone(),
+            key: key.to_string(),
+        })
     }
 
     fn budget_spent(&self) -> bool {
@@ -130,6 +151,12 @@ impl SessionHooks for NoHooks {
     }
 }
 
+enum ToolTurn {
+    Continue,
+    Finished,
+    Cancelled,
+}
+
 /// Why a session stopped.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionEnd {
@@ -142,6 +169,51 @@ pub enum SessionEnd {
     Cancelled,
     ModelFailed(String),
 }
+
+/// Where one session's messages are stored, keyed by what the session is for (e.g. `worker:t3`),
+/// so the same session is found again after a restart.
+struct Transcript {
+    store: Arc<Store>,
+    mission: String,
+    key: String,
+}
+
+impl Transcript {
+    fn load(&self) -> Vec<Message> {
+        match self.store.messages(&self.mission, &self.key) {
+            Ok(values) => values
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect(),
+            Err(e) => {
+                tracing::warn!("cannot read the transcript of {}: {e}", self.key);
+                Vec::new()
+            }
+        }
+    }
+
+    fn save(&self, index: usize, message: &Message) {
+        let value = match serde_json::to_value(message) {
+            Ok(value) => value,
+            Err(e) => return tracing::warn!("cannot encode a message of {}: {e}", self.key),
+        };
+        if let Err(e) = self.store.append_message(&self.mission, &self.key, index, &value) {
+            tracing::error!("cannot store a message of {}: {e}", self.key);
+        }
+    }
+}
+
+/// Tools whose calls are safe to run again when their result was lost in a crash.
+const REPEATABLE: &[&str] = &[
+    "read",
+    "list",
+    "glob",
+    "grep",
+    "write",
+    "spawn",
+    "submit_plan",
+    "submit_review",
+];
 
 pub struct Session {
     pub id: String,
@@ -156,11 +228,17 @@ pub struct Session {
     finish_tool: Option<&'static str>,
     pub turns: u32,
     pub usage: TokenUsage,
+    transcript: Option<Transcript>,
+    /// True when the conversation was loaded from the store: lost tool results must be repaired.
+    resumed: bool,
 }
 
 impl Session {
+    /// A session for `key`; when the store holds a transcript for that key, the session continues it.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         rt: &Runtime,
+        key: &str,
         role: Role,
         unit: Option<String>,
         settings: RoleSettings,
@@ -176,7 +254,10 @@ impl Session {
             Role::Reviewer | Role::MasterReviewer => Some("submit_review"),
             _ => None,
         };
-        Session {
+        let transcript = rt.transcript(key);
+        let stored = transcript.as_ref().map(Transcript::load).unwrap_or_default();
+        let resumed = !stored.is_empty();
+        let mut session = Session {
             id: rt.next_session_id(role),
             role,
             unit,
@@ -184,16 +265,46 @@ impl Session {
             toolbox,
             tools,
             extra,
-            messages: vec![Message::user(first_message)],
+            messages: stored,
             finish_tool,
             turns: 0,
             usage: TokenUsage::default(),
+            transcript,
+            resumed,
+        };
+        if !resumed {
+            session.push(Message::user(first_message));
         }
+        session
     }
 
-    /// Adds a user message, e.g. a failed review sent back to the worker, before running again.
+    /// Appends to the conversation, storing the message first.
+    fn push(&mut self, message: Message) {
+        if let Some(transcript) = &self.transcript {
+            transcript.save(self.messages.len(), &message);
+        }
+        self.messages.push(message);
+    }
+
+    /// Adds a user message, e.g. a failed review sent back to the worker, before running again. The same
+    /// message is not added twice in a row (a resumed mission may repeat the step that sent it).
     pub fn push_user(&mut self, text: String) {
-        self.messages.push(Message::user(text));
+        if matches!(self.messages.last(), Some(Message::User { content }) if *content == text) {
+            return;
+        }
+        self.push(Message::user(text));
+    }
+
+    /// The final answer, when the conversation already ended with one (a resumed, finished session).
+    fn finished_answer(&self) -> Option<String> {
+        match self.messages.last() {
+            Some(Message::Assistant { content, tool_calls })
+                if tool_calls.is_empty() && self.finish_tool.is_none() =>
+            {
+                Some(content.clone())
+            }
+            _ => None,
+        }
     }
 
     /// Runs model turns until the session ends. Can be called again after `push_user`.
@@ -218,6 +329,12 @@ impl Session {
     }
 
     async fn run_turns(&mut self, rt: &Runtime, hooks: &dyn SessionHooks, slot: &mut Slot) -> SessionEnd {
+        if let Some(answer) = self.finished_answer() {
+            return SessionEnd::Answered(answer);
+        }
+        if std::mem::take(&mut self.resumed) && self.repair_lost_results(rt, hooks, slot).await {
+            return SessionEnd::Finished;
+        }
         let mut budget_for_run = self.settings.max_turns;
         loop {
             if rt.cancel.is_cancelled() {
@@ -235,7 +352,7 @@ impl Session {
                 Err(ModelError::Cancelled) => return SessionEnd::Cancelled,
                 Err(e) => return SessionEnd::ModelFailed(e.to_string()),
             };
-            self.messages.push(Message::Assistant {
+            self.push(Message::Assistant {
                 content: reply.content.clone(),
                 tool_calls: reply.tool_calls.clone(),
             });
@@ -250,8 +367,10 @@ impl Session {
                     }
                 }
             }
-            if self.run_tool_calls(rt, hooks, slot, &reply.tool_calls).await {
-                return SessionEnd::Finished;
+            match self.run_tool_calls(rt, hooks, slot, &reply.tool_calls).await {
+                ToolTurn::Continue => {}
+                ToolTurn::Finished => return SessionEnd::Finished,
+                ToolTurn::Cancelled => return SessionEnd::Cancelled,
             }
         }
     }
@@ -278,14 +397,15 @@ impl Session {
         Ok(reply)
     }
 
-    /// Runs one turn's tool calls in order; true when a hook finished the session.
+    /// Runs one turn's tool calls in order. A result that arrives after a cancel is not recorded: the
+    /// call counts as lost, and a resumed session repeats it (or reports it interrupted).
     async fn run_tool_calls(
         &mut self,
         rt: &Runtime,
         hooks: &dyn SessionHooks,
         slot: &mut Slot,
         calls: &[ToolCall],
-    ) -> bool {
+    ) -> ToolTurn {
         let mut finished = false;
         for call in calls {
             // Once a finishing call is accepted, later calls in the same turn are not run.
@@ -294,12 +414,84 @@ impl Session {
             } else {
                 self.run_tool_call(rt, hooks, slot, call).await
             };
+            if rt.cancel.is_cancelled() {
+                return ToolTurn::Cancelled;
+            }
             finished |= ends;
-            self.messages.push(Message::Tool {
+            self.push(Message::Tool {
                 call_id: call.id.clone(),
                 content: output.content,
                 is_error: output.is_error,
             });
+        }
+        if finished {
+            ToolTurn::Finished
+        } else {
+            ToolTurn::Continue
+        }
+    }
+
+    /// After a restart, the last turn's tool calls may have no results. Calls that are safe to repeat
+    /// run again (a finishing call re-delivers its plan or review); `bash` and `edit` are reported as
+    /// interrupted instead, since running them twice could do harm. True when a finishing call ended
+    /// the session.
+    async fn repair_lost_results(&mut self, rt: &Runtime, hooks: &dyn SessionHooks, slot: &mut Slot) -> bool {
+        let Some(last_turn) = self
+            .messages
+            .iter()
+            .rposition(|m| matches!(m, Message::Assistant { .. }))
+        else {
+            return false;
+        };
+        let Message::Assistant { tool_calls, .. } = &self.messages[last_turn] else {
+            return false;
+        };
+        let calls = tool_calls.clone();
+        let answered: Vec<(String, bool)> = self.messages[last_turn..]
+            .iter()
+            .filter_map(|m| match m {
+                Message::Tool {
+                    call_id, is_error, ..
+                } => Some((call_id.clone(), *is_error)),
+                _ => None,
+            })
+            .collect();
+        let mut finished = false;
+        for call in calls {
+            let answered_ok = answered
+                .iter()
+                .find(|(id, _)| *id == call.id)
+                .map(|(_, err)| !err);
+            let is_finish = self.finish_tool == Some(call.name.as_str());
+            match answered_ok {
+                // An accepted plan or review whose effect was lost with the process: deliver it again.
+                Some(true) if is_finish => {
+                    let (_, ends) = self.run_tool_call(rt, hooks, slot, &call).await;
+                    finished |= ends;
+                }
+                Some(_) => {}
+                None if REPEATABLE.contains(&call.name.as_str()) => {
+                    let (output, ends) = self.run_tool_call(rt, hooks, slot, &call).await;
+                    finished |= ends;
+                    self.push(Message::Tool {
+                        call_id: call.id.clone(),
+                        content: output.content,
+                        is_error: output.is_error,
+                    });
+                }
+                None => {
+                    let note = format!(
+                        "Interrupted: the orchestrator stopped while `{}` was running, and its result was lost. It may or \
+                         may not have taken effect; check before repeating it.",
+                        call.name
+                    );
+                    self.push(Message::Tool {
+                        call_id: call.id.clone(),
+                        content: note,
+                        is_error: true,
+                    });
+                }
+            }
         }
         finished
     }

@@ -24,13 +24,16 @@ use crate::verify::{self, all_passed};
 /// the merge queue: one merge at a time into one target.
 pub struct MergeTarget {
     pub worktree: Worktree,
+    /// The branch checked out in `worktree`.
+    pub branch: String,
     lock: tokio::sync::Mutex<()>,
 }
 
 impl MergeTarget {
-    pub fn new(worktree: Worktree) -> Self {
+    pub fn new(worktree: Worktree, branch: String) -> Self {
         MergeTarget {
             worktree,
+            branch,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -44,10 +47,25 @@ pub struct UnitOutcome {
     /// The worker's own summary.
     pub summary: String,
     pub reason: Option<String>,
+    /// Stopped by a cancel: not an ending, the unit continues on `resume`.
+    pub interrupted: bool,
+}
+
+impl UnitOutcome {
+    fn interrupted(unit: &UnitSpec) -> Self {
+        UnitOutcome {
+            unit: unit.clone(),
+            state: UnitState::Failed,
+            summary: String::new(),
+            reason: Some("interrupted".into()),
+            interrupted: true,
+        }
+    }
 }
 
 /// Runs units in dependency order, every ready unit at once (the global slot cap limits sessions).
-/// A unit whose dependency did not pass is skipped.
+/// A unit whose dependency did not pass is skipped; units that ended in an earlier run of the mission
+/// are taken as they ended and never run again.
 pub fn run_dag(
     mission: Arc<Mission>,
     units: Vec<UnitSpec>,
@@ -56,11 +74,34 @@ pub fn run_dag(
     round: u32,
 ) -> BoxFuture<'static, Vec<UnitOutcome>> {
     Box::pin(async move {
-        let mut waiting: Vec<UnitSpec> = units.clone();
         let mut done: HashMap<String, UnitOutcome> = HashMap::new();
+        let mut waiting = Vec::new();
+        for unit in &units {
+            match mission.replay.terminal(&unit.id) {
+                Some(record) => {
+                    mission.note_todo(unit, round, record.state, record.detail.clone());
+                    let outcome = UnitOutcome {
+                        unit: unit.clone(),
+                        state: record.state,
+                        summary: record.detail.clone().unwrap_or_default(),
+                        reason: (record.state != UnitState::Passed)
+                            .then(|| record.detail.clone())
+                            .flatten(),
+                        interrupted: false,
+                    };
+                    done.insert(unit.id.clone(), outcome);
+                }
+                None => waiting.push(unit.clone()),
+            }
+        }
         let mut running = FuturesUnordered::new();
         loop {
-            let (ready, blocked) = next_ready(&mut waiting, &done);
+            // After a cancel nothing new starts; what runs winds down and is reported as interrupted.
+            let (ready, blocked) = if mission.rt.cancel.is_cancelled() {
+                (Vec::new(), Vec::new())
+            } else {
+                next_ready(&mut waiting, &done)
+            };
             for unit in blocked {
                 let reason = format!("a dependency did not pass: {}", unit.depends_on.join(", "));
                 mission.set_state(&unit, round, UnitState::Skipped, 0, Some(reason.clone()));
@@ -69,6 +110,7 @@ pub fn run_dag(
                     state: UnitState::Skipped,
                     summary: String::new(),
                     reason: Some(reason),
+                    interrupted: false,
                 };
                 done.insert(outcome.unit.id.clone(), outcome);
             }
@@ -76,7 +118,7 @@ pub fn run_dag(
                 running.push(run_unit(mission.clone(), unit, depth, target.clone(), round));
             }
             if running.is_empty() {
-                if waiting.is_empty() {
+                if waiting.is_empty() || mission.rt.cancel.is_cancelled() {
                     break;
                 }
                 continue; // newly blocked units were just recorded; look again
@@ -84,6 +126,9 @@ pub fn run_dag(
             if let Some(outcome) = running.next().await {
                 done.insert(outcome.unit.id.clone(), outcome);
             }
+        }
+        for unit in waiting {
+            done.insert(unit.id.clone(), UnitOutcome::interrupted(&unit));
         }
         // Report in plan order.
         units.iter().filter_map(|u| done.remove(&u.id)).collect()
@@ -127,16 +172,27 @@ fn run_unit(
     round: u32,
 ) -> BoxFuture<'static, UnitOutcome> {
     Box::pin(async move {
-        let mut run = UnitRun {
+        let run = UnitRun {
             mission: mission.clone(),
             unit: unit.clone(),
             depth,
             round,
         };
         let outcome = run.execute(&target).await;
-        mission.set_state(&unit, round, outcome.state, 0, outcome.reason.clone());
+        if !outcome.interrupted {
+            let detail = if outcome.state == UnitState::Passed {
+                Some(first_chars(&outcome.summary, 200)).filter(|s| !s.is_empty())
+            } else {
+                outcome.reason.clone()
+            };
+            mission.set_state(&unit, round, outcome.state, 0, detail);
+        }
         outcome
     })
+}
+
+fn first_chars(text: &str, max: usize) -> String {
+    text.trim().chars().take(max).collect()
 }
 
 struct UnitRun {
@@ -144,6 +200,14 @@ struct UnitRun {
     unit: UnitSpec,
     depth: u32,
     round: u32,
+}
+
+/// Where an earlier run of the mission left this unit.
+#[derive(Clone)]
+struct Resume {
+    state: UnitState,
+    attempt: u32,
+    reviews: std::collections::BTreeMap<u32, Review>,
 }
 
 impl UnitRun {
@@ -158,22 +222,24 @@ impl UnitRun {
             state: UnitState::Failed,
             summary,
             reason: Some(reason.into()),
+            interrupted: self.mission.rt.cancel.is_cancelled(),
         }
     }
 
-    async fn execute(&mut self, target: &MergeTarget) -> UnitOutcome {
+    async fn execute(&self, target: &MergeTarget) -> UnitOutcome {
         let rt = &self.mission.rt;
         let Some(mut slot) = Slot::acquire(rt).await else {
-            return self.failed("cancelled", String::new());
+            return UnitOutcome::interrupted(&self.unit);
         };
+        let record = self.mission.replay.units.get(&self.unit.id).cloned();
         let branch = self.mission.branch(&self.unit.id);
         let path = self.mission.worktree_path(&self.unit.id);
-        let prepared = async {
-            let base = target.worktree.head().await?;
-            self.mission.repo.create_branch(&branch, &base).await?;
-            let worktree = self.mission.repo.add_worktree(&path, &branch).await?;
-            Ok::<_, orchestrator_git::GitError>((base, worktree))
-        };
+        let prepared = self.prepare(
+            target,
+            record.as_ref().and_then(|r| r.prepared.clone()),
+            &branch,
+            &path,
+        );
         let (base, worktree) = match prepared.await {
             Ok(ready) => ready,
             Err(e) => {
@@ -183,16 +249,65 @@ impl UnitRun {
                 )
             }
         };
+        let resume = record.map(|r| Resume {
+            state: r.state,
+            attempt: r.attempt,
+            reviews: r.reviews,
+        });
         let outcome = self
-            .build_and_merge(&mut slot, target, &branch, &base, &worktree)
+            .build_and_merge(&mut slot, target, &branch, &base, &worktree, resume)
             .await;
+        if outcome.interrupted {
+            // Keep the work on the unit's branch so `resume` finds it; only the worktree goes.
+            let message = format!("{}: work in progress (interrupted)", self.unit.id);
+            if let Err(e) = worktree.commit_all(&message).await {
+                tracing::warn!("cannot save the interrupted work of {}: {e}", self.unit.id);
+                return outcome; // leave the worktree in place rather than lose the work
+            }
+        }
         if let Err(e) = self.mission.repo.remove_worktree(&path).await {
             tracing::warn!("cannot remove worktree {}: {e}", path.display());
         }
-        if let Err(e) = self.mission.repo.delete_branch(&branch).await {
-            tracing::warn!("cannot delete branch {branch}: {e}");
+        if !outcome.interrupted {
+            if let Err(e) = self.mission.repo.delete_branch(&branch).await {
+                tracing::warn!("cannot delete branch {branch}: {e}");
+            }
         }
         outcome
+    }
+
+    /// The unit's branch and worktree: recorded (as the write-ahead step) before the branch is made, and
+    /// re-used when an earlier run left them.
+    async fn prepare(
+        &self,
+        target: &MergeTarget,
+        prepared: Option<(String, String)>,
+        branch: &str,
+        path: &std::path::Path,
+    ) -> Result<(String, Worktree), orchestrator_git::GitError> {
+        let repo = &self.mission.repo;
+        let base = match prepared {
+            Some((_, base)) => base,
+            None => {
+                let base = target.worktree.head().await?;
+                self.mission.rt.bus.emit(Event::UnitPrepared {
+                    unit: self.unit.id.clone(),
+                    branch: branch.to_string(),
+                    base: base.clone(),
+                });
+                base
+            }
+        };
+        if let Some(worktree) = repo.open_worktree(path).await? {
+            if worktree.merge_in_progress().await? {
+                worktree.abort_merge().await?;
+            }
+            return Ok((base, worktree));
+        }
+        if !repo.branch_exists(branch).await? {
+            repo.create_branch(branch, &base).await?;
+        }
+        Ok((base, repo.add_worktree(path, branch).await?))
     }
 
     async fn build_and_merge(
@@ -202,17 +317,30 @@ impl UnitRun {
         branch: &str,
         base: &str,
         worktree: &Worktree,
+        resume: Option<Resume>,
     ) -> UnitOutcome {
-        let summary = match self.build_until_reviewed(slot, base, worktree).await {
-            Ok(summary) => summary,
-            Err(outcome) => return *outcome,
+        let reviewed = resume.as_ref().is_some_and(|r| {
+            r.state == UnitState::Merging
+                || (r.state == UnitState::Reviewing
+                    && r.reviews
+                        .get(&r.attempt)
+                        .is_some_and(|rev| rev.verdict == Verdict::Pass))
+        });
+        // A unit that passed review before a restart is not reviewed again.
+        let summary = if reviewed {
+            String::new()
+        } else {
+            match self.build_until_reviewed(slot, base, worktree, resume).await {
+                Ok(summary) => summary,
+                Err(outcome) => return *outcome,
+            }
         };
         self.state(UnitState::Merging, 0, None);
         match merge_into(&self.mission, &self.unit, branch, target, slot).await {
             Ok(commit) => {
                 self.mission.rt.bus.emit(Event::Merged {
                     unit: self.unit.id.clone(),
-                    into: target_name(&self.mission, target),
+                    into: target.branch.clone(),
                     commit,
                 });
                 UnitOutcome {
@@ -220,6 +348,7 @@ impl UnitRun {
                     state: UnitState::Passed,
                     summary,
                     reason: None,
+                    interrupted: false,
                 }
             }
             Err(reason) => self.failed(reason, summary),
@@ -232,6 +361,7 @@ impl UnitRun {
         slot: &mut Slot,
         base: &str,
         worktree: &Worktree,
+        resume: Option<Resume>,
     ) -> Result<String, Box<UnitOutcome>> {
         let mission = &self.mission;
         let rt = &mission.rt;
@@ -248,6 +378,7 @@ impl UnitRun {
         };
         let mut session = Session::new(
             rt,
+            &format!("worker:{}", self.unit.id),
             Role::Worker,
             Some(self.unit.id.clone()),
             mission.config.role(Role::Worker).clone(),
@@ -256,22 +387,32 @@ impl UnitRun {
             worker_brief(mission, &self.unit, can_spawn),
         );
         let attempts = mission.config.unit_attempts;
+        let first = resume.as_ref().map(|r| r.attempt.max(1)).unwrap_or(1);
+        let known_reviews = resume.map(|r| r.reviews).unwrap_or_default();
         let mut last_problem = String::new();
-        for attempt in 1..=attempts {
+        for attempt in first..=attempts {
             self.state(UnitState::Running, attempt, None);
             let summary = match session.run(rt, &hooks, slot).await {
                 SessionEnd::Answered(text) => text,
                 SessionEnd::TurnLimit => "(the worker reached its turn limit)".into(),
                 SessionEnd::Finished => String::new(),
-                SessionEnd::Cancelled => return Err(fail("cancelled".into())),
-                SessionEnd::BudgetSpent => return Err(fail("the token budget is spent".into())),
+                SessionEnd::Cancelled => return Err(Box::new(UnitOutcome::interrupted(&self.unit))),
+                SessionEnd::BudgetSpent => {
+                    // Not the unit's fault: it continues when the mission is resumed with more budget.
+                    let mut outcome = UnitOutcome::interrupted(&self.unit);
+                    outcome.reason = Some("the token budget is spent".into());
+                    return Err(Box::new(outcome));
+                }
                 SessionEnd::ModelFailed(e) => return Err(fail(format!("model error: {e}"))),
             };
             let title = format!("{}: {}", self.unit.id, self.unit.title);
             if let Err(e) = worktree.commit_all(&title).await {
                 return Err(fail(format!("could not commit the worker's changes: {e}")));
             }
-            match self.check(slot, base, worktree, attempt).await? {
+            match self
+                .check(slot, base, worktree, attempt, known_reviews.get(&attempt))
+                .await?
+            {
                 None => return Ok(summary),
                 Some(feedback) => {
                     last_problem = feedback.lines().next().unwrap_or_default().to_string();
@@ -293,6 +434,7 @@ impl UnitRun {
         base: &str,
         worktree: &Worktree,
         attempt: u32,
+        known_review: Option<&Review>,
     ) -> Result<Option<String>, Box<UnitOutcome>> {
         let mission = &self.mission;
         let bus = &mission.rt.bus;
@@ -302,14 +444,14 @@ impl UnitRun {
             .verify(worktree, &mission.rt.cancel)
             .await
             .map_err(|e| Box::new(self.failed(format!("verification could not run: {e}"), String::new())))?;
+        if mission.rt.cancel.is_cancelled() {
+            return Err(Box::new(UnitOutcome::interrupted(&self.unit)));
+        }
         for e in &evidence {
             bus.emit(Event::EvidenceRecorded {
                 unit: Some(self.unit.id.clone()),
                 evidence: e.clone(),
             });
-        }
-        if mission.rt.cancel.is_cancelled() {
-            return Err(Box::new(self.failed("cancelled", String::new())));
         }
         if !all_passed(&evidence) {
             // Failing evidence fails the unit without spending a review.
@@ -320,33 +462,33 @@ impl UnitRun {
             )));
         }
         self.state(UnitState::Reviewing, attempt, None);
-        let review = match review_unit(mission, &self.unit, worktree, base, &evidence, slot).await {
-            Ok(review) => review,
-            Err(SessionEnd::Cancelled) => return Err(Box::new(self.failed("cancelled", String::new()))),
-            Err(end) => {
-                return Err(Box::new(
-                    self.failed(format!("the review could not run: {end:?}"), String::new()),
-                ))
+        let review = match known_review {
+            Some(review) => review.clone(),
+            None => {
+                let review = match review_unit(mission, &self.unit, worktree, base, &evidence, attempt, slot)
+                    .await
+                {
+                    Ok(review) => review,
+                    Err(SessionEnd::Cancelled) => return Err(Box::new(UnitOutcome::interrupted(&self.unit))),
+                    Err(end) => {
+                        return Err(Box::new(
+                            self.failed(format!("the review could not run: {end:?}"), String::new()),
+                        ))
+                    }
+                };
+                bus.emit(Event::ReviewFinished {
+                    unit: Some(self.unit.id.clone()),
+                    attempt,
+                    review: review.clone(),
+                });
+                review
             }
         };
-        bus.emit(Event::ReviewFinished {
-            unit: Some(self.unit.id.clone()),
-            review: review.clone(),
-        });
         Ok(match review.verdict {
             Verdict::Pass => None,
             Verdict::Fail => Some(review_feedback(&review)),
         })
     }
-}
-
-fn target_name(mission: &Mission, target: &MergeTarget) -> String {
-    target
-        .worktree
-        .path()
-        .file_name()
-        .map(|n| mission.branch(&n.to_string_lossy()))
-        .unwrap_or_default()
 }
 
 fn review_feedback(review: &Review) -> String {
@@ -470,15 +612,22 @@ impl WorkerHooks {
         {
             return error_output(format!("spawn failed: could not commit your work first: {e}"));
         }
-        mission.rt.bus.emit(Event::UnitsSpawned {
-            parent: self.unit.id.clone(),
-            units: children.clone(),
-        });
-        for child in &children {
-            mission.set_state(child, self.round, UnitState::Queued, 0, None);
+        // A resumed parent repeats its spawn call; children already known keep their recorded state.
+        let known = children.iter().all(|c| mission.replay.units.contains_key(&c.id));
+        if !known {
+            mission.rt.bus.emit(Event::UnitsSpawned {
+                parent: self.unit.id.clone(),
+                units: children.clone(),
+            });
+            for child in &children {
+                mission.set_state(child, self.round, UnitState::Queued, 0, None);
+            }
         }
         mission.set_state(&self.unit, self.round, UnitState::WaitingOnChildren, 0, None);
-        let target = Arc::new(MergeTarget::new(self.worktree.clone()));
+        let target = Arc::new(MergeTarget::new(
+            self.worktree.clone(),
+            mission.branch(&self.unit.id),
+        ));
         // A waiting parent gives its slot to the children, so waiting trees cannot deadlock the cap.
         slot.release();
         let outcomes = run_dag(mission.clone(), children, self.depth + 1, target, self.round).await;
@@ -570,6 +719,7 @@ async fn resolve_conflicts(
         let session = session.get_or_insert_with(|| {
             Session::new(
                 rt,
+                &format!("resolver:{}:{}", unit.id, mission.run_index),
                 Role::ConflictResolver,
                 Some(unit.id.clone()),
                 mission.config.role(Role::ConflictResolver).clone(),
@@ -662,6 +812,7 @@ mod tests {
                 state: UnitState::Failed,
                 summary: String::new(),
                 reason: None,
+                interrupted: false,
             },
         );
         done.insert(
@@ -671,6 +822,7 @@ mod tests {
                 state: UnitState::Passed,
                 summary: String::new(),
                 reason: None,
+                interrupted: false,
             },
         );
         let (ready, blocked) = next_ready(&mut waiting, &done);

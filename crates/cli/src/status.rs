@@ -1,0 +1,158 @@
+//! `orchestrator status`: the mission, its task tree, sessions, tokens and evidence.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use orchestrator_core::{StatusReport, UnitStatus};
+use orchestrator_protocol::UnitState;
+
+pub async fn run(repo: &Path, json: bool) -> u8 {
+    let root = match orchestrator_core::repo_root(repo).await {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code() as u8;
+        }
+    };
+    match orchestrator_core::status(&root) {
+        Ok(report) if json => match serde_json::to_string_pretty(&report) {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+        Ok(report) => {
+            print!("{}", render(&report));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code() as u8
+        }
+    }
+}
+
+/// The status as a person reads it: a header, the unit tree, sessions and tokens.
+pub fn render(report: &StatusReport) -> String {
+    let mut out = String::new();
+    let phase = report.phase.map(|p| p.as_str()).unwrap_or("starting");
+    let live = if report.running { "running" } else { "not running" };
+    let _ = writeln!(
+        out,
+        "mission {} — {:?}, {live} (phase {phase}, round {})",
+        report.mission,
+        report.status,
+        report.round.max(1)
+    );
+    let _ = writeln!(
+        out,
+        "objective: {}",
+        report.objective.lines().next().unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "base {} → {}",
+        short(&report.base_commit),
+        report.integration_branch
+    );
+    let _ = writeln!(out, "units:");
+    for unit in report.units.iter().filter(|u| u.parent.is_none()) {
+        render_unit(&mut out, report, unit, 1);
+    }
+    let active = report.sessions.iter().filter(|s| s.active).count();
+    let _ = writeln!(
+        out,
+        "sessions: {active} active, {} in all · tokens {} (in {}, out {})",
+        report.sessions.len(),
+        report.usage.total(),
+        report.usage.input_tokens,
+        report.usage.output_tokens
+    );
+    for session in report.sessions.iter().filter(|s| s.active) {
+        let unit = session.unit.as_deref().unwrap_or("-");
+        let _ = writeln!(
+            out,
+            "  {} {} on {unit} ({}, {} turns)",
+            session.id, session.role, session.model, session.turns
+        );
+    }
+    for e in &report.integration_evidence {
+        let _ = writeln!(
+            out,
+            "integration {}: `{}` → {}",
+            e.kind,
+            e.command,
+            exit(e.exit_code, e.timed_out)
+        );
+    }
+    out
+}
+
+fn render_unit(out: &mut String, report: &StatusReport, unit: &UnitStatus, depth: usize) {
+    let mark = match unit.state {
+        UnitState::Passed => "x",
+        UnitState::Failed | UnitState::Skipped => "!",
+        _ => " ",
+    };
+    let attempts = if unit.attempts > 1 {
+        format!(", attempt {}", unit.attempts)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "{}[{mark}] {} {} — {}{attempts}",
+        "  ".repeat(depth),
+        unit.id,
+        unit.title,
+        unit.state
+    );
+    if let Some(branch) = unit.branch.as_ref().filter(|_| !unit.state.is_terminal()) {
+        let _ = writeln!(out, "{}    branch {branch}", "  ".repeat(depth));
+    }
+    for e in unit.evidence.iter().filter(|e| !e.passed()) {
+        let _ = writeln!(
+            out,
+            "{}    {} `{}` → {}",
+            "  ".repeat(depth),
+            e.kind,
+            e.command,
+            exit(e.exit_code, e.timed_out)
+        );
+    }
+    if let Some(detail) = unit
+        .detail
+        .as_ref()
+        .filter(|_| matches!(unit.state, UnitState::Failed | UnitState::Skipped))
+    {
+        let _ = writeln!(
+            out,
+            "{}    {}",
+            "  ".repeat(depth),
+            detail.lines().next().unwrap_or_default()
+        );
+    }
+    for child in report
+        .units
+        .iter()
+        .filter(|c| c.parent.as_deref() == Some(unit.id.as_str()))
+    {
+        render_unit(out, report, child, depth + 1);
+    }
+}
+
+fn exit(code: Option<i32>, timed_out: bool) -> String {
+    match (code, timed_out) {
+        (_, true) => "timed out".into(),
+        (Some(code), _) => format!("exit {code}"),
+        (None, _) => "killed".into(),
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..10).unwrap_or(hash)
+}

@@ -1,0 +1,323 @@
+//! Rebuilding a mission's state from its event log, so `resume` continues where it stopped.
+//!
+//! The event log is the write-ahead log: the engine records each step's event before (or, for git
+//! results that git itself makes durable, right after) acting on it. Replaying it tells which phase
+//! was reached, which units passed and merged (never run again), which were reviewed, and which
+//! sessions were in flight.
+
+use std::collections::{BTreeMap, HashMap};
+
+use orchestrator_protocol::{
+    Event, EventEnvelope, Evidence, Outcome, Phase, Review, Role, TokenUsage, UnitSpec, UnitState,
+};
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct UnitRecord {
+    pub spec: UnitSpec,
+    pub round: u32,
+    pub state: UnitState,
+    pub attempt: u32,
+    pub detail: Option<String>,
+    /// Branch and base commit, once prepared.
+    pub prepared: Option<(String, String)>,
+    /// Reviews by attempt.
+    pub reviews: BTreeMap<u32, Review>,
+    pub merged: bool,
+    /// The spawning unit, for children.
+    pub parent: Option<String>,
+    /// The latest verification of the unit.
+    pub evidence: Vec<Evidence>,
+}
+
+/// One model session as the log tells it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub role: Role,
+    pub unit: Option<String>,
+    pub model: String,
+    pub active: bool,
+    pub turns: u32,
+    pub usage: TokenUsage,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    pub last_seq: Option<u64>,
+    pub phase: Option<Phase>,
+    pub round: u32,
+    pub verify: Option<(Option<String>, Option<String>)>,
+    pub context: Option<String>,
+    pub plans: BTreeMap<u32, Vec<UnitSpec>>,
+    pub units: HashMap<String, UnitRecord>,
+    /// Round → (passed, follow-up units).
+    pub rounds: BTreeMap<u32, (bool, Vec<UnitSpec>)>,
+    pub master_reviews: BTreeMap<u32, Review>,
+    pub finished: Option<Outcome>,
+    /// Tokens used by every model call so far, across runs.
+    pub usage: TokenUsage,
+    /// How many times the mission was resumed before.
+    pub resumes: u32,
+    pub sessions: BTreeMap<String, SessionRecord>,
+    /// The latest stage 2 verification.
+    pub integration_evidence: Vec<Evidence>,
+    /// Unit ids in the order they first appeared.
+    pub order: Vec<String>,
+}
+
+impl Replay {
+    pub fn from_events(events: &[EventEnvelope]) -> Replay {
+        let mut replay = Replay::default();
+        for envelope in events {
+            replay.last_seq = Some(envelope.seq);
+            replay.apply(&envelope.event);
+        }
+        replay
+    }
+
+    fn apply(&mut self, event: &Event) {
+        match event {
+            Event::PhaseChanged { phase, round } => {
+                self.phase = Some(*phase);
+                if *round > 0 {
+                    self.round = *round;
+                }
+            }
+            Event::PreScanFinished { build, test, .. } => self.verify = Some((build.clone(), test.clone())),
+            Event::DiscoveryFinished { context } => self.context = Some(context.clone()),
+            Event::PlanAccepted { round, units } => {
+                self.plans.insert(*round, units.clone());
+                for unit in units {
+                    self.unit_mut(unit, *round);
+                }
+            }
+            Event::UnitsSpawned { parent, units } => {
+                let round = self.round;
+                for unit in units {
+                    self.unit_mut(unit, round).parent = Some(parent.clone());
+                }
+            }
+            Event::EvidenceRecorded {
+                unit: Some(unit),
+                evidence,
+            } => {
+                if let Some(record) = self.units.get_mut(unit) {
+                    if evidence.kind == "build" || record.evidence.iter().any(|e| e.kind == evidence.kind) {
+                        record.evidence.clear();
+                    }
+                    record.evidence.push(evidence.clone());
+                }
+            }
+            Event::EvidenceRecorded { unit: None, evidence } => {
+                if evidence.kind == "build"
+                    || self.integration_evidence.iter().any(|e| e.kind == evidence.kind)
+                {
+                    self.integration_evidence.clear();
+                }
+                self.integration_evidence.push(evidence.clone());
+            }
+            Event::SessionStarted {
+                session,
+                role,
+                unit,
+                model,
+            } => {
+                let record = self
+                    .sessions
+                    .entry(session.clone())
+                    .or_insert_with(|| SessionRecord {
+                        id: session.clone(),
+                        role: *role,
+                        unit: unit.clone(),
+                        model: model.clone(),
+                        active: true,
+                        turns: 0,
+                        usage: TokenUsage::default(),
+                    });
+                record.active = true;
+            }
+            // Turns and usage come from the model calls, which also count earlier runs of a resumed session.
+            Event::SessionFinished { session, .. } => {
+                if let Some(record) = self.sessions.get_mut(session) {
+                    record.active = false;
+                }
+            }
+            Event::UnitState {
+                unit,
+                state,
+                attempt,
+                detail,
+            } => {
+                if let Some(record) = self.units.get_mut(unit) {
+                    record.state = *state;
+                    if *attempt > 0 {
+                        record.attempt = *attempt;
+                    }
+                    record.detail = detail.clone();
+                }
+            }
+            Event::UnitPrepared { unit, branch, base } => {
+                if let Some(record) = self.units.get_mut(unit) {
+                    record.prepared = Some((branch.clone(), base.clone()));
+                }
+            }
+            Event::ReviewFinished {
+                unit: Some(unit),
+                attempt,
+                review,
+            } => {
+                if let Some(record) = self.units.get_mut(unit) {
+                    record.reviews.insert(*attempt, review.clone());
+                }
+            }
+            Event::ReviewFinished {
+                unit: None,
+                attempt,
+                review,
+            } => {
+                self.master_reviews.insert(*attempt, review.clone());
+            }
+            Event::Merged { unit, .. } => {
+                if let Some(record) = self.units.get_mut(unit) {
+                    record.merged = true;
+                }
+            }
+            Event::RoundFinished {
+                round,
+                passed,
+                follow_up,
+            } => {
+                self.rounds.insert(*round, (*passed, follow_up.clone()));
+            }
+            Event::MissionFinished { outcome, .. } => self.finished = Some(*outcome),
+            Event::ModelCall { session, usage, .. } => {
+                self.usage.add(*usage);
+                if let Some(record) = self.sessions.get_mut(session) {
+                    record.turns += 1;
+                    record.usage.add(*usage);
+                }
+            }
+            Event::MissionResumed { .. } => self.resumes += 1,
+            _ => {}
+        }
+    }
+
+    fn unit_mut(&mut self, spec: &UnitSpec, round: u32) -> &mut UnitRecord {
+        if !self.units.contains_key(&spec.id) {
+            self.order.push(spec.id.clone());
+        }
+        self.units.entry(spec.id.clone()).or_insert_with(|| UnitRecord {
+            spec: spec.clone(),
+            round,
+            state: UnitState::Queued,
+            attempt: 0,
+            detail: None,
+            prepared: None,
+            reviews: BTreeMap::new(),
+            merged: false,
+            parent: None,
+            evidence: Vec::new(),
+        })
+    }
+
+    /// The terminal state of a unit, if it reached one.
+    pub fn terminal(&self, unit: &str) -> Option<&UnitRecord> {
+        self.units.get(unit).filter(|r| r.state.is_terminal())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestrator_protocol::Verdict;
+
+    fn env(seq: u64, event: Event) -> EventEnvelope {
+        EventEnvelope {
+            seq,
+            at: chrono::Utc::now(),
+            mission: "m".into(),
+            event,
+        }
+    }
+
+    #[test]
+    fn replays_units_reviews_and_rounds() {
+        let unit = UnitSpec {
+            id: "a".into(),
+            title: "A".into(),
+            description: "d".into(),
+            depends_on: vec![],
+            files: vec![],
+        };
+        let review = Review {
+            verdict: Verdict::Pass,
+            summary: "ok".into(),
+            issues: vec![],
+        };
+        let events = vec![
+            env(
+                0,
+                Event::PhaseChanged {
+                    phase: Phase::Planning,
+                    round: 1,
+                },
+            ),
+            env(
+                1,
+                Event::DiscoveryFinished {
+                    context: "ctx".into(),
+                },
+            ),
+            env(
+                2,
+                Event::PlanAccepted {
+                    round: 1,
+                    units: vec![unit.clone()],
+                },
+            ),
+            env(
+                3,
+                Event::UnitPrepared {
+                    unit: "a".into(),
+                    branch: "b".into(),
+                    base: "c".into(),
+                },
+            ),
+            env(
+                4,
+                Event::UnitState {
+                    unit: "a".into(),
+                    state: UnitState::Reviewing,
+                    attempt: 2,
+                    detail: None,
+                },
+            ),
+            env(
+                5,
+                Event::ReviewFinished {
+                    unit: Some("a".into()),
+                    attempt: 2,
+                    review: review.clone(),
+                },
+            ),
+            env(
+                6,
+                Event::UnitState {
+                    unit: "a".into(),
+                    state: UnitState::Merging,
+                    attempt: 0,
+                    detail: None,
+                },
+            ),
+        ];
+        let replay = Replay::from_events(&events);
+        assert_eq!(replay.last_seq, Some(6));
+        assert_eq!(replay.context.as_deref(), Some("ctx"));
+        let a = &replay.units["a"];
+        assert_eq!((a.state, a.attempt), (UnitState::Merging, 2));
+        assert_eq!(a.prepared, Some(("b".into(), "c".into())));
+        assert_eq!(a.reviews[&2], review);
+        assert!(replay.terminal("a").is_none());
+    }
+}

@@ -1,0 +1,154 @@
+//! `orchestrator status` and `orchestrator cancel`: read or stop the repository's latest mission
+//! through its store, never through the engine's memory.
+
+use std::path::Path;
+use std::time::Duration;
+
+use orchestrator_protocol::{Evidence, Outcome, Phase, TokenUsage, UnitState};
+use orchestrator_store::MissionStatus;
+use serde::Serialize;
+
+use crate::error::{EngineError, Result};
+use crate::mission::open_store_at;
+use crate::replay::{Replay, SessionRecord};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub mission: String,
+    pub objective: String,
+    pub status: MissionStatus,
+    /// Whether a live process is running the mission now.
+    pub running: bool,
+    pub phase: Option<Phase>,
+    pub round: u32,
+    pub outcome: Option<Outcome>,
+    pub base_commit: String,
+    pub integration_branch: String,
+    pub units: Vec<UnitStatus>,
+    pub sessions: Vec<SessionRecord>,
+    pub usage: TokenUsage,
+    pub integration_evidence: Vec<Evidence>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitStatus {
+    pub id: String,
+    pub title: String,
+    pub round: u32,
+    pub parent: Option<String>,
+    pub depends_on: Vec<String>,
+    pub state: UnitState,
+    pub attempts: u32,
+    pub branch: Option<String>,
+    pub detail: Option<String>,
+    pub evidence: Vec<Evidence>,
+}
+
+/// The latest mission of the repository at `root`, as its store tells it.
+pub fn status(root: &Path) -> Result<StatusReport> {
+    let store = open_store_at(root, false)?;
+    let record = store
+        .latest_mission()
+        .map_err(|e| EngineError::Usage(e.to_string()))?
+        .ok_or_else(|| EngineError::Usage("no mission has run in this repository yet".into()))?;
+    let events = store
+        .events_after(&record.id, None)
+        .map_err(|e| EngineError::Usage(e.to_string()))?;
+    let replay = Replay::from_events(&events);
+    let running = record.status == MissionStatus::Running && record.pid.is_some_and(process_alive);
+    let units = replay
+        .order
+        .iter()
+        .filter_map(|id| replay.units.get(id))
+        .map(|u| UnitStatus {
+            id: u.spec.id.clone(),
+            title: u.spec.title.clone(),
+            round: u.round,
+            parent: u.parent.clone(),
+            depends_on: u.spec.depends_on.clone(),
+            state: u.state,
+            attempts: u.attempt,
+            branch: u.prepared.as_ref().map(|(branch, _)| branch.clone()),
+            detail: u.detail.clone(),
+            evidence: u.evidence.clone(),
+        })
+        .collect();
+    let mut sessions: Vec<SessionRecord> = replay.sessions.values().cloned().collect();
+    if !running {
+        // A session cannot be live without the process that ran it.
+        sessions.iter_mut().for_each(|s| s.active = false);
+    }
+    Ok(StatusReport {
+        mission: record.id,
+        objective: record.objective,
+        status: record.status,
+        running,
+        phase: replay.phase,
+        round: replay.round,
+        outcome: replay.finished,
+        base_commit: record.base_commit,
+        integration_branch: record.integration_branch,
+        units,
+        sessions,
+        usage: replay.usage,
+        integration_evidence: replay.integration_evidence,
+    })
+}
+
+/// Whether a process with this pid exists. Probing the repo lock instead would, for an instant, hold
+/// it and could turn away a mission starting at that moment.
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Stops the running mission cleanly: its process gets SIGTERM, handled like Ctrl-C (sessions
+/// aborted, work kept, exit 3), and this waits until the process has let go of the repository.
+pub async fn cancel(root: &Path, wait: Duration) -> Result<String> {
+    let store = open_store_at(root, false)?;
+    let record = store
+        .latest_mission()
+        .map_err(|e| EngineError::Usage(e.to_string()))?
+        .ok_or_else(|| EngineError::Usage("no mission has run in this repository yet".into()))?;
+    let live = record
+        .pid
+        .filter(|p| record.status == MissionStatus::Running && process_alive(*p));
+    let Some(pid) = live.and_then(|p| i32::try_from(p).ok()) else {
+        return Ok(format!(
+            "mission {} is not running (status: {:?})",
+            record.id, record.status
+        ));
+    };
+    // SAFETY: kill only sends a signal to the recorded mission process.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        return Err(EngineError::Other(format!(
+            "cannot signal the mission process {pid}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    while process_alive(pid as u32) && still_running(root, &record.id) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(EngineError::Other(format!(
+                "mission {} (process {pid}) did not stop within {} s",
+                record.id,
+                wait.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(format!(
+        "mission {} stopped; continue it with `orchestrator resume`",
+        record.id
+    ))
+}
+
+/// Whether the store still shows the mission as running (the process marks it when it stops).
+fn still_running(root: &Path, mission: &str) -> bool {
+    open_store_at(root, false)
+        .ok()
+        .and_then(|store| store.mission(mission).ok().flatten())
+        .is_some_and(|m| m.status == MissionStatus::Running)
+}
