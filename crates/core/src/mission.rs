@@ -165,7 +165,10 @@ impl Mission {
                 note: detail,
             },
         );
-        let text = render_todo(&self.objective, &self.id, &book.entries, &book.order);
+        let mut text = render_todo(&self.objective, &self.id, &book.entries, &book.order);
+        if let Some(store) = &self.rt.store {
+            text = store.mask(&text);
+        }
         if let Err(e) = std::fs::write(&book.path, text) {
             tracing::warn!("cannot write {}: {e}", book.path.display());
         }

@@ -166,7 +166,8 @@ impl Store {
         *lock(&self.secrets) = secrets.into_iter().filter(|s| s.len() >= 4).collect();
     }
 
-    fn mask(&self, text: &str) -> String {
+    /// `text` with every registered secret replaced by `[redacted]`.
+    pub fn mask(&self, text: &str) -> String {
         let secrets = lock(&self.secrets);
         let mut out = text.to_string();
         for secret in secrets.iter() {
