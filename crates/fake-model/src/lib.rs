@@ -3,8 +3,10 @@
 //! [`FakeServer::start`] binds `127.0.0.1:0` and answers `POST /v1/chat/completions` (OpenAI),
 //! `POST /v1/messages` (Anthropic) and `GET /v1/models`, streaming or not, exactly as the real APIs
 //! format their replies. What it answers is decided by a [`Brain`] the test supplies, which sees every
-//! request normalised into a [`SeenRequest`] whichever API it came through.
+//! request normalised into a [`SeenRequest`] whichever API it came through. [`Faults`] wraps a brain
+//! to inject the failures of a loaded endpoint (429, 500, dropped streams, hangs) and of weak models.
 
+pub mod faults;
 mod parse;
 mod render;
 pub mod script;
@@ -12,6 +14,7 @@ mod server;
 
 use std::time::Duration;
 
+pub use faults::{FaultKind, FaultLog, FaultPlan, Faults};
 pub use server::FakeServer;
 
 /// Which wire API a request came through.
@@ -134,6 +137,11 @@ pub enum Reply {
     },
     /// Accept the request and never answer (until shutdown), to test timeouts.
     Hang,
+    /// Start answering `text` (status 200, the first half of the events when streamed, half the JSON
+    /// body otherwise), then drop the connection, as a server or proxy that dies mid-reply does.
+    DropStream {
+        text: String,
+    },
     /// Arbitrary raw response body (to test malformed replies).
     Raw {
         status: u16,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -26,12 +26,22 @@ use crate::{Api, Brain, FakeOptions, Reply, SeenRequest};
 const BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// How long [`FakeServer::shutdown`] lets open connections finish before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a [`Reply::DropStream`] answer waits between its last piece and dropping the connection.
+const DROP_PAUSE: Duration = Duration::from_millis(20);
+
+/// Every chat request received, with its arrival time (index = `seq`). Arrival times live beside the
+/// requests rather than in [`SeenRequest`], whose literal other code builds.
+#[derive(Default)]
+struct Log {
+    requests: Vec<SeenRequest>,
+    arrivals: Vec<Instant>,
+}
 
 /// State shared by every request handler.
 struct Shared {
     brain: Box<dyn Brain>,
     options: FakeOptions,
-    log: Mutex<Vec<SeenRequest>>,
+    log: Mutex<Log>,
     next_id: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -40,14 +50,15 @@ struct Shared {
 
 impl Shared {
     /// The log stays usable even if a brain panicked while a handler held the lock.
-    fn log(&self) -> MutexGuard<'_, Vec<SeenRequest>> {
+    fn log(&self) -> MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn record(&self, mut request: SeenRequest) -> SeenRequest {
+    fn record(&self, mut request: SeenRequest, arrived: Instant) -> SeenRequest {
         let mut log = self.log();
-        request.seq = log.len() as u64;
-        log.push(request.clone());
+        request.seq = log.requests.len() as u64;
+        log.requests.push(request.clone());
+        log.arrivals.push(arrived);
         request
     }
 
@@ -140,7 +151,7 @@ impl FakeServer {
         let shared = Arc::new(Shared {
             brain: Box::new(brain),
             options,
-            log: Mutex::new(Vec::new()),
+            log: Mutex::new(Log::default()),
             next_id: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -181,11 +192,17 @@ impl FakeServer {
 
     /// Every chat request received (with a parseable body), in arrival order.
     pub fn requests(&self) -> Vec<SeenRequest> {
-        self.shared.log().clone()
+        self.shared.log().requests.clone()
+    }
+
+    /// When each request of [`FakeServer::requests`] arrived (same order, index = `seq`), taken as its
+    /// body was read, before any latency: what a test checking `Retry-After` compliance compares.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.shared.log().arrivals.clone()
     }
 
     pub fn request_count(&self) -> usize {
-        self.shared.log().len()
+        self.shared.log().requests.len()
     }
 
     /// Requests received and not yet fully answered.
@@ -233,6 +250,7 @@ async fn anthropic_messages(State(shared): State<Arc<Shared>>, headers: HeaderMa
 
 /// One chat request from arrival to response: check the key, parse, record, wait, ask the brain.
 async fn chat(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> Response {
+    let arrived = Instant::now();
     // Real APIs check the key before looking at the body, so a bad key wins over a bad body.
     let authorised = shared.authorised(Some(api), headers);
     let parsed = match api {
@@ -243,7 +261,7 @@ async fn chat(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> Re
         Err(_) if !authorised => return unauthorised(api),
         Err(problem) => return error_response(api, 400, &problem, None),
         // Rejected requests are recorded too, so tests can count attempts that never got through.
-        Ok(request) => shared.record(request),
+        Ok(request) => shared.record(request, arrived),
     };
     if !authorised {
         return unauthorised(api);
@@ -274,6 +292,10 @@ async fn respond(
             body,
             retry_after,
         } => error_response(api, status, &body, retry_after),
+        Reply::DropStream { text } => {
+            let (content_type, chunks) = render_answer(shared, api, request, text, Vec::new(), include_usage);
+            dropped_response(content_type, chunks)
+        }
         Reply::Hang => {
             shared.shutdown.cancelled().await;
             error_response(api, 503, "the fake model server is shutting down", None)
@@ -298,6 +320,26 @@ fn answer(
     calls: Vec<(String, String)>,
     include_usage: bool,
 ) -> Response {
+    let (content_type, chunks) = render_answer(shared, api, request, text, calls, include_usage);
+    if content_type == EVENT_STREAM {
+        sse_response(chunks)
+    } else {
+        json_response(chunks.concat())
+    }
+}
+
+const EVENT_STREAM: &str = "text/event-stream";
+
+/// A successful answer in the request's API and mode: its content type and body chunks (one per
+/// event when streamed, else the whole JSON body).
+fn render_answer(
+    shared: &Shared,
+    api: Api,
+    request: &SeenRequest,
+    text: String,
+    calls: Vec<(String, String)>,
+    include_usage: bool,
+) -> (&'static str, Vec<String>) {
     let call_prefix = match api {
         Api::OpenAi => "call_",
         Api::Anthropic => "toolu_",
@@ -316,11 +358,34 @@ fn answer(
     };
     let answer = Answer::new(id, request, text, calls);
     match (api, request.stream) {
-        (Api::OpenAi, false) => json_response(render::openai_json(&answer)),
-        (Api::OpenAi, true) => sse_response(render::openai_sse(&answer, include_usage)),
-        (Api::Anthropic, false) => json_response(render::anthropic_json(&answer)),
-        (Api::Anthropic, true) => sse_response(render::anthropic_sse(&answer)),
+        (Api::OpenAi, false) => ("application/json", vec![render::openai_json(&answer)]),
+        (Api::OpenAi, true) => (EVENT_STREAM, render::openai_sse(&answer, include_usage)),
+        (Api::Anthropic, false) => ("application/json", vec![render::anthropic_json(&answer)]),
+        (Api::Anthropic, true) => (EVENT_STREAM, render::anthropic_sse(&answer)),
     }
+}
+
+/// Sends the first half of an answer (at least one event, or half the JSON body) and then fails the
+/// body, which makes the server abort the connection mid-reply, as a crashing server or proxy does.
+fn dropped_response(content_type: &'static str, mut chunks: Vec<String>) -> Response {
+    let sent: Vec<String> = if chunks.len() > 1 {
+        chunks.truncate(chunks.len() / 2);
+        chunks
+    } else {
+        let whole = chunks.concat();
+        let half = render::split(&whole, 2).first().map(|s| s.to_string());
+        half.into_iter().collect()
+    };
+    let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the fake dropped the stream");
+    let body = futures::stream::iter(sent.into_iter().map(|c| Ok(Bytes::from(c)))).chain(
+        futures::stream::once(async move {
+            // A pause lets the server flush what was sent: failing at once would abort the
+            // connection before even the status line went out, which is a different fault.
+            tokio::time::sleep(DROP_PAUSE).await;
+            Err::<Bytes, _>(broken)
+        }),
+    );
+    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response()
 }
 
 fn json_response(body: String) -> Response {
@@ -332,7 +397,7 @@ fn sse_response(events: Vec<String>) -> Response {
     let chunks = futures::stream::iter(events.into_iter().map(|e| Ok::<_, Infallible>(Bytes::from(e))));
     (
         [
-            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CONTENT_TYPE, EVENT_STREAM),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(chunks),

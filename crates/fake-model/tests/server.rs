@@ -274,3 +274,65 @@ async fn raw_replies_are_sent_verbatim() {
     .await;
     assert_eq!(response.text().await.expect("body"), "{\"half\": ");
 }
+
+#[tokio::test]
+async fn drop_stream_cuts_the_connection_mid_reply() {
+    let server = FakeServer::start(
+        |_: &SeenRequest| Reply::DropStream {
+            text: "a reply long enough to be sent in several pieces".into(),
+        },
+        FakeOptions::default(),
+    )
+    .await
+    .expect("starts");
+    for stream in [true, false] {
+        let response = post(
+            format!("{}/chat/completions", server.openai_base_url()),
+            openai_body("x", stream),
+            &[],
+        )
+        .await;
+        assert_eq!(response.status(), 200, "the reply starts normally");
+        let body = response.bytes().await;
+        assert!(body.is_err(), "stream {stream}: the body must fail, got {body:?}");
+    }
+    let response = post(
+        format!("{}/v1/messages", server.anthropic_base_url()),
+        anthropic_body("x", true),
+        &[],
+    )
+    .await;
+    let mut partial = Vec::new();
+    let mut response = response;
+    let outcome = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => partial.extend_from_slice(&chunk),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(outcome.is_err(), "the stream must break");
+    let partial = String::from_utf8_lossy(&partial);
+    assert!(partial.starts_with("event: message_start"), "{partial}");
+    assert!(!partial.contains("message_stop"), "{partial}");
+}
+
+#[tokio::test]
+async fn records_arrival_times_in_order() {
+    let server = FakeServer::start(echo, FakeOptions::default())
+        .await
+        .expect("starts");
+    let before = Instant::now();
+    for text in ["a", "b", "c"] {
+        post(
+            format!("{}/chat/completions", server.openai_base_url()),
+            openai_body(text, false),
+            &[],
+        )
+        .await;
+    }
+    let arrivals = server.arrivals();
+    assert_eq!(arrivals.len(), server.request_count());
+    assert!(arrivals[0] >= before);
+    assert!(arrivals.windows(2).all(|w| w[0] <= w[1]));
+}

@@ -458,3 +458,30 @@ async fn a_stalled_stream_times_out_and_is_retried() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_dropped_stream_is_retried() {
+    for_each_variant(|api, stream| async move {
+        let server = start(
+            |request: &SeenRequest| match request.seq {
+                0 => Reply::DropStream {
+                    text: "this reply is cut off half way through".into(),
+                },
+                _ => Reply::Text("whole".into()),
+            },
+            FakeOptions::default(),
+        )
+        .await;
+        let reply = client_for(&server, api, stream)
+            .chat(&simple_request(), &CancellationToken::new())
+            .await;
+        assert_eq!(
+            reply.map(|r| r.content).ok().as_deref(),
+            Some("whole"),
+            "{}",
+            label(api, stream)
+        );
+        assert_eq!(server.request_count(), 2);
+    })
+    .await;
+}
