@@ -87,6 +87,8 @@ pub struct RoleFile {
     pub max_turns: Option<u32>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
+    /// Tokens every session of this role may use together over the mission.
+    pub budget_tokens: Option<u64>,
 }
 
 /// What the command line says; `None` leaves the file or default value.
@@ -107,6 +109,7 @@ pub struct RoleSettings {
     pub max_turns: u32,
     pub max_tokens: u32,
     pub temperature: Option<f32>,
+    pub budget_tokens: Option<u64>,
 }
 
 /// The resolved configuration a mission runs with.
@@ -244,6 +247,7 @@ fn resolve_roles(
                 max_turns: file.max_turns.unwrap_or(turns),
                 max_tokens: file.max_tokens.unwrap_or(tokens),
                 temperature: file.temperature,
+                budget_tokens: file.budget_tokens,
             },
         );
     }
@@ -314,6 +318,9 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
         }
         if role.temperature.is_some() {
             slot.temperature = role.temperature;
+        }
+        if role.budget_tokens.is_some() {
+            slot.budget_tokens = role.budget_tokens;
         }
     }
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use orchestrator_protocol::{Event, EventEnvelope, TokenUsage};
+use std::collections::BTreeMap;
+
+use orchestrator_protocol::{Event, EventEnvelope, Role, TokenUsage};
 use orchestrator_store::Store;
 use tokio::sync::mpsc;
 
@@ -23,6 +25,7 @@ struct Inner {
     seq: AtomicU64,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<Arc<EventEnvelope>>>>,
     usage: Mutex<TokenUsage>,
+    by_role: Mutex<BTreeMap<Role, TokenUsage>>,
     store: Mutex<Option<Arc<Store>>>,
     store_error: Mutex<Option<String>>,
 }
@@ -41,6 +44,7 @@ impl EventBus {
                 seq: AtomicU64::new(0),
                 subscribers: Mutex::new(Vec::new()),
                 usage: Mutex::new(TokenUsage::default()),
+                by_role: Mutex::new(BTreeMap::new()),
                 store: Mutex::new(None),
                 store_error: Mutex::new(None),
             }),
@@ -56,16 +60,25 @@ impl EventBus {
 
     /// Binds the bus to a mission: sequence numbers continue from `next_seq`, `usage` is what earlier
     /// runs of the mission already used, and every event goes to the store first.
-    pub(crate) fn attach(&self, mission: &str, next_seq: u64, usage: TokenUsage, store: Arc<Store>) {
+    pub(crate) fn attach(
+        &self,
+        mission: &str,
+        next_seq: u64,
+        usage: TokenUsage,
+        by_role: BTreeMap<Role, TokenUsage>,
+        store: Arc<Store>,
+    ) {
         *lock(&self.inner.mission) = mission.to_string();
         self.inner.seq.store(next_seq, Ordering::SeqCst);
         *lock(&self.inner.usage) = usage;
+        *lock(&self.inner.by_role) = by_role;
         *lock(&self.inner.store) = Some(store);
     }
 
     pub fn emit(&self, event: Event) {
-        if let Event::ModelCall { usage, .. } = &event {
+        if let Event::ModelCall { usage, role, .. } = &event {
             lock(&self.inner.usage).add(*usage);
+            lock(&self.inner.by_role).entry(*role).or_default().add(*usage);
         }
         // Sequence numbers, the store write and delivery happen under one lock so that the log and every
         // subscriber see the same order.
@@ -88,6 +101,11 @@ impl EventBus {
     /// Tokens used by every model call of the mission so far.
     pub fn usage(&self) -> TokenUsage {
         *lock(&self.inner.usage)
+    }
+
+    /// Tokens used so far by each role.
+    pub fn usage_by_role(&self) -> BTreeMap<Role, TokenUsage> {
+        lock(&self.inner.by_role).clone()
     }
 
     /// The first failure to write the store, if any: the mission must stop, since it could not resume.

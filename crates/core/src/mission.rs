@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use orchestrator_git::{FastForward, Repo, Worktree};
 use orchestrator_model::ModelClient;
-use orchestrator_protocol::{Event, Outcome, Phase, UnitSpec, UnitState};
+use orchestrator_protocol::{Event, Outcome, Phase, Role, UnitSpec, UnitState};
 use orchestrator_store::{MissionRecord, MissionStatus, Store, StoreError};
 use orchestrator_tools::{ToolOptions, Toolbox};
 use serde::{Deserialize, Serialize};
@@ -132,6 +132,26 @@ impl Mission {
         self.worktrees.join("units").join(unit)
     }
 
+    /// Tokens a passed unit has cost on average so far (workers, reviewers and resolvers together).
+    pub fn average_unit_tokens(&self) -> Option<u64> {
+        let book = self.todo.lock().unwrap_or_else(|p| p.into_inner());
+        let passed = book
+            .entries
+            .values()
+            .filter(|e| e.state == UnitState::Passed)
+            .count() as u64;
+        if passed == 0 {
+            return None;
+        }
+        let by_role = self.rt.bus.usage_by_role();
+        let spent: u64 = [Role::Worker, Role::Reviewer, Role::ConflictResolver]
+            .iter()
+            .filter_map(|r| by_role.get(r))
+            .map(|u| u.total())
+            .sum();
+        Some(spent / passed)
+    }
+
     /// Records a unit's new state: one event, and the TODO mirror rewritten.
     pub fn set_state(
         &self,
@@ -213,7 +233,7 @@ pub async fn run_task(
         created_at: String::new(),
     };
     store.create_mission(&record).map_err(store_error)?;
-    bus.attach(&id, 0, Default::default(), store.clone());
+    bus.attach(&id, 0, Default::default(), Default::default(), store.clone());
     let report = run_mission(
         record,
         options.apply,
@@ -262,7 +282,13 @@ pub async fn resume(
     let events = store.events_after(&record.id, None).map_err(store_error)?;
     let replay = Replay::from_events(&events);
     let next_seq = replay.last_seq.map(|s| s + 1).unwrap_or(0);
-    bus.attach(&record.id, next_seq, replay.usage, store.clone());
+    bus.attach(
+        &record.id,
+        next_seq,
+        replay.usage,
+        replay.usage_by_role.clone(),
+        store.clone(),
+    );
     bus.emit(Event::MissionResumed {
         phase: replay.phase.unwrap_or(Phase::Starting),
         round: replay.round,
@@ -538,6 +564,9 @@ async fn drive(id: &str, setup: &Setup, rt: Runtime, config: Config, replay: Rep
                 test: test.clone(),
             });
             let context = roles::discover(&rt, &config, &setup.objective, &scan, read_only.clone()).await;
+            if rt.budget_spent() {
+                return Ok(budget_ending(&rt, &config));
+            }
             if rt.cancel.is_cancelled() {
                 return Ok(interrupted());
             }
@@ -556,6 +585,7 @@ async fn drive(id: &str, setup: &Setup, rt: Runtime, config: Config, replay: Rep
             });
             match roles::plan(&rt, &config, &setup.objective, &context, read_only).await {
                 Ok(plan) => plan,
+                Err(_) if rt.budget_spent() => return Ok(budget_ending(&rt, &config)),
                 Err(_) if rt.cancel.is_cancelled() => return Ok(interrupted()),
                 Err(reason) => return Ok(Ending::unsealed(reason)),
             }
@@ -648,14 +678,11 @@ async fn run_rounds(
             round,
         });
         let outcomes = units::run_dag(mission.clone(), units.clone(), 0, target.clone(), round).await;
+        if outcomes.iter().any(UnitOutcome::out_of_budget_stop) || mission.rt.budget_spent() {
+            return Ok(budget_ending(&mission.rt, &mission.config));
+        }
         if mission.rt.cancel.is_cancelled() || outcomes.iter().any(|o| o.interrupted) {
             return Ok(interrupted());
-        }
-        if let Some(reason) = budget_stop(mission) {
-            return Ok(Ending {
-                resumable: true,
-                ..Ending::unsealed(reason)
-            });
         }
         let follow_up = match replay.rounds.get(&round) {
             Some((true, _)) => None,
@@ -715,12 +742,36 @@ async fn round_result(
     }
 }
 
-fn budget_stop(mission: &Mission) -> Option<String> {
-    let limit = mission.config.budget_tokens?;
-    let used = mission.rt.bus.usage().total();
-    (used >= limit).then(|| {
-        format!("the token budget is spent ({used} of {limit} tokens used); continue with `orchestrator resume --budget-tokens N`")
-    })
+/// A stop for a spent budget: unsealed (exit 1) but resumable with a larger one, saying what each
+/// role used.
+fn budget_ending(rt: &Runtime, config: &Config) -> Ending {
+    let used = rt.bus.usage().total();
+    let limit = config
+        .budget_tokens
+        .map(|l| format!(" of {l}"))
+        .unwrap_or_default();
+    let roles: Vec<String> = rt
+        .bus
+        .usage_by_role()
+        .iter()
+        .map(|(role, usage)| {
+            let cap = config
+                .role(*role)
+                .budget_tokens
+                .map(|l| format!(" (role budget {l})"))
+                .unwrap_or_default();
+            format!("  {role}: {} tokens{cap}", usage.total())
+        })
+        .collect();
+    let summary = format!(
+        "the token budget is spent: {used}{limit} tokens used. Continue with `orchestrator resume --budget-tokens N` \
+         (or raise the role's budget_tokens in orchestrator.toml).\nBy role:\n{}",
+        roles.join("\n")
+    );
+    Ending {
+        resumable: true,
+        ..Ending::unsealed(summary)
+    }
 }
 
 /// Stage 2: the runtime's full build and tests on the integrated branch, then the master review.

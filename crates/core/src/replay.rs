@@ -57,6 +57,7 @@ pub struct Replay {
     pub finished: Option<Outcome>,
     /// Tokens used by every model call so far, across runs.
     pub usage: TokenUsage,
+    pub usage_by_role: BTreeMap<Role, TokenUsage>,
     /// How many times the mission was resumed before.
     pub resumes: u32,
     pub sessions: BTreeMap<String, SessionRecord>,
@@ -191,8 +192,11 @@ impl Replay {
                 self.rounds.insert(*round, (*passed, follow_up.clone()));
             }
             Event::MissionFinished { outcome, .. } => self.finished = Some(*outcome),
-            Event::ModelCall { session, usage, .. } => {
+            Event::ModelCall {
+                session, usage, role, ..
+            } => {
                 self.usage.add(*usage);
+                self.usage_by_role.entry(*role).or_default().add(*usage);
                 if let Some(record) = self.sessions.get_mut(session) {
                     record.turns += 1;
                     record.usage.add(*usage);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use orchestrator_model::{ChatRequest, Message, ModelClient, ModelError, ToolCall, ToolSpec};
+use orchestrator_model::{ChatRequest, Message, ModelClient, ModelError, StopReason, ToolCall, ToolSpec};
 use orchestrator_protocol::{Event, Role, TokenUsage};
 use orchestrator_store::Store;
 use orchestrator_tools::{summarize_call, ToolOutput, Toolbox};
@@ -78,7 +78,8 @@ impl Runtime {
         })
     }
 
-    fn budget_spent(&self) -> bool {
+    /// Whether the mission's token budget is used up.
+    pub fn budget_spent(&self) -> bool {
         self.budget_tokens
             .is_some_and(|limit| self.bus.usage().total() >= limit)
     }
@@ -202,6 +203,9 @@ impl Transcript {
         }
     }
 }
+
+/// How many protocol corrections in a row a session gets before it is given up.
+const MAX_CORRECTIONS: u32 = 3;
 
 /// Tools whose calls are safe to run again when their result was lost in a crash.
 const REPEATABLE: &[&str] = &[
@@ -336,6 +340,7 @@ impl Session {
             return SessionEnd::Finished;
         }
         let mut budget_for_run = self.settings.max_turns;
+        let mut corrections = 0;
         loop {
             if rt.cancel.is_cancelled() {
                 return SessionEnd::Cancelled;
@@ -343,7 +348,7 @@ impl Session {
             if budget_for_run == 0 {
                 return SessionEnd::TurnLimit;
             }
-            if rt.budget_spent() {
+            if rt.budget_spent() || self.role_budget_spent(rt) {
                 return SessionEnd::BudgetSpent;
             }
             budget_for_run -= 1;
@@ -357,22 +362,60 @@ impl Session {
                 tool_calls: reply.tool_calls.clone(),
             });
             if reply.tool_calls.is_empty() {
-                match self.finish_tool {
-                    None => return SessionEnd::Answered(reply.content),
-                    Some(tool) => {
-                        self.push_user(format!(
-                            "You answered without calling a tool. Your session must end with a call to `{tool}`; call it now."
-                        ));
-                        continue;
-                    }
+                let Some(correction) = self.correction_for(&reply) else {
+                    return SessionEnd::Answered(reply.content);
+                };
+                // A reply that breaks the protocol gets a precise correction, a bounded number of times.
+                corrections += 1;
+                if corrections > MAX_CORRECTIONS {
+                    return SessionEnd::ModelFailed(format!(
+                        "the model broke the protocol {MAX_CORRECTIONS} times in a row: {correction}"
+                    ));
                 }
+                self.push_user(correction);
+                continue;
             }
+            corrections = 0;
             match self.run_tool_calls(rt, hooks, slot, &reply.tool_calls).await {
                 ToolTurn::Continue => {}
                 ToolTurn::Finished => return SessionEnd::Finished,
                 ToolTurn::Cancelled => return SessionEnd::Cancelled,
             }
         }
+    }
+
+    /// What to tell the model when its reply without tool calls is not an acceptable end of the session.
+    fn correction_for(&self, reply: &orchestrator_model::ChatResponse) -> Option<String> {
+        if reply.stop == StopReason::MaxTokens {
+            return Some(
+                "Your reply was cut off at the output token limit. Continue in smaller steps: one tool call at a time, \
+                 shorter files per write."
+                    .into(),
+            );
+        }
+        if let Some(tool) = self.finish_tool {
+            return Some(format!(
+                "You answered without calling a tool. Your session must end with a call to `{tool}`; call it now."
+            ));
+        }
+        if reply.content.trim().is_empty() {
+            return Some(
+                "Your reply was empty. Continue the task with a tool call, or answer with a short summary when done."
+                    .into(),
+            );
+        }
+        None
+    }
+
+    fn role_budget_spent(&self, rt: &Runtime) -> bool {
+        self.settings.budget_tokens.is_some_and(|limit| {
+            rt.bus
+                .usage_by_role()
+                .get(&self.role)
+                .map(|u| u.total())
+                .unwrap_or(0)
+                >= limit
+        })
     }
 
     async fn call_model(&mut self, rt: &Runtime) -> Result<orchestrator_model::ChatResponse, ModelError> {

@@ -51,7 +51,21 @@ pub struct UnitOutcome {
     pub interrupted: bool,
 }
 
+/// The reason of a unit stopped by a spent token budget (mission or role): resumable, not failed.
+pub const BUDGET_SPENT: &str = "the token budget is spent";
+
 impl UnitOutcome {
+    fn out_of_budget(unit: &UnitSpec) -> Self {
+        UnitOutcome {
+            reason: Some(BUDGET_SPENT.into()),
+            ..UnitOutcome::interrupted(unit)
+        }
+    }
+
+    pub fn out_of_budget_stop(&self) -> bool {
+        self.interrupted && self.reason.as_deref() == Some(BUDGET_SPENT)
+    }
+
     fn interrupted(unit: &UnitSpec) -> Self {
         UnitOutcome {
             unit: unit.clone(),
@@ -96,8 +110,9 @@ pub fn run_dag(
         }
         let mut running = FuturesUnordered::new();
         loop {
-            // After a cancel nothing new starts; what runs winds down and is reported as interrupted.
-            let (ready, blocked) = if mission.rt.cancel.is_cancelled() {
+            // After a cancel or with the budget spent nothing new starts; what runs winds down.
+            let stopping = mission.rt.cancel.is_cancelled() || mission.rt.budget_spent();
+            let (ready, blocked) = if stopping {
                 (Vec::new(), Vec::new())
             } else {
                 next_ready(&mut waiting, &done)
@@ -118,7 +133,7 @@ pub fn run_dag(
                 running.push(run_unit(mission.clone(), unit, depth, target.clone(), round));
             }
             if running.is_empty() {
-                if waiting.is_empty() || mission.rt.cancel.is_cancelled() {
+                if waiting.is_empty() || stopping {
                     break;
                 }
                 continue; // newly blocked units were just recorded; look again
@@ -128,7 +143,12 @@ pub fn run_dag(
             }
         }
         for unit in waiting {
-            done.insert(unit.id.clone(), UnitOutcome::interrupted(&unit));
+            let outcome = if mission.rt.cancel.is_cancelled() {
+                UnitOutcome::interrupted(&unit)
+            } else {
+                UnitOutcome::out_of_budget(&unit)
+            };
+            done.insert(unit.id.clone(), outcome);
         }
         // Report in plan order.
         units.iter().filter_map(|u| done.remove(&u.id)).collect()
@@ -351,6 +371,7 @@ impl UnitRun {
                     interrupted: false,
                 }
             }
+            Err(reason) if reason == BUDGET_SPENT => UnitOutcome::out_of_budget(&self.unit),
             Err(reason) => self.failed(reason, summary),
         }
     }
@@ -397,12 +418,8 @@ impl UnitRun {
                 SessionEnd::TurnLimit => "(the worker reached its turn limit)".into(),
                 SessionEnd::Finished => String::new(),
                 SessionEnd::Cancelled => return Err(Box::new(UnitOutcome::interrupted(&self.unit))),
-                SessionEnd::BudgetSpent => {
-                    // Not the unit's fault: it continues when the mission is resumed with more budget.
-                    let mut outcome = UnitOutcome::interrupted(&self.unit);
-                    outcome.reason = Some("the token budget is spent".into());
-                    return Err(Box::new(outcome));
-                }
+                // Not the unit's fault: it continues when the mission is resumed with more budget.
+                SessionEnd::BudgetSpent => return Err(Box::new(UnitOutcome::out_of_budget(&self.unit))),
                 SessionEnd::ModelFailed(e) => return Err(fail(format!("model error: {e}"))),
             };
             let title = format!("{}: {}", self.unit.id, self.unit.title);
@@ -470,6 +487,9 @@ impl UnitRun {
                 {
                     Ok(review) => review,
                     Err(SessionEnd::Cancelled) => return Err(Box::new(UnitOutcome::interrupted(&self.unit))),
+                    Err(SessionEnd::BudgetSpent) => {
+                        return Err(Box::new(UnitOutcome::out_of_budget(&self.unit)))
+                    }
                     Err(end) => {
                         return Err(Box::new(
                             self.failed(format!("the review could not run: {end:?}"), String::new()),
@@ -584,6 +604,9 @@ impl SessionHooks for WorkerHooks {
                 )))
             }
         };
+        if let Some(refusal) = self.over_budget(children.len()) {
+            return HookResult::Continue(error_output(refusal));
+        }
         HookResult::Continue(self.spawn(children, slot).await)
     }
 
@@ -601,7 +624,25 @@ impl SessionHooks for WorkerHooks {
     }
 }
 
+/// What one unit is assumed to cost before any unit of the mission has finished.
+const DEFAULT_UNIT_TOKENS: u64 = 30_000;
+
 impl WorkerHooks {
+    /// A spawn that would likely exceed the mission's remaining budget is refused, with the numbers.
+    fn over_budget(&self, children: usize) -> Option<String> {
+        let mission = &self.mission;
+        let limit = mission.config.budget_tokens?;
+        let used = mission.rt.bus.usage().total();
+        let remaining = limit.saturating_sub(used);
+        let per_unit = mission.average_unit_tokens().unwrap_or(DEFAULT_UNIT_TOKENS);
+        let needed = per_unit.saturating_mul(children as u64);
+        (needed > remaining).then(|| {
+            format!(
+                "spawn refused: the mission has {remaining} tokens of its budget left, and {children} sub-unit(s) \
+                 would need about {needed} (about {per_unit} per unit so far). Build the unit yourself, or spawn fewer."
+            )
+        })
+    }
     async fn spawn(&self, children: Vec<UnitSpec>, slot: &mut Slot) -> orchestrator_tools::ToolOutput {
         let mission = &self.mission;
         // Children branch from the parent's work so far.
@@ -731,6 +772,7 @@ async fn resolve_conflicts(
         match session.run(rt, &crate::session::NoHooks, slot).await {
             SessionEnd::Answered(_) | SessionEnd::TurnLimit | SessionEnd::Finished => {}
             SessionEnd::Cancelled => return Err("cancelled".into()),
+            SessionEnd::BudgetSpent => return Err(BUDGET_SPENT.into()),
             other => return Err(format!("the conflict resolver failed: {other:?}")),
         }
         let before_conclude = worktree.head().await.map_err(|e| e.to_string())?;
