@@ -10,7 +10,12 @@ const BASE_BACKOFF: Duration = Duration::from_millis(500);
 /// The wait before retry number `retry` (0-based): `BASE * 2^retry`, capped at `max`, then scaled by a
 /// random factor in [0.5, 1] so many sessions that failed together do not retry in lockstep.
 pub(crate) fn backoff(retry: u32, max: Duration) -> Duration {
-    let exponential = BASE_BACKOFF.saturating_mul(2u32.saturating_pow(retry.min(20)));
+    backoff_from(BASE_BACKOFF, retry, max)
+}
+
+/// Like [`backoff`] with another first wait.
+pub(crate) fn backoff_from(base: Duration, retry: u32, max: Duration) -> Duration {
+    let exponential = base.saturating_mul(2u32.saturating_pow(retry.min(20)));
     exponential.min(max).mul_f64(rand::random_range(0.5..=1.0))
 }
 

@@ -6,15 +6,21 @@
 //! idle timeouts; retries with jittered exponential backoff (honouring `Retry-After`) for connection
 //! failures, timeouts, 429 and 5xx; immediate failure for 401/403 and other 4xx; and prompt
 //! cancellation. API keys never appear in errors or logs (see [`redact`]).
+//!
+//! With many sessions, wrap the client in a [`GovernedClient`]: one [`Governor`] per model shares
+//! concurrency, rate budgets and every retry wait between all sessions (build the wrapped client
+//! with [`ClientConfig::without_retries`]).
 
 mod anthropic;
 mod backoff;
+mod governor;
 mod openai;
 mod redact;
 mod transport;
 mod types;
 
 pub use anthropic::AnthropicClient;
+pub use governor::{GovernedClient, Governor, GovernorConfig, GovernorStats};
 pub use openai::OpenAiClient;
 pub use redact::redact;
 pub use types::*;
