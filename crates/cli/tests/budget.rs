@@ -55,22 +55,12 @@ async fn a_tiny_budget_stops_cleanly_and_resumes_with_a_larger_one() {
         done.stdout
     );
     assert_eq!(repo.worktrees().len(), 1);
-    let status = Run {
-        args: vec!["status".into()],
-        env: vec![],
-        remove_env: vec![],
-    }
-    .run(&repo)
-    .await;
+    let status = Run::cmd(&["status"]).run(&repo).await;
     assert!(status.stdout.contains("Interrupted"), "{}", status.stdout);
-    let resumed = Run {
-        args: vec!["resume".into(), "--budget-tokens".into(), "10000000".into()],
-        env: vec![],
-        remove_env: vec![],
-    }
-    .openai(&server)
-    .run(&repo)
-    .await;
+    let resumed = Run::cmd(&["resume", "--budget-tokens", "10000000"])
+        .openai(&server)
+        .run(&repo)
+        .await;
     resumed.assert_code(0);
     for i in 1..=3 {
         assert_eq!(repo.read(&format!("{i}.txt")).as_deref(), Some("x"));

@@ -80,17 +80,11 @@ async fn crash_then_resume(when: Trigger, script: Script, repo: &TestRepo) -> (F
         ..FakeOptions::default()
     };
     let server = FakeServer::start(brain, options).await.expect("fake server");
-    let child = tokio::process::Command::new(binary())
-        .args(["task", "Crash and resume"])
-        .current_dir(repo.path())
-        .env("HOME", repo.home())
-        .env("XDG_CONFIG_HOME", repo.home().join(".config"))
-        .env("ORCHESTRATOR_MODEL", MODEL)
-        .env("OPENAI_BASE_URL", server.openai_base_url())
-        .env("OPENAI_API_KEY", "k")
+    let child = Run::task("Crash and resume")
+        .openai(&server)
+        .command(repo)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("binary starts");
     pid.store(child.id().expect("pid") as i32, Ordering::SeqCst);
@@ -108,25 +102,12 @@ async fn crash_then_resume(when: Trigger, script: Script, repo: &TestRepo) -> (F
 }
 
 async fn resume(repo: &TestRepo, server: &FakeServer) -> Finished {
-    Run {
-        args: vec!["resume".into(), "--json".into()],
-        env: vec![],
-        remove_env: vec![],
-    }
-    .openai(server)
-    .run(repo)
-    .await
+    Run::cmd(&["resume", "--json"]).openai(server).run(repo).await
 }
 
 /// Units the store shows as passed after the kill.
 async fn passed_units(repo: &TestRepo) -> Vec<String> {
-    let status = Run {
-        args: vec!["status".into(), "--json".into()],
-        env: vec![],
-        remove_env: vec![],
-    }
-    .run(repo)
-    .await;
+    let status = Run::cmd(&["status", "--json"]).run(repo).await;
     status.assert_code(0);
     let report: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
     report["units"]
@@ -304,13 +285,7 @@ async fn cancel_leaves_nothing_behind_and_resume_completes() {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        Run {
-            args: vec!["cancel".into()],
-            env: vec![],
-            remove_env: vec![],
-        }
-        .run(&repo)
-        .await
+        Run::cmd(&["cancel"]).run(&repo).await
     };
     let (first, cancelled) = tokio::join!(first, cancel);
     cancelled.assert_code(0);
@@ -323,13 +298,7 @@ async fn cancel_leaves_nothing_behind_and_resume_completes() {
         repo.worktrees()
     );
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
-    let status = Run {
-        args: vec!["status".into()],
-        env: vec![],
-        remove_env: vec![],
-    }
-    .run(&repo)
-    .await;
+    let status = Run::cmd(&["status"]).run(&repo).await;
     assert!(
         status.stdout.contains("Interrupted, not running"),
         "{}",
@@ -360,13 +329,7 @@ async fn status_shows_the_tree_sessions_and_evidence() {
         .run(&repo)
         .await
         .assert_code(0);
-    let human = Run {
-        args: vec!["status".into()],
-        env: vec![],
-        remove_env: vec![],
-    }
-    .run(&repo)
-    .await;
+    let human = Run::cmd(&["status"]).run(&repo).await;
     human.assert_code(0);
     assert!(human.stdout.contains("Sealed, not running"), "{}", human.stdout);
     assert!(human.stdout.contains("[x] c C — passed"), "{}", human.stdout);
@@ -375,13 +338,7 @@ async fn status_shows_the_tree_sessions_and_evidence() {
         "{}",
         human.stdout
     );
-    let json = Run {
-        args: vec!["status".into(), "--json".into()],
-        env: vec![],
-        remove_env: vec![],
-    }
-    .run(&repo)
-    .await;
+    let json = Run::cmd(&["status", "--json"]).run(&repo).await;
     let report: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
     assert_eq!(report["outcome"], "sealed");
     assert_eq!(report["units"].as_array().map(Vec::len), Some(3));
@@ -402,14 +359,7 @@ async fn a_corrupted_store_gives_a_clear_error() {
     .unwrap();
     let _ = std::fs::remove_file(repo.path().join(".orchestrator/state.db-wal"));
     for command in ["status", "resume", "logs"] {
-        let out = Run {
-            args: vec![command.into()],
-            env: vec![],
-            remove_env: vec![],
-        }
-        .openai(&server)
-        .run(&repo)
-        .await;
+        let out = Run::cmd(&[command]).openai(&server).run(&repo).await;
         assert_eq!(out.code, Some(2), "{command}: {}", out.stderr);
         assert!(
             out.stderr.contains("damaged") && out.stderr.contains("move it aside"),

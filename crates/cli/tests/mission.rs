@@ -491,17 +491,9 @@ async fn ctrl_c_stops_cleanly_with_exit_3() {
         options,
     )
     .await;
-    let child = tokio::process::Command::new(binary())
-        .args(["task", "Interrupted work"])
-        .current_dir(repo.path())
-        .env("HOME", repo.home())
-        .env("XDG_CONFIG_HOME", repo.home().join(".config"))
-        .env("ORCHESTRATOR_MODEL", MODEL)
-        .env("OPENAI_BASE_URL", server.openai_base_url())
-        .env("OPENAI_API_KEY", "k")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
+    let child = Run::task("Interrupted work")
+        .openai(&server)
+        .command(&repo)
         .spawn()
         .expect("binary starts");
     // Interrupt once workers are running.
@@ -540,24 +532,12 @@ async fn logs_replays_the_mission_log() {
     let server = fake(plan(vec![PlanUnit::file("a", "a.txt", "a")])).await;
     let done = Run::task("Logged").arg("--json").openai(&server).run(&repo).await;
     done.assert_code(0);
-    let logged = Run {
-        args: vec!["logs".into(), "--json".into()],
-        env: vec![],
-        remove_env: vec![],
-    }
-    .run(&repo)
-    .await;
+    let logged = Run::cmd(&["logs", "--json"]).run(&repo).await;
     logged.assert_code(0);
     assert_eq!(
         logged.stdout, done.stdout,
         "the log holds exactly the events that were streamed"
     );
-    let human = Run {
-        args: vec!["logs".into()],
-        env: vec![],
-        remove_env: vec![],
-    }
-    .run(&repo)
-    .await;
+    let human = Run::cmd(&["logs"]).run(&repo).await;
     assert!(human.stdout.contains("mission_finished"), "{}", human.stdout);
 }

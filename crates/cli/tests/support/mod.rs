@@ -115,8 +115,13 @@ pub struct Run {
 
 impl Run {
     pub fn task(objective: &str) -> Self {
+        Run::cmd(&["task", objective])
+    }
+
+    /// Any subcommand with its arguments, e.g. `Run::cmd(&["status", "--json"])`.
+    pub fn cmd(args: &[&str]) -> Self {
         Run {
-            args: vec!["task".into(), objective.into()],
+            args: args.iter().map(|a| a.to_string()).collect(),
             env: Vec::new(),
             remove_env: Vec::new(),
         }
@@ -143,7 +148,8 @@ impl Run {
             .env("OPENAI_API_KEY", "test-key")
     }
 
-    pub async fn run(self, repo: &TestRepo) -> Finished {
+    /// The configured command, for tests that need the running child (to signal it).
+    pub fn command(&self, repo: &TestRepo) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(binary());
         cmd.args(&self.args)
             .current_dir(repo.path())
@@ -155,6 +161,8 @@ impl Run {
             .env_remove("ANTHROPIC_BASE_URL")
             .env_remove("ANTHROPIC_API_KEY")
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
         for key in &self.remove_env {
             cmd.env_remove(key);
@@ -162,7 +170,11 @@ impl Run {
         for (key, value) in &self.env {
             cmd.env(key, value);
         }
-        let out = tokio::time::timeout(std::time::Duration::from_secs(240), cmd.output())
+        cmd
+    }
+
+    pub async fn run(self, repo: &TestRepo) -> Finished {
+        let out = tokio::time::timeout(std::time::Duration::from_secs(240), self.command(repo).output())
             .await
             .expect("the orchestrator finished within 240 s")
             .expect("the orchestrator binary runs");
