@@ -14,6 +14,7 @@
 mod anthropic;
 mod backoff;
 mod governor;
+mod lenient;
 mod openai;
 mod redact;
 mod transport;
@@ -21,6 +22,7 @@ mod types;
 
 pub use anthropic::AnthropicClient;
 pub use governor::{GovernedClient, Governor, GovernorConfig, GovernorStats};
+pub use lenient::tool_calls_from_text;
 pub use openai::OpenAiClient;
 pub use redact::redact;
 pub use types::*;
