@@ -336,3 +336,25 @@ async fn records_arrival_times_in_order() {
     assert!(arrivals[0] >= before);
     assert!(arrivals.windows(2).all(|w| w[0] <= w[1]));
 }
+
+#[tokio::test]
+async fn a_hung_request_stops_counting_once_the_client_gives_up() {
+    let server = FakeServer::start(|_: &SeenRequest| Reply::Hang, FakeOptions::default())
+        .await
+        .expect("starts");
+    let request = reqwest::Client::new()
+        .post(format!("{}/chat/completions", server.openai_base_url()))
+        .json(&openai_body("x", false))
+        .timeout(Duration::from_millis(100))
+        .send();
+    assert!(request.await.is_err(), "the client times out");
+    // The server notices the closed connection and drops the hung handler; poll rather than
+    // assume how soon.
+    let mut waited = Duration::ZERO;
+    while server.in_flight() > 0 && waited < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    assert_eq!(server.in_flight(), 0);
+    assert_eq!(server.max_in_flight(), 1);
+}

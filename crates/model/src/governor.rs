@@ -80,6 +80,8 @@ pub struct GovernorStats {
     /// The configured maximum the limit grows back to.
     pub max_limit: usize,
     pub in_flight: usize,
+    /// The most requests ever in flight at once (never above `max_limit`).
+    pub peak_in_flight: usize,
     /// Calls waiting right now (for a slot, a pause, a rate budget or a backoff).
     pub waiting: usize,
     /// How many times a call had to wait, in total.
@@ -167,6 +169,9 @@ impl Governor {
             };
             permit.failed(&error);
             let retry = self.may_retry(&error, &mut call);
+            if retry {
+                tracing::warn!(model = %request.model, attempt = call.attempts, %error, "model call failed; retrying");
+            }
             call.fail(error);
             if !retry {
                 return Err(call.into_last_error());
@@ -394,6 +399,7 @@ impl State {
             bucket.level -= 1.0;
         }
         self.in_flight += 1;
+        self.stats.peak_in_flight = self.stats.peak_in_flight.max(self.in_flight);
         Ok(self.epoch)
     }
 

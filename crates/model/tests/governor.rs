@@ -137,6 +137,10 @@ async fn concurrent_callers_ride_out_rate_limits_within_the_limit() {
             "{api:?}: every 429 is retried once"
         );
         assert_eq!((stats.in_flight, stats.waiting), (0, 0));
+        assert!(
+            stats.peak_in_flight <= 4 && stats.peak_in_flight >= 1,
+            "{stats:?}"
+        );
     })
     .await;
 }
