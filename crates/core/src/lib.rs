@@ -5,6 +5,7 @@
 //! does is reported as [`orchestrator_protocol::Event`]s on that bus.
 
 mod client;
+pub mod compact;
 pub mod config;
 mod error;
 mod events;
@@ -12,6 +13,7 @@ mod lock;
 mod mission;
 pub mod plan;
 pub mod prescan;
+pub mod pricing;
 mod prompts;
 mod replay;
 mod roles;
