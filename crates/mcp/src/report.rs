@@ -1,0 +1,143 @@
+//! What the status and result tools say: one short paragraph for a person, and the data as JSON for
+//! a model that wants the details.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use orchestrator_core::{MissionStatus, StatusReport};
+use orchestrator_protocol::{Event, Outcome, TokenUsage, UnitState};
+use serde::Serialize;
+
+use crate::error::ToolError;
+
+/// One line per fact: where the mission stands, its units, sessions and tokens.
+pub fn summary(report: &StatusReport) -> String {
+    let mut out = String::new();
+    let phase = report.phase.map(|p| p.as_str()).unwrap_or("starting");
+    let _ = writeln!(
+        out,
+        "Mission {}: {} (phase {phase}, round {}).",
+        report.mission,
+        state_words(report),
+        report.round.max(1)
+    );
+    let _ = writeln!(out, "Objective: {}", first_line(&report.objective));
+    let _ = writeln!(out, "Units: {}.", unit_counts(report));
+    let active = report.sessions.iter().filter(|s| s.active).count();
+    let _ = writeln!(
+        out,
+        "Sessions: {active} active, {} in all. Tokens: {}.",
+        report.sessions.len(),
+        report.usage.total()
+    );
+    let _ = write!(out, "Integration branch: {}.", report.integration_branch);
+    out
+}
+
+fn state_words(report: &StatusReport) -> &'static str {
+    match (report.status, report.running) {
+        (MissionStatus::Running, true) => "running",
+        // The store says running but no process runs it: it was killed.
+        (MissionStatus::Running, false) | (MissionStatus::Interrupted, _) => {
+            "interrupted, not running (continue it with `orchestrator resume`)"
+        }
+        (MissionStatus::Sealed, _) => "sealed (verified and applied)",
+        (MissionStatus::Unsealed, _) => "finished without being sealed",
+    }
+}
+
+fn unit_counts(report: &StatusReport) -> String {
+    if report.units.is_empty() {
+        return "none planned yet".into();
+    }
+    let count = |states: &[UnitState]| report.units.iter().filter(|u| states.contains(&u.state)).count();
+    let passed = count(&[UnitState::Passed]);
+    let failed = count(&[UnitState::Failed, UnitState::Skipped]);
+    let queued = count(&[UnitState::Queued]);
+    let active = report.units.len() - passed - failed - queued;
+    format!(
+        "{passed} of {} passed, {active} in progress, {queued} queued, {failed} failed or skipped",
+        report.units.len()
+    )
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// A finished mission's result, as its `mission_finished` event recorded it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MissionResult {
+    pub mission: String,
+    pub status: MissionStatus,
+    pub running: bool,
+    pub outcome: Option<Outcome>,
+    pub summary: Option<String>,
+    pub integration_branch: String,
+    pub result_commit: Option<String>,
+    pub usage: TokenUsage,
+}
+
+/// Reads the last `mission_finished` event of the report's mission from the repository's store.
+pub fn result(root: &Path, report: &StatusReport) -> Result<MissionResult, ToolError> {
+    let store = orchestrator_core::open_store_in(root)?;
+    let events = store
+        .events_after(&report.mission, None)
+        .map_err(|e| ToolError::Other(format!("cannot read the mission's events: {e}")))?;
+    let finished = events.iter().rev().find_map(|envelope| match &envelope.event {
+        Event::MissionFinished {
+            outcome,
+            summary,
+            result_commit,
+            ..
+        } => Some((*outcome, summary.clone(), result_commit.clone())),
+        _ => None,
+    });
+    let (outcome, summary, result_commit) = match finished {
+        // A resumed mission may have finished once as interrupted; that is not its result now.
+        Some((outcome, summary, commit)) if !report.running => (Some(outcome), Some(summary), commit),
+        _ => (None, None, None),
+    };
+    Ok(MissionResult {
+        mission: report.mission.clone(),
+        status: report.status,
+        running: report.running,
+        outcome,
+        summary,
+        integration_branch: report.integration_branch.clone(),
+        result_commit,
+        usage: report.usage,
+    })
+}
+
+/// The result for a person: the outcome and what to do next, or the progress while it runs.
+pub fn result_words(result: &MissionResult, report: &StatusReport) -> String {
+    if result.running {
+        return format!(
+            "Mission {} is still running; no result yet.\n{}",
+            result.mission,
+            summary(report)
+        );
+    }
+    let Some(outcome) = result.outcome else {
+        return format!(
+            "Mission {} has no result: it stopped before finishing. Continue it with `orchestrator resume` in the repository.\n{}",
+            result.mission,
+            summary(report)
+        );
+    };
+    let mut out = String::new();
+    let headline = match outcome {
+        Outcome::Sealed => "sealed: verified and integrated",
+        Outcome::Unsealed => "finished without being sealed",
+        Outcome::Interrupted => "interrupted (resumable with `orchestrator resume`)",
+    };
+    let _ = writeln!(out, "Mission {}: {headline}.", result.mission);
+    if let Some(summary) = &result.summary {
+        let _ = writeln!(out, "Summary: {summary}");
+    }
+    let _ = writeln!(out, "Integration branch: {}", result.integration_branch);
+    let commit = result.result_commit.as_deref().unwrap_or("none");
+    let _ = write!(out, "Result commit: {commit}. Tokens: {}.", result.usage.total());
+    out
+}

@@ -1,0 +1,171 @@
+//! The MCP tools. Each tool resolves the repository, does one thing through the engine's public API
+//! (or by launching the `orchestrator` binary), and answers with text; every failure is a tool error
+//! whose text says what to do, never a panic or a bare protocol error.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::{tool, tool_handler, tool_router, ServerHandler};
+
+use crate::error::ToolError;
+use crate::launch::{self, Launch, Started};
+use crate::params::{RepoParams, StartMissionParams};
+use crate::report;
+use crate::ServerOptions;
+
+/// How long `cancel_mission` waits for the mission process to let go of the repository.
+const CANCEL_WAIT: Duration = Duration::from_secs(60);
+
+const INSTRUCTIONS: &str = "Runs orchestrator missions: one large objective turned into parallel, \
+verified work by AI coding agents on a git repository, delivered as commits on the user's branch. \
+Call start_mission with the objective; it returns at once while the mission runs in the background. \
+Then use mission_status to follow it, mission_result for the outcome, and cancel_mission to stop it.";
+
+#[derive(Debug, Clone)]
+pub struct OrchestratorMcp {
+    options: ServerOptions,
+}
+
+/// A successful answer: text for a person, then optionally the data as JSON.
+struct Reply {
+    text: String,
+    json: Option<String>,
+}
+
+fn respond(result: Result<Reply, ToolError>) -> CallToolResult {
+    match result {
+        Ok(reply) => {
+            let mut content = vec![ContentBlock::text(reply.text)];
+            content.extend(reply.json.map(ContentBlock::text));
+            CallToolResult::success(content)
+        }
+        Err(error) => CallToolResult::error(vec![ContentBlock::text(error.to_string())]),
+    }
+}
+
+#[tool_router]
+impl OrchestratorMcp {
+    pub fn new(options: ServerOptions) -> Self {
+        OrchestratorMcp { options }
+    }
+
+    #[tool(
+        description = "Start an orchestrator mission in the background: the objective is planned into units that AI \
+coding agents build in parallel, each verified (build, tests, review) and merged; when the whole passes a final \
+review the user's branch is fast-forwarded to the result. Returns the mission id as soon as the mission has \
+started (usually a few seconds), not when it finishes. Refused when the working tree has uncommitted changes \
+(unless allow_dirty) or another mission runs in the repository."
+    )]
+    async fn start_mission(&self, Parameters(params): Parameters<StartMissionParams>) -> CallToolResult {
+        respond(self.start(params).await)
+    }
+
+    #[tool(
+        description = "Where the repository's latest mission stands: running or not, phase, round, every unit \
+with its state, sessions and tokens. A short summary, then the full status as JSON."
+    )]
+    async fn mission_status(&self, Parameters(params): Parameters<RepoParams>) -> CallToolResult {
+        respond(self.status(params).await)
+    }
+
+    #[tool(
+        description = "The result of the repository's latest mission once it has finished: outcome (sealed, \
+unsealed or interrupted), the engine's summary, the integration branch and the result commit. While it still \
+runs, says so with its progress."
+    )]
+    async fn mission_result(&self, Parameters(params): Parameters<RepoParams>) -> CallToolResult {
+        respond(self.result(params).await)
+    }
+
+    #[tool(
+        description = "Stop the repository's running mission cleanly: sessions are stopped, finished work is \
+kept, and the mission can be continued later with `orchestrator resume`."
+    )]
+    async fn cancel_mission(&self, Parameters(params): Parameters<RepoParams>) -> CallToolResult {
+        respond(self.cancel(params).await)
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for OrchestratorMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("orchestrator", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+}
+
+impl OrchestratorMcp {
+    /// The top of the repository the call names, or of the server's own folder.
+    async fn root(&self, repo: Option<&str>) -> Result<PathBuf, ToolError> {
+        let dir = match repo {
+            Some(repo) => self.options.default_repo.join(repo),
+            None => self.options.default_repo.clone(),
+        };
+        Ok(orchestrator_core::repo_root(&dir).await?)
+    }
+
+    async fn start(&self, params: StartMissionParams) -> Result<Reply, ToolError> {
+        if params.objective.trim().is_empty() {
+            return Err(ToolError::Other(
+                "the objective is empty: say what the mission should achieve".into(),
+            ));
+        }
+        let root = self.root(params.repo.as_deref()).await?;
+        let launched = launch::start(&self.options.exe, &root, &params, self.options.start_timeout).await?;
+        let text = match launched {
+            Launch::Started(started) => started_words(&root, &started),
+            Launch::Pending { pid, log } => format!(
+                "The mission process (pid {pid}) is still starting after {} s; it goes on in the background. \
+Its output is in {}; call mission_status in a moment to see it.",
+                self.options.start_timeout.as_secs(),
+                log.display()
+            ),
+        };
+        Ok(Reply { text, json: None })
+    }
+
+    async fn status(&self, params: RepoParams) -> Result<Reply, ToolError> {
+        let root = self.root(params.repo.as_deref()).await?;
+        let status = orchestrator_core::status(&root)?;
+        let json = serde_json::to_string(&status)
+            .map_err(|e| ToolError::Other(format!("cannot write the status as JSON: {e}")))?;
+        Ok(Reply {
+            text: report::summary(&status),
+            json: Some(json),
+        })
+    }
+
+    async fn result(&self, params: RepoParams) -> Result<Reply, ToolError> {
+        let root = self.root(params.repo.as_deref()).await?;
+        let status = orchestrator_core::status(&root)?;
+        let result = report::result(&root, &status)?;
+        let json = serde_json::to_string(&result)
+            .map_err(|e| ToolError::Other(format!("cannot write the result as JSON: {e}")))?;
+        Ok(Reply {
+            text: report::result_words(&result, &status),
+            json: Some(json),
+        })
+    }
+
+    async fn cancel(&self, params: RepoParams) -> Result<Reply, ToolError> {
+        let root = self.root(params.repo.as_deref()).await?;
+        let text = orchestrator_core::cancel(&root, CANCEL_WAIT).await?;
+        Ok(Reply { text, json: None })
+    }
+}
+
+fn started_words(root: &Path, started: &Started) -> String {
+    format!(
+        "Mission {} started in {} (process {}). It runs in the background and keeps running if this client \
+disconnects. Follow it with mission_status (or `orchestrator status` / `orchestrator logs --follow` in the \
+repository), get the outcome with mission_result once it has finished, and stop it with cancel_mission. Its \
+output is logged to {}.",
+        started.mission,
+        root.display(),
+        started.pid,
+        started.log.display()
+    )
+}
