@@ -2,6 +2,7 @@
 //! engine's event stream (human progress lines, or JSON lines with `--json`) and maps the outcome to
 //! the exit status of PROTOCOL.md.
 
+mod install;
 mod logs;
 mod progress;
 mod status;
@@ -38,6 +39,12 @@ enum Command {
     Logs(LogsArgs),
     /// Stop the running mission cleanly (resumable later).
     Cancel(RepoArgs),
+    /// Serve the Model Context Protocol on stdin/stdout: tools to start, follow and cancel missions.
+    Mcp,
+    /// Register the MCP server and a /task command in another tool's config.
+    Install(install::InstallArgs),
+    /// Remove exactly what `install` added.
+    Uninstall(install::InstallArgs),
 }
 
 #[derive(Args)]
@@ -160,6 +167,9 @@ fn main() -> ExitCode {
             Command::Status(args) => status::run(&args.repo.repo, args.json).await,
             Command::Logs(args) => logs::run(&args.repo.repo, args.json, args.follow).await,
             Command::Cancel(args) => cancel(&args).await,
+            Command::Mcp => mcp().await,
+            Command::Install(args) => install::install(args).await,
+            Command::Uninstall(args) => install::uninstall(args).await,
         }
     });
     ExitCode::from(code)
@@ -229,6 +239,21 @@ async fn cancel(repo: &RepoArgs) -> u8 {
         Err(e) => {
             eprintln!("error: {e}");
             e.exit_code() as u8
+        }
+    }
+}
+
+/// `orchestrator mcp`: serves until the client closes the connection.
+async fn mcp() -> u8 {
+    let served = match orchestrator_mcp::ServerOptions::from_process() {
+        Ok(options) => orchestrator_mcp::serve_stdio(options).await,
+        Err(e) => Err(e),
+    };
+    match served {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
         }
     }
 }
