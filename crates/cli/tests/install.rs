@@ -6,7 +6,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
+use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenMessage, SeenRequest};
+use serde_json::{json, Value};
 use support::*;
 
 /// A commented JSONC config with other MCP servers and commands, and trailing commas.
@@ -303,4 +305,216 @@ async fn project_and_global_are_exclusive_and_project_needs_a_repository() {
     done.assert_code(2);
     assert!(done.stderr.contains("--global"), "{}", done.stderr);
     assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0);
+}
+
+// ---- The real OpenCode, when OPENCODE_BIN names it (.ci/run installs it from the npm registry). ----
+
+/// The OpenCode binary, or `None` (with a note saying why the test does nothing) when not installed.
+fn opencode_bin(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("OPENCODE_BIN").filter(|v| !v.is_empty()) {
+        Some(bin) => Some(PathBuf::from(bin)),
+        None => {
+            eprintln!("skipping {test}: OPENCODE_BIN is not set (.ci/run installs OpenCode and sets it)");
+            None
+        }
+    }
+}
+
+/// OpenCode run offline in the repository, with every folder it writes to inside the test's HOME.
+fn opencode(bin: &Path, repo: &TestRepo, args: &[&str]) -> tokio::process::Command {
+    let home = repo.home();
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args)
+        .current_dir(repo.path())
+        // OpenCode takes its project folder from PWD, as a shell would have set it.
+        .env("PWD", repo.path())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
+        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .env("OPENCODE_DISABLE_SHARE", "1")
+        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1")
+        .env_remove("OPENCODE_CONFIG")
+        .env_remove("OPENCODE_CONFIG_DIR")
+        .env_remove("OPENCODE_CONFIG_CONTENT")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn output(mut cmd: tokio::process::Command, what: &str) -> Finished {
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} finished within 180 s"))
+        .unwrap_or_else(|e| panic!("{what} runs: {e}"));
+    Finished::from(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_connects_to_the_installed_mcp_server() {
+    let Some(bin) = opencode_bin("opencode_connects_to_the_installed_mcp_server") else {
+        return;
+    };
+    let repo = TestRepo::new(&[]);
+    install(&repo, &["--global"]).await.assert_code(0);
+    let listed = output(opencode(&bin, &repo, &["mcp", "list"]), "opencode mcp list").await;
+    listed.assert_code(0);
+    let line = listed
+        .stdout
+        .lines()
+        .find(|l| l.contains("orchestrator"))
+        .unwrap_or_else(|| {
+            panic!(
+                "orchestrator is not listed:\n{}\n{}",
+                listed.stdout, listed.stderr
+            )
+        });
+    assert!(line.contains("connected"), "{}", listed.stdout);
+
+    // And after uninstall OpenCode no longer knows it.
+    uninstall(&repo, &["--global"]).await.assert_code(0);
+    let listed = output(opencode(&bin, &repo, &["mcp", "list"]), "opencode mcp list").await;
+    assert!(!listed.stdout.contains("orchestrator"), "{}", listed.stdout);
+}
+
+/// The scripted mission for the engine's sessions, and for OpenCode's agent a model that does what
+/// the /task prompt asks: call `orchestrator_start_mission` with the objective, then report.
+fn opencode_and_mission_brain(script: Script) -> impl Brain {
+    let mission = ScriptedMission::new(script);
+    move |request: &SeenRequest| {
+        if !role_of(request).is_empty() || request.system.starts_with("You condense") {
+            return mission.respond(request);
+        }
+        // OpenCode's own requests: the title agent offers no tools, the build agent offers ours.
+        if !request.offers("orchestrator_start_mission") {
+            return Reply::Text("Orchestrator mission".into());
+        }
+        let started = request
+            .tool_results()
+            .iter()
+            .find(|(call, _, _)| call.name == "orchestrator_start_mission")
+            .map(|(_, content, is_error)| (content.to_string(), *is_error));
+        match started {
+            Some((content, false)) => Reply::Text(format!("Started. {content}")),
+            Some((content, true)) => Reply::Text(format!("The mission could not start: {content}")),
+            None => Reply::ToolCalls {
+                text: String::new(),
+                calls: vec![(
+                    "orchestrator_start_mission".into(),
+                    json!({ "objective": objective_in(&last_user_text(request)) }).to_string(),
+                )],
+            },
+        }
+    }
+}
+
+fn last_user_text(request: &SeenRequest) -> String {
+    request
+        .messages
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            SeenMessage::User { text } => Some(text.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// The objective the /task template placed between its first line and its instructions.
+fn objective_in(prompt: &str) -> String {
+    prompt
+        .split_once("with this objective:")
+        .and_then(|(_, rest)| rest.split_once("Call the `orchestrator_start_mission`"))
+        // `opencode run` quotes an argument with spaces; a model would take the quotes off.
+        .map(|(objective, _)| objective.trim().trim_matches('"').to_string())
+        .unwrap_or_else(|| format!("(the /task template was not found in: {prompt})"))
+}
+
+/// OpenCode's config: the fake server as an OpenAI-compatible provider (OpenCode bundles that SDK,
+/// so nothing is downloaded), and a comment that must survive `install`.
+fn provider_config(server: &FakeServer) -> String {
+    format!(
+        r#"// Written by the test: the fake model server as an OpenAI-compatible provider.
+{{
+  "$schema": "https://opencode.ai/config.json",
+  "provider": {{
+    "fake": {{
+      "npm": "@ai-sdk/openai-compatible",
+      "name": "Fake",
+      "options": {{ "baseURL": "{}", "apiKey": "test-key" }},
+      "models": {{ "{MODEL}": {{ "name": "Fake model", "tool_call": true }} }}
+    }}
+  }},
+  "model": "fake/{MODEL}",
+  "small_model": "fake/{MODEL}"
+}}
+"#,
+        server.openai_base_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_task_command_starts_a_mission_that_completes() {
+    let Some(bin) = opencode_bin("opencode_task_command_starts_a_mission_that_completes") else {
+        return;
+    };
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "a")],
+        ..Script::default()
+    };
+    let server = FakeServer::start(opencode_and_mission_brain(script), FakeOptions::default())
+        .await
+        .expect("fake model server starts");
+    // The global config, so the repository stays clean and the mission may start.
+    let config = repo.home().join(".config/opencode/opencode.jsonc");
+    std::fs::create_dir_all(config.parent().expect("a folder")).expect("mkdir");
+    std::fs::write(&config, provider_config(&server)).expect("write the config");
+    install(&repo, &["--global"]).await.assert_code(0);
+
+    let mut cmd = opencode(&bin, &repo, &["run", "--command", "task", "Add a.txt"]);
+    // OpenCode passes its environment on to the MCP server, which passes it on to the mission.
+    cmd.env("OPENAI_BASE_URL", server.openai_base_url())
+        .env("OPENAI_API_KEY", "test-key")
+        .env("ORCHESTRATOR_MODEL", MODEL);
+    let ran = output(cmd, "opencode run --command task").await;
+    ran.assert_code(0);
+    assert!(ran.stdout.contains("started"), "{}\n{}", ran.stdout, ran.stderr);
+
+    // The mission runs on in the background after OpenCode has left; wait for it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
+    let report = loop {
+        let status = Run::cmd(&["status", "--json"]).run(&repo).await;
+        let report: Value = serde_json::from_str(&status.stdout).unwrap_or(Value::Null);
+        if report["status"] != "running" && report["status"] != Value::Null {
+            break report;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no finished mission: {}",
+            status.stdout
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert_eq!(report["status"], "sealed", "{report}");
+    assert_eq!(
+        report["objective"], "Add a.txt",
+        "$ARGUMENTS became the objective"
+    );
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+    assert!(repo.files_on_main().contains(&"a.txt".to_string()));
+
+    // Uninstall leaves the test's own config exactly as it was written, comment included.
+    uninstall(&repo, &["--global"]).await.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&config).expect("read"),
+        provider_config(&server)
+    );
 }
