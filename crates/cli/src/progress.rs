@@ -29,6 +29,7 @@ pub struct View {
     units: BTreeMap<String, UnitState>,
     sessions: HashSet<String>,
     tokens: u64,
+    cost: f64,
 }
 
 impl View {
@@ -38,6 +39,7 @@ impl View {
             units: BTreeMap::new(),
             sessions: HashSet::new(),
             tokens: 0,
+            cost: 0.0,
         }
     }
 
@@ -78,9 +80,21 @@ impl View {
                 self.sessions.remove(session);
                 None
             }
-            Event::ModelCall { usage, .. } => {
+            Event::ModelCall { usage, cost_usd, .. } => {
                 self.tokens += usage.total();
+                self.cost += cost_usd.unwrap_or(0.0);
                 None
+            }
+            Event::Compacted { session, before_tokens, after_tokens } => {
+                Some(format!("{session} compacted its context: ~{before_tokens} → ~{after_tokens} tokens"))
+            }
+            Event::ModelTraffic { model, peak_in_flight, max_limit, rate_limited, retries, gave_up, .. }
+                if *rate_limited + *retries + *gave_up > 0 =>
+            {
+                Some(format!(
+                    "{model}: peak {peak_in_flight}/{max_limit} requests in flight, {rate_limited} rate-limited, \
+                     {retries} retried, {gave_up} gave up"
+                ))
             }
             Event::PlanRejected { attempt, problems } => Some(format!(
                 "plan rejected (attempt {attempt}): {}",
@@ -172,7 +186,15 @@ impl View {
             count(|s| matches!(s, UnitState::Failed | UnitState::Skipped)),
             self.sessions.len(),
             human_tokens(self.tokens)
-        )
+        ) + &self.cost_note()
+    }
+
+    fn cost_note(&self) -> String {
+        if self.cost > 0.0 {
+            format!(" · ~${:.4}", self.cost)
+        } else {
+            String::new()
+        }
     }
 }
 

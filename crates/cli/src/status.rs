@@ -66,12 +66,22 @@ pub fn render(report: &StatusReport) -> String {
     let active = report.sessions.iter().filter(|s| s.active).count();
     let _ = writeln!(
         out,
-        "sessions: {active} active, {} in all · tokens {} (in {}, out {})",
+        "sessions: {active} active, {} in all · tokens {} (in {}, out {}){}",
         report.sessions.len(),
         report.usage.total(),
         report.usage.input_tokens,
-        report.usage.output_tokens
+        report.usage.output_tokens,
+        cost(report.cost_usd)
     );
+    for role in &report.roles {
+        let _ = writeln!(
+            out,
+            "  {}: {} tokens{}",
+            role.role,
+            role.usage.total(),
+            cost(role.cost_usd)
+        );
+    }
     for session in report.sessions.iter().filter(|s| s.active) {
         let unit = session.unit.as_deref().unwrap_or("-");
         let _ = writeln!(
@@ -142,6 +152,14 @@ fn render_unit(out: &mut String, report: &StatusReport, unit: &UnitStatus, depth
         .filter(|c| c.parent.as_deref() == Some(unit.id.as_str()))
     {
         render_unit(out, report, child, depth + 1);
+    }
+}
+
+fn cost(usd: f64) -> String {
+    if usd > 0.0 {
+        format!(" · ~${usd:.4}")
+    } else {
+        String::new()
     }
 }
 

@@ -1,35 +1,52 @@
-//! Builds the model client from the environment, as each ecosystem expects its variables.
+//! Builds the model client from the environment, as each ecosystem expects its variables, behind
+//! one shared rate governor per model.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use orchestrator_model::{AnthropicClient, ClientConfig, ModelClient, ModelError, OpenAiClient};
+use orchestrator_model::{
+    AnthropicClient, ClientConfig, GovernedClient, GovernorConfig, ModelClient, ModelError, OpenAiClient,
+};
 
-use crate::config::Provider;
+use crate::config::{Config, Provider};
 use crate::error::{EngineError, Result};
 
 const OPENAI_DEFAULT: &str = "https://api.openai.com/v1";
 const ANTHROPIC_DEFAULT: &str = "https://api.anthropic.com";
 
-/// The client for the mission, and a second one for the preflight check that gives up fast: a
-/// person waiting at the prompt should hear about a wrong URL in seconds, not after minutes of retries.
+/// The governed client for the mission, and a plain one for the preflight check that gives up fast:
+/// a person waiting at the prompt should hear about a wrong URL in seconds, not after minutes of retries.
 pub struct Clients {
-    pub mission: Arc<dyn ModelClient>,
+    pub mission: Arc<GovernedClient>,
     pub preflight: Arc<dyn ModelClient>,
     /// The API key, so the store can mask it wherever a model or tool echoes it.
     pub secrets: Vec<String>,
 }
 
-pub fn clients_from_env(provider: Provider) -> Result<Clients> {
+pub fn clients_from_env(config: &Config) -> Result<Clients> {
+    let provider = config.provider;
     let (base, key) = endpoint(provider)?;
-    let config = ClientConfig::new(base, Some(key.clone()));
-    let mut quick = config.clone();
+    let endpoint = &config.endpoint;
+    let mut settings = ClientConfig::new(base, Some(key.clone()));
+    settings.connect_timeout = endpoint.connect_timeout;
+    settings.first_byte_timeout = endpoint.first_byte_timeout;
+    settings.idle_timeout = endpoint.idle_timeout;
+    let mut quick = settings.clone();
     quick.max_retries = 1;
     quick.max_backoff = Duration::from_millis(500);
     quick.connect_timeout = Duration::from_secs(5);
     quick.first_byte_timeout = Duration::from_secs(20);
+    // The governor owns every retry, so that a Retry-After pauses all sessions, not just one.
+    let inner = build(provider, settings.without_retries())?;
+    let governor = GovernorConfig {
+        max_concurrency: endpoint.max_concurrency,
+        requests_per_minute: endpoint.requests_per_minute,
+        tokens_per_minute: endpoint.tokens_per_minute,
+        max_total_wait: endpoint.max_wait,
+        ..GovernorConfig::default()
+    };
     Ok(Clients {
-        mission: build(provider, config)?,
+        mission: Arc::new(GovernedClient::new(inner, governor)),
         preflight: build(provider, quick)?,
         secrets: vec![key],
     })

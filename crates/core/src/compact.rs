@@ -268,11 +268,18 @@ fn transcript_item(message: &Message) -> String {
             if !content.is_empty() {
                 parts.push(format!("[assistant]\n{}", cut(content)));
             }
-            parts.extend(
-                tool_calls
-                    .iter()
-                    .map(|c| format!("[assistant calls {} ({})]\n{}", c.name, c.id, cut(&c.arguments))),
-            );
+            // The one-line summary comes first: a long argument (a file's content) is cut, and the
+            // path it was written to must survive the cut.
+            parts.extend(tool_calls.iter().map(|c| {
+                let args = serde_json::from_str(&c.arguments).unwrap_or(serde_json::Value::Null);
+                let what = orchestrator_tools::summarize_call(&c.name, &args);
+                format!(
+                    "[assistant calls {} ({})] {what}\n{}",
+                    c.name,
+                    c.id,
+                    cut(&c.arguments)
+                )
+            }));
             parts.join("\n")
         }
         Message::Tool {
@@ -651,7 +658,7 @@ mod tests {
         assert!(content.contains("<task>\n# Task\nBuild the thing.\n</task>"));
         assert!(content.contains("what was tried and failed"));
         assert!(content.contains("[assistant]\nLooking at the layout first."));
-        assert!(content.contains("[assistant calls read (c0)]\n{\"path\":\"f0.rs\"}"));
+        assert!(content.contains("[assistant calls read (c0)] read f0.rs\n{\"path\":\"f0.rs\"}"));
         assert!(content.contains("[error from c0]"));
         assert!(content.len() < 20_000 + 4_000 * 10, "huge items are cut");
         let kept_call = format!(

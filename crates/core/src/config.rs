@@ -8,7 +8,9 @@ use std::time::Duration;
 use orchestrator_protocol::Role;
 use serde::Deserialize;
 
+use crate::compact::context_window_for;
 use crate::error::{EngineError, Result};
+use crate::pricing::PriceTable;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,6 +62,50 @@ pub struct FileConfig {
     pub limits: LimitsFile,
     #[serde(default)]
     pub roles: BTreeMap<String, RoleFile>,
+    #[serde(default)]
+    pub endpoint: EndpointFile,
+    /// Per model name: context window and compaction threshold.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelFile>,
+    #[serde(default)]
+    pub compaction: CompactionFile,
+    /// Per model name prefix: USD per million input and output tokens.
+    #[serde(default)]
+    pub prices: PriceTable,
+}
+
+/// The model endpoint's timeouts and the shared rate governor's limits.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointFile {
+    pub connect_timeout_secs: Option<u64>,
+    pub first_byte_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    /// Requests in flight per model (the governor adapts below this on 429s).
+    pub max_concurrency: Option<usize>,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    /// How long one call may keep failing (429s, 5xx, timeouts) before its unit gives up.
+    pub max_wait_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    pub context_window: Option<u64>,
+    /// Fraction of the window at which a session compacts (default 0.8).
+    pub compact_at: Option<f64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactionFile {
+    /// The (cheaper) model that writes summaries; default: the session's own model.
+    pub model: Option<String>,
+    /// Share of the window kept verbatim as recent turns (default 0.3).
+    pub keep_recent: Option<f64>,
+    /// Tool output longer than this is cut in context and kept whole in a file (default 20000).
+    pub tool_output_chars: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -110,6 +156,29 @@ pub struct RoleSettings {
     pub max_tokens: u32,
     pub temperature: Option<f32>,
     pub budget_tokens: Option<u64>,
+    /// The model's context window in tokens, and the share of it at which the session compacts.
+    pub context_window: u64,
+    pub compact_at: f64,
+}
+
+/// Endpoint timeouts and governor limits, resolved.
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_concurrency: usize,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub max_wait: Duration,
+}
+
+/// How sessions keep inside their context window.
+#[derive(Debug, Clone)]
+pub struct CompactionSettings {
+    pub model: Option<String>,
+    pub keep_recent: f64,
+    pub tool_output_chars: usize,
 }
 
 /// The resolved configuration a mission runs with.
@@ -129,6 +198,9 @@ pub struct Config {
     pub bash_timeout: Duration,
     pub max_parallel_verify: usize,
     pub roles: BTreeMap<Role, RoleSettings>,
+    pub endpoint: EndpointSettings,
+    pub compaction: CompactionSettings,
+    pub prices: PriceTable,
 }
 
 impl Config {
@@ -176,9 +248,18 @@ pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<Strin
         .unwrap_or_else(default_provider);
     let model = flags.model.clone().or(env_model).or(merged.model.clone());
     let roles = resolve_roles(&merged, flags.model.as_deref(), model.as_deref())?;
+    let max_parallel = flags.max_parallel.or(merged.max_parallel).unwrap_or(8);
+    let endpoint = resolve_endpoint(&merged.endpoint, max_parallel);
+    let compaction = CompactionSettings {
+        model: merged.compaction.model.clone(),
+        keep_recent: merged.compaction.keep_recent.unwrap_or(0.3),
+        tool_output_chars: merged.compaction.tool_output_chars.unwrap_or(20_000),
+    };
+    let mut prices = PriceTable::with_defaults();
+    prices.merge(merged.prices.clone());
     let config = Config {
         provider,
-        max_parallel: flags.max_parallel.or(merged.max_parallel).unwrap_or(8),
+        max_parallel,
         max_depth: flags.max_depth.or(merged.max_depth).unwrap_or(2),
         rounds: flags.rounds.or(merged.rounds).unwrap_or(3),
         budget_tokens: flags.budget_tokens.or(merged.budget_tokens),
@@ -194,9 +275,26 @@ pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<Strin
             .max_parallel_verify
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
         roles,
+        endpoint,
+        compaction,
+        prices,
     };
     check(&config)?;
     Ok(config)
+}
+
+fn resolve_endpoint(file: &EndpointFile, max_parallel: usize) -> EndpointSettings {
+    let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
+    EndpointSettings {
+        connect_timeout: secs(file.connect_timeout_secs, 10),
+        first_byte_timeout: secs(file.first_byte_timeout_secs, 300),
+        idle_timeout: secs(file.idle_timeout_secs, 120),
+        // By default the governor lets every session through; it only narrows on 429s.
+        max_concurrency: file.max_concurrency.unwrap_or(max_parallel),
+        requests_per_minute: file.requests_per_minute,
+        tokens_per_minute: file.tokens_per_minute,
+        max_wait: secs(file.max_wait_secs, 900),
+    }
 }
 
 fn default_provider() -> Provider {
@@ -240,6 +338,10 @@ fn resolve_roles(
                 )
             })?;
         let (turns, tokens) = role_defaults(role);
+        let model_file = merged.models.get(&model).cloned().unwrap_or_default();
+        let context_window = model_file
+            .context_window
+            .unwrap_or_else(|| context_window_for(&model));
         roles.insert(
             role,
             RoleSettings {
@@ -248,6 +350,8 @@ fn resolve_roles(
                 max_tokens: file.max_tokens.unwrap_or(tokens),
                 temperature: file.temperature,
                 budget_tokens: file.budget_tokens,
+                context_window,
+                compact_at: model_file.compact_at.unwrap_or(0.8),
             },
         );
     }
@@ -280,6 +384,24 @@ fn check(config: &Config) -> Result<()> {
     if config.max_parallel_verify == 0 {
         return bad("limits.max_parallel_verify must be at least 1");
     }
+    if config.endpoint.max_concurrency == 0 {
+        return bad("endpoint.max_concurrency must be at least 1");
+    }
+    if !(0.05..=1.0).contains(&config.compaction.keep_recent) {
+        return bad("compaction.keep_recent must be between 0.05 and 1.0");
+    }
+    for (role, settings) in &config.roles {
+        if !(0.1..=1.0).contains(&settings.compact_at) || settings.context_window < 1024 {
+            return Err(EngineError::Usage(format!(
+                "the {role} model `{}` needs context_window ≥ 1024 and compact_at between 0.1 and 1.0",
+                settings.model
+            )));
+        }
+    }
+    config
+        .prices
+        .validate()
+        .map_err(|e| EngineError::Usage(format!("prices: {e}")))?;
     Ok(())
 }
 
@@ -305,6 +427,26 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(limits.merge_attempts);
     take!(limits.bash_timeout_secs);
     take!(limits.max_parallel_verify);
+    take!(endpoint.connect_timeout_secs);
+    take!(endpoint.first_byte_timeout_secs);
+    take!(endpoint.idle_timeout_secs);
+    take!(endpoint.max_concurrency);
+    take!(endpoint.requests_per_minute);
+    take!(endpoint.tokens_per_minute);
+    take!(endpoint.max_wait_secs);
+    take!(compaction.model);
+    take!(compaction.keep_recent);
+    take!(compaction.tool_output_chars);
+    for (name, model) in layer.models {
+        let slot = into.models.entry(name).or_default();
+        if model.context_window.is_some() {
+            slot.context_window = model.context_window;
+        }
+        if model.compact_at.is_some() {
+            slot.compact_at = model.compact_at;
+        }
+    }
+    into.prices.merge(layer.prices);
     for (name, role) in layer.roles {
         let slot = into.roles.entry(name).or_default();
         if role.model.is_some() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use orchestrator_git::{FastForward, Repo, Worktree};
-use orchestrator_model::ModelClient;
+use orchestrator_model::GovernedClient;
 use orchestrator_protocol::{Event, Outcome, Phase, Role, UnitSpec, UnitState};
 use orchestrator_store::{MissionRecord, MissionStatus, Store, StoreError};
 use orchestrator_tools::{ToolOptions, Toolbox};
@@ -213,7 +213,7 @@ pub async fn run_task(
     })?;
     let user_branch = repo.current_branch().await?;
     let config = load_config(&repo, &options.overrides)?;
-    let clients = clients_from_env(config.provider)?;
+    let clients = clients_from_env(&config)?;
     if !options.allow_dirty {
         refuse_dirty(&repo).await?;
     }
@@ -276,7 +276,7 @@ pub async fn resume(
     }
     let stored: StoredOptions = serde_json::from_value(record.options.clone()).unwrap_or_default();
     let config = load_config(&repo, &stored.overrides(&options.overrides))?;
-    let clients = clients_from_env(config.provider)?;
+    let clients = clients_from_env(&config)?;
     preflight(clients.preflight.as_ref()).await?;
     let (lock, store) = claim_repo(&repo, &record.id, &clients).await?;
     let events = store.events_after(&record.id, None).map_err(store_error)?;
@@ -424,7 +424,7 @@ async fn run_mission(
     apply: bool,
     repo: Repo,
     config: Config,
-    client: Arc<dyn ModelClient>,
+    client: Arc<GovernedClient>,
     replay: Replay,
     store: Arc<Store>,
     bus: &EventBus,
@@ -441,13 +441,14 @@ async fn run_mission(
         });
     }
     let rt = Runtime::new(
-        client,
+        client.clone(),
         bus.clone(),
         cancel,
         config.max_parallel,
         config.budget_tokens,
     )
-    .with_store(store.clone(), &id);
+    .with_store(store.clone(), &id)
+    .with_context_rules(config.prices.clone(), config.compaction.clone());
     let setup = Setup {
         repo: repo.clone(),
         worktrees: repo.root().join(STATE_DIR).join("worktrees").join(&id),
@@ -478,6 +479,17 @@ async fn run_mission(
         }
     }
     cleanup(&setup).await;
+    for (model, stats) in client.stats() {
+        bus.emit(Event::ModelTraffic {
+            model,
+            limit: stats.limit,
+            max_limit: stats.max_limit,
+            peak_in_flight: stats.peak_in_flight,
+            rate_limited: stats.rate_limited,
+            retries: stats.retries,
+            gave_up: stats.gave_up,
+        });
+    }
     let status = match (outcome, resumable) {
         (Outcome::Sealed, _) => MissionStatus::Sealed,
         (Outcome::Interrupted, _) | (_, true) => MissionStatus::Interrupted,
@@ -680,6 +692,14 @@ async fn run_rounds(
         let outcomes = units::run_dag(mission.clone(), units.clone(), 0, target.clone(), round).await;
         if outcomes.iter().any(UnitOutcome::out_of_budget_stop) || mission.rt.budget_spent() {
             return Ok(budget_ending(&mission.rt, &mission.config));
+        }
+        if let Some(reason) = outcomes.iter().find_map(UnitOutcome::endpoint_stop) {
+            return Ok(Ending {
+                resumable: true,
+                ..Ending::unsealed(format!(
+                    "{reason}\nContinue with `orchestrator resume` once the endpoint answers."
+                ))
+            });
         }
         if mission.rt.cancel.is_cancelled() || outcomes.iter().any(|o| o.interrupted) {
             return Ok(interrupted());

@@ -40,6 +40,9 @@ pub struct SessionRecord {
     pub active: bool,
     pub turns: u32,
     pub usage: TokenUsage,
+    /// Estimated cost of the session's calls with a known price.
+    pub cost_usd: f64,
+    pub compactions: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,6 +61,8 @@ pub struct Replay {
     /// Tokens used by every model call so far, across runs.
     pub usage: TokenUsage,
     pub usage_by_role: BTreeMap<Role, TokenUsage>,
+    pub cost_usd: f64,
+    pub cost_by_role: BTreeMap<Role, f64>,
     /// How many times the mission was resumed before.
     pub resumes: u32,
     pub sessions: BTreeMap<String, SessionRecord>,
@@ -135,6 +140,8 @@ impl Replay {
                         active: true,
                         turns: 0,
                         usage: TokenUsage::default(),
+                        cost_usd: 0.0,
+                        compactions: 0,
                     });
                 record.active = true;
             }

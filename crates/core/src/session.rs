@@ -17,8 +17,13 @@ use orchestrator_tools::{summarize_call, ToolOutput, Toolbox};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RoleSettings;
+use crate::compact::{
+    apply_compaction, plan_compaction, summary_request, truncate_for_context, ContextEstimator,
+    SUMMARY_SYSTEM_PROMPT,
+};
+use crate::config::{CompactionSettings, RoleSettings};
 use crate::events::EventBus;
+use crate::pricing::PriceTable;
 use crate::prompts::system_prompt;
 
 /// What every session of a mission shares.
@@ -32,6 +37,8 @@ pub struct Runtime {
     /// Where transcripts are kept, so an interrupted session continues from its last message.
     pub store: Option<Arc<Store>>,
     pub mission: String,
+    pub prices: PriceTable,
+    pub compaction: CompactionSettings,
     session_seq: AtomicU64,
 }
 
@@ -51,8 +58,21 @@ impl Runtime {
             budget_tokens,
             store: None,
             mission: String::new(),
+            prices: PriceTable::new(),
+            compaction: CompactionSettings {
+                model: None,
+                keep_recent: 0.3,
+                tool_output_chars: 20_000,
+            },
             session_seq: AtomicU64::new(1),
         }
+    }
+
+    /// Prices for cost estimates, and how sessions keep inside their context window.
+    pub fn with_context_rules(mut self, prices: PriceTable, compaction: CompactionSettings) -> Self {
+        self.prices = prices;
+        self.compaction = compaction;
+        self
     }
 
     /// Keeps every session's transcript in `store` under `mission`.
@@ -169,6 +189,9 @@ pub enum SessionEnd {
     BudgetSpent,
     Cancelled,
     ModelFailed(String),
+    /// The endpoint kept failing (429s, 5xx, timeouts) past the governor's bounded wait: not the
+    /// session's fault, and worth resuming later.
+    EndpointFailed(String),
 }
 
 /// Where one session's messages are stored, keyed by what the session is for (e.g. `worker:t3`),
@@ -204,6 +227,18 @@ impl Transcript {
     }
 }
 
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// How many protocol corrections in a row a session gets before it is given up.
 const MAX_CORRECTIONS: u32 = 3;
 
@@ -235,6 +270,10 @@ pub struct Session {
     transcript: Option<Transcript>,
     /// True when the conversation was loaded from the store: lost tool results must be repaired.
     resumed: bool,
+    estimator: ContextEstimator,
+    /// After a compaction that could not get under the threshold (the task itself is that large), the
+    /// next one waits until the conversation has grown again, instead of summarising every turn.
+    compact_floor: u64,
 }
 
 impl Session {
@@ -275,6 +314,8 @@ impl Session {
             usage: TokenUsage::default(),
             transcript,
             resumed,
+            estimator: ContextEstimator::new(),
+            compact_floor: 0,
         };
         if !resumed {
             session.push(Message::user(first_message));
@@ -355,6 +396,9 @@ impl Session {
             let reply = match self.call_model(rt).await {
                 Ok(reply) => reply,
                 Err(ModelError::Cancelled) => return SessionEnd::Cancelled,
+                Err(e) if e.is_transient() || matches!(e, ModelError::GaveUp { .. }) => {
+                    return SessionEnd::EndpointFailed(e.to_string())
+                }
                 Err(e) => return SessionEnd::ModelFailed(e.to_string()),
             };
             self.push(Message::Assistant {
@@ -419,25 +463,128 @@ impl Session {
     }
 
     async fn call_model(&mut self, rt: &Runtime) -> Result<orchestrator_model::ChatResponse, ModelError> {
+        let system = system_prompt(self.role);
+        self.compact_if_needed(rt, &system).await?;
         let request = ChatRequest {
             model: self.settings.model.clone(),
-            system: system_prompt(self.role),
+            system,
             messages: self.messages.clone(),
             tools: self.tools.clone(),
             max_tokens: self.settings.max_tokens,
             temperature: self.settings.temperature,
         };
         let started = Instant::now();
-        let reply = rt.client.chat(&request, &rt.cancel).await?;
+        let mut reply = rt.client.chat(&request, &rt.cancel).await?;
         self.turns += 1;
         self.usage.add(reply.usage);
+        self.estimator
+            .observe(self.messages.len(), reply.usage.input_tokens);
+        self.emit_call(rt, &request.model, reply.usage, started);
+        if reply.tool_calls.is_empty() {
+            reply.tool_calls = self.calls_in_text(&reply.content);
+        }
+        Ok(reply)
+    }
+
+    fn emit_call(&self, rt: &Runtime, model: &str, usage: TokenUsage, started: Instant) {
         rt.bus.emit(Event::ModelCall {
             session: self.id.clone(),
             role: self.role,
-            usage: reply.usage,
+            model: model.to_string(),
+            usage,
+            cost_usd: rt.prices.cost(model, usage),
             duration_ms: started.elapsed().as_millis() as u64,
         });
-        Ok(reply)
+    }
+
+    /// Small local models often write a tool call as JSON in their text; take it as a call when it
+    /// names an offered tool. Ids get the turn number so they stay unique in the conversation.
+    fn calls_in_text(&self, text: &str) -> Vec<ToolCall> {
+        let offered: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
+        let mut calls = orchestrator_model::tool_calls_from_text(text, &offered);
+        for call in &mut calls {
+            call.id = format!("t{}-{}", self.turns, call.id);
+        }
+        calls
+    }
+
+    /// Before a call that would pass the compaction threshold, older turns are summarised (by the
+    /// configured cheaper model) and replaced; the task and the recent turns stay verbatim.
+    async fn compact_if_needed(&mut self, rt: &Runtime, system: &str) -> Result<(), ModelError> {
+        let before = self.estimator.estimate(&self.messages, system, &self.tools);
+        let window = self.settings.context_window as f64;
+        if (before as f64) < window * self.settings.compact_at || before < self.compact_floor {
+            return Ok(());
+        }
+        let keep = (window * rt.compaction.keep_recent) as u64;
+        let Some(plan) = plan_compaction(&self.messages, keep) else {
+            return Ok(());
+        };
+        let request = ChatRequest {
+            model: rt
+                .compaction
+                .model
+                .clone()
+                .unwrap_or_else(|| self.settings.model.clone()),
+            system: SUMMARY_SYSTEM_PROMPT.to_string(),
+            messages: summary_request(&plan, &self.messages),
+            tools: Vec::new(),
+            max_tokens: self.settings.max_tokens.min(4096),
+            temperature: None,
+        };
+        let started = Instant::now();
+        let reply = rt.client.chat(&request, &rt.cancel).await?;
+        self.usage.add(reply.usage);
+        self.emit_call(rt, &request.model, reply.usage, started);
+        // Both sides of the event are measured the same way (the calibrated estimate is not
+        // comparable with a fresh one).
+        let before = ContextEstimator::new().estimate(&self.messages, system, &self.tools);
+        let compacted = apply_compaction(&self.messages, &plan, &reply.content);
+        self.replace_messages(compacted);
+        self.estimator.reset();
+        let after = self.estimator.estimate(&self.messages, system, &self.tools);
+        self.compact_floor = after + keep / 2;
+        rt.bus.emit(Event::Compacted {
+            session: self.id.clone(),
+            before_tokens: before,
+            after_tokens: after,
+        });
+        Ok(())
+    }
+
+    /// Swaps the whole conversation (after compaction), in the store as one transaction.
+    fn replace_messages(&mut self, messages: Vec<Message>) {
+        if let Some(t) = &self.transcript {
+            let values: Vec<serde_json::Value> = messages
+                .iter()
+                .filter_map(|m| serde_json::to_value(m).ok())
+                .collect();
+            if let Err(e) = t.store.replace_messages(&t.mission, &t.key, &values) {
+                tracing::error!("cannot store the compacted transcript of {}: {e}", t.key);
+            }
+        }
+        self.messages = messages;
+    }
+
+    /// Output too long for the context is cut, and kept whole in a file the model can `read`
+    /// (under `.orchestrator/`, which git ignores in every worktree).
+    fn fit_output(&self, rt: &Runtime, call: &ToolCall, output: ToolOutput) -> ToolOutput {
+        let limit = rt.compaction.tool_output_chars;
+        if output.content.chars().count() <= limit {
+            return output;
+        }
+        let relative = format!(".orchestrator/outputs/{}-{}.txt", self.id, sanitize(&call.id));
+        let path = self.toolbox.root().join(&relative);
+        let saved = path
+            .parent()
+            .map(std::fs::create_dir_all)
+            .transpose()
+            .and_then(|_| std::fs::write(&path, &output.content));
+        let kept_at = saved.is_ok().then_some(relative.as_str());
+        ToolOutput {
+            content: truncate_for_context(&output.content, limit, kept_at),
+            is_error: output.is_error,
+        }
     }
 
     /// Runs one turn's tool calls in order. A result that arrives after a cancel is not recorded: the
@@ -461,6 +608,7 @@ impl Session {
                 return ToolTurn::Cancelled;
             }
             finished |= ends;
+            let output = self.fit_output(rt, call, output);
             self.push(Message::Tool {
                 call_id: call.id.clone(),
                 content: output.content,
@@ -516,6 +664,7 @@ impl Session {
                 None if REPEATABLE.contains(&call.name.as_str()) => {
                     let (output, ends) = self.run_tool_call(rt, hooks, slot, &call).await;
                     finished |= ends;
+                    let output = self.fit_output(rt, &call, output);
                     self.push(Message::Tool {
                         call_id: call.id.clone(),
                         content: output.content,

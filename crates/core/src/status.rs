@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use orchestrator_protocol::{Evidence, Outcome, Phase, TokenUsage, UnitState};
+use orchestrator_protocol::{Evidence, Outcome, Phase, Role, TokenUsage, UnitState};
 use orchestrator_store::MissionStatus;
 use serde::Serialize;
 
@@ -27,7 +27,17 @@ pub struct StatusReport {
     pub units: Vec<UnitStatus>,
     pub sessions: Vec<SessionRecord>,
     pub usage: TokenUsage,
+    /// Estimated from the price table; models without a price count as 0.
+    pub cost_usd: f64,
+    pub roles: Vec<RoleUsage>,
     pub integration_evidence: Vec<Evidence>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleUsage {
+    pub role: Role,
+    pub usage: TokenUsage,
+    pub cost_usd: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +52,9 @@ pub struct UnitStatus {
     pub branch: Option<String>,
     pub detail: Option<String>,
     pub evidence: Vec<Evidence>,
+    /// Tokens and cost of the unit's own sessions (worker, reviewers, resolver).
+    pub usage: TokenUsage,
+    pub cost_usd: f64,
 }
 
 /// The latest mission of the repository at `root`, as its store tells it.
@@ -71,6 +84,20 @@ pub fn status(root: &Path) -> Result<StatusReport> {
             branch: u.prepared.as_ref().map(|(branch, _)| branch.clone()),
             detail: u.detail.clone(),
             evidence: u.evidence.clone(),
+            usage: unit_sessions(&replay, &u.spec.id).fold(TokenUsage::default(), |mut sum, s| {
+                sum.add(s.usage);
+                sum
+            }),
+            cost_usd: unit_sessions(&replay, &u.spec.id).map(|s| s.cost_usd).sum(),
+        })
+        .collect();
+    let roles = replay
+        .usage_by_role
+        .iter()
+        .map(|(role, usage)| RoleUsage {
+            role: *role,
+            usage: *usage,
+            cost_usd: replay.cost_by_role.get(role).copied().unwrap_or(0.0),
         })
         .collect();
     let mut sessions: Vec<SessionRecord> = replay.sessions.values().cloned().collect();
@@ -91,8 +118,17 @@ pub fn status(root: &Path) -> Result<StatusReport> {
         units,
         sessions,
         usage: replay.usage,
+        cost_usd: replay.cost_usd,
+        roles,
         integration_evidence: replay.integration_evidence,
     })
+}
+
+fn unit_sessions<'a>(replay: &'a Replay, unit: &'a str) -> impl Iterator<Item = &'a SessionRecord> + 'a {
+    replay
+        .sessions
+        .values()
+        .filter(move |s| s.unit.as_deref() == Some(unit))
 }
 
 /// Whether a process with this pid exists. Probing the repo lock instead would, for an instant, hold

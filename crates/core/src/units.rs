@@ -51,6 +51,9 @@ pub struct UnitOutcome {
     pub interrupted: bool,
 }
 
+/// The start of the reason of a unit stopped because the model endpoint kept failing.
+pub const ENDPOINT_FAILED: &str = "the model endpoint kept failing";
+
 /// The reason of a unit stopped by a spent token budget (mission or role): resumable, not failed.
 pub const BUDGET_SPENT: &str = "the token budget is spent";
 
@@ -60,6 +63,20 @@ impl UnitOutcome {
             reason: Some(BUDGET_SPENT.into()),
             ..UnitOutcome::interrupted(unit)
         }
+    }
+
+    fn endpoint_failed(unit: &UnitSpec, error: &str) -> Self {
+        UnitOutcome {
+            reason: Some(format!("{ENDPOINT_FAILED}: {error}")),
+            ..UnitOutcome::interrupted(unit)
+        }
+    }
+
+    /// The model endpoint kept failing for this unit; the mission stops, resumable.
+    pub fn endpoint_stop(&self) -> Option<&str> {
+        self.reason
+            .as_deref()
+            .filter(|r| self.interrupted && r.starts_with(ENDPOINT_FAILED))
     }
 
     pub fn out_of_budget_stop(&self) -> bool {
@@ -372,6 +389,10 @@ impl UnitRun {
                 }
             }
             Err(reason) if reason == BUDGET_SPENT => UnitOutcome::out_of_budget(&self.unit),
+            Err(reason) if reason.starts_with(ENDPOINT_FAILED) => UnitOutcome {
+                reason: Some(reason),
+                ..UnitOutcome::interrupted(&self.unit)
+            },
             Err(reason) => self.failed(reason, summary),
         }
     }
@@ -421,6 +442,9 @@ impl UnitRun {
                 // Not the unit's fault: it continues when the mission is resumed with more budget.
                 SessionEnd::BudgetSpent => return Err(Box::new(UnitOutcome::out_of_budget(&self.unit))),
                 SessionEnd::ModelFailed(e) => return Err(fail(format!("model error: {e}"))),
+                SessionEnd::EndpointFailed(e) => {
+                    return Err(Box::new(UnitOutcome::endpoint_failed(&self.unit, &e)))
+                }
             };
             let title = format!("{}: {}", self.unit.id, self.unit.title);
             if let Err(e) = worktree.commit_all(&title).await {
@@ -773,6 +797,7 @@ async fn resolve_conflicts(
             SessionEnd::Answered(_) | SessionEnd::TurnLimit | SessionEnd::Finished => {}
             SessionEnd::Cancelled => return Err("cancelled".into()),
             SessionEnd::BudgetSpent => return Err(BUDGET_SPENT.into()),
+            SessionEnd::EndpointFailed(e) => return Err(format!("{ENDPOINT_FAILED}: {e}")),
             other => return Err(format!("the conflict resolver failed: {other:?}")),
         }
         let before_conclude = worktree.head().await.map_err(|e| e.to_string())?;

@@ -8,6 +8,8 @@
 //! - `SPAWN <title> :: <description>` — split the unit; ` ;; ` in the description separates lines, so
 //!   a child's description can hold its own directives; ` ;;; ` becomes the child's ` ;; `, for deeper trees.
 //! - `BADJSON` — make the first tool call with arguments that are not valid JSON.
+//! - `BIGFILE <path> <chars>` — write a file of that many filler characters (long conversations
+//!   from short descriptions, to exercise context compaction).
 //!
 //! Decisions are made from the conversation alone (no per-session memory), so any number of sessions
 //! can run at once; only review and plan counters are shared.
@@ -113,6 +115,9 @@ pub fn worker_unit(request: &SeenRequest) -> Option<String> {
 
 impl Brain for ScriptedMission {
     fn respond(&self, request: &SeenRequest) -> Reply {
+        if request.system.starts_with("You condense") {
+            return compactor(request);
+        }
         match role_of(request) {
             "scout" => scout(request),
             "planner" => self.planner(request),
@@ -245,34 +250,88 @@ impl ScriptedMission {
     }
 }
 
-/// A worker acts out its unit's directives, one tool call per turn, then answers.
+/// A worker acts out its unit's directives, one tool call per turn, then answers. What is done is read
+/// from the conversation itself (earlier calls, and files a compaction summary lists), so the worker
+/// picks up where it was after its older turns were summarised away.
 fn worker(request: &SeenRequest) -> Reply {
     let description = unit_description(request.first_user_text());
-    let user_messages = request
-        .messages
-        .iter()
-        .filter(|m| matches!(m, SeenMessage::User { .. }))
-        .count();
-    let actions = if user_messages <= 1 {
-        first_actions(&description)
-    } else {
-        fix_actions(&description)
+    let feedback = request.messages.iter().rposition(is_feedback);
+    let actions = match feedback {
+        None => first_actions(&description),
+        Some(_) => fix_actions(&description),
     };
-    // Turns taken since the latest user message index into the action list.
-    let done = request
-        .messages
-        .iter()
-        .rev()
-        .take_while(|m| !matches!(m, SeenMessage::User { .. }))
-        .filter(|m| matches!(m, SeenMessage::Assistant { .. }))
-        .count();
-    match actions.into_iter().nth(done) {
+    let since = feedback.unwrap_or(0);
+    let next = actions
+        .into_iter()
+        .find(|action| !is_done(request, since, action));
+    match next {
         Some((name, arguments)) => Reply::ToolCalls {
             text: String::new(),
             calls: vec![(name, arguments)],
         },
         None => Reply::Text(format!("Done: {}", description.lines().next().unwrap_or("unit"))),
     }
+}
+
+/// A user message that sends the worker back to fix something (a failed verification or review).
+fn is_feedback(message: &SeenMessage) -> bool {
+    matches!(message, SeenMessage::User { text } if text.starts_with("Stage 1 "))
+}
+
+/// Whether the conversation after message `since` already holds this action.
+fn is_done(request: &SeenRequest, since: usize, action: &(String, String)) -> bool {
+    let (name, arguments) = action;
+    let path = serde_json::from_str::<Value>(arguments)
+        .ok()
+        .and_then(|v| v.get("path").and_then(Value::as_str).map(str::to_string));
+    request.messages.iter().skip(since).any(|m| match m {
+        SeenMessage::Assistant { tool_calls, .. } => tool_calls.iter().any(|c| {
+            let same_call = c.arguments == *arguments;
+            // One spawn per unit; and invalid arguments come back from the client as `{}`, so a
+            // BADJSON call (no path) matches that.
+            let spawned = name == "spawn";
+            let broken = path.is_none() && c.arguments == "{}";
+            c.name == *name && (same_call || spawned || broken)
+        }),
+        SeenMessage::User { text } if text.starts_with("Summary of earlier work") => {
+            path.as_deref().is_some_and(|p| text.contains(&format!("`{p}`")))
+        }
+        _ => false,
+    })
+}
+
+/// The scripted summariser lists the files the transcript wrote, which is what a worker needs. It
+/// reads the engine's one-line call summaries (`[assistant calls write (id)] write a.txt`) and, failing
+/// that, `"path":` arguments.
+fn compactor(request: &SeenRequest) -> Reply {
+    let text = request.first_user_text();
+    let mut files: Vec<String> = Vec::new();
+    let mut add = |path: String| {
+        if !path.is_empty() && !files.contains(&path) {
+            files.push(path);
+        }
+    };
+    for line in text.lines().filter(|l| l.starts_with("[assistant calls write")) {
+        if let Some((_, path)) = line.split_once("] write ") {
+            add(path.trim().to_string());
+        }
+    }
+    for part in text.split("\"path\":").skip(1) {
+        add(part
+            .trim_start()
+            .trim_start_matches('"')
+            .chars()
+            .take_while(|c| *c != '"')
+            .collect());
+    }
+    // An earlier summary in the transcript carries its list forward.
+    for line in text.lines().filter(|l| l.contains("Files written so far: ")) {
+        for path in line.split('`').skip(1).step_by(2) {
+            add(path.to_string());
+        }
+    }
+    let listed: Vec<String> = files.iter().map(|f| format!("`{f}`")).collect();
+    Reply::Text(format!("Files written so far: {}.", listed.join(", ")))
 }
 
 /// The unit's description: the text after the `# Your unit:` heading, up to the next heading-less note.
@@ -367,17 +426,18 @@ mod tests {
         let brain = ScriptedMission::new(Script::default());
         let first = "# Your unit: t1 — A\nFILE a.txt := one\\ntwo\nFIX a.txt := fixed\n";
         let reply = brain.respond(&request("# Role: worker\n...", vec![user(first)]));
-        match reply {
+        let arguments = match reply {
             Reply::ToolCalls { calls, .. } => {
                 assert_eq!(calls[0].0, "write");
                 assert!(calls[0].1.contains("one\\ntwo"), "{}", calls[0].1);
+                calls[0].1.clone()
             }
             other => panic!("{other:?}"),
-        }
+        };
         let call = SeenToolCall {
             id: "c1".into(),
             name: "write".into(),
-            arguments: "{}".into(),
+            arguments,
         };
         let after = vec![
             user(first),
@@ -403,6 +463,33 @@ mod tests {
         fix.push(user("Stage 1 verification failed"));
         match brain.respond(&request("# Role: worker", fix)) {
             Reply::ToolCalls { calls, .. } => assert!(calls[0].1.contains("fixed")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_compacted_worker_goes_on_from_the_summary() {
+        let brain = ScriptedMission::new(Script::default());
+        let first = "# Your unit: t1 — A\nFILE a.txt := 1\nFILE b.txt := 2\n";
+        let summary = brain.respond(&SeenRequest {
+            system: "You condense the transcript".into(),
+            ..request(
+                "",
+                vec![user(
+                    "<transcript>{\"path\":\"a.txt\",\"content\":\"1\"}</transcript>",
+                )],
+            )
+        });
+        let Reply::Text(summary) = summary else {
+            panic!("{summary:?}")
+        };
+        assert!(summary.contains("`a.txt`"), "{summary}");
+        let compacted = vec![
+            user(first),
+            user(&format!("Summary of earlier work (…):\n\n{summary}")),
+        ];
+        match brain.respond(&request("# Role: worker", compacted)) {
+            Reply::ToolCalls { calls, .. } => assert!(calls[0].1.contains("b.txt"), "{}", calls[0].1),
             other => panic!("{other:?}"),
         }
     }

@@ -85,8 +85,29 @@ pub enum Event {
     ModelCall {
         session: String,
         role: Role,
+        #[serde(default)]
+        model: String,
         usage: TokenUsage,
+        /// Estimated from the configured price table; `None` for a model without a price.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost_usd: Option<f64>,
         duration_ms: u64,
+    },
+    /// A session's older turns were summarised to keep it inside its model's context window.
+    Compacted {
+        session: String,
+        before_tokens: u64,
+        after_tokens: u64,
+    },
+    /// How the shared rate governor of one model fared (emitted when the mission ends).
+    ModelTraffic {
+        model: String,
+        limit: usize,
+        max_limit: usize,
+        peak_in_flight: usize,
+        rate_limited: u64,
+        retries: u64,
+        gave_up: u64,
     },
     ToolCalled {
         session: String,

@@ -288,6 +288,30 @@ impl Store {
         Ok(messages)
     }
 
+    /// Replaces a session's whole transcript in one transaction (a compacted conversation), so a
+    /// crash leaves either the old transcript or the new one.
+    pub fn replace_messages(
+        &self,
+        mission: &str,
+        session: &str,
+        messages: &[serde_json::Value],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM messages WHERE mission = ?1 AND session = ?2",
+            params![mission, session],
+        )?;
+        for (idx, body) in messages.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO messages (mission, session, idx, body) VALUES (?1, ?2, ?3, ?4)",
+                params![mission, session, idx as i64, self.mask(&body.to_string())],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Drops a session's transcript from `from` on (a compacted conversation replaces its tail).
     pub fn truncate_messages(&self, mission: &str, session: &str, from: usize) -> Result<()> {
         self.conn().execute(
