@@ -88,13 +88,27 @@ fn command(root: &Path, script: &str, stdout: std::io::PipeWriter, stderr: std::
     command
 }
 
-/// Whether an environment variable holds a credential the model must not be able to read back.
+/// Whether an environment variable holds a credential the model must not be able to read back:
+/// model keys, and the usual names for tokens, secrets and passwords (`GITHUB_TOKEN`,
+/// `AWS_SECRET_ACCESS_KEY`, `NPM_TOKEN`, `DB_PASSWORD`, …). A model's commands are not the user's:
+/// they get the environment without them.
 pub(crate) fn is_secret_env(name: &OsStr) -> bool {
     let name = name.to_string_lossy().to_ascii_uppercase();
-    name.ends_with("_API_KEY")
-        || name.ends_with("_AUTH_TOKEN")
-        || name == "OPENAI_API_KEY"
-        || name == "ANTHROPIC_API_KEY"
+    const SUFFIXES: &[&str] = &[
+        "_API_KEY",
+        "_AUTH_TOKEN",
+        "_TOKEN",
+        "_SECRET",
+        "_SECRET_KEY",
+        "_SECRET_ACCESS_KEY",
+        "_PASSWORD",
+        "_PASSWD",
+    ];
+    SUFFIXES.iter().any(|s| name.ends_with(s))
+        || matches!(
+            name.as_str(),
+            "OPENAI_API_KEY" | "ANTHROPIC_API_KEY" | "GH_TOKEN" | "GITHUB_TOKEN"
+        )
 }
 
 async fn wait_while_reading(
@@ -269,10 +283,23 @@ mod tests {
             "ANTHROPIC_API_KEY",
             "MY_API_KEY",
             "gh_auth_token",
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "NPM_TOKEN",
+            "DB_PASSWORD",
+            "STRIPE_SECRET",
         ] {
             assert!(is_secret_env(OsStr::new(name)), "{name}");
         }
-        for name in ["PATH", "HOME", "API_KEY_FILE", "OPENAI_BASE_URL"] {
+        for name in [
+            "PATH",
+            "HOME",
+            "API_KEY_FILE",
+            "OPENAI_BASE_URL",
+            "TOKENIZERS_PARALLELISM",
+            "SECRETS_DIR",
+        ] {
             assert!(!is_secret_env(OsStr::new(name)), "{name}");
         }
     }
