@@ -137,3 +137,68 @@ async fn a_twenty_unit_mission_survives_faults_and_a_small_window() {
         "{compacted:#?}"
     );
 }
+
+/// Plays the script, but answers 500 to every worker request while `down` is set.
+struct Outage {
+    inner: ScriptedMission,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl orchestrator_fake_model::Brain for Outage {
+    fn respond(&self, request: &orchestrator_fake_model::SeenRequest) -> orchestrator_fake_model::Reply {
+        let worker = orchestrator_fake_model::script::role_of(request) == "worker";
+        if worker && self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return orchestrator_fake_model::Reply::Error {
+                status: 503,
+                body: "overloaded".into(),
+                retry_after: None,
+            };
+        }
+        self.inner.respond(request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_keeps_failing_stops_the_mission_resumably() {
+    let repo = TestRepo::new(&[("orchestrator.toml", "[endpoint]\nmax_wait_secs = 2\n")]);
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let script = Script {
+        plan: vec![
+            PlanUnit::file("a", "a.txt", "a"),
+            PlanUnit::file("b", "b.txt", "b"),
+        ],
+        ..Script::default()
+    };
+    let brain = Outage {
+        inner: ScriptedMission::new(script),
+        down: down.clone(),
+    };
+    let server = FakeServer::start(brain, FakeOptions::default())
+        .await
+        .expect("fake server");
+    let done = Run::task("Through an outage")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    let finished = &done.events_of("mission_finished")[0];
+    let summary = finished["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("the model endpoint kept failing") && summary.contains("orchestrator resume"),
+        "{summary}"
+    );
+    assert!(
+        done.events_of("unit_state")
+            .iter()
+            .all(|e| e["state"] != "failed"),
+        "units are stopped, not failed"
+    );
+    assert_eq!(repo.worktrees().len(), 1);
+
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let resumed = Run::cmd(&["resume"]).openai(&server).run(&repo).await;
+    resumed.assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+    assert_eq!(repo.read("b.txt").as_deref(), Some("b"));
+}
