@@ -214,7 +214,7 @@ async fn fifty_units_run_close_to_fifty_at_once() {
         .collect();
     // Latency longer than it takes to create 50 worktrees, so the sessions overlap.
     let options = FakeOptions {
-        latency: Duration::from_millis(2500),
+        latency: Duration::from_millis(3500),
         ..FakeOptions::default()
     };
     let server = fake_with(plan(units), options).await;
