@@ -24,6 +24,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::types::RemoteMcp;
 
 /// A tool as offered to the model: name, description and JSON schema of its arguments (an object).
 #[derive(Debug, Clone)]
@@ -66,6 +67,9 @@ impl BridgeReply {
 
 /// Handles calls; may take long (a `spawn` returns when the children are done).
 pub type BridgeHandler = Arc<dyn Fn(BridgeCall) -> BoxFuture<'static, BridgeReply> + Send + Sync>;
+
+/// How long OpenCode may wait for one of our tool calls (milliseconds): one day.
+pub const BRIDGE_CALL_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 
 type Registry = Arc<Mutex<HashMap<String, Vec<BridgeTool>>>>;
 
@@ -134,6 +138,18 @@ impl ToolBridge {
     pub fn unregister(&self, key: &str) {
         if let Ok(mut registry) = self.registry.lock() {
             registry.remove(&clean_key(key));
+        }
+    }
+
+    /// The MCP server entry to add to OpenCode (`POST /mcp`) for `key`'s URL. OpenCode applies the
+    /// entry's `timeout` to tool calls too, and without one a call is cut at 60 s ("MCP error -32001:
+    /// Request timed out", verified on 1.18.33) while our handler runs on; a `spawn` waits for whole
+    /// sub-trees, so the bridge asks for a day. (OpenCode runs on JavaScript timers, which break
+    /// above 2^31 ms; a day is far below.)
+    pub fn mcp_config(&self, key: &str) -> RemoteMcp {
+        RemoteMcp {
+            timeout: Some(BRIDGE_CALL_TIMEOUT_MS),
+            ..RemoteMcp::new(self.url_for(key))
         }
     }
 

@@ -99,20 +99,21 @@ async fn abort_stops_a_session_that_waits_on_the_model() {
         .prompt_async(&dir, &session.id, &PromptRequest::text("Think forever"))
         .await
         .expect("the prompt is accepted");
-    // Busy once the model call is under way.
+    // Abort once the model call is under way: the session is busy before its assistant message
+    // exists, and an abort that early leaves no assistant message to carry the error.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !client
-        .statuses(&dir)
-        .await
-        .expect("statuses")
-        .contains_key(&session.id)
-    {
+    while !world.model.requests().iter().any(|r| !is_title_request(r)) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the session never became busy"
+            "the model was never called"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(client
+        .statuses(&dir)
+        .await
+        .expect("statuses")
+        .contains_key(&session.id));
     assert!(client.abort(&dir, &session.id).await.expect("abort"));
     tokio::time::timeout(
         Duration::from_secs(30),

@@ -10,9 +10,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use orchestrator_fake_model::{Reply, SeenRequest};
 use orchestrator_opencode::tool_bridge::server_name;
-use orchestrator_opencode::{
-    BridgeCall, BridgeReply, BridgeTool, CreateSession, PromptRequest, RemoteMcp, ToolBridge,
-};
+use orchestrator_opencode::{BridgeCall, BridgeReply, BridgeTool, CreateSession, PromptRequest, ToolBridge};
 use serde_json::json;
 use support::*;
 
@@ -86,9 +84,9 @@ async fn two_sessions_call_submit_review_and_each_call_is_attributed_to_its_sess
     // the per-prompt tools map is what keeps each one to its own.
     let keys = ["reviewer-t1", "reviewer-t2"];
     for key in keys {
-        let url = bridge.register(key, vec![submit_review()]);
+        bridge.register(key, vec![submit_review()]);
         let status = client
-            .add_mcp(&dir, &server_name(key), &RemoteMcp::new(url))
+            .add_mcp(&dir, &server_name(key), &bridge.mcp_config(key))
             .await
             .expect("the MCP server is added");
         assert_eq!(
