@@ -92,15 +92,90 @@ impl ScriptedMission {
     }
 }
 
-/// The role named on the first line of the system prompt.
+/// The role named by the `# Role: <name>` line of the system prompt: the first line natively; under
+/// OpenCode the system prompt starts with OpenCode's own text, so the line is looked for anywhere.
 pub fn role_of(request: &SeenRequest) -> &str {
     request
         .system
         .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("# Role: "))
+        .find_map(|l| l.strip_prefix("# Role: "))
         .map(str::trim)
         .unwrap_or("")
+}
+
+/// Orchestration tools as OpenCode offers them from an MCP server: `<server>_<tool>`.
+const ORCHESTRATION_TOOLS: [&str; 3] = ["spawn", "submit_plan", "submit_review"];
+
+/// Whether the request comes from OpenCode, told by tools only OpenCode offers. Its `write` tool
+/// takes `{filePath, content}` instead of `{path, content}`.
+pub fn is_opencode(request: &SeenRequest) -> bool {
+    request.offers("todowrite") || request.offers("webfetch")
+}
+
+/// The offered tool that stands for `name`: the exact name when offered, else one ending in `_<name>`
+/// (an MCP server's tool under OpenCode), else `name` itself.
+fn offered_name(request: &SeenRequest, name: &str) -> String {
+    if request.offers(name) {
+        return name.to_string();
+    }
+    let suffix = format!("_{name}");
+    request
+        .tools
+        .iter()
+        .find(|t| t.ends_with(&suffix))
+        .cloned()
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// The request as the script's roles read it: prefixed tool names and OpenCode's write arguments
+/// mapped back to the protocol's names and shapes.
+fn as_protocol(request: &SeenRequest, opencode: bool) -> SeenRequest {
+    let mut request = request.clone();
+    for message in &mut request.messages {
+        if let SeenMessage::Assistant { tool_calls, .. } = message {
+            for call in tool_calls {
+                if let Some(tool) = ORCHESTRATION_TOOLS
+                    .iter()
+                    .find(|t| call.name != **t && call.name.ends_with(&format!("_{t}")))
+                {
+                    call.name = tool.to_string();
+                }
+                if opencode && call.name == "write" {
+                    if let Ok(Value::Object(mut args)) = serde_json::from_str::<Value>(&call.arguments) {
+                        if let Some(path) = args.remove("filePath") {
+                            let content = args.remove("content").unwrap_or(Value::Null);
+                            call.arguments = json!({"path": path, "content": content}).to_string();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    request
+}
+
+/// The reply in the names and shapes the request offers (the inverse of [`as_protocol`]).
+fn as_offered(reply: Reply, request: &SeenRequest, opencode: bool) -> Reply {
+    let Reply::ToolCalls { text, calls } = reply else {
+        return reply;
+    };
+    let calls = calls
+        .into_iter()
+        .map(|(name, arguments)| {
+            let arguments = match serde_json::from_str::<Value>(&arguments) {
+                Ok(Value::Object(mut args)) if opencode && name == "write" => match args.remove("path") {
+                    Some(path) => {
+                        let content = args.remove("content").unwrap_or(Value::Null);
+                        json!({"filePath": path, "content": content}).to_string()
+                    }
+                    None => arguments,
+                },
+                _ => arguments,
+            };
+            (offered_name(request, &name), arguments)
+        })
+        .collect();
+    Reply::ToolCalls { text, calls }
 }
 
 /// The unit id a worker session builds, from its first message (`# Your unit: <id> — <title>`).
@@ -118,6 +193,19 @@ impl Brain for ScriptedMission {
         if request.system.starts_with("You condense") {
             return compactor(request);
         }
+        let opencode = is_opencode(request);
+        let seen = as_protocol(request, opencode);
+        let reply = self.play(&seen);
+        as_offered(reply, request, opencode)
+    }
+}
+
+impl ScriptedMission {
+    fn play(&self, request: &SeenRequest) -> Reply {
+        // A client that goes on after an accepted plan or review (OpenCode's agent loop) is told so.
+        if submitted(request) {
+            return Reply::Text("Submitted.".into());
+        }
         match role_of(request) {
             "scout" => scout(request),
             "planner" => self.planner(request),
@@ -128,6 +216,21 @@ impl Brain for ScriptedMission {
             other => Reply::Text(format!("scripted model: unknown role `{other}`")),
         }
     }
+}
+
+/// Whether the conversation ends with an accepted `submit_plan` or `submit_review`.
+fn submitted(request: &SeenRequest) -> bool {
+    if !matches!(request.last_message(), Some(SeenMessage::Tool { .. })) {
+        return false;
+    }
+    request
+        .tool_results()
+        .last()
+        .is_some_and(|(call, content, is_error)| {
+            !is_error
+                && ((call.name == "submit_plan" && content.starts_with("Plan accepted"))
+                    || (call.name == "submit_review" && content.starts_with("Review recorded")))
+        })
 }
 
 fn call(name: &str, arguments: Value) -> Reply {
@@ -286,7 +389,7 @@ fn is_done(request: &SeenRequest, since: usize, action: &(String, String)) -> bo
         .and_then(|v| v.get("path").and_then(Value::as_str).map(str::to_string));
     request.messages.iter().skip(since).any(|m| match m {
         SeenMessage::Assistant { tool_calls, .. } => tool_calls.iter().any(|c| {
-            let same_call = c.arguments == *arguments;
+            let same_call = c.arguments == *arguments || same_json(&c.arguments, arguments);
             // One spawn per unit; and invalid arguments come back from the client as `{}`, so a
             // BADJSON call (no path) matches that.
             let spawned = name == "spawn";
@@ -298,6 +401,14 @@ fn is_done(request: &SeenRequest, since: usize, action: &(String, String)) -> bo
         }
         _ => false,
     })
+}
+
+/// Equal as JSON values (a client may re-serialise arguments with another key order).
+fn same_json(a: &str, b: &str) -> bool {
+    match (serde_json::from_str::<Value>(a), serde_json::from_str::<Value>(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// The scripted summariser lists the files the transcript wrote, which is what a worker needs. It
