@@ -68,6 +68,10 @@ struct RunFlags {
     /// openai, anthropic or opencode.
     #[arg(long)]
     provider: Option<Provider>,
+    /// With --provider opencode: a running `opencode serve` to use (its password from
+    /// OPENCODE_SERVER_PASSWORD); without it, one is started and stopped with the mission.
+    #[arg(long, value_name = "URL")]
+    opencode_url: Option<String>,
     /// The model for every role (overrides ORCHESTRATOR_MODEL and config).
     #[arg(long)]
     model: Option<String>,
@@ -88,6 +92,7 @@ impl RunFlags {
             max_depth: self.max_depth,
             rounds: self.rounds,
             budget_tokens: self.budget_tokens,
+            opencode_url: self.opencode_url.clone(),
         }
     }
 }

@@ -48,7 +48,7 @@ pub fn clients_from_env(config: &Config) -> Result<Clients> {
     Ok(Clients {
         mission: Arc::new(GovernedClient::new(inner, governor)),
         preflight: build(provider, quick)?,
-        secrets: vec![key],
+        secrets: if key.is_empty() { Vec::new() } else { vec![key] },
     })
 }
 
@@ -81,11 +81,9 @@ fn endpoint(provider: Provider) -> Result<(String, String)> {
                 key,
             ))
         }
-        Provider::OpenCode => Err(EngineError::Usage(
-            "--provider opencode is not available in this version yet; use --provider openai (any \
-             OpenAI-compatible server) or --provider anthropic."
-                .into(),
-        )),
+        // OpenCode hook: OpenCode calls the model itself (crate::opencode); this client is never called,
+        // it only fills the runtime's slot.
+        Provider::OpenCode => Ok(("http://127.0.0.1:9/opencode-unused".to_string(), String::new())),
     }
 }
 

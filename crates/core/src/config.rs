@@ -146,6 +146,8 @@ pub struct Overrides {
     pub max_depth: Option<u32>,
     pub rounds: Option<u32>,
     pub budget_tokens: Option<u64>,
+    /// `--opencode-url`: the OpenCode server to use with `--provider opencode` (else one is started).
+    pub opencode_url: Option<String>,
 }
 
 /// Model settings for one role.
@@ -185,6 +187,8 @@ pub struct CompactionSettings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub provider: Provider,
+    /// OpenCode hook: `--opencode-url` (with `--provider opencode`; else a server is started).
+    pub opencode_url: Option<String>,
     pub max_parallel: usize,
     pub max_depth: u32,
     pub rounds: u32,
@@ -246,7 +250,11 @@ pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<Strin
         .provider
         .or(merged.provider)
         .unwrap_or_else(default_provider);
-    let model = flags.model.clone().or(env_model).or(merged.model.clone());
+    let mut model = flags.model.clone().or(env_model).or(merged.model.clone());
+    // OpenCode hook: without a model of ours, sessions use the model configured in OpenCode.
+    if provider == Provider::OpenCode && model.is_none() {
+        model = Some(crate::opencode::OPENCODE_DEFAULT_MODEL.to_string());
+    }
     let roles = resolve_roles(&merged, flags.model.as_deref(), model.as_deref())?;
     let max_parallel = flags.max_parallel.or(merged.max_parallel).unwrap_or(8);
     let endpoint = resolve_endpoint(&merged.endpoint, max_parallel);
@@ -259,6 +267,7 @@ pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<Strin
     prices.merge(merged.prices.clone());
     let config = Config {
         provider,
+        opencode_url: flags.opencode_url.clone(),
         max_parallel,
         max_depth: flags.max_depth.or(merged.max_depth).unwrap_or(2),
         rounds: flags.rounds.or(merged.rounds).unwrap_or(3),

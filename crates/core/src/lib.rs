@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod lock;
 mod mission;
+pub mod opencode;
 pub mod plan;
 pub mod prescan;
 pub mod pricing;

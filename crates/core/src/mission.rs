@@ -57,6 +57,8 @@ struct StoredOptions {
     max_depth: Option<u32>,
     rounds: Option<u32>,
     budget_tokens: Option<u64>,
+    #[serde(default)]
+    opencode_url: Option<String>,
 }
 
 impl StoredOptions {
@@ -70,6 +72,7 @@ impl StoredOptions {
             max_depth: o.max_depth,
             rounds: o.rounds,
             budget_tokens: o.budget_tokens,
+            opencode_url: o.opencode_url.clone(),
         }
     }
 
@@ -84,6 +87,7 @@ impl StoredOptions {
             max_depth: newer.max_depth.or(self.max_depth),
             rounds: newer.rounds.or(self.rounds),
             budget_tokens: newer.budget_tokens.or(self.budget_tokens),
+            opencode_url: newer.opencode_url.clone().or_else(|| self.opencode_url.clone()),
         }
     }
 }
@@ -217,10 +221,12 @@ pub async fn run_task(
     if !options.allow_dirty {
         refuse_dirty(&repo).await?;
     }
-    preflight(clients.preflight.as_ref()).await?;
+    let opencode = engine_preflight(&config, &repo, &clients).await?;
 
     let id = new_mission_id();
-    let (lock, store) = claim_repo(&repo, &id, &clients).await?;
+    let (lock, store) = claim_repo(&repo, &id, &clients)
+        .await
+        .inspect_err(|_| stop_soon(&opencode))?;
     let record = MissionRecord {
         id: id.clone(),
         objective: options.objective.clone(),
@@ -244,8 +250,12 @@ pub async fn run_task(
         store,
         &bus,
         cancel,
+        opencode.clone(),
     )
     .await;
+    if let Some(engine) = &opencode {
+        engine.stop().await;
+    }
     drop(lock);
     Ok(report)
 }
@@ -277,8 +287,10 @@ pub async fn resume(
     let stored: StoredOptions = serde_json::from_value(record.options.clone()).unwrap_or_default();
     let config = load_config(&repo, &stored.overrides(&options.overrides))?;
     let clients = clients_from_env(&config)?;
-    preflight(clients.preflight.as_ref()).await?;
-    let (lock, store) = claim_repo(&repo, &record.id, &clients).await?;
+    let opencode = engine_preflight(&config, &repo, &clients).await?;
+    let (lock, store) = claim_repo(&repo, &record.id, &clients)
+        .await
+        .inspect_err(|_| stop_soon(&opencode))?;
     let events = store.events_after(&record.id, None).map_err(store_error)?;
     let replay = Replay::from_events(&events);
     let next_seq = replay.last_seq.map(|s| s + 1).unwrap_or(0);
@@ -303,10 +315,36 @@ pub async fn resume(
         store,
         &bus,
         cancel,
+        opencode.clone(),
     )
     .await;
+    if let Some(engine) = &opencode {
+        engine.stop().await;
+    }
     drop(lock);
     Ok(report)
+}
+
+/// The endpoint check: the native providers' preflight, or (OpenCode hook) the OpenCode server
+/// started or reached, which runs every session.
+async fn engine_preflight(
+    config: &Config,
+    repo: &Repo,
+    clients: &Clients,
+) -> Result<Option<Arc<crate::opencode::OpencodeEngine>>> {
+    if config.provider != Provider::OpenCode {
+        preflight(clients.preflight.as_ref()).await?;
+        return Ok(None);
+    }
+    let engine = crate::opencode::OpencodeEngine::start(config.opencode_url.as_deref(), repo.root()).await?;
+    Ok(Some(engine))
+}
+
+/// Stops an OpenCode server we started when the mission does not go ahead.
+fn stop_soon(engine: &Option<Arc<crate::opencode::OpencodeEngine>>) {
+    if let Some(engine) = engine.clone() {
+        tokio::spawn(async move { engine.stop().await });
+    }
 }
 
 async fn discover_repo(path: &Path) -> Result<Repo> {
@@ -429,6 +467,7 @@ async fn run_mission(
     store: Arc<Store>,
     bus: &EventBus,
     cancel: CancellationToken,
+    opencode: Option<Arc<crate::opencode::OpencodeEngine>>,
 ) -> MissionReport {
     let id = record.id.clone();
     let _ = store.set_status(&id, MissionStatus::Running, Some(std::process::id()));
@@ -448,7 +487,8 @@ async fn run_mission(
         config.budget_tokens,
     )
     .with_store(store.clone(), &id)
-    .with_context_rules(config.prices.clone(), config.compaction.clone());
+    .with_context_rules(config.prices.clone(), config.compaction.clone())
+    .with_opencode(opencode);
     let setup = Setup {
         repo: repo.clone(),
         worktrees: repo.root().join(STATE_DIR).join("worktrees").join(&id),

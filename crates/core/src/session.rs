@@ -39,6 +39,8 @@ pub struct Runtime {
     pub mission: String,
     pub prices: PriceTable,
     pub compaction: CompactionSettings,
+    /// `--provider opencode`: sessions run on OpenCode instead of the native loop (crate::opencode).
+    pub opencode: Option<Arc<crate::opencode::OpencodeEngine>>,
     session_seq: AtomicU64,
 }
 
@@ -64,6 +66,7 @@ impl Runtime {
                 keep_recent: 0.3,
                 tool_output_chars: 20_000,
             },
+            opencode: None,
             session_seq: AtomicU64::new(1),
         }
     }
@@ -72,6 +75,12 @@ impl Runtime {
     pub fn with_context_rules(mut self, prices: PriceTable, compaction: CompactionSettings) -> Self {
         self.prices = prices;
         self.compaction = compaction;
+        self
+    }
+
+    /// OpenCode hook: run every session on this OpenCode engine.
+    pub fn with_opencode(mut self, engine: Option<Arc<crate::opencode::OpencodeEngine>>) -> Self {
+        self.opencode = engine;
         self
     }
 
@@ -258,13 +267,13 @@ pub struct Session {
     pub id: String,
     pub role: Role,
     pub unit: Option<String>,
-    settings: RoleSettings,
-    toolbox: Arc<Toolbox>,
-    tools: Vec<ToolSpec>,
-    extra: BTreeSet<String>,
-    messages: Vec<Message>,
+    pub(crate) settings: RoleSettings,
+    pub(crate) toolbox: Arc<Toolbox>,
+    pub(crate) tools: Vec<ToolSpec>,
+    pub(crate) extra: BTreeSet<String>,
+    pub(crate) messages: Vec<Message>,
     /// Planners and reviewers must end with their submit tool, not with plain text.
-    finish_tool: Option<&'static str>,
+    pub(crate) finish_tool: Option<&'static str>,
     pub turns: u32,
     pub usage: TokenUsage,
     transcript: Option<Transcript>,
@@ -340,8 +349,24 @@ impl Session {
         self.push(Message::user(text));
     }
 
+    /// OpenCode hook: the key the transcript is stored under (the session id without a store).
+    pub(crate) fn store_key(&self) -> String {
+        self.transcript
+            .as_ref()
+            .map(|t| t.key.clone())
+            .unwrap_or_else(|| self.id.clone())
+    }
+
+    /// OpenCode hook: records the final text of an OpenCode prompt as the assistant's reply.
+    pub(crate) fn record_answer(&mut self, text: String) {
+        self.push(Message::Assistant {
+            content: text,
+            tool_calls: Vec::new(),
+        });
+    }
+
     /// The final answer, when the conversation already ended with one (a resumed, finished session).
-    fn finished_answer(&self) -> Option<String> {
+    pub(crate) fn finished_answer(&self) -> Option<String> {
         match self.messages.last() {
             Some(Message::Assistant { content, tool_calls })
                 if tool_calls.is_empty() && self.finish_tool.is_none() =>
@@ -362,7 +387,11 @@ impl Session {
             unit: self.unit.clone(),
             model: self.settings.model.clone(),
         });
-        let end = self.run_turns(rt, hooks, slot).await;
+        // OpenCode hook: the OpenCode engine runs the turns instead of the native loop.
+        let end = match rt.opencode.clone() {
+            Some(engine) => crate::opencode::run_turns(&engine, self, rt, hooks, slot).await,
+            None => self.run_turns(rt, hooks, slot).await,
+        };
         rt.bus.emit(Event::SessionFinished {
             session: self.id.clone(),
             role: self.role,
@@ -451,7 +480,7 @@ impl Session {
         None
     }
 
-    fn role_budget_spent(&self, rt: &Runtime) -> bool {
+    pub(crate) fn role_budget_spent(&self, rt: &Runtime) -> bool {
         self.settings.budget_tokens.is_some_and(|limit| {
             rt.bus
                 .usage_by_role()

@@ -1,0 +1,174 @@
+//! `--provider opencode`: a whole mission whose sessions run on the real OpenCode (OPENCODE_BIN,
+//! installed by .ci/run), offline, with the scripted fake model server as OpenCode's
+//! OpenAI-compatible provider. Skipped (and passing) when OPENCODE_BIN is unset.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
+use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenRequest};
+use support::*;
+
+fn opencode_bin(test: &str) -> Option<PathBuf> {
+    match std::env::var_os("OPENCODE_BIN").filter(|v| !v.is_empty()) {
+        Some(bin) => Some(PathBuf::from(bin)),
+        None => {
+            eprintln!("skipping {test}: OPENCODE_BIN is not set (.ci/run installs OpenCode and sets it)");
+            None
+        }
+    }
+}
+
+/// The scripted mission for our sessions; OpenCode's own title requests (no tools) get a title.
+fn brain(script: Script) -> impl Brain {
+    let mission = ScriptedMission::new(script);
+    move |request: &SeenRequest| {
+        if request.tools.is_empty()
+            && !request.system.starts_with("You condense")
+            && role_of(request).is_empty()
+        {
+            return Reply::Text("Orchestrator session".into());
+        }
+        mission.respond(request)
+    }
+}
+
+/// OpenCode's global config in the test's HOME: the fake server as its provider (with a price, so
+/// OpenCode reports a cost), and every permission granted (a headless session has nobody to ask).
+fn write_opencode_config(home: &Path, server: &FakeServer) {
+    let config = home.join(".config/opencode/opencode.json");
+    std::fs::create_dir_all(config.parent().expect("a folder")).expect("mkdir");
+    let text = format!(
+        r#"{{
+  "$schema": "https://opencode.ai/config.json",
+  "provider": {{
+    "fake": {{
+      "npm": "@ai-sdk/openai-compatible",
+      "name": "Fake",
+      "options": {{ "baseURL": "{}", "apiKey": "test-key" }},
+      "models": {{ "{MODEL}": {{ "name": "Fake model", "tool_call": true, "cost": {{ "input": 1, "output": 2 }} }} }}
+    }}
+  }},
+  "model": "fake/{MODEL}",
+  "small_model": "fake/{MODEL}",
+  "permission": {{ "edit": "allow", "bash": "allow", "external_directory": "allow" }},
+  "autoupdate": false,
+  "share": "disabled"
+}}
+"#,
+        server.openai_base_url()
+    );
+    std::fs::write(config, text).expect("write the OpenCode config");
+}
+
+/// `orchestrator task --provider opencode`, with OpenCode offline and all its folders in the test's HOME.
+fn opencode_task(bin: &Path, repo: &TestRepo, objective: &str) -> Run {
+    let home = repo.home();
+    let path = |p: &str| home.join(p).to_string_lossy().into_owned();
+    Run::task(objective)
+        .arg("--provider")
+        .arg("opencode")
+        .arg("--json")
+        .env("OPENCODE_BIN", &bin.to_string_lossy())
+        .env("XDG_DATA_HOME", &path(".local/share"))
+        .env("XDG_CACHE_HOME", &path(".cache"))
+        .env("XDG_STATE_HOME", &path(".local/state"))
+        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
+        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .env("OPENCODE_DISABLE_SHARE", "1")
+        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1")
+        .without_env("OPENCODE_CONFIG")
+        .without_env("OPENCODE_CONFIG_DIR")
+        .without_env("OPENCODE_CONFIG_CONTENT")
+        .without_env("OPENCODE_SERVER_PASSWORD")
+}
+
+/// Processes whose command line names opencode and whose environment has this HOME.
+fn opencode_processes(home: &Path) -> Vec<String> {
+    let wanted = format!("HOME={}", home.display());
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !cmdline.contains("opencode") {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(dir.join("environ")) else {
+            continue;
+        };
+        if environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
+            found.push(format!("{}: {cmdline}", dir.display()));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_with_several_units_runs_on_opencode_and_ends_sealed() {
+    let Some(bin) = opencode_bin("a_mission_with_several_units_runs_on_opencode_and_ends_sealed") else {
+        return;
+    };
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![
+            PlanUnit::file("a", "a.txt", "alpha"),
+            PlanUnit::file("b", "b.txt", "beta"),
+            PlanUnit::new("c", "Create c.txt", "FILE c.txt := gamma", &["a", "b"]),
+        ],
+        ..Default::default()
+    };
+    let server = FakeServer::start(brain(script), FakeOptions::default())
+        .await
+        .expect("the fake model server starts");
+    write_opencode_config(repo.home(), &server);
+
+    let done = opencode_task(&bin, &repo, "Write three files").run(&repo).await;
+    done.assert_code(0);
+
+    let files = repo.files_on_main();
+    for (file, content) in [("a.txt", "alpha"), ("b.txt", "beta"), ("c.txt", "gamma")] {
+        assert!(files.contains(&file.to_string()), "{file} on main: {files:?}");
+        assert_eq!(repo.show(&format!("main:{file}")), content);
+    }
+    assert_eq!(
+        repo.worktrees().len(),
+        1,
+        "only the main worktree is left: {:?}",
+        repo.worktrees()
+    );
+    // Every session ran on OpenCode, and OpenCode's usage and cost were reported.
+    let calls = done.events_of("model_call");
+    assert!(!calls.is_empty(), "{}", done.stdout);
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["cost_usd"].as_f64().is_some_and(|c| c > 0.0)),
+        "OpenCode's cost is reported: {calls:?}"
+    );
+    let reviews: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| role_of(r) == "reviewer")
+        .collect();
+    assert!(
+        reviews
+            .iter()
+            .any(|r| r.tools.iter().any(|t| t.ends_with("_submit_review"))),
+        "reviewers got submit_review through the bridge"
+    );
+    assert!(
+        reviews.iter().all(|r| !r.offers("write") && !r.offers("edit")),
+        "reviewers cannot edit"
+    );
+    // The server the mission started is gone with its process group.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let left = opencode_processes(repo.home());
+    assert!(left.is_empty(), "opencode processes left: {left:?}");
+}
