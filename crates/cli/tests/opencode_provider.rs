@@ -7,7 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
-use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenRequest};
+use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenMessage, SeenRequest};
 use support::*;
 
 fn opencode_bin(test: &str) -> Option<PathBuf> {
@@ -64,13 +64,21 @@ fn write_opencode_config(home: &Path, server: &FakeServer) {
 
 /// `orchestrator task --provider opencode`, with OpenCode offline and all its folders in the test's HOME.
 fn opencode_task(bin: &Path, repo: &TestRepo, objective: &str) -> Run {
+    offline(
+        bin,
+        repo,
+        Run::task(objective)
+            .arg("--provider")
+            .arg("opencode")
+            .arg("--json"),
+    )
+}
+
+/// OpenCode's environment: the binary, offline, every folder it writes in the test's HOME.
+fn offline(bin: &Path, repo: &TestRepo, run: Run) -> Run {
     let home = repo.home();
     let path = |p: &str| home.join(p).to_string_lossy().into_owned();
-    Run::task(objective)
-        .arg("--provider")
-        .arg("opencode")
-        .arg("--json")
-        .env("OPENCODE_BIN", &bin.to_string_lossy())
+    run.env("OPENCODE_BIN", &bin.to_string_lossy())
         .env("XDG_DATA_HOME", &path(".local/share"))
         .env("XDG_CACHE_HOME", &path(".cache"))
         .env("XDG_STATE_HOME", &path(".local/state"))
@@ -171,4 +179,71 @@ async fn a_mission_with_several_units_runs_on_opencode_and_ends_sealed() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let left = opencode_processes(repo.home());
     assert!(left.is_empty(), "opencode processes left: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_opencode_mission_leaves_nothing_running_and_resume_seals_it() {
+    let Some(bin) = opencode_bin("a_cancelled_opencode_mission_leaves_nothing_running_and_resume_seals_it")
+    else {
+        return;
+    };
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![
+            PlanUnit::file("a", "a.txt", "alpha"),
+            PlanUnit::new("b", "Create b.txt", "FILE b.txt := beta", &["a"]),
+        ],
+        ..Default::default()
+    };
+    let options = FakeOptions {
+        latency: std::time::Duration::from_millis(300),
+        ..FakeOptions::default()
+    };
+    let server = FakeServer::start(brain(script), options)
+        .await
+        .expect("the fake model server starts");
+    write_opencode_config(repo.home(), &server);
+
+    let first = opencode_task(&bin, &repo, "Write two files").run(&repo);
+    let cancel = async {
+        for _ in 0..2400 {
+            if server.requests().iter().any(|r| role_of(r) == "worker") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        Run::cmd(&["cancel"]).run(&repo).await
+    };
+    let (first, cancelled) = tokio::join!(first, cancel);
+    cancelled.assert_code(0);
+    first.assert_code(3);
+    assert_eq!(repo.worktrees().len(), 1, "{:?}", repo.worktrees());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let left = opencode_processes(repo.home());
+    assert!(left.is_empty(), "opencode processes left after cancel: {left:?}");
+
+    let done = offline(&bin, &repo, Run::cmd(&["resume", "--json"]))
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert_eq!(repo.show("main:a.txt"), "alpha");
+    assert_eq!(repo.show("main:b.txt"), "beta");
+    // The interrupted worker's OpenCode session was re-attached: its history continues, with the
+    // task given again after the interruption.
+    let reattached = server.requests().iter().any(|r| {
+        role_of(r) == "worker"
+            && r.messages
+                .iter()
+                .filter(|m| matches!(m, SeenMessage::User { text } if text.contains("# Your unit: a")))
+                .count()
+                >= 2
+    });
+    assert!(
+        reattached,
+        "the worker's OpenCode session was re-attached on resume"
+    );
+    assert_eq!(repo.worktrees().len(), 1, "{:?}", repo.worktrees());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let left = opencode_processes(repo.home());
+    assert!(left.is_empty(), "opencode processes left after resume: {left:?}");
 }
