@@ -247,3 +247,44 @@ async fn a_cancelled_opencode_mission_leaves_nothing_running_and_resume_seals_it
     let left = opencode_processes(repo.home());
     assert!(left.is_empty(), "opencode processes left after resume: {left:?}");
 }
+
+/// Runs without needing OpenCode: the preflight refuses with exit 2 and touches nothing.
+#[tokio::test]
+async fn an_opencode_url_that_does_not_answer_is_exit_2_with_nothing_touched() {
+    let repo = TestRepo::new(&[]);
+    let done = Run::task("Anything")
+        .arg("--provider")
+        .arg("opencode")
+        .arg("--opencode-url")
+        .arg("http://127.0.0.1:9")
+        .without_env("OPENCODE_SERVER_PASSWORD")
+        .run(&repo)
+        .await;
+    done.assert_code(2);
+    assert!(done.stderr.contains("http://127.0.0.1:9"), "{}", done.stderr);
+    assert!(done.stderr.contains("nothing was started"), "{}", done.stderr);
+    assert!(!repo.path().join(".orchestrator").exists(), "nothing touched");
+}
+
+#[tokio::test]
+async fn without_an_opencode_binary_the_provider_is_exit_2_with_nothing_touched() {
+    let repo = TestRepo::new(&[]);
+    // A PATH with git and no opencode.
+    let bin = tempfile::tempdir().expect("tempdir");
+    let git = std::process::Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .expect("sh runs");
+    let git = String::from_utf8_lossy(&git.stdout).trim().to_string();
+    std::os::unix::fs::symlink(&git, bin.path().join("git")).expect("symlink git");
+    let done = Run::task("Anything")
+        .arg("--provider")
+        .arg("opencode")
+        .without_env("OPENCODE_BIN")
+        .env("PATH", &bin.path().to_string_lossy())
+        .run(&repo)
+        .await;
+    done.assert_code(2);
+    assert!(done.stderr.contains("OPENCODE_BIN"), "{}", done.stderr);
+    assert!(!repo.path().join(".orchestrator").exists(), "nothing touched");
+}
