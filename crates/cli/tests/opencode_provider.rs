@@ -288,3 +288,54 @@ async fn without_an_opencode_binary_the_provider_is_exit_2_with_nothing_touched(
     assert!(done.stderr.contains("OPENCODE_BIN"), "{}", done.stderr);
     assert!(!repo.path().join(".orchestrator").exists(), "nothing touched");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_orchestrator_takes_its_opencode_server_with_it() {
+    let Some(bin) = opencode_bin("a_killed_orchestrator_takes_its_opencode_server_with_it") else {
+        return;
+    };
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "alpha")],
+        ..Default::default()
+    };
+    let options = FakeOptions {
+        latency: std::time::Duration::from_millis(300),
+        ..FakeOptions::default()
+    };
+    let server = FakeServer::start(brain(script), options)
+        .await
+        .expect("the fake model server starts");
+    write_opencode_config(repo.home(), &server);
+    let mut child = opencode_task(&bin, &repo, "Killed mid-mission")
+        .command(&repo)
+        .spawn()
+        .expect("starts");
+    for _ in 0..2400 {
+        if server.requests().iter().any(|r| role_of(r) == "worker") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(
+        !opencode_processes(repo.home()).is_empty(),
+        "the mission's OpenCode server runs"
+    );
+    child.start_kill().expect("SIGKILL");
+    let _ = child.wait().await;
+    let mut left = opencode_processes(repo.home());
+    for _ in 0..40 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = opencode_processes(repo.home());
+    }
+    assert!(
+        left.is_empty(),
+        "opencode processes outlived a SIGKILLed orchestrator: {left:?}"
+    );
+    let done = offline(&bin, &repo, Run::cmd(&["resume"])).run(&repo).await;
+    done.assert_code(0);
+    assert_eq!(repo.show("main:a.txt"), "alpha");
+}

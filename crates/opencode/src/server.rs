@@ -108,6 +108,18 @@ impl OpencodeServer {
             // Its own group: stop() signals everything OpenCode started, not just OpenCode.
             .process_group(0)
             .kill_on_drop(true);
+        // If we die without cleaning up (SIGKILL, a second Ctrl-C), the kernel ends the server too,
+        // so no `opencode serve` outlives the mission that started it.
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and only sets this child's parent-death signal.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         if let Some(dir) = &options.current_dir {
             // OpenCode takes its folder from PWD, as a shell would have set it.
             cmd.current_dir(dir).env("PWD", dir);
