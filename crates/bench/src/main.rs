@@ -1,0 +1,100 @@
+//! `orchestrator-bench`: runs the benchmark suite and prints the Markdown report on stdout (progress
+//! on stderr). Build the orchestrator first, in the same profile:
+//!
+//! ```sh
+//! cargo build --release -p orchestrator-cli
+//! cargo run --release -p orchestrator-bench -- [--units 1,10,50] [--latency-ms 0,500] [--repeat 3]
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use orchestrator_bench::{locate_orchestrator, opencode, report, run_suite, workspace_root, Options};
+
+#[derive(Parser)]
+#[command(
+    name = "orchestrator-bench",
+    about = "Benchmarks the orchestrator against the fake model server"
+)]
+struct Args {
+    /// The `orchestrator` binary (default: the one beside this program, e.g. target/release/orchestrator).
+    #[arg(long)]
+    orchestrator: Option<PathBuf>,
+    /// Mission sizes (independent units; --max-parallel is set to the same number).
+    #[arg(long, value_delimiter = ',', default_value = "1,10,50")]
+    units: Vec<usize>,
+    /// Fake model latency per call, in ms.
+    #[arg(long = "latency-ms", value_delimiter = ',', default_value = "0,500")]
+    latency_ms: Vec<u64>,
+    /// Runs per (units, latency); the median-wall run is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Stored tasks for the resume measurement (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    resume_tasks: usize,
+    /// Events for the Store::append_event micro-benchmark (0 skips it).
+    #[arg(long, default_value_t = 20_000)]
+    store_events: usize,
+    /// Threads for the contended store micro-benchmark.
+    #[arg(long, default_value_t = 8)]
+    store_threads: usize,
+    /// OpenCode for the reference line: `auto` (OPENCODE_BIN, then .ci/opencode), `off`, or a path.
+    #[arg(long, default_value = "auto")]
+    opencode: String,
+    /// Concurrent OpenCode sessions.
+    #[arg(long, default_value_t = 50)]
+    opencode_sessions: usize,
+    /// Also write every measurement as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep each mission's stdout and stderr in this folder (with ORCHESTRATOR_LOG=debug: git timings).
+    #[arg(long)]
+    keep_logs: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let orchestrator = locate_orchestrator(args.orchestrator.as_deref())?;
+    let (opencode, opencode_note) = match args.opencode.as_str() {
+        "off" => (None, Some("skipped with --opencode off".to_string())),
+        "auto" => match opencode::find(None, &workspace_root()) {
+            Some(bin) => (Some(bin), None),
+            None => (
+                None,
+                Some("no OpenCode binary found (set OPENCODE_BIN, or run .ci/run once to install it)".into()),
+            ),
+        },
+        path => (opencode::find(Some(path.as_ref()), &workspace_root()), None),
+    };
+    let options = Options {
+        orchestrator,
+        units: args.units,
+        latencies: args
+            .latency_ms
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
+            .collect(),
+        repeat: args.repeat,
+        resume_tasks: (args.resume_tasks > 0).then_some(args.resume_tasks),
+        store_events: args.store_events,
+        store_threads: args.store_threads,
+        opencode,
+        opencode_note,
+        opencode_sessions: args.opencode_sessions,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        keep_logs: args.keep_logs,
+    };
+    if let Some(dir) = &options.keep_logs {
+        std::fs::create_dir_all(dir)?;
+    }
+    let progress = |line: &str| eprintln!("[bench] {line}");
+    let results = run_suite(&options, &progress).await?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+    }
+    print!("{}", report::markdown(&results));
+    Ok(())
+}
