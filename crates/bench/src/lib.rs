@@ -60,6 +60,8 @@ pub struct Results {
     pub missions: Vec<MissionRun>,
     /// Wall times (ms) of every repeat of each reported mission, in run order.
     pub repeats_wall_ms: Vec<Vec<f64>>,
+    /// Start-up (ms) of every mission run, repeats included: latency does not enter it, so all count.
+    pub startups_ms: Vec<f64>,
     pub resume: Option<ResumeRun>,
     pub store: Vec<AppendBench>,
     pub opencode: Vec<OpenCodeRun>,
@@ -72,6 +74,7 @@ pub async fn run_suite(options: &Options, progress: &dyn Fn(&str)) -> Result<Res
     let machine = Machine::detect(&options.orchestrator);
     let mut missions = Vec::new();
     let mut repeats_wall_ms = Vec::new();
+    let mut startups_ms = Vec::new();
     for latency in &options.latencies {
         for &units in &options.units {
             let scenario = Scenario {
@@ -94,6 +97,7 @@ pub async fn run_suite(options: &Options, progress: &dyn Fn(&str)) -> Result<Res
                 runs.push(run);
             }
             repeats_wall_ms.push(runs.iter().map(|r| r.usage.wall.as_secs_f64() * 1000.0).collect());
+            startups_ms.extend(runs.iter().map(|r| r.startup.as_secs_f64() * 1000.0));
             runs.sort_by_key(|r| r.usage.wall);
             missions.push(runs.swap_remove(runs.len() / 2));
         }
@@ -146,6 +150,7 @@ pub async fn run_suite(options: &Options, progress: &dyn Fn(&str)) -> Result<Res
         repeat: options.repeat.max(1),
         missions,
         repeats_wall_ms,
+        startups_ms,
         resume,
         store,
         opencode,
