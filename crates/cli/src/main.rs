@@ -187,6 +187,7 @@ async fn task(args: TaskArgs) -> u8 {
         allow_dirty: args.allow_dirty,
         apply: !args.no_apply,
         overrides: args.flags.overrides(),
+        control: Default::default(),
     };
     drive(args.flags.json, |bus, cancel| {
         orchestrator_core::run_task(options, bus, cancel)
@@ -198,6 +199,7 @@ async fn resume(args: ResumeArgs) -> u8 {
     let options = ResumeOptions {
         repo: args.repo.repo,
         overrides: args.flags.overrides(),
+        control: Default::default(),
     };
     drive(args.flags.json, |bus, cancel| {
         orchestrator_core::resume(options, bus, cancel)

@@ -7,6 +7,7 @@
 mod client;
 pub mod compact;
 pub mod config;
+mod control;
 mod error;
 mod events;
 mod lock;
@@ -23,6 +24,7 @@ mod status;
 mod units;
 mod verify;
 
+pub use control::MissionControl;
 pub use error::{EngineError, Result};
 pub use events::EventBus;
 pub use mission::{

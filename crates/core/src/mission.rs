@@ -45,6 +45,8 @@ pub struct MissionOptions {
     /// Fast-forward the user's branch when sealed (`--no-apply` turns it off).
     pub apply: bool,
     pub overrides: Overrides,
+    /// The front end's handle to pause dispatch while the mission runs.
+    pub control: crate::MissionControl,
 }
 
 /// The flags a mission was started with, stored so that `resume` runs it the same way.
@@ -251,6 +253,7 @@ pub async fn run_task(
         &bus,
         cancel,
         opencode.clone(),
+        options.control.clone(),
     )
     .await;
     if let Some(engine) = &opencode {
@@ -265,6 +268,7 @@ pub async fn run_task(
 pub struct ResumeOptions {
     pub repo: PathBuf,
     pub overrides: Overrides,
+    pub control: crate::MissionControl,
 }
 
 /// Runs `orchestrator resume`: continues the repository's unfinished mission where it stopped.
@@ -316,6 +320,7 @@ pub async fn resume(
         &bus,
         cancel,
         opencode.clone(),
+        options.control.clone(),
     )
     .await;
     if let Some(engine) = &opencode {
@@ -446,6 +451,25 @@ async fn refuse_dirty(repo: &Repo) -> Result<()> {
     )))
 }
 
+/// Tells every front end when dispatch is paused or resumed, whoever asked for it.
+fn announce_dispatch_changes(control: &crate::MissionControl, bus: &EventBus) -> tokio::task::JoinHandle<()> {
+    let mut changes = control.watch();
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        let mut announced = *changes.borrow_and_update();
+        if announced {
+            bus.emit(Event::DispatchChanged { paused: true });
+        }
+        while changes.changed().await.is_ok() {
+            let paused = *changes.borrow_and_update();
+            if paused != announced {
+                announced = paused;
+                bus.emit(Event::DispatchChanged { paused });
+            }
+        }
+    })
+}
+
 fn mission_branch(mission: &str) -> String {
     format!("orchestrator/{mission}/integration")
 }
@@ -468,6 +492,7 @@ async fn run_mission(
     bus: &EventBus,
     cancel: CancellationToken,
     opencode: Option<Arc<crate::opencode::OpencodeEngine>>,
+    control: crate::MissionControl,
 ) -> MissionReport {
     let id = record.id.clone();
     let _ = store.set_status(&id, MissionStatus::Running, Some(std::process::id()));
@@ -488,7 +513,9 @@ async fn run_mission(
     )
     .with_store(store.clone(), &id)
     .with_context_rules(config.prices.clone(), config.compaction.clone())
-    .with_opencode(opencode);
+    .with_opencode(opencode)
+    .with_control(control.clone());
+    let announcer = announce_dispatch_changes(&control, bus);
     let setup = Setup {
         repo: repo.clone(),
         worktrees: repo.root().join(STATE_DIR).join("worktrees").join(&id),
@@ -501,6 +528,7 @@ async fn run_mission(
         Err(EngineError::Interrupted) => interrupted(),
         Err(e) => Ending::unsealed(format!("the mission stopped on an error: {e}")),
     };
+    announcer.abort();
     let Ending {
         outcome,
         mut summary,

@@ -41,6 +41,8 @@ pub struct Runtime {
     pub compaction: CompactionSettings,
     /// `--provider opencode`: sessions run on OpenCode instead of the native loop (crate::opencode).
     pub opencode: Option<Arc<crate::opencode::OpencodeEngine>>,
+    /// Pauses the dispatch of new units at a front end's request.
+    pub control: crate::MissionControl,
     session_seq: AtomicU64,
 }
 
@@ -67,8 +69,14 @@ impl Runtime {
                 tool_output_chars: 20_000,
             },
             opencode: None,
+            control: crate::MissionControl::default(),
             session_seq: AtomicU64::new(1),
         }
+    }
+
+    pub fn with_control(mut self, control: crate::MissionControl) -> Self {
+        self.control = control;
+        self
     }
 
     /// Prices for cost estimates, and how sessions keep inside their context window.

@@ -265,6 +265,10 @@ impl UnitRun {
 
     async fn execute(&self, target: &MergeTarget) -> UnitOutcome {
         let rt = &self.mission.rt;
+        // A paused mission starts no new unit; units already running (and their children) go on.
+        if !rt.control.wait_for_dispatch(&rt.cancel).await {
+            return UnitOutcome::interrupted(&self.unit);
+        }
         let Some(mut slot) = Slot::acquire(rt).await else {
             return UnitOutcome::interrupted(&self.unit);
         };

@@ -181,6 +181,10 @@ pub enum Event {
         phase: Phase,
         round: u32,
     },
+    /// A front end paused (or resumed) the dispatch of new units; running sessions go on.
+    DispatchChanged {
+        paused: bool,
+    },
     /// A warning a person should see (e.g. the user's branch could not be fast-forwarded).
     Notice {
         message: String,

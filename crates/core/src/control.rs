@@ -1,0 +1,112 @@
+//! Operations a front end sends into a running mission (the other direction of the event stream).
+//!
+//! Today that is pausing and resuming the dispatch of new units: sessions already running go on, but no
+//! queued unit starts until dispatch is resumed. Cancelling stays with the `CancellationToken` every
+//! mission is started with.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// A clone-able handle to steer a mission. Create one, hand a clone to `run_task`/`resume` through the
+/// options, keep the other in the front end.
+#[derive(Clone)]
+pub struct MissionControl {
+    paused: Arc<watch::Sender<bool>>,
+}
+
+impl Default for MissionControl {
+    fn default() -> Self {
+        MissionControl {
+            paused: Arc::new(watch::Sender::new(false)),
+        }
+    }
+}
+
+impl std::fmt::Debug for MissionControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MissionControl")
+            .field("paused", &self.is_paused())
+            .finish()
+    }
+}
+
+impl MissionControl {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// No queued unit starts until [`MissionControl::resume_dispatch`]; running sessions go on.
+    pub fn pause_dispatch(&self) {
+        self.paused
+            .send_if_modified(|paused| !std::mem::replace(paused, true));
+    }
+
+    pub fn resume_dispatch(&self) {
+        self.paused
+            .send_if_modified(|paused| std::mem::replace(paused, false));
+    }
+
+    /// Pauses when running, resumes when paused; returns whether dispatch is paused now.
+    pub fn toggle_dispatch(&self) -> bool {
+        let mut now = false;
+        self.paused.send_modify(|paused| {
+            *paused = !*paused;
+            now = *paused;
+        });
+        now
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    /// A receiver that sees every change of the paused flag.
+    pub(crate) fn watch(&self) -> watch::Receiver<bool> {
+        self.paused.subscribe()
+    }
+
+    /// Waits while dispatch is paused; false when the mission is cancelled first.
+    pub(crate) async fn wait_for_dispatch(&self, cancel: &CancellationToken) -> bool {
+        let mut paused = self.paused.subscribe();
+        tokio::select! {
+            open = paused.wait_for(|paused| !*paused) => open.is_ok(),
+            _ = cancel.cancelled() => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn paused_dispatch_waits_until_resumed() {
+        let control = MissionControl::new();
+        let cancel = CancellationToken::new();
+        assert!(
+            control.wait_for_dispatch(&cancel).await,
+            "open dispatch does not wait"
+        );
+        control.pause_dispatch();
+        let waiter = {
+            let (control, cancel) = (control.clone(), cancel.clone());
+            tokio::spawn(async move { control.wait_for_dispatch(&cancel).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "a paused dispatch must wait");
+        control.resume_dispatch();
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_a_paused_wait() {
+        let control = MissionControl::new();
+        let cancel = CancellationToken::new();
+        assert!(control.toggle_dispatch());
+        cancel.cancel();
+        assert!(!control.wait_for_dispatch(&cancel).await);
+    }
+}
