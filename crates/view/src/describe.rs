@@ -1,0 +1,141 @@
+//! One human line per event, shared by every view's log.
+
+use orchestrator_protocol::{Event, Outcome, Verdict};
+
+/// A line a person would want to read for this event, or `None` for bookkeeping events.
+pub fn describe(event: &Event) -> Option<String> {
+    let line = match event {
+        Event::MissionStarted {
+            objective,
+            base_commit,
+            user_branch,
+            ..
+        } => format!(
+            "mission started on {} at {}: {}",
+            user_branch.as_deref().unwrap_or("detached HEAD"),
+            base_commit.get(..10).unwrap_or(base_commit),
+            first_line(objective)
+        ),
+        Event::PhaseChanged { phase, round } if *round > 0 => {
+            format!("phase: {} (round {round})", phase.as_str())
+        }
+        Event::PhaseChanged { phase, .. } => format!("phase: {}", phase.as_str()),
+        Event::SessionStarted {
+            session, role, model, ..
+        } => {
+            format!("{session} started ({role}, {model})")
+        }
+        Event::SessionFinished {
+            session, ok, turns, ..
+        } => format!(
+            "{session} {} after {turns} turn(s)",
+            if *ok { "finished" } else { "stopped" }
+        ),
+        Event::ToolCalled {
+            session,
+            tool,
+            summary,
+            ok,
+            ..
+        } => format!(
+            "{session}: {tool} {summary}{}",
+            if *ok { "" } else { " (failed)" }
+        ),
+        Event::Compacted {
+            session,
+            before_tokens,
+            after_tokens,
+        } => format!("{session} compacted its context: ~{before_tokens} → ~{after_tokens} tokens"),
+        Event::PlanAccepted { round, units } => format!("plan for round {round}: {} unit(s)", units.len()),
+        Event::PlanRejected { attempt, problems } => {
+            format!("plan rejected (attempt {attempt}): {}", problems.join("; "))
+        }
+        Event::UnitsSpawned { parent, units } => {
+            let ids: Vec<&str> = units.iter().map(|u| u.id.as_str()).collect();
+            format!("{parent} spawned {}", ids.join(", "))
+        }
+        Event::UnitState {
+            unit,
+            state,
+            attempt,
+            detail,
+        } => {
+            let detail = detail
+                .as_deref()
+                .map(|d| format!(": {}", first_line(d)))
+                .unwrap_or_default();
+            format!("{unit} {state} (attempt {attempt}){detail}")
+        }
+        Event::UnitPrepared { unit, branch, .. } => format!("{unit} works on branch {branch}"),
+        Event::EvidenceRecorded { unit, evidence } => format!(
+            "{}: {} `{}` {} in {:.1}s",
+            unit.as_deref().unwrap_or("integration"),
+            evidence.kind,
+            evidence.command,
+            match (evidence.passed(), evidence.exit_code) {
+                (true, _) => "passed".to_string(),
+                (false, Some(code)) => format!("failed (exit {code})"),
+                (false, None) if evidence.timed_out => "timed out".to_string(),
+                (false, None) => "was killed".to_string(),
+            },
+            evidence.duration_ms as f64 / 1000.0
+        ),
+        Event::ReviewFinished { unit, review, .. } => format!(
+            "{}: review {} — {}",
+            unit.as_deref().unwrap_or("master"),
+            match review.verdict {
+                Verdict::Pass => "passed",
+                Verdict::Fail => "failed",
+            },
+            first_line(&review.summary)
+        ),
+        Event::MergeConflict { unit, files, attempt } => format!(
+            "{unit}: merge conflict in {} (resolver attempt {attempt})",
+            files.join(", ")
+        ),
+        Event::Merged { unit, into, commit } => {
+            format!(
+                "{unit} merged into {into} at {}",
+                commit.get(..10).unwrap_or(commit)
+            )
+        }
+        Event::RoundFinished {
+            round, passed: true, ..
+        } => format!("round {round} passed"),
+        Event::RoundFinished { round, follow_up, .. } => format!(
+            "round {round} not passed; {} unit(s) for the next round",
+            follow_up.len()
+        ),
+        Event::MissionResumed { phase, round } => {
+            format!("mission resumed in {} (round {round})", phase.as_str())
+        }
+        Event::DispatchChanged { paused: true } => "dispatch paused: no new unit starts".into(),
+        Event::DispatchChanged { paused: false } => "dispatch resumed".into(),
+        Event::Notice { message } => message.clone(),
+        Event::MissionFinished { outcome, summary, .. } => {
+            let outcome = match outcome {
+                Outcome::Sealed => "sealed",
+                Outcome::Unsealed => "not sealed",
+                Outcome::Interrupted => "interrupted",
+            };
+            format!("mission {outcome}: {}", first_line(summary))
+        }
+        _ => return None,
+    };
+    Some(line)
+}
+
+pub fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// 950, 12.3k, 4.5M.
+pub fn human_tokens(n: u64) -> String {
+    if n >= 1_000_000 {
+        format!("{:.1}M", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1}k", n as f64 / 1e3)
+    } else {
+        n.to_string()
+    }
+}

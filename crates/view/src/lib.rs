@@ -1,0 +1,545 @@
+//! The mission as a person sees it, folded from the engine's event stream.
+//!
+//! Every view of a mission — the terminal view, the web dashboard, `orchestrator report` — folds the same
+//! [`EventEnvelope`]s into a [`MissionView`], so they agree with each other and none of them reads engine
+//! internals. Folding is incremental (one event at a time, as they arrive) and also works on a whole
+//! stored log, so a view opened late shows what a view opened at the start shows.
+
+mod describe;
+#[cfg(any(test, feature = "fixture"))]
+pub mod fixture;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use orchestrator_protocol::{
+    Event, EventEnvelope, Evidence, Outcome, Phase, Review, Role, TokenUsage, UnitSpec, UnitState,
+};
+use serde::Serialize;
+
+pub use describe::{describe, first_line, human_tokens};
+
+/// How many log lines each unit keeps; older lines go first. A unit's full story stays in the store.
+pub const UNIT_LOG_LINES: usize = 200;
+
+/// A mission's state as folded from its events.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MissionView {
+    pub mission: String,
+    pub objective: String,
+    pub base_commit: String,
+    pub user_branch: Option<String>,
+    pub integration_branch: String,
+    pub phase: Option<Phase>,
+    pub round: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the last event arrived: a mission whose clock stops here for long is stuck or gone.
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<Outcome>,
+    pub summary: Option<String>,
+    pub result_commit: Option<String>,
+    /// Whether the dispatch of new units is paused.
+    pub paused: bool,
+    /// Units in the order they were planned or spawned.
+    pub units: Vec<UnitView>,
+    /// Sessions in the order they started.
+    pub sessions: Vec<SessionView>,
+    pub usage: TokenUsage,
+    /// Estimated from the price table; models without a price add nothing.
+    pub cost_usd: f64,
+    pub roles: BTreeMap<Role, Totals>,
+    /// Stage 2: the integrated whole's build/test evidence and master reviews (by round).
+    pub integration_evidence: Vec<Evidence>,
+    pub master_reviews: Vec<(u32, Review)>,
+    pub notices: Vec<String>,
+    pub last_seq: Option<u64>,
+}
+
+/// Tokens and cost of a group of model calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub usage: TokenUsage,
+    pub cost_usd: f64,
+    pub calls: u64,
+}
+
+impl Totals {
+    fn add(&mut self, usage: TokenUsage, cost_usd: Option<f64>) {
+        self.usage.add(usage);
+        self.cost_usd += cost_usd.unwrap_or(0.0);
+        self.calls += 1;
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitView {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub round: u32,
+    /// The unit that spawned this one.
+    pub parent: Option<String>,
+    pub children: Vec<String>,
+    pub depends_on: Vec<String>,
+    pub files: Vec<String>,
+    pub state: UnitState,
+    pub attempt: u32,
+    pub detail: Option<String>,
+    pub branch: Option<String>,
+    /// When the unit first left the queue, and when it reached a terminal state.
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub evidence: Vec<Evidence>,
+    /// Reviews by attempt.
+    pub reviews: Vec<(u32, Review)>,
+    pub conflicts: Vec<Vec<String>>,
+    pub merged_commit: Option<String>,
+    /// The unit's own sessions (worker, reviewers, resolver), not its children's.
+    pub totals: Totals,
+    /// The latest lines of the unit's story, oldest first.
+    pub log: Vec<LogLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLine {
+    pub at: DateTime<Utc>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub role: Role,
+    pub unit: Option<String>,
+    pub model: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `None` while the session runs.
+    pub ok: Option<bool>,
+    pub turns: u32,
+    pub totals: Totals,
+    /// What the session did last (a tool call, a model call, a compaction), for "which one is stuck".
+    pub last_action: Option<String>,
+    pub last_action_at: Option<DateTime<Utc>>,
+}
+
+impl SessionView {
+    pub fn is_live(&self) -> bool {
+        self.ok.is_none()
+    }
+}
+
+/// One line of the task tree: a unit and how deep it sits under spawning parents.
+#[derive(Debug, Clone, Copy)]
+pub struct TreeRow<'a> {
+    pub unit: &'a UnitView,
+    pub depth: usize,
+}
+
+/// Unit counts by state, for a one-line summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UnitCounts {
+    pub total: usize,
+    pub queued: usize,
+    pub active: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl MissionView {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Folds a whole log (e.g. read back from the store).
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a EventEnvelope>) -> Self {
+        let mut view = Self::new();
+        for event in events {
+            view.apply(event);
+        }
+        view
+    }
+
+    /// Folds one event in. Events at or before the last one seen are ignored, so a front end may
+    /// replay the stored log and then the live stream without counting anything twice.
+    pub fn apply(&mut self, envelope: &EventEnvelope) {
+        if self.last_seq.is_some_and(|last| envelope.seq <= last) {
+            return;
+        }
+        self.last_seq = Some(envelope.seq);
+        if self.mission.is_empty() {
+            self.mission = envelope.mission.clone();
+        }
+        let at = envelope.at;
+        self.started_at.get_or_insert(at);
+        self.last_event_at = Some(at);
+        self.fold(&envelope.event, at);
+        if let Some(unit) = self.unit_of(&envelope.event) {
+            if let Some(text) = describe(&envelope.event) {
+                self.log_unit(&unit, at, text);
+            }
+        }
+    }
+
+    fn fold(&mut self, event: &Event, at: DateTime<Utc>) {
+        match event {
+            Event::MissionStarted {
+                objective,
+                base_commit,
+                user_branch,
+                integration_branch,
+            } => {
+                self.objective = objective.clone();
+                self.base_commit = base_commit.clone();
+                self.user_branch = user_branch.clone();
+                self.integration_branch = integration_branch.clone();
+            }
+            Event::PhaseChanged { phase, round } | Event::MissionResumed { phase, round } => {
+                self.phase = Some(*phase);
+                self.round = *round;
+                if matches!(event, Event::MissionResumed { .. }) {
+                    self.reopen();
+                }
+            }
+            Event::SessionStarted {
+                session,
+                role,
+                unit,
+                model,
+            } => self.session_started(session, *role, unit.clone(), model, at),
+            Event::ModelCall {
+                session,
+                role,
+                usage,
+                cost_usd,
+                model,
+                ..
+            } => self.model_call(session, *role, model, *usage, *cost_usd, at),
+            Event::ToolCalled {
+                session,
+                tool,
+                summary,
+                ok,
+                ..
+            } => {
+                let failed = if *ok { "" } else { " (failed)" };
+                self.session_action(session, at, format!("{tool} {summary}{failed}"));
+            }
+            Event::Compacted { session, .. } => {
+                self.session_action(session, at, "compacted its context".into());
+            }
+            Event::SessionFinished {
+                session, ok, turns, ..
+            } => {
+                if let Some(s) = self.session_mut(session) {
+                    s.ok = Some(*ok);
+                    s.turns = *turns;
+                    s.finished_at = Some(at);
+                }
+            }
+            Event::PlanAccepted { round, units } => {
+                for spec in units {
+                    self.add_unit(spec, *round, None);
+                }
+            }
+            Event::UnitsSpawned { parent, units } => {
+                let round = self.unit(parent).map(|u| u.round).unwrap_or(self.round);
+                for spec in units {
+                    self.add_unit(spec, round, Some(parent.clone()));
+                }
+            }
+            Event::UnitState {
+                unit,
+                state,
+                attempt,
+                detail,
+            } => self.unit_state(unit, *state, *attempt, detail.clone(), at),
+            Event::UnitPrepared { unit, branch, .. } => {
+                if let Some(u) = self.unit_mut(unit) {
+                    u.branch = Some(branch.clone());
+                }
+            }
+            Event::EvidenceRecorded { unit, evidence } => match unit {
+                Some(unit) => {
+                    if let Some(u) = self.unit_mut(unit) {
+                        u.evidence.push(evidence.clone());
+                    }
+                }
+                None => self.integration_evidence.push(evidence.clone()),
+            },
+            Event::ReviewFinished {
+                unit,
+                attempt,
+                review,
+            } => match unit {
+                Some(unit) => {
+                    if let Some(u) = self.unit_mut(unit) {
+                        u.reviews.push((*attempt, review.clone()));
+                    }
+                }
+                None => self.master_reviews.push((*attempt, review.clone())),
+            },
+            Event::MergeConflict { unit, files, .. } => {
+                if let Some(u) = self.unit_mut(unit) {
+                    u.conflicts.push(files.clone());
+                }
+            }
+            Event::Merged { unit, commit, .. } => {
+                if let Some(u) = self.unit_mut(unit) {
+                    u.merged_commit = Some(commit.clone());
+                }
+            }
+            Event::DispatchChanged { paused } => self.paused = *paused,
+            Event::Notice { message } => self.notices.push(message.clone()),
+            Event::MissionFinished {
+                outcome,
+                summary,
+                result_commit,
+                ..
+            } => {
+                self.outcome = Some(*outcome);
+                self.summary = Some(summary.clone());
+                self.result_commit = result_commit.clone();
+                self.finished_at = Some(at);
+                self.paused = false;
+            }
+            _ => {}
+        }
+    }
+
+    /// A resumed mission runs again: what the earlier run left "live" ended with that run.
+    fn reopen(&mut self) {
+        self.outcome = None;
+        self.finished_at = None;
+        self.paused = false;
+        for session in self.sessions.iter_mut().filter(|s| s.ok.is_none()) {
+            session.ok = Some(false);
+            session.last_action = Some("interrupted".into());
+        }
+    }
+
+    fn session_started(
+        &mut self,
+        id: &str,
+        role: Role,
+        unit: Option<String>,
+        model: &str,
+        at: DateTime<Utc>,
+    ) {
+        if let Some(existing) = self.session_mut(id) {
+            // A resumed session continues under its old name.
+            existing.ok = None;
+            existing.finished_at = None;
+            existing.model = model.to_string();
+            return;
+        }
+        self.sessions.push(SessionView {
+            id: id.to_string(),
+            role,
+            unit,
+            model: model.to_string(),
+            started_at: at,
+            finished_at: None,
+            ok: None,
+            turns: 0,
+            totals: Totals::default(),
+            last_action: None,
+            last_action_at: None,
+        });
+    }
+
+    fn model_call(
+        &mut self,
+        session: &str,
+        role: Role,
+        model: &str,
+        usage: TokenUsage,
+        cost_usd: Option<f64>,
+        at: DateTime<Utc>,
+    ) {
+        self.usage.add(usage);
+        self.cost_usd += cost_usd.unwrap_or(0.0);
+        self.roles.entry(role).or_default().add(usage, cost_usd);
+        let mut unit = None;
+        if let Some(s) = self.session_mut(session) {
+            s.totals.add(usage, cost_usd);
+            s.turns = s.turns.max(s.totals.calls as u32);
+            if !model.is_empty() {
+                s.model = model.to_string();
+            }
+            s.last_action = Some(format!("model call ({} tokens)", human_tokens(usage.total())));
+            s.last_action_at = Some(at);
+            unit = s.unit.clone();
+        }
+        if let Some(u) = unit.and_then(|id| self.unit_mut(&id)) {
+            u.totals.add(usage, cost_usd);
+        }
+    }
+
+    fn session_action(&mut self, session: &str, at: DateTime<Utc>, action: String) {
+        if let Some(s) = self.session_mut(session) {
+            s.last_action = Some(action);
+            s.last_action_at = Some(at);
+        }
+    }
+
+    fn add_unit(&mut self, spec: &UnitSpec, round: u32, parent: Option<String>) {
+        if self.unit(&spec.id).is_some() {
+            return;
+        }
+        if let Some(p) = parent.as_deref().and_then(|p| self.unit_mut(p)) {
+            p.children.push(spec.id.clone());
+        }
+        self.units.push(UnitView {
+            id: spec.id.clone(),
+            title: spec.title.clone(),
+            description: spec.description.clone(),
+            round,
+            parent,
+            children: Vec::new(),
+            depends_on: spec.depends_on.clone(),
+            files: spec.files.clone(),
+            state: UnitState::Queued,
+            attempt: 0,
+            detail: None,
+            branch: None,
+            started_at: None,
+            finished_at: None,
+            evidence: Vec::new(),
+            reviews: Vec::new(),
+            conflicts: Vec::new(),
+            merged_commit: None,
+            totals: Totals::default(),
+            log: Vec::new(),
+        });
+    }
+
+    fn unit_state(
+        &mut self,
+        unit: &str,
+        state: UnitState,
+        attempt: u32,
+        detail: Option<String>,
+        at: DateTime<Utc>,
+    ) {
+        let Some(u) = self.unit_mut(unit) else { return };
+        u.state = state;
+        u.attempt = attempt;
+        u.detail = detail;
+        if state != UnitState::Queued {
+            u.started_at.get_or_insert(at);
+        }
+        u.finished_at = state.is_terminal().then_some(at);
+    }
+
+    fn log_unit(&mut self, unit: &str, at: DateTime<Utc>, text: String) {
+        if let Some(u) = self.unit_mut(unit) {
+            if u.log.len() >= UNIT_LOG_LINES {
+                u.log.remove(0);
+            }
+            u.log.push(LogLine { at, text });
+        }
+    }
+
+    /// The unit an event belongs to, for its log.
+    fn unit_of(&self, event: &Event) -> Option<String> {
+        match event {
+            Event::UnitState { unit, .. }
+            | Event::UnitPrepared { unit, .. }
+            | Event::MergeConflict { unit, .. }
+            | Event::Merged { unit, .. } => Some(unit.clone()),
+            Event::UnitsSpawned { parent, .. } => Some(parent.clone()),
+            Event::EvidenceRecorded { unit, .. } | Event::ReviewFinished { unit, .. } => unit.clone(),
+            Event::SessionStarted { unit, .. } => unit.clone(),
+            Event::ToolCalled { session, .. }
+            | Event::Compacted { session, .. }
+            | Event::SessionFinished { session, .. } => {
+                self.sessions.iter().find(|s| &s.id == session)?.unit.clone()
+            }
+            _ => None,
+        }
+    }
+
+    pub fn unit(&self, id: &str) -> Option<&UnitView> {
+        self.units.iter().find(|u| u.id == id)
+    }
+
+    fn unit_mut(&mut self, id: &str) -> Option<&mut UnitView> {
+        self.units.iter_mut().find(|u| u.id == id)
+    }
+
+    fn session_mut(&mut self, id: &str) -> Option<&mut SessionView> {
+        self.sessions.iter_mut().rev().find(|s| s.id == id)
+    }
+
+    /// The units as a tree: each root (planned) unit followed by the units it spawned, depth first.
+    pub fn tree(&self) -> Vec<TreeRow<'_>> {
+        let mut rows = Vec::with_capacity(self.units.len());
+        for root in self.units.iter().filter(|u| u.parent.is_none()) {
+            self.push_subtree(root, 0, &mut rows);
+        }
+        rows
+    }
+
+    fn push_subtree<'a>(&'a self, unit: &'a UnitView, depth: usize, rows: &mut Vec<TreeRow<'a>>) {
+        rows.push(TreeRow { unit, depth });
+        for child in unit.children.iter().filter_map(|id| self.unit(id)) {
+            // Spawn depth is bounded by the engine; the guard only protects against a corrupt log.
+            if depth < 32 {
+                self.push_subtree(child, depth + 1, rows);
+            }
+        }
+    }
+
+    /// Sessions running now.
+    pub fn live_sessions(&self) -> impl Iterator<Item = &SessionView> {
+        self.sessions.iter().filter(|s| s.is_live())
+    }
+
+    /// The live sessions of one unit.
+    pub fn unit_sessions<'a>(&'a self, unit: &'a str) -> impl Iterator<Item = &'a SessionView> + 'a {
+        self.sessions
+            .iter()
+            .filter(move |s| s.unit.as_deref() == Some(unit))
+    }
+
+    pub fn counts(&self) -> UnitCounts {
+        let mut counts = UnitCounts {
+            total: self.units.len(),
+            ..UnitCounts::default()
+        };
+        for unit in &self.units {
+            match unit.state {
+                UnitState::Queued => counts.queued += 1,
+                UnitState::Passed => counts.passed += 1,
+                UnitState::Failed => counts.failed += 1,
+                UnitState::Skipped => counts.skipped += 1,
+                _ => counts.active += 1,
+            }
+        }
+        counts
+    }
+
+    /// How long the mission has run: to its end when finished, else to `now`.
+    pub fn elapsed(&self, now: DateTime<Utc>) -> chrono::Duration {
+        match self.started_at {
+            Some(start) => self.finished_at.unwrap_or(now) - start,
+            None => chrono::Duration::zero(),
+        }
+    }
+}
+
+/// `mm:ss`, or `h:mm:ss` past an hour.
+pub fn clock(duration: chrono::Duration) -> String {
+    let secs = duration.num_seconds().max(0);
+    if secs >= 3600 {
+        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    } else {
+        format!("{:02}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+use super::*;
+use crate::fixture::{running_mission, sealed_mission, start};
+
+fn ids<'a>(rows: &[TreeRow<'a>]) -> Vec<(String, usize)> {
+    rows.iter().map(|r| (r.unit.id.clone(), r.depth)).collect()
+}
+
+#[test]
+fn the_tree_puts_spawned_units_under_their_parent() {
+    let view = MissionView::from_events(&running_mission());
+    assert_eq!(
+        ids(&view.tree()),
+        vec![
+            ("t1".to_string(), 0),
+            ("t2".to_string(), 0),
+            ("t2.1".to_string(), 1),
+            ("t2.2".to_string(), 1),
+            ("t3".to_string(), 0),
+        ]
+    );
+    let t2 = view.unit("t2").unwrap();
+    assert_eq!(t2.state, UnitState::WaitingOnChildren);
+    assert_eq!(view.unit("t2.1").unwrap().parent.as_deref(), Some("t2"));
+}
+
+#[test]
+fn unit_states_attempts_and_times_follow_the_events() {
+    let view = MissionView::from_events(&running_mission());
+    let t1 = view.unit("t1").unwrap();
+    assert_eq!((t1.state, t1.attempt), (UnitState::Passed, 2));
+    assert_eq!(t1.started_at, Some(start() + chrono::Duration::seconds(11)));
+    assert_eq!(t1.finished_at, Some(start() + chrono::Duration::seconds(44)));
+    assert_eq!(t1.evidence.len(), 1);
+    assert_eq!(t1.reviews.len(), 1);
+    assert!(t1.merged_commit.is_some());
+    let t3 = view.unit("t3").unwrap();
+    assert_eq!((t3.state, t3.started_at), (UnitState::Queued, None));
+    assert_eq!(
+        view.counts(),
+        UnitCounts {
+            total: 5,
+            queued: 1,
+            active: 2,
+            passed: 2,
+            failed: 0,
+            skipped: 0
+        }
+    );
+    assert!(view.paused);
+}
+
+#[test]
+fn tokens_and_cost_add_up_per_session_unit_role_and_mission() {
+    let view = MissionView::from_events(&running_mission());
+    let t1 = view.unit("t1").unwrap();
+    // worker:t1 made two calls, reviewer:t1:2 one.
+    assert_eq!(t1.totals.calls, 3);
+    assert_eq!(t1.totals.usage.input_tokens, 4000 + 5200 + 2600);
+    assert!((t1.totals.cost_usd - (0.0066 + 0.0070 + 0.0034)).abs() < 1e-9);
+    let workers = view.roles[&Role::Worker];
+    let all_roles: u64 = view.roles.values().map(|t| t.usage.total()).sum();
+    assert_eq!(all_roles, view.usage.total());
+    assert_eq!(workers.calls, 5);
+    let role_cost: f64 = view.roles.values().map(|t| t.cost_usd).sum();
+    assert!((role_cost - view.cost_usd).abs() < 1e-9);
+}
+
+#[test]
+fn live_sessions_show_their_last_action() {
+    let view = MissionView::from_events(&running_mission());
+    let live: Vec<&str> = view.live_sessions().map(|s| s.id.as_str()).collect();
+    assert_eq!(live, vec!["worker:t2", "worker:t2.2"]);
+    let t22 = view.sessions.iter().find(|s| s.id == "worker:t2.2").unwrap();
+    assert_eq!(t22.last_action.as_deref(), Some("read src/t2_1.rs"));
+    let t1 = view.sessions.iter().find(|s| s.id == "worker:t1").unwrap();
+    assert_eq!(t1.ok, Some(true));
+}
+
+#[test]
+fn unit_logs_hold_the_units_own_story() {
+    let view = MissionView::from_events(&running_mission());
+    let log: Vec<&str> = view
+        .unit("t1")
+        .unwrap()
+        .log
+        .iter()
+        .map(|l| l.text.as_str())
+        .collect();
+    assert!(
+        log.contains(&"t1: test `cargo test` failed (exit 101) in 2.3s"),
+        "{log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("worker:t1: bash cargo test (failed)")),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l.starts_with("t1: review passed")), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains("t2")), "only t1's lines: {log:?}");
+}
+
+#[test]
+fn folding_the_log_twice_counts_nothing_twice() {
+    let events = running_mission();
+    let mut view = MissionView::from_events(&events);
+    let once = view.usage;
+    for event in &events {
+        view.apply(event);
+    }
+    assert_eq!(view.usage, once);
+    assert_eq!(view.units.len(), 5);
+}
+
+#[test]
+fn a_sealed_mission_ends_with_no_live_session() {
+    let view = MissionView::from_events(&sealed_mission());
+    assert_eq!(view.outcome, Some(Outcome::Sealed));
+    assert_eq!(view.live_sessions().count(), 0, "{:?}", view.sessions);
+    assert_eq!(view.counts().passed, 5);
+    assert!(!view.paused);
+    assert_eq!(view.master_reviews.len(), 1);
+    assert_eq!(clock(view.elapsed(Utc::now())), "01:07");
+}
+
+#[test]
+fn a_resumed_mission_closes_what_the_earlier_run_left_live() {
+    let mut events = running_mission();
+    let next = events.len() as u64;
+    events.push(EventEnvelope {
+        seq: next,
+        at: start() + chrono::Duration::seconds(100),
+        mission: fixture::MISSION.into(),
+        event: Event::MissionResumed {
+            phase: Phase::Execution,
+            round: 1,
+        },
+    });
+    let view = MissionView::from_events(&events);
+    assert_eq!(view.live_sessions().count(), 0);
+    assert!(!view.paused);
+}
+
+#[test]
+fn the_view_serialises_for_the_web() {
+    let view = MissionView::from_events(&running_mission());
+    let json = serde_json::to_value(&view).unwrap();
+    assert_eq!(json["units"][0]["state"], "passed");
+    assert_eq!(json["roles"]["worker"]["calls"], 5);
+}
+
+#[test]
+fn clocks_read_like_clocks() {
+    assert_eq!(clock(chrono::Duration::seconds(5)), "00:05");
+    assert_eq!(clock(chrono::Duration::seconds(3725)), "1:02:05");
+}
