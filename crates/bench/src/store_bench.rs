@@ -52,6 +52,7 @@ fn event(i: u64) -> Event {
             tool: "write".into(),
             summary: format!("write parts/{unit}.txt"),
             ok: true,
+            duration_ms: 3,
         },
         2 => Event::UnitState {
             unit,

@@ -347,6 +347,7 @@ async fn prompt_loop(
                     }
                     Some((call, reply_tx)) = rx.recv() => {
                         let summary = summarize_call(&call.tool, &call.arguments);
+                        let tool_started = Instant::now();
                         let (reply, ends) = match hooks.call(&call.tool, call.arguments, slot).await {
                             HookResult::Continue(out) => (out, false),
                             HookResult::Finish(out) => (out, true),
@@ -360,6 +361,7 @@ async fn prompt_loop(
                             tool: call.tool.clone(),
                             summary,
                             ok: !reply.is_error,
+                            duration_ms: tool_started.elapsed().as_millis() as u64,
                         });
                         let _ = reply_tx.send(BridgeReply { text: reply.content, is_error: reply.is_error });
                     }

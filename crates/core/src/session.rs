@@ -735,11 +735,12 @@ impl Session {
         let arguments = match parse_arguments(&call.name, &call.arguments) {
             Ok(arguments) => arguments,
             Err(message) => {
-                self.emit_tool(rt, &call.name, "invalid arguments".into(), false);
+                self.emit_tool(rt, &call.name, "invalid arguments".into(), false, 0);
                 return (error_output(message), false);
             }
         };
         let summary = summarize_call(&call.name, &arguments);
+        let started = Instant::now();
         let (output, ends) = if self.extra.contains(&call.name) {
             match hooks.call(&call.name, arguments, slot).await {
                 HookResult::Continue(output) => (output, false),
@@ -751,16 +752,18 @@ impl Session {
             let offered: Vec<String> = self.tools.iter().map(|t| t.name.clone()).collect();
             (error_output(hooks.not_offered(&call.name, &offered)), false)
         };
-        self.emit_tool(rt, &call.name, summary, !output.is_error);
+        let duration_ms = started.elapsed().as_millis() as u64;
+        self.emit_tool(rt, &call.name, summary, !output.is_error, duration_ms);
         (output, ends)
     }
 
-    fn emit_tool(&self, rt: &Runtime, tool: &str, summary: String, ok: bool) {
+    fn emit_tool(&self, rt: &Runtime, tool: &str, summary: String, ok: bool, duration_ms: u64) {
         rt.bus.emit(Event::ToolCalled {
             session: self.id.clone(),
             tool: tool.to_string(),
             summary,
             ok,
+            duration_ms,
         });
     }
 }

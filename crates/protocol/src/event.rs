@@ -115,6 +115,9 @@ pub enum Event {
         /// A one-line summary of the arguments (never file contents).
         summary: String,
         ok: bool,
+        /// How long the tool ran; 0 in logs written before it was recorded.
+        #[serde(default)]
+        duration_ms: u64,
     },
     SessionFinished {
         session: String,
@@ -230,6 +233,13 @@ mod tests {
         assert!(line.contains(r#""state":"running""#), "{line}");
         let back: EventEnvelope = serde_json::from_str(&line).unwrap();
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn tool_calls_logged_before_durations_still_read() {
+        let line = r#"{"seq":3,"at":"2025-01-01T00:00:00Z","mission":"m1","type":"tool_called","session":"s1","tool":"bash","summary":"ls","ok":true}"#;
+        let env: EventEnvelope = serde_json::from_str(line).unwrap();
+        assert!(matches!(env.event, Event::ToolCalled { duration_ms: 0, .. }));
     }
 
     #[test]

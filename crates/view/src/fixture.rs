@@ -69,6 +69,7 @@ fn tool(session: &str, tool: &str, summary: &str, ok: bool) -> Event {
         tool: tool.into(),
         summary: summary.into(),
         ok,
+        duration_ms: 0,
     }
 }
 
