@@ -21,10 +21,12 @@ mod cmd;
 mod error;
 mod parse;
 mod repo;
+mod stats;
 mod worktree;
 
 pub use error::GitError;
 pub use repo::{FastForward, Repo};
+pub use stats::FileStat;
 pub use worktree::{MergeOutcome, Worktree};
 
 #[cfg(test)]
