@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn numstat_reads_text_binary_and_odd_paths() {
-        let out = "3\t1\tsrc/a.rs\0-\t-\tlogo.png\00\t2\tdir/with\ttab and space.txt\0";
+        let out = "3\t1\tsrc/a.rs\0-\t-\tlogo.png\x000\t2\tdir/with\ttab and space.txt\0";
         assert_eq!(
             numstat(out),
             vec![
