@@ -227,6 +227,14 @@ impl Store {
         stmt.query_row([], row_to_mission).optional()?.transpose()
     }
 
+    /// Every mission, newest first.
+    pub fn missions(&self) -> Result<Vec<MissionRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{SELECT_MISSION} ORDER BY created_at DESC, rowid DESC"))?;
+        let rows = stmt.query_map([], row_to_mission)?;
+        rows.map(|row| row?).collect()
+    }
+
     /// Appends one event. Sequence numbers are unique per mission; a duplicate is an error.
     pub fn append_event(&self, event: &EventEnvelope) -> Result<()> {
         let body = self.mask(&serde_json::to_string(event)?);

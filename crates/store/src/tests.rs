@@ -34,6 +34,8 @@ fn missions_events_and_messages_round_trip() {
     store.create_mission(&mission("m1")).unwrap();
     store.create_mission(&mission("m2")).unwrap();
     assert_eq!(store.latest_mission().unwrap().unwrap().id, "m2");
+    let ids: Vec<String> = store.missions().unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec!["m2", "m1"], "newest first");
     store.set_status("m1", MissionStatus::Interrupted, None).unwrap();
     let m1 = store.mission("m1").unwrap().unwrap();
     assert_eq!(m1.status, MissionStatus::Interrupted);
