@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::{is_event_stream, parse_json, secret_header, Failure, Transport};
+use crate::transport::{parse_json, secret_header, Failure, ReplyAssembly, Transport};
 use crate::{
     ChatRequest, ChatResponse, ClientConfig, Message, ModelClient, ModelError, StopReason, TokenUsage,
     ToolCall,
@@ -41,24 +41,6 @@ impl AnthropicClient {
             transport: Transport::new(config, headers)?,
         })
     }
-
-    async fn attempt(&self, url: &str, body: &Value) -> Result<ChatResponse, Failure> {
-        let request = self.transport.http().post(url).json(body);
-        let response = self.transport.send(url, request).await?;
-        if is_event_stream(&response) {
-            let mut events = self.transport.events(response);
-            let mut assembly = StreamAssembly::default();
-            while let Some(event) = self.transport.next_event(&mut events).await? {
-                if assembly.apply(&self.transport, &event)? {
-                    break;
-                }
-            }
-            assembly.finish()
-        } else {
-            let bytes = self.transport.read_body(response).await?;
-            parse_message(&self.transport, &bytes)
-        }
-    }
 }
 
 #[async_trait]
@@ -75,7 +57,10 @@ impl ModelClient for AnthropicClient {
         let url = self.transport.url("v1/messages");
         let body = wire_request(request, self.transport.config().stream);
         self.transport
-            .with_retries("anthropic chat", cancel, || self.attempt(&url, &body))
+            .with_retries("anthropic chat", cancel, || {
+                self.transport
+                    .exchange::<StreamAssembly>(&url, &body, parse_message)
+            })
             .await
     }
 
@@ -336,7 +321,7 @@ struct StreamAssembly {
     stopped: bool,
 }
 
-impl StreamAssembly {
+impl ReplyAssembly for StreamAssembly {
     /// Applies one event; true once `message_stop` arrived.
     fn apply(&mut self, transport: &Transport, event: &Event) -> Result<bool, Failure> {
         if event.data.trim().is_empty() {
@@ -368,6 +353,48 @@ impl StreamAssembly {
         Ok(false)
     }
 
+    fn finish(self) -> Result<ChatResponse, Failure> {
+        // Tolerate a missing message_stop after message_delta gave the stop reason.
+        if !self.stopped && self.stop_reason.is_none() {
+            return Err(Failure::protocol(
+                "the stream ended before the reply was complete",
+            ));
+        }
+        let mut content = String::new();
+        let mut tool_calls = Vec::new();
+        for block in self.blocks.into_values() {
+            match block {
+                Block::Text(text) => content.push_str(&text),
+                Block::Tool {
+                    id,
+                    name,
+                    json,
+                    start_input,
+                } => tool_calls.push(ToolCall {
+                    id,
+                    name,
+                    arguments: if json.is_empty() {
+                        input_arguments(&start_input)
+                    } else {
+                        json
+                    },
+                }),
+                Block::Other => {}
+            }
+        }
+        Ok(ChatResponse {
+            content,
+            stop: stop_reason(self.stop_reason.as_deref(), !tool_calls.is_empty()),
+            tool_calls,
+            usage: TokenUsage {
+                input_tokens: self.input_tokens.unwrap_or(0),
+                output_tokens: self.output_tokens.unwrap_or(0),
+            },
+        })
+    }
+}
+
+impl StreamAssembly {
     fn usage(&mut self, usage: Option<&Value>) {
         let Some(usage) = usage.and_then(|u| Usage::deserialize(u).ok()) else {
             return;
@@ -427,46 +454,6 @@ impl StreamAssembly {
             _ => {} // thinking and signature deltas
         }
         Ok(())
-    }
-
-    fn finish(self) -> Result<ChatResponse, Failure> {
-        // Tolerate a missing message_stop after message_delta gave the stop reason.
-        if !self.stopped && self.stop_reason.is_none() {
-            return Err(Failure::protocol(
-                "the stream ended before the reply was complete",
-            ));
-        }
-        let mut content = String::new();
-        let mut tool_calls = Vec::new();
-        for block in self.blocks.into_values() {
-            match block {
-                Block::Text(text) => content.push_str(&text),
-                Block::Tool {
-                    id,
-                    name,
-                    json,
-                    start_input,
-                } => tool_calls.push(ToolCall {
-                    id,
-                    name,
-                    arguments: if json.is_empty() {
-                        input_arguments(&start_input)
-                    } else {
-                        json
-                    },
-                }),
-                Block::Other => {}
-            }
-        }
-        Ok(ChatResponse {
-            content,
-            stop: stop_reason(self.stop_reason.as_deref(), !tool_calls.is_empty()),
-            tool_calls,
-            usage: TokenUsage {
-                input_tokens: self.input_tokens.unwrap_or(0),
-                output_tokens: self.output_tokens.unwrap_or(0),
-            },
-        })
     }
 }
 

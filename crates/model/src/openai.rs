@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::{is_event_stream, parse_json, secret_header, Failure, Transport};
+use crate::transport::{parse_json, secret_header, Failure, ReplyAssembly, Transport};
 use crate::{
     ChatRequest, ChatResponse, ClientConfig, Message, ModelClient, ModelError, StopReason, TokenUsage,
     ToolCall,
@@ -32,25 +32,6 @@ impl OpenAiClient {
             transport: Transport::new(config, headers)?,
         })
     }
-
-    async fn attempt(&self, url: &str, body: &Value) -> Result<ChatResponse, Failure> {
-        let request = self.transport.http().post(url).json(body);
-        let response = self.transport.send(url, request).await?;
-        if is_event_stream(&response) {
-            let mut events = self.transport.events(response);
-            let mut assembly = StreamAssembly::default();
-            while let Some(event) = self.transport.next_event(&mut events).await? {
-                if assembly.apply(&self.transport, &event)? {
-                    break;
-                }
-            }
-            assembly.finish()
-        } else {
-            // Also the path for servers that ignore `stream: true` and answer with plain JSON.
-            let bytes = self.transport.read_body(response).await?;
-            parse_completion(&self.transport, &bytes)
-        }
-    }
 }
 
 #[async_trait]
@@ -67,7 +48,10 @@ impl ModelClient for OpenAiClient {
         let url = self.transport.url("chat/completions");
         let body = wire_request(request, self.transport.config().stream);
         self.transport
-            .with_retries("openai chat", cancel, || self.attempt(&url, &body))
+            .with_retries("openai chat", cancel, || {
+                self.transport
+                    .exchange::<StreamAssembly>(&url, &body, parse_completion)
+            })
             .await
     }
 
@@ -357,7 +341,7 @@ struct StreamAssembly {
     done: bool,
 }
 
-impl StreamAssembly {
+impl ReplyAssembly for StreamAssembly {
     /// Applies one event; true once the stream says it is over.
     fn apply(&mut self, transport: &Transport, event: &Event) -> Result<bool, Failure> {
         let data = event.data.trim();
@@ -387,6 +371,33 @@ impl StreamAssembly {
         Ok(false)
     }
 
+    fn finish(self) -> Result<ChatResponse, Failure> {
+        // A finish reason without [DONE] is tolerated (some servers close right after it); neither
+        // means the reply was cut off.
+        if !self.done && self.finish_reason.is_none() {
+            return Err(Failure::protocol(
+                "the stream ended before the reply was complete",
+            ));
+        }
+        let tool_calls: Vec<ToolCall> = self
+            .calls
+            .into_values()
+            .map(|c| ToolCall {
+                id: if c.id.is_empty() { new_call_id() } else { c.id },
+                name: c.name,
+                arguments: c.arguments,
+            })
+            .collect();
+        Ok(ChatResponse {
+            content: self.content,
+            stop: stop_reason(self.finish_reason.as_deref(), !tool_calls.is_empty()),
+            tool_calls,
+            usage: self.usage,
+        })
+    }
+}
+
+impl StreamAssembly {
     fn apply_delta(&mut self, delta: Delta) {
         if let Some(text) = delta.content {
             self.content.push_str(&text);
@@ -424,31 +435,6 @@ impl StreamAssembly {
             Some(last) if !starts_new => last,
             _ => self.calls.keys().next_back().map_or(0, |k| k + 1),
         }
-    }
-
-    fn finish(self) -> Result<ChatResponse, Failure> {
-        // A finish reason without [DONE] is tolerated (some servers close right after it); neither
-        // means the reply was cut off.
-        if !self.done && self.finish_reason.is_none() {
-            return Err(Failure::protocol(
-                "the stream ended before the reply was complete",
-            ));
-        }
-        let tool_calls: Vec<ToolCall> = self
-            .calls
-            .into_values()
-            .map(|c| ToolCall {
-                id: if c.id.is_empty() { new_call_id() } else { c.id },
-                name: c.name,
-                arguments: c.arguments,
-            })
-            .collect();
-        Ok(ChatResponse {
-            content: self.content,
-            stop: stop_reason(self.finish_reason.as_deref(), !tool_calls.is_empty()),
-            tool_calls,
-            usage: self.usage,
-        })
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{backoff, server_wait};
 use crate::redact::{redact_with_key, truncate, BODY_QUOTE_CHARS};
-use crate::{ClientConfig, ModelError};
+use crate::{ChatResponse, ClientConfig, ModelError};
 
 /// A successful body larger than this is refused rather than buffered: no chat reply is that big.
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -307,6 +307,40 @@ impl Transport {
             url,
             reason: format!("the connection failed mid-request: {chain}"),
         })
+    }
+}
+
+/// How one provider assembles a streamed reply into a [`ChatResponse`].
+pub(crate) trait ReplyAssembly: Default {
+    /// Folds one server-sent event in; true once the stream says the reply is complete.
+    fn apply(&mut self, transport: &Transport, event: &Event) -> Result<bool, Failure>;
+    fn finish(self) -> Result<ChatResponse, Failure>;
+}
+
+impl Transport {
+    /// One request and its whole reply, streamed (assembled by `A`) or plain JSON (read by `parse`):
+    /// the step every provider's attempt has in common.
+    pub(crate) async fn exchange<A: ReplyAssembly>(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        parse: fn(&Transport, &[u8]) -> Result<ChatResponse, Failure>,
+    ) -> Result<ChatResponse, Failure> {
+        let request = self.http().post(url).json(body);
+        let response = self.send(url, request).await?;
+        if !is_event_stream(&response) {
+            // Also the path for servers that ignore `stream: true` and answer with plain JSON.
+            let bytes = self.read_body(response).await?;
+            return parse(self, &bytes);
+        }
+        let mut events = self.events(response);
+        let mut assembly = A::default();
+        while let Some(event) = self.next_event(&mut events).await? {
+            if assembly.apply(self, &event)? {
+                break;
+            }
+        }
+        assembly.finish()
     }
 }
 
