@@ -40,6 +40,18 @@ pub struct RepoParams {
     pub repo: Option<String>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusParams {
+    /// The git repository of the mission (any folder in it). Default: the project the MCP server runs in.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Also return every session and every unit's build/test output (large for big missions). Default:
+    /// a compact status with each unit's state and only the failing commands.
+    #[serde(default)]
+    pub detail: Option<bool>,
+}
+
 impl StartMissionParams {
     /// The `orchestrator task` arguments, flags first and the objective after `--` so an objective
     /// that starts with a dash is never read as a flag.

@@ -65,6 +65,87 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
+/// The status a calling model needs to decide what to do next, without every evidence tail and
+/// session: a big mission's full status runs to hundreds of kilobytes, which a model pays for.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactStatus<'a> {
+    pub mission: &'a str,
+    pub status: MissionStatus,
+    pub running: bool,
+    pub phase: Option<&'static str>,
+    pub round: u32,
+    pub outcome: Option<Outcome>,
+    pub usage: TokenUsage,
+    pub cost_usd: f64,
+    pub integration_branch: &'a str,
+    pub units: Vec<CompactUnit<'a>>,
+    /// Sessions running now, as `role unit` (or the session name for mission-wide ones).
+    pub active_sessions: Vec<String>,
+    /// Stage 2 commands that failed, as `command (exit N)`.
+    pub integration_failures: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactUnit<'a> {
+    pub id: &'a str,
+    pub title: &'a str,
+    pub state: UnitState,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'a str>,
+    /// The unit's failing build/test commands, as `command (exit N)`; their output is in `detail: true`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+pub fn compact(report: &StatusReport) -> CompactStatus<'_> {
+    CompactStatus {
+        mission: &report.mission,
+        status: report.status,
+        running: report.running,
+        phase: report.phase.map(|p| p.as_str()),
+        round: report.round,
+        outcome: report.outcome,
+        usage: report.usage,
+        cost_usd: report.cost_usd,
+        integration_branch: &report.integration_branch,
+        units: report
+            .units
+            .iter()
+            .map(|u| CompactUnit {
+                id: &u.id,
+                title: &u.title,
+                state: u.state,
+                attempts: u.attempts,
+                detail: u.detail.as_deref().map(first_line),
+                failures: failures(&u.evidence),
+            })
+            .collect(),
+        active_sessions: report
+            .sessions
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| match &s.unit {
+                Some(unit) => format!("{} {unit}", s.role),
+                None => s.id.clone(),
+            })
+            .collect(),
+        integration_failures: failures(&report.integration_evidence),
+    }
+}
+
+fn failures(evidence: &[orchestrator_protocol::Evidence]) -> Vec<String> {
+    evidence
+        .iter()
+        .filter(|e| !e.passed())
+        .map(|e| match (e.exit_code, e.timed_out) {
+            (_, true) => format!("{} (timed out)", e.command),
+            (Some(code), _) => format!("{} (exit {code})", e.command),
+            (None, _) => format!("{} (killed)", e.command),
+        })
+        .collect()
+}
+
 /// A finished mission's result, as its `mission_finished` event recorded it.
 #[derive(Debug, Clone, Serialize)]
 pub struct MissionResult {

@@ -11,7 +11,7 @@ use rmcp::{tool, tool_handler, tool_router, ServerHandler};
 
 use crate::error::ToolError;
 use crate::launch::{self, Launch, Started};
-use crate::params::{RepoParams, StartMissionParams};
+use crate::params::{RepoParams, StartMissionParams, StatusParams};
 use crate::report;
 use crate::ServerOptions;
 
@@ -66,7 +66,7 @@ started (usually a few seconds), not when it finishes. Refused when the working 
         description = "Where the repository's latest mission stands: running or not, phase, round, every unit \
 with its state, sessions and tokens. A short summary, then the full status as JSON."
     )]
-    async fn mission_status(&self, Parameters(params): Parameters<RepoParams>) -> CallToolResult {
+    async fn mission_status(&self, Parameters(params): Parameters<StatusParams>) -> CallToolResult {
         respond(self.status(params).await)
     }
 
@@ -127,11 +127,15 @@ Its output is in {}; call mission_status in a moment to see it.",
         Ok(Reply { text, json: None })
     }
 
-    async fn status(&self, params: RepoParams) -> Result<Reply, ToolError> {
+    async fn status(&self, params: StatusParams) -> Result<Reply, ToolError> {
         let root = self.root(params.repo.as_deref()).await?;
         let status = orchestrator_core::status(&root)?;
-        let json = serde_json::to_string(&status)
-            .map_err(|e| ToolError::Other(format!("cannot write the status as JSON: {e}")))?;
+        let json = if params.detail == Some(true) {
+            serde_json::to_string(&status)
+        } else {
+            serde_json::to_string(&report::compact(&status))
+        }
+        .map_err(|e| ToolError::Other(format!("cannot write the status as JSON: {e}")))?;
         Ok(Reply {
             text: report::summary(&status),
             json: Some(json),
