@@ -1,0 +1,81 @@
+//! Tokens and estimated cost: per role, then per unit (each unit's own sessions).
+
+use std::fmt::Write as _;
+
+use orchestrator_view::{MissionView, Totals};
+
+use crate::markdown::{cell_code, inline};
+use crate::{dollars, thousands};
+
+const HEADER: &str = "| calls | input | output | total | cost |\n";
+const ALIGN: &str = "|--:|--:|--:|--:|--:|\n";
+
+pub fn render(view: &MissionView) -> String {
+    let mut out = String::from("## Tokens and cost\n\n");
+    if view.sessions.is_empty() {
+        out.push_str("No model session ran.\n");
+        return out;
+    }
+    let priced = if view.cost_usd > 0.0 {
+        "Costs are estimates from the price table."
+    } else {
+        "No model used had a price configured, so no cost is shown."
+    };
+    let _ = writeln!(out, "{priced}\n\n### Per role\n");
+    let _ = write!(out, "| role | sessions {HEADER}|---|--:{ALIGN}");
+    for (role, totals) in &view.roles {
+        let sessions = view.sessions.iter().filter(|s| s.role == *role).count();
+        let _ = writeln!(out, "| {role} | {sessions} | {}", cells(totals));
+    }
+    let all = Totals {
+        usage: view.usage,
+        cost_usd: view.cost_usd,
+        calls: view.roles.values().map(|t| t.calls).sum(),
+    };
+    let _ = writeln!(out, "| **all** | {} | {}\n", view.sessions.len(), cells(&all));
+    out.push_str(&per_unit(view, &all));
+    out
+}
+
+/// Each unit's own sessions (worker, reviewers, conflict resolver), then what ran outside any unit.
+fn per_unit(view: &MissionView, all: &Totals) -> String {
+    let mut out = format!("### Per unit\n\n| unit {HEADER}|---{ALIGN}");
+    let mut outside = *all;
+    for row in view.tree() {
+        let totals = &row.unit.totals;
+        outside.usage.input_tokens = outside
+            .usage
+            .input_tokens
+            .saturating_sub(totals.usage.input_tokens);
+        outside.usage.output_tokens = outside
+            .usage
+            .output_tokens
+            .saturating_sub(totals.usage.output_tokens);
+        outside.cost_usd -= totals.cost_usd;
+        outside.calls = outside.calls.saturating_sub(totals.calls);
+        let label = format!("{} {}", cell_code(&row.unit.id), inline(&row.unit.title));
+        let _ = writeln!(out, "| {label} | {}", cells(totals));
+    }
+    // Float subtraction leaves dust where nothing outside the units was priced.
+    if outside.cost_usd < 1e-9 {
+        outside.cost_usd = 0.0;
+    }
+    let _ = writeln!(
+        out,
+        "| outside units (scouts, planner, master review) | {}",
+        cells(&outside)
+    );
+    out
+}
+
+/// "calls | input | output | total | cost |".
+fn cells(totals: &Totals) -> String {
+    format!(
+        "{} | {} | {} | {} | {} |",
+        totals.calls,
+        thousands(totals.usage.input_tokens),
+        thousands(totals.usage.output_tokens),
+        thousands(totals.usage.total()),
+        dollars(totals.cost_usd)
+    )
+}

@@ -1,0 +1,141 @@
+//! Snapshots of whole reports, from the fixed fixture missions, so any change to the document shows up
+//! as a reviewable diff.
+
+use orchestrator_report::{render, Changes, Diff, FileChange};
+use orchestrator_view::fixture::{running_mission, sealed_mission};
+use orchestrator_view::MissionView;
+
+fn file(path: &str, added: u64, removed: u64) -> FileChange {
+    FileChange {
+        path: path.into(),
+        added: Some(added),
+        removed: Some(removed),
+    }
+}
+
+fn diff(commit: &str, files: Vec<FileChange>) -> Diff {
+    Diff {
+        commit: commit.into(),
+        files: Ok(files),
+    }
+}
+
+/// What git would say about the fixture's merge commits.
+fn fixture_changes(finished: bool) -> Changes {
+    let mut changes = Changes::default();
+    changes.units.insert(
+        "t1".into(),
+        diff(
+            "1111111111222222222233333333334444444444",
+            vec![file("src/t1.rs", 120, 0), file("src/lib.rs", 1, 0)],
+        ),
+    );
+    changes.units.insert(
+        "t2.1".into(),
+        diff(
+            "aaaaaaaaaabbbbbbbbbbccccccccccdddddddddd",
+            vec![file("src/t2_1.rs", 80, 0)],
+        ),
+    );
+    if finished {
+        for unit in ["t2.2", "t2", "t3"] {
+            let path = format!("src/{}.rs", unit.replace('.', "_"));
+            changes.units.insert(
+                unit.into(),
+                diff(
+                    "5555555555666666666677777777778888888888",
+                    vec![file(&path, 60, 4)],
+                ),
+            );
+        }
+        changes.units.insert(
+            "t2".into(),
+            diff(
+                "5555555555666666666677777777778888888888",
+                vec![
+                    file("src/t2.rs", 30, 2),
+                    file("src/t2_1.rs", 80, 0),
+                    file("src/t2_2.rs", 60, 4),
+                    FileChange {
+                        path: "assets/grammar.bin".into(),
+                        added: None,
+                        removed: None,
+                    },
+                ],
+            ),
+        );
+    }
+    changes.mission = Some(diff(
+        if finished {
+            "9999999999aaaaaaaaaabbbbbbbbbbcccccccccc"
+        } else {
+            "1111111111222222222233333333334444444444"
+        },
+        vec![file("src/t1.rs", 120, 0), file("src/lib.rs", 1, 0)],
+    ));
+    changes
+}
+
+#[test]
+fn a_sealed_mission() {
+    let events = sealed_mission();
+    let view = MissionView::from_events(&events);
+    insta::assert_snapshot!(render(&view, &events, &fixture_changes(true)));
+}
+
+#[test]
+fn an_unfinished_mission() {
+    let events = running_mission();
+    let view = MissionView::from_events(&events);
+    insta::assert_snapshot!(render(&view, &events, &fixture_changes(false)));
+}
+
+/// The sealed fixture with model-written text that would break a naive document.
+fn hostile_mission() -> Vec<orchestrator_protocol::EventEnvelope> {
+    use orchestrator_protocol::Event;
+    let mut events = sealed_mission();
+    for envelope in &mut events {
+        match &mut envelope.event {
+            Event::PlanAccepted { units, .. } => {
+                units[0].title = "# Tokens | pipes `and` ticks".into();
+                units[0].description = "- step one\n```\n| a | b |".into();
+            }
+            Event::EvidenceRecorded {
+                unit: Some(_),
+                evidence,
+            } if !evidence.passed() => {
+                evidence.output_tail = "before\n```\nafter\n````".into();
+            }
+            _ => {}
+        }
+    }
+    events
+}
+
+#[test]
+fn model_written_text_cannot_break_the_document() {
+    let events = hostile_mission();
+    let view = MissionView::from_events(&events);
+    let report = render(&view, &events, &fixture_changes(true));
+    // The title stays inside its table row: six cells, so seven unescaped `|`.
+    let row = report
+        .lines()
+        .find(|l| l.starts_with("| `t1` "))
+        .expect("t1's row in the per-unit table");
+    let unescaped = row.match_indices('|').filter(|(i, _)| !row[..*i].ends_with('\\'));
+    assert_eq!(unescaped.count(), 7, "{row}");
+    // No line the model wrote opens a heading, list or code block.
+    assert!(
+        report.contains("**\\# Tokens \\| pipes \\`and\\` ticks**"),
+        "{report}"
+    );
+    assert!(
+        report.contains("  \\- step one\n  \\`\\`\\`\n  \\| a \\| b \\|\n"),
+        "{report}"
+    );
+    // Output with fences inside gets a longer fence.
+    assert!(
+        report.contains("`````text\nbefore\n```\nafter\n````\n`````\n"),
+        "{report}"
+    );
+}
