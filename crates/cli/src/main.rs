@@ -6,6 +6,7 @@ mod install;
 mod logs;
 mod progress;
 mod status;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +82,10 @@ struct RunFlags {
     /// Print events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
+    /// Send the mission as OpenTelemetry traces to this OTLP/HTTP collector, e.g. http://localhost:4318
+    /// (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT do the same; off when unset).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 impl RunFlags {
@@ -189,7 +194,7 @@ async fn task(args: TaskArgs) -> u8 {
         overrides: args.flags.overrides(),
         control: Default::default(),
     };
-    drive(args.flags.json, |bus, cancel| {
+    drive(&args.flags, |bus, cancel| {
         orchestrator_core::run_task(options, bus, cancel)
     })
     .await
@@ -201,19 +206,24 @@ async fn resume(args: ResumeArgs) -> u8 {
         overrides: args.flags.overrides(),
         control: Default::default(),
     };
-    drive(args.flags.json, |bus, cancel| {
+    drive(&args.flags, |bus, cancel| {
         orchestrator_core::resume(options, bus, cancel)
     })
     .await
 }
 
 /// Runs a mission with the progress printer on its event stream and Ctrl-C/SIGTERM wired to a clean stop.
-async fn drive<F, Fut>(json: bool, start: F) -> u8
+async fn drive<F, Fut>(flags: &RunFlags, start: F) -> u8
 where
     F: FnOnce(EventBus, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<MissionReport, EngineError>>,
 {
+    let json = flags.json;
     let bus = EventBus::new();
+    let traces = match telemetry::start(flags, &bus) {
+        Ok(traces) => traces,
+        Err(code) => return code,
+    };
     let events = bus.subscribe();
     let printer = tokio::spawn(progress::render(events, json));
     let cancel = CancellationToken::new();
@@ -221,7 +231,7 @@ where
     let result = start(bus.clone(), cancel).await;
     bus.close();
     let _ = printer.await;
-    match result {
+    let code = match result {
         Ok(report) => {
             progress::print_report(&report, json);
             report.outcome.exit_code() as u8
@@ -230,7 +240,9 @@ where
             eprintln!("error: {e}");
             e.exit_code() as u8
         }
-    }
+    };
+    telemetry::finish(traces).await;
+    code
 }
 
 async fn cancel(repo: &RepoArgs) -> u8 {
