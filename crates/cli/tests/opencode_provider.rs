@@ -248,6 +248,54 @@ async fn a_cancelled_opencode_mission_leaves_nothing_running_and_resume_seals_it
     assert!(left.is_empty(), "opencode processes left after resume: {left:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_turn_limit_stops_an_opencode_prompt_while_it_runs() {
+    let Some(bin) = opencode_bin("the_turn_limit_stops_an_opencode_prompt_while_it_runs") else {
+        return;
+    };
+    // One OpenCode prompt would run all eight steps of this worker; the limit is two turns.
+    let files: Vec<String> = (1..=8).map(|i| format!("FILE f{i}.txt := {i}")).collect();
+    let repo = TestRepo::new(&[("orchestrator.toml", "[roles.worker]\nmax_turns = 2\n")]);
+    let script = Script {
+        plan: vec![PlanUnit::new("a", "Write eight files", &files.join("\n"), &[])],
+        ..Default::default()
+    };
+    let options = FakeOptions {
+        latency: std::time::Duration::from_millis(700),
+        ..FakeOptions::default()
+    };
+    let server = FakeServer::start(brain(script), options)
+        .await
+        .expect("the fake model server starts");
+    write_opencode_config(repo.home(), &server);
+
+    let done = opencode_task(&bin, &repo, "Write eight files").run(&repo).await;
+    let worker_steps = server
+        .requests()
+        .iter()
+        .filter(|r| role_of(r) == "worker")
+        .count();
+    // Steps are counted as they complete (polled every second), so one or two more may start
+    // before the abort lands; without the limit all nine would run.
+    assert!(
+        (2..=5).contains(&worker_steps),
+        "the worker was stopped mid-prompt: {worker_steps} steps\n{}",
+        done.stdout
+    );
+    let worker_end = done
+        .events_of("session_finished")
+        .into_iter()
+        .find(|e| e["role"] == "worker")
+        .expect("the worker session finished");
+    assert_eq!(
+        worker_end["ok"], false,
+        "a turn limit is not a clean finish: {worker_end}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let left = opencode_processes(repo.home());
+    assert!(left.is_empty(), "opencode processes left: {left:?}");
+}
+
 /// Runs without needing OpenCode: the preflight refuses with exit 2 and touches nothing.
 #[tokio::test]
 async fn an_opencode_url_that_does_not_answer_is_exit_2_with_nothing_touched() {

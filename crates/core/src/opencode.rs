@@ -299,6 +299,7 @@ async fn prompt_loop(
     rx: &mut mpsc::Receiver<(BridgeCall, oneshot::Sender<BridgeReply>)>,
 ) -> SessionEnd {
     let mut corrections = 0;
+    let run_started_turns = session.turns;
     let mut seen: HashSet<String> = match engine.client.messages(dir, &attachment.id).await {
         Ok(messages) => messages.into_iter().map(|m| m.info.id).collect(),
         Err(_) => HashSet::new(),
@@ -307,8 +308,8 @@ async fn prompt_loop(
         if rt.cancel.is_cancelled() {
             return SessionEnd::Cancelled;
         }
-        if rt.budget_spent() || session.role_budget_spent(rt) {
-            return SessionEnd::BudgetSpent;
+        if let Some(end) = limit_reached(session, rt, run_started_turns) {
+            return end;
         }
         let pending: Vec<String> = session
             .messages
@@ -331,6 +332,11 @@ async fn prompt_loop(
         request.tools = tools_map(engine, session.role, bridge_key);
         let started = Instant::now();
         let mut finished = false;
+        // OpenCode runs a whole agent loop per prompt, so the budget and the turn limit are checked
+        // while it runs, as its steps complete, not only between prompts.
+        let mut watch = tokio::time::interval(USAGE_POLL);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopped: Option<SessionEnd> = None;
         let reply = {
             let prompt = engine.client.prompt(dir, &attachment.id, &request);
             tokio::pin!(prompt);
@@ -365,6 +371,13 @@ async fn prompt_loop(
                         });
                         let _ = reply_tx.send(BridgeReply { text: reply.content, is_error: reply.is_error });
                     }
+                    _ = watch.tick(), if stopped.is_none() && !finished => {
+                        account_messages(engine, session, rt, dir, &attachment.id, &mut seen, started, true).await;
+                        stopped = limit_reached(session, rt, run_started_turns);
+                        if stopped.is_some() {
+                            let _ = engine.client.abort(dir, &attachment.id).await;
+                        }
+                    }
                     _ = rt.cancel.cancelled() => {
                         let _ = engine.client.abort(dir, &attachment.id).await;
                         return SessionEnd::Cancelled;
@@ -376,34 +389,19 @@ async fn prompt_loop(
         attachment.sent = session.messages.len();
         save_attachment(rt, key, attachment);
         // Usage of every new assistant message becomes a model call, with OpenCode's cost.
-        if let Ok(messages) = engine.client.messages(dir, &attachment.id).await {
-            let new: Vec<_> = messages
-                .into_iter()
-                .filter(|m| m.is_assistant() && !seen.contains(&m.info.id))
-                .collect();
-            let count = new.len().max(1) as u64;
-            for message in new {
-                seen.insert(message.info.id.clone());
-                let tokens = message.info.tokens.unwrap_or_default();
-                let usage = TokenUsage {
-                    input_tokens: (tokens.input + tokens.cache.read + tokens.cache.write).max(0.0) as u64,
-                    output_tokens: (tokens.output + tokens.reasoning).max(0.0) as u64,
-                };
-                session.turns += 1;
-                session.usage.add(usage);
-                rt.bus.emit(Event::ModelCall {
-                    session: session.id.clone(),
-                    role: session.role,
-                    model: message
-                        .info
-                        .model_id
-                        .clone()
-                        .unwrap_or_else(|| session.settings.model.clone()),
-                    usage,
-                    cost_usd: message.info.cost,
-                    duration_ms: started.elapsed().as_millis() as u64 / count,
-                });
-            }
+        account_messages(
+            engine,
+            session,
+            rt,
+            dir,
+            &attachment.id,
+            &mut seen,
+            started,
+            false,
+        )
+        .await;
+        if let Some(end) = stopped {
+            return end;
         }
         let reply = match reply {
             Ok(reply) => reply,
@@ -445,6 +443,68 @@ async fn prompt_loop(
             ));
         }
         session.push_user(correction);
+    }
+}
+
+/// How often a running prompt's completed steps are counted against the budget and turn limit.
+const USAGE_POLL: Duration = Duration::from_secs(1);
+
+/// The budget or this run's turn limit, whichever is reached first.
+fn limit_reached(session: &Session, rt: &Runtime, run_started_turns: u32) -> Option<SessionEnd> {
+    if rt.budget_spent() || session.role_budget_spent(rt) {
+        return Some(SessionEnd::BudgetSpent);
+    }
+    (session.turns.saturating_sub(run_started_turns) >= session.settings.max_turns)
+        .then_some(SessionEnd::TurnLimit)
+}
+
+/// Turns OpenCode's new assistant messages into model calls (usage, OpenCode's cost). While a prompt
+/// runs only completed messages count, so a step's tokens are never counted half-way.
+#[allow(clippy::too_many_arguments)]
+async fn account_messages(
+    engine: &OpencodeEngine,
+    session: &mut Session,
+    rt: &Runtime,
+    dir: &Path,
+    id: &str,
+    seen: &mut HashSet<String>,
+    started: Instant,
+    completed_only: bool,
+) {
+    let Ok(messages) = engine.client.messages(dir, id).await else {
+        return;
+    };
+    let new: Vec<_> = messages
+        .into_iter()
+        .filter(|m| m.is_assistant() && !seen.contains(&m.info.id))
+        .filter(|m| !completed_only || m.info.time.is_some_and(|t| t.completed.is_some()))
+        .collect();
+    let count = new.len().max(1) as u64;
+    for message in new {
+        seen.insert(message.info.id.clone());
+        let tokens = message.info.tokens.unwrap_or_default();
+        let usage = TokenUsage {
+            input_tokens: (tokens.input + tokens.cache.read + tokens.cache.write).max(0.0) as u64,
+            output_tokens: (tokens.output + tokens.reasoning).max(0.0) as u64,
+        };
+        session.turns += 1;
+        session.usage.add(usage);
+        rt.bus.emit(Event::ModelCall {
+            session: session.id.clone(),
+            role: session.role,
+            model: message
+                .info
+                .model_id
+                .clone()
+                .unwrap_or_else(|| session.settings.model.clone()),
+            usage,
+            cost_usd: message.info.cost,
+            duration_ms: message
+                .info
+                .time
+                .and_then(|t| Some(t.completed?.saturating_sub(t.created)))
+                .unwrap_or(started.elapsed().as_millis() as u64 / count),
+        });
     }
 }
 
