@@ -226,7 +226,10 @@ async fn a_mission_started_over_mcp_outlives_the_client_and_lands_on_the_branch(
     assert!(status.contains("sealed"), "{status}");
     // Compact by default: states, not every command's output; `detail` asks for everything.
     let units = report["units"].as_array().expect("units");
-    assert!(!units.is_empty() && units.iter().all(|u| u["state"] == "passed"), "{report}");
+    assert!(
+        !units.is_empty() && units.iter().all(|u| u["state"] == "passed"),
+        "{report}"
+    );
     assert!(units.iter().all(|u| u.get("evidence").is_none()), "{report}");
     assert_eq!(report["active_sessions"], json!([]));
     let (detailed, _) = client.call("mission_status", json!({"detail": true})).await;
@@ -236,7 +239,10 @@ async fn a_mission_started_over_mcp_outlives_the_client_and_lands_on_the_branch(
         .and_then(|l| serde_json::from_str(l).ok())
         .expect("the detailed status as JSON");
     assert!(detailed["units"][0]["evidence"].is_array(), "{detailed}");
-    assert!(detailed["sessions"].as_array().is_some_and(|s| !s.is_empty()), "{detailed}");
+    assert!(
+        detailed["sessions"].as_array().is_some_and(|s| !s.is_empty()),
+        "{detailed}"
+    );
     // The mission's output went to a log under .orchestrator/mcp/, and git does not see it.
     let logs = std::fs::read_dir(repo.path().join(".orchestrator/mcp"))
         .expect("the log folder")
