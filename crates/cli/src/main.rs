@@ -5,6 +5,7 @@
 mod install;
 mod logs;
 mod progress;
+mod report;
 mod status;
 mod telemetry;
 
@@ -46,6 +47,8 @@ enum Command {
     Install(install::InstallArgs),
     /// Remove exactly what `install` added.
     Uninstall(install::InstallArgs),
+    /// Write a finished (or unfinished) mission as a self-contained Markdown report.
+    Report(report::ReportArgs),
 }
 
 #[derive(Args)]
@@ -180,6 +183,7 @@ fn main() -> ExitCode {
             Command::Mcp => mcp().await,
             Command::Install(args) => install::install(args).await,
             Command::Uninstall(args) => install::uninstall(args).await,
+            Command::Report(args) => report::run(args).await,
         }
     });
     ExitCode::from(code)

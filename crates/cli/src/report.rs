@@ -1,0 +1,211 @@
+//! `orchestrator report`: a mission as one Markdown document — on stdout, or in a file that is never
+//! overwritten unless asked. The document comes from `orchestrator-report`; this module finds the
+//! mission in the store and asks git what each merge changed.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use orchestrator_git::Repo;
+use orchestrator_protocol::EventEnvelope;
+use orchestrator_report::{Changes, Diff, FileChange};
+use orchestrator_view::MissionView;
+
+/// How many mission ids an "unknown mission" error lists.
+const KNOWN_IDS_SHOWN: usize = 10;
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The repository the mission ran in.
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// The mission to report on (default: the latest).
+    #[arg(long, value_name = "ID")]
+    mission: Option<String>,
+    /// Write the report to this file instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Overwrite the --output file if it exists.
+    #[arg(long, requires = "output")]
+    force: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    /// Wrong repository, mission or output path: exit 2, nothing written.
+    #[error("{0}")]
+    Usage(String),
+    /// The report could not be made or written: exit 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub async fn run(args: ReportArgs) -> u8 {
+    match report(&args).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                ReportError::Usage(_) => 2,
+                ReportError::Failed(_) => 1,
+            }
+        }
+    }
+}
+
+async fn report(args: &ReportArgs) -> Result<(), ReportError> {
+    if let Some(path) = &args.output {
+        refuse_overwrite(path, args.force)?;
+    }
+    let (mission, events) = load_events(&args.repo, args.mission.as_deref())?;
+    let view = MissionView::from_events(&events);
+    let repo = Repo::discover(&args.repo)
+        .await
+        .map_err(|e| ReportError::Failed(format!("git: {e}")))?;
+    let changes = gather_changes(&repo, &view).await;
+    let markdown = orchestrator_report::render(&view, &events, &changes);
+    match &args.output {
+        Some(path) => {
+            write_file(path, &markdown, args.force)?;
+            println!("wrote the report of mission {mission} to {}", path.display());
+        }
+        None => print_stdout(&markdown)?,
+    }
+    Ok(())
+}
+
+/// The mission's id and its whole event log, from the repository's store.
+fn load_events(repo: &Path, wanted: Option<&str>) -> Result<(String, Vec<EventEnvelope>), ReportError> {
+    let usage = |e: orchestrator_core::EngineError| ReportError::Usage(e.to_string());
+    let store = orchestrator_core::open_store_in(repo).map_err(usage)?;
+    let record = match wanted {
+        Some(id) => store.mission(id).map_err(failed)?.ok_or_else(|| {
+            let known: Vec<String> = store
+                .missions()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| m.id)
+                .collect();
+            unknown_mission(id, &known)
+        })?,
+        None => store.latest_mission().map_err(failed)?.ok_or_else(|| {
+            ReportError::Usage(
+                "no mission has run in this repository; start one with `orchestrator task`".into(),
+            )
+        })?,
+    };
+    let events = store.events_after(&record.id, None).map_err(failed)?;
+    Ok((record.id, events))
+}
+
+fn failed(e: impl std::fmt::Display) -> ReportError {
+    ReportError::Failed(e.to_string())
+}
+
+fn unknown_mission(id: &str, known: &[String]) -> ReportError {
+    if known.is_empty() {
+        return ReportError::Usage(format!(
+            "no mission {id} in this repository (no mission has run here yet)"
+        ));
+    }
+    let mut list = known
+        .iter()
+        .take(KNOWN_IDS_SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if known.len() > KNOWN_IDS_SHOWN {
+        list.push_str(&format!(" and {} older", known.len() - KNOWN_IDS_SHOWN));
+    }
+    ReportError::Usage(format!(
+        "no mission {id} in this repository; known missions, newest first: {list}"
+    ))
+}
+
+/// Per unit, what its merge brought in; for the mission, base → result (or the integration branch
+/// as it stands). A commit git cannot read is reported in the document, not as a failure.
+async fn gather_changes(repo: &Repo, view: &MissionView) -> Changes {
+    let mut changes = Changes::default();
+    for unit in &view.units {
+        if let Some(commit) = &unit.merged_commit {
+            let files = repo.first_parent_diff_stat(commit).await;
+            changes.units.insert(unit.id.clone(), diff(commit, files));
+        }
+    }
+    if let Some(end) = mission_end(repo, view).await {
+        let files = repo.diff_stat(&view.base_commit, &end).await;
+        changes.mission = Some(diff(&end, files));
+    }
+    changes
+}
+
+async fn mission_end(repo: &Repo, view: &MissionView) -> Option<String> {
+    if view.base_commit.is_empty() {
+        return None;
+    }
+    if let Some(result) = &view.result_commit {
+        return Some(result.clone());
+    }
+    let branch = format!("refs/heads/{}", view.integration_branch);
+    repo.rev_parse(&branch).await.ok()
+}
+
+fn diff(commit: &str, files: Result<Vec<orchestrator_git::FileStat>, orchestrator_git::GitError>) -> Diff {
+    Diff {
+        commit: commit.to_string(),
+        files: files
+            .map(|files| {
+                files
+                    .into_iter()
+                    .map(|f| FileChange {
+                        path: f.path,
+                        added: f.added,
+                        removed: f.removed,
+                    })
+                    .collect()
+            })
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// Checked before any work, so a refused overwrite costs nothing.
+fn refuse_overwrite(path: &Path, force: bool) -> Result<(), ReportError> {
+    if path.exists() && !force {
+        return Err(ReportError::Usage(format!(
+            "{} already exists; pass --force to overwrite it, or choose another --output",
+            path.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(ReportError::Usage(format!(
+            "{} is a directory; --output needs a file path",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, markdown: &str, force: bool) -> Result<(), ReportError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        // create_new: a file that appeared since the check is still not overwritten.
+        options.create_new(true);
+    }
+    let cannot = |e: std::io::Error| ReportError::Failed(format!("cannot write {}: {e}", path.display()));
+    let mut file = options.open(path).map_err(cannot)?;
+    file.write_all(markdown.as_bytes()).map_err(cannot)
+}
+
+/// stdout closed early (`orchestrator report | head`) is not an error.
+fn print_stdout(markdown: &str) -> Result<(), ReportError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(markdown.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(ReportError::Failed(format!("cannot write the report: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
