@@ -1,0 +1,12 @@
+//! The live terminal view of a mission.
+//!
+//! [`App`] and [`render`] are pure (state in, screen out; keys become [`Action`]s), so the view is tested
+//! with snapshots and key presses without a terminal; [`run`] is the thin loop that owns the terminal.
+
+mod app;
+mod render;
+mod term;
+
+pub use app::{Action, App, Exit, LogPanel};
+pub use render::render;
+pub use term::{is_active, restore, run};

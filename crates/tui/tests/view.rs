@@ -1,0 +1,248 @@
+//! The terminal view rendered from the fixed fixture missions (snapshots), and what its keys do.
+
+use chrono::Duration;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use orchestrator_core::MissionControl;
+use orchestrator_tui::{App, Exit};
+use orchestrator_view::fixture::{running_mission, sealed_mission, start};
+use orchestrator_view::MissionView;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use tokio_util::sync::CancellationToken;
+
+fn app_of(events: Vec<orchestrator_protocol::EventEnvelope>) -> App {
+    let mut app = App::new(
+        MissionView::from_events(&events),
+        MissionControl::new(),
+        CancellationToken::new(),
+    );
+    app.now = start() + Duration::seconds(47);
+    app
+}
+
+fn running() -> App {
+    app_of(running_mission())
+}
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    draw(app, width, height).backend().to_string()
+}
+
+fn draw(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = match Terminal::new(TestBackend::new(width, height)) {
+        Ok(terminal) => terminal,
+        Err(never) => match never {},
+    };
+    let drawn = terminal.draw(|frame| orchestrator_tui::render(frame, app));
+    if let Err(never) = drawn {
+        match never {}
+    }
+    terminal
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+fn press(app: &mut App, keys: &str) -> Option<Exit> {
+    keys.chars().find_map(|c| app.on_key(key(KeyCode::Char(c))))
+}
+
+fn ctrl_c() -> KeyEvent {
+    KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)
+}
+
+#[test]
+fn running_mission_with_paused_dispatch() {
+    insta::assert_snapshot!("running_100x30", screen(&running(), 100, 30));
+}
+
+#[test]
+fn running_mission_on_an_80x24_terminal() {
+    insta::assert_snapshot!("running_80x24", screen(&running(), 80, 24));
+}
+
+#[test]
+fn running_mission_on_a_tiny_terminal() {
+    insta::assert_snapshot!("running_40x10", screen(&running(), 40, 10));
+}
+
+#[test]
+fn unit_log_with_evidence_and_reviews() {
+    let mut app = running();
+    assert_eq!(press(&mut app, "g"), None);
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(app.log().map(|l| l.unit.as_str()), Some("t1"));
+    insta::assert_snapshot!("running_t1_log_100x30", screen(&app, 100, 30));
+    insta::assert_snapshot!("running_t1_log_40x10", screen(&app, 40, 10));
+}
+
+#[test]
+fn a_sealed_mission() {
+    let app = app_of(sealed_mission());
+    insta::assert_snapshot!("sealed_100x30", screen(&app, 100, 30));
+    insta::assert_snapshot!("sealed_40x10", screen(&app, 40, 10));
+}
+
+#[test]
+fn a_mission_before_its_plan() {
+    let events: Vec<_> = running_mission().into_iter().take(4).collect();
+    insta::assert_snapshot!("discovery_100x30", screen(&app_of(events), 100, 30));
+}
+
+#[test]
+fn no_size_is_too_small_to_draw() {
+    let mut app = running();
+    for (width, height) in [(1, 1), (10, 3), (20, 5), (0, 0), (200, 4)] {
+        draw(&app, width, height);
+    }
+    app.on_key(key(KeyCode::Enter));
+    for (width, height) in [(1, 1), (10, 3), (20, 5), (0, 0)] {
+        draw(&app, width, height);
+    }
+}
+
+#[test]
+fn p_pauses_and_resumes_dispatch() {
+    let control = MissionControl::new();
+    let mut app = App::new(MissionView::new(), control.clone(), CancellationToken::new());
+    assert_eq!(press(&mut app, "p"), None);
+    assert!(control.is_paused());
+    assert_eq!(
+        app.pending_pause(),
+        Some(true),
+        "shown as pausing until the engine says so"
+    );
+    press(&mut app, "p");
+    assert!(!control.is_paused());
+}
+
+#[test]
+fn the_engine_confirms_a_pause() {
+    let mut app = running();
+    // The fixture ends paused; resuming is pending until the engine's event arrives.
+    press(&mut app, "p");
+    assert_eq!(app.pending_pause(), Some(false));
+    let events = sealed_mission();
+    let resumed = events.iter().find(|e| {
+        matches!(
+            e.event,
+            orchestrator_protocol::Event::DispatchChanged { paused: false }
+        )
+    });
+    app.apply(resumed.expect("the sealed fixture resumes dispatch"));
+    assert_eq!(app.pending_pause(), None);
+    assert!(!app.view.paused);
+}
+
+#[test]
+fn c_then_y_cancels_the_mission() {
+    let cancel = CancellationToken::new();
+    let mut app = App::new(MissionView::new(), MissionControl::new(), cancel.clone());
+    press(&mut app, "c");
+    assert!(app.confirming_cancel());
+    assert!(!cancel.is_cancelled(), "c alone only asks");
+    assert_eq!(
+        press(&mut app, "y"),
+        None,
+        "the view stays up while the mission stops"
+    );
+    assert!(cancel.is_cancelled());
+    assert!(!app.confirming_cancel());
+}
+
+#[test]
+fn c_then_n_or_esc_keeps_the_mission_running() {
+    let cancel = CancellationToken::new();
+    let mut app = App::new(MissionView::new(), MissionControl::new(), cancel.clone());
+    press(&mut app, "cn");
+    assert!(!cancel.is_cancelled());
+    assert!(!app.confirming_cancel());
+    press(&mut app, "c");
+    app.on_key(key(KeyCode::Esc));
+    assert!(!cancel.is_cancelled());
+    // While asking, other keys do nothing (a stray `q` does not leave, `p` does not pause).
+    let control = MissionControl::new();
+    let mut app = App::new(MissionView::new(), control.clone(), cancel.clone());
+    assert_eq!(press(&mut app, "cqp"), None);
+    assert!(!control.is_paused());
+    assert!(app.confirming_cancel());
+}
+
+#[test]
+fn the_cancel_prompt_is_shown_in_the_footer() {
+    let mut app = running();
+    press(&mut app, "c");
+    let screen = screen(&app, 100, 30);
+    assert!(screen.contains("cancel the mission? y/n"), "{screen}");
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_a_second_quits() {
+    let cancel = CancellationToken::new();
+    let mut app = App::new(MissionView::new(), MissionControl::new(), cancel.clone());
+    assert_eq!(app.on_key(ctrl_c()), None);
+    assert!(cancel.is_cancelled());
+    assert_eq!(app.on_key(ctrl_c()), Some(Exit::QuitNow));
+}
+
+#[test]
+fn q_leaves_the_view_but_closes_a_log_first() {
+    let mut app = running();
+    app.on_key(key(KeyCode::Enter));
+    assert_eq!(press(&mut app, "q"), None);
+    assert!(app.log().is_none());
+    assert_eq!(press(&mut app, "q"), Some(Exit::Left));
+}
+
+#[test]
+fn arrows_and_jk_select_units_in_tree_order() {
+    let mut app = running();
+    assert_eq!(app.selected_unit(), Some("t1"));
+    press(&mut app, "jj");
+    assert_eq!(app.selected_unit(), Some("t2.1"));
+    app.on_key(key(KeyCode::Down));
+    app.on_key(key(KeyCode::Down));
+    assert_eq!(app.selected_unit(), Some("t3"));
+    press(&mut app, "j");
+    assert_eq!(
+        app.selected_unit(),
+        Some("t3"),
+        "the selection stops at the last unit"
+    );
+    press(&mut app, "k");
+    app.on_key(key(KeyCode::Up));
+    assert_eq!(app.selected_unit(), Some("t2.1"));
+    press(&mut app, "l");
+    assert_eq!(app.log().map(|l| l.unit.as_str()), Some("t2.1"));
+    app.on_key(key(KeyCode::Esc));
+    assert!(app.log().is_none());
+}
+
+#[test]
+fn the_log_scrolls_no_further_than_its_last_page() {
+    let mut app = running();
+    app.on_key(key(KeyCode::Enter));
+    screen(&app, 100, 12);
+    app.on_key(key(KeyCode::End));
+    let end = app.log().map(|l| l.scroll).unwrap_or_default();
+    assert!(end > 0, "the t1 log is longer than 10 rows");
+    app.on_key(key(KeyCode::Down));
+    assert_eq!(app.log().map(|l| l.scroll), Some(end));
+    app.on_key(key(KeyCode::Up));
+    assert_eq!(app.log().map(|l| l.scroll), Some(end - 1));
+    app.on_key(key(KeyCode::Home));
+    assert_eq!(app.log().map(|l| l.scroll), Some(0));
+    let bottom = screen(
+        &{
+            let mut app = running();
+            app.on_key(key(KeyCode::Enter));
+            screen(&app, 100, 12);
+            app.on_key(key(KeyCode::End));
+            app
+        },
+        100,
+        12,
+    );
+    assert!(bottom.contains("merged into"), "{bottom}");
+}
