@@ -8,14 +8,18 @@ mod progress;
 mod report;
 mod status;
 mod telemetry;
+mod terminal;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use orchestrator_core::config::{Overrides, Provider};
-use orchestrator_core::{EngineError, EventBus, MissionOptions, MissionReport, ResumeOptions};
+use orchestrator_core::{
+    EngineError, EventBus, MissionControl, MissionOptions, MissionReport, ResumeOptions,
+};
+use terminal::Output;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -85,6 +89,9 @@ struct RunFlags {
     /// Print events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
+    /// Progress lines instead of the terminal view (which is shown when stdout and stderr are terminals).
+    #[arg(long, env = "ORCHESTRATOR_PLAIN")]
+    plain: bool,
     /// Send the mission as OpenTelemetry traces to this OTLP/HTTP collector, e.g. http://localhost:4318
     /// (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT do the same; off when unset).
     #[arg(long, value_name = "URL")]
@@ -164,7 +171,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("ORCHESTRATOR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(terminal::LogWriter)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -190,34 +197,39 @@ fn main() -> ExitCode {
 }
 
 async fn task(args: TaskArgs) -> u8 {
+    let control = MissionControl::new();
+    let repo = args.repo.repo.clone();
     let options = MissionOptions {
         repo: args.repo.repo,
         objective: args.objective,
         allow_dirty: args.allow_dirty,
         apply: !args.no_apply,
         overrides: args.flags.overrides(),
-        control: Default::default(),
+        control: control.clone(),
     };
-    drive(&args.flags, |bus, cancel| {
+    drive(&args.flags, &repo, control, |bus, cancel| {
         orchestrator_core::run_task(options, bus, cancel)
     })
     .await
 }
 
 async fn resume(args: ResumeArgs) -> u8 {
+    let control = MissionControl::new();
+    let repo = args.repo.repo.clone();
     let options = ResumeOptions {
         repo: args.repo.repo,
         overrides: args.flags.overrides(),
-        control: Default::default(),
+        control: control.clone(),
     };
-    drive(&args.flags, |bus, cancel| {
+    drive(&args.flags, &repo, control, |bus, cancel| {
         orchestrator_core::resume(options, bus, cancel)
     })
     .await
 }
 
-/// Runs a mission with the progress printer on its event stream and Ctrl-C/SIGTERM wired to a clean stop.
-async fn drive<F, Fut>(flags: &RunFlags, start: F) -> u8
+/// Runs a mission with the terminal view or the progress printer on its event stream and Ctrl-C/SIGTERM
+/// wired to a clean stop. `control` is the mission's own handle, for the view's pause key.
+async fn drive<F, Fut>(flags: &RunFlags, repo: &Path, control: MissionControl, start: F) -> u8
 where
     F: FnOnce(EventBus, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<MissionReport, EngineError>>,
@@ -229,8 +241,14 @@ where
         Err(code) => return code,
     };
     let events = bus.subscribe();
-    let printer = tokio::spawn(progress::render(events, json));
     let cancel = CancellationToken::new();
+    let printer = match Output::choose(json, flags.plain) {
+        Output::Terminal => {
+            let (repo, cancel) = (repo.to_path_buf(), cancel.clone());
+            tokio::spawn(async move { terminal::show(events, &repo, control, cancel).await })
+        }
+        Output::Json | Output::Plain => tokio::spawn(progress::render(events, json)),
+    };
     watch_signals(cancel.clone());
     let result = start(bus.clone(), cancel).await;
     bus.close();
@@ -296,9 +314,13 @@ fn watch_signals(cancel: CancellationToken) {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
-        eprintln!("\nstopping the mission cleanly (Ctrl-C again to quit at once)…");
+        // The terminal view says so itself; a line on stderr would scribble over it.
+        if !orchestrator_tui::is_active() {
+            eprintln!("\nstopping the mission cleanly (Ctrl-C again to quit at once)…");
+        }
         cancel.cancel();
         if tokio::signal::ctrl_c().await.is_ok() {
+            orchestrator_tui::restore();
             std::process::exit(3);
         }
     });

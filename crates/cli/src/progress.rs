@@ -9,9 +9,36 @@ use orchestrator_core::MissionReport;
 use orchestrator_protocol::{Event, EventEnvelope, Outcome, UnitState};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-pub async fn render(mut events: UnboundedReceiver<Arc<EventEnvelope>>, json: bool) {
+pub async fn render(events: UnboundedReceiver<Arc<EventEnvelope>>, json: bool) {
+    print(View::new(), events, json, None).await
+}
+
+/// Progress lines that take over from the terminal view: `history` (the mission so far, from the store)
+/// is folded in silently so the totals are right, then events after it print as usual.
+pub async fn follow(
+    history: &[EventEnvelope],
+    events: UnboundedReceiver<Arc<EventEnvelope>>,
+    started: Instant,
+) {
     let mut view = View::new();
+    view.started = started;
+    for event in history {
+        view.apply(&event.event);
+    }
+    let after = history.last().map(|event| event.seq);
+    print(view, events, false, after).await
+}
+
+async fn print(
+    mut view: View,
+    mut events: UnboundedReceiver<Arc<EventEnvelope>>,
+    json: bool,
+    after: Option<u64>,
+) {
     while let Some(event) = events.recv().await {
+        if after.is_some_and(|seen| event.seq <= seen) {
+            continue;
+        }
         if json {
             if let Ok(line) = serde_json::to_string(&*event) {
                 let mut out = std::io::stdout().lock();
