@@ -226,3 +226,26 @@ async fn a_repository_without_missions_is_a_usage_error() {
         not_a_repo.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_stopped_by_its_budget_says_how_to_go_on() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(script()).await;
+    // Enough for discovery and the plan, not for every unit.
+    Run::task("Stopped early")
+        .arg("--budget-tokens")
+        .arg("3000")
+        .openai(&server)
+        .run(&repo)
+        .await
+        .assert_code(1);
+    let done = Run::cmd(&["report"]).run(&repo).await;
+    done.assert_code(0);
+    let report = &done.stdout;
+    // Exit 1: not sealed, and the summary says how to go on.
+    let outcome = report.lines().nth(2).unwrap_or_default();
+    assert!(outcome.starts_with("**Not sealed.**"), "{report}");
+    assert!(report.contains("orchestrator resume --budget-tokens"), "{report}");
+    assert!(section(report, "Plan").contains("- `calc` "), "{report}");
+    assert!(section(report, "Timeline").contains("token budget"), "{report}");
+}
