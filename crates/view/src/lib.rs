@@ -426,7 +426,10 @@ impl MissionView {
     ) {
         let Some(u) = self.unit_mut(unit) else { return };
         u.state = state;
-        u.attempt = attempt;
+        // The engine reports merge-time states without an attempt (0); the unit keeps the one it had.
+        if attempt > 0 || state == UnitState::Queued {
+            u.attempt = attempt;
+        }
         u.detail = detail;
         if state != UnitState::Queued {
             u.started_at.get_or_insert(at);

@@ -153,3 +153,22 @@ fn clocks_read_like_clocks() {
     assert_eq!(clock(chrono::Duration::seconds(5)), "00:05");
     assert_eq!(clock(chrono::Duration::seconds(3725)), "1:02:05");
 }
+
+#[test]
+fn merge_time_states_keep_the_units_attempt() {
+    let mut events = running_mission();
+    let next = events.len() as u64;
+    events.push(EventEnvelope {
+        seq: next,
+        at: start() + chrono::Duration::seconds(46),
+        mission: fixture::MISSION.into(),
+        event: Event::UnitState {
+            unit: "t1".into(),
+            state: UnitState::Passed,
+            attempt: 0,
+            detail: None,
+        },
+    });
+    let view = MissionView::from_events(&events);
+    assert_eq!(view.unit("t1").unwrap().attempt, 2);
+}
