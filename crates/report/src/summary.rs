@@ -170,3 +170,49 @@ fn tokens(view: &MissionView) -> String {
 pub fn utc(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use orchestrator_protocol::{Event, EventEnvelope, TokenUsage};
+    use orchestrator_view::fixture::sealed_mission;
+
+    use super::*;
+
+    fn ended(outcome: Outcome, summary: &str) -> MissionView {
+        let mut events: Vec<EventEnvelope> = sealed_mission();
+        if let Some(last) = events.last_mut() {
+            last.event = Event::MissionFinished {
+                outcome,
+                summary: summary.into(),
+                usage: TokenUsage::default(),
+                result_commit: None,
+            };
+        }
+        MissionView::from_events(&events)
+    }
+
+    #[test]
+    fn an_interrupted_mission_says_how_to_continue() {
+        let top = render(&ended(Outcome::Interrupted, "cancelled"));
+        assert!(
+            top.contains("**Interrupted** — `orchestrator resume` continues it. cancelled\n"),
+            "{top}"
+        );
+        assert!(
+            top.contains("| Base → result | `0123456789` → no result commit |"),
+            "{top}"
+        );
+    }
+
+    #[test]
+    fn a_long_summary_keeps_its_first_line_up_top_and_the_rest_below() {
+        let top = render(&ended(
+            Outcome::Unsealed,
+            "2 units failed\n# t1: tests fail\nsee | below",
+        ));
+        assert!(
+            top.contains("**Not sealed.** 2 units failed\n\n\\# t1: tests fail\nsee \\| below\n"),
+            "{top}"
+        );
+    }
+}
