@@ -34,4 +34,4 @@ pub use mission::{
 pub use orchestrator_store::MissionStatus;
 pub use prompts::system_prompt;
 pub use replay::SessionRecord;
-pub use status::{cancel, status, RoleUsage, StatusReport, UnitStatus};
+pub use status::{cancel, process_alive, status, RoleUsage, StatusReport, UnitStatus};

@@ -133,7 +133,7 @@ fn unit_sessions<'a>(replay: &'a Replay, unit: &'a str) -> impl Iterator<Item = 
 
 /// Whether a process with this pid exists. Probing the repo lock instead would, for an instant, hold
 /// it and could turn away a mission starting at that moment.
-fn process_alive(pid: u32) -> bool {
+pub fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else { return false };
     // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
     let result = unsafe { libc::kill(pid, 0) };
