@@ -1,0 +1,137 @@
+//! `orchestrator serve`: an HTTP API for missions and a web dashboard, served from the binary.
+//!
+//! Missions started over the API run in this process through [`orchestrator_core::run_task`] — one
+//! engine, many front ends — each with its own event bus, [`MissionControl`] and cancellation token.
+//! Missions found in the stores of the repositories the server knows (given with `--repo`, or where a
+//! mission was started) are listed and followed too, by reading their store, so the dashboard also
+//! shows a mission that `orchestrator task` runs in a terminal.
+//!
+//! Every view reads the one fold of the event stream, [`orchestrator_view::MissionView`]; the
+//! dashboard's script only renders what `GET /api/missions/{id}` returns.
+//!
+//! [`MissionControl`]: orchestrator_core::MissionControl
+
+mod auth;
+mod dashboard;
+mod error;
+mod registry;
+mod routes;
+mod start;
+mod stream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::TOKEN_COOKIE;
+pub use error::ApiError;
+pub use registry::{MissionDetail, MissionSummary, RepoSummary};
+pub use start::StartRequest;
+
+/// How long shutdown waits for the missions it cancelled to stop (they stop within seconds: running
+/// sessions are aborted, work is kept).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(120);
+
+/// Problems that keep the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listening address other than loopback needs a token.
+    #[error(
+        "refusing to serve on {0} without a token: anyone who can reach that address could start and cancel \
+         missions. Pass --token (or set ORCHESTRATOR_TOKEN), or bind to 127.0.0.1."
+    )]
+    ExposedWithoutToken(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server stopped on an error: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What the server needs to know to start.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    /// Required on every API request when set (`Authorization: Bearer`, or the dashboard's cookie).
+    pub token: Option<String>,
+    /// Repository roots whose missions are listed from the start.
+    pub repos: Vec<PathBuf>,
+    /// Whether the server listens only on a loopback address; then requests must name it by a
+    /// loopback host, so that a web page elsewhere cannot reach it through DNS rebinding.
+    pub loopback_only: bool,
+}
+
+/// Refuses a non-loopback address without a token, before anything listens.
+pub fn check_exposure(addr: &SocketAddr, token: Option<&str>) -> Result<(), ServerError> {
+    if addr.ip().is_loopback() || token.is_some_and(|t| !t.is_empty()) {
+        Ok(())
+    } else {
+        Err(ServerError::ExposedWithoutToken(*addr))
+    }
+}
+
+/// The HTTP server: the API, the dashboard and the missions it runs.
+#[derive(Clone)]
+pub struct Server {
+    state: routes::AppState,
+}
+
+impl Server {
+    pub fn new(config: ServerConfig) -> Self {
+        Server {
+            state: routes::AppState::new(config),
+        }
+    }
+
+    /// The routes, for serving or for calling directly in tests.
+    pub fn router(&self) -> axum::Router {
+        routes::router(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes; then cancels the missions it runs (they stay
+    /// resumable), waits for them to stop, ends the event streams and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let streams_closed = self.state.closing.clone();
+        let registry = self.state.registry.clone();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let cancelled = registry.cancel_all();
+            if cancelled > 0 {
+                tracing::info!("cancelling {cancelled} running mission(s)");
+            }
+            registry.wait_stopped(SHUTDOWN_GRACE).await;
+            // The event streams end only now, so that browsers see the missions' last events.
+            streams_closed.cancel();
+            stop.cancel();
+        });
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(stopped.cancelled_owned())
+            .await
+            .map_err(ServerError::Serve)
+    }
+
+    /// How many missions this server runs now.
+    pub fn running_missions(&self) -> usize {
+        self.state.registry.running_count()
+    }
+}
+
+/// Binds `addr`, refusing a non-loopback address without a token.
+pub async fn bind(addr: SocketAddr, token: Option<&str>) -> Result<TcpListener, ServerError> {
+    check_exposure(&addr, token)?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}

@@ -1,0 +1,252 @@
+//! The routes: the dashboard at `/`, the API under `/api`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::OriginalUri;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{self, Auth};
+use crate::dashboard;
+use crate::error::ApiError;
+use crate::registry::{Found, MissionDetail, Registry};
+use crate::start::{self, StartRequest};
+use crate::stream;
+use crate::ServerConfig;
+
+/// How long a cancel request waits for the mission to stop.
+const CANCEL_WAIT: Duration = Duration::from_secs(120);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub auth: Arc<Auth>,
+    pub registry: Arc<Registry>,
+    /// Cancelled when the server stops: every event stream ends.
+    pub closing: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(config: ServerConfig) -> Self {
+        AppState {
+            auth: Arc::new(Auth::new(config.token, config.loopback_only)),
+            registry: Arc::new(Registry::new(config.repos)),
+            closing: CancellationToken::new(),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/missions", get(list).post(start))
+        .route("/missions/{id}", get(detail))
+        .route("/missions/{id}/events", get(events))
+        .route("/missions/{id}/cancel", post(cancel))
+        .route("/missions/{id}/pause", post(pause))
+        .route("/missions/{id}/resume", post(resume))
+        .fallback(no_such_endpoint)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require));
+    Router::new()
+        .route("/", get(dashboard::index))
+        .route("/app.js", get(dashboard::script))
+        .route("/style.css", get(dashboard::style))
+        .route("/favicon.svg", get(dashboard::icon))
+        .nest("/api", api)
+        .with_state(state)
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn list(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let (missions, repos) = state.registry.list().await?;
+    Ok(Json(json!({ "missions": missions, "repos": repos })))
+}
+
+async fn start(
+    State(state): State<AppState>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(body) = body.map_err(bad_body)?;
+    let request = StartRequest::from_json(body)?;
+    let id = start::launch(state.registry.clone(), request).await?;
+    let found = state.registry.find(&id).await?;
+    let location = format!("/api/missions/{id}");
+    let body = json!({
+        "id": id,
+        "repo": found.root.display().to_string(),
+        "status": found.record.status,
+        "running": found.is_running(),
+        "url": location,
+        "events": format!("{location}/events"),
+    });
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+/// axum's own words for a body that is not JSON at all, with what it should look like.
+fn bad_body(rejection: JsonRejection) -> ApiError {
+    let status = match rejection {
+        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        JsonRejection::JsonSyntaxError(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(
+        status,
+        format!("{}. {}", rejection.body_text(), start::EXPECTED_BODY),
+    )
+}
+
+async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<MissionDetail>> {
+    let found = state.registry.find(&id).await?;
+    let events = found.events_after(None).await?;
+    Ok(Json(MissionDetail::new(&found, &events)))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    after: Option<u64>,
+}
+
+async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{}; `after` is the sequence number of the last event you have (a whole number)",
+            e.body_text()
+        ))
+    })?;
+    let after = match headers.get("last-event-id") {
+        Some(value) => Some(last_event_id(value)?),
+        None => query.after,
+    };
+    let found = state.registry.find(&id).await?;
+    if !stream::has_more(&found, after).await? {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(stream::open(found, after, state.closing.clone()))
+}
+
+fn last_event_id(value: &header::HeaderValue) -> ApiResult<u64> {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Last-Event-ID must be an event's sequence number (a whole number), got {value:?}"
+            ))
+        })
+}
+
+async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let found = state.registry.find(&id).await?;
+    if !found.is_running() {
+        return Err(not_running(&found));
+    }
+    let message = match &found.live {
+        Some(live) => {
+            live.cancel.cancel();
+            if !live.stopped(CANCEL_WAIT).await {
+                return Err(ApiError::internal(format!(
+                    "mission {id} did not stop within {} s",
+                    CANCEL_WAIT.as_secs()
+                )));
+            }
+            format!(
+                "mission {id} stopped; continue it with `orchestrator resume` in {}",
+                found.root.display()
+            )
+        }
+        None => cancel_elsewhere(&found).await?,
+    };
+    Ok(Json(json!({ "id": id, "message": message })))
+}
+
+/// A mission run by another process: `orchestrator cancel` does it (it signals the owner and waits).
+async fn cancel_elsewhere(found: &Found) -> ApiResult<String> {
+    let latest = crate::registry::blocking({
+        let store = found.store.clone();
+        move || store.latest_mission()
+    })
+    .await?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    if latest.as_ref().map(|m| &m.id) != Some(&found.record.id) {
+        return Err(not_running(found));
+    }
+    orchestrator_core::cancel(&found.root, CANCEL_WAIT)
+        .await
+        .map_err(|e| ApiError::from_engine(&e))
+}
+
+fn not_running(found: &Found) -> ApiError {
+    ApiError::conflict(format!(
+        "mission {} is not running (status: {})",
+        found.record.id,
+        status_word(found)
+    ))
+}
+
+fn status_word(found: &Found) -> String {
+    serde_json::to_value(found.record.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+async fn pause(state: State<AppState>, id: Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    steer(state, id, true).await
+}
+
+async fn resume(state: State<AppState>, id: Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    steer(state, id, false).await
+}
+
+/// Pauses or resumes the dispatch of new units of a mission this server runs.
+async fn steer(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    pause: bool,
+) -> ApiResult<Json<serde_json::Value>> {
+    let found = state.registry.find(&id).await?;
+    let live = match &found.live {
+        Some(live) if live.is_running() => live,
+        Some(_) => return Err(not_running(&found)),
+        None if found.is_running() => {
+            return Err(ApiError::conflict(format!(
+                "mission {id} is run by another process (pid {}), not by this server; only cancel reaches it from here",
+                found.record.pid.unwrap_or_default()
+            )))
+        }
+        None => return Err(not_running(&found)),
+    };
+    if pause {
+        live.control.pause_dispatch();
+    } else {
+        live.control.resume_dispatch();
+    }
+    Ok(Json(json!({ "id": id, "paused": live.control.is_paused() })))
+}
+
+async fn no_such_endpoint(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::not_found(format!(
+        "no such endpoint: {method} {uri}; the API is /api/missions[/{{id}}[/events|/cancel|/pause|/resume]]"
+    ))
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {uri}"),
+    )
+}

@@ -1,0 +1,224 @@
+//! `POST /api/missions`: starting a mission in this process.
+//!
+//! The engine only names the mission once it has passed every check (repository, config, key,
+//! endpoint, clean tree, repo lock) and emitted its first event; a refusal comes back as an error
+//! before any event. The request is answered with whichever comes first.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use orchestrator_core::config::{Overrides, Provider};
+use orchestrator_core::{EngineError, EventBus, MissionControl, MissionOptions};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::registry::{progress_channel, LiveMission, Registry};
+
+/// The body of `POST /api/missions`. Unknown fields are refused, so a misspelt option is not
+/// silently ignored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// An absolute path inside the git repository to work in.
+    pub repo: String,
+    pub objective: String,
+    #[serde(default)]
+    pub max_parallel: Option<usize>,
+    #[serde(default)]
+    pub max_depth: Option<u32>,
+    #[serde(default)]
+    pub rounds: Option<u32>,
+    #[serde(default)]
+    pub model: Option<String>,
+    /// openai, anthropic or opencode.
+    #[serde(default)]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub budget_tokens: Option<u64>,
+    #[serde(default)]
+    pub allow_dirty: bool,
+    /// Fast-forward the user's branch when sealed (default true).
+    #[serde(default = "yes")]
+    pub apply: bool,
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a start request looks like, for error messages.
+pub const EXPECTED_BODY: &str =
+    "Expected a JSON object like {\"repo\": \"/abs/path/to/repo\", \"objective\": \"...\"} \
+     with optional max_parallel, max_depth, rounds, model, provider, budget_tokens, allow_dirty, apply.";
+
+impl StartRequest {
+    /// Reads a request body, naming the field that is wrong.
+    pub fn from_json(body: serde_json::Value) -> Result<Self, ApiError> {
+        if !body.is_object() {
+            return Err(ApiError::unprocessable(format!(
+                "the body is {}, not a JSON object. {EXPECTED_BODY}",
+                json_kind(&body)
+            )));
+        }
+        serde_path_to_error::deserialize(body).map_err(|e| {
+            let field = e.path().to_string();
+            let problem = if field == "." {
+                e.inner().to_string()
+            } else {
+                format!("{field}: {}", e.inner())
+            };
+            ApiError::unprocessable(format!("invalid mission request: {problem}. {EXPECTED_BODY}"))
+        })
+    }
+
+    /// The checks the engine cannot make with our words: the repository path and the provider.
+    pub fn validate(&self) -> Result<(PathBuf, Option<Provider>), ApiError> {
+        let repo = PathBuf::from(&self.repo);
+        if !repo.is_absolute() {
+            return Err(ApiError::unprocessable(format!(
+                "repo must be an absolute path to a git repository on the server (got `{}`)",
+                self.repo
+            )));
+        }
+        if !repo.is_dir() {
+            return Err(ApiError::unprocessable(format!(
+                "repo {} is not a directory on the server",
+                repo.display()
+            )));
+        }
+        let provider = self
+            .provider
+            .as_deref()
+            .map(str::parse::<Provider>)
+            .transpose()
+            .map_err(|e| ApiError::unprocessable(format!("provider: {e}")))?;
+        Ok((repo, provider))
+    }
+
+    fn overrides(&self, provider: Option<Provider>) -> Overrides {
+        Overrides {
+            provider,
+            model: self.model.clone().filter(|m| !m.trim().is_empty()),
+            max_parallel: self.max_parallel,
+            max_depth: self.max_depth,
+            rounds: self.rounds,
+            budget_tokens: self.budget_tokens,
+            opencode_url: None,
+        }
+    }
+}
+
+/// Starts the mission and answers with its id once the engine has named it, or with the engine's
+/// refusal.
+pub async fn launch(registry: Arc<Registry>, request: StartRequest) -> Result<String, ApiError> {
+    if registry.is_closing() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down; no new mission starts",
+        ));
+    }
+    let (repo, provider) = request.validate()?;
+    let root = orchestrator_core::repo_root(&repo)
+        .await
+        .map_err(|e| ApiError::from_engine(&e))?;
+    let control = MissionControl::new();
+    let options = MissionOptions {
+        repo: root.clone(),
+        objective: request.objective.clone(),
+        allow_dirty: request.allow_dirty,
+        apply: request.apply,
+        overrides: request.overrides(provider),
+        control: control.clone(),
+    };
+    let (named_tx, named_rx) = oneshot::channel();
+    let mission = Mission {
+        registry: registry.clone(),
+        root,
+        control,
+        cancel: CancellationToken::new(),
+    };
+    registry.tasks.spawn(mission.drive(options, named_tx));
+    match named_rx.await {
+        Ok(Ok(id)) => Ok(id),
+        Ok(Err(refusal)) => Err(ApiError::from_engine(&refusal)),
+        Err(_) => Err(ApiError::internal(
+            "the mission stopped before it started; see the server's log",
+        )),
+    }
+}
+
+struct Mission {
+    registry: Arc<Registry>,
+    root: PathBuf,
+    control: MissionControl,
+    cancel: CancellationToken,
+}
+
+impl Mission {
+    /// Runs the mission to its end: reports its id (or refusal) through `named`, registers it, and
+    /// wakes its event streams on every event.
+    async fn drive(self, options: MissionOptions, named: oneshot::Sender<Result<String, EngineError>>) {
+        let bus = EventBus::new();
+        let mut events = bus.subscribe();
+        let (progress, progress_rx) = progress_channel();
+        let run = orchestrator_core::run_task(options, bus.clone(), self.cancel.clone());
+        tokio::pin!(run);
+        let first = tokio::select! {
+            ended = &mut run => Err(ended),
+            event = events.recv() => Ok(event),
+        };
+        let live = LiveMission {
+            root: self.root.clone(),
+            control: self.control.clone(),
+            cancel: self.cancel.clone(),
+            progress: progress_rx,
+        };
+        let report = match first {
+            Err(Err(refusal)) => {
+                let _ = named.send(Err(refusal));
+                return;
+            }
+            Err(Ok(report)) => {
+                // Finished before its first event reached us (it cannot, but the report names it).
+                self.registry.insert(&report.mission, live);
+                let _ = named.send(Ok(report.mission.clone()));
+                Ok(report)
+            }
+            Ok(first) => {
+                if let Some(event) = &first {
+                    self.registry.insert(&event.mission, live);
+                    progress.seen(event.seq);
+                    let _ = named.send(Ok(event.mission.clone()));
+                }
+                let forward = async {
+                    while let Some(event) = events.recv().await {
+                        progress.seen(event.seq);
+                    }
+                };
+                tokio::select! {
+                    report = &mut run => report,
+                    _ = forward => run.await,
+                }
+            }
+        };
+        bus.close();
+        match report {
+            Ok(report) => tracing::info!("mission {} finished: {:?}", report.mission, report.outcome),
+            Err(e) => tracing::warn!("mission stopped: {e}"),
+        }
+        drop(progress);
+    }
+}
