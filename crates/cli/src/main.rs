@@ -6,6 +6,7 @@ mod install;
 mod logs;
 mod progress;
 mod report;
+mod serve;
 mod status;
 mod telemetry;
 mod terminal;
@@ -51,6 +52,8 @@ enum Command {
     Install(install::InstallArgs),
     /// Remove exactly what `install` added.
     Uninstall(install::InstallArgs),
+    /// Serve the HTTP API and web dashboard: start, watch and cancel missions from a browser.
+    Serve(serve::ServeArgs),
     /// Write a finished (or unfinished) mission as a self-contained Markdown report.
     Report(report::ReportArgs),
 }
@@ -190,6 +193,7 @@ fn main() -> ExitCode {
             Command::Mcp => mcp().await,
             Command::Install(args) => install::install(args).await,
             Command::Uninstall(args) => install::uninstall(args).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Report(args) => report::run(args).await,
         }
     });

@@ -1,0 +1,104 @@
+//! `orchestrator serve`: the HTTP API and web dashboard (crates/server) on an address, until Ctrl-C
+//! or SIGTERM; then the missions it runs are cancelled cleanly (resumable) before it exits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use orchestrator_server::{Server, ServerConfig};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (IP:PORT; port 0 picks a free one). Anything but loopback needs a token.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    bind: SocketAddr,
+    /// Required on every API request as `Authorization: Bearer <token>`; open the dashboard once as
+    /// /?token=<token> to let the browser keep it in a cookie.
+    #[arg(long, env = "ORCHESTRATOR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A repository whose missions are listed (repeatable); default: the current one, if any.
+    #[arg(long = "repo", value_name = "PATH")]
+    repos: Vec<PathBuf>,
+}
+
+pub async fn run(args: ServeArgs) -> u8 {
+    let token = args.token.filter(|t| !t.is_empty());
+    let repos = match repo_roots(&args.repos).await {
+        Ok(repos) => repos,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return 2;
+        }
+    };
+    let listener = match orchestrator_server::bind(args.bind, token.as_deref()).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(args.bind);
+    announce(addr, token.is_some(), &repos);
+    let server = Server::new(ServerConfig {
+        token,
+        repos,
+        loopback_only: addr.ip().is_loopback(),
+    });
+    match server.serve(listener, shutdown_signal()).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The repositories' top folders; without `--repo`, the current folder's repository if it is one.
+async fn repo_roots(given: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    if given.is_empty() {
+        let here = orchestrator_core::repo_root(std::path::Path::new(".")).await;
+        return Ok(here.into_iter().collect());
+    }
+    let mut roots = Vec::new();
+    for path in given {
+        let root = orchestrator_core::repo_root(path)
+            .await
+            .map_err(|e| format!("--repo {}: {e}", path.display()))?;
+        roots.push(root);
+    }
+    Ok(roots)
+}
+
+/// The first line is the address, for people and for scripts that start the server on port 0.
+fn announce(addr: SocketAddr, with_token: bool, repos: &[PathBuf]) {
+    println!("orchestrator serve: listening on http://{addr}/");
+    if with_token {
+        println!("open http://{addr}/?token=<your token> once; the browser then keeps the token in a cookie");
+        println!("API clients send `Authorization: Bearer <your token>`");
+    }
+    for repo in repos {
+        println!("watching missions of {}", repo.display());
+    }
+    println!("Ctrl-C stops the server; missions it runs are cancelled cleanly and stay resumable");
+}
+
+/// Ctrl-C or SIGTERM starts a clean stop; a second Ctrl-C leaves at once.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => Some(term),
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            None
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    eprintln!("\nstopping: cancelling running missions cleanly (Ctrl-C again to quit at once)…");
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(3);
+        }
+    });
+}

@@ -1,0 +1,394 @@
+//! `orchestrator serve`: the real binary on a free loopback port, driven over HTTP like a browser or a
+//! script would, with missions played by the scripted fake model.
+
+mod support;
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use orchestrator_fake_model::script::{PlanUnit, Script};
+use orchestrator_fake_model::FakeOptions;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const TOKEN: &str = "t0ken-for-the-serve-test";
+
+/// A running `orchestrator serve` and where it listens.
+struct Served {
+    child: tokio::process::Child,
+    base: String,
+    http: reqwest::Client,
+    /// What the server printed on stdout so far.
+    printed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Served {
+    /// Starts `orchestrator serve` as `run` says, in the repository, and waits for the address it prints.
+    async fn start(repo: &TestRepo, run: Run) -> Served {
+        let mut child = run.command(repo).spawn().expect("orchestrator serve starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("serve prints its address within 30 s")
+            .expect("stdout reads")
+            .expect("a first line");
+        let base = first
+            .split("listening on ")
+            .nth(1)
+            .expect("the first line names the address")
+            .trim_end_matches('/')
+            .to_string();
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(vec![first]));
+        // Keep reading, so the server never blocks on a full pipe.
+        let sink = printed.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("printed lines").push(line);
+            }
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client");
+        Served {
+            child,
+            base,
+            http,
+            printed,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.http.get(self.url(path)).send().await.expect("GET answers");
+        reply(response).await
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.post(self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        reply(request.send().await.expect("POST answers")).await
+    }
+
+    async fn start_mission(&self, repo: &TestRepo, objective: &str) -> (StatusCode, Value) {
+        let body = json!({ "repo": repo.path(), "objective": objective });
+        self.post("/api/missions", Some(body)).await
+    }
+
+    /// Every event of the mission's stream, until the server ends it.
+    async fn follow(&self, mission: &str, limit: Duration) -> Vec<Value> {
+        let response = self
+            .http
+            .get(self.url(&format!("/api/missions/{mission}/events")))
+            .send()
+            .await
+            .expect("the event stream opens");
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut stream = response.bytes_stream().eventsource();
+        let mut events = Vec::new();
+        let read = async {
+            while let Some(Ok(event)) = stream.next().await {
+                let envelope: Value = serde_json::from_str(&event.data).expect("event data is JSON");
+                assert_eq!(
+                    event.id,
+                    envelope["seq"].to_string(),
+                    "the SSE id is the sequence number"
+                );
+                events.push(envelope);
+            }
+        };
+        tokio::time::timeout(limit, read)
+            .await
+            .expect("the stream ends after the mission finished");
+        events
+    }
+
+    /// SIGTERM, then the exit status.
+    async fn stop(mut self) -> Option<i32> {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: signals the server process this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("serve stops within 60 s of SIGTERM")
+            .expect("serve is waited for");
+        status.code()
+    }
+}
+
+async fn reply(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+fn serve_args(repo: &TestRepo) -> Run {
+    Run::cmd(&["serve", "--bind", "127.0.0.1:0", "--repo"]).arg(&repo.path().display().to_string())
+}
+
+fn two_units() -> Script {
+    Script {
+        plan: vec![
+            PlanUnit::file("a", "src/a.txt", "alpha"),
+            PlanUnit::file("b", "src/b.txt", "beta"),
+        ],
+        ..Script::default()
+    }
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_started_over_http_streams_its_events_and_seals() {
+    let repo = TestRepo::new(&[]);
+    let options = FakeOptions {
+        latency: Duration::from_millis(100),
+        ..FakeOptions::default()
+    };
+    let model = fake_with(two_units(), options).await;
+    let served = Served::start(&repo, serve_args(&repo).openai(&model)).await;
+
+    let (status, started) = served.start_mission(&repo, "Add two files").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_str().expect("the mission's id").to_string();
+    assert_eq!(started["url"], format!("/api/missions/{id}"));
+
+    // One mission per repository: a second start while it runs is a conflict, in the engine's words.
+    let (status, busy) = served.start_mission(&repo, "Another").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{busy}");
+    assert!(busy["error"].as_str().unwrap_or_default().contains(&id), "{busy}");
+
+    let (status, paused) = served.post(&format!("/api/missions/{id}/pause"), None).await;
+    assert_eq!(
+        (status, &paused["paused"]),
+        (StatusCode::OK, &json!(true)),
+        "{paused}"
+    );
+    let (status, resumed) = served.post(&format!("/api/missions/{id}/resume"), None).await;
+    assert_eq!(
+        (status, &resumed["paused"]),
+        (StatusCode::OK, &json!(false)),
+        "{resumed}"
+    );
+
+    let events = served.follow(&id, Duration::from_secs(180)).await;
+    let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(
+        seqs,
+        (0..seqs.len() as u64).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(events[0]["type"], "mission_started");
+    let last = events.last().expect("events");
+    assert_eq!(
+        (&last["type"], &last["outcome"]),
+        (&json!("mission_finished"), &json!("sealed"))
+    );
+    assert!(
+        !of_type(&events, "dispatch_changed").is_empty(),
+        "pause and resume are in the stream"
+    );
+
+    let (status, detail) = served.get(&format!("/api/missions/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(detail["outcome"], "sealed");
+    assert_eq!(detail["status"], "sealed");
+    assert_eq!(detail["running"], false);
+    assert_eq!(detail["counts"]["passed"], 2, "{}", detail["counts"]);
+    assert_eq!(detail["tree"].as_array().map(Vec::len), Some(2));
+
+    let (_, list) = served.get("/api/missions").await;
+    let listed = &list["missions"][0];
+    assert_eq!(
+        (&listed["id"], &listed["outcome"]),
+        (&json!(id), &json!("sealed"))
+    );
+
+    let (status, late) = served.post(&format!("/api/missions/{id}/cancel"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{late}");
+    assert_eq!(repo.read("src/a.txt").as_deref(), Some("alpha"));
+    assert_eq!(repo.read("src/b.txt").as_deref(), Some("beta"));
+    assert_eq!(served.stop().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_shutdown_stop_missions_resumably() {
+    let repo = TestRepo::new(&[]);
+    let options = FakeOptions {
+        latency: Duration::from_millis(800),
+        ..FakeOptions::default()
+    };
+    let model = fake_with(two_units(), options).await;
+    let served = Served::start(&repo, serve_args(&repo).openai(&model)).await;
+
+    let (status, started) = served.start_mission(&repo, "Add two files").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let first = started["id"].as_str().expect("id").to_string();
+    let (status, cancelled) = served.post(&format!("/api/missions/{first}/cancel"), None).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let (_, detail) = served.get(&format!("/api/missions/{first}")).await;
+    assert_eq!(
+        (&detail["status"], &detail["running"]),
+        (&json!("interrupted"), &json!(false))
+    );
+    assert_eq!(detail["outcome"], "interrupted");
+
+    // A mission still running when the server is told to stop is cancelled cleanly too.
+    let (status, started) = served.start_mission(&repo, "Add two files again").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let second = started["id"].as_str().expect("id").to_string();
+    assert_eq!(served.stop().await, Some(0));
+    let status = Run::cmd(&["status", "--json"]).run(&repo).await;
+    status.assert_code(0);
+    let report: Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(
+        (&report["mission"], &report["status"]),
+        (&json!(second), &json!("interrupted"))
+    );
+    assert_eq!(repo.worktrees().len(), 1, "no worktree left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_run_by_the_cli_is_watched_and_cancelled_from_the_server() {
+    let repo = TestRepo::new(&[]);
+    let options = FakeOptions {
+        latency: Duration::from_millis(800),
+        ..FakeOptions::default()
+    };
+    let model = fake_with(two_units(), options).await;
+    let mut task = Run::task("Add two files")
+        .openai(&model)
+        .command(&repo)
+        .spawn()
+        .expect("orchestrator task starts");
+    let served = Served::start(&repo, serve_args(&repo)).await;
+
+    let mut listed = Value::Null;
+    for _ in 0..300 {
+        let (_, list) = served.get("/api/missions").await;
+        if list["missions"][0]["running"] == true {
+            listed = list["missions"][0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed["controllable"], false, "the CLI runs it: {listed}");
+    let id = listed["id"]
+        .as_str()
+        .expect("the CLI's mission is listed")
+        .to_string();
+
+    let (status, refused) = served.post(&format!("/api/missions/{id}/pause"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("another process"),
+        "{refused}"
+    );
+
+    let (status, cancelled) = served.post(&format!("/api/missions/{id}/cancel"), None).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    let exit = tokio::time::timeout(Duration::from_secs(60), task.wait())
+        .await
+        .expect("the CLI stops")
+        .expect("the CLI is waited for");
+    assert_eq!(exit.code(), Some(3), "cancelled like `orchestrator cancel`");
+
+    // Its stored events replay to the end, then the stream closes.
+    let events = served.follow(&id, Duration::from_secs(30)).await;
+    assert_eq!(
+        events.last().map(|e| e["outcome"].clone()),
+        Some(json!("interrupted"))
+    );
+    assert_eq!(served.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_token_guards_the_api_and_is_never_printed() {
+    let repo = TestRepo::new(&[]);
+    let served = Served::start(&repo, serve_args(&repo).env("ORCHESTRATOR_TOKEN", TOKEN)).await;
+    let (status, refused) = served.get("/api/missions").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        refused["error"].as_str().unwrap_or_default().contains("Bearer"),
+        "{refused}"
+    );
+
+    let allowed = served
+        .http
+        .get(served.url("/api/missions"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(allowed.status(), StatusCode::OK);
+
+    let page = served
+        .http
+        .get(served.url(&format!("/?token={TOKEN}")))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(page.status(), StatusCode::SEE_OTHER);
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap_or_default()
+        .to_string();
+    let cookie = cookie.split(';').next().unwrap_or_default();
+    let with_cookie = served
+        .http
+        .get(served.url("/api/missions"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(with_cookie.status(), StatusCode::OK);
+
+    // The token is named, never shown, in what the server prints.
+    let printed = served.printed.lock().expect("printed lines").join("\n");
+    assert!(printed.contains("?token=<your token>"), "{printed}");
+    assert!(!printed.contains(TOKEN), "{printed}");
+    assert_eq!(served.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn serving_beyond_loopback_without_a_token_is_refused() {
+    let repo = TestRepo::new(&[]);
+    let done = Run::cmd(&["serve", "--bind", "0.0.0.0:0"])
+        .without_env("ORCHESTRATOR_TOKEN")
+        .run(&repo)
+        .await;
+    done.assert_code(2);
+    assert!(
+        done.stderr.contains("without a token") && done.stderr.contains("--token"),
+        "{}",
+        done.stderr
+    );
+
+    let plain = tempfile::tempdir().expect("tempdir");
+    let done = Run::cmd(&["serve", "--bind", "127.0.0.1:0", "--repo"])
+        .arg(&plain.path().display().to_string())
+        .run(&repo)
+        .await;
+    done.assert_code(2);
+    assert!(
+        done.stderr.contains("not inside a git repository"),
+        "{}",
+        done.stderr
+    );
+}
