@@ -154,8 +154,9 @@ fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mission_started_over_http_streams_its_events_and_seals() {
     let repo = TestRepo::new(&[]);
+    // Slow enough that the mission is still running for the conflict and pause checks below.
     let options = FakeOptions {
-        latency: Duration::from_millis(100),
+        latency: Duration::from_millis(300),
         ..FakeOptions::default()
     };
     let model = fake_with(two_units(), options).await;
