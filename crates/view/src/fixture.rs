@@ -354,9 +354,10 @@ pub fn sealed_mission() -> Vec<EventEnvelope> {
     );
     log.at(
         67,
+        // As the engine does: the finished phase has no round.
         Event::PhaseChanged {
             phase: Phase::Finished,
-            round: 1,
+            round: 0,
         },
     );
     log.at(

@@ -198,7 +198,10 @@ impl MissionView {
             }
             Event::PhaseChanged { phase, round } | Event::MissionResumed { phase, round } => {
                 self.phase = Some(*phase);
-                self.round = *round;
+                // The engine ends with round 0 ("no round"); the view keeps the round it ended in.
+                if *round > 0 || *phase != Phase::Finished {
+                    self.round = *round;
+                }
                 if matches!(event, Event::MissionResumed { .. }) {
                     self.reopen();
                 }

@@ -119,6 +119,7 @@ fn a_sealed_mission_ends_with_no_live_session() {
     assert_eq!(view.counts().passed, 5);
     assert!(!view.paused);
     assert_eq!(view.master_reviews.len(), 1);
+    assert_eq!(view.round, 1, "the round it ended in");
     assert_eq!(clock(view.elapsed(Utc::now())), "01:07");
 }
 
