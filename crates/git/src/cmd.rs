@@ -132,15 +132,24 @@ impl Output {
     }
 }
 
+/// Author/committer variables a commit needs (empty when the repository has an identity).
+type Identity = Vec<(&'static str, &'static str)>;
+
 /// Starts git for one repository. Holds the extra environment given to `Repo::discover_with_env`.
 #[derive(Debug)]
 pub(crate) struct Runner {
     extra_env: Vec<(String, String)>,
+    /// The fallback identity, looked up once per repository: every commit and merge needs it, and a
+    /// `git config` process per commit was 2 of the ~25 git processes a unit used to cost.
+    identity: tokio::sync::OnceCell<Identity>,
 }
 
 impl Runner {
     pub fn new(extra_env: Vec<(String, String)>) -> Runner {
-        Runner { extra_env }
+        Runner {
+            extra_env,
+            identity: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// Runs git in `dir` and returns whatever it did; only failing to start it is an error.
@@ -150,14 +159,16 @@ impl Runner {
         S: AsRef<OsStr>,
     {
         let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-        let identity = if mode.identity {
-            self.fallback_identity(dir).await?
+        let identity: &[(&str, &str)] = if mode.identity {
+            self.identity
+                .get_or_try_init(|| self.fallback_identity(dir))
+                .await?
         } else {
-            Vec::new()
+            &[]
         };
         let mut attempt = 1;
         loop {
-            let out = self.spawn(dir, &args, mode, &identity).await?;
+            let out = self.spawn(dir, &args, mode, identity).await?;
             if out.success()
                 || !mode.retry_locks
                 || attempt >= LOCK_ATTEMPTS
@@ -229,7 +240,7 @@ impl Runner {
     /// When `user.email` is missing all four fall back to `orchestrator`; when only `user.name` is missing
     /// only the names do (git would otherwise fail with an empty name on machines without a GECOS field).
     /// Variables already in our environment are the user's explicit choice and are left alone.
-    async fn fallback_identity(&self, dir: &Path) -> Result<Vec<(&'static str, &'static str)>, GitError> {
+    async fn fallback_identity(&self, dir: &Path) -> Result<Identity, GitError> {
         let args = ["config", "--get-regexp", r"^user\.(name|email)$"].map(OsString::from);
         let out = self.spawn(dir, &args, Mode::READ, &[]).await?;
         // Exit 1 means "no such key": no identity at all.

@@ -11,9 +11,15 @@
 //! `orchestrator <orchestrator@localhost>` when the repository has no `user.email`.
 //!
 //! Up to 50 sessions use one [`Repo`] at once. Operations on metadata every worktree shares (worktree
-//! registration, branch creation and deletion, shared refs) queue on a lock inside `Repo`, and are
-//! retried a few times if git still finds a `.lock` file taken (by the user's own git, say). Work inside
-//! one worktree (commits, merges) needs no lock: each worktree has its own index and HEAD.
+//! registration, branch creation and deletion, shared refs) go through a lock inside `Repo`, and are
+//! retried a few times if git still finds a `.lock` file taken (by the user's own git, say). Adding a
+//! worktree at a free path and removing a live one touch only their own names and share the lock, so
+//! they run in parallel; listing, pruning and other ref changes take it alone. Work inside one worktree
+//! (commits, merges) needs no lock: each worktree has its own index and HEAD.
+//!
+//! git processes are the orchestrator's main cost (each is a few ms of CPU), so the common paths use as
+//! few as they can: a unit's worktree and branch come from one `git worktree add -b`, a commit reports
+//! its own name, the identity is looked up once, and finished branches go in one `git branch -D`.
 //!
 //! Needs git 2.31 or later (`rev-parse --path-format`).
 
@@ -56,6 +62,10 @@ mod tests {
             send(repo.ensure_excluded("x"));
             send(repo.create_branch("a", "b"));
             send(repo.add_worktree(p, "b"));
+            send(repo.add_worktree_on_branch(p, "b", "c"));
+            send(repo.open_listed_worktree(p, &[]));
+            send(repo.delete_branches(&["b"]));
+            send(repo.branches_with_prefix("b/"));
             send(repo.remove_worktree(p));
             send(repo.list_worktrees());
             send(repo.fast_forward_checked_out("c"));
@@ -65,6 +75,8 @@ mod tests {
             send(wt.conclude_merge());
             send(wt.abort_merge());
             send(wt.reset_hard("c"));
+            send(wt.reset_hard_if_changed("c"));
+            send(wt.head_and_tree());
         }
     }
 }

@@ -34,6 +34,43 @@ pub(crate) fn worktree_list(out: &str) -> Vec<WorktreeEntry> {
     entries
 }
 
+/// Whether `git commit`'s stdout (exit 1) says there was nothing to commit (git's C-locale wording).
+pub(crate) fn nothing_to_commit(stdout: &str) -> bool {
+    stdout.contains("nothing to commit")
+        || stdout.contains("nothing added to commit")
+        || stdout.contains("no changes added to commit")
+}
+
+/// The commit named by `git commit`'s summary line with `core.abbrev=no`:
+/// `[<branch> (root-commit)? <full hash>] <subject>` (`detached HEAD` in place of a branch). `None` when
+/// the line is not of that shape.
+pub(crate) fn committed(stdout: &str) -> Option<String> {
+    let line = stdout.lines().find(|l| l.starts_with('['))?;
+    // Branch names hold no spaces, so the hash is the first word ending in `]`; the subject may
+    // contain anything, so it is never looked at.
+    let word = line.split(' ').find(|w| w.ends_with(']'))?;
+    let hash = word.strip_suffix(']')?;
+    let full = matches!(hash.len(), 40 | 64) && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    full.then(|| hash.to_string())
+}
+
+/// Whether `git status --porcelain=v2 --branch -z` shows HEAD at `commit` with nothing changed or
+/// untracked (ignored files are not listed). Headers are `# ...` records; every other record is a change.
+pub(crate) fn status_is_clean_at(out: &str, commit: &str) -> bool {
+    let mut head_ok = false;
+    for record in out.split('\0').filter(|r| !r.is_empty()) {
+        match record.strip_prefix("# ") {
+            Some(header) => {
+                if let Some(oid) = header.strip_prefix("branch.oid ") {
+                    head_ok = oid == commit;
+                }
+            }
+            None => return false,
+        }
+    }
+    head_ok
+}
+
 /// Paths named by `git status --porcelain=v1 -z`: both sides of a rename or copy, since both changed.
 pub(crate) fn status_paths(out: &str) -> Vec<String> {
     let mut fields = out.split('\0').filter(|f| !f.is_empty());
@@ -96,6 +133,48 @@ mod tests {
         assert_eq!(list[1].path, PathBuf::from("/r/.orchestrator/w 1"));
         assert_eq!(list[1].branch, None);
         assert!(!list[1].bare);
+    }
+
+    #[test]
+    fn commit_summary_gives_the_full_hash() {
+        let hash = "39929b33f66efb733d30ac66e5c70923be9bafc8";
+        let root = format!("[master (root-commit) {hash}] x y]\n 1 file changed, 1 insertion(+)\n");
+        assert_eq!(committed(&root).as_deref(), Some(hash));
+        let branch = format!("[orchestrator/m1/u/t-1 {hash}] t-1: add [x] y]\n");
+        assert_eq!(committed(&branch).as_deref(), Some(hash));
+        let detached = format!("[detached HEAD {hash}] msg\n");
+        assert_eq!(committed(&detached).as_deref(), Some(hash));
+        assert_eq!(committed("[main 39929b3] short\n"), None);
+        assert_eq!(committed("something else\n"), None);
+    }
+
+    #[test]
+    fn nothing_to_commit_is_recognised() {
+        assert!(nothing_to_commit(
+            "On branch a\nnothing to commit, working tree clean\n"
+        ));
+        assert!(!nothing_to_commit(""));
+    }
+
+    #[test]
+    fn clean_status_needs_the_same_head_and_no_records() {
+        let head = "1111111111111111111111111111111111111111";
+        let clean = format!("# branch.oid {head}\0# branch.head a\0");
+        assert!(status_is_clean_at(&clean, head));
+        assert!(!status_is_clean_at(
+            &clean,
+            "2222222222222222222222222222222222222222"
+        ));
+        let untracked = format!("# branch.oid {head}\0# branch.head a\0? new.txt\0");
+        assert!(!status_is_clean_at(&untracked, head));
+        let modified = [
+            format!("# branch.oid {head}"),
+            "# branch.head a".to_string(),
+            "1 .M N... 100644 100644 100644 a b f.txt".to_string(),
+        ]
+        .join("\0");
+        assert!(!status_is_clean_at(&modified, head));
+        assert!(!status_is_clean_at("# branch.oid (initial)\0", head));
     }
 
     #[test]

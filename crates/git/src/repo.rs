@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Mutex;
+use tokio::sync::RwLock;
 
 use crate::cmd::{Mode, Output, Runner};
 use crate::parse::{self, WorktreeEntry};
@@ -18,10 +18,16 @@ pub(crate) struct Shared {
     pub root: PathBuf,
     pub common_dir: PathBuf,
     pub git: Runner,
-    /// Held while changing metadata all worktrees share (worktree registrations, branches, shared refs,
+    /// Guards metadata all worktrees share (worktree registrations, branches, shared refs,
     /// info/exclude). git guards these with lock files and *fails* rather than waits when one is taken,
     /// so dozens of sessions doing this at once would fail at random; in-process they queue here instead.
-    pub meta: Mutex<()>,
+    ///
+    /// Shared (read) mode is for the common operations that touch only their own names: adding a
+    /// worktree at a free path (its own admin directory, its own new branch ref) and removing a live
+    /// one. They run in parallel. Exclusive (write) mode is for everything that reads or repairs the
+    /// registrations as a whole (listing, pruning, replacing a worktree) and for other ref changes, so a
+    /// listing never sees a worktree half-registered.
+    pub meta: RwLock<()>,
 }
 
 /// The user's repository, seen from its main worktree. Cheap to clone; safe to share between tasks.
@@ -106,7 +112,7 @@ impl Repo {
             root,
             common_dir,
             git,
-            meta: Mutex::new(()),
+            meta: RwLock::new(()),
         };
         Ok(Repo {
             shared: Arc::new(shared),
@@ -177,7 +183,7 @@ impl Repo {
                 "exclude pattern must be one non-empty line: {pattern:?}"
             )));
         }
-        let _meta = self.shared.meta.lock().await;
+        let _meta = self.shared.meta.write().await;
         let info = self.git_common_dir().join("info");
         tokio::fs::create_dir_all(&info).await?;
         let file = info.join("exclude");
@@ -239,7 +245,7 @@ impl Repo {
 
     /// Creates branch `name` at `at`; fails if it exists. No upstream is recorded.
     pub async fn create_branch(&self, name: &str, at: &str) -> Result<(), GitError> {
-        let _meta = self.shared.meta.lock().await;
+        let _meta = self.shared.meta.write().await;
         let args = ["branch", "--no-track", "--", name, at];
         let out = self.git().run(self.root(), args, Mode::META).await?;
         if !out.success() && at.starts_with("HEAD") && self.head_commit().await?.is_none() {
@@ -250,9 +256,45 @@ impl Repo {
 
     /// Deletes branch `name` even if unmerged (`-D`). Fails if it is checked out somewhere.
     pub async fn delete_branch(&self, name: &str) -> Result<(), GitError> {
-        let _meta = self.shared.meta.lock().await;
-        let args = ["branch", "-D", "--", name];
+        self.delete_branches(&[name]).await
+    }
+
+    /// Deletes all of `names` (`-D`) with one `git branch -D`: how a mission drops its finished units'
+    /// branches at the end instead of one git process per unit. git deletes every branch it can and
+    /// reports the others (missing, or checked out somewhere) in the error.
+    pub async fn delete_branches<S: AsRef<str>>(&self, names: &[S]) -> Result<(), GitError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec!["branch", "-D", "--"];
+        args.extend(names.iter().map(AsRef::as_ref));
+        let _meta = self.shared.meta.write().await;
         self.git().check(self.root(), args, Mode::META).await.map(drop)
+    }
+
+    /// The local branches whose names start with `prefix` (e.g. `orchestrator/m1/u/`), by short name.
+    pub async fn branches_with_prefix(&self, prefix: &str) -> Result<Vec<String>, GitError> {
+        if prefix.contains(['*', '?', '[', '\\']) {
+            return Err(GitError::InvalidArgument(format!(
+                "branch prefix must not contain glob characters: {prefix:?}"
+            )));
+        }
+        let pattern = format!("refs/heads/{prefix}");
+        // A pattern without glob characters matches by prefix in whole path components, so the prefix
+        // must end at one: "orchestrator/m1/u/" lists everything below it.
+        let args = [
+            "for-each-ref",
+            "--format=%(refname:strip=2)",
+            "--end-of-options",
+            pattern.as_str(),
+        ];
+        let out = self.git().check(self.root(), args, Mode::READ).await?;
+        Ok(out
+            .stdout
+            .lines()
+            .filter(|name| name.starts_with(prefix))
+            .map(str::to_string)
+            .collect())
     }
 
     /// Checks out the existing `branch` in a new worktree at `path`, creating parent directories. A
@@ -262,47 +304,100 @@ impl Repo {
         if !self.branch_exists(branch).await? {
             return Err(GitError::NoSuchBranch(branch.to_string()));
         }
-        self.add_worktree_at(path, branch, false).await
+        let loc = Location::resolve(path, true).await?;
+        self.add_worktree_at(&loc, Checkout::Branch(branch)).await
+    }
+
+    /// Checks out `branch` in a new worktree at `path`, creating the branch at `start` first when it
+    /// does not exist (same replacement rules as [`Repo::add_worktree`]). The common case, a new branch
+    /// at a free path, is one `git worktree add -b` that runs in parallel with other sessions' adds.
+    pub async fn add_worktree_on_branch(
+        &self,
+        path: &Path,
+        branch: &str,
+        start: &str,
+    ) -> Result<Worktree, GitError> {
+        let loc = Location::resolve(path, true).await?;
+        let new = Checkout::NewBranch { branch, start };
+        if !tokio::fs::try_exists(&loc.abs).await? {
+            let out = {
+                let _meta = self.shared.meta.read().await;
+                self.git().run(self.root(), new.args(&loc), Mode::META).await?
+            };
+            if out.success() {
+                return Ok(Worktree::new(self.shared.clone(), loc.abs));
+            }
+            if !out
+                .stderr
+                .contains(&format!("a branch named '{branch}' already exists"))
+            {
+                tracing::debug!(error = %out.message(), "worktree add -b failed; clearing the path and retrying");
+            }
+        }
+        // The branch exists already (a resumed unit), or the path needs clearing first.
+        if self.branch_exists(branch).await? {
+            return self.add_worktree_at(&loc, Checkout::Branch(branch)).await;
+        }
+        match self.add_worktree_at(&loc, new).await {
+            Err(_) if start.starts_with("HEAD") && self.head_commit().await?.is_none() => {
+                Err(GitError::NoCommits)
+            }
+            result => result,
+        }
     }
 
     /// A new worktree at `path` with `commit` checked out on a detached HEAD (same replacement rules).
     pub async fn add_detached_worktree(&self, path: &Path, commit: &str) -> Result<Worktree, GitError> {
-        self.add_worktree_at(path, commit, true).await
+        let loc = Location::resolve(path, true).await?;
+        self.add_worktree_at(&loc, Checkout::Detached(commit)).await
     }
 
-    async fn add_worktree_at(&self, path: &Path, target: &str, detach: bool) -> Result<Worktree, GitError> {
-        let loc = Location::resolve(path, true).await?;
-        {
-            let _meta = self.shared.meta.lock().await;
-            let holder = (!detach).then(|| format!("refs/heads/{target}"));
-            self.clear_worktree_path(&loc, holder.as_deref()).await?;
-            // Only the registration happens under the lock; the checkout (the slow part, touching no
-            // shared state) runs afterwards so concurrent sessions populate their trees in parallel.
-            let mut args: Vec<&OsStr> = ["worktree", "add", "--no-checkout"].map(OsStr::new).to_vec();
-            if detach {
-                args.push(OsStr::new("--detach"));
+    /// `git worktree add` (checkout included). At a free path it is tried at once under the shared
+    /// lock; when that fails (a stale registration at the path or holding the branch, a leftover
+    /// directory) the path is cleared under the exclusive lock and the add repeated there.
+    async fn add_worktree_at(&self, loc: &Location, checkout: Checkout<'_>) -> Result<Worktree, GitError> {
+        if !tokio::fs::try_exists(&loc.abs).await? {
+            let out = {
+                let _meta = self.shared.meta.read().await;
+                self.git()
+                    .run(self.root(), checkout.args(loc), Mode::META)
+                    .await?
+            };
+            if out.success() {
+                return Ok(Worktree::new(self.shared.clone(), loc.abs.clone()));
             }
-            args.extend([OsStr::new("--"), loc.abs.as_os_str(), OsStr::new(target)]);
-            self.git().check(self.root(), args, Mode::META).await?;
+            tracing::debug!(error = %out.message(), "worktree add failed; clearing the path and retrying");
         }
-        let worktree = Worktree::new(self.shared.clone(), loc.abs.clone());
-        if let Err(e) = worktree.populate().await {
-            // Don't leave a registered worktree with an empty tree behind; the checkout error matters more.
-            if let Err(cleanup) = self.remove_worktree(&loc.abs).await {
-                tracing::warn!(path = %loc.abs.display(), error = %cleanup, "could not remove half-made worktree");
-            }
-            return Err(e);
-        }
-        Ok(worktree)
+        let _meta = self.shared.meta.write().await;
+        let holder = checkout.branch().map(|b| format!("refs/heads/{b}"));
+        self.clear_worktree_path(loc, holder.as_deref()).await?;
+        self.git()
+            .check(self.root(), checkout.args(loc), Mode::META)
+            .await?;
+        Ok(Worktree::new(self.shared.clone(), loc.abs.clone()))
     }
 
     /// The worktree already registered at `path` with its directory present, kept as it is (uncommitted
     /// changes included): how a resumed mission picks up a crashed session's tree.
     pub async fn open_worktree(&self, path: &Path) -> Result<Option<Worktree>, GitError> {
+        if !tokio::fs::try_exists(path).await.unwrap_or(false) {
+            return Ok(None);
+        }
+        let registered = self.list_worktrees().await?;
+        self.open_listed_worktree(path, &registered).await
+    }
+
+    /// Like [`Repo::open_worktree`], against `registered`, a [`Repo::list_worktrees`] taken earlier: a
+    /// resumed mission looks up hundreds of units' worktrees with one listing instead of one each. The
+    /// caller must know that nothing else added or removed a worktree at `path` since the listing.
+    pub async fn open_listed_worktree(
+        &self,
+        path: &Path,
+        registered: &[PathBuf],
+    ) -> Result<Option<Worktree>, GitError> {
         let Ok(abs) = tokio::fs::canonicalize(path).await else {
             return Ok(None);
         };
-        let registered = self.list_worktrees().await?;
         Ok(registered
             .iter()
             .any(|p| p == &abs)
@@ -313,7 +408,21 @@ impl Repo {
     /// if the directory is already gone. Ok if there is nothing there.
     pub async fn remove_worktree(&self, path: &Path) -> Result<(), GitError> {
         let loc = Location::resolve(path, false).await?;
-        let _meta = self.shared.meta.lock().await;
+        if tokio::fs::try_exists(&loc.abs).await? {
+            // The usual case, a live worktree of ours: one `git worktree remove`, in parallel with
+            // other sessions. Anything else (not a worktree, the main one) goes the careful way.
+            let out = {
+                let _meta = self.shared.meta.read().await;
+                self.git()
+                    .run(self.root(), remove_args(&loc.abs), Mode::META)
+                    .await?
+            };
+            if out.success() {
+                return Ok(());
+            }
+            tracing::debug!(error = %out.message(), "worktree remove failed; clearing the path");
+        }
+        let _meta = self.shared.meta.write().await;
         self.clear_worktree_path(&loc, None).await
     }
 
@@ -321,7 +430,7 @@ impl Repo {
     /// registrations whose directory has disappeared.
     pub async fn list_worktrees(&self) -> Result<Vec<PathBuf>, GitError> {
         // Under the lock so the list never shows one of our worktrees half-registered.
-        let _meta = self.shared.meta.lock().await;
+        let _meta = self.shared.meta.write().await;
         Ok(self
             .worktree_entries()
             .await?
@@ -354,15 +463,9 @@ impl Repo {
         for entry in entries.iter().skip(1) {
             let live = tokio::fs::try_exists(&entry.path).await?;
             if loc.is(&entry.path) && live {
-                let args = [
-                    OsStr::new("worktree"),
-                    OsStr::new("remove"),
-                    OsStr::new("--force"),
-                    OsStr::new("--force"),
-                    OsStr::new("--"),
-                    entry.path.as_os_str(),
-                ];
-                self.git().check(self.root(), args, Mode::META).await?;
+                self.git()
+                    .check(self.root(), remove_args(&entry.path), Mode::META)
+                    .await?;
             } else if !live && (loc.is(&entry.path) || entry.branch.as_deref() == branch_ref) {
                 prune = true;
             }
@@ -396,7 +499,7 @@ impl Repo {
     ///
     /// With a detached HEAD the HEAD itself moves forward, under the same rules.
     pub async fn fast_forward_checked_out(&self, commit: &str) -> Result<FastForward, GitError> {
-        let _meta = self.shared.meta.lock().await;
+        let _meta = self.shared.meta.write().await;
         if let Some(operation) = self.operation_in_progress().await? {
             return Ok(FastForward::Blocked(format!(
                 "a {operation} is in progress in {}",
@@ -455,7 +558,7 @@ impl Repo {
     /// Blocked if the branch is checked out in some worktree (moving it would desynchronise that tree).
     /// The ref update is a compare-and-swap, so a concurrent move is reported as NotFastForward.
     pub async fn fast_forward_branch(&self, branch: &str, commit: &str) -> Result<FastForward, GitError> {
-        let _meta = self.shared.meta.lock().await;
+        let _meta = self.shared.meta.write().await;
         let refname = format!("refs/heads/{branch}");
         let entries = self.worktree_entries().await?;
         if let Some(holder) = entries
@@ -510,6 +613,60 @@ impl Repo {
             _ => Err(out.into_error()),
         }
     }
+}
+
+/// What a new worktree checks out.
+#[derive(Clone, Copy)]
+enum Checkout<'a> {
+    /// An existing branch.
+    Branch(&'a str),
+    /// A branch created at `start` by the same command (`-b`); fails if it exists.
+    NewBranch { branch: &'a str, start: &'a str },
+    /// A commit, on a detached HEAD.
+    Detached(&'a str),
+}
+
+impl<'a> Checkout<'a> {
+    fn branch(self) -> Option<&'a str> {
+        match self {
+            Checkout::Branch(branch) | Checkout::NewBranch { branch, .. } => Some(branch),
+            Checkout::Detached(_) => None,
+        }
+    }
+
+    /// `git worktree add` for this checkout at `loc`. `--no-track`: no upstream is recorded for a new
+    /// branch, as `create_branch` does.
+    fn args<'b>(self, loc: &'b Location) -> Vec<&'b OsStr>
+    where
+        'a: 'b,
+    {
+        let mut args: Vec<&OsStr> = ["worktree", "add", "--quiet"].map(OsStr::new).to_vec();
+        let target = match self {
+            Checkout::Branch(branch) => branch,
+            Checkout::NewBranch { branch, start } => {
+                args.extend(["--no-track", "-b", branch].map(OsStr::new));
+                start
+            }
+            Checkout::Detached(commit) => {
+                args.push(OsStr::new("--detach"));
+                commit
+            }
+        };
+        args.extend([OsStr::new("--"), loc.abs.as_os_str(), OsStr::new(target)]);
+        args
+    }
+}
+
+fn remove_args(path: &Path) -> [&OsStr; 6] {
+    // --force twice: also when it has changes or is locked; the caller decided it goes.
+    [
+        OsStr::new("worktree"),
+        OsStr::new("remove"),
+        OsStr::new("--force"),
+        OsStr::new("--force"),
+        OsStr::new("--"),
+        path.as_os_str(),
+    ]
 }
 
 /// `NotARepo` for git's "not a git repository" and for a path it cannot even enter; otherwise git's error

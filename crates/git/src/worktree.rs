@@ -52,11 +52,6 @@ impl Worktree {
         self.git().check(&self.path, args, mode).await
     }
 
-    /// Fills a worktree registered with `--no-checkout`: index and files from HEAD.
-    pub(crate) async fn populate(&self) -> Result<(), GitError> {
-        self.check(&["reset", "--hard", "-q"], Mode::META).await.map(drop)
-    }
-
     /// The commit checked out here.
     pub async fn head(&self) -> Result<String, GitError> {
         let out = self
@@ -70,17 +65,30 @@ impl Worktree {
     }
 
     /// `git add -A` + commit (--no-verify). Ok(None) when there was nothing to commit.
+    ///
+    /// Two git processes: `commit` itself says when there is nothing to commit, and prints the new
+    /// commit's full name in its summary line (`core.abbrev=no`).
     pub async fn commit_all(&self, message: &str) -> Result<Option<String>, GitError> {
         self.check(&["add", "-A"], Mode::META).await?;
-        let staged = self.run(&["diff", "--cached", "--quiet"], Mode::READ).await?;
-        match staged.code {
-            Some(0) => return Ok(None),
-            Some(1) => {}
-            _ => return Err(staged.into_error()),
+        let args = [
+            "-c",
+            "core.abbrev=no",
+            "commit",
+            "--no-verify",
+            "--no-status",
+            "-m",
+            message,
+        ];
+        let out = self.run(&args, Mode::COMMIT).await?;
+        if out.code == Some(1) && parse::nothing_to_commit(&out.stdout) {
+            return Ok(None);
         }
-        let args = ["commit", "--no-verify", "-q", "-m", message];
-        self.check(&args, Mode::COMMIT).await?;
-        self.head().await.map(Some)
+        let out = out.checked()?;
+        match parse::committed(&out.stdout) {
+            Some(commit) => Ok(Some(commit)),
+            // An unexpected summary: ask for HEAD rather than guess.
+            None => self.head().await.map(Some),
+        }
     }
 
     /// The tree of HEAD: equal trees mean identical content, whatever the history.
@@ -89,6 +97,22 @@ impl Worktree {
             .check(&["rev-parse", "--verify", "HEAD^{tree}"], Mode::READ)
             .await?;
         Ok(out.line())
+    }
+
+    /// The commit checked out here and its tree, from one git process.
+    pub async fn head_and_tree(&self) -> Result<(String, String), GitError> {
+        let out = self
+            .run(&["rev-parse", "HEAD^{commit}", "HEAD^{tree}"], Mode::READ)
+            .await?;
+        let mut lines = out.stdout.lines();
+        match (out.code, lines.next(), lines.next()) {
+            (Some(0), Some(commit), Some(tree)) => Ok((commit.to_string(), tree.to_string())),
+            // Let the single query tell an unborn branch (NoCommits) from other failures.
+            _ => {
+                self.head().await?;
+                Err(out.into_error())
+            }
+        }
     }
 
     /// Whether anything is uncommitted here (staged, unstaged, or untracked-not-ignored).
@@ -138,6 +162,8 @@ impl Worktree {
             "merge",
             "--no-ff",
             "--no-edit",
+            // The diffstat is for people; nobody reads it here.
+            "--no-stat",
             "--no-autostash",
             "--no-verify-signatures",
             "-m",
@@ -240,6 +266,27 @@ impl Worktree {
             return Ok(());
         }
         self.check(&["merge", "--abort"], Mode::META).await.map(drop)
+    }
+
+    /// Like [`Worktree::reset_hard`], but first asks `git status` whether anything differs from
+    /// `commit` (HEAD moved, tracked or untracked changes) and resets only then: after a build or test
+    /// run that left the tree as it was, one read-only git process instead of two that write. Returns
+    /// whether anything had to be undone.
+    pub async fn reset_hard_if_changed(&self, commit: &str) -> Result<bool, GitError> {
+        let args = [
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "-z",
+            "--untracked-files=normal",
+            "--no-renames",
+        ];
+        let out = self.check(&args, Mode::READ).await?;
+        if parse::status_is_clean_at(&out.stdout, commit) {
+            return Ok(false);
+        }
+        self.reset_hard(commit).await?;
+        Ok(true)
     }
 
     /// `git reset --hard <commit>` then `git clean -fd`: tracked and untracked changes are discarded,
