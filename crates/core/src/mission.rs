@@ -6,7 +6,7 @@
 //! until the master review passes or the round limit is reached. Every step is recorded in the
 //! store's event log before it is acted on; `resume` replays that log and skips what is done.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -119,6 +119,11 @@ pub(crate) struct Mission {
     /// 1 for the first run, +1 for each resume: keeps per-run session keys apart.
     pub run_index: u32,
     todo: Mutex<TodoBook>,
+    /// Branches of units that ended; deleted together when the run ends (see `cleanup`).
+    done_branches: Arc<Mutex<BTreeSet<String>>>,
+    /// The worktrees registered when this run first needed to know: one `git worktree list` for all
+    /// the resumed units that look for the worktree an earlier run left, instead of one each.
+    registered: tokio::sync::OnceCell<Vec<PathBuf>>,
 }
 
 struct TodoBook {
@@ -136,6 +141,24 @@ impl Mission {
     /// Unit worktrees live under `units/`, apart from the mission's `base` and `integration` trees.
     pub fn worktree_path(&self, unit: &str) -> PathBuf {
         self.worktrees.join("units").join(unit)
+    }
+
+    /// Marks a finished unit's branch for deletion at the end of the run.
+    pub fn branch_done(&self, branch: String) {
+        self.done_branches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(branch);
+    }
+
+    /// The worktrees registered in the repository, listed once per run. Each unit's worktree path is
+    /// its own and a unit is prepared once per run, so a unit's entry cannot go stale before it looks.
+    pub async fn registered_worktrees(&self) -> std::result::Result<&[PathBuf], orchestrator_git::GitError> {
+        let list = self
+            .registered
+            .get_or_try_init(|| self.repo.list_worktrees())
+            .await?;
+        Ok(list)
     }
 
     /// Tokens a passed unit has cost on average so far (workers, reviewers and resolvers together).
@@ -522,6 +545,7 @@ async fn run_mission(
         base: record.base_commit.clone(),
         objective: record.objective.clone(),
         integration_branch: record.integration_branch.clone(),
+        done_branches: Arc::default(),
     };
     let ending = match drive(&id, &setup, rt, config, replay).await {
         Ok(ending) => ending,
@@ -546,7 +570,7 @@ async fn run_mission(
             summary.push_str(&apply_result(&repo, branch, commit, &record.integration_branch, bus).await);
         }
     }
-    cleanup(&setup).await;
+    cleanup(&setup, &id).await;
     for (model, stats) in client.stats() {
         bus.emit(Event::ModelTraffic {
             model,
@@ -589,6 +613,8 @@ struct Setup {
     base: String,
     objective: String,
     integration_branch: String,
+    /// The mission's unit branches that can go: their units ended (this run or an earlier one).
+    done_branches: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// How a run ended. `resumable` marks an unsealed stop that `resume` may continue (a spent budget).
@@ -625,7 +651,7 @@ async fn drive(id: &str, setup: &Setup, rt: Runtime, config: Config, replay: Rep
     let base_tree = repo
         .add_detached_worktree(&setup.worktrees.join("base"), &setup.base)
         .await?;
-    let integration = open_integration(setup).await?;
+    let (integration, integration_head) = open_integration(setup).await?;
 
     let read_only = Arc::new(toolbox(base_tree.path(), false, &config)?);
     let (context, build, test) = match (&replay.context, &replay.verify) {
@@ -693,12 +719,21 @@ async fn drive(id: &str, setup: &Setup, rt: Runtime, config: Config, replay: Rep
             entries: BTreeMap::new(),
             order: Vec::new(),
         }),
+        done_branches: setup.done_branches.clone(),
+        registered: tokio::sync::OnceCell::new(),
     });
-    run_rounds(&mission, plan, integration, &setup.base).await
+    // Units that ended in an earlier run may have left their branch (a kill before the run's end).
+    for unit in mission.replay.units.keys() {
+        if mission.replay.terminal(unit).is_some() {
+            mission.branch_done(mission.branch(unit));
+        }
+    }
+    run_rounds(&mission, plan, integration, integration_head, &setup.base).await
 }
 
-/// The integration worktree: the one a crashed run left (a half-done merge undone), or a new one.
-async fn open_integration(setup: &Setup) -> Result<Worktree> {
+/// The integration worktree and its head: the one a crashed run left (a half-done merge undone), or
+/// a new one (on the branch an earlier run left, or a new branch at the mission's base).
+async fn open_integration(setup: &Setup) -> Result<(Worktree, String)> {
     let repo = &setup.repo;
     let path = setup.worktrees.join("integration");
     if let Some(worktree) = repo.open_worktree(&path).await? {
@@ -707,12 +742,13 @@ async fn open_integration(setup: &Setup) -> Result<Worktree> {
         }
         let head = worktree.head().await?;
         worktree.reset_hard(&head).await?;
-        return Ok(worktree);
+        return Ok((worktree, head));
     }
-    if !repo.branch_exists(&setup.integration_branch).await? {
-        repo.create_branch(&setup.integration_branch, &setup.base).await?;
-    }
-    Ok(repo.add_worktree(&path, &setup.integration_branch).await?)
+    let worktree = repo
+        .add_worktree_on_branch(&path, &setup.integration_branch, &setup.base)
+        .await?;
+    let head = worktree.head().await?;
+    Ok((worktree, head))
 }
 
 pub(crate) fn toolbox(root: &Path, allow_write: bool, config: &Config) -> Result<Toolbox> {
@@ -729,9 +765,14 @@ async fn run_rounds(
     mission: &Arc<Mission>,
     plan: Vec<UnitSpec>,
     integration: Worktree,
+    integration_head: String,
     base: &str,
 ) -> Result<Ending> {
-    let target = Arc::new(MergeTarget::new(integration.clone(), mission_branch(&mission.id)));
+    let target = Arc::new(MergeTarget::new(
+        integration.clone(),
+        mission_branch(&mission.id),
+        integration_head,
+    ));
     let replay = &mission.replay;
     let first_round = replay.round.max(1);
     let mut units = replay.plans.get(&first_round).cloned().unwrap_or(plan);
@@ -1017,9 +1058,10 @@ async fn apply_result(repo: &Repo, branch: &str, commit: &str, integration: &str
     message
 }
 
-/// Removes the mission's worktrees. Unit branches that still exist hold unfinished work and stay for
-/// `resume`; the integration branch stays as the reviewable result.
-async fn cleanup(setup: &Setup) {
+/// Removes the mission's worktrees, then the branches of units that ended. Unit branches of units
+/// that did not end hold unfinished work and stay for `resume`; the integration branch stays as the
+/// reviewable result.
+async fn cleanup(setup: &Setup, mission: &str) {
     let repo = &setup.repo;
     if let Ok(list) = repo.list_worktrees().await {
         for path in list.iter().filter(|p| p.starts_with(&setup.worktrees)) {
@@ -1029,6 +1071,22 @@ async fn cleanup(setup: &Setup) {
         }
     }
     let _ = tokio::fs::remove_dir_all(&setup.worktrees).await;
+    let done = std::mem::take(&mut *setup.done_branches.lock().unwrap_or_else(|p| p.into_inner()));
+    if done.is_empty() {
+        return;
+    }
+    // Only branches that exist: one listing, so one missing branch cannot fail the whole batch.
+    let existing = match repo
+        .branches_with_prefix(&format!("orchestrator/{mission}/u/"))
+        .await
+    {
+        Ok(existing) => existing,
+        Err(e) => return tracing::warn!("cannot list the mission's unit branches: {e}"),
+    };
+    let gone: Vec<&String> = existing.iter().filter(|b| done.contains(*b)).collect();
+    if let Err(e) = repo.delete_branches(&gone).await {
+        tracing::warn!("cannot delete the branches of finished units: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -26,16 +26,30 @@ pub struct MergeTarget {
     pub worktree: Worktree,
     /// The branch checked out in `worktree`.
     pub branch: String,
+    /// The commit checked out in `worktree`. The merge queue is the only writer while the target is in
+    /// use, so it is kept here instead of asking git for every unit's base and every merge.
+    head: std::sync::Mutex<String>,
     lock: tokio::sync::Mutex<()>,
 }
 
 impl MergeTarget {
-    pub fn new(worktree: Worktree, branch: String) -> Self {
+    /// `head` must be the commit checked out in `worktree`.
+    pub fn new(worktree: Worktree, branch: String, head: String) -> Self {
         MergeTarget {
             worktree,
             branch,
+            head: std::sync::Mutex::new(head),
             lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The commit the target is at: the base for a new unit.
+    pub fn head(&self) -> String {
+        self.head.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_head(&self, commit: String) {
+        *self.head.lock().unwrap_or_else(|p| p.into_inner()) = commit;
     }
 }
 
@@ -310,9 +324,8 @@ impl UnitRun {
             tracing::warn!("cannot remove worktree {}: {e}", path.display());
         }
         if !outcome.interrupted {
-            if let Err(e) = self.mission.repo.delete_branch(&branch).await {
-                tracing::warn!("cannot delete branch {branch}: {e}");
-            }
+            // Deleted with all the others at the end of the run: one git process instead of one each.
+            self.mission.branch_done(branch);
         }
         outcome
     }
@@ -328,9 +341,20 @@ impl UnitRun {
     ) -> Result<(String, Worktree), orchestrator_git::GitError> {
         let repo = &self.mission.repo;
         let base = match prepared {
-            Some((_, base)) => base,
+            Some((_, base)) => {
+                // An earlier run made the branch, and maybe left the worktree (a crash or a kill).
+                let registered = self.mission.registered_worktrees().await?;
+                if let Some(worktree) = repo.open_listed_worktree(path, registered).await? {
+                    if worktree.merge_in_progress().await? {
+                        worktree.abort_merge().await?;
+                    }
+                    return Ok((base, worktree));
+                }
+                base
+            }
+            // Never prepared, so there is no branch or worktree of this unit to pick up.
             None => {
-                let base = target.worktree.head().await?;
+                let base = target.head();
                 self.mission.rt.bus.emit(Event::UnitPrepared {
                     unit: self.unit.id.clone(),
                     branch: branch.to_string(),
@@ -339,16 +363,8 @@ impl UnitRun {
                 base
             }
         };
-        if let Some(worktree) = repo.open_worktree(path).await? {
-            if worktree.merge_in_progress().await? {
-                worktree.abort_merge().await?;
-            }
-            return Ok((base, worktree));
-        }
-        if !repo.branch_exists(branch).await? {
-            repo.create_branch(branch, &base).await?;
-        }
-        Ok((base, repo.add_worktree(path, branch).await?))
+        let worktree = repo.add_worktree_on_branch(path, branch, &base).await?;
+        Ok((base, worktree))
     }
 
     async fn build_and_merge(
@@ -693,9 +709,14 @@ impl WorkerHooks {
             }
         }
         mission.set_state(&self.unit, self.round, UnitState::WaitingOnChildren, 0, None);
+        let head = match self.worktree.head().await {
+            Ok(head) => head,
+            Err(e) => return error_output(format!("spawn failed: could not read your commit: {e}")),
+        };
         let target = Arc::new(MergeTarget::new(
             self.worktree.clone(),
             mission.branch(&self.unit.id),
+            head,
         ));
         // A waiting parent gives its slot to the children, so waiting trees cannot deadlock the cap.
         slot.release();
@@ -741,22 +762,30 @@ async fn merge_into(
 ) -> Result<String, String> {
     let _queue = target.lock.lock().await;
     let worktree = &target.worktree;
-    let before = worktree.head().await.map_err(|e| e.to_string())?;
+    let before = target.head();
     let message = format!("Merge {}: {}", unit.id, unit.title);
-    let conflicts = match worktree
-        .merge(branch, &message)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        MergeOutcome::Merged(commit) => return Ok(commit),
-        MergeOutcome::Conflict(files) => files,
-    };
-    let result = resolve_conflicts(mission, unit, worktree, conflicts, slot).await;
-    if result.is_err() {
-        if worktree.merge_in_progress().await.unwrap_or(false) {
-            let _ = worktree.abort_merge().await;
+    let merged = worktree.merge(branch, &message).await;
+    let result = match merged {
+        Ok(MergeOutcome::Merged(commit)) => Ok(commit),
+        Ok(MergeOutcome::Conflict(conflicts)) => {
+            let result = resolve_conflicts(mission, unit, worktree, conflicts, slot).await;
+            if result.is_err() {
+                if worktree.merge_in_progress().await.unwrap_or(false) {
+                    let _ = worktree.abort_merge().await;
+                }
+                let _ = worktree.reset_hard(&before).await;
+            }
+            result
         }
-        let _ = worktree.reset_hard(&before).await;
+        Err(e) => Err(e.to_string()),
+    };
+    match &result {
+        Ok(commit) => target.set_head(commit.clone()),
+        // Normally still `before`; after a failed undo, whatever git says it is now.
+        Err(_) => match worktree.head().await {
+            Ok(head) => target.set_head(head),
+            Err(e) => tracing::warn!("cannot read the head of {}: {e}", target.branch),
+        },
     }
     result
 }

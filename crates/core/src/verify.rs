@@ -30,13 +30,20 @@ impl Verifier {
         worktree: &Worktree,
         cancel: &CancellationToken,
     ) -> Result<Vec<Evidence>, String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        let head = worktree.head().await.map_err(|e| e.to_string())?;
-        let tree = worktree.tree_hash().await.map_err(|e| e.to_string())?;
+        let commands: Vec<(&str, &String)> = [("build", &self.build), ("test", &self.test)]
+            .into_iter()
+            .filter_map(|(kind, command)| Some((kind, command.as_ref()?)))
+            .collect();
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (head, tree) = worktree.head_and_tree().await.map_err(|e| e.to_string())?;
         let mut evidence = Vec::new();
-        for (kind, command) in [("build", &self.build), ("test", &self.test)] {
-            let Some(command) = command else { continue };
+        for (kind, command) in commands {
+            // The permit bounds CPU-heavy builds; the git bookkeeping around them does not need one.
+            let permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
             let record = run_command(kind, command, worktree.path(), &tree, self.timeout, cancel).await;
+            drop(permit);
             let passed = record.passed();
             evidence.push(record);
             if !passed || cancel.is_cancelled() {
@@ -45,9 +52,10 @@ impl Verifier {
         }
         // What was tested is the commit; whatever the build wrote outside .gitignore must not be swept
         // into the next commit (`git add -A`) or a merge. Ignored build output is kept for speed.
-        if !evidence.is_empty() {
-            worktree.reset_hard(&head).await.map_err(|e| e.to_string())?;
-        }
+        worktree
+            .reset_hard_if_changed(&head)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(evidence)
     }
 }
