@@ -164,6 +164,14 @@ impl FakeServer {
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(shared.clone());
         let stop = shared.shutdown.clone();
+        // No Nagle: a streamed reply goes out in small writes, and without TCP_NODELAY each one after
+        // the first waits for the client's delayed ACK (~40 ms), which the benchmarks would count as
+        // the orchestrator's overhead.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
         let task = tokio::spawn(async move {
             let server = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = server.await {
