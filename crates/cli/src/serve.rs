@@ -19,10 +19,22 @@ pub struct ServeArgs {
     /// A repository whose missions are listed (repeatable); default: the current one, if any.
     #[arg(long = "repo", value_name = "PATH")]
     repos: Vec<PathBuf>,
+    /// Export every mission started here as OpenTelemetry traces (OTLP/HTTP, e.g.
+    /// http://localhost:4318); the OTEL_EXPORTER_OTLP_* variables work too.
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> u8 {
     let token = args.token.filter(|t| !t.is_empty());
+    let env = |name: &str| std::env::var(name).ok();
+    let otlp_endpoint = match orchestrator_telemetry::traces_endpoint(args.otlp_endpoint.as_deref(), &env) {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("error: --otlp-endpoint: {e}");
+            return 2;
+        }
+    };
     let repos = match repo_roots(&args.repos).await {
         Ok(repos) => repos,
         Err(message) => {
@@ -43,6 +55,7 @@ pub async fn run(args: ServeArgs) -> u8 {
         token,
         repos,
         loopback_only: addr.ip().is_loopback(),
+        otlp_endpoint,
     });
     match server.serve(listener, shutdown_signal()).await {
         Ok(()) => 0,

@@ -401,3 +401,73 @@ async fn an_unusable_endpoint_flag_is_a_usage_error_before_anything_starts() {
     assert!(server.requests().is_empty(), "no model call was made");
     assert!(!repo.path().join(".orchestrator").exists(), "nothing was started");
 }
+
+/// `orchestrator serve --otlp-endpoint`: missions started over the HTTP API are traced too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missions_started_through_serve_are_traced() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let repo = TestRepo::new(&[]);
+    let server = fake(script()).await;
+    let collector = Collector::start().await;
+    let serve = OTEL_VARS.iter().fold(
+        Run::cmd(&["serve", "--bind", "127.0.0.1:0", "--otlp-endpoint"]).arg(&collector.base_url()),
+        |run, var| run.without_env(var),
+    );
+    let mut child = serve
+        .openai(&server)
+        .command(&repo)
+        .spawn()
+        .expect("orchestrator serve starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("serve prints its address")
+        .expect("stdout reads")
+        .expect("a first line");
+    let base = first
+        .split("listening on ")
+        .nth(1)
+        .expect("the first line names the address")
+        .trim_end_matches('/')
+        .to_string();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let http = reqwest::Client::new();
+    let started: serde_json::Value = http
+        .post(format!("{base}/api/missions"))
+        .json(&serde_json::json!({"repo": repo.path(), "objective": "Traced over HTTP"}))
+        .send()
+        .await
+        .expect("POST answers")
+        .json()
+        .await
+        .expect("JSON answer");
+    let id = started["id"].as_str().expect("the mission id").to_string();
+
+    // The exporter sends the mission span once the mission ends.
+    let mut mission_span = None;
+    for _ in 0..600 {
+        mission_span = collector.spans().into_iter().find(|s| s.name == "mission");
+        if mission_span.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mission_span = mission_span.expect("the mission span reached the collector within 60 s");
+    assert_eq!(
+        string_attr(&mission_span.attributes, "orchestrator.outcome").as_deref(),
+        Some("sealed")
+    );
+    assert_eq!(
+        string_attr(&mission_span.attributes, "orchestrator.mission.id").as_deref(),
+        Some(id.as_str())
+    );
+    assert!(collector.spans().iter().any(|s| s.name == "unit top.1"));
+    if let Some(pid) = child.id() {
+        // SAFETY: signals the server process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+}

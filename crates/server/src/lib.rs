@@ -65,6 +65,8 @@ pub struct ServerConfig {
     /// Whether the server listens only on a loopback address; then requests must name it by a
     /// loopback host, so that a web page elsewhere cannot reach it through DNS rebinding.
     pub loopback_only: bool,
+    /// The OTLP/HTTP traces URL every mission started here is exported to (`None`: no traces).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Refuses a non-loopback address without a token, before anything listens.

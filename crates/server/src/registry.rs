@@ -80,6 +80,7 @@ pub struct Registry {
     pub tasks: TaskTracker,
     /// Set when shutdown began: no new mission starts.
     closing: CancellationToken,
+    otlp_endpoint: Option<String>,
 }
 
 /// A mission found by id, with its store opened.
@@ -197,6 +198,16 @@ impl Registry {
             registry.add_repo(&repo);
         }
         registry
+    }
+
+    /// Missions started here are exported as traces to this OTLP/HTTP URL.
+    pub fn with_traces(mut self, endpoint: Option<String>) -> Self {
+        self.otlp_endpoint = endpoint;
+        self
+    }
+
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref()
     }
 
     pub fn add_repo(&self, root: &Path) {

@@ -37,7 +37,7 @@ impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         AppState {
             auth: Arc::new(Auth::new(config.token, config.loopback_only)),
-            registry: Arc::new(Registry::new(config.repos)),
+            registry: Arc::new(Registry::new(config.repos).with_traces(config.otlp_endpoint)),
             closing: CancellationToken::new(),
         }
     }

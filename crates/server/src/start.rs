@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use orchestrator_core::config::{Overrides, Provider};
 use orchestrator_core::{EngineError, EventBus, MissionControl, MissionOptions};
+use orchestrator_telemetry::{Exporter, Settings};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -168,11 +169,25 @@ struct Mission {
 }
 
 impl Mission {
+    /// The mission's spans go to the server's OTLP endpoint; a collector that is gone only costs a
+    /// warning in the server's log, never the mission.
+    fn start_traces(&self, bus: &EventBus) -> Option<Exporter> {
+        let url = self.registry.otlp_endpoint()?;
+        match Exporter::otlp(url, Settings::default(), bus.subscribe()) {
+            Ok(exporter) => Some(exporter),
+            Err(e) => {
+                tracing::warn!("no traces for this mission: {e}");
+                None
+            }
+        }
+    }
+
     /// Runs the mission to its end: reports its id (or refusal) through `named`, registers it, and
     /// wakes its event streams on every event.
     async fn drive(self, options: MissionOptions, named: oneshot::Sender<Result<String, EngineError>>) {
         let bus = EventBus::new();
         let mut events = bus.subscribe();
+        let traces = self.start_traces(&bus);
         let (progress, progress_rx) = progress_channel();
         let run = orchestrator_core::run_task(options, bus.clone(), self.cancel.clone());
         tokio::pin!(run);
@@ -215,6 +230,11 @@ impl Mission {
             }
         };
         bus.close();
+        if let Some(traces) = traces {
+            if let Err(e) = traces.finish().await {
+                tracing::warn!("traces not fully exported: {e}");
+            }
+        }
         match report {
             Ok(report) => tracing::info!("mission {} finished: {:?}", report.mission, report.outcome),
             Err(e) => tracing::warn!("mission stopped: {e}"),

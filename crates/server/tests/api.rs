@@ -155,6 +155,7 @@ fn server(repos: Vec<PathBuf>) -> Router {
         token: None,
         repos,
         loopback_only: true,
+        otlp_endpoint: None,
     })
     .router()
 }
@@ -498,6 +499,7 @@ fn guarded(token: &str) -> Router {
         token: Some(token.into()),
         repos: Vec::new(),
         loopback_only: false,
+        otlp_endpoint: None,
     })
     .router()
 }
