@@ -41,6 +41,11 @@ pub(crate) fn nothing_to_commit(stdout: &str) -> bool {
         || stdout.contains("no changes added to commit")
 }
 
+/// A full object name: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+pub(crate) fn is_object_name(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The commit named by `git commit`'s summary line with `core.abbrev=no`:
 /// `[<branch> (root-commit)? <full hash>] <subject>` (`detached HEAD` in place of a branch). `None` when
 /// the line is not of that shape.
@@ -50,8 +55,7 @@ pub(crate) fn committed(stdout: &str) -> Option<String> {
     // contain anything, so it is never looked at.
     let word = line.split(' ').find(|w| w.ends_with(']'))?;
     let hash = word.strip_suffix(']')?;
-    let full = matches!(hash.len(), 40 | 64) && hash.bytes().all(|b| b.is_ascii_hexdigit());
-    full.then(|| hash.to_string())
+    is_object_name(hash).then(|| hash.to_string())
 }
 
 /// Whether `git status --porcelain=v2 --branch -z` shows HEAD at `commit` with nothing changed or

@@ -310,7 +310,8 @@ impl Repo {
 
     /// Checks out `branch` in a new worktree at `path`, creating the branch at `start` first when it
     /// does not exist (same replacement rules as [`Repo::add_worktree`]). The common case, a new branch
-    /// at a free path, is one `git worktree add -b` that runs in parallel with other sessions' adds.
+    /// at a free path (nothing there, or an empty directory), is one `git worktree add -b` that runs in
+    /// parallel with other sessions' adds.
     pub async fn add_worktree_on_branch(
         &self,
         path: &Path,
@@ -319,7 +320,7 @@ impl Repo {
     ) -> Result<Worktree, GitError> {
         let loc = Location::resolve(path, true).await?;
         let new = Checkout::NewBranch { branch, start };
-        if !tokio::fs::try_exists(&loc.abs).await? {
+        if is_free(&loc.abs).await? {
             let out = {
                 let _meta = self.shared.meta.read().await;
                 self.git().run(self.root(), new.args(&loc), Mode::META).await?
@@ -356,7 +357,7 @@ impl Repo {
     /// lock; when that fails (a stale registration at the path or holding the branch, a leftover
     /// directory) the path is cleared under the exclusive lock and the add repeated there.
     async fn add_worktree_at(&self, loc: &Location, checkout: Checkout<'_>) -> Result<Worktree, GitError> {
-        if !tokio::fs::try_exists(&loc.abs).await? {
+        if is_free(&loc.abs).await? {
             let out = {
                 let _meta = self.shared.meta.read().await;
                 self.git()
@@ -398,10 +399,21 @@ impl Repo {
         let Ok(abs) = tokio::fs::canonicalize(path).await else {
             return Ok(None);
         };
-        Ok(registered
-            .iter()
-            .any(|p| p == &abs)
-            .then(|| Worktree::new(self.shared.clone(), abs)))
+        if !registered.iter().any(|p| p == &abs) {
+            return Ok(None);
+        }
+        let worktree = Worktree::new(self.shared.clone(), abs);
+        // `git worktree add` locks a worktree as "initializing" until its checkout is complete; one
+        // still locked so was cut short (git killed with us), and its files are not to be trusted.
+        if let Some(admin) = worktree.admin_dir().await {
+            if let Ok(reason) = tokio::fs::read_to_string(admin.join("locked")).await {
+                if reason.trim() == "initializing" {
+                    tracing::info!(path = %path.display(), "worktree was left half-made; it will be replaced");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(Some(worktree))
     }
 
     /// Removes the worktree at `path` (`--force`: its changes are discarded), pruning its registration
@@ -612,6 +624,17 @@ impl Repo {
             Some(1) => Ok(false),
             _ => Err(out.into_error()),
         }
+    }
+}
+
+/// Whether `git worktree add` can use `path` as it is: nothing there, or an empty directory (which
+/// the engine makes first so a session's tools can be rooted there while git fills it).
+async fn is_free(path: &Path) -> Result<bool, GitError> {
+    match tokio::fs::read_dir(path).await {
+        Ok(mut entries) => Ok(entries.next_entry().await?.is_none()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotADirectory => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -54,6 +54,9 @@ impl Worktree {
 
     /// The commit checked out here.
     pub async fn head(&self) -> Result<String, GitError> {
+        if let Some(commit) = self.head_from_files().await {
+            return Ok(commit);
+        }
         let out = self
             .run(&["rev-parse", "-q", "--verify", "HEAD^{commit}"], Mode::READ)
             .await?;
@@ -62,6 +65,33 @@ impl Worktree {
             Some(1) if out.stderr.trim().is_empty() => Err(GitError::NoCommits),
             _ => Err(out.into_error()),
         }
+    }
+
+    /// HEAD read from the files git keeps it in (this worktree's `HEAD`, then the loose branch ref it
+    /// names), without starting git: the merge queue asks after every merge. `None` when the files are
+    /// not conclusive (a packed or reftable ref, an unborn branch, anything unexpected); git decides.
+    async fn head_from_files(&self) -> Option<String> {
+        let admin = self.admin_dir().await?;
+        let head = tokio::fs::read_to_string(admin.join("HEAD")).await.ok()?;
+        let head = head.trim_end();
+        let value = match head.strip_prefix("ref: ") {
+            Some(name) => {
+                let safe = name.starts_with("refs/heads/")
+                    && name
+                        .split('/')
+                        .all(|part| !part.is_empty() && part != "." && part != "..");
+                if !safe {
+                    return None;
+                }
+                // A loose ref always wins over a packed one, so when it exists it is the answer.
+                tokio::fs::read_to_string(self.shared.common_dir.join(name))
+                    .await
+                    .ok()?
+            }
+            None => head.to_string(),
+        };
+        let value = value.trim_end();
+        parse::is_object_name(value).then(|| value.to_string())
     }
 
     /// `git add -A` + commit (--no-verify). Ok(None) when there was nothing to commit.
@@ -193,8 +223,29 @@ impl Worktree {
         Ok(parse::unmerged_paths(&out.stdout))
     }
 
+    /// This worktree's own git directory (`.git/worktrees/<name>`, or `.git` for the main worktree),
+    /// read from its `.git`; `None` when that is not as git writes it.
+    pub(crate) async fn admin_dir(&self) -> Option<PathBuf> {
+        let dotgit = self.path.join(".git");
+        let meta = tokio::fs::symlink_metadata(&dotgit).await.ok()?;
+        if meta.is_dir() {
+            return Some(dotgit);
+        }
+        let text = tokio::fs::read_to_string(&dotgit).await.ok()?;
+        let dir = text.lines().next()?.strip_prefix("gitdir: ")?;
+        // Relative (worktree.useRelativePaths) is relative to the worktree.
+        Some(self.path.join(dir))
+    }
+
     /// Whether a merge was started here and not yet concluded or aborted.
     pub async fn merge_in_progress(&self) -> Result<bool, GitError> {
+        // git itself decides this by MERGE_HEAD's existence; a file check saves a process per call
+        // (a resumed mission asks for every unit it picks up).
+        if let Some(admin) = self.admin_dir().await {
+            if tokio::fs::try_exists(admin.join("HEAD")).await.unwrap_or(false) {
+                return Ok(tokio::fs::try_exists(admin.join("MERGE_HEAD")).await?);
+            }
+        }
         let out = self
             .run(&["rev-parse", "-q", "--verify", "MERGE_HEAD"], Mode::READ)
             .await?;

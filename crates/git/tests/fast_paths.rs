@@ -280,3 +280,80 @@ async fn branches_are_listed_by_prefix_and_deleted_in_one_batch() {
     assert!(err.to_string().contains("nope"), "{err}");
     assert!(!repo.branch_exists("orchestrator/m10/u/a").await.expect("exists"));
 }
+
+#[tokio::test]
+async fn a_half_made_worktree_is_replaced_not_reused() {
+    let fx = Fixture::new();
+    let repo = fx.repo().await;
+    let wt = repo
+        .add_worktree_on_branch(&fx.wt_path("h"), "h", "HEAD")
+        .await
+        .expect("add");
+    // What `git worktree add` leaves when it is killed before its checkout finished.
+    std::fs::write(fx.root.join(".git/worktrees/h/locked"), "initializing").expect("lock");
+    std::fs::remove_file(wt.path().join("README")).expect("rm");
+    let listed = repo.list_worktrees().await.expect("list");
+    assert!(repo
+        .open_listed_worktree(wt.path(), &listed)
+        .await
+        .expect("open")
+        .is_none());
+    let again = repo
+        .add_worktree_on_branch(wt.path(), "h", "HEAD")
+        .await
+        .expect("replaced");
+    assert_eq!(read(again.path(), "README"), "hello\n");
+    assert!(!fx.root.join(".git/worktrees/h/locked").exists());
+}
+
+#[tokio::test]
+async fn an_empty_directory_is_filled() {
+    let fx = Fixture::new();
+    let repo = fx.repo().await;
+    std::fs::create_dir_all(fx.wt_path("e")).expect("mkdir");
+    let wt = repo
+        .add_worktree_on_branch(&fx.wt_path("e"), "e", "HEAD")
+        .await
+        .expect("add into an empty directory");
+    assert_eq!(read(wt.path(), "README"), "hello\n");
+    assert!(!wt.merge_in_progress().await.expect("merge state"));
+}
+
+#[tokio::test]
+async fn head_is_read_from_files_when_they_are_conclusive() {
+    let fx = Fixture::new();
+    let repo = fx.repo().await;
+    let wt = repo
+        .add_worktree_on_branch(&fx.wt_path("b"), "b", "HEAD")
+        .await
+        .expect("add");
+    write(wt.path(), "f.txt", "f\n");
+    let commit = wt.commit_all("f").await.expect("commit").expect("a commit");
+    assert_eq!(wt.head().await.expect("head"), commit);
+    // Packed: no loose ref file any more, git is asked.
+    fx.git(&["pack-refs", "--all"]);
+    assert!(!fx.root.join(".git/refs/heads/b").exists());
+    assert_eq!(wt.head().await.expect("head"), commit);
+    // Detached: HEAD holds the commit itself.
+    let detached = repo
+        .add_detached_worktree(&fx.wt_path("d"), &commit)
+        .await
+        .expect("detached");
+    assert_eq!(detached.head().await.expect("head"), commit);
+    // The main worktree, whose git directory is `.git` itself.
+    let main = repo
+        .open_worktree(&fx.root)
+        .await
+        .expect("open")
+        .expect("the main worktree is registered");
+    assert_eq!(main.head().await.expect("head"), fx.git(&["rev-parse", "HEAD"]));
+    // An unborn branch is still NoCommits.
+    let empty = Fixture::empty();
+    let repo = empty.repo().await;
+    let main = repo
+        .open_worktree(&empty.root)
+        .await
+        .expect("open")
+        .expect("main");
+    assert!(matches!(main.head().await, Err(GitError::NoCommits)));
+}
