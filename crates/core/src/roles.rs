@@ -258,6 +258,7 @@ async fn run_review(
     tools: Arc<Toolbox>,
     first: String,
     slot: &mut Slot,
+    tools_ready: Option<crate::session::ToolsReady>,
 ) -> std::result::Result<Review, SessionEnd> {
     let hook = ReviewHook {
         review: Mutex::new(None),
@@ -272,6 +273,7 @@ async fn run_review(
         vec![submit_review_spec()],
         first,
     );
+    session.tools_ready = tools_ready;
     let end = session.run(rt, &hook, slot).await;
     if let Some(review) = hook.review.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Ok(review);
@@ -286,7 +288,8 @@ async fn run_review(
     }
 }
 
-/// Stage 1 review of one unit, with the runtime's evidence.
+/// Stage 1 review of one unit, with the runtime's evidence. Its tools wait for `tools_ready`.
+#[allow(clippy::too_many_arguments)]
 pub async fn review_unit(
     mission: &Mission,
     unit: &UnitSpec,
@@ -295,6 +298,7 @@ pub async fn review_unit(
     evidence: &[Evidence],
     attempt: u32,
     slot: &mut Slot,
+    tools_ready: Option<crate::session::ToolsReady>,
 ) -> std::result::Result<Review, SessionEnd> {
     let diff = worktree
         .diff_since(base)
@@ -322,6 +326,7 @@ pub async fn review_unit(
         tools,
         first,
         slot,
+        tools_ready,
     )
     .await
 }
@@ -368,6 +373,7 @@ pub async fn master_review(
         tools,
         first,
         &mut slot,
+        None,
     )
     .await
     {

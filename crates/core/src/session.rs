@@ -271,6 +271,9 @@ const REPEATABLE: &[&str] = &[
     "submit_review",
 ];
 
+/// See [`Session::tools_ready`]. Shared only because a session must be `Sync`.
+pub(crate) type ToolsReady = futures::future::Shared<futures::future::BoxFuture<'static, Result<(), String>>>;
+
 pub struct Session {
     pub id: String,
     pub role: Role,
@@ -291,6 +294,9 @@ pub struct Session {
     /// After a compaction that could not get under the threshold (the task itself is that large), the
     /// next one waits until the conversation has grown again, instead of summarising every turn.
     compact_floor: u64,
+    /// Awaited before the first tool call: a new worker's worktree is still being created while its
+    /// first model call runs. An error ends the session (`ModelFailed`) before any tool runs.
+    pub(crate) tools_ready: Option<ToolsReady>,
 }
 
 impl Session {
@@ -333,6 +339,7 @@ impl Session {
             resumed,
             estimator: ContextEstimator::new(),
             compact_floor: 0,
+            tools_ready: None,
         };
         if !resumed {
             session.push(Message::user(first_message));
@@ -414,6 +421,11 @@ impl Session {
         if let Some(answer) = self.finished_answer() {
             return SessionEnd::Answered(answer);
         }
+        if self.resumed {
+            if let Some(Err(e)) = self.await_tools().await {
+                return SessionEnd::ModelFailed(e);
+            }
+        }
         if std::mem::take(&mut self.resumed) && self.repair_lost_results(rt, hooks, slot).await {
             return SessionEnd::Finished;
         }
@@ -457,12 +469,19 @@ impl Session {
                 continue;
             }
             corrections = 0;
+            if let Some(Err(e)) = self.await_tools().await {
+                return SessionEnd::ModelFailed(e);
+            }
             match self.run_tool_calls(rt, hooks, slot, &reply.tool_calls).await {
                 ToolTurn::Continue => {}
                 ToolTurn::Finished => return SessionEnd::Finished,
                 ToolTurn::Cancelled => return SessionEnd::Cancelled,
             }
         }
+    }
+
+    async fn await_tools(&mut self) -> Option<Result<(), String>> {
+        Some(self.tools_ready.take()?.await)
     }
 
     /// What to tell the model when its reply without tool calls is not an acceptable end of the session.

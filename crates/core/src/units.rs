@@ -4,12 +4,13 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{FuturesUnordered, StreamExt};
-use orchestrator_git::{MergeOutcome, Worktree};
+use orchestrator_git::{MergeOutcome, Repo, Worktree};
 use orchestrator_model::ToolSpec;
 use orchestrator_protocol::{Event, Review, Role, UnitSpec, UnitState, Verdict};
 use serde_json::json;
@@ -246,6 +247,66 @@ fn first_chars(text: &str, max: usize) -> String {
     text.trim().chars().take(max).collect()
 }
 
+/// A unit's worktree: ready, or still being made by a background task. A new unit's first model call
+/// needs no files, so it runs while `git worktree add` does; the session's first tool call waits.
+#[derive(Clone)]
+struct UnitTree {
+    path: PathBuf,
+    pending: Shared<BoxFuture<'static, Result<Worktree, String>>>,
+}
+
+impl UnitTree {
+    fn ready(worktree: Worktree) -> Self {
+        UnitTree {
+            path: worktree.path().to_path_buf(),
+            pending: futures::future::ready(Ok(worktree)).boxed().shared(),
+        }
+    }
+
+    /// Starts `git worktree add -b` for a new unit in the background. The directory is made first
+    /// (git fills an empty one) so the session's tools can be rooted there at once.
+    async fn start(repo: Repo, path: PathBuf, branch: String, base: String) -> Result<Self, String> {
+        tokio::fs::create_dir_all(&path)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let making = path.clone();
+        let task = tokio::spawn(async move {
+            repo.add_worktree_on_branch(&making, &branch, &base)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let pending = async move {
+            task.await
+                .unwrap_or_else(|e| Err(format!("the worktree task failed: {e}")))
+        };
+        Ok(UnitTree {
+            path,
+            pending: pending.boxed().shared(),
+        })
+    }
+
+    async fn get(&self) -> Result<Worktree, String> {
+        self.pending.clone().await
+    }
+
+    fn is_ready(&self) -> bool {
+        self.pending.peek().is_some()
+    }
+
+    /// What the session awaits before its first tool call.
+    fn gate(&self) -> crate::session::ToolsReady {
+        let pending = self.pending.clone();
+        async move {
+            pending
+                .await
+                .map(drop)
+                .map_err(|e| format!("could not create the unit's worktree: {e}"))
+        }
+        .boxed()
+        .shared()
+    }
+}
+
 struct UnitRun {
     mission: Arc<Mission>,
     unit: UnitSpec,
@@ -295,7 +356,7 @@ impl UnitRun {
             &branch,
             &path,
         );
-        let (base, worktree) = match prepared.await {
+        let (base, tree) = match prepared.await {
             Ok(ready) => ready,
             Err(e) => {
                 return self.failed(
@@ -310,9 +371,10 @@ impl UnitRun {
             reviews: r.reviews,
         });
         let outcome = self
-            .build_and_merge(&mut slot, target, &branch, &base, &worktree, resume)
+            .build_and_merge(&mut slot, target, &branch, &base, &tree, resume)
             .await;
-        if outcome.interrupted {
+        // A worktree that could not be made was reported in the outcome; its directory still goes.
+        if let (true, Ok(worktree)) = (outcome.interrupted, tree.get().await) {
             // Keep the work on the unit's branch so `resume` finds it; only the worktree goes.
             let message = format!("{}: work in progress (interrupted)", self.unit.id);
             if let Err(e) = worktree.commit_all(&message).await {
@@ -323,6 +385,8 @@ impl UnitRun {
         if let Err(e) = self.mission.repo.remove_worktree(&path).await {
             tracing::warn!("cannot remove worktree {}: {e}", path.display());
         }
+        // The empty directory made for a worktree that git did not create (a no-op otherwise).
+        let _ = tokio::fs::remove_dir(&path).await;
         if !outcome.interrupted {
             // Deleted with all the others at the end of the run: one git process instead of one each.
             self.mission.branch_done(branch);
@@ -331,24 +395,33 @@ impl UnitRun {
     }
 
     /// The unit's branch and worktree: recorded (as the write-ahead step) before the branch is made, and
-    /// re-used when an earlier run left them.
+    /// re-used when an earlier run left them. A new unit's worktree is made in the background (see
+    /// [`UnitTree`]), except under OpenCode, whose sessions use the directory from their first moment.
     async fn prepare(
         &self,
         target: &MergeTarget,
         prepared: Option<(String, String)>,
         branch: &str,
-        path: &std::path::Path,
-    ) -> Result<(String, Worktree), orchestrator_git::GitError> {
+        path: &Path,
+    ) -> Result<(String, UnitTree), String> {
         let repo = &self.mission.repo;
         let base = match prepared {
             Some((_, base)) => {
                 // An earlier run made the branch, and maybe left the worktree (a crash or a kill).
-                let registered = self.mission.registered_worktrees().await?;
-                if let Some(worktree) = repo.open_listed_worktree(path, registered).await? {
-                    if worktree.merge_in_progress().await? {
-                        worktree.abort_merge().await?;
+                let registered = self
+                    .mission
+                    .registered_worktrees()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let found = repo
+                    .open_listed_worktree(path, registered)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(worktree) = found {
+                    if worktree.merge_in_progress().await.map_err(|e| e.to_string())? {
+                        worktree.abort_merge().await.map_err(|e| e.to_string())?;
                     }
-                    return Ok((base, worktree));
+                    return Ok((base, UnitTree::ready(worktree)));
                 }
                 base
             }
@@ -360,11 +433,20 @@ impl UnitRun {
                     branch: branch.to_string(),
                     base: base.clone(),
                 });
+                if self.mission.rt.opencode.is_none() {
+                    let tree =
+                        UnitTree::start(repo.clone(), path.to_path_buf(), branch.to_string(), base.clone())
+                            .await?;
+                    return Ok((base, tree));
+                }
                 base
             }
         };
-        let worktree = repo.add_worktree_on_branch(path, branch, &base).await?;
-        Ok((base, worktree))
+        let worktree = repo
+            .add_worktree_on_branch(path, branch, &base)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((base, UnitTree::ready(worktree)))
     }
 
     async fn build_and_merge(
@@ -373,7 +455,7 @@ impl UnitRun {
         target: &MergeTarget,
         branch: &str,
         base: &str,
-        worktree: &Worktree,
+        tree: &UnitTree,
         resume: Option<Resume>,
     ) -> UnitOutcome {
         let reviewed = resume.as_ref().is_some_and(|r| {
@@ -387,7 +469,7 @@ impl UnitRun {
         let summary = if reviewed {
             String::new()
         } else {
-            match self.build_until_reviewed(slot, base, worktree, resume).await {
+            match self.build_until_reviewed(slot, base, tree, resume).await {
                 Ok(summary) => summary,
                 Err(outcome) => return *outcome,
             }
@@ -422,13 +504,13 @@ impl UnitRun {
         &self,
         slot: &mut Slot,
         base: &str,
-        worktree: &Worktree,
+        tree: &UnitTree,
         resume: Option<Resume>,
     ) -> Result<String, Box<UnitOutcome>> {
         let mission = &self.mission;
         let rt = &mission.rt;
         let fail = |reason: String| Box::new(self.failed(reason, String::new()));
-        let tools = toolbox(worktree.path(), true, &mission.config).map_err(|e| fail(e.to_string()))?;
+        let tools = toolbox(&tree.path, true, &mission.config).map_err(|e| fail(e.to_string()))?;
         let can_spawn = self.depth < mission.config.max_depth;
         let extra = if can_spawn { vec![spawn_spec()] } else { Vec::new() };
         let hooks = WorkerHooks {
@@ -436,7 +518,7 @@ impl UnitRun {
             unit: self.unit.clone(),
             depth: self.depth,
             round: self.round,
-            worktree: worktree.clone(),
+            tree: tree.clone(),
         };
         let mut session = Session::new(
             rt,
@@ -448,13 +530,22 @@ impl UnitRun {
             extra,
             worker_brief(mission, &self.unit, can_spawn),
         );
+        if !tree.is_ready() {
+            session.tools_ready = Some(tree.gate());
+        }
         let attempts = mission.config.unit_attempts;
         let first = resume.as_ref().map(|r| r.attempt.max(1)).unwrap_or(1);
         let known_reviews = resume.map(|r| r.reviews).unwrap_or_default();
         let mut last_problem = String::new();
         for attempt in first..=attempts {
             self.state(UnitState::Running, attempt, None);
-            let summary = match session.run(rt, &hooks, slot).await {
+            let end = session.run(rt, &hooks, slot).await;
+            // From here on the worktree itself is needed (it is ready unless its creation failed).
+            let worktree = tree
+                .get()
+                .await
+                .map_err(|e| fail(format!("could not create the unit's worktree: {e}")))?;
+            let summary = match end {
                 SessionEnd::Answered(text) => text,
                 SessionEnd::TurnLimit => "(the worker reached its turn limit)".into(),
                 SessionEnd::Finished => String::new(),
@@ -471,7 +562,7 @@ impl UnitRun {
                 return Err(fail(format!("could not commit the worker's changes: {e}")));
             }
             match self
-                .check(slot, base, worktree, attempt, known_reviews.get(&attempt))
+                .check(slot, base, &worktree, attempt, known_reviews.get(&attempt))
                 .await?
             {
                 None => return Ok(summary),
@@ -498,36 +589,72 @@ impl UnitRun {
         known_review: Option<&Review>,
     ) -> Result<Option<String>, Box<UnitOutcome>> {
         let mission = &self.mission;
-        let bus = &mission.rt.bus;
         self.state(UnitState::Verifying, attempt, None);
-        let evidence = mission
+        let could_not_run =
+            |e: String| Box::new(self.failed(format!("verification could not run: {e}"), String::new()));
+        let (evidence, restore) = mission
             .verifier
-            .verify(worktree, &mission.rt.cancel)
+            .verify_restoring_later(worktree, &mission.rt.cancel)
             .await
-            .map_err(|e| Box::new(self.failed(format!("verification could not run: {e}"), String::new())))?;
+            .map_err(could_not_run)?;
+        // The reviewer's model call overlaps putting the worktree back; its tools wait for that.
+        let result = self
+            .review_verified(
+                slot,
+                base,
+                worktree,
+                attempt,
+                known_review,
+                &evidence,
+                restore.clone(),
+            )
+            .await;
+        // Nothing reads or commits in the worktree before it is back at the tested commit.
+        if let Some(restore) = restore {
+            restore.await.map_err(could_not_run)?;
+        }
+        result
+    }
+
+    /// After verification: failing evidence goes back to the worker, passing evidence to a review.
+    #[allow(clippy::too_many_arguments)]
+    async fn review_verified(
+        &self,
+        slot: &mut Slot,
+        base: &str,
+        worktree: &Worktree,
+        attempt: u32,
+        known_review: Option<&Review>,
+        evidence: &[orchestrator_protocol::Evidence],
+        restore: Option<verify::Restore>,
+    ) -> Result<Option<String>, Box<UnitOutcome>> {
+        let mission = &self.mission;
+        let bus = &mission.rt.bus;
         if mission.rt.cancel.is_cancelled() {
             return Err(Box::new(UnitOutcome::interrupted(&self.unit)));
         }
-        for e in &evidence {
+        for e in evidence {
             bus.emit(Event::EvidenceRecorded {
                 unit: Some(self.unit.id.clone()),
                 evidence: e.clone(),
             });
         }
-        if !all_passed(&evidence) {
+        if !all_passed(evidence) {
             // Failing evidence fails the unit without spending a review.
             return Ok(Some(format!(
                 "Stage 1 verification failed: the runtime ran the build and tests on your committed work.\n\n{}\n\
                  Fix the problem, run the tests yourself, then answer with a short summary.",
-                verify::describe(&evidence)
+                verify::describe(evidence)
             )));
         }
         self.state(UnitState::Reviewing, attempt, None);
         let review = match known_review {
             Some(review) => review.clone(),
             None => {
-                let review = match review_unit(mission, &self.unit, worktree, base, &evidence, attempt, slot)
-                    .await
+                let review = match review_unit(
+                    mission, &self.unit, worktree, base, evidence, attempt, slot, restore,
+                )
+                .await
                 {
                     Ok(review) => review,
                     Err(SessionEnd::Cancelled) => return Err(Box::new(UnitOutcome::interrupted(&self.unit))),
@@ -630,7 +757,7 @@ struct WorkerHooks {
     unit: UnitSpec,
     depth: u32,
     round: u32,
-    worktree: Worktree,
+    tree: UnitTree,
 }
 
 #[async_trait]
@@ -689,14 +816,19 @@ impl WorkerHooks {
     }
     async fn spawn(&self, children: Vec<UnitSpec>, slot: &mut Slot) -> orchestrator_tools::ToolOutput {
         let mission = &self.mission;
+        // Ready: the session's first tool call waited for it.
+        let worktree = match self.tree.get().await {
+            Ok(worktree) => worktree,
+            Err(e) => return error_output(format!("spawn failed: your worktree could not be created: {e}")),
+        };
         // Children branch from the parent's work so far.
-        if let Err(e) = self
-            .worktree
+        let committed = match worktree
             .commit_all(&format!("{}: work before spawning", self.unit.id))
             .await
         {
-            return error_output(format!("spawn failed: could not commit your work first: {e}"));
-        }
+            Ok(committed) => committed,
+            Err(e) => return error_output(format!("spawn failed: could not commit your work first: {e}")),
+        };
         // A resumed parent repeats its spawn call; children already known keep their recorded state.
         let known = children.iter().all(|c| mission.replay.units.contains_key(&c.id));
         if !known {
@@ -709,12 +841,15 @@ impl WorkerHooks {
             }
         }
         mission.set_state(&self.unit, self.round, UnitState::WaitingOnChildren, 0, None);
-        let head = match self.worktree.head().await {
-            Ok(head) => head,
-            Err(e) => return error_output(format!("spawn failed: could not read your commit: {e}")),
+        let head = match committed {
+            Some(commit) => commit,
+            None => match worktree.head().await {
+                Ok(head) => head,
+                Err(e) => return error_output(format!("spawn failed: could not read your commit: {e}")),
+            },
         };
         let target = Arc::new(MergeTarget::new(
-            self.worktree.clone(),
+            worktree.clone(),
             mission.branch(&self.unit.id),
             head,
         ));

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use futures::future::FutureExt;
 use orchestrator_git::Worktree;
 use orchestrator_protocol::Evidence;
 use tokio::io::AsyncReadExt;
@@ -23,19 +24,39 @@ pub struct Verifier {
     pub permits: Semaphore,
 }
 
+/// A worktree being put back to the verified commit in the background; see
+/// [`Verifier::verify_restoring_later`].
+pub type Restore = crate::session::ToolsReady;
+
 impl Verifier {
     /// Runs build then test in `worktree`; stops at the first failure. Empty when nothing is configured.
+    /// Afterwards the worktree is as the tested commit left it (see below).
     pub async fn verify(
         &self,
         worktree: &Worktree,
         cancel: &CancellationToken,
     ) -> Result<Vec<Evidence>, String> {
+        let (evidence, restore) = self.verify_restoring_later(worktree, cancel).await?;
+        if let Some(restore) = restore {
+            restore.await?;
+        }
+        Ok(evidence)
+    }
+
+    /// Like [`Verifier::verify`], but returns before the worktree is put back to the tested commit:
+    /// that runs in the background, and the caller must await the `Restore` before anything reads
+    /// the worktree's files or commits there. A stage 1 review starts its model call meanwhile.
+    pub async fn verify_restoring_later(
+        &self,
+        worktree: &Worktree,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<Evidence>, Option<Restore>), String> {
         let commands: Vec<(&str, &String)> = [("build", &self.build), ("test", &self.test)]
             .into_iter()
             .filter_map(|(kind, command)| Some((kind, command.as_ref()?)))
             .collect();
         if commands.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let (head, tree) = worktree.head_and_tree().await.map_err(|e| e.to_string())?;
         let mut evidence = Vec::new();
@@ -52,11 +73,19 @@ impl Verifier {
         }
         // What was tested is the commit; whatever the build wrote outside .gitignore must not be swept
         // into the next commit (`git add -A`) or a merge. Ignored build output is kept for speed.
-        worktree
-            .reset_hard_if_changed(&head)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(evidence)
+        let worktree = worktree.clone();
+        let task = tokio::spawn(async move {
+            worktree
+                .reset_hard_if_changed(&head)
+                .await
+                .map(drop)
+                .map_err(|e| format!("could not restore the worktree after verification: {e}"))
+        });
+        let restore = async move {
+            task.await
+                .unwrap_or_else(|e| Err(format!("the worktree restore task failed: {e}")))
+        };
+        Ok((evidence, Some(restore.boxed().shared())))
     }
 }
 
