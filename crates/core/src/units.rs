@@ -1066,6 +1066,61 @@ mod tests {
         assert!(waiting.is_empty());
     }
 
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "core.hooksPath=/dev/null",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .status()
+            .expect("git")
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    #[tokio::test]
+    async fn a_worktree_made_in_the_background_gates_the_tools() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        std::fs::write(dir.path().join("README"), "hi\n").expect("write");
+        git(dir.path(), &["add", "README"]);
+        git(dir.path(), &["commit", "-q", "-m", "init"]);
+        let repo = Repo::discover(dir.path()).await.expect("repo");
+        let base = repo.head_commit().await.expect("head").expect("a commit");
+
+        let path = dir.path().join(".orchestrator/units/u1");
+        let tree = UnitTree::start(repo.clone(), path.clone(), "u/u1".into(), base.clone())
+            .await
+            .expect("started");
+        // The directory exists at once, so a toolbox can be rooted there.
+        assert!(path.is_dir());
+        tree.gate().await.expect("the worktree was made");
+        assert!(tree.is_ready());
+        let worktree = tree.get().await.expect("worktree");
+        assert_eq!(worktree.head().await.expect("head"), base);
+        assert!(path.join("README").exists());
+
+        // A failure reaches both the gate and the unit, with the reason.
+        let bad = UnitTree::start(
+            repo,
+            dir.path().join(".orchestrator/units/u2"),
+            "u/u2".into(),
+            "no-such-commit".into(),
+        )
+        .await
+        .expect("started");
+        let gate = bad.gate().await.expect_err("no worktree");
+        assert!(gate.contains("could not create the unit's worktree"), "{gate}");
+        assert!(bad.get().await.is_err());
+    }
+
     #[test]
     fn review_feedback_lists_issues() {
         let review = Review {

@@ -267,6 +267,68 @@ mod tests {
         assert!(slow.duration_ms < 10_000);
     }
 
+    #[tokio::test]
+    async fn the_tree_is_put_back_after_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let ok = std::process::Command::new("git")
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "core.hooksPath=/dev/null",
+                ])
+                .args(args)
+                .current_dir(dir.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        std::fs::write(dir.path().join("README"), "hi\n").unwrap();
+        git(&["add", "README"]);
+        git(&["commit", "-q", "-m", "init"]);
+        let repo = orchestrator_git::Repo::discover(dir.path()).await.unwrap();
+        let head = repo.head_commit().await.unwrap().unwrap();
+        let worktree = repo
+            .add_worktree_on_branch(&dir.path().join("wt"), "w", &head)
+            .await
+            .unwrap();
+        let verifier = Verifier {
+            build: Some("echo junk > junk.txt; echo changed > README".into()),
+            test: Some("test -f junk.txt".into()),
+            timeout: Duration::from_secs(30),
+            permits: Semaphore::new(1),
+        };
+        let cancel = CancellationToken::new();
+        let (evidence, restore) = verifier.verify_restoring_later(&worktree, &cancel).await.unwrap();
+        assert!(all_passed(&evidence), "{evidence:?}");
+        assert_eq!(evidence[0].tree, worktree.tree_hash().await.unwrap());
+        restore.expect("a restore").await.unwrap();
+        assert!(!worktree.path().join("junk.txt").exists());
+        assert_eq!(
+            std::fs::read_to_string(worktree.path().join("README")).unwrap(),
+            "hi\n"
+        );
+
+        // verify() itself returns with the tree put back.
+        let evidence = verifier.verify(&worktree, &cancel).await.unwrap();
+        assert_eq!(evidence.len(), 2);
+        assert!(!worktree.path().join("junk.txt").exists());
+        // Nothing configured: nothing run, no git either.
+        let idle = Verifier {
+            build: None,
+            test: None,
+            timeout: Duration::from_secs(1),
+            permits: Semaphore::new(1),
+        };
+        let (evidence, restore) = idle.verify_restoring_later(&worktree, &cancel).await.unwrap();
+        assert!(evidence.is_empty() && restore.is_none());
+    }
+
     #[test]
     fn long_output_keeps_the_end() {
         let text = "x".repeat(10_000) + "END";
