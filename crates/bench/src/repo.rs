@@ -71,3 +71,18 @@ impl BenchRepo {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
+
+impl Drop for BenchRepo {
+    /// A killed orchestrator leaves its git processes running for a moment (git is never killed
+    /// mid-write), and their new files make a single removal fail half-way; `TempDir` would then
+    /// leave the repository behind in TMPDIR. Retry briefly instead.
+    fn drop(&mut self) {
+        for _ in 0..40 {
+            match std::fs::remove_dir_all(self.dir.path()) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+    }
+}
