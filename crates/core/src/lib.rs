@@ -21,6 +21,8 @@ mod replay;
 mod roles;
 mod session;
 mod status;
+#[cfg(test)]
+mod test_repo;
 mod units;
 mod verify;
 

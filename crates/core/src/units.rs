@@ -1066,33 +1066,9 @@ mod tests {
         assert!(waiting.is_empty());
     }
 
-    fn git(dir: &Path, args: &[&str]) {
-        let ok = std::process::Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "-c",
-                "core.hooksPath=/dev/null",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .status()
-            .expect("git")
-            .success();
-        assert!(ok, "git {args:?}");
-    }
-
     #[tokio::test]
     async fn a_worktree_made_in_the_background_gates_the_tools() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        git(dir.path(), &["init", "-q", "-b", "main"]);
-        std::fs::write(dir.path().join("README"), "hi\n").expect("write");
-        git(dir.path(), &["add", "README"]);
-        git(dir.path(), &["commit", "-q", "-m", "init"]);
-        let repo = Repo::discover(dir.path()).await.expect("repo");
+        let (dir, repo) = crate::test_repo::committed_repo().await;
         let base = repo.head_commit().await.expect("head").expect("a commit");
 
         let path = dir.path().join(".orchestrator/units/u1");

@@ -269,29 +269,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_tree_is_put_back_after_verification() {
-        let dir = tempfile::tempdir().unwrap();
-        let git = |args: &[&str]| {
-            let ok = std::process::Command::new("git")
-                .args([
-                    "-c",
-                    "user.name=t",
-                    "-c",
-                    "user.email=t@t",
-                    "-c",
-                    "core.hooksPath=/dev/null",
-                ])
-                .args(args)
-                .current_dir(dir.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "git {args:?}");
-        };
-        git(&["init", "-q", "-b", "main"]);
-        std::fs::write(dir.path().join("README"), "hi\n").unwrap();
-        git(&["add", "README"]);
-        git(&["commit", "-q", "-m", "init"]);
-        let repo = orchestrator_git::Repo::discover(dir.path()).await.unwrap();
+        let (dir, repo) = crate::test_repo::committed_repo().await;
         let head = repo.head_commit().await.unwrap().unwrap();
         let worktree = repo
             .add_worktree_on_branch(&dir.path().join("wt"), "w", &head)
