@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use orchestrator_core::MissionReport;
 use orchestrator_protocol::{Event, EventEnvelope, Outcome, UnitState};
+use orchestrator_view::{first_line, human_tokens};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub async fn render(events: UnboundedReceiver<Arc<EventEnvelope>>, json: bool) {
@@ -227,20 +228,6 @@ impl View {
 
 fn short(hash: &str) -> &str {
     hash.get(..10).unwrap_or(hash)
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or_default()
-}
-
-fn human_tokens(n: u64) -> String {
-    if n >= 1_000_000 {
-        format!("{:.1}M", n as f64 / 1e6)
-    } else if n >= 1_000 {
-        format!("{:.1}k", n as f64 / 1e3)
-    } else {
-        n.to_string()
-    }
 }
 
 /// The closing words. With `--json` the `mission_finished` event already said it all.
