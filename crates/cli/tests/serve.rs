@@ -12,7 +12,6 @@ use orchestrator_fake_model::FakeOptions;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const TOKEN: &str = "t0ken-for-the-serve-test";
 
@@ -28,21 +27,13 @@ struct Served {
 impl Served {
     /// Starts `orchestrator serve` as `run` says, in the repository, and waits for the address it prints.
     async fn start(repo: &TestRepo, run: Run) -> Served {
-        let mut child = run.command(repo).spawn().expect("orchestrator serve starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("serve prints its address within 30 s")
-            .expect("stdout reads")
-            .expect("a first line");
-        let base = first
-            .split("listening on ")
-            .nth(1)
-            .expect("the first line names the address")
-            .trim_end_matches('/')
-            .to_string();
-        let printed = std::sync::Arc::new(std::sync::Mutex::new(vec![first]));
+        let Serving {
+            child,
+            base,
+            first_line,
+            mut lines,
+        } = spawn_serve(repo, run).await;
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(vec![first_line]));
         // Keep reading, so the server never blocks on a full pipe.
         let sink = printed.clone();
         tokio::spawn(async move {

@@ -405,8 +405,6 @@ async fn an_unusable_endpoint_flag_is_a_usage_error_before_anything_starts() {
 /// `orchestrator serve --otlp-endpoint`: missions started over the HTTP API are traced too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missions_started_through_serve_are_traced() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
     let repo = TestRepo::new(&[]);
     let server = fake(script()).await;
     let collector = Collector::start().await;
@@ -414,24 +412,12 @@ async fn missions_started_through_serve_are_traced() {
         Run::cmd(&["serve", "--bind", "127.0.0.1:0", "--otlp-endpoint"]).arg(&collector.base_url()),
         |run, var| run.without_env(var),
     );
-    let mut child = serve
-        .openai(&server)
-        .command(&repo)
-        .spawn()
-        .expect("orchestrator serve starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("serve prints its address")
-        .expect("stdout reads")
-        .expect("a first line");
-    let base = first
-        .split("listening on ")
-        .nth(1)
-        .expect("the first line names the address")
-        .trim_end_matches('/')
-        .to_string();
+    let Serving {
+        mut child,
+        base,
+        mut lines,
+        ..
+    } = spawn_serve(&repo, serve.openai(&server)).await;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
     let http = reqwest::Client::new();

@@ -254,3 +254,39 @@ pub fn has_user_message(request: &SeenRequest, text: &str) -> bool {
         .iter()
         .any(|m| matches!(m, SeenMessage::User { text: t } if t.contains(text)))
 }
+
+/// An `orchestrator serve` that has said where it listens.
+pub struct Serving {
+    pub child: tokio::process::Child,
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub base: String,
+    /// The line that named the address.
+    pub first_line: String,
+    /// The rest of its stdout; read it (or drain it) so the server never blocks on a full pipe.
+    pub lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+/// Starts `orchestrator serve` as `run` says, in the repository, and waits for the address it prints.
+pub async fn spawn_serve(repo: &TestRepo, run: Run) -> Serving {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = run.command(repo).spawn().expect("orchestrator serve starts");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first_line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("serve prints its address within 30 s")
+        .expect("stdout reads")
+        .expect("a first line");
+    let base = first_line
+        .split("listening on ")
+        .nth(1)
+        .expect("the first line names the address")
+        .trim_end_matches('/')
+        .to_string();
+    Serving {
+        child,
+        base,
+        first_line,
+        lines,
+    }
+}
