@@ -61,7 +61,29 @@ async fn independent_units_are_sealed_onto_the_users_branch() {
         1,
         "{branches:?}"
     );
-    assert!(branches.iter().any(|b| b.ends_with("/integration")));
+    let integration = branches
+        .iter()
+        .find(|b| b.ends_with("/integration"))
+        .expect("the integration branch");
+    // One merge commit per unit on the integration branch, as reviewable history.
+    let merges = repo.git(&["log", "--merges", "--first-parent", "--format=%s", integration]);
+    for id in ["a", "b", "integration", "base"] {
+        assert!(
+            merges.lines().any(|l| l.starts_with(&format!("Merge {id}: "))),
+            "{merges}"
+        );
+    }
+    // Clean merges are made in-process (the reflog says `commit (merge)`, where `git merge` would
+    // write `merge <branch>: Merge made by …`).
+    let reflog = repo.git(&["reflog", "show", "--format=%gs", integration]);
+    assert_eq!(
+        reflog
+            .lines()
+            .filter(|l| l.starts_with("commit (merge): Merge "))
+            .count(),
+        4,
+        "{reflog}"
+    );
     let todo = repo.read(".orchestrator/todo.md").expect("todo mirror");
     assert!(todo.contains("- [x] `a` Create src/a.txt"), "{todo}");
     assert!(repo

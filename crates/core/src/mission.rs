@@ -768,7 +768,7 @@ async fn run_rounds(
     integration_head: String,
     base: &str,
 ) -> Result<Ending> {
-    let target = Arc::new(MergeTarget::new(
+    let target = Arc::new(MergeTarget::integration(
         integration.clone(),
         mission_branch(&mission.id),
         integration_head,
@@ -799,6 +799,9 @@ async fn run_rounds(
             round,
         });
         let outcomes = units::run_dag(mission.clone(), units.clone(), 0, target.clone(), round).await;
+        // The units' merges moved the branch; stage 2, the master reviewer and the next round need
+        // its files (one checkout for the whole wave).
+        target.check_out().await?;
         if outcomes.iter().any(UnitOutcome::out_of_budget_stop) || mission.rt.budget_spent() {
             return Ok(budget_ending(&mission.rt, &mission.config));
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{FuturesUnordered, StreamExt};
-use orchestrator_git::{MergeOutcome, Repo, Worktree};
+use orchestrator_git::{BranchMerge, MergeOutcome, Repo, Worktree};
 use orchestrator_model::ToolSpec;
 use orchestrator_protocol::{Event, Review, Role, UnitSpec, UnitState, Verdict};
 use serde_json::json;
@@ -27,9 +27,17 @@ pub struct MergeTarget {
     pub worktree: Worktree,
     /// The branch checked out in `worktree`.
     pub branch: String,
-    /// The commit checked out in `worktree`. The merge queue is the only writer while the target is in
-    /// use, so it is kept here instead of asking git for every unit's base and every merge.
+    /// The commit the branch is at. The merge queue is the only writer while the target is in use, so
+    /// it is kept here instead of asking git for every unit's base and every merge.
     head: std::sync::Mutex<String>,
+    /// The commit whose files and index `worktree` has. Behind `head` after in-process merges, until
+    /// [`MergeTarget::check_out`].
+    checked_out: std::sync::Mutex<String>,
+    /// Clean merges may be made in-process, without the worktree (see `Repo::merge_into_branch`): only
+    /// for the mission's integration worktree, which nobody works in while units merge and which a
+    /// resumed run resets to its branch anyway. A parent unit's worktree keeps git merges: the parent
+    /// goes on working in it, and a resumed parent would commit a lagging checkout as a change.
+    in_process: bool,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -39,8 +47,19 @@ impl MergeTarget {
         MergeTarget {
             worktree,
             branch,
+            checked_out: std::sync::Mutex::new(head.clone()),
             head: std::sync::Mutex::new(head),
+            in_process: false,
             lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The mission's integration target: like [`MergeTarget::new`], with in-process clean merges.
+    /// Call [`MergeTarget::check_out`] before using the worktree's files.
+    pub fn integration(worktree: Worktree, branch: String, head: String) -> Self {
+        MergeTarget {
+            in_process: true,
+            ..MergeTarget::new(worktree, branch, head)
         }
     }
 
@@ -51,6 +70,24 @@ impl MergeTarget {
 
     fn set_head(&self, commit: String) {
         *self.head.lock().unwrap_or_else(|p| p.into_inner()) = commit;
+    }
+
+    /// Brings the worktree's files and index up to the branch after in-process merges: one `git reset
+    /// --hard` for any number of merges, and nothing when there were none.
+    pub async fn check_out(&self) -> Result<(), orchestrator_git::GitError> {
+        let head = self.head();
+        let current = self.checked_out.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if current == head {
+            return Ok(());
+        }
+        self.worktree.check_out(&head).await?;
+        *self.checked_out.lock().unwrap_or_else(|p| p.into_inner()) = head;
+        Ok(())
+    }
+
+    /// After a merge in the worktree: its files are the head's.
+    fn set_checked_out_head(&self) {
+        *self.checked_out.lock().unwrap_or_else(|p| p.into_inner()) = self.head();
     }
 }
 
@@ -896,10 +933,39 @@ async fn merge_into(
     slot: &mut Slot,
 ) -> Result<String, String> {
     let _queue = target.lock.lock().await;
-    let worktree = &target.worktree;
     let before = target.head();
     let message = format!("Merge {}: {}", unit.id, unit.title);
-    let merged = worktree.merge(branch, &message).await;
+    if target.in_process {
+        match mission
+            .repo
+            .merge_into_branch(&target.branch, &before, branch, &message)
+            .await
+        {
+            Ok(BranchMerge::Merged(commit)) => {
+                target.set_head(commit.clone());
+                return Ok(commit);
+            }
+            Ok(BranchMerge::AlreadyMerged) => return Ok(before),
+            Ok(BranchMerge::UseGit(why)) => tracing::debug!(unit = %unit.id, %why, "merging with git"),
+            Err(e) => tracing::warn!(unit = %unit.id, "in-process merge failed, merging with git: {e}"),
+        }
+    }
+    merge_in_worktree(mission, unit, branch, target, slot, &before, &message).await
+}
+
+/// `git merge` in the target's worktree (checked out first), with the conflict resolver on conflicts.
+async fn merge_in_worktree(
+    mission: &Arc<Mission>,
+    unit: &UnitSpec,
+    branch: &str,
+    target: &MergeTarget,
+    slot: &mut Slot,
+    before: &str,
+    message: &str,
+) -> Result<String, String> {
+    target.check_out().await.map_err(|e| e.to_string())?;
+    let worktree = &target.worktree;
+    let merged = worktree.merge(branch, message).await;
     let result = match merged {
         Ok(MergeOutcome::Merged(commit)) => Ok(commit),
         Ok(MergeOutcome::Conflict(conflicts)) => {
@@ -908,7 +974,7 @@ async fn merge_into(
                 if worktree.merge_in_progress().await.unwrap_or(false) {
                     let _ = worktree.abort_merge().await;
                 }
-                let _ = worktree.reset_hard(&before).await;
+                let _ = worktree.reset_hard(before).await;
             }
             result
         }
@@ -922,6 +988,7 @@ async fn merge_into(
             Err(e) => tracing::warn!("cannot read the head of {}: {e}", target.branch),
         },
     }
+    target.set_checked_out_head();
     result
 }
 

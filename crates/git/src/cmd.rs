@@ -272,6 +272,11 @@ impl Runner {
         Ok(vars)
     }
 
+    /// Whether this runner adds variables of its own (tests isolating git from the machine's config).
+    pub fn has_extra_env(&self) -> bool {
+        !self.extra_env.is_empty()
+    }
+
     fn env_has(&self, var: &str) -> bool {
         self.extra_env.iter().any(|(k, _)| k == var) || std::env::var_os(var).is_some()
     }

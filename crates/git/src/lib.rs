@@ -1,8 +1,11 @@
 //! The git operations a mission needs: worktrees, branches, merges and the final fast-forward.
 //!
-//! Everything runs the user's own `git` command line through `tokio::process`, not libgit2 or gitoxide:
-//! worktrees, merges and conflicts then behave exactly as they do for the user (gitoxide does not fully
-//! implement merging or worktree management), and there is no C library to build.
+//! Almost everything runs the user's own `git` command line through `tokio::process`, not libgit2 or
+//! gitoxide: worktrees, merges and conflicts then behave exactly as they do for the user (gitoxide does
+//! not implement worktree management), and there is no C library to build. The one exception is the
+//! merge queue's clean merge ([`Repo::merge_into_branch`]): done in-process with gitoxide, because
+//! dozens of them come one after another at the end of a wave and each `git merge` costs several ms of
+//! CPU; anything not plainly clean still goes to `git merge` (see `inproc.rs`).
 //!
 //! Every call is `git -C <dir>` with prompts and editors disabled (`GIT_TERMINAL_PROMPT=0`,
 //! `GIT_EDITOR=true`, `GIT_MERGE_AUTOEDIT=no`), `LC_ALL=C` so git's messages can be recognised, and stdin
@@ -25,12 +28,14 @@
 
 mod cmd;
 mod error;
+mod inproc;
 mod parse;
 mod repo;
 mod stats;
 mod worktree;
 
 pub use error::GitError;
+pub use inproc::BranchMerge;
 pub use repo::{FastForward, Repo};
 pub use stats::FileStat;
 pub use worktree::{MergeOutcome, Worktree};
@@ -77,6 +82,7 @@ mod tests {
             send(wt.reset_hard("c"));
             send(wt.reset_hard_if_changed("c"));
             send(wt.head_and_tree());
+            send(repo.merge_into_branch("b", "o", "t", "m"));
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::RwLock;
 
 use crate::cmd::{Mode, Output, Runner};
+use crate::inproc::{BranchMerge, Identity, InProcess};
 use crate::parse::{self, WorktreeEntry};
 use crate::{GitError, Worktree};
 
@@ -28,6 +29,9 @@ pub(crate) struct Shared {
     /// registrations as a whole (listing, pruning, replacing a worktree) and for other ref changes, so a
     /// listing never sees a worktree half-registered.
     pub meta: RwLock<()>,
+    /// The repository opened with gix for in-process merges, opened on first use; `None` when gix
+    /// cannot read it as git would (see [`crate::inproc`]): git does everything then.
+    pub inproc: tokio::sync::OnceCell<Option<Arc<InProcess>>>,
 }
 
 /// The user's repository, seen from its main worktree. Cheap to clone; safe to share between tasks.
@@ -113,6 +117,7 @@ impl Repo {
             common_dir,
             git,
             meta: RwLock::new(()),
+            inproc: tokio::sync::OnceCell::new(),
         };
         Ok(Repo {
             shared: Arc::new(shared),
@@ -131,6 +136,72 @@ impl Repo {
 
     fn git(&self) -> &Runner {
         &self.shared.git
+    }
+
+    /// Merges `theirs` (a full object name or a branch's short name) into branch `branch` (short
+    /// name), which must be at commit `ours` (a full object name), without any worktree: the merge
+    /// commit is written and the branch moved in-process (see [`crate::inproc`]).
+    /// A worktree with `branch` checked out keeps its old files and index until it is checked out
+    /// again (e.g. [`Worktree::reset_hard`]). [`BranchMerge::UseGit`] leaves everything as it was:
+    /// merge with [`Worktree::merge`] then.
+    pub async fn merge_into_branch(
+        &self,
+        branch: &str,
+        ours: &str,
+        theirs: &str,
+        message: &str,
+    ) -> Result<BranchMerge, GitError> {
+        let Some(inproc) = self.in_process().await? else {
+            return Ok(BranchMerge::UseGit("gix cannot open this repository".into()));
+        };
+        let reference = format!("refs/heads/{branch}");
+        let (ours, theirs, message) = (ours.to_string(), theirs.to_string(), message.to_string());
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            inproc.merge_into_branch(&reference, &ours, &theirs, &message)
+        })
+        .await
+        .map_err(|e| GitError::Io(std::io::Error::other(format!("in-process merge stopped: {e}"))))?;
+        tracing::debug!(
+            branch,
+            outcome = ?result,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "in-process merge"
+        );
+        result
+    }
+
+    /// The gix handle, opened once. The identity comes from `git var` so that it is the one `git
+    /// commit` would use here (configuration, `GIT_AUTHOR_*` variables, the fallback identity).
+    async fn in_process(&self) -> Result<Option<Arc<InProcess>>, GitError> {
+        let opened = self
+            .shared
+            .inproc
+            .get_or_try_init(|| async {
+                let out = self.git().check(self.root(), ["var", "-l"], Mode::COMMIT).await?;
+                let ident = |var: &str| {
+                    out.stdout
+                        .lines()
+                        .find_map(|l| l.strip_prefix(var)?.strip_prefix('='))
+                        .and_then(Identity::parse_ident)
+                };
+                let (Some(author), Some(committer)) =
+                    (ident("GIT_AUTHOR_IDENT"), ident("GIT_COMMITTER_IDENT"))
+                else {
+                    tracing::debug!("no identity from `git var -l`; merges use git");
+                    return Ok::<_, GitError>(None);
+                };
+                let isolated = self.git().has_extra_env();
+                match InProcess::open(self.git_common_dir(), isolated, author, committer) {
+                    Ok(inproc) => Ok(Some(Arc::new(inproc))),
+                    Err(why) => {
+                        tracing::debug!(%why, "gix cannot open the repository; merges use git");
+                        Ok(None)
+                    }
+                }
+            })
+            .await?;
+        Ok(opened.clone())
     }
 
     /// The commit checked out in the main worktree; `None` before the first commit.

@@ -340,6 +340,15 @@ impl Worktree {
         Ok(true)
     }
 
+    /// `git reset --hard <commit>` alone: the checked-out branch moves to `commit` (a no-op when it is
+    /// there already) and the index and files follow; untracked files stay. For a worktree whose
+    /// branch was moved without it ([`crate::Repo::merge_into_branch`]): only the files that differ
+    /// are written.
+    pub async fn check_out(&self, commit: &str) -> Result<(), GitError> {
+        let args = ["reset", "--hard", "-q", "--end-of-options", commit];
+        self.check(&args, Mode::META).await.map(drop)
+    }
+
     /// `git reset --hard <commit>` then `git clean -fd`: tracked and untracked changes are discarded,
     /// ignored files (build output) are kept, and any merge in progress is dropped.
     pub async fn reset_hard(&self, commit: &str) -> Result<(), GitError> {
