@@ -1,29 +1,51 @@
-//! Merges computed inside the orchestrator's process with gitoxide (`gix`), for the merge queue's
-//! common case: a reviewed branch that merges cleanly into its target.
+//! Git work done inside the orchestrator's process with gitoxide (`gix`), for the few operations that
+//! every unit repeats and that are cheap in-process but cost a git process (1.7-10 ms of CPU each on a
+//! small VM) when run by the command line: adding a unit's worktree on a new branch, removing it, and
+//! the merge queue's clean merge. Fifty units make, merge and remove fifty worktrees within a second,
+//! and on two CPUs those processes were most of the orchestrator's overhead (docs/benchmarks.md).
 //!
-//! A `git merge` is two or three processes (merge, its `stash create`, and a checkout of the result);
-//! on a small VM that is 7–12 ms of CPU per unit, paid one unit after another when dozens of reviews
-//! end together. In-process the same merge is about 1.5 ms: merge-ort's algorithm as gix implements
-//! it, the tree and the merge commit written as loose objects, and the branch moved with a reflog entry
-//! exactly as git would (`commit (merge): …`), without touching any worktree. The caller checks the
-//! target worktree out once, when it next needs the files.
+//! - **Adding a worktree** is `git worktree add -b`: the branch is created with a `branch: Created from`
+//!   reflog entry, then gix registers the worktree exactly as git lays it out (`worktrees/<name>/` with
+//!   `gitdir`, `commondir`, `HEAD` and the `locked` "initializing" marker until the checkout is done),
+//!   checks the files out through the repository's attributes and writes the index.
+//! - **Removing** one is `git worktree remove --force --force`.
+//! - **Merging** computes merge-ort's result as gix implements it, writes the tree and a two-parent
+//!   merge commit as loose objects, and moves the branch (with a `commit (merge): …` reflog entry) only
+//!   if it is still at the expected commit, without touching any worktree: the caller checks the target
+//!   out once, when it next needs the files.
 //!
-//! Whatever is not plainly clean goes back to `git merge` in the worktree, so git stays the judge of
-//! every conflict and the resolver sees git's own markers: any conflict gix reports (even one it could
-//! resolve on its own), several merge bases, a repository gix cannot open (SHA-256, reftable, an
-//! unknown extension), or a reference whose lock is taken.
+//! Whatever gix might not do exactly as git does goes back to the git command line, which stays the
+//! judge: any conflict gix reports (even one it could resolve), several merge bases, a repository gix
+//! cannot open (SHA-256, reftable, an unknown extension), configured filter drivers (LFS and the
+//! like run external programs on checkout), submodules, or any error at all.
+//!
+//! All of it runs on one thread of its own that keeps one opened repository: the work is serial
+//! anyway (one merge queue; each add or remove well under a millisecond of CPU), a repository handle
+//! and its object cache are reused, and the allocator does not grow an arena per blocking thread.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
 
 use gix::bstr::ByteSlice;
+use gix::refs::transaction::PreviousValue;
 
 use crate::GitError;
 
-/// An opened repository for in-process work, shared by every task of one [`crate::Repo`].
+/// The in-process git thread of one [`crate::Repo`]; it ends when this is dropped.
 pub(crate) struct InProcess {
-    repo: gix::ThreadSafeRepository,
+    jobs: mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce(&mut Context) + Send>;
+
+/// What the thread owns: the repository, opened once at its common directory.
+pub(crate) struct Context {
+    repo: gix::Repository,
     author: Identity,
     committer: Identity,
+    /// Checkout settings, read on the first worktree add.
+    checkout: Option<gix::worktree::state::checkout::Options>,
 }
 
 impl std::fmt::Debug for InProcess {
@@ -52,6 +74,16 @@ pub enum BranchMerge {
     UseGit(String),
 }
 
+/// How an in-process `worktree add -b` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NewWorktree {
+    /// The branch was created and the worktree checked out at the path.
+    Added,
+    /// Nothing was done, for the reason given; git does it. The branch may exist by then (made here
+    /// before the worktree failed), which the git path handles like a resumed unit's branch.
+    UseGit(String),
+}
+
 /// Opening options: the repository's own and the user's git configuration (merge and rename
 /// settings live there), but none of the environment variables that would point gix at other object
 /// directories; with `isolated` (tests that give git a private `HOME`) no user or system configuration.
@@ -66,41 +98,72 @@ fn open_options(isolated: bool) -> gix::open::Options {
 }
 
 impl InProcess {
-    /// Opens the repository whose common directory is `common_dir`. An error means "use git for
-    /// everything": gix cannot read this repository as git would.
+    /// Opens the repository whose common directory is `common_dir` and starts the thread. An error
+    /// means "use git for everything": gix cannot read this repository as git would.
     pub fn open(
-        common_dir: &std::path::Path,
+        common_dir: &Path,
         isolated: bool,
         author: Identity,
         committer: Identity,
     ) -> Result<InProcess, String> {
-        let repo = gix::open_opts(common_dir, open_options(isolated)).map_err(|e| e.to_string())?;
+        let mut repo = gix::open_opts(common_dir, open_options(isolated)).map_err(|e| e.to_string())?;
         if repo.object_hash() != gix::hash::Kind::Sha1 {
             return Err(format!("object format {:?}", repo.object_hash()));
         }
-        Ok(InProcess {
-            repo: repo.into(),
+        // Trees are read once per merge side and again for the next merge's base: a small cache avoids
+        // inflating them again (gix's own advice for tree diffs).
+        repo.object_cache_size_if_unset(4 << 20);
+        let mut context = Context {
+            repo,
             author,
             committer,
-        })
+            checkout: None,
+        };
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("orchestrator-git".into())
+            .spawn(move || {
+                for job in queue {
+                    // A panicking job drops its reply sender, so its caller sees an error and uses git;
+                    // the thread goes on serving the others.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut context)));
+                }
+            })
+            .map_err(|e| format!("cannot start the in-process git thread: {e}"))?;
+        Ok(InProcess { jobs })
     }
 
+    /// Runs `job` on the thread and waits for its answer without blocking the runtime.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Context) -> T + Send + 'static,
+    ) -> Result<T, GitError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |context: &mut Context| {
+                let _ = reply.send(job(context));
+            }))
+            .map_err(|_| in_process_error("the in-process git thread has stopped"))?;
+        answer
+            .await
+            .map_err(|_| in_process_error("the in-process git job failed (see the log)"))
+    }
+}
+
+impl Context {
     /// Merges `theirs` (a full object name or a branch's short name) into `branch` (a full ref name
     /// under `refs/heads/`), which must be at `ours` (a full object name), with a merge commit of two
-    /// parents and `message`. Blocking: call from `spawn_blocking`.
+    /// parents and `message`.
     pub fn merge_into_branch(
-        self: &Arc<Self>,
+        &mut self,
         branch: &str,
         ours: &str,
         theirs: &str,
         message: &str,
     ) -> Result<BranchMerge, GitError> {
-        let mut repo = self.repo.to_thread_local();
-        // Trees are read once per side and again for the next merge's base: a small cache avoids
-        // inflating them again (gix's own advice for tree diffs).
-        repo.object_cache_size_if_unset(4 << 20);
+        let repo = &self.repo;
         let ours_id = parse_id(ours)?;
-        let theirs_id = resolve(&repo, theirs)?;
+        let theirs_id = resolve(repo, theirs)?;
         let options = match repo.tree_merge_options() {
             Ok(options) => options,
             Err(e) => return Ok(BranchMerge::UseGit(format!("merge options: {e}"))),
@@ -152,6 +215,201 @@ impl InProcess {
             // because its lock was taken or it is no longer at `ours`.
             Err(e) => Ok(BranchMerge::UseGit(format!("updating {branch}: {e}"))),
         }
+    }
+
+    /// The tree of `commit` (a full object name), as `git rev-parse <commit>^{tree}` says.
+    pub fn tree_of(&self, commit: &str) -> Result<String, String> {
+        let id = parse_id(commit).map_err(|e| e.to_string())?;
+        let commit = self.repo.find_commit(id).map_err(|e| e.to_string())?;
+        let tree = commit.tree_id().map_err(|e| e.to_string())?;
+        Ok(tree.to_string())
+    }
+
+    /// `git worktree add -b <branch> <path> <start>`: `branch` (a short name) must not exist, `path`
+    /// must be absent or an empty directory, `start` is a full object name.
+    pub fn add_worktree_new_branch(&mut self, path: &Path, branch: &str, start: &str) -> NewWorktree {
+        let start_id = match parse_id(start) {
+            Ok(id) => id,
+            Err(e) => return NewWorktree::UseGit(e.to_string()),
+        };
+        let tree = match self.checkout_tree(start_id) {
+            Ok(tree) => tree,
+            Err(why) => return NewWorktree::UseGit(why),
+        };
+        if let Err(why) = self.not_registered(path) {
+            return NewWorktree::UseGit(why);
+        }
+        let name = format!("refs/heads/{branch}");
+        let log = format!("branch: Created from {start}");
+        // MustNotExist: a branch that exists (a resumed unit's) is git's to check out as it is.
+        if let Err(e) = self
+            .repo
+            .reference(name.as_str(), start_id, PreviousValue::MustNotExist, log)
+        {
+            return NewWorktree::UseGit(format!("creating {name}: {e}"));
+        }
+        match self.check_out_linked(path, &name, tree) {
+            Ok(()) => NewWorktree::Added,
+            Err(why) => NewWorktree::UseGit(why),
+        }
+    }
+
+    /// The tree `start` checks out, if an in-process checkout of it is the same as git's: not with
+    /// filter drivers (LFS and the like run the user's programs), sparse checkout, per-worktree config
+    /// or relative worktree links (git copies or rewrites files for those), nor with submodules.
+    fn checkout_tree(&self, start: gix::ObjectId) -> Result<gix::ObjectId, String> {
+        let config = self.repo.config_snapshot();
+        if config
+            .plumbing()
+            .sections_by_name("filter")
+            .is_some_and(|mut sections| sections.next().is_some())
+        {
+            return Err("filter drivers are configured".into());
+        }
+        for key in [
+            "core.sparseCheckout",
+            "extensions.worktreeConfig",
+            "worktree.useRelativePaths",
+        ] {
+            if config.boolean(key).unwrap_or(false) {
+                return Err(format!("{key} is set"));
+            }
+        }
+        let tree = self
+            .repo
+            .find_commit(start)
+            .map_err(|e| format!("reading {start}: {e}"))?
+            .tree()
+            .map_err(|e| format!("reading the tree of {start}: {e}"))?;
+        if tree.find_entry(".gitmodules").is_some() {
+            return Err("the tree has submodules".into());
+        }
+        Ok(tree.id)
+    }
+
+    /// Refuses a path that a registration already names (a missing worktree's, say): git decides what
+    /// to do with it. One small file per registered worktree is read.
+    fn not_registered(&self, path: &Path) -> Result<(), String> {
+        let dot_git = canonical_to_be(path)?.join(".git");
+        let entries = match std::fs::read_dir(self.repo.common_dir().join("worktrees")) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("listing worktrees: {e}")),
+        };
+        for entry in entries.flatten() {
+            let Ok(linked) = std::fs::read_to_string(entry.path().join("gitdir")) else {
+                continue;
+            };
+            if entry.path().join(linked.trim_end()) == dot_git {
+                return Err(format!("a worktree is registered at {}", path.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the linked worktree at `path` with HEAD on `branch` (a full ref name), checks `tree`
+    /// out there and writes its index; on any failure nothing of it is left (the registration and the
+    /// files go, an empty directory that was there stays).
+    fn check_out_linked(&mut self, path: &Path, branch: &str, tree: gix::ObjectId) -> Result<(), String> {
+        let common_dir = self.repo.common_dir().to_path_buf();
+        let context = gix_worktree::add::Context::new(&common_dir);
+        // Dropped without `persist`, this rolls the registration and the checkout back.
+        let prepared = gix_worktree::add::prepare(path, context, Default::default())
+            .map_err(|e| format!("registering {}: {e}", path.display()))?;
+        std::fs::write(prepared.git_dir().join("HEAD"), format!("ref: {branch}\n"))
+            .map_err(|e| format!("writing HEAD: {e}"))?;
+        let (state, _) = self
+            .repo
+            .index_from_tree(&tree)
+            .map_err(|e| format!("an index of {tree}: {e}"))?
+            .into_parts();
+        let mut index = gix::index::File::from_state(state, prepared.git_dir().join("index"));
+        let options = self.checkout_options()?;
+        let objects = self
+            .repo
+            .objects
+            .clone()
+            .into_arc()
+            .map_err(|e| format!("the object database: {e}"))?;
+        let outcome = gix::worktree::state::checkout(
+            &mut index,
+            prepared.work_dir(),
+            objects,
+            &gix::progress::Discard,
+            &gix::progress::Discard,
+            &AtomicBool::new(false),
+            options,
+        )
+        .map_err(|e| format!("checkout: {e}"))?;
+        if !outcome.errors.is_empty() || !outcome.collisions.is_empty() {
+            return Err(format!(
+                "checkout had {} error(s) and {} collision(s)",
+                outcome.errors.len(),
+                outcome.collisions.len()
+            ));
+        }
+        index
+            .write(Default::default())
+            .map_err(|e| format!("writing the index: {e}"))?;
+        prepared
+            .persist()
+            .map_err(|e| format!("unlocking the worktree: {e}"))
+    }
+
+    /// The repository's checkout settings (attributes, end-of-line conversion, file system
+    /// capabilities), read once.
+    fn checkout_options(&mut self) -> Result<gix::worktree::state::checkout::Options, String> {
+        if let Some(options) = &self.checkout {
+            return Ok(options.clone());
+        }
+        let source = gix::worktree::stack::state::attributes::Source::IdMapping;
+        let mut options = self
+            .repo
+            .checkout_options(source)
+            .map_err(|e| format!("checkout options: {e}"))?;
+        options.destination_is_initially_empty = true;
+        self.checkout = Some(options.clone());
+        Ok(options)
+    }
+
+    /// `git worktree remove --force --force <path>` for a linked worktree of this repository: its
+    /// files (changes included) and its registration go; its branch stays. Anything that does not
+    /// look exactly like one of our linked worktrees is refused, untouched.
+    pub fn remove_worktree(&mut self, path: &Path) -> Result<(), String> {
+        let path = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let dot_git = path.join(".git");
+        let link = std::fs::read_to_string(&dot_git).map_err(|e| format!("{}: {e}", dot_git.display()))?;
+        let admin = link
+            .trim_end()
+            .strip_prefix("gitdir: ")
+            .ok_or_else(|| format!("{} is not a linked worktree's .git file", dot_git.display()))?;
+        let admin = std::fs::canonicalize(path.join(admin)).map_err(|e| format!("{admin}: {e}"))?;
+        let worktrees = std::fs::canonicalize(self.repo.common_dir().join("worktrees"))
+            .map_err(|e| format!("the worktrees folder: {e}"))?;
+        if admin.parent() != Some(worktrees.as_path()) {
+            return Err(format!("{} is not a worktree of this repository", path.display()));
+        }
+        let back = std::fs::read_to_string(admin.join("gitdir")).map_err(|e| format!("gitdir: {e}"))?;
+        if std::fs::canonicalize(admin.join(back.trim_end())).ok().as_deref() != Some(dot_git.as_path()) {
+            return Err(format!("the registration {} names another path", admin.display()));
+        }
+        // git's order: the files, then the registration (a registration without files is pruned).
+        std::fs::remove_dir_all(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        std::fs::remove_dir_all(&admin).map_err(|e| format!("removing {}: {e}", admin.display()))
+    }
+}
+
+/// `path` with its parent's symbolic links resolved, as git records a worktree's location; `path`
+/// itself need not exist yet.
+fn canonical_to_be(path: &Path) -> Result<std::path::PathBuf, String> {
+    if let Ok(path) = std::fs::canonicalize(path) {
+        return Ok(path);
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|parent| parent.join(name))
+            .map_err(|e| format!("{}: {e}", parent.display())),
+        _ => Err(format!("{} has no final name", path.display())),
     }
 }
 

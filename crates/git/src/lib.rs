@@ -1,11 +1,13 @@
 //! The git operations a mission needs: worktrees, branches, merges and the final fast-forward.
 //!
-//! Almost everything runs the user's own `git` command line through `tokio::process`, not libgit2 or
-//! gitoxide: worktrees, merges and conflicts then behave exactly as they do for the user (gitoxide does
-//! not implement worktree management), and there is no C library to build. The one exception is the
-//! merge queue's clean merge ([`Repo::merge_into_branch`]): done in-process with gitoxide, because
-//! dozens of them come one after another at the end of a wave and each `git merge` costs several ms of
-//! CPU; anything not plainly clean still goes to `git merge` (see `inproc.rs`).
+//! Most operations run the user's own `git` command line through `tokio::process`, not libgit2: merges
+//! with conflicts, checkouts, commits and the final fast-forward then behave exactly as they do for the
+//! user, and there is no C library to build. Three operations that every unit repeats are done
+//! in-process with gitoxide instead (see `inproc.rs`), because fifty units do them within a second and
+//! each git process costs a few ms of CPU: adding a unit's worktree on a new branch, removing it, and
+//! the merge queue's clean merge ([`Repo::merge_into_branch`]); HEAD's tree is read in-process too.
+//! Each of them goes back to git whenever gitoxide might not do exactly what git does (filter drivers,
+//! submodules, sparse checkout, conflicts, any error).
 //!
 //! Every call is `git -C <dir>` with prompts and editors disabled (`GIT_TERMINAL_PROMPT=0`,
 //! `GIT_EDITOR=true`, `GIT_MERGE_AUTOEDIT=no`), `LC_ALL=C` so git's messages can be recognised, and stdin
@@ -21,8 +23,8 @@
 //! (commits, merges) needs no lock: each worktree has its own index and HEAD.
 //!
 //! git processes are the orchestrator's main cost (each is a few ms of CPU), so the common paths use as
-//! few as they can: a unit's worktree and branch come from one `git worktree add -b`, a commit reports
-//! its own name, the identity is looked up once, and finished branches go in one `git branch -D`.
+//! few as they can: a commit reports its own name, the identity is looked up once, and finished
+//! branches go in one `git branch -D`.
 //!
 //! Needs git 2.31 or later (`rev-parse --path-format`).
 

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::RwLock;
 
 use crate::cmd::{Mode, Output, Runner};
-use crate::inproc::{BranchMerge, Identity, InProcess};
+use crate::inproc::{BranchMerge, Identity, InProcess, NewWorktree};
 use crate::parse::{self, WorktreeEntry};
 use crate::{GitError, Worktree};
 
@@ -29,9 +29,43 @@ pub(crate) struct Shared {
     /// registrations as a whole (listing, pruning, replacing a worktree) and for other ref changes, so a
     /// listing never sees a worktree half-registered.
     pub meta: RwLock<()>,
-    /// The repository opened with gix for in-process merges, opened on first use; `None` when gix
+    /// The repository opened with gix for in-process work, opened on first use; `None` when gix
     /// cannot read it as git would (see [`crate::inproc`]): git does everything then.
     pub inproc: tokio::sync::OnceCell<Option<Arc<InProcess>>>,
+}
+
+impl Shared {
+    /// The gix handle, opened once. The identity comes from `git var` so that it is the one `git
+    /// commit` would use here (configuration, `GIT_AUTHOR_*` variables, the fallback identity).
+    pub async fn in_process(&self) -> Result<Option<Arc<InProcess>>, GitError> {
+        let opened = self
+            .inproc
+            .get_or_try_init(|| async {
+                let out = self.git.check(&self.root, ["var", "-l"], Mode::COMMIT).await?;
+                let ident = |var: &str| {
+                    out.stdout
+                        .lines()
+                        .find_map(|l| l.strip_prefix(var)?.strip_prefix('='))
+                        .and_then(Identity::parse_ident)
+                };
+                let (Some(author), Some(committer)) =
+                    (ident("GIT_AUTHOR_IDENT"), ident("GIT_COMMITTER_IDENT"))
+                else {
+                    tracing::debug!("no identity from `git var -l`; git does everything");
+                    return Ok::<_, GitError>(None);
+                };
+                let isolated = self.git.has_extra_env();
+                match InProcess::open(&self.common_dir, isolated, author, committer) {
+                    Ok(inproc) => Ok(Some(Arc::new(inproc))),
+                    Err(why) => {
+                        tracing::debug!(%why, "gix cannot open the repository; git does everything");
+                        Ok(None)
+                    }
+                }
+            })
+            .await?;
+        Ok(opened.clone())
+    }
 }
 
 /// The user's repository, seen from its main worktree. Cheap to clone; safe to share between tasks.
@@ -157,11 +191,9 @@ impl Repo {
         let reference = format!("refs/heads/{branch}");
         let (ours, theirs, message) = (ours.to_string(), theirs.to_string(), message.to_string());
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            inproc.merge_into_branch(&reference, &ours, &theirs, &message)
-        })
-        .await
-        .map_err(|e| GitError::Io(std::io::Error::other(format!("in-process merge stopped: {e}"))))?;
+        let result = inproc
+            .run(move |git| git.merge_into_branch(&reference, &ours, &theirs, &message))
+            .await?;
         tracing::debug!(
             branch,
             outcome = ?result,
@@ -171,37 +203,8 @@ impl Repo {
         result
     }
 
-    /// The gix handle, opened once. The identity comes from `git var` so that it is the one `git
-    /// commit` would use here (configuration, `GIT_AUTHOR_*` variables, the fallback identity).
     async fn in_process(&self) -> Result<Option<Arc<InProcess>>, GitError> {
-        let opened = self
-            .shared
-            .inproc
-            .get_or_try_init(|| async {
-                let out = self.git().check(self.root(), ["var", "-l"], Mode::COMMIT).await?;
-                let ident = |var: &str| {
-                    out.stdout
-                        .lines()
-                        .find_map(|l| l.strip_prefix(var)?.strip_prefix('='))
-                        .and_then(Identity::parse_ident)
-                };
-                let (Some(author), Some(committer)) =
-                    (ident("GIT_AUTHOR_IDENT"), ident("GIT_COMMITTER_IDENT"))
-                else {
-                    tracing::debug!("no identity from `git var -l`; merges use git");
-                    return Ok::<_, GitError>(None);
-                };
-                let isolated = self.git().has_extra_env();
-                match InProcess::open(self.git_common_dir(), isolated, author, committer) {
-                    Ok(inproc) => Ok(Some(Arc::new(inproc))),
-                    Err(why) => {
-                        tracing::debug!(%why, "gix cannot open the repository; merges use git");
-                        Ok(None)
-                    }
-                }
-            })
-            .await?;
-        Ok(opened.clone())
+        self.shared.in_process().await
     }
 
     /// The commit checked out in the main worktree; `None` before the first commit.
@@ -391,6 +394,9 @@ impl Repo {
     ) -> Result<Worktree, GitError> {
         let loc = Location::resolve(path, true).await?;
         let new = Checkout::NewBranch { branch, start };
+        if is_free(&loc.abs).await? && self.add_worktree_in_process(&loc, branch, start).await {
+            return Ok(Worktree::new(self.shared.clone(), loc.abs));
+        }
         if is_free(&loc.abs).await? {
             let out = {
                 let _meta = self.shared.meta.read().await;
@@ -416,6 +422,28 @@ impl Repo {
             }
             result => result,
         }
+    }
+
+    /// The common case of [`Repo::add_worktree_on_branch`] in-process (see [`crate::inproc`]): true
+    /// when the worktree was added; false when git is to do it (any doubt or error, logged), in which
+    /// case the branch may exist by then.
+    async fn add_worktree_in_process(&self, loc: &Location, branch: &str, start: &str) -> bool {
+        let Ok(Some(inproc)) = self.in_process().await else {
+            return false;
+        };
+        let (path, branch, start) = (loc.abs.clone(), branch.to_string(), start.to_string());
+        let started = std::time::Instant::now();
+        let _meta = self.shared.meta.read().await;
+        let outcome = inproc
+            .run(move |git| git.add_worktree_new_branch(&path, &branch, &start))
+            .await;
+        tracing::debug!(
+            path = %loc.abs.display(),
+            ?outcome,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "in-process worktree add"
+        );
+        matches!(outcome, Ok(NewWorktree::Added))
     }
 
     /// A new worktree at `path` with `commit` checked out on a detached HEAD (same replacement rules).
@@ -492,8 +520,12 @@ impl Repo {
     pub async fn remove_worktree(&self, path: &Path) -> Result<(), GitError> {
         let loc = Location::resolve(path, false).await?;
         if tokio::fs::try_exists(&loc.abs).await? {
-            // The usual case, a live worktree of ours: one `git worktree remove`, in parallel with
-            // other sessions. Anything else (not a worktree, the main one) goes the careful way.
+            // The usual case, a live worktree of ours: removed in-process, or with one `git worktree
+            // remove`, in parallel with other sessions. Anything else (not a worktree, the main one)
+            // goes the careful way.
+            if self.remove_worktree_in_process(&loc.abs).await {
+                return Ok(());
+            }
             let out = {
                 let _meta = self.shared.meta.read().await;
                 self.git()
@@ -507,6 +539,22 @@ impl Repo {
         }
         let _meta = self.shared.meta.write().await;
         self.clear_worktree_path(&loc, None).await
+    }
+
+    /// `git worktree remove --force --force` in-process; false (logged) when git is to do it.
+    async fn remove_worktree_in_process(&self, path: &Path) -> bool {
+        let Ok(Some(inproc)) = self.in_process().await else {
+            return false;
+        };
+        let target = path.to_path_buf();
+        let _meta = self.shared.meta.read().await;
+        match inproc.run(move |git| git.remove_worktree(&target)).await {
+            Ok(Ok(())) => true,
+            outcome => {
+                tracing::debug!(path = %path.display(), ?outcome, "in-process worktree remove failed; using git");
+                false
+            }
+        }
     }
 
     /// Every registered worktree, the main one first, as git records them (symlinks resolved), including

@@ -129,8 +129,17 @@ impl Worktree {
         Ok(out.line())
     }
 
-    /// The commit checked out here and its tree, from one git process.
+    /// The commit checked out here and its tree: read in-process (HEAD from its files, the tree from
+    /// the commit object), else from one git process.
     pub async fn head_and_tree(&self) -> Result<(String, String), GitError> {
+        if let Some(head) = self.head_from_files().await {
+            if let Ok(Some(inproc)) = self.shared.in_process().await {
+                let commit = head.clone();
+                if let Ok(Ok(tree)) = inproc.run(move |git| git.tree_of(&commit)).await {
+                    return Ok((head, tree));
+                }
+            }
+        }
         let out = self
             .run(&["rev-parse", "HEAD^{commit}", "HEAD^{tree}"], Mode::READ)
             .await?;

@@ -114,7 +114,7 @@ async fn a_worktree_on_a_branch_reports_bad_starts() {
 }
 
 #[tokio::test]
-async fn head_and_tree_come_from_one_query() {
+async fn head_and_tree_are_what_git_says() {
     let fx = Fixture::new();
     let repo = fx.repo().await;
     let wt = repo
@@ -125,6 +125,12 @@ async fn head_and_tree_come_from_one_query() {
     assert_eq!(head, wt.head().await.expect("head"));
     assert_eq!(tree, wt.tree_hash().await.expect("tree"));
     assert_ne!(head, tree);
+    // After a commit made by git in the worktree (read in-process from the ref and the commit).
+    write(wt.path(), "new.txt", "new\n");
+    let commit = wt.commit_all("new").await.expect("commit").expect("a commit");
+    let (head, tree) = wt.head_and_tree().await.expect("head and tree");
+    assert_eq!(head, commit);
+    assert_eq!(tree, fx.git_in(wt.path(), &["rev-parse", "HEAD^{tree}"]));
 
     let empty = Fixture::empty();
     let repo = empty.repo().await;
