@@ -225,6 +225,13 @@ impl Context {
         Ok(tree.to_string())
     }
 
+    /// `git diff <base> <head>` as [`crate::patch`] renders it (both full object names).
+    pub fn patch(&self, base: &str, head: &str) -> Result<crate::patch::Patch, String> {
+        let base = parse_id(base).map_err(|e| e.to_string())?;
+        let head = parse_id(head).map_err(|e| e.to_string())?;
+        crate::patch::between(&self.repo, base, head)
+    }
+
     /// `git worktree add -b <branch> <path> <start>`: `branch` (a short name) must not exist, `path`
     /// must be absent or an empty directory, `start` is a full object name.
     pub fn add_worktree_new_branch(&mut self, path: &Path, branch: &str, start: &str) -> NewWorktree {

@@ -32,6 +32,7 @@ mod cmd;
 mod error;
 mod inproc;
 mod parse;
+mod patch;
 mod repo;
 mod stats;
 mod worktree;

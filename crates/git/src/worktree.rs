@@ -163,7 +163,16 @@ impl Worktree {
 
     /// `git diff base HEAD` as a full patch with standard a/ b/ prefixes. External diff drivers and
     /// textconv filters are off: they run the user's programs and change the text per machine.
+    /// Rendered in-process when that gives git's text (see `patch.rs`), else by git.
     pub async fn diff_since(&self, base: &str) -> Result<String, GitError> {
+        if let (Some(head), Ok(Some(inproc))) = (self.head_from_files().await, self.shared.in_process().await)
+        {
+            let base_commit = base.to_string();
+            match inproc.run(move |git| git.patch(&base_commit, &head)).await {
+                Ok(Ok(crate::patch::Patch::Text(patch))) => return Ok(patch),
+                outcome => tracing::debug!(?outcome, "diff by git"),
+            }
+        }
         let args = [
             "diff",
             "--no-color",
