@@ -46,6 +46,8 @@ pub(crate) struct Context {
     committer: Identity,
     /// Checkout settings, read on the first worktree add.
     checkout: Option<gix::worktree::state::checkout::Options>,
+    /// Opened without the user's and the system's configuration (tests with a private `HOME`).
+    isolated: bool,
 }
 
 impl std::fmt::Debug for InProcess {
@@ -113,12 +115,7 @@ impl InProcess {
         // Trees are read once per merge side and again for the next merge's base: a small cache avoids
         // inflating them again (gix's own advice for tree diffs).
         repo.object_cache_size_if_unset(4 << 20);
-        let mut context = Context {
-            repo,
-            author,
-            committer,
-            checkout: None,
-        };
+        let mut context = Context::new(repo, author, committer, isolated)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("orchestrator-git".into())
@@ -151,6 +148,38 @@ impl InProcess {
 }
 
 impl Context {
+    /// The identity `git var` resolved is set in the repository's in-memory configuration too, so that
+    /// the reflog entries gix writes (a new branch, a moved one) name whom git would name, also where
+    /// no identity is configured at all.
+    fn new(
+        mut repo: gix::Repository,
+        author: Identity,
+        committer: Identity,
+        isolated: bool,
+    ) -> Result<Context, String> {
+        use gix::config::tree::{Author, Committer};
+        let mut config = repo.config_snapshot_mut();
+        let values = [
+            (&Committer::NAME, &committer.name),
+            (&Committer::EMAIL, &committer.email),
+            (&Author::NAME, &author.name),
+            (&Author::EMAIL, &author.email),
+        ];
+        for (key, value) in values {
+            config
+                .set_value(key, value.as_str())
+                .map_err(|e| format!("identity {value:?}: {e}"))?;
+        }
+        config.commit().map_err(|e| format!("identity: {e}"))?;
+        Ok(Context {
+            repo,
+            author,
+            committer,
+            checkout: None,
+            isolated,
+        })
+    }
+
     /// Merges `theirs` (a full object name or a branch's short name) into `branch` (a full ref name
     /// under `refs/heads/`), which must be at `ours` (a full object name), with a merge commit of two
     /// parents and `message`.
@@ -223,6 +252,31 @@ impl Context {
         let commit = self.repo.find_commit(id).map_err(|e| e.to_string())?;
         let tree = commit.tree_id().map_err(|e| e.to_string())?;
         Ok(tree.to_string())
+    }
+
+    /// Whether the linked worktree at `path` differs from commit `head` (a full object name): HEAD
+    /// elsewhere, staged or unstaged changes to tracked files, or untracked files that are not
+    /// ignored. What `git status --porcelain=v2 --branch --untracked-files=normal` tells, without
+    /// writing anything (the index is not refreshed).
+    pub fn worktree_differs(&self, path: &Path, head: &str) -> Result<bool, String> {
+        let expected = parse_id(head).map_err(|e| e.to_string())?;
+        let repo = gix::open_opts(path, open_options(self.isolated)).map_err(|e| e.to_string())?;
+        match repo.head_id() {
+            Ok(id) if id.detach() == expected => {}
+            _ => return Ok(true),
+        }
+        let mut changes = repo
+            .status(gix::progress::Discard)
+            .map_err(|e| e.to_string())?
+            .untracked_files(gix::status::UntrackedFiles::Collapsed)
+            .index_worktree_rewrites(None)
+            .into_iter(Vec::<gix::bstr::BString>::new())
+            .map_err(|e| e.to_string())?;
+        match changes.next() {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(e.to_string()),
+        }
     }
 
     /// `git diff <base> <head>` as [`crate::patch`] renders it (both full object names).
@@ -480,5 +534,110 @@ mod tests {
             Some("orchestrator@localhost".into())
         );
         assert_eq!(Identity::parse_ident("no email here"), None);
+    }
+}
+
+#[cfg(test)]
+mod worktree_tests {
+    use super::*;
+    use crate::test_repo::Scratch;
+
+    /// As `Repo` opens it for a repository without any configured identity.
+    fn context(repo: &Scratch) -> Context {
+        let fallback = Identity {
+            name: "orchestrator".into(),
+            email: "orchestrator@localhost".into(),
+        };
+        Context::new(repo.open(), fallback.clone(), fallback, true).expect("context")
+    }
+
+    #[test]
+    fn status_in_process_sees_what_git_status_sees() {
+        let repo = Scratch::new();
+        repo.write(".gitignore", "target/\n");
+        repo.write("README", "hello\n");
+        let base = repo.commit().to_string();
+        let mut git = context(&repo);
+        let path = repo.root.parent().expect("parent").join("wt");
+        assert_eq!(
+            git.add_worktree_new_branch(&path, "u/s", &base),
+            NewWorktree::Added
+        );
+        let differs = |git: &Context| git.worktree_differs(&path, &base).expect("status");
+
+        assert!(!differs(&git), "a fresh checkout is clean");
+        std::fs::create_dir_all(path.join("target")).expect("mkdir");
+        std::fs::write(path.join("target/out"), "build\n").expect("write");
+        assert!(!differs(&git), "ignored output is no change");
+        std::fs::write(path.join("junk.txt"), "u\n").expect("write");
+        assert!(differs(&git), "an untracked file");
+        std::fs::remove_file(path.join("junk.txt")).expect("rm");
+        std::fs::create_dir_all(path.join("new/dir")).expect("mkdir");
+        std::fs::write(path.join("new/dir/f"), "u\n").expect("write");
+        assert!(differs(&git), "an untracked directory");
+        std::fs::remove_dir_all(path.join("new")).expect("rm");
+        std::fs::write(path.join("README"), "edited\n").expect("write");
+        assert!(differs(&git), "a modified file");
+        std::fs::write(path.join("README"), "hello\n").expect("write");
+        assert!(!differs(&git), "edited back");
+        std::fs::remove_file(path.join("README")).expect("rm");
+        assert!(differs(&git), "a deleted file");
+        repo.git_in(&path, &["checkout", "--", "README"]);
+        repo.git_in(&path, &["commit", "-q", "--allow-empty", "-m", "moved"]);
+        assert!(differs(&git), "HEAD moved");
+        repo.git_in(&path, &["reset", "-q", "--hard", &base]);
+        assert!(!differs(&git));
+        // Staged, with the file itself back as committed: still a change for git status.
+        std::fs::write(path.join("README"), "staged\n").expect("write");
+        repo.git_in(&path, &["add", "README"]);
+        std::fs::write(path.join("README"), "hello\n").expect("write");
+        assert!(differs(&git), "a staged change");
+        assert!(git.worktree_differs(&repo.root.join("nowhere"), &base).is_err());
+    }
+
+    #[test]
+    fn remove_refuses_what_is_not_a_linked_worktree_of_this_repository() {
+        let repo = Scratch::new();
+        repo.write("README", "hello\n");
+        let base = repo.commit().to_string();
+        let mut git = context(&repo);
+        // The main worktree, and a directory that is no worktree at all.
+        assert!(git.remove_worktree(&repo.root).is_err());
+        let plain = repo.root.parent().expect("parent").join("plain");
+        std::fs::create_dir_all(&plain).expect("mkdir");
+        assert!(git.remove_worktree(&plain).is_err());
+        assert!(plain.exists());
+        // Another repository's worktree.
+        let other = Scratch::new();
+        other.write("f", "x\n");
+        let other_base = other.commit().to_string();
+        let mut other_git = context(&other);
+        let foreign = repo.root.parent().expect("parent").join("foreign");
+        assert_eq!(
+            other_git.add_worktree_new_branch(&foreign, "u/x", &other_base),
+            NewWorktree::Added
+        );
+        assert!(git.remove_worktree(&foreign).is_err());
+        assert!(foreign.join(".git").exists(), "left untouched");
+        // Ours, with uncommitted changes: removed like `worktree remove --force --force`.
+        let ours = repo.root.parent().expect("parent").join("ours");
+        assert_eq!(
+            git.add_worktree_new_branch(&ours, "u/o", &base),
+            NewWorktree::Added
+        );
+        std::fs::write(ours.join("scratch"), "x\n").expect("write");
+        git.remove_worktree(&ours).expect("remove");
+        assert!(!ours.exists());
+        assert!(!repo.git(&["worktree", "list"]).contains("ours"));
+        assert!(
+            repo.git(&["branch", "--list", "u/o"]).contains("u/o"),
+            "the branch stays"
+        );
+        // The branch's reflog names the identity git would use.
+        let log = repo.git(&["reflog", "show", "--format=%gn <%ge> %gs", "u/o"]);
+        assert!(
+            log.starts_with("orchestrator <orchestrator@localhost> branch: Created from"),
+            "{log}"
+        );
     }
 }

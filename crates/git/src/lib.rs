@@ -35,6 +35,8 @@ mod parse;
 mod patch;
 mod repo;
 mod stats;
+#[cfg(test)]
+mod test_repo;
 mod worktree;
 
 pub use error::GitError;

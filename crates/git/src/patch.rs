@@ -345,62 +345,10 @@ impl GitHunks<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
-    /// A repository made with git itself, isolated from the machine's configuration.
-    struct Scratch {
-        _dir: tempfile::TempDir,
-        root: std::path::PathBuf,
-    }
+    use crate::test_repo::Scratch;
 
     impl Scratch {
-        fn new() -> Scratch {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let root = dir.path().join("repo");
-            std::fs::create_dir_all(&root).expect("mkdir");
-            let scratch = Scratch { _dir: dir, root };
-            scratch.git(&["init", "-q", "-b", "main"]);
-            scratch
-        }
-
-        fn git(&self, args: &[&str]) -> String {
-            let home = self.root.parent().expect("parent").join("home");
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(&self.root)
-                .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
-                .args(args)
-                .env("HOME", &home)
-                .env("XDG_CONFIG_HOME", home.join(".config"))
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("LC_ALL", "C")
-                .output()
-                .expect("git");
-            assert!(
-                out.status.success(),
-                "git {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-
-        fn write(&self, path: &str, content: impl AsRef<[u8]>) {
-            let path = self.root.join(path);
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            std::fs::write(path, content).expect("write");
-        }
-
-        fn commit(&self) -> gix::ObjectId {
-            self.git(&["add", "-A"]);
-            self.git(&["commit", "-q", "--allow-empty", "-m", "c"]);
-            let id = self.git(&["rev-parse", "HEAD"]);
-            gix::ObjectId::from_hex(id.trim().as_bytes()).expect("id")
-        }
-
-        fn open(&self) -> gix::Repository {
-            gix::open_opts(self.root.join(".git"), gix::open::Options::isolated()).expect("open")
-        }
-
         /// What `Worktree::diff_since` asks git for.
         fn git_diff(&self, base: gix::ObjectId, head: gix::ObjectId) -> String {
             self.git(&[

@@ -337,11 +337,17 @@ impl Worktree {
         self.check(&["merge", "--abort"], Mode::META).await.map(drop)
     }
 
-    /// Like [`Worktree::reset_hard`], but first asks `git status` whether anything differs from
-    /// `commit` (HEAD moved, tracked or untracked changes) and resets only then: after a build or test
-    /// run that left the tree as it was, one read-only git process instead of two that write. Returns
-    /// whether anything had to be undone.
+    /// Like [`Worktree::reset_hard`], but first asks whether anything differs from `commit` (HEAD
+    /// moved, tracked or untracked changes; in-process, else with `git status`) and resets only then:
+    /// after a build or test run that left the tree as it was, no git process at all. Returns whether
+    /// anything had to be undone.
     pub async fn reset_hard_if_changed(&self, commit: &str) -> Result<bool, GitError> {
+        if let Some(differs) = self.differs_in_process(commit).await {
+            if differs {
+                self.reset_hard(commit).await?;
+            }
+            return Ok(differs);
+        }
         let args = [
             "status",
             "--porcelain=v2",
@@ -356,6 +362,20 @@ impl Worktree {
         }
         self.reset_hard(commit).await?;
         Ok(true)
+    }
+
+    /// The status question of [`Worktree::reset_hard_if_changed`] answered in-process; `None` when git
+    /// is to answer it (gix unavailable, or any error).
+    async fn differs_in_process(&self, commit: &str) -> Option<bool> {
+        let inproc = self.shared.in_process().await.ok()??;
+        let (path, head) = (self.path.to_path_buf(), commit.to_string());
+        match inproc.run(move |git| git.worktree_differs(&path, &head)).await {
+            Ok(Ok(differs)) => Some(differs),
+            outcome => {
+                tracing::debug!(?outcome, "in-process status failed; asking git");
+                None
+            }
+        }
     }
 
     /// `git reset --hard <commit>` alone: the checked-out branch moves to `commit` (a no-op when it is
