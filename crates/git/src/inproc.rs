@@ -76,6 +76,17 @@ pub enum BranchMerge {
     UseGit(String),
 }
 
+/// How an in-process commit of a worktree's index ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IndexCommit {
+    /// The new commit, now at HEAD.
+    Committed(String),
+    /// The index is HEAD's tree: nothing was written.
+    NothingToCommit,
+    /// Nothing was written, for the reason given; `git commit` is to do it.
+    UseGit(String),
+}
+
 /// How an in-process `worktree add -b` ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum NewWorktree {
@@ -260,16 +271,23 @@ impl Context {
     /// writing anything (the index is not refreshed).
     pub fn worktree_differs(&self, path: &Path, head: &str) -> Result<bool, String> {
         let expected = parse_id(head).map_err(|e| e.to_string())?;
+        // Opened afresh each time: a unit is checked once per attempt, so keeping fifty opened
+        // repositories would cost memory for nothing.
         let repo = gix::open_opts(path, open_options(self.isolated)).map_err(|e| e.to_string())?;
-        match repo.head_id() {
-            Ok(id) if id.detach() == expected => {}
-            _ => return Ok(true),
+        Self::differs(&repo, expected)
+    }
+
+    fn differs(repo: &gix::Repository, expected: gix::ObjectId) -> Result<bool, String> {
+        if repo.head_id().map_err(|e| e.to_string())?.detach() != expected {
+            return Ok(true);
         }
         let mut changes = repo
             .status(gix::progress::Discard)
             .map_err(|e| e.to_string())?
             .untracked_files(gix::status::UntrackedFiles::Collapsed)
             .index_worktree_rewrites(None)
+            // A unit's worktree is small, and fifty of them are checked at once: no extra threads.
+            .index_worktree_options_mut(|options| options.thread_limit = Some(1))
             .into_iter(Vec::<gix::bstr::BString>::new())
             .map_err(|e| e.to_string())?;
         match changes.next() {
@@ -277,6 +295,126 @@ impl Context {
             Some(Ok(_)) => Ok(true),
             Some(Err(e)) => Err(e.to_string()),
         }
+    }
+
+    /// `git commit -m <message>` of the index of the linked worktree at `path` (after `git add -A`
+    /// there): the tree is HEAD's with the entries that differ in the index replaced, added or
+    /// removed, the commit has HEAD as its parent and the identity `git var` resolved, and HEAD's
+    /// branch moves with a `commit: …` reflog entry. The index itself is left as it is (it already
+    /// holds what was committed). A merge or other operation in progress, conflicted or intent-to-add
+    /// entries, a sparse index, a detached or unborn HEAD, a commit encoding or per-worktree
+    /// configuration are git's to handle.
+    pub fn commit_index(&self, path: &Path, message: &str) -> IndexCommit {
+        self.try_commit_index(path, message)
+            .unwrap_or_else(IndexCommit::UseGit)
+    }
+
+    fn try_commit_index(&self, path: &Path, message: &str) -> Result<IndexCommit, String> {
+        use gix::diff::index::ChangeRef;
+        let Some(message) = clean_message(message) else {
+            return Ok(IndexCommit::UseGit("an empty message".into()));
+        };
+        let repo = gix::open_opts(path, open_options(self.isolated)).map_err(|e| e.to_string())?;
+        let config = repo.config_snapshot();
+        for key in ["i18n.commitEncoding", "extensions.worktreeConfig"] {
+            if config.string(key).is_some() {
+                return Ok(IndexCommit::UseGit(format!("{key} is set")));
+            }
+        }
+        if let Some(operation) = repo.state() {
+            // A merge (or cherry-pick, revert, rebase) in progress: git commits it with its parents.
+            return Ok(IndexCommit::UseGit(format!("{operation:?} in progress")));
+        }
+        let head = repo.head().map_err(|e| e.to_string())?;
+        if head.referent_name().is_none() || head.is_unborn() {
+            return Ok(IndexCommit::UseGit("HEAD is not on a branch with commits".into()));
+        }
+        let parent = repo.head_commit().map_err(|e| e.to_string())?;
+        let parent_tree = parent.tree_id().map_err(|e| e.to_string())?.detach();
+        let index = repo.open_index().map_err(|e| e.to_string())?;
+        if index.is_sparse() {
+            return Ok(IndexCommit::UseGit("a sparse index".into()));
+        }
+        let unusual = index.entries().iter().any(|entry| {
+            entry.stage() != gix::index::entry::Stage::Unconflicted
+                || entry.flags.contains(gix::index::entry::Flags::INTENT_TO_ADD)
+        });
+        if unusual {
+            return Ok(IndexCommit::UseGit("conflicted or intent-to-add entries".into()));
+        }
+        let mut edits: Vec<(
+            gix::bstr::BString,
+            Option<(gix::index::entry::Mode, gix::ObjectId)>,
+        )> = Vec::new();
+        let mut renamed = false;
+        repo.tree_index_status(
+            &parent_tree,
+            &index,
+            None,
+            gix::status::tree_index::TrackRenames::Disabled,
+            |change, _, _| {
+                match change {
+                    ChangeRef::Addition {
+                        location,
+                        entry_mode,
+                        id,
+                        ..
+                    }
+                    | ChangeRef::Modification {
+                        location,
+                        entry_mode,
+                        id,
+                        ..
+                    } => edits.push((location.into_owned(), Some((entry_mode, id.into_owned())))),
+                    ChangeRef::Deletion { location, .. } => edits.push((location.into_owned(), None)),
+                    // Not with renames disabled; refuse rather than guess.
+                    ChangeRef::Rewrite { .. } => renamed = true,
+                }
+                Ok(std::ops::ControlFlow::Continue(()))
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        if renamed {
+            return Ok(IndexCommit::UseGit("a rename in the index".into()));
+        }
+        if edits.is_empty() {
+            return Ok(IndexCommit::NothingToCommit);
+        }
+        let mut editor = repo.edit_tree(parent_tree).map_err(|e| e.to_string())?;
+        for (location, target) in &edits {
+            match target {
+                Some((mode, id)) => {
+                    let Some(mode) = mode.to_tree_entry_mode() else {
+                        return Ok(IndexCommit::UseGit(format!("an unknown mode at {location}")));
+                    };
+                    editor
+                        .upsert(location.as_bstr(), mode.kind(), *id)
+                        .map_err(|e| e.to_string())?;
+                }
+                None => {
+                    editor.remove(location.as_bstr()).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        let tree = editor.write().map_err(|e| e.to_string())?.detach();
+        if tree == parent_tree {
+            return Ok(IndexCommit::NothingToCommit);
+        }
+        let now = gix::date::Time::now_local_or_utc();
+        let (mut author_time, mut committer_time) = (Default::default(), Default::default());
+        let author = self.author.signature(now);
+        let committer = self.committer.signature(now);
+        let commit = repo
+            .commit_as(
+                committer.to_ref(&mut committer_time),
+                author.to_ref(&mut author_time),
+                "HEAD",
+                message,
+                tree,
+                [parent.id],
+            )
+            .map_err(|e| format!("committing: {e}"))?;
+        Ok(IndexCommit::Committed(commit.to_string()))
     }
 
     /// `git diff <base> <head>` as [`crate::patch`] renders it (both full object names).
@@ -494,6 +632,27 @@ impl Identity {
     }
 }
 
+/// git's clean-up of a `-m` message (`--cleanup=whitespace`): trailing white space cut from every
+/// line, blank lines at the start and end dropped and runs of them folded into one, a final newline.
+/// `None` when nothing is left (git refuses an empty message).
+fn clean_message(message: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut blank_run = false;
+    for line in message.lines().map(str::trim_end) {
+        if line.is_empty() {
+            blank_run = !out.is_empty();
+            continue;
+        }
+        if blank_run {
+            out.push('\n');
+            blank_run = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// A full object name, or a branch's short name (`u/unit`) peeled to its commit.
 fn resolve(repo: &gix::Repository, rev: &str) -> Result<gix::ObjectId, GitError> {
     if let Ok(id) = parse_id(rev) {
@@ -639,5 +798,95 @@ mod worktree_tests {
             log.starts_with("orchestrator <orchestrator@localhost> branch: Created from"),
             "{log}"
         );
+    }
+
+    #[test]
+    fn an_index_commit_has_the_tree_git_write_tree_makes() {
+        let repo = Scratch::new();
+        repo.write("README", "hello\n");
+        repo.write("src/a.rs", "a\n");
+        repo.write("src/deep/b.rs", "b\n");
+        repo.write("gone/x", "x\n");
+        repo.write("tool.sh", "echo\n");
+        let base = repo.commit().to_string();
+        let mut git = context(&repo);
+        let path = repo.root.parent().expect("parent").join("wt");
+        assert_eq!(
+            git.add_worktree_new_branch(&path, "u/c", &base),
+            NewWorktree::Added
+        );
+        let wt = |args: &[&str]| repo.git_in(&path, args);
+
+        // Staged as `git add -A` stages them: every kind of change.
+        std::fs::write(path.join("README"), "changed\n").expect("write");
+        std::fs::write(path.join("src/deep/new.rs"), "new\n").expect("write");
+        std::fs::create_dir_all(path.join("fresh/dir")).expect("mkdir");
+        std::fs::write(path.join("fresh/dir/f"), "").expect("write");
+        std::fs::remove_dir_all(path.join("gone")).expect("rm");
+        std::os::unix::fs::symlink("README", path.join("link")).expect("symlink");
+        let mut perms = std::fs::metadata(path.join("tool.sh"))
+            .expect("meta")
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(path.join("tool.sh"), perms).expect("chmod");
+        wt(&["add", "-A"]);
+        let expected_tree = wt(&["write-tree"]).trim().to_string();
+
+        let IndexCommit::Committed(commit) = git.commit_index(&path, "  u/c: title  \n\n\n body \n\n") else {
+            panic!("expected an in-process commit");
+        };
+        assert_eq!(wt(&["rev-parse", "HEAD"]).trim(), commit);
+        assert_eq!(wt(&["rev-parse", "u/c"]).trim(), commit);
+        assert_eq!(wt(&["rev-parse", "HEAD^{tree}"]).trim(), expected_tree);
+        assert_eq!(wt(&["rev-parse", "HEAD^"]).trim(), base);
+        assert_eq!(wt(&["log", "-1", "--format=%B"]), "  u/c: title\n\n body\n\n");
+        assert_eq!(
+            wt(&["log", "-1", "--format=%an <%ae>|%cn <%ce>"]).trim(),
+            "orchestrator <orchestrator@localhost>|orchestrator <orchestrator@localhost>"
+        );
+        assert_eq!(
+            wt(&["status", "--porcelain"]),
+            "",
+            "the index is what was committed"
+        );
+        let log = wt(&["reflog", "show", "--format=%gs", "u/c"]);
+        assert!(
+            log.starts_with("commit: ") && log.lines().next().unwrap_or_default().ends_with("u/c: title"),
+            "{log}"
+        );
+        repo.git(&["fsck", "--no-progress", "--strict"]);
+
+        // Nothing staged: nothing written.
+        assert_eq!(git.commit_index(&path, "again"), IndexCommit::NothingToCommit);
+        assert_eq!(wt(&["rev-parse", "HEAD"]).trim(), commit);
+        // What git handles itself.
+        assert!(matches!(git.commit_index(&path, " \n\n"), IndexCommit::UseGit(_)));
+        std::fs::write(path.join("later.txt"), "l\n").expect("write");
+        wt(&["add", "-N", "later.txt"]);
+        assert!(matches!(git.commit_index(&path, "ita"), IndexCommit::UseGit(_)));
+        wt(&["reset", "-q", "later.txt"]);
+        std::fs::write(path.join(".git-merge-probe"), "").expect("write");
+        let merge_head =
+            std::path::PathBuf::from(wt(&["rev-parse", "--absolute-git-dir"]).trim()).join("MERGE_HEAD");
+        std::fs::write(&merge_head, format!("{base}\n")).expect("MERGE_HEAD");
+        wt(&["add", "-A"]);
+        assert!(matches!(git.commit_index(&path, "merge"), IndexCommit::UseGit(_)));
+        std::fs::remove_file(&merge_head).expect("rm");
+        wt(&["checkout", "-q", "--detach"]);
+        wt(&["add", "-A"]);
+        assert!(matches!(
+            git.commit_index(&path, "detached"),
+            IndexCommit::UseGit(_)
+        ));
+    }
+
+    #[test]
+    fn messages_are_cleaned_as_git_cleans_a_dash_m_message() {
+        assert_eq!(clean_message("title").as_deref(), Some("title\n"));
+        assert_eq!(
+            clean_message("\n\n  a  \n\n\n\nb\t\n\n").as_deref(),
+            Some("  a\n\nb\n")
+        );
+        assert_eq!(clean_message(" \n\t\n"), None);
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cmd::{Mode, Output, Runner};
+use crate::inproc::IndexCommit;
 use crate::parse;
 use crate::repo::Shared;
 use crate::GitError;
@@ -96,10 +97,20 @@ impl Worktree {
 
     /// `git add -A` + commit (--no-verify). Ok(None) when there was nothing to commit.
     ///
-    /// Two git processes: `commit` itself says when there is nothing to commit, and prints the new
-    /// commit's full name in its summary line (`core.abbrev=no`).
+    /// `git add -A` decides what goes in (ignore rules, filters, modes, nested repositories); the
+    /// commit of that index is made in-process when it can be (see `inproc.rs`), else by `git
+    /// commit`, which says itself when there is nothing to commit and prints the new commit's full
+    /// name in its summary line (`core.abbrev=no`).
     pub async fn commit_all(&self, message: &str) -> Result<Option<String>, GitError> {
         self.check(&["add", "-A"], Mode::META).await?;
+        if let Ok(Some(inproc)) = self.shared.in_process().await {
+            let (path, text) = (self.path.to_path_buf(), message.to_string());
+            match inproc.run(move |git| git.commit_index(&path, &text)).await {
+                Ok(IndexCommit::Committed(commit)) => return Ok(Some(commit)),
+                Ok(IndexCommit::NothingToCommit) => return Ok(None),
+                outcome => tracing::debug!(?outcome, "committing with git"),
+            }
+        }
         let args = [
             "-c",
             "core.abbrev=no",
