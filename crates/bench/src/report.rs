@@ -323,6 +323,9 @@ fn opencode_table(out: &mut String, results: &Results) {
         );
     }
     let _ = writeln!(out);
+    if let Some(note) = &results.opencode_note {
+        let _ = writeln!(out, "Note: {note}.\n");
+    }
 }
 
 /// Checks that `markdown` is a set of well-formed tables: every row of a table has its header's
