@@ -19,6 +19,17 @@ use gix::object::tree::diff::ChangeDetached as Change;
 use gix::objs::tree::EntryKind;
 use gix::prelude::ObjectIdExt;
 
+/// The options of `git diff` whose output this module reproduces: what [`crate::Worktree::diff_since`]
+/// passes when git renders the patch. External diff drivers and textconv filters are off: they run the
+/// user's programs and change the text per machine.
+pub(crate) const GIT_DIFF_OPTIONS: [&str; 5] = [
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+];
+
 /// A rendered patch, or why git is to render it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Patch {
@@ -351,17 +362,11 @@ mod tests {
     impl Scratch {
         /// What `Worktree::diff_since` asks git for.
         fn git_diff(&self, base: gix::ObjectId, head: gix::ObjectId) -> String {
-            self.git(&[
-                "diff",
-                "--no-color",
-                "--no-ext-diff",
-                "--no-textconv",
-                "--src-prefix=a/",
-                "--dst-prefix=b/",
-                &base.to_string(),
-                &head.to_string(),
-                "--",
-            ])
+            let (base, head) = (base.to_string(), head.to_string());
+            let mut args = vec!["diff"];
+            args.extend(GIT_DIFF_OPTIONS);
+            args.extend([base.as_str(), head.as_str(), "--"]);
+            self.git(&args)
         }
 
         fn assert_same_as_git(&self, base: gix::ObjectId, head: gix::ObjectId) {

@@ -172,9 +172,9 @@ impl Worktree {
         Ok(!out.stdout.is_empty())
     }
 
-    /// `git diff base HEAD` as a full patch with standard a/ b/ prefixes. External diff drivers and
-    /// textconv filters are off: they run the user's programs and change the text per machine.
-    /// Rendered in-process when that gives git's text (see `patch.rs`), else by git.
+    /// `git diff base HEAD` as a full patch with standard a/ b/ prefixes, without external diff
+    /// drivers or textconv filters (`patch::GIT_DIFF_OPTIONS`). Rendered in-process when that gives
+    /// git's text (see `patch.rs`), else by git.
     pub async fn diff_since(&self, base: &str) -> Result<String, GitError> {
         if let (Some(head), Ok(Some(inproc))) = (self.head_from_files().await, self.shared.in_process().await)
         {
@@ -184,18 +184,9 @@ impl Worktree {
                 outcome => tracing::debug!(?outcome, "diff by git"),
             }
         }
-        let args = [
-            "diff",
-            "--no-color",
-            "--no-ext-diff",
-            "--no-textconv",
-            "--src-prefix=a/",
-            "--dst-prefix=b/",
-            "--end-of-options",
-            base,
-            "HEAD",
-            "--",
-        ];
+        let mut args = vec!["diff"];
+        args.extend(crate::patch::GIT_DIFF_OPTIONS);
+        args.extend(["--end-of-options", base, "HEAD", "--"]);
         Ok(self.check(&args, Mode::READ).await?.stdout)
     }
 
