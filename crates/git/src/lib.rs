@@ -1,13 +1,14 @@
 //! The git operations a mission needs: worktrees, branches, merges and the final fast-forward.
 //!
 //! Most operations run the user's own `git` command line through `tokio::process`, not libgit2: merges
-//! with conflicts, checkouts, commits and the final fast-forward then behave exactly as they do for the
-//! user, and there is no C library to build. Three operations that every unit repeats are done
+//! with conflicts, checkouts, staging (`add -A`) and the final fast-forward then behave exactly as they
+//! do for the user, and there is no C library to build. The steps that every unit repeats are done
 //! in-process with gitoxide instead (see `inproc.rs`), because fifty units do them within a second and
-//! each git process costs a few ms of CPU: adding a unit's worktree on a new branch, removing it, and
-//! the merge queue's clean merge ([`Repo::merge_into_branch`]); HEAD's tree is read in-process too.
-//! Each of them goes back to git whenever gitoxide might not do exactly what git does (filter drivers,
-//! submodules, sparse checkout, conflicts, any error).
+//! each git process costs a few ms of CPU: adding a unit's worktree on a new branch and removing it,
+//! committing the index `git add -A` staged, HEAD's tree, the status check after verification, the
+//! reviewer's diff (`patch.rs`) and the merge queue's clean merge ([`Repo::merge_into_branch`]). Each
+//! goes back to git whenever gitoxide might not do exactly what git does (filter drivers, submodules,
+//! sparse checkout, attributes, conflicts, an operation in progress, any error).
 //!
 //! Every call is `git -C <dir>` with prompts and editors disabled (`GIT_TERMINAL_PROMPT=0`,
 //! `GIT_EDITOR=true`, `GIT_MERGE_AUTOEDIT=no`), `LC_ALL=C` so git's messages can be recognised, and stdin
