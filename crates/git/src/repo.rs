@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     /// listing never sees a worktree half-registered.
     pub meta: RwLock<()>,
     /// The repository opened with gix for in-process work, opened on first use; `None` when gix
-    /// cannot read it as git would (see [`crate::inproc`]): git does everything then.
+    /// cannot read it as git would (see `inproc.rs`): git does everything then.
     pub inproc: tokio::sync::OnceCell<Option<Arc<InProcess>>>,
 }
 
@@ -174,7 +174,7 @@ impl Repo {
 
     /// Merges `theirs` (a full object name or a branch's short name) into branch `branch` (short
     /// name), which must be at commit `ours` (a full object name), without any worktree: the merge
-    /// commit is written and the branch moved in-process (see [`crate::inproc`]).
+    /// commit is written and the branch moved in-process (see `inproc.rs`).
     /// A worktree with `branch` checked out keeps its old files and index until it is checked out
     /// again (e.g. [`Worktree::reset_hard`]). [`BranchMerge::UseGit`] leaves everything as it was:
     /// merge with [`Worktree::merge`] then.
@@ -248,7 +248,7 @@ impl Repo {
             .collect())
     }
 
-    /// Adds `pattern` to <common dir>/info/exclude unless a line equal to it exists (creating info/ if needed).
+    /// Adds `pattern` to `<common dir>/info/exclude` unless a line equal to it exists (creating info/ if needed).
     ///
     /// info/exclude rather than .gitignore: it ignores our state without changing a tracked file.
     pub async fn ensure_excluded(&self, pattern: &str) -> Result<(), GitError> {
@@ -424,7 +424,7 @@ impl Repo {
         }
     }
 
-    /// The common case of [`Repo::add_worktree_on_branch`] in-process (see [`crate::inproc`]): true
+    /// The common case of [`Repo::add_worktree_on_branch`] in-process (see `inproc.rs`): true
     /// when the worktree was added; false when git is to do it (any doubt or error, logged), in which
     /// case the branch may exist by then.
     async fn add_worktree_in_process(&self, loc: &Location, branch: &str, start: &str) -> bool {
