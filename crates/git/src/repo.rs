@@ -66,6 +66,22 @@ impl Shared {
             .await?;
         Ok(opened.clone())
     }
+
+    /// Runs `job` on the in-process git thread; `None` when git is to do the work instead: gix cannot
+    /// open the repository, or the job did not come back (logged).
+    pub async fn run_in_process<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut crate::inproc::Context) -> T + Send + 'static,
+    ) -> Option<T> {
+        let inproc = self.in_process().await.ok()??;
+        match inproc.run(job).await {
+            Ok(answer) => Some(answer),
+            Err(e) => {
+                tracing::debug!("in-process git: {e}; git does it");
+                None
+            }
+        }
+    }
 }
 
 /// The user's repository, seen from its main worktree. Cheap to clone; safe to share between tasks.
@@ -394,10 +410,12 @@ impl Repo {
     ) -> Result<Worktree, GitError> {
         let loc = Location::resolve(path, true).await?;
         let new = Checkout::NewBranch { branch, start };
-        if is_free(&loc.abs).await? && self.add_worktree_in_process(&loc, branch, start).await {
+        // An in-process add that gives up leaves the path as it found it.
+        let free = is_free(&loc.abs).await?;
+        if free && self.add_worktree_in_process(&loc, branch, start).await {
             return Ok(Worktree::new(self.shared.clone(), loc.abs));
         }
-        if is_free(&loc.abs).await? {
+        if free {
             let out = {
                 let _meta = self.shared.meta.read().await;
                 self.git().run(self.root(), new.args(&loc), Mode::META).await?
@@ -428,14 +446,12 @@ impl Repo {
     /// when the worktree was added; false when git is to do it (any doubt or error, logged), in which
     /// case the branch may exist by then.
     async fn add_worktree_in_process(&self, loc: &Location, branch: &str, start: &str) -> bool {
-        let Ok(Some(inproc)) = self.in_process().await else {
-            return false;
-        };
         let (path, branch, start) = (loc.abs.clone(), branch.to_string(), start.to_string());
         let started = std::time::Instant::now();
         let _meta = self.shared.meta.read().await;
-        let outcome = inproc
-            .run(move |git| git.add_worktree_new_branch(&path, &branch, &start))
+        let outcome = self
+            .shared
+            .run_in_process(move |git| git.add_worktree_new_branch(&path, &branch, &start))
             .await;
         tracing::debug!(
             path = %loc.abs.display(),
@@ -443,7 +459,7 @@ impl Repo {
             elapsed_us = started.elapsed().as_micros() as u64,
             "in-process worktree add"
         );
-        matches!(outcome, Ok(NewWorktree::Added))
+        matches!(outcome, Some(NewWorktree::Added))
     }
 
     /// A new worktree at `path` with `commit` checked out on a detached HEAD (same replacement rules).
@@ -543,13 +559,14 @@ impl Repo {
 
     /// `git worktree remove --force --force` in-process; false (logged) when git is to do it.
     async fn remove_worktree_in_process(&self, path: &Path) -> bool {
-        let Ok(Some(inproc)) = self.in_process().await else {
-            return false;
-        };
         let target = path.to_path_buf();
         let _meta = self.shared.meta.read().await;
-        match inproc.run(move |git| git.remove_worktree(&target)).await {
-            Ok(Ok(())) => true,
+        match self
+            .shared
+            .run_in_process(move |git| git.remove_worktree(&target))
+            .await
+        {
+            Some(Ok(())) => true,
             outcome => {
                 tracing::debug!(path = %path.display(), ?outcome, "in-process worktree remove failed; using git");
                 false

@@ -103,13 +103,15 @@ impl Worktree {
     /// name in its summary line (`core.abbrev=no`).
     pub async fn commit_all(&self, message: &str) -> Result<Option<String>, GitError> {
         self.check(&["add", "-A"], Mode::META).await?;
-        if let Ok(Some(inproc)) = self.shared.in_process().await {
-            let (path, text) = (self.path.to_path_buf(), message.to_string());
-            match inproc.run(move |git| git.commit_index(&path, &text)).await {
-                Ok(IndexCommit::Committed(commit)) => return Ok(Some(commit)),
-                Ok(IndexCommit::NothingToCommit) => return Ok(None),
-                outcome => tracing::debug!(?outcome, "committing with git"),
-            }
+        let (path, text) = (self.path.to_path_buf(), message.to_string());
+        match self
+            .shared
+            .run_in_process(move |git| git.commit_index(&path, &text))
+            .await
+        {
+            Some(IndexCommit::Committed(commit)) => return Ok(Some(commit)),
+            Some(IndexCommit::NothingToCommit) => return Ok(None),
+            outcome => tracing::debug!(?outcome, "committing with git"),
         }
         let args = [
             "-c",
@@ -144,11 +146,9 @@ impl Worktree {
     /// the commit object), else from one git process.
     pub async fn head_and_tree(&self) -> Result<(String, String), GitError> {
         if let Some(head) = self.head_from_files().await {
-            if let Ok(Some(inproc)) = self.shared.in_process().await {
-                let commit = head.clone();
-                if let Ok(Ok(tree)) = inproc.run(move |git| git.tree_of(&commit)).await {
-                    return Ok((head, tree));
-                }
+            let commit = head.clone();
+            if let Some(Ok(tree)) = self.shared.run_in_process(move |git| git.tree_of(&commit)).await {
+                return Ok((head, tree));
             }
         }
         let out = self
@@ -176,11 +176,14 @@ impl Worktree {
     /// drivers or textconv filters (`patch::GIT_DIFF_OPTIONS`). Rendered in-process when that gives
     /// git's text (see `patch.rs`), else by git.
     pub async fn diff_since(&self, base: &str) -> Result<String, GitError> {
-        if let (Some(head), Ok(Some(inproc))) = (self.head_from_files().await, self.shared.in_process().await)
-        {
+        if let Some(head) = self.head_from_files().await {
             let base_commit = base.to_string();
-            match inproc.run(move |git| git.patch(&base_commit, &head)).await {
-                Ok(Ok(crate::patch::Patch::Text(patch))) => return Ok(patch),
+            match self
+                .shared
+                .run_in_process(move |git| git.patch(&base_commit, &head))
+                .await
+            {
+                Some(Ok(crate::patch::Patch::Text(patch))) => return Ok(patch),
                 outcome => tracing::debug!(?outcome, "diff by git"),
             }
         }
@@ -369,10 +372,13 @@ impl Worktree {
     /// The status question of [`Worktree::reset_hard_if_changed`] answered in-process; `None` when git
     /// is to answer it (gix unavailable, or any error).
     async fn differs_in_process(&self, commit: &str) -> Option<bool> {
-        let inproc = self.shared.in_process().await.ok()??;
         let (path, head) = (self.path.to_path_buf(), commit.to_string());
-        match inproc.run(move |git| git.worktree_differs(&path, &head)).await {
-            Ok(Ok(differs)) => Some(differs),
+        match self
+            .shared
+            .run_in_process(move |git| git.worktree_differs(&path, &head))
+            .await
+        {
+            Some(Ok(differs)) => Some(differs),
             outcome => {
                 tracing::debug!(?outcome, "in-process status failed; asking git");
                 None
