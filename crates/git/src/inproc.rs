@@ -1,14 +1,17 @@
-//! Git work done inside the orchestrator's process with gitoxide (`gix`), for the few operations that
-//! every unit repeats and that are cheap in-process but cost a git process (1.7-10 ms of CPU each on a
-//! small VM) when run by the command line: adding a unit's worktree on a new branch, removing it, and
-//! the merge queue's clean merge. Fifty units make, merge and remove fifty worktrees within a second,
-//! and on two CPUs those processes were most of the orchestrator's overhead (docs/benchmarks.md).
+//! Git work done inside the orchestrator's process with gitoxide (`gix`), for the steps that every
+//! unit repeats and that are cheap in-process but cost a git process (1.7-10 ms of CPU each on a small
+//! VM) when run by the command line. Fifty units do each of them within a second, and on two CPUs
+//! those processes were most of the orchestrator's overhead (docs/benchmarks.md).
 //!
 //! - **Adding a worktree** is `git worktree add -b`: the branch is created with a `branch: Created from`
-//!   reflog entry, then gix registers the worktree exactly as git lays it out (`worktrees/<name>/` with
+//!   reflog entry, then the worktree is registered exactly as git lays it out (`worktrees/<name>/` with
 //!   `gitdir`, `commondir`, `HEAD` and the `locked` "initializing" marker until the checkout is done),
-//!   checks the files out through the repository's attributes and writes the index.
+//!   the files are checked out through the repository's attributes and the index is written.
 //! - **Removing** one is `git worktree remove --force --force`.
+//! - **Committing** the index that `git add -A` staged is `git commit -m`: HEAD's tree with the changed
+//!   entries, one parent, a `commit: …` reflog entry.
+//! - **Reading**: HEAD's tree, whether a worktree differs from a commit (`git status`), and the review
+//!   diff (`git diff`, rendered by `patch.rs`).
 //! - **Merging** computes merge-ort's result as gix implements it, writes the tree and a two-parent
 //!   merge commit as loose objects, and moves the branch (with a `commit (merge): …` reflog entry) only
 //!   if it is still at the expected commit, without touching any worktree: the caller checks the target
@@ -17,10 +20,10 @@
 //! Whatever gix might not do exactly as git does goes back to the git command line, which stays the
 //! judge: any conflict gix reports (even one it could resolve), several merge bases, a repository gix
 //! cannot open (SHA-256, reftable, an unknown extension), configured filter drivers (LFS and the
-//! like run external programs on checkout), submodules, or any error at all.
+//! like run external programs on checkout), submodules, an operation in progress, or any error at all.
 //!
 //! All of it runs on one thread of its own that keeps one opened repository: the work is serial
-//! anyway (one merge queue; each add or remove well under a millisecond of CPU), a repository handle
+//! anyway (one merge queue; each step well under a millisecond or two of CPU), a repository handle
 //! and its object cache are reused, and the allocator does not grow an arena per blocking thread.
 
 use std::path::Path;
@@ -238,19 +241,8 @@ impl Context {
             return Ok(BranchMerge::UseGit(format!("conflicts in {}", paths.join(", "))));
         }
         let tree = tree_merge.tree.write().map_err(in_process_error)?.detach();
-        let now = gix::date::Time::now_local_or_utc();
-        let (mut author_time, mut committer_time) = (Default::default(), Default::default());
-        let author = self.author.signature(now);
-        let committer = self.committer.signature(now);
-        match repo.commit_as(
-            committer.to_ref(&mut committer_time),
-            author.to_ref(&mut author_time),
-            branch,
-            message,
-            tree,
-            [ours_id, theirs_id],
-        ) {
-            Ok(commit) => Ok(BranchMerge::Merged(commit.to_string())),
+        match self.commit(repo, branch, message, tree, [ours_id, theirs_id]) {
+            Ok(commit) => Ok(BranchMerge::Merged(commit)),
             // The objects are written but unreferenced (git's gc drops them); the branch did not move,
             // because its lock was taken or it is no longer at `ours`.
             Err(e) => Ok(BranchMerge::UseGit(format!("updating {branch}: {e}"))),
@@ -400,21 +392,35 @@ impl Context {
         if tree == parent_tree {
             return Ok(IndexCommit::NothingToCommit);
         }
+        let commit = self
+            .commit(&repo, "HEAD", &message, tree, [parent.id])
+            .map_err(|e| format!("committing: {e}"))?;
+        Ok(IndexCommit::Committed(commit))
+    }
+
+    /// A commit of `tree` with `parents`, signed now by the identity `git var` resolved, moving
+    /// `reference` (with its reflog) only if it is still at the first parent.
+    fn commit(
+        &self,
+        repo: &gix::Repository,
+        reference: &str,
+        message: &str,
+        tree: gix::ObjectId,
+        parents: impl IntoIterator<Item = gix::ObjectId>,
+    ) -> Result<String, gix::Error> {
         let now = gix::date::Time::now_local_or_utc();
         let (mut author_time, mut committer_time) = (Default::default(), Default::default());
         let author = self.author.signature(now);
         let committer = self.committer.signature(now);
-        let commit = repo
-            .commit_as(
-                committer.to_ref(&mut committer_time),
-                author.to_ref(&mut author_time),
-                "HEAD",
-                message,
-                tree,
-                [parent.id],
-            )
-            .map_err(|e| format!("committing: {e}"))?;
-        Ok(IndexCommit::Committed(commit.to_string()))
+        let commit = repo.commit_as(
+            committer.to_ref(&mut committer_time),
+            author.to_ref(&mut author_time),
+            reference,
+            message,
+            tree,
+            parents,
+        )?;
+        Ok(commit.to_string())
     }
 
     /// `git diff <base> <head>` as [`crate::patch`] renders it (both full object names).
