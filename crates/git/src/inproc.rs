@@ -705,7 +705,7 @@ mod tests {
 #[cfg(test)]
 mod worktree_tests {
     use super::*;
-    use crate::test_repo::Scratch;
+    use crate::test_repo::{make_executable, Scratch};
 
     /// As `Repo` opens it for a repository without any configured identity.
     fn context(repo: &Scratch) -> Context {
@@ -830,11 +830,7 @@ mod worktree_tests {
         std::fs::write(path.join("fresh/dir/f"), "").expect("write");
         std::fs::remove_dir_all(path.join("gone")).expect("rm");
         std::os::unix::fs::symlink("README", path.join("link")).expect("symlink");
-        let mut perms = std::fs::metadata(path.join("tool.sh"))
-            .expect("meta")
-            .permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(path.join("tool.sh"), perms).expect("chmod");
+        make_executable(&path.join("tool.sh"));
         wt(&["add", "-A"]);
         let expected_tree = wt(&["write-tree"]).trim().to_string();
 

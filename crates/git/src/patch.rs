@@ -357,7 +357,7 @@ impl GitHunks<'_> {
 mod tests {
     use super::*;
 
-    use crate::test_repo::Scratch;
+    use crate::test_repo::{make_executable, Scratch};
 
     impl Scratch {
         /// What `Worktree::diff_since` asks git for.
@@ -419,11 +419,7 @@ mod tests {
         repo.write("image.bin", [0u8, 1, 2, 3, 0, 255]);
         repo.write("tail-without-newline.txt", "only");
         repo.write("run.sh", "#!/bin/sh\n");
-        let mut perms = std::fs::metadata(repo.root.join("run.sh"))
-            .expect("meta")
-            .permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(repo.root.join("run.sh"), perms).expect("chmod");
+        make_executable(&repo.root.join("run.sh"));
         let head = repo.commit();
         repo.assert_same_as_git(base, head);
     }
@@ -489,11 +485,7 @@ mod tests {
         let renamed = repo.commit();
         repo.assert_left_to_git(base, renamed);
         // A mode change.
-        let mut perms = std::fs::metadata(repo.root.join("mode.sh"))
-            .expect("meta")
-            .permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(repo.root.join("mode.sh"), perms).expect("chmod");
+        make_executable(&repo.root.join("mode.sh"));
         let chmod = repo.commit();
         repo.assert_left_to_git(renamed, chmod);
         // A path git quotes, or one with a space.

@@ -60,3 +60,9 @@ impl Scratch {
         gix::open_opts(self.root.join(".git"), gix::open::Options::isolated()).expect("open")
     }
 }
+
+/// `chmod 755` on a file the test wrote.
+pub fn make_executable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
