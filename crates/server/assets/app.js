@@ -12,6 +12,10 @@ const state = {
   refreshTimer: null,
   refreshing: false,
   refreshAgain: false,
+  // The repository field is prefilled with the first known repository once, and only while the user
+  // has not touched it: a prefill that lands after they focused the field would be typed into (a path
+  // typed into the emptied field came out twice) or would undo their clearing it.
+  repoPrefill: true,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -139,7 +143,11 @@ async function loadMissions() {
   const repos = $("known-repos");
   repos.replaceChildren(...body.repos.map((r) => el("option", { value: r.path })));
   const repoInput = $("start-repo");
-  if (!repoInput.value && body.repos.length > 0) repoInput.value = body.repos[0].path;
+  // The focus check too: the focus event alone may come late when the window itself has no focus.
+  if (state.repoPrefill && document.activeElement !== repoInput && body.repos.length > 0) {
+    state.repoPrefill = false;
+    if (!repoInput.value) repoInput.value = body.repos[0].path;
+  }
 }
 
 // ---- one mission ----
@@ -425,6 +433,12 @@ function setConnection(text) {
 
 function init() {
   $("start-form").addEventListener("submit", startMission);
+  // Focus comes first (a click, a tab, Playwright's fill), so the prefill never writes under the cursor.
+  for (const type of ["focus", "input"]) {
+    $("start-repo").addEventListener(type, () => {
+      state.repoPrefill = false;
+    });
+  }
   $("pause-button").addEventListener("click", () =>
     steer(state.detail && state.detail.paused ? "resume" : "pause"),
   );
