@@ -1,11 +1,12 @@
 // The web dashboard in a real browser: Debian's headless Chromium loads `orchestrator serve`, starts a
 // mission through the page's form against the scripted fake model, and watches the task tree fill in
-// until the mission is sealed. It builds nothing: it runs the binaries cargo built (ORCHESTRATOR_BIN
+// until the mission is sealed. First it checks that the page's prefill of the repository field never
+// writes into what the user types. It builds nothing: it runs the binaries cargo built (ORCHESTRATOR_BIN
 // and FAKE_MODEL_BIN, or target/debug/ by default) and never downloads a browser.
 //
 //   cargo build -p orchestrator-cli -p orchestrator-fake-model && (cd tests/browser && npm ci && npm test)
 
-import { test } from "node:test";
+import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -86,31 +87,28 @@ function stop(child) {
   return Promise.resolve();
 }
 
-test("the dashboard shows a mission's tree filling in until it is sealed", { timeout: 300_000 }, async (t) => {
+/** One server, fake model and browser for all the tests below; cleaned up after the last one. */
+const world = {};
+
+before(async () => {
   const orchestrator = binary("ORCHESTRATOR_BIN", "orchestrator");
   const fakeModel = binary("FAKE_MODEL_BIN", "fake-model");
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium (or set CHROMIUM_BIN)`);
 
-  const work = mkdtempSync(join(tmpdir(), "orchestrator-browser-"));
-  const repo = join(work, "repo");
-  const home = join(work, "home");
+  world.work = mkdtempSync(join(tmpdir(), "orchestrator-browser-"));
+  world.repo = join(world.work, "repo");
+  const home = join(world.work, "home");
   mkdirSync(home);
-  makeRepo(repo);
-  let fake, serve, context, page;
-  t.after(async () => {
-    await context?.close().catch(() => {});
-    await stop(serve?.child);
-    await stop(fake?.child);
-    rmSync(work, { recursive: true, force: true });
-  });
+  makeRepo(world.repo);
 
-  fake = await startProgram(fakeModel, ["--units", String(UNITS), "--latency-ms", String(LATENCY_MS)], {}, /^http/);
-  const modelUrl = fake.match.input.trim();
-  serve = await startProgram(
+  const fakeArgs = ["--units", String(UNITS), "--latency-ms", String(LATENCY_MS)];
+  world.fake = await startProgram(fakeModel, fakeArgs, {}, /^http/);
+  const modelUrl = world.fake.match.input.trim();
+  world.serve = await startProgram(
     orchestrator,
-    ["serve", "--bind", "127.0.0.1:0", "--repo", repo],
+    ["serve", "--bind", "127.0.0.1:0", "--repo", world.repo],
     {
-      cwd: repo,
+      cwd: world.repo,
       env: {
         PATH: process.env.PATH,
         HOME: home,
@@ -122,9 +120,9 @@ test("the dashboard shows a mission's tree filling in until it is sealed", { tim
     },
     /listening on (http:\/\/\S+?)\/?$/,
   );
-  const base = serve.match[1];
+  world.base = world.serve.match[1];
 
-  context = await chromium.launchPersistentContext(join(work, "chromium-profile"), {
+  world.context = await chromium.launchPersistentContext(join(world.work, "chromium-profile"), {
     executablePath: CHROMIUM,
     headless: true,
     args: [
@@ -139,20 +137,96 @@ test("the dashboard shows a mission's tree filling in until it is sealed", { tim
       "--disable-dev-shm-usage",
     ],
   });
-  page = context.pages()[0] ?? (await context.newPage());
-  const pageErrors = [];
-  page.on("pageerror", (error) => pageErrors.push(String(error)));
+});
+
+after(async () => {
+  await world.context?.close().catch(() => {});
+  await stop(world.serve?.child);
+  await stop(world.fake?.child);
+  if (world.work) rmSync(world.work, { recursive: true, force: true });
+});
+
+/** A page of the browser that records script errors and failed requests in `errors`. */
+async function openPage() {
+  const page = await world.context.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(String(error)));
   page.on("response", (response) => {
-    if (response.status() >= 400) pageErrors.push(`${response.status()} ${response.url()}`);
+    if (response.status() >= 400) errors.push(`${response.status()} ${response.url()}`);
   });
-  page.on("requestfailed", (request) => pageErrors.push(`failed: ${request.url()}`));
+  page.on("requestfailed", (request) => errors.push(`failed: ${request.url()}`));
+  return { page, errors };
+}
+
+/**
+ * Resolves once the page has applied its next mission list: every list load replaces the options of
+ * the known-repos datalist, and the repository prefill is decided in the same step. The options there
+ * now are marked first, so only a list applied after this call counts.
+ */
+async function nextMissionList(page) {
+  await page.evaluate(() => {
+    for (const option of document.querySelectorAll("#known-repos option")) option.dataset.old = "1";
+  });
+  await page.waitForFunction(
+    () => document.querySelector("#known-repos option") && !document.querySelector("#known-repos option[data-old]"),
+    null,
+    { timeout: 15_000 },
+  );
+}
+
+test("a repository path typed while the mission list arrives is not prefilled into", { timeout: 60_000 }, async () => {
+  const { page, errors } = await openPage();
+  try {
+    // The race of the flaky run, made certain: the page's first GET /api/missions is held until the
+    // field has focus, as Playwright's fill() gives it before it inserts the text.
+    let release;
+    const held = new Promise((resolveHeld) => (release = resolveHeld));
+    await page.route("**/api/missions", async (route) => {
+      await held;
+      await route.continue();
+    });
+    await page.goto(`${world.base}/`);
+    const field = page.getByTestId("start-repo");
+    await field.focus();
+    release();
+    await page.waitForFunction(() => document.querySelector("#known-repos option"), null, { timeout: 15_000 });
+    // Now the text, as fill() inserts it; before the fix the prefill sat in front of the cursor.
+    await page.keyboard.insertText(world.repo);
+    assert.equal(await field.inputValue(), world.repo, "the field holds what was typed, once");
+    await page.unroute("**/api/missions");
+
+    // A field the user has emptied stays empty through the next list loads.
+    await page.reload();
+    await page.waitForFunction(() => document.getElementById("start-repo").value !== "", null, { timeout: 15_000 });
+    await field.fill("");
+    await nextMissionList(page);
+    assert.equal(await field.inputValue(), "", "the cleared field is not filled again");
+    assert.deepEqual(errors, [], "no script errors on the page");
+  } finally {
+    await page.close();
+  }
+});
+
+test("the dashboard shows a mission's tree filling in until it is sealed", { timeout: 300_000 }, async () => {
+  const { repo, serve } = world;
+  const { page, errors: pageErrors } = await openPage();
 
   try {
-    await page.goto(`${base}/`);
+    await page.goto(`${world.base}/`);
+    // The page prefills the repository field from its first mission list; fill only after that list is
+    // in, and check what the form will send.
+    await page.waitForFunction(() => document.querySelector("#known-repos option"), null, { timeout: 30_000 });
     await page.getByTestId("start-repo").fill(repo);
+    assert.equal(await page.getByTestId("start-repo").inputValue(), repo, "the repository field before submitting");
     await page.getByTestId("start-objective").fill("Write the demo parts and an index of them");
     await page.getByTestId("start-submit").click();
-    await page.getByTestId("mission").waitFor({ state: "visible", timeout: 60_000 });
+    // Either the mission opens or the form says why it did not start.
+    const startError = page.getByTestId("start-error");
+    const opened = page.getByTestId("mission").or(startError).filter({ visible: true }).first();
+    await opened.waitFor({ timeout: 60_000 });
+    if (await startError.isVisible()) {
+      assert.fail(`the form did not start the mission: ${(await startError.textContent()).trim()}`);
+    }
 
     // Watch the tree: how many rows it reaches and which states it passes through.
     const seen = new Set();
@@ -188,7 +262,7 @@ test("the dashboard shows a mission's tree filling in until it is sealed", { tim
     const shots = join(here, "artifacts");
     mkdirSync(shots, { recursive: true });
     const shot = join(shots, `dashboard-failure-${Date.now()}.png`);
-    await page?.screenshot({ path: shot, fullPage: true }).catch(() => {});
+    await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
     console.error(`screenshot: ${shot}\nserver output:\n${serve.output.join("")}`);
     throw error;
   }
