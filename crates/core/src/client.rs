@@ -95,20 +95,44 @@ fn build(provider: Provider, config: ClientConfig) -> Result<Arc<dyn ModelClient
     })
 }
 
-/// Proves the endpoint answers and accepts the key before anything is started or spent.
-pub async fn preflight(client: &dyn ModelClient) -> Result<()> {
-    let env_hint = match client.provider() {
-        "anthropic" => "ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY",
-        _ => "OPENAI_BASE_URL and OPENAI_API_KEY",
+/// Proves, before anything is started or spent, that the endpoint answers, accepts the key and serves
+/// every model the mission will ask for (each role's and the compaction model).
+pub async fn preflight(client: &dyn ModelClient, config: &Config) -> Result<()> {
+    let mut models: Vec<&str> = config.roles.values().map(|role| role.model.as_str()).collect();
+    models.extend(config.compaction.model.as_deref());
+    models.sort_unstable();
+    models.dedup();
+    for model in models {
+        preflight_model(client, model).await?;
+    }
+    Ok(())
+}
+
+async fn preflight_model(client: &dyn ModelClient, model: &str) -> Result<()> {
+    let anthropic = client.provider() == "anthropic";
+    let env_hint = if anthropic {
+        "ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY"
+    } else {
+        "OPENAI_BASE_URL and OPENAI_API_KEY"
     };
-    let checked = tokio::time::timeout(Duration::from_secs(30), client.preflight()).await;
+    let refuse = |what: String| EngineError::Usage(format!("{what}\nNothing was started."));
+    let checked = tokio::time::timeout(Duration::from_secs(30), client.preflight(model)).await;
     match checked {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(EngineError::Usage(format!(
-            "{e}\nCheck {env_hint}; nothing was started."
+        Ok(Err(e @ ModelError::ModelNotFound { .. })) => Err(refuse(format!(
+            "{e}\nChoose a model the endpoint serves: --model NAME, ORCHESTRATOR_MODEL, or `model` in \
+             orchestrator.toml (and [roles.<role>] model, [compaction] model)."
         ))),
-        Err(_) => Err(EngineError::Usage(format!(
-            "the model endpoint did not answer within 30 s. Check {env_hint}; nothing was started."
+        Ok(Err(e @ ModelError::NotAModelApi { .. })) if anthropic => Err(refuse(format!(
+            "{e}\nANTHROPIC_BASE_URL should be Anthropic's API or a proxy of it (https://api.anthropic.com)."
+        ))),
+        Ok(Err(e @ ModelError::NotAModelApi { .. })) => Err(refuse(format!(
+            "{e}\nOPENAI_BASE_URL should be an OpenAI-compatible API, which usually ends in /v1: \
+             https://api.openai.com/v1, Ollama http://localhost:11434/v1, llama.cpp or vLLM http://HOST:PORT/v1."
+        ))),
+        Ok(Err(e)) => Err(refuse(format!("{e}\nCheck {env_hint}."))),
+        Err(_) => Err(refuse(format!(
+            "the model endpoint did not answer within 30 s (checking the model `{model}`). Check {env_hint}."
         ))),
     }
 }

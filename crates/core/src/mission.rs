@@ -361,7 +361,7 @@ async fn engine_preflight(
     clients: &Clients,
 ) -> Result<Option<Arc<crate::opencode::OpencodeEngine>>> {
     if config.provider != Provider::OpenCode {
-        preflight(clients.preflight.as_ref()).await?;
+        preflight(clients.preflight.as_ref(), config).await?;
         return Ok(None);
     }
     let engine = crate::opencode::OpencodeEngine::start(config.opencode_url.as_deref(), repo.root()).await?;

@@ -172,4 +172,9 @@ pub struct FakeOptions {
     /// If set, requests carrying another key (`Authorization: Bearer` for OpenAI, `x-api-key` for
     /// Anthropic) get a 401 in the API's style.
     pub api_key: Option<String>,
+    /// The models served, as a strict server (OpenAI, vLLM, Ollama) serves them: listed by
+    /// `/v1/models`, found by `/v1/models/{id}`, and a chat for any other model gets a 404
+    /// `model_not_found`. `None` serves every name, as llama.cpp does: the list shows `fake-model` and
+    /// `fake-model-large`, and `/v1/models/{id}` finds whatever is asked.
+    pub models: Option<Vec<String>>,
 }

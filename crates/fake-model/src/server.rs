@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -64,6 +64,14 @@ impl Shared {
 
     fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Whether the server serves `model` (every name, without a configured list).
+    fn serves(&self, model: &str) -> bool {
+        self.options
+            .models
+            .as_ref()
+            .is_none_or(|models| models.iter().any(|m| m == model))
     }
 
     /// Whether the request carries the configured key in its API's header (always true without one).
@@ -161,6 +169,7 @@ impl FakeServer {
             .route("/v1/chat/completions", post(openai_chat))
             .route("/v1/messages", post(anthropic_messages))
             .route("/v1/models", get(models))
+            .route("/v1/models/{id}", get(model_by_id))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(shared.clone());
         let stop = shared.shutdown.clone();
@@ -273,6 +282,13 @@ async fn chat(shared: &Shared, api: Api, headers: &HeaderMap, body: &[u8]) -> Re
     };
     if !authorised {
         return unauthorised(api);
+    }
+    if !shared.serves(&request.model) {
+        let message = format!(
+            "The model `{}` does not exist or you do not have access to it.",
+            request.model
+        );
+        return error_response(api, 404, &message, None);
     }
     if !shared.wait_latency().await {
         return error_response(api, 503, "the fake model server is shutting down", None);
@@ -445,22 +461,50 @@ fn unauthorised(api: Api) -> Response {
     error_response(api, 401, message, None)
 }
 
-/// A small model list in OpenAI's shape, with Anthropic's paging fields too so either client is happy.
+/// The model list in OpenAI's shape, with Anthropic's paging fields too so either client is happy.
 async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if !shared.authorised(None, &headers) {
-        let anthropic = headers.contains_key("x-api-key") || headers.contains_key("anthropic-version");
-        return unauthorised(if anthropic { Api::Anthropic } else { Api::OpenAi });
+    if let Some(refused) = refuse_listing(&shared, &headers) {
+        return refused;
     }
-    let model = |id: &str| {
-        json!({"id": id, "object": "model", "type": "model", "created": 0,
-                                  "owned_by": "orchestrator", "display_name": id})
+    let ids: Vec<String> = match &shared.options.models {
+        Some(models) => models.clone(),
+        None => vec!["fake-model".into(), "fake-model-large".into()],
     };
     let body = json!({
         "object": "list",
-        "data": [model("fake-model"), model("fake-model-large")],
+        "data": ids.iter().map(|id| model_object(id)).collect::<Vec<_>>(),
         "has_more": false,
-        "first_id": "fake-model",
-        "last_id": "fake-model-large",
+        "first_id": ids.first(),
+        "last_id": ids.last(),
     });
     json_response(body.to_string())
+}
+
+/// One model by id: 404 for a model a strict server does not serve.
+async fn model_by_id(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refuse_listing(&shared, &headers) {
+        return refused;
+    }
+    if !shared.serves(&id) {
+        let message = format!("The model `{id}` does not exist or you do not have access to it.");
+        return error_response(Api::OpenAi, 404, &message, None);
+    }
+    json_response(model_object(&id).to_string())
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    json!({"id": id, "object": "model", "type": "model", "created": 0, "owned_by": "orchestrator", "display_name": id})
+}
+
+/// The 401 of a listing request with the wrong key, in the style of the API the headers suggest.
+fn refuse_listing(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    if shared.authorised(None, headers) {
+        return None;
+    }
+    let anthropic = headers.contains_key("x-api-key") || headers.contains_key("anthropic-version");
+    Some(unauthorised(if anthropic { Api::Anthropic } else { Api::OpenAi }))
 }

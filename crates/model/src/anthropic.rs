@@ -64,8 +64,14 @@ impl ModelClient for AnthropicClient {
             .await
     }
 
-    async fn preflight(&self) -> Result<(), ModelError> {
-        self.transport.preflight(&self.transport.url("v1/models")).await
+    async fn preflight(&self, model: &str) -> Result<(), ModelError> {
+        let never = CancellationToken::new();
+        let probe = crate::preflight::probe_request(model);
+        // Anthropic pages its list (20 by default); 1000 is its maximum.
+        crate::preflight::check(&self.transport, "v1/models?limit=1000", model, || {
+            self.chat(&probe, &never)
+        })
+        .await
     }
 }
 

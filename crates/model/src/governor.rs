@@ -609,8 +609,8 @@ impl ModelClient for GovernedClient {
     }
 
     /// Not governed: the preflight is one cheap request made before anything else runs.
-    async fn preflight(&self) -> Result<(), ModelError> {
-        self.inner.preflight().await
+    async fn preflight(&self, model: &str) -> Result<(), ModelError> {
+        self.inner.preflight(model).await
     }
 }
 

@@ -16,6 +16,7 @@ mod backoff;
 mod governor;
 mod lenient;
 mod openai;
+mod preflight;
 mod redact;
 mod transport;
 mod types;

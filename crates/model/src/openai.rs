@@ -55,8 +55,10 @@ impl ModelClient for OpenAiClient {
             .await
     }
 
-    async fn preflight(&self) -> Result<(), ModelError> {
-        self.transport.preflight(&self.transport.url("models")).await
+    async fn preflight(&self, model: &str) -> Result<(), ModelError> {
+        let never = CancellationToken::new();
+        let probe = crate::preflight::probe_request(model);
+        crate::preflight::check(&self.transport, "models", model, || self.chat(&probe, &never)).await
     }
 }
 

@@ -70,14 +70,77 @@ fn is_secret_byte(b: u8) -> bool {
 /// Masks the configured key wherever it appears verbatim, then anything else that looks like a key.
 pub(crate) fn redact_with_key(text: &str, key: Option<&str>) -> String {
     match key {
-        // Very short "keys" (like `x` for local servers) would mask half the text; they are not secret.
-        Some(key) if key.len() >= 4 => redact(&text.replace(key, MASK)),
+        // Short "keys" (`x`, `local` for local servers) are placeholders, and masking them would rewrite
+        // "localhost" in every URL; real keys are far longer.
+        Some(key) if key.len() >= 12 => redact(&text.replace(key, MASK)),
         _ => redact(text),
     }
 }
 
-/// Bodies quoted in errors are cut to about this many characters.
-pub(crate) const BODY_QUOTE_CHARS: usize = 500;
+/// Bodies quoted in errors are cut to about this many characters: enough for a JSON error's message,
+/// short enough that a retried failure does not fill a terminal.
+pub(crate) const BODY_QUOTE_CHARS: usize = 300;
+
+/// An error body as one short line: a JSON error's `message` when there is one, an HTML page's title
+/// (or its text without tags), every run of whitespace as one space. A server that is not a model API
+/// answers with whole HTML pages; quoting one per retry buried the actual reason.
+pub(crate) fn summarize_body(body: &str) -> String {
+    let body = body.trim();
+    let text = json_error_message(body)
+        .or_else(|| html_text(body))
+        .unwrap_or_else(|| body.to_string());
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `{"error": {"message": "..."}}`, `{"error": "..."}` or `{"message": "..."}`, with the error's type or
+/// code before it when the server gave one (`model_not_found: The model ... does not exist`).
+fn json_error_message(body: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(body).ok()?;
+    let error = value.get("error").unwrap_or(&value);
+    if let Some(text) = error.as_str() {
+        return Some(text.to_string());
+    }
+    let message = error.get("message")?.as_str()?;
+    let kind = ["code", "type"]
+        .iter()
+        .find_map(|key| error.get(*key).and_then(|v| v.as_str()))
+        .filter(|kind| !message.contains(kind));
+    Some(match kind {
+        Some(kind) => format!("{kind}: {message}"),
+        None => message.to_string(),
+    })
+}
+
+/// The readable part of an HTML page, or `None` when the body is not one.
+fn html_text(body: &str) -> Option<String> {
+    let lower = body.to_ascii_lowercase();
+    if !(lower.starts_with("<!doctype") || lower.starts_with("<html") || lower.contains("<body")) {
+        return None;
+    }
+    if let Some(start) = lower.find("<title>") {
+        let after = start + "<title>".len();
+        if let Some(len) = lower[after..].find("</title>") {
+            let title = body[after..after + len].trim();
+            if !title.is_empty() {
+                return Some(format!("(an HTML page titled \"{title}\")"));
+            }
+        }
+    }
+    let mut text = String::with_capacity(body.len());
+    let mut in_tag = false;
+    for c in body.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    Some(format!("(an HTML page: {})", text.trim()))
+}
 
 /// Cuts `text` to `max` characters, saying how much was left out.
 pub(crate) fn truncate(text: &str, max: usize) -> String {
@@ -133,6 +196,32 @@ mod tests {
             "echo: [REDACTED]!"
         );
         assert_eq!(redact_with_key("a x b", Some("x")), "a x b");
+    }
+
+    #[test]
+    fn error_bodies_are_summarized_to_one_line() {
+        assert_eq!(
+            summarize_body(
+                r#"{"error":{"message":"The model `gpt-9` does not exist","type":"invalid_request_error","code":"model_not_found"}}"#
+            ),
+            "model_not_found: The model `gpt-9` does not exist"
+        );
+        assert_eq!(
+            summarize_body(r#"{"error":"model 'x' not found"}"#),
+            "model 'x' not found"
+        );
+        assert_eq!(summarize_body("404 page not found\n"), "404 page not found");
+        let page = "<!DOCTYPE html>\n<html><head><title>501 Not Implemented</title></head>\n<body>\n<h1>Not\n Implemented</h1>\n</body></html>";
+        assert_eq!(
+            summarize_body(page),
+            "(an HTML page titled \"501 Not Implemented\")"
+        );
+        let untitled = "<html><body><h1>Error</h1>\n\n<p>Unsupported   method</p></body></html>";
+        assert_eq!(
+            summarize_body(untitled),
+            "(an HTML page: Error Unsupported method)"
+        );
+        assert_eq!(summarize_body("{not json"), "{not json");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use reqwest::{RequestBuilder, Response};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{backoff, server_wait};
-use crate::redact::{redact_with_key, truncate, BODY_QUOTE_CHARS};
+use crate::redact::{redact_with_key, summarize_body, truncate, BODY_QUOTE_CHARS};
 use crate::{ChatResponse, ClientConfig, ModelError};
 
 /// A successful body larger than this is refused rather than buffered: no chat reply is that big.
@@ -57,8 +57,12 @@ impl Failure {
         let failure = match status {
             401 | 403 => Failure::fatal(ModelError::Auth { status, body }),
             429 => Failure::transient(ModelError::RateLimited { body, retry_after }),
-            // 408 is the server giving up on a slow request; 5xx (529 = overloaded) are transient.
-            408 | 500..=599 => Failure::transient(ModelError::Server {
+            // A server without the endpoint (501) or the protocol (505) answers the same way forever:
+            // retrying it for `max_wait_secs` only hides a wrong OPENAI_BASE_URL.
+            501 | 505 => Failure::fatal(ModelError::BadRequest { status, body }),
+            // 408 is the server giving up on a slow request, 409 a conflict that a later attempt may not
+            // meet; 5xx (529 = overloaded) are transient. Every other 4xx will not heal by itself.
+            408 | 409 | 500..=599 => Failure::transient(ModelError::Server {
                 status,
                 body,
                 retry_after,
@@ -182,32 +186,14 @@ impl Transport {
         Some(backoff(retries, self.config.max_backoff).max(asked))
     }
 
-    /// Proves the endpoint answers and accepts the key: any HTTP status but 401/403 passes.
-    /// Connection failures are retried like any other call.
-    pub(crate) async fn preflight(&self, url: &str) -> Result<(), ModelError> {
-        // Preflight has no caller-supplied token; it is short and bounded by the timeouts.
-        let never = CancellationToken::new();
-        self.with_retries("preflight", &never, || async {
-            let response = self.send_raw(url, self.http.get(url)).await?;
-            let status = response.status().as_u16();
-            if matches!(status, 401 | 403) {
-                let body = self.read_body(response).await.unwrap_or_default();
-                let body = self.quote(&String::from_utf8_lossy(&body));
-                return Err(Failure::from_status(status, body, None));
-            }
-            tracing::debug!(url, status, "preflight passed");
-            Ok(())
-        })
-        .await
-    }
-
     /// Sends a request and waits for the response headers (bounded by `first_byte_timeout`).
     /// HTTP error statuses are returned as responses; see [`Transport::send`].
     pub(crate) async fn send_raw(&self, url: &str, request: RequestBuilder) -> Result<Response, Failure> {
         let limit = self.config.first_byte_timeout;
         match tokio::time::timeout(limit, request.send()).await {
             Err(_) => Err(Failure::transient(ModelError::Timeout(format!(
-                "no response from {url} within {limit:?}"
+                "no response from {url} within {}",
+                crate::types::human_duration(limit)
             )))),
             Ok(Err(e)) => Err(self.request_failure(url, &e)),
             Ok(Ok(response)) => Ok(response),
@@ -234,9 +220,9 @@ impl Transport {
         Err(Failure::from_status(status.as_u16(), self.quote(&body), wait))
     }
 
-    /// A body fit to quote in an error: redacted and cut short.
+    /// A body fit to quote in an error: one line, redacted and cut short.
     pub(crate) fn quote(&self, body: &str) -> String {
-        truncate(&self.redact(body.trim()), BODY_QUOTE_CHARS)
+        truncate(&self.redact(&summarize_body(body)), BODY_QUOTE_CHARS)
     }
 
     /// Reads a whole body, allowing at most `idle_timeout` of silence between chunks.
@@ -284,8 +270,8 @@ impl Transport {
 
     fn idle_failure(&self) -> Failure {
         Failure::transient(ModelError::Timeout(format!(
-            "the reply stalled: no data for {:?}",
-            self.config.idle_timeout
+            "the reply stalled: no data for {}",
+            crate::types::human_duration(self.config.idle_timeout)
         )))
     }
 

@@ -168,6 +168,21 @@ pub enum ModelError {
     Protocol(String),
     #[error("the model call was cancelled")]
     Cancelled,
+    /// Preflight: the endpoint answers, but does not serve this model.
+    #[error(
+        "the model endpoint does not serve the model `{model}` ({detail}){}",
+        served(available)
+    )]
+    ModelNotFound {
+        model: String,
+        /// What its model list names, when it has one.
+        available: Vec<String>,
+        detail: String,
+    },
+    /// Preflight: what answers at the base URL is not a model API of this kind (a wrong path, a web
+    /// server, a different API).
+    #[error("{url} does not answer as a model API ({detail})")]
+    NotAModelApi { url: String, detail: String },
     /// A [`crate::Governor`] kept retrying transient failures (rate limits, server errors, timeouts)
     /// for as long as it may wait on one call, and stopped. The mission can resume later.
     #[error("{reason}; giving up on this call after {attempts} attempt(s). Last error: {last}")]
@@ -201,6 +216,19 @@ impl ModelError {
             }
             _ => None,
         }
+    }
+}
+
+/// "; it serves: a, b, c" (at most ten named), or nothing without a list.
+fn served(available: &[String]) -> String {
+    const SHOWN: usize = 10;
+    match available.len() {
+        0 => String::new(),
+        n if n <= SHOWN => format!("; it serves: {}", available.join(", ")),
+        n => format!(
+            "; it serves {n} models, among them: {}",
+            available[..SHOWN].join(", ")
+        ),
     }
 }
 
@@ -254,7 +282,7 @@ pub trait ModelClient: Send + Sync {
         cancel: &CancellationToken,
     ) -> Result<ChatResponse, ModelError>;
 
-    /// A cheap request that proves the endpoint is reachable and the key is accepted, made before a
-    /// mission spends anything. Any HTTP answer other than 401/403 counts as reachable.
-    async fn preflight(&self) -> Result<(), ModelError>;
+    /// Proves, before a mission spends anything, that the endpoint is reachable, accepts the key and
+    /// serves `model`: its model list, else `GET models/{model}`, else one tiny chat request.
+    async fn preflight(&self, model: &str) -> Result<(), ModelError>;
 }

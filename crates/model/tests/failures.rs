@@ -485,3 +485,37 @@ async fn a_dropped_stream_is_retried() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn statuses_that_will_not_heal_fail_at_once_and_conflicts_are_retried() {
+    // (status, attempts with max_retries = 2): 501/505 and 4xx other than 408/409/429 are answered
+    // the same way forever, so retrying them only delays the error.
+    let cases = [
+        (501, 1),
+        (505, 1),
+        (404, 1),
+        (400, 1),
+        (422, 1),
+        (405, 1),
+        (408, 3),
+        (409, 3),
+    ];
+    futures::future::join_all(cases.iter().map(|&(status, attempts)| async move {
+        let server = start(
+            move |_: &SeenRequest| Reply::Error {
+                status,
+                body: "no".into(),
+                retry_after: None,
+            },
+            FakeOptions::default(),
+        )
+        .await;
+        let error = client_for(&server, Api::OpenAi, false)
+            .chat(&simple_request(), &CancellationToken::new())
+            .await
+            .expect_err("fails");
+        assert_eq!(error.is_transient(), attempts > 1, "HTTP {status}: {error}");
+        assert_eq!(server.request_count(), attempts, "HTTP {status}: {error}");
+    }))
+    .await;
+}

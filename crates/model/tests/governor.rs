@@ -43,8 +43,8 @@ impl ModelClient for Recorder {
         reply
     }
 
-    async fn preflight(&self) -> Result<(), ModelError> {
-        self.inner.preflight().await
+    async fn preflight(&self, model: &str) -> Result<(), ModelError> {
+        self.inner.preflight(model).await
     }
 }
 

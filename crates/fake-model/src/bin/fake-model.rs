@@ -1,7 +1,8 @@
 //! `fake-model`: the scripted fake model server as a program, for offline demos and benchmarks.
 //!
-//! Usage: `fake-model [--port N] [--latency-ms N] [--units N]`. Prints its base URL, then serves until
-//! killed. The scripted planner plans a small demo project of N units plus one that depends on them.
+//! Usage: `fake-model [--port N] [--latency-ms N] [--units N] [--models A,B]`. Prints its base URL, then
+//! serves until killed. The scripted planner plans a small demo project of N units plus one that
+//! depends on them. `--models` makes it serve only those models, as a strict server does.
 
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ struct Args {
     port: u16,
     latency: Duration,
     units: usize,
+    /// `--models a,b`: serve only these, as a strict server does (default: every name).
+    models: Option<Vec<String>>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -19,6 +22,7 @@ fn parse_args() -> Result<Args, String> {
         port: 0,
         latency: Duration::ZERO,
         units: 3,
+        models: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -30,7 +34,10 @@ fn parse_args() -> Result<Args, String> {
                     Duration::from_millis(value()?.parse().map_err(|e| format!("--latency-ms: {e}"))?)
             }
             "--units" => args.units = value()?.parse().map_err(|e| format!("--units: {e}"))?,
-            "-h" | "--help" => return Err("usage: fake-model [--port N] [--latency-ms N] [--units N]".into()),
+            "--models" => args.models = Some(value()?.split(',').map(|m| m.trim().to_string()).collect()),
+            "-h" | "--help" => {
+                return Err("usage: fake-model [--port N] [--latency-ms N] [--units N] [--models A,B]".into())
+            }
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
@@ -73,6 +80,7 @@ async fn main() {
     };
     let options = FakeOptions {
         latency: args.latency,
+        models: args.models,
         ..FakeOptions::default()
     };
     let server =
