@@ -11,6 +11,7 @@ mod status;
 mod telemetry;
 mod terminal;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -175,6 +176,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(terminal::LogWriter)
+        // Colour only for a person at a terminal: logs piped to a file or CI stay plain text.
+        .with_ansi(
+            std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -314,13 +319,20 @@ fn watch_signals(cancel: CancellationToken) {
                 return;
             }
         };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        // The terminal view says so itself; a line on stderr would scribble over it.
+        let interrupted = tokio::select! {
+            _ = tokio::signal::ctrl_c() => true,
+            _ = term.recv() => false,
+        };
+        // The terminal view says so itself; a line on stderr would scribble over it. SIGTERM comes
+        // from `orchestrator cancel` (or a service manager), where no Ctrl-C is at hand.
         if !orchestrator_tui::is_active() {
-            eprintln!("\nstopping the mission cleanly (Ctrl-C again to quit at once)…");
+            if interrupted {
+                eprintln!("\nstopping the mission cleanly (Ctrl-C again to quit at once)…");
+            } else {
+                eprintln!(
+                    "stopping the mission cleanly (asked to stop by `orchestrator cancel` or SIGTERM)…"
+                );
+            }
         }
         cancel.cancel();
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -153,11 +153,10 @@ impl View {
                 unit: None, review, ..
             } => Some(
                 format!(
-                    "master review: {:?} — {}",
+                    "master review: {} — {}",
                     review.verdict,
                     first_line(&review.summary)
-                )
-                .to_lowercase(),
+                ),
             ),
             Event::MergeConflict { unit, files, attempt } => Some(format!(
                 "{unit}: merge conflict in {} (resolver attempt {attempt})",

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use orchestrator_core::{StatusReport, UnitStatus};
+use orchestrator_core::{MissionStatus, StatusReport, UnitStatus};
 use orchestrator_protocol::UnitState;
 
 pub async fn run(repo: &Path, json: bool) -> u8 {
@@ -36,16 +36,29 @@ pub async fn run(repo: &Path, json: bool) -> u8 {
     }
 }
 
+/// One phrase for where the mission stands: the recorded status and whether its process lives are one
+/// fact to a reader ("running", or "interrupted" when a killed run left it marked running).
+fn state_words(status: MissionStatus, running: bool) -> &'static str {
+    match (status, running) {
+        (_, true) => "running",
+        (MissionStatus::Running, false) => {
+            "interrupted (its process is gone; `orchestrator resume` continues it)"
+        }
+        (MissionStatus::Interrupted, false) => "interrupted (`orchestrator resume` continues it)",
+        (MissionStatus::Sealed, false) => "sealed",
+        (MissionStatus::Unsealed, false) => "not sealed",
+    }
+}
+
 /// The status as a person reads it: a header, the unit tree, sessions and tokens.
 pub fn render(report: &StatusReport) -> String {
     let mut out = String::new();
     let phase = report.phase.map(|p| p.as_str()).unwrap_or("starting");
-    let live = if report.running { "running" } else { "not running" };
     let _ = writeln!(
         out,
-        "mission {} — {:?}, {live} (phase {phase}, round {})",
+        "mission {} — {} (phase {phase}, round {})",
         report.mission,
-        report.status,
+        state_words(report.status, report.running),
         report.round.max(1)
     );
     let _ = writeln!(

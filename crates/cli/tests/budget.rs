@@ -56,7 +56,7 @@ async fn a_tiny_budget_stops_cleanly_and_resumes_with_a_larger_one() {
     );
     assert_eq!(repo.worktrees().len(), 1);
     let status = Run::cmd(&["status"]).run(&repo).await;
-    assert!(status.stdout.contains("Interrupted"), "{}", status.stdout);
+    assert!(status.stdout.contains("— interrupted"), "{}", status.stdout);
     let resumed = Run::cmd(&["resume", "--budget-tokens", "10000000"])
         .openai(&server)
         .run(&repo)

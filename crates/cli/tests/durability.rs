@@ -300,7 +300,9 @@ async fn cancel_leaves_nothing_behind_and_resume_completes() {
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
     let status = Run::cmd(&["status"]).run(&repo).await;
     assert!(
-        status.stdout.contains("Interrupted, not running"),
+        status
+            .stdout
+            .contains("— interrupted (`orchestrator resume` continues it)"),
         "{}",
         status.stdout
     );
@@ -331,7 +333,11 @@ async fn status_shows_the_tree_sessions_and_evidence() {
         .assert_code(0);
     let human = Run::cmd(&["status"]).run(&repo).await;
     human.assert_code(0);
-    assert!(human.stdout.contains("Sealed, not running"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("— sealed (phase finished"),
+        "{}",
+        human.stdout
+    );
     assert!(human.stdout.contains("[x] c C — passed"), "{}", human.stdout);
     assert!(
         human.stdout.contains("integration test: `true` → exit 0"),

@@ -561,5 +561,10 @@ async fn logs_replays_the_mission_log() {
         "the log holds exactly the events that were streamed"
     );
     let human = Run::cmd(&["logs"]).run(&repo).await;
-    assert!(human.stdout.contains("mission_finished"), "{}", human.stdout);
+    assert!(human.stdout.contains("finished: sealed"), "{}", human.stdout);
+    assert_eq!(
+        human.stdout.lines().count(),
+        done.stdout.lines().count(),
+        "one line per event"
+    );
 }

@@ -307,7 +307,7 @@ pub async fn resume(
     })?;
     if !record.status.is_unfinished() {
         return Err(EngineError::Usage(format!(
-            "the latest mission {} is already finished ({:?}); nothing to resume. Start a new one with `orchestrator task`.",
+            "the latest mission {} is already finished ({}); nothing to resume. Start a new one with `orchestrator task`.",
             record.id, record.status
         )));
     }

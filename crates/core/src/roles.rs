@@ -66,7 +66,7 @@ pub async fn discover(
             let report = match session.run(rt, &NoHooks, &mut slot).await {
                 SessionEnd::Answered(text) if !text.trim().is_empty() => text,
                 SessionEnd::Answered(_) => "(the scout returned an empty report)".into(),
-                other => format!("(no report: {other:?})"),
+                other => format!("(no report: {other})"),
             };
             (name, report)
         }
@@ -214,7 +214,7 @@ pub async fn plan(
     }
     Err(match end {
         SessionEnd::Finished => format!("the planner's plan was rejected {} time(s)", config.plan_attempts),
-        other => format!("the planner produced no plan ({other:?})"),
+        other => format!("the planner produced no plan ({other})"),
     })
 }
 
@@ -381,7 +381,7 @@ pub async fn master_review(
         Err(SessionEnd::Cancelled) => Err(EngineError::Interrupted),
         Err(end) => Ok(Review {
             verdict: Verdict::Fail,
-            summary: format!("the master review could not run ({end:?})"),
+            summary: format!("the master review could not run ({end})"),
             issues: Vec::new(),
         }),
     }

@@ -211,6 +211,21 @@ pub enum SessionEnd {
     EndpointFailed(String),
 }
 
+/// How a person reads the end of a session, in reports and summaries (never Rust's debug text).
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionEnd::Answered(_) => f.write_str("the session answered without the required call"),
+            SessionEnd::Finished => f.write_str("the session finished"),
+            SessionEnd::TurnLimit => f.write_str("the session ran out of turns"),
+            SessionEnd::BudgetSpent => f.write_str("the token budget is spent"),
+            SessionEnd::Cancelled => f.write_str("the session was cancelled"),
+            SessionEnd::ModelFailed(e) => write!(f, "the model call failed: {e}"),
+            SessionEnd::EndpointFailed(e) => write!(f, "the model endpoint kept failing: {e}"),
+        }
+    }
+}
+
 /// Where one session's messages are stored, keyed by what the session is for (e.g. `worker:t3`),
 /// so the same session is found again after a restart.
 struct Transcript {

@@ -153,7 +153,7 @@ pub async fn cancel(root: &Path, wait: Duration) -> Result<String> {
         .filter(|p| record.status == MissionStatus::Running && process_alive(*p));
     let Some(pid) = live.and_then(|p| i32::try_from(p).ok()) else {
         return Ok(format!(
-            "mission {} is not running (status: {:?})",
+            "mission {} is not running (status: {})",
             record.id, record.status
         ));
     };

@@ -700,7 +700,7 @@ impl UnitRun {
                     }
                     Err(end) => {
                         return Err(Box::new(
-                            self.failed(format!("the review could not run: {end:?}"), String::new()),
+                            self.failed(format!("the review could not run: {end}"), String::new()),
                         ))
                     }
                 };
@@ -1033,7 +1033,7 @@ async fn resolve_conflicts(
             SessionEnd::Cancelled => return Err("cancelled".into()),
             SessionEnd::BudgetSpent => return Err(BUDGET_SPENT.into()),
             SessionEnd::EndpointFailed(e) => return Err(format!("{ENDPOINT_FAILED}: {e}")),
-            other => return Err(format!("the conflict resolver failed: {other:?}")),
+            other => return Err(format!("the conflict resolver failed: {other}")),
         }
         let before_conclude = worktree.head().await.map_err(|e| e.to_string())?;
         let commit = match worktree.conclude_merge().await {

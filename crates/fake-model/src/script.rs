@@ -364,6 +364,7 @@ fn worker(request: &SeenRequest) -> Reply {
         Some(_) => fix_actions(&description),
     };
     let since = feedback.unwrap_or(0);
+    let paths = touched_paths(&actions);
     let next = actions
         .into_iter()
         .find(|action| !is_done(request, since, action));
@@ -372,8 +373,24 @@ fn worker(request: &SeenRequest) -> Reply {
             text: String::new(),
             calls: vec![(name, arguments)],
         },
-        None => Reply::Text(format!("Done: {}", description.lines().next().unwrap_or("unit"))),
+        // What a model would say, not the directive text (whose `\n` escapes read badly in progress lines).
+        None if paths.is_empty() => Reply::Text("Done.".into()),
+        None => Reply::Text(format!("Done: wrote {}.", paths.join(", "))),
     }
+}
+
+/// The files a worker's actions write or edit, in order.
+fn touched_paths(actions: &[(String, String)]) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for (_, arguments) in actions {
+        let path = serde_json::from_str::<serde_json::Value>(arguments)
+            .ok()
+            .and_then(|v| v.get("path").and_then(|p| p.as_str()).map(str::to_string));
+        if let Some(path) = path.filter(|p| !paths.contains(p)) {
+            paths.push(path);
+        }
+    }
+    paths
 }
 
 /// A user message that sends the worker back to fix something (a failed verification or review).

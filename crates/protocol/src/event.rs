@@ -41,6 +41,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome as people read it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sealed => "sealed",
+            Outcome::Unsealed => "not sealed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+
     pub fn exit_code(self) -> i32 {
         match self {
             Outcome::Sealed => 0,

@@ -78,8 +78,18 @@ pub enum MissionStatus {
     Unsealed,
 }
 
+/// Keys shorter than this are placeholders, not secrets: real API keys are far longer.
+pub const MIN_SECRET_CHARS: usize = 12;
+
+impl std::fmt::Display for MissionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl MissionStatus {
-    fn as_str(self) -> &'static str {
+    /// The word the store, the API and people use for it.
+    pub fn as_str(self) -> &'static str {
         match self {
             MissionStatus::Running => "running",
             MissionStatus::Interrupted => "interrupted",
@@ -163,7 +173,12 @@ impl Store {
 
     /// Values (API keys) that must never be written; they are masked wherever they appear.
     pub fn set_secrets(&self, secrets: Vec<String>) {
-        *lock(&self.secrets) = secrets.into_iter().filter(|s| s.len() >= 4).collect();
+        // Placeholders such as OPENAI_API_KEY=local (which the README suggests for local servers) are
+        // no secret, and masking them would rewrite every "localhost" in the transcripts.
+        *lock(&self.secrets) = secrets
+            .into_iter()
+            .filter(|s| s.len() >= MIN_SECRET_CHARS)
+            .collect();
     }
 
     /// `text` with every registered secret replaced by `[redacted]`.
