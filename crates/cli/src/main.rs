@@ -69,13 +69,13 @@ struct RepoArgs {
 #[derive(Args)]
 struct RunFlags {
     /// Sessions in flight at once, across all roles and depths.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole_number::<usize>)]
     max_parallel: Option<usize>,
     /// How deep workers may split their units with `spawn`.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole_number::<u32>)]
     max_depth: Option<u32>,
     /// Verification rounds before the mission gives up.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole_number::<u32>)]
     rounds: Option<u32>,
     /// openai, anthropic or opencode.
     #[arg(long)]
@@ -88,18 +88,34 @@ struct RunFlags {
     #[arg(long)]
     model: Option<String>,
     /// Stop the mission cleanly when this many tokens are used.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole_number::<u64>)]
     budget_tokens: Option<u64>,
     /// Print events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
     /// Progress lines instead of the terminal view (which is shown when stdout and stderr are terminals).
-    #[arg(long, env = "ORCHESTRATOR_PLAIN")]
+    // Falsey parsing: ORCHESTRATOR_PLAIN=1 (or true, yes, on) turns it on, 0/false/no/off or empty off.
+    #[arg(long, env = "ORCHESTRATOR_PLAIN", value_parser = clap::builder::FalseyValueParser::new())]
     plain: bool,
     /// Send the mission as OpenTelemetry traces to this OTLP/HTTP collector, e.g. http://localhost:4318
     /// (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT do the same; off when unset).
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+}
+
+/// A count from the command line: a whole number, with a word for the negative ones people try (clap's
+/// own message suggests `-- -1`, which is wrong here). The ranges are checked with the config files'.
+fn whole_number<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    if text.trim_start().starts_with('-') {
+        return Err("must be a whole number, not negative".into());
+    }
+    text.trim()
+        .parse()
+        .map_err(|e| format!("must be a whole number ({e})"))
 }
 
 impl RunFlags {

@@ -205,3 +205,122 @@ async fn a_second_mission_in_the_same_repo_exits_4() {
     );
     first_done.assert_code(0);
 }
+
+/// Rust's debug text and terminal colours have no place in what a user or a log file reads (the
+/// debug log lines that ORCHESTRATOR_LOG=debug asks for aside).
+fn assert_plain_words(text: &str) {
+    assert!(
+        !text.contains('\u{1b}'),
+        "no escape codes when stderr is not a terminal: {text:?}"
+    );
+    let said: Vec<&str> = text.lines().filter(|l| !l.contains(" DEBUG ")).collect();
+    for debug in [
+        "ModelFailed(",
+        "Some(",
+        "(Sealed)",
+        "(Unsealed)",
+        "BadRequest {",
+        "Usage(",
+    ] {
+        assert!(
+            !said.iter().any(|l| l.contains(debug)),
+            "debug text `{debug}` reached the user: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_the_endpoint_does_not_serve_is_refused_before_anything_starts() {
+    let repo = TestRepo::new(&[]);
+    let options = orchestrator_fake_model::FakeOptions {
+        models: Some(vec!["qwen2.5-coder:7b".into()]),
+        ..Default::default()
+    };
+    let server = fake_with(one_unit(), options).await;
+    let done = Run::task("Anything")
+        .openai(&server)
+        .env("ORCHESTRATOR_LOG", "debug")
+        .run(&repo)
+        .await;
+    done.assert_code(2);
+    assert!(
+        done.stderr
+            .contains(&format!("does not serve the model `{MODEL}`"))
+            && done.stderr.contains("it serves: qwen2.5-coder:7b")
+            && done.stderr.contains("--model"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(server.request_count(), 1, "one tiny probe, no scout");
+    assert_plain_words(&done.stderr);
+    assert_untouched(&repo);
+    assert!(!repo.path().join(".orchestrator").exists(), "nothing was started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_url_without_v1_is_refused_with_the_hint() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(one_unit()).await;
+    // Ollama's usual slip: http://localhost:11434 instead of http://localhost:11434/v1.
+    let done = Run::task("Anything")
+        .env("OPENAI_BASE_URL", &format!("http://{}", server.addr()))
+        .env("OPENAI_API_KEY", "local")
+        .run(&repo)
+        .await;
+    done.assert_code(2);
+    assert!(
+        done.stderr.contains("does not answer as a model API") && done.stderr.contains("/v1"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(server.request_count(), 0);
+    assert_plain_words(&done.stderr);
+    assert_untouched(&repo);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_numbers_are_refused_naming_where_they_came_from() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(one_unit()).await;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--max-parallel", "18446744073709551615"],
+            "--max-parallel is 18446744073709551615",
+        ),
+        (&["--max-parallel", "100000"], "between 1 and 256"),
+        (&["--budget-tokens", "0"], "--budget-tokens is 0"),
+        (&["--rounds", "-1"], "not negative"),
+        (&["--rounds", "0"], "--rounds is 0"),
+    ];
+    for (args, expected) in cases {
+        let mut run = Run::task("Anything").openai(&server);
+        for arg in *args {
+            run = run.arg(arg);
+        }
+        let done = run.run(&repo).await;
+        done.assert_code(2);
+        assert!(done.stderr.contains(expected), "{args:?}: {}", done.stderr);
+        assert!(
+            !done.stderr.contains("-- -1"),
+            "no misleading clap tip: {}",
+            done.stderr
+        );
+        assert!(!done.stderr.contains("panicked"), "{}", done.stderr);
+    }
+    // A value from a file names the file and its key, not a flag.
+    let user_config = repo.home().join(".config/orchestrator/config.toml");
+    std::fs::create_dir_all(user_config.parent().unwrap()).unwrap();
+    std::fs::write(&user_config, "max_parallel = 0\n").unwrap();
+    let done = Run::task("Anything").openai(&server).run(&repo).await;
+    done.assert_code(2);
+    assert!(
+        done.stderr.contains("`max_parallel` in")
+            && done.stderr.contains("config.toml")
+            && !done.stderr.contains("--max-parallel"),
+        "{}",
+        done.stderr
+    );
+    assert_eq!(server.request_count(), 0);
+    assert_untouched(&repo);
+    assert!(!repo.path().join(".orchestrator").exists(), "nothing was started");
+}

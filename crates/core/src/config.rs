@@ -72,6 +72,9 @@ pub struct FileConfig {
     /// Per model name prefix: USD per million input and output tokens.
     #[serde(default)]
     pub prices: PriceTable,
+    /// The file this layer was read from, so a bad value can be traced to it.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// The model endpoint's timeouts and the shared rate governor's limits.
@@ -223,13 +226,15 @@ pub fn load_file(path: &Path) -> Result<FileConfig> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
         Err(e) => return Err(EngineError::Usage(format!("cannot read {}: {e}", path.display()))),
     };
-    toml::from_str(&text).map_err(|e| {
+    let mut layer: FileConfig = toml::from_str(&text).map_err(|e| {
         EngineError::Usage(format!(
             "{} is not a valid orchestrator config: {}\nFix the file or move it aside; see README.md, section Configuration.",
             path.display(),
             e.to_string().trim_end()
         ))
-    })
+    })?;
+    layer.source = Some(path.to_path_buf());
+    Ok(layer)
 }
 
 /// `$XDG_CONFIG_HOME/orchestrator/config.toml`, else `~/.config/orchestrator/config.toml`.
@@ -242,6 +247,7 @@ pub fn user_config_path() -> Option<PathBuf> {
 
 /// Merges the layers (later wins) and checks the result.
 pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<String>) -> Result<Config> {
+    check_bounds(layers, flags)?;
     let mut merged = FileConfig::default();
     for layer in layers {
         merge(&mut merged, layer.clone());
@@ -379,23 +385,153 @@ fn role_defaults(role: Role) -> (u32, u32) {
     }
 }
 
+/// Sessions in flight at most: each is a worktree, a model stream and its tools; far past this a
+/// machine runs out of file descriptors and the endpoint of rate limit long before.
+pub const MAX_PARALLEL: u64 = 256;
+/// A budget smaller than this cannot pay for one model call with the mission's context.
+pub const MIN_BUDGET_TOKENS: u64 = 1_000;
+
+/// One numeric setting's bounds: what people call it on the command line and in the files, how to
+/// read it from a layer or the flags, and what it means (for the message).
+struct Bound {
+    flag: Option<&'static str>,
+    key: &'static str,
+    range: std::ops::RangeInclusive<u64>,
+    meaning: &'static str,
+    from_file: fn(&FileConfig) -> Option<u64>,
+    from_flags: fn(&Overrides) -> Option<u64>,
+}
+
+fn no_flag(_: &Overrides) -> Option<u64> {
+    None
+}
+
+const BOUNDS: &[Bound] = &[
+    Bound {
+        flag: Some("--max-parallel"),
+        key: "max_parallel",
+        range: 1..=MAX_PARALLEL,
+        meaning: "sessions in flight at once",
+        from_file: |f| f.max_parallel.map(|v| v as u64),
+        from_flags: |o| o.max_parallel.map(|v| v as u64),
+    },
+    Bound {
+        flag: Some("--max-depth"),
+        key: "max_depth",
+        range: 0..=8,
+        meaning: "levels of spawned sub-units",
+        from_file: |f| f.max_depth.map(u64::from),
+        from_flags: |o| o.max_depth.map(u64::from),
+    },
+    Bound {
+        flag: Some("--rounds"),
+        key: "rounds",
+        range: 1..=50,
+        meaning: "verification rounds",
+        from_file: |f| f.rounds.map(u64::from),
+        from_flags: |o| o.rounds.map(u64::from),
+    },
+    Bound {
+        flag: Some("--budget-tokens"),
+        key: "budget_tokens",
+        range: MIN_BUDGET_TOKENS..=u64::MAX,
+        meaning: "tokens for the whole mission",
+        from_file: |f| f.budget_tokens,
+        from_flags: |o| o.budget_tokens,
+    },
+    Bound {
+        flag: None,
+        key: "limits.unit_attempts",
+        range: 1..=20,
+        meaning: "attempts per unit",
+        from_file: |f| f.limits.unit_attempts.map(u64::from),
+        from_flags: no_flag,
+    },
+    Bound {
+        flag: None,
+        key: "limits.plan_attempts",
+        range: 1..=20,
+        meaning: "planning attempts",
+        from_file: |f| f.limits.plan_attempts.map(u64::from),
+        from_flags: no_flag,
+    },
+    Bound {
+        flag: None,
+        key: "limits.merge_attempts",
+        range: 1..=20,
+        meaning: "conflict-resolver attempts per merge",
+        from_file: |f| f.limits.merge_attempts.map(u64::from),
+        from_flags: no_flag,
+    },
+    Bound {
+        flag: None,
+        key: "limits.max_parallel_verify",
+        range: 1..=MAX_PARALLEL,
+        meaning: "builds and tests at once",
+        from_file: |f| f.limits.max_parallel_verify.map(|v| v as u64),
+        from_flags: no_flag,
+    },
+    Bound {
+        flag: None,
+        key: "endpoint.max_concurrency",
+        range: 1..=1024,
+        meaning: "model requests in flight",
+        from_file: |f| f.endpoint.max_concurrency.map(|v| v as u64),
+        from_flags: no_flag,
+    },
+];
+
+/// Every bounded number, checked where it was set — the flag, or the last file that set it — so the
+/// message names what to change, before anything starts.
+fn check_bounds(layers: &[FileConfig], flags: &Overrides) -> Result<()> {
+    for bound in BOUNDS {
+        let from_flag = (bound.from_flags)(flags).map(|v| (v, bound.flag.unwrap_or(bound.key).to_string()));
+        let from_file = || {
+            layers.iter().rev().find_map(|layer| {
+                let value = (bound.from_file)(layer)?;
+                let place = match &layer.source {
+                    Some(path) => format!("`{}` in {}", bound.key, path.display()),
+                    None => format!("`{}` in the config", bound.key),
+                };
+                Some((value, place))
+            })
+        };
+        let Some((value, place)) = from_flag.or_else(from_file) else {
+            continue;
+        };
+        if !bound.range.contains(&value) {
+            let (low, high) = (bound.range.start(), bound.range.end());
+            let allowed = if *high == u64::MAX {
+                format!("at least {low}")
+            } else {
+                format!("between {low} and {high}")
+            };
+            return Err(EngineError::Usage(format!(
+                "{place} is {value}; {} must be {allowed}.",
+                bound.meaning
+            )));
+        }
+    }
+    for layer in layers {
+        for (role, file) in &layer.roles {
+            // A role's share may be small (a scout's few calls), but 0 would stop the mission at once.
+            if file.budget_tokens == Some(0) {
+                let place = layer
+                    .source
+                    .as_ref()
+                    .map(|p| format!(" in {}", p.display()))
+                    .unwrap_or_default();
+                return Err(EngineError::Usage(format!(
+                    "`roles.{role}.budget_tokens`{place} is 0; a role's budget must be at least 1 (leave it out for no cap)."
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check(config: &Config) -> Result<()> {
     let bad = |m: &str| Err(EngineError::Usage(m.to_string()));
-    if config.max_parallel == 0 {
-        return bad("--max-parallel must be at least 1");
-    }
-    if config.rounds == 0 {
-        return bad("--rounds must be at least 1");
-    }
-    if config.unit_attempts == 0 || config.plan_attempts == 0 || config.merge_attempts == 0 {
-        return bad("limits.unit_attempts, plan_attempts and merge_attempts must be at least 1");
-    }
-    if config.max_parallel_verify == 0 {
-        return bad("limits.max_parallel_verify must be at least 1");
-    }
-    if config.endpoint.max_concurrency == 0 {
-        return bad("endpoint.max_concurrency must be at least 1");
-    }
     if !(0.05..=1.0).contains(&config.compaction.keep_recent) {
         return bad("compaction.keep_recent must be between 0.05 and 1.0");
     }
@@ -498,6 +634,68 @@ mod tests {
         assert_eq!(config.role(Role::Worker).max_turns, 5);
         assert_eq!(config.role(Role::Worker).model, "a");
         assert_eq!(config.role(Role::Reviewer).model, "cheap");
+    }
+
+    #[test]
+    fn out_of_range_values_name_where_they_were_set() {
+        let flags = |max_parallel| Overrides {
+            max_parallel: Some(max_parallel),
+            model: Some("m".into()),
+            ..Default::default()
+        };
+        let err = resolve(&[], &flags(usize::MAX), None).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--max-parallel is 18446744073709551615;"),
+            "{err}"
+        );
+        assert!(err.contains("between 1 and 256"), "{err}");
+        assert!(resolve(&[], &flags(100_000), None).is_err());
+        assert!(resolve(&[], &flags(256), None).is_ok());
+
+        let mut user = parse("model = \"m\"\nmax_parallel = 0\n");
+        user.source = Some(PathBuf::from("/home/me/.config/orchestrator/config.toml"));
+        let err = resolve(&[user.clone()], &Overrides::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "`max_parallel` in /home/me/.config/orchestrator/config.toml is 0; sessions in flight at once must be between 1 and 256."
+        );
+        // The flag wins over the file, and so does a later file.
+        assert!(resolve(&[user.clone()], &flags(4), None).is_ok());
+        let mut repo = parse("max_parallel = 3\n");
+        repo.source = Some(PathBuf::from("orchestrator.toml"));
+        assert!(resolve(&[user, repo], &Overrides::default(), None).is_ok());
+
+        let budget = Overrides {
+            budget_tokens: Some(0),
+            model: Some("m".into()),
+            ..Default::default()
+        };
+        let err = resolve(&[], &budget, None).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--budget-tokens is 0;") && err.contains("at least 1000"),
+            "{err}"
+        );
+        let err = resolve(
+            &[parse("model = \"m\"\n[limits]\nunit_attempts = 0\n")],
+            &Overrides::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("`limits.unit_attempts` in the config is 0;"),
+            "{err}"
+        );
+        let err = resolve(
+            &[parse("model = \"m\"\n[roles.worker]\nbudget_tokens = 0\n")],
+            &Overrides::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("roles.worker.budget_tokens"), "{err}");
     }
 
     #[test]
