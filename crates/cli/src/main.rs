@@ -57,6 +57,20 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Write a finished (or unfinished) mission as a self-contained Markdown report.
     Report(report::ReportArgs),
+    /// Remove the branches and worktrees that finished missions left, saying what was removed.
+    Clean(CleanArgs),
+}
+
+#[derive(Args)]
+struct CleanArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    /// Only list what would be removed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also remove interrupted missions' branches and worktrees (their work is lost to `resume`).
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Args)]
@@ -146,6 +160,10 @@ struct TaskArgs {
     /// Leave the result on the mission branch instead of fast-forwarding your branch.
     #[arg(long)]
     no_apply: bool,
+    /// Keep the mission's branches when it is over (by default only a branch with work your branch
+    /// lacks is kept).
+    #[arg(long)]
+    keep_branches: bool,
 }
 
 #[derive(Args)]
@@ -216,6 +234,7 @@ fn main() -> ExitCode {
             Command::Uninstall(args) => install::uninstall(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Report(args) => report::run(args).await,
+            Command::Clean(args) => clean(&args).await,
         }
     });
     ExitCode::from(code)
@@ -229,6 +248,7 @@ async fn task(args: TaskArgs) -> u8 {
         objective: args.objective,
         allow_dirty: args.allow_dirty,
         apply: !args.no_apply,
+        keep_branches: args.keep_branches,
         overrides: args.flags.overrides(),
         control: control.clone(),
     };
@@ -300,6 +320,23 @@ async fn cancel(repo: &RepoArgs) -> u8 {
     match stopped {
         Ok(message) => {
             println!("{message}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code() as u8
+        }
+    }
+}
+
+async fn clean(args: &CleanArgs) -> u8 {
+    let cleaned = match orchestrator_core::repo_root(&args.repo.repo).await {
+        Ok(root) => orchestrator_core::clean(&root, args.dry_run, args.all).await,
+        Err(e) => Err(e),
+    };
+    match cleaned {
+        Ok(report) => {
+            println!("{}", report.render());
             0
         }
         Err(e) => {

@@ -241,7 +241,7 @@ pub fn print_report(report: &MissionReport, json: bool) {
     };
     println!("{verdict} — mission {}", report.mission);
     println!("{}", report.summary);
-    if report.outcome != Outcome::Interrupted {
+    if report.outcome != Outcome::Interrupted && report.branch_kept {
         println!("result branch: {}", report.integration_branch);
     }
 }

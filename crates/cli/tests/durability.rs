@@ -165,11 +165,8 @@ async fn check_crash_point(name: &str, when: Trigger, merged: &[&str]) -> FakeSe
         .into_iter()
         .filter(|b| b.starts_with("orchestrator/"))
         .collect();
-    assert_eq!(
-        branches.len(),
-        1,
-        "{name}: only the integration branch stays: {branches:?}"
-    );
+    // The resumed mission ended sealed and applied, so its branches went with it.
+    assert_eq!(branches, Vec::<String>::new(), "{name}: no mission branch stays");
     assert_eq!(repo.git(&["status", "--porcelain"]), "", "{name}");
     server
 }
@@ -297,6 +294,21 @@ async fn cancel_leaves_nothing_behind_and_resume_completes() {
         "no worktree after cancel: {:?}",
         repo.worktrees()
     );
+    assert!(
+        !first.stderr.contains("Ctrl-C again"),
+        "a stop asked by `cancel` offers no Ctrl-C: {}",
+        first.stderr
+    );
+    // The interrupted mission's branches are resume's work: `clean` keeps them and says how to go on.
+    let before = repo.branches();
+    let clean = Run::cmd(&["clean"]).run(&repo).await;
+    clean.assert_code(0);
+    assert!(
+        clean.stdout.contains("kept mission") && clean.stdout.contains("orchestrator resume"),
+        "{}",
+        clean.stdout
+    );
+    assert_eq!(repo.branches(), before);
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
     let status = Run::cmd(&["status"]).run(&repo).await;
     assert!(
@@ -316,7 +328,11 @@ async fn cancel_leaves_nothing_behind_and_resume_completes() {
         .into_iter()
         .filter(|b| b.starts_with("orchestrator/"))
         .collect();
-    assert_eq!(branches.len(), 1, "{branches:?}");
+    assert_eq!(
+        branches,
+        Vec::<String>::new(),
+        "sealed and applied: no mission branch stays"
+    );
     let again = resume(&repo, &server).await;
     again.assert_code(2);
     assert!(again.stderr.contains("nothing to resume"), "{}", again.stderr);

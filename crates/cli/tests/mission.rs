@@ -27,7 +27,13 @@ async fn independent_units_are_sealed_onto_the_users_branch() {
         PlanUnit::file("base", "docs/d.md", "delta"),
     ]))
     .await;
-    let done = Run::task("Add three files").openai(&server).run(&repo).await;
+    // --keep-branches: the integration branch's reflog is looked at below (by default an applied
+    // mission's branches go; tests/cleanup.rs covers that).
+    let done = Run::task("Add three files")
+        .arg("--keep-branches")
+        .openai(&server)
+        .run(&repo)
+        .await;
     done.assert_code(0);
     assert!(done.stdout.contains("SEALED"), "{}", done.stdout);
     assert_eq!(repo.read("src/a.txt").as_deref(), Some("alpha"));
@@ -53,7 +59,7 @@ async fn independent_units_are_sealed_onto_the_users_branch() {
         4
     );
     assert_eq!(requests_of(&server, "master_reviewer").len(), 1);
-    // No worktree is left behind; unit branches are gone, the integration branch stays for review.
+    // No worktree is left behind; unit branches are gone, the integration branch stays (kept on request).
     assert_eq!(repo.worktrees().len(), 1, "{:?}", repo.worktrees());
     let branches = repo.branches();
     assert_eq!(

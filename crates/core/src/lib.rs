@@ -4,6 +4,7 @@
 //! Front ends call [`run_task`] with an [`EventBus`] they have subscribed to; everything the engine
 //! does is reported as [`orchestrator_protocol::Event`]s on that bus.
 
+mod clean;
 mod client;
 pub mod compact;
 pub mod config;
@@ -26,6 +27,7 @@ mod test_repo;
 mod units;
 mod verify;
 
+pub use clean::{clean, CleanReport};
 pub use control::MissionControl;
 pub use error::{EngineError, Result};
 pub use events::EventBus;

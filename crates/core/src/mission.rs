@@ -44,6 +44,9 @@ pub struct MissionOptions {
     pub allow_dirty: bool,
     /// Fast-forward the user's branch when sealed (`--no-apply` turns it off).
     pub apply: bool,
+    /// Keep the mission's branches when it is over (`--keep-branches`); by default only a branch
+    /// holding work the user's branch lacks is kept.
+    pub keep_branches: bool,
     pub overrides: Overrides,
     /// The front end's handle to pause dispatch while the mission runs.
     pub control: crate::MissionControl,
@@ -53,6 +56,8 @@ pub struct MissionOptions {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct StoredOptions {
     apply: bool,
+    #[serde(default)]
+    keep_branches: bool,
     provider: Option<String>,
     model: Option<String>,
     max_parallel: Option<usize>,
@@ -68,6 +73,7 @@ impl StoredOptions {
         let o = &options.overrides;
         StoredOptions {
             apply: options.apply,
+            keep_branches: options.keep_branches,
             provider: o.provider.map(|p| p.as_str().to_string()),
             model: o.model.clone(),
             max_parallel: o.max_parallel,
@@ -101,6 +107,9 @@ pub struct MissionReport {
     pub outcome: Outcome,
     pub summary: String,
     pub integration_branch: String,
+    /// Whether the integration branch is still there: a finished mission's branch goes once the
+    /// user's branch has everything on it.
+    pub branch_kept: bool,
     pub result_commit: Option<String>,
 }
 
@@ -267,7 +276,10 @@ pub async fn run_task(
     bus.attach(&id, 0, Default::default(), Default::default(), store.clone());
     let report = run_mission(
         record,
-        options.apply,
+        Finish {
+            apply: options.apply,
+            keep_branches: options.keep_branches,
+        },
         repo,
         config,
         clients.mission,
@@ -334,7 +346,10 @@ pub async fn resume(
     });
     let report = run_mission(
         record,
-        stored.apply,
+        Finish {
+            apply: stored.apply,
+            keep_branches: stored.keep_branches,
+        },
         repo,
         config,
         clients.mission,
@@ -502,11 +517,18 @@ fn new_mission_id() -> String {
     format!("m{stamp}-{:04x}", rand::random::<u16>())
 }
 
+/// What to do with the result and the branches when the mission is over.
+#[derive(Debug, Clone, Copy)]
+struct Finish {
+    apply: bool,
+    keep_branches: bool,
+}
+
 /// One run of a mission, new or resumed, to its end. Never fails: every ending is a report.
 #[allow(clippy::too_many_arguments)]
 async fn run_mission(
     record: MissionRecord,
-    apply: bool,
+    finish: Finish,
     repo: Repo,
     config: Config,
     client: Arc<GovernedClient>,
@@ -564,13 +586,23 @@ async fn run_mission(
             "\nthe mission store could not be written ({error}); resume may repeat work"
         ));
     }
-    if outcome == Outcome::Sealed && apply {
+    if outcome == Outcome::Sealed && finish.apply {
         if let (Some(branch), Some(commit)) = (&record.user_branch, &result_commit) {
             summary.push('\n');
             summary.push_str(&apply_result(&repo, branch, commit, &record.integration_branch, bus).await);
         }
     }
     cleanup(&setup, &id).await;
+    let over = !resumable && outcome != Outcome::Interrupted;
+    let mut branch_kept = true;
+    if over && !finish.keep_branches {
+        let kept = settle_branches(&setup, &id, record.user_branch.as_deref(), bus).await;
+        branch_kept = kept.is_some();
+        if let Some(note) = kept {
+            summary.push('\n');
+            summary.push_str(&note);
+        }
+    }
     for (model, stats) in client.stats() {
         bus.emit(Event::ModelTraffic {
             model,
@@ -603,6 +635,7 @@ async fn run_mission(
         outcome,
         summary,
         integration_branch: record.integration_branch,
+        branch_kept,
         result_commit,
     }
 }
@@ -1039,6 +1072,21 @@ fn unsealed_summary(rounds: u32, missing: &[UnitSpec]) -> String {
 
 /// Fast-forwards the user's branch to the result, never forcing anything.
 async fn apply_result(repo: &Repo, branch: &str, commit: &str, integration: &str, bus: &EventBus) -> String {
+    let short = &commit[..commit.len().min(12)];
+    if repo
+        .rev_parse(&format!("refs/heads/{branch}"))
+        .await
+        .ok()
+        .as_deref()
+        == Some(commit)
+    {
+        // A mission that changed nothing: say so rather than claim a move.
+        let message = format!("{branch} already has the result ({short}); nothing to fast-forward");
+        bus.emit(Event::Notice {
+            message: message.clone(),
+        });
+        return message;
+    }
     let checked_out = repo.current_branch().await.ok().flatten();
     let result = if checked_out.as_deref() == Some(branch) {
         repo.fast_forward_checked_out(commit).await
@@ -1046,7 +1094,7 @@ async fn apply_result(repo: &Repo, branch: &str, commit: &str, integration: &str
         repo.fast_forward_branch(branch, commit).await
     };
     let message = match result {
-        Ok(FastForward::Done) => format!("{branch} fast-forwarded to {}", &commit[..commit.len().min(12)]),
+        Ok(FastForward::Done) => format!("{branch} fast-forwarded to {short}"),
         Ok(FastForward::NotFastForward) => {
             format!("{branch} has moved since the mission started, so it was left alone; merge {integration} yourself")
         }
@@ -1090,6 +1138,53 @@ async fn cleanup(setup: &Setup, mission: &str) {
     if let Err(e) = repo.delete_branches(&gone).await {
         tracing::warn!("cannot delete the branches of finished units: {e}");
     }
+}
+
+/// A finished mission's branches (nothing will resume it): the unit branches go, and so does the
+/// integration branch when the user's branch already has all of it (applied, or nothing was merged).
+/// Otherwise the integration branch stays as the result to review, and the returned note says so.
+async fn settle_branches(
+    setup: &Setup,
+    mission: &str,
+    user_branch: Option<&str>,
+    bus: &EventBus,
+) -> Option<String> {
+    let repo = &setup.repo;
+    match repo
+        .branches_with_prefix(&format!("orchestrator/{mission}/u/"))
+        .await
+    {
+        Ok(units) if !units.is_empty() => {
+            if let Err(e) = repo.delete_branches(&units).await {
+                tracing::warn!("cannot delete the mission's unit branches: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot list the mission's unit branches: {e}"),
+    }
+    let branch = &setup.integration_branch;
+    let head = repo.rev_parse(&format!("refs/heads/{branch}")).await.ok()?;
+    let target = user_branch
+        .map(|b| format!("refs/heads/{b}"))
+        .unwrap_or_else(|| setup.base.clone());
+    let contained = head == setup.base || repo.is_ancestor(&head, &target).await.unwrap_or(false);
+    if !contained {
+        let note = format!(
+            "the mission's work is kept on {branch} (not on {}); review or merge it, or remove it with `orchestrator clean`",
+            user_branch.unwrap_or("your branch")
+        );
+        bus.emit(Event::Notice {
+            message: note.clone(),
+        });
+        return Some(note);
+    }
+    if let Err(e) = repo.delete_branch(branch).await {
+        tracing::warn!("cannot delete {branch}: {e}");
+        return Some(format!(
+            "{branch} could not be removed ({e}); `orchestrator clean` removes it"
+        ));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -141,6 +141,7 @@ pub async fn launch(registry: Arc<Registry>, request: StartRequest) -> Result<St
         objective: request.objective.clone(),
         allow_dirty: request.allow_dirty,
         apply: request.apply,
+        keep_branches: false,
         overrides: request.overrides(provider),
         control: control.clone(),
     };
