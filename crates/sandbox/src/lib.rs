@@ -1,0 +1,230 @@
+//! Confinement for the commands agents run: their `bash` calls and the verification commands run on
+//! their code.
+//!
+//! On Linux this is Landlock: a command may read and run anything, but write only beneath the folders
+//! its session may change (a worker's worktree) and its own private temp folder; TCP is closed unless
+//! the policy opens it; it cannot signal processes outside its sandbox or reach their abstract unix
+//! sockets. Everything else — the user's checkout, the repository's `.git` (config, hooks, refs,
+//! objects), `.orchestrator/`, other worktrees, `/tmp` — is read-only to it.
+//!
+//! The ruleset is built once per sandbox in the orchestrator, with the Landlock maintainers' crate;
+//! only the final two system calls (`no_new_privs`, `landlock_restrict_self`) run in the child between
+//! fork and exec, where nothing may allocate or lock.
+//!
+//! Limits (Landlock's, documented in README.md): reads are not confined; UDP and pathname unix sockets
+//! are not covered before Landlock ABI 9; on kernels older than ABI 4 TCP stays open and before ABI 6
+//! signals are not scoped — [`Sandbox::describe`] says what is enforced.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[cfg(target_os = "linux")]
+mod landlock_rules;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "agent commands cannot be confined here: {0}. Run on Linux 5.13 or newer with Landlock enabled, or pass \
+         `--sandbox off` (or set `[sandbox] enabled = false`) to let agents run unconfined, with every access \
+         your user has"
+    )]
+    Unsupported(String),
+    #[error("cannot set up the sandbox: {0}")]
+    Setup(String),
+}
+
+/// Which Landlock ABI the running kernel offers (0: none).
+pub fn landlock_abi() -> u32 {
+    #[cfg(target_os = "linux")]
+    {
+        landlock_rules::kernel_abi()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// What a sandboxed command may do besides reading.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Folders (or files) the command may change, with everything beneath them. Missing ones are skipped.
+    pub writable: Vec<PathBuf>,
+    /// Whether it may open TCP connections and listen.
+    pub network: bool,
+}
+
+/// A confinement ready to put on commands: the ruleset (none when unconfined) and the session's private
+/// temp folder, removed when the last clone is dropped.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    #[cfg(target_os = "linux")]
+    ruleset: Option<std::os::fd::OwnedFd>,
+    temp: tempfile::TempDir,
+    description: String,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("temp", &self.temp_dir())
+            .field("description", &self.inner.description)
+            .finish()
+    }
+}
+
+impl Sandbox {
+    /// No confinement (`--sandbox off`), but still a private temp folder.
+    pub fn unconfined() -> Result<Sandbox, SandboxError> {
+        Ok(Sandbox {
+            inner: Arc::new(Inner {
+                #[cfg(target_os = "linux")]
+                ruleset: None,
+                temp: private_temp()?,
+                description: "off: agent commands run unconfined".into(),
+            }),
+        })
+    }
+
+    /// Commands may write only beneath `policy.writable` and the private temp folder.
+    pub fn confined(policy: &Policy) -> Result<Sandbox, SandboxError> {
+        #[cfg(target_os = "linux")]
+        {
+            let temp = private_temp()?;
+            let mut writable = policy.writable.clone();
+            writable.push(temp.path().to_path_buf());
+            let abi = landlock_abi();
+            let ruleset = landlock_rules::build(abi, &writable, policy.network)?;
+            let description = describe(abi, policy, &writable);
+            Ok(Sandbox {
+                inner: Arc::new(Inner {
+                    ruleset: Some(ruleset),
+                    temp,
+                    description,
+                }),
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = policy;
+            Err(SandboxError::Unsupported(
+                "only Linux (Landlock) is supported so far".into(),
+            ))
+        }
+    }
+
+    /// Confined when `enabled`, else unconfined.
+    pub fn new(enabled: bool, policy: &Policy) -> Result<Sandbox, SandboxError> {
+        if enabled {
+            Sandbox::confined(policy)
+        } else {
+            Sandbox::unconfined()
+        }
+    }
+
+    pub fn is_confined(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.inner.ruleset.is_some()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    }
+
+    /// The session's own temp folder (`TMPDIR` of its commands).
+    pub fn temp_dir(&self) -> &Path {
+        self.inner.temp.path()
+    }
+
+    /// What is enforced, in words: for events, `status` and the README's promise.
+    pub fn describe(&self) -> &str {
+        &self.inner.description
+    }
+
+    /// Puts the confinement on `command`: `TMPDIR` points at the private temp folder, and the child
+    /// restricts itself right before it executes the program.
+    pub fn apply(&self, command: &mut tokio::process::Command) {
+        command.env("TMPDIR", self.temp_dir());
+        #[cfg(target_os = "linux")]
+        if let Some(ruleset) = &self.inner.ruleset {
+            landlock_rules::restrict_before_exec(command, ruleset);
+        }
+    }
+}
+
+/// Checks, before a mission starts, that confinement works here; the error says how to go on.
+pub fn check_supported() -> Result<u32, SandboxError> {
+    check_abi(landlock_abi())
+}
+
+/// [`check_supported`] for a given kernel ABI (0: no Landlock).
+fn check_abi(abi: u32) -> Result<u32, SandboxError> {
+    if abi == 0 {
+        return Err(SandboxError::Unsupported(if cfg!(target_os = "linux") {
+            "this kernel has no Landlock (not built in, or not in the `lsm=` boot list)".into()
+        } else {
+            "only Linux (Landlock) is supported so far".into()
+        }));
+    }
+    Ok(abi)
+}
+
+fn private_temp() -> Result<tempfile::TempDir, SandboxError> {
+    tempfile::Builder::new()
+        .prefix("orchestrator-session-")
+        .tempdir()
+        .map_err(|e| SandboxError::Setup(format!("cannot create a private temp folder: {e}")))
+}
+
+fn describe(abi: u32, policy: &Policy, writable: &[PathBuf]) -> String {
+    let places: Vec<String> = writable
+        .iter()
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    let network = match (policy.network, abi >= 4) {
+        (true, _) => "network on",
+        (false, true) => "network off",
+        (false, false) => "network not confined (needs Landlock ABI 4)",
+    };
+    let signals = if abi >= 6 { "; signals scoped" } else { "" };
+    format!(
+        "landlock ABI {abi}: writes only in {}; {network}{signals}",
+        places.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_without_landlock_is_refused_with_the_way_out() {
+        let message = check_abi(0).unwrap_err().to_string();
+        assert!(message.contains("--sandbox off"), "{message}");
+        assert!(message.contains("[sandbox] enabled = false"), "{message}");
+        assert_eq!(check_abi(7).unwrap(), 7);
+    }
+
+    #[test]
+    fn the_description_says_what_is_enforced() {
+        let policy = Policy {
+            writable: vec![PathBuf::from("/")],
+            network: false,
+        };
+        assert!(
+            describe(3, &policy, &policy.writable).contains("network not confined (needs Landlock ABI 4)")
+        );
+        let text = describe(7, &policy, &policy.writable);
+        assert!(
+            text.contains("network off") && text.contains("signals scoped"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! A confined command does its legitimate work — writes beneath its writable folders and its temp
+//! folder, reads anything — and fails every escape a hostile model tried: writing next to it, into
+//! /tmp or a repository's .git, connecting out, or leaving through `setsid`.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use orchestrator_sandbox::{landlock_abi, Policy, Sandbox};
+
+/// These machines have Landlock (ABI 7); a kernel without it fails here rather than passing silently.
+fn require_landlock() {
+    assert!(
+        landlock_abi() >= 4,
+        "these tests need Landlock ABI 4 or newer (found {}): the confinement they check would be missing",
+        landlock_abi()
+    );
+}
+
+/// Runs `script` with bash under `sandbox` in `dir`: (exit code, stdout + stderr).
+async fn run(sandbox: &Sandbox, dir: &Path, script: &str) -> (i32, String) {
+    let mut command = tokio::process::Command::new("bash");
+    command
+        .arg("-c")
+        .arg(format!("exec 2>&1\n{script}"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    sandbox.apply(&mut command);
+    let output = command.output().await.expect("bash runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn policy(writable: &Path) -> Policy {
+    Policy {
+        writable: vec![writable.to_path_buf()],
+        network: false,
+    }
+}
+
+#[tokio::test]
+async fn writes_stay_beneath_the_writable_folders() {
+    require_landlock();
+    let work = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("readme"), "readable\n").unwrap();
+    let sandbox = Sandbox::confined(&policy(work.path())).unwrap();
+    assert!(sandbox.is_confined());
+
+    // The legitimate work: files and folders in the worktree, temp files, reading anywhere, /dev/null.
+    let (code, out) = run(
+        &sandbox,
+        work.path(),
+        &format!(
+            "set -e; mkdir -p src && echo hi > src/a.txt && mv src/a.txt src/b.txt && rm src/b.txt; \
+             t=$(mktemp) && echo temp > \"$t\" && cat \"$t\"; cat {}/readme; echo gone > /dev/null; echo done",
+            outside.path().display()
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("temp\nreadable\ndone"), "{out}");
+    assert!(
+        sandbox.temp_dir().starts_with(std::env::temp_dir()),
+        "{:?}",
+        sandbox.temp_dir()
+    );
+
+    // The escapes: next to the worktree, /tmp itself, and through a detached (setsid) child.
+    let target = outside.path().join("planted");
+    for script in [
+        format!("echo x > {}", target.display()),
+        format!(
+            "touch {}",
+            std::env::temp_dir().join("orchestrator-escape-test").display()
+        ),
+        format!("setsid bash -c 'echo x > {}' ; sleep 0.2", target.display()),
+        format!("mkdir {}", outside.path().join("dir").display()),
+        format!("rm {}/readme", outside.path().display()),
+    ] {
+        let (_, out) = run(&sandbox, work.path(), &script).await;
+        assert!(!target.exists(), "{script}: {out}");
+        assert!(outside.path().join("readme").exists(), "{script}: {out}");
+        assert!(!outside.path().join("dir").exists(), "{script}: {out}");
+        assert!(
+            !std::env::temp_dir().join("orchestrator-escape-test").exists(),
+            "{script}: {out}"
+        );
+    }
+    let (code, out) = run(&sandbox, work.path(), &format!("echo x > {}", target.display())).await;
+    assert_ne!(code, 0);
+    assert!(out.contains("Permission denied"), "the command sees why: {out}");
+}
+
+#[tokio::test]
+async fn a_repository_outside_the_worktree_cannot_be_changed() {
+    require_landlock();
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(repo.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "start",
+    ]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let worktree = repo.path().join("wt");
+    git(&["worktree", "add", "-q", "-b", "unit", worktree.to_str().unwrap()]);
+    // Only the worktree's own files are the session's; the shared .git is not.
+    let sandbox = Sandbox::confined(&policy(&worktree)).unwrap();
+    let attacks = [
+        "git update-ref refs/heads/main HEAD~0^{tree} 2>&1; git update-ref refs/heads/main $(git commit-tree -m x HEAD^{tree})",
+        "git config core.fsmonitor 'touch /tmp/pwned'",
+        "echo 'touch /tmp/pwned' > \"$(git rev-parse --git-common-dir)/hooks/pre-commit\"",
+        "echo user-file > ../user-file",
+    ];
+    for attack in attacks {
+        let (code, out) = run(&sandbox, &worktree, attack).await;
+        assert_ne!(code, 0, "{attack}: {out}");
+    }
+    assert_eq!(
+        git(&["rev-parse", "main"]),
+        head,
+        "the user's branch did not move"
+    );
+    let fsmonitor = std::process::Command::new("git")
+        .args(["config", "--get", "core.fsmonitor"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    assert!(
+        fsmonitor.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&fsmonitor.stdout)
+    );
+    assert!(!repo.path().join(".git/hooks/pre-commit").exists());
+    assert!(!repo.path().join("user-file").exists());
+    // Reading the repository still works, and so does writing the worktree's files.
+    let (code, out) = run(
+        &sandbox,
+        &worktree,
+        "git log --oneline -1 && echo work > file.txt && cat file.txt",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn tcp_is_closed_unless_the_policy_opens_it() {
+    require_landlock();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let work = tempfile::tempdir().unwrap();
+    let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected");
+    let closed = Sandbox::confined(&policy(work.path())).unwrap();
+    let (code, out) = run(&closed, work.path(), &connect).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains("connected"), "{out}");
+    assert!(closed.describe().contains("network off"), "{}", closed.describe());
+    let open = Sandbox::confined(&Policy {
+        network: true,
+        ..policy(work.path())
+    })
+    .unwrap();
+    let (code, out) = run(&open, work.path(), &connect).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("connected"), "{out}");
+}
+
+#[tokio::test]
+async fn processes_outside_the_sandbox_cannot_be_signalled() {
+    require_landlock();
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::confined(&policy(work.path())).unwrap();
+    let me = std::process::id();
+    let (code, out) = run(&sandbox, work.path(), &format!("kill -0 {me} && echo reachable")).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(!out.contains("reachable"), "{out}");
+    // Its own children are its to signal.
+    let (code, out) = run(&sandbox, work.path(), "sleep 5 & kill $! && wait $!; echo $?").await;
+    assert_eq!((code, out.trim()), (0, "143"));
+}
+
+#[tokio::test]
+async fn unconfined_is_said_and_changes_nothing() {
+    let sandbox = Sandbox::unconfined().unwrap();
+    assert!(!sandbox.is_confined());
+    assert!(sandbox.describe().starts_with("off"), "{}", sandbox.describe());
+    let outside = tempfile::tempdir().unwrap();
+    let (code, out) = run(&sandbox, outside.path(), "echo x > written && echo \"$TMPDIR\"").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(outside.path().join("written").exists());
+    assert_eq!(out.trim(), sandbox.temp_dir().display().to_string());
+}
