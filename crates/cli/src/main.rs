@@ -104,6 +104,9 @@ struct RunFlags {
     /// Stop the mission cleanly when this many tokens are used.
     #[arg(long, allow_negative_numbers = true, value_parser = whole_number::<u64>)]
     budget_tokens: Option<u64>,
+    /// Confine agent commands (Landlock): `on` (the default) or `off` to run them with all your access.
+    #[arg(long, value_name = "on|off", value_parser = on_off)]
+    sandbox: Option<bool>,
     /// Print events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
@@ -142,7 +145,17 @@ impl RunFlags {
             rounds: self.rounds,
             budget_tokens: self.budget_tokens,
             opencode_url: self.opencode_url.clone(),
+            sandbox: self.sandbox,
         }
+    }
+}
+
+/// `--sandbox on|off`.
+fn on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("expected `on` or `off`, got `{other}`")),
     }
 }
 

@@ -69,6 +69,8 @@ pub struct FileConfig {
     pub models: BTreeMap<String, ModelFile>,
     #[serde(default)]
     pub compaction: CompactionFile,
+    #[serde(default)]
+    pub sandbox: SandboxFile,
     /// Per model name prefix: USD per million input and output tokens.
     #[serde(default)]
     pub prices: PriceTable,
@@ -98,6 +100,19 @@ pub struct ModelFile {
     pub context_window: Option<u64>,
     /// Fraction of the window at which a session compacts (default 0.8).
     pub compact_at: Option<f64>,
+}
+
+/// How agent commands (their `bash`, and verification run on their code) are confined.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxFile {
+    /// `false` runs agent commands unconfined (as `--sandbox off` does). Default: confined.
+    pub enabled: Option<bool>,
+    /// Let agent commands open TCP connections (package downloads, local services). Default: off.
+    pub network: Option<bool>,
+    /// More folders that workers' commands and verification may change (tool caches such as
+    /// `~/.cargo/registry` or `~/.npm`); `~/` is your home folder.
+    pub writable: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -151,6 +166,8 @@ pub struct Overrides {
     pub budget_tokens: Option<u64>,
     /// `--opencode-url`: the OpenCode server to use with `--provider opencode` (else one is started).
     pub opencode_url: Option<String>,
+    /// `--sandbox on|off`.
+    pub sandbox: Option<bool>,
 }
 
 /// Model settings for one role.
@@ -186,6 +203,87 @@ pub struct CompactionSettings {
     pub tool_output_chars: usize,
 }
 
+/// The resolved confinement of agent commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSettings {
+    pub enabled: bool,
+    pub network: bool,
+    /// Extra folders workers' commands and verification may change.
+    pub writable: Vec<PathBuf>,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            enabled: true,
+            network: false,
+            writable: Vec::new(),
+        }
+    }
+}
+
+impl SandboxSettings {
+    /// The sandbox of one session or verification run: `worktree` is where it may write (none for the
+    /// roles that only look), besides its private temp folder and the configured extra folders.
+    pub fn sandbox(
+        &self,
+        worktree: Option<&Path>,
+    ) -> std::result::Result<orchestrator_sandbox::Sandbox, String> {
+        let writable = match worktree {
+            Some(root) => std::iter::once(root.to_path_buf())
+                .chain(self.writable.iter().cloned())
+                .collect(),
+            None => Vec::new(),
+        };
+        let policy = orchestrator_sandbox::Policy {
+            writable,
+            network: self.network,
+        };
+        orchestrator_sandbox::Sandbox::new(self.enabled, &policy).map_err(|e| e.to_string())
+    }
+
+    /// What the mission's agents are confined to, in one line for the event log and the progress lines.
+    pub fn summary(&self) -> String {
+        if !self.enabled {
+            return "sandbox off: agent commands run unconfined, with all your access".into();
+        }
+        let abi = orchestrator_sandbox::landlock_abi();
+        let network = match (self.network, abi >= 4) {
+            (true, _) => "network on",
+            (false, true) => "network off",
+            (false, false) => "network not confined (needs Landlock ABI 4)",
+        };
+        let extra = if self.writable.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = self.writable.iter().map(|p| p.display().to_string()).collect();
+            format!(" (and {})", list.join(", "))
+        };
+        format!(
+            "sandbox (Landlock ABI {abi}): workers' commands and verification write only in their worktree{extra} \
+             and a private temp folder, other roles only in their temp folder; {network}"
+        )
+    }
+
+    /// Before a mission starts: the sandbox can be had here, or the user is told how to go on.
+    pub fn check(&self) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        orchestrator_sandbox::check_supported()
+            .map(drop)
+            .map_err(|e| EngineError::Usage(e.to_string()))
+    }
+}
+
+/// `~/x` as the home folder's `x`; other paths as written.
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
 /// The resolved configuration a mission runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -208,6 +306,7 @@ pub struct Config {
     pub endpoint: EndpointSettings,
     pub compaction: CompactionSettings,
     pub prices: PriceTable,
+    pub sandbox: SandboxSettings,
 }
 
 impl Config {
@@ -293,6 +392,17 @@ pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<Strin
         endpoint,
         compaction,
         prices,
+        sandbox: SandboxSettings {
+            enabled: flags.sandbox.or(merged.sandbox.enabled).unwrap_or(true),
+            network: merged.sandbox.network.unwrap_or(false),
+            writable: merged
+                .sandbox
+                .writable
+                .iter()
+                .flatten()
+                .map(|p| expand_home(p))
+                .collect(),
+        },
     };
     check(&config)?;
     Ok(config)
@@ -582,6 +692,9 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(compaction.model);
     take!(compaction.keep_recent);
     take!(compaction.tool_output_chars);
+    take!(sandbox.enabled);
+    take!(sandbox.network);
+    take!(sandbox.writable);
     for (name, model) in layer.models {
         let slot = into.models.entry(name).or_default();
         if model.context_window.is_some() {

@@ -66,6 +66,8 @@ struct StoredOptions {
     budget_tokens: Option<u64>,
     #[serde(default)]
     opencode_url: Option<String>,
+    #[serde(default)]
+    sandbox: Option<bool>,
 }
 
 impl StoredOptions {
@@ -81,6 +83,7 @@ impl StoredOptions {
             rounds: o.rounds,
             budget_tokens: o.budget_tokens,
             opencode_url: o.opencode_url.clone(),
+            sandbox: o.sandbox,
         }
     }
 
@@ -96,6 +99,7 @@ impl StoredOptions {
             rounds: newer.rounds.or(self.rounds),
             budget_tokens: newer.budget_tokens.or(self.budget_tokens),
             opencode_url: newer.opencode_url.clone().or_else(|| self.opencode_url.clone()),
+            sandbox: newer.sandbox.or(self.sandbox),
         }
     }
 }
@@ -251,6 +255,7 @@ pub async fn run_task(
     })?;
     let user_branch = repo.current_branch().await?;
     let config = load_config(&repo, &options.overrides)?;
+    config.sandbox.check()?;
     let clients = clients_from_env(&config)?;
     if !options.allow_dirty {
         refuse_dirty(&repo).await?;
@@ -325,6 +330,7 @@ pub async fn resume(
     }
     let stored: StoredOptions = serde_json::from_value(record.options.clone()).unwrap_or_default();
     let config = load_config(&repo, &stored.overrides(&options.overrides))?;
+    config.sandbox.check()?;
     let clients = clients_from_env(&config)?;
     let opencode = engine_preflight(&config, &repo, &clients).await?;
     let (lock, store) = claim_repo(&repo, &record.id, &clients)
@@ -685,6 +691,9 @@ async fn drive(id: &str, setup: &Setup, rt: Runtime, config: Config, replay: Rep
         .add_detached_worktree(&setup.worktrees.join("base"), &setup.base)
         .await?;
     let (integration, integration_head) = open_integration(setup).await?;
+    rt.bus.emit(Event::Notice {
+        message: config.sandbox.summary(),
+    });
 
     let read_only = Arc::new(toolbox(base_tree.path(), false, &config)?);
     let (context, build, test) = match (&replay.context, &replay.verify) {
@@ -735,6 +744,7 @@ async fn drive(id: &str, setup: &Setup, rt: Runtime, config: Config, replay: Rep
         test: config.verify_test.clone().or(test),
         timeout: config.verify_timeout,
         permits: Semaphore::new(config.max_parallel_verify),
+        sandbox: config.sandbox.clone(),
     };
     let mission = Arc::new(Mission {
         id: id.to_string(),
@@ -784,10 +794,17 @@ async fn open_integration(setup: &Setup) -> Result<(Worktree, String)> {
     Ok((worktree, head))
 }
 
+/// A session's tools in `root`; only a session that may write (`allow_write`) may change it, and its
+/// `bash` runs in the mission's sandbox either way.
 pub(crate) fn toolbox(root: &Path, allow_write: bool, config: &Config) -> Result<Toolbox> {
+    let sandbox = config
+        .sandbox
+        .sandbox(allow_write.then_some(root))
+        .map_err(|e| EngineError::Other(format!("cannot confine the session's commands: {e}")))?;
     let options = ToolOptions {
         allow_write,
         bash_timeout: config.bash_timeout,
+        sandbox: Some(sandbox),
         ..ToolOptions::default()
     };
     Toolbox::new(root, options)

@@ -22,6 +22,8 @@ pub struct Verifier {
     pub test: Option<String>,
     pub timeout: Duration,
     pub permits: Semaphore,
+    /// Verification runs the agents' code, so it is confined like their own commands.
+    pub sandbox: crate::config::SandboxSettings,
 }
 
 /// A worktree being put back to the verified commit in the background; see
@@ -63,7 +65,21 @@ impl Verifier {
         for (kind, command) in commands {
             // The permit bounds CPU-heavy builds; the git bookkeeping around them does not need one.
             let permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-            let record = run_command(kind, command, worktree.path(), &tree, self.timeout, cancel).await;
+            let record = match self.sandbox.sandbox(Some(worktree.path())) {
+                Ok(sandbox) => {
+                    run_command(
+                        kind,
+                        command,
+                        worktree.path(),
+                        &tree,
+                        self.timeout,
+                        &sandbox,
+                        cancel,
+                    )
+                    .await
+                }
+                Err(e) => unconfinable(kind, command, &tree, &e),
+            };
             drop(permit);
             let passed = record.passed();
             evidence.push(record);
@@ -127,12 +143,26 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
+/// Failing evidence for a command that could not be confined: it is not run unconfined.
+fn unconfinable(kind: &str, command: &str, tree: &str, error: &str) -> Evidence {
+    Evidence {
+        kind: kind.to_string(),
+        command: command.to_string(),
+        exit_code: None,
+        duration_ms: 0,
+        tree: tree.to_string(),
+        timed_out: false,
+        output_tail: format!("not run: the command could not be confined ({error})"),
+    }
+}
+
 async fn run_command(
     kind: &str,
     command: &str,
     dir: &Path,
     tree: &str,
     timeout: Duration,
+    sandbox: &orchestrator_sandbox::Sandbox,
     cancel: &CancellationToken,
 ) -> Evidence {
     let started = Instant::now();
@@ -145,7 +175,7 @@ async fn run_command(
         timed_out: false,
         output_tail: String::new(),
     };
-    let mut child = match spawn_shell(command, dir) {
+    let mut child = match spawn_shell(command, dir, sandbox) {
         Ok(child) => child,
         Err(e) => {
             evidence.output_tail = format!("could not start the command: {e}");
@@ -185,7 +215,11 @@ async fn run_command(
     evidence
 }
 
-fn spawn_shell(command: &str, dir: &Path) -> std::io::Result<tokio::process::Child> {
+fn spawn_shell(
+    command: &str,
+    dir: &Path,
+    sandbox: &orchestrator_sandbox::Sandbox,
+) -> std::io::Result<tokio::process::Child> {
     let mut cmd = Command::new("bash");
     // Merge stderr into stdout so the tail shows messages in the order they were written.
     cmd.arg("-c")
@@ -201,6 +235,7 @@ fn spawn_shell(command: &str, dir: &Path) -> std::io::Result<tokio::process::Chi
             cmd.env_remove(&key);
         }
     }
+    sandbox.apply(&mut cmd);
     cmd.spawn()
 }
 
@@ -234,6 +269,41 @@ fn tail(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn confined(dir: &Path) -> orchestrator_sandbox::Sandbox {
+        crate::config::SandboxSettings::default()
+            .sandbox(Some(dir))
+            .expect("Landlock is available on these machines")
+    }
+
+    #[tokio::test]
+    async fn verification_is_confined_to_its_worktree() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let cancel = CancellationToken::new();
+        let planted = outside.path().join("planted");
+        let escape = run_command(
+            "test",
+            &format!("echo built > ok.txt && echo x > {}", planted.display()),
+            dir.path(),
+            "abc",
+            Duration::from_secs(5),
+            &confined(dir.path()),
+            &cancel,
+        )
+        .await;
+        assert!(!escape.passed(), "{escape:?}");
+        assert!(
+            escape.output_tail.contains("Permission denied"),
+            "{}",
+            escape.output_tail
+        );
+        assert!(
+            dir.path().join("ok.txt").exists(),
+            "the build's own output is written"
+        );
+        assert!(!planted.exists());
+    }
+
     #[tokio::test]
     async fn records_exit_code_output_and_timeout() {
         let dir = tempfile::tempdir().unwrap();
@@ -244,6 +314,7 @@ mod tests {
             dir.path(),
             "abc",
             Duration::from_secs(5),
+            &confined(dir.path()),
             &cancel,
         )
         .await;
@@ -260,6 +331,7 @@ mod tests {
             dir.path(),
             "abc",
             Duration::from_millis(200),
+            &confined(dir.path()),
             &cancel,
         )
         .await;
@@ -280,6 +352,7 @@ mod tests {
             test: Some("test -f junk.txt".into()),
             timeout: Duration::from_secs(30),
             permits: Semaphore::new(1),
+            sandbox: Default::default(),
         };
         let cancel = CancellationToken::new();
         let (evidence, restore) = verifier.verify_restoring_later(&worktree, &cancel).await.unwrap();
@@ -302,6 +375,7 @@ mod tests {
             test: None,
             timeout: Duration::from_secs(1),
             permits: Semaphore::new(1),
+            sandbox: Default::default(),
         };
         let (evidence, restore) = idle.verify_restoring_later(&worktree, &cancel).await.unwrap();
         assert!(evidence.is_empty() && restore.is_none());

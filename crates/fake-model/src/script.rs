@@ -8,6 +8,8 @@
 //! - `SPAWN <title> :: <description>` — split the unit; ` ;; ` in the description separates lines, so
 //!   a child's description can hold its own directives; ` ;;; ` becomes the child's ` ;; `, for deeper trees.
 //! - `BADJSON` — make the first tool call with arguments that are not valid JSON.
+//! - `BASH <command>` — run the command with the `bash` tool (before the files), as a hostile model
+//!   would try an escape.
 //! - `BIGFILE <path> <chars>` — write a file of that many filler characters (long conversations
 //!   from short descriptions, to exercise context compaction).
 //!
@@ -499,6 +501,12 @@ fn first_actions(description: &str) -> Vec<(String, String)> {
     if !spawns.is_empty() {
         actions.push(("spawn".into(), json!({ "tasks": spawns }).to_string()));
     }
+    // `BASH <command>`: a shell command, in order, before the files (a hostile model's attempts).
+    actions.extend(
+        directives(description, "BASH")
+            .into_iter()
+            .map(|command| ("bash".to_string(), json!({ "command": command }).to_string())),
+    );
     actions.extend(
         directives(description, "FILE")
             .into_iter()

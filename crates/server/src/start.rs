@@ -118,6 +118,8 @@ impl StartRequest {
             rounds: self.rounds,
             budget_tokens: self.budget_tokens,
             opencode_url: None,
+            // The server's missions are confined as the repository's config says; no per-request opt-out.
+            sandbox: None,
         }
     }
 }

@@ -16,6 +16,8 @@ use tokio::net::unix::pipe;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use orchestrator_sandbox::Sandbox;
+
 use crate::text::clip_parts;
 use crate::ToolOutput;
 
@@ -37,17 +39,30 @@ enum Ending {
     Cancelled,
 }
 
-pub(crate) async fn bash(root: &Path, req: &BashRequest<'_>, cancel: &CancellationToken) -> ToolOutput {
-    match run(root, req, cancel).await {
+pub(crate) async fn bash(
+    root: &Path,
+    req: &BashRequest<'_>,
+    sandbox: Option<&Sandbox>,
+    cancel: &CancellationToken,
+) -> ToolOutput {
+    match run(root, req, sandbox, cancel).await {
         Ok(output) => output,
         Err(e) => ToolOutput::error(format!("could not run the command with bash: {e}")),
     }
 }
 
-async fn run(root: &Path, req: &BashRequest<'_>, cancel: &CancellationToken) -> std::io::Result<ToolOutput> {
+async fn run(
+    root: &Path,
+    req: &BashRequest<'_>,
+    sandbox: Option<&Sandbox>,
+    cancel: &CancellationToken,
+) -> std::io::Result<ToolOutput> {
     // One pipe for both streams keeps stdout and stderr interleaved as a terminal would show them.
     let (reader, writer) = std::io::pipe()?;
     let mut command = command(root, req.command, writer.try_clone()?, writer);
+    if let Some(sandbox) = sandbox {
+        sandbox.apply(&mut command);
+    }
     let mut child = command.spawn()?;
     // The command holds our copies of the pipe's write end; dropping it lets the reader see EOF.
     drop(command);

@@ -37,6 +37,8 @@ pub use crate::summary::summarize_call;
 pub struct ToolOptions {
     /// Offer `write` and `edit` (workers and conflict resolvers); others only look and run commands.
     pub allow_write: bool,
+    /// The confinement `bash` runs in (`None`: none, as the tools' own tests run).
+    pub sandbox: Option<orchestrator_sandbox::Sandbox>,
     /// `bash` timeout when the call gives none.
     pub bash_timeout: Duration,
     /// Upper bound for a timeout the model asks for; larger requests are clamped.
@@ -49,6 +51,7 @@ impl Default for ToolOptions {
     fn default() -> Self {
         ToolOptions {
             allow_write: false,
+            sandbox: None,
             bash_timeout: Duration::from_secs(120),
             max_bash_timeout: Duration::from_secs(600),
             max_output_chars: 30_000,
@@ -151,7 +154,15 @@ impl Toolbox {
 
     async fn call_bash(&self, arguments: &Value, cancel: &CancellationToken) -> ToolOutput {
         match dispatch::bash_request(&self.options, arguments) {
-            Ok(request) => bash::bash(&self.root.canonical, &request, cancel).await,
+            Ok(request) => {
+                bash::bash(
+                    &self.root.canonical,
+                    &request,
+                    self.options.sandbox.as_ref(),
+                    cancel,
+                )
+                .await
+            }
             Err(e) => ToolOutput::error(e.to_string()),
         }
     }
