@@ -17,6 +17,13 @@ fn hostile_unit(marker: &std::path::Path, port: u16) -> Script {
         format!("echo escaped > {}", marker.display()),
         format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected-out"),
         "echo legit > scratch.txt && t=$(mktemp) && echo temp > \"$t\" && cat \"$t\"".to_string(),
+        // Allowed inside the worktree, so the sandbox cannot stop it: a repository of its own in place
+        // of the worktree's .git link, with programs the orchestrator's next git call would run.
+        format!(
+            "rm .git && git init -q . && git config core.fsmonitor 'touch {0}' && \
+             git config filter.evil.clean 'touch {0}; cat' && echo '* filter=evil' > .gitattributes && echo hijack-attempt",
+            marker.with_extension("hijack").display()
+        ),
     ];
     let mut description: String = attacks.iter().map(|a| format!("BASH {a}\n")).collect();
     description.push_str("FILE a.txt := a");
@@ -62,10 +69,15 @@ async fn a_hostile_worker_is_confined_and_its_legitimate_work_lands() {
         .filter(|(name, _, _)| name == "bash")
         .map(|(_, out, _)| out)
         .collect();
-    assert_eq!(bash.len(), 7, "{bash:?}");
-    let (legit, attacks): (Vec<&String>, Vec<&String>) =
-        bash.into_iter().partition(|out| out.contains("\ntemp"));
-    assert_eq!(legit.len(), 1, "temp files and worktree files work: {attacks:?}");
+    assert_eq!(bash.len(), 8, "{bash:?}");
+    let (legit, attacks): (Vec<&String>, Vec<&String>) = bash
+        .into_iter()
+        .partition(|out| out.contains("\ntemp") || out.contains("hijack-attempt"));
+    assert_eq!(legit.len(), 2, "temp files and worktree files work: {attacks:?}");
+    assert!(
+        !marker.with_extension("hijack").exists(),
+        "the orchestrator's git ran nothing of the agent's"
+    );
     for output in attacks {
         assert!(!output.contains("connected-out"), "{output}");
         assert!(

@@ -200,6 +200,9 @@ impl Runner {
     ) -> Result<Output, GitError> {
         let mut cmd = Command::new("git");
         cmd.arg("-C").arg(dir);
+        // Never run a file-system monitor program from the repository's config: one planted there
+        // would run with the orchestrator's rights on every status, add and diff.
+        cmd.args(["-c", "core.fsmonitor=false"]);
         if mode.writes {
             cmd.args(WRITE_CONFIG);
         }

@@ -32,6 +32,7 @@
 mod cmd;
 mod error;
 mod inproc;
+mod link;
 mod parse;
 mod patch;
 mod repo;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::cmd::{Mode, Output, Runner};
 use crate::inproc::IndexCommit;
+use crate::link;
 use crate::parse;
 use crate::repo::Shared;
 use crate::GitError;
@@ -17,6 +18,9 @@ use crate::GitError;
 pub struct Worktree {
     shared: Arc<Shared>,
     path: Arc<Path>,
+    /// Its registration in the shared `.git` (see `link.rs`), looked up once; `None` inside when the
+    /// worktree is not registered there (the main checkout).
+    admin: Arc<tokio::sync::OnceCell<Option<PathBuf>>>,
 }
 
 /// How a merge ended.
@@ -33,6 +37,32 @@ impl Worktree {
         Worktree {
             shared,
             path: path.into(),
+            admin: Arc::default(),
+        }
+    }
+
+    /// The admin folder the shared `.git` registers for this worktree.
+    async fn registered_admin(&self) -> Option<&Path> {
+        self.admin
+            .get_or_init(|| link::registered_admin_dir(&self.shared.common_dir, &self.path))
+            .await
+            .as_deref()
+    }
+
+    /// Puts the worktree's `.git` link back to its registration before git runs here (see `link.rs`).
+    async fn guard_link(&self) {
+        let Some(admin) = self.registered_admin().await else {
+            return;
+        };
+        match link::restore_link(&self.path, admin).await {
+            Ok(false) => {}
+            Ok(true) => tracing::warn!(
+                worktree = %self.path.display(),
+                "the worktree's .git link had been changed; it was put back before running git"
+            ),
+            Err(e) => {
+                tracing::warn!(worktree = %self.path.display(), "cannot check the worktree's .git link: {e}")
+            }
         }
     }
 
@@ -46,10 +76,12 @@ impl Worktree {
     }
 
     async fn run(&self, args: &[&str], mode: Mode) -> Result<Output, GitError> {
+        self.guard_link().await;
         self.git().run(&self.path, args, mode).await
     }
 
     async fn check(&self, args: &[&str], mode: Mode) -> Result<Output, GitError> {
+        self.guard_link().await;
         self.git().check(&self.path, args, mode).await
     }
 
@@ -249,6 +281,10 @@ impl Worktree {
     /// This worktree's own git directory (`.git/worktrees/<name>`, or `.git` for the main worktree),
     /// read from its `.git`; `None` when that is not as git writes it.
     pub(crate) async fn admin_dir(&self) -> Option<PathBuf> {
+        // The registration, not the worktree's own `.git` file, which an agent may have rewritten.
+        if let Some(admin) = self.registered_admin().await {
+            return Some(admin.to_path_buf());
+        }
         let dotgit = self.path.join(".git");
         let meta = tokio::fs::symlink_metadata(&dotgit).await.ok()?;
         if meta.is_dir() {
@@ -372,6 +408,7 @@ impl Worktree {
     /// The status question of [`Worktree::reset_hard_if_changed`] answered in-process; `None` when git
     /// is to answer it (gix unavailable, or any error).
     async fn differs_in_process(&self, commit: &str) -> Option<bool> {
+        self.guard_link().await;
         let (path, head) = (self.path.to_path_buf(), commit.to_string());
         match self
             .shared
