@@ -16,7 +16,7 @@ fn hostile_unit(marker: &std::path::Path, port: u16) -> Script {
         "echo 'touch /tmp/hook-ran' > \"$(git rev-parse --git-common-dir)/hooks/post-commit\"".to_string(),
         format!("echo escaped > {}", marker.display()),
         format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected-out"),
-        "echo legit > scratch.txt && t=$(mktemp) && echo temp > \"$t\" && cat \"$t\"".to_string(),
+        "echo legit > scratch.txt && t=$(mktemp) && echo temp > \"$t\" && cat \"$t\" && env | sort".to_string(),
         // Allowed inside the worktree, so the sandbox cannot stop it: a repository of its own in place
         // of the worktree's .git link, with programs the orchestrator's next git call would run.
         format!(
@@ -42,7 +42,12 @@ async fn a_hostile_worker_is_confined_and_its_legitimate_work_lands() {
     let port = listener.local_addr().unwrap().port();
     let before = repo.git(&["rev-parse", "main"]);
     let server = fake(hostile_unit(&marker, port)).await;
-    let done = Run::task("Write a").openai(&server).run(&repo).await;
+    let done = Run::task("Write a")
+        .openai(&server)
+        .env("DATABASE_URL", "postgres://user:hunter2@db.internal/app")
+        .env("GITHUB_PAT", "ghp_notforagents")
+        .run(&repo)
+        .await;
     done.assert_code(0);
     assert!(
         done.stderr.contains("sandbox (Landlock ABI"),
@@ -74,6 +79,14 @@ async fn a_hostile_worker_is_confined_and_its_legitimate_work_lands() {
         .into_iter()
         .partition(|out| out.contains("\ntemp") || out.contains("hijack-attempt"));
     assert_eq!(legit.len(), 2, "temp files and worktree files work: {attacks:?}");
+    let env = legit.iter().find(|out| out.contains("\ntemp")).unwrap();
+    assert!(env.contains("PATH=") && env.contains("TMPDIR="), "{env}");
+    for secret in ["test-key", "hunter2", "ghp_notforagents", "OPENAI_API_KEY"] {
+        assert!(
+            !env.contains(secret),
+            "agent commands get an allow-listed environment: {env}"
+        );
+    }
     assert!(
         !marker.with_extension("hijack").exists(),
         "the orchestrator's git ran nothing of the agent's"

@@ -113,6 +113,9 @@ pub struct SandboxFile {
     /// More folders that workers' commands and verification may change (tool caches such as
     /// `~/.cargo/registry` or `~/.npm`); `~/` is your home folder.
     pub writable: Option<Vec<String>>,
+    /// More environment variables agent commands get (names; `PREFIX_*` for a prefix). The base list
+    /// is `orchestrator_sandbox::BASE_ENV`; nothing else of the orchestrator's environment is passed.
+    pub env: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -210,6 +213,8 @@ pub struct SandboxSettings {
     pub network: bool,
     /// Extra folders workers' commands and verification may change.
     pub writable: Vec<PathBuf>,
+    /// Extra environment variables agent commands get.
+    pub env: Vec<String>,
 }
 
 impl Default for SandboxSettings {
@@ -218,6 +223,7 @@ impl Default for SandboxSettings {
             enabled: true,
             network: false,
             writable: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -238,6 +244,7 @@ impl SandboxSettings {
         let policy = orchestrator_sandbox::Policy {
             writable,
             network: self.network,
+            env: self.env.clone(),
         };
         orchestrator_sandbox::Sandbox::new(self.enabled, &policy).map_err(|e| e.to_string())
     }
@@ -402,6 +409,7 @@ pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<Strin
                 .flatten()
                 .map(|p| expand_home(p))
                 .collect(),
+            env: merged.sandbox.env.clone().unwrap_or_default(),
         },
     };
     check(&config)?;
@@ -695,6 +703,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(sandbox.enabled);
     take!(sandbox.network);
     take!(sandbox.writable);
+    take!(sandbox.env);
     for (name, model) in layer.models {
         let slot = into.models.entry(name).or_default();
         if model.context_window.is_some() {

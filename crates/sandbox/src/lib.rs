@@ -52,6 +52,93 @@ pub struct Policy {
     pub writable: Vec<PathBuf>,
     /// Whether it may open TCP connections and listen.
     pub network: bool,
+    /// Environment variables passed on besides [`BASE_ENV`] (`[sandbox] env`).
+    pub env: Vec<String>,
+}
+
+/// The variables agent commands get from the orchestrator's environment: what shells, compilers,
+/// package managers and test runners need to find themselves, and nothing that holds a credential.
+/// An allow-list, because a deny-list of names let `DATABASE_URL`, `GITHUB_PAT`, `OPENAI_KEY` and
+/// `SSH_AUTH_SOCK` through. Names ending in `*` match a prefix.
+pub const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
+    "TZ",
+    "XDG_CACHE_HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_STATE_HOME",
+    "XDG_RUNTIME_DIR",
+    // Toolchains and their caches.
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "RUSTFLAGS",
+    "CARGO_TARGET_DIR",
+    "GOPATH",
+    "GOROOT",
+    "GOCACHE",
+    "GOMODCACHE",
+    "GOFLAGS",
+    "GOPROXY",
+    "JAVA_HOME",
+    "MAVEN_OPTS",
+    "GRADLE_USER_HOME",
+    "NODE_PATH",
+    "NVM_DIR",
+    "NPM_CONFIG_CACHE",
+    "PNPM_HOME",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "PIP_INDEX_URL",
+    "UV_CACHE_DIR",
+    "PKG_CONFIG_PATH",
+    "LD_LIBRARY_PATH",
+    "LIBRARY_PATH",
+    "CPATH",
+    "CC",
+    "CXX",
+    "CFLAGS",
+    "CXXFLAGS",
+    "LDFLAGS",
+    "MAKEFLAGS",
+    // Certificates, for the builds that may reach a registry.
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "CURL_CA_BUNDLE",
+];
+
+/// The environment of an agent command: [`BASE_ENV`] and `extra` as the orchestrator has them, plus a
+/// git that never prompts (stdin is closed; a credential prompt would wait forever).
+pub fn command_env(extra: &[String]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let allowed = |name: &str| {
+        BASE_ENV
+            .iter()
+            .map(|s| s.to_string())
+            .chain(extra.iter().cloned())
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == pattern,
+            })
+    };
+    let mut env: Vec<_> = std::env::vars_os()
+        .filter(|(name, _)| name.to_str().is_some_and(allowed))
+        .collect();
+    env.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
+    env
 }
 
 /// A confinement ready to put on commands: the ruleset (none when unconfined) and the session's private
@@ -66,6 +153,7 @@ struct Inner {
     ruleset: Option<std::os::fd::OwnedFd>,
     temp: tempfile::TempDir,
     description: String,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -78,14 +166,16 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// No confinement (`--sandbox off`), but still a private temp folder.
-    pub fn unconfined() -> Result<Sandbox, SandboxError> {
+    /// No confinement (`--sandbox off`), but still a private temp folder and the allow-listed
+    /// environment: turning the sandbox off is not asking for the key to be handed out.
+    pub fn unconfined(env: &[String]) -> Result<Sandbox, SandboxError> {
         Ok(Sandbox {
             inner: Arc::new(Inner {
                 #[cfg(target_os = "linux")]
                 ruleset: None,
                 temp: private_temp()?,
                 description: "off: agent commands run unconfined".into(),
+                env: command_env(env),
             }),
         })
     }
@@ -105,6 +195,7 @@ impl Sandbox {
                     ruleset: Some(ruleset),
                     temp,
                     description,
+                    env: command_env(&policy.env),
                 }),
             })
         }
@@ -122,7 +213,7 @@ impl Sandbox {
         if enabled {
             Sandbox::confined(policy)
         } else {
-            Sandbox::unconfined()
+            Sandbox::unconfined(&policy.env)
         }
     }
 
@@ -147,9 +238,12 @@ impl Sandbox {
         &self.inner.description
     }
 
-    /// Puts the confinement on `command`: `TMPDIR` points at the private temp folder, and the child
-    /// restricts itself right before it executes the program.
+    /// Puts the confinement on `command`: the allow-listed environment (everything else is dropped),
+    /// `TMPDIR` at the private temp folder, and the child restricts itself right before it executes
+    /// the program.
     pub fn apply(&self, command: &mut tokio::process::Command) {
+        command.env_clear();
+        command.envs(self.inner.env.iter().map(|(k, v)| (k, v)));
         command.env("TMPDIR", self.temp_dir());
         #[cfg(target_os = "linux")]
         if let Some(ruleset) = &self.inner.ruleset {
@@ -216,7 +310,7 @@ mod tests {
     fn the_description_says_what_is_enforced() {
         let policy = Policy {
             writable: vec![PathBuf::from("/")],
-            network: false,
+            ..Policy::default()
         };
         assert!(
             describe(3, &policy, &policy.writable).contains("network not confined (needs Landlock ABI 4)")

@@ -36,7 +36,7 @@ async fn run(sandbox: &Sandbox, dir: &Path, script: &str) -> (i32, String) {
 fn policy(writable: &Path) -> Policy {
     Policy {
         writable: vec![writable.to_path_buf()],
-        network: false,
+        ..Policy::default()
     }
 }
 
@@ -203,7 +203,7 @@ async fn processes_outside_the_sandbox_cannot_be_signalled() {
 
 #[tokio::test]
 async fn unconfined_is_said_and_changes_nothing() {
-    let sandbox = Sandbox::unconfined().unwrap();
+    let sandbox = Sandbox::unconfined(&[]).unwrap();
     assert!(!sandbox.is_confined());
     assert!(sandbox.describe().starts_with("off"), "{}", sandbox.describe());
     let outside = tempfile::tempdir().unwrap();
@@ -211,4 +211,32 @@ async fn unconfined_is_said_and_changes_nothing() {
     assert_eq!(code, 0, "{out}");
     assert!(outside.path().join("written").exists());
     assert_eq!(out.trim(), sandbox.temp_dir().display().to_string());
+}
+
+#[tokio::test]
+async fn commands_get_only_the_allow_listed_environment() {
+    // Cargo sets CARGO_MANIFEST_DIR for the test process: a name on no list, like OPENAI_API_KEY,
+    // DATABASE_URL or SSH_AUTH_SOCK would be.
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    let work = tempfile::tempdir().unwrap();
+    for sandbox in [
+        Sandbox::confined(&policy(work.path())).unwrap(),
+        Sandbox::unconfined(&[]).unwrap(),
+    ] {
+        let (code, out) = run(&sandbox, work.path(), "env").await;
+        assert_eq!(code, 0, "{out}");
+        assert!(!out.contains("CARGO_MANIFEST_DIR="), "{out}");
+        assert!(out.contains("PATH=") && out.contains("HOME="), "{out}");
+        assert!(out.contains("GIT_TERMINAL_PROMPT=0"), "{out}");
+    }
+    let listed = Sandbox::confined(&Policy {
+        env: vec!["CARGO_MANIFEST_DIR".into()],
+        ..policy(work.path())
+    })
+    .unwrap();
+    let (_, out) = run(&listed, work.path(), "env").await;
+    assert!(
+        out.contains("CARGO_MANIFEST_DIR="),
+        "`[sandbox] env` passes a variable on: {out}"
+    );
 }
