@@ -866,10 +866,14 @@ async fn run_rounds(
         if mission.rt.cancel.is_cancelled() || outcomes.iter().any(|o| o.interrupted) {
             return Ok(interrupted());
         }
-        let follow_up = match replay.rounds.get(&round) {
-            Some((true, _)) => None,
-            Some((false, follow_up)) => Some(follow_up.clone()),
-            None => round_result(mission, &integration, base, &outcomes, round).await?,
+        // `verified`: the commit stage 2 verified and the master reviewer judged, when this run did.
+        let (follow_up, verified) = match replay.rounds.get(&round) {
+            Some((true, _)) => (None, None),
+            Some((false, follow_up)) => (Some(follow_up.clone()), None),
+            None => match round_result(mission, &integration, base, &outcomes, round).await? {
+                RoundResult::Passed { verified } => (None, Some(verified)),
+                RoundResult::FollowUp(units) => (Some(units), None),
+            },
         };
         let Some(follow_up) = follow_up else {
             if !replay.rounds.contains_key(&round) {
@@ -883,7 +887,7 @@ async fn run_rounds(
             return Ok(Ending {
                 outcome: Outcome::Sealed,
                 summary: sealed_summary(&outcomes, round),
-                result_commit: Some(head),
+                result_commit: Some(sealed_commit(bus, verified, head)),
                 resumable: false,
             });
         };
@@ -906,13 +910,20 @@ async fn run_rounds(
 }
 
 /// `None` when the round passed; otherwise the units of the next round.
+/// How a round ended: passed stage 2 and the master review at the commit they saw, or work for the
+/// next round.
+enum RoundResult {
+    Passed { verified: String },
+    FollowUp(Vec<UnitSpec>),
+}
+
 async fn round_result(
     mission: &Arc<Mission>,
     integration: &Worktree,
     base: &str,
     outcomes: &[UnitOutcome],
     round: u32,
-) -> Result<Option<Vec<UnitSpec>>> {
+) -> Result<RoundResult> {
     if outcomes.iter().all(|o| o.state == UnitState::Passed) {
         mission.rt.bus.emit(Event::PhaseChanged {
             phase: Phase::Integration,
@@ -920,7 +931,26 @@ async fn round_result(
         });
         integrate(mission, integration, base, outcomes, round).await
     } else {
-        Ok(Some(retry_units(outcomes, round + 1)))
+        Ok(RoundResult::FollowUp(retry_units(outcomes, round + 1)))
+    }
+}
+
+/// The commit a sealed mission hands over: exactly the one stage 2 verified and the master reviewer
+/// judged. Anything committed on the integration branch after that was seen by no verification, so
+/// it is left out, and the event log says so.
+fn sealed_commit(bus: &EventBus, verified: Option<String>, head: String) -> String {
+    match verified {
+        Some(verified) if verified != head => {
+            bus.emit(Event::Notice {
+                message: format!(
+                    "the integration branch moved after stage 2 (to {}); only the verified {} is taken",
+                    &head[..head.len().min(12)],
+                    &verified[..verified.len().min(12)]
+                ),
+            });
+            verified
+        }
+        _ => head,
     }
 }
 
@@ -964,8 +994,10 @@ async fn integrate(
     base: &str,
     outcomes: &[UnitOutcome],
     round: u32,
-) -> Result<Option<Vec<UnitSpec>>> {
+) -> Result<RoundResult> {
     let bus = &mission.rt.bus;
+    // What stage 2 tests and the master reviewer judges: the branch as it is now.
+    let verified = integration.head().await?;
     let evidence = mission
         .verifier
         .verify(integration, &mission.rt.cancel)
@@ -992,7 +1024,7 @@ async fn integrate(
             depends_on: Vec::new(),
             files: Vec::new(),
         };
-        return Ok(Some(vec![unit]));
+        return Ok(RoundResult::FollowUp(vec![unit]));
     }
     let review = match mission.replay.master_reviews.get(&round) {
         Some(review) => review.clone(),
@@ -1007,9 +1039,9 @@ async fn integrate(
         }
     };
     if review.verdict == orchestrator_protocol::Verdict::Pass {
-        return Ok(None);
+        return Ok(RoundResult::Passed { verified });
     }
-    Ok(Some(follow_up_units(&review, round + 1)))
+    Ok(RoundResult::FollowUp(follow_up_units(&review, round + 1)))
 }
 
 fn follow_up_units(review: &orchestrator_protocol::Review, next_round: u32) -> Vec<UnitSpec> {
@@ -1235,6 +1267,39 @@ mod tests {
         assert!(next[0].depends_on.is_empty());
         assert_eq!(next[1].depends_on, vec!["b-r2"]);
         assert!(next[0].description.contains("did not pass: x"));
+    }
+
+    #[test]
+    fn a_seal_takes_the_verified_commit_not_what_came_after() {
+        let bus = EventBus::new();
+        let mut events = bus.subscribe();
+        let verified = "a".repeat(40);
+        let later = "b".repeat(40);
+        assert_eq!(
+            sealed_commit(&bus, Some(verified.clone()), later.clone()),
+            verified
+        );
+        assert_eq!(
+            sealed_commit(&bus, Some(verified.clone()), verified.clone()),
+            verified
+        );
+        assert_eq!(
+            sealed_commit(&bus, None, later.clone()),
+            later,
+            "a resumed seal has only the head"
+        );
+        bus.close();
+        let notices: Vec<String> = std::iter::from_fn(|| events.try_recv().ok())
+            .filter_map(|e| match &e.event {
+                Event::Notice { message } => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(
+            notices[0].contains("only the verified aaaaaaaaaaaa is taken"),
+            "{notices:?}"
+        );
     }
 
     #[test]
