@@ -1,12 +1,12 @@
 //! `orchestrator logs`: the latest mission's event log from the store, as lines a person reads (time,
-//! who, what happened) or raw JSON, optionally followed while the mission runs.
+//! then who did what) or raw JSON, optionally followed while the mission runs.
 
 use std::path::Path;
 use std::time::Duration;
 
 use orchestrator_core::MissionStatus;
 use orchestrator_protocol::{Event, EventEnvelope};
-use orchestrator_view::{first_line, human_tokens};
+use orchestrator_view::human_tokens;
 
 pub async fn run(repo: &Path, json: bool, follow: bool) -> u8 {
     let store = match orchestrator_core::open_store_in(repo) {
@@ -62,77 +62,40 @@ fn print_event(envelope: &EventEnvelope, json: bool) {
         }
         return;
     }
-    let (who, what) = describe(&envelope.event);
-    println!("{}  {who:<14} {what}", envelope.at.format("%H:%M:%S%.3f"));
+    println!(
+        "{}  {}",
+        envelope.at.format("%H:%M:%S%.3f"),
+        describe(&envelope.event)
+    );
 }
 
-/// One event as a person reads it: who it is about (a unit, a session, or the mission) and what
-/// happened, on one line. `--json` keeps every field.
-pub fn describe(event: &Event) -> (String, String) {
-    let mission = || "mission".to_string();
+/// One event as a person reads it: the line every view's log shows, and for the bookkeeping events
+/// the views leave out, a short one here — `logs` accounts for every event (`--json` has every field).
+fn describe(event: &Event) -> String {
+    if let Some(line) = orchestrator_view::describe(event) {
+        return line;
+    }
     match event {
-        Event::MissionStarted {
-            objective,
-            base_commit,
-            user_branch,
-            ..
-        } => (
-            mission(),
-            format!(
-                "started on {} at {}: {}",
-                user_branch.as_deref().unwrap_or("detached HEAD"),
-                short(base_commit),
-                first_line(objective)
-            ),
+        Event::PreScanFinished { files, build, test } => format!(
+            "pre-scan: {files} files; build: {}; test: {}",
+            build.as_deref().unwrap_or("none"),
+            test.as_deref().unwrap_or("none")
         ),
-        Event::PhaseChanged { phase, round } if *round > 0 => {
-            (mission(), format!("phase {} (round {round})", phase.as_str()))
+        Event::DiscoveryFinished { context } => {
+            format!("discovery finished ({} characters of context)", context.len())
         }
-        Event::PhaseChanged { phase, .. } => (mission(), format!("phase {}", phase.as_str())),
-        Event::PreScanFinished { files, build, test } => (
-            mission(),
-            format!(
-                "pre-scan: {files} files; build: {}; test: {}",
-                build.as_deref().unwrap_or("none"),
-                test.as_deref().unwrap_or("none")
-            ),
-        ),
-        Event::DiscoveryFinished { context } => (
-            mission(),
-            format!("discovery finished ({} characters of context)", context.len()),
-        ),
-        Event::SessionStarted {
-            session, model, unit, ..
-        } => (
-            session.clone(),
-            match unit {
-                Some(unit) => format!("session started on {model} for {unit}"),
-                None => format!("session started on {model}"),
-            },
-        ),
         Event::ModelCall {
             session,
             usage,
             duration_ms,
             cost_usd,
             ..
-        } => (
-            session.clone(),
-            format!(
-                "model call: {} in, {} out, {:.1} s{}",
-                human_tokens(usage.input_tokens),
-                human_tokens(usage.output_tokens),
-                *duration_ms as f64 / 1000.0,
-                cost_usd.map(|c| format!(", ~${c:.4}")).unwrap_or_default()
-            ),
-        ),
-        Event::Compacted {
-            session,
-            before_tokens,
-            after_tokens,
-        } => (
-            session.clone(),
-            format!("compacted its context: ~{before_tokens} → ~{after_tokens} tokens"),
+        } => format!(
+            "{session}: model call, {} in, {} out, {:.1} s{}",
+            human_tokens(usage.input_tokens),
+            human_tokens(usage.output_tokens),
+            *duration_ms as f64 / 1000.0,
+            cost_usd.map(|c| format!(", ~${c:.4}")).unwrap_or_default()
         ),
         Event::ModelTraffic {
             model,
@@ -142,141 +105,17 @@ pub fn describe(event: &Event) -> (String, String) {
             retries,
             gave_up,
             ..
-        } => (
-            mission(),
-            format!(
-                "{model}: peak {peak_in_flight}/{max_limit} in flight, {rate_limited} rate-limited, \
-                 {retries} retried, {gave_up} gave up"
-            ),
+        } => format!(
+            "{model}: peak {peak_in_flight}/{max_limit} requests in flight, {rate_limited} rate-limited, \
+             {retries} retried, {gave_up} gave up"
         ),
-        Event::ToolCalled {
-            session,
-            tool,
-            summary,
-            ok,
-            ..
-        } => (
-            session.clone(),
-            format!(
-                "{tool} {}{}",
-                first_line(summary),
-                if *ok { "" } else { " (failed)" }
-            ),
-        ),
-        Event::SessionFinished {
-            session,
-            ok,
-            turns,
-            usage,
-            ..
-        } => (
-            session.clone(),
-            format!(
-                "session {} after {turns} turn(s), {} tokens",
-                if *ok { "finished" } else { "failed" },
-                human_tokens(usage.total())
-            ),
-        ),
-        Event::PlanRejected { attempt, problems } => (
-            mission(),
-            format!("plan rejected (attempt {attempt}): {}", problems.join("; ")),
-        ),
-        Event::PlanAccepted { round, units } => (
-            mission(),
-            format!("plan for round {round}: {} unit(s)", units.len()),
-        ),
-        Event::UnitsSpawned { parent, units } => {
-            let ids: Vec<&str> = units.iter().map(|u| u.id.as_str()).collect();
-            (parent.clone(), format!("spawned {}", ids.join(", ")))
-        }
-        Event::UnitState {
-            unit,
-            state,
-            attempt,
-            detail,
-        } => {
-            let detail = detail
-                .as_deref()
-                .map(|d| format!(": {}", first_line(d)))
-                .unwrap_or_default();
-            (unit.clone(), format!("{state} (attempt {attempt}){detail}"))
-        }
-        Event::UnitPrepared { unit, branch, .. } => (unit.clone(), format!("worktree ready on {branch}")),
-        Event::EvidenceRecorded { unit, evidence } => (
-            unit.clone().unwrap_or_else(|| "integration".into()),
-            format!(
-                "{} `{}`: {} in {:.1} s",
-                evidence.kind,
-                evidence.command,
-                match (evidence.exit_code, evidence.timed_out) {
-                    (_, true) => "timed out".to_string(),
-                    (Some(0), _) => "passed".to_string(),
-                    (Some(code), _) => format!("failed (exit {code})"),
-                    (None, _) => "killed".to_string(),
-                },
-                evidence.duration_ms as f64 / 1000.0
-            ),
-        ),
-        Event::ReviewFinished { unit, review, .. } => (
-            unit.clone().unwrap_or_else(|| "master review".into()),
-            format!("review: {} — {}", review.verdict, first_line(&review.summary)),
-        ),
-        Event::MergeConflict { unit, files, attempt } => (
-            unit.clone(),
-            format!(
-                "merge conflict in {} (resolver attempt {attempt})",
-                files.join(", ")
-            ),
-        ),
-        Event::Merged { unit, into, commit } => {
-            (unit.clone(), format!("merged into {into} at {}", short(commit)))
-        }
-        Event::RoundFinished {
-            round,
-            passed,
-            follow_up,
-        } => (
-            mission(),
-            if *passed {
-                format!("round {round} passed")
-            } else {
-                format!(
-                    "round {round} not passed; {} unit(s) for the next round",
-                    follow_up.len()
-                )
-            },
-        ),
-        Event::MissionResumed { phase, round } => (
-            mission(),
-            format!("resumed in phase {} (round {round})", phase.as_str()),
-        ),
-        Event::DispatchChanged { paused } => (
-            mission(),
-            if *paused {
-                "dispatch paused"
-            } else {
-                "dispatch resumed"
-            }
-            .to_string(),
-        ),
-        Event::Notice { message } => (mission(), first_line(message).to_string()),
-        Event::MissionFinished {
-            outcome,
-            summary,
-            usage,
-            ..
-        } => (
-            mission(),
-            format!(
-                "finished: {} — {} ({} tokens)",
-                outcome.as_str(),
-                first_line(summary),
-                human_tokens(usage.total())
-            ),
-        ),
+        other => serde_json::to_value(other)
+            .ok()
+            .and_then(|v| {
+                v.get("type")
+                    .and_then(|t| t.as_str())
+                    .map(|t| t.replace('_', " "))
+            })
+            .unwrap_or_default(),
     }
-}
-
-fn short(hash: &str) -> &str {
-    hash.get(..10).unwrap_or(hash)
 }

@@ -65,7 +65,7 @@ async fn an_applied_mission_leaves_no_branch_and_reads_as_words() {
         logs.stdout
     );
     assert!(
-        logs.stdout.lines().any(|l| l.contains("finished: sealed")),
+        logs.stdout.lines().any(|l| l.contains("mission sealed:")),
         "{}",
         logs.stdout
     );

@@ -567,7 +567,7 @@ async fn logs_replays_the_mission_log() {
         "the log holds exactly the events that were streamed"
     );
     let human = Run::cmd(&["logs"]).run(&repo).await;
-    assert!(human.stdout.contains("finished: sealed"), "{}", human.stdout);
+    assert!(human.stdout.contains("mission sealed:"), "{}", human.stdout);
     assert_eq!(
         human.stdout.lines().count(),
         done.stdout.lines().count(),

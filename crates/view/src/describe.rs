@@ -1,6 +1,6 @@
 //! One human line per event, shared by every view's log.
 
-use orchestrator_protocol::{Event, Outcome, Verdict};
+use orchestrator_protocol::{Event, Verdict};
 
 /// A line a person would want to read for this event, or `None` for bookkeeping events.
 pub fn describe(event: &Event) -> Option<String> {
@@ -113,12 +113,7 @@ pub fn describe(event: &Event) -> Option<String> {
         Event::DispatchChanged { paused: false } => "dispatch resumed".into(),
         Event::Notice { message } => message.clone(),
         Event::MissionFinished { outcome, summary, .. } => {
-            let outcome = match outcome {
-                Outcome::Sealed => "sealed",
-                Outcome::Unsealed => "not sealed",
-                Outcome::Interrupted => "interrupted",
-            };
-            format!("mission {outcome}: {}", first_line(summary))
+            format!("mission {}: {}", outcome.as_str(), first_line(summary))
         }
         _ => return None,
     };
