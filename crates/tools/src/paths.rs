@@ -5,7 +5,6 @@
 //! cannot lead out. This guards against a model's mistakes, not against a hostile model: `bash` runs
 //! arbitrary commands anyway, and a file could change between this check and its use.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
@@ -95,7 +94,12 @@ impl Root {
             .abs
             .strip_prefix(&self.canonical)
             .unwrap_or(Path::new(""));
-        if rel.components().any(|c| c.as_os_str() == OsStr::new(".git")) {
+        // Case-folded: on a case-insensitive file system (macOS by default) `.GIT` is the same folder.
+        if rel.components().any(|c| {
+            c.as_os_str()
+                .to_str()
+                .is_some_and(|name| name.eq_ignore_ascii_case(".git"))
+        }) {
             return Err(ToolError::InsideGitDir(input.to_string()));
         }
         Ok(resolved)
@@ -240,7 +244,14 @@ mod tests {
     fn writes_under_git_are_refused() {
         let (_dir, root) = setup();
         fs::create_dir(root.canonical.join(".git")).expect("mkdir");
-        for bad in [".git", ".git/config", "./.git/hooks/pre-commit", "sub/.git/x"] {
+        for bad in [
+            ".git",
+            ".git/config",
+            "./.git/hooks/pre-commit",
+            "sub/.git/x",
+            ".GIT/config",
+            "sub/.Git/hooks/post-commit",
+        ] {
             assert!(
                 matches!(root.resolve_for_write(bad), Err(ToolError::InsideGitDir(_))),
                 "{bad} should be refused"
