@@ -351,6 +351,13 @@ struct UnitRun {
     round: u32,
 }
 
+/// What passed verification and review: the worker's summary and the commit that was judged.
+#[derive(Default)]
+struct Reviewed {
+    summary: String,
+    commit: Option<String>,
+}
+
 /// Where an earlier run of the mission left this unit.
 #[derive(Clone)]
 struct Resume {
@@ -486,6 +493,24 @@ impl UnitRun {
         Ok((base, UnitTree::ready(worktree)))
     }
 
+    /// The commit to merge: the reviewed one. Anything committed on the unit's branch after it was
+    /// seen by no verification or review, so it is left out and the event log says so.
+    async fn reviewed_commit(&self, branch: &str, reviewed: &str) -> String {
+        let head = self.mission.repo.rev_parse(&format!("refs/heads/{branch}")).await;
+        if head.as_deref().is_ok_and(|head| head != reviewed) {
+            let head = head.unwrap_or_default();
+            self.mission.rt.bus.emit(Event::Notice {
+                message: format!(
+                    "{}: its branch moved after review (to {}); only the reviewed {} is merged",
+                    self.unit.id,
+                    &head[..head.len().min(12)],
+                    &reviewed[..reviewed.len().min(12)]
+                ),
+            });
+        }
+        reviewed.to_string()
+    }
+
     async fn build_and_merge(
         &self,
         slot: &mut Slot,
@@ -502,17 +527,22 @@ impl UnitRun {
                         .get(&r.attempt)
                         .is_some_and(|rev| rev.verdict == Verdict::Pass))
         });
-        // A unit that passed review before a restart is not reviewed again.
-        let summary = if reviewed {
-            String::new()
+        // A unit that passed review before a restart is not reviewed again (and its branch is merged:
+        // the reviewed commit of the earlier run is not recorded).
+        let Reviewed { summary, commit } = if reviewed {
+            Reviewed::default()
         } else {
             match self.build_until_reviewed(slot, base, tree, resume).await {
-                Ok(summary) => summary,
+                Ok(reviewed) => reviewed,
                 Err(outcome) => return *outcome,
             }
         };
         self.state(UnitState::Merging, 0, None);
-        match merge_into(&self.mission, &self.unit, branch, target, slot).await {
+        let theirs = match &commit {
+            Some(commit) => self.reviewed_commit(branch, commit).await,
+            None => branch.to_string(),
+        };
+        match merge_into(&self.mission, &self.unit, &theirs, target, slot).await {
             Ok(commit) => {
                 self.mission.rt.bus.emit(Event::Merged {
                     unit: self.unit.id.clone(),
@@ -543,7 +573,7 @@ impl UnitRun {
         base: &str,
         tree: &UnitTree,
         resume: Option<Resume>,
-    ) -> Result<String, Box<UnitOutcome>> {
+    ) -> Result<Reviewed, Box<UnitOutcome>> {
         let mission = &self.mission;
         let rt = &mission.rt;
         let fail = |reason: String| Box::new(self.failed(reason, String::new()));
@@ -598,11 +628,21 @@ impl UnitRun {
             if let Err(e) = worktree.commit_all(&title).await {
                 return Err(fail(format!("could not commit the worker's changes: {e}")));
             }
+            // The commit that verification runs on and the reviewer judges: what will be merged.
+            let verified = worktree
+                .head()
+                .await
+                .map_err(|e| fail(format!("could not read the worker's commit: {e}")))?;
             match self
                 .check(slot, base, &worktree, attempt, known_reviews.get(&attempt))
                 .await?
             {
-                None => return Ok(summary),
+                None => {
+                    return Ok(Reviewed {
+                        summary,
+                        commit: Some(verified),
+                    })
+                }
                 Some(feedback) => {
                     last_problem = feedback.lines().next().unwrap_or_default().to_string();
                     if attempt < attempts {
@@ -923,12 +963,12 @@ fn describe_children(outcomes: &[UnitOutcome]) -> String {
     text
 }
 
-/// Merges a reviewed unit into its target. Conflicts go to a resolver session, whose merge is
+/// Merges a reviewed unit (`theirs`: its reviewed commit, or its branch) into its target. Conflicts go to a resolver session, whose merge is
 /// verified again; after the attempts run out the target is put back as it was.
 async fn merge_into(
     mission: &Arc<Mission>,
     unit: &UnitSpec,
-    branch: &str,
+    theirs: &str,
     target: &MergeTarget,
     slot: &mut Slot,
 ) -> Result<String, String> {
@@ -938,7 +978,7 @@ async fn merge_into(
     if target.in_process {
         match mission
             .repo
-            .merge_into_branch(&target.branch, &before, branch, &message)
+            .merge_into_branch(&target.branch, &before, theirs, &message)
             .await
         {
             Ok(BranchMerge::Merged(commit)) => {
@@ -950,14 +990,14 @@ async fn merge_into(
             Err(e) => tracing::warn!(unit = %unit.id, "in-process merge failed, merging with git: {e}"),
         }
     }
-    merge_in_worktree(mission, unit, branch, target, slot, &before, &message).await
+    merge_in_worktree(mission, unit, theirs, target, slot, &before, &message).await
 }
 
 /// `git merge` in the target's worktree (checked out first), with the conflict resolver on conflicts.
 async fn merge_in_worktree(
     mission: &Arc<Mission>,
     unit: &UnitSpec,
-    branch: &str,
+    theirs: &str,
     target: &MergeTarget,
     slot: &mut Slot,
     before: &str,
@@ -965,11 +1005,11 @@ async fn merge_in_worktree(
 ) -> Result<String, String> {
     target.check_out().await.map_err(|e| e.to_string())?;
     let worktree = &target.worktree;
-    let merged = worktree.merge(branch, message).await;
+    let merged = worktree.merge(theirs, message).await;
     let result = match merged {
         Ok(MergeOutcome::Merged(commit)) => Ok(commit),
         Ok(MergeOutcome::Conflict(conflicts)) => {
-            let result = resolve_conflicts(mission, unit, worktree, conflicts, slot).await;
+            let result = resolve_conflicts(mission, unit, theirs, worktree, conflicts, slot).await;
             if result.is_err() {
                 if worktree.merge_in_progress().await.unwrap_or(false) {
                     let _ = worktree.abort_merge().await;
@@ -992,9 +1032,11 @@ async fn merge_in_worktree(
     result
 }
 
+/// `theirs` is what is being merged: the unit's reviewed commit (or its branch).
 async fn resolve_conflicts(
     mission: &Arc<Mission>,
     unit: &UnitSpec,
+    theirs: &str,
     worktree: &Worktree,
     mut conflicts: Vec<String>,
     slot: &mut Slot,
@@ -1064,9 +1106,8 @@ async fn resolve_conflicts(
             .reset_hard(&before_conclude)
             .await
             .map_err(|e| e.to_string())?;
-        let branch = mission.branch(&unit.id);
         match worktree
-            .merge(&branch, &format!("Merge {}: {}", unit.id, unit.title))
+            .merge(theirs, &format!("Merge {}: {}", unit.id, unit.title))
             .await
             .map_err(|e| e.to_string())?
         {
