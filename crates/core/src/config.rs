@@ -255,11 +255,7 @@ impl SandboxSettings {
             return "sandbox off: agent commands run unconfined, with all your access".into();
         }
         let abi = orchestrator_sandbox::landlock_abi();
-        let network = match (self.network, abi >= 4) {
-            (true, _) => "network on",
-            (false, true) => "network off",
-            (false, false) => "network not confined (needs Landlock ABI 4)",
-        };
+        let network = orchestrator_sandbox::network_words(abi, self.network);
         let extra = if self.writable.is_empty() {
             String::new()
         } else {

@@ -276,17 +276,22 @@ fn private_temp() -> Result<tempfile::TempDir, SandboxError> {
         .map_err(|e| SandboxError::Setup(format!("cannot create a private temp folder: {e}")))
 }
 
+/// What happens to TCP for agent commands, in words: Landlock closes it from ABI 4 on.
+pub fn network_words(abi: u32, network: bool) -> &'static str {
+    match (network, abi >= 4) {
+        (true, _) => "network on",
+        (false, true) => "network off",
+        (false, false) => "network not confined (needs Landlock ABI 4)",
+    }
+}
+
 fn describe(abi: u32, policy: &Policy, writable: &[PathBuf]) -> String {
     let places: Vec<String> = writable
         .iter()
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
         .collect();
-    let network = match (policy.network, abi >= 4) {
-        (true, _) => "network on",
-        (false, true) => "network off",
-        (false, false) => "network not confined (needs Landlock ABI 4)",
-    };
+    let network = network_words(abi, policy.network);
     let signals = if abi >= 6 { "; signals scoped" } else { "" };
     format!(
         "landlock ABI {abi}: writes only in {}; {network}{signals}",
