@@ -83,12 +83,12 @@ impl EventBus {
         // Sequence numbers, the store write and delivery happen under one lock so that the log and every
         // subscriber see the same order.
         let mut subscribers = lock(&self.inner.subscribers);
-        let envelope = Arc::new(EventEnvelope {
+        let envelope = Arc::new(self.masked(EventEnvelope {
             seq: self.inner.seq.fetch_add(1, Ordering::SeqCst),
             at: Utc::now(),
             mission: lock(&self.inner.mission).clone(),
             event,
-        });
+        }));
         if let Some(store) = lock(&self.inner.store).as_ref() {
             if let Err(e) = store.append_event(&envelope) {
                 tracing::error!("cannot write to the mission store: {e}");
@@ -96,6 +96,23 @@ impl EventBus {
             }
         }
         subscribers.retain(|tx| tx.send(envelope.clone()).is_ok());
+    }
+
+    /// The event as the store keeps it — the API key masked, whatever a model or a tool echoed — so
+    /// every front end (`--json`, progress lines, the terminal view, the API, traces) sees the same.
+    /// Only an event that holds a secret pays for the round trip through JSON.
+    fn masked(&self, envelope: EventEnvelope) -> EventEnvelope {
+        let store = lock(&self.inner.store);
+        let Some(store) = store.as_ref() else {
+            return envelope;
+        };
+        let Ok(json) = serde_json::to_string(&envelope) else {
+            return envelope;
+        };
+        if !store.contains_secret(&json) {
+            return envelope;
+        }
+        serde_json::from_str(&store.mask(&json)).unwrap_or(envelope)
     }
 
     /// Tokens used by every model call of the mission so far.

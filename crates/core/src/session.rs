@@ -47,6 +47,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// `text` with the API key masked, for what leaves the runtime outside the event stream (commit
+    /// messages); the events themselves are masked by the bus.
+    pub fn mask(&self, text: &str) -> String {
+        match &self.store {
+            Some(store) if store.contains_secret(text) => store.mask(text),
+            _ => text.to_string(),
+        }
+    }
+
     pub fn new(
         client: Arc<dyn ModelClient>,
         bus: EventBus,
@@ -640,6 +649,15 @@ impl Session {
     /// Output too long for the context is cut, and kept whole in a file the model can `read`
     /// (under `.orchestrator/`, which git ignores in every worktree).
     fn fit_output(&self, rt: &Runtime, call: &ToolCall, output: ToolOutput) -> ToolOutput {
+        // A tool's output goes back to the model: never with the API key in it (an agent that found
+        // it somewhere would hand it to the model, and from there to commits and logs).
+        let output = match &rt.store {
+            Some(store) if store.contains_secret(&output.content) => ToolOutput {
+                content: store.mask(&output.content),
+                is_error: output.is_error,
+            },
+            _ => output,
+        };
         let limit = rt.compaction.tool_output_chars;
         if output.content.chars().count() <= limit {
             return output;

@@ -624,7 +624,7 @@ impl UnitRun {
                     return Err(Box::new(UnitOutcome::endpoint_failed(&self.unit, &e)))
                 }
             };
-            let title = format!("{}: {}", self.unit.id, self.unit.title);
+            let title = rt.mask(&format!("{}: {}", self.unit.id, self.unit.title));
             if let Err(e) = worktree.commit_all(&title).await {
                 return Err(fail(format!("could not commit the worker's changes: {e}")));
             }
@@ -963,6 +963,11 @@ fn describe_children(outcomes: &[UnitOutcome]) -> String {
     text
 }
 
+/// The merge commit's message: the unit's id and title, never with the API key in it.
+fn merge_message(mission: &Mission, unit: &UnitSpec) -> String {
+    mission.rt.mask(&format!("Merge {}: {}", unit.id, unit.title))
+}
+
 /// Merges a reviewed unit (`theirs`: its reviewed commit, or its branch) into its target. Conflicts go to a resolver session, whose merge is
 /// verified again; after the attempts run out the target is put back as it was.
 async fn merge_into(
@@ -974,7 +979,7 @@ async fn merge_into(
 ) -> Result<String, String> {
     let _queue = target.lock.lock().await;
     let before = target.head();
-    let message = format!("Merge {}: {}", unit.id, unit.title);
+    let message = merge_message(mission, unit);
     if target.in_process {
         match mission
             .repo
@@ -1107,7 +1112,7 @@ async fn resolve_conflicts(
             .await
             .map_err(|e| e.to_string())?;
         match worktree
-            .merge(theirs, &format!("Merge {}: {}", unit.id, unit.title))
+            .merge(theirs, &merge_message(mission, unit))
             .await
             .map_err(|e| e.to_string())?
         {

@@ -181,6 +181,13 @@ impl Store {
             .collect();
     }
 
+    /// Whether `text` holds a registered secret.
+    pub fn contains_secret(&self, text: &str) -> bool {
+        lock(&self.secrets)
+            .iter()
+            .any(|secret| text.contains(secret.as_str()))
+    }
+
     /// `text` with every registered secret replaced by `[redacted]`.
     pub fn mask(&self, text: &str) -> String {
         let secrets = lock(&self.secrets);
