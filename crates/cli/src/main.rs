@@ -228,6 +228,9 @@ fn main() -> ExitCode {
             std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
+    // Before any thread or agent command starts: the key in our environment is not readable through
+    // /proc by the commands we run.
+    orchestrator_sandbox::protect_process();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -99,6 +99,9 @@ pub(crate) fn restrict_before_exec(command: &mut tokio::process::Command, rulese
     // child got its own copy at fork.
     unsafe {
         command.pre_exec(move || {
+            if libc::geteuid() == 0 {
+                drop_ptrace_capability()?;
+            }
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -108,4 +111,56 @@ pub(crate) fn restrict_before_exec(command: &mut tokio::process::Command, rulese
             Ok(())
         });
     }
+}
+
+/// `CAP_SYS_PTRACE`, from linux/capability.h.
+const CAP_SYS_PTRACE: u32 = 19;
+const PR_CAPBSET_DROP: libc::c_int = 24;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// A command run as root keeps root's file access but loses `CAP_SYS_PTRACE` — from its bounding set
+/// (root's exec would otherwise get it back) and its current sets — so with the orchestrator not
+/// dumpable (see [`crate::protect_process`]) it cannot read the orchestrator's `/proc/<pid>/environ`
+/// or memory, where the API key is. Plain system calls on stack memory: safe between fork and exec.
+///
+/// # Safety
+/// Only for the child between fork and exec.
+unsafe fn drop_ptrace_capability() -> std::io::Result<()> {
+    if libc::prctl(PR_CAPBSET_DROP, CAP_SYS_PTRACE as libc::c_ulong, 0, 0, 0) != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    if libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let bit = !(1u32 << CAP_SYS_PTRACE);
+    data[0].effective &= bit;
+    data[0].permitted &= bit;
+    data[0].inheritable &= bit;
+    if libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -252,6 +252,23 @@ impl Sandbox {
     }
 }
 
+/// Makes the orchestrator's own process not dumpable: its `/proc/<pid>/environ` and memory (where the
+/// API key is) then need `CAP_SYS_PTRACE`, which no agent command has (root's commands drop it). Also
+/// means no core dumps of the orchestrator. Call once, early.
+pub fn protect_process() {
+    #[cfg(target_os = "linux")]
+    {
+        const PR_SET_DUMPABLE: libc::c_int = 4;
+        // SAFETY: a prctl on this process with integer arguments.
+        if unsafe { libc::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            tracing::warn!(
+                "cannot make the process non-dumpable: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Checks, before a mission starts, that confinement works here; the error says how to go on.
 pub fn check_supported() -> Result<u32, SandboxError> {
     check_abi(landlock_abi())

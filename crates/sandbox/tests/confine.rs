@@ -240,3 +240,25 @@ async fn commands_get_only_the_allow_listed_environment() {
         "`[sandbox] env` passes a variable on: {out}"
     );
 }
+
+#[tokio::test]
+async fn the_orchestrator_is_not_dumpable_and_root_commands_lose_ptrace() {
+    require_landlock();
+    // The orchestrator's environment and memory (where the API key is) then need CAP_SYS_PTRACE: a
+    // command of the same non-root user is refused. (Root on some kernels can still read it — seen on
+    // this project's VMs — which is why the key also never enters agent environments.)
+    orchestrator_sandbox::protect_process();
+    const PR_GET_DUMPABLE: libc::c_int = 3;
+    // SAFETY: a prctl query on this process.
+    assert_eq!(unsafe { libc::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0);
+    let work = tempfile::tempdir().unwrap();
+    let sandbox = Sandbox::confined(&policy(work.path())).unwrap();
+    let (code, out) = run(&sandbox, work.path(), "grep -E '^Cap(Eff|Bnd)' /proc/self/status").await;
+    assert_eq!(code, 0, "{out}");
+    if unsafe { libc::geteuid() } == 0 {
+        for line in out.lines() {
+            let mask = u64::from_str_radix(line.split_whitespace().last().unwrap_or("0"), 16).unwrap();
+            assert_eq!(mask & (1 << 19), 0, "CAP_SYS_PTRACE is gone: {line}");
+        }
+    }
+}
