@@ -598,11 +598,13 @@ async fn run_mission(
             summary.push_str(&apply_result(&repo, branch, commit, &record.integration_branch, bus).await);
         }
     }
-    cleanup(&setup, &id).await;
+    // A finished mission (nothing will resume it) takes its branches with it unless asked to keep them.
     let over = !resumable && outcome != Outcome::Interrupted;
+    let settle = over && !finish.keep_branches;
+    cleanup(&setup, &id, settle).await;
     let mut branch_kept = true;
-    if over && !finish.keep_branches {
-        let kept = settle_branches(&setup, &id, record.user_branch.as_deref(), bus).await;
+    if settle {
+        let kept = settle_integration(&setup, record.user_branch.as_deref(), bus).await;
         branch_kept = kept.is_some();
         if let Some(note) = kept {
             summary.push('\n');
@@ -944,8 +946,8 @@ fn sealed_commit(bus: &EventBus, verified: Option<String>, head: String) -> Stri
             bus.emit(Event::Notice {
                 message: format!(
                     "the integration branch moved after stage 2 (to {}); only the verified {} is taken",
-                    &head[..head.len().min(12)],
-                    &verified[..verified.len().min(12)]
+                    verify::short(&head),
+                    verify::short(&verified)
                 ),
             });
             verified
@@ -1121,7 +1123,7 @@ fn unsealed_summary(rounds: u32, missing: &[UnitSpec]) -> String {
 
 /// Fast-forwards the user's branch to the result, never forcing anything.
 async fn apply_result(repo: &Repo, branch: &str, commit: &str, integration: &str, bus: &EventBus) -> String {
-    let short = &commit[..commit.len().min(12)];
+    let short = verify::short(commit);
     if repo
         .rev_parse(&format!("refs/heads/{branch}"))
         .await
@@ -1158,10 +1160,11 @@ async fn apply_result(repo: &Repo, branch: &str, commit: &str, integration: &str
     message
 }
 
-/// Removes the mission's worktrees, then the branches of units that ended. Unit branches of units
-/// that did not end hold unfinished work and stay for `resume`; the integration branch stays as the
-/// reviewable result.
-async fn cleanup(setup: &Setup, mission: &str) {
+/// Removes the mission's worktrees, then the branches of units that ended — or, with
+/// `every_unit_branch` (a finished mission), all its unit branches. Otherwise unit branches of units
+/// that did not end hold unfinished work and stay for `resume`. The integration branch is
+/// [`settle_integration`]'s.
+async fn cleanup(setup: &Setup, mission: &str, every_unit_branch: bool) {
     let repo = &setup.repo;
     if let Ok(list) = repo.list_worktrees().await {
         for path in list.iter().filter(|p| p.starts_with(&setup.worktrees)) {
@@ -1172,7 +1175,7 @@ async fn cleanup(setup: &Setup, mission: &str) {
     }
     let _ = tokio::fs::remove_dir_all(&setup.worktrees).await;
     let done = std::mem::take(&mut *setup.done_branches.lock().unwrap_or_else(|p| p.into_inner()));
-    if done.is_empty() {
+    if done.is_empty() && !every_unit_branch {
         return;
     }
     // Only branches that exist: one listing, so one missing branch cannot fail the whole batch.
@@ -1183,34 +1186,23 @@ async fn cleanup(setup: &Setup, mission: &str) {
         Ok(existing) => existing,
         Err(e) => return tracing::warn!("cannot list the mission's unit branches: {e}"),
     };
-    let gone: Vec<&String> = existing.iter().filter(|b| done.contains(*b)).collect();
+    let gone: Vec<&String> = existing
+        .iter()
+        .filter(|b| every_unit_branch || done.contains(*b))
+        .collect();
+    if gone.is_empty() {
+        return;
+    }
     if let Err(e) = repo.delete_branches(&gone).await {
         tracing::warn!("cannot delete the branches of finished units: {e}");
     }
 }
 
-/// A finished mission's branches (nothing will resume it): the unit branches go, and so does the
-/// integration branch when the user's branch already has all of it (applied, or nothing was merged).
-/// Otherwise the integration branch stays as the result to review, and the returned note says so.
-async fn settle_branches(
-    setup: &Setup,
-    mission: &str,
-    user_branch: Option<&str>,
-    bus: &EventBus,
-) -> Option<String> {
+/// A finished mission's integration branch (its unit branches are gone with `cleanup`): it goes too
+/// when the user's branch already has all of it (applied, or nothing was merged). Otherwise it stays
+/// as the result to review, and the returned note says so.
+async fn settle_integration(setup: &Setup, user_branch: Option<&str>, bus: &EventBus) -> Option<String> {
     let repo = &setup.repo;
-    match repo
-        .branches_with_prefix(&format!("orchestrator/{mission}/u/"))
-        .await
-    {
-        Ok(units) if !units.is_empty() => {
-            if let Err(e) = repo.delete_branches(&units).await {
-                tracing::warn!("cannot delete the mission's unit branches: {e}");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("cannot list the mission's unit branches: {e}"),
-    }
     let branch = &setup.integration_branch;
     let head = repo.rev_parse(&format!("refs/heads/{branch}")).await.ok()?;
     let target = user_branch

@@ -503,8 +503,8 @@ impl UnitRun {
                 message: format!(
                     "{}: its branch moved after review (to {}); only the reviewed {} is merged",
                     self.unit.id,
-                    &head[..head.len().min(12)],
-                    &reviewed[..reviewed.len().min(12)]
+                    crate::verify::short(&head),
+                    crate::verify::short(reviewed)
                 ),
             });
         }

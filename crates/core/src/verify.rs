@@ -62,10 +62,12 @@ impl Verifier {
         }
         let (head, tree) = worktree.head_and_tree().await.map_err(|e| e.to_string())?;
         let mut evidence = Vec::new();
+        // One sandbox for the build and the test: they share the worktree and a temp folder.
+        let sandbox = self.sandbox.sandbox(Some(worktree.path()));
         for (kind, command) in commands {
             // The permit bounds CPU-heavy builds; the git bookkeeping around them does not need one.
             let permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-            let record = match self.sandbox.sandbox(Some(worktree.path())) {
+            let record = match &sandbox {
                 Ok(sandbox) => {
                     run_command(
                         kind,
@@ -73,12 +75,12 @@ impl Verifier {
                         worktree.path(),
                         &tree,
                         self.timeout,
-                        &sandbox,
+                        sandbox,
                         cancel,
                     )
                     .await
                 }
-                Err(e) => unconfinable(kind, command, &tree, &e),
+                Err(e) => unconfinable(kind, command, &tree, e),
             };
             drop(permit);
             let passed = record.passed();
@@ -139,7 +141,8 @@ pub fn describe(evidence: &[Evidence]) -> String {
         .join("\n")
 }
 
-fn short(hash: &str) -> &str {
+/// A commit or tree name cut to 12 characters, as the engine's messages show them.
+pub(crate) fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
@@ -230,18 +233,9 @@ fn spawn_shell(
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(is_secret_var) {
-            cmd.env_remove(&key);
-        }
-    }
+    // The sandbox also gives the command its environment: an allow-list, so no credential reaches it.
     sandbox.apply(&mut cmd);
     cmd.spawn()
-}
-
-/// Variables that hold credentials; never handed to commands the models influence.
-pub fn is_secret_var(name: &str) -> bool {
-    name.ends_with("_API_KEY") || name.ends_with("_AUTH_TOKEN")
 }
 
 fn kill_group(pid: Option<u32>) {
