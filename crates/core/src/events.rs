@@ -83,36 +83,43 @@ impl EventBus {
         // Sequence numbers, the store write and delivery happen under one lock so that the log and every
         // subscriber see the same order.
         let mut subscribers = lock(&self.inner.subscribers);
-        let envelope = Arc::new(self.masked(EventEnvelope {
+        let envelope = EventEnvelope {
             seq: self.inner.seq.fetch_add(1, Ordering::SeqCst),
             at: Utc::now(),
             mission: lock(&self.inner.mission).clone(),
             event,
-        }));
-        if let Some(store) = lock(&self.inner.store).as_ref() {
-            if let Err(e) = store.append_event(&envelope) {
-                tracing::error!("cannot write to the mission store: {e}");
-                lock(&self.inner.store_error).get_or_insert_with(|| e.to_string());
-            }
-        }
+        };
+        let envelope = Arc::new(match lock(&self.inner.store).as_ref() {
+            Some(store) => self.store_masked(store, envelope),
+            None => envelope,
+        });
         subscribers.retain(|tx| tx.send(envelope.clone()).is_ok());
     }
 
-    /// The event as the store keeps it — the API key masked, whatever a model or a tool echoed — so
-    /// every front end (`--json`, progress lines, the terminal view, the API, traces) sees the same.
-    /// Only an event that holds a secret pays for the round trip through JSON.
-    fn masked(&self, envelope: EventEnvelope) -> EventEnvelope {
-        let store = lock(&self.inner.store);
-        let Some(store) = store.as_ref() else {
-            return envelope;
+    /// Writes the event to the store and returns it as the store keeps it — the API key masked,
+    /// whatever a model or a tool echoed — so every front end (`--json`, progress lines, the terminal
+    /// view, the API, traces) sees the same. The event is serialised once for both; only one that holds
+    /// a secret is read back from the masked JSON.
+    fn store_masked(&self, store: &Store, envelope: EventEnvelope) -> EventEnvelope {
+        let json = match serde_json::to_string(&envelope) {
+            Ok(json) => json,
+            Err(e) => {
+                self.store_failed(e.to_string());
+                return envelope;
+            }
         };
-        let Ok(json) = serde_json::to_string(&envelope) else {
-            return envelope;
-        };
+        if let Err(e) = store.append_serialized_event(&envelope, &json) {
+            self.store_failed(e.to_string());
+        }
         if !store.contains_secret(&json) {
             return envelope;
         }
         serde_json::from_str(&store.mask(&json)).unwrap_or(envelope)
+    }
+
+    fn store_failed(&self, error: String) {
+        tracing::error!("cannot write to the mission store: {error}");
+        lock(&self.inner.store_error).get_or_insert(error);
     }
 
     /// Tokens used by every model call of the mission so far.

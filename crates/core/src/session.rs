@@ -51,8 +51,8 @@ impl Runtime {
     /// messages); the events themselves are masked by the bus.
     pub fn mask(&self, text: &str) -> String {
         match &self.store {
-            Some(store) if store.contains_secret(text) => store.mask(text),
-            _ => text.to_string(),
+            Some(store) => store.mask(text),
+            None => text.to_string(),
         }
     }
 

@@ -259,10 +259,15 @@ impl Store {
 
     /// Appends one event. Sequence numbers are unique per mission; a duplicate is an error.
     pub fn append_event(&self, event: &EventEnvelope) -> Result<()> {
-        let body = self.mask(&serde_json::to_string(event)?);
+        self.append_serialized_event(event, &serde_json::to_string(event)?)
+    }
+
+    /// [`Store::append_event`] for a caller that already has the event as JSON (`json` must be
+    /// `event` serialised); it is masked here all the same.
+    pub fn append_serialized_event(&self, event: &EventEnvelope, json: &str) -> Result<()> {
         self.conn().execute(
             "INSERT INTO events (mission, seq, body) VALUES (?1, ?2, ?3)",
-            params![event.mission, event.seq as i64, body],
+            params![event.mission, event.seq as i64, self.mask(json)],
         )?;
         Ok(())
     }

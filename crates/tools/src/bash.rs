@@ -60,8 +60,10 @@ async fn run(
     // One pipe for both streams keeps stdout and stderr interleaved as a terminal would show them.
     let (reader, writer) = std::io::pipe()?;
     let mut command = command(root, req.command, writer.try_clone()?, writer);
-    if let Some(sandbox) = sandbox {
-        sandbox.apply(&mut command);
+    match sandbox {
+        // The sandbox gives the command its environment from an allow-list (and GIT_TERMINAL_PROMPT=0).
+        Some(sandbox) => sandbox.apply(&mut command),
+        None => remove_secret_env(&mut command),
     }
     let mut child = command.spawn()?;
     // The command holds our copies of the pipe's write end; dropping it lets the reader see EOF.
@@ -95,12 +97,17 @@ fn command(root: &Path, script: &str, stdout: std::io::PipeWriter, stderr: std::
         .kill_on_drop(true)
         // A credential prompt would wait forever on the null stdin.
         .env("GIT_TERMINAL_PROMPT", "0");
+    command
+}
+
+/// Without a sandbox (a toolbox built with none), at least the credentials known by name are kept
+/// from the command.
+fn remove_secret_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         if is_secret_env(&name) {
             command.env_remove(name);
         }
     }
-    command
 }
 
 /// Whether an environment variable holds a credential the model must not be able to read back:
