@@ -231,6 +231,8 @@ fn main() -> ExitCode {
     // Before any thread or agent command starts: the key in our environment is not readable through
     // /proc by the commands we run.
     orchestrator_sandbox::protect_process();
+    // SAFETY: no other thread exists yet (the async runtime starts below).
+    unsafe { orchestrator_sandbox::scrub_environment_block() };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

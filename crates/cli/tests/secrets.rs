@@ -99,3 +99,38 @@ async fn a_placeholder_key_rewrites_nothing() {
         resumed_view.stdout
     );
 }
+
+/// A hostile worker reads the environment of its parent (the command's supervisor) and of the
+/// orchestrator above it through /proc: both blocks are empty, so the key is in neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proc_environ_of_the_orchestrator_holds_no_key() {
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Write a",
+            "BASH o=$(awk '{print $4}' /proc/$PPID/stat); for p in $PPID $o; do echo \"pid $p\"; tr '\\0' '\\n' < /proc/$p/environ; done > leak.txt; echo read\nFILE a.txt := a",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let run = Run::task("Write a")
+        .openai(&server)
+        .env("OPENAI_API_KEY", KEY)
+        .run(&repo)
+        .await;
+    run.assert_code(0);
+    let results = tool_results(&server);
+    let bash = results
+        .iter()
+        .find(|(name, _, _)| name == "bash")
+        .expect("a bash result");
+    assert!(bash.1.contains("read"), "{}", bash.1);
+    let leak = repo.git(&["show", "main:leak.txt"]);
+    assert!(leak.matches("pid ").count() == 2, "both processes were read: {leak}");
+    assert!(
+        !leak.contains(KEY) && !leak.contains("OPENAI_API_KEY"),
+        "{leak}"
+    );
+}

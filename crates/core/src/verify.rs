@@ -14,6 +14,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 const TAIL_CHARS: usize = 4000;
+/// Bytes of a command's output kept while it runs: enough for [`TAIL_CHARS`] of any text.
+const KEPT_OUTPUT_BYTES: usize = TAIL_CHARS * 4;
 
 /// The commands to verify with, and how many verifications may run at once (builds are CPU-heavy,
 /// so this is separate from the cap on model sessions).
@@ -178,34 +180,45 @@ async fn run_command(
         timed_out: false,
         output_tail: String::new(),
     };
-    let mut child = match spawn_shell(command, dir, sandbox) {
-        Ok(child) => child,
+    let (mut child, lifeline) = match spawn_shell(command, dir, sandbox) {
+        Ok(spawned) => spawned,
         Err(e) => {
             evidence.output_tail = format!("could not start the command: {e}");
             return evidence;
         }
     };
     let mut stdout = child.stdout.take();
+    // Only the end of the output is kept: a test run that prints gigabytes costs bounded memory.
     let reader = async move {
-        let mut buf = Vec::new();
+        let mut kept = std::collections::VecDeque::new();
+        let mut dropped = 0u64;
+        let mut chunk = vec![0u8; 64 * 1024];
         if let Some(out) = stdout.as_mut() {
-            let _ = out.read_to_end(&mut buf).await;
+            while let Ok(n) = out.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                kept.extend(&chunk[..n]);
+                let excess = kept.len().saturating_sub(KEPT_OUTPUT_BYTES);
+                kept.drain(..excess);
+                dropped += excess as u64;
+            }
         }
-        buf
+        (Vec::from(kept), dropped)
     };
-    let pid = child.id();
     let outcome = tokio::select! {
         (status, output) = async { tokio::join!(child.wait(), reader) } => Some((status, output)),
         _ = tokio::time::sleep(timeout) => { evidence.timed_out = true; None }
         _ = cancel.cancelled() => None,
     };
     match outcome {
-        Some((status, output)) => {
+        Some((status, (output, dropped))) => {
             evidence.exit_code = status.ok().and_then(|s| s.code());
-            evidence.output_tail = tail(&String::from_utf8_lossy(&output));
+            evidence.output_tail = tail(&String::from_utf8_lossy(&output), dropped);
         }
         None => {
-            kill_group(pid);
+            // The supervisor kills the command and everything it started, then exits.
+            lifeline.cut();
             let _ = child.wait().await;
             evidence.output_tail = if evidence.timed_out {
                 format!("killed after the {} s verification timeout", timeout.as_secs())
@@ -222,39 +235,39 @@ fn spawn_shell(
     command: &str,
     dir: &Path,
     sandbox: &orchestrator_sandbox::Sandbox,
-) -> std::io::Result<tokio::process::Child> {
+) -> std::io::Result<(tokio::process::Child, orchestrator_sandbox::Lifeline)> {
     let mut cmd = Command::new("bash");
-    // Merge stderr into stdout so the tail shows messages in the order they were written.
+    // Merge stderr into stdout so the tail shows messages in the order they were written. Not
+    // kill_on_drop: killing the supervisor would orphan the command's tree; the lifeline, dropped
+    // with the call, kills it instead.
     cmd.arg("-c")
         .arg(format!("exec 2>&1\n{command}"))
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    // The sandbox also gives the command its environment: an allow-list, so no credential reaches it.
-    sandbox.apply(&mut cmd);
-    cmd.spawn()
+        .process_group(0);
+    // The sandbox also gives the command its environment: an allow-list, so no credential reaches it,
+    // and a supervisor that kills whatever the command leaves running.
+    let lifeline = sandbox.apply(&mut cmd)?;
+    Ok((cmd.spawn()?, lifeline))
 }
 
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: killpg only sends a signal; the group id is the child's pid because of process_group(0).
-        unsafe {
-            libc::killpg(pid, libc::SIGKILL);
-        }
-    }
-}
-
-fn tail(text: &str) -> String {
+/// The last [`TAIL_CHARS`] of `text`, saying how much came before (`dropped_bytes` were already
+/// discarded while the command ran).
+fn tail(text: &str, dropped_bytes: u64) -> String {
     let count = text.chars().count();
-    if count <= TAIL_CHARS {
+    if count <= TAIL_CHARS && dropped_bytes == 0 {
         return text.to_string();
     }
-    let skip = count - TAIL_CHARS;
+    let skip = count.saturating_sub(TAIL_CHARS);
+    let earlier = match (skip, dropped_bytes) {
+        (_, 0) => format!("{skip} earlier characters"),
+        (0, _) => format!("{dropped_bytes} earlier bytes"),
+        _ => format!("{dropped_bytes} earlier bytes and {skip} characters"),
+    };
     format!(
-        "[… {skip} earlier characters cut]\n{}",
+        "[… {earlier} cut]\n{}",
         text.chars().skip(skip).collect::<String>()
     )
 }
@@ -375,10 +388,41 @@ mod tests {
         assert!(evidence.is_empty() && restore.is_none());
     }
 
+    #[tokio::test]
+    async fn a_verification_command_leaves_nothing_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let cancel = CancellationToken::new();
+        // The daemon holds the output pipe: without the supervisor this would wait for the timeout.
+        let evidence = run_command(
+            "test",
+            "setsid sleep 300 & echo $! > daemon.pid; echo ok",
+            dir.path(),
+            "abc",
+            Duration::from_secs(30),
+            &confined(dir.path()),
+            &cancel,
+        )
+        .await;
+        assert!(evidence.passed() && !evidence.timed_out, "{evidence:?}");
+        let pid = std::fs::read_to_string(dir.path().join("daemon.pid")).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        assert!(
+            stat.is_err() || stat.is_ok_and(|s| s.contains(") Z")),
+            "the daemon {pid} outlived its verification command"
+        );
+    }
+
+    #[test]
+    fn a_flood_of_output_keeps_only_the_end_and_says_how_much_went() {
+        let cut = tail("last words", 12_345);
+        assert!(cut.starts_with("[… 12345 earlier bytes cut]"), "{cut}");
+        assert!(cut.ends_with("last words"));
+    }
+
     #[test]
     fn long_output_keeps_the_end() {
         let text = "x".repeat(10_000) + "END";
-        let cut = tail(&text);
+        let cut = tail(&text, 0);
         assert!(cut.ends_with("END") && cut.starts_with("[… "));
     }
 }

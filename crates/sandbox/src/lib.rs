@@ -11,6 +11,9 @@
 //! only the final two system calls (`no_new_privs`, `landlock_restrict_self`) run in the child between
 //! fork and exec, where nothing may allocate or lock.
 //!
+//! Every command runs under a supervisor ([`supervise`]) that kills whatever it started — also what
+//! left with `setsid` or a double fork — when the command ends, is cancelled, or the orchestrator dies.
+//!
 //! Limits (Landlock's, documented in README.md): reads are not confined; UDP and pathname unix sockets
 //! are not covered before Landlock ABI 9; on kernels older than ABI 4 TCP stays open and before ABI 6
 //! signals are not scoped — [`Sandbox::describe`] says what is enforced.
@@ -20,6 +23,26 @@ use std::sync::Arc;
 
 #[cfg(target_os = "linux")]
 mod landlock_rules;
+#[cfg(target_os = "linux")]
+mod supervise;
+
+#[cfg(target_os = "linux")]
+pub use supervise::{supervise, Lifeline};
+
+/// Elsewhere commands are not supervised: the lifeline holds nothing.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+pub struct Lifeline;
+
+#[cfg(not(target_os = "linux"))]
+impl Lifeline {
+    pub fn cut(self) {}
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn supervise(_command: &mut tokio::process::Command) -> std::io::Result<Lifeline> {
+    Ok(Lifeline)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -239,22 +262,26 @@ impl Sandbox {
     }
 
     /// Puts the confinement on `command`: the allow-listed environment (everything else is dropped),
-    /// `TMPDIR` at the private temp folder, and the child restricts itself right before it executes
-    /// the program.
-    pub fn apply(&self, command: &mut tokio::process::Command) {
+    /// `TMPDIR` at the private temp folder, a supervisor that kills everything the command starts when
+    /// it ends or the returned [`Lifeline`] is dropped, and the restriction the command puts on itself
+    /// right before it executes the program.
+    pub fn apply(&self, command: &mut tokio::process::Command) -> std::io::Result<Lifeline> {
         command.env_clear();
         command.envs(self.inner.env.iter().map(|(k, v)| (k, v)));
         command.env("TMPDIR", self.temp_dir());
+        // First: the supervisor forks before the restriction, so it stays outside the command's domain.
+        let lifeline = supervise(command)?;
         #[cfg(target_os = "linux")]
         if let Some(ruleset) = &self.inner.ruleset {
             landlock_rules::restrict_before_exec(command, ruleset);
         }
+        Ok(lifeline)
     }
 }
 
-/// Makes the orchestrator's own process not dumpable: its `/proc/<pid>/environ` and memory (where the
-/// API key is) then need `CAP_SYS_PTRACE`, which no agent command has (root's commands drop it). Also
-/// means no core dumps of the orchestrator. Call once, early.
+/// Makes the orchestrator's own process not dumpable: its memory (where the API key is) then needs
+/// `CAP_SYS_PTRACE`, which no agent command has (root's commands drop it). Also means no core dumps
+/// of the orchestrator. Call once, early.
 pub fn protect_process() {
     #[cfg(target_os = "linux")]
     {
@@ -267,6 +294,62 @@ pub fn protect_process() {
             );
         }
     }
+}
+
+/// Empties the block the kernel shows as `/proc/<pid>/environ`, after moving every variable to the
+/// heap so that the process still sees its whole environment. Some kernels let any process of the
+/// same user (even a confined one) read that file despite the process being non-dumpable, and it is
+/// where `OPENAI_API_KEY` sits. Children started afterwards still get the environment.
+///
+/// # Safety
+/// Call before any other thread exists: it sets every environment variable.
+pub unsafe fn scrub_environment_block() {
+    #[cfg(target_os = "linux")]
+    {
+        for (name, value) in std::env::vars_os() {
+            // The C library copies name=value to the heap and points `environ` at the copy.
+            std::env::set_var(name, value);
+        }
+        let Some((start, end)) = environment_block() else {
+            tracing::warn!("cannot find this process's environment block; it stays readable in /proc");
+            return;
+        };
+        // SAFETY: [start, end) is the environment block the kernel set up on our stack at exec; after
+        // the loop above nothing points into it any more (argv and auxv lie outside it).
+        std::ptr::write_bytes(start as *mut u8, 0, end - start);
+    }
+}
+
+/// `env_start` and `env_end` (fields 50 and 51 of `/proc/self/stat`).
+#[cfg(target_os = "linux")]
+fn environment_block() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields are counted after the command name, which may hold spaces: field 3 (state) comes first.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let start: usize = fields.get(50 - 3)?.parse().ok()?;
+    let end: usize = fields.get(51 - 3)?.parse().ok()?;
+    (start != 0 && end > start).then_some((start, end))
+}
+
+/// Whether an environment variable holds a credential, by the usual names: model keys, and tokens,
+/// secrets and passwords (`GITHUB_TOKEN`, `AWS_SECRET_ACCESS_KEY`, `NPM_TOKEN`, `DB_PASSWORD`, …).
+/// Agent commands get an allow-listed environment instead; this is for the programs the orchestrator
+/// runs itself (git), which must not carry the key where an agent's `/proc` reading could find it.
+pub fn is_secret_env(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy().to_ascii_uppercase();
+    const SUFFIXES: &[&str] = &[
+        "_API_KEY",
+        "_AUTH_TOKEN",
+        "_TOKEN",
+        "_SECRET",
+        "_SECRET_KEY",
+        "_SECRET_ACCESS_KEY",
+        "_PASSWORD",
+        "_PASSWD",
+        "_KEY",
+        "_PAT",
+    ];
+    SUFFIXES.iter().any(|s| name.ends_with(s)) || matches!(name.as_str(), "GH_TOKEN" | "DATABASE_URL")
 }
 
 /// Checks, before a mission starts, that confinement works here; the error says how to go on.
@@ -319,6 +402,38 @@ fn describe(abi: u32, policy: &Policy, writable: &[PathBuf]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_recognised_by_name() {
+        use std::ffi::OsStr;
+        for name in [
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "OPENAI_KEY",
+            "MY_API_KEY",
+            "gh_auth_token",
+            "GITHUB_TOKEN",
+            "GITHUB_PAT",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "NPM_TOKEN",
+            "DB_PASSWORD",
+            "STRIPE_SECRET",
+            "DATABASE_URL",
+        ] {
+            assert!(is_secret_env(OsStr::new(name)), "{name}");
+        }
+        for name in [
+            "PATH",
+            "HOME",
+            "API_KEY_FILE",
+            "OPENAI_BASE_URL",
+            "TOKENIZERS_PARALLELISM",
+            "SECRETS_DIR",
+        ] {
+            assert!(!is_secret_env(OsStr::new(name)), "{name}");
+        }
+    }
 
     #[test]
     fn a_kernel_without_landlock_is_refused_with_the_way_out() {

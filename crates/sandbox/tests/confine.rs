@@ -25,7 +25,9 @@ async fn run(sandbox: &Sandbox, dir: &Path, script: &str) -> (i32, String) {
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    sandbox.apply(&mut command);
+    let _lifeline = sandbox
+        .apply(&mut command)
+        .expect("the command can be supervised");
     let output = command.output().await.expect("bash runs");
     (
         output.status.code().unwrap_or(-1),

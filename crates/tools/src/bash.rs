@@ -1,12 +1,12 @@
-//! `bash {command, timeout?}`: a shell command in the worktree, in its own process group.
+//! `bash {command, timeout?}`: a shell command in the worktree, under a supervisor.
 //!
-//! The command gets a process group of its own so that a timeout, a cancel, or the end of the command
-//! kills everything it started (`cargo test` spawns test binaries, `npm` spawns node): killing only
-//! bash would leave children running in a worktree that is about to be removed, and holding the output
-//! pipe open so the call would never return.
+//! The end of the command, a timeout or a cancel kills everything it started (`cargo test` spawns test
+//! binaries, `npm` spawns node, a hostile command `setsid`s a daemon): killing only bash would leave
+//! processes running in a worktree that is about to be removed, holding the output pipe open so the
+//! call would never return. The supervisor (`orchestrator_sandbox::supervise`) is their subreaper, so
+//! nothing escapes it.
 
 use std::collections::VecDeque;
-use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -21,8 +21,8 @@ use orchestrator_sandbox::Sandbox;
 use crate::text::clip_parts;
 use crate::ToolOutput;
 
-/// How long output is still collected after the command ended and its group was killed. Only a process
-/// that left the group (`setsid`) can keep the pipe open that long, and it must not hold up the call.
+/// How long output is still collected after the command ended and its tree was killed. Nothing should
+/// hold the pipe open by then; if something does, it must not hold up the call.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 pub(crate) struct BashRequest<'a> {
@@ -60,23 +60,26 @@ async fn run(
     // One pipe for both streams keeps stdout and stderr interleaved as a terminal would show them.
     let (reader, writer) = std::io::pipe()?;
     let mut command = command(root, req.command, writer.try_clone()?, writer);
-    match sandbox {
+    // Either way the command runs under a supervisor that kills everything it starts (see
+    // orchestrator_sandbox::supervise) when it ends or when `lifeline` is dropped.
+    let lifeline = match sandbox {
         // The sandbox gives the command its environment from an allow-list (and GIT_TERMINAL_PROMPT=0).
-        Some(sandbox) => sandbox.apply(&mut command),
-        None => remove_secret_env(&mut command),
-    }
+        Some(sandbox) => sandbox.apply(&mut command)?,
+        None => {
+            remove_secret_env(&mut command);
+            orchestrator_sandbox::supervise(&mut command)?
+        }
+    };
     let mut child = command.spawn()?;
     // The command holds our copies of the pipe's write end; dropping it lets the reader see EOF.
     drop(command);
-    let mut group = child.id().and_then(ProcessGroup::new);
     let mut rx = pipe::Receiver::from_owned_fd(reader.into())?;
     let mut capture = Capture::new(req.max_chars);
 
     let ending = wait_while_reading(&mut child, &mut rx, &mut capture, req.timeout, cancel).await;
-    // Kill whatever the command left behind, then reap bash if it did not exit on its own.
-    if let Some(group) = group.as_mut() {
-        group.kill();
-    }
+    // On a normal exit the supervisor has already killed whatever the command left behind; on a
+    // timeout or cancel, cutting the lifeline kills the whole tree and ends the supervisor.
+    lifeline.cut();
     if !matches!(ending, Ending::Exited(_)) {
         let _ = child.wait().await;
     }
@@ -93,8 +96,10 @@ fn command(root: &Path, script: &str, stdout: std::io::PipeWriter, stderr: std::
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
+        // Its own group, so a terminal's Ctrl-C reaches the orchestrator, which cancels the call.
+        // Not kill_on_drop: killing the supervisor would orphan the tree; dropping the call drops the
+        // lifeline instead, and tokio reaps the supervisor.
         .process_group(0)
-        .kill_on_drop(true)
         // A credential prompt would wait forever on the null stdin.
         .env("GIT_TERMINAL_PROMPT", "0");
     command
@@ -104,33 +109,10 @@ fn command(root: &Path, script: &str, stdout: std::io::PipeWriter, stderr: std::
 /// from the command.
 fn remove_secret_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
-        if is_secret_env(&name) {
+        if orchestrator_sandbox::is_secret_env(&name) {
             command.env_remove(name);
         }
     }
-}
-
-/// Whether an environment variable holds a credential the model must not be able to read back:
-/// model keys, and the usual names for tokens, secrets and passwords (`GITHUB_TOKEN`,
-/// `AWS_SECRET_ACCESS_KEY`, `NPM_TOKEN`, `DB_PASSWORD`, …). A model's commands are not the user's:
-/// they get the environment without them.
-pub(crate) fn is_secret_env(name: &OsStr) -> bool {
-    let name = name.to_string_lossy().to_ascii_uppercase();
-    const SUFFIXES: &[&str] = &[
-        "_API_KEY",
-        "_AUTH_TOKEN",
-        "_TOKEN",
-        "_SECRET",
-        "_SECRET_KEY",
-        "_SECRET_ACCESS_KEY",
-        "_PASSWORD",
-        "_PASSWD",
-    ];
-    SUFFIXES.iter().any(|s| name.ends_with(s))
-        || matches!(
-            name.as_str(),
-            "OPENAI_API_KEY" | "ANTHROPIC_API_KEY" | "GH_TOKEN" | "GITHUB_TOKEN"
-        )
 }
 
 async fn wait_while_reading(
@@ -212,40 +194,6 @@ fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-/// The command's process group, killed when the command ends or when the call is abandoned (the
-/// engine dropping the future must not leave a build running).
-struct ProcessGroup {
-    id: libc::pid_t,
-    killed: bool,
-}
-
-impl ProcessGroup {
-    fn new(pid: u32) -> Option<Self> {
-        // Never 0 or 1: killpg(0) would signal our own group and 1 is init.
-        libc::pid_t::try_from(pid)
-            .ok()
-            .filter(|&id| id > 1)
-            .map(|id| ProcessGroup { id, killed: false })
-    }
-
-    fn kill(&mut self) {
-        if !self.killed {
-            self.killed = true;
-            // SAFETY: killpg takes plain integers and touches no memory of ours. ESRCH (the group is
-            // already empty) is the common case after a normal exit and needs no handling.
-            unsafe {
-                libc::killpg(self.id, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Output kept while a command runs: the head and a rolling tail, so a command that prints gigabytes
 /// costs bounded memory and the model still sees how it began and how it ended.
 struct Capture {
@@ -297,34 +245,6 @@ impl Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_are_recognised_by_name() {
-        for name in [
-            "OPENAI_API_KEY",
-            "ANTHROPIC_API_KEY",
-            "MY_API_KEY",
-            "gh_auth_token",
-            "GITHUB_TOKEN",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-            "NPM_TOKEN",
-            "DB_PASSWORD",
-            "STRIPE_SECRET",
-        ] {
-            assert!(is_secret_env(OsStr::new(name)), "{name}");
-        }
-        for name in [
-            "PATH",
-            "HOME",
-            "API_KEY_FILE",
-            "OPENAI_BASE_URL",
-            "TOKENIZERS_PARALLELISM",
-            "SECRETS_DIR",
-        ] {
-            assert!(!is_secret_env(OsStr::new(name)), "{name}");
-        }
-    }
 
     #[test]
     fn capture_keeps_head_and_tail_and_counts_the_rest() {
