@@ -338,6 +338,7 @@ mod tests {
             Reply::ToolCalls { .. } => "ok",
             Reply::Text(_) => "text",
             Reply::Raw { .. } => "raw",
+            Reply::Flood { .. } | Reply::Drip { .. } | Reply::Chunked { .. } => "other",
         }
     }
 

@@ -148,6 +148,28 @@ pub enum Reply {
         content_type: String,
         body: String,
     },
+    /// A reply that never ends: `piece` as text, over and over, as fast as the client reads, until it
+    /// hangs up (or the server shuts down). Streamed, one text delta per piece; not streamed, a JSON
+    /// body whose text never closes (with an empty `piece`, a body that stops after its start). What
+    /// a broken endpoint or a model stuck in a loop sends, to test that a client bounds a reply's size.
+    Flood {
+        piece: String,
+    },
+    /// `text` sent one piece every `every`: streamed, one event at a time (each text delta is a piece);
+    /// not streamed, the JSON body cut into as many pieces. Every pause is shorter than an idle timeout
+    /// can catch while the whole reply takes as long as the pieces add up to, to test a client's
+    /// deadline for a whole request.
+    Drip {
+        text: String,
+        every: Duration,
+    },
+    /// The body of `reply` (a [`Reply::Text`] or [`Reply::ToolCalls`]) cut into body chunks of
+    /// `bytes` bytes, wherever that falls (inside an event, inside a UTF-8 character), as a real
+    /// network delivers a big event in many pieces; other replies are sent as they are.
+    Chunked {
+        reply: Box<Reply>,
+        bytes: usize,
+    },
 }
 
 /// Decides what the fake server answers. Called once per request, synchronously.

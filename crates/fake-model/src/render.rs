@@ -145,21 +145,24 @@ pub(crate) fn openai_json(answer: &Answer) -> String {
     .to_string()
 }
 
+/// One `chat.completion.chunk` event.
+fn openai_chunk(answer: &Answer, delta: Value, finish: Value, include_usage: bool) -> String {
+    let mut chunk = json!({
+        "id": answer.id,
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": answer.model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+    });
+    if include_usage {
+        chunk["usage"] = Value::Null;
+    }
+    format!("data: {chunk}\n\n")
+}
+
 /// The whole SSE body of a streamed OpenAI answer, one string per event.
 pub(crate) fn openai_sse(answer: &Answer, include_usage: bool) -> Vec<String> {
-    let chunk = |delta: Value, finish: Value| {
-        let mut chunk = json!({
-            "id": answer.id,
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": answer.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        format!("data: {chunk}\n\n")
-    };
+    let chunk = |delta: Value, finish: Value| openai_chunk(answer, delta, finish, include_usage);
     let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
     if !answer.text.is_empty() {
         for piece in text_pieces(&answer.text) {
@@ -234,14 +237,18 @@ fn anthropic_event(data: Value) -> String {
     format!("event: {name}\ndata: {data}\n\n")
 }
 
-/// The whole SSE body of a streamed Anthropic answer, one string per event.
-pub(crate) fn anthropic_sse(answer: &Answer) -> Vec<String> {
-    let mut events = vec![anthropic_event(json!({
+fn anthropic_message_start(answer: &Answer) -> String {
+    anthropic_event(json!({
         "type": "message_start",
         "message": {"id": answer.id, "type": "message", "role": "assistant", "model": answer.model,
                     "content": [], "stop_reason": null, "stop_sequence": null,
                     "usage": {"input_tokens": answer.input_tokens, "output_tokens": 1}},
-    }))];
+    }))
+}
+
+/// The whole SSE body of a streamed Anthropic answer, one string per event.
+pub(crate) fn anthropic_sse(answer: &Answer) -> Vec<String> {
+    let mut events = vec![anthropic_message_start(answer)];
     let mut index = 0;
     if !answer.text.is_empty() {
         events.push(anthropic_event(
@@ -284,6 +291,60 @@ pub(crate) fn anthropic_sse(answer: &Answer) -> Vec<String> {
     })));
     events.push(anthropic_event(json!({"type": "message_stop"})));
     events
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endless answers
+
+/// Stands in for the text while a whole JSON body is rendered, to find where the text goes.
+const TEXT_MARK: &str = "\u{1}flood-text-goes-here\u{1}";
+
+/// An endless text answer of `piece` repeated: what is sent once, and what repeats after it forever.
+/// Streamed, the opening events and one text delta; not streamed, the JSON body up to the inside of
+/// its text string, and `piece` escaped as the inside of a JSON string (so the string never closes).
+pub(crate) fn flood(
+    api: Api,
+    stream: bool,
+    answer: &Answer,
+    piece: &str,
+    include_usage: bool,
+) -> (String, String) {
+    match (api, stream) {
+        (Api::OpenAi, true) => (
+            openai_chunk(
+                answer,
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+                include_usage,
+            ),
+            openai_chunk(answer, json!({"content": piece}), Value::Null, include_usage),
+        ),
+        (Api::Anthropic, true) => {
+            let start = anthropic_event(json!({"type": "content_block_start", "index": 0,
+                                               "content_block": {"type": "text", "text": ""}}));
+            let delta = anthropic_event(json!({"type": "content_block_delta", "index": 0,
+                                               "delta": {"type": "text_delta", "text": piece}}));
+            (anthropic_message_start(answer) + &start, delta)
+        }
+        (_, false) => {
+            let marked = Answer {
+                text: TEXT_MARK.to_string(),
+                ..answer.clone()
+            };
+            let body = match api {
+                Api::OpenAi => openai_json(&marked),
+                Api::Anthropic => anthropic_json(&marked),
+            };
+            let escaped_mark = Value::String(TEXT_MARK.into()).to_string();
+            let head = body
+                .find(&escaped_mark)
+                .map_or(body.as_str(), |at| &body[..at + 1]) // keeps the opening quote
+                .to_string();
+            let escaped = Value::String(piece.into()).to_string();
+            let inside = escaped[1..escaped.len() - 1].to_string();
+            (head, inside)
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -333,7 +333,99 @@ async fn respond(
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"));
             (status_code(status), [(header::CONTENT_TYPE, content_type)], body).into_response()
         }
+        Reply::Flood { piece } => {
+            let content_type = if request.stream {
+                EVENT_STREAM
+            } else {
+                "application/json"
+            };
+            let id = match api {
+                Api::OpenAi => format!("chatcmpl-{}", shared.next_id()),
+                Api::Anthropic => format!("msg_{}", shared.next_id()),
+            };
+            let answer = Answer::new(id, request, String::new(), Vec::new());
+            let (head, repeated) = render::flood(api, request.stream, &answer, &piece, include_usage);
+            // `Bytes` clones share one buffer, so the endless body costs the server nothing per piece.
+            // Nothing repeated forever would be a busy loop that never fills the socket, and so never
+            // lets anything else run: it is a body that stops after its start instead.
+            let repeated = Bytes::from(repeated);
+            let rest = if repeated.is_empty() {
+                futures::stream::pending().left_stream()
+            } else {
+                futures::stream::repeat(repeated).right_stream()
+            };
+            let body = futures::stream::once(async move { Bytes::from(head) })
+                .chain(rest)
+                .map(Ok::<_, Infallible>);
+            body_response(content_type, until_shutdown(shared, body))
+        }
+        Reply::Drip { text, every } => {
+            let (content_type, mut chunks) =
+                render_answer(shared, api, request, text.clone(), Vec::new(), include_usage);
+            if content_type != EVENT_STREAM {
+                let body = chunks.concat();
+                let pieces = text.chars().count().div_ceil(DRIP_PIECE_CHARS).max(1);
+                chunks = render::split(&body, pieces)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+            }
+            let body = futures::stream::iter(chunks).then(move |chunk| async move {
+                tokio::time::sleep(every).await;
+                Ok::<_, Infallible>(Bytes::from(chunk))
+            });
+            body_response(content_type, until_shutdown(shared, body))
+        }
+        Reply::Chunked { reply, bytes } => match *reply {
+            Reply::Text(text) => chunked(shared, api, request, text, Vec::new(), include_usage, bytes),
+            Reply::ToolCalls { text, calls } => {
+                chunked(shared, api, request, text, calls, include_usage, bytes)
+            }
+            other => Box::pin(respond(shared, api, request, other, include_usage)).await,
+        },
     }
+}
+
+/// Roughly the text a [`Reply::Drip`] sends per piece when not streamed (a streamed one sends one
+/// event per piece, and its text deltas are about this long).
+const DRIP_PIECE_CHARS: usize = 12;
+
+/// A successful answer whose body goes out in chunks of `bytes` bytes, cut anywhere.
+fn chunked(
+    shared: &Shared,
+    api: Api,
+    request: &SeenRequest,
+    text: String,
+    calls: Vec<(String, String)>,
+    include_usage: bool,
+    bytes: usize,
+) -> Response {
+    let (content_type, chunks) = render_answer(shared, api, request, text, calls, include_usage);
+    let body = Bytes::from(chunks.concat());
+    let size = bytes.max(1);
+    let pieces: Vec<Bytes> = (0..body.len())
+        .step_by(size)
+        .map(|start| body.slice(start..(start + size).min(body.len())))
+        .collect();
+    body_response(
+        content_type,
+        futures::stream::iter(pieces.into_iter().map(Ok::<_, Infallible>)),
+    )
+}
+
+/// Ends a body stream when the server shuts down, so an endless or slow reply cannot keep it alive.
+fn until_shutdown<S>(shared: &Shared, body: S) -> impl futures::Stream<Item = S::Item> + Send + 'static
+where
+    S: futures::Stream + Send + 'static,
+{
+    body.take_until(shared.shutdown.clone().cancelled_owned())
+}
+
+fn body_response<S>(content_type: &'static str, body: S) -> Response
+where
+    S: futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+{
+    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response()
 }
 
 fn answer(

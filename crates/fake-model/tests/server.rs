@@ -358,3 +358,140 @@ async fn a_hung_request_stops_counting_once_the_client_gives_up() {
     assert_eq!(server.in_flight(), 0);
     assert_eq!(server.max_in_flight(), 1);
 }
+
+/// Reads at most `limit` bytes of a body; returns them and whether the body ended.
+async fn read_up_to(mut response: reqwest::Response, limit: usize) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return (body, true),
+            Err(_) => return (body, false),
+        }
+    }
+    (body, false)
+}
+
+#[tokio::test]
+async fn a_flood_goes_on_until_the_client_hangs_up() {
+    let server = FakeServer::start(
+        |_: &SeenRequest| Reply::Flood {
+            piece: "again and \"again\" ".into(),
+        },
+        FakeOptions::default(),
+    )
+    .await
+    .expect("starts");
+    for stream in [true, false] {
+        let response = post(
+            format!("{}/chat/completions", server.openai_base_url()),
+            openai_body("x", stream),
+            &[],
+        )
+        .await;
+        let (body, ended) = read_up_to(response, 1 << 20).await;
+        assert!(!ended, "stream {stream}: the flood ended");
+        let text = String::from_utf8_lossy(&body);
+        if stream {
+            assert!(text.starts_with("data: {"), "{}", &text[..100]);
+            assert!(text.contains(r#""delta":{"content":"again and \"again\" "}"#));
+        } else {
+            assert!(text.starts_with("{\"choices\":"), "{}", &text[..100]);
+            assert!(text.contains(r#""content":"again and \"again\" again and"#));
+        }
+        let response = post(
+            format!("{}/v1/messages", server.anthropic_base_url()),
+            anthropic_body("x", stream),
+            &[],
+        )
+        .await;
+        let (body, ended) = read_up_to(response, 1 << 20).await;
+        assert!(!ended, "stream {stream}: the flood ended");
+        let text = String::from_utf8_lossy(&body);
+        if stream {
+            assert!(text.starts_with("event: message_start\n"));
+            assert!(text.contains(r#""delta":{"text":"again and \"again\" ","type":"text_delta"}"#));
+        } else {
+            assert!(text.contains(r#""text":"again and \"again\" again and"#));
+        }
+    }
+    // Every reader above hung up: the server stops sending and forgets the requests.
+    let mut waited = Duration::ZERO;
+    while server.in_flight() > 0 && waited < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    assert_eq!(server.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_drip_sends_a_whole_reply_one_piece_at_a_time() {
+    let every = Duration::from_millis(30);
+    let server = FakeServer::start(
+        move |_: &SeenRequest| Reply::Drip {
+            text: "twelve chars twelve chars".into(),
+            every,
+        },
+        FakeOptions::default(),
+    )
+    .await
+    .expect("starts");
+    let started = Instant::now();
+    let response = post(
+        format!("{}/chat/completions", server.openai_base_url()),
+        openai_body("x", true),
+        &[],
+    )
+    .await;
+    let text = response.text().await.expect("body");
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    // Role, three text pieces, finish, usage and [DONE]: seven events, each after a pause.
+    assert_eq!(text.matches("data: ").count(), 7);
+    assert!(started.elapsed() >= every * 7);
+    let body: Value = post(
+        format!("{}/v1/messages", server.anthropic_base_url()),
+        anthropic_body("x", false),
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .expect("a whole JSON body");
+    assert_eq!(body["content"][0]["text"], json!("twelve chars twelve chars"));
+}
+
+#[tokio::test]
+async fn a_chunked_reply_arrives_in_small_chunks() {
+    let server = FakeServer::start(
+        |_: &SeenRequest| Reply::Chunked {
+            reply: Box::new(Reply::ToolCalls {
+                text: "é".repeat(300),
+                calls: vec![(
+                    "write".into(),
+                    format!("{{\"content\":\"{}\"}}", "ü".repeat(2000)),
+                )],
+            }),
+            bytes: 7,
+        },
+        FakeOptions::default(),
+    )
+    .await
+    .expect("starts");
+    let mut response = post(
+        format!("{}/chat/completions", server.openai_base_url()),
+        openai_body("x", true),
+        &[],
+    )
+    .await;
+    let mut body = Vec::new();
+    let mut chunks = 0;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        assert!(chunk.len() <= 7, "a chunk of {} bytes", chunk.len());
+        body.extend_from_slice(&chunk);
+        chunks += 1;
+    }
+    assert!(chunks > 100);
+    let text = String::from_utf8(body).expect("the chunks add up to UTF-8");
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    assert_eq!(text.matches('ü').count(), 2000);
+}
