@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use eventsource_stream::Event;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::{parse_json, secret_header, Failure, ReplyAssembly, Transport};
+use crate::sse::Event;
+use crate::transport::{parse_json, secret_header, Failure, ReplyAssembly, Transport, PER_CALL_BYTES};
 use crate::{
     ChatRequest, ChatResponse, ClientConfig, Message, ModelClient, ModelError, StopReason, TokenUsage,
     ToolCall,
@@ -312,8 +312,8 @@ enum Block {
         name: String,
         /// The `input_json_delta` pieces, concatenated verbatim.
         json: String,
-        /// The `input` of `content_block_start`, used if no pieces follow.
-        start_input: Value,
+        /// The `input` of `content_block_start` as arguments text, used if no pieces follow.
+        start_arguments: String,
     },
     Other,
 }
@@ -325,6 +325,8 @@ struct StreamAssembly {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     stopped: bool,
+    /// See [`ReplyAssembly::size`].
+    size: usize,
 }
 
 impl ReplyAssembly for StreamAssembly {
@@ -359,6 +361,10 @@ impl ReplyAssembly for StreamAssembly {
         Ok(false)
     }
 
+    fn size(&self) -> usize {
+        self.size
+    }
+
     fn finish(self) -> Result<ChatResponse, Failure> {
         // Tolerate a missing message_stop after message_delta gave the stop reason.
         if !self.stopped && self.stop_reason.is_none() {
@@ -375,15 +381,11 @@ impl ReplyAssembly for StreamAssembly {
                     id,
                     name,
                     json,
-                    start_input,
+                    start_arguments,
                 } => tool_calls.push(ToolCall {
                     id,
                     name,
-                    arguments: if json.is_empty() {
-                        input_arguments(&start_input)
-                    } else {
-                        json
-                    },
+                    arguments: if json.is_empty() { start_arguments } else { json },
                 }),
                 Block::Other => {}
             }
@@ -432,10 +434,21 @@ impl StreamAssembly {
                 id: text("id"),
                 name: text("name"),
                 json: String::new(),
-                start_input: block.get("input").cloned().unwrap_or(Value::Null),
+                start_arguments: input_arguments(block.get("input").unwrap_or(&Value::Null)),
             },
             _ => Block::Other,
         };
+        self.size += PER_CALL_BYTES
+            + match &block {
+                Block::Text(text) => text.len(),
+                Block::Tool {
+                    id,
+                    name,
+                    start_arguments,
+                    ..
+                } => id.len() + name.len() + start_arguments.len(),
+                Block::Other => 0,
+            };
         self.blocks.insert(index, block);
         Ok(())
     }
@@ -448,16 +461,24 @@ impl StreamAssembly {
             self.blocks.get_mut(&index),
             delta.get("type").and_then(Value::as_str),
         ) {
-            (Some(Block::Text(text)), Some("text_delta")) => text.push_str(piece("text")),
-            (Some(Block::Tool { json, .. }), Some("input_json_delta")) => {
-                json.push_str(piece("partial_json"))
+            (Some(Block::Text(text)), Some("text_delta")) => {
+                let piece = piece("text");
+                self.size += piece.len();
+                text.push_str(piece);
             }
+            (Some(Block::Tool { json, .. }), Some("input_json_delta")) => {
+                let piece = piece("partial_json");
+                self.size += piece.len();
+                json.push_str(piece);
+            }
+            // Thinking is not kept, but counted, so that endless thinking is a reply too large too.
+            (Some(_), Some("thinking_delta")) => self.size += piece("thinking").len(),
             (None, _) => {
                 return Err(Failure::protocol(format!(
                     "a delta for block {index}, which never started"
                 )))
             }
-            _ => {} // thinking and signature deltas
+            _ => {} // signature deltas, and deltas of a type their block does not take
         }
         Ok(())
     }
@@ -568,6 +589,31 @@ mod tests {
             stop_reason(Some("refusal"), false),
             StopReason::Other("refusal".into())
         );
+    }
+
+    #[test]
+    fn thinking_text_and_calls_count_toward_the_size() {
+        let Ok(transport) = Transport::new(ClientConfig::new("http://127.0.0.1:9", None), HeaderMap::new())
+        else {
+            panic!("transport")
+        };
+        let mut assembly = StreamAssembly::default();
+        for data in [
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"hi"}}"#,
+            r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"t","name":"x","input":{}}}"#,
+            r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"{\"a\":1}"}}"#,
+        ] {
+            let event = Event {
+                event: "message".into(),
+                data: data.into(),
+            };
+            assert!(matches!(assembly.apply(&transport, &event), Ok(false)), "{data}");
+        }
+        let blocks = 3 * PER_CALL_BYTES;
+        assert_eq!(assembly.size(), blocks + 3 + 2 + (1 + 1 + 2) + 7);
     }
 
     #[test]

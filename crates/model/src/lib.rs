@@ -3,8 +3,10 @@
 //!
 //! The engine speaks only the provider-neutral types in [`types`]; each client translates them to and
 //! from its wire format. Both clients share one transport policy: bounded connect, first-byte and
-//! idle timeouts; retries with jittered exponential backoff (honouring `Retry-After`) for connection
-//! failures, timeouts, 429 and 5xx; immediate failure for 401/403 and other 4xx; and prompt
+//! idle timeouts, and a deadline for each whole request; a bounded reply size, so that no reply,
+//! however endless, can exhaust memory, read in time linear in its size; retries with jittered
+//! exponential backoff (honouring `Retry-After`) for connection failures, timeouts, 429 and 5xx;
+//! immediate failure for 401/403, other 4xx and replies past the size or time limit; and prompt
 //! cancellation. API keys never appear in errors or logs (see [`redact`]).
 //!
 //! With many sessions, wrap the client in a [`GovernedClient`]: one [`Governor`] per model shares
@@ -18,6 +20,7 @@ mod lenient;
 mod openai;
 mod preflight;
 mod redact;
+mod sse;
 mod transport;
 mod types;
 

@@ -1,15 +1,15 @@
 //! OpenAI chat completions, as spoken by OpenAI, vLLM, Ollama, llama.cpp, OpenRouter and friends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use eventsource_stream::Event;
 use reqwest::header::{HeaderMap, AUTHORIZATION};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::{parse_json, secret_header, Failure, ReplyAssembly, Transport};
+use crate::sse::Event;
+use crate::transport::{parse_json, secret_header, Failure, ReplyAssembly, Transport, PER_CALL_BYTES};
 use crate::{
     ChatRequest, ChatResponse, ClientConfig, Message, ModelClient, ModelError, StopReason, TokenUsage,
     ToolCall,
@@ -308,6 +308,10 @@ struct ChunkChoice {
 #[derive(Debug, Deserialize)]
 struct Delta {
     content: Option<String>,
+    /// Reasoning text (`reasoning_content` from DeepSeek and vLLM, `reasoning` from OpenRouter and
+    /// Ollama): not kept, but counted, so that endless reasoning is a reply too large like any other.
+    reasoning_content: Option<String>,
+    reasoning: Option<String>,
     tool_calls: Option<Vec<DeltaCall>>,
 }
 
@@ -337,7 +341,12 @@ struct StreamAssembly {
     content: String,
     /// By the `index` the server gives each call, which is how its argument pieces find it.
     calls: BTreeMap<u64, PartialCall>,
+    /// The index of each call by its id, for servers that leave `index` out: looking an id up among
+    /// all calls instead would make a reply of many calls cost time in the square of their number.
+    ids: HashMap<String, u64>,
     last_index: Option<u64>,
+    /// See [`ReplyAssembly::size`].
+    size: usize,
     finish_reason: Option<String>,
     usage: TokenUsage,
     done: bool,
@@ -373,6 +382,10 @@ impl ReplyAssembly for StreamAssembly {
         Ok(false)
     }
 
+    fn size(&self) -> usize {
+        self.size
+    }
+
     fn finish(self) -> Result<ChatResponse, Failure> {
         // A finish reason without [DONE] is tolerated (some servers close right after it); neither
         // means the reply was cut off.
@@ -401,22 +414,33 @@ impl ReplyAssembly for StreamAssembly {
 
 impl StreamAssembly {
     fn apply_delta(&mut self, delta: Delta) {
+        for reasoning in [&delta.reasoning_content, &delta.reasoning].into_iter().flatten() {
+            self.size += reasoning.len();
+        }
         if let Some(text) = delta.content {
+            self.size += text.len();
             self.content.push_str(&text);
         }
         for call in delta.tool_calls.unwrap_or_default() {
             let index = self.call_index(&call);
             self.last_index = Some(index);
-            let partial = self.calls.entry(index).or_default();
+            let partial = self.calls.entry(index).or_insert_with(|| {
+                self.size += PER_CALL_BYTES;
+                PartialCall::default()
+            });
             if let Some(id) = call.id.filter(|id| !id.is_empty() && partial.id.is_empty()) {
+                self.size += id.len();
+                self.ids.insert(id.clone(), index);
                 partial.id = id;
             }
             if let Some(function) = call.function {
                 // Names arrive whole in the first piece; a few servers repeat them later.
                 if let Some(name) = function.name.filter(|n| !n.is_empty() && partial.name.is_empty()) {
+                    self.size += name.len();
                     partial.name = name;
                 }
                 if let Some(arguments) = function.arguments {
+                    self.size += arguments.len();
                     partial.arguments.push_str(&arguments);
                 }
             }
@@ -432,7 +456,7 @@ impl StreamAssembly {
         let starts_new = call
             .id
             .as_deref()
-            .is_some_and(|id| !id.is_empty() && !self.calls.values().any(|c| c.id == id));
+            .is_some_and(|id| !id.is_empty() && !self.ids.contains_key(id));
         match self.last_index {
             Some(last) if !starts_new => last,
             _ => self.calls.keys().next_back().map_or(0, |k| k + 1),
@@ -449,8 +473,6 @@ mod tests {
         Event {
             event: "message".into(),
             data: data.into(),
-            id: String::new(),
-            retry: None,
         }
     }
 
@@ -548,6 +570,24 @@ mod tests {
             .map(|c| (c.name.as_str(), c.arguments.as_str()))
             .collect();
         assert_eq!(calls, vec![("x", "{\"k\":1}"), ("y", "{}")]);
+    }
+
+    #[test]
+    fn reasoning_text_and_calls_count_toward_the_size() {
+        let Some(transport) = transport() else {
+            panic!("transport")
+        };
+        let mut assembly = StreamAssembly::default();
+        for data in [
+            r#"{"choices":[{"delta":{"reasoning_content":"think"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning":"more"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"hello"}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","function":{"name":"x","arguments":"{"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"}"}}]}}]}"#,
+        ] {
+            assert!(matches!(assembly.apply(&transport, &event(data)), Ok(false)));
+        }
+        assert_eq!(assembly.size(), 5 + 4 + 5 + PER_CALL_BYTES + 1 + 1 + 2);
     }
 
     #[test]

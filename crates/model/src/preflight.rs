@@ -64,9 +64,13 @@ async fn list_models(transport: &Transport, url: &str) -> Result<Listing, ModelE
     let never = CancellationToken::new();
     transport
         .with_retries("preflight", &never, || async {
-            let response = transport.send_raw(url, transport.http().get(url)).await?;
-            let status = response.status().as_u16();
-            let body = transport.read_body(response).await.unwrap_or_default();
+            let (status, body) = transport
+                .within_deadline(async {
+                    let response = transport.send_raw(url, transport.http().get(url)).await?;
+                    let status = response.status().as_u16();
+                    Ok((status, transport.read_body(response).await.unwrap_or_default()))
+                })
+                .await?;
             let text = String::from_utf8_lossy(&body);
             if matches!(status, 401 | 403) {
                 return Err(Failure::from_status(status, transport.quote(&text), None));
@@ -98,22 +102,25 @@ async fn model_retrievable(transport: &Transport, models_url: &str, model: &str)
         Err(()) => return Ok(false),
     }
     let url = url.to_string();
-    let answered = transport.send_raw(&url, transport.http().get(&url)).await;
-    Ok(match answered {
-        Ok(response) if response.status().as_u16() == 200 => {
-            let body = transport.read_body(response).await.unwrap_or_default();
-            // A catch-all web server answers 200 with a page: only a model object counts.
-            serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| {
-                    v.get("id")
-                        .and_then(Value::as_str)
-                        .map(|id| same_model(id, model))
-                })
-                .unwrap_or(false)
-        }
-        _ => false,
-    })
+    let body = transport
+        .within_deadline(async {
+            let response = transport.send_raw(&url, transport.http().get(&url)).await?;
+            if response.status().as_u16() != 200 {
+                return Ok(Vec::new());
+            }
+            transport.read_body(response).await
+        })
+        .await
+        .unwrap_or_default();
+    // A catch-all web server answers 200 with a page: only a model object counts.
+    Ok(serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("id")
+                .and_then(Value::as_str)
+                .map(|id| same_model(id, model))
+        })
+        .unwrap_or(false))
 }
 
 /// What the probe's outcome says about the endpoint and the model.

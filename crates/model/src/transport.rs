@@ -2,21 +2,26 @@
 //! reading replies (whole or as server-sent events).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures::{Stream, StreamExt};
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{backoff, server_wait};
 use crate::redact::{redact_with_key, summarize_body, truncate, BODY_QUOTE_CHARS};
-use crate::{ChatResponse, ClientConfig, ModelError};
+use crate::sse::{Decoder, Event};
+use crate::{ChatResponse, ClientConfig, ModelError, WIRE_BYTES_PER_REPLY_BYTE};
 
-/// A successful body larger than this is refused rather than buffered: no chat reply is that big.
-const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// How much of an error body is read: enough for any error message, and an endpoint that answers an
+/// error with an endless body cannot hold the call.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+/// How much of an unreadable reply is looked at to quote it in an error (the quote itself is shorter).
+const QUOTED_BODY_BYTES: usize = 64 * 1024;
+/// What each tool call (or content block) of a reply counts for toward
+/// [`ClientConfig::max_reply_bytes`] besides its text: a reply of countless empty calls costs memory
+/// all the same.
+pub(crate) const PER_CALL_BYTES: usize = 64;
 /// A server asking to be left alone for longer than this is not waited for: the error is returned
 /// so the engine can tell the user instead of silently stalling a mission.
 const MAX_HONOURED_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -208,8 +213,8 @@ impl Transport {
             return Ok(response);
         }
         let wait = server_wait(status.as_u16(), response.headers());
-        let body = match self.read_body(response).await {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        let body = match self.read_up_to(response, ERROR_BODY_BYTES).await {
+            Ok((bytes, _)) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(failure) => format!("(the error body could not be read: {})", failure.error),
         };
         tracing::debug!(
@@ -225,8 +230,32 @@ impl Transport {
         truncate(&self.redact(&summarize_body(body)), BODY_QUOTE_CHARS)
     }
 
-    /// Reads a whole body, allowing at most `idle_timeout` of silence between chunks.
-    pub(crate) async fn read_body(&self, mut response: Response) -> Result<Vec<u8>, Failure> {
+    /// A quote of a body that may be huge: only its start is looked at.
+    pub(crate) fn quote_bytes(&self, body: &[u8]) -> String {
+        self.quote(&String::from_utf8_lossy(
+            &body[..body.len().min(QUOTED_BODY_BYTES)],
+        ))
+    }
+
+    /// The most bytes one reply may bring over the wire, framing included.
+    fn wire_limit(&self) -> usize {
+        self.config
+            .max_reply_bytes
+            .saturating_mul(WIRE_BYTES_PER_REPLY_BYTE)
+    }
+
+    /// Reads a whole reply body, allowing at most `idle_timeout` of silence between chunks and
+    /// failing (rather than buffering on) once it passes the wire limit.
+    pub(crate) async fn read_body(&self, response: Response) -> Result<Vec<u8>, Failure> {
+        match self.read_up_to(response, self.wire_limit()).await? {
+            (body, true) => Ok(body),
+            (_, false) => Err(self.too_large(true)),
+        }
+    }
+
+    /// Reads a body until it ends or `limit` bytes are in; true if it ended. What lies past the limit
+    /// is not read, and the connection is dropped with the response.
+    async fn read_up_to(&self, mut response: Response, limit: usize) -> Result<(Vec<u8>, bool), Failure> {
         let url = response.url().to_string();
         let mut body = Vec::new();
         loop {
@@ -235,12 +264,12 @@ impl Transport {
                 .map_err(|_| self.idle_failure())?
                 .map_err(|e| self.request_failure(&url, &e))?;
             let Some(chunk) = chunk else {
-                return Ok(body);
+                return Ok((body, true));
             };
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(Failure::protocol(format!(
-                    "the reply is larger than {MAX_BODY_BYTES} bytes"
-                )));
+            let room = limit - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                return Ok((body, false));
             }
             body.extend_from_slice(&chunk);
         }
@@ -248,24 +277,65 @@ impl Transport {
 
     /// Server-sent events of a streamed reply, each awaited at most `idle_timeout`.
     pub(crate) fn events(&self, response: Response) -> Events {
-        let url = response.url().to_string();
         Events {
-            inner: Box::pin(response.bytes_stream().eventsource()),
-            url,
+            url: response.url().to_string(),
+            response,
+            decoder: Decoder::default(),
+            received: 0,
+            ended: false,
         }
     }
 
-    /// Reads the next event; `Ok(None)` when the stream ends.
+    /// Reads the next event; `Ok(None)` when the stream ends. Fails once the stream has brought more
+    /// than the wire limit, so an endless stream of anything (text, pings, a line that never ends)
+    /// stops there.
     pub(crate) async fn next_event(&self, events: &mut Events) -> Result<Option<Event>, Failure> {
-        let next = tokio::time::timeout(self.config.idle_timeout, events.inner.next())
-            .await
-            .map_err(|_| self.idle_failure())?;
-        match next {
-            None => Ok(None),
-            Some(Ok(event)) => Ok(Some(event)),
-            Some(Err(EventStreamError::Transport(e))) => Err(self.request_failure(&events.url, &e)),
-            Some(Err(e)) => Err(Failure::protocol(format!("the event stream is malformed: {e}"))),
+        loop {
+            let event = events
+                .decoder
+                .next_event()
+                .map_err(|problem| Failure::protocol(format!("the event stream is malformed: {problem}")))?;
+            if event.is_some() || events.ended {
+                return Ok(event);
+            }
+            let chunk = tokio::time::timeout(self.config.idle_timeout, events.response.chunk())
+                .await
+                .map_err(|_| self.idle_failure())?
+                .map_err(|e| self.request_failure(&events.url, &e))?;
+            match chunk {
+                None => events.ended = true,
+                Some(chunk) => {
+                    events.received = events.received.saturating_add(chunk.len());
+                    if events.received > self.wire_limit() {
+                        return Err(self.too_large(true));
+                    }
+                    events.decoder.feed(&chunk);
+                }
+            }
         }
+    }
+
+    /// The reply passed [`ClientConfig::max_reply_bytes`] (as text, or `on_the_wire`). Not retried:
+    /// a reply that floods once would most likely flood again, and every attempt costs its tokens.
+    pub(crate) fn too_large(&self, on_the_wire: bool) -> Failure {
+        Failure::fatal(ModelError::ReplyTooLarge {
+            max_reply_bytes: self.config.max_reply_bytes,
+            on_the_wire,
+        })
+    }
+
+    /// Runs one request to its end within [`ClientConfig::request_timeout`]. Not retried when it runs
+    /// out: the same request would most likely take as long again.
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        request: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let limit = self.config.request_timeout;
+        tokio::time::timeout(limit, request).await.unwrap_or_else(|_| {
+            Err(Failure::fatal(ModelError::ReplyTooSlow {
+                request_timeout: limit,
+            }))
+        })
     }
 
     fn idle_failure(&self) -> Failure {
@@ -296,33 +366,68 @@ impl Transport {
     }
 }
 
-/// How one provider assembles a streamed reply into a [`ChatResponse`].
+/// How one provider assembles a streamed reply into a [`ChatResponse`]. Each event must cost time in
+/// proportion to its own size, never to what was assembled before it.
 pub(crate) trait ReplyAssembly: Default {
     /// Folds one server-sent event in; true once the stream says the reply is complete.
     fn apply(&mut self, transport: &Transport, event: &Event) -> Result<bool, Failure>;
+    /// What the reply counts toward [`ClientConfig::max_reply_bytes`] so far: the bytes of its text,
+    /// reasoning and tool-call arguments (kept or not), and [`PER_CALL_BYTES`] per call or block.
+    fn size(&self) -> usize;
     fn finish(self) -> Result<ChatResponse, Failure>;
 }
 
+/// What a whole reply counts toward [`ClientConfig::max_reply_bytes`], as [`ReplyAssembly::size`]
+/// counts a streamed one (less the reasoning, which a whole reply's body holds but the response does
+/// not keep; the wire limit bounds it).
+pub(crate) fn reply_size(reply: &ChatResponse) -> usize {
+    reply.tool_calls.iter().fold(reply.content.len(), |size, call| {
+        size + PER_CALL_BYTES + call.id.len() + call.name.len() + call.arguments.len()
+    })
+}
+
 impl Transport {
-    /// One request and its whole reply, streamed (assembled by `A`) or plain JSON (read by `parse`):
-    /// the step every provider's attempt has in common.
+    /// One request and its whole reply, streamed (assembled by `A`) or plain JSON (read by `parse`),
+    /// within the request deadline and the reply size limit: the step every provider's attempt has in
+    /// common.
     pub(crate) async fn exchange<A: ReplyAssembly>(
         &self,
         url: &str,
         body: &serde_json::Value,
         parse: fn(&Transport, &[u8]) -> Result<ChatResponse, Failure>,
     ) -> Result<ChatResponse, Failure> {
+        self.within_deadline(self.exchange_unbounded::<A>(url, body, parse))
+            .await
+    }
+
+    async fn exchange_unbounded<A: ReplyAssembly>(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        parse: fn(&Transport, &[u8]) -> Result<ChatResponse, Failure>,
+    ) -> Result<ChatResponse, Failure> {
+        let limit = self.config.max_reply_bytes;
         let request = self.http().post(url).json(body);
         let response = self.send(url, request).await?;
         if !is_event_stream(&response) {
             // Also the path for servers that ignore `stream: true` and answer with plain JSON.
             let bytes = self.read_body(response).await?;
-            return parse(self, &bytes);
+            let reply = parse(self, &bytes)?;
+            if reply_size(&reply) > limit {
+                return Err(self.too_large(false));
+            }
+            return Ok(reply);
         }
         let mut events = self.events(response);
         let mut assembly = A::default();
         while let Some(event) = self.next_event(&mut events).await? {
-            if assembly.apply(self, &event)? {
+            let complete = assembly.apply(self, &event)?;
+            // Checked after every event, so what is held never grows past the limit by more than
+            // one event (itself bounded by the wire limit).
+            if assembly.size() > limit {
+                return Err(self.too_large(false));
+            }
+            if complete {
                 break;
             }
         }
@@ -332,7 +437,12 @@ impl Transport {
 
 /// A streamed reply being read event by event.
 pub(crate) struct Events {
-    inner: Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>,
+    response: Response,
+    decoder: Decoder,
+    /// Bytes received so far, against the wire limit.
+    received: usize,
+    /// The body ended; what the decoder still holds is all there is.
+    ended: bool,
     url: String,
 }
 
@@ -388,7 +498,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, Failure> {
     serde_json::from_slice(body).map_err(|e| {
-        let quoted = transport.quote(&String::from_utf8_lossy(body));
+        let quoted = transport.quote_bytes(body);
         Failure::protocol(format!("the reply is not the expected JSON ({e}): {quoted}"))
     })
 }

@@ -84,6 +84,11 @@ pub struct ChatResponse {
     pub stop: StopReason,
 }
 
+/// How many bytes one reply may bring over the wire for each byte of
+/// [`ClientConfig::max_reply_bytes`]: the JSON and event framing around streamed text is many times
+/// the text (a delta of one token is some 200 bytes of JSON), and a non-streamed body escapes it.
+pub const WIRE_BYTES_PER_REPLY_BYTE: usize = 8;
+
 /// Connection settings shared by every client. `Debug` never prints the key.
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -96,6 +101,14 @@ pub struct ClientConfig {
     pub first_byte_timeout: Duration,
     /// Longest silence allowed between two chunks of a streamed reply.
     pub idle_timeout: Duration,
+    /// The most one request may take, from sending it to the last byte of its reply (each retry is
+    /// a request of its own). It bounds what `idle_timeout` cannot: a reply that keeps trickling in,
+    /// or never ends. Running out fails the call with [`ModelError::ReplyTooSlow`].
+    pub request_timeout: Duration,
+    /// The largest reply accepted, in bytes of its text, reasoning and tool-call arguments together;
+    /// the bytes received for it may be [`WIRE_BYTES_PER_REPLY_BYTE`] times this. This is what bounds
+    /// the memory one call can take. Passing it fails the call with [`ModelError::ReplyTooLarge`].
+    pub max_reply_bytes: usize,
     /// Retries for connection errors, 429 and 5xx (each waits with backoff and honours `Retry-After`).
     pub max_retries: u32,
     /// Longest single wait between retries.
@@ -111,6 +124,11 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             first_byte_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(120),
+            // Far above what a model writes in one reply (8192 output tokens take a few minutes even
+            // from a slow local model), yet an endless or dripping reply ends in bounded time.
+            request_timeout: Duration::from_secs(600),
+            // Some 2 million tokens: no real reply comes near, so only a flood meets it.
+            max_reply_bytes: 8 * 1024 * 1024,
             max_retries: 4,
             max_backoff: Duration::from_secs(60),
             stream: true,
@@ -134,6 +152,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("first_byte_timeout", &self.first_byte_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_reply_bytes", &self.max_reply_bytes)
             .field("max_retries", &self.max_retries)
             .field("max_backoff", &self.max_backoff)
             .field("stream", &self.stream)
@@ -168,6 +188,24 @@ pub enum ModelError {
     Protocol(String),
     #[error("the model call was cancelled")]
     Cancelled,
+    /// A reply passed [`ClientConfig::max_reply_bytes`] of text, reasoning and tool-call arguments
+    /// (or, `on_the_wire`, [`WIRE_BYTES_PER_REPLY_BYTE`] times that in bytes received) and was cut
+    /// off. Not transient: a reply that floods once would most likely flood again, at the price of
+    /// its tokens each time.
+    #[error("{}", reply_too_large(*max_reply_bytes, *on_the_wire))]
+    ReplyTooLarge {
+        max_reply_bytes: usize,
+        on_the_wire: bool,
+    },
+    /// A request was not done within [`ClientConfig::request_timeout`] and was cut off. Not
+    /// transient: the same request would most likely take as long again.
+    #[error(
+        "the model's reply was not complete after {}, the most one request may take \
+         (`endpoint.request_timeout_secs`), and was cut off; for a slow model or very long replies, \
+         raise `request_timeout_secs` in the [endpoint] section of the config (orchestrator.toml)",
+        human_duration(*request_timeout)
+    )]
+    ReplyTooSlow { request_timeout: Duration },
     /// Preflight: the endpoint answers, but does not serve this model.
     #[error(
         "the model endpoint does not serve the model `{model}` ({detail}){}",
@@ -232,6 +270,43 @@ fn served(available: &[String]) -> String {
     }
 }
 
+/// What [`ModelError::ReplyTooLarge`] says: the limit passed, the setting and what to do.
+fn reply_too_large(max_reply_bytes: usize, on_the_wire: bool) -> String {
+    let passed = if on_the_wire {
+        format!(
+            "{} received, {WIRE_BYTES_PER_REPLY_BYTE} times the most one reply may hold ({}, \
+             `endpoint.max_reply_bytes`, with room for the JSON and event framing around it)",
+            human_bytes(max_reply_bytes.saturating_mul(WIRE_BYTES_PER_REPLY_BYTE)),
+            human_bytes(max_reply_bytes)
+        )
+    } else {
+        format!(
+            "{} of text, reasoning and tool-call arguments, the most one reply may hold \
+             (`endpoint.max_reply_bytes`)",
+            human_bytes(max_reply_bytes)
+        )
+    };
+    format!(
+        "the model's reply passed {passed}, and was cut off; that much is most likely a broken \
+         endpoint or a model repeating itself. If replies this long are expected, raise \
+         `max_reply_bytes` in the [endpoint] section of the config (orchestrator.toml)"
+    )
+}
+
+/// A size as people write it: `8 MiB`, `1.5 KiB`, `900 bytes`; the exact count follows a rounded one.
+fn human_bytes(bytes: usize) -> String {
+    const UNITS: [(&str, usize); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    let Some((unit, size)) = UNITS.into_iter().find(|(_, size)| bytes >= *size) else {
+        return format!("{bytes} bytes");
+    };
+    let (whole, rest) = (bytes / size, bytes % size);
+    if rest == 0 {
+        return format!("{whole} {unit}");
+    }
+    let tenths = (rest as u128 * 10 / size as u128) as usize;
+    format!("{whole}.{tenths} {unit} ({bytes} bytes)")
+}
+
 /// " and asked to wait 2s", or nothing when the server did not say.
 fn asked_wait(retry_after: Option<Duration>) -> String {
     retry_after.map_or_else(String::new, |wait| {
@@ -285,4 +360,49 @@ pub trait ModelClient: Send + Sync {
     /// Proves, before a mission spends anything, that the endpoint is reachable, accepts the key and
     /// serves `model`: its model list, else `GET models/{model}`, else one tiny chat request.
     async fn preflight(&self, model: &str) -> Result<(), ModelError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(900), "900 bytes");
+        assert_eq!(human_bytes(8 << 20), "8 MiB");
+        assert_eq!(human_bytes(64 << 20), "64 MiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB (1536 bytes)");
+        assert_eq!(human_bytes(1 << 30), "1 GiB");
+    }
+
+    #[test]
+    fn limit_errors_name_the_limit_and_the_setting() {
+        let size = ModelError::ReplyTooLarge {
+            max_reply_bytes: 8 << 20,
+            on_the_wire: false,
+        }
+        .to_string();
+        assert!(
+            size.starts_with("the model's reply passed 8 MiB of text"),
+            "{size}"
+        );
+        assert!(size.contains("`endpoint.max_reply_bytes`") && size.contains("raise `max_reply_bytes`"));
+        let wire = ModelError::ReplyTooLarge {
+            max_reply_bytes: 8 << 20,
+            on_the_wire: true,
+        }
+        .to_string();
+        assert!(
+            wire.starts_with("the model's reply passed 64 MiB received, 8 times"),
+            "{wire}"
+        );
+        let slow = ModelError::ReplyTooSlow {
+            request_timeout: Duration::from_secs(600),
+        }
+        .to_string();
+        assert!(slow.contains("not complete after 10m") && slow.contains("`endpoint.request_timeout_secs`"));
+        for error in [size, wire, slow] {
+            assert!(!error.contains("  "), "{error}");
+        }
+    }
 }
