@@ -31,6 +31,8 @@ pub fn clients_from_env(config: &Config) -> Result<Clients> {
     settings.connect_timeout = endpoint.connect_timeout;
     settings.first_byte_timeout = endpoint.first_byte_timeout;
     settings.idle_timeout = endpoint.idle_timeout;
+    settings.request_timeout = endpoint.request_timeout;
+    settings.max_reply_bytes = endpoint.max_reply_bytes;
     let mut quick = settings.clone();
     quick.max_retries = 1;
     quick.max_backoff = Duration::from_millis(500);

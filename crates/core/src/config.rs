@@ -86,6 +86,11 @@ pub struct EndpointFile {
     pub connect_timeout_secs: Option<u64>,
     pub first_byte_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
+    /// The most one model request may take, reply included (a reply trickling in under the idle
+    /// timeout still ends).
+    pub request_timeout_secs: Option<u64>,
+    /// The largest model reply accepted: its text, reasoning and tool-call arguments, in bytes.
+    pub max_reply_bytes: Option<u64>,
     /// Requests in flight per model (the governor adapts below this on 429s).
     pub max_concurrency: Option<usize>,
     pub requests_per_minute: Option<u32>,
@@ -192,6 +197,8 @@ pub struct EndpointSettings {
     pub connect_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_reply_bytes: usize,
     pub max_concurrency: usize,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u64>,
@@ -418,6 +425,10 @@ fn resolve_endpoint(file: &EndpointFile, max_parallel: usize) -> EndpointSetting
         connect_timeout: secs(file.connect_timeout_secs, 10),
         first_byte_timeout: secs(file.first_byte_timeout_secs, 300),
         idle_timeout: secs(file.idle_timeout_secs, 120),
+        request_timeout: secs(file.request_timeout_secs, 600),
+        max_reply_bytes: file
+            .max_reply_bytes
+            .map_or(8 << 20, |v| usize::try_from(v).unwrap_or(usize::MAX)),
         // By default the governor lets every session through; it only narrows on 429s.
         max_concurrency: file.max_concurrency.unwrap_or(max_parallel),
         requests_per_minute: file.requests_per_minute,
@@ -587,6 +598,22 @@ const BOUNDS: &[Bound] = &[
     },
     Bound {
         flag: None,
+        key: "endpoint.request_timeout_secs",
+        range: 1..=86_400,
+        meaning: "seconds one model request may take",
+        from_file: |f| f.endpoint.request_timeout_secs,
+        from_flags: no_flag,
+    },
+    Bound {
+        flag: None,
+        key: "endpoint.max_reply_bytes",
+        range: 65_536..=1 << 30,
+        meaning: "bytes of one model reply",
+        from_file: |f| f.endpoint.max_reply_bytes,
+        from_flags: no_flag,
+    },
+    Bound {
+        flag: None,
         key: "endpoint.max_concurrency",
         range: 1..=1024,
         meaning: "model requests in flight",
@@ -689,6 +716,8 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(endpoint.connect_timeout_secs);
     take!(endpoint.first_byte_timeout_secs);
     take!(endpoint.idle_timeout_secs);
+    take!(endpoint.request_timeout_secs);
+    take!(endpoint.max_reply_bytes);
     take!(endpoint.max_concurrency);
     take!(endpoint.requests_per_minute);
     take!(endpoint.tokens_per_minute);
@@ -814,6 +843,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("roles.worker.budget_tokens"), "{err}");
+    }
+
+    #[test]
+    fn reply_limits_have_defaults_and_bounds() {
+        let config = resolve(&[parse("model = \"m\"\n")], &Overrides::default(), None).unwrap();
+        assert_eq!(config.endpoint.request_timeout, Duration::from_secs(600));
+        assert_eq!(config.endpoint.max_reply_bytes, 8 << 20);
+        let set = parse("model = \"m\"\n[endpoint]\nrequest_timeout_secs = 30\nmax_reply_bytes = 1048576\n");
+        let config = resolve(&[set], &Overrides::default(), None).unwrap();
+        assert_eq!(config.endpoint.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.endpoint.max_reply_bytes, 1 << 20);
+        let zero = parse("model = \"m\"\n[endpoint]\nmax_reply_bytes = 0\n");
+        let err = resolve(&[zero], &Overrides::default(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("`endpoint.max_reply_bytes` in the config is 0;"),
+            "{err}"
+        );
     }
 
     #[test]
