@@ -102,6 +102,9 @@ pub fn render(report: &StatusReport) -> String {
             "  {} {} on {unit} ({}, {} turns)",
             session.id, session.role, session.model, session.turns
         );
+        if let Some(sandbox) = &session.sandbox {
+            let _ = writeln!(out, "    sandbox: {sandbox}");
+        }
     }
     for e in &report.integration_evidence {
         let _ = writeln!(

@@ -128,3 +128,76 @@ async fn sandbox_off_lets_the_same_command_through() {
         "unconfined, the command wrote outside the worktree"
     );
 }
+
+/// Each session's sandbox is in its `session_started` event and in `status --json`: a worker may
+/// write in its worktree, a reviewer and a scout nowhere but their temp folder; unconfined says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_says_how_it_is_confined() {
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "a")],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let started = done.events_of("session_started");
+    let sandbox_of = |role: &str| -> Vec<String> {
+        started
+            .iter()
+            .filter(|e| e["role"] == role)
+            .map(|e| e["sandbox"].as_str().unwrap_or("(none)").to_string())
+            .collect()
+    };
+    let workers = sandbox_of("worker");
+    assert!(!workers.is_empty());
+    for text in &workers {
+        // Its worktree and its temp folder.
+        assert!(
+            text.starts_with("landlock ABI") && text.matches(", ").count() == 1,
+            "a worker writes in its worktree: {text}"
+        );
+    }
+    for role in ["reviewer", "scout", "planner"] {
+        for text in sandbox_of(role) {
+            assert!(text.starts_with("landlock ABI"), "{role}: {text}");
+            assert!(
+                !text.contains(", "),
+                "{role} writes in one place only (its temp folder): {text}"
+            );
+        }
+    }
+    let status = Run::cmd(&["status", "--json"]).run(&repo).await;
+    status.assert_code(0);
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let sessions = report["sessions"].as_array().expect("sessions");
+    assert!(
+        sessions.iter().all(|s| s["sandbox"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("landlock ABI"))),
+        "{sessions:?}"
+    );
+
+    let repo = TestRepo::new(&[]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "a")],
+        ..Script::default()
+    })
+    .await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .arg("--sandbox")
+        .arg("off")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert!(done
+        .events_of("session_started")
+        .iter()
+        .all(|e| e["sandbox"].as_str().is_some_and(|t| t.starts_with("off"))));
+}

@@ -128,9 +128,9 @@ async fn proc_environ_of_the_orchestrator_holds_no_key() {
         .expect("a bash result");
     assert!(bash.1.contains("read"), "{}", bash.1);
     let leak = repo.git(&["show", "main:leak.txt"]);
-    assert!(leak.matches("pid ").count() == 2, "both processes were read: {leak}");
     assert!(
-        !leak.contains(KEY) && !leak.contains("OPENAI_API_KEY"),
-        "{leak}"
+        leak.matches("pid ").count() == 2,
+        "both processes were read: {leak}"
     );
+    assert!(!leak.contains(KEY) && !leak.contains("OPENAI_API_KEY"), "{leak}");
 }

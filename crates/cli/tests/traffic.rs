@@ -138,16 +138,17 @@ async fn a_twenty_unit_mission_survives_faults_and_a_small_window() {
     );
 }
 
-/// Plays the script, but answers 500 to every worker request while `down` is set.
+/// Plays the script, but answers 503 to every request of `role` while `down` is set.
 struct Outage {
     inner: ScriptedMission,
+    role: &'static str,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl orchestrator_fake_model::Brain for Outage {
     fn respond(&self, request: &orchestrator_fake_model::SeenRequest) -> orchestrator_fake_model::Reply {
-        let worker = orchestrator_fake_model::script::role_of(request) == "worker";
-        if worker && self.down.load(std::sync::atomic::Ordering::SeqCst) {
+        let hit = orchestrator_fake_model::script::role_of(request) == self.role;
+        if hit && self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return orchestrator_fake_model::Reply::Error {
                 status: 503,
                 body: "overloaded".into(),
@@ -158,8 +159,9 @@ impl orchestrator_fake_model::Brain for Outage {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_endpoint_that_keeps_failing_stops_the_mission_resumably() {
+/// An outage while `role` works stops the mission unsealed and resumable, fails no unit and spends
+/// no round on it; once the endpoint answers, `resume` seals.
+async fn outage_during(role: &'static str) {
     let repo = TestRepo::new(&[("orchestrator.toml", "[endpoint]\nmax_wait_secs = 2\n")]);
     let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let script = Script {
@@ -171,6 +173,7 @@ async fn an_endpoint_that_keeps_failing_stops_the_mission_resumably() {
     };
     let brain = Outage {
         inner: ScriptedMission::new(script),
+        role,
         down: down.clone(),
     };
     let server = FakeServer::start(brain, FakeOptions::default())
@@ -186,13 +189,17 @@ async fn an_endpoint_that_keeps_failing_stops_the_mission_resumably() {
     let summary = finished["summary"].as_str().unwrap_or_default();
     assert!(
         summary.contains("the model endpoint kept failing") && summary.contains("orchestrator resume"),
-        "{summary}"
+        "{role}: {summary}"
     );
     assert!(
         done.events_of("unit_state")
             .iter()
             .all(|e| e["state"] != "failed"),
-        "units are stopped, not failed"
+        "{role}: units are stopped, not failed"
+    );
+    assert!(
+        done.events_of("round_finished").is_empty(),
+        "{role}: no round is spent on the outage"
     );
     assert_eq!(repo.worktrees().len(), 1);
 
@@ -201,4 +208,19 @@ async fn an_endpoint_that_keeps_failing_stops_the_mission_resumably() {
     resumed.assert_code(0);
     assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
     assert_eq!(repo.read("b.txt").as_deref(), Some("b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_keeps_failing_stops_the_mission_resumably() {
+    outage_during("worker").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_during_a_review_stops_the_unit_not_fails_it() {
+    outage_during("reviewer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_during_the_master_review_spends_no_round() {
+    outage_during("master_reviewer").await;
 }

@@ -12,6 +12,10 @@ pub enum EngineError {
     /// Stopped by Ctrl-C or cancel (exit 3).
     #[error("the mission was interrupted")]
     Interrupted,
+    /// A model call that could not reach its endpoint after the retries: the mission stops unsealed
+    /// and resumable, nothing is failed for it.
+    #[error("the model endpoint kept failing: {0}")]
+    EndpointFailed(String),
     #[error("git: {0}")]
     Git(#[from] orchestrator_git::GitError),
     #[error("{context}: {source}")]

@@ -578,6 +578,12 @@ async fn run_mission(
     let ending = match drive(&id, &setup, rt, config, replay).await {
         Ok(ending) => ending,
         Err(EngineError::Interrupted) => interrupted(),
+        Err(e @ EngineError::EndpointFailed(_)) => Ending {
+            resumable: true,
+            ..Ending::unsealed(format!(
+                "{e}\nContinue with `orchestrator resume` once the endpoint answers."
+            ))
+        },
         Err(e) => Ending::unsealed(format!("the mission stopped on an error: {e}")),
     };
     announcer.abort();
@@ -1028,7 +1034,15 @@ async fn integrate(
         };
         return Ok(RoundResult::FollowUp(vec![unit]));
     }
-    let review = match mission.replay.master_reviews.get(&round) {
+    // A master review from before a restart counts only for the commit it judged.
+    let known = mission.replay.master_reviews.get(&round).filter(|_| {
+        mission
+            .replay
+            .master_reviewed_commits
+            .get(&round)
+            .is_none_or(|judged| *judged == verified)
+    });
+    let review = match known {
         Some(review) => review.clone(),
         None => {
             let review = roles::master_review(mission, integration, base, outcomes, &evidence, round).await?;
@@ -1036,6 +1050,7 @@ async fn integrate(
                 unit: None,
                 attempt: round,
                 review: review.clone(),
+                commit: Some(verified.clone()),
             });
             review
         }

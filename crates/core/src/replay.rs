@@ -23,6 +23,8 @@ pub struct UnitRecord {
     pub prepared: Option<(String, String)>,
     /// Reviews by attempt.
     pub reviews: BTreeMap<u32, Review>,
+    /// The commit each attempt's review judged, where the log recorded it.
+    pub reviewed_commits: BTreeMap<u32, String>,
     pub merged: bool,
     /// The spawning unit, for children.
     pub parent: Option<String>,
@@ -43,6 +45,9 @@ pub struct SessionRecord {
     /// Estimated cost of the session's calls with a known price.
     pub cost_usd: f64,
     pub compactions: u32,
+    /// What confines the session's commands (see `Event::SessionStarted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -57,6 +62,8 @@ pub struct Replay {
     /// Round → (passed, follow-up units).
     pub rounds: BTreeMap<u32, (bool, Vec<UnitSpec>)>,
     pub master_reviews: BTreeMap<u32, Review>,
+    /// The integrated commit each round's master review judged, where the log recorded it.
+    pub master_reviewed_commits: BTreeMap<u32, String>,
     pub finished: Option<Outcome>,
     /// Tokens used by every model call so far, across runs.
     pub usage: TokenUsage,
@@ -128,6 +135,7 @@ impl Replay {
                 role,
                 unit,
                 model,
+                sandbox,
             } => {
                 let record = self
                     .sessions
@@ -142,8 +150,10 @@ impl Replay {
                         usage: TokenUsage::default(),
                         cost_usd: 0.0,
                         compactions: 0,
+                        sandbox: None,
                     });
                 record.active = true;
+                record.sandbox = sandbox.clone();
             }
             // Turns and usage come from the model calls, which also count earlier runs of a resumed session.
             Event::SessionFinished { session, .. } => {
@@ -174,17 +184,25 @@ impl Replay {
                 unit: Some(unit),
                 attempt,
                 review,
+                commit,
             } => {
                 if let Some(record) = self.units.get_mut(unit) {
                     record.reviews.insert(*attempt, review.clone());
+                    if let Some(commit) = commit {
+                        record.reviewed_commits.insert(*attempt, commit.clone());
+                    }
                 }
             }
             Event::ReviewFinished {
                 unit: None,
                 attempt,
                 review,
+                commit,
             } => {
                 self.master_reviews.insert(*attempt, review.clone());
+                if let Some(commit) = commit {
+                    self.master_reviewed_commits.insert(*attempt, commit.clone());
+                }
             }
             Event::Merged { unit, .. } => {
                 if let Some(record) = self.units.get_mut(unit) {
@@ -226,6 +244,7 @@ impl Replay {
             detail: None,
             prepared: None,
             reviews: BTreeMap::new(),
+            reviewed_commits: BTreeMap::new(),
             merged: false,
             parent: None,
             evidence: Vec::new(),
@@ -310,6 +329,7 @@ mod tests {
                     unit: Some("a".into()),
                     attempt: 2,
                     review: review.clone(),
+                    commit: Some("c0ffee".into()),
                 },
             ),
             env(
@@ -329,6 +349,7 @@ mod tests {
         assert_eq!((a.state, a.attempt), (UnitState::Merging, 2));
         assert_eq!(a.prepared, Some(("b".into(), "c".into())));
         assert_eq!(a.reviews[&2], review);
+        assert_eq!(a.reviewed_commits[&2], "c0ffee");
         assert!(replay.terminal("a").is_none());
     }
 }

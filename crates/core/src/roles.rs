@@ -379,6 +379,8 @@ pub async fn master_review(
     {
         Ok(review) => Ok(review),
         Err(SessionEnd::Cancelled) => Err(EngineError::Interrupted),
+        // Not the work's fault: no follow-up round is spent on an outage.
+        Err(SessionEnd::EndpointFailed(e)) => Err(EngineError::EndpointFailed(e)),
         Err(end) => Ok(Review {
             verdict: Verdict::Fail,
             summary: format!("the master review could not run ({end})"),

@@ -420,11 +420,16 @@ impl Session {
     pub async fn run(&mut self, rt: &Runtime, hooks: &dyn SessionHooks, slot: &mut Slot) -> SessionEnd {
         // Emitted for every run, including a worker resumed with review feedback, so front ends can
         // count sessions in flight as started minus finished.
+        let sandbox = match rt.opencode {
+            Some(_) => Some("OpenCode's own permissions (not this sandbox)".to_string()),
+            None => self.toolbox.sandbox_description().map(str::to_string),
+        };
         rt.bus.emit(Event::SessionStarted {
             session: self.id.clone(),
             role: self.role,
             unit: self.unit.clone(),
             model: self.settings.model.clone(),
+            sandbox,
         });
         // OpenCode hook: the OpenCode engine runs the turns instead of the native loop.
         let end = match rt.opencode.clone() {

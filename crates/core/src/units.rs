@@ -364,6 +364,21 @@ struct Resume {
     state: UnitState,
     attempt: u32,
     reviews: std::collections::BTreeMap<u32, Review>,
+    reviewed_commits: std::collections::BTreeMap<u32, String>,
+}
+
+impl Resume {
+    /// Whether the earlier run got this unit through review (it is then merged, not built again),
+    /// and the commit that review judged, where the log has it.
+    fn passed_review(&self) -> Option<Option<String>> {
+        let passed = self.state == UnitState::Merging
+            || (self.state == UnitState::Reviewing
+                && self
+                    .reviews
+                    .get(&self.attempt)
+                    .is_some_and(|rev| rev.verdict == Verdict::Pass));
+        passed.then(|| self.reviewed_commits.get(&self.attempt).cloned())
+    }
 }
 
 impl UnitRun {
@@ -413,6 +428,7 @@ impl UnitRun {
             state: r.state,
             attempt: r.attempt,
             reviews: r.reviews,
+            reviewed_commits: r.reviewed_commits,
         });
         let outcome = self
             .build_and_merge(&mut slot, target, &branch, &base, &tree, resume)
@@ -520,23 +536,20 @@ impl UnitRun {
         tree: &UnitTree,
         resume: Option<Resume>,
     ) -> UnitOutcome {
-        let reviewed = resume.as_ref().is_some_and(|r| {
-            r.state == UnitState::Merging
-                || (r.state == UnitState::Reviewing
-                    && r.reviews
-                        .get(&r.attempt)
-                        .is_some_and(|rev| rev.verdict == Verdict::Pass))
-        });
-        // A unit that passed review before a restart is not reviewed again (and its branch is merged:
-        // the reviewed commit of the earlier run is not recorded).
-        let Reviewed { summary, commit } = if reviewed {
-            Reviewed::default()
-        } else {
-            match self.build_until_reviewed(slot, base, tree, resume).await {
-                Ok(reviewed) => reviewed,
-                Err(outcome) => return *outcome,
-            }
-        };
+        // A unit that passed review before a restart is not reviewed again: the commit that review
+        // judged is merged (a log from before commits were recorded: the branch).
+        let Reviewed { summary, commit } =
+            if let Some(commit) = resume.as_ref().and_then(Resume::passed_review) {
+                Reviewed {
+                    summary: String::new(),
+                    commit,
+                }
+            } else {
+                match self.build_until_reviewed(slot, base, tree, resume).await {
+                    Ok(reviewed) => reviewed,
+                    Err(outcome) => return *outcome,
+                }
+            };
         self.state(UnitState::Merging, 0, None);
         let theirs = match &commit {
             Some(commit) => self.reviewed_commit(branch, commit).await,
@@ -634,7 +647,14 @@ impl UnitRun {
                 .await
                 .map_err(|e| fail(format!("could not read the worker's commit: {e}")))?;
             match self
-                .check(slot, base, &worktree, attempt, known_reviews.get(&attempt))
+                .check(
+                    slot,
+                    base,
+                    &worktree,
+                    &verified,
+                    attempt,
+                    known_reviews.get(&attempt),
+                )
                 .await?
             {
                 None => {
@@ -662,6 +682,7 @@ impl UnitRun {
         slot: &mut Slot,
         base: &str,
         worktree: &Worktree,
+        verified: &str,
         attempt: u32,
         known_review: Option<&Review>,
     ) -> Result<Option<String>, Box<UnitOutcome>> {
@@ -680,6 +701,7 @@ impl UnitRun {
                 slot,
                 base,
                 worktree,
+                verified,
                 attempt,
                 known_review,
                 &evidence,
@@ -700,6 +722,7 @@ impl UnitRun {
         slot: &mut Slot,
         base: &str,
         worktree: &Worktree,
+        verified: &str,
         attempt: u32,
         known_review: Option<&Review>,
         evidence: &[orchestrator_protocol::Evidence],
@@ -738,6 +761,11 @@ impl UnitRun {
                     Err(SessionEnd::BudgetSpent) => {
                         return Err(Box::new(UnitOutcome::out_of_budget(&self.unit)))
                     }
+                    // An outage stops the unit (not failed) and leaves the mission resumable, as
+                    // for the worker's own calls.
+                    Err(SessionEnd::EndpointFailed(e)) => {
+                        return Err(Box::new(UnitOutcome::endpoint_failed(&self.unit, &e)))
+                    }
                     Err(end) => {
                         return Err(Box::new(
                             self.failed(format!("the review could not run: {end}"), String::new()),
@@ -748,6 +776,7 @@ impl UnitRun {
                     unit: Some(self.unit.id.clone()),
                     attempt,
                     review: review.clone(),
+                    commit: Some(verified.to_string()),
                 });
                 review
             }
@@ -1135,6 +1164,41 @@ async fn resolve_conflicts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resume(state: UnitState, attempt: u32, verdict: Option<Verdict>, commit: Option<&str>) -> Resume {
+        let review = |verdict| Review {
+            verdict,
+            summary: String::new(),
+            issues: Vec::new(),
+        };
+        Resume {
+            state,
+            attempt,
+            reviews: verdict.map(|v| (attempt, review(v))).into_iter().collect(),
+            reviewed_commits: commit.map(|c| (attempt, c.to_string())).into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn a_resumed_unit_merges_the_commit_its_review_judged() {
+        let passed = resume(UnitState::Reviewing, 2, Some(Verdict::Pass), Some("c0ffee"));
+        assert_eq!(passed.passed_review(), Some(Some("c0ffee".to_string())));
+        let merging = resume(UnitState::Merging, 1, Some(Verdict::Pass), Some("beef"));
+        assert_eq!(merging.passed_review(), Some(Some("beef".to_string())));
+        // A log from before commits were recorded: the unit still is not built again.
+        let old_log = resume(UnitState::Reviewing, 1, Some(Verdict::Pass), None);
+        assert_eq!(old_log.passed_review(), Some(None));
+        // A failed or missing review, or a unit still being built: built (and reviewed) again.
+        assert_eq!(
+            resume(UnitState::Reviewing, 1, Some(Verdict::Fail), Some("x")).passed_review(),
+            None
+        );
+        assert_eq!(resume(UnitState::Reviewing, 1, None, None).passed_review(), None);
+        assert_eq!(
+            resume(UnitState::Running, 1, Some(Verdict::Pass), Some("x")).passed_review(),
+            None
+        );
+    }
 
     fn unit(id: &str, deps: &[&str]) -> UnitSpec {
         UnitSpec {

@@ -89,6 +89,10 @@ pub enum Event {
         role: Role,
         unit: Option<String>,
         model: String,
+        /// What confines the session's commands, in words: where they may write, network, signals
+        /// (or that they run unconfined, or under OpenCode's own permissions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<String>,
     },
     /// One model call finished; `usage` is that call's usage.
     ModelCall {
@@ -171,6 +175,10 @@ pub enum Event {
         /// The unit's attempt, or the round for a master review.
         attempt: u32,
         review: Review,
+        /// The commit the review judged (and verification ran on): what a passing unit merges and
+        /// a passing round seals, also after a resume. Absent in logs written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
     },
     MergeConflict {
         unit: String,

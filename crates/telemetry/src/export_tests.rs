@@ -81,6 +81,7 @@ fn send_mission(tx: &mpsc::UnboundedSender<Arc<EventEnvelope>>) {
             role: Role::Scout,
             unit: None,
             model: "m".into(),
+            sandbox: None,
         },
         Event::ModelCall {
             session: "s1".into(),

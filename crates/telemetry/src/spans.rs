@@ -283,6 +283,7 @@ impl MissionSpan {
                 role,
                 unit,
                 model,
+                ..
             } => {
                 let parent = unit
                     .as_ref()
@@ -503,6 +504,7 @@ impl MissionSpan {
                 unit,
                 attempt,
                 review,
+                ..
             } => {
                 let verdict = match review.verdict {
                     Verdict::Pass => "pass",

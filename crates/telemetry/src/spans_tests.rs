@@ -73,6 +73,7 @@ fn session(id: &str, role: Role, unit: Option<&str>) -> Event {
         role,
         unit: unit.map(str::to_string),
         model: "gpt-test".into(),
+        sandbox: None,
     }
 }
 

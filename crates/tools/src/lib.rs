@@ -107,6 +107,11 @@ impl Toolbox {
     }
 
     /// `read`, `list`, `glob`, `grep`, `bash`, then `write` and `edit` when writing is allowed.
+    /// What confines this toolbox's commands, in words; `None` when it runs them without a sandbox.
+    pub fn sandbox_description(&self) -> Option<&str> {
+        self.options.sandbox.as_ref().map(|s| s.describe())
+    }
+
     pub fn specs(&self) -> Vec<ToolSpec> {
         specs::specs(&self.options)
     }

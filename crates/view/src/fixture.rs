@@ -79,6 +79,7 @@ fn session(session: &str, role: Role, unit: Option<&str>) -> Event {
         role,
         unit: unit.map(str::to_string),
         model: "gpt-test".into(),
+        sandbox: None,
     }
 }
 
@@ -239,6 +240,7 @@ pub fn running_mission() -> Vec<EventEnvelope> {
                 Verdict::Pass,
                 "Expressions parse with precedence; tests cover it.",
             ),
+            commit: None,
         },
     );
     log.at(33, state("t2.1", UnitState::Merging, 1, None));
@@ -266,6 +268,7 @@ pub fn running_mission() -> Vec<EventEnvelope> {
             unit: Some("t1".into()),
             attempt: 2,
             review: review(Verdict::Pass, "Tokenizer handles empty input now."),
+            commit: None,
         },
     );
     log.at(43, state("t1", UnitState::Merging, 2, None));
@@ -342,6 +345,7 @@ pub fn sealed_mission() -> Vec<EventEnvelope> {
                 Verdict::Pass,
                 "The three parts fit; the pretty-printer round-trips.",
             ),
+            commit: None,
         },
     );
     log.at(

@@ -211,6 +211,7 @@ impl MissionView {
                 role,
                 unit,
                 model,
+                ..
             } => self.session_started(session, *role, unit.clone(), model, at),
             Event::ModelCall {
                 session,
@@ -276,6 +277,7 @@ impl MissionView {
                 unit,
                 attempt,
                 review,
+                ..
             } => match unit {
                 Some(unit) => {
                     if let Some(u) = self.unit_mut(unit) {
