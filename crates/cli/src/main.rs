@@ -107,6 +107,10 @@ struct RunFlags {
     /// Confine agent commands (Landlock): `on` (the default) or `off` to run them with all your access.
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     sandbox: Option<bool>,
+    /// Start even though no build, lint or test command was found or configured: reviews alone judge
+    /// the work, and the outcome says "sealed without verification".
+    #[arg(long)]
+    no_verify: bool,
     /// Print events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
@@ -146,6 +150,7 @@ impl RunFlags {
             budget_tokens: self.budget_tokens,
             opencode_url: self.opencode_url.clone(),
             sandbox: self.sandbox,
+            no_verify: self.no_verify.then_some(true),
         }
     }
 }

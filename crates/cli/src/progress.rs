@@ -235,6 +235,7 @@ pub fn print_report(report: &MissionReport, json: bool) {
         return;
     }
     let verdict = match report.outcome {
+        Outcome::Sealed if report.unverified => "SEALED WITHOUT VERIFICATION",
         Outcome::Sealed => "SEALED",
         Outcome::Unsealed => "NOT SEALED",
         Outcome::Interrupted => "INTERRUPTED",

@@ -38,9 +38,10 @@ pub async fn run(repo: &Path, json: bool) -> u8 {
 
 /// One phrase for where the mission stands: the recorded status and whether its process lives are one
 /// fact to a reader ("running", or "interrupted" when a killed run left it marked running).
-fn state_words(status: MissionStatus, running: bool) -> &'static str {
+fn state_words(status: MissionStatus, running: bool, unverified: bool) -> &'static str {
     match (status, running) {
         (_, true) => "running",
+        (MissionStatus::Sealed, false) if unverified => "sealed without verification",
         (MissionStatus::Running, false) => {
             "interrupted (its process is gone; `orchestrator resume` continues it)"
         }
@@ -58,7 +59,7 @@ pub fn render(report: &StatusReport) -> String {
         out,
         "mission {} — {} (phase {phase}, round {})",
         report.mission,
-        state_words(report.status, report.running),
+        state_words(report.status, report.running, report.unverified),
         report.round.max(1)
     );
     let _ = writeln!(

@@ -139,6 +139,9 @@ pub struct CompactionFile {
 pub struct VerifyFile {
     pub build: Option<String>,
     pub test: Option<String>,
+    /// Static analysis (`cargo clippy -- -D warnings`, `ruff check .`, `eslint .`): run like build
+    /// and test, between them.
+    pub lint: Option<String>,
     pub timeout_secs: Option<u64>,
 }
 
@@ -150,6 +153,8 @@ pub struct LimitsFile {
     pub merge_attempts: Option<u32>,
     pub bash_timeout_secs: Option<u64>,
     pub max_parallel_verify: Option<usize>,
+    /// Units a mission may hold in all: planned, spawned and follow-ups.
+    pub max_units: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -176,6 +181,8 @@ pub struct Overrides {
     pub opencode_url: Option<String>,
     /// `--sandbox on|off`.
     pub sandbox: Option<bool>,
+    /// `--no-verify`: start although no build, lint or test command will judge the work.
+    pub no_verify: Option<bool>,
 }
 
 /// Model settings for one role.
@@ -306,12 +313,17 @@ pub struct Config {
     pub budget_tokens: Option<u64>,
     pub verify_build: Option<String>,
     pub verify_test: Option<String>,
+    pub verify_lint: Option<String>,
+    /// Whether the mission may run with no verification command (`--no-verify`).
+    pub no_verify: bool,
     pub verify_timeout: Duration,
     pub unit_attempts: u32,
     pub plan_attempts: u32,
     pub merge_attempts: u32,
     pub bash_timeout: Duration,
     pub max_parallel_verify: usize,
+    /// The most units the mission may hold (plan, spawns and follow-ups together).
+    pub max_units: usize,
     pub roles: BTreeMap<Role, RoleSettings>,
     pub endpoint: EndpointSettings,
     pub compaction: CompactionSettings,
@@ -386,9 +398,17 @@ pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<Strin
         max_parallel,
         max_depth: flags.max_depth.or(merged.max_depth).unwrap_or(2),
         rounds: flags.rounds.or(merged.rounds).unwrap_or(3),
-        budget_tokens: flags.budget_tokens.or(merged.budget_tokens),
+        // Never unbounded: a model that loops or spawns without end stops at a budget either way.
+        budget_tokens: Some(
+            flags
+                .budget_tokens
+                .or(merged.budget_tokens)
+                .unwrap_or(DEFAULT_BUDGET_TOKENS),
+        ),
         verify_build: merged.verify.build.clone().filter(|c| !c.trim().is_empty()),
         verify_test: merged.verify.test.clone().filter(|c| !c.trim().is_empty()),
+        verify_lint: merged.verify.lint.clone().filter(|c| !c.trim().is_empty()),
+        no_verify: flags.no_verify.unwrap_or(false),
         verify_timeout: Duration::from_secs(merged.verify.timeout_secs.unwrap_or(900)),
         unit_attempts: merged.limits.unit_attempts.unwrap_or(3),
         plan_attempts: merged.limits.plan_attempts.unwrap_or(3),
@@ -398,6 +418,7 @@ pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<Strin
             .limits
             .max_parallel_verify
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+        max_units: merged.limits.max_units.map_or(DEFAULT_MAX_UNITS, |n| n as usize),
         roles,
         endpoint,
         compaction,
@@ -515,6 +536,11 @@ fn role_defaults(role: Role) -> (u32, u32) {
 pub const MAX_PARALLEL: u64 = 256;
 /// A budget smaller than this cannot pay for one model call with the mission's context.
 pub const MIN_BUDGET_TOKENS: u64 = 1_000;
+/// The mission's token budget when none is given: a bound on what a looping model can spend (about
+/// $25–$100 at today's large-model prices), raised with `--budget-tokens` or `budget_tokens`.
+pub const DEFAULT_BUDGET_TOKENS: u64 = 10_000_000;
+/// The units a mission may hold when `limits.max_units` is not set.
+pub const DEFAULT_MAX_UNITS: usize = 200;
 
 /// One numeric setting's bounds: what people call it on the command line and in the files, how to
 /// read it from a layer or the flags, and what it means (for the message).
@@ -563,6 +589,14 @@ const BOUNDS: &[Bound] = &[
         meaning: "tokens for the whole mission",
         from_file: |f| f.budget_tokens,
         from_flags: |o| o.budget_tokens,
+    },
+    Bound {
+        flag: None,
+        key: "limits.max_units",
+        range: 1..=10_000,
+        meaning: "units in the whole mission",
+        from_file: |f| f.limits.max_units.map(u64::from),
+        from_flags: no_flag,
     },
     Bound {
         flag: None,
@@ -707,12 +741,14 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(budget_tokens);
     take!(verify.build);
     take!(verify.test);
+    take!(verify.lint);
     take!(verify.timeout_secs);
     take!(limits.unit_attempts);
     take!(limits.plan_attempts);
     take!(limits.merge_attempts);
     take!(limits.bash_timeout_secs);
     take!(limits.max_parallel_verify);
+    take!(limits.max_units);
     take!(endpoint.connect_timeout_secs);
     take!(endpoint.first_byte_timeout_secs);
     take!(endpoint.idle_timeout_secs);
@@ -813,6 +849,22 @@ mod tests {
         let mut repo = parse("max_parallel = 3\n");
         repo.source = Some(PathBuf::from("orchestrator.toml"));
         assert!(resolve(&[user, repo], &Overrides::default(), None).is_ok());
+
+        let defaults = resolve(
+            &[],
+            &Overrides {
+                model: Some("m".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            defaults.budget_tokens,
+            Some(DEFAULT_BUDGET_TOKENS),
+            "never unbounded"
+        );
+        assert_eq!(defaults.max_units, DEFAULT_MAX_UNITS);
 
         let budget = Overrides {
             budget_tokens: Some(0),

@@ -68,6 +68,8 @@ struct StoredOptions {
     opencode_url: Option<String>,
     #[serde(default)]
     sandbox: Option<bool>,
+    #[serde(default)]
+    no_verify: Option<bool>,
 }
 
 impl StoredOptions {
@@ -84,6 +86,7 @@ impl StoredOptions {
             budget_tokens: o.budget_tokens,
             opencode_url: o.opencode_url.clone(),
             sandbox: o.sandbox,
+            no_verify: o.no_verify,
         }
     }
 
@@ -100,6 +103,7 @@ impl StoredOptions {
             budget_tokens: newer.budget_tokens.or(self.budget_tokens),
             opencode_url: newer.opencode_url.clone().or_else(|| self.opencode_url.clone()),
             sandbox: newer.sandbox.or(self.sandbox),
+            no_verify: newer.no_verify.or(self.no_verify),
         }
     }
 }
@@ -109,6 +113,8 @@ impl StoredOptions {
 pub struct MissionReport {
     pub mission: String,
     pub outcome: Outcome,
+    /// Sealed although no build, lint or test command judged the work (`--no-verify`).
+    pub unverified: bool,
     pub summary: String,
     pub integration_branch: String,
     /// Whether the integration branch is still there: a finished mission's branch goes once the
@@ -212,6 +218,11 @@ impl Mission {
         self.note_todo(unit, round, state, detail);
     }
 
+    /// How many units the mission holds so far: planned, spawned and follow-ups, of every round.
+    pub fn units_known(&self) -> usize {
+        self.todo.lock().unwrap_or_else(|p| p.into_inner()).entries.len()
+    }
+
     /// Updates the TODO mirror only (for states already in the log, shown again after a resume).
     pub fn note_todo(&self, unit: &UnitSpec, round: u32, state: UnitState, detail: Option<String>) {
         let mut book = self.todo.lock().unwrap_or_else(|p| p.into_inner());
@@ -260,6 +271,7 @@ pub async fn run_task(
     if !options.allow_dirty {
         refuse_dirty(&repo).await?;
     }
+    refuse_unverifiable(&config, repo.root())?;
     let opencode = engine_preflight(&config, &repo, &clients).await?;
 
     let id = new_mission_id();
@@ -496,6 +508,30 @@ async fn refuse_dirty(repo: &Repo) -> Result<()> {
 }
 
 /// Tells every front end when dispatch is paused or resumed, whoever asked for it.
+/// Before anything is spent: some command must judge the agents' work, or the user must say that
+/// reviews alone will (`--no-verify`). Otherwise a mission could seal on nothing but claims.
+fn refuse_unverifiable(config: &Config, root: &Path) -> Result<()> {
+    if config.no_verify
+        || config.verify_build.is_some()
+        || config.verify_lint.is_some()
+        || config.verify_test.is_some()
+    {
+        return Ok(());
+    }
+    if let (None, None) = prescan::detect_commands(root) {
+        return Err(EngineError::Usage(
+            "no build, lint or test command would judge the agents' work: none is configured, and none was \
+             found (Cargo.toml, go.mod, package.json scripts, a Makefile with build or test targets, Python \
+             project files, CI workflows).\n\
+             Name them in orchestrator.toml:\n  [verify]\n  build = \"…\"\n  test = \"…\"\n\
+             or start with --no-verify to let the reviewers alone judge the work (the outcome then says \
+             \"sealed without verification\")."
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 fn announce_dispatch_changes(control: &crate::MissionControl, bus: &EventBus) -> tokio::task::JoinHandle<()> {
     let mut changes = control.watch();
     let bus = bus.clone();
@@ -592,6 +628,7 @@ async fn run_mission(
         mut summary,
         result_commit,
         resumable,
+        unverified,
     } = ending;
     if let Some(error) = bus.store_error() {
         summary.push_str(&format!(
@@ -642,11 +679,13 @@ async fn run_mission(
         summary: summary.clone(),
         usage: bus.usage(),
         result_commit: result_commit.clone(),
+        unverified,
     });
     let _ = store.set_status(&id, status, None);
     MissionReport {
         mission: id,
         outcome,
+        unverified,
         summary,
         integration_branch: record.integration_branch,
         branch_kept,
@@ -670,6 +709,8 @@ struct Ending {
     summary: String,
     result_commit: Option<String>,
     resumable: bool,
+    /// Sealed with no build, lint or test command run on the work (`--no-verify`).
+    unverified: bool,
 }
 
 impl Ending {
@@ -679,6 +720,7 @@ impl Ending {
             summary,
             result_commit: None,
             resumable: false,
+            unverified: false,
         }
     }
 }
@@ -689,6 +731,7 @@ fn interrupted() -> Ending {
         summary: "the mission was interrupted; continue it with `orchestrator resume`".into(),
         result_commit: None,
         resumable: true,
+        unverified: false,
     }
 }
 
@@ -749,11 +792,13 @@ async fn drive(id: &str, setup: &Setup, rt: Runtime, config: Config, replay: Rep
     };
     let verifier = Verifier {
         build: config.verify_build.clone().or(build),
+        lint: config.verify_lint.clone(),
         test: config.verify_test.clone().or(test),
         timeout: config.verify_timeout,
         permits: Semaphore::new(config.max_parallel_verify),
         sandbox: config.sandbox.clone(),
     };
+    verifier_notice(&rt, &verifier);
     let mission = Arc::new(Mission {
         id: id.to_string(),
         objective: setup.objective.clone(),
@@ -780,6 +825,13 @@ async fn drive(id: &str, setup: &Setup, rt: Runtime, config: Config, replay: Rep
         }
     }
     run_rounds(&mission, plan, integration, integration_head, &setup.base).await
+}
+
+/// Says which commands will judge the work, before any unit is built.
+fn verifier_notice(rt: &Runtime, verifier: &Verifier) {
+    rt.bus.emit(Event::Notice {
+        message: verifier.describe_commands(),
+    });
 }
 
 /// The integration worktree and its head: the one a crashed run left (a half-done merge undone), or
@@ -866,6 +918,7 @@ async fn run_rounds(
         if let Some(reason) = outcomes.iter().find_map(UnitOutcome::endpoint_stop) {
             return Ok(Ending {
                 resumable: true,
+                unverified: false,
                 ..Ending::unsealed(format!(
                     "{reason}\nContinue with `orchestrator resume` once the endpoint answers."
                 ))
@@ -892,11 +945,20 @@ async fn run_rounds(
                 });
             }
             let head = integration.head().await?;
+            let unverified = !mission.verifier.has_commands();
+            let mut summary = sealed_summary(&outcomes, round);
+            if unverified {
+                summary = format!(
+                    "sealed without verification: no build, lint or test command ran on the work \
+                     (--no-verify); only reviews judged it\n{summary}"
+                );
+            }
             return Ok(Ending {
                 outcome: Outcome::Sealed,
-                summary: sealed_summary(&outcomes, round),
+                summary,
                 result_commit: Some(sealed_commit(bus, verified, head)),
                 resumable: false,
+                unverified,
             });
         };
         if mission.rt.cancel.is_cancelled() {
@@ -990,6 +1052,7 @@ fn budget_ending(rt: &Runtime, config: &Config) -> Ending {
     );
     Ending {
         resumable: true,
+        unverified: false,
         ..Ending::unsealed(summary)
     }
 }
@@ -1102,11 +1165,18 @@ fn retry_units(outcomes: &[UnitOutcome], next_round: u32) -> Vec<UnitSpec> {
         .map(|o| UnitSpec {
             id: retried[o.unit.id.as_str()].clone(),
             title: o.unit.title.clone(),
-            description: format!(
-                "{}\n\nA previous attempt did not pass: {}",
-                o.unit.description,
-                o.reason.as_deref().unwrap_or("no reason recorded")
-            ),
+            description: match &o.findings {
+                Some(findings) => format!(
+                    "{}\n\nA previous attempt did not pass: {}\nWhat that attempt was last told:\n{findings}",
+                    o.unit.description,
+                    o.reason.as_deref().unwrap_or("no reason recorded")
+                ),
+                None => format!(
+                    "{}\n\nA previous attempt did not pass: {}",
+                    o.unit.description,
+                    o.reason.as_deref().unwrap_or("no reason recorded")
+                ),
+            },
             depends_on: o
                 .unit
                 .depends_on
@@ -1261,6 +1331,7 @@ mod tests {
             state,
             summary: String::new(),
             reason: Some("x".into()),
+            findings: None,
             interrupted: false,
         };
         let outcomes = vec![

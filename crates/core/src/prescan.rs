@@ -99,7 +99,58 @@ pub fn detect_commands(root: &Path) -> (Option<String>, Option<String>) {
     if has("pyproject.toml") || has("setup.py") || has("pytest.ini") || has("tox.ini") {
         return (None, Some("python3 -m pytest".into()));
     }
-    (None, None)
+    (None, ci_test_command(root))
+}
+
+/// Test invocations a CI file may run, as the start of a command.
+const CI_TEST_COMMANDS: &[&str] = &[
+    "cargo test",
+    "go test",
+    "npm test",
+    "npm run test",
+    "pnpm test",
+    "yarn test",
+    "pytest",
+    "python -m pytest",
+    "python3 -m pytest",
+    "python -m unittest",
+    "python3 -m unittest",
+    "make test",
+    "make check",
+    "tox",
+    "bundle exec rspec",
+    "mvn test",
+    "./gradlew test",
+    "ctest",
+];
+
+/// The first single-line test command in the repository's CI files (GitHub Actions `run:` steps,
+/// GitLab `script:` items), when the manifests said nothing: what the project's own CI trusts.
+fn ci_test_command(root: &Path) -> Option<String> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join(".github/workflows"))
+        .map(|dir| {
+            dir.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.push(root.join(".gitlab-ci.yml"));
+    files.iter().find_map(|path| {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines().find_map(ci_line_command)
+    })
+}
+
+fn ci_line_command(line: &str) -> Option<String> {
+    let line = line.trim();
+    let line = line.strip_prefix("- ").unwrap_or(line).trim();
+    let command = line.strip_prefix("run:").unwrap_or(line).trim();
+    let command = command.trim_matches(|c| c == '"' || c == '\'');
+    CI_TEST_COMMANDS
+        .iter()
+        .any(|known| command == *known || command.starts_with(&format!("{known} ")))
+        .then(|| command.to_string())
 }
 
 fn node_commands(root: &Path) -> (Option<String>, Option<String>) {
@@ -192,6 +243,24 @@ impl PreScan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ci_workflow_names_the_test_command_when_no_manifest_does() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".github/workflows")).unwrap();
+        std::fs::write(
+            dir.path().join(".github/workflows/ci.yml"),
+            "jobs:\n  test:\n    steps:\n      - uses: actions/checkout@v4\n      - run: echo hi\n      - run: python3 -m unittest discover -v\n",
+        )
+        .unwrap();
+        assert_eq!(
+            detect_commands(dir.path()),
+            (None, Some("python3 -m unittest discover -v".into()))
+        );
+        let bare = tempfile::tempdir().unwrap();
+        std::fs::write(bare.path().join("notes.txt"), "x").unwrap();
+        assert_eq!(detect_commands(bare.path()), (None, None));
+    }
 
     #[test]
     fn finds_manifests_and_commands() {

@@ -65,6 +65,8 @@ pub struct Replay {
     /// The integrated commit each round's master review judged, where the log recorded it.
     pub master_reviewed_commits: BTreeMap<u32, String>,
     pub finished: Option<Outcome>,
+    /// Sealed although no command judged the work (`--no-verify`).
+    pub unverified: bool,
     /// Tokens used by every model call so far, across runs.
     pub usage: TokenUsage,
     pub usage_by_role: BTreeMap<Role, TokenUsage>,
@@ -216,7 +218,12 @@ impl Replay {
             } => {
                 self.rounds.insert(*round, (*passed, follow_up.clone()));
             }
-            Event::MissionFinished { outcome, .. } => self.finished = Some(*outcome),
+            Event::MissionFinished {
+                outcome, unverified, ..
+            } => {
+                self.finished = Some(*outcome);
+                self.unverified = *unverified;
+            }
             Event::ModelCall {
                 session, usage, role, ..
             } => {

@@ -142,6 +142,8 @@ fn submit_review_spec() -> ToolSpec {
 struct PlanHook {
     rt_bus: crate::events::EventBus,
     max_attempts: u32,
+    /// `limits.max_units`: a plan larger than the mission may hold is sent back.
+    max_units: usize,
     attempts: Mutex<u32>,
     plan: Mutex<Option<Vec<UnitSpec>>>,
 }
@@ -149,7 +151,15 @@ struct PlanHook {
 #[async_trait]
 impl SessionHooks for PlanHook {
     async fn call(&self, _name: &str, arguments: serde_json::Value, _slot: &mut Slot) -> HookResult {
-        match parse_plan(arguments) {
+        let parsed = parse_plan(arguments).and_then(|units| match units.len() {
+            n if n > self.max_units => Err(vec![format!(
+                "the plan has {n} units; this mission may hold {} in all (limits.max_units), spawned \
+                 sub-units and follow-ups included. Plan fewer, larger units.",
+                self.max_units
+            )]),
+            _ => Ok(units),
+        });
+        match parsed {
             Ok(units) => {
                 let count = units.len();
                 *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(units);
@@ -189,6 +199,7 @@ pub async fn plan(
     let hook = PlanHook {
         rt_bus: rt.bus.clone(),
         max_attempts: config.plan_attempts,
+        max_units: config.max_units,
         attempts: Mutex::new(0),
         plan: Mutex::new(None),
     };
@@ -304,6 +315,14 @@ pub async fn review_unit(
         .diff_since(base)
         .await
         .unwrap_or_else(|e| format!("(diff unavailable: {e})"));
+    // Called out, not left as a blank section a reviewer may read past.
+    let diff = if diff.trim().is_empty() {
+        "(EMPTY: this unit changed no file. Its worker answered that no change is needed. Pass only if \
+         the unit truly needs none — check the files yourself.)"
+            .to_string()
+    } else {
+        diff
+    };
     let first = format!(
         "# Objective of the mission\n{}\n\n# The unit under review: {} — {}\n{}\n\n# Evidence (run by the runtime)\n{}\n\n# Diff\n{}",
         mission.objective,

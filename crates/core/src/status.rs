@@ -22,6 +22,9 @@ pub struct StatusReport {
     pub phase: Option<Phase>,
     pub round: u32,
     pub outcome: Option<Outcome>,
+    /// Sealed although no build, lint or test command judged the work (`--no-verify`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
     pub base_commit: String,
     pub integration_branch: String,
     pub units: Vec<UnitStatus>,
@@ -113,6 +116,7 @@ pub fn status(root: &Path) -> Result<StatusReport> {
         phase: replay.phase,
         round: replay.round,
         outcome: replay.finished,
+        unverified: replay.unverified,
         base_commit: record.base_commit,
         integration_branch: record.integration_branch,
         units,

@@ -99,6 +99,9 @@ pub struct UnitOutcome {
     /// The worker's own summary.
     pub summary: String,
     pub reason: Option<String>,
+    /// What the last attempt of a failed unit was told (verification output, review issues): the
+    /// next round's retry starts from it.
+    pub findings: Option<String>,
     /// Stopped by a cancel: not an ending, the unit continues on `resume`.
     pub interrupted: bool,
 }
@@ -141,6 +144,7 @@ impl UnitOutcome {
             state: UnitState::Failed,
             summary: String::new(),
             reason: Some("interrupted".into()),
+            findings: None,
             interrupted: true,
         }
     }
@@ -170,6 +174,7 @@ pub fn run_dag(
                         reason: (record.state != UnitState::Passed)
                             .then(|| record.detail.clone())
                             .flatten(),
+                        findings: None,
                         interrupted: false,
                     };
                     done.insert(unit.id.clone(), outcome);
@@ -194,6 +199,7 @@ pub fn run_dag(
                     state: UnitState::Skipped,
                     summary: String::new(),
                     reason: Some(reason),
+                    findings: None,
                     interrupted: false,
                 };
                 done.insert(outcome.unit.id.clone(), outcome);
@@ -393,6 +399,7 @@ impl UnitRun {
             state: UnitState::Failed,
             summary,
             reason: Some(reason.into()),
+            findings: None,
             interrupted: self.mission.rt.cancel.is_cancelled(),
         }
     }
@@ -567,6 +574,7 @@ impl UnitRun {
                     state: UnitState::Passed,
                     summary,
                     reason: None,
+                    findings: None,
                     interrupted: false,
                 }
             }
@@ -616,7 +624,7 @@ impl UnitRun {
         let attempts = mission.config.unit_attempts;
         let first = resume.as_ref().map(|r| r.attempt.max(1)).unwrap_or(1);
         let known_reviews = resume.map(|r| r.reviews).unwrap_or_default();
-        let mut last_problem = String::new();
+        let mut last_feedback = String::new();
         for attempt in first..=attempts {
             self.state(UnitState::Running, attempt, None);
             let end = session.run(rt, &hooks, slot).await;
@@ -627,7 +635,22 @@ impl UnitRun {
                 .map_err(|e| fail(format!("could not create the unit's worktree: {e}")))?;
             let summary = match end {
                 SessionEnd::Answered(text) => text,
-                SessionEnd::TurnLimit => "(the worker reached its turn limit)".into(),
+                // Half-done work is not reviewed: the attempt fails, and the next one continues it.
+                SessionEnd::TurnLimit => {
+                    last_feedback = self.attempt_failed(
+                        attempt,
+                        format!(
+                            "Attempt {attempt} ran out of turns ({} model turns) before you answered; \
+                             nothing was verified or reviewed. Continue where you stopped, finish the \
+                             unit with fewer, larger steps, then answer with a short summary.",
+                            mission.config.role(Role::Worker).max_turns
+                        ),
+                    );
+                    if attempt < attempts {
+                        session.push_user(last_feedback.clone());
+                    }
+                    continue;
+                }
                 SessionEnd::Finished => String::new(),
                 SessionEnd::Cancelled => return Err(Box::new(UnitOutcome::interrupted(&self.unit))),
                 // Not the unit's fault: it continues when the mission is resumed with more budget.
@@ -646,6 +669,15 @@ impl UnitRun {
                 .head()
                 .await
                 .map_err(|e| fail(format!("could not read the worker's commit: {e}")))?;
+            // A claim of work with nothing to show is not passed on silently (a failed `write`
+            // followed by "Wrote x." looks like this): the worker hears what the runtime saw.
+            if self.changed_nothing(base, &verified).await && !claims_no_change(&summary) {
+                last_feedback = self.attempt_failed(attempt, no_change_feedback(&session));
+                if attempt < attempts {
+                    session.push_user(last_feedback.clone());
+                }
+                continue;
+            }
             match self
                 .check(
                     slot,
@@ -664,16 +696,46 @@ impl UnitRun {
                     })
                 }
                 Some(feedback) => {
-                    last_problem = feedback.lines().next().unwrap_or_default().to_string();
+                    last_feedback = feedback;
                     if attempt < attempts {
-                        session.push_user(feedback);
+                        session.push_user(last_feedback.clone());
                     }
                 }
             }
         }
-        Err(fail(format!(
-            "did not pass after {attempts} attempt(s): {last_problem}"
-        )))
+        let first_line = last_feedback.lines().next().unwrap_or_default();
+        let mut outcome = self.failed(
+            format!("did not pass after {attempts} attempt(s): {first_line}"),
+            String::new(),
+        );
+        // The next round's retry starts from what the last attempt was told, not from scratch.
+        outcome.findings = Some(crate::roles::cut(&last_feedback, FINDINGS_CHARS));
+        Err(Box::new(outcome))
+    }
+
+    /// Records an attempt that ended before review (out of turns, or nothing changed) and returns
+    /// the feedback for the worker.
+    fn attempt_failed(&self, attempt: u32, feedback: String) -> String {
+        self.mission.rt.bus.emit(Event::Notice {
+            message: format!(
+                "{}: attempt {attempt} failed before review: {}",
+                self.unit.id,
+                feedback.lines().next().unwrap_or_default()
+            ),
+        });
+        feedback
+    }
+
+    /// Whether the unit's commit has the same tree as its base: the worker changed no file.
+    async fn changed_nothing(&self, base: &str, commit: &str) -> bool {
+        let repo = &self.mission.repo;
+        match (
+            repo.rev_parse(&format!("{base}^{{tree}}")).await,
+            repo.rev_parse(&format!("{commit}^{{tree}}")).await,
+        ) {
+            (Ok(before), Ok(after)) => before == after,
+            _ => false,
+        }
     }
 
     /// Verification then review. `None` when the unit passed; otherwise the feedback for the worker.
@@ -857,6 +919,38 @@ fn spawn_spec() -> ToolSpec {
     }
 }
 
+/// How much of the last attempt's findings a failed unit carries into the next round's retry.
+const FINDINGS_CHARS: usize = 6_000;
+
+/// The answer a worker gives when its unit truly needs no change (it is told this when its attempt
+/// changed nothing).
+const NO_CHANGE: &str = "NO CHANGE NEEDED";
+
+fn claims_no_change(summary: &str) -> bool {
+    summary.trim_start().to_ascii_uppercase().starts_with(NO_CHANGE)
+}
+
+/// What the runtime saw of an attempt that changed nothing, with the last failed tool call if any.
+fn no_change_feedback(session: &Session) -> String {
+    let failed = session.messages.iter().rev().find_map(|m| match m {
+        orchestrator_model::Message::Tool {
+            content,
+            is_error: true,
+            ..
+        } => Some(content.lines().next().unwrap_or_default().to_string()),
+        _ => None,
+    });
+    let failed = failed
+        .map(|e| format!(" Your last failed tool call said: {}", crate::roles::cut(&e, 300)))
+        .unwrap_or_default();
+    format!(
+        "The runtime sees no change: after this attempt your worktree is exactly as the unit started \
+         (an empty diff), whatever your answer said.{failed}\n\
+         Make the change the unit asks for (check that your tool calls succeeded), then answer. If the \
+         unit truly needs no change, answer with a line that starts with `{NO_CHANGE}:` and why."
+    )
+}
+
 /// The worker's orchestration tool: `spawn`.
 struct WorkerHooks {
     mission: Arc<Mission>,
@@ -881,7 +975,10 @@ impl SessionHooks for WorkerHooks {
                 )))
             }
         };
-        if let Some(refusal) = self.over_budget(children.len()) {
+        if let Some(refusal) = self
+            .over_unit_cap(&children)
+            .or_else(|| self.over_budget(children.len()))
+        {
             return HookResult::Continue(error_output(refusal));
         }
         HookResult::Continue(self.spawn(children, slot).await)
@@ -905,6 +1002,22 @@ impl SessionHooks for WorkerHooks {
 const DEFAULT_UNIT_TOKENS: u64 = 30_000;
 
 impl WorkerHooks {
+    /// A spawn that would take the mission past `limits.max_units` is refused, with the numbers: a
+    /// model that spawns without end stops here, not at thousands of queued units.
+    fn over_unit_cap(&self, children: &[UnitSpec]) -> Option<String> {
+        // A resumed parent repeating its spawn adds nothing new.
+        let known = &self.mission.replay.units;
+        let children = children.iter().filter(|c| !known.contains_key(&c.id)).count();
+        let cap = self.mission.config.max_units;
+        let held = self.mission.units_known();
+        (held + children > cap).then(|| {
+            format!(
+                "spawn refused: the mission holds {held} units and may hold {cap} in all (limits.max_units); \
+                 {children} more would pass that. Build the unit yourself, or spawn fewer."
+            )
+        })
+    }
+
     /// A spawn that would likely exceed the mission's remaining budget is refused, with the numbers.
     fn over_budget(&self, children: usize) -> Option<String> {
         let mission = &self.mission;
@@ -1224,6 +1337,7 @@ mod tests {
                 state: UnitState::Failed,
                 summary: String::new(),
                 reason: None,
+                findings: None,
                 interrupted: false,
             },
         );
@@ -1234,6 +1348,7 @@ mod tests {
                 state: UnitState::Passed,
                 summary: String::new(),
                 reason: None,
+                findings: None,
                 interrupted: false,
             },
         );

@@ -21,6 +21,8 @@ const KEPT_OUTPUT_BYTES: usize = TAIL_CHARS * 4;
 /// so this is separate from the cap on model sessions).
 pub struct Verifier {
     pub build: Option<String>,
+    /// Static analysis, run after the build and before the tests.
+    pub lint: Option<String>,
     pub test: Option<String>,
     pub timeout: Duration,
     pub permits: Semaphore,
@@ -33,6 +35,24 @@ pub struct Verifier {
 pub type Restore = crate::session::ToolsReady;
 
 impl Verifier {
+    /// Whether any command judges the work (without one, only reviews do: `--no-verify`).
+    pub fn has_commands(&self) -> bool {
+        self.build.is_some() || self.lint.is_some() || self.test.is_some()
+    }
+
+    /// The commands in words, for the notice at the start of a mission.
+    pub fn describe_commands(&self) -> String {
+        let named: Vec<String> = [("build", &self.build), ("lint", &self.lint), ("test", &self.test)]
+            .into_iter()
+            .filter_map(|(kind, command)| Some(format!("{kind} `{}`", command.as_ref()?)))
+            .collect();
+        if named.is_empty() {
+            "no build, lint or test command judges the work (--no-verify): reviews alone do".into()
+        } else {
+            format!("the work is judged by: {}", named.join(", "))
+        }
+    }
+
     /// Runs build then test in `worktree`; stops at the first failure. Empty when nothing is configured.
     /// Afterwards the worktree is as the tested commit left it (see below).
     pub async fn verify(
@@ -55,10 +75,11 @@ impl Verifier {
         worktree: &Worktree,
         cancel: &CancellationToken,
     ) -> Result<(Vec<Evidence>, Option<Restore>), String> {
-        let commands: Vec<(&str, &String)> = [("build", &self.build), ("test", &self.test)]
-            .into_iter()
-            .filter_map(|(kind, command)| Some((kind, command.as_ref()?)))
-            .collect();
+        let commands: Vec<(&str, &String)> =
+            [("build", &self.build), ("lint", &self.lint), ("test", &self.test)]
+                .into_iter()
+                .filter_map(|(kind, command)| Some((kind, command.as_ref()?)))
+                .collect();
         if commands.is_empty() {
             return Ok((Vec::new(), None));
         }
@@ -356,6 +377,7 @@ mod tests {
             .unwrap();
         let verifier = Verifier {
             build: Some("echo junk > junk.txt; echo changed > README".into()),
+            lint: None,
             test: Some("test -f junk.txt".into()),
             timeout: Duration::from_secs(30),
             permits: Semaphore::new(1),
@@ -379,6 +401,7 @@ mod tests {
         // Nothing configured: nothing run, no git either.
         let idle = Verifier {
             build: None,
+            lint: None,
             test: None,
             timeout: Duration::from_secs(1),
             permits: Semaphore::new(1),

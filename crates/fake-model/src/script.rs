@@ -10,6 +10,7 @@
 //! - `BADJSON` — make the first tool call with arguments that are not valid JSON.
 //! - `BASH <command>` — run the command with the `bash` tool (before the files), as a hostile model
 //!   would try an escape.
+//! - `ANSWER <text>` — the worker's final answer, instead of "Done: wrote …".
 //! - `BIGFILE <path> <chars>` — write a file of that many filler characters (long conversations
 //!   from short descriptions, to exercise context compaction).
 //!
@@ -375,9 +376,18 @@ fn worker(request: &SeenRequest) -> Reply {
             text: String::new(),
             calls: vec![(name, arguments)],
         },
-        // What a model would say, not the directive text (whose `\n` escapes read badly in progress lines).
-        None if paths.is_empty() => Reply::Text("Done.".into()),
-        None => Reply::Text(format!("Done: wrote {}.", paths.join(", "))),
+        None => match directives(&description, "ANSWER").first() {
+            Some(answer) => Reply::Text(answer.to_string()),
+            None => done_text(&paths),
+        },
+    }
+}
+
+/// What a model would say, not the directive text (whose `\n` escapes read badly in progress lines).
+fn done_text(paths: &[String]) -> Reply {
+    match paths {
+        [] => Reply::Text("Done.".into()),
+        _ => Reply::Text(format!("Done: wrote {}.", paths.join(", "))),
     }
 }
 

@@ -30,6 +30,11 @@ pub struct StartMissionParams {
     /// Start despite uncommitted changes (never touched). Only when the user asked for it.
     #[serde(default)]
     pub allow_dirty: Option<bool>,
+    /// Start although the repository has no build, lint or test command (none found or configured):
+    /// reviews alone judge the work and the outcome says "sealed without verification". Only when the
+    /// user accepted that; better, name the commands in the repository's orchestrator.toml `[verify]`.
+    #[serde(default)]
+    pub no_verify: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -76,6 +81,9 @@ impl StartMissionParams {
         }
         if self.allow_dirty == Some(true) {
             args.push("--allow-dirty".into());
+        }
+        if self.no_verify == Some(true) {
+            args.push("--no-verify".into());
         }
         args.push("--".into());
         args.push(self.objective.clone().into());

@@ -209,6 +209,9 @@ pub fn result_words(result: &MissionResult, report: &StatusReport) -> String {
     };
     let mut out = String::new();
     let headline = match outcome {
+        Outcome::Sealed if report.unverified => {
+            "sealed without verification: integrated, judged by reviews only (--no-verify)"
+        }
         Outcome::Sealed => "sealed: verified and integrated",
         Outcome::Unsealed => "finished without being sealed",
         Outcome::Interrupted => "interrupted (resumable with `orchestrator resume`)",

@@ -215,6 +215,9 @@ pub enum Event {
         usage: TokenUsage,
         /// The commit holding the integrated result.
         result_commit: Option<String>,
+        /// Sealed although no build, lint or test command judged the work (`--no-verify`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unverified: bool,
     },
 }
 

@@ -49,6 +49,7 @@ fn outcome_line(view: &MissionView) -> String {
         .map(|s| format!(" {}", inline(first_line(s.trim()))))
         .unwrap_or_default();
     match view.outcome {
+        Some(Outcome::Sealed) if view.unverified => format!("**Sealed without verification.**{summary}"),
         Some(Outcome::Sealed) => format!("**Sealed.**{summary}"),
         Some(Outcome::Unsealed) => format!("**Not sealed.**{summary}"),
         Some(Outcome::Interrupted) => {
@@ -186,6 +187,7 @@ mod tests {
                 summary: summary.into(),
                 usage: TokenUsage::default(),
                 result_commit: None,
+                unverified: false,
             };
         }
         MissionView::from_events(&events)

@@ -40,6 +40,9 @@ pub struct StartRequest {
     pub budget_tokens: Option<u64>,
     #[serde(default)]
     pub allow_dirty: bool,
+    /// Start although no build, lint or test command would judge the work (`--no-verify`).
+    #[serde(default)]
+    pub no_verify: bool,
     /// Fast-forward the user's branch when sealed (default true).
     #[serde(default = "yes")]
     pub apply: bool,
@@ -120,6 +123,7 @@ impl StartRequest {
             opencode_url: None,
             // The server's missions are confined as the repository's config says; no per-request opt-out.
             sandbox: None,
+            no_verify: self.no_verify.then_some(true),
         }
     }
 }

@@ -103,6 +103,7 @@ fn send_mission(tx: &mpsc::UnboundedSender<Arc<EventEnvelope>>) {
             summary: "sealed".into(),
             usage: TokenUsage::default(),
             result_commit: None,
+            unverified: false,
         },
     ];
     for (seq, event) in events.into_iter().enumerate() {

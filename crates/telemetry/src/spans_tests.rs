@@ -222,6 +222,7 @@ fn mission() -> Script {
             summary: "1 unit failed\nmore detail".into(),
             usage: usage(1_650, 215),
             result_commit: None,
+            unverified: false,
         },
     );
     s
@@ -419,6 +420,7 @@ fn a_resumed_run_continues_the_missions_trace_without_duplicate_phases() {
                 summary: "interrupted".into(),
                 usage: TokenUsage::default(),
                 result_commit: None,
+                unverified: false,
             },
         );
     let spans = resumed.spans(None);

@@ -371,6 +371,7 @@ pub fn sealed_mission() -> Vec<EventEnvelope> {
             summary: "sealed: 5 units merged, stage 2 passed".into(),
             usage: TokenUsage::default(),
             result_commit: Some("9999999999aaaaaaaaaabbbbbbbbbbcccccccccc".into()),
+            unverified: false,
         },
     );
     log.events

@@ -37,6 +37,8 @@ pub struct MissionView {
     pub last_event_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: Option<Outcome>,
+    /// Sealed although no build, lint or test command judged the work (`--no-verify`).
+    pub unverified: bool,
     pub summary: Option<String>,
     pub result_commit: Option<String>,
     /// Whether the dispatch of new units is paused.
@@ -302,9 +304,11 @@ impl MissionView {
                 outcome,
                 summary,
                 result_commit,
+                unverified,
                 ..
             } => {
                 self.outcome = Some(*outcome);
+                self.unverified = *unverified;
                 self.summary = Some(summary.clone());
                 self.result_commit = result_commit.clone();
                 self.finished_at = Some(at);

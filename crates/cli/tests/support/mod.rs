@@ -11,12 +11,23 @@ use orchestrator_fake_model::{FakeOptions, FakeServer, SeenMessage, SeenRequest}
 pub const MODEL: &str = "fake-model-1";
 
 /// A throwaway git repository with one commit on `main`.
+/// The config of a test repository: a test command that always passes.
+pub const DEFAULT_CONFIG: &str = "[verify]\ntest = \"true\"\n";
+
 pub struct TestRepo {
     dir: tempfile::TempDir,
     home: tempfile::TempDir,
 }
 
 impl TestRepo {
+    /// A repository with no build, lint or test command anywhere.
+    pub fn bare(files: &[(&str, &str)]) -> Self {
+        let repo = TestRepo::new(files);
+        repo.git(&["rm", "-q", "orchestrator.toml"]);
+        repo.git(&["commit", "-q", "-m", "no config"]);
+        repo
+    }
+
     pub fn new(files: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = tempfile::tempdir().expect("tempdir");
@@ -24,8 +35,15 @@ impl TestRepo {
         repo.git(&["init", "-q", "-b", "main"]);
         repo.git(&["config", "user.email", "dev@example.com"]);
         repo.git(&["config", "user.name", "Dev"]);
+        // A mission needs a command to judge the work: a trivial test, unless the test's own config
+        // has a `[verify]` section (`TestRepo::bare` is a repository with none).
+        repo.write("orchestrator.toml", DEFAULT_CONFIG);
         for (path, content) in files {
-            repo.write(path, content);
+            if *path == "orchestrator.toml" && !content.contains("[verify]") {
+                repo.write(path, &format!("{content}\n{DEFAULT_CONFIG}"));
+            } else {
+                repo.write(path, content);
+            }
         }
         repo.write("README.md", "# test project\n");
         repo.git(&["add", "-A"]);
