@@ -315,7 +315,11 @@ where
             let (repo, cancel) = (repo.to_path_buf(), cancel.clone());
             tokio::spawn(async move { terminal::show(events, &repo, control, cancel).await })
         }
-        Output::Json | Output::Plain => tokio::spawn(progress::render(events, json)),
+        Output::Json => tokio::spawn(progress::render(events, true)),
+        Output::Plain => {
+            let repo = repo.to_path_buf();
+            tokio::spawn(async move { progress::render_plain(events, &repo).await })
+        }
     };
     watch_signals(cancel.clone());
     let result = start(bus.clone(), cancel).await;

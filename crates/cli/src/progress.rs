@@ -14,6 +14,24 @@ pub async fn render(events: UnboundedReceiver<Arc<EventEnvelope>>, json: bool) {
     print(View::new(), events, json, None).await
 }
 
+/// Progress lines for a mission that may have run before (`resume`): what the store holds from
+/// earlier runs is folded in silently first, so "units 3/5 done" counts the whole mission.
+pub async fn render_plain(mut events: UnboundedReceiver<Arc<EventEnvelope>>, repo: &std::path::Path) {
+    let Some(first) = events.recv().await else { return };
+    let mut view = View::new();
+    // A new mission has nothing stored before its first event.
+    for earlier in crate::terminal::stored_events(repo, &first.mission)
+        .iter()
+        .filter(|e| e.seq < first.seq)
+    {
+        view.apply(&earlier.event);
+    }
+    if let Some(line) = view.apply(&first.event) {
+        eprintln!("[{}] {line}", view.elapsed());
+    }
+    print(view, events, false, None).await
+}
+
 /// Progress lines that take over from the terminal view: `history` (the mission so far, from the store)
 /// is folded in silently so the totals are right, then events after it print as usual.
 pub async fn follow(

@@ -78,7 +78,7 @@ pub async fn show(
 
 /// The mission's events so far, for a view opened after its start (`resume`) or progress lines that take
 /// over from the view. Without the store, the view starts from the live events alone.
-fn stored_events(repo: &Path, mission: &str) -> Vec<EventEnvelope> {
+pub(crate) fn stored_events(repo: &Path, mission: &str) -> Vec<EventEnvelope> {
     let store = match orchestrator_core::open_store_in(repo) {
         Ok(store) => store,
         Err(e) => {

@@ -417,3 +417,21 @@ async fn the_api_key_never_reaches_the_store() {
         }
     }
 }
+
+/// After a resume, progress lines count the whole mission (units merged before the kill included),
+/// not only what this run touches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_after_resume_counts_the_whole_mission() {
+    let repo = TestRepo::new(&[]);
+    let when = |r: &SeenRequest| role_of(r) == "reviewer" && unit_of(r).as_deref() == Some("c");
+    let (server, _) = crash_then_resume(Box::new(when), script(), &repo).await;
+    let done = Run::cmd(&["resume", "--plain"]).openai(&server).run(&repo).await;
+    done.assert_code(0);
+    let last = done
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" · units "))
+        .last()
+        .unwrap_or_default();
+    assert!(last.contains("units 3/3 done"), "{}", done.stderr);
+}

@@ -219,6 +219,34 @@ pub struct TodoEntry {
     pub note: Option<String>,
 }
 
+/// The units in reading order: each one right under its parent (a spawned unit's id is its parent's
+/// id and `.n`), siblings in the order they appeared. The order of appearance alone would put a
+/// grandchild spawned late under whichever unit was listed last.
+fn tree_order<'a>(entries: &BTreeMap<String, TodoEntry>, order: &'a [String]) -> Vec<&'a str> {
+    fn parent_of<'s>(id: &'s str, entries: &BTreeMap<String, TodoEntry>) -> Option<&'s str> {
+        id.rsplit_once('.')
+            .map(|(parent, _)| parent)
+            .filter(|parent| entries.contains_key(*parent))
+    }
+    let mut children: BTreeMap<&str, Vec<&'a str>> = BTreeMap::new();
+    let mut roots = Vec::new();
+    for id in order {
+        match parent_of(id, entries) {
+            Some(parent) => children.entry(parent).or_default().push(id),
+            None => roots.push(id.as_str()),
+        }
+    }
+    let mut listed = Vec::with_capacity(order.len());
+    let mut stack: Vec<&str> = roots.into_iter().rev().collect();
+    while let Some(id) = stack.pop() {
+        listed.push(id);
+        if let Some(kids) = children.get(id) {
+            stack.extend(kids.iter().rev());
+        }
+    }
+    listed
+}
+
 pub fn render_todo(
     objective: &str,
     mission: &str,
@@ -227,7 +255,7 @@ pub fn render_todo(
 ) -> String {
     let mut out = format!("# Mission {mission}\n\n> {}\n", objective.replace('\n', "\n> "));
     let mut round = 0;
-    for id in order {
+    for id in tree_order(entries, order) {
         let Some(entry) = entries.get(id) else { continue };
         if entry.round != round {
             round = entry.round;
@@ -265,6 +293,36 @@ pub fn render_todo(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_todo_lists_every_unit_under_its_parent() {
+        let entry = |id: &str| {
+            (
+                id.to_string(),
+                TodoEntry {
+                    unit: UnitSpec {
+                        id: id.into(),
+                        title: id.into(),
+                        description: String::new(),
+                        depends_on: Vec::new(),
+                        files: Vec::new(),
+                    },
+                    round: 1,
+                    state: UnitState::Queued,
+                    note: None,
+                },
+            )
+        };
+        // Spawn order: a's children, then b's, then a grandchild under a.1 last.
+        let order: Vec<String> = ["a", "b", "a.1", "a.2", "b.1", "a.1.1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let entries: BTreeMap<String, TodoEntry> = order.iter().map(|id| entry(id)).collect();
+        let text = render_todo("o", "m", &entries, &order);
+        let ids: Vec<&str> = text.lines().filter_map(|l| l.split('`').nth(1)).collect();
+        assert_eq!(ids, ["a", "a.1", "a.1.1", "a.2", "b", "b.1"], "{text}");
+    }
 
     #[test]
     fn accepts_a_valid_plan() {

@@ -158,6 +158,11 @@ impl Replay {
                 record.sandbox = sandbox.clone();
             }
             // Turns and usage come from the model calls, which also count earlier runs of a resumed session.
+            Event::Compacted { session, .. } => {
+                if let Some(record) = self.sessions.get_mut(session) {
+                    record.compactions += 1;
+                }
+            }
             Event::SessionFinished { session, .. } => {
                 if let Some(record) = self.sessions.get_mut(session) {
                     record.active = false;
@@ -276,6 +281,39 @@ mod tests {
             mission: "m".into(),
             event,
         }
+    }
+
+    #[test]
+    fn compactions_are_counted_per_session() {
+        let events = vec![
+            env(
+                1,
+                Event::SessionStarted {
+                    session: "w".into(),
+                    role: Role::Worker,
+                    unit: None,
+                    model: "m".into(),
+                    sandbox: None,
+                },
+            ),
+            env(
+                2,
+                Event::Compacted {
+                    session: "w".into(),
+                    before_tokens: 900,
+                    after_tokens: 100,
+                },
+            ),
+            env(
+                3,
+                Event::Compacted {
+                    session: "w".into(),
+                    before_tokens: 900,
+                    after_tokens: 100,
+                },
+            ),
+        ];
+        assert_eq!(Replay::from_events(&events).sessions["w"].compactions, 2);
     }
 
     #[test]

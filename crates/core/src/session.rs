@@ -284,6 +284,61 @@ fn sanitize(id: &str) -> String {
 const MAX_CORRECTIONS: u32 = 3;
 
 /// Tools whose calls are safe to run again when their result was lost in a crash.
+/// The largest arguments one tool call may carry. Bigger files are written in parts or generated.
+pub(crate) const MAX_TOOL_ARGUMENT_BYTES: usize = 1024 * 1024;
+/// Tool-call arguments up to this size stay in the history verbatim.
+const HISTORY_ARGUMENT_BYTES: usize = 8 * 1024;
+/// In longer arguments, string values longer than this are replaced in the history.
+const HISTORY_STRING_CHARS: usize = 2 * 1024;
+/// Starts the text that stands in the history for an argument value left out of it.
+const OMITTED: &str = "[omitted from the history:";
+
+fn oversized_arguments(call: &ToolCall) -> String {
+    format!(
+        "Not run: the arguments of this `{}` call are {} bytes; one call may carry at most {} bytes. \
+         Write big files in parts (several smaller files, or a first part and then `edit` calls), or \
+         generate repetitive content with a command.",
+        call.name,
+        call.arguments.len(),
+        MAX_TOOL_ARGUMENT_BYTES
+    )
+}
+
+/// A tool call as the history keeps it: big string values (a file's content, a heredoc) replaced
+/// by a note of their size. Small calls, and calls whose arguments are not JSON, are kept whole
+/// up to the size limit (bigger ones are not run anyway).
+fn slim_for_history(call: &ToolCall) -> ToolCall {
+    if call.arguments.len() <= HISTORY_ARGUMENT_BYTES {
+        return call.clone();
+    }
+    let arguments = match serde_json::from_str::<serde_json::Value>(&call.arguments) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            for value in fields.values_mut() {
+                if let serde_json::Value::String(text) = value {
+                    let chars = text.chars().count();
+                    if chars > HISTORY_STRING_CHARS {
+                        let head: String = text.chars().take(200).collect();
+                        *text = format!("{OMITTED} {chars} characters, beginning: {head}…]");
+                    }
+                }
+            }
+            serde_json::Value::Object(fields).to_string()
+        }
+        _ => serde_json::json!({
+            "_omitted": format!("{OMITTED} {} bytes of arguments that are not a JSON object]", call.arguments.len())
+        })
+        .to_string(),
+    };
+    ToolCall {
+        arguments,
+        ..call.clone()
+    }
+}
+
+fn was_slimmed(call: &ToolCall) -> bool {
+    call.arguments.contains(OMITTED)
+}
+
 const REPEATABLE: &[&str] = &[
     "read",
     "list",
@@ -479,9 +534,19 @@ impl Session {
                 }
                 Err(e) => return SessionEnd::ModelFailed(e.to_string()),
             };
+            // The calls run with their arguments in full; the history keeps big ones short, so a
+            // 50 MB `write` is not resent with every later turn (nor stored in the transcript).
             self.push(Message::Assistant {
                 content: reply.content.clone(),
-                tool_calls: reply.tool_calls.clone(),
+                tool_calls: reply
+                    .tool_calls
+                    .iter()
+                    .map(|c| match self.extra.contains(&c.name) {
+                        // Plans, reviews and spawns are delivered again from the history on resume.
+                        true => c.clone(),
+                        false => slim_for_history(c),
+                    })
+                    .collect(),
             });
             if reply.tool_calls.is_empty() {
                 let Some(correction) = self.correction_for(&reply) else {
@@ -755,7 +820,8 @@ impl Session {
                     finished |= ends;
                 }
                 Some(_) => {}
-                None if REPEATABLE.contains(&call.name.as_str()) => {
+                // Repeated only with its arguments whole: a slimmed history entry is not the call.
+                None if REPEATABLE.contains(&call.name.as_str()) && !was_slimmed(&call) => {
                     let (output, ends) = self.run_tool_call(rt, hooks, slot, &call).await;
                     finished |= ends;
                     let output = self.fit_output(rt, &call, output);
@@ -789,6 +855,10 @@ impl Session {
         slot: &mut Slot,
         call: &ToolCall,
     ) -> (ToolOutput, bool) {
+        if call.arguments.len() > MAX_TOOL_ARGUMENT_BYTES {
+            self.emit_tool(rt, &call.name, "arguments over the size limit".into(), false, 0);
+            return (error_output(oversized_arguments(call)), false);
+        }
         let arguments = match parse_arguments(&call.name, &call.arguments) {
             Ok(arguments) => arguments,
             Err(message) => {
@@ -856,6 +926,48 @@ pub fn ok_output(content: String) -> ToolOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call(name: &str, arguments: String) -> ToolCall {
+        ToolCall {
+            id: "c1".into(),
+            name: name.into(),
+            arguments,
+        }
+    }
+
+    #[test]
+    fn the_history_keeps_big_arguments_short_and_small_ones_whole() {
+        let small = call(
+            "write",
+            serde_json::json!({"path": "a", "content": "hi"}).to_string(),
+        );
+        assert_eq!(slim_for_history(&small), small);
+        assert!(!was_slimmed(&small));
+
+        let content = "y".repeat(50_000);
+        let big = call(
+            "write",
+            serde_json::json!({"path": "b.txt", "content": content}).to_string(),
+        );
+        let slim = slim_for_history(&big);
+        let value: serde_json::Value = serde_json::from_str(&slim.arguments).unwrap();
+        assert_eq!(value["path"], "b.txt", "short values stay");
+        let note = value["content"].as_str().unwrap();
+        assert!(
+            note.starts_with(OMITTED) && note.contains("50000 characters"),
+            "{note}"
+        );
+        assert!(slim.arguments.len() < 1_000);
+        assert!(was_slimmed(&slim), "a slimmed call is never repeated on resume");
+
+        let garbage = call("bash", format!("{{\"command\": \"{}", "z".repeat(20_000)));
+        let slim = slim_for_history(&garbage);
+        assert!(
+            slim.arguments.len() < 200 && was_slimmed(&slim),
+            "{}",
+            slim.arguments
+        );
+    }
 
     #[test]
     fn arguments_must_be_a_json_object() {

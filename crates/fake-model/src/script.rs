@@ -410,6 +410,17 @@ fn is_feedback(message: &SeenMessage) -> bool {
     matches!(message, SeenMessage::User { text } if text.starts_with("Stage 1 "))
 }
 
+/// The runtime keeps big tool-call arguments short in the history ("[omitted from the history: …]"):
+/// such a call to the same path is the one already made.
+fn slimmed_same_path(history: &str, path: Option<&str>) -> bool {
+    let Some(path) = path else { return false };
+    history.contains("[omitted from the history:")
+        && serde_json::from_str::<Value>(history)
+            .ok()
+            .and_then(|v| v.get("path").and_then(Value::as_str).map(|p| p == path))
+            .unwrap_or(false)
+}
+
 /// Whether the conversation after message `since` already holds this action.
 fn is_done(request: &SeenRequest, since: usize, action: &(String, String)) -> bool {
     let (name, arguments) = action;
@@ -418,7 +429,9 @@ fn is_done(request: &SeenRequest, since: usize, action: &(String, String)) -> bo
         .and_then(|v| v.get("path").and_then(Value::as_str).map(str::to_string));
     request.messages.iter().skip(since).any(|m| match m {
         SeenMessage::Assistant { tool_calls, .. } => tool_calls.iter().any(|c| {
-            let same_call = c.arguments == *arguments || same_json(&c.arguments, arguments);
+            let same_call = c.arguments == *arguments
+                || same_json(&c.arguments, arguments)
+                || slimmed_same_path(&c.arguments, path.as_deref());
             // One spawn per unit; and invalid arguments come back from the client as `{}`, so a
             // BADJSON call (no path) matches that.
             let spawned = name == "spawn";
@@ -522,7 +535,24 @@ fn first_actions(description: &str) -> Vec<(String, String)> {
             .into_iter()
             .filter_map(write_action),
     );
+    actions.extend(
+        directives(description, "BIGFILE")
+            .into_iter()
+            .filter_map(big_write_action),
+    );
     actions
+}
+
+/// `BIGFILE <path> <chars>`: a write of that many characters, in lines of 80.
+fn big_write_action(directive: &str) -> Option<(String, String)> {
+    let (path, chars) = directive.trim().split_once(' ')?;
+    let chars: usize = chars.trim().parse().ok()?;
+    let line = format!("{}\n", "x".repeat(79));
+    let content: String = line.chars().cycle().take(chars).collect();
+    Some((
+        "write".into(),
+        json!({"path": path.trim(), "content": content}).to_string(),
+    ))
 }
 
 /// One level of nesting comes off a child's description: ` ;; ` becomes a line break, ` ;;; ` becomes ` ;; `.
