@@ -430,8 +430,7 @@ async fn progress_after_resume_counts_the_whole_mission() {
     let last = done
         .stderr
         .lines()
-        .filter(|l| l.contains(" · units "))
-        .last()
+        .rfind(|l| l.contains(" · units "))
         .unwrap_or_default();
     assert!(last.contains("units 3/3 done"), "{}", done.stderr);
 }
