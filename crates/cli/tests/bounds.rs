@@ -54,3 +54,38 @@ async fn huge_arguments_are_refused_and_big_ones_stay_out_of_the_history() {
     let largest = largest_history_arguments(&server);
     assert!(largest < 4_000, "the history resent {largest} bytes of arguments");
 }
+
+/// A worker that "answers" with a call to a tool that does not exist is corrected (with the real
+/// tools), never taken as done; one that keeps at it fails its unit instead of passing review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_an_invented_tool_is_not_an_answer() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Multiply",
+            "FILE calc.py := def mul(a, b): return a * b\nANSWER {\"name\": \"mul\", \"arguments\": {\"a\": 2, \"b\": 3}}",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Multiply")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    let corrected = requests_of(&server, "worker").iter().any(|r| {
+        r.messages.iter().any(|m| {
+            matches!(m, SeenMessage::User { text } if text.starts_with("There is no tool `mul`") && text.contains("write"))
+        })
+    });
+    assert!(corrected, "the worker was told the real tools");
+    assert!(
+        requests_of(&server, "reviewer").is_empty(),
+        "the invented call never reached a review"
+    );
+}

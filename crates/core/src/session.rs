@@ -598,6 +598,25 @@ impl Session {
                     .into(),
             );
         }
+        // A reply that is a call to a tool that does not exist is a wrong call, never the session's
+        // answer. Only a reply that is a call: prose that quotes some JSON stays an answer.
+        let text = reply.content.trim_start();
+        let call_shaped = ["{", "[", "```", "<function", "<tool_call"]
+            .iter()
+            .any(|start| text.starts_with(start));
+        if !call_shaped {
+            return None;
+        }
+        let offered: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
+        let unknown = orchestrator_model::unknown_tool_names_in_text(&reply.content, &offered);
+        if let Some(name) = unknown.first() {
+            return Some(format!(
+                "There is no tool `{}`. The tools you can call are: {}. Call one of them, or answer with a \
+                 short summary (plain text, no tool-call JSON) when the work is done.",
+                crate::roles::cut(name, 80),
+                offered.join(", ")
+            ));
+        }
         None
     }
 

@@ -56,6 +56,26 @@ pub fn tool_calls_from_text(text: &str, offered: &[&str]) -> Vec<ToolCall> {
         .collect()
 }
 
+/// Names of tool-call-shaped objects in `text` that name no offered tool (`{"name": "mul",
+/// "arguments": {…}}` from a model that invented a tool): such a reply is a wrong call, not an answer.
+pub fn unknown_tool_names_in_text(text: &str, offered: &[&str]) -> Vec<String> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Vec::new();
+    }
+    let mut taken: Vec<(usize, usize)> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for (start, end, call) in mistral_calls(text).into_iter().chain(llama_function_calls(text)) {
+        taken.push((start, end));
+        names.push(call.name);
+    }
+    for (_, value) in json_values(text, &taken) {
+        names.extend(calls_in(&value).into_iter().map(|call| call.name));
+    }
+    names.retain(|name| offered_name(name, offered).is_none());
+    names.dedup();
+    names
+}
+
 /// A call as written, before its name is checked against the offered tools.
 #[derive(Debug)]
 struct Call {
@@ -248,6 +268,17 @@ fn named(name: &str, arguments: Value) -> Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invented_tools_are_named_and_ordinary_data_is_not() {
+        let offered = ["read", "write"];
+        let invented = r#"{"name": "mul", "arguments": {"a": 2, "b": 3}}"#;
+        assert_eq!(unknown_tool_names_in_text(invented, &offered), ["mul"]);
+        let real = r#"{"name": "write", "arguments": {"path": "a"}}"#;
+        assert!(unknown_tool_names_in_text(real, &offered).is_empty());
+        let package = r#"{"name": "my-app", "version": "1.0.0"}"#;
+        assert!(unknown_tool_names_in_text(package, &offered).is_empty());
+    }
 
     const OFFERED: [&str; 4] = ["read", "write", "list", "bash"];
 
