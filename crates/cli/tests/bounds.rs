@@ -89,3 +89,67 @@ async fn a_call_to_an_invented_tool_is_not_an_answer() {
         "the invented call never reached a review"
     );
 }
+
+/// Plays the script, but the worker of unit `a` calls `spawn` a second time once its first spawn
+/// came back, as a small model did (getting children with the same ids, merged again and again).
+struct SpawnTwice {
+    inner: orchestrator_fake_model::script::ScriptedMission,
+    again: std::sync::atomic::AtomicBool,
+}
+
+impl orchestrator_fake_model::Brain for SpawnTwice {
+    fn respond(&self, request: &orchestrator_fake_model::SeenRequest) -> orchestrator_fake_model::Reply {
+        use orchestrator_fake_model::script::{role_of, worker_unit};
+        let after_children = matches!(
+            request.last_message(),
+            Some(SeenMessage::Tool { content, .. }) if content.starts_with("Sub-tasks finished")
+        );
+        if role_of(request) == "worker"
+            && worker_unit(request).as_deref() == Some("a")
+            && after_children
+            && !self.again.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let tasks = serde_json::json!({"tasks": [{"title": "again", "description": "FILE x.txt := x"}]});
+            return orchestrator_fake_model::Reply::ToolCalls {
+                text: String::new(),
+                calls: vec![("spawn".into(), tasks.to_string())],
+            };
+        }
+        self.inner.respond(request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_splits_once() {
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Split",
+            "SPAWN part :: FILE p.txt := p\nFILE a.txt := a",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let brain = SpawnTwice {
+        inner: orchestrator_fake_model::script::ScriptedMission::new(script),
+        again: std::sync::atomic::AtomicBool::new(false),
+    };
+    let server = orchestrator_fake_model::FakeServer::start(brain, Default::default())
+        .await
+        .expect("fake server");
+    let done = Run::task("Split").arg("--json").openai(&server).run(&repo).await;
+    done.assert_code(0);
+    assert_eq!(
+        done.events_of("units_spawned").len(),
+        1,
+        "one split, no second set"
+    );
+    let refused = tool_results(&server)
+        .into_iter()
+        .any(|(name, output, _)| name == "spawn" && output.contains("already split itself into a.1"));
+    assert!(refused, "the second spawn was refused with what exists");
+    assert_eq!(repo.read("x.txt"), None);
+    assert_eq!(repo.read("p.txt").as_deref(), Some("p"));
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+}

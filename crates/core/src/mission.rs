@@ -218,6 +218,17 @@ impl Mission {
         self.note_todo(unit, round, state, detail);
     }
 
+    /// The units `parent` spawned (ids `parent.n`), in this run or an earlier one.
+    pub fn children_of(&self, parent: &str) -> Vec<String> {
+        let prefix = format!("{parent}.");
+        let book = self.todo.lock().unwrap_or_else(|p| p.into_inner());
+        book.order
+            .iter()
+            .filter(|id| id.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('.')))
+            .cloned()
+            .collect()
+    }
+
     /// How many units the mission holds so far: planned, spawned and follow-ups, of every round.
     pub fn units_known(&self) -> usize {
         self.todo.lock().unwrap_or_else(|p| p.into_inner()).entries.len()
@@ -754,9 +765,13 @@ async fn drive(id: &str, setup: &Setup, rt: Runtime, config: Config, replay: Rep
                 phase: Phase::Discovery,
                 round: 0,
             });
-            let scan = prescan::scan(base_tree.path());
+            let mut scan = prescan::scan(base_tree.path());
             let build = config.verify_build.clone().or(scan.build.clone());
             let test = config.verify_test.clone().or(scan.test.clone());
+            // The scouts and the mission context get the commands that will judge the work, not
+            // what the pre-scan guessed before the config was applied.
+            scan.build = build.clone();
+            scan.test = test.clone();
             rt.bus.emit(Event::PreScanFinished {
                 files: scan.file_count,
                 build: build.clone(),

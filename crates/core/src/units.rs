@@ -607,6 +607,7 @@ impl UnitRun {
             depth: self.depth,
             round: self.round,
             tree: tree.clone(),
+            spawned: std::sync::atomic::AtomicBool::new(false),
         };
         let mut session = Session::new(
             rt,
@@ -958,6 +959,8 @@ struct WorkerHooks {
     depth: u32,
     round: u32,
     tree: UnitTree,
+    /// Whether this session's unit has split itself already: a unit splits once.
+    spawned: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -975,6 +978,9 @@ impl SessionHooks for WorkerHooks {
                 )))
             }
         };
+        if let Some(refusal) = self.already_split(&children) {
+            return HookResult::Continue(error_output(refusal));
+        }
         if let Some(refusal) = self
             .over_unit_cap(&children)
             .or_else(|| self.over_budget(children.len()))
@@ -1002,6 +1008,27 @@ impl SessionHooks for WorkerHooks {
 const DEFAULT_UNIT_TOKENS: u64 = 30_000;
 
 impl WorkerHooks {
+    /// A unit splits once. A second `spawn` would get children numbered like the first ones (ids are
+    /// positions), so it is refused with what exists; a resumed parent repeating the spawn it made
+    /// before the restart (the same children) goes on as before.
+    fn already_split(&self, children: &[UnitSpec]) -> Option<String> {
+        let earlier = self.mission.children_of(&self.unit.id);
+        let repeat_after_resume = !self.spawned.load(std::sync::atomic::Ordering::SeqCst)
+            && children
+                .iter()
+                .all(|c| self.mission.replay.units.contains_key(&c.id));
+        if (earlier.is_empty() && !self.spawned.load(std::sync::atomic::Ordering::SeqCst))
+            || repeat_after_resume
+        {
+            return None;
+        }
+        Some(format!(
+            "spawn refused: this unit already split itself into {} (their results came back from that \
+             call). A unit splits once: build what is left yourself, in your worktree.",
+            earlier.join(", ")
+        ))
+    }
+
     /// A spawn that would take the mission past `limits.max_units` is refused, with the numbers: a
     /// model that spawns without end stops here, not at thousands of queued units.
     fn over_unit_cap(&self, children: &[UnitSpec]) -> Option<String> {
@@ -1074,6 +1101,7 @@ impl WorkerHooks {
         ));
         // A waiting parent gives its slot to the children, so waiting trees cannot deadlock the cap.
         slot.release();
+        self.spawned.store(true, std::sync::atomic::Ordering::SeqCst);
         let outcomes = run_dag(mission.clone(), children, self.depth + 1, target, self.round).await;
         if !slot.reacquire(&mission.rt.cancel).await {
             return error_output("spawn interrupted: the mission was cancelled".into());
