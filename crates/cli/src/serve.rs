@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 use orchestrator_server::{Server, ServerConfig};
 
+use crate::out::{self, errln};
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on (IP:PORT; port 0 picks a free one). Anything but loopback needs a token.
@@ -31,21 +33,21 @@ pub async fn run(args: ServeArgs) -> u8 {
     let otlp_endpoint = match orchestrator_telemetry::traces_endpoint(args.otlp_endpoint.as_deref(), &env) {
         Ok(url) => url,
         Err(e) => {
-            eprintln!("error: --otlp-endpoint: {e}");
+            errln!("error: --otlp-endpoint: {e}");
             return 2;
         }
     };
     let repos = match repo_roots(&args.repos).await {
         Ok(repos) => repos,
         Err(message) => {
-            eprintln!("error: {message}");
+            errln!("error: {message}");
             return 2;
         }
     };
     let listener = match orchestrator_server::bind(args.bind, token.as_deref()).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return 2;
         }
     };
@@ -60,7 +62,7 @@ pub async fn run(args: ServeArgs) -> u8 {
     match server.serve(listener, shutdown_signal()).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             1
         }
     }
@@ -83,16 +85,26 @@ async fn repo_roots(given: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 }
 
 /// The first line is the address, for people and for scripts that start the server on port 0.
+///
+/// Nothing here may stop the server: with stdout closed (`| head -1`) the lines are dropped and the
+/// server goes on serving, and stops on Ctrl-C or SIGTERM as ever.
 fn announce(addr: SocketAddr, with_token: bool, repos: &[PathBuf]) {
-    println!("orchestrator serve: listening on http://{addr}/");
+    let mut lines = vec![format!("orchestrator serve: listening on http://{addr}/")];
     if with_token {
-        println!("open http://{addr}/?token=<your token> once; the browser then keeps the token in a cookie");
-        println!("API clients send `Authorization: Bearer <your token>`");
+        lines.push(format!(
+            "open http://{addr}/?token=<your token> once; the browser then keeps the token in a cookie"
+        ));
+        lines.push("API clients send `Authorization: Bearer <your token>`".into());
     }
     for repo in repos {
-        println!("watching missions of {}", repo.display());
+        lines.push(format!("watching missions of {}", repo.display()));
     }
-    println!("Ctrl-C stops the server; missions it runs are cancelled cleanly and stay resumable");
+    lines.push("Ctrl-C stops the server; missions it runs are cancelled cleanly and stay resumable".into());
+    for line in lines {
+        if out::line(format_args!("{line}")).is_err() {
+            break;
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM starts a clean stop; a second Ctrl-C leaves at once.
@@ -108,7 +120,7 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
     }
-    eprintln!("\nstopping: cancelling running missions cleanly (Ctrl-C again to quit at once)…");
+    errln!("\nstopping: cancelling running missions cleanly (Ctrl-C again to quit at once)…");
     tokio::spawn(async {
         if tokio::signal::ctrl_c().await.is_ok() {
             std::process::exit(3);

@@ -108,7 +108,11 @@ impl Server {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(async move {
-            shutdown.await;
+            // The shutdown signal runs as a task of its own: should it panic (a message to a closed
+            // stderr, say), the stop still happens, instead of the server going on deaf to signals.
+            if let Err(e) = tokio::spawn(shutdown).await {
+                tracing::warn!("the shutdown signal failed ({e}); stopping anyway");
+            }
             let cancelled = registry.cancel_all();
             if cancelled > 0 {
                 tracing::info!("cancelling {cancelled} running mission(s)");
