@@ -36,7 +36,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         AppState {
-            auth: Arc::new(Auth::new(config.token, config.loopback_only)),
+            auth: Arc::new(Auth::new(config.token)),
             registry: Arc::new(Registry::new(config.repos).with_traces(config.otlp_endpoint)),
             closing: CancellationToken::new(),
         }

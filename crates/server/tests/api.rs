@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use orchestrator_core::{MissionStatus, STATE_DIR};
-use orchestrator_server::{check_exposure, Server, ServerConfig};
+use orchestrator_server::{Server, ServerConfig, Token};
 use orchestrator_store::{MissionRecord, Store};
 use orchestrator_view::fixture::{running_mission, sealed_mission, MISSION};
 use serde_json::{json, Value};
@@ -48,7 +48,16 @@ async fn call(router: &Router, request: Request<Body>) -> Reply {
     }
 }
 
+/// The token of every test server.
+const TOKEN: &str = "s3cret-token-of-the-tests";
+
+/// A request from a client that has the token, as every one must.
 fn request(method: Method, uri: &str) -> axum::http::request::Builder {
+    bare_request(method, uri).header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+}
+
+/// A request without the token.
+fn bare_request(method: Method, uri: &str) -> axum::http::request::Builder {
     Request::builder()
         .method(method)
         .uri(uri)
@@ -150,14 +159,16 @@ impl Repo {
     }
 }
 
-fn server(repos: Vec<PathBuf>) -> Router {
-    Server::new(ServerConfig {
-        token: None,
+fn config(repos: Vec<PathBuf>) -> ServerConfig {
+    ServerConfig {
+        token: Token::new(TOKEN).expect("a strong token"),
         repos,
-        loopback_only: true,
         otlp_endpoint: None,
-    })
-    .router()
+    }
+}
+
+fn server(repos: Vec<PathBuf>) -> Router {
+    Server::new(config(repos)).router()
 }
 
 fn sealed_repo() -> (Repo, Router) {
@@ -477,37 +488,21 @@ fn no_state_dir(path: &Path) -> bool {
     !path.join(STATE_DIR).exists()
 }
 
-#[tokio::test]
-async fn unknown_endpoints_and_methods_answer_in_json() {
-    let router = server(Vec::new());
-    let reply = get(&router, "/api/nothing").await;
-    reply.assert(StatusCode::NOT_FOUND);
-    assert!(reply.error().contains("GET /api/nothing"), "{}", reply.error());
-    let reply = call(
-        &router,
-        request(Method::DELETE, "/api/missions")
+/// GET without the token.
+async fn get_bare(router: &Router, uri: &str) -> Reply {
+    call(
+        router,
+        bare_request(Method::GET, uri)
             .body(Body::empty())
             .expect("request"),
     )
-    .await;
-    reply.assert(StatusCode::METHOD_NOT_ALLOWED);
-    assert!(reply.error().contains("DELETE"), "{}", reply.error());
-}
-
-fn guarded(token: &str) -> Router {
-    Server::new(ServerConfig {
-        token: Some(token.into()),
-        repos: Vec::new(),
-        loopback_only: false,
-        otlp_endpoint: None,
-    })
-    .router()
+    .await
 }
 
 #[tokio::test]
-async fn with_a_token_every_api_request_needs_it() {
-    let router = guarded("s3cret-token");
-    let reply = get(&router, "/api/missions").await;
+async fn every_api_request_needs_the_token() {
+    let router = server(Vec::new());
+    let reply = get_bare(&router, "/api/missions").await;
     reply.assert(StatusCode::UNAUTHORIZED);
     assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
     assert!(
@@ -521,7 +516,7 @@ async fn with_a_token_every_api_request_needs_it() {
     ] {
         let reply = call(
             &router,
-            request(Method::GET, "/api/missions")
+            bare_request(Method::GET, "/api/missions")
                 .header(name, value)
                 .body(Body::empty())
                 .expect("request"),
@@ -531,12 +526,15 @@ async fn with_a_token_every_api_request_needs_it() {
         assert!(reply.error().contains("the token is wrong"), "{}", reply.error());
     }
     for (name, value) in [
-        (header::AUTHORIZATION, "Bearer s3cret-token"),
-        (header::COOKIE, "theme=dark; orchestrator_token=s3cret-token"),
+        (header::AUTHORIZATION, "Bearer s3cret-token-of-the-tests"),
+        (
+            header::COOKIE,
+            "theme=dark; orchestrator_token=s3cret-token-of-the-tests",
+        ),
     ] {
         let reply = call(
             &router,
-            request(Method::GET, "/api/missions")
+            bare_request(Method::GET, "/api/missions")
                 .header(name, value)
                 .body(Body::empty())
                 .expect("request"),
@@ -545,48 +543,55 @@ async fn with_a_token_every_api_request_needs_it() {
         reply.assert(StatusCode::OK);
     }
     // The page itself holds nothing secret.
-    get(&router, "/").await.assert(StatusCode::OK);
+    get_bare(&router, "/").await.assert(StatusCode::OK);
 }
 
 #[tokio::test]
 async fn the_token_in_the_address_becomes_an_http_only_cookie() {
-    let router = guarded("s3cret-token");
-    let reply = get(&router, "/?token=s3cret-token").await;
+    let router = server(Vec::new());
+    let reply = get_bare(&router, &format!("/?token={TOKEN}")).await;
     reply.assert(StatusCode::SEE_OTHER);
     assert_eq!(reply.headers[header::LOCATION], "/");
     let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap_or_default();
-    assert!(cookie.starts_with("orchestrator_token=s3cret-token;"), "{cookie}");
+    assert!(
+        cookie.starts_with(&format!("orchestrator_token={TOKEN};")),
+        "{cookie}"
+    );
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
-    let wrong = get(&router, "/?token=guess").await;
+    let wrong = get_bare(&router, "/?token=guess").await;
     wrong.assert(StatusCode::OK);
     assert!(!wrong.headers.contains_key(header::SET_COOKIE));
 }
 
 #[tokio::test]
-async fn a_loopback_server_answers_only_loopback_names_and_its_own_pages() {
-    let router = server(Vec::new());
-    let rebound = call(
+async fn a_loopback_request_without_the_token_starts_nothing() {
+    // What another user of the machine (or an agent's command) can send to a loopback port.
+    let repo = Repo::new();
+    let router = server(vec![repo.path()]);
+    let body = json!({"repo": repo.path(), "objective": "Add a file"}).to_string();
+    let reply = call(
         &router,
-        Request::builder()
-            .uri("/api/missions")
-            .header(header::HOST, "attacker.example:7700")
-            .body(Body::empty())
+        bare_request(Method::POST, "/api/missions")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
             .expect("request"),
     )
     .await;
-    rebound.assert(StatusCode::FORBIDDEN);
-    assert!(
-        rebound.error().contains("attacker.example"),
-        "{}",
-        rebound.error()
-    );
+    reply.assert(StatusCode::UNAUTHORIZED);
+    assert!(no_state_dir(&repo.path()), "nothing was started");
+}
+
+#[tokio::test]
+async fn changes_from_another_origin_are_refused_even_with_the_cookie() {
+    let router = server(Vec::new());
     let cross_site = call(
         &router,
-        request(Method::POST, "/api/missions")
-            .header(header::ORIGIN, "https://attacker.example")
+        bare_request(Method::POST, "/api/missions")
+            .header(header::ORIGIN, "http://127.0.0.1:3000")
+            .header(header::COOKIE, format!("orchestrator_token={TOKEN}"))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from("{}"))
             .expect("request"),
@@ -598,20 +603,4 @@ async fn a_loopback_server_answers_only_loopback_names_and_its_own_pages() {
         "{}",
         cross_site.error()
     );
-}
-
-#[test]
-fn only_loopback_may_go_without_a_token() {
-    let any: std::net::SocketAddr = "0.0.0.0:7700".parse().expect("address");
-    let refusal = check_exposure(&any, None).expect_err("refused");
-    assert!(refusal.to_string().contains("--token"), "{refusal}");
-    assert!(
-        check_exposure(&any, Some("")).is_err(),
-        "an empty token is no token"
-    );
-    assert!(check_exposure(&any, Some("t0ken")).is_ok());
-    for local in ["127.0.0.1:7700", "[::1]:7700"] {
-        let addr: std::net::SocketAddr = local.parse().expect("address");
-        assert!(check_exposure(&addr, None).is_ok(), "{local}");
-    }
 }
