@@ -30,9 +30,13 @@ pub struct ServeArgs {
     /// Refused with a word on what to use instead: the command line is visible to everyone in `ps`.
     #[arg(long, hide = true, value_name = "TOKEN")]
     token: Option<String>,
-    /// A repository whose missions are listed (repeatable); default: the current one, if any.
+    /// A repository whose missions are listed and may be started (repeatable); default: the current
+    /// one, if any.
     #[arg(long = "repo", value_name = "PATH")]
     repos: Vec<PathBuf>,
+    /// Let API requests start missions in any repository on this machine, not only the --repo ones.
+    #[arg(long)]
+    any_repo: bool,
     /// Export every mission started here as OpenTelemetry traces (OTLP/HTTP, e.g.
     /// http://localhost:4318); the OTEL_EXPORTER_OTLP_* variables work too.
     #[arg(long, value_name = "URL")]
@@ -77,10 +81,11 @@ pub async fn run(args: ServeArgs) -> u8 {
         }
     };
     let addr = listener.local_addr().unwrap_or(args.bind);
-    announce(addr, &token, &source, &repos);
+    announce(addr, &token, &source, &repos, args.any_repo);
     let server = Server::new(ServerConfig {
         token,
         repos,
+        any_repo: args.any_repo,
         otlp_endpoint,
     });
     match server.serve(listener, shutdown_signal()).await {
@@ -188,7 +193,7 @@ async fn repo_roots(given: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 ///
 /// Nothing here may stop the server: with stdout closed (`| head -1`) the lines are dropped and the
 /// server goes on serving, and stops on Ctrl-C or SIGTERM as ever.
-fn announce(addr: SocketAddr, token: &Token, source: &Source, repos: &[PathBuf]) {
+fn announce(addr: SocketAddr, token: &Token, source: &Source, repos: &[PathBuf], any_repo: bool) {
     let mut lines = vec![format!("orchestrator serve: listening on http://{addr}/")];
     match source {
         Source::Made => {
@@ -215,11 +220,22 @@ fn announce(addr: SocketAddr, token: &Token, source: &Source, repos: &[PathBuf])
     for repo in repos {
         lines.push(format!("watching missions of {}", repo.display()));
     }
+    if any_repo {
+        lines.push("--any-repo: API requests may start missions in any repository on this machine".into());
+    } else if !repos.is_empty() {
+        lines.push("missions start only in the repositories above (--repo adds one)".into());
+    }
     lines.push("Ctrl-C stops the server; missions it runs are cancelled cleanly and stay resumable".into());
     for line in lines {
         if out::line(format_args!("{line}")).is_err() {
             break;
         }
+    }
+    if repos.is_empty() && !any_repo {
+        errln!(
+            "note: no repository to start missions in (not inside one, and no --repo): the API refuses every \
+             start; pass --repo PATH (or --any-repo)"
+        );
     }
     if !addr.ip().is_loopback() {
         errln!(

@@ -383,6 +383,7 @@ async fn a_token_guards_the_api_and_is_never_printed() {
 #[tokio::test]
 async fn without_a_token_given_the_server_makes_one_and_shows_it_in_the_dashboard_address() {
     let repo = TestRepo::new(&[]);
+    let other = TestRepo::new(&[]);
     let served = Served::start(&repo, serve_args(&repo)).await;
     let token = served
         .token
@@ -414,6 +415,51 @@ async fn without_a_token_given_the_server_makes_one_and_shows_it_in_the_dashboar
     let (status, _) = served.get("/api/missions").await;
     assert_eq!(status, StatusCode::OK);
 
+    // Only the repositories it was given.
+    let (status, body) = served.start_mission(&other, "Elsewhere").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("--any-repo"),
+        "{body}"
+    );
+    assert!(!other.path().join(".orchestrator").exists());
+    let (status, body) = served
+        .post(
+            "/api/missions",
+            Some(json!({ "repo": repo.path(), "objective": "x", "max_parallel": 100000 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("between 1 and 256"),
+        "{body}"
+    );
+    assert_eq!(served.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn any_repo_lets_requests_name_other_repositories() {
+    let repo = TestRepo::new(&[]);
+    let served = Served::start(&repo, serve_args(&repo).arg("--any-repo")).await;
+    let plain = tempfile::tempdir().expect("tempdir");
+    let (status, body) = served
+        .post(
+            "/api/missions",
+            Some(json!({ "repo": plain.path(), "objective": "x" })),
+        )
+        .await;
+    // Past the repository check, so the engine's own words: this folder is no repository.
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not inside a git repository"),
+        "{body}"
+    );
     assert_eq!(served.stop().await, Some(0));
 }
 

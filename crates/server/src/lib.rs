@@ -6,7 +6,8 @@
 //! mission was started) are listed and followed too, by reading their store, so the dashboard also
 //! shows a mission that `orchestrator task` runs in a terminal.
 //!
-//! Every request to the API needs the server's token ([`Token`]).
+//! Every request to the API needs the server's token ([`Token`]); missions start only in the
+//! repositories the server was given, unless it was told to allow any ([`ServerConfig::any_repo`]).
 //!
 //! Every view reads the one fold of the event stream, [`orchestrator_view::MissionView`]; the
 //! dashboard's script only renders what `GET /api/missions/{id}` returns.
@@ -56,8 +57,11 @@ pub enum ServerError {
 pub struct ServerConfig {
     /// Required on every API request (`Authorization: Bearer`, or the dashboard's cookie).
     pub token: Token,
-    /// Repository roots whose missions are listed from the start.
+    /// Repository roots whose missions are listed from the start, and the only ones missions may be
+    /// started in (unless `any_repo`).
     pub repos: Vec<PathBuf>,
+    /// Whether `POST /api/missions` may name any repository on the server, not only `repos`.
+    pub any_repo: bool,
     /// The OTLP/HTTP traces URL every mission started here is exported to (`None`: no traces).
     pub otlp_endpoint: Option<String>,
 }

@@ -37,7 +37,11 @@ impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         AppState {
             auth: Arc::new(Auth::new(config.token)),
-            registry: Arc::new(Registry::new(config.repos).with_traces(config.otlp_endpoint)),
+            registry: Arc::new(
+                Registry::new(config.repos)
+                    .starting_in_any_repo(config.any_repo)
+                    .with_traces(config.otlp_endpoint),
+            ),
             closing: CancellationToken::new(),
         }
     }

@@ -1,5 +1,5 @@
 //! Every endpoint of the API, called through the router (no socket): good requests, bad input,
-//! unknown missions and the token. Missions come from real stores in temporary git repositories,
+//! unknown missions, the token and the repositories missions may start in. Missions come from real stores in temporary git repositories,
 //! filled with the view crate's fixed event sequences.
 
 use std::path::{Path, PathBuf};
@@ -163,12 +163,23 @@ fn config(repos: Vec<PathBuf>) -> ServerConfig {
     ServerConfig {
         token: Token::new(TOKEN).expect("a strong token"),
         repos,
+        any_repo: false,
         otlp_endpoint: None,
     }
 }
 
+/// A server that knows `repos` and starts missions only in them.
 fn server(repos: Vec<PathBuf>) -> Router {
     Server::new(config(repos)).router()
+}
+
+/// A server started with --any-repo.
+fn any_repo_server() -> Router {
+    Server::new(ServerConfig {
+        any_repo: true,
+        ..config(Vec::new())
+    })
+    .router()
 }
 
 fn sealed_repo() -> (Repo, Router) {
@@ -472,7 +483,7 @@ async fn malformed_start_requests_say_what_is_wrong() {
 #[tokio::test]
 async fn a_folder_outside_git_is_refused_with_the_engines_words() {
     let plain = tempfile::tempdir().expect("tempdir");
-    let router = server(Vec::new());
+    let router = any_repo_server();
     let body = json!({"repo": plain.path(), "objective": "Add a file"}).to_string();
     let reply = post_json(&router, "/api/missions", &body).await;
     reply.assert(StatusCode::UNPROCESSABLE_ENTITY);
@@ -486,6 +497,99 @@ async fn a_folder_outside_git_is_refused_with_the_engines_words() {
 
 fn no_state_dir(path: &Path) -> bool {
     !path.join(STATE_DIR).exists()
+}
+
+#[tokio::test]
+async fn missions_start_only_in_the_given_repositories() {
+    let listed = Repo::new();
+    let other = Repo::new();
+    let router = server(vec![listed.path()]);
+    let start = |repo: &Path| json!({"repo": repo, "objective": "Add a file"}).to_string();
+
+    let reply = post_json(&router, "/api/missions", &start(&other.path())).await;
+    reply.assert(StatusCode::FORBIDDEN);
+    let error = reply.error();
+    assert!(
+        error.contains(&other.path().display().to_string())
+            && error.contains(&listed.path().display().to_string())
+            && error.contains("--repo")
+            && error.contains("--any-repo"),
+        "{error}"
+    );
+    assert!(no_state_dir(&other.path()), "nothing was started there");
+
+    // A repository inside a listed one is another repository.
+    let nested = listed.path().join("vendor/lib");
+    std::fs::create_dir_all(&nested).expect("mkdir");
+    let out = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&nested)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success());
+    let reply = post_json(&router, "/api/missions", &start(&nested)).await;
+    reply.assert(StatusCode::FORBIDDEN);
+    assert!(reply.error().contains("vendor/lib"), "{}", reply.error());
+
+    // Outside a repository, without --repo, no start is allowed, and the answer says what to do.
+    let reply = post_json(&server(Vec::new()), "/api/missions", &start(&other.path())).await;
+    reply.assert(StatusCode::FORBIDDEN);
+    assert!(reply.error().contains("no repository"), "{}", reply.error());
+    assert!(no_state_dir(&other.path()));
+}
+
+#[tokio::test]
+async fn numbers_beyond_the_configs_bounds_are_refused_naming_the_field() {
+    let repo = Repo::new();
+    let router = server(vec![repo.path()]);
+    let path = repo.path().display().to_string();
+    let cases = [
+        (
+            "max_parallel",
+            json!(100_000),
+            "max_parallel is 100000",
+            "between 1 and 256",
+        ),
+        ("max_parallel", json!(0), "max_parallel is 0", "between 1 and 256"),
+        ("max_depth", json!(9), "max_depth is 9", "between 0 and 8"),
+        ("rounds", json!(0), "rounds is 0", "between 1 and 50"),
+        ("rounds", json!(51), "rounds is 51", "between 1 and 50"),
+        ("budget_tokens", json!(10), "budget_tokens is 10", "at least 1000"),
+        // Not a whole number that fits: serde's words, then the range.
+        ("max_parallel", json!(-1), "max_parallel", "between 1 and 256"),
+        ("rounds", json!(1e12), "rounds", "between 1 and 50"),
+        ("budget_tokens", json!(1.5), "budget_tokens", "at least 1000"),
+    ];
+    for (field, value, names, range) in cases {
+        let body = json!({"repo": path, "objective": "x", field: value}).to_string();
+        let reply = post_json(&router, "/api/missions", &body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            reply.body
+        );
+        let error = reply.error();
+        assert!(error.contains(names) && error.contains(range), "{body}: {error}");
+    }
+    assert!(no_state_dir(&repo.path()), "refused before the engine ran");
+}
+
+#[tokio::test]
+async fn unknown_endpoints_and_methods_answer_in_json() {
+    let router = server(Vec::new());
+    let reply = get(&router, "/api/nothing").await;
+    reply.assert(StatusCode::NOT_FOUND);
+    assert!(reply.error().contains("GET /api/nothing"), "{}", reply.error());
+    let reply = call(
+        &router,
+        request(Method::DELETE, "/api/missions")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    reply.assert(StatusCode::METHOD_NOT_ALLOWED);
+    assert!(reply.error().contains("DELETE"), "{}", reply.error());
 }
 
 /// GET without the token.
