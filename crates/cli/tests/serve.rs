@@ -149,6 +149,15 @@ fn serve_args(repo: &TestRepo) -> Run {
         .without_env("ORCHESTRATOR_TOKEN")
 }
 
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
 fn two_units() -> Script {
     Script {
         plan: vec![
@@ -234,6 +243,17 @@ async fn a_mission_started_over_http_streams_its_events_and_seals() {
     assert_eq!(status, StatusCode::CONFLICT, "{late}");
     assert_eq!(repo.read("src/a.txt").as_deref(), Some("alpha"));
     assert_eq!(repo.read("src/b.txt").as_deref(), Some("beta"));
+
+    // The mission's state is the user's alone: transcripts hold whatever the agents saw.
+    let state = repo.path().join(".orchestrator");
+    assert_eq!(mode(&state), 0o700, "the state folder");
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        let path = state.join(file);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{file}");
+        }
+    }
+    assert_eq!(mode(&state.join("state.db")), 0o600);
     assert_eq!(served.stop().await, Some(0));
 }
 
