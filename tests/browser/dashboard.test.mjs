@@ -1,8 +1,10 @@
 // The web dashboard in a real browser: Debian's headless Chromium loads `orchestrator serve`, starts a
 // mission through the page's form against the scripted fake model, and watches the task tree fill in
-// until the mission is sealed. First it checks that the page's prefill of the repository field never
-// writes into what the user types. It builds nothing: it runs the binaries cargo built (ORCHESTRATOR_BIN
-// and FAKE_MODEL_BIN, or target/debug/ by default) and never downloads a browser.
+// until the mission is sealed. The server makes its own token; the page is opened once through the
+// address with the token that the server prints, as a person would, and keeps it in a cookie. First it
+// checks that the page's prefill of the repository field never writes into what the user types. It
+// builds nothing: it runs the binaries cargo built (ORCHESTRATOR_BIN and FAKE_MODEL_BIN, or
+// target/debug/ by default) and never downloads a browser.
 //
 //   cargo build -p orchestrator-cli -p orchestrator-fake-model && (cd tests/browser && npm ci && npm test)
 
@@ -118,9 +120,11 @@ before(async () => {
         ORCHESTRATOR_MODEL: "scripted",
       },
     },
-    /listening on (http:\/\/\S+?)\/?$/,
+    // The dashboard's address with the token the server made for this run.
+    /^open the dashboard: (http:\/\/\S+?)\/\?token=([0-9a-f]+)$/,
   );
   world.base = world.serve.match[1];
+  const token = world.serve.match[2];
 
   world.context = await chromium.launchPersistentContext(join(world.work, "chromium-profile"), {
     executablePath: CHROMIUM,
@@ -137,6 +141,11 @@ before(async () => {
       "--disable-dev-shm-usage",
     ],
   });
+  // The printed address once: the server sets the token's cookie and sends the browser on to `/`.
+  const page = await world.context.newPage();
+  await page.goto(`${world.base}/?token=${token}`);
+  assert.equal(page.url(), `${world.base}/`, "the token left the address bar");
+  await page.close();
 });
 
 after(async () => {

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use thiserror::Error;
 
+use crate::out::{errln, outln};
+
 use edit::{EditError, Entry, Restored};
 use opencode::ConfigEnv;
 
@@ -94,11 +96,11 @@ pub async fn uninstall(args: InstallArgs) -> u8 {
 fn finish(result: Result<String, InstallError>) -> u8 {
     match result {
         Ok(message) => {
-            println!("{message}");
+            outln!("{message}");
             0
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             e.exit_code()
         }
     }

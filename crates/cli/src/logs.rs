@@ -8,22 +8,24 @@ use orchestrator_core::MissionStatus;
 use orchestrator_protocol::{Event, EventEnvelope};
 use orchestrator_view::human_tokens;
 
+use crate::out::{errln, outln};
+
 pub async fn run(repo: &Path, json: bool, follow: bool) -> u8 {
     let store = match orchestrator_core::open_store_in(repo) {
         Ok(store) => store,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return e.exit_code() as u8;
         }
     };
     let mission = match store.latest_mission() {
         Ok(Some(mission)) => mission,
         Ok(None) => {
-            eprintln!("error: no mission has run in this repository yet");
+            errln!("error: no mission has run in this repository yet");
             return 2;
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return 2;
         }
     };
@@ -32,7 +34,7 @@ pub async fn run(repo: &Path, json: bool, follow: bool) -> u8 {
         let events = match store.events_after(&mission.id, after) {
             Ok(events) => events,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return 1;
             }
         };
@@ -58,11 +60,11 @@ pub async fn run(repo: &Path, json: bool, follow: bool) -> u8 {
 fn print_event(envelope: &EventEnvelope, json: bool) {
     if json {
         if let Ok(line) = serde_json::to_string(envelope) {
-            println!("{line}");
+            outln!("{line}");
         }
         return;
     }
-    println!(
+    outln!(
         "{}  {}",
         envelope.at.format("%H:%M:%S%.3f"),
         describe(&envelope.event)

@@ -4,6 +4,7 @@
 
 mod install;
 mod logs;
+mod out;
 mod progress;
 mod report;
 mod serve;
@@ -21,6 +22,7 @@ use orchestrator_core::config::{Overrides, Provider};
 use orchestrator_core::{
     EngineError, EventBus, MissionControl, MissionOptions, MissionReport, ResumeOptions,
 };
+use out::{errln, outln};
 use terminal::Output;
 use tokio_util::sync::CancellationToken;
 
@@ -241,7 +243,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -331,7 +333,7 @@ where
             report.outcome.exit_code() as u8
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             e.exit_code() as u8
         }
     };
@@ -346,11 +348,11 @@ async fn cancel(repo: &RepoArgs) -> u8 {
     };
     match stopped {
         Ok(message) => {
-            println!("{message}");
+            outln!("{message}");
             0
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             e.exit_code() as u8
         }
     }
@@ -363,11 +365,11 @@ async fn clean(args: &CleanArgs) -> u8 {
     };
     match cleaned {
         Ok(report) => {
-            println!("{}", report.render());
+            outln!("{}", report.render());
             0
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             e.exit_code() as u8
         }
     }
@@ -382,7 +384,7 @@ async fn mcp() -> u8 {
     match served {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             1
         }
     }
@@ -407,11 +409,9 @@ fn watch_signals(cancel: CancellationToken) {
         // from `orchestrator cancel` (or a service manager), where no Ctrl-C is at hand.
         if !orchestrator_tui::is_active() {
             if interrupted {
-                eprintln!("\nstopping the mission cleanly (Ctrl-C again to quit at once)…");
+                errln!("\nstopping the mission cleanly (Ctrl-C again to quit at once)…");
             } else {
-                eprintln!(
-                    "stopping the mission cleanly (asked to stop by `orchestrator cancel` or SIGTERM)…"
-                );
+                errln!("stopping the mission cleanly (asked to stop by `orchestrator cancel` or SIGTERM)…");
             }
         }
         cancel.cancel();

@@ -10,6 +10,8 @@ use orchestrator_protocol::{Event, EventEnvelope, Outcome, UnitState};
 use orchestrator_view::{first_line, human_tokens};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::out::{self, errln};
+
 pub async fn render(events: UnboundedReceiver<Arc<EventEnvelope>>, json: bool) {
     print(View::new(), events, json, None).await
 }
@@ -64,7 +66,7 @@ async fn print(
                 let _ = writeln!(out, "{line}");
             }
         } else if let Some(line) = view.apply(&event.event) {
-            eprintln!("[{}] {line}", view.elapsed());
+            errln!("[{}] {line}", view.elapsed());
         }
     }
 }
@@ -258,11 +260,12 @@ pub fn print_report(report: &MissionReport, json: bool) {
         Outcome::Unsealed => "NOT SEALED",
         Outcome::Interrupted => "INTERRUPTED",
     };
-    println!("{verdict} — mission {}", report.mission);
-    println!("{}", report.summary);
-    if report.outcome != Outcome::Interrupted && report.branch_kept {
-        println!("result branch: {}", report.integration_branch);
-    }
+    // The mission is over and its exit status says how; a closed stdout only loses these words.
+    let branch = (report.outcome != Outcome::Interrupted && report.branch_kept)
+        .then(|| format!("result branch: {}", report.integration_branch));
+    let _ = out::line(format_args!("{verdict} — mission {}", report.mission))
+        .and_then(|()| out::line(format_args!("{}", report.summary)))
+        .and_then(|()| branch.map_or(Ok(()), |line| out::line(format_args!("{line}"))));
 }
 
 #[cfg(test)]

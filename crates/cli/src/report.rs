@@ -11,6 +11,8 @@ use orchestrator_protocol::EventEnvelope;
 use orchestrator_report::{Changes, Diff, FileChange};
 use orchestrator_view::MissionView;
 
+use crate::out::{errln, outln};
+
 /// How many mission ids an "unknown mission" error lists.
 const KNOWN_IDS_SHOWN: usize = 10;
 
@@ -44,7 +46,7 @@ pub async fn run(args: ReportArgs) -> u8 {
     match report(&args).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             match e {
                 ReportError::Usage(_) => 2,
                 ReportError::Failed(_) => 1,
@@ -67,7 +69,7 @@ async fn report(args: &ReportArgs) -> Result<(), ReportError> {
     match &args.output {
         Some(path) => {
             write_file(path, &markdown, args.force)?;
-            println!("wrote the report of mission {mission} to {}", path.display());
+            outln!("wrote the report of mission {mission} to {}", path.display());
         }
         None => print_stdout(&markdown)?,
     }

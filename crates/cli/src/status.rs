@@ -6,31 +6,35 @@ use std::path::Path;
 use orchestrator_core::{MissionStatus, StatusReport, UnitStatus};
 use orchestrator_protocol::UnitState;
 
+use crate::out::{self, errln, outln};
+
 pub async fn run(repo: &Path, json: bool) -> u8 {
     let root = match orchestrator_core::repo_root(repo).await {
         Ok(root) => root,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return e.exit_code() as u8;
         }
     };
     match orchestrator_core::status(&root) {
         Ok(report) if json => match serde_json::to_string_pretty(&report) {
             Ok(text) => {
-                println!("{text}");
+                outln!("{text}");
                 0
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 1
             }
         },
         Ok(report) => {
-            print!("{}", render(&report));
+            if let Err(e) = out::text(&render(&report)) {
+                out::stdout_failed(e);
+            }
             0
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             e.exit_code() as u8
         }
     }

@@ -4,6 +4,7 @@ use orchestrator_core::config::Provider;
 use orchestrator_core::EventBus;
 use orchestrator_telemetry::{Exporter, Settings};
 
+use crate::out::errln;
 use crate::RunFlags;
 
 /// Starts exporting when the flag or the OTEL_EXPORTER_OTLP_* environment asks for it; `Err` is the
@@ -19,7 +20,7 @@ pub fn start(flags: &RunFlags, bus: &EventBus) -> Result<Option<Exporter>, u8> {
         ..Settings::default()
     };
     Exporter::from_flag(flags.otlp_endpoint.as_deref(), settings, || bus.subscribe()).map_err(|e| {
-        eprintln!("error: --otlp-endpoint: {e}");
+        errln!("error: --otlp-endpoint: {e}");
         2
     })
 }
@@ -31,6 +32,6 @@ pub async fn finish(traces: Option<Exporter>) {
         return;
     };
     if let Err(e) = traces.finish().await {
-        eprintln!("notice: traces not fully exported: {e}");
+        errln!("notice: traces not fully exported: {e}");
     }
 }

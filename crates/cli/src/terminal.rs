@@ -15,6 +15,7 @@ use orchestrator_view::MissionView;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
+use crate::out::errln;
 use crate::progress;
 
 /// What a running mission prints.
@@ -68,7 +69,7 @@ pub async fn show(
         Ok(Err(e)) => format!("the terminal view failed ({e})"),
         Err(_) => "the terminal view stopped on an internal error".to_string(),
     };
-    eprintln!("{reason}; the mission goes on with progress lines (Ctrl-C stops it cleanly)");
+    errln!("{reason}; the mission goes on with progress lines (Ctrl-C stops it cleanly)");
     // `app.now` is the time of the view's last frame, close enough for the progress clock.
     let elapsed = app.view.elapsed(app.now).to_std().unwrap_or_default();
     let started = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);

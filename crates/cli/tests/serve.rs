@@ -19,6 +19,9 @@ const TOKEN: &str = "t0ken-for-the-serve-test";
 struct Served {
     child: tokio::process::Child,
     base: String,
+    /// The token the server made and printed, sent with every request below; `None` when the test
+    /// gave it one (then the requests below go without, and the test sends it itself).
+    token: Option<String>,
     http: reqwest::Client,
     /// What the server printed on stdout so far.
     printed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -31,9 +34,11 @@ impl Served {
             child,
             base,
             first_line,
+            second_line,
+            token,
             mut lines,
         } = spawn_serve(repo, run).await;
-        let printed = std::sync::Arc::new(std::sync::Mutex::new(vec![first_line]));
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(vec![first_line, second_line]));
         // Keep reading, so the server never blocks on a full pipe.
         let sink = printed.clone();
         tokio::spawn(async move {
@@ -48,6 +53,7 @@ impl Served {
         Served {
             child,
             base,
+            token,
             http,
             printed,
         }
@@ -57,13 +63,26 @@ impl Served {
         format!("{}{path}", self.base)
     }
 
+    /// A request with the server's token, when the test knows it from what the server printed.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.http.get(self.url(path)).send().await.expect("GET answers");
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("GET answers");
         reply(response).await
     }
 
     async fn post(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self.http.post(self.url(path));
+        let mut request = self.request(reqwest::Method::POST, path);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -78,8 +97,7 @@ impl Served {
     /// Every event of the mission's stream, until the server ends it.
     async fn follow(&self, mission: &str, limit: Duration) -> Vec<Value> {
         let response = self
-            .http
-            .get(self.url(&format!("/api/missions/{mission}/events")))
+            .request(reqwest::Method::GET, &format!("/api/missions/{mission}/events"))
             .send()
             .await
             .expect("the event stream opens");
@@ -124,8 +142,20 @@ async fn reply(response: reqwest::Response) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// `serve` on a free loopback port for `repo`, making its own token (whatever the test's environment).
 fn serve_args(repo: &TestRepo) -> Run {
-    Run::cmd(&["serve", "--bind", "127.0.0.1:0", "--repo"]).arg(&repo.path().display().to_string())
+    Run::cmd(&["serve", "--bind", "127.0.0.1:0", "--repo"])
+        .arg(&repo.path().display().to_string())
+        .without_env("ORCHESTRATOR_TOKEN")
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 fn two_units() -> Script {
@@ -213,6 +243,17 @@ async fn a_mission_started_over_http_streams_its_events_and_seals() {
     assert_eq!(status, StatusCode::CONFLICT, "{late}");
     assert_eq!(repo.read("src/a.txt").as_deref(), Some("alpha"));
     assert_eq!(repo.read("src/b.txt").as_deref(), Some("beta"));
+
+    // The mission's state is the user's alone: transcripts hold whatever the agents saw.
+    let state = repo.path().join(".orchestrator");
+    assert_eq!(mode(&state), 0o700, "the state folder");
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        let path = state.join(file);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{file}");
+        }
+    }
+    assert_eq!(mode(&state.join("state.db")), 0o600);
     assert_eq!(served.stop().await, Some(0));
 }
 
@@ -314,6 +355,7 @@ async fn a_mission_run_by_the_cli_is_watched_and_cancelled_from_the_server() {
 async fn a_token_guards_the_api_and_is_never_printed() {
     let repo = TestRepo::new(&[]);
     let served = Served::start(&repo, serve_args(&repo).env("ORCHESTRATOR_TOKEN", TOKEN)).await;
+    assert_eq!(served.token, None, "a token given is not printed");
     let (status, refused) = served.get("/api/missions").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(
@@ -359,19 +401,159 @@ async fn a_token_guards_the_api_and_is_never_printed() {
 }
 
 #[tokio::test]
-async fn serving_beyond_loopback_without_a_token_is_refused() {
+async fn without_a_token_given_the_server_makes_one_and_shows_it_in_the_dashboard_address() {
     let repo = TestRepo::new(&[]);
-    let done = Run::cmd(&["serve", "--bind", "0.0.0.0:0"])
-        .without_env("ORCHESTRATOR_TOKEN")
+    let other = TestRepo::new(&[]);
+    let served = Served::start(&repo, serve_args(&repo)).await;
+    let token = served
+        .token
+        .clone()
+        .expect("the second line is the dashboard's address with the token");
+    assert_eq!(token.len(), 64, "32 random bytes in hex: {token}");
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+
+    // Another local user, or an agent's command, reaches the loopback port without the token.
+    let start = json!({ "repo": repo.path(), "objective": "Add two files" });
+    let refused = served
+        .http
+        .post(served.url("/api/missions"))
+        .json(&start)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(!repo.path().join(".orchestrator").exists(), "nothing was started");
+
+    // The printed address opens the dashboard: the token becomes its cookie.
+    let opened = served
+        .http
+        .get(served.url(&format!("/?token={token}")))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(opened.status(), StatusCode::SEE_OTHER);
+    let (status, _) = served.get("/api/missions").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Only the repositories it was given.
+    let (status, body) = served.start_mission(&other, "Elsewhere").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("--any-repo"),
+        "{body}"
+    );
+    assert!(!other.path().join(".orchestrator").exists());
+    let (status, body) = served
+        .post(
+            "/api/missions",
+            Some(json!({ "repo": repo.path(), "objective": "x", "max_parallel": 100000 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("between 1 and 256"),
+        "{body}"
+    );
+    assert_eq!(served.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn any_repo_lets_requests_name_other_repositories() {
+    let repo = TestRepo::new(&[]);
+    let served = Served::start(&repo, serve_args(&repo).arg("--any-repo")).await;
+    let plain = tempfile::tempdir().expect("tempdir");
+    let (status, body) = served
+        .post(
+            "/api/missions",
+            Some(json!({ "repo": plain.path(), "objective": "x" })),
+        )
+        .await;
+    // Past the repository check, so the engine's own words: this folder is no repository.
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not inside a git repository"),
+        "{body}"
+    );
+    assert_eq!(served.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn weak_tokens_and_tokens_on_the_command_line_are_refused() {
+    let repo = TestRepo::new(&[]);
+    let done = serve_args(&repo)
+        .env("ORCHESTRATOR_TOKEN", "hunter2")
         .run(&repo)
         .await;
     done.assert_code(2);
     assert!(
-        done.stderr.contains("without a token") && done.stderr.contains("--token"),
+        done.stderr.contains("ORCHESTRATOR_TOKEN") && done.stderr.contains("at least 16"),
         "{}",
         done.stderr
     );
 
+    let done = serve_args(&repo)
+        .arg("--token")
+        .arg("a-long-enough-token-but-in-ps")
+        .run(&repo)
+        .await;
+    done.assert_code(2);
+    assert!(
+        done.stderr.contains("`ps`") && done.stderr.contains("--token-file"),
+        "{}",
+        done.stderr
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let short = dir.path().join("short");
+    std::fs::write(&short, "tiny\n").expect("write");
+    let done = serve_args(&repo)
+        .arg("--token-file")
+        .arg(&short.display().to_string())
+        .run(&repo)
+        .await;
+    done.assert_code(2);
+    assert!(done.stderr.contains("at least 16"), "{}", done.stderr);
+}
+
+#[tokio::test]
+async fn a_token_file_is_read_and_its_token_never_printed() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = TestRepo::new(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let served = Served::start(
+        &repo,
+        serve_args(&repo)
+            // The file wins over the variable.
+            .env("ORCHESTRATOR_TOKEN", "another-token-that-is-long-enough")
+            .arg("--token-file")
+            .arg(&file.display().to_string()),
+    )
+    .await;
+    let allowed = served
+        .http
+        .get(served.url("/api/missions"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let printed = served.printed.lock().expect("printed lines").join("\n");
+    assert!(!printed.contains(TOKEN), "{printed}");
+    assert_eq!(served.stop().await, Some(0));
+}
+
+#[tokio::test]
+async fn a_repo_outside_git_is_refused_at_start() {
+    let repo = TestRepo::new(&[]);
     let plain = tempfile::tempdir().expect("tempdir");
     let done = Run::cmd(&["serve", "--bind", "127.0.0.1:0", "--repo"])
         .arg(&plain.path().display().to_string())

@@ -409,20 +409,25 @@ async fn missions_started_through_serve_are_traced() {
     let server = fake(script()).await;
     let collector = Collector::start().await;
     let serve = OTEL_VARS.iter().fold(
-        Run::cmd(&["serve", "--bind", "127.0.0.1:0", "--otlp-endpoint"]).arg(&collector.base_url()),
+        Run::cmd(&["serve", "--bind", "127.0.0.1:0", "--otlp-endpoint"])
+            .arg(&collector.base_url())
+            .without_env("ORCHESTRATOR_TOKEN"),
         |run, var| run.without_env(var),
     );
     let Serving {
         mut child,
         base,
+        token,
         mut lines,
         ..
     } = spawn_serve(&repo, serve.openai(&server)).await;
+    let token = token.expect("serve printed the token it made");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
     let http = reqwest::Client::new();
     let started: serde_json::Value = http
         .post(format!("{base}/api/missions"))
+        .bearer_auth(&token)
         .json(&serde_json::json!({"repo": repo.path(), "objective": "Traced over HTTP"}))
         .send()
         .await

@@ -656,6 +656,16 @@ const BOUNDS: &[Bound] = &[
     },
 ];
 
+/// The allowed range of a bounded number and what it counts, by its config key (`max_parallel`,
+/// `rounds`, …): for front ends that take the number in another form (the HTTP API's request fields),
+/// so that they refuse exactly what the config and the flags refuse.
+pub fn bound_of(key: &str) -> Option<(std::ops::RangeInclusive<u64>, &'static str)> {
+    BOUNDS
+        .iter()
+        .find(|bound| bound.key == key)
+        .map(|bound| (bound.range.clone(), bound.meaning))
+}
+
 /// Every bounded number, checked where it was set — the flag, or the last file that set it — so the
 /// message names what to change, before anything starts.
 fn check_bounds(layers: &[FileConfig], flags: &Overrides) -> Result<()> {

@@ -13,7 +13,8 @@ pub struct RepoLock {
 
 impl RepoLock {
     pub fn acquire(state_dir: &Path, mission: &str) -> Result<RepoLock> {
-        std::fs::create_dir_all(state_dir)
+        // The first thing a mission makes in the repository: private to the user from the start.
+        orchestrator_store::private_dir(state_dir)
             .map_err(|e| EngineError::io(format!("cannot create {}", state_dir.display()), e))?;
         let path = state_dir.join("lock");
         let mut file = OpenOptions::new()

@@ -482,7 +482,13 @@ fn repo_root_sync(path: &Path) -> Result<PathBuf> {
 }
 
 pub(crate) fn open_store_at(root: &Path, create: bool) -> Result<Store> {
-    let path = root.join(STATE_DIR).join(STORE_FILE);
+    let dir = root.join(STATE_DIR);
+    // Private to the user, also when a store from before was 0755: it holds every transcript.
+    if create || dir.is_dir() {
+        orchestrator_store::private_dir(&dir)
+            .map_err(|e| EngineError::io(format!("cannot make {} private to you", dir.display()), e))?;
+    }
+    let path = dir.join(STORE_FILE);
     let opened = if create {
         Store::open(&path)
     } else {

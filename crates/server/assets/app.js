@@ -112,7 +112,11 @@ async function loadMissions() {
   try {
     body = await api("/api/missions");
   } catch (error) {
-    setConnection(error.status === 401 ? "token needed" : `cannot list missions: ${error.message}`);
+    setConnection(
+      error.status === 401
+        ? "token needed: open the address with ?token= that orchestrator serve printed"
+        : `cannot list missions: ${error.message}`,
+    );
     return;
   }
   const list = $("mission-list");

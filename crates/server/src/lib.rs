@@ -6,6 +6,9 @@
 //! mission was started) are listed and followed too, by reading their store, so the dashboard also
 //! shows a mission that `orchestrator task` runs in a terminal.
 //!
+//! Every request to the API needs the server's token ([`Token`]); missions start only in the
+//! repositories the server was given, unless it was told to allow any ([`ServerConfig::any_repo`]).
+//!
 //! Every view reads the one fold of the event stream, [`orchestrator_view::MissionView`]; the
 //! dashboard's script only renders what `GET /api/missions/{id}` returns.
 //!
@@ -27,7 +30,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::TOKEN_COOKIE;
+pub use auth::{Token, TokenError, TOKEN_COOKIE};
 pub use error::ApiError;
 pub use registry::{MissionDetail, MissionSummary, RepoSummary};
 pub use start::StartRequest;
@@ -39,12 +42,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(120);
 /// Problems that keep the server from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// A listening address other than loopback needs a token.
-    #[error(
-        "refusing to serve on {0} without a token: anyone who can reach that address could start and cancel \
-         missions. Pass --token (or set ORCHESTRATOR_TOKEN), or bind to 127.0.0.1."
-    )]
-    ExposedWithoutToken(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -56,26 +53,17 @@ pub enum ServerError {
 }
 
 /// What the server needs to know to start.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Required on every API request when set (`Authorization: Bearer`, or the dashboard's cookie).
-    pub token: Option<String>,
-    /// Repository roots whose missions are listed from the start.
+    /// Required on every API request (`Authorization: Bearer`, or the dashboard's cookie).
+    pub token: Token,
+    /// Repository roots whose missions are listed from the start, and the only ones missions may be
+    /// started in (unless `any_repo`).
     pub repos: Vec<PathBuf>,
-    /// Whether the server listens only on a loopback address; then requests must name it by a
-    /// loopback host, so that a web page elsewhere cannot reach it through DNS rebinding.
-    pub loopback_only: bool,
+    /// Whether `POST /api/missions` may name any repository on the server, not only `repos`.
+    pub any_repo: bool,
     /// The OTLP/HTTP traces URL every mission started here is exported to (`None`: no traces).
     pub otlp_endpoint: Option<String>,
-}
-
-/// Refuses a non-loopback address without a token, before anything listens.
-pub fn check_exposure(addr: &SocketAddr, token: Option<&str>) -> Result<(), ServerError> {
-    if addr.ip().is_loopback() || token.is_some_and(|t| !t.is_empty()) {
-        Ok(())
-    } else {
-        Err(ServerError::ExposedWithoutToken(*addr))
-    }
 }
 
 /// The HTTP server: the API, the dashboard and the missions it runs.
@@ -108,7 +96,11 @@ impl Server {
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(async move {
-            shutdown.await;
+            // The shutdown signal runs as a task of its own: should it panic (a message to a closed
+            // stderr, say), the stop still happens, instead of the server going on deaf to signals.
+            if let Err(e) = tokio::spawn(shutdown).await {
+                tracing::warn!("the shutdown signal failed ({e}); stopping anyway");
+            }
             let cancelled = registry.cancel_all();
             if cancelled > 0 {
                 tracing::info!("cancelling {cancelled} running mission(s)");
@@ -130,9 +122,8 @@ impl Server {
     }
 }
 
-/// Binds `addr`, refusing a non-loopback address without a token.
-pub async fn bind(addr: SocketAddr, token: Option<&str>) -> Result<TcpListener, ServerError> {
-    check_exposure(&addr, token)?;
+/// Binds `addr`. Any address is allowed: every request needs the token.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind { addr, source })

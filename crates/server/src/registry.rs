@@ -75,6 +75,9 @@ pub fn progress_channel() -> (ProgressSender, watch::Receiver<Progress>) {
 #[derive(Default)]
 pub struct Registry {
     repos: Mutex<Vec<PathBuf>>,
+    /// The repositories given at start (resolved), the only ones missions may start in; `None` when
+    /// the server allows any (`--any-repo`).
+    startable: Option<Vec<PathBuf>>,
     live: Mutex<HashMap<String, LiveMission>>,
     /// The drivers of in-process missions, so shutdown can wait for them.
     pub tasks: TaskTracker,
@@ -192,12 +195,34 @@ impl MissionDetail {
 }
 
 impl Registry {
+    /// Knows `repos` and starts missions only in them (see [`Registry::starting_in_any_repo`]).
     pub fn new(repos: Vec<PathBuf>) -> Self {
-        let registry = Registry::default();
+        // Resolved once, so that a request naming the same folder by another path (a symlink) matches.
+        let startable = repos
+            .iter()
+            .map(|repo| std::fs::canonicalize(repo).unwrap_or_else(|_| repo.clone()))
+            .collect();
+        let registry = Registry {
+            startable: Some(startable),
+            ..Registry::default()
+        };
         for repo in repos {
             registry.add_repo(&repo);
         }
         registry
+    }
+
+    /// With `any`, missions may start in any repository on the server, not only the given ones.
+    pub fn starting_in_any_repo(mut self, any: bool) -> Self {
+        if any {
+            self.startable = None;
+        }
+        self
+    }
+
+    /// The repositories missions may start in; `None`: any.
+    pub fn startable(&self) -> Option<&[PathBuf]> {
+        self.startable.as_deref()
     }
 
     /// Missions started here are exported as traces to this OTLP/HTTP URL.

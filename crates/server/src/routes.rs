@@ -36,8 +36,12 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: ServerConfig) -> Self {
         AppState {
-            auth: Arc::new(Auth::new(config.token, config.loopback_only)),
-            registry: Arc::new(Registry::new(config.repos).with_traces(config.otlp_endpoint)),
+            auth: Arc::new(Auth::new(config.token)),
+            registry: Arc::new(
+                Registry::new(config.repos)
+                    .starting_in_any_repo(config.any_repo)
+                    .with_traces(config.otlp_endpoint),
+            ),
             closing: CancellationToken::new(),
         }
     }

@@ -4,7 +4,7 @@
 //! endpoint, clean tree, repo lock) and emitted its first event; a refusal comes back as an error
 //! before any event. The request is answered with whichever comes first.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use orchestrator_core::config::{Overrides, Provider};
@@ -68,6 +68,21 @@ pub const EXPECTED_BODY: &str =
     "Expected a JSON object like {\"repo\": \"/abs/path/to/repo\", \"objective\": \"...\"} \
      with optional max_parallel, max_depth, rounds, model, provider, budget_tokens, allow_dirty, apply.";
 
+/// The request's numbers, each limited as the flag and config key of the same name are
+/// (`orchestrator_core::config::bound_of`): a request cannot ask for more than a command line could.
+const BOUNDED_FIELDS: &[&str] = &["max_parallel", "max_depth", "rounds", "budget_tokens"];
+
+/// What a bounded field may be, in words: "between 1 and 256", "at least 1000".
+fn allowed_range(field: &str) -> Option<(std::ops::RangeInclusive<u64>, &'static str, String)> {
+    let (range, meaning) = orchestrator_core::config::bound_of(field)?;
+    let words = if *range.end() == u64::MAX {
+        format!("at least {}", range.start())
+    } else {
+        format!("between {} and {}", range.start(), range.end())
+    };
+    Some((range, meaning, words))
+}
+
 impl StartRequest {
     /// Reads a request body, naming the field that is wrong.
     pub fn from_json(body: serde_json::Value) -> Result<Self, ApiError> {
@@ -81,6 +96,12 @@ impl StartRequest {
             let field = e.path().to_string();
             let problem = if field == "." {
                 e.inner().to_string()
+            } else if let Some((_, meaning, words)) = allowed_range(&field) {
+                // A negative number, a fraction or one past the integer's size: say what fits.
+                format!(
+                    "{field}: {}; {field} ({meaning}) must be a whole number {words}",
+                    e.inner()
+                )
             } else {
                 format!("{field}: {}", e.inner())
             };
@@ -88,8 +109,31 @@ impl StartRequest {
         })
     }
 
-    /// The checks the engine cannot make with our words: the repository path and the provider.
+    /// Every number within the bounds the engine applies to the flags, named by its field here.
+    fn check_bounds(&self) -> Result<(), ApiError> {
+        let given = [
+            self.max_parallel.map(|v| v as u64),
+            self.max_depth.map(u64::from),
+            self.rounds.map(u64::from),
+            self.budget_tokens,
+        ];
+        for (field, value) in BOUNDED_FIELDS.iter().zip(given) {
+            let (Some(value), Some((range, meaning, words))) = (value, allowed_range(field)) else {
+                continue;
+            };
+            if !range.contains(&value) {
+                return Err(ApiError::unprocessable(format!(
+                    "{field} is {value}; {field} ({meaning}) must be {words}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks the engine cannot make with our words: the numbers' bounds, the repository path and
+    /// the provider.
     pub fn validate(&self) -> Result<(PathBuf, Option<Provider>), ApiError> {
+        self.check_bounds()?;
         let repo = PathBuf::from(&self.repo);
         if !repo.is_absolute() {
             return Err(ApiError::unprocessable(format!(
@@ -138,9 +182,15 @@ pub async fn launch(registry: Arc<Registry>, request: StartRequest) -> Result<St
         ));
     }
     let (repo, provider) = request.validate()?;
+    let repo = resolved(&repo).await?;
+    // Before git runs in the folder at all: a repository's own config can make git run programs.
+    check_startable(registry.startable(), &repo, false)?;
     let root = orchestrator_core::repo_root(&repo)
         .await
         .map_err(|e| ApiError::from_engine(&e))?;
+    let root = resolved(&root).await?;
+    // Exactly a listed repository, not one nested inside it (a submodule, a repository in a subfolder).
+    check_startable(registry.startable(), &root, true)?;
     let control = MissionControl::new();
     let options = MissionOptions {
         repo: root.clone(),
@@ -166,6 +216,52 @@ pub async fn launch(registry: Arc<Registry>, request: StartRequest) -> Result<St
             "the mission stopped before it started; see the server's log",
         )),
     }
+}
+
+/// `path` with symlinks resolved, as the allowed repositories are.
+async fn resolved(path: &Path) -> Result<PathBuf, ApiError> {
+    tokio::fs::canonicalize(path).await.map_err(|e| {
+        ApiError::unprocessable(format!(
+            "repo {} cannot be resolved on the server: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Missions start only in the repositories the server was given (`startable`; `None`: any). With
+/// `exact`, `path` is a repository's top folder and must be one of them; else it may lie inside one.
+fn check_startable(startable: Option<&[PathBuf]>, path: &Path, exact: bool) -> Result<(), ApiError> {
+    let Some(allowed) = startable else {
+        return Ok(());
+    };
+    let fits = |root: &PathBuf| {
+        if exact {
+            path == root
+        } else {
+            path.starts_with(root)
+        }
+    };
+    if allowed.iter().any(fits) {
+        return Ok(());
+    }
+    let message = if allowed.is_empty() {
+        format!(
+            "this server starts missions in no repository (it was started outside a git repository without \
+             --repo), so not in {}; restart `orchestrator serve` with --repo {} (or --any-repo to allow any)",
+            path.display(),
+            path.display()
+        )
+    } else {
+        let listed: Vec<String> = allowed.iter().map(|r| r.display().to_string()).collect();
+        format!(
+            "repo {} is not one this server starts missions in (those given with --repo: {}); restart \
+             `orchestrator serve` with --repo {} added (or --any-repo to allow any repository)",
+            path.display(),
+            listed.join(", "),
+            path.display()
+        )
+    };
+    Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, message))
 }
 
 struct Mission {

@@ -1,5 +1,5 @@
 //! Every endpoint of the API, called through the router (no socket): good requests, bad input,
-//! unknown missions and the token. Missions come from real stores in temporary git repositories,
+//! unknown missions, the token and the repositories missions may start in. Missions come from real stores in temporary git repositories,
 //! filled with the view crate's fixed event sequences.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use orchestrator_core::{MissionStatus, STATE_DIR};
-use orchestrator_server::{check_exposure, Server, ServerConfig};
+use orchestrator_server::{Server, ServerConfig, Token};
 use orchestrator_store::{MissionRecord, Store};
 use orchestrator_view::fixture::{running_mission, sealed_mission, MISSION};
 use serde_json::{json, Value};
@@ -48,7 +48,16 @@ async fn call(router: &Router, request: Request<Body>) -> Reply {
     }
 }
 
+/// The token of every test server.
+const TOKEN: &str = "s3cret-token-of-the-tests";
+
+/// A request from a client that has the token, as every one must.
 fn request(method: Method, uri: &str) -> axum::http::request::Builder {
+    bare_request(method, uri).header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+}
+
+/// A request without the token.
+fn bare_request(method: Method, uri: &str) -> axum::http::request::Builder {
     Request::builder()
         .method(method)
         .uri(uri)
@@ -150,12 +159,25 @@ impl Repo {
     }
 }
 
-fn server(repos: Vec<PathBuf>) -> Router {
-    Server::new(ServerConfig {
-        token: None,
+fn config(repos: Vec<PathBuf>) -> ServerConfig {
+    ServerConfig {
+        token: Token::new(TOKEN).expect("a strong token"),
         repos,
-        loopback_only: true,
+        any_repo: false,
         otlp_endpoint: None,
+    }
+}
+
+/// A server that knows `repos` and starts missions only in them.
+fn server(repos: Vec<PathBuf>) -> Router {
+    Server::new(config(repos)).router()
+}
+
+/// A server started with --any-repo.
+fn any_repo_server() -> Router {
+    Server::new(ServerConfig {
+        any_repo: true,
+        ..config(Vec::new())
     })
     .router()
 }
@@ -461,7 +483,7 @@ async fn malformed_start_requests_say_what_is_wrong() {
 #[tokio::test]
 async fn a_folder_outside_git_is_refused_with_the_engines_words() {
     let plain = tempfile::tempdir().expect("tempdir");
-    let router = server(Vec::new());
+    let router = any_repo_server();
     let body = json!({"repo": plain.path(), "objective": "Add a file"}).to_string();
     let reply = post_json(&router, "/api/missions", &body).await;
     reply.assert(StatusCode::UNPROCESSABLE_ENTITY);
@@ -475,6 +497,82 @@ async fn a_folder_outside_git_is_refused_with_the_engines_words() {
 
 fn no_state_dir(path: &Path) -> bool {
     !path.join(STATE_DIR).exists()
+}
+
+#[tokio::test]
+async fn missions_start_only_in_the_given_repositories() {
+    let listed = Repo::new();
+    let other = Repo::new();
+    let router = server(vec![listed.path()]);
+    let start = |repo: &Path| json!({"repo": repo, "objective": "Add a file"}).to_string();
+
+    let reply = post_json(&router, "/api/missions", &start(&other.path())).await;
+    reply.assert(StatusCode::FORBIDDEN);
+    let error = reply.error();
+    assert!(
+        error.contains(&other.path().display().to_string())
+            && error.contains(&listed.path().display().to_string())
+            && error.contains("--repo")
+            && error.contains("--any-repo"),
+        "{error}"
+    );
+    assert!(no_state_dir(&other.path()), "nothing was started there");
+
+    // A repository inside a listed one is another repository.
+    let nested = listed.path().join("vendor/lib");
+    std::fs::create_dir_all(&nested).expect("mkdir");
+    let out = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&nested)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success());
+    let reply = post_json(&router, "/api/missions", &start(&nested)).await;
+    reply.assert(StatusCode::FORBIDDEN);
+    assert!(reply.error().contains("vendor/lib"), "{}", reply.error());
+
+    // Outside a repository, without --repo, no start is allowed, and the answer says what to do.
+    let reply = post_json(&server(Vec::new()), "/api/missions", &start(&other.path())).await;
+    reply.assert(StatusCode::FORBIDDEN);
+    assert!(reply.error().contains("no repository"), "{}", reply.error());
+    assert!(no_state_dir(&other.path()));
+}
+
+#[tokio::test]
+async fn numbers_beyond_the_configs_bounds_are_refused_naming_the_field() {
+    let repo = Repo::new();
+    let router = server(vec![repo.path()]);
+    let path = repo.path().display().to_string();
+    let cases = [
+        (
+            "max_parallel",
+            json!(100_000),
+            "max_parallel is 100000",
+            "between 1 and 256",
+        ),
+        ("max_parallel", json!(0), "max_parallel is 0", "between 1 and 256"),
+        ("max_depth", json!(9), "max_depth is 9", "between 0 and 8"),
+        ("rounds", json!(0), "rounds is 0", "between 1 and 50"),
+        ("rounds", json!(51), "rounds is 51", "between 1 and 50"),
+        ("budget_tokens", json!(10), "budget_tokens is 10", "at least 1000"),
+        // Not a whole number that fits: serde's words, then the range.
+        ("max_parallel", json!(-1), "max_parallel", "between 1 and 256"),
+        ("rounds", json!(1e12), "rounds", "between 1 and 50"),
+        ("budget_tokens", json!(1.5), "budget_tokens", "at least 1000"),
+    ];
+    for (field, value, names, range) in cases {
+        let body = json!({"repo": path, "objective": "x", field: value}).to_string();
+        let reply = post_json(&router, "/api/missions", &body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            reply.body
+        );
+        let error = reply.error();
+        assert!(error.contains(names) && error.contains(range), "{body}: {error}");
+    }
+    assert!(no_state_dir(&repo.path()), "refused before the engine ran");
 }
 
 #[tokio::test]
@@ -494,20 +592,21 @@ async fn unknown_endpoints_and_methods_answer_in_json() {
     assert!(reply.error().contains("DELETE"), "{}", reply.error());
 }
 
-fn guarded(token: &str) -> Router {
-    Server::new(ServerConfig {
-        token: Some(token.into()),
-        repos: Vec::new(),
-        loopback_only: false,
-        otlp_endpoint: None,
-    })
-    .router()
+/// GET without the token.
+async fn get_bare(router: &Router, uri: &str) -> Reply {
+    call(
+        router,
+        bare_request(Method::GET, uri)
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await
 }
 
 #[tokio::test]
-async fn with_a_token_every_api_request_needs_it() {
-    let router = guarded("s3cret-token");
-    let reply = get(&router, "/api/missions").await;
+async fn every_api_request_needs_the_token() {
+    let router = server(Vec::new());
+    let reply = get_bare(&router, "/api/missions").await;
     reply.assert(StatusCode::UNAUTHORIZED);
     assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
     assert!(
@@ -521,7 +620,7 @@ async fn with_a_token_every_api_request_needs_it() {
     ] {
         let reply = call(
             &router,
-            request(Method::GET, "/api/missions")
+            bare_request(Method::GET, "/api/missions")
                 .header(name, value)
                 .body(Body::empty())
                 .expect("request"),
@@ -531,12 +630,15 @@ async fn with_a_token_every_api_request_needs_it() {
         assert!(reply.error().contains("the token is wrong"), "{}", reply.error());
     }
     for (name, value) in [
-        (header::AUTHORIZATION, "Bearer s3cret-token"),
-        (header::COOKIE, "theme=dark; orchestrator_token=s3cret-token"),
+        (header::AUTHORIZATION, "Bearer s3cret-token-of-the-tests"),
+        (
+            header::COOKIE,
+            "theme=dark; orchestrator_token=s3cret-token-of-the-tests",
+        ),
     ] {
         let reply = call(
             &router,
-            request(Method::GET, "/api/missions")
+            bare_request(Method::GET, "/api/missions")
                 .header(name, value)
                 .body(Body::empty())
                 .expect("request"),
@@ -545,48 +647,55 @@ async fn with_a_token_every_api_request_needs_it() {
         reply.assert(StatusCode::OK);
     }
     // The page itself holds nothing secret.
-    get(&router, "/").await.assert(StatusCode::OK);
+    get_bare(&router, "/").await.assert(StatusCode::OK);
 }
 
 #[tokio::test]
 async fn the_token_in_the_address_becomes_an_http_only_cookie() {
-    let router = guarded("s3cret-token");
-    let reply = get(&router, "/?token=s3cret-token").await;
+    let router = server(Vec::new());
+    let reply = get_bare(&router, &format!("/?token={TOKEN}")).await;
     reply.assert(StatusCode::SEE_OTHER);
     assert_eq!(reply.headers[header::LOCATION], "/");
     let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap_or_default();
-    assert!(cookie.starts_with("orchestrator_token=s3cret-token;"), "{cookie}");
+    assert!(
+        cookie.starts_with(&format!("orchestrator_token={TOKEN};")),
+        "{cookie}"
+    );
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
     );
-    let wrong = get(&router, "/?token=guess").await;
+    let wrong = get_bare(&router, "/?token=guess").await;
     wrong.assert(StatusCode::OK);
     assert!(!wrong.headers.contains_key(header::SET_COOKIE));
 }
 
 #[tokio::test]
-async fn a_loopback_server_answers_only_loopback_names_and_its_own_pages() {
-    let router = server(Vec::new());
-    let rebound = call(
+async fn a_loopback_request_without_the_token_starts_nothing() {
+    // What another user of the machine (or an agent's command) can send to a loopback port.
+    let repo = Repo::new();
+    let router = server(vec![repo.path()]);
+    let body = json!({"repo": repo.path(), "objective": "Add a file"}).to_string();
+    let reply = call(
         &router,
-        Request::builder()
-            .uri("/api/missions")
-            .header(header::HOST, "attacker.example:7700")
-            .body(Body::empty())
+        bare_request(Method::POST, "/api/missions")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
             .expect("request"),
     )
     .await;
-    rebound.assert(StatusCode::FORBIDDEN);
-    assert!(
-        rebound.error().contains("attacker.example"),
-        "{}",
-        rebound.error()
-    );
+    reply.assert(StatusCode::UNAUTHORIZED);
+    assert!(no_state_dir(&repo.path()), "nothing was started");
+}
+
+#[tokio::test]
+async fn changes_from_another_origin_are_refused_even_with_the_cookie() {
+    let router = server(Vec::new());
     let cross_site = call(
         &router,
-        request(Method::POST, "/api/missions")
-            .header(header::ORIGIN, "https://attacker.example")
+        bare_request(Method::POST, "/api/missions")
+            .header(header::ORIGIN, "http://127.0.0.1:3000")
+            .header(header::COOKIE, format!("orchestrator_token={TOKEN}"))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from("{}"))
             .expect("request"),
@@ -598,20 +707,4 @@ async fn a_loopback_server_answers_only_loopback_names_and_its_own_pages() {
         "{}",
         cross_site.error()
     );
-}
-
-#[test]
-fn only_loopback_may_go_without_a_token() {
-    let any: std::net::SocketAddr = "0.0.0.0:7700".parse().expect("address");
-    let refusal = check_exposure(&any, None).expect_err("refused");
-    assert!(refusal.to_string().contains("--token"), "{refusal}");
-    assert!(
-        check_exposure(&any, Some("")).is_err(),
-        "an empty token is no token"
-    );
-    assert!(check_exposure(&any, Some("t0ken")).is_ok());
-    for local in ["127.0.0.1:7700", "[::1]:7700"] {
-        let addr: std::net::SocketAddr = local.parse().expect("address");
-        assert!(check_exposure(&addr, None).is_ok(), "{local}");
-    }
 }

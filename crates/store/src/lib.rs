@@ -5,8 +5,16 @@
 //! SQLite because it is embedded, needs no server, survives `kill -9` at any instant (each write is a
 //! transaction in WAL mode) and is readable by other processes (`status`, `logs`) while a mission runs.
 //! Secrets handed to [`Store::set_secrets`] are masked in everything written.
+//!
+//! The store is private to its user: the database and its `-wal` and `-shm` files are 0600, and the
+//! folder that holds them is made 0700 by [`private_dir`]. Transcripts hold whatever the agents read
+//! and wrote — source, command output, secrets the masking cannot know — and a repository's folder
+//! is often readable by every user of the machine.
 
-use std::path::Path;
+use std::fs::{OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -48,6 +56,15 @@ const MIGRATIONS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error(
+        "cannot make the mission store {path} private to you ({source}); check who owns it and its folder, \
+         or run as that user"
+    )]
+    NotPrivate {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     #[error(
         "the mission store {path} was written by a newer orchestrator (schema {found}, this build reads up to \
          {SCHEMA_VERSION}); upgrade orchestrator, or move .orchestrator/ aside to start afresh"
@@ -136,6 +153,8 @@ pub struct Store {
 impl Store {
     /// Opens the store, creating it and migrating it to the current schema.
     pub fn open(path: &Path) -> Result<Store> {
+        // Should this fail (no such folder, say), SQLite's own open below says why in its words.
+        let _ = create_private(path);
         let conn = Connection::open(path).map_err(|e| corrupt(path, e))?;
         Store::init(conn, path)
     }
@@ -160,6 +179,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| corrupt(path, e))?;
         migrate(&conn, path)?;
+        // After the WAL pragma, so the -wal and -shm files exist; SQLite gives the ones it makes later
+        // the database's own mode. Stores made before this version were 0644: tightened here.
+        private_files(path).map_err(|e| unsafe_files(path, e))?;
         Ok(Store {
             conn: Mutex::new(conn),
             path: path.display().to_string(),
@@ -418,6 +440,74 @@ fn now() -> String {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The modes the store's folder and files get: the user's alone.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates the store's folder private to the user (0700; missing parents get the usual mode), or
+/// makes an existing one so. Call it before [`Store::open`] with the folder the store lives in.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(e),
+    }
+    // Also when just made: a umask can take more than it should, and an old folder is 0755.
+    restrict(dir, PRIVATE_DIR_MODE)
+}
+
+/// The database file, made 0600 before SQLite first opens it (SQLite would make it 0644 under the
+/// usual umask, and copies the database's mode to the -wal and -shm files it makes). An existing
+/// file is left to [`private_files`].
+fn create_private(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+        .map(drop)
+}
+
+/// The database and its -wal and -shm files, those that exist, made 0600.
+fn private_files(path: &Path) -> io::Result<()> {
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    for file in files {
+        match restrict(&file, PRIVATE_FILE_MODE) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Sets `mode` unless the path has it. A file or folder of another user is left as it is: only its
+/// owner can change it, and reading a store one may read (`status`, `logs`) should not fail on it.
+fn restrict(path: &Path, mode: u32) -> io::Result<()> {
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    if current == mode {
+        return Ok(());
+    }
+    match std::fs::set_permissions(path, Permissions::from_mode(mode)) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        other => other,
+    }
+}
+
+fn unsafe_files(path: &Path, source: io::Error) -> StoreError {
+    StoreError::NotPrivate {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 #[cfg(test)]

@@ -1,3 +1,5 @@
+use std::path::{Path, PathBuf};
+
 use orchestrator_protocol::{Event, EventEnvelope};
 
 use super::*;
@@ -120,4 +122,56 @@ fn garbage_and_truncated_files_are_reported_not_panicked() {
         Store::open_existing(&dir.path().join("none.db")).err().unwrap(),
         StoreError::Missing(_)
     ));
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+fn store_files(dir: &Path) -> Vec<PathBuf> {
+    ["state.db", "state.db-wal", "state.db-shm"]
+        .iter()
+        .map(|name| dir.join(name))
+        .collect()
+}
+
+#[test]
+fn a_new_store_is_private_to_its_user() {
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path().join(".orchestrator");
+    private_dir(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    let store = Store::open(&dir.join("state.db")).unwrap();
+    store.create_mission(&mission("m1")).unwrap();
+    for file in store_files(&dir) {
+        assert!(file.exists(), "{} exists while the store is open", file.display());
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    // Running private_dir again (every open does) changes nothing.
+    private_dir(&dir).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+}
+
+#[test]
+fn an_old_world_readable_store_is_tightened_when_opened() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = tempfile::tempdir().unwrap();
+    let dir = repo.path().join(".orchestrator");
+    std::fs::create_dir(&dir).unwrap();
+    let store = Store::open(&dir.join("state.db")).unwrap();
+    store.create_mission(&mission("m1")).unwrap();
+    // As stores were before: the folder 0755, the files 0644.
+    std::fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
+    for file in store_files(&dir) {
+        std::fs::set_permissions(&file, Permissions::from_mode(0o644)).unwrap();
+    }
+    private_dir(&dir).unwrap();
+    let reopened = Store::open_existing(&dir.join("state.db")).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    for file in store_files(&dir) {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    assert_eq!(reopened.latest_mission().unwrap().unwrap().id, "m1");
+    drop(store);
 }

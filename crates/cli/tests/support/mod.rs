@@ -280,31 +280,46 @@ pub struct Serving {
     pub base: String,
     /// The line that named the address.
     pub first_line: String,
+    /// The line after it: the dashboard's address, with the token when the server made one.
+    pub second_line: String,
+    /// The token the server made and printed; `None` when it was given one (it never prints that).
+    pub token: Option<String>,
     /// The rest of its stdout; read it (or drain it) so the server never blocks on a full pipe.
     pub lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
 }
 
-/// Starts `orchestrator serve` as `run` says, in the repository, and waits for the address it prints.
+/// Starts `orchestrator serve` as `run` says, in the repository, and waits for the address it prints
+/// and the dashboard's address after it.
 pub async fn spawn_serve(repo: &TestRepo, run: Run) -> Serving {
     use tokio::io::AsyncBufReadExt;
     let mut child = run.command(repo).spawn().expect("orchestrator serve starts");
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let first_line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("serve prints its address within 30 s")
-        .expect("stdout reads")
-        .expect("a first line");
+    let mut next_line = async || {
+        tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("serve prints its address within 30 s")
+            .expect("stdout reads")
+            .expect("a line")
+    };
+    let first_line = next_line().await;
+    let second_line = next_line().await;
     let base = first_line
         .split("listening on ")
         .nth(1)
         .expect("the first line names the address")
         .trim_end_matches('/')
         .to_string();
+    let token = second_line
+        .strip_prefix("open the dashboard: ")
+        .and_then(|url| url.split_once("/?token="))
+        .map(|(_, token)| token.trim().to_string());
     Serving {
         child,
         base,
         first_line,
+        second_line,
+        token,
         lines,
     }
 }
