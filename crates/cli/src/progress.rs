@@ -29,7 +29,7 @@ pub async fn render_plain(mut events: UnboundedReceiver<Arc<EventEnvelope>>, rep
         view.apply(&earlier.event);
     }
     if let Some(line) = view.apply(&first.event) {
-        eprintln!("[{}] {line}", view.elapsed());
+        errln!("[{}] {line}", view.elapsed());
     }
     print(view, events, false, None).await
 }
