@@ -258,9 +258,11 @@ async fn a_cancelled_opencode_mission_leaves_nothing_running_and_resume_seals_it
 )]
 async fn the_turn_limit_stops_an_opencode_prompt_while_it_runs() {
     let bin = opencode_bin();
-    // One OpenCode prompt would run all eight steps of this worker; the limit is two turns.
+    // One OpenCode prompt would run all eight steps of this worker; the limit is two turns. One
+    // attempt in one round: a turn limit fails the attempt, and a retry would prompt again.
     let files: Vec<String> = (1..=8).map(|i| format!("FILE f{i}.txt := {i}")).collect();
-    let repo = TestRepo::new(&[("orchestrator.toml", "[roles.worker]\nmax_turns = 2\n")]);
+    let config = "rounds = 1\n[roles.worker]\nmax_turns = 2\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
     let script = Script {
         plan: vec![PlanUnit::new("a", "Write eight files", &files.join("\n"), &[])],
         ..Default::default()

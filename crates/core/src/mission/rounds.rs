@@ -1,0 +1,485 @@
+//! The mission's stages in order: discovery, planning, then rounds of execution and stage 2
+//! verification until it seals, runs out of rounds or stops.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use orchestrator_git::Worktree;
+use orchestrator_protocol::{Event, Outcome, Phase, UnitSpec, UnitState};
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::error::{EngineError, Result};
+use crate::events::EventBus;
+use crate::prescan;
+use crate::replay::Replay;
+use crate::roles;
+use crate::session::Runtime;
+use crate::units::{self, MergeTarget, UnitOutcome};
+use crate::verify::{self, Verifier};
+
+use super::*;
+
+/// Discovery, planning and rounds, each skipped when the replay shows it done.
+pub(super) async fn drive(
+    id: &str,
+    setup: &Setup,
+    rt: Runtime,
+    config: Config,
+    replay: Replay,
+) -> Result<Ending> {
+    let repo = &setup.repo;
+    let base_tree = repo
+        .add_detached_worktree(&setup.worktrees.join("base"), &setup.base)
+        .await?;
+    let (integration, integration_head) = open_integration(setup).await?;
+    rt.bus.emit(Event::Notice {
+        message: config.sandbox.summary(),
+    });
+
+    let read_only = Arc::new(toolbox(base_tree.path(), false, &config)?);
+    let (context, build, test) = match (&replay.context, &replay.verify) {
+        (Some(context), Some((build, test))) => (context.clone(), build.clone(), test.clone()),
+        _ => {
+            rt.bus.emit(Event::PhaseChanged {
+                phase: Phase::Discovery,
+                round: 0,
+            });
+            let mut scan = prescan::scan(base_tree.path());
+            let build = config.verify_build.clone().or(scan.build.clone());
+            let test = config.verify_test.clone().or(scan.test.clone());
+            // The scouts and the mission context get the commands that will judge the work, not
+            // what the pre-scan guessed before the config was applied.
+            scan.build = build.clone();
+            scan.test = test.clone();
+            rt.bus.emit(Event::PreScanFinished {
+                files: scan.file_count,
+                build: build.clone(),
+                test: test.clone(),
+            });
+            let context = roles::discover(&rt, &config, &setup.objective, &scan, read_only.clone()).await;
+            if rt.budget_spent() {
+                return Ok(budget_ending(&rt, &config));
+            }
+            if rt.cancel.is_cancelled() {
+                return Ok(interrupted());
+            }
+            rt.bus.emit(Event::DiscoveryFinished {
+                context: context.clone(),
+            });
+            (context, build, test)
+        }
+    };
+    let plan = match replay.plans.get(&1) {
+        Some(plan) => plan.clone(),
+        None => {
+            rt.bus.emit(Event::PhaseChanged {
+                phase: Phase::Planning,
+                round: 1,
+            });
+            match roles::plan(&rt, &config, &setup.objective, &context, read_only).await {
+                Ok(plan) => plan,
+                Err(_) if rt.budget_spent() => return Ok(budget_ending(&rt, &config)),
+                Err(_) if rt.cancel.is_cancelled() => return Ok(interrupted()),
+                Err(reason) => return Ok(Ending::unsealed(reason)),
+            }
+        }
+    };
+    let verifier = Verifier {
+        build: config.verify_build.clone().or(build),
+        lint: config.verify_lint.clone(),
+        test: config.verify_test.clone().or(test),
+        timeout: config.verify_timeout,
+        permits: Semaphore::new(config.max_parallel_verify),
+        sandbox: config.sandbox.clone(),
+    };
+    verifier_notice(&rt, &verifier);
+    let mission = Arc::new(Mission {
+        id: id.to_string(),
+        objective: setup.objective.clone(),
+        repo: repo.clone(),
+        rt,
+        config,
+        verifier,
+        context,
+        worktrees: setup.worktrees.clone(),
+        run_index: replay.resumes + 1,
+        replay,
+        todo: Mutex::new(TodoBook {
+            path: repo.root().join(STATE_DIR).join("todo.md"),
+            entries: BTreeMap::new(),
+            order: Vec::new(),
+        }),
+        done_branches: setup.done_branches.clone(),
+        registered: tokio::sync::OnceCell::new(),
+    });
+    // Units that ended in an earlier run may have left their branch (a kill before the run's end).
+    for unit in mission.replay.units.keys() {
+        if mission.replay.terminal(unit).is_some() {
+            mission.branch_done(mission.branch(unit));
+        }
+    }
+    run_rounds(&mission, plan, integration, integration_head, &setup.base).await
+}
+
+/// Says which commands will judge the work, before any unit is built.
+fn verifier_notice(rt: &Runtime, verifier: &Verifier) {
+    rt.bus.emit(Event::Notice {
+        message: verifier.describe_commands(),
+    });
+}
+
+/// The integration worktree and its head: the one a crashed run left (a half-done merge undone), or
+/// a new one (on the branch an earlier run left, or a new branch at the mission's base).
+async fn open_integration(setup: &Setup) -> Result<(Worktree, String)> {
+    let repo = &setup.repo;
+    let path = setup.worktrees.join("integration");
+    if let Some(worktree) = repo.open_worktree(&path).await? {
+        if worktree.merge_in_progress().await? {
+            worktree.abort_merge().await?;
+        }
+        let head = worktree.head().await?;
+        worktree.reset_hard(&head).await?;
+        return Ok((worktree, head));
+    }
+    let worktree = repo
+        .add_worktree_on_branch(&path, &setup.integration_branch, &setup.base)
+        .await?;
+    let head = worktree.head().await?;
+    Ok((worktree, head))
+}
+
+async fn run_rounds(
+    mission: &Arc<Mission>,
+    plan: Vec<UnitSpec>,
+    integration: Worktree,
+    integration_head: String,
+    base: &str,
+) -> Result<Ending> {
+    let target = Arc::new(MergeTarget::integration(
+        integration.clone(),
+        mission_branch(&mission.id),
+        integration_head,
+    ));
+    let replay = &mission.replay;
+    let first_round = replay.round.max(1);
+    let mut units = replay.plans.get(&first_round).cloned().unwrap_or(plan);
+    let rounds = mission.config.rounds.max(first_round);
+    for round in first_round..=rounds {
+        let bus = &mission.rt.bus;
+        if replay.plans.contains_key(&round) {
+            for unit in &units {
+                if let Some(record) = replay.units.get(&unit.id) {
+                    mission.note_todo(unit, round, record.state, record.detail.clone());
+                }
+            }
+        } else {
+            bus.emit(Event::PlanAccepted {
+                round,
+                units: units.clone(),
+            });
+            for unit in &units {
+                mission.set_state(unit, round, UnitState::Queued, 0, None);
+            }
+        }
+        bus.emit(Event::PhaseChanged {
+            phase: Phase::Execution,
+            round,
+        });
+        let outcomes = units::run_dag(mission.clone(), units.clone(), 0, target.clone(), round).await;
+        // The units' merges moved the branch; stage 2, the master reviewer and the next round need
+        // its files (one checkout for the whole wave).
+        target.check_out().await?;
+        if outcomes.iter().any(UnitOutcome::out_of_budget_stop) || mission.rt.budget_spent() {
+            return Ok(budget_ending(&mission.rt, &mission.config));
+        }
+        if let Some(reason) = outcomes.iter().find_map(UnitOutcome::endpoint_stop) {
+            return Ok(Ending {
+                resumable: true,
+                unverified: false,
+                ..Ending::unsealed(format!(
+                    "{reason}\nContinue with `orchestrator resume` once the endpoint answers."
+                ))
+            });
+        }
+        if mission.rt.cancel.is_cancelled() || outcomes.iter().any(|o| o.interrupted) {
+            return Ok(interrupted());
+        }
+        // `verified`: the commit stage 2 verified and the master reviewer judged, when this run did.
+        let (follow_up, verified) = match replay.rounds.get(&round) {
+            Some((true, _)) => (None, None),
+            Some((false, follow_up)) => (Some(follow_up.clone()), None),
+            None => match round_result(mission, &integration, base, &outcomes, round).await? {
+                RoundResult::Passed { verified } => (None, Some(verified)),
+                RoundResult::FollowUp(units) => (Some(units), None),
+            },
+        };
+        let Some(follow_up) = follow_up else {
+            if !replay.rounds.contains_key(&round) {
+                bus.emit(Event::RoundFinished {
+                    round,
+                    passed: true,
+                    follow_up: Vec::new(),
+                });
+            }
+            let head = integration.head().await?;
+            let unverified = !mission.verifier.has_commands();
+            let mut summary = sealed_summary(&outcomes, round);
+            if unverified {
+                summary = format!(
+                    "sealed without verification: no build, lint or test command ran on the work \
+                     (--no-verify); only reviews judged it\n{summary}"
+                );
+            }
+            return Ok(Ending {
+                outcome: Outcome::Sealed,
+                summary,
+                result_commit: Some(sealed_commit(bus, verified, head)),
+                resumable: false,
+                unverified,
+            });
+        };
+        if mission.rt.cancel.is_cancelled() {
+            return Ok(interrupted());
+        }
+        if !replay.rounds.contains_key(&round) {
+            bus.emit(Event::RoundFinished {
+                round,
+                passed: false,
+                follow_up: follow_up.clone(),
+            });
+        }
+        if round == rounds {
+            return Ok(Ending::unsealed(unsealed_summary(rounds, &follow_up)));
+        }
+        units = replay.plans.get(&(round + 1)).cloned().unwrap_or(follow_up);
+    }
+    Ok(Ending::unsealed("no rounds were run".into()))
+}
+
+/// `None` when the round passed; otherwise the units of the next round.
+/// How a round ended: passed stage 2 and the master review at the commit they saw, or work for the
+/// next round.
+enum RoundResult {
+    Passed { verified: String },
+    FollowUp(Vec<UnitSpec>),
+}
+
+async fn round_result(
+    mission: &Arc<Mission>,
+    integration: &Worktree,
+    base: &str,
+    outcomes: &[UnitOutcome],
+    round: u32,
+) -> Result<RoundResult> {
+    if outcomes.iter().all(|o| o.state == UnitState::Passed) {
+        mission.rt.bus.emit(Event::PhaseChanged {
+            phase: Phase::Integration,
+            round,
+        });
+        integrate(mission, integration, base, outcomes, round).await
+    } else {
+        Ok(RoundResult::FollowUp(retry_units(outcomes, round + 1)))
+    }
+}
+
+/// The commit a sealed mission hands over: exactly the one stage 2 verified and the master reviewer
+/// judged. Anything committed on the integration branch after that was seen by no verification, so
+/// it is left out, and the event log says so.
+pub(super) fn sealed_commit(bus: &EventBus, verified: Option<String>, head: String) -> String {
+    match verified {
+        Some(verified) if verified != head => {
+            bus.emit(Event::Notice {
+                message: format!(
+                    "the integration branch moved after stage 2 (to {}); only the verified {} is taken",
+                    verify::short(&head),
+                    verify::short(&verified)
+                ),
+            });
+            verified
+        }
+        _ => head,
+    }
+}
+
+/// A stop for a spent budget: unsealed (exit 1) but resumable with a larger one, saying what each
+/// role used.
+fn budget_ending(rt: &Runtime, config: &Config) -> Ending {
+    let used = rt.bus.usage().total();
+    let limit = config
+        .budget_tokens
+        .map(|l| format!(" of {l}"))
+        .unwrap_or_default();
+    let roles: Vec<String> = rt
+        .bus
+        .usage_by_role()
+        .iter()
+        .map(|(role, usage)| {
+            let cap = config
+                .role(*role)
+                .budget_tokens
+                .map(|l| format!(" (role budget {l})"))
+                .unwrap_or_default();
+            format!("  {role}: {} tokens{cap}", usage.total())
+        })
+        .collect();
+    let summary = format!(
+        "the token budget is spent: {used}{limit} tokens used. Continue with `orchestrator resume --budget-tokens N` \
+         (or raise the role's budget_tokens in orchestrator.toml).\nBy role:\n{}",
+        roles.join("\n")
+    );
+    Ending {
+        resumable: true,
+        unverified: false,
+        ..Ending::unsealed(summary)
+    }
+}
+
+/// Stage 2: the runtime's full build and tests on the integrated branch, then the master review.
+/// `None` means the round passed; otherwise the units of the next round.
+async fn integrate(
+    mission: &Arc<Mission>,
+    integration: &Worktree,
+    base: &str,
+    outcomes: &[UnitOutcome],
+    round: u32,
+) -> Result<RoundResult> {
+    let bus = &mission.rt.bus;
+    // What stage 2 tests and the master reviewer judges: the branch as it is now.
+    let verified = integration.head().await?;
+    let evidence = mission
+        .verifier
+        .verify(integration, &mission.rt.cancel)
+        .await
+        .map_err(EngineError::Other)?;
+    for e in &evidence {
+        bus.emit(Event::EvidenceRecorded {
+            unit: None,
+            evidence: e.clone(),
+        });
+    }
+    if mission.rt.cancel.is_cancelled() {
+        return Err(EngineError::Interrupted);
+    }
+    if !verify::all_passed(&evidence) {
+        let unit = UnitSpec {
+            id: format!("r{}-1", round + 1),
+            title: "Make the integrated build and tests pass".into(),
+            description: format!(
+                "After merging every unit, the runtime's build and tests fail on the integrated result.\n\n{}\n\
+                 Find the cause and fix it.",
+                verify::describe(&evidence)
+            ),
+            depends_on: Vec::new(),
+            files: Vec::new(),
+        };
+        return Ok(RoundResult::FollowUp(vec![unit]));
+    }
+    // A master review from before a restart counts only for the commit it judged.
+    let known = mission.replay.master_reviews.get(&round).filter(|_| {
+        mission
+            .replay
+            .master_reviewed_commits
+            .get(&round)
+            .is_none_or(|judged| *judged == verified)
+    });
+    let review = match known {
+        Some(review) => review.clone(),
+        None => {
+            let review = roles::master_review(mission, integration, base, outcomes, &evidence, round).await?;
+            bus.emit(Event::ReviewFinished {
+                unit: None,
+                attempt: round,
+                review: review.clone(),
+                commit: Some(verified.clone()),
+            });
+            review
+        }
+    };
+    if review.verdict == orchestrator_protocol::Verdict::Pass {
+        return Ok(RoundResult::Passed { verified });
+    }
+    Ok(RoundResult::FollowUp(follow_up_units(&review, round + 1)))
+}
+
+fn follow_up_units(review: &orchestrator_protocol::Review, next_round: u32) -> Vec<UnitSpec> {
+    let mut follow_up: Vec<UnitSpec> = review
+        .issues
+        .iter()
+        .enumerate()
+        .map(|(i, issue)| UnitSpec {
+            id: format!("r{next_round}-{}", i + 1),
+            title: issue.title.clone(),
+            description: match &issue.file {
+                Some(file) => format!("{}\n\n(File: {file})", issue.description),
+                None => issue.description.clone(),
+            },
+            depends_on: Vec::new(),
+            files: issue.file.iter().cloned().collect(),
+        })
+        .collect();
+    if follow_up.is_empty() {
+        follow_up.push(UnitSpec {
+            id: format!("r{next_round}-1"),
+            title: "Address the master review".into(),
+            description: review.summary.clone(),
+            depends_on: Vec::new(),
+            files: Vec::new(),
+        });
+    }
+    follow_up
+}
+
+/// Units that failed or were skipped, again, under new ids; dependencies on merged units are dropped.
+pub(super) fn retry_units(outcomes: &[UnitOutcome], next_round: u32) -> Vec<UnitSpec> {
+    let retried: BTreeMap<&str, String> = outcomes
+        .iter()
+        .filter(|o| o.state != UnitState::Passed)
+        .map(|o| (o.unit.id.as_str(), format!("{}-r{next_round}", o.unit.id)))
+        .collect();
+    outcomes
+        .iter()
+        .filter(|o| o.state != UnitState::Passed)
+        .map(|o| UnitSpec {
+            id: retried[o.unit.id.as_str()].clone(),
+            title: o.unit.title.clone(),
+            description: match &o.findings {
+                Some(findings) => format!(
+                    "{}\n\nA previous attempt did not pass: {}\nWhat that attempt was last told:\n{findings}",
+                    o.unit.description,
+                    o.reason.as_deref().unwrap_or("no reason recorded")
+                ),
+                None => format!(
+                    "{}\n\nA previous attempt did not pass: {}",
+                    o.unit.description,
+                    o.reason.as_deref().unwrap_or("no reason recorded")
+                ),
+            },
+            depends_on: o
+                .unit
+                .depends_on
+                .iter()
+                .filter_map(|d| retried.get(d.as_str()).cloned())
+                .collect(),
+            files: o.unit.files.clone(),
+        })
+        .collect()
+}
+
+fn sealed_summary(outcomes: &[UnitOutcome], round: u32) -> String {
+    format!(
+        "sealed in round {round}: {} unit(s) of the last round passed review and the master review",
+        outcomes.len()
+    )
+}
+
+fn unsealed_summary(rounds: u32, missing: &[UnitSpec]) -> String {
+    let list: Vec<String> = missing
+        .iter()
+        .map(|u| format!("  - {}: {}", u.id, u.title))
+        .collect();
+    format!(
+        "not sealed after {rounds} round(s); still missing:\n{}",
+        list.join("\n")
+    )
+}

@@ -1,0 +1,304 @@
+//! A claimed mission from its first event to its last: the run, how it ended, and what is done at
+//! the end (the user's branch fast-forwarded, worktrees and branches cleaned up).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use orchestrator_git::{FastForward, Repo};
+use orchestrator_model::GovernedClient;
+use orchestrator_protocol::{Event, Outcome, Phase};
+use orchestrator_store::{MissionRecord, MissionStatus, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::EngineError;
+use crate::events::EventBus;
+use crate::replay::Replay;
+use crate::session::Runtime;
+use crate::verify::{self};
+
+use super::*;
+
+/// What to do with the result and the branches when the mission is over.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Finish {
+    pub(super) apply: bool,
+    pub(super) keep_branches: bool,
+}
+
+/// One run of a mission, new or resumed, to its end. Never fails: every ending is a report.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_mission(
+    record: MissionRecord,
+    finish: Finish,
+    repo: Repo,
+    config: Config,
+    client: Arc<GovernedClient>,
+    replay: Replay,
+    store: Arc<Store>,
+    bus: &EventBus,
+    cancel: CancellationToken,
+    opencode: Option<Arc<crate::opencode::OpencodeEngine>>,
+    control: crate::MissionControl,
+) -> MissionReport {
+    let id = record.id.clone();
+    let _ = store.set_status(&id, MissionStatus::Running, Some(std::process::id()));
+    if replay.last_seq.is_none() {
+        bus.emit(Event::MissionStarted {
+            objective: record.objective.clone(),
+            base_commit: record.base_commit.clone(),
+            user_branch: record.user_branch.clone(),
+            integration_branch: record.integration_branch.clone(),
+        });
+    }
+    let rt = Runtime::new(
+        client.clone(),
+        bus.clone(),
+        cancel,
+        config.max_parallel,
+        config.budget_tokens,
+    )
+    .with_store(store.clone(), &id)
+    .with_context_rules(config.prices.clone(), config.compaction.clone())
+    .with_opencode(opencode)
+    .with_control(control.clone());
+    let announcer = announce_dispatch_changes(&control, bus);
+    let setup = Setup {
+        repo: repo.clone(),
+        worktrees: repo.root().join(STATE_DIR).join("worktrees").join(&id),
+        base: record.base_commit.clone(),
+        objective: record.objective.clone(),
+        integration_branch: record.integration_branch.clone(),
+        done_branches: Arc::default(),
+    };
+    let ending = match drive(&id, &setup, rt, config, replay).await {
+        Ok(ending) => ending,
+        Err(EngineError::Interrupted) => interrupted(),
+        Err(e @ EngineError::EndpointFailed(_)) => Ending {
+            resumable: true,
+            ..Ending::unsealed(format!(
+                "{e}\nContinue with `orchestrator resume` once the endpoint answers."
+            ))
+        },
+        Err(e) => Ending::unsealed(format!("the mission stopped on an error: {e}")),
+    };
+    announcer.abort();
+    let Ending {
+        outcome,
+        mut summary,
+        result_commit,
+        resumable,
+        unverified,
+    } = ending;
+    if let Some(error) = bus.store_error() {
+        summary.push_str(&format!(
+            "\nthe mission store could not be written ({error}); resume may repeat work"
+        ));
+    }
+    if outcome == Outcome::Sealed && finish.apply {
+        if let (Some(branch), Some(commit)) = (&record.user_branch, &result_commit) {
+            summary.push('\n');
+            summary.push_str(&apply_result(&repo, branch, commit, &record.integration_branch, bus).await);
+        }
+    }
+    // A finished mission (nothing will resume it) takes its branches with it unless asked to keep them.
+    let over = !resumable && outcome != Outcome::Interrupted;
+    let settle = over && !finish.keep_branches;
+    cleanup(&setup, &id, settle).await;
+    let mut branch_kept = true;
+    if settle {
+        let kept = settle_integration(&setup, record.user_branch.as_deref(), bus).await;
+        branch_kept = kept.is_some();
+        if let Some(note) = kept {
+            summary.push('\n');
+            summary.push_str(&note);
+        }
+    }
+    for (model, stats) in client.stats() {
+        bus.emit(Event::ModelTraffic {
+            model,
+            limit: stats.limit,
+            max_limit: stats.max_limit,
+            peak_in_flight: stats.peak_in_flight,
+            rate_limited: stats.rate_limited,
+            retries: stats.retries,
+            gave_up: stats.gave_up,
+        });
+    }
+    let status = match (outcome, resumable) {
+        (Outcome::Sealed, _) => MissionStatus::Sealed,
+        (Outcome::Interrupted, _) | (_, true) => MissionStatus::Interrupted,
+        _ => MissionStatus::Unsealed,
+    };
+    bus.emit(Event::PhaseChanged {
+        phase: Phase::Finished,
+        round: 0,
+    });
+    bus.emit(Event::MissionFinished {
+        outcome,
+        summary: summary.clone(),
+        usage: bus.usage(),
+        result_commit: result_commit.clone(),
+        unverified,
+    });
+    let _ = store.set_status(&id, status, None);
+    MissionReport {
+        mission: id,
+        outcome,
+        unverified,
+        summary,
+        integration_branch: record.integration_branch,
+        branch_kept,
+        result_commit,
+    }
+}
+
+pub(super) struct Setup {
+    pub(super) repo: Repo,
+    pub(super) worktrees: PathBuf,
+    pub(super) base: String,
+    pub(super) objective: String,
+    pub(super) integration_branch: String,
+    /// The mission's unit branches that can go: their units ended (this run or an earlier one).
+    pub(super) done_branches: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// How a run ended. `resumable` marks an unsealed stop that `resume` may continue (a spent budget).
+pub(super) struct Ending {
+    pub(super) outcome: Outcome,
+    pub(super) summary: String,
+    pub(super) result_commit: Option<String>,
+    pub(super) resumable: bool,
+    /// Sealed with no build, lint or test command run on the work (`--no-verify`).
+    pub(super) unverified: bool,
+}
+
+impl Ending {
+    pub(super) fn unsealed(summary: String) -> Self {
+        Ending {
+            outcome: Outcome::Unsealed,
+            summary,
+            result_commit: None,
+            resumable: false,
+            unverified: false,
+        }
+    }
+}
+
+pub(super) fn interrupted() -> Ending {
+    Ending {
+        outcome: Outcome::Interrupted,
+        summary: "the mission was interrupted; continue it with `orchestrator resume`".into(),
+        result_commit: None,
+        resumable: true,
+        unverified: false,
+    }
+}
+
+/// Fast-forwards the user's branch to the result, never forcing anything.
+async fn apply_result(repo: &Repo, branch: &str, commit: &str, integration: &str, bus: &EventBus) -> String {
+    let short = verify::short(commit);
+    if repo
+        .rev_parse(&format!("refs/heads/{branch}"))
+        .await
+        .ok()
+        .as_deref()
+        == Some(commit)
+    {
+        // A mission that changed nothing: say so rather than claim a move.
+        let message = format!("{branch} already has the result ({short}); nothing to fast-forward");
+        bus.emit(Event::Notice {
+            message: message.clone(),
+        });
+        return message;
+    }
+    let checked_out = repo.current_branch().await.ok().flatten();
+    let result = if checked_out.as_deref() == Some(branch) {
+        repo.fast_forward_checked_out(commit).await
+    } else {
+        repo.fast_forward_branch(branch, commit).await
+    };
+    let message = match result {
+        Ok(FastForward::Done) => format!("{branch} fast-forwarded to {short}"),
+        Ok(FastForward::NotFastForward) => {
+            format!("{branch} has moved since the mission started, so it was left alone; merge {integration} yourself")
+        }
+        Ok(FastForward::Blocked(why)) => {
+            format!("{branch} was left alone ({why}); the result is on {integration}")
+        }
+        Err(e) => format!("{branch} was left alone ({e}); the result is on {integration}"),
+    };
+    bus.emit(Event::Notice {
+        message: message.clone(),
+    });
+    message
+}
+
+/// Removes the mission's worktrees, then the branches of units that ended — or, with
+/// `every_unit_branch` (a finished mission), all its unit branches. Otherwise unit branches of units
+/// that did not end hold unfinished work and stay for `resume`. The integration branch is
+/// [`settle_integration`]'s.
+async fn cleanup(setup: &Setup, mission: &str, every_unit_branch: bool) {
+    let repo = &setup.repo;
+    if let Ok(list) = repo.list_worktrees().await {
+        for path in list.iter().filter(|p| p.starts_with(&setup.worktrees)) {
+            if let Err(e) = repo.remove_worktree(path).await {
+                tracing::warn!("cannot remove worktree {}: {e}", path.display());
+            }
+        }
+    }
+    let _ = tokio::fs::remove_dir_all(&setup.worktrees).await;
+    let done = std::mem::take(&mut *setup.done_branches.lock().unwrap_or_else(|p| p.into_inner()));
+    if done.is_empty() && !every_unit_branch {
+        return;
+    }
+    // Only branches that exist: one listing, so one missing branch cannot fail the whole batch.
+    let existing = match repo
+        .branches_with_prefix(&format!("orchestrator/{mission}/u/"))
+        .await
+    {
+        Ok(existing) => existing,
+        Err(e) => return tracing::warn!("cannot list the mission's unit branches: {e}"),
+    };
+    let gone: Vec<&String> = existing
+        .iter()
+        .filter(|b| every_unit_branch || done.contains(*b))
+        .collect();
+    if gone.is_empty() {
+        return;
+    }
+    if let Err(e) = repo.delete_branches(&gone).await {
+        tracing::warn!("cannot delete the branches of finished units: {e}");
+    }
+}
+
+/// A finished mission's integration branch (its unit branches are gone with `cleanup`): it goes too
+/// when the user's branch already has all of it (applied, or nothing was merged). Otherwise it stays
+/// as the result to review, and the returned note says so.
+async fn settle_integration(setup: &Setup, user_branch: Option<&str>, bus: &EventBus) -> Option<String> {
+    let repo = &setup.repo;
+    let branch = &setup.integration_branch;
+    let head = repo.rev_parse(&format!("refs/heads/{branch}")).await.ok()?;
+    let target = user_branch
+        .map(|b| format!("refs/heads/{b}"))
+        .unwrap_or_else(|| setup.base.clone());
+    let contained = head == setup.base || repo.is_ancestor(&head, &target).await.unwrap_or(false);
+    if !contained {
+        let note = format!(
+            "the mission's work is kept on {branch} (not on {}); review or merge it, or remove it with `orchestrator clean`",
+            user_branch.unwrap_or("your branch")
+        );
+        bus.emit(Event::Notice {
+            message: note.clone(),
+        });
+        return Some(note);
+    }
+    if let Err(e) = repo.delete_branch(branch).await {
+        tracing::warn!("cannot delete {branch}: {e}");
+        return Some(format!(
+            "{branch} could not be removed ({e}); `orchestrator clean` removes it"
+        ));
+    }
+    None
+}

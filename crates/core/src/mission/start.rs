@@ -1,0 +1,341 @@
+//! Starting a mission: the checks before anything is spent (repository, config, key, endpoint,
+//! clean tree, verification commands), the claim on the repository, and the stored record; and
+//! `resume`, which reopens that record.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use orchestrator_git::Repo;
+use orchestrator_protocol::{Event, Phase};
+use orchestrator_store::{MissionRecord, MissionStatus, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{clients_from_env, preflight, Clients};
+use crate::config::{self, Config, Overrides, Provider};
+use crate::error::{EngineError, Result};
+use crate::events::EventBus;
+use crate::lock::RepoLock;
+use crate::prescan;
+use crate::replay::Replay;
+
+use super::*;
+
+/// Runs `orchestrator task`. Errors are returned only for problems found before the mission starts
+/// (exit 2 or 4); once started, every ending is a [`MissionReport`].
+pub async fn run_task(
+    options: MissionOptions,
+    bus: EventBus,
+    cancel: CancellationToken,
+) -> Result<MissionReport> {
+    if options.objective.trim().is_empty() {
+        return Err(EngineError::Usage(
+            "the objective is empty; say what the mission should achieve".into(),
+        ));
+    }
+    let repo = discover_repo(&options.repo).await?;
+    let base = repo.head_commit().await?.ok_or_else(|| {
+        EngineError::Usage("the repository has no commits yet; commit your starting point first.".into())
+    })?;
+    let user_branch = repo.current_branch().await?;
+    let config = load_config(&repo, &options.overrides)?;
+    config.sandbox.check()?;
+    let clients = clients_from_env(&config)?;
+    if !options.allow_dirty {
+        refuse_dirty(&repo).await?;
+    }
+    refuse_unverifiable(&config, repo.root())?;
+    let opencode = engine_preflight(&config, &repo, &clients).await?;
+
+    let id = new_mission_id();
+    let (lock, store) = claim_repo(&repo, &id, &clients)
+        .await
+        .inspect_err(|_| stop_soon(&opencode))?;
+    let record = MissionRecord {
+        id: id.clone(),
+        objective: options.objective.clone(),
+        base_commit: base,
+        user_branch,
+        integration_branch: mission_branch(&id),
+        options: serde_json::to_value(StoredOptions::from(&options)).unwrap_or_default(),
+        status: MissionStatus::Running,
+        pid: Some(std::process::id()),
+        created_at: String::new(),
+    };
+    store.create_mission(&record).map_err(store_error)?;
+    bus.attach(&id, 0, Default::default(), Default::default(), store.clone());
+    let report = run_mission(
+        record,
+        Finish {
+            apply: options.apply,
+            keep_branches: options.keep_branches,
+        },
+        repo,
+        config,
+        clients.mission,
+        Replay::default(),
+        store,
+        &bus,
+        cancel,
+        opencode.clone(),
+        options.control.clone(),
+    )
+    .await;
+    if let Some(engine) = &opencode {
+        engine.stop().await;
+    }
+    drop(lock);
+    Ok(report)
+}
+
+/// What `orchestrator resume` may change about the mission it continues.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeOptions {
+    pub repo: PathBuf,
+    pub overrides: Overrides,
+    pub control: crate::MissionControl,
+}
+
+/// Runs `orchestrator resume`: continues the repository's unfinished mission where it stopped.
+pub async fn resume(
+    options: ResumeOptions,
+    bus: EventBus,
+    cancel: CancellationToken,
+) -> Result<MissionReport> {
+    let repo = discover_repo(&options.repo).await?;
+    let store = Arc::new(open_store(&repo, false)?);
+    let record = store.latest_mission().map_err(store_error)?.ok_or_else(|| {
+        EngineError::Usage("no mission has run in this repository; start one with `orchestrator task`".into())
+    })?;
+    if !record.status.is_unfinished() {
+        return Err(EngineError::Usage(format!(
+            "the latest mission {} is already finished ({}); nothing to resume. Start a new one with `orchestrator task`.",
+            record.id, record.status
+        )));
+    }
+    let stored: StoredOptions = serde_json::from_value(record.options.clone()).unwrap_or_default();
+    let config = load_config(&repo, &stored.overrides(&options.overrides))?;
+    config.sandbox.check()?;
+    let clients = clients_from_env(&config)?;
+    let opencode = engine_preflight(&config, &repo, &clients).await?;
+    let (lock, store) = claim_repo(&repo, &record.id, &clients)
+        .await
+        .inspect_err(|_| stop_soon(&opencode))?;
+    let events = store.events_after(&record.id, None).map_err(store_error)?;
+    let replay = Replay::from_events(&events);
+    let next_seq = replay.last_seq.map(|s| s + 1).unwrap_or(0);
+    bus.attach(
+        &record.id,
+        next_seq,
+        replay.usage,
+        replay.usage_by_role.clone(),
+        store.clone(),
+    );
+    bus.emit(Event::MissionResumed {
+        phase: replay.phase.unwrap_or(Phase::Starting),
+        round: replay.round,
+    });
+    let report = run_mission(
+        record,
+        Finish {
+            apply: stored.apply,
+            keep_branches: stored.keep_branches,
+        },
+        repo,
+        config,
+        clients.mission,
+        replay,
+        store,
+        &bus,
+        cancel,
+        opencode.clone(),
+        options.control.clone(),
+    )
+    .await;
+    if let Some(engine) = &opencode {
+        engine.stop().await;
+    }
+    drop(lock);
+    Ok(report)
+}
+
+/// The endpoint check: the native providers' preflight, or (OpenCode hook) the OpenCode server
+/// started or reached, which runs every session.
+async fn engine_preflight(
+    config: &Config,
+    repo: &Repo,
+    clients: &Clients,
+) -> Result<Option<Arc<crate::opencode::OpencodeEngine>>> {
+    if config.provider != Provider::OpenCode {
+        preflight(clients.preflight.as_ref(), config).await?;
+        return Ok(None);
+    }
+    let engine = crate::opencode::OpencodeEngine::start(config.opencode_url.as_deref(), repo.root()).await?;
+    Ok(Some(engine))
+}
+
+/// Stops an OpenCode server we started when the mission does not go ahead.
+fn stop_soon(engine: &Option<Arc<crate::opencode::OpencodeEngine>>) {
+    if let Some(engine) = engine.clone() {
+        tokio::spawn(async move { engine.stop().await });
+    }
+}
+
+async fn discover_repo(path: &Path) -> Result<Repo> {
+    Repo::discover(path).await.map_err(|_| {
+        EngineError::Usage(format!(
+            "{} is not inside a git repository. Run orchestrator in your project's repository, or pass --repo DIR.",
+            path.display()
+        ))
+    })
+}
+
+fn load_config(repo: &Repo, overrides: &Overrides) -> Result<Config> {
+    let mut layers = Vec::new();
+    if let Some(path) = config::user_config_path() {
+        layers.push(config::load_file(&path)?);
+    }
+    layers.push(config::load_file(&repo.root().join("orchestrator.toml"))?);
+    let env_model = std::env::var("ORCHESTRATOR_MODEL")
+        .ok()
+        .filter(|m| !m.trim().is_empty());
+    config::resolve(&layers, overrides, env_model)
+}
+
+/// Takes the repo lock and opens the store, in that order: only the lock holder writes the store.
+async fn claim_repo(repo: &Repo, mission: &str, clients: &Clients) -> Result<(RepoLock, Arc<Store>)> {
+    repo.ensure_excluded(&format!("/{STATE_DIR}/")).await?;
+    let lock = RepoLock::acquire(&repo.root().join(STATE_DIR), mission)?;
+    let store = Arc::new(open_store(repo, true)?);
+    store.set_secrets(clients.secrets.clone());
+    Ok((lock, store))
+}
+
+/// The repository's mission store; `create` makes it when missing.
+pub fn open_store(repo: &Repo, create: bool) -> Result<Store> {
+    open_store_at(repo.root(), create)
+}
+
+/// The store of the repository containing `path`, for commands that read it (`logs`).
+pub fn open_store_in(path: &Path) -> Result<Store> {
+    let root = repo_root_sync(path)?;
+    open_store_at(&root, false)
+}
+
+/// The top of the repository containing `path`.
+pub async fn repo_root(path: &Path) -> Result<PathBuf> {
+    Ok(discover_repo(path).await?.root().to_path_buf())
+}
+
+fn repo_root_sync(path: &Path) -> Result<PathBuf> {
+    // `logs` runs before any async work; ask git directly.
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--show-toplevel"])
+        .current_dir(path)
+        .output()
+        .map_err(|e| EngineError::io("cannot run git", e))?;
+    if !out.status.success() {
+        return Err(EngineError::Usage(format!(
+            "{} is not inside a git repository",
+            path.display()
+        )));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+pub(crate) fn open_store_at(root: &Path, create: bool) -> Result<Store> {
+    let dir = root.join(STATE_DIR);
+    // Private to the user, also when a store from before was 0755: it holds every transcript.
+    if create || dir.is_dir() {
+        orchestrator_store::private_dir(&dir)
+            .map_err(|e| EngineError::io(format!("cannot make {} private to you", dir.display()), e))?;
+    }
+    let path = dir.join(STORE_FILE);
+    let opened = if create {
+        Store::open(&path)
+    } else {
+        Store::open_existing(&path)
+    };
+    opened.map_err(|e| match e {
+        StoreError::Missing(_) => EngineError::Usage(
+            "no mission has run in this repository; start one with `orchestrator task`".into(),
+        ),
+        other => EngineError::Usage(other.to_string()),
+    })
+}
+
+fn store_error(e: StoreError) -> EngineError {
+    EngineError::Other(e.to_string())
+}
+
+async fn refuse_dirty(repo: &Repo) -> Result<()> {
+    let dirty = repo.dirty_paths(&[&format!("{STATE_DIR}/")]).await?;
+    if dirty.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = dirty.iter().take(10).map(String::as_str).collect();
+    let more = if dirty.len() > 10 {
+        format!(" and {} more", dirty.len() - 10)
+    } else {
+        String::new()
+    };
+    Err(EngineError::Usage(format!(
+        "the working tree has uncommitted changes ({}{more}). Commit or stash them first, or pass --allow-dirty: \
+         the mission starts from the last commit and never touches your uncommitted files.",
+        shown.join(", ")
+    )))
+}
+
+/// Tells every front end when dispatch is paused or resumed, whoever asked for it.
+/// Before anything is spent: some command must judge the agents' work, or the user must say that
+/// reviews alone will (`--no-verify`). Otherwise a mission could seal on nothing but claims.
+fn refuse_unverifiable(config: &Config, root: &Path) -> Result<()> {
+    if config.no_verify
+        || config.verify_build.is_some()
+        || config.verify_lint.is_some()
+        || config.verify_test.is_some()
+    {
+        return Ok(());
+    }
+    if let (None, None) = prescan::detect_commands(root) {
+        return Err(EngineError::Usage(
+            "no build, lint or test command would judge the agents' work: none is configured, and none was \
+             found (Cargo.toml, go.mod, package.json scripts, a Makefile with build or test targets, Python \
+             project files, CI workflows).\n\
+             Name them in orchestrator.toml:\n  [verify]\n  build = \"…\"\n  test = \"…\"\n\
+             or start with --no-verify to let the reviewers alone judge the work (the outcome then says \
+             \"sealed without verification\")."
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn announce_dispatch_changes(
+    control: &crate::MissionControl,
+    bus: &EventBus,
+) -> tokio::task::JoinHandle<()> {
+    let mut changes = control.watch();
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        let mut announced = *changes.borrow_and_update();
+        if announced {
+            bus.emit(Event::DispatchChanged { paused: true });
+        }
+        while changes.changed().await.is_ok() {
+            let paused = *changes.borrow_and_update();
+            if paused != announced {
+                announced = paused;
+                bus.emit(Event::DispatchChanged { paused });
+            }
+        }
+    })
+}
+
+pub(super) fn mission_branch(mission: &str) -> String {
+    format!("orchestrator/{mission}/integration")
+}
+
+fn new_mission_id() -> String {
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    format!("m{stamp}-{:04x}", rand::random::<u16>())
+}

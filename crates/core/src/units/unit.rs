@@ -1,0 +1,564 @@
+//! The life of one unit: its worker session, runtime verification, stage 1 review, then the merge.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use orchestrator_git::Worktree;
+use orchestrator_protocol::{Event, Review, Role, UnitSpec, UnitState, Verdict};
+
+use super::{
+    merge_into, spawn_spec, worker_brief, MergeTarget, UnitOutcome, UnitTree, WorkerHooks, BUDGET_SPENT,
+    ENDPOINT_FAILED,
+};
+use crate::mission::{toolbox, Mission};
+use crate::roles::review_unit;
+use crate::session::{Session, SessionEnd, Slot};
+use crate::verify::{self, all_passed};
+
+pub(super) struct UnitRun {
+    pub(super) mission: Arc<Mission>,
+    pub(super) unit: UnitSpec,
+    pub(super) depth: u32,
+    pub(super) round: u32,
+}
+
+/// What passed verification and review: the worker's summary and the commit that was judged.
+#[derive(Default)]
+struct Reviewed {
+    summary: String,
+    commit: Option<String>,
+}
+
+/// Where an earlier run of the mission left this unit.
+#[derive(Clone)]
+pub(super) struct Resume {
+    pub(super) state: UnitState,
+    pub(super) attempt: u32,
+    pub(super) reviews: std::collections::BTreeMap<u32, Review>,
+    pub(super) reviewed_commits: std::collections::BTreeMap<u32, String>,
+}
+
+impl Resume {
+    /// Whether the earlier run got this unit through review (it is then merged, not built again),
+    /// and the commit that review judged, where the log has it.
+    pub(super) fn passed_review(&self) -> Option<Option<String>> {
+        let passed = self.state == UnitState::Merging
+            || (self.state == UnitState::Reviewing
+                && self
+                    .reviews
+                    .get(&self.attempt)
+                    .is_some_and(|rev| rev.verdict == Verdict::Pass));
+        passed.then(|| self.reviewed_commits.get(&self.attempt).cloned())
+    }
+}
+
+impl UnitRun {
+    fn state(&self, state: UnitState, attempt: u32, detail: Option<String>) {
+        self.mission
+            .set_state(&self.unit, self.round, state, attempt, detail);
+    }
+
+    fn failed(&self, reason: impl Into<String>, summary: String) -> UnitOutcome {
+        UnitOutcome {
+            unit: self.unit.clone(),
+            state: UnitState::Failed,
+            summary,
+            reason: Some(reason.into()),
+            findings: None,
+            interrupted: self.mission.rt.cancel.is_cancelled(),
+        }
+    }
+
+    pub(super) async fn execute(&self, target: &MergeTarget) -> UnitOutcome {
+        let rt = &self.mission.rt;
+        // A paused mission starts no new unit; units already running (and their children) go on.
+        if !rt.control.wait_for_dispatch(&rt.cancel).await {
+            return UnitOutcome::interrupted(&self.unit);
+        }
+        let Some(mut slot) = Slot::acquire(rt).await else {
+            return UnitOutcome::interrupted(&self.unit);
+        };
+        let record = self.mission.replay.units.get(&self.unit.id).cloned();
+        let branch = self.mission.branch(&self.unit.id);
+        let path = self.mission.worktree_path(&self.unit.id);
+        let prepared = self.prepare(
+            target,
+            record.as_ref().and_then(|r| r.prepared.clone()),
+            &branch,
+            &path,
+        );
+        let (base, tree) = match prepared.await {
+            Ok(ready) => ready,
+            Err(e) => {
+                return self.failed(
+                    format!("could not create the unit's worktree: {e}"),
+                    String::new(),
+                )
+            }
+        };
+        let resume = record.map(|r| Resume {
+            state: r.state,
+            attempt: r.attempt,
+            reviews: r.reviews,
+            reviewed_commits: r.reviewed_commits,
+        });
+        let outcome = self
+            .build_and_merge(&mut slot, target, &branch, &base, &tree, resume)
+            .await;
+        // A worktree that could not be made was reported in the outcome; its directory still goes.
+        if let (true, Ok(worktree)) = (outcome.interrupted, tree.get().await) {
+            // Keep the work on the unit's branch so `resume` finds it; only the worktree goes.
+            let message = format!("{}: work in progress (interrupted)", self.unit.id);
+            if let Err(e) = worktree.commit_all(&message).await {
+                tracing::warn!("cannot save the interrupted work of {}: {e}", self.unit.id);
+                return outcome; // leave the worktree in place rather than lose the work
+            }
+        }
+        if let Err(e) = self.mission.repo.remove_worktree(&path).await {
+            tracing::warn!("cannot remove worktree {}: {e}", path.display());
+        }
+        // The empty directory made for a worktree that git did not create (a no-op otherwise).
+        let _ = tokio::fs::remove_dir(&path).await;
+        if !outcome.interrupted {
+            // Deleted with all the others at the end of the run: one git process instead of one each.
+            self.mission.branch_done(branch);
+        }
+        outcome
+    }
+
+    /// The unit's branch and worktree: recorded (as the write-ahead step) before the branch is made, and
+    /// re-used when an earlier run left them. A new unit's worktree is made in the background (see
+    /// [`UnitTree`]), except under OpenCode, whose sessions use the directory from their first moment.
+    async fn prepare(
+        &self,
+        target: &MergeTarget,
+        prepared: Option<(String, String)>,
+        branch: &str,
+        path: &Path,
+    ) -> Result<(String, UnitTree), String> {
+        let repo = &self.mission.repo;
+        let base = match prepared {
+            Some((_, base)) => {
+                // An earlier run made the branch, and maybe left the worktree (a crash or a kill).
+                let registered = self
+                    .mission
+                    .registered_worktrees()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let found = repo
+                    .open_listed_worktree(path, registered)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(worktree) = found {
+                    if worktree.merge_in_progress().await.map_err(|e| e.to_string())? {
+                        worktree.abort_merge().await.map_err(|e| e.to_string())?;
+                    }
+                    return Ok((base, UnitTree::ready(worktree)));
+                }
+                base
+            }
+            // Never prepared, so there is no branch or worktree of this unit to pick up.
+            None => {
+                let base = target.head();
+                self.mission.rt.bus.emit(Event::UnitPrepared {
+                    unit: self.unit.id.clone(),
+                    branch: branch.to_string(),
+                    base: base.clone(),
+                });
+                if self.mission.rt.opencode.is_none() {
+                    let tree =
+                        UnitTree::start(repo.clone(), path.to_path_buf(), branch.to_string(), base.clone())
+                            .await?;
+                    return Ok((base, tree));
+                }
+                base
+            }
+        };
+        let worktree = repo
+            .add_worktree_on_branch(path, branch, &base)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((base, UnitTree::ready(worktree)))
+    }
+
+    /// The commit to merge: the reviewed one. Anything committed on the unit's branch after it was
+    /// seen by no verification or review, so it is left out and the event log says so.
+    async fn reviewed_commit(&self, branch: &str, reviewed: &str) -> String {
+        let head = self.mission.repo.rev_parse(&format!("refs/heads/{branch}")).await;
+        if head.as_deref().is_ok_and(|head| head != reviewed) {
+            let head = head.unwrap_or_default();
+            self.mission.rt.bus.emit(Event::Notice {
+                message: format!(
+                    "{}: its branch moved after review (to {}); only the reviewed {} is merged",
+                    self.unit.id,
+                    crate::verify::short(&head),
+                    crate::verify::short(reviewed)
+                ),
+            });
+        }
+        reviewed.to_string()
+    }
+
+    async fn build_and_merge(
+        &self,
+        slot: &mut Slot,
+        target: &MergeTarget,
+        branch: &str,
+        base: &str,
+        tree: &UnitTree,
+        resume: Option<Resume>,
+    ) -> UnitOutcome {
+        // A unit that passed review before a restart is not reviewed again: the commit that review
+        // judged is merged (a log from before commits were recorded: the branch).
+        let Reviewed { summary, commit } =
+            if let Some(commit) = resume.as_ref().and_then(Resume::passed_review) {
+                Reviewed {
+                    summary: String::new(),
+                    commit,
+                }
+            } else {
+                match self.build_until_reviewed(slot, base, tree, resume).await {
+                    Ok(reviewed) => reviewed,
+                    Err(outcome) => return *outcome,
+                }
+            };
+        self.state(UnitState::Merging, 0, None);
+        let theirs = match &commit {
+            Some(commit) => self.reviewed_commit(branch, commit).await,
+            None => branch.to_string(),
+        };
+        match merge_into(&self.mission, &self.unit, &theirs, target, slot).await {
+            Ok(commit) => {
+                self.mission.rt.bus.emit(Event::Merged {
+                    unit: self.unit.id.clone(),
+                    into: target.branch.clone(),
+                    commit,
+                });
+                UnitOutcome {
+                    unit: self.unit.clone(),
+                    state: UnitState::Passed,
+                    summary,
+                    reason: None,
+                    findings: None,
+                    interrupted: false,
+                }
+            }
+            Err(reason) if reason == BUDGET_SPENT => UnitOutcome::out_of_budget(&self.unit),
+            Err(reason) if reason.starts_with(ENDPOINT_FAILED) => UnitOutcome {
+                reason: Some(reason),
+                ..UnitOutcome::interrupted(&self.unit)
+            },
+            Err(reason) => self.failed(reason, summary),
+        }
+    }
+
+    /// The worker's loop: build, verify, review; feedback goes back to the same session.
+    async fn build_until_reviewed(
+        &self,
+        slot: &mut Slot,
+        base: &str,
+        tree: &UnitTree,
+        resume: Option<Resume>,
+    ) -> Result<Reviewed, Box<UnitOutcome>> {
+        let mission = &self.mission;
+        let rt = &mission.rt;
+        let fail = |reason: String| Box::new(self.failed(reason, String::new()));
+        let tools = toolbox(&tree.path, true, &mission.config).map_err(|e| fail(e.to_string()))?;
+        let can_spawn = self.depth < mission.config.max_depth;
+        let extra = if can_spawn { vec![spawn_spec()] } else { Vec::new() };
+        let hooks = WorkerHooks {
+            mission: mission.clone(),
+            unit: self.unit.clone(),
+            depth: self.depth,
+            round: self.round,
+            tree: tree.clone(),
+            spawned: std::sync::atomic::AtomicBool::new(false),
+        };
+        let mut session = Session::new(
+            rt,
+            &format!("worker:{}", self.unit.id),
+            Role::Worker,
+            Some(self.unit.id.clone()),
+            mission.config.role(Role::Worker).clone(),
+            Arc::new(tools),
+            extra,
+            worker_brief(mission, &self.unit, can_spawn),
+        );
+        if !tree.is_ready() {
+            session.tools_ready = Some(tree.gate());
+        }
+        let attempts = mission.config.unit_attempts;
+        let first = resume.as_ref().map(|r| r.attempt.max(1)).unwrap_or(1);
+        let known_reviews = resume.map(|r| r.reviews).unwrap_or_default();
+        let mut last_feedback = String::new();
+        for attempt in first..=attempts {
+            self.state(UnitState::Running, attempt, None);
+            let end = session.run(rt, &hooks, slot).await;
+            // From here on the worktree itself is needed (it is ready unless its creation failed).
+            let worktree = tree
+                .get()
+                .await
+                .map_err(|e| fail(format!("could not create the unit's worktree: {e}")))?;
+            let summary = match end {
+                SessionEnd::Answered(text) => text,
+                // Half-done work is not reviewed: the attempt fails, and the next one continues it.
+                SessionEnd::TurnLimit => {
+                    last_feedback = self.attempt_failed(
+                        attempt,
+                        format!(
+                            "Attempt {attempt} ran out of turns ({} model turns) before you answered; \
+                             nothing was verified or reviewed. Continue where you stopped, finish the \
+                             unit with fewer, larger steps, then answer with a short summary.",
+                            mission.config.role(Role::Worker).max_turns
+                        ),
+                    );
+                    if attempt < attempts {
+                        session.push_user(last_feedback.clone());
+                    }
+                    continue;
+                }
+                SessionEnd::Finished => String::new(),
+                SessionEnd::Cancelled => return Err(Box::new(UnitOutcome::interrupted(&self.unit))),
+                // Not the unit's fault: it continues when the mission is resumed with more budget.
+                SessionEnd::BudgetSpent => return Err(Box::new(UnitOutcome::out_of_budget(&self.unit))),
+                SessionEnd::ModelFailed(e) => return Err(fail(format!("model error: {e}"))),
+                SessionEnd::EndpointFailed(e) => {
+                    return Err(Box::new(UnitOutcome::endpoint_failed(&self.unit, &e)))
+                }
+            };
+            let title = rt.mask(&format!("{}: {}", self.unit.id, self.unit.title));
+            if let Err(e) = worktree.commit_all(&title).await {
+                return Err(fail(format!("could not commit the worker's changes: {e}")));
+            }
+            // The commit that verification runs on and the reviewer judges: what will be merged.
+            let verified = worktree
+                .head()
+                .await
+                .map_err(|e| fail(format!("could not read the worker's commit: {e}")))?;
+            // A claim of work with nothing to show is not passed on silently (a failed `write`
+            // followed by "Wrote x." looks like this): the worker hears what the runtime saw.
+            if self.changed_nothing(base, &verified).await && !claims_no_change(&summary) {
+                last_feedback = self.attempt_failed(attempt, no_change_feedback(&session));
+                if attempt < attempts {
+                    session.push_user(last_feedback.clone());
+                }
+                continue;
+            }
+            match self
+                .check(
+                    slot,
+                    base,
+                    &worktree,
+                    &verified,
+                    attempt,
+                    known_reviews.get(&attempt),
+                )
+                .await?
+            {
+                None => {
+                    return Ok(Reviewed {
+                        summary,
+                        commit: Some(verified),
+                    })
+                }
+                Some(feedback) => {
+                    last_feedback = feedback;
+                    if attempt < attempts {
+                        session.push_user(last_feedback.clone());
+                    }
+                }
+            }
+        }
+        let first_line = last_feedback.lines().next().unwrap_or_default();
+        let mut outcome = self.failed(
+            format!("did not pass after {attempts} attempt(s): {first_line}"),
+            String::new(),
+        );
+        // The next round's retry starts from what the last attempt was told, not from scratch.
+        outcome.findings = Some(crate::roles::cut(&last_feedback, FINDINGS_CHARS));
+        Err(Box::new(outcome))
+    }
+
+    /// Records an attempt that ended before review (out of turns, or nothing changed) and returns
+    /// the feedback for the worker.
+    fn attempt_failed(&self, attempt: u32, feedback: String) -> String {
+        self.mission.rt.bus.emit(Event::Notice {
+            message: format!(
+                "{}: attempt {attempt} failed before review: {}",
+                self.unit.id,
+                feedback.lines().next().unwrap_or_default()
+            ),
+        });
+        feedback
+    }
+
+    /// Whether the unit's commit has the same tree as its base: the worker changed no file.
+    async fn changed_nothing(&self, base: &str, commit: &str) -> bool {
+        let repo = &self.mission.repo;
+        match (
+            repo.rev_parse(&format!("{base}^{{tree}}")).await,
+            repo.rev_parse(&format!("{commit}^{{tree}}")).await,
+        ) {
+            (Ok(before), Ok(after)) => before == after,
+            _ => false,
+        }
+    }
+
+    /// Verification then review. `None` when the unit passed; otherwise the feedback for the worker.
+    async fn check(
+        &self,
+        slot: &mut Slot,
+        base: &str,
+        worktree: &Worktree,
+        verified: &str,
+        attempt: u32,
+        known_review: Option<&Review>,
+    ) -> Result<Option<String>, Box<UnitOutcome>> {
+        let mission = &self.mission;
+        self.state(UnitState::Verifying, attempt, None);
+        let could_not_run =
+            |e: String| Box::new(self.failed(format!("verification could not run: {e}"), String::new()));
+        let (evidence, restore) = mission
+            .verifier
+            .verify_restoring_later(worktree, &mission.rt.cancel)
+            .await
+            .map_err(could_not_run)?;
+        // The reviewer's model call overlaps putting the worktree back; its tools wait for that.
+        let result = self
+            .review_verified(
+                slot,
+                base,
+                worktree,
+                verified,
+                attempt,
+                known_review,
+                &evidence,
+                restore.clone(),
+            )
+            .await;
+        // Nothing reads or commits in the worktree before it is back at the tested commit.
+        if let Some(restore) = restore {
+            restore.await.map_err(could_not_run)?;
+        }
+        result
+    }
+
+    /// After verification: failing evidence goes back to the worker, passing evidence to a review.
+    #[allow(clippy::too_many_arguments)]
+    async fn review_verified(
+        &self,
+        slot: &mut Slot,
+        base: &str,
+        worktree: &Worktree,
+        verified: &str,
+        attempt: u32,
+        known_review: Option<&Review>,
+        evidence: &[orchestrator_protocol::Evidence],
+        restore: Option<verify::Restore>,
+    ) -> Result<Option<String>, Box<UnitOutcome>> {
+        let mission = &self.mission;
+        let bus = &mission.rt.bus;
+        if mission.rt.cancel.is_cancelled() {
+            return Err(Box::new(UnitOutcome::interrupted(&self.unit)));
+        }
+        for e in evidence {
+            bus.emit(Event::EvidenceRecorded {
+                unit: Some(self.unit.id.clone()),
+                evidence: e.clone(),
+            });
+        }
+        if !all_passed(evidence) {
+            // Failing evidence fails the unit without spending a review.
+            return Ok(Some(format!(
+                "Stage 1 verification failed: the runtime ran the build and tests on your committed work.\n\n{}\n\
+                 Fix the problem, run the tests yourself, then answer with a short summary.",
+                verify::describe(evidence)
+            )));
+        }
+        self.state(UnitState::Reviewing, attempt, None);
+        let review = match known_review {
+            Some(review) => review.clone(),
+            None => {
+                let review = match review_unit(
+                    mission, &self.unit, worktree, base, evidence, attempt, slot, restore,
+                )
+                .await
+                {
+                    Ok(review) => review,
+                    Err(SessionEnd::Cancelled) => return Err(Box::new(UnitOutcome::interrupted(&self.unit))),
+                    Err(SessionEnd::BudgetSpent) => {
+                        return Err(Box::new(UnitOutcome::out_of_budget(&self.unit)))
+                    }
+                    // An outage stops the unit (not failed) and leaves the mission resumable, as
+                    // for the worker's own calls.
+                    Err(SessionEnd::EndpointFailed(e)) => {
+                        return Err(Box::new(UnitOutcome::endpoint_failed(&self.unit, &e)))
+                    }
+                    Err(end) => {
+                        return Err(Box::new(
+                            self.failed(format!("the review could not run: {end}"), String::new()),
+                        ))
+                    }
+                };
+                bus.emit(Event::ReviewFinished {
+                    unit: Some(self.unit.id.clone()),
+                    attempt,
+                    review: review.clone(),
+                    commit: Some(verified.to_string()),
+                });
+                review
+            }
+        };
+        Ok(match review.verdict {
+            Verdict::Pass => None,
+            Verdict::Fail => Some(review_feedback(&review)),
+        })
+    }
+}
+
+pub(super) fn review_feedback(review: &Review) -> String {
+    let mut text = format!("Stage 1 review failed: {}\n", review.summary.trim());
+    for issue in &review.issues {
+        let file = issue
+            .file
+            .as_deref()
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default();
+        let _ = writeln!(text, "- {}{file}: {}", issue.title, issue.description);
+    }
+    text.push_str("\nFix these in your worktree, then answer with a short summary.");
+    text
+}
+
+/// How much of the last attempt's findings a failed unit carries into the next round's retry.
+const FINDINGS_CHARS: usize = 6_000;
+
+/// The answer a worker gives when its unit truly needs no change (it is told this when its attempt
+/// changed nothing).
+const NO_CHANGE: &str = "NO CHANGE NEEDED";
+
+fn claims_no_change(summary: &str) -> bool {
+    summary.trim_start().to_ascii_uppercase().starts_with(NO_CHANGE)
+}
+
+/// What the runtime saw of an attempt that changed nothing, with the last failed tool call if any.
+fn no_change_feedback(session: &Session) -> String {
+    let failed = session.messages.iter().rev().find_map(|m| match m {
+        orchestrator_model::Message::Tool {
+            content,
+            is_error: true,
+            ..
+        } => Some(content.lines().next().unwrap_or_default().to_string()),
+        _ => None,
+    });
+    let failed = failed
+        .map(|e| format!(" Your last failed tool call said: {}", crate::roles::cut(&e, 300)))
+        .unwrap_or_default();
+    format!(
+        "The runtime sees no change: after this attempt your worktree is exactly as the unit started \
+         (an empty diff), whatever your answer said.{failed}\n\
+         Make the change the unit asks for (check that your tool calls succeeded), then answer. If the \
+         unit truly needs no change, answer with a line that starts with `{NO_CHANGE}:` and why."
+    )
+}

@@ -1,0 +1,250 @@
+//! What a worker is told, and its orchestration tool: `spawn` (a unit splitting itself).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use orchestrator_model::ToolSpec;
+use orchestrator_protocol::{Event, UnitSpec, UnitState};
+use serde_json::json;
+
+use super::{run_dag, MergeTarget, UnitOutcome, UnitTree};
+use crate::mission::Mission;
+use crate::plan::parse_spawn;
+use crate::session::{error_output, ok_output, HookResult, SessionHooks, Slot};
+
+pub(super) fn worker_brief(mission: &Mission, unit: &UnitSpec, can_spawn: bool) -> String {
+    let mut text = format!(
+        "# Objective of the mission\n{}\n\n# Mission context\n{}\n\n# Your unit: {} — {}\n{}\n",
+        mission.objective, mission.context, unit.id, unit.title, unit.description
+    );
+    if !unit.depends_on.is_empty() {
+        let _ = writeln!(
+            text,
+            "\nUnits {} are already merged into your starting point.",
+            unit.depends_on.join(", ")
+        );
+    }
+    if !unit.files.is_empty() {
+        let _ = writeln!(
+            text,
+            "\nFiles the planner expects you to touch: {}",
+            unit.files.join(", ")
+        );
+    }
+    if can_spawn {
+        text.push_str("\nYou may split this unit with `spawn` if it is too large for one session.\n");
+    }
+    text
+}
+
+pub(super) fn spawn_spec() -> ToolSpec {
+    ToolSpec {
+        name: "spawn".into(),
+        description:
+            "Split your unit: start sub-workers, each in its own worktree branched from yours. Returns when \
+                      they have finished and been reviewed; their work is then merged into your worktree."
+                .into(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "tasks": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "title": {"type": "string"},
+                            "description": {"type": "string"},
+                            "depends_on": {"type": "array", "items": {"type": "string"}, "description": "titles of sibling tasks"}
+                        },
+                        "required": ["title", "description"],
+                        "additionalProperties": false
+                    }
+                }
+            },
+            "required": ["tasks"],
+            "additionalProperties": false
+        }),
+    }
+}
+
+/// The worker's orchestration tool: `spawn`.
+pub(super) struct WorkerHooks {
+    pub(super) mission: Arc<Mission>,
+    pub(super) unit: UnitSpec,
+    pub(super) depth: u32,
+    pub(super) round: u32,
+    pub(super) tree: UnitTree,
+    /// Whether this session's unit has split itself already: a unit splits once.
+    pub(super) spawned: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl SessionHooks for WorkerHooks {
+    async fn call(&self, name: &str, arguments: serde_json::Value, slot: &mut Slot) -> HookResult {
+        if name != "spawn" {
+            return HookResult::Continue(error_output(format!("Unknown tool `{name}`.")));
+        }
+        let children = match parse_spawn(&self.unit.id, arguments) {
+            Ok(children) => children,
+            Err(problems) => {
+                return HookResult::Continue(error_output(format!(
+                    "spawn refused:\n- {}\nFix the call and try again.",
+                    problems.join("\n- ")
+                )))
+            }
+        };
+        if let Some(refusal) = self.already_split(&children) {
+            return HookResult::Continue(error_output(refusal));
+        }
+        if let Some(refusal) = self
+            .over_unit_cap(&children)
+            .or_else(|| self.over_budget(children.len()))
+        {
+            return HookResult::Continue(error_output(refusal));
+        }
+        HookResult::Continue(self.spawn(children, slot).await)
+    }
+
+    fn not_offered(&self, name: &str, offered: &[String]) -> String {
+        if name == "spawn" {
+            return format!(
+                "spawn refused: this unit is at depth {} and the mission's spawning depth limit is {}. Build the unit yourself.",
+                self.depth, self.mission.config.max_depth
+            );
+        }
+        format!(
+            "Unknown tool `{name}`. The tools available to you are: {}.",
+            offered.join(", ")
+        )
+    }
+}
+
+/// What one unit is assumed to cost before any unit of the mission has finished.
+const DEFAULT_UNIT_TOKENS: u64 = 30_000;
+
+impl WorkerHooks {
+    /// A unit splits once. A second `spawn` would get children numbered like the first ones (ids are
+    /// positions), so it is refused with what exists; a resumed parent repeating the spawn it made
+    /// before the restart (the same children) goes on as before.
+    fn already_split(&self, children: &[UnitSpec]) -> Option<String> {
+        let earlier = self.mission.children_of(&self.unit.id);
+        let repeat_after_resume = !self.spawned.load(std::sync::atomic::Ordering::SeqCst)
+            && children
+                .iter()
+                .all(|c| self.mission.replay.units.contains_key(&c.id));
+        if (earlier.is_empty() && !self.spawned.load(std::sync::atomic::Ordering::SeqCst))
+            || repeat_after_resume
+        {
+            return None;
+        }
+        Some(format!(
+            "spawn refused: this unit already split itself into {} (their results came back from that \
+             call). A unit splits once: build what is left yourself, in your worktree.",
+            earlier.join(", ")
+        ))
+    }
+
+    /// A spawn that would take the mission past `limits.max_units` is refused, with the numbers: a
+    /// model that spawns without end stops here, not at thousands of queued units.
+    fn over_unit_cap(&self, children: &[UnitSpec]) -> Option<String> {
+        // A resumed parent repeating its spawn adds nothing new.
+        let known = &self.mission.replay.units;
+        let children = children.iter().filter(|c| !known.contains_key(&c.id)).count();
+        let cap = self.mission.config.max_units;
+        let held = self.mission.units_known();
+        (held + children > cap).then(|| {
+            format!(
+                "spawn refused: the mission holds {held} units and may hold {cap} in all (limits.max_units); \
+                 {children} more would pass that. Build the unit yourself, or spawn fewer."
+            )
+        })
+    }
+
+    /// A spawn that would likely exceed the mission's remaining budget is refused, with the numbers.
+    fn over_budget(&self, children: usize) -> Option<String> {
+        let mission = &self.mission;
+        let limit = mission.config.budget_tokens?;
+        let used = mission.rt.bus.usage().total();
+        let remaining = limit.saturating_sub(used);
+        let per_unit = mission.average_unit_tokens().unwrap_or(DEFAULT_UNIT_TOKENS);
+        let needed = per_unit.saturating_mul(children as u64);
+        (needed > remaining).then(|| {
+            format!(
+                "spawn refused: the mission has {remaining} tokens of its budget left, and {children} sub-unit(s) \
+                 would need about {needed} (about {per_unit} per unit so far). Build the unit yourself, or spawn fewer."
+            )
+        })
+    }
+    async fn spawn(&self, children: Vec<UnitSpec>, slot: &mut Slot) -> orchestrator_tools::ToolOutput {
+        let mission = &self.mission;
+        // Ready: the session's first tool call waited for it.
+        let worktree = match self.tree.get().await {
+            Ok(worktree) => worktree,
+            Err(e) => return error_output(format!("spawn failed: your worktree could not be created: {e}")),
+        };
+        // Children branch from the parent's work so far.
+        let committed = match worktree
+            .commit_all(&format!("{}: work before spawning", self.unit.id))
+            .await
+        {
+            Ok(committed) => committed,
+            Err(e) => return error_output(format!("spawn failed: could not commit your work first: {e}")),
+        };
+        // A resumed parent repeats its spawn call; children already known keep their recorded state.
+        let known = children.iter().all(|c| mission.replay.units.contains_key(&c.id));
+        if !known {
+            mission.rt.bus.emit(Event::UnitsSpawned {
+                parent: self.unit.id.clone(),
+                units: children.clone(),
+            });
+            for child in &children {
+                mission.set_state(child, self.round, UnitState::Queued, 0, None);
+            }
+        }
+        mission.set_state(&self.unit, self.round, UnitState::WaitingOnChildren, 0, None);
+        let head = match committed {
+            Some(commit) => commit,
+            None => match worktree.head().await {
+                Ok(head) => head,
+                Err(e) => return error_output(format!("spawn failed: could not read your commit: {e}")),
+            },
+        };
+        let target = Arc::new(MergeTarget::new(
+            worktree.clone(),
+            mission.branch(&self.unit.id),
+            head,
+        ));
+        // A waiting parent gives its slot to the children, so waiting trees cannot deadlock the cap.
+        slot.release();
+        self.spawned.store(true, std::sync::atomic::Ordering::SeqCst);
+        let outcomes = run_dag(mission.clone(), children, self.depth + 1, target, self.round).await;
+        if !slot.reacquire(&mission.rt.cancel).await {
+            return error_output("spawn interrupted: the mission was cancelled".into());
+        }
+        mission.set_state(&self.unit, self.round, UnitState::Running, 0, None);
+        ok_output(describe_children(&outcomes))
+    }
+}
+
+fn describe_children(outcomes: &[UnitOutcome]) -> String {
+    let mut text = String::from("Sub-tasks finished:\n");
+    for o in outcomes {
+        let detail = match (&o.reason, o.summary.trim()) {
+            (Some(reason), _) => reason.clone(),
+            (None, summary) => summary.to_string(),
+        };
+        let _ = writeln!(
+            text,
+            "- {} `{}`: {} — {}",
+            o.unit.id, o.unit.title, o.state, detail
+        );
+    }
+    let passed = outcomes.iter().filter(|o| o.state == UnitState::Passed).count();
+    let _ = write!(
+        text,
+        "{passed} of {} passed; the passed ones are merged into your worktree. Finish your unit (do any failed part yourself).",
+        outcomes.len()
+    );
+    text
+}
