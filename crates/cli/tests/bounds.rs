@@ -153,3 +153,84 @@ async fn a_unit_splits_once() {
     assert_eq!(repo.read("p.txt").as_deref(), Some("p"));
     assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
 }
+
+/// Plays the script, but the planner answers with its plan's arguments as text, with no tool call
+/// (a small model did that), or with the same prose every time.
+struct TextPlanner {
+    inner: orchestrator_fake_model::script::ScriptedMission,
+    prose: Option<&'static str>,
+}
+
+impl orchestrator_fake_model::Brain for TextPlanner {
+    fn respond(&self, request: &orchestrator_fake_model::SeenRequest) -> orchestrator_fake_model::Reply {
+        use orchestrator_fake_model::Reply;
+        let reply = self.inner.respond(request);
+        if orchestrator_fake_model::script::role_of(request) != "planner" {
+            return reply;
+        }
+        match (self.prose, reply) {
+            (Some(prose), _) => Reply::Text(prose.into()),
+            (None, Reply::ToolCalls { calls, .. }) => {
+                Reply::Text(calls.into_iter().next().map(|(_, args)| args).unwrap_or_default())
+            }
+            (None, other) => other,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_given_as_bare_arguments_is_taken_as_the_call() {
+    let repo = TestRepo::new(&[]);
+    let brain = TextPlanner {
+        inner: orchestrator_fake_model::script::ScriptedMission::new(Script {
+            plan: vec![PlanUnit::file("a", "a.txt", "a")],
+            ..Script::default()
+        }),
+        prose: None,
+    };
+    let server = orchestrator_fake_model::FakeServer::start(brain, Default::default())
+        .await
+        .expect("fake server");
+    let done = Run::task("Write a").openai(&server).run(&repo).await;
+    done.assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bad_reply_again_gets_the_exact_shape_of_the_call() {
+    let repo = TestRepo::new(&[]);
+    let brain = TextPlanner {
+        inner: orchestrator_fake_model::script::ScriptedMission::new(Script {
+            plan: vec![PlanUnit::file("a", "a.txt", "a")],
+            ..Script::default()
+        }),
+        prose: Some("I will now plan the work."),
+    };
+    let server = orchestrator_fake_model::FakeServer::start(brain, Default::default())
+        .await
+        .expect("fake server");
+    let done = Run::task("Write a").openai(&server).run(&repo).await;
+    done.assert_code(1);
+    let corrections: Vec<String> = requests_of(&server, "planner")
+        .last()
+        .map(|r| {
+            r.messages
+                .iter()
+                .filter_map(|m| match m {
+                    SeenMessage::User { text } if text.starts_with("You answered without") => {
+                        Some(text.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(corrections.len() >= 2, "{corrections:?}");
+    assert!(!corrections[0].contains("same reply"), "{}", corrections[0]);
+    assert!(
+        corrections[1].contains("You sent the same reply as before")
+            && corrections[1].contains("submit_plan {\"tasks\":[{"),
+        "{}",
+        corrections[1]
+    );
+}

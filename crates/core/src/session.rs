@@ -293,6 +293,46 @@ const HISTORY_STRING_CHARS: usize = 2 * 1024;
 /// Starts the text that stands in the history for an argument value left out of it.
 const OMITTED: &str = "[omitted from the history:";
 
+/// A JSON value of the shape `schema` describes, with placeholders: what a correction shows a model
+/// that keeps getting a call wrong. Depth-limited, so a recursive schema cannot loop.
+fn skeleton(schema: &serde_json::Value) -> serde_json::Value {
+    fn walk(schema: &serde_json::Value, depth: u32) -> serde_json::Value {
+        use serde_json::Value;
+        if depth > 4 {
+            return Value::String("…".into());
+        }
+        if let Some(choices) = schema.get("enum").and_then(Value::as_array) {
+            let names: Vec<String> = choices.iter().map(|c| c.to_string().replace('"', "")).collect();
+            return Value::String(names.join(" | "));
+        }
+        match schema.get("type").and_then(Value::as_str) {
+            Some("object") => {
+                let fields = schema
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .map(|props| {
+                        props
+                            .iter()
+                            .map(|(key, sub)| (key.clone(), walk(sub, depth + 1)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Value::Object(fields)
+            }
+            Some("array") => Value::Array(
+                schema
+                    .get("items")
+                    .map(|items| vec![walk(items, depth + 1)])
+                    .unwrap_or_default(),
+            ),
+            Some("integer") | Some("number") => Value::from(1),
+            Some("boolean") => Value::Bool(true),
+            _ => Value::String("…".into()),
+        }
+    }
+    walk(schema, 0)
+}
+
 fn oversized_arguments(call: &ToolCall) -> String {
     format!(
         "Not run: the arguments of this `{}` call are {} bytes; one call may carry at most {} bytes. \
@@ -515,6 +555,7 @@ impl Session {
         }
         let mut budget_for_run = self.settings.max_turns;
         let mut corrections = 0;
+        let mut last_bad_reply: Option<String> = None;
         loop {
             if rt.cancel.is_cancelled() {
                 return SessionEnd::Cancelled;
@@ -559,6 +600,17 @@ impl Session {
                         "the model broke the protocol {MAX_CORRECTIONS} times in a row: {correction}"
                     ));
                 }
+                // The same bad reply again: repeating the same words would get the same reply, so
+                // the correction now shows the exact shape of the expected call.
+                let repeated = last_bad_reply.as_deref() == Some(reply.content.trim());
+                last_bad_reply = Some(reply.content.trim().to_string());
+                let correction = match (repeated, self.expected_call_shape()) {
+                    (true, Some(shape)) => format!(
+                        "{correction}\nYou sent the same reply as before. Make a tool call (not text) \
+                         exactly of this shape, with your own values:\n{shape}"
+                    ),
+                    _ => correction,
+                };
                 self.push_user(correction);
                 continue;
             }
@@ -652,6 +704,9 @@ impl Session {
         if reply.tool_calls.is_empty() {
             reply.tool_calls = self.calls_in_text(&reply.content);
         }
+        if reply.tool_calls.is_empty() {
+            reply.tool_calls = self.bare_finish_call(&reply.content).into_iter().collect();
+        }
         Ok(reply)
     }
 
@@ -664,6 +719,44 @@ impl Session {
             cost_usd: rt.prices.cost(model, usage),
             duration_ms: started.elapsed().as_millis() as u64,
         });
+    }
+
+    /// The call the session must end with, as a skeleton of its arguments: `submit_plan {"tasks":
+    /// [{"title": "…", …}]}`. `None` for sessions that may end with text.
+    fn expected_call_shape(&self) -> Option<String> {
+        let name = self.finish_tool?;
+        let schema = &self.tools.iter().find(|t| t.name == name)?.parameters;
+        Some(format!("{name} {}", skeleton(schema)))
+    }
+
+    /// A session that must end with one submit tool, answered with that tool's arguments alone (a
+    /// small planner wrote `{"tasks": [...]}` and nothing else): an object with every required key
+    /// of the tool's schema and no key it lacks can only be that call, so it is taken as it.
+    fn bare_finish_call(&self, text: &str) -> Option<ToolCall> {
+        let name = self.finish_tool?;
+        let schema = &self.tools.iter().find(|t| t.name == name)?.parameters;
+        let properties = schema.get("properties")?.as_object()?;
+        let required: Vec<&str> = schema
+            .get("required")?
+            .as_array()?
+            .iter()
+            .filter_map(|r| r.as_str())
+            .collect();
+        if required.is_empty() {
+            return None;
+        }
+        let fits = |object: &serde_json::Map<String, serde_json::Value>| {
+            required.iter().all(|key| object.contains_key(*key))
+                && object.keys().all(|key| properties.contains_key(key))
+        };
+        orchestrator_model::json_objects_in_text(text)
+            .into_iter()
+            .find(|value| value.as_object().is_some_and(fits))
+            .map(|value| ToolCall {
+                id: format!("t{}-bare", self.turns),
+                name: name.to_string(),
+                arguments: value.to_string(),
+            })
     }
 
     /// Small local models often write a tool call as JSON in their text; take it as a call when it

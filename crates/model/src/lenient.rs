@@ -56,6 +56,19 @@ pub fn tool_calls_from_text(text: &str, offered: &[&str]) -> Vec<ToolCall> {
         .collect()
 }
 
+/// The JSON objects written in `text` (fenced or bare), in order: for a reply that gives a tool's
+/// arguments without naming the tool.
+pub fn json_objects_in_text(text: &str) -> Vec<Value> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Vec::new();
+    }
+    json_values(text, &[])
+        .into_iter()
+        .map(|(_, value)| value)
+        .filter(Value::is_object)
+        .collect()
+}
+
 /// Names of tool-call-shaped objects in `text` that name no offered tool (`{"name": "mul",
 /// "arguments": {…}}` from a model that invented a tool): such a reply is a wrong call, not an answer.
 pub fn unknown_tool_names_in_text(text: &str, offered: &[&str]) -> Vec<String> {

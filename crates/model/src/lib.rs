@@ -26,7 +26,7 @@ mod types;
 
 pub use anthropic::AnthropicClient;
 pub use governor::{GovernedClient, Governor, GovernorConfig, GovernorStats};
-pub use lenient::{tool_calls_from_text, unknown_tool_names_in_text};
+pub use lenient::{json_objects_in_text, tool_calls_from_text, unknown_tool_names_in_text};
 pub use openai::OpenAiClient;
 pub use redact::redact;
 pub use types::*;

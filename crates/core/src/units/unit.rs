@@ -115,6 +115,10 @@ impl UnitRun {
                 return outcome; // leave the worktree in place rather than lose the work
             }
         }
+        // A unit can end before its worktree was needed (merged from a review before a restart, or
+        // failed early): the background `worktree add` must be over before the removal, or it would
+        // register the worktree again afterwards and leave it behind the mission's cleanup.
+        let _ = tree.get().await;
         if let Err(e) = self.mission.repo.remove_worktree(&path).await {
             tracing::warn!("cannot remove worktree {}: {e}", path.display());
         }
