@@ -18,7 +18,9 @@ fn plan(units: Vec<PlanUnit>) -> Script {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_units_are_sealed_onto_the_users_branch() {
-    let repo = TestRepo::new(&[]);
+    // Four scouts although the repository is tiny (by size it would get one).
+    let config = "[verify]\ntest = \"true\"\n[limits]\nscouts = 4\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
     let server = fake(plan(vec![
         PlanUnit::file("a", "src/a.txt", "alpha"),
         PlanUnit::file("b", "src/b.txt", "beta"),
@@ -573,4 +575,35 @@ async fn logs_replays_the_mission_log() {
         done.stdout.lines().count(),
         "one line per event"
     );
+}
+
+/// Scouting scales with the repository: a tiny one gets one scout, and `[limits] scouts = 0` leaves
+/// discovery to the pre-scan alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scouting_scales_with_the_repository() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(plan(vec![PlanUnit::file("a", "a.txt", "a")])).await;
+    Run::task("Write a")
+        .openai(&server)
+        .run(&repo)
+        .await
+        .assert_code(0);
+    let first_calls = |server: &orchestrator_fake_model::FakeServer| {
+        requests_of(server, "scout")
+            .iter()
+            .filter(|r| r.tool_results().is_empty())
+            .count()
+    };
+    assert_eq!(first_calls(&server), 1, "a tiny repository gets one scout");
+
+    let config = "[verify]\ntest = \"true\"\n[limits]\nscouts = 0\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = fake(plan(vec![PlanUnit::file("a", "a.txt", "a")])).await;
+    Run::task("Write a")
+        .openai(&server)
+        .run(&repo)
+        .await
+        .assert_code(0);
+    assert_eq!(first_calls(&server), 0, "the pre-scan alone");
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
 }

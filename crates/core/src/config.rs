@@ -155,6 +155,8 @@ pub struct LimitsFile {
     pub max_parallel_verify: Option<usize>,
     /// Units a mission may hold in all: planned, spawned and follow-ups.
     pub max_units: Option<u32>,
+    /// Scouts in discovery (0: the pre-scan alone); by default from the repository's size.
+    pub scouts: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -324,6 +326,8 @@ pub struct Config {
     pub max_parallel_verify: usize,
     /// The most units the mission may hold (plan, spawns and follow-ups together).
     pub max_units: usize,
+    /// Scouts in discovery; `None`: chosen by the repository's size.
+    pub scouts: Option<usize>,
     pub roles: BTreeMap<Role, RoleSettings>,
     pub endpoint: EndpointSettings,
     pub compaction: CompactionSettings,
@@ -419,6 +423,7 @@ pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<Strin
             .max_parallel_verify
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
         max_units: merged.limits.max_units.map_or(DEFAULT_MAX_UNITS, |n| n as usize),
+        scouts: merged.limits.scouts.map(|n| n as usize),
         roles,
         endpoint,
         compaction,
@@ -592,6 +597,14 @@ const BOUNDS: &[Bound] = &[
     },
     Bound {
         flag: None,
+        key: "limits.scouts",
+        range: 0..=4,
+        meaning: "scouts in discovery (0: the pre-scan alone)",
+        from_file: |f| f.limits.scouts.map(u64::from),
+        from_flags: no_flag,
+    },
+    Bound {
+        flag: None,
         key: "limits.max_units",
         range: 1..=10_000,
         meaning: "units in the whole mission",
@@ -759,6 +772,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(limits.bash_timeout_secs);
     take!(limits.max_parallel_verify);
     take!(limits.max_units);
+    take!(limits.scouts);
     take!(endpoint.connect_timeout_secs);
     take!(endpoint.first_byte_timeout_secs);
     take!(endpoint.idle_timeout_secs);

@@ -45,6 +45,33 @@ const SCOUT_FOCUS: [(&str, &str); 4] = [
 ];
 
 /// Phase 0: four read-only scouts at once; their reports and the pre-scan become the mission context.
+/// How many scouts a repository of `files` files gets when `[limits] scouts` is not set: four
+/// scouts reading a three-file repository spent 37k tokens repeating each other.
+fn scouts_for(files: usize) -> usize {
+    match files {
+        0..=30 => 1,
+        31..=200 => 2,
+        _ => SCOUT_FOCUS.len(),
+    }
+}
+
+/// The scouts' focus areas, merged into `count` scouts (0: the pre-scan alone).
+fn scout_focus(count: usize) -> Vec<(String, String)> {
+    let count = count.min(SCOUT_FOCUS.len());
+    if count == 0 {
+        return Vec::new();
+    }
+    let per = SCOUT_FOCUS.len().div_ceil(count);
+    SCOUT_FOCUS
+        .chunks(per)
+        .map(|group| {
+            let names: Vec<&str> = group.iter().map(|(name, _)| *name).collect();
+            let focus: Vec<&str> = group.iter().map(|(_, focus)| *focus).collect();
+            (names.join(" + "), focus.join("; "))
+        })
+        .collect()
+}
+
 pub async fn discover(
     rt: &Runtime,
     config: &Config,
@@ -53,7 +80,8 @@ pub async fn discover(
     tools: Arc<Toolbox>,
 ) -> String {
     let prescan = scan.to_markdown();
-    let scouts = SCOUT_FOCUS.iter().map(|(name, focus)| {
+    let focus = scout_focus(config.scouts.unwrap_or_else(|| scouts_for(scan.file_count)));
+    let scouts = focus.into_iter().map(|(name, focus)| {
         let first = format!(
             "Focus: {name} — {focus}.\n\nThe objective the team will work on (for what to look at; do not start it):\n{objective}\n\n\
              Pre-scan of the repository:\n{prescan}"
@@ -421,4 +449,18 @@ pub fn cut(text: &str, max: usize) -> String {
         &text[..end],
         text.len() - end
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scouting_scales_with_the_repository() {
+        assert_eq!(scout_focus(scouts_for(3)).len(), 1);
+        assert!(scout_focus(1)[0].0.contains("structure + tech stack"));
+        assert_eq!(scout_focus(scouts_for(100)).len(), 2);
+        assert_eq!(scout_focus(scouts_for(5_000)).len(), 4);
+        assert!(scout_focus(0).is_empty(), "the pre-scan alone");
+    }
 }
