@@ -67,6 +67,7 @@ fn request() -> ChatRequest {
         tools: Vec::new(),
         max_tokens: 1024,
         temperature: None,
+        tool_choice: Default::default(),
     }
 }
 

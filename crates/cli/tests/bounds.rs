@@ -234,3 +234,78 @@ async fn the_same_bad_reply_again_gets_the_exact_shape_of_the_call() {
         corrections[1]
     );
 }
+
+/// Refuses every request that forces a tool choice, as older llama.cpp builds and some proxies do.
+struct NoToolChoice(orchestrator_fake_model::script::ScriptedMission);
+
+impl orchestrator_fake_model::Brain for NoToolChoice {
+    fn respond(&self, request: &orchestrator_fake_model::SeenRequest) -> orchestrator_fake_model::Reply {
+        if request.tool_choice.is_some() {
+            return orchestrator_fake_model::Reply::Error {
+                status: 400,
+                body: "'tool_choice' is not supported by this server".into(),
+                retry_after: None,
+            };
+        }
+        self.0.respond(request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_must_submit_force_a_tool_call_where_the_endpoint_allows() {
+    let script = || Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "a")],
+        ..Script::default()
+    };
+    let repo = TestRepo::new(&[]);
+    let server = fake(script()).await;
+    Run::task("Write a")
+        .openai(&server)
+        .run(&repo)
+        .await
+        .assert_code(0);
+    for role in ["planner", "reviewer", "master_reviewer"] {
+        assert!(
+            requests_of(&server, role)
+                .iter()
+                .all(|r| r.tool_choice.as_deref() == Some("required")),
+            "{role} must answer with a call"
+        );
+    }
+    assert!(requests_of(&server, "worker")
+        .iter()
+        .all(|r| r.tool_choice.is_none()));
+
+    // An endpoint that refuses it: asked once more without, and never again.
+    let repo = TestRepo::new(&[]);
+    let brain = NoToolChoice(orchestrator_fake_model::script::ScriptedMission::new(script()));
+    let server = orchestrator_fake_model::FakeServer::start(brain, Default::default())
+        .await
+        .expect("fake server");
+    Run::task("Write a")
+        .openai(&server)
+        .run(&repo)
+        .await
+        .assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+    let forced = server
+        .requests()
+        .iter()
+        .filter(|r| r.tool_choice.is_some())
+        .count();
+    assert!(
+        forced <= 1,
+        "{forced} requests forced a tool choice after the refusal"
+    );
+
+    // Off in the config: never sent.
+    let config = "[verify]\ntest = \"true\"\n[endpoint]\ntool_choice = false\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = fake(script()).await;
+    Run::task("Write a")
+        .openai(&server)
+        .run(&repo)
+        .await
+        .assert_code(0);
+    assert!(server.requests().iter().all(|r| r.tool_choice.is_none()));
+}

@@ -476,6 +476,10 @@ async fn the_anthropic_api_runs_a_mission_too() {
         .requests()
         .iter()
         .all(|r| r.api == orchestrator_fake_model::Api::Anthropic));
+    // The planner must answer with a call: Anthropic's `tool_choice: {"type": "any"}`.
+    assert!(requests_of(&server, "planner")
+        .iter()
+        .all(|r| r.tool_choice.as_deref() == Some("any")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,6 +97,9 @@ pub struct EndpointFile {
     pub tokens_per_minute: Option<u64>,
     /// How long one call may keep failing (429s, 5xx, timeouts) before its unit gives up.
     pub max_wait_secs: Option<u64>,
+    /// Force a tool call (`tool_choice`) in sessions that must end with a submit call. On by default;
+    /// an endpoint that refuses it is asked again without.
+    pub tool_choice: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -212,6 +215,7 @@ pub struct EndpointSettings {
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u64>,
     pub max_wait: Duration,
+    pub tool_choice: bool,
 }
 
 /// How sessions keep inside their context window.
@@ -460,6 +464,7 @@ fn resolve_endpoint(file: &EndpointFile, max_parallel: usize) -> EndpointSetting
         requests_per_minute: file.requests_per_minute,
         tokens_per_minute: file.tokens_per_minute,
         max_wait: secs(file.max_wait_secs, 900),
+        tool_choice: file.tool_choice.unwrap_or(true),
     }
 }
 
@@ -782,6 +787,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(endpoint.requests_per_minute);
     take!(endpoint.tokens_per_minute);
     take!(endpoint.max_wait_secs);
+    take!(endpoint.tool_choice);
     take!(compaction.model);
     take!(compaction.keep_recent);
     take!(compaction.tool_output_chars);

@@ -693,6 +693,12 @@ impl Session {
             tools: self.tools.clone(),
             max_tokens: self.settings.max_tokens,
             temperature: self.settings.temperature,
+            // A session that must end with a submit call may answer only with tool calls: where the
+            // endpoint supports it, a small model cannot drift into prose instead.
+            tool_choice: match self.finish_tool {
+                Some(_) => orchestrator_model::ToolChoice::Required,
+                None => orchestrator_model::ToolChoice::Auto,
+            },
         };
         let started = Instant::now();
         let mut reply = rt.client.chat(&request, &rt.cancel).await?;
@@ -793,6 +799,7 @@ impl Session {
             tools: Vec::new(),
             max_tokens: self.settings.max_tokens.min(4096),
             temperature: None,
+            tool_choice: Default::default(),
         };
         let started = Instant::now();
         let reply = rt.client.chat(&request, &rt.cancel).await?;

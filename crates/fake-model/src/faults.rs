@@ -318,6 +318,7 @@ mod tests {
             tools: vec!["read".into()],
             stream: true,
             max_tokens: None,
+            tool_choice: None,
         }
     }
 

@@ -64,6 +64,9 @@ pub struct SeenRequest {
     pub tools: Vec<String>,
     pub stream: bool,
     pub max_tokens: Option<u64>,
+    /// The tool choice the request forced: OpenAI's `tool_choice` string (`required`, …) or
+    /// Anthropic's `tool_choice.type` (`any`, …); `None` when the request left it to the model.
+    pub tool_choice: Option<String>,
 }
 
 impl SeenRequest {

@@ -48,7 +48,18 @@ pub(crate) fn parse_openai(body: &[u8]) -> Result<SeenRequest, ParseError> {
         tools: openai_tools(&root)?,
         stream: optional_bool(&root, "stream")?,
         max_tokens: optional_u64(&root, "max_tokens")?.or(optional_u64(&root, "max_completion_tokens")?),
+        tool_choice: tool_choice(&root),
     })
+}
+
+/// `tool_choice` as a word: a string as it is (OpenAI), an object's `type` (Anthropic, or OpenAI's
+/// named `{"type": "function", …}`).
+fn tool_choice(root: &serde_json::Map<String, Value>) -> Option<String> {
+    match root.get("tool_choice")? {
+        Value::String(word) => Some(word.clone()),
+        Value::Object(choice) => choice.get("type").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
 }
 
 /// Whether an OpenAI request asked for a final usage chunk in its stream.
@@ -95,6 +106,7 @@ pub(crate) fn parse_anthropic(body: &[u8]) -> Result<SeenRequest, ParseError> {
         tools: anthropic_tools(&root)?,
         stream: optional_bool(&root, "stream")?,
         max_tokens: optional_u64(&root, "max_tokens")?,
+        tool_choice: tool_choice(&root),
     })
 }
 

@@ -590,6 +590,7 @@ mod tests {
             tools: vec![],
             stream: false,
             max_tokens: None,
+            tool_choice: None,
         }
     }
 

@@ -41,6 +41,25 @@ impl AnthropicClient {
             transport: Transport::new(config, headers)?,
         })
     }
+
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        forced: bool,
+        cancel: &CancellationToken,
+    ) -> Result<ChatResponse, ModelError> {
+        let url = self.transport.url("v1/messages");
+        let mut body = wire_request(request, self.transport.config().stream);
+        if forced {
+            body["tool_choice"] = json!({"type": "any"});
+        }
+        self.transport
+            .with_retries("anthropic chat", cancel, || {
+                self.transport
+                    .exchange::<StreamAssembly>(&url, &body, parse_message)
+            })
+            .await
+    }
 }
 
 #[async_trait]
@@ -54,14 +73,13 @@ impl ModelClient for AnthropicClient {
         request: &ChatRequest,
         cancel: &CancellationToken,
     ) -> Result<ChatResponse, ModelError> {
-        let url = self.transport.url("v1/messages");
-        let body = wire_request(request, self.transport.config().stream);
-        self.transport
-            .with_retries("anthropic chat", cancel, || {
-                self.transport
-                    .exchange::<StreamAssembly>(&url, &body, parse_message)
-            })
-            .await
+        let forced = self.transport.forces_tool_choice(request);
+        match self.send(request, forced, cancel).await {
+            Err(e) if forced && self.transport.refused_tool_choice(&e) => {
+                self.send(request, false, cancel).await
+            }
+            other => other,
+        }
     }
 
     async fn preflight(&self, model: &str) -> Result<(), ModelError> {
@@ -573,6 +591,7 @@ mod tests {
             }],
             max_tokens: 10,
             temperature: None,
+            tool_choice: Default::default(),
         };
         let body = wire_request(&request, false);
         assert_eq!(body["system"], json!("sys"));

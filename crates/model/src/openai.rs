@@ -21,6 +21,25 @@ pub struct OpenAiClient {
 }
 
 impl OpenAiClient {
+    async fn send(
+        &self,
+        request: &ChatRequest,
+        forced: bool,
+        cancel: &CancellationToken,
+    ) -> Result<ChatResponse, ModelError> {
+        let url = self.transport.url("chat/completions");
+        let mut body = wire_request(request, self.transport.config().stream);
+        if forced {
+            body["tool_choice"] = json!("required");
+        }
+        self.transport
+            .with_retries("openai chat", cancel, || {
+                self.transport
+                    .exchange::<StreamAssembly>(&url, &body, parse_completion)
+            })
+            .await
+    }
+
     /// `config.base_url` includes the version path, e.g. `https://api.openai.com/v1`.
     pub fn new(config: ClientConfig) -> Result<Self, ModelError> {
         let mut headers = HeaderMap::new();
@@ -45,14 +64,13 @@ impl ModelClient for OpenAiClient {
         request: &ChatRequest,
         cancel: &CancellationToken,
     ) -> Result<ChatResponse, ModelError> {
-        let url = self.transport.url("chat/completions");
-        let body = wire_request(request, self.transport.config().stream);
-        self.transport
-            .with_retries("openai chat", cancel, || {
-                self.transport
-                    .exchange::<StreamAssembly>(&url, &body, parse_completion)
-            })
-            .await
+        let forced = self.transport.forces_tool_choice(request);
+        match self.send(request, forced, cancel).await {
+            Err(e) if forced && self.transport.refused_tool_choice(&e) => {
+                self.send(request, false, cancel).await
+            }
+            other => other,
+        }
     }
 
     async fn preflight(&self, model: &str) -> Result<(), ModelError> {
@@ -515,6 +533,7 @@ mod tests {
             }],
             max_tokens: 99,
             temperature: Some(0.5),
+            tool_choice: Default::default(),
         };
         let body = wire_request(&request, true);
         assert_eq!(body["messages"][0], json!({"role": "system", "content": "sys"}));

@@ -32,6 +32,7 @@ pub(crate) fn probe_request(model: &str) -> ChatRequest {
         tools: Vec::new(),
         max_tokens: 16,
         temperature: Some(0.0),
+        tool_choice: Default::default(),
     }
 }
 

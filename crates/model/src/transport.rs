@@ -85,6 +85,8 @@ impl Failure {
 pub(crate) struct Transport {
     http: reqwest::Client,
     config: ClientConfig,
+    /// Set once the server refused `tool_choice`: later requests go without it.
+    tool_choice_refused: std::sync::atomic::AtomicBool,
 }
 
 impl Transport {
@@ -106,7 +108,38 @@ impl Transport {
                 url: redact_with_key(&config.base_url, config.api_key.as_deref()),
                 reason: format!("cannot build an HTTP client: {}", error_chain(&e)),
             })?;
-        Ok(Transport { http, config })
+        Ok(Transport {
+            http,
+            config,
+            tool_choice_refused: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Whether this request goes out with a forced tool choice: asked for, with tools to choose
+    /// from, turned on in the config, and not refused by the server before.
+    pub(crate) fn forces_tool_choice(&self, request: &crate::ChatRequest) -> bool {
+        request.tool_choice == crate::ToolChoice::Required
+            && !request.tools.is_empty()
+            && self.config.tool_choice
+            && !self
+                .tool_choice_refused
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether `error` is the server refusing `tool_choice` (older llama.cpp, some proxies): it is
+    /// remembered, and the caller asks once more without. Anything else is left to the caller.
+    pub(crate) fn refused_tool_choice(&self, error: &ModelError) -> bool {
+        let refused = matches!(error, ModelError::BadRequest { body, .. }
+            if body.to_ascii_lowercase().contains("tool_choice"));
+        if refused {
+            self.tool_choice_refused
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                "the model endpoint refused tool_choice; requests go on without it (set \
+                 `tool_choice = false` in [endpoint] to stop trying)"
+            );
+        }
+        refused
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {

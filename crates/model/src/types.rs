@@ -62,6 +62,20 @@ pub struct ChatRequest {
     pub max_tokens: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// Whether the reply must be a tool call (constrained output where the endpoint offers it).
+    #[serde(default)]
+    pub tool_choice: ToolChoice,
+}
+
+/// What the model may answer with. `Required`: a tool call, never plain text — for sessions that
+/// must end with a submit call, so a small model cannot wander off into prose. Sent as OpenAI's
+/// `tool_choice: "required"` and Anthropic's `tool_choice: {"type": "any"}`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    #[default]
+    Auto,
+    Required,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +128,9 @@ pub struct ClientConfig {
     /// Longest single wait between retries.
     pub max_backoff: Duration,
     pub stream: bool,
+    /// Send `tool_choice` when a request forces a tool call ([`ToolChoice::Required`]). On by
+    /// default; a server that refuses it is asked again without, and not asked again after that.
+    pub tool_choice: bool,
 }
 
 impl ClientConfig {
@@ -132,6 +149,7 @@ impl ClientConfig {
             max_retries: 4,
             max_backoff: Duration::from_secs(60),
             stream: true,
+            tool_choice: true,
         }
     }
 

@@ -93,6 +93,7 @@ pub fn simple_request() -> ChatRequest {
         tools: vec![tool("read_file"), tool("list_dir")],
         max_tokens: 256,
         temperature: None,
+        tool_choice: Default::default(),
     }
 }
 
