@@ -30,7 +30,9 @@ impl BenchRepo {
             .context("cannot write README.md")?;
         std::fs::write(
             repo.path().join("orchestrator.toml"),
-            "[verify]\ntest = \"true\"\n",
+            // Four scouts, as before scouting scaled with the repository: the same workload as the
+            // measurements in docs/benchmarks.md.
+            "[verify]\ntest = \"true\"\n[limits]\nscouts = 4\n",
         )
         .context("cannot write orchestrator.toml")?;
         repo.git(&["add", "-A"])?;

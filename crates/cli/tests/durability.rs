@@ -13,6 +13,9 @@ use support::*;
 
 type Trigger = Box<dyn Fn(&SeenRequest) -> bool + Send + Sync>;
 
+/// Four scouts, as every mission had before scouting scaled with the repository's size.
+const FOUR_SCOUTS: &str = "[verify]\ntest = \"true\"\n[limits]\nscouts = 4\n";
+
 /// Plays the script, but the first request matching `when` kills the orchestrator process instead.
 struct Crash {
     inner: ScriptedMission,
@@ -235,7 +238,8 @@ async fn killed_mid_merge_conflict() {
 async fn killed_at_many_moments_of_a_spawning_mission() {
     // Kill at the n-th model request for several n: whatever the moment, resume ends sealed.
     for n in [3u64, 7, 11, 15] {
-        let repo = TestRepo::new(&[]);
+        // Four scouts (a tiny repository would get one): the kill moments fall where they always did.
+        let repo = TestRepo::new(&[("orchestrator.toml", FOUR_SCOUTS)]);
         let script = Script {
             plan: vec![
                 PlanUnit::new(
@@ -340,7 +344,7 @@ async fn cancel_leaves_nothing_behind_and_resume_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_the_tree_sessions_and_evidence() {
-    let repo = TestRepo::new(&[("orchestrator.toml", "[verify]\ntest = \"true\"\n")]);
+    let repo = TestRepo::new(&[("orchestrator.toml", FOUR_SCOUTS)]);
     let server = fake(script()).await;
     Run::task("Status")
         .openai(&server)
