@@ -209,6 +209,11 @@ async fn a_mission_started_over_mcp_outlives_the_client_and_lands_on_the_branch(
     let result = wait_for_result(&mut client).await;
     assert!(result.contains("sealed"), "{result}");
     assert!(result.contains("Result commit"), "{result}");
+    // Applied: the integration branch went with the mission, and the result says so.
+    assert!(
+        result.contains("(removed: your branch already has all of it)"),
+        "{result}"
+    );
     assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
     assert!(
         repo.files_on_main().contains(&"a.txt".to_string()),

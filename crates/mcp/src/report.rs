@@ -155,6 +155,9 @@ pub struct MissionResult {
     pub outcome: Option<Outcome>,
     pub summary: Option<String>,
     pub integration_branch: String,
+    /// Whether the integration branch still exists: a finished mission removes it once the user's
+    /// branch has all of it.
+    pub branch_kept: bool,
     pub result_commit: Option<String>,
     pub usage: TokenUsage,
 }
@@ -186,9 +189,24 @@ pub fn result(root: &Path, report: &StatusReport) -> Result<MissionResult, ToolE
         outcome,
         summary,
         integration_branch: report.integration_branch.clone(),
+        branch_kept: branch_exists(root, &report.integration_branch),
         result_commit,
         usage: report.usage,
     })
+}
+
+/// Whether `branch` is a branch of the repository at `root` (git's answer; `true` when git cannot
+/// say, so a branch is never reported gone by mistake).
+fn branch_exists(root: &Path, branch: &str) -> bool {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--verify", "--quiet"])
+        .arg(format!("refs/heads/{branch}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_or(true, |status| status.success())
 }
 
 /// The result for a person: the outcome and what to do next, or the progress while it runs.
@@ -220,7 +238,15 @@ pub fn result_words(result: &MissionResult, report: &StatusReport) -> String {
     if let Some(summary) = &result.summary {
         let _ = writeln!(out, "Summary: {summary}");
     }
-    let _ = writeln!(out, "Integration branch: {}", result.integration_branch);
+    if result.branch_kept {
+        let _ = writeln!(out, "Integration branch: {}", result.integration_branch);
+    } else {
+        let _ = writeln!(
+            out,
+            "Integration branch: {} (removed: your branch already has all of it)",
+            result.integration_branch
+        );
+    }
     let commit = result.result_commit.as_deref().unwrap_or("none");
     let _ = write!(out, "Result commit: {commit}. Tokens: {}.", result.usage.total());
     out
