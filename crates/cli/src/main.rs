@@ -1,6 +1,6 @@
 //! `orchestrator`: the command-line front end. It parses flags, starts the engine, renders the
 //! engine's event stream (human progress lines, or JSON lines with `--json`) and maps the outcome to
-//! the exit status of PROTOCOL.md.
+//! the exit status of docs/protocol.md.
 
 mod install;
 mod logs;
@@ -220,7 +220,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            // clap uses 0 for --help/--version and 2 for usage errors, as PROTOCOL.md does.
+            // clap uses 0 for --help/--version and 2 for usage errors, as docs/protocol.md does.
             return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };

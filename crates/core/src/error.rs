@@ -1,6 +1,6 @@
 use thiserror::Error;
 
-/// Errors that stop a mission before or while it runs. Each maps to an exit status of PROTOCOL.md.
+/// Errors that stop a mission before or while it runs. Each maps to an exit status of docs/protocol.md.
 #[derive(Debug, Error)]
 pub enum EngineError {
     /// Bad flags, config, environment or repository state: nothing was started (exit 2).

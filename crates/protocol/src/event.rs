@@ -28,7 +28,7 @@ impl Phase {
     }
 }
 
-/// How a mission ended. Maps one-to-one onto the exit status in PROTOCOL.md.
+/// How a mission ended. Maps one-to-one onto the exit status in docs/protocol.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
