@@ -28,7 +28,28 @@ const MAX_ATTEMPTS: usize = 512;
 /// `text_call_1`, `text_call_2`, ... and arguments as JSON text. Empty for ordinary prose and for
 /// JSON that is not a call of an offered tool.
 pub fn tool_calls_from_text(text: &str, offered: &[&str]) -> Vec<ToolCall> {
-    if text.len() > MAX_TEXT_BYTES || offered.is_empty() {
+    if offered.is_empty() {
+        return Vec::new();
+    }
+    written_calls(text)
+        .into_iter()
+        .filter_map(|call| {
+            let name = offered_name(&call.name, offered)?;
+            Some((name, call.arguments))
+        })
+        .enumerate()
+        .map(|(i, (name, arguments))| ToolCall {
+            id: format!("text_call_{}", i + 1),
+            name: name.to_string(),
+            arguments: arguments_text(arguments),
+        })
+        .collect()
+}
+
+/// Every call written in `text`, whatever tool it names, in the order they appear: function tags
+/// and `[TOOL_CALLS]` first claim their spans, then JSON values outside them.
+fn written_calls(text: &str) -> Vec<Call> {
+    if text.len() > MAX_TEXT_BYTES {
         return Vec::new();
     }
     let mut found: Vec<(usize, Call)> = Vec::new();
@@ -41,19 +62,7 @@ pub fn tool_calls_from_text(text: &str, offered: &[&str]) -> Vec<ToolCall> {
         found.extend(calls_in(&value).into_iter().map(|call| (start, call)));
     }
     found.sort_by_key(|(start, _)| *start);
-    found
-        .into_iter()
-        .filter_map(|(_, call)| {
-            let name = offered_name(&call.name, offered)?;
-            Some((name, call.arguments))
-        })
-        .enumerate()
-        .map(|(i, (name, arguments))| ToolCall {
-            id: format!("text_call_{}", i + 1),
-            name: name.to_string(),
-            arguments: arguments_text(arguments),
-        })
-        .collect()
+    found.into_iter().map(|(_, call)| call).collect()
 }
 
 /// The JSON objects written in `text` (fenced or bare), in order: for a reply that gives a tool's
@@ -72,19 +81,11 @@ pub fn json_objects_in_text(text: &str) -> Vec<Value> {
 /// Names of tool-call-shaped objects in `text` that name no offered tool (`{"name": "mul",
 /// "arguments": {…}}` from a model that invented a tool): such a reply is a wrong call, not an answer.
 pub fn unknown_tool_names_in_text(text: &str, offered: &[&str]) -> Vec<String> {
-    if text.len() > MAX_TEXT_BYTES {
-        return Vec::new();
-    }
-    let mut taken: Vec<(usize, usize)> = Vec::new();
-    let mut names: Vec<String> = Vec::new();
-    for (start, end, call) in mistral_calls(text).into_iter().chain(llama_function_calls(text)) {
-        taken.push((start, end));
-        names.push(call.name);
-    }
-    for (_, value) in json_values(text, &taken) {
-        names.extend(calls_in(&value).into_iter().map(|call| call.name));
-    }
-    names.retain(|name| offered_name(name, offered).is_none());
+    let mut names: Vec<String> = written_calls(text)
+        .into_iter()
+        .map(|call| call.name)
+        .filter(|name| offered_name(name, offered).is_none())
+        .collect();
     names.dedup();
     names
 }
