@@ -163,7 +163,8 @@ pub struct MissionResult {
 }
 
 /// Reads the last `mission_finished` event of the report's mission from the repository's store.
-pub fn result(root: &Path, report: &StatusReport) -> Result<MissionResult, ToolError> {
+/// `branch_kept`: whether the mission's integration branch still exists.
+pub fn result(root: &Path, report: &StatusReport, branch_kept: bool) -> Result<MissionResult, ToolError> {
     let store = orchestrator_core::open_store_in(root)?;
     let events = store
         .events_after(&report.mission, None)
@@ -189,24 +190,10 @@ pub fn result(root: &Path, report: &StatusReport) -> Result<MissionResult, ToolE
         outcome,
         summary,
         integration_branch: report.integration_branch.clone(),
-        branch_kept: branch_exists(root, &report.integration_branch),
+        branch_kept,
         result_commit,
         usage: report.usage,
     })
-}
-
-/// Whether `branch` is a branch of the repository at `root` (git's answer; `true` when git cannot
-/// say, so a branch is never reported gone by mistake).
-fn branch_exists(root: &Path, branch: &str) -> bool {
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(root)
-        .args(["rev-parse", "--verify", "--quiet"])
-        .arg(format!("refs/heads/{branch}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map_or(true, |status| status.success())
 }
 
 /// The result for a person: the outcome and what to do next, or the progress while it runs.

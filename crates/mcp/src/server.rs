@@ -145,7 +145,15 @@ Its output is in {}; call mission_status in a moment to see it.",
     async fn result(&self, params: RepoParams) -> Result<Reply, ToolError> {
         let root = self.root(params.repo.as_deref()).await?;
         let status = orchestrator_core::status(&root)?;
-        let result = report::result(&root, &status)?;
+        // `true` when git cannot say, so a branch is never reported gone by mistake.
+        let branch_kept = match orchestrator_git::Repo::discover(&root).await {
+            Ok(repo) => repo
+                .branch_exists(&status.integration_branch)
+                .await
+                .unwrap_or(true),
+            Err(_) => true,
+        };
+        let result = report::result(&root, &status, branch_kept)?;
         let json = serde_json::to_string(&result)
             .map_err(|e| ToolError::Other(format!("cannot write the result as JSON: {e}")))?;
         Ok(Reply {
