@@ -212,11 +212,7 @@ impl Runner {
         }
         // A git process is readable through /proc by agent commands of the same user while it runs:
         // it does not need the model's key or any other credential of ours.
-        for (var, _) in std::env::vars_os() {
-            if orchestrator_sandbox::is_secret_env(&var) {
-                cmd.env_remove(var);
-            }
-        }
+        orchestrator_sandbox::remove_secret_env(&mut cmd);
         cmd.env("GIT_TERMINAL_PROMPT", "0")
             .env("LC_ALL", "C")
             .env("GIT_EDITOR", "true")

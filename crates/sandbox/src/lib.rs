@@ -331,6 +331,16 @@ fn environment_block() -> Option<(usize, usize)> {
     (start != 0 && end > start).then_some((start, end))
 }
 
+/// Removes from `command`'s environment every variable of ours that holds a credential (see
+/// [`is_secret_env`]).
+pub fn remove_secret_env(command: &mut tokio::process::Command) {
+    for (name, _) in std::env::vars_os() {
+        if is_secret_env(&name) {
+            command.env_remove(name);
+        }
+    }
+}
+
 /// Whether an environment variable holds a credential, by the usual names: model keys, and tokens,
 /// secrets and passwords (`GITHUB_TOKEN`, `AWS_SECRET_ACCESS_KEY`, `NPM_TOKEN`, `DB_PASSWORD`, …).
 /// Agent commands get an allow-listed environment instead; this is for the programs the orchestrator

@@ -66,7 +66,8 @@ async fn run(
         // The sandbox gives the command its environment from an allow-list (and GIT_TERMINAL_PROMPT=0).
         Some(sandbox) => sandbox.apply(&mut command)?,
         None => {
-            remove_secret_env(&mut command);
+            // Without a sandbox, at least the credentials known by name are kept from the command.
+            orchestrator_sandbox::remove_secret_env(&mut command);
             orchestrator_sandbox::supervise(&mut command)?
         }
     };
@@ -103,16 +104,6 @@ fn command(root: &Path, script: &str, stdout: std::io::PipeWriter, stderr: std::
         // A credential prompt would wait forever on the null stdin.
         .env("GIT_TERMINAL_PROMPT", "0");
     command
-}
-
-/// Without a sandbox (a toolbox built with none), at least the credentials known by name are kept
-/// from the command.
-fn remove_secret_env(command: &mut Command) {
-    for (name, _) in std::env::vars_os() {
-        if orchestrator_sandbox::is_secret_env(&name) {
-            command.env_remove(name);
-        }
-    }
 }
 
 async fn wait_while_reading(
