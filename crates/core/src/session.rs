@@ -730,17 +730,22 @@ impl Session {
     /// The call the session must end with, as a skeleton of its arguments: `submit_plan {"tasks":
     /// [{"title": "…", …}]}`. `None` for sessions that may end with text.
     fn expected_call_shape(&self) -> Option<String> {
-        let name = self.finish_tool?;
-        let schema = &self.tools.iter().find(|t| t.name == name)?.parameters;
+        let (name, schema) = self.finish_schema()?;
         Some(format!("{name} {}", skeleton(schema)))
+    }
+
+    /// The tool the session must end with, and the JSON schema of its arguments.
+    fn finish_schema(&self) -> Option<(&'static str, &serde_json::Value)> {
+        let name = self.finish_tool?;
+        let spec = self.tools.iter().find(|t| t.name == name)?;
+        Some((name, &spec.parameters))
     }
 
     /// A session that must end with one submit tool, answered with that tool's arguments alone (a
     /// small planner wrote `{"tasks": [...]}` and nothing else): an object with every required key
     /// of the tool's schema and no key it lacks can only be that call, so it is taken as it.
     fn bare_finish_call(&self, text: &str) -> Option<ToolCall> {
-        let name = self.finish_tool?;
-        let schema = &self.tools.iter().find(|t| t.name == name)?.parameters;
+        let (name, schema) = self.finish_schema()?;
         let properties = schema.get("properties")?.as_object()?;
         let required: Vec<&str> = schema
             .get("required")?
