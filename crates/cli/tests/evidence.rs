@@ -100,11 +100,7 @@ async fn a_verified_mission_is_sealed_plainly() {
     done.assert_code(0);
     let finished = &done.events_of("mission_finished")[0];
     assert!(finished.get("unverified").is_none(), "{finished}");
-    let notices: Vec<String> = done
-        .events_of("notice")
-        .iter()
-        .filter_map(|e| e["message"].as_str().map(str::to_string))
-        .collect();
+    let notices = done.notices();
     assert!(
         notices
             .iter()
@@ -325,11 +321,7 @@ async fn running_out_of_turns_fails_the_attempt_not_the_review() {
         .run(&repo)
         .await;
     done.assert_code(0);
-    let notices: Vec<String> = done
-        .events_of("notice")
-        .iter()
-        .filter_map(|e| e["message"].as_str().map(str::to_string))
-        .collect();
+    let notices = done.notices();
     assert!(
         notices
             .iter()

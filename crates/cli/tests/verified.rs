@@ -50,11 +50,7 @@ async fn a_commit_made_during_review_is_not_merged() {
         "the unverified commit is not on main: {history}"
     );
     assert_eq!(repo.read("a.txt").as_deref(), Some("a"), "the reviewed work is");
-    let notices: Vec<String> = done
-        .events_of("notice")
-        .iter()
-        .filter_map(|e| e["message"].as_str().map(str::to_string))
-        .collect();
+    let notices = done.notices();
     assert!(
         notices
             .iter()

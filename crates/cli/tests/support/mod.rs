@@ -243,6 +243,14 @@ impl Finished {
     pub fn events_of(&self, kind: &str) -> Vec<serde_json::Value> {
         self.events().into_iter().filter(|e| e["type"] == kind).collect()
     }
+
+    /// The messages of the run's `notice` events (with `--json`).
+    pub fn notices(&self) -> Vec<String> {
+        self.events_of("notice")
+            .iter()
+            .filter_map(|e| e["message"].as_str().map(str::to_string))
+            .collect()
+    }
 }
 
 /// Requests whose system prompt names `role`.
