@@ -84,7 +84,7 @@ fn endpoint(provider: Provider) -> Result<(String, String)> {
                 key,
             ))
         }
-        // OpenCode hook: OpenCode calls the model itself (crate::opencode); this client is never called,
+        // OpenCode hook: OpenCode calls the model itself (see opencode.rs); this client is never called,
         // it only fills the runtime's slot.
         Provider::OpenCode => Ok(("http://127.0.0.1:9/opencode-unused".to_string(), String::new())),
     }

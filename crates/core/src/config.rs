@@ -46,6 +46,9 @@ impl std::str::FromStr for Provider {
     }
 }
 
+/// The model name sessions carry when the model is OpenCode's own choice (its config's `model`).
+pub const OPENCODE_DEFAULT_MODEL: &str = "opencode";
+
 /// One config file as written. Every field is optional so that layers can be merged.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -388,7 +391,7 @@ pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<Strin
     let mut model = flags.model.clone().or(env_model).or(merged.model.clone());
     // OpenCode hook: without a model of ours, sessions use the model configured in OpenCode.
     if provider == Provider::OpenCode && model.is_none() {
-        model = Some(crate::opencode::OPENCODE_DEFAULT_MODEL.to_string());
+        model = Some(OPENCODE_DEFAULT_MODEL.to_string());
     }
     let roles = resolve_roles(&merged, flags.model.as_deref(), model.as_deref())?;
     let max_parallel = flags.max_parallel.or(merged.max_parallel).unwrap_or(8);

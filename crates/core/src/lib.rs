@@ -21,6 +21,7 @@ mod prompts;
 mod replay;
 mod roles;
 mod session;
+mod shared;
 mod status;
 #[cfg(test)]
 mod test_repo;

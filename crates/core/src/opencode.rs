@@ -2,8 +2,8 @@
 //! serve` instance (one the user points at with `--opencode-url`, or one started here on a free
 //! loopback port and stopped with the mission). See docs/opencode-provider.md.
 //!
-//! The native loop in `session.rs` is untouched; `Session::run` hands over to [`run_turns`] when the
-//! runtime carries an [`OpencodeEngine`]. Orchestration tools reach the engine through the
+//! The engine is the mission's [`TurnRunner`]: `Session::run` hands every session's turns to it
+//! instead of the native loop. Orchestration tools reach the engine through the
 //! [`ToolBridge`]: a call is sent over a channel into the running `Session::run`, which calls
 //! `hooks.call(..)` itself, so `spawn` releases and re-takes the session's slot exactly as natively.
 
@@ -24,13 +24,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{EngineError, Result};
 use crate::prompts::system_prompt;
-use crate::session::{HookResult, Runtime, Session, SessionEnd, SessionHooks, Slot};
+use crate::session::{HookResult, Runtime, Session, SessionEnd, SessionHooks, Slot, TurnRunner};
 
 /// The environment variable holding the password of the server given with `--opencode-url`.
 pub const PASSWORD_ENV: &str = "OPENCODE_SERVER_PASSWORD";
 
-/// The model name sessions carry when the model is OpenCode's own choice (its config's `model`).
-pub const OPENCODE_DEFAULT_MODEL: &str = "opencode";
+pub use crate::config::OPENCODE_DEFAULT_MODEL;
 
 /// How long a session may go on after its finishing call was accepted before it is aborted.
 const FINISH_GRACE: Duration = Duration::from_secs(10);
@@ -186,8 +185,30 @@ fn read_only(role: Role) -> bool {
     )
 }
 
+#[async_trait::async_trait]
+impl TurnRunner for OpencodeEngine {
+    async fn run_turns(
+        &self,
+        session: &mut Session,
+        rt: &Runtime,
+        hooks: &dyn SessionHooks,
+        slot: &mut Slot,
+    ) -> SessionEnd {
+        run_turns(self, session, rt, hooks, slot).await
+    }
+
+    fn confinement(&self, _session: &Session) -> Option<String> {
+        Some("OpenCode's own permissions (not this sandbox)".to_string())
+    }
+
+    /// OpenCode reads and writes the unit's directory itself from its first step.
+    fn waits_for_worktree(&self) -> bool {
+        false
+    }
+}
+
 /// The OpenCode-backed equivalent of the native loop of turns.
-pub(crate) async fn run_turns(
+async fn run_turns(
     engine: &OpencodeEngine,
     session: &mut Session,
     rt: &Runtime,

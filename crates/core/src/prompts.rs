@@ -17,6 +17,22 @@ pub fn system_prompt(role: Role) -> String {
     format!("# Role: {}\n{}", role.as_str(), body.trim())
 }
 
+/// `text` cut to at most `max` bytes, with a note saying how much is left out and where to find it.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n[… {} more bytes cut; read the files for the rest]",
+        &text[..end],
+        text.len() - end
+    )
+}
+
 const SCOUT: &str = "
 You are a scout in a team of coding agents. Study the repository for the focus you are given and write a
 concise report (at most 40 lines) that later agents will rely on: facts, file paths, commands, conventions.

@@ -13,13 +13,13 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::error::{EngineError, Result};
-use crate::mission::{toolbox, Mission};
 use crate::plan::parse_plan;
 use crate::prescan::PreScan;
+use crate::prompts::cut;
 use crate::session::{
     error_output, ok_output, HookResult, NoHooks, Runtime, Session, SessionEnd, SessionHooks, Slot,
 };
-use crate::units::UnitOutcome;
+use crate::shared::{toolbox, Mission};
 use crate::verify;
 
 /// Diffs longer than this are cut in a reviewer's first message; the reviewer can read files itself.
@@ -378,27 +378,16 @@ pub async fn review_unit(
     .await
 }
 
-/// Stage 2: the master reviewer judges the integrated whole.
+/// Stage 2: the master reviewer judges the integrated whole; `units` lists what this round built.
 pub async fn master_review(
     mission: &Mission,
     integration: &Worktree,
     base: &str,
-    outcomes: &[UnitOutcome],
+    units: &str,
     evidence: &[Evidence],
     round: u32,
 ) -> Result<Review> {
     let stat = integration.diff_stat_since(base).await?;
-    let mut units = String::new();
-    for o in outcomes {
-        let _ = writeln!(
-            units,
-            "- {} `{}` ({}): {}",
-            o.unit.id,
-            o.unit.title,
-            o.state,
-            o.summary.trim()
-        );
-    }
     let first = format!(
         "# Objective\n{}\n\n# Mission context\n{}\n\n# Units built this round\n{units}\n# Evidence on the integrated result\n{}\n\n\
          # Changes since the mission started\n{stat}\nInspect the code as needed, then call submit_review.",
@@ -434,21 +423,6 @@ pub async fn master_review(
             issues: Vec::new(),
         }),
     }
-}
-
-pub fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{}\n[… {} more bytes cut; read the files for the rest]",
-        &text[..end],
-        text.len() - end
-    )
 }
 
 #[cfg(test)]

@@ -16,24 +16,15 @@ pub use start::{open_store, open_store_in, repo_root, resume, run_task, ResumeOp
 use rounds::drive;
 #[cfg(test)]
 use rounds::{retry_units, sealed_commit};
-use run::{interrupted, run_mission, Ending, Finish, Setup};
+use run::{interrupted, run_mission, Claimed, Ending, Finish, Setup};
 use start::{announce_dispatch_changes, mission_branch};
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 
-use orchestrator_git::Repo;
-use orchestrator_protocol::{Event, Outcome, Role, UnitSpec, UnitState};
-use orchestrator_tools::{ToolOptions, Toolbox};
+use orchestrator_protocol::Outcome;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Overrides, Provider};
-use crate::error::{EngineError, Result};
-use crate::plan::{render_todo, TodoEntry};
-use crate::replay::Replay;
-use crate::session::Runtime;
-use crate::verify::Verifier;
+use crate::config::{Overrides, Provider};
 
 /// The state folder in the repo root; excluded from git through `.git/info/exclude`.
 pub const STATE_DIR: &str = ".orchestrator";
@@ -52,7 +43,7 @@ pub struct MissionOptions {
     pub keep_branches: bool,
     pub overrides: Overrides,
     /// The front end's handle to pause dispatch while the mission runs.
-    pub control: crate::MissionControl,
+    pub control: crate::control::MissionControl,
 }
 
 /// The flags a mission was started with, stored so that `resume` runs it the same way.
@@ -126,164 +117,12 @@ pub struct MissionReport {
     pub result_commit: Option<String>,
 }
 
-/// Everything a running mission's units share.
-pub(crate) struct Mission {
-    pub id: String,
-    pub objective: String,
-    pub repo: Repo,
-    pub rt: Runtime,
-    pub config: Config,
-    pub verifier: Verifier,
-    pub context: String,
-    pub worktrees: PathBuf,
-    /// What earlier runs of this mission did (empty for a new mission).
-    pub replay: Replay,
-    /// 1 for the first run, +1 for each resume: keeps per-run session keys apart.
-    pub run_index: u32,
-    todo: Mutex<TodoBook>,
-    /// Branches of units that ended; deleted together when the run ends (see `cleanup`).
-    done_branches: Arc<Mutex<BTreeSet<String>>>,
-    /// The worktrees registered when this run first needed to know: one `git worktree list` for all
-    /// the resumed units that look for the worktree an earlier run left, instead of one each.
-    registered: tokio::sync::OnceCell<Vec<PathBuf>>,
-}
-
-struct TodoBook {
-    path: PathBuf,
-    entries: BTreeMap<String, TodoEntry>,
-    order: Vec<String>,
-}
-
-impl Mission {
-    /// Unit branches live under `u/` so no unit id can collide with the integration branch.
-    pub fn branch(&self, unit: &str) -> String {
-        format!("orchestrator/{}/u/{unit}", self.id)
-    }
-
-    /// Unit worktrees live under `units/`, apart from the mission's `base` and `integration` trees.
-    pub fn worktree_path(&self, unit: &str) -> PathBuf {
-        self.worktrees.join("units").join(unit)
-    }
-
-    /// Marks a finished unit's branch for deletion at the end of the run.
-    pub fn branch_done(&self, branch: String) {
-        self.done_branches
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(branch);
-    }
-
-    /// The worktrees registered in the repository, listed once per run. Each unit's worktree path is
-    /// its own and a unit is prepared once per run, so a unit's entry cannot go stale before it looks.
-    pub async fn registered_worktrees(&self) -> std::result::Result<&[PathBuf], orchestrator_git::GitError> {
-        let list = self
-            .registered
-            .get_or_try_init(|| self.repo.list_worktrees())
-            .await?;
-        Ok(list)
-    }
-
-    /// Tokens a passed unit has cost on average so far (workers, reviewers and resolvers together).
-    pub fn average_unit_tokens(&self) -> Option<u64> {
-        let book = self.todo.lock().unwrap_or_else(|p| p.into_inner());
-        let passed = book
-            .entries
-            .values()
-            .filter(|e| e.state == UnitState::Passed)
-            .count() as u64;
-        if passed == 0 {
-            return None;
-        }
-        let by_role = self.rt.bus.usage_by_role();
-        let spent: u64 = [Role::Worker, Role::Reviewer, Role::ConflictResolver]
-            .iter()
-            .filter_map(|r| by_role.get(r))
-            .map(|u| u.total())
-            .sum();
-        Some(spent / passed)
-    }
-
-    /// Records a unit's new state: one event, and the TODO mirror rewritten.
-    pub fn set_state(
-        &self,
-        unit: &UnitSpec,
-        round: u32,
-        state: UnitState,
-        attempt: u32,
-        detail: Option<String>,
-    ) {
-        self.rt.bus.emit(Event::UnitState {
-            unit: unit.id.clone(),
-            state,
-            attempt,
-            detail: detail.clone(),
-        });
-        self.note_todo(unit, round, state, detail);
-    }
-
-    /// The units `parent` spawned (ids `parent.n`), in this run or an earlier one.
-    pub fn children_of(&self, parent: &str) -> Vec<String> {
-        let prefix = format!("{parent}.");
-        let book = self.todo.lock().unwrap_or_else(|p| p.into_inner());
-        book.order
-            .iter()
-            .filter(|id| id.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('.')))
-            .cloned()
-            .collect()
-    }
-
-    /// How many units the mission holds so far: planned, spawned and follow-ups, of every round.
-    pub fn units_known(&self) -> usize {
-        self.todo.lock().unwrap_or_else(|p| p.into_inner()).entries.len()
-    }
-
-    /// Updates the TODO mirror only (for states already in the log, shown again after a resume).
-    pub fn note_todo(&self, unit: &UnitSpec, round: u32, state: UnitState, detail: Option<String>) {
-        let mut book = self.todo.lock().unwrap_or_else(|p| p.into_inner());
-        if !book.entries.contains_key(&unit.id) {
-            book.order.push(unit.id.clone());
-        }
-        book.entries.insert(
-            unit.id.clone(),
-            TodoEntry {
-                unit: unit.clone(),
-                round,
-                state,
-                note: detail,
-            },
-        );
-        let mut text = render_todo(&self.objective, &self.id, &book.entries, &book.order);
-        if let Some(store) = &self.rt.store {
-            text = store.mask(&text);
-        }
-        if let Err(e) = std::fs::write(&book.path, text) {
-            tracing::warn!("cannot write {}: {e}", book.path.display());
-        }
-    }
-}
-
-/// A session's tools in `root`; only a session that may write (`allow_write`) may change it, and its
-/// `bash` runs in the mission's sandbox either way.
-pub(crate) fn toolbox(root: &Path, allow_write: bool, config: &Config) -> Result<Toolbox> {
-    let sandbox = config
-        .sandbox
-        .sandbox(allow_write.then_some(root))
-        .map_err(|e| EngineError::Other(format!("cannot confine the session's commands: {e}")))?;
-    let options = ToolOptions {
-        allow_write,
-        bash_timeout: config.bash_timeout,
-        sandbox: Some(sandbox),
-        ..ToolOptions::default()
-    };
-    Toolbox::new(root, options)
-        .map_err(|e| EngineError::io(format!("cannot open worktree {}", root.display()), e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::EventBus;
     use crate::units::UnitOutcome;
+    use orchestrator_protocol::{Event, UnitSpec, UnitState};
 
     #[test]
     fn retried_units_keep_dependencies_among_themselves() {

@@ -2,6 +2,7 @@
 //! verification until it seals, runs out of rounds or stops.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use orchestrator_git::Worktree;
@@ -19,6 +20,7 @@ use crate::units::{self, MergeTarget, UnitOutcome};
 use crate::verify::{self, Verifier};
 
 use super::*;
+use crate::shared::{toolbox, Mission, TodoBook};
 
 /// Discovery, planning and rounds, each skipped when the replay shows it done.
 pub(super) async fn drive(
@@ -105,13 +107,9 @@ pub(super) async fn drive(
         worktrees: setup.worktrees.clone(),
         run_index: replay.resumes + 1,
         replay,
-        todo: Mutex::new(TodoBook {
-            path: repo.root().join(STATE_DIR).join("todo.md"),
-            entries: BTreeMap::new(),
-            order: Vec::new(),
-        }),
+        todo: Mutex::new(TodoBook::new(repo.root().join(STATE_DIR).join("todo.md"))),
         done_branches: setup.done_branches.clone(),
-        registered: tokio::sync::OnceCell::new(),
+        registered: Default::default(),
     });
     // Units that ended in an earlier run may have left their branch (a kill before the run's end).
     for unit in mission.replay.units.keys() {
@@ -386,7 +384,15 @@ async fn integrate(
     let review = match known {
         Some(review) => review.clone(),
         None => {
-            let review = roles::master_review(mission, integration, base, outcomes, &evidence, round).await?;
+            let review = roles::master_review(
+                mission,
+                integration,
+                base,
+                &built_list(outcomes),
+                &evidence,
+                round,
+            )
+            .await?;
             bus.emit(Event::ReviewFinished {
                 unit: None,
                 attempt: round,
@@ -428,6 +434,22 @@ fn follow_up_units(review: &orchestrator_protocol::Review, next_round: u32) -> V
         });
     }
     follow_up
+}
+
+/// The round's units as the master reviewer reads them: one line each, with state and summary.
+fn built_list(outcomes: &[UnitOutcome]) -> String {
+    let mut units = String::new();
+    for o in outcomes {
+        let _ = writeln!(
+            units,
+            "- {} `{}` ({}): {}",
+            o.unit.id,
+            o.unit.title,
+            o.state,
+            o.summary.trim()
+        );
+    }
+    units
 }
 
 /// Units that failed or were skipped, again, under new ids; dependencies on merged units are dropped.

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::error::EngineError;
 use crate::events::EventBus;
+use crate::lock::RepoLock;
+use crate::opencode::OpencodeEngine;
 use crate::replay::Replay;
 use crate::session::Runtime;
 use crate::verify::{self};
@@ -27,21 +29,41 @@ pub(super) struct Finish {
     pub(super) keep_branches: bool,
 }
 
-/// One run of a mission, new or resumed, to its end. Never fails: every ending is a report.
-#[allow(clippy::too_many_arguments)]
+/// A mission whose repository lock and store are held: everything one run of it needs, new or resumed.
+pub(super) struct Claimed {
+    pub(super) record: MissionRecord,
+    pub(super) finish: Finish,
+    pub(super) repo: Repo,
+    pub(super) config: Config,
+    pub(super) client: Arc<GovernedClient>,
+    /// What earlier runs did (empty for a new mission).
+    pub(super) replay: Replay,
+    pub(super) store: Arc<Store>,
+    /// The OpenCode server that runs the sessions (`--provider opencode`), stopped with the run.
+    pub(super) opencode: Option<Arc<OpencodeEngine>>,
+    /// Held until the run is over: one mission at a time per repository.
+    pub(super) lock: RepoLock,
+}
+
+/// One run of a claimed mission to its end. Never fails: every ending is a report. The OpenCode
+/// server (if any) is stopped and the repository lock released when it returns.
 pub(super) async fn run_mission(
-    record: MissionRecord,
-    finish: Finish,
-    repo: Repo,
-    config: Config,
-    client: Arc<GovernedClient>,
-    replay: Replay,
-    store: Arc<Store>,
+    claimed: Claimed,
     bus: &EventBus,
     cancel: CancellationToken,
-    opencode: Option<Arc<crate::opencode::OpencodeEngine>>,
-    control: crate::MissionControl,
+    control: crate::control::MissionControl,
 ) -> MissionReport {
+    let Claimed {
+        record,
+        finish,
+        repo,
+        config,
+        client,
+        replay,
+        store,
+        opencode,
+        lock,
+    } = claimed;
     let id = record.id.clone();
     let _ = store.set_status(&id, MissionStatus::Running, Some(std::process::id()));
     if replay.last_seq.is_none() {
@@ -52,7 +74,7 @@ pub(super) async fn run_mission(
             integration_branch: record.integration_branch.clone(),
         });
     }
-    let rt = Runtime::new(
+    let mut rt = Runtime::new(
         client.clone(),
         bus.clone(),
         cancel,
@@ -61,8 +83,10 @@ pub(super) async fn run_mission(
     )
     .with_store(store.clone(), &id)
     .with_context_rules(config.prices.clone(), config.compaction.clone())
-    .with_opencode(opencode)
     .with_control(control.clone());
+    if let Some(engine) = &opencode {
+        rt = rt.with_runner(engine.clone());
+    }
     let announcer = announce_dispatch_changes(&control, bus);
     let setup = Setup {
         repo: repo.clone(),
@@ -143,6 +167,10 @@ pub(super) async fn run_mission(
         unverified,
     });
     let _ = store.set_status(&id, status, None);
+    if let Some(engine) = &opencode {
+        engine.stop().await;
+    }
+    drop(lock);
     MissionReport {
         mission: id,
         outcome,

@@ -63,28 +63,21 @@ pub async fn run_task(
     };
     store.create_mission(&record).map_err(store_error)?;
     bus.attach(&id, 0, Default::default(), Default::default(), store.clone());
-    let report = run_mission(
+    let claimed = Claimed {
         record,
-        Finish {
+        finish: Finish {
             apply: options.apply,
             keep_branches: options.keep_branches,
         },
         repo,
         config,
-        clients.mission,
-        Replay::default(),
+        client: clients.mission,
+        replay: Replay::default(),
         store,
-        &bus,
-        cancel,
-        opencode.clone(),
-        options.control.clone(),
-    )
-    .await;
-    if let Some(engine) = &opencode {
-        engine.stop().await;
-    }
-    drop(lock);
-    Ok(report)
+        opencode,
+        lock,
+    };
+    Ok(run_mission(claimed, &bus, cancel, options.control.clone()).await)
 }
 
 /// What `orchestrator resume` may change about the mission it continues.
@@ -92,7 +85,7 @@ pub async fn run_task(
 pub struct ResumeOptions {
     pub repo: PathBuf,
     pub overrides: Overrides,
-    pub control: crate::MissionControl,
+    pub control: crate::control::MissionControl,
 }
 
 /// Runs `orchestrator resume`: continues the repository's unfinished mission where it stopped.
@@ -134,28 +127,21 @@ pub async fn resume(
         phase: replay.phase.unwrap_or(Phase::Starting),
         round: replay.round,
     });
-    let report = run_mission(
+    let claimed = Claimed {
         record,
-        Finish {
+        finish: Finish {
             apply: stored.apply,
             keep_branches: stored.keep_branches,
         },
         repo,
         config,
-        clients.mission,
+        client: clients.mission,
         replay,
         store,
-        &bus,
-        cancel,
-        opencode.clone(),
-        options.control.clone(),
-    )
-    .await;
-    if let Some(engine) = &opencode {
-        engine.stop().await;
-    }
-    drop(lock);
-    Ok(report)
+        opencode,
+        lock,
+    };
+    Ok(run_mission(claimed, &bus, cancel, options.control.clone()).await)
 }
 
 /// The endpoint check: the native providers' preflight, or (OpenCode hook) the OpenCode server
@@ -311,7 +297,7 @@ fn refuse_unverifiable(config: &Config, root: &Path) -> Result<()> {
 }
 
 pub(super) fn announce_dispatch_changes(
-    control: &crate::MissionControl,
+    control: &crate::control::MissionControl,
     bus: &EventBus,
 ) -> tokio::task::JoinHandle<()> {
     let mut changes = control.watch();

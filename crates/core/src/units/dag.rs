@@ -8,7 +8,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use orchestrator_protocol::{UnitSpec, UnitState};
 
 use super::{MergeTarget, UnitOutcome, UnitRun};
-use crate::mission::Mission;
+use crate::shared::Mission;
 
 /// Runs units in dependency order, every ready unit at once (the global slot cap limits sessions).
 /// A unit whose dependency did not pass is skipped; units that ended in an earlier run of the mission

@@ -7,8 +7,8 @@ use orchestrator_git::{BranchMerge, MergeOutcome, Worktree};
 use orchestrator_protocol::{Event, Role, UnitSpec};
 
 use super::{BUDGET_SPENT, ENDPOINT_FAILED};
-use crate::mission::{toolbox, Mission};
 use crate::session::{Session, SessionEnd, Slot};
+use crate::shared::{toolbox, Mission};
 use crate::verify::{self, all_passed};
 
 /// Where finished units merge: the integration worktree, or a spawning parent's worktree. The lock is

@@ -11,9 +11,9 @@ use super::{
     merge_into, spawn_spec, worker_brief, MergeTarget, UnitOutcome, UnitTree, WorkerHooks, BUDGET_SPENT,
     ENDPOINT_FAILED,
 };
-use crate::mission::{toolbox, Mission};
 use crate::roles::review_unit;
 use crate::session::{Session, SessionEnd, Slot};
+use crate::shared::{toolbox, Mission};
 use crate::verify::{self, all_passed};
 
 pub(super) struct UnitRun {
@@ -170,7 +170,7 @@ impl UnitRun {
                     branch: branch.to_string(),
                     base: base.clone(),
                 });
-                if self.mission.rt.opencode.is_none() {
+                if self.mission.rt.runner.waits_for_worktree() {
                     let tree =
                         UnitTree::start(repo.clone(), path.to_path_buf(), branch.to_string(), base.clone())
                             .await?;
@@ -380,7 +380,7 @@ impl UnitRun {
             String::new(),
         );
         // The next round's retry starts from what the last attempt was told, not from scratch.
-        outcome.findings = Some(crate::roles::cut(&last_feedback, FINDINGS_CHARS));
+        outcome.findings = Some(crate::prompts::cut(&last_feedback, FINDINGS_CHARS));
         Err(Box::new(outcome))
     }
 
@@ -557,7 +557,12 @@ fn no_change_feedback(session: &Session) -> String {
         _ => None,
     });
     let failed = failed
-        .map(|e| format!(" Your last failed tool call said: {}", crate::roles::cut(&e, 300)))
+        .map(|e| {
+            format!(
+                " Your last failed tool call said: {}",
+                crate::prompts::cut(&e, 300)
+            )
+        })
         .unwrap_or_default();
     format!(
         "The runtime sees no change: after this attempt your worktree is exactly as the unit started \

@@ -9,9 +9,9 @@ use orchestrator_protocol::{Event, UnitSpec, UnitState};
 use serde_json::json;
 
 use super::{run_dag, MergeTarget, UnitOutcome, UnitTree};
-use crate::mission::Mission;
 use crate::plan::parse_spawn;
 use crate::session::{error_output, ok_output, HookResult, SessionHooks, Slot};
+use crate::shared::Mission;
 
 pub(super) fn worker_brief(mission: &Mission, unit: &UnitSpec, can_spawn: bool) -> String {
     let mut text = format!(

@@ -1,0 +1,442 @@
+//! One agent session: the conversation, tools and budget of a single role, and the seam where the
+//! loop of turns plugs in.
+//!
+//! A [`TurnRunner`] runs the turns: the native loop ([`native`]) calls the model and runs the built-in
+//! tools itself; `--provider opencode` hands the turns to an OpenCode server (opencode.rs).
+//! Either way, orchestration tools (`spawn`, `submit_plan`, `submit_review`) go to the caller's
+//! [`SessionHooks`], which is how planners, reviewers and spawning workers talk back to the engine.
+
+mod native;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use orchestrator_model::{Message, ModelClient, ToolSpec};
+use orchestrator_protocol::{Event, Role, TokenUsage};
+use orchestrator_store::Store;
+use orchestrator_tools::{ToolOutput, Toolbox};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::compact::ContextEstimator;
+use crate::config::{CompactionSettings, RoleSettings};
+use crate::events::EventBus;
+use crate::pricing::PriceTable;
+
+/// What every session of a mission shares.
+pub struct Runtime {
+    pub client: Arc<dyn ModelClient>,
+    pub bus: EventBus,
+    pub cancel: CancellationToken,
+    /// The global cap on sessions in flight, across roles and depths.
+    pub slots: Arc<Semaphore>,
+    pub budget_tokens: Option<u64>,
+    /// Where transcripts are kept, so an interrupted session continues from its last message.
+    pub store: Option<Arc<Store>>,
+    pub mission: String,
+    pub prices: PriceTable,
+    pub compaction: CompactionSettings,
+    /// Who runs every session's turns: the native loop unless the mission runs on OpenCode.
+    pub runner: Arc<dyn TurnRunner>,
+    /// Pauses the dispatch of new units at a front end's request.
+    pub control: crate::control::MissionControl,
+    session_seq: AtomicU64,
+}
+
+impl Runtime {
+    /// `text` with the API key masked, for what leaves the runtime outside the event stream (commit
+    /// messages); the events themselves are masked by the bus.
+    pub fn mask(&self, text: &str) -> String {
+        match &self.store {
+            Some(store) => store.mask(text),
+            None => text.to_string(),
+        }
+    }
+
+    pub fn new(
+        client: Arc<dyn ModelClient>,
+        bus: EventBus,
+        cancel: CancellationToken,
+        max_parallel: usize,
+        budget_tokens: Option<u64>,
+    ) -> Self {
+        Runtime {
+            client,
+            bus,
+            cancel,
+            slots: Arc::new(Semaphore::new(max_parallel)),
+            budget_tokens,
+            store: None,
+            mission: String::new(),
+            prices: PriceTable::new(),
+            compaction: CompactionSettings {
+                model: None,
+                keep_recent: 0.3,
+                tool_output_chars: 20_000,
+            },
+            runner: Arc::new(native::NativeLoop),
+            control: crate::control::MissionControl::default(),
+            session_seq: AtomicU64::new(1),
+        }
+    }
+
+    pub fn with_control(mut self, control: crate::control::MissionControl) -> Self {
+        self.control = control;
+        self
+    }
+
+    /// Prices for cost estimates, and how sessions keep inside their context window.
+    pub fn with_context_rules(mut self, prices: PriceTable, compaction: CompactionSettings) -> Self {
+        self.prices = prices;
+        self.compaction = compaction;
+        self
+    }
+
+    /// Runs every session's turns on `runner` instead of the native loop.
+    pub fn with_runner(mut self, runner: Arc<dyn TurnRunner>) -> Self {
+        self.runner = runner;
+        self
+    }
+
+    /// Keeps every session's transcript in `store` under `mission`.
+    pub fn with_store(mut self, store: Arc<Store>, mission: &str) -> Self {
+        self.store = Some(store);
+        self.mission = mission.to_string();
+        self
+    }
+
+    fn next_session_id(&self, role: Role) -> String {
+        format!(
+            "{}-{}",
+            role.as_str(),
+            self.session_seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn transcript(&self, key: &str) -> Option<Transcript> {
+        Some(Transcript {
+            store: self.store.clone()?,
+            mission: self.mission.clone(),
+            key: key.to_string(),
+        })
+    }
+
+    /// Whether the mission's token budget is used up.
+    pub fn budget_spent(&self) -> bool {
+        self.budget_tokens
+            .is_some_and(|limit| self.bus.usage().total() >= limit)
+    }
+}
+
+/// A session's claim on one of the mission's concurrency slots. A session waiting on its children
+/// releases its slot so that a tree of waiting parents can never starve the children it waits for.
+pub struct Slot {
+    slots: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Slot {
+    pub async fn acquire(rt: &Runtime) -> Option<Slot> {
+        let mut slot = Slot {
+            slots: rt.slots.clone(),
+            permit: None,
+        };
+        slot.reacquire(&rt.cancel).await.then_some(slot)
+    }
+
+    pub fn release(&mut self) {
+        self.permit = None;
+    }
+
+    /// Waits for a slot again; false when cancelled first.
+    pub async fn reacquire(&mut self, cancel: &CancellationToken) -> bool {
+        if self.permit.is_some() {
+            return true;
+        }
+        tokio::select! {
+            permit = self.slots.clone().acquire_owned() => {
+                self.permit = permit.ok();
+                self.permit.is_some()
+            }
+            _ = cancel.cancelled() => false,
+        }
+    }
+}
+
+/// What an orchestration tool call did.
+pub enum HookResult {
+    /// Report this to the model and go on.
+    Continue(ToolOutput),
+    /// Report this and end the session (an accepted plan or review).
+    Finish(ToolOutput),
+}
+
+#[async_trait]
+pub trait SessionHooks: Send + Sync {
+    /// Handles a call to one of the session's extra tools, with arguments already parsed to an object.
+    async fn call(&self, name: &str, arguments: serde_json::Value, slot: &mut Slot) -> HookResult;
+
+    /// The error returned for a tool the session was not offered.
+    fn not_offered(&self, name: &str, offered: &[String]) -> String {
+        format!(
+            "Unknown tool `{name}`. The tools available to you are: {}.",
+            offered.join(", ")
+        )
+    }
+}
+
+/// Hooks for sessions without orchestration tools.
+pub struct NoHooks;
+
+#[async_trait]
+impl SessionHooks for NoHooks {
+    async fn call(&self, name: &str, _arguments: serde_json::Value, _slot: &mut Slot) -> HookResult {
+        HookResult::Continue(error_output(format!("Unknown tool `{name}`.")))
+    }
+}
+
+/// Runs a session's turns until it ends: the seam between the engine and an agent loop. The native
+/// loop and OpenCode each keep their own state; what they share is the [`Session`] (its conversation,
+/// transcript and usage) and the hooks.
+#[async_trait]
+pub trait TurnRunner: Send + Sync {
+    async fn run_turns(
+        &self,
+        session: &mut Session,
+        rt: &Runtime,
+        hooks: &dyn SessionHooks,
+        slot: &mut Slot,
+    ) -> SessionEnd;
+
+    /// What confines the session's commands, as `SessionStarted` reports it.
+    fn confinement(&self, session: &Session) -> Option<String>;
+
+    /// Whether a session may start before its worktree is complete. The native loop waits for
+    /// `Session::tools_ready` before its first tool call; an agent server reads the directory itself.
+    fn waits_for_worktree(&self) -> bool;
+}
+
+/// Why a session stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEnd {
+    /// The model answered without a tool call; the text is its result.
+    Answered(String),
+    /// A hook accepted a finishing call (plan or review).
+    Finished,
+    TurnLimit,
+    BudgetSpent,
+    Cancelled,
+    ModelFailed(String),
+    /// The endpoint kept failing (429s, 5xx, timeouts) past the governor's bounded wait: not the
+    /// session's fault, and worth resuming later.
+    EndpointFailed(String),
+}
+
+/// How a person reads the end of a session, in reports and summaries (never Rust's debug text).
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionEnd::Answered(_) => f.write_str("the session answered without the required call"),
+            SessionEnd::Finished => f.write_str("the session finished"),
+            SessionEnd::TurnLimit => f.write_str("the session ran out of turns"),
+            SessionEnd::BudgetSpent => f.write_str("the token budget is spent"),
+            SessionEnd::Cancelled => f.write_str("the session was cancelled"),
+            SessionEnd::ModelFailed(e) => write!(f, "the model call failed: {e}"),
+            SessionEnd::EndpointFailed(e) => write!(f, "the model endpoint kept failing: {e}"),
+        }
+    }
+}
+
+/// Where one session's messages are stored, keyed by what the session is for (e.g. `worker:t3`),
+/// so the same session is found again after a restart.
+struct Transcript {
+    store: Arc<Store>,
+    mission: String,
+    key: String,
+}
+
+impl Transcript {
+    fn load(&self) -> Vec<Message> {
+        match self.store.messages(&self.mission, &self.key) {
+            Ok(values) => values
+                .into_iter()
+                .filter_map(|v| serde_json::from_value(v).ok())
+                .collect(),
+            Err(e) => {
+                tracing::warn!("cannot read the transcript of {}: {e}", self.key);
+                Vec::new()
+            }
+        }
+    }
+
+    fn save(&self, index: usize, message: &Message) {
+        let value = match serde_json::to_value(message) {
+            Ok(value) => value,
+            Err(e) => return tracing::warn!("cannot encode a message of {}: {e}", self.key),
+        };
+        if let Err(e) = self.store.append_message(&self.mission, &self.key, index, &value) {
+            tracing::error!("cannot store a message of {}: {e}", self.key);
+        }
+    }
+}
+
+/// See [`Session::tools_ready`]. Shared only because a session must be `Sync`.
+pub(crate) type ToolsReady = futures::future::Shared<futures::future::BoxFuture<'static, Result<(), String>>>;
+
+pub struct Session {
+    pub id: String,
+    pub role: Role,
+    pub unit: Option<String>,
+    pub(crate) settings: RoleSettings,
+    pub(crate) toolbox: Arc<Toolbox>,
+    pub(crate) tools: Vec<ToolSpec>,
+    pub(crate) extra: BTreeSet<String>,
+    pub(crate) messages: Vec<Message>,
+    /// Planners and reviewers must end with their submit tool, not with plain text.
+    pub(crate) finish_tool: Option<&'static str>,
+    pub turns: u32,
+    pub usage: TokenUsage,
+    transcript: Option<Transcript>,
+    /// True when the conversation was loaded from the store: lost tool results must be repaired.
+    resumed: bool,
+    estimator: ContextEstimator,
+    /// After a compaction that could not get under the threshold (the task itself is that large), the
+    /// next one waits until the conversation has grown again, instead of summarising every turn.
+    compact_floor: u64,
+    /// Awaited before the first tool call: a new worker's worktree is still being created while its
+    /// first model call runs. An error ends the session (`ModelFailed`) before any tool runs.
+    pub(crate) tools_ready: Option<ToolsReady>,
+}
+
+impl Session {
+    /// A session for `key`; when the store holds a transcript for that key, the session continues it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rt: &Runtime,
+        key: &str,
+        role: Role,
+        unit: Option<String>,
+        settings: RoleSettings,
+        toolbox: Arc<Toolbox>,
+        extra_tools: Vec<ToolSpec>,
+        first_message: String,
+    ) -> Self {
+        let mut tools = toolbox.specs();
+        let extra: BTreeSet<String> = extra_tools.iter().map(|t| t.name.clone()).collect();
+        tools.extend(extra_tools);
+        let finish_tool = match role {
+            Role::Planner => Some("submit_plan"),
+            Role::Reviewer | Role::MasterReviewer => Some("submit_review"),
+            _ => None,
+        };
+        let transcript = rt.transcript(key);
+        let stored = transcript.as_ref().map(Transcript::load).unwrap_or_default();
+        let resumed = !stored.is_empty();
+        let mut session = Session {
+            id: rt.next_session_id(role),
+            role,
+            unit,
+            settings,
+            toolbox,
+            tools,
+            extra,
+            messages: stored,
+            finish_tool,
+            turns: 0,
+            usage: TokenUsage::default(),
+            transcript,
+            resumed,
+            estimator: ContextEstimator::new(),
+            compact_floor: 0,
+            tools_ready: None,
+        };
+        if !resumed {
+            session.push(Message::user(first_message));
+        }
+        session
+    }
+
+    /// Appends to the conversation, storing the message first.
+    fn push(&mut self, message: Message) {
+        if let Some(transcript) = &self.transcript {
+            transcript.save(self.messages.len(), &message);
+        }
+        self.messages.push(message);
+    }
+
+    /// Adds a user message, e.g. a failed review sent back to the worker, before running again. The same
+    /// message is not added twice in a row (a resumed mission may repeat the step that sent it).
+    pub fn push_user(&mut self, text: String) {
+        if matches!(self.messages.last(), Some(Message::User { content }) if *content == text) {
+            return;
+        }
+        self.push(Message::user(text));
+    }
+
+    /// OpenCode hook: the key the transcript is stored under (the session id without a store).
+    pub(crate) fn store_key(&self) -> String {
+        self.transcript
+            .as_ref()
+            .map(|t| t.key.clone())
+            .unwrap_or_else(|| self.id.clone())
+    }
+
+    /// OpenCode hook: records the final text of an OpenCode prompt as the assistant's reply.
+    pub(crate) fn record_answer(&mut self, text: String) {
+        self.push(Message::Assistant {
+            content: text,
+            tool_calls: Vec::new(),
+        });
+    }
+
+    /// The final answer, when the conversation already ended with one (a resumed, finished session).
+    pub(crate) fn finished_answer(&self) -> Option<String> {
+        match self.messages.last() {
+            Some(Message::Assistant { content, tool_calls })
+                if tool_calls.is_empty() && self.finish_tool.is_none() =>
+            {
+                Some(content.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Runs model turns until the session ends. Can be called again after `push_user`.
+    pub async fn run(&mut self, rt: &Runtime, hooks: &dyn SessionHooks, slot: &mut Slot) -> SessionEnd {
+        // Emitted for every run, including a worker resumed with review feedback, so front ends can
+        // count sessions in flight as started minus finished.
+        let sandbox = rt.runner.confinement(self);
+        rt.bus.emit(Event::SessionStarted {
+            session: self.id.clone(),
+            role: self.role,
+            unit: self.unit.clone(),
+            model: self.settings.model.clone(),
+            sandbox,
+        });
+        let end = rt.runner.clone().run_turns(self, rt, hooks, slot).await;
+        rt.bus.emit(Event::SessionFinished {
+            session: self.id.clone(),
+            role: self.role,
+            ok: matches!(end, SessionEnd::Answered(_) | SessionEnd::Finished),
+            turns: self.turns,
+            usage: self.usage,
+        });
+        end
+    }
+}
+
+pub fn error_output(content: String) -> ToolOutput {
+    ToolOutput {
+        content,
+        is_error: true,
+    }
+}
+
+pub fn ok_output(content: String) -> ToolOutput {
+    ToolOutput {
+        content,
+        is_error: false,
+    }
+}
