@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,11 +19,11 @@ pub async fn render(events: UnboundedReceiver<Arc<EventEnvelope>>, json: bool) {
 
 /// Progress lines for a mission that may have run before (`resume`): what the store holds from
 /// earlier runs is folded in silently first, so "units 3/5 done" counts the whole mission.
-pub async fn render_plain(mut events: UnboundedReceiver<Arc<EventEnvelope>>, repo: &std::path::Path) {
+pub async fn render_plain(mut events: UnboundedReceiver<Arc<EventEnvelope>>, repo: &Path) {
     let Some(first) = events.recv().await else { return };
     let mut view = View::new();
     // A new mission has nothing stored before its first event.
-    for earlier in crate::terminal::stored_events(repo, &first.mission)
+    for earlier in stored_events(repo, &first.mission)
         .iter()
         .filter(|e| e.seq < first.seq)
     {
@@ -32,6 +33,22 @@ pub async fn render_plain(mut events: UnboundedReceiver<Arc<EventEnvelope>>, rep
         errln!("[{}] {line}", view.elapsed());
     }
     print(view, events, false, None).await
+}
+
+/// The mission's events so far, for a view opened after its start (`resume`) or progress lines that take
+/// over from the view. Without the store, the view starts from the live events alone.
+pub fn stored_events(repo: &Path, mission: &str) -> Vec<EventEnvelope> {
+    let store = match orchestrator_core::open_store_in(repo) {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::warn!("cannot open the mission store for earlier events: {e}");
+            return Vec::new();
+        }
+    };
+    store.events_after(mission, None).unwrap_or_else(|e| {
+        tracing::warn!("cannot read the mission's earlier events: {e}");
+        Vec::new()
+    })
 }
 
 /// Progress lines that take over from the terminal view: `history` (the mission so far, from the store)

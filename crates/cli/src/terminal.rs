@@ -54,7 +54,7 @@ pub async fn show(
 ) {
     // Nothing is drawn before the mission's first event: a refused start prints its error plainly.
     let Some(first) = events.recv().await else { return };
-    let history = stored_events(repo, &first.mission);
+    let history = progress::stored_events(repo, &first.mission);
     let mut view = MissionView::from_events(&history);
     view.apply(&first);
     let mut app = App::new(view, control, cancel);
@@ -73,24 +73,8 @@ pub async fn show(
     // `app.now` is the time of the view's last frame, close enough for the progress clock.
     let elapsed = app.view.elapsed(app.now).to_std().unwrap_or_default();
     let started = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
-    let history = stored_events(repo, &first.mission);
+    let history = progress::stored_events(repo, &first.mission);
     progress::follow(&history, events, started).await;
-}
-
-/// The mission's events so far, for a view opened after its start (`resume`) or progress lines that take
-/// over from the view. Without the store, the view starts from the live events alone.
-pub(crate) fn stored_events(repo: &Path, mission: &str) -> Vec<EventEnvelope> {
-    let store = match orchestrator_core::open_store_in(repo) {
-        Ok(store) => store,
-        Err(e) => {
-            tracing::warn!("cannot open the mission store for earlier events: {e}");
-            return Vec::new();
-        }
-    };
-    store.events_after(mission, None).unwrap_or_else(|e| {
-        tracing::warn!("cannot read the mission's earlier events: {e}");
-        Vec::new()
-    })
 }
 
 /// Log lines written while the view owns the terminal, printed once it is gone (capped, so a chatty

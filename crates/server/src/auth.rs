@@ -13,6 +13,8 @@
 //! State-changing requests from another origin are refused as well: the cookie is SameSite=Strict,
 //! but a page served on another port of the same host counts as the same site and would carry it.
 
+use std::sync::Arc;
+
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
@@ -20,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::routes::AppState;
 
 /// The cookie the dashboard carries the token in.
 pub const TOKEN_COOKIE: &str = "orchestrator_token";
@@ -161,8 +162,8 @@ fn unauthorized(what: &str) -> ApiError {
 }
 
 /// The API guard, as middleware in front of every `/api` route.
-pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match state.auth.check(request.method(), request.headers()) {
+pub async fn require(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
+    match auth.check(request.method(), request.headers()) {
         Ok(()) => next.run(request).await,
         Err(error) => {
             let mut response = error.clone().into_response();

@@ -20,11 +20,11 @@ mod error;
 mod registry;
 mod routes;
 mod start;
+mod state;
 mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -34,6 +34,7 @@ pub use auth::{Token, TokenError, TOKEN_COOKIE};
 pub use error::ApiError;
 pub use registry::{MissionDetail, MissionSummary, RepoSummary};
 pub use start::StartRequest;
+pub use state::ServerConfig;
 
 /// How long shutdown waits for the missions it cancelled to stop (they stop within seconds: running
 /// sessions are aborted, work is kept).
@@ -52,30 +53,16 @@ pub enum ServerError {
     Serve(#[source] std::io::Error),
 }
 
-/// What the server needs to know to start.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Required on every API request (`Authorization: Bearer`, or the dashboard's cookie).
-    pub token: Token,
-    /// Repository roots whose missions are listed from the start, and the only ones missions may be
-    /// started in (unless `any_repo`).
-    pub repos: Vec<PathBuf>,
-    /// Whether `POST /api/missions` may name any repository on the server, not only `repos`.
-    pub any_repo: bool,
-    /// The OTLP/HTTP traces URL every mission started here is exported to (`None`: no traces).
-    pub otlp_endpoint: Option<String>,
-}
-
 /// The HTTP server: the API, the dashboard and the missions it runs.
 #[derive(Clone)]
 pub struct Server {
-    state: routes::AppState,
+    state: state::AppState,
 }
 
 impl Server {
     pub fn new(config: ServerConfig) -> Self {
         Server {
-            state: routes::AppState::new(config),
+            state: state::AppState::new(config),
         }
     }
 

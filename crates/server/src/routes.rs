@@ -1,6 +1,5 @@
 //! The routes: the dashboard at `/`, the API under `/api`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -12,40 +11,17 @@ use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use crate::auth::{self, Auth};
+use crate::auth::{self};
 use crate::dashboard;
 use crate::error::ApiError;
-use crate::registry::{Found, MissionDetail, Registry};
+use crate::registry::{Found, MissionDetail};
 use crate::start::{self, StartRequest};
+use crate::state::AppState;
 use crate::stream;
-use crate::ServerConfig;
 
 /// How long a cancel request waits for the mission to stop.
 const CANCEL_WAIT: Duration = Duration::from_secs(120);
-
-#[derive(Clone)]
-pub struct AppState {
-    pub auth: Arc<Auth>,
-    pub registry: Arc<Registry>,
-    /// Cancelled when the server stops: every event stream ends.
-    pub closing: CancellationToken,
-}
-
-impl AppState {
-    pub fn new(config: ServerConfig) -> Self {
-        AppState {
-            auth: Arc::new(Auth::new(config.token)),
-            registry: Arc::new(
-                Registry::new(config.repos)
-                    .starting_in_any_repo(config.any_repo)
-                    .with_traces(config.otlp_endpoint),
-            ),
-            closing: CancellationToken::new(),
-        }
-    }
-}
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
@@ -57,7 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/missions/{id}/resume", post(resume))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::require));
+        .layer(middleware::from_fn_with_state(state.auth.clone(), auth::require));
     Router::new()
         .route("/", get(dashboard::index))
         .route("/app.js", get(dashboard::script))
