@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use orchestrator_core::config::{Overrides, Provider};
+use orchestrator_core::config::{MissionSettings, Provider};
 use orchestrator_core::{
     EngineError, EventBus, MissionControl, MissionOptions, MissionReport, ResumeOptions,
 };
@@ -142,8 +142,8 @@ where
 }
 
 impl RunFlags {
-    fn overrides(&self) -> Overrides {
-        Overrides {
+    fn settings(&self) -> MissionSettings {
+        MissionSettings {
             provider: self.provider,
             model: self.model.clone(),
             max_parallel: self.max_parallel,
@@ -274,7 +274,7 @@ async fn task(args: TaskArgs) -> u8 {
         allow_dirty: args.allow_dirty,
         apply: !args.no_apply,
         keep_branches: args.keep_branches,
-        overrides: args.flags.overrides(),
+        settings: args.flags.settings(),
         control: control.clone(),
     };
     drive(&args.flags, &repo, control, |bus, cancel| {
@@ -288,7 +288,7 @@ async fn resume(args: ResumeArgs) -> u8 {
     let repo = args.repo.repo.clone();
     let options = ResumeOptions {
         repo: args.repo.repo,
-        overrides: args.flags.overrides(),
+        settings: args.flags.settings(),
         control: control.clone(),
     };
     drive(&args.flags, &repo, control, |bus, cancel| {

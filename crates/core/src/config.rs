@@ -12,39 +12,7 @@ use crate::compact::context_window_for;
 use crate::error::{EngineError, Result};
 use crate::pricing::PriceTable;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    #[serde(rename = "openai")]
-    OpenAi,
-    Anthropic,
-    #[serde(rename = "opencode")]
-    OpenCode,
-}
-
-impl Provider {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::OpenAi => "openai",
-            Provider::Anthropic => "anthropic",
-            Provider::OpenCode => "opencode",
-        }
-    }
-}
-
-impl std::str::FromStr for Provider {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "openai" => Ok(Provider::OpenAi),
-            "anthropic" => Ok(Provider::Anthropic),
-            "opencode" => Ok(Provider::OpenCode),
-            other => Err(format!(
-                "unknown provider `{other}` (expected openai, anthropic or opencode)"
-            )),
-        }
-    }
-}
+pub use orchestrator_protocol::{MissionSettings, Provider};
 
 /// The model name sessions carry when the model is OpenCode's own choice (its config's `model`).
 pub const OPENCODE_DEFAULT_MODEL: &str = "opencode";
@@ -174,23 +142,6 @@ pub struct RoleFile {
     pub temperature: Option<f32>,
     /// Tokens every session of this role may use together over the mission.
     pub budget_tokens: Option<u64>,
-}
-
-/// What the command line says; `None` leaves the file or default value.
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub provider: Option<Provider>,
-    pub model: Option<String>,
-    pub max_parallel: Option<usize>,
-    pub max_depth: Option<u32>,
-    pub rounds: Option<u32>,
-    pub budget_tokens: Option<u64>,
-    /// `--opencode-url`: the OpenCode server to use with `--provider opencode` (else one is started).
-    pub opencode_url: Option<String>,
-    /// `--sandbox on|off`.
-    pub sandbox: Option<bool>,
-    /// `--no-verify`: start although no build, lint or test command will judge the work.
-    pub no_verify: Option<bool>,
 }
 
 /// Model settings for one role.
@@ -378,7 +329,7 @@ pub fn user_config_path() -> Option<PathBuf> {
 }
 
 /// Merges the layers (later wins) and checks the result.
-pub fn resolve(layers: &[FileConfig], flags: &Overrides, env_model: Option<String>) -> Result<Config> {
+pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option<String>) -> Result<Config> {
     check_bounds(layers, flags)?;
     let mut merged = FileConfig::default();
     for layer in layers {
@@ -563,10 +514,10 @@ struct Bound {
     range: std::ops::RangeInclusive<u64>,
     meaning: &'static str,
     from_file: fn(&FileConfig) -> Option<u64>,
-    from_flags: fn(&Overrides) -> Option<u64>,
+    from_flags: fn(&MissionSettings) -> Option<u64>,
 }
 
-fn no_flag(_: &Overrides) -> Option<u64> {
+fn no_flag(_: &MissionSettings) -> Option<u64> {
     None
 }
 
@@ -689,7 +640,7 @@ pub fn bound_of(key: &str) -> Option<(std::ops::RangeInclusive<u64>, &'static st
 
 /// Every bounded number, checked where it was set — the flag, or the last file that set it — so the
 /// message names what to change, before anything starts.
-fn check_bounds(layers: &[FileConfig], flags: &Overrides) -> Result<()> {
+fn check_bounds(layers: &[FileConfig], flags: &MissionSettings) -> Result<()> {
     for bound in BOUNDS {
         let from_flag = (bound.from_flags)(flags).map(|v| (v, bound.flag.unwrap_or(bound.key).to_string()));
         let from_file = || {
@@ -840,7 +791,7 @@ mod tests {
     fn later_layers_and_flags_win() {
         let user = parse("model = \"a\"\nmax_parallel = 4\n[roles.worker]\nmax_turns = 5\n");
         let repo = parse("max_parallel = 6\n[roles.reviewer]\nmodel = \"cheap\"\n");
-        let flags = Overrides {
+        let flags = MissionSettings {
             rounds: Some(7),
             ..Default::default()
         };
@@ -854,7 +805,7 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_where_they_were_set() {
-        let flags = |max_parallel| Overrides {
+        let flags = |max_parallel| MissionSettings {
             max_parallel: Some(max_parallel),
             model: Some("m".into()),
             ..Default::default()
@@ -870,7 +821,7 @@ mod tests {
 
         let mut user = parse("model = \"m\"\nmax_parallel = 0\n");
         user.source = Some(PathBuf::from("/home/me/.config/orchestrator/config.toml"));
-        let err = resolve(&[user.clone()], &Overrides::default(), None)
+        let err = resolve(&[user.clone()], &MissionSettings::default(), None)
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -881,11 +832,11 @@ mod tests {
         assert!(resolve(&[user.clone()], &flags(4), None).is_ok());
         let mut repo = parse("max_parallel = 3\n");
         repo.source = Some(PathBuf::from("orchestrator.toml"));
-        assert!(resolve(&[user, repo], &Overrides::default(), None).is_ok());
+        assert!(resolve(&[user, repo], &MissionSettings::default(), None).is_ok());
 
         let defaults = resolve(
             &[],
-            &Overrides {
+            &MissionSettings {
                 model: Some("m".into()),
                 ..Default::default()
             },
@@ -899,7 +850,7 @@ mod tests {
         );
         assert_eq!(defaults.max_units, DEFAULT_MAX_UNITS);
 
-        let budget = Overrides {
+        let budget = MissionSettings {
             budget_tokens: Some(0),
             model: Some("m".into()),
             ..Default::default()
@@ -911,7 +862,7 @@ mod tests {
         );
         let err = resolve(
             &[parse("model = \"m\"\n[limits]\nunit_attempts = 0\n")],
-            &Overrides::default(),
+            &MissionSettings::default(),
             None,
         )
         .unwrap_err()
@@ -922,7 +873,7 @@ mod tests {
         );
         let err = resolve(
             &[parse("model = \"m\"\n[roles.worker]\nbudget_tokens = 0\n")],
-            &Overrides::default(),
+            &MissionSettings::default(),
             None,
         )
         .unwrap_err()
@@ -932,15 +883,15 @@ mod tests {
 
     #[test]
     fn reply_limits_have_defaults_and_bounds() {
-        let config = resolve(&[parse("model = \"m\"\n")], &Overrides::default(), None).unwrap();
+        let config = resolve(&[parse("model = \"m\"\n")], &MissionSettings::default(), None).unwrap();
         assert_eq!(config.endpoint.request_timeout, Duration::from_secs(600));
         assert_eq!(config.endpoint.max_reply_bytes, 8 << 20);
         let set = parse("model = \"m\"\n[endpoint]\nrequest_timeout_secs = 30\nmax_reply_bytes = 1048576\n");
-        let config = resolve(&[set], &Overrides::default(), None).unwrap();
+        let config = resolve(&[set], &MissionSettings::default(), None).unwrap();
         assert_eq!(config.endpoint.request_timeout, Duration::from_secs(30));
         assert_eq!(config.endpoint.max_reply_bytes, 1 << 20);
         let zero = parse("model = \"m\"\n[endpoint]\nmax_reply_bytes = 0\n");
-        let err = resolve(&[zero], &Overrides::default(), None)
+        let err = resolve(&[zero], &MissionSettings::default(), None)
             .unwrap_err()
             .to_string();
         assert!(
@@ -951,7 +902,7 @@ mod tests {
 
     #[test]
     fn missing_model_is_a_usage_error() {
-        let err = resolve(&[FileConfig::default()], &Overrides::default(), None).unwrap_err();
+        let err = resolve(&[FileConfig::default()], &MissionSettings::default(), None).unwrap_err();
         assert!(
             matches!(err, EngineError::Usage(ref m) if m.contains("ORCHESTRATOR_MODEL")),
             "{err}"
@@ -966,7 +917,7 @@ mod tests {
         let err = load_file(&path).unwrap_err();
         assert!(err.to_string().contains("max_paralel"), "{err}");
         let layer = parse("model = \"m\"\n[roles.wizard]\nmodel = \"x\"\n");
-        let err = resolve(&[layer], &Overrides::default(), None).unwrap_err();
+        let err = resolve(&[layer], &MissionSettings::default(), None).unwrap_err();
         assert!(err.to_string().contains("roles.wizard"), "{err}");
     }
 }

@@ -1,40 +1,89 @@
 //! The tools' arguments. Their doc comments become the JSON schema descriptions an MCP client shows
 //! its model, so they are written for that reader.
 
+use orchestrator_protocol::MissionSettings;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+/// `start_mission`'s arguments: where and what, plus the mission's settings, whose one declaration is
+/// [`MissionSettings`] (their fields sit beside these in the arguments).
+#[derive(Debug, Clone, Default)]
 pub struct StartMissionParams {
-    /// What the mission should achieve, in plain words, e.g. "Add a --verbose flag to the CLI and test it".
     pub objective: String,
+    pub repo: Option<String>,
+    pub allow_dirty: Option<bool>,
+    pub settings: MissionSettings,
+}
+
+/// The shape of the arguments as the client's model sees it.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Read through `Target` and `MissionSettings`; here for the schema.
+struct StartMissionShape {
+    /// What the mission should achieve, in plain words, e.g. "Add a --verbose flag to the CLI and test it".
+    objective: String,
     /// The git repository to work in (any folder in it). Default: the project the MCP server runs in.
     #[serde(default)]
-    pub repo: Option<String>,
-    /// Sessions in flight at once, across all roles and depths (default 8).
-    #[serde(default)]
-    pub max_parallel: Option<u32>,
-    /// How deep workers may split their units (default 2).
-    #[serde(default)]
-    pub max_depth: Option<u32>,
-    /// Verification rounds before the mission gives up (default 3).
-    #[serde(default)]
-    pub rounds: Option<u32>,
-    /// Stop the mission cleanly when this many tokens are used.
-    #[serde(default)]
-    pub budget_tokens: Option<u64>,
-    /// The model for every role, as the configured provider names it.
-    #[serde(default)]
-    pub model: Option<String>,
+    repo: Option<String>,
     /// Start despite uncommitted changes (never touched). Only when the user asked for it.
     #[serde(default)]
-    pub allow_dirty: Option<bool>,
-    /// Start although the repository has no build, lint or test command (none found or configured):
-    /// reviews alone judge the work and the outcome says "sealed without verification". Only when the
-    /// user accepted that; better, name the commands in the repository's orchestrator.toml `[verify]`.
+    allow_dirty: Option<bool>,
+    #[serde(flatten)]
+    settings: MissionSettings,
+}
+
+/// The arguments' own fields, read apart from the settings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    objective: String,
     #[serde(default)]
-    pub no_verify: Option<bool>,
+    repo: Option<String>,
+    #[serde(default)]
+    allow_dirty: Option<bool>,
+}
+
+/// Settings a client's model may not give: only the user turns the sandbox off or picks the OpenCode
+/// server, on the command line or in the repository's config.
+const USER_ONLY: &[&str] = &["sandbox", "opencode_url"];
+
+impl<'de> Deserialize<'de> for StartMissionParams {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        if let Some(field) = USER_ONLY.iter().find(|f| fields.contains_key(**f)) {
+            return Err(D::Error::custom(format!(
+                "`{field}` cannot be set by a tool call; the user sets it in the repository's orchestrator.toml"
+            )));
+        }
+        let settings = MissionSettings::take_from(&mut fields);
+        let settings: MissionSettings =
+            serde_json::from_value(serde_json::Value::Object(settings)).map_err(D::Error::custom)?;
+        let target: Target =
+            serde_json::from_value(serde_json::Value::Object(fields)).map_err(D::Error::custom)?;
+        Ok(StartMissionParams {
+            objective: target.objective,
+            repo: target.repo,
+            allow_dirty: target.allow_dirty,
+            settings,
+        })
+    }
+}
+
+impl JsonSchema for StartMissionParams {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StartMissionParams".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = StartMissionShape::json_schema(generator);
+        if let Some(properties) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+            for field in USER_ONLY {
+                properties.remove(*field);
+            }
+        }
+        schema
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -63,11 +112,12 @@ impl StartMissionParams {
     pub fn task_args(&self, root: &std::path::Path) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = vec!["task".into(), "--json".into(), "--repo".into()];
         args.push(root.as_os_str().to_owned());
+        let settings = &self.settings;
         let numbers = [
-            ("--max-parallel", self.max_parallel.map(u64::from)),
-            ("--max-depth", self.max_depth.map(u64::from)),
-            ("--rounds", self.rounds.map(u64::from)),
-            ("--budget-tokens", self.budget_tokens),
+            ("--max-parallel", settings.max_parallel.map(|n| n as u64)),
+            ("--max-depth", settings.max_depth.map(u64::from)),
+            ("--rounds", settings.rounds.map(u64::from)),
+            ("--budget-tokens", settings.budget_tokens),
         ];
         for (flag, value) in numbers {
             if let Some(value) = value {
@@ -75,14 +125,18 @@ impl StartMissionParams {
                 args.push(value.to_string().into());
             }
         }
-        if let Some(model) = &self.model {
+        if let Some(provider) = settings.provider {
+            args.push("--provider".into());
+            args.push(provider.as_str().into());
+        }
+        if let Some(model) = &settings.model {
             args.push("--model".into());
             args.push(model.into());
         }
         if self.allow_dirty == Some(true) {
             args.push("--allow-dirty".into());
         }
-        if self.no_verify == Some(true) {
+        if settings.no_verify == Some(true) {
             args.push("--no-verify".into());
         }
         args.push("--".into());
@@ -99,8 +153,11 @@ mod tests {
     fn objective_comes_last_after_a_separator() {
         let params = StartMissionParams {
             objective: "--not-a-flag".into(),
-            max_parallel: Some(3),
             allow_dirty: Some(true),
+            settings: MissionSettings {
+                max_parallel: Some(3),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let args: Vec<String> = params
@@ -128,5 +185,39 @@ mod tests {
     fn unknown_arguments_are_refused() {
         let parsed: Result<RepoParams, _> = serde_json::from_value(serde_json::json!({"repository": "x"}));
         assert!(parsed.is_err());
+        let parsed: Result<StartMissionParams, _> =
+            serde_json::from_value(serde_json::json!({"objective": "x", "max_paralel": 3}));
+        assert!(parsed.is_err());
+        let parsed: Result<StartMissionParams, _> =
+            serde_json::from_value(serde_json::json!({"objective": "x", "sandbox": false}));
+        let error = parsed.unwrap_err().to_string();
+        assert!(
+            error.contains("`sandbox` cannot be set by a tool call"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn settings_and_own_fields_are_read_apart() {
+        let params: StartMissionParams = serde_json::from_value(serde_json::json!({
+            "objective": "x", "repo": "/r", "rounds": 2, "provider": "anthropic"
+        }))
+        .unwrap();
+        assert_eq!(params.repo.as_deref(), Some("/r"));
+        assert_eq!(params.settings.rounds, Some(2));
+        let schema = serde_json::to_value(schemars::schema_for!(StartMissionParams)).unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+        for field in [
+            "objective",
+            "repo",
+            "allow_dirty",
+            "max_parallel",
+            "no_verify",
+            "provider",
+        ] {
+            assert!(properties.contains_key(field), "{field} missing from {schema}");
+        }
+        assert!(!properties.contains_key("sandbox") && !properties.contains_key("opencode_url"));
+        assert_eq!(schema["additionalProperties"], false, "{schema}");
     }
 }

@@ -5,6 +5,8 @@
 
 mod event;
 mod plan;
+mod settings;
 
 pub use event::*;
 pub use plan::*;
+pub use settings::{MissionSettings, Provider};

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use orchestrator_core::config::{Overrides, Provider};
+use orchestrator_core::config::MissionSettings;
 use orchestrator_core::{EngineError, EventBus, MissionControl, MissionOptions};
 use orchestrator_telemetry::{Exporter, Settings};
 use serde::Deserialize;
@@ -17,36 +17,44 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ApiError;
 use crate::registry::{progress_channel, LiveMission, Registry};
 
-/// The body of `POST /api/missions`. Unknown fields are refused, so a misspelt option is not
-/// silently ignored.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST /api/missions`: where and what, plus the mission's settings, whose one
+/// declaration is [`MissionSettings`] (its fields sit in the body beside these). Unknown fields are
+/// refused, so a misspelt option is not silently ignored.
+#[derive(Debug, Clone)]
 pub struct StartRequest {
     /// An absolute path inside the git repository to work in.
     pub repo: String,
     pub objective: String,
-    #[serde(default)]
-    pub max_parallel: Option<usize>,
-    #[serde(default)]
-    pub max_depth: Option<u32>,
-    #[serde(default)]
-    pub rounds: Option<u32>,
-    #[serde(default)]
-    pub model: Option<String>,
-    /// openai, anthropic or opencode.
-    #[serde(default)]
-    pub provider: Option<String>,
-    #[serde(default)]
-    pub budget_tokens: Option<u64>,
-    #[serde(default)]
     pub allow_dirty: bool,
-    /// Start although no build, lint or test command would judge the work (`--no-verify`).
-    #[serde(default)]
-    pub no_verify: bool,
     /// Fast-forward the user's branch when sealed (default true).
-    #[serde(default = "yes")]
     pub apply: bool,
+    pub settings: MissionSettings,
 }
+
+/// The request's own fields, read apart from the settings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    repo: String,
+    objective: String,
+    #[serde(default)]
+    allow_dirty: bool,
+    #[serde(default = "yes")]
+    apply: bool,
+}
+
+/// Settings a request may not give: a mission started over the API is confined as the repository's
+/// config says, and runs on the endpoints the server's environment names.
+const SERVER_ONLY: &[(&str, &str)] = &[
+    (
+        "sandbox",
+        "missions started over the API are confined as the repository's config says",
+    ),
+    (
+        "opencode_url",
+        "missions started over the API use the server's own endpoint settings",
+    ),
+];
 
 fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
@@ -59,6 +67,27 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Reads `fields` as `T`, naming the field that is wrong and what it may be.
+fn read_fields<T: serde::de::DeserializeOwned>(
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
+        let field = e.path().to_string();
+        let problem = if field == "." {
+            e.inner().to_string()
+        } else if let Some((_, meaning, words)) = allowed_range(&field) {
+            // A negative number, a fraction or one past the integer's size: say what fits.
+            format!(
+                "{field}: {}; {field} ({meaning}) must be a whole number {words}",
+                e.inner()
+            )
+        } else {
+            format!("{field}: {}", e.inner())
+        };
+        ApiError::unprocessable(format!("invalid mission request: {problem}. {EXPECTED_BODY}"))
+    })
+}
+
 fn yes() -> bool {
     true
 }
@@ -66,7 +95,7 @@ fn yes() -> bool {
 /// What a start request looks like, for error messages.
 pub const EXPECTED_BODY: &str =
     "Expected a JSON object like {\"repo\": \"/abs/path/to/repo\", \"objective\": \"...\"} \
-     with optional max_parallel, max_depth, rounds, model, provider, budget_tokens, allow_dirty, apply.";
+     with optional max_parallel, max_depth, rounds, model, provider, budget_tokens, no_verify, allow_dirty, apply.";
 
 /// The request's numbers, each limited as the flag and config key of the same name are
 /// (`orchestrator_core::config::bound_of`): a request cannot ask for more than a command line could.
@@ -86,36 +115,38 @@ fn allowed_range(field: &str) -> Option<(std::ops::RangeInclusive<u64>, &'static
 impl StartRequest {
     /// Reads a request body, naming the field that is wrong.
     pub fn from_json(body: serde_json::Value) -> Result<Self, ApiError> {
-        if !body.is_object() {
+        let serde_json::Value::Object(mut fields) = body else {
             return Err(ApiError::unprocessable(format!(
                 "the body is {}, not a JSON object. {EXPECTED_BODY}",
                 json_kind(&body)
             )));
+        };
+        if let Some((field, why)) = SERVER_ONLY.iter().find(|(field, _)| fields.contains_key(*field)) {
+            return Err(ApiError::unprocessable(format!(
+                "{field} cannot be set in a request: {why}. {EXPECTED_BODY}"
+            )));
         }
-        serde_path_to_error::deserialize(body).map_err(|e| {
-            let field = e.path().to_string();
-            let problem = if field == "." {
-                e.inner().to_string()
-            } else if let Some((_, meaning, words)) = allowed_range(&field) {
-                // A negative number, a fraction or one past the integer's size: say what fits.
-                format!(
-                    "{field}: {}; {field} ({meaning}) must be a whole number {words}",
-                    e.inner()
-                )
-            } else {
-                format!("{field}: {}", e.inner())
-            };
-            ApiError::unprocessable(format!("invalid mission request: {problem}. {EXPECTED_BODY}"))
+        let settings = MissionSettings::take_from(&mut fields);
+        let mut settings: MissionSettings = read_fields(settings)?;
+        settings.model = settings.model.filter(|m| !m.trim().is_empty());
+        let target: Target = read_fields(fields)?;
+        Ok(StartRequest {
+            repo: target.repo,
+            objective: target.objective,
+            allow_dirty: target.allow_dirty,
+            apply: target.apply,
+            settings,
         })
     }
 
     /// Every number within the bounds the engine applies to the flags, named by its field here.
     fn check_bounds(&self) -> Result<(), ApiError> {
+        let s = &self.settings;
         let given = [
-            self.max_parallel.map(|v| v as u64),
-            self.max_depth.map(u64::from),
-            self.rounds.map(u64::from),
-            self.budget_tokens,
+            s.max_parallel.map(|v| v as u64),
+            s.max_depth.map(u64::from),
+            s.rounds.map(u64::from),
+            s.budget_tokens,
         ];
         for (field, value) in BOUNDED_FIELDS.iter().zip(given) {
             let (Some(value), Some((range, meaning, words))) = (value, allowed_range(field)) else {
@@ -130,9 +161,8 @@ impl StartRequest {
         Ok(())
     }
 
-    /// The checks the engine cannot make with our words: the numbers' bounds, the repository path and
-    /// the provider.
-    pub fn validate(&self) -> Result<(PathBuf, Option<Provider>), ApiError> {
+    /// The checks the engine cannot make with our words: the numbers' bounds and the repository path.
+    pub fn validate(&self) -> Result<PathBuf, ApiError> {
         self.check_bounds()?;
         let repo = PathBuf::from(&self.repo);
         if !repo.is_absolute() {
@@ -147,28 +177,7 @@ impl StartRequest {
                 repo.display()
             )));
         }
-        let provider = self
-            .provider
-            .as_deref()
-            .map(str::parse::<Provider>)
-            .transpose()
-            .map_err(|e| ApiError::unprocessable(format!("provider: {e}")))?;
-        Ok((repo, provider))
-    }
-
-    fn overrides(&self, provider: Option<Provider>) -> Overrides {
-        Overrides {
-            provider,
-            model: self.model.clone().filter(|m| !m.trim().is_empty()),
-            max_parallel: self.max_parallel,
-            max_depth: self.max_depth,
-            rounds: self.rounds,
-            budget_tokens: self.budget_tokens,
-            opencode_url: None,
-            // The server's missions are confined as the repository's config says; no per-request opt-out.
-            sandbox: None,
-            no_verify: self.no_verify.then_some(true),
-        }
+        Ok(repo)
     }
 }
 
@@ -181,7 +190,7 @@ pub async fn launch(registry: Arc<Registry>, request: StartRequest) -> Result<St
             "the server is shutting down; no new mission starts",
         ));
     }
-    let (repo, provider) = request.validate()?;
+    let repo = request.validate()?;
     let repo = resolved(&repo).await?;
     // Before git runs in the folder at all: a repository's own config can make git run programs.
     check_startable(registry.startable(), &repo, false)?;
@@ -198,7 +207,7 @@ pub async fn launch(registry: Arc<Registry>, request: StartRequest) -> Result<St
         allow_dirty: request.allow_dirty,
         apply: request.apply,
         keep_branches: false,
-        overrides: request.overrides(provider),
+        settings: request.settings.clone(),
         control: control.clone(),
     };
     let (named_tx, named_rx) = oneshot::channel();

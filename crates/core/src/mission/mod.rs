@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use orchestrator_protocol::Outcome;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Overrides, Provider};
+use crate::config::MissionSettings;
 
 /// The state folder in the repo root; excluded from git through `.git/info/exclude`.
 pub const STATE_DIR: &str = ".orchestrator";
@@ -41,7 +41,7 @@ pub struct MissionOptions {
     /// Keep the mission's branches when it is over (`--keep-branches`); by default only a branch
     /// holding work the user's branch lacks is kept.
     pub keep_branches: bool,
-    pub overrides: Overrides,
+    pub settings: MissionSettings,
     /// The front end's handle to pause dispatch while the mission runs.
     pub control: crate::control::MissionControl,
 }
@@ -52,52 +52,16 @@ struct StoredOptions {
     apply: bool,
     #[serde(default)]
     keep_branches: bool,
-    provider: Option<String>,
-    model: Option<String>,
-    max_parallel: Option<usize>,
-    max_depth: Option<u32>,
-    rounds: Option<u32>,
-    budget_tokens: Option<u64>,
-    #[serde(default)]
-    opencode_url: Option<String>,
-    #[serde(default)]
-    sandbox: Option<bool>,
-    #[serde(default)]
-    no_verify: Option<bool>,
+    #[serde(flatten)]
+    settings: MissionSettings,
 }
 
 impl StoredOptions {
     fn from(options: &MissionOptions) -> Self {
-        let o = &options.overrides;
         StoredOptions {
             apply: options.apply,
             keep_branches: options.keep_branches,
-            provider: o.provider.map(|p| p.as_str().to_string()),
-            model: o.model.clone(),
-            max_parallel: o.max_parallel,
-            max_depth: o.max_depth,
-            rounds: o.rounds,
-            budget_tokens: o.budget_tokens,
-            opencode_url: o.opencode_url.clone(),
-            sandbox: o.sandbox,
-            no_verify: o.no_verify,
-        }
-    }
-
-    /// The stored flags, with the ones given to `resume` taking precedence.
-    fn overrides(&self, newer: &Overrides) -> Overrides {
-        Overrides {
-            provider: newer
-                .provider
-                .or_else(|| self.provider.as_deref().and_then(|p| p.parse::<Provider>().ok())),
-            model: newer.model.clone().or_else(|| self.model.clone()),
-            max_parallel: newer.max_parallel.or(self.max_parallel),
-            max_depth: newer.max_depth.or(self.max_depth),
-            rounds: newer.rounds.or(self.rounds),
-            budget_tokens: newer.budget_tokens.or(self.budget_tokens),
-            opencode_url: newer.opencode_url.clone().or_else(|| self.opencode_url.clone()),
-            sandbox: newer.sandbox.or(self.sandbox),
-            no_verify: newer.no_verify.or(self.no_verify),
+            settings: options.settings.clone(),
         }
     }
 }
@@ -190,15 +154,18 @@ mod tests {
     #[test]
     fn resume_flags_override_stored_ones() {
         let stored = StoredOptions {
-            max_parallel: Some(4),
-            budget_tokens: Some(10),
+            settings: MissionSettings {
+                max_parallel: Some(4),
+                budget_tokens: Some(10),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let newer = Overrides {
+        let newer = MissionSettings {
             budget_tokens: Some(500),
             ..Default::default()
         };
-        let merged = stored.overrides(&newer);
+        let merged = newer.or(&stored.settings);
         assert_eq!(merged.max_parallel, Some(4));
         assert_eq!(merged.budget_tokens, Some(500));
     }

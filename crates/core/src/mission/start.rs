@@ -11,7 +11,7 @@ use orchestrator_store::{MissionRecord, MissionStatus, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{clients_from_env, preflight, Clients};
-use crate::config::{self, Config, Overrides, Provider};
+use crate::config::{self, Config, MissionSettings, Provider};
 use crate::error::{EngineError, Result};
 use crate::events::EventBus;
 use crate::lock::RepoLock;
@@ -37,7 +37,7 @@ pub async fn run_task(
         EngineError::Usage("the repository has no commits yet; commit your starting point first.".into())
     })?;
     let user_branch = repo.current_branch().await?;
-    let config = load_config(&repo, &options.overrides)?;
+    let config = load_config(&repo, &options.settings)?;
     config.sandbox.check()?;
     let clients = clients_from_env(&config)?;
     if !options.allow_dirty {
@@ -84,7 +84,7 @@ pub async fn run_task(
 #[derive(Debug, Clone, Default)]
 pub struct ResumeOptions {
     pub repo: PathBuf,
-    pub overrides: Overrides,
+    pub settings: MissionSettings,
     pub control: crate::control::MissionControl,
 }
 
@@ -106,7 +106,7 @@ pub async fn resume(
         )));
     }
     let stored: StoredOptions = serde_json::from_value(record.options.clone()).unwrap_or_default();
-    let config = load_config(&repo, &stored.overrides(&options.overrides))?;
+    let config = load_config(&repo, &options.settings.clone().or(&stored.settings))?;
     config.sandbox.check()?;
     let clients = clients_from_env(&config)?;
     let opencode = engine_preflight(&config, &repo, &clients).await?;
@@ -175,7 +175,7 @@ async fn discover_repo(path: &Path) -> Result<Repo> {
     })
 }
 
-fn load_config(repo: &Repo, overrides: &Overrides) -> Result<Config> {
+fn load_config(repo: &Repo, settings: &MissionSettings) -> Result<Config> {
     let mut layers = Vec::new();
     if let Some(path) = config::user_config_path() {
         layers.push(config::load_file(&path)?);
@@ -184,7 +184,7 @@ fn load_config(repo: &Repo, overrides: &Overrides) -> Result<Config> {
     let env_model = std::env::var("ORCHESTRATOR_MODEL")
         .ok()
         .filter(|m| !m.trim().is_empty());
-    config::resolve(&layers, overrides, env_model)
+    config::resolve(&layers, settings, env_model)
 }
 
 /// Takes the repo lock and opens the store, in that order: only the lock holder writes the store.
