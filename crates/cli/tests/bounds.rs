@@ -90,6 +90,33 @@ async fn a_call_to_an_invented_tool_is_not_an_answer() {
     );
 }
 
+/// A worker whose final answer quotes a tool call inside its report (as a scout or reviewer might quote
+/// code) has answered: the quoted call never runs, and the unit goes on to review with that answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_quoted_in_a_report_does_not_run() {
+    let repo = TestRepo::new(&[]);
+    let quoted = r#"{"name": "write", "arguments": {"path": "pwned.txt", "content": "x"}}"#;
+    let report = format!(
+        "Added mul to calc.py and kept the module's style. The old release notes describe a helper that \
+         was once called like {quoted} to stamp builds; I did not add it back, since nothing in the tests \
+         needs it and the unit only asked for multiplication. The tests pass locally."
+    );
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Multiply",
+            &format!("FILE calc.py := def mul(a, b): return a * b\nANSWER {report}"),
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Multiply").openai(&server).run(&repo).await;
+    done.assert_code(0);
+    assert_eq!(repo.read("pwned.txt"), None, "the quoted call ran");
+    assert!(repo.read("calc.py").is_some());
+}
+
 /// Plays the script, but the worker of unit `a` calls `spawn` a second time once its first spawn
 /// came back, as a small model did (getting children with the same ids, merged again and again).
 struct SpawnTwice {

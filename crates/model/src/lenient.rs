@@ -12,8 +12,10 @@
 //!   `<tool_call>...</tool_call>` tags, after Mistral's `[TOOL_CALLS]`, after Llama's `<|python_tag|>`;
 //! - Mistral's newer `[TOOL_CALLS]read[ARGS]{...}` and Llama's `<function=read>{...}</function>`.
 //!
-//! The engine should only look here when a reply has no native tool calls: a model explaining a
-//! call in prose would otherwise have it run.
+//! Only a reply that IS its calls is taken: a lead-in line and code fences may stand around them, but a
+//! reply with more prose than [`MAX_PROSE_AROUND_CALLS`] (a scout's report or a review quoting a call, a
+//! model explaining what it would do) is an answer, and nothing in it runs. The engine looks here only
+//! when a reply has no native tool calls.
 
 use serde_json::{Map, Value};
 
@@ -21,6 +23,9 @@ use crate::ToolCall;
 
 /// Text longer than this is not searched: no reply that is really a tool call is that long.
 const MAX_TEXT_BYTES: usize = 512 * 1024;
+/// Other text a reply may hold around the calls it writes and still be taken as those calls ("Let me
+/// read it:", "```json"), in characters that are not whitespace.
+pub const MAX_PROSE_AROUND_CALLS: usize = 200;
 /// Parse attempts per text, so text full of unbalanced brackets cannot take long.
 const MAX_ATTEMPTS: usize = 512;
 
@@ -48,21 +53,59 @@ pub fn tool_calls_from_text(text: &str, offered: &[&str]) -> Vec<ToolCall> {
 
 /// Every call written in `text`, whatever tool it names, in the order they appear: function tags
 /// and `[TOOL_CALLS]` first claim their spans, then JSON values outside them.
+/// None when the reply holds more than a lead-in of other text: then it is prose that quotes calls.
 fn written_calls(text: &str) -> Vec<Call> {
     if text.len() > MAX_TEXT_BYTES {
         return Vec::new();
     }
     let mut found: Vec<(usize, Call)> = Vec::new();
-    let mut taken: Vec<(usize, usize)> = Vec::new();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
     for (start, end, call) in mistral_calls(text).into_iter().chain(llama_function_calls(text)) {
-        taken.push((start, end));
+        spans.push((start, end));
         found.push((start, call));
     }
-    for (start, value) in json_values(text, &taken) {
-        found.extend(calls_in(&value).into_iter().map(|call| (start, call)));
+    let tagged = spans.clone();
+    for (start, end, value) in json_values(text, &tagged) {
+        let calls = calls_in(&value);
+        if !calls.is_empty() {
+            spans.push((start, end));
+        }
+        found.extend(calls.into_iter().map(|call| (start, call)));
+    }
+    if found.is_empty() || prose_around(text, &mut spans) > MAX_PROSE_AROUND_CALLS {
+        return Vec::new();
     }
     found.sort_by_key(|(start, _)| *start);
     found.into_iter().map(|(_, call)| call).collect()
+}
+
+/// How much of `text` outside the calls' `spans` is prose: characters that are not whitespace, not
+/// code fences and not the wrapping tags models put around calls.
+fn prose_around(text: &str, spans: &mut [(usize, usize)]) -> usize {
+    const WRAPPERS: [&str; 6] = [
+        "<tool_call>",
+        "</tool_call>",
+        "<|python_tag|>",
+        "[TOOL_CALLS]",
+        "</function>",
+        "<|eom_id|>",
+    ];
+    spans.sort_unstable();
+    let mut outside = String::new();
+    let mut at = 0;
+    for &(start, end) in spans.iter() {
+        if start > at {
+            outside.push_str(&text[at..start]);
+            outside.push('\n');
+        }
+        at = at.max(end);
+    }
+    outside.push_str(&text[at.min(text.len())..]);
+    let mut outside = outside.replace("```json", "").replace("```", "");
+    for wrapper in WRAPPERS {
+        outside = outside.replace(wrapper, "");
+    }
+    outside.chars().filter(|c| !c.is_whitespace()).count()
 }
 
 /// The JSON objects written in `text` (fenced or bare), in order: for a reply that gives a tool's
@@ -73,7 +116,7 @@ pub fn json_objects_in_text(text: &str) -> Vec<Value> {
     }
     json_values(text, &[])
         .into_iter()
-        .map(|(_, value)| value)
+        .map(|(_, _, value)| value)
         .filter(Value::is_object)
         .collect()
 }
@@ -119,8 +162,8 @@ fn arguments_text(arguments: Value) -> String {
 }
 
 /// Every JSON object or array in `text` that does not start inside a `taken` range, with its byte
-/// offset. Values inside a found value are part of it, not found again.
-fn json_values(text: &str, taken: &[(usize, usize)]) -> Vec<(usize, Value)> {
+/// range. Values inside a found value are part of it, not found again.
+fn json_values(text: &str, taken: &[(usize, usize)]) -> Vec<(usize, usize, Value)> {
     let mut values = Vec::new();
     let mut attempts = 0;
     let mut at = 0;
@@ -136,7 +179,7 @@ fn json_values(text: &str, taken: &[(usize, usize)]) -> Vec<(usize, Value)> {
         }
         match parse_value_at(text, start) {
             Some((value, end)) => {
-                values.push((start, value));
+                values.push((start, end, value));
                 at = end;
             }
             None => at = start + 1,
@@ -292,6 +335,25 @@ mod tests {
         assert!(unknown_tool_names_in_text(real, &offered).is_empty());
         let package = r#"{"name": "my-app", "version": "1.0.0"}"#;
         assert!(unknown_tool_names_in_text(package, &offered).is_empty());
+    }
+
+    #[test]
+    fn calls_quoted_in_prose_are_not_taken() {
+        let call = r#"{"name": "bash", "arguments": {"command": "rm -rf build"}}"#;
+        let lead_in = format!("Let me clean the build first:\n```json\n{call}\n```");
+        assert_eq!(
+            found(&lead_in).len(),
+            1,
+            "a lead-in and a fence around a call are fine"
+        );
+        let report = format!(
+            "## Build\nThe project builds with make; the CI workflow runs the tests with pytest and \
+             checks formatting with black. The release script cleans first, roughly like this:\n{call}\n\
+             That step is destructive, so workers should not run it. Tests live under tests/ and take \
+             about a minute; fixtures are generated by conftest.py from the samples directory."
+        );
+        assert!(found(&report).is_empty(), "a report quoting a call is an answer");
+        assert!(unknown_tool_names_in_text(&report.replace("bash", "mul"), &OFFERED).is_empty());
     }
 
     const OFFERED: [&str; 4] = ["read", "write", "list", "bash"];
