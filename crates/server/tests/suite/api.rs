@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use orchestrator_core::{MissionStatus, STATE_DIR};
 use orchestrator_server::{Server, ServerConfig, Token};
 use orchestrator_store::{MissionRecord, Store};
+use orchestrator_test_support::git::ScratchRepo;
 use orchestrator_view::fixture::{running_mission, sealed_mission, MISSION};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -89,16 +90,12 @@ async fn post_json(router: &Router, uri: &str, body: &str) -> Reply {
 }
 
 /// A git repository with one commit.
-struct Repo {
-    dir: tempfile::TempDir,
-}
+struct Repo(ScratchRepo);
 
 impl Repo {
     fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let repo = Repo { dir };
-        repo.git(&["init", "-q", "-b", "main"]);
-        std::fs::write(repo.path().join("README.md"), "# test\n").expect("write");
+        let repo = ScratchRepo::init();
+        repo.write("README.md", "# test\n");
         repo.git(&["add", "-A"]);
         repo.git(&[
             "-c",
@@ -110,24 +107,11 @@ impl Repo {
             "-m",
             "initial",
         ]);
-        repo
+        Repo(repo)
     }
 
     fn path(&self) -> PathBuf {
-        self.dir.path().canonicalize().expect("canonical path")
-    }
-
-    fn git(&self, args: &[&str]) {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.0.root.clone()
     }
 
     /// Stores the fixture mission's events under `status`, run by `pid`.
