@@ -1,8 +1,6 @@
 //! Repository-level queries: discovery, state, exclusion, branches.
 
-mod common;
-
-use common::Fixture;
+use super::common::Fixture;
 use orchestrator_git::{GitError, Repo};
 
 #[tokio::test]

@@ -1,8 +1,6 @@
 //! Diff statistics against a real repository.
 
-mod common;
-
-use common::Fixture;
+use super::common::Fixture;
 use orchestrator_git::FileStat;
 
 fn stat(path: &str, added: u64, removed: u64) -> FileStat {

@@ -1,8 +1,6 @@
 //! Worktree lifecycle and the work done inside one: commits, diffs, merges, resets.
 
-mod common;
-
-use common::{read, write, Fixture};
+use super::common::{read, write, Fixture};
 use orchestrator_git::{GitError, MergeOutcome, Repo, Worktree};
 
 async fn branch_worktree(fx: &Fixture, repo: &Repo, name: &str) -> Worktree {

@@ -1,9 +1,7 @@
 //! The few-process paths a mission's units take: a worktree on a new branch in one command, a verified
 //! tree reset only when it changed, one listing for many lookups, branches deleted in one batch.
 
-mod common;
-
-use common::{read, write, Fixture};
+use super::common::{read, write, Fixture};
 use orchestrator_git::GitError;
 
 #[tokio::test]

@@ -1,8 +1,6 @@
 //! Bringing the result home: fast-forwarding the user's checked-out branch, and other branches.
 
-mod common;
-
-use common::{write, Fixture};
+use super::common::{write, Fixture};
 use orchestrator_git::{FastForward, Repo};
 
 /// Commits a change to README (and a new file) on `mission`, made in a worktree like the engine does.

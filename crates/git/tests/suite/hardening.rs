@@ -2,9 +2,7 @@
 //! repository of the agent's (with an fsmonitor and a filter driver in its config) is put back before
 //! git runs there, and the commit lands in the real repository; a planted fsmonitor never runs.
 
-mod common;
-
-use common::{write, Fixture};
+use super::common::{write, Fixture};
 use orchestrator_git::{Repo, Worktree};
 
 async fn unit_worktree(fx: &Fixture, repo: &Repo) -> Worktree {

@@ -5,8 +5,6 @@
 //! `GIT_CONFIG_NOSYSTEM=1` (and discovery stops at the fixture's directory), so the machine's git config cannot change results and the process
 //! environment shared by parallel tests is never modified.
 
-#![allow(dead_code)] // each test binary uses a different part
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,8 +1,6 @@
 //! Many sessions at once on one repository: the lock-file race the metadata lock exists for.
 
-mod common;
-
-use common::{read, write, Fixture};
+use super::common::{read, write, Fixture};
 
 const SESSIONS: usize = 20;
 

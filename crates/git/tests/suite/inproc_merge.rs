@@ -1,9 +1,7 @@
 //! The merge queue's in-process merge (`Repo::merge_into_branch`): the same commits and trees as `git
 //! merge --no-ff`, a branch that moves only when the merge is clean, and git left to judge the rest.
 
-mod common;
-
-use common::{read, write, Fixture};
+use super::common::{read, write, Fixture};
 use orchestrator_git::{BranchMerge, MergeOutcome, Repo, Worktree};
 
 /// A repository with `int` checked out in a worktree and one branch per `(name, file, content)`, each a

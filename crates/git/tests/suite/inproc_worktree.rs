@@ -2,12 +2,10 @@
 //! name as the start, `Repo::remove_worktree`): laid out as `git worktree add -b` lays it out, usable
 //! by every git command afterwards, and left to git whenever in-process might differ.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{read, Fixture};
+use super::common::{read, Fixture};
 
 /// A commit with a nested file, an executable and a symlink; returns its full name.
 fn rich_commit(fx: &Fixture) -> String {
