@@ -1,12 +1,10 @@
 //! Preflight: the check made before a mission spends anything — the endpoint answers, takes the key
 //! and serves the model — against servers that obey, lie, or are not model APIs at all.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use common::{base_url, client, config, for_each_api, start};
+use super::common::{base_url, client, config, for_each_api, start};
 use orchestrator_fake_model::{Api, FakeOptions, Reply, SeenRequest};
 use orchestrator_model::ModelError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

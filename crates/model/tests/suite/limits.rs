@@ -2,12 +2,10 @@
 //! with a clear error instead of eating memory) and the time one request may take (a reply dripping
 //! in under the idle timeout still ends), and big replies within the bounds arriving whole.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{base_url, client, config, for_each_api, for_each_variant, label, simple_request, start};
+use super::common::{base_url, client, config, for_each_api, for_each_variant, label, simple_request, start};
 use orchestrator_fake_model::{FakeOptions, Reply, SeenRequest};
 use orchestrator_model::{ChatResponse, GovernedClient, GovernorConfig, ModelClient, ModelError};
 use serde_json::{json, Value};

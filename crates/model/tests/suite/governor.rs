@@ -1,14 +1,12 @@
 //! The governor against the fake model server: shared Retry-After pauses, adaptive concurrency,
 //! retries of 429s, 5xx, hung and dropped replies, the bounded total wait and cancellation.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::common::{base_url, client, config, for_each_api, for_each_variant, label, simple_request, start};
 use async_trait::async_trait;
-use common::{base_url, client, config, for_each_api, for_each_variant, label, simple_request, start};
 use orchestrator_fake_model::{
     Api, FakeOptions, FakeServer, FaultKind, FaultPlan, Faults, Reply, SeenRequest,
 };

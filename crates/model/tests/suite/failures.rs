@@ -1,13 +1,11 @@
 //! Failure handling, for both APIs: auth, rate limits, server errors, timeouts, cancellation,
 //! unreachable endpoints and malformed replies.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{
+use super::common::{
     base_url, client, client_for, config, for_each_api, for_each_variant, label, simple_request, start,
 };
 use orchestrator_fake_model::{Api, FakeOptions, Reply, SeenRequest};

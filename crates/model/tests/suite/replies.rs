@@ -1,8 +1,6 @@
 //! Successful turns, for both APIs, streamed and not: text, tool calls, usage, conversation round trips.
 
-mod common;
-
-use common::{client_for, for_each_variant, label, simple_request, start};
+use super::common::{client_for, for_each_variant, label, simple_request, start};
 use orchestrator_fake_model::{Api, FakeOptions, Reply, SeenMessage, SeenRequest};
 use orchestrator_model::{ChatRequest, Message, StopReason, ToolCall};
 use tokio_util::sync::CancellationToken;
@@ -166,7 +164,7 @@ fn conversation() -> ChatRequest {
             },
             Message::user("also check the tests"),
         ],
-        ..common::simple_request()
+        ..super::common::simple_request()
     }
 }
 

@@ -1,8 +1,6 @@
 //! Shared helpers: every client test runs against the fake model server on 127.0.0.1, for both APIs
 //! and (where it matters) both streaming modes.
 
-#![allow(dead_code)] // each test file uses a different subset
-
 use std::future::Future;
 use std::time::Duration;
 
