@@ -1,12 +1,10 @@
 //! The `bash` tool: exit codes, timeouts and cancels that kill the whole process group, and output.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::Fixture;
+use super::common::Fixture;
 use orchestrator_tools::ToolOptions;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;

@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: a worktree in a temporary directory and a short way to call
 //! a tool in it.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,11 +1,9 @@
 //! read, list, glob, grep, write and edit through the public `Toolbox` API.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use common::{exists, Fixture};
+use super::common::{exists, Fixture};
 use orchestrator_tools::{ToolOptions, Toolbox};
 use serde_json::json;
 
