@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use orchestrator_sandbox::{Policy, Sandbox};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use super::test_name;
+
 /// Whether `pid` is still a live process (a zombie counts as gone: it runs nothing).
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -143,12 +145,8 @@ async fn orphan_parent_helper() {
 #[tokio::test]
 async fn a_killed_orchestrator_leaves_nothing_behind() {
     let mut parent = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "orphan_parent_helper",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", &test_name(module_path!(), "orphan_parent_helper")])
+        .args(["--nocapture", "--test-threads=1"])
         .env("ORPHANS_ACT_AS_PARENT", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

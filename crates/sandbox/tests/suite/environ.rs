@@ -1,8 +1,11 @@
 //! The orchestrator's `/proc/<pid>/environ` — where `OPENAI_API_KEY` would be — is empty after
 //! `scrub_environment_block`, while the process and the programs it starts still see every variable.
-//! Its own test binary: the scrub must run while no other test thread reads the environment.
+//! The scrub runs in a child process of the test binary that runs `scrub_helper` alone, on one thread:
+//! no other test thread reads the environment then.
 
 use std::process::Stdio;
+
+use super::test_name;
 
 const SECRET: &str = "sk-environ-test-7d1f0c2a9b";
 
@@ -31,7 +34,8 @@ fn scrub_helper() {
 #[test]
 fn the_environment_block_no_longer_shows_the_key() {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "scrub_helper", "--nocapture", "--test-threads=1"])
+        .args(["--exact", &test_name(module_path!(), "scrub_helper")])
+        .args(["--nocapture", "--test-threads=1"])
         .env("SCRUB_ACT_AS_CHILD", "1")
         .env("SCRUB_TEST_KEY", SECRET)
         .stdin(Stdio::null())
