@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use orchestrator_sandbox::{landlock_abi, Policy, Sandbox};
+use orchestrator_test_support::git::ScratchRepo;
 
 /// These machines have Landlock (ABI 7); a kernel without it fails here rather than passing silently.
 fn require_landlock() {
@@ -99,21 +100,8 @@ async fn writes_stay_beneath_the_writable_folders() {
 #[tokio::test]
 async fn a_repository_outside_the_worktree_cannot_be_changed() {
     require_landlock();
-    let repo = tempfile::tempdir().unwrap();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(repo.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    git(&["init", "-q", "-b", "main"]);
+    let repo = ScratchRepo::init();
+    let git = |args: &[&str]| repo.git(args);
     git(&[
         "-c",
         "user.name=t",
