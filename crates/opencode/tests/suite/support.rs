@@ -1,6 +1,5 @@
 //! Shared by the tests that drive the real OpenCode: its binary, an offline environment in a temporary
 //! HOME, the fake model server as its provider, and temporary git repositories.
-#![allow(dead_code)] // each test binary uses a different part of it
 
 use std::path::{Path, PathBuf};
 

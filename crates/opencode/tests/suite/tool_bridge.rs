@@ -2,17 +2,15 @@
 //! us over MCP (streamable HTTP on 127.0.0.1), called by the scripted model of an OpenCode session,
 //! and each call attributed to the session that made it.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::support::*;
 use futures::FutureExt;
 use orchestrator_fake_model::{Reply, SeenRequest};
 use orchestrator_opencode::tool_bridge::server_name;
 use orchestrator_opencode::{BridgeCall, BridgeReply, BridgeTool, CreateSession, PromptRequest, ToolBridge};
 use serde_json::json;
-use support::*;
 
 fn submit_review() -> BridgeTool {
     let schema = json!({

@@ -1,14 +1,12 @@
 //! The client against the real `opencode serve` (OPENCODE_BIN), offline, with the fake model server
 //! as its provider.
 
-mod support;
-
 use std::time::Duration;
 
+use super::support::*;
 use orchestrator_fake_model::{Reply, SeenRequest};
 use orchestrator_opencode::{Auth, Client, CreateSession, Error, PromptRequest, Usage};
 use serde_json::json;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
