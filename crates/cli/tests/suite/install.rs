@@ -2,14 +2,12 @@
 //! with HOME, XDG_CONFIG_HOME and OPENCODE_CONFIG_DIR in temporary folders. What matters is the
 //! bytes of the config files: the user's config comes back exactly as it was.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use super::support::*;
 use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
 use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenMessage, SeenRequest};
 use serde_json::{json, Value};
-use support::*;
 
 /// A commented JSONC config with other MCP servers and commands, and trailing commas.
 const COMMENTED: &str = r#"// My OpenCode settings.

@@ -1,17 +1,15 @@
 //! The terminal view end to end: the real binary on a pseudo-terminal against the scripted fake model,
 //! driven by key presses, its screen read back with a terminal emulator (vt100).
 
-mod support;
-
 use std::io::{Read, Write};
 use std::num::NonZeroU16;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
 use orchestrator_fake_model::{FakeOptions, FakeServer};
 use portable_pty::{native_pty_system, Child, CommandBuilder, MasterPty, PtySize};
-use support::*;
 
 const ROWS: NonZeroU16 = NonZeroU16::new(30).unwrap();
 const COLS: NonZeroU16 = NonZeroU16::new(100).unwrap();

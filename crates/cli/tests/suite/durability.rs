@@ -1,15 +1,13 @@
 //! Durability: the real binary is killed (SIGKILL) at many points of a mission and resumed; every run
 //! must end sealed with the same tree, and no unit merged before the kill may be worked on again.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::support::*;
 use orchestrator_fake_model::script::{role_of, worker_unit, PlanUnit, Script, ScriptedMission};
 use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenRequest};
-use support::*;
 
 type Trigger = Box<dyn Fn(&SeenRequest) -> bool + Send + Sync>;
 

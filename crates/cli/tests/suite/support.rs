@@ -1,6 +1,5 @@
 //! Test support for end-to-end missions: temporary git repositories, the scripted fake model
 //! server on 127.0.0.1, and the real `orchestrator` binary run against both.
-#![allow(dead_code)] // each test binary uses a different part of it
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -1,9 +1,7 @@
 //! `orchestrator report` on a real mission: the binary runs a scripted mission, then reports on it.
 
-mod support;
-
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
-use support::*;
 
 /// A repository whose tests fail until calc.txt says "good".
 fn repo_with_a_check() -> TestRepo {

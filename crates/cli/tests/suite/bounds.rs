@@ -2,11 +2,9 @@
 //! never resent, and big arguments that are allowed run in full but stay short in the history that
 //! every later turn resends.
 
-mod support;
-
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
 use orchestrator_fake_model::SeenMessage;
-use support::*;
 
 /// The largest tool-call arguments any worker request carried in its history.
 fn largest_history_arguments(server: &orchestrator_fake_model::FakeServer) -> usize {

@@ -2,13 +2,11 @@
 //! reviewer committing in the worktree it judges did on an unconfined run) is not merged; the reviewed
 //! commit is, and the event log says what was left out.
 
-mod support;
-
 use std::time::Duration;
 
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
 use orchestrator_fake_model::FakeOptions;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_made_during_review_is_not_merged() {

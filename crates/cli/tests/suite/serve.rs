@@ -1,17 +1,15 @@
 //! `orchestrator serve`: the real binary on a free loopback port, driven over HTTP like a browser or a
 //! script would, with missions played by the scripted fake model.
 
-mod support;
-
 use std::time::Duration;
 
+use super::support::*;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use orchestrator_fake_model::script::{PlanUnit, Script};
 use orchestrator_fake_model::FakeOptions;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::*;
 
 const TOKEN: &str = "t0ken-for-the-serve-test";
 

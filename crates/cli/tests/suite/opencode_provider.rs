@@ -2,13 +2,11 @@
 //! installed by .ci/run), offline, with the scripted fake model server as OpenCode's
 //! OpenAI-compatible provider. Ignored when OPENCODE_BIN was unset at build time (see build.rs).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
+use super::support::*;
 use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
 use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenMessage, SeenRequest};
-use support::*;
 
 /// The OpenCode binary from OPENCODE_BIN. The tests that call this are ignored when it was unset at
 /// build time (`cfg(opencode_missing)`, from build.rs); run anyway, they fail here rather than pass

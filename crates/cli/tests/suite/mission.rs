@@ -1,13 +1,11 @@
 //! End-to-end missions: the real binary, a temporary git repository and the scripted fake model.
 //! Every assertion is about the resulting repository or what the model was sent, not about mocks.
 
-mod support;
-
 use std::time::Duration;
 
+use super::support::*;
 use orchestrator_fake_model::script::{worker_unit, PlanUnit, Script};
 use orchestrator_fake_model::FakeOptions;
-use support::*;
 
 fn plan(units: Vec<PlanUnit>) -> Script {
     Script {
@@ -30,7 +28,7 @@ async fn independent_units_are_sealed_onto_the_users_branch() {
     ]))
     .await;
     // --keep-branches: the integration branch's reflog is looked at below (by default an applied
-    // mission's branches go; tests/cleanup.rs covers that).
+    // mission's branches go; tests/suite/cleanup.rs covers that).
     let done = Run::task("Add three files")
         .arg("--keep-branches")
         .openai(&server)

@@ -2,10 +2,8 @@
 //! command prints it reach the model, the `--json` and progress streams, the log and the commits with
 //! the key masked. A short placeholder key (`local`) is no secret and rewrites nothing.
 
-mod support;
-
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
-use support::*;
 
 const KEY: &str = "sk-test-0123456789abcdef";
 

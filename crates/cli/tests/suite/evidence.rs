@@ -2,11 +2,9 @@
 //! model is called, unless `--no-verify` — and then every front end says "sealed without
 //! verification". A `[verify] lint` command runs like build and test, and a failing one stops the unit.
 
-mod support;
-
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
 use orchestrator_fake_model::SeenMessage;
-use support::*;
 
 fn one_file() -> Script {
     Script {

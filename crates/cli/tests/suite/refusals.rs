@@ -1,10 +1,8 @@
 //! Bad input stops a mission before it starts: exit 2, a message that says what to do, and the
 //! user's repository exactly as it was.
 
-mod support;
-
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
-use support::*;
 
 fn one_unit() -> Script {
     Script {

@@ -2,10 +2,8 @@
 //! it is not, everything with `--keep-branches`; `orchestrator clean` removes the rest and says what.
 //! Also what `status` and `logs` say about a finished mission, in words.
 
-mod support;
-
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
-use support::*;
 
 fn two_units() -> Script {
     Script {

@@ -1,13 +1,11 @@
 //! Budgets and protocol corrections: a spent budget stops the mission cleanly (exit 1, resumable), a
 //! spawn that would overrun it is refused, and replies that break the protocol get a correction.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::support::*;
 use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
 use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenRequest};
-use support::*;
 
 fn three_units() -> Script {
     Script {

@@ -1,13 +1,12 @@
 //! `--otlp-endpoint`: the real binary runs a fake-model mission and sends its spans to an OTLP/HTTP
 //! collector stub on 127.0.0.1, which decodes the protobuf the way a real collector does.
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use super::support::*;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,7 +21,6 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode as SpanStatus;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use orchestrator_fake_model::script::{PlanUnit, Script};
 use prost::Message;
-use support::*;
 
 /// The OpenTelemetry variables a developer's shell may have set; every test here says what it wants.
 const OTEL_VARS: [&str; 6] = [

@@ -2,13 +2,11 @@
 //! and text-only tool calls, and a context window of a few thousand tokens. The mission must still
 //! seal with no unit failed, the governor's limit held, Retry-After honoured, and compaction done.
 
-mod support;
-
 use std::time::Duration;
 
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script, ScriptedMission};
 use orchestrator_fake_model::{FakeOptions, FakeServer, FaultKind, FaultPlan, Faults};
-use support::*;
 
 const CONFIG: &str = r#"
 [endpoint]

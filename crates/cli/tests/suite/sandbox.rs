@@ -3,10 +3,8 @@
 //! planting git config and hooks, writing /tmp, connecting out) fails, while its legitimate work in its
 //! worktree is verified, merged and applied. `--sandbox off` shows the same attack getting through.
 
-mod support;
-
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
-use support::*;
 
 fn hostile_unit(marker: &std::path::Path, port: u16) -> Script {
     let attacks = [

@@ -2,15 +2,13 @@
 //! MCP client (OpenCode, Claude Code, …) would, against temporary repositories and the scripted fake
 //! model. Writing the wire messages by hand keeps the test independent of the SDK the server uses.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
 use orchestrator_fake_model::{FakeOptions, FakeServer};
 use serde_json::{json, Value};
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 

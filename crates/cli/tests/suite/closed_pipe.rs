@@ -1,12 +1,10 @@
 //! A closed stdout (`orchestrator logs | head`, `orchestrator serve | head -1`): the real binary with
 //! its stdout a pipe nobody reads, closed before it writes a byte, so every write to it fails.
 
-mod support;
-
 use std::time::Duration;
 
+use super::support::*;
 use orchestrator_fake_model::script::{PlanUnit, Script};
-use support::*;
 
 /// A pipe whose reading end is already closed, for a child's stdout.
 fn closed_pipe() -> std::process::Stdio {
