@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use super::support::*;
 use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
 use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenMessage, SeenRequest};
+use orchestrator_test_support::opencode::{
+    bin as opencode_bin, offline_env, write_global_config, FakeProvider, REMOVED_ENV,
+};
 use serde_json::{json, Value};
 
 /// A commented JSONC config with other MCP servers and commands, and trailing commas.
@@ -307,42 +310,19 @@ async fn project_and_global_are_exclusive_and_project_needs_a_repository() {
 
 // ---- The real OpenCode, when OPENCODE_BIN names it (.ci/run installs it from the npm registry). ----
 
-/// The OpenCode binary from OPENCODE_BIN. The tests that call this are ignored when it was unset at
-/// build time (`cfg(opencode_missing)`, from build.rs); run anyway, they fail here rather than pass
-/// having checked nothing.
-fn opencode_bin() -> PathBuf {
-    match std::env::var_os("OPENCODE_BIN").filter(|v| !v.is_empty()) {
-        Some(bin) => PathBuf::from(bin),
-        None => panic!("needs OpenCode: set OPENCODE_BIN (.ci/run installs it)"),
-    }
-}
-
 /// OpenCode run offline in the repository, with every folder it writes to inside the test's HOME.
 fn opencode(bin: &Path, repo: &TestRepo, args: &[&str]) -> tokio::process::Command {
-    let home = repo.home();
     let mut cmd = tokio::process::Command::new(bin);
     cmd.args(args)
         .current_dir(repo.path())
         // OpenCode takes its project folder from PWD, as a shell would have set it.
         .env("PWD", repo.path())
-        .env("HOME", home)
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env("XDG_DATA_HOME", home.join(".local/share"))
-        .env("XDG_CACHE_HOME", home.join(".cache"))
-        .env("XDG_STATE_HOME", home.join(".local/state"))
-        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
-        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
-        .env("OPENCODE_DISABLE_SHARE", "1")
-        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1")
-        .env_remove("OPENCODE_CONFIG")
-        .env_remove("OPENCODE_CONFIG_DIR")
-        .env_remove("OPENCODE_CONFIG_CONTENT")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_BASE_URL")
-        .env_remove("ANTHROPIC_API_KEY")
+        .envs(offline_env(repo.home()))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
+    for key in REMOVED_ENV {
+        cmd.env_remove(key);
+    }
     cmd
 }
 
@@ -437,25 +417,18 @@ fn objective_in(prompt: &str) -> String {
 }
 
 /// OpenCode's config: the fake server as an OpenAI-compatible provider (OpenCode bundles that SDK,
-/// so nothing is downloaded), and a comment that must survive `install`.
+/// so nothing is downloaded), and a comment that must survive `install`. No price, and OpenCode's
+/// own permission defaults, as in a user's config.
 fn provider_config(server: &FakeServer) -> String {
+    let config = FakeProvider {
+        base_url: &server.openai_base_url(),
+        model: MODEL,
+        cost: None,
+        headless: false,
+    };
     format!(
-        r#"// Written by the test: the fake model server as an OpenAI-compatible provider.
-{{
-  "$schema": "https://opencode.ai/config.json",
-  "provider": {{
-    "fake": {{
-      "npm": "@ai-sdk/openai-compatible",
-      "name": "Fake",
-      "options": {{ "baseURL": "{}", "apiKey": "test-key" }},
-      "models": {{ "{MODEL}": {{ "name": "Fake model", "tool_call": true }} }}
-    }}
-  }},
-  "model": "fake/{MODEL}",
-  "small_model": "fake/{MODEL}"
-}}
-"#,
-        server.openai_base_url()
+        "// Written by the test: the fake model server as an OpenAI-compatible provider.\n{}",
+        config.config()
     )
 }
 
@@ -475,9 +448,7 @@ async fn opencode_task_command_starts_a_mission_that_completes() {
         .await
         .expect("fake model server starts");
     // The global config, so the repository stays clean and the mission may start.
-    let config = repo.home().join(".config/opencode/opencode.jsonc");
-    std::fs::create_dir_all(config.parent().expect("a folder")).expect("mkdir");
-    std::fs::write(&config, provider_config(&server)).expect("write the config");
+    let config = write_global_config(repo.home(), "opencode.jsonc", &provider_config(&server));
     install(&repo, &["--global"]).await.assert_code(0);
 
     let mut cmd = opencode(&bin, &repo, &["run", "--command", "task", "Add a.txt"]);

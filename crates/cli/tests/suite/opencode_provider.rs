@@ -2,21 +2,14 @@
 //! installed by .ci/run), offline, with the scripted fake model server as OpenCode's
 //! OpenAI-compatible provider. Ignored when OPENCODE_BIN was unset at build time (see build.rs).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::support::*;
 use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
 use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenMessage, SeenRequest};
-
-/// The OpenCode binary from OPENCODE_BIN. The tests that call this are ignored when it was unset at
-/// build time (`cfg(opencode_missing)`, from build.rs); run anyway, they fail here rather than pass
-/// having checked nothing.
-fn opencode_bin() -> PathBuf {
-    match std::env::var_os("OPENCODE_BIN").filter(|v| !v.is_empty()) {
-        Some(bin) => PathBuf::from(bin),
-        None => panic!("needs OpenCode: set OPENCODE_BIN (.ci/run installs it)"),
-    }
-}
+use orchestrator_test_support::opencode::{
+    bin as opencode_bin, offline_env, write_global_config, FakeProvider, REMOVED_ENV,
+};
 
 /// The scripted mission for our sessions; OpenCode's own title requests (no tools) get a title.
 fn brain(script: Script) -> impl Brain {
@@ -35,29 +28,13 @@ fn brain(script: Script) -> impl Brain {
 /// OpenCode's global config in the test's HOME: the fake server as its provider (with a price, so
 /// OpenCode reports a cost), and every permission granted (a headless session has nobody to ask).
 fn write_opencode_config(home: &Path, server: &FakeServer) {
-    let config = home.join(".config/opencode/opencode.json");
-    std::fs::create_dir_all(config.parent().expect("a folder")).expect("mkdir");
-    let text = format!(
-        r#"{{
-  "$schema": "https://opencode.ai/config.json",
-  "provider": {{
-    "fake": {{
-      "npm": "@ai-sdk/openai-compatible",
-      "name": "Fake",
-      "options": {{ "baseURL": "{}", "apiKey": "test-key" }},
-      "models": {{ "{MODEL}": {{ "name": "Fake model", "tool_call": true, "cost": {{ "input": 1, "output": 2 }} }} }}
-    }}
-  }},
-  "model": "fake/{MODEL}",
-  "small_model": "fake/{MODEL}",
-  "permission": {{ "edit": "allow", "bash": "allow", "external_directory": "allow" }},
-  "autoupdate": false,
-  "share": "disabled"
-}}
-"#,
-        server.openai_base_url()
-    );
-    std::fs::write(config, text).expect("write the OpenCode config");
+    let config = FakeProvider {
+        base_url: &server.openai_base_url(),
+        model: MODEL,
+        cost: Some((1, 2)),
+        headless: true,
+    };
+    write_global_config(home, "opencode.json", &config.config());
 }
 
 /// `orchestrator task --provider opencode`, with OpenCode offline and all its folders in the test's HOME.
@@ -72,22 +49,17 @@ fn opencode_task(bin: &Path, repo: &TestRepo, objective: &str) -> Run {
     )
 }
 
-/// OpenCode's environment: the binary, offline, every folder it writes in the test's HOME.
+/// OpenCode's environment: the binary, offline, every folder it writes in the test's HOME (the
+/// orchestrator passes its environment on to the OpenCode it starts).
 fn offline(bin: &Path, repo: &TestRepo, run: Run) -> Run {
-    let home = repo.home();
-    let path = |p: &str| home.join(p).to_string_lossy().into_owned();
-    run.env("OPENCODE_BIN", &bin.to_string_lossy())
-        .env("XDG_DATA_HOME", &path(".local/share"))
-        .env("XDG_CACHE_HOME", &path(".cache"))
-        .env("XDG_STATE_HOME", &path(".local/state"))
-        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
-        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
-        .env("OPENCODE_DISABLE_SHARE", "1")
-        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1")
-        .without_env("OPENCODE_CONFIG")
-        .without_env("OPENCODE_CONFIG_DIR")
-        .without_env("OPENCODE_CONFIG_CONTENT")
-        .without_env("OPENCODE_SERVER_PASSWORD")
+    let mut run = run.env("OPENCODE_BIN", &bin.to_string_lossy());
+    for (key, value) in offline_env(repo.home()) {
+        run = run.env(key, &value);
+    }
+    for key in REMOVED_ENV {
+        run = run.without_env(key);
+    }
+    run.without_env("OPENCODE_SERVER_PASSWORD")
 }
 
 /// Processes whose command line names opencode and whose environment has this HOME.

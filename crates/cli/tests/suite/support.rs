@@ -1,22 +1,21 @@
-//! Test support for end-to-end missions: temporary git repositories, the scripted fake model
-//! server on 127.0.0.1, and the real `orchestrator` binary run against both.
+//! Test support for end-to-end missions: temporary git repositories (on test-support's ScratchRepo),
+//! the scripted fake model server on 127.0.0.1, and the real `orchestrator` binary run against both.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use orchestrator_fake_model::script::{role_of, Script, ScriptedMission};
 use orchestrator_fake_model::{FakeOptions, FakeServer, SeenMessage, SeenRequest};
+use orchestrator_test_support::git::ScratchRepo;
 
 pub const MODEL: &str = "fake-model-1";
 
-/// A throwaway git repository with one commit on `main`.
 /// The config of a test repository: a test command that always passes.
 pub const DEFAULT_CONFIG: &str = "[verify]\ntest = \"true\"\n";
 
-pub struct TestRepo {
-    dir: tempfile::TempDir,
-    home: tempfile::TempDir,
-}
+/// A throwaway git repository with one commit on `main`. Its temporary HOME is the orchestrator's
+/// (and OpenCode's) too when a test runs them there.
+pub struct TestRepo(ScratchRepo);
 
 impl TestRepo {
     /// A repository with no build, lint or test command anywhere.
@@ -28,12 +27,7 @@ impl TestRepo {
     }
 
     pub fn new(files: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let home = tempfile::tempdir().expect("tempdir");
-        let repo = TestRepo { dir, home };
-        repo.git(&["init", "-q", "-b", "main"]);
-        repo.git(&["config", "user.email", "dev@example.com"]);
-        repo.git(&["config", "user.name", "Dev"]);
+        let repo = TestRepo(ScratchRepo::with_identity("Dev", "dev@example.com"));
         // A mission needs a command to judge the work: a trivial test, unless the test's own config
         // has a `[verify]` section (`TestRepo::bare` is a repository with none).
         repo.write("orchestrator.toml", DEFAULT_CONFIG);
@@ -51,34 +45,20 @@ impl TestRepo {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.0.path()
     }
 
     pub fn write(&self, path: &str, content: &str) {
-        let full = self.path().join(path);
-        if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent).expect("mkdir");
-        }
-        std::fs::write(full, content).expect("write");
+        self.0.write(path, content);
     }
 
     pub fn read(&self, path: &str) -> Option<String> {
         std::fs::read_to_string(self.path().join(path)).ok()
     }
 
+    /// Git's output without whitespace at either end.
     pub fn git(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .args(args)
-            .current_dir(self.path())
-            .env("HOME", self.home.path())
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.0.git(args).trim().to_string()
     }
 
     /// Paths tracked at the tip of `main`.
@@ -109,7 +89,7 @@ impl TestRepo {
     }
 
     pub fn home(&self) -> &Path {
-        self.home.path()
+        &self.0.home
     }
 }
 
