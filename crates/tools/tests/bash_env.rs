@@ -1,8 +1,11 @@
 //! Credentials in the environment must not reach commands the model runs.
 //!
 //! This is its own test binary with a single test because it changes the process environment, which is
-//! unsound while other threads may read it.
+//! unsound while other threads may read it: it stays out of tests/all.rs, where every other test of
+//! the crate runs on a thread of one process.
 
+#[path = "suite/common.rs"]
+#[allow(dead_code)] // this binary uses only part of the helpers
 mod common;
 
 use common::Fixture;

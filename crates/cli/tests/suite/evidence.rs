@@ -1,0 +1,339 @@
+//! Evidence, or no seal: a repository where no command would judge the work is refused before any
+//! model is called, unless `--no-verify` — and then every front end says "sealed without
+//! verification". A `[verify] lint` command runs like build and test, and a failing one stops the unit.
+
+use super::support::*;
+use orchestrator_fake_model::script::{PlanUnit, Script};
+use orchestrator_fake_model::SeenMessage;
+
+fn one_file() -> Script {
+    Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "a")],
+        ..Script::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_without_commands_is_refused_before_any_model_call() {
+    let repo = TestRepo::bare(&[]);
+    let server = fake(one_file()).await;
+    let done = Run::task("Write a").openai(&server).run(&repo).await;
+    done.assert_code(2);
+    assert!(
+        done.stderr.contains("no build, lint or test command")
+            && done.stderr.contains("[verify]")
+            && done.stderr.contains("--no-verify"),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        server.requests().is_empty(),
+        "nothing was spent: {} request(s)",
+        server.requests().len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_verify_seals_and_every_front_end_says_without_verification() {
+    let repo = TestRepo::bare(&[]);
+    let server = fake(one_file()).await;
+    let done = Run::task("Write a")
+        .arg("--no-verify")
+        .arg("--plain")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert!(
+        done.stdout.contains("SEALED WITHOUT VERIFICATION"),
+        "the exit line: {}",
+        done.stdout
+    );
+    assert!(
+        done.stderr.contains("reviews alone"),
+        "the start says nothing will run: {}",
+        done.stderr
+    );
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+
+    let status = Run::cmd(&["status"]).run(&repo).await;
+    assert!(
+        status.stdout.contains("sealed without verification"),
+        "{}",
+        status.stdout
+    );
+    let json = Run::cmd(&["status", "--json"]).run(&repo).await;
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
+    assert_eq!(report["unverified"], true);
+    let markdown = Run::cmd(&["report"]).run(&repo).await;
+    assert!(
+        markdown.stdout.contains("Sealed without verification"),
+        "{}",
+        markdown.stdout
+    );
+    let logs = Run::cmd(&["logs", "--json"]).run(&repo).await;
+    let finished = logs
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"]["type"] == "mission_finished" || e["type"] == "mission_finished")
+        .expect("a mission_finished event");
+    let event = if finished["event"].is_object() {
+        &finished["event"]
+    } else {
+        &finished
+    };
+    assert_eq!(event["unverified"], true, "{event}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_mission_is_sealed_plainly() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(one_file()).await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let finished = &done.events_of("mission_finished")[0];
+    assert!(finished.get("unverified").is_none(), "{finished}");
+    let notices = done.notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("the work is judged by: test `true`")),
+        "{notices:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lint_runs_between_build_and_test_and_a_failing_lint_stops_the_unit() {
+    let config = "[verify]\nbuild = \"true\"\nlint = \"grep -q a a.txt\"\ntest = \"true\"\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = fake(one_file()).await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let kinds: Vec<String> = done
+        .events_of("evidence_recorded")
+        .iter()
+        .filter(|e| e["unit"] == "a")
+        .filter_map(|e| e["evidence"]["kind"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(kinds, ["build", "lint", "test"]);
+
+    let failing = "[verify]\nlint = \"echo 'a.txt:1: style problem'; exit 1\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", failing)]);
+    let server = fake(one_file()).await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    assert_eq!(repo.read("a.txt"), None, "nothing unverified reached main");
+    let lint: Vec<_> = done
+        .events_of("evidence_recorded")
+        .into_iter()
+        .filter(|e| e["evidence"]["kind"] == "lint")
+        .collect();
+    assert!(
+        lint.iter().any(|e| e["evidence"]["output_tail"]
+            .as_str()
+            .is_some_and(|t| t.contains("style problem"))),
+        "{lint:?}"
+    );
+}
+
+/// A spawn bomb stops at `limits.max_units`: the spawn is refused with the numbers and the unit goes
+/// on by itself; a plan larger than the cap is sent back to the planner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unit_cap_refuses_a_spawn_bomb_and_an_oversized_plan() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nmax_units = 4\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let spawns: String = (1..=5)
+        .map(|i| format!("SPAWN part {i} :: FILE p{i}.txt := {i}\n"))
+        .collect();
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Write a",
+            &format!("{spawns}FILE a.txt := a"),
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert!(done.events_of("units_spawned").is_empty());
+    let refusal = tool_results(&server)
+        .into_iter()
+        .find(|(name, _, _)| name == "spawn")
+        .expect("the spawn's result");
+    assert!(
+        refusal.1.contains("holds 1 units and may hold 4") && refusal.1.contains("limits.max_units"),
+        "{}",
+        refusal.1
+    );
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+
+    let config = "[verify]\ntest = \"true\"\n[limits]\nmax_units = 1\nplan_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let script = Script {
+        plan: vec![
+            PlanUnit::file("a", "a.txt", "a"),
+            PlanUnit::file("b", "b.txt", "b"),
+        ],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Write a and b")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    let rejected = done.events_of("plan_rejected");
+    assert!(
+        rejected.iter().any(|e| e["problems"]
+            .to_string()
+            .contains("the plan has 2 units; this mission may hold 1")),
+        "{rejected:?}"
+    );
+}
+
+/// The observed case: a worker's `write` fails (cut JSON) and it claims the work anyway. The runtime
+/// sees an empty diff, tells the worker so (with the failed call), and never passes the claim on;
+/// the next round's retry starts from those findings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_with_an_empty_diff_is_not_passed_on() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 2\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Write out/part_10.txt",
+            "BADJSON\nANSWER Wrote out/part_10.txt.",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Write the part")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("2")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    assert!(
+        requests_of(&server, "reviewer").is_empty(),
+        "no reviewer was asked to judge an empty claim"
+    );
+    let told: Vec<String> = requests_of(&server, "worker")
+        .iter()
+        .flat_map(|r| r.messages.clone())
+        .filter_map(|m| match m {
+            SeenMessage::User { text } if text.starts_with("The runtime sees no change") => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert!(!told.is_empty(), "the worker heard what the runtime saw");
+    assert!(
+        told[0].contains("Your last failed tool call said"),
+        "with the failed call: {}",
+        told[0]
+    );
+    // Round 2 retries the unit with those findings, not the same description again.
+    let follow_up = done
+        .events_of("round_finished")
+        .into_iter()
+        .find(|e| e["round"] == 1)
+        .expect("round 1 finished");
+    let retry = follow_up["follow_up"][0]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        retry.contains("What that attempt was last told") && retry.contains("The runtime sees no change"),
+        "{retry}"
+    );
+}
+
+/// The obedient case beside it: a unit that truly needs no change says so, and the reviewer sees the
+/// empty diff called out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_that_needs_no_change_says_so_and_the_reviewer_sees_the_empty_diff() {
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Check the README",
+            "ANSWER NO CHANGE NEEDED: the README already says it.",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Check").openai(&server).run(&repo).await;
+    done.assert_code(0);
+    let review = requests_of(&server, "reviewer");
+    assert!(
+        review
+            .iter()
+            .any(|r| r.first_user_text().contains("(EMPTY: this unit changed no file.")),
+        "the empty diff is called out"
+    );
+}
+
+/// A worker that runs out of turns fails that attempt: its half-done work is not reviewed, and the
+/// next attempt continues it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_turns_fails_the_attempt_not_the_review() {
+    let config = "[verify]\ntest = \"true\"\n[roles.worker]\nmax_turns = 2\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Write three",
+            "FILE a.txt := a\nFILE b.txt := b\nFILE c.txt := c",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Write three")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let notices = done.notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("a: attempt 1 failed before review") && n.contains("ran out of turns")),
+        "{notices:?}"
+    );
+    let reviews: Vec<_> = done
+        .events_of("review_finished")
+        .into_iter()
+        .filter(|e| e["unit"] == "a")
+        .collect();
+    assert_eq!(reviews.len(), 1, "only the finished attempt was reviewed");
+    assert_eq!(reviews[0]["attempt"], 2);
+    for f in ["a.txt", "b.txt", "c.txt"] {
+        assert!(repo.read(f).is_some(), "{f}");
+    }
+}

@@ -1,0 +1,325 @@
+//! `orchestrator mcp`: the real binary spoken to over stdio with hand-written JSON-RPC lines, as an
+//! MCP client (OpenCode, Claude Code, …) would, against temporary repositories and the scripted fake
+//! model. Writing the wire messages by hand keeps the test independent of the SDK the server uses.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::support::*;
+use orchestrator_fake_model::script::{PlanUnit, Script};
+use orchestrator_fake_model::{FakeOptions, FakeServer};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+/// A connected MCP client: the server process and its two pipes.
+struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+    next_id: u64,
+}
+
+impl Client {
+    /// Starts `orchestrator mcp` in the repository and completes the MCP handshake.
+    async fn connect(repo: &TestRepo, server: Option<&FakeServer>) -> Client {
+        let mut run = Run::cmd(&["mcp"]);
+        if let Some(server) = server {
+            // The server hands its environment on to the missions it starts.
+            run = run.openai(server);
+        }
+        let mut cmd = run.command(repo);
+        cmd.stdin(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("orchestrator mcp starts");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+        let mut client = Client {
+            child,
+            stdin,
+            stdout,
+            next_id: 1,
+        };
+        let init = client
+            .request(
+                "initialize",
+                json!({
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "mcp-test", "version": "1"}
+                }),
+            )
+            .await;
+        assert_eq!(init["result"]["serverInfo"]["name"], "orchestrator", "{init}");
+        client.notify("notifications/initialized").await;
+        client
+    }
+
+    async fn send(&mut self, message: Value) {
+        let stdin = self.stdin.as_mut().expect("connected");
+        let mut line = message.to_string();
+        line.push('\n');
+        stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("write to the server");
+        stdin.flush().await.expect("flush");
+    }
+
+    async fn notify(&mut self, method: &str) {
+        self.send(json!({"jsonrpc": "2.0", "method": method})).await;
+    }
+
+    /// Sends a request and returns the response with its id, skipping any notification in between.
+    async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(180), self.stdout.next_line())
+                .await
+                .expect("the server answers within 180 s")
+                .expect("read from the server")
+                .expect("the server keeps the connection open");
+            let message: Value = serde_json::from_str(&line).expect("the server writes JSON lines");
+            if message["id"] == id {
+                return message;
+            }
+        }
+    }
+
+    /// Calls a tool: (its text contents joined, whether it is a tool error).
+    async fn call(&mut self, tool: &str, arguments: Value) -> (String, bool) {
+        let response = self
+            .request("tools/call", json!({"name": tool, "arguments": arguments}))
+            .await;
+        let result = &response["result"];
+        assert!(result.is_object(), "tools/call {tool} has no result: {response}");
+        let text = result["content"]
+            .as_array()
+            .expect("content is a list")
+            .iter()
+            .filter_map(|c| c["text"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        (text, result["isError"] == true)
+    }
+
+    /// Closes stdin, as a client that goes away does, and waits for the server to leave.
+    async fn disconnect(mut self) {
+        drop(self.stdin.take());
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("the server leaves when its client does")
+            .expect("wait");
+        assert!(status.success(), "orchestrator mcp exited with {status}");
+    }
+}
+
+fn one_file_plan() -> Script {
+    Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "a")],
+        ..Script::default()
+    }
+}
+
+/// Polls `mission_result` until the mission is no longer running; returns the last answer.
+async fn wait_for_result(client: &mut Client) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let (text, is_error) = client.call("mission_result", json!({})).await;
+        assert!(!is_error, "mission_result failed: {text}");
+        if !text.contains("still running") {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mission did not finish: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_list_names_the_four_tools_with_schemas() {
+    let repo = TestRepo::new(&[]);
+    let mut client = Client::connect(&repo, None).await;
+    let listed = client.request("tools/list", json!({})).await;
+    let tools = listed["result"]["tools"].as_array().expect("a tool list");
+    let mut names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "cancel_mission",
+            "mission_result",
+            "mission_status",
+            "start_mission"
+        ]
+    );
+    for tool in tools {
+        assert!(
+            tool["description"].as_str().is_some_and(|d| d.len() > 40),
+            "{tool}"
+        );
+        assert_eq!(tool["inputSchema"]["type"], "object", "{tool}");
+    }
+    let start = tools
+        .iter()
+        .find(|t| t["name"] == "start_mission")
+        .expect("start_mission");
+    assert_eq!(start["inputSchema"]["required"], json!(["objective"]));
+    for field in [
+        "objective",
+        "repo",
+        "max_parallel",
+        "max_depth",
+        "rounds",
+        "budget_tokens",
+        "model",
+        "allow_dirty",
+    ] {
+        assert!(
+            start["inputSchema"]["properties"][field]["description"].is_string(),
+            "{field} is described"
+        );
+    }
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_started_over_mcp_outlives_the_client_and_lands_on_the_branch() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(one_file_plan()).await;
+    let mut client = Client::connect(&repo, Some(&server)).await;
+    let (started, is_error) = client
+        .call(
+            "start_mission",
+            json!({"objective": "Add a.txt", "max_parallel": 2}),
+        )
+        .await;
+    assert!(!is_error, "start_mission failed: {started}");
+    assert!(started.contains("started"), "{started}");
+    // The client goes away at once; the mission runs in its own process and process group.
+    client.disconnect().await;
+
+    let mut client = Client::connect(&repo, Some(&server)).await;
+    let result = wait_for_result(&mut client).await;
+    assert!(result.contains("sealed"), "{result}");
+    assert!(result.contains("Result commit"), "{result}");
+    // Applied: the integration branch went with the mission, and the result says so.
+    assert!(
+        result.contains("(removed: your branch already has all of it)"),
+        "{result}"
+    );
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+    assert!(
+        repo.files_on_main().contains(&"a.txt".to_string()),
+        "a.txt is committed on main"
+    );
+
+    let (status, is_error) = client.call("mission_status", json!({})).await;
+    assert!(!is_error, "{status}");
+    let json_line = status
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("the status as JSON");
+    let report: Value = serde_json::from_str(json_line).expect("valid JSON");
+    assert_eq!(report["status"], "sealed");
+    assert!(status.contains("sealed"), "{status}");
+    // Compact by default: states, not every command's output; `detail` asks for everything.
+    let units = report["units"].as_array().expect("units");
+    assert!(
+        !units.is_empty() && units.iter().all(|u| u["state"] == "passed"),
+        "{report}"
+    );
+    assert!(units.iter().all(|u| u.get("evidence").is_none()), "{report}");
+    assert_eq!(report["active_sessions"], json!([]));
+    let (detailed, _) = client.call("mission_status", json!({"detail": true})).await;
+    let detailed: Value = detailed
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .expect("the detailed status as JSON");
+    assert!(detailed["units"][0]["evidence"].is_array(), "{detailed}");
+    assert!(
+        detailed["sessions"].as_array().is_some_and(|s| !s.is_empty()),
+        "{detailed}"
+    );
+    // The mission's output went to a log under .orchestrator/mcp/, and git does not see it.
+    let logs = std::fs::read_dir(repo.path().join(".orchestrator/mcp"))
+        .expect("the log folder")
+        .count();
+    assert_eq!(logs, 1);
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dirty_tree_comes_back_as_a_tool_error_with_the_reason() {
+    let repo = TestRepo::new(&[]);
+    repo.write("README.md", "# changed and not committed\n");
+    let server = fake(one_file_plan()).await;
+    let mut client = Client::connect(&repo, Some(&server)).await;
+    let (text, is_error) = client
+        .call("start_mission", json!({"objective": "Add a.txt"}))
+        .await;
+    assert!(is_error, "a dirty tree must be refused: {text}");
+    assert!(text.contains("uncommitted"), "{text}");
+    assert!(text.contains("exit status 2"), "{text}");
+    // Our log folder must not make the tree dirtier.
+    assert_eq!(repo.git(&["status", "--porcelain"]), "M README.md");
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_tool_errors_that_say_what_to_do() {
+    let repo = TestRepo::new(&[]);
+    let mut client = Client::connect(&repo, None).await;
+    for tool in ["mission_status", "mission_result", "cancel_mission"] {
+        let (text, is_error) = client.call(tool, json!({})).await;
+        assert!(is_error, "{tool}: {text}");
+        assert!(text.contains("no mission"), "{tool}: {text}");
+    }
+    let (text, is_error) = client.call("start_mission", json!({"objective": "  "})).await;
+    assert!(is_error && text.contains("objective"), "{text}");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let (text, is_error) = client
+        .call(
+            "mission_status",
+            json!({"repo": outside.path().to_string_lossy()}),
+        )
+        .await;
+    assert!(is_error && text.contains("git"), "{text}");
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_mission_stops_a_running_mission_resumably() {
+    let repo = TestRepo::new(&[]);
+    // Slow answers keep the mission running while it is cancelled.
+    let options = FakeOptions {
+        latency: Duration::from_millis(1500),
+        ..FakeOptions::default()
+    };
+    let server = fake_with(one_file_plan(), options).await;
+    let mut client = Client::connect(&repo, Some(&server)).await;
+    let (started, is_error) = client
+        .call("start_mission", json!({"objective": "Add a.txt"}))
+        .await;
+    assert!(!is_error, "{started}");
+    let (status, is_error) = client.call("mission_status", json!({})).await;
+    assert!(!is_error && status.contains("running"), "{status}");
+
+    let (cancelled, is_error) = client.call("cancel_mission", json!({})).await;
+    assert!(!is_error, "{cancelled}");
+    assert!(cancelled.contains("stopped"), "{cancelled}");
+    let (result, is_error) = client.call("mission_result", json!({})).await;
+    assert!(!is_error, "{result}");
+    assert!(
+        result.contains("interrupted") || result.contains("resume"),
+        "{result}"
+    );
+    assert_eq!(repo.read("a.txt"), None);
+    client.disconnect().await;
+}

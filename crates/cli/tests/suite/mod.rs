@@ -1,0 +1,22 @@
+//! One module per test file, all in the one test binary of `../all.rs`.
+
+mod bounds;
+mod budget;
+mod cleanup;
+mod closed_pipe;
+mod durability;
+mod evidence;
+mod install;
+mod mcp;
+mod mission;
+mod opencode_provider;
+mod refusals;
+mod report;
+mod sandbox;
+mod secrets;
+mod serve;
+mod support;
+mod telemetry;
+mod traffic;
+mod tui;
+mod verified;

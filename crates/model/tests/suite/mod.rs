@@ -1,0 +1,8 @@
+//! One module per test file, all in the one test binary of `../all.rs`.
+
+mod common;
+mod failures;
+mod governor;
+mod limits;
+mod preflight;
+mod replies;

@@ -1,0 +1,5 @@
+//! One module per test file, all in the one test binary of `../all.rs`.
+
+mod client;
+mod support;
+mod tool_bridge;

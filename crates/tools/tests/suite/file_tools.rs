@@ -1,0 +1,436 @@
+//! read, list, glob, grep, write and edit through the public `Toolbox` API.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use super::common::{exists, Fixture};
+use orchestrator_tools::{ToolOptions, Toolbox};
+use serde_json::json;
+
+#[tokio::test]
+async fn read_numbers_lines_and_pages() {
+    let fx = Fixture::writable();
+    let text: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+    fx.file("src/a.txt", &text);
+    let out = fx.ok("read", json!({"path": "src/a.txt"})).await;
+    assert!(out.starts_with("     1\tline 1\n     2\tline 2\n"), "{out}");
+    assert!(out.ends_with("    10\tline 10\n"), "{out}");
+    let out = fx
+        .ok("read", json!({"path": "src/a.txt", "offset": 4, "limit": 2}))
+        .await;
+    assert_eq!(
+        out,
+        "     4\tline 4\n     5\tline 5\n(5 more lines follow, 10 in total; continue with offset=6)\n"
+    );
+}
+
+#[tokio::test]
+async fn read_refuses_binary_files_and_directories() {
+    let fx = Fixture::writable();
+    fs::write(fx.root().join("image.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").expect("write");
+    let err = fx.err("read", json!({"path": "image.png"})).await;
+    assert!(err.contains("binary"), "{err}");
+    fx.file("src/a.rs", "");
+    let err = fx.err("read", json!({"path": "src"})).await;
+    assert!(err.contains("is a directory"), "{err}");
+    let err = fx.err("read", json!({"path": "missing.txt"})).await;
+    assert!(err.contains("missing.txt"), "{err}");
+}
+
+#[tokio::test]
+async fn read_cuts_very_long_lines() {
+    let fx = Fixture::writable();
+    fx.file("min.js", &"x".repeat(5000));
+    let out = fx.ok("read", json!({"path": "min.js"})).await;
+    assert!(out.contains("[line cut: 3000 more characters]"), "{out}");
+}
+
+#[tokio::test]
+async fn list_shows_one_sorted_level_without_git() {
+    let fx = Fixture::writable();
+    fx.file("b.txt", "")
+        .file("a.txt", "")
+        .file("src/main.rs", "")
+        .file(".git/HEAD", "");
+    fx.file(".github/ci.yml", "");
+    assert_eq!(fx.ok("list", json!({})).await, ".github/\na.txt\nb.txt\nsrc/\n");
+    assert_eq!(fx.ok("list", json!({"path": "src"})).await, "main.rs\n");
+    let err = fx.err("list", json!({"path": "a.txt"})).await;
+    assert!(err.contains("is a file"), "{err}");
+}
+
+#[tokio::test]
+async fn glob_matches_sorted_and_respects_gitignore() {
+    let fx = Fixture::writable();
+    fx.file(".gitignore", "target/\n*.log\n")
+        .file("src/main.rs", "")
+        .file("src/lib/mod.rs", "")
+        .file("build.rs", "")
+        .file("target/debug/gen.rs", "")
+        .file("crates/x/target/y.rs", "")
+        .file("debug.log", "")
+        .file(".git/objects/z.rs", "");
+    let out = fx.ok("glob", json!({"pattern": "**/*.rs"})).await;
+    assert_eq!(out, "build.rs\nsrc/lib/mod.rs\nsrc/main.rs\n");
+    assert_eq!(
+        fx.ok("glob", json!({"pattern": "src/*.rs"})).await,
+        "src/main.rs\n"
+    );
+    assert_eq!(fx.ok("glob", json!({"pattern": "./*.rs"})).await, "build.rs\n");
+    let out = fx.ok("glob", json!({"pattern": "*.txt"})).await;
+    assert!(out.contains("no files match") && out.contains("**/"), "{out}");
+}
+
+#[tokio::test]
+async fn glob_caps_results() {
+    let fx = Fixture::writable();
+    for i in 0..1005 {
+        fx.file(&format!("f/{i:04}.txt"), "");
+    }
+    let out = fx.ok("glob", json!({"pattern": "f/*.txt"})).await;
+    assert_eq!(out.lines().count(), 1001, "1000 paths and a note");
+    assert!(out.contains("first 1000 of 1005"), "{out}");
+}
+
+#[tokio::test]
+async fn glob_refuses_patterns_leaving_the_root() {
+    let fx = Fixture::writable();
+    let err = fx.err("glob", json!({"pattern": "../outside/*"})).await;
+    assert!(err.contains("outside the worktree"), "{err}");
+    let err = fx.err("glob", json!({"pattern": "/etc/*"})).await;
+    assert!(err.contains("outside the worktree"), "{err}");
+}
+
+#[tokio::test]
+async fn grep_finds_lines_with_include_and_path() {
+    let fx = Fixture::writable();
+    fx.file("src/a.rs", "fn alpha() {}\nfn beta() {}\n")
+        .file("src/b.ts", "function alpha() {}\n")
+        .file("docs/readme.md", "alpha\n");
+    let out = fx.ok("grep", json!({"pattern": "alpha"})).await;
+    assert_eq!(
+        out,
+        "docs/readme.md:1: alpha\nsrc/a.rs:1: fn alpha() {}\nsrc/b.ts:1: function alpha() {}\n"
+    );
+    let out = fx
+        .ok("grep", json!({"pattern": "fn \\w+", "include": "*.rs"}))
+        .await;
+    assert_eq!(out, "src/a.rs:1: fn alpha() {}\nsrc/a.rs:2: fn beta() {}\n");
+    let out = fx
+        .ok("grep", json!({"pattern": "alpha", "include": "src/**/*.ts"}))
+        .await;
+    assert_eq!(out, "src/b.ts:1: function alpha() {}\n");
+    let out = fx.ok("grep", json!({"pattern": "alpha", "path": "docs"})).await;
+    assert_eq!(out, "docs/readme.md:1: alpha\n");
+    let out = fx
+        .ok("grep", json!({"pattern": "beta", "path": "src/a.rs"}))
+        .await;
+    assert_eq!(out, "src/a.rs:2: fn beta() {}\n");
+    let out = fx.ok("grep", json!({"pattern": "gamma"})).await;
+    assert!(out.starts_with("no matches"), "{out}");
+}
+
+#[tokio::test]
+async fn grep_skips_ignored_and_binary_files() {
+    let fx = Fixture::writable();
+    fx.file(".gitignore", "target/\n")
+        .file("src/a.rs", "needle\n")
+        .file("src/target/gen.rs", "needle\n")
+        .file("target/out.rs", "needle\n");
+    fs::write(fx.root().join("blob.bin"), b"needle\0\x01").expect("write");
+    // Searching from below the root must still honour the root's .gitignore.
+    assert_eq!(
+        fx.ok("grep", json!({"pattern": "needle", "path": "src"})).await,
+        "src/a.rs:1: needle\n"
+    );
+    assert_eq!(
+        fx.ok("grep", json!({"pattern": "needle"})).await,
+        "src/a.rs:1: needle\n"
+    );
+    let err = fx.err("grep", json!({"pattern": "("})).await;
+    assert!(err.contains("invalid regex"), "{err}");
+}
+
+#[tokio::test]
+async fn grep_caps_results() {
+    let fx = Fixture::writable();
+    fx.file("many.txt", &"hit\n".repeat(600));
+    let out = fx.ok("grep", json!({"pattern": "hit"})).await;
+    assert_eq!(out.lines().count(), 501, "500 matches and a note");
+    assert!(out.contains("stopped after 500 matching lines"), "{out}");
+}
+
+#[tokio::test]
+async fn write_creates_parents_and_overwrites() {
+    let fx = Fixture::writable();
+    let out = fx
+        .ok(
+            "write",
+            json!({"path": "new/deep/file.txt", "content": "hello\n"}),
+        )
+        .await;
+    assert_eq!(out, "created new/deep/file.txt (6 bytes)");
+    assert_eq!(fx.read_back("new/deep/file.txt"), "hello\n");
+    let out = fx
+        .ok("write", json!({"path": "new/deep/file.txt", "content": "bye"}))
+        .await;
+    assert!(out.starts_with("overwrote"), "{out}");
+    assert_eq!(fx.read_back("new/deep/file.txt"), "bye");
+}
+
+#[tokio::test]
+async fn edit_requires_exactly_one_match_unless_replace_all() {
+    let fx = Fixture::writable();
+    fx.file("a.txt", "one two two three\n");
+    let edit = |old: &str, new: &str, all: bool| json!({"path": "a.txt", "old_string": old, "new_string": new, "replace_all": all});
+    let out = fx.ok("edit", edit("one", "1", false)).await;
+    assert_eq!(out, "edited a.txt: replaced 1 occurrence");
+    assert_eq!(fx.read_back("a.txt"), "1 two two three\n");
+    let err = fx.err("edit", edit("four", "4", false)).await;
+    assert!(err.contains("not found"), "{err}");
+    let err = fx.err("edit", edit("two", "2", false)).await;
+    assert!(
+        err.contains("occurs 2 times") && err.contains("replace_all"),
+        "{err}"
+    );
+    assert_eq!(
+        fx.read_back("a.txt"),
+        "1 two two three\n",
+        "a refused edit changes nothing"
+    );
+    let out = fx.ok("edit", edit("two", "2", true)).await;
+    assert_eq!(out, "edited a.txt: replaced 2 occurrences");
+    assert_eq!(fx.read_back("a.txt"), "1 2 2 three\n");
+    let err = fx.err("edit", edit("three", "three", false)).await;
+    assert!(err.contains("identical"), "{err}");
+    let err = fx.err("edit", edit("", "x", false)).await;
+    assert!(err.contains("must not be empty"), "{err}");
+}
+
+#[tokio::test]
+async fn write_tools_are_offered_only_when_allowed() {
+    let fx = Fixture::new(ToolOptions::default());
+    let names: Vec<_> = fx.tools.specs().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["read", "list", "glob", "grep", "bash"]);
+    assert!(!fx.tools.provides("write"));
+    let err = fx.err("write", json!({"path": "a.txt", "content": "x"})).await;
+    assert!(err.contains("not available"), "{err}");
+    assert!(!exists(&fx.root().join("a.txt")));
+
+    let fx = Fixture::writable();
+    let specs = fx.tools.specs();
+    let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["read", "list", "glob", "grep", "bash", "write", "edit"]);
+    for spec in &specs {
+        assert_eq!(
+            spec.parameters["additionalProperties"],
+            json!(false),
+            "{}",
+            spec.name
+        );
+        assert!(spec.parameters["required"].is_array(), "{}", spec.name);
+    }
+}
+
+#[tokio::test]
+async fn paths_outside_the_root_are_refused() {
+    let fx = Fixture::writable();
+    let outside = fx.outside();
+    symlink(&outside, fx.root().join("link-out")).expect("symlink");
+    symlink(outside.join("secret.txt"), fx.root().join("secret-link")).expect("symlink");
+    let secret = outside.join("secret.txt");
+    let secret = secret.to_str().expect("utf-8");
+    for path in [
+        "../outside/secret.txt",
+        "/etc/passwd",
+        secret,
+        "link-out/secret.txt",
+        "secret-link",
+    ] {
+        let err = fx.err("read", json!({"path": path})).await;
+        assert!(err.contains("outside the worktree"), "{path}: {err}");
+    }
+    let err = fx.err("list", json!({"path": "link-out"})).await;
+    assert!(err.contains("outside the worktree"), "{err}");
+    let err = fx
+        .err("grep", json!({"pattern": "secret", "path": "link-out"}))
+        .await;
+    assert!(err.contains("outside the worktree"), "{err}");
+    // A walk does not follow the symlinks out either.
+    let out = fx.ok("grep", json!({"pattern": "secret"})).await;
+    assert!(out.starts_with("no matches"), "{out}");
+}
+
+#[tokio::test]
+async fn writes_through_symlinks_out_or_into_git_are_refused() {
+    let fx = Fixture::writable();
+    let outside = fx.outside();
+    symlink(&outside, fx.root().join("dir-link")).expect("symlink");
+    let attempts = [
+        ("write", json!({"path": "dir-link/new.txt", "content": "x"})),
+        (
+            "write",
+            json!({"path": "dir-link/deeper/new.txt", "content": "x"}),
+        ),
+        ("write", json!({"path": "../outside/new.txt", "content": "x"})),
+        (
+            "edit",
+            json!({"path": "dir-link/secret.txt", "old_string": "outside", "new_string": "x"}),
+        ),
+    ];
+    for (tool, args) in attempts {
+        let err = fx.err(tool, args.clone()).await;
+        assert!(err.contains("outside the worktree"), "{args}: {err}");
+    }
+    assert!(!exists(&outside.join("new.txt")) && !exists(&outside.join("deeper")));
+    assert_eq!(
+        fs::read_to_string(outside.join("secret.txt")).expect("read"),
+        "outside secret\n"
+    );
+
+    fx.file(".git/config", "[core]\n");
+    let err = fx
+        .err("write", json!({"path": ".git/hooks/pre-commit", "content": "x"}))
+        .await;
+    assert!(err.contains(".git"), "{err}");
+    let err = fx
+        .err(
+            "edit",
+            json!({"path": ".git/config", "old_string": "core", "new_string": "x"}),
+        )
+        .await;
+    assert!(err.contains(".git"), "{err}");
+}
+
+#[tokio::test]
+async fn absolute_paths_inside_the_root_are_accepted() {
+    let fx = Fixture::writable();
+    fx.file("a.txt", "hi\n");
+    let path = fx.root().join("a.txt");
+    let out = fx
+        .ok("read", json!({"path": path.to_str().expect("utf-8")}))
+        .await;
+    assert_eq!(out, "     1\thi\n");
+    // The root as the caller spelled it (not canonical) is accepted too.
+    let given = fx.dir.path().join("root/./a.txt");
+    let tools = Toolbox::new(fx.dir.path().join("root"), ToolOptions::default()).expect("toolbox");
+    let token = tokio_util::sync::CancellationToken::new();
+    let out = tools
+        .call("read", &json!({"path": given.to_str().expect("utf-8")}), &token)
+        .await;
+    assert!(!out.is_error, "{}", out.content);
+}
+
+#[tokio::test]
+async fn malformed_arguments_name_the_problem() {
+    let fx = Fixture::writable();
+    let cases = [
+        ("read", json!({}), "missing required argument `path`"),
+        (
+            "read",
+            json!({"path": 7}),
+            "`path` must be a string, got the number 7",
+        ),
+        (
+            "read",
+            json!({"path": "a", "offset": -1}),
+            "`offset` must be a positive integer",
+        ),
+        (
+            "read",
+            json!({"path": "a", "limit": "all"}),
+            "`limit` must be a positive integer",
+        ),
+        ("read", json!("a.txt"), "arguments must be a JSON object"),
+        (
+            "grep",
+            json!({"pattern": "x", "file": "a"}),
+            "unknown argument `file`",
+        ),
+        (
+            "edit",
+            json!({"path": "a", "old_string": "x"}),
+            "missing required argument `new_string`",
+        ),
+        (
+            "edit",
+            json!({"path": "a", "old_string": "x", "new_string": "y", "replace_all": "yes"}),
+            "`replace_all` must be a boolean",
+        ),
+        (
+            "bash",
+            json!({"command": ["ls"]}),
+            "`command` must be a string, got an array",
+        ),
+        (
+            "bash",
+            json!({"command": "ls", "timeout": 0}),
+            "`timeout` must be a positive number",
+        ),
+        (
+            "frobnicate",
+            json!({}),
+            "unknown tool `frobnicate`; available tools: read, list, glob, grep, bash, write, edit",
+        ),
+    ];
+    for (tool, args, expected) in cases {
+        let err = fx.err(tool, args.clone()).await;
+        assert!(err.contains(expected), "{tool} {args}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn long_output_is_clipped_with_a_note() {
+    let fx = Fixture::new(ToolOptions {
+        allow_write: true,
+        max_output_chars: 1_000,
+        ..ToolOptions::default()
+    });
+    for i in 0..200 {
+        fx.file(&format!("d/{i:03}-some-longish-file-name.txt"), "");
+    }
+    let out = fx.ok("list", json!({"path": "d"})).await;
+    assert!(out.chars().count() <= 1_000, "{}", out.len());
+    assert!(out.starts_with("000-") && out.trim_end().ends_with("199-some-longish-file-name.txt"));
+    assert!(out.contains("characters cut from the middle"), "{out}");
+}
+
+#[tokio::test]
+async fn special_files_are_refused_rather_than_blocking() {
+    let fx = Fixture::writable();
+    let fifo = fx.root().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    let attempts = [
+        ("read", json!({"path": "pipe"})),
+        (
+            "edit",
+            json!({"path": "pipe", "old_string": "a", "new_string": "b"}),
+        ),
+        ("write", json!({"path": "pipe", "content": "x"})),
+    ];
+    for (tool, args) in attempts {
+        let call = fx.err(tool, args);
+        let err = tokio::time::timeout(std::time::Duration::from_secs(5), call)
+            .await
+            .expect("must not block on a FIFO");
+        assert!(err.contains("not a regular file"), "{tool}: {err}");
+    }
+    assert_eq!(
+        fx.ok("grep", json!({"pattern": "x"})).await,
+        "no matches for `x` in ."
+    );
+}
+
+#[test]
+fn the_toolbox_can_be_shared_across_tasks() {
+    fn is_send_sync<T: Send + Sync>(_: &T) {}
+    fn is_send<T: Send>(_: &T) {}
+    let fx = Fixture::writable();
+    is_send_sync(&fx.tools);
+    let (args, cancel) = (json!({}), tokio_util::sync::CancellationToken::new());
+    is_send(&fx.tools.call("bash", &args, &cancel));
+}
