@@ -1,6 +1,6 @@
 //! The reference line: the same fan-out through OpenCode's server. `opencode serve` runs offline with a
 //! private HOME and the in-process fake model as its OpenAI-compatible provider (as the CI tests in
-//! crates/cli/tests/install.rs run it); 50 sessions are created and prompted at once through its HTTP
+//! crates/cli/tests/suite/install.rs run it); 50 sessions are created and prompted at once through its HTTP
 //! API, and the server's wall time, peak resident memory and CPU are measured.
 
 use std::path::{Path, PathBuf};
