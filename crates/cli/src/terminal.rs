@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::FutureExt;
-use orchestrator_core::MissionControl;
+use orchestrator_core::{MissionControl, Steering};
 use orchestrator_protocol::EventEnvelope;
 use orchestrator_tui::{App, Exit};
 use orchestrator_view::MissionView;
@@ -57,7 +57,7 @@ pub async fn show(
     let history = progress::stored_events(repo, &first.mission);
     let mut view = MissionView::from_events(&history);
     view.apply(&first);
-    let mut app = App::new(view, control, cancel);
+    let mut app = App::new(view, Arc::new(Steering::new(control, cancel)));
     let shown = AssertUnwindSafe(orchestrator_tui::run(&mut app, &mut events))
         .catch_unwind()
         .await;

@@ -1,11 +1,12 @@
-//! Operations a front end sends into a running mission (the other direction of the event stream).
+//! The engine's end of the operations a front end sends into a running mission ([`Op`]).
 //!
-//! Today that is pausing and resuming the dispatch of new units: sessions already running go on, but no
-//! queued unit starts until dispatch is resumed. Cancelling stays with the `CancellationToken` every
-//! mission is started with.
+//! Pausing holds the dispatch of new units: sessions already running go on, but no queued unit starts
+//! until dispatch is resumed. Cancelling is the `CancellationToken` every mission is started with;
+//! [`Steering`] puts both behind the protocol's [`Steer`], so a front end sends `Op`s alone.
 
 use std::sync::Arc;
 
+use orchestrator_protocol::{Op, Steer};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +75,35 @@ impl MissionControl {
             open = paused.wait_for(|paused| !*paused) => open.is_ok(),
             _ = cancel.cancelled() => false,
         }
+    }
+}
+
+/// A running mission's controls as one [`Steer`]: dispatch through its [`MissionControl`], `Cancel`
+/// through its cancellation token.
+#[derive(Clone, Debug)]
+pub struct Steering {
+    control: MissionControl,
+    cancel: CancellationToken,
+}
+
+impl Steering {
+    /// The controls of the mission started with `control` and `cancel`.
+    pub fn new(control: MissionControl, cancel: CancellationToken) -> Self {
+        Steering { control, cancel }
+    }
+}
+
+impl Steer for Steering {
+    fn send(&self, op: Op) {
+        match op {
+            Op::PauseDispatch => self.control.pause_dispatch(),
+            Op::ResumeDispatch => self.control.resume_dispatch(),
+            Op::Cancel => self.cancel.cancel(),
+        }
+    }
+
+    fn cancel_requested(&self) -> bool {
+        self.cancel.is_cancelled()
     }
 }
 

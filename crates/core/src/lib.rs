@@ -29,7 +29,7 @@ mod units;
 mod verify;
 
 pub use clean::{clean, CleanReport};
-pub use control::MissionControl;
+pub use control::{MissionControl, Steering};
 pub use error::{EngineError, Result};
 pub use events::EventBus;
 pub use mission::{

@@ -1,13 +1,12 @@
 //! What the terminal view shows and how keys change it — no terminal involved, so every key is testable.
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use orchestrator_core::MissionControl;
-use orchestrator_protocol::EventEnvelope;
+use orchestrator_protocol::{EventEnvelope, Op, Steer};
 use orchestrator_view::MissionView;
-use tokio_util::sync::CancellationToken;
 
 /// Lines one PageUp/PageDown moves the log.
 const PAGE: u16 = 10;
@@ -64,15 +63,15 @@ pub struct App {
     confirming_cancel: bool,
     /// The pause state asked for and not yet confirmed by a `dispatch_changed` event.
     requested_pause: Option<bool>,
-    control: MissionControl,
-    cancel: CancellationToken,
+    /// Where pause, resume and cancel go: the view needs no handle into the engine.
+    steer: Arc<dyn Steer>,
     /// The log panel's last full page at the last render (it depends on the panel's size), so
     /// scrolling stops where the end of the log is in view.
     log_last_page: Cell<u16>,
 }
 
 impl App {
-    pub fn new(view: MissionView, control: MissionControl, cancel: CancellationToken) -> Self {
+    pub fn new(view: MissionView, steer: Arc<dyn Steer>) -> Self {
         let now = view.last_event_at.unwrap_or_else(Utc::now);
         App {
             view,
@@ -81,8 +80,7 @@ impl App {
             log: None,
             confirming_cancel: false,
             requested_pause: None,
-            control,
-            cancel,
+            steer,
             log_last_page: Cell::new(0),
         }
     }
@@ -124,7 +122,7 @@ impl App {
     }
 
     pub fn cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.steer.cancel_requested()
     }
 
     /// A pause or resume asked for that the engine has not confirmed yet.
@@ -201,18 +199,18 @@ impl App {
             Action::ScrollLog(lines) => self.scroll_log(lines),
             Action::ScrollLogToEnd => self.scroll_log(i32::MAX),
             Action::TogglePause => self.toggle_pause(),
-            Action::AskCancel => self.confirming_cancel = !self.cancel.is_cancelled(),
+            Action::AskCancel => self.confirming_cancel = !self.cancelled(),
             Action::ConfirmCancel => {
                 self.confirming_cancel = false;
-                self.cancel.cancel();
+                self.steer.send(Op::Cancel);
             }
             Action::KeepRunning => self.confirming_cancel = false,
             Action::Interrupt => {
-                if self.cancel.is_cancelled() {
+                if self.cancelled() {
                     return Some(Exit::QuitNow);
                 }
                 self.confirming_cancel = false;
-                self.cancel.cancel();
+                self.steer.send(Op::Cancel);
             }
             Action::Leave => return Some(Exit::Left),
         }
@@ -222,11 +220,10 @@ impl App {
     /// Flips what the user sees (not the handle's own flag), so `p` always does what the screen suggests.
     fn toggle_pause(&mut self) {
         let pause = !self.requested_pause.unwrap_or(self.view.paused);
-        if pause {
-            self.control.pause_dispatch();
-        } else {
-            self.control.resume_dispatch();
-        }
+        self.steer.send(match pause {
+            true => Op::PauseDispatch,
+            false => Op::ResumeDispatch,
+        });
         self.requested_pause = (pause != self.view.paused).then_some(pause);
     }
 

@@ -2,20 +2,40 @@
 
 use chrono::Duration;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use orchestrator_core::MissionControl;
+use std::sync::{Arc, Mutex};
+
+use orchestrator_protocol::{Op, Steer};
 use orchestrator_tui::{App, Exit};
 use orchestrator_view::fixture::{running_mission, sealed_mission, start};
 use orchestrator_view::MissionView;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use tokio_util::sync::CancellationToken;
+
+/// Records the operations the view sends, as the engine would receive them.
+#[derive(Default)]
+struct Sent(Mutex<Vec<Op>>);
+
+impl Steer for Sent {
+    fn send(&self, op: Op) {
+        self.0.lock().unwrap().push(op);
+    }
+
+    fn cancel_requested(&self) -> bool {
+        self.0.lock().unwrap().contains(&Op::Cancel)
+    }
+}
+
+impl Sent {
+    /// Whether the last dispatch operation paused it.
+    fn paused(&self) -> bool {
+        let ops = self.0.lock().unwrap();
+        let last = ops.iter().rev().find(|op| **op != Op::Cancel);
+        last == Some(&Op::PauseDispatch)
+    }
+}
 
 fn app_of(events: Vec<orchestrator_protocol::EventEnvelope>) -> App {
-    let mut app = App::new(
-        MissionView::from_events(&events),
-        MissionControl::new(),
-        CancellationToken::new(),
-    );
+    let mut app = App::new(MissionView::from_events(&events), Arc::new(Sent::default()));
     app.now = start() + Duration::seconds(47);
     app
 }
@@ -104,17 +124,17 @@ fn no_size_is_too_small_to_draw() {
 
 #[test]
 fn p_pauses_and_resumes_dispatch() {
-    let control = MissionControl::new();
-    let mut app = App::new(MissionView::new(), control.clone(), CancellationToken::new());
+    let control = Arc::new(Sent::default());
+    let mut app = App::new(MissionView::new(), control.clone());
     assert_eq!(press(&mut app, "p"), None);
-    assert!(control.is_paused());
+    assert!(control.paused());
     assert_eq!(
         app.pending_pause(),
         Some(true),
         "shown as pausing until the engine says so"
     );
     press(&mut app, "p");
-    assert!(!control.is_paused());
+    assert!(!control.paused());
 }
 
 #[test]
@@ -137,35 +157,35 @@ fn the_engine_confirms_a_pause() {
 
 #[test]
 fn c_then_y_cancels_the_mission() {
-    let cancel = CancellationToken::new();
-    let mut app = App::new(MissionView::new(), MissionControl::new(), cancel.clone());
+    let cancel = Arc::new(Sent::default());
+    let mut app = App::new(MissionView::new(), cancel.clone());
     press(&mut app, "c");
     assert!(app.confirming_cancel());
-    assert!(!cancel.is_cancelled(), "c alone only asks");
+    assert!(!cancel.cancel_requested(), "c alone only asks");
     assert_eq!(
         press(&mut app, "y"),
         None,
         "the view stays up while the mission stops"
     );
-    assert!(cancel.is_cancelled());
+    assert!(cancel.cancel_requested());
     assert!(!app.confirming_cancel());
 }
 
 #[test]
 fn c_then_n_or_esc_keeps_the_mission_running() {
-    let cancel = CancellationToken::new();
-    let mut app = App::new(MissionView::new(), MissionControl::new(), cancel.clone());
+    let cancel = Arc::new(Sent::default());
+    let mut app = App::new(MissionView::new(), cancel.clone());
     press(&mut app, "cn");
-    assert!(!cancel.is_cancelled());
+    assert!(!cancel.cancel_requested());
     assert!(!app.confirming_cancel());
     press(&mut app, "c");
     app.on_key(key(KeyCode::Esc));
-    assert!(!cancel.is_cancelled());
+    assert!(!cancel.cancel_requested());
     // While asking, other keys do nothing (a stray `q` does not leave, `p` does not pause).
-    let control = MissionControl::new();
-    let mut app = App::new(MissionView::new(), control.clone(), cancel.clone());
+    let control = Arc::new(Sent::default());
+    let mut app = App::new(MissionView::new(), control.clone());
     assert_eq!(press(&mut app, "cqp"), None);
-    assert!(!control.is_paused());
+    assert!(!control.paused());
     assert!(app.confirming_cancel());
 }
 
@@ -179,10 +199,10 @@ fn the_cancel_prompt_is_shown_in_the_footer() {
 
 #[test]
 fn ctrl_c_stops_cleanly_and_a_second_quits() {
-    let cancel = CancellationToken::new();
-    let mut app = App::new(MissionView::new(), MissionControl::new(), cancel.clone());
+    let cancel = Arc::new(Sent::default());
+    let mut app = App::new(MissionView::new(), cancel.clone());
     assert_eq!(app.on_key(ctrl_c()), None);
-    assert!(cancel.is_cancelled());
+    assert!(cancel.cancel_requested());
     assert_eq!(app.on_key(ctrl_c()), Some(Exit::QuitNow));
 }
 

@@ -1,0 +1,39 @@
+//! Operations: what a front end asks of a running mission, the other direction of the event stream.
+//! A front end sends [`Op`]s through a [`Steer`] and learns their effect from the events that follow
+//! (`dispatch_changed`, `mission_finished`), so it needs no handle into the engine.
+
+use serde::{Deserialize, Serialize};
+
+/// One request to a running mission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// No queued unit starts until `ResumeDispatch`; running sessions go on.
+    PauseDispatch,
+    ResumeDispatch,
+    /// Stop cleanly: running sessions are aborted, merged work is kept, and the mission stays
+    /// resumable.
+    Cancel,
+}
+
+/// Where a front end's operations go: the engine's handle on a running mission, or a test's recorder.
+pub trait Steer: Send + Sync {
+    fn send(&self, op: Op);
+
+    /// Whether the mission was asked to stop (by this front end or another way, e.g. a signal).
+    fn cancel_requested(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_are_tagged_json() {
+        let text = serde_json::to_string(&Op::PauseDispatch).unwrap();
+        assert_eq!(text, r#"{"op":"pause_dispatch"}"#);
+        let back: Op = serde_json::from_str(r#"{"op":"cancel"}"#).unwrap();
+        assert_eq!(back, Op::Cancel);
+        assert!(serde_json::from_str::<Op>(r#"{"op":"explode"}"#).is_err());
+    }
+}
