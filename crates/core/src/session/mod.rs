@@ -301,6 +301,9 @@ pub struct Session {
     transcript: Option<Transcript>,
     /// True when the conversation was loaded from the store: lost tool results must be repaired.
     resumed: bool,
+    /// Turns the interrupted run of a resumed session already took (see [`turns_taken`]): the next
+    /// run's budget is what they left.
+    carried_turns: u32,
     estimator: ContextEstimator,
     /// After a compaction that could not get under the threshold (the task itself is that large), the
     /// next one waits until the conversation has grown again, instead of summarising every turn.
@@ -308,6 +311,24 @@ pub struct Session {
     /// Awaited before the first tool call: a new worker's worktree is still being created while its
     /// first model call runs. An error ends the session (`ModelFailed`) before any tool runs.
     pub(crate) tools_ready: Option<ToolsReady>,
+}
+
+/// The turns a stored conversation already spent of its current run, so a crash or kill cannot hand a
+/// looping session a fresh allowance. Scouts, planners and reviewers run once: every turn counts. A
+/// worker (or resolver) runs again after each review, with the feedback as a new message: the turns
+/// since the conversation's last user message count.
+fn turns_taken(role: Role, messages: &[Message]) -> u32 {
+    let is_turn = |m: &&Message| matches!(m, Message::Assistant { .. });
+    let count = match role {
+        Role::Worker | Role::ConflictResolver => messages
+            .iter()
+            .rev()
+            .take_while(|m| !matches!(m, Message::User { .. }))
+            .filter(is_turn)
+            .count(),
+        _ => messages.iter().filter(is_turn).count(),
+    };
+    u32::try_from(count).unwrap_or(u32::MAX)
 }
 
 impl Session {
@@ -334,6 +355,7 @@ impl Session {
         let transcript = rt.transcript(key);
         let stored = transcript.as_ref().map(Transcript::load).unwrap_or_default();
         let resumed = !stored.is_empty();
+        let carried_turns = turns_taken(role, &stored);
         let mut session = Session {
             id: rt.next_session_id(role),
             role,
@@ -348,6 +370,7 @@ impl Session {
             usage: TokenUsage::default(),
             transcript,
             resumed,
+            carried_turns,
             estimator: ContextEstimator::new(),
             compact_floor: 0,
             tools_ready: None,

@@ -180,7 +180,9 @@ impl Session {
         if std::mem::take(&mut self.resumed) && self.repair_lost_results(rt, hooks, slot).await {
             return SessionEnd::Finished;
         }
-        let mut budget_for_run = self.settings.max_turns;
+        // A resumed session's first run continues the interrupted one: only what that left.
+        let carried = std::mem::take(&mut self.carried_turns);
+        let mut budget_for_run = self.settings.max_turns.saturating_sub(carried);
         let mut corrections = 0;
         let mut last_bad_reply: Option<String> = None;
         loop {
@@ -704,6 +706,41 @@ mod tests {
             "{}",
             slim.arguments
         );
+    }
+
+    #[test]
+    fn a_resumed_session_counts_the_turns_it_already_took() {
+        use crate::session::turns_taken;
+        use orchestrator_protocol::Role;
+        let turn = |text: &str| Message::Assistant {
+            content: text.into(),
+            tool_calls: Vec::new(),
+        };
+        let tool = |id: &str| Message::Tool {
+            call_id: id.into(),
+            content: "ok".into(),
+            is_error: false,
+        };
+        let scout = vec![
+            Message::user("look"),
+            turn("1"),
+            tool("a"),
+            Message::user("a correction"),
+            turn("2"),
+            tool("b"),
+            turn("3"),
+        ];
+        assert_eq!(turns_taken(Role::Scout, &scout), 3);
+        assert_eq!(turns_taken(Role::Planner, &[]), 0);
+        // A worker sent back with review feedback starts a new run at that message.
+        let worker = vec![
+            Message::user("brief"),
+            turn("1"),
+            turn("2"),
+            Message::user("review feedback"),
+            turn("3"),
+        ];
+        assert_eq!(turns_taken(Role::Worker, &worker), 1);
     }
 
     #[test]
