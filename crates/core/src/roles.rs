@@ -17,7 +17,8 @@ use crate::plan::parse_plan;
 use crate::prescan::PreScan;
 use crate::prompts::cut;
 use crate::session::{
-    error_output, ok_output, HookResult, NoHooks, Runtime, Session, SessionEnd, SessionHooks, Slot,
+    error_output, ok_output, HookResult, NoHooks, Runtime, Session, SessionEnd, SessionHooks, SessionSpec,
+    Slot,
 };
 use crate::shared::{toolbox, Mission};
 use crate::verify;
@@ -89,8 +90,8 @@ pub async fn discover(
         let tools = tools.clone();
         async move {
             let Some(mut slot) = Slot::acquire(rt).await else { return (name, String::from("(cancelled)")) };
-            let mut session =
-                Session::new(rt, &format!("scout:{name}"), Role::Scout, None, config.role(Role::Scout).clone(), tools, Vec::new(), first);
+            let spec = SessionSpec::new(format!("scout:{name}"), Role::Scout, config.role(Role::Scout).clone(), tools, first);
+            let mut session = Session::new(rt, spec);
             let report = match session.run(rt, &NoHooks, &mut slot).await {
                 SessionEnd::Answered(text) if !text.trim().is_empty() => text,
                 SessionEnd::Answered(_) => "(the scout returned an empty report)".into(),
@@ -237,16 +238,15 @@ pub async fn plan(
     let Some(mut slot) = Slot::acquire(rt).await else {
         return Err("the mission was interrupted".into());
     };
-    let mut session = Session::new(
-        rt,
+    let spec = SessionSpec::new(
         "planner",
         Role::Planner,
-        None,
         config.role(Role::Planner).clone(),
         tools,
-        vec![submit_plan_spec()],
         first,
-    );
+    )
+    .extra_tools(vec![submit_plan_spec()]);
+    let mut session = Session::new(rt, spec);
     let end = session.run(rt, &hook, &mut slot).await;
     if let Some(plan) = hook.plan.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Ok(plan);
@@ -287,32 +287,15 @@ impl SessionHooks for ReviewHook {
 
 /// Runs a reviewer-like session to its verdict. A session that ends without one gives a failing review
 /// that says so, never a silent pass.
-#[allow(clippy::too_many_arguments)]
 async fn run_review(
     rt: &Runtime,
-    key: &str,
-    role: Role,
-    unit: Option<String>,
-    config: &Config,
-    tools: Arc<Toolbox>,
-    first: String,
+    spec: SessionSpec,
     slot: &mut Slot,
-    tools_ready: Option<crate::session::ToolsReady>,
 ) -> std::result::Result<Review, SessionEnd> {
     let hook = ReviewHook {
         review: Mutex::new(None),
     };
-    let mut session = Session::new(
-        rt,
-        key,
-        role,
-        unit,
-        config.role(role).clone(),
-        tools,
-        vec![submit_review_spec()],
-        first,
-    );
-    session.tools_ready = tools_ready;
+    let mut session = Session::new(rt, spec.extra_tools(vec![submit_review_spec()]));
     let end = session.run(rt, &hook, slot).await;
     if let Some(review) = hook.review.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Ok(review);
@@ -364,18 +347,16 @@ pub async fn review_unit(
         Ok(tools) => Arc::new(tools),
         Err(e) => return Err(SessionEnd::ModelFailed(e.to_string())),
     };
-    run_review(
-        &mission.rt,
-        &format!("reviewer:{}:{attempt}", unit.id),
+    let spec = SessionSpec::new(
+        format!("reviewer:{}:{attempt}", unit.id),
         Role::Reviewer,
-        Some(unit.id.clone()),
-        &mission.config,
+        mission.config.role(Role::Reviewer).clone(),
         tools,
         first,
-        slot,
-        tools_ready,
     )
-    .await
+    .unit(&unit.id)
+    .tools_ready(tools_ready);
+    run_review(&mission.rt, spec, slot).await
 }
 
 /// Stage 2: the master reviewer judges the integrated whole; `units` lists what this round built.
@@ -400,19 +381,14 @@ pub async fn master_review(
     let Some(mut slot) = Slot::acquire(rt).await else {
         return Err(EngineError::Interrupted);
     };
-    match run_review(
-        rt,
-        &format!("master:{round}"),
+    let spec = SessionSpec::new(
+        format!("master:{round}"),
         Role::MasterReviewer,
-        None,
-        &mission.config,
+        mission.config.role(Role::MasterReviewer).clone(),
         tools,
         first,
-        &mut slot,
-        None,
-    )
-    .await
-    {
+    );
+    match run_review(rt, spec, &mut slot).await {
         Ok(review) => Ok(review),
         Err(SessionEnd::Cancelled) => Err(EngineError::Interrupted),
         // Not the work's fault: no follow-up round is spent on an outage.

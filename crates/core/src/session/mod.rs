@@ -331,19 +331,71 @@ fn turns_taken(role: Role, messages: &[Message]) -> u32 {
     u32::try_from(count).unwrap_or(u32::MAX)
 }
 
-impl Session {
-    /// A session for `key`; when the store holds a transcript for that key, the session continues it.
-    #[allow(clippy::too_many_arguments)]
+/// What a new session is for: the key its transcript is stored under (e.g. `worker:t3`), its role and
+/// unit, model settings, tools and first message.
+pub struct SessionSpec {
+    key: String,
+    role: Role,
+    unit: Option<String>,
+    settings: RoleSettings,
+    toolbox: Arc<Toolbox>,
+    extra_tools: Vec<ToolSpec>,
+    first_message: String,
+    tools_ready: Option<ToolsReady>,
+}
+
+impl SessionSpec {
     pub fn new(
-        rt: &Runtime,
-        key: &str,
+        key: impl Into<String>,
         role: Role,
-        unit: Option<String>,
         settings: RoleSettings,
         toolbox: Arc<Toolbox>,
-        extra_tools: Vec<ToolSpec>,
         first_message: String,
     ) -> Self {
+        SessionSpec {
+            key: key.into(),
+            role,
+            unit: None,
+            settings,
+            toolbox,
+            extra_tools: Vec::new(),
+            first_message,
+            tools_ready: None,
+        }
+    }
+
+    /// The unit the session works on or judges.
+    pub fn unit(mut self, unit: &str) -> Self {
+        self.unit = Some(unit.to_string());
+        self
+    }
+
+    /// Orchestration tools offered beside the toolbox's (answered by the session's hooks).
+    pub fn extra_tools(mut self, tools: Vec<ToolSpec>) -> Self {
+        self.extra_tools = tools;
+        self
+    }
+
+    /// Awaited before the first tool call (see [`Session::tools_ready`]).
+    pub(crate) fn tools_ready(mut self, ready: Option<ToolsReady>) -> Self {
+        self.tools_ready = ready;
+        self
+    }
+}
+
+impl Session {
+    /// A session as `spec` says; when the store holds a transcript for its key, the session continues it.
+    pub fn new(rt: &Runtime, spec: SessionSpec) -> Self {
+        let SessionSpec {
+            key,
+            role,
+            unit,
+            settings,
+            toolbox,
+            extra_tools,
+            first_message,
+            tools_ready,
+        } = spec;
         let mut tools = toolbox.specs();
         let extra: BTreeSet<String> = extra_tools.iter().map(|t| t.name.clone()).collect();
         tools.extend(extra_tools);
@@ -352,7 +404,7 @@ impl Session {
             Role::Reviewer | Role::MasterReviewer => Some("submit_review"),
             _ => None,
         };
-        let transcript = rt.transcript(key);
+        let transcript = rt.transcript(&key);
         let stored = transcript.as_ref().map(Transcript::load).unwrap_or_default();
         let resumed = !stored.is_empty();
         let carried_turns = turns_taken(role, &stored);
@@ -373,7 +425,7 @@ impl Session {
             carried_turns,
             estimator: ContextEstimator::new(),
             compact_floor: 0,
-            tools_ready: None,
+            tools_ready,
         };
         if !resumed {
             session.push(Message::user(first_message));

@@ -7,7 +7,7 @@ use orchestrator_git::{BranchMerge, MergeOutcome, Worktree};
 use orchestrator_protocol::{Event, Role, UnitSpec};
 
 use super::{BUDGET_SPENT, ENDPOINT_FAILED};
-use crate::session::{Session, SessionEnd, Slot};
+use crate::session::{Session, SessionEnd, SessionSpec, Slot};
 use crate::shared::{toolbox, Mission};
 use crate::verify::{self, all_passed};
 
@@ -182,16 +182,14 @@ async fn resolve_conflicts(
             attempt,
         });
         let session = session.get_or_insert_with(|| {
-            Session::new(
-                rt,
-                &format!("resolver:{}:{}", unit.id, mission.run_index),
+            let spec = SessionSpec::new(
+                format!("resolver:{}:{}", unit.id, mission.run_index),
                 Role::ConflictResolver,
-                Some(unit.id.clone()),
                 mission.config.role(Role::ConflictResolver).clone(),
                 tools.clone(),
-                Vec::new(),
                 std::mem::take(&mut first),
-            )
+            );
+            Session::new(rt, spec.unit(&unit.id))
         });
         match session.run(rt, &crate::session::NoHooks, slot).await {
             SessionEnd::Answered(_) | SessionEnd::TurnLimit | SessionEnd::Finished => {}

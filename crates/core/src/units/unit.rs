@@ -12,7 +12,7 @@ use super::{
     ENDPOINT_FAILED,
 };
 use crate::roles::review_unit;
-use crate::session::{Session, SessionEnd, Slot};
+use crate::session::{Session, SessionEnd, SessionSpec, Slot};
 use crate::shared::{toolbox, Mission};
 use crate::verify::{self, all_passed};
 
@@ -279,19 +279,17 @@ impl UnitRun {
             tree: tree.clone(),
             spawned: std::sync::atomic::AtomicBool::new(false),
         };
-        let mut session = Session::new(
-            rt,
-            &format!("worker:{}", self.unit.id),
+        let spec = SessionSpec::new(
+            format!("worker:{}", self.unit.id),
             Role::Worker,
-            Some(self.unit.id.clone()),
             mission.config.role(Role::Worker).clone(),
             Arc::new(tools),
-            extra,
             worker_brief(mission, &self.unit, can_spawn),
-        );
-        if !tree.is_ready() {
-            session.tools_ready = Some(tree.gate());
-        }
+        )
+        .unit(&self.unit.id)
+        .extra_tools(extra)
+        .tools_ready((!tree.is_ready()).then(|| tree.gate()));
+        let mut session = Session::new(rt, spec);
         let attempts = mission.config.unit_attempts;
         let first = resume.as_ref().map(|r| r.attempt.max(1)).unwrap_or(1);
         let known_reviews = resume.map(|r| r.reviews).unwrap_or_default();
