@@ -91,6 +91,11 @@ impl Steering {
     pub fn new(control: MissionControl, cancel: CancellationToken) -> Self {
         Steering { control, cancel }
     }
+
+    /// Whether dispatch is paused now (the engine confirms it with a `dispatch_changed` event).
+    pub fn dispatch_paused(&self) -> bool {
+        self.control.is_paused()
+    }
 }
 
 impl Steer for Steering {

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use orchestrator_core::{MissionControl, MissionStatus};
-use orchestrator_protocol::{EventEnvelope, Outcome};
+use orchestrator_core::{MissionStatus, Steering};
+use orchestrator_protocol::{EventEnvelope, Op, Outcome, Steer};
 use orchestrator_store::{MissionRecord, Store};
 use orchestrator_view::{MissionView, UnitCounts};
 use serde::Serialize;
@@ -32,8 +32,8 @@ pub struct Progress {
 #[derive(Clone)]
 pub struct LiveMission {
     pub root: PathBuf,
-    pub control: MissionControl,
-    pub cancel: CancellationToken,
+    /// Where the API's pause, resume and cancel go, as [`Op`](orchestrator_protocol::Op)s.
+    pub steer: Steering,
     pub progress: watch::Receiver<Progress>,
 }
 
@@ -269,7 +269,7 @@ impl Registry {
         self.tasks.close();
         let live = lock(&self.live);
         let running: Vec<_> = live.values().filter(|m| m.is_running()).collect();
-        running.iter().for_each(|m| m.cancel.cancel());
+        running.iter().for_each(|m| m.steer.send(Op::Cancel));
         running.len()
     }
 

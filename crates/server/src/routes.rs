@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
+use orchestrator_protocol::{Op, Steer};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -136,7 +137,7 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
     }
     let message = match &found.live {
         Some(live) => {
-            live.cancel.cancel();
+            live.steer.send(Op::Cancel);
             if !live.stopped(CANCEL_WAIT).await {
                 return Err(ApiError::internal(format!(
                     "mission {id} did not stop within {} s",
@@ -210,12 +211,11 @@ async fn steer(
         }
         None => return Err(not_running(&found)),
     };
-    if pause {
-        live.control.pause_dispatch();
-    } else {
-        live.control.resume_dispatch();
-    }
-    Ok(Json(json!({ "id": id, "paused": live.control.is_paused() })))
+    live.steer.send(match pause {
+        true => Op::PauseDispatch,
+        false => Op::ResumeDispatch,
+    });
+    Ok(Json(json!({ "id": id, "paused": live.steer.dispatch_paused() })))
 }
 
 async fn no_such_endpoint(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {

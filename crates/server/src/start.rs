@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use orchestrator_core::config::MissionSettings;
-use orchestrator_core::{EngineError, EventBus, MissionControl, MissionOptions};
+use orchestrator_core::{EngineError, EventBus, MissionControl, MissionOptions, Steering};
 use orchestrator_telemetry::{Exporter, Settings};
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -309,8 +309,7 @@ impl Mission {
         };
         let live = LiveMission {
             root: self.root.clone(),
-            control: self.control.clone(),
-            cancel: self.cancel.clone(),
+            steer: Steering::new(self.control.clone(), self.cancel.clone()),
             progress: progress_rx,
         };
         let report = match first {
