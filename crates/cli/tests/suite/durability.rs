@@ -436,3 +436,58 @@ async fn progress_after_resume_counts_the_whole_mission() {
         .unwrap_or_default();
     assert!(last.contains("units 3/3 done"), "{}", done.stderr);
 }
+
+/// A scout that lists the same folder over and over, as small models do; the crash trigger still fires
+/// first, and everything else plays the script.
+struct LoopingScout(Crash);
+
+impl Brain for LoopingScout {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        match self.0.respond(request) {
+            Reply::Hang => Reply::Hang,
+            _ if role_of(request) == "scout" => Reply::ToolCalls {
+                text: String::new(),
+                calls: vec![("list".into(), "{}".into())],
+            },
+            other => other,
+        }
+    }
+}
+
+/// A kill does not hand a looping session a fresh turn allowance: the resumed scout goes on with what
+/// its interrupted run left of `max_turns`, not with all of it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_scout_continues_its_turn_budget() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nscouts = 1\n[roles.scout]\nmax_turns = 5\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let pid = Arc::new(AtomicI32::new(0));
+    let crash = Crash {
+        inner: ScriptedMission::new(script()),
+        pid: pid.clone(),
+        when: Box::new(|r: &SeenRequest| role_of(r) == "scout" && r.assistant_turns() >= 3),
+        fired: AtomicBool::new(false),
+        fired_at: Arc::new(AtomicU64::new(u64::MAX)),
+    };
+    let server = FakeServer::start(LoopingScout(crash), FakeOptions::default())
+        .await
+        .expect("fake server");
+    let child = Run::task("Crash and resume")
+        .openai(&server)
+        .command(&repo)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    pid.store(child.id().expect("pid") as i32, Ordering::SeqCst);
+    let status = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the first run ends")
+        .expect("waits")
+        .status;
+    assert_eq!(status.code(), None, "the first run dies by the signal");
+    let before = requests_of(&server, "scout").len();
+    assert_eq!(before, 4, "three answered turns, then the call the kill cut");
+    resume(&repo, &server).await.assert_code(0);
+    let after = requests_of(&server, "scout").len() - before;
+    assert_eq!(after, 2, "the resumed scout had 5 - 3 turns left, not 5");
+}
