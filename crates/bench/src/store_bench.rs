@@ -46,6 +46,7 @@ fn event(i: u64) -> Event {
             },
             cost_usd: Some(0.0024),
             duration_ms: 500,
+            constraint: None,
         },
         1 => Event::ToolCalled {
             session,

@@ -33,7 +33,7 @@ pub fn clients_from_env(config: &Config) -> Result<Clients> {
     settings.idle_timeout = endpoint.idle_timeout;
     settings.request_timeout = endpoint.request_timeout;
     settings.max_reply_bytes = endpoint.max_reply_bytes;
-    settings.tool_choice = endpoint.tool_choice;
+    settings.output = endpoint.output;
     let mut quick = settings.clone();
     quick.max_retries = 1;
     quick.max_backoff = Duration::from_millis(500);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use orchestrator_model::OutputMode;
 use orchestrator_protocol::Role;
 use serde::Deserialize;
 
@@ -68,8 +69,10 @@ pub struct EndpointFile {
     pub tokens_per_minute: Option<u64>,
     /// How long one call may keep failing (429s, 5xx, timeouts) before its unit gives up.
     pub max_wait_secs: Option<u64>,
-    /// Force a tool call (`tool_choice`) in sessions that must end with a submit call. On by default;
-    /// an endpoint that refuses it is asked again without.
+    /// How replies are constrained: `auto` (the default), `tool_choice`, `json_schema` or `off`
+    /// (see [`OutputMode`]).
+    pub output: Option<OutputMode>,
+    /// The older switch: `false` is `output = "off"`. `output` wins when both are set.
     pub tool_choice: Option<bool>,
 }
 
@@ -169,7 +172,7 @@ pub struct EndpointSettings {
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u64>,
     pub max_wait: Duration,
-    pub tool_choice: bool,
+    pub output: OutputMode,
 }
 
 /// How sessions keep inside their context window.
@@ -418,7 +421,10 @@ fn resolve_endpoint(file: &EndpointFile, max_parallel: usize) -> EndpointSetting
         requests_per_minute: file.requests_per_minute,
         tokens_per_minute: file.tokens_per_minute,
         max_wait: secs(file.max_wait_secs, 900),
-        tool_choice: file.tool_choice.unwrap_or(true),
+        output: file.output.unwrap_or(match file.tool_choice {
+            Some(false) => OutputMode::Off,
+            _ => OutputMode::Auto,
+        }),
     }
 }
 
@@ -741,6 +747,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(endpoint.requests_per_minute);
     take!(endpoint.tokens_per_minute);
     take!(endpoint.max_wait_secs);
+    take!(endpoint.output);
     take!(endpoint.tool_choice);
     take!(compaction.model);
     take!(compaction.keep_recent);
@@ -879,6 +886,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("roles.worker.budget_tokens"), "{err}");
+    }
+
+    #[test]
+    fn the_output_mode_is_auto_unless_set_and_the_old_switch_still_turns_it_off() {
+        let endpoint = |text: &str| {
+            let file = parse(&format!("model = \"m\"\n[endpoint]\n{text}\n"));
+            resolve(&[file], &MissionSettings::default(), None)
+                .unwrap()
+                .endpoint
+                .output
+        };
+        assert_eq!(endpoint(""), OutputMode::Auto);
+        assert_eq!(endpoint("output = \"json_schema\""), OutputMode::JsonSchema);
+        assert_eq!(endpoint("tool_choice = false"), OutputMode::Off);
+        assert_eq!(
+            endpoint("tool_choice = false\noutput = \"tool_choice\""),
+            OutputMode::ToolChoice
+        );
     }
 
     #[test]

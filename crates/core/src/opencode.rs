@@ -520,6 +520,8 @@ async fn account_messages(
                 .unwrap_or_else(|| session.settings.model.clone()),
             usage,
             cost_usd: message.info.cost,
+            // OpenCode makes the calls; what it constrained is not reported.
+            constraint: None,
             duration_ms: message
                 .info
                 .time

@@ -319,6 +319,7 @@ mod tests {
             stream: true,
             max_tokens: None,
             tool_choice: None,
+            response_format: None,
         }
     }
 
@@ -412,7 +413,7 @@ mod tests {
         assert!(calls_as_text(&calls, 1).starts_with("```json\n[{"));
         assert_eq!(
             calls_as_text(&calls, 2),
-            r#"{"arguments":{"path":"a"},"name":"read"}"#
+            r#"{"name":"read","arguments":{"path":"a"}}"#
         );
     }
 

@@ -67,6 +67,12 @@ pub struct SeenRequest {
     /// The tool choice the request forced: OpenAI's `tool_choice` string (`required`, …) or
     /// Anthropic's `tool_choice.type` (`any`, …); `None` when the request left it to the model.
     pub tool_choice: Option<String>,
+    /// OpenAI's `response_format.type` (`json_schema`, `json_object`, …); `None` without one. Under
+    /// `json_schema` the server plays a grammar-constrained model speaking the orchestrator's action
+    /// envelope: the tools are the schema's `{"tool": {"const": NAME}}` branches, the history's
+    /// envelopes and `Result of NAME:` messages read back as calls and results, and the brain's reply
+    /// goes out as one envelope (its first call, or its text as the answer).
+    pub response_format: Option<String>,
 }
 
 impl SeenRequest {
@@ -202,4 +208,7 @@ pub struct FakeOptions {
     /// `model_not_found`. `None` serves every name, as llama.cpp does: the list shows `fake-model` and
     /// `fake-model-large`, and `/v1/models/{id}` finds whatever is asked.
     pub models: Option<Vec<String>>,
+    /// What `/v1/models` says owns each model (`orchestrator` when unset): `llamacpp`, `vllm` or
+    /// `library` make the server look like llama.cpp, vLLM or Ollama to a client that detects them.
+    pub owned_by: Option<String>,
 }

@@ -39,17 +39,104 @@ pub(crate) fn parse_openai(body: &[u8]) -> Result<SeenRequest, ParseError> {
             other => return Err(format!("messages[{i}]: unknown role {other:?}")),
         }
     }
+    let response_format = root
+        .get("response_format")
+        .and_then(|format| format.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let mut tools = openai_tools(&root)?;
+    if response_format.as_deref() == Some("json_schema") {
+        tools.extend(envelope_tools(&root));
+        messages = envelope_messages(messages);
+    }
     Ok(SeenRequest {
         seq: 0,
         api: Api::OpenAi,
         model: required_str(&root, "model")?.to_string(),
         system: system.join("\n\n"),
         messages,
-        tools: openai_tools(&root)?,
+        tools,
         stream: optional_bool(&root, "stream")?,
         max_tokens: optional_u64(&root, "max_tokens")?.or(optional_u64(&root, "max_completion_tokens")?),
         tool_choice: tool_choice(&root),
+        response_format,
     })
+}
+
+/// The tools an action envelope's schema offers: its branches' `{"tool": {"const": NAME}}`.
+fn envelope_tools(root: &Map<String, Value>) -> Vec<String> {
+    root.get("response_format")
+        .and_then(|format| format.pointer("/json_schema/schema/anyOf"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|branch| branch.pointer("/properties/tool/const").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Reads an envelope conversation back into calls and results, as the model reads it: an assistant
+/// turn of `{"tool": …, "arguments": …}` lines is its calls, `{"answer": …}` its text, and each
+/// following `Result of NAME:` / `Error from NAME:` user message answers the next of those calls.
+fn envelope_messages(messages: Vec<SeenMessage>) -> Vec<SeenMessage> {
+    let mut pending: std::collections::VecDeque<String> = Default::default();
+    let mut read = Vec::with_capacity(messages.len());
+    for (index, message) in messages.into_iter().enumerate() {
+        match message {
+            SeenMessage::Assistant { text, tool_calls } if tool_calls.is_empty() => {
+                let (text, calls) = envelope_turn(&text, index);
+                pending = calls.iter().map(|c| c.id.clone()).collect();
+                read.push(SeenMessage::Assistant {
+                    text,
+                    tool_calls: calls,
+                });
+            }
+            SeenMessage::User { text } => {
+                let result = ["Result of ", "Error from "]
+                    .iter()
+                    .find(|head| text.starts_with(*head))
+                    .and_then(|head| Some((*head, text.split_once('\n')?.1)));
+                match (result, pending.front()) {
+                    (Some((head, content)), Some(_)) => read.push(SeenMessage::Tool {
+                        call_id: pending.pop_front().unwrap_or_default(),
+                        content: content.to_string(),
+                        is_error: head == "Error from ",
+                    }),
+                    _ => read.push(SeenMessage::User { text }),
+                }
+            }
+            other => read.push(other),
+        }
+    }
+    read
+}
+
+/// One assistant envelope turn: its calls (ids made from the message's position) or its answer.
+fn envelope_turn(text: &str, index: usize) -> (String, Vec<SeenToolCall>) {
+    let mut calls = Vec::new();
+    for (k, line) in text.lines().enumerate() {
+        let Ok(Value::Object(object)) = serde_json::from_str::<Value>(line) else {
+            return (text.to_string(), Vec::new());
+        };
+        if let Some(answer) = object.get("answer").and_then(Value::as_str) {
+            return (answer.to_string(), Vec::new());
+        }
+        let (Some(name), Some(arguments)) = (
+            object.get("tool").and_then(Value::as_str),
+            object.get("arguments"),
+        ) else {
+            return (text.to_string(), Vec::new());
+        };
+        calls.push(SeenToolCall {
+            id: format!("envelope-{index}-{k}"),
+            name: name.to_string(),
+            arguments: match arguments {
+                Value::String(raw) => raw.clone(),
+                other => other.to_string(),
+            },
+        });
+    }
+    (String::new(), calls)
 }
 
 /// `tool_choice` as a word: a string as it is (OpenAI), an object's `type` (Anthropic, or OpenAI's
@@ -107,6 +194,7 @@ pub(crate) fn parse_anthropic(body: &[u8]) -> Result<SeenRequest, ParseError> {
         stream: optional_bool(&root, "stream")?,
         max_tokens: optional_u64(&root, "max_tokens")?,
         tool_choice: tool_choice(&root),
+        response_format: None,
     })
 }
 

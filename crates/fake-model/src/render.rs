@@ -73,6 +73,18 @@ impl Answer {
     }
 }
 
+/// The reply a grammar-constrained model gives under the action envelope's schema: one object, so
+/// the first call (a grammar admits no second), or the text as the answer.
+pub(crate) fn envelope(text: String, calls: Vec<(String, String)>) -> String {
+    match calls.into_iter().next() {
+        Some((name, arguments)) => {
+            let arguments = serde_json::from_str::<Value>(&arguments).unwrap_or(Value::String(arguments));
+            json!({"tool": name, "arguments": arguments}).to_string()
+        }
+        None => json!({"answer": text}).to_string(),
+    }
+}
+
 /// Splits `s` into at most `parts` pieces of similar length on character boundaries (at least one
 /// piece, possibly empty), so streamed strings arrive in several chunks as they do from real models.
 pub(crate) fn split(s: &str, parts: usize) -> Vec<&str> {

@@ -591,6 +591,7 @@ mod tests {
             stream: false,
             max_tokens: None,
             tool_choice: None,
+            response_format: None,
         }
     }
 

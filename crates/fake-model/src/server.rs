@@ -456,6 +456,11 @@ fn render_answer(
     calls: Vec<(String, String)>,
     include_usage: bool,
 ) -> (&'static str, Vec<String>) {
+    let (text, calls) = if request.response_format.as_deref() == Some("json_schema") {
+        (render::envelope(text, calls), Vec::new())
+    } else {
+        (text, calls)
+    };
     let call_prefix = match api {
         Api::OpenAi => "call_",
         Api::Anthropic => "toolu_",
@@ -564,7 +569,7 @@ async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
     };
     let body = json!({
         "object": "list",
-        "data": ids.iter().map(|id| model_object(id)).collect::<Vec<_>>(),
+        "data": ids.iter().map(|id| model_object(id, owner(&shared))).collect::<Vec<_>>(),
         "has_more": false,
         "first_id": ids.first(),
         "last_id": ids.last(),
@@ -585,11 +590,15 @@ async fn model_by_id(
         let message = format!("The model `{id}` does not exist or you do not have access to it.");
         return error_response(Api::OpenAi, 404, &message, None);
     }
-    json_response(model_object(&id).to_string())
+    json_response(model_object(&id, owner(&shared)).to_string())
 }
 
-fn model_object(id: &str) -> serde_json::Value {
-    json!({"id": id, "object": "model", "type": "model", "created": 0, "owned_by": "orchestrator", "display_name": id})
+fn model_object(id: &str, owned_by: &str) -> serde_json::Value {
+    json!({"id": id, "object": "model", "type": "model", "created": 0, "owned_by": owned_by, "display_name": id})
+}
+
+fn owner(shared: &Shared) -> &str {
+    shared.options.owned_by.as_deref().unwrap_or("orchestrator")
 }
 
 /// The 401 of a listing request with the wrong key, in the style of the API the headers suggest.

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::sse::Event;
 use crate::transport::{parse_json, secret_header, Failure, ReplyAssembly, Transport, PER_CALL_BYTES};
 use crate::{
-    ChatRequest, ChatResponse, ClientConfig, Message, ModelClient, ModelError, StopReason, TokenUsage,
-    ToolCall,
+    ChatRequest, ChatResponse, ClientConfig, Constraint, Message, ModelClient, ModelError, StopReason,
+    TokenUsage, ToolCall,
 };
 
 /// The API version this client speaks (the one every current model accepts).
@@ -45,12 +45,12 @@ impl AnthropicClient {
     async fn send(
         &self,
         request: &ChatRequest,
-        forced: bool,
+        constraint: Option<Constraint>,
         cancel: &CancellationToken,
     ) -> Result<ChatResponse, ModelError> {
         let url = self.transport.url("v1/messages");
         let mut body = wire_request(request, self.transport.config().stream);
-        if forced {
+        if constraint == Some(Constraint::ToolChoice) {
             body["tool_choice"] = json!({"type": "any"});
         }
         self.transport
@@ -73,13 +73,12 @@ impl ModelClient for AnthropicClient {
         request: &ChatRequest,
         cancel: &CancellationToken,
     ) -> Result<ChatResponse, ModelError> {
-        let forced = self.transport.forces_tool_choice(request);
-        match self.send(request, forced, cancel).await {
-            Err(e) if forced && self.transport.refused_tool_choice(&e) => {
-                self.send(request, false, cancel).await
-            }
-            other => other,
-        }
+        // Anthropic's API has no JSON-schema response format: `tool_choice` is its constraint.
+        self.transport
+            .constrained(request, false, |constraint| {
+                self.send(request, constraint, cancel)
+            })
+            .await
     }
 
     async fn preflight(&self, model: &str) -> Result<(), ModelError> {
@@ -258,6 +257,7 @@ fn parse_message(transport: &Transport, body: &[u8]) -> Result<ChatResponse, Fai
             input_tokens: reply.usage.input().unwrap_or(0),
             output_tokens: reply.usage.output_tokens.unwrap_or(0),
         },
+        constraint: None,
     })
 }
 
@@ -416,6 +416,7 @@ impl ReplyAssembly for StreamAssembly {
                 input_tokens: self.input_tokens.unwrap_or(0),
                 output_tokens: self.output_tokens.unwrap_or(0),
             },
+            constraint: None,
         })
     }
 }

@@ -396,7 +396,7 @@ mod tests {
         );
         assert_eq!(
             found(r#"{"tool_name": "write", "args": {"path": "b", "content": "x"}}"#),
-            one("write", r#"{"content":"x","path":"b"}"#)
+            one("write", r#"{"path":"b","content":"x"}"#)
         );
         assert_eq!(found(r#"{"tool": "list"}"#), one("list", "{}"));
         assert_eq!(found(r#"{"name": "list"}"#), one("list", "{}"));

@@ -15,6 +15,8 @@
 
 mod anthropic;
 mod backoff;
+mod constrain;
+mod envelope;
 mod governor;
 mod lenient;
 mod openai;

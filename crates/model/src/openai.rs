@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use crate::sse::Event;
 use crate::transport::{parse_json, secret_header, Failure, ReplyAssembly, Transport, PER_CALL_BYTES};
 use crate::{
-    ChatRequest, ChatResponse, ClientConfig, Message, ModelClient, ModelError, StopReason, TokenUsage,
-    ToolCall,
+    envelope, ChatRequest, ChatResponse, ClientConfig, Constraint, Message, ModelClient, ModelError,
+    StopReason, TokenUsage, ToolCall, ToolChoice,
 };
 
 /// A client for `POST {base_url}/chat/completions`.
@@ -24,20 +24,33 @@ impl OpenAiClient {
     async fn send(
         &self,
         request: &ChatRequest,
-        forced: bool,
+        constraint: Option<Constraint>,
         cancel: &CancellationToken,
     ) -> Result<ChatResponse, ModelError> {
         let url = self.transport.url("chat/completions");
-        let mut body = wire_request(request, self.transport.config().stream);
-        if forced {
-            body["tool_choice"] = json!("required");
-        }
-        self.transport
+        let stream = self.transport.config().stream;
+        let envelope = constraint == Some(Constraint::JsonSchema);
+        let body = if envelope {
+            envelope_request(request, stream)
+        } else {
+            let mut body = wire_request(request, stream);
+            if constraint == Some(Constraint::ToolChoice) {
+                body["tool_choice"] = json!("required");
+            }
+            body
+        };
+        let reply = self
+            .transport
             .with_retries("openai chat", cancel, || {
                 self.transport
                     .exchange::<StreamAssembly>(&url, &body, parse_completion)
             })
-            .await
+            .await?;
+        Ok(if envelope {
+            envelope::read_reply(reply, new_call_id)
+        } else {
+            reply
+        })
     }
 
     /// `config.base_url` includes the version path, e.g. `https://api.openai.com/v1`.
@@ -64,13 +77,9 @@ impl ModelClient for OpenAiClient {
         request: &ChatRequest,
         cancel: &CancellationToken,
     ) -> Result<ChatResponse, ModelError> {
-        let forced = self.transport.forces_tool_choice(request);
-        match self.send(request, forced, cancel).await {
-            Err(e) if forced && self.transport.refused_tool_choice(&e) => {
-                self.send(request, false, cancel).await
-            }
-            other => other,
-        }
+        self.transport
+            .constrained(request, true, |constraint| self.send(request, constraint, cancel))
+            .await
     }
 
     async fn preflight(&self, model: &str) -> Result<(), ModelError> {
@@ -105,6 +114,26 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
             .iter()
             .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
             .collect();
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    body
+}
+
+/// The request in the action envelope's dialect: tools described in the system prompt, history in
+/// envelopes, and the reply held to the envelope's schema (see [`envelope`]).
+fn envelope_request(request: &ChatRequest, stream: bool) -> Value {
+    let must_call = request.tool_choice == ToolChoice::Required;
+    let mut body = json!({
+        "model": request.model,
+        "messages": envelope::wire_messages(&request.system, &request.tools, must_call, &request.messages),
+        "max_tokens": request.max_tokens,
+        "stream": stream,
+        "response_format": envelope::response_format(&request.tools, must_call),
+    });
+    if stream {
+        body["stream_options"] = json!({"include_usage": true});
     }
     if let Some(temperature) = request.temperature {
         body["temperature"] = json!(temperature);
@@ -243,6 +272,7 @@ fn parse_completion(transport: &Transport, body: &[u8]) -> Result<ChatResponse, 
         stop: stop_reason(choice.finish_reason.as_deref(), !tool_calls.is_empty()),
         tool_calls,
         usage,
+        constraint: None,
     })
 }
 
@@ -426,6 +456,7 @@ impl ReplyAssembly for StreamAssembly {
             stop: stop_reason(self.finish_reason.as_deref(), !tool_calls.is_empty()),
             tool_calls,
             usage: self.usage,
+            constraint: None,
         })
     }
 }

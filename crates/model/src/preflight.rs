@@ -189,6 +189,38 @@ fn model_ids(body: &str) -> Option<Vec<String>> {
     )
 }
 
+/// Whether the endpoint's model list says it runs a server with JSON-schema grammars: llama.cpp
+/// (`owned_by: "llamacpp"`), vLLM (`"vllm"`) or Ollama (`"library"`, or a user's namespace for
+/// pulled models, so `"ollama"` too). One quick request without retries: anything but a clear yes
+/// (no list, an error, ten seconds of silence) is a no, and the caller uses `tool_choice` instead.
+pub(crate) async fn grammar_server(transport: &Transport) -> bool {
+    let url = transport.url("models");
+    let listing = async {
+        let response = transport.send_raw(&url, transport.http().get(&url)).await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        transport.read_body(response).await.ok()
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), listing).await {
+        Ok(Some(body)) => lists_grammar_runtime(&String::from_utf8_lossy(&body)),
+        _ => false,
+    }
+}
+
+fn lists_grammar_runtime(body: &str) -> bool {
+    const RUNTIMES: [&str; 4] = ["llamacpp", "vllm", "ollama", "library"];
+    let Ok(value) = serde_json::from_str::<Value>(body) else {
+        return false;
+    };
+    ["data", "models"]
+        .iter()
+        .filter_map(|key| value.get(key).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|item| item.get("owned_by").and_then(Value::as_str))
+        .any(|owner| RUNTIMES.contains(&owner.to_ascii_lowercase().as_str()))
+}
+
 /// Whether a listed id names the asked model: the same, or Ollama's implicit `:latest` tag.
 fn same_model(listed: &str, asked: &str) -> bool {
     listed == asked
@@ -199,6 +231,23 @@ fn same_model(listed: &str, asked: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grammar_runtimes_are_told_by_their_model_list() {
+        let llama = r#"{"object":"list","data":[{"id":"q","object":"model","owned_by":"llamacpp"}]}"#;
+        let vllm = r#"{"data":[{"id":"Qwen/Qwen2.5","owned_by":"vllm"}]}"#;
+        let ollama = r#"{"object":"list","data":[{"id":"qwen2.5:0.5b","owned_by":"library"}]}"#;
+        let openai = r#"{"data":[{"id":"gpt-4o","owned_by":"system"},{"id":"o1","owned_by":"openai"}]}"#;
+        for (body, expected) in [
+            (llama, true),
+            (vllm, true),
+            (ollama, true),
+            (openai, false),
+            ("<html>", false),
+        ] {
+            assert_eq!(lists_grammar_runtime(body), expected, "{body}");
+        }
+    }
 
     #[test]
     fn reads_the_model_lists_people_serve() {

@@ -9,9 +9,10 @@ use reqwest::{RequestBuilder, Response};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{backoff, server_wait};
+use crate::constrain::Constraints;
 use crate::redact::{redact_with_key, summarize_body, truncate, BODY_QUOTE_CHARS};
 use crate::sse::{Decoder, Event};
-use crate::{ChatResponse, ClientConfig, ModelError, WIRE_BYTES_PER_REPLY_BYTE};
+use crate::{ChatResponse, ClientConfig, Constraint, ModelError, WIRE_BYTES_PER_REPLY_BYTE};
 
 /// How much of an error body is read: enough for any error message, and an endpoint that answers an
 /// error with an endless body cannot hold the call.
@@ -85,8 +86,8 @@ impl Failure {
 pub(crate) struct Transport {
     http: reqwest::Client,
     config: ClientConfig,
-    /// Set once the server refused `tool_choice`: later requests go without it.
-    tool_choice_refused: std::sync::atomic::AtomicBool,
+    /// Which constraint requests go out with, and what this endpoint refused.
+    constraints: Constraints,
 }
 
 impl Transport {
@@ -110,36 +111,43 @@ impl Transport {
             })?;
         Ok(Transport {
             http,
+            constraints: Constraints::new(config.output),
             config,
-            tool_choice_refused: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// Whether this request goes out with a forced tool choice: asked for, with tools to choose
-    /// from, turned on in the config, and not refused by the server before.
-    pub(crate) fn forces_tool_choice(&self, request: &crate::ChatRequest) -> bool {
-        request.tool_choice == crate::ToolChoice::Required
-            && !request.tools.is_empty()
-            && self.config.tool_choice
-            && !self
-                .tool_choice_refused
-                .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Whether `error` is the server refusing `tool_choice` (older llama.cpp, some proxies): it is
-    /// remembered, and the caller asks once more without. Anything else is left to the caller.
-    pub(crate) fn refused_tool_choice(&self, error: &ModelError) -> bool {
-        let refused = matches!(error, ModelError::BadRequest { body, .. }
-            if body.to_ascii_lowercase().contains("tool_choice"));
-        if refused {
-            self.tool_choice_refused
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(
-                "the model endpoint refused tool_choice; requests go on without it (set \
-                 `tool_choice = false` in [endpoint] to stop trying)"
-            );
+    /// Sends `request` with the strongest constraint this endpoint takes (see [`Constraints`]),
+    /// asking again with a weaker one after each refusal: at most three sends, since every refusal
+    /// drops one constraint for good. `send` builds and sends the request for a given constraint;
+    /// the reply records the constraint it was answered under. `envelope_possible`: whether the
+    /// client's API can carry the JSON-schema envelope.
+    pub(crate) async fn constrained<S, Fut>(
+        &self,
+        request: &crate::ChatRequest,
+        envelope_possible: bool,
+        send: S,
+    ) -> Result<ChatResponse, ModelError>
+    where
+        S: Fn(Option<Constraint>) -> Fut,
+        Fut: Future<Output = Result<ChatResponse, ModelError>>,
+    {
+        let detect = || crate::preflight::grammar_server(self);
+        let mut constraint = self.constraints.choose(request, envelope_possible, detect).await;
+        let mut sends = 0;
+        loop {
+            sends += 1;
+            match send(constraint).await {
+                Err(e) if sends < 3 && constraint.is_some_and(|c| self.constraints.refused(c, &e)) => {
+                    constraint = self.constraints.choose(request, envelope_possible, detect).await;
+                }
+                outcome => {
+                    return outcome.map(|mut reply| {
+                        reply.constraint = constraint;
+                        reply
+                    })
+                }
+            }
         }
-        refused
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-pub use orchestrator_protocol::TokenUsage;
+pub use orchestrator_protocol::{Constraint, TokenUsage};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +96,9 @@ pub struct ChatResponse {
     pub tool_calls: Vec<ToolCall>,
     pub usage: TokenUsage,
     pub stop: StopReason,
+    /// How the request that got this reply was constrained (`None`: the model was free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
 }
 
 /// How many bytes one reply may bring over the wire for each byte of
@@ -128,9 +131,30 @@ pub struct ClientConfig {
     /// Longest single wait between retries.
     pub max_backoff: Duration,
     pub stream: bool,
-    /// Send `tool_choice` when a request forces a tool call ([`ToolChoice::Required`]). On by
-    /// default; a server that refuses it is asked again without, and not asked again after that.
-    pub tool_choice: bool,
+    /// How replies are constrained; see [`OutputMode`].
+    pub output: OutputMode,
+}
+
+/// How a client constrains replies. Whatever a server refuses (a 400 naming `tool_choice` or
+/// `response_format`) is dropped for the rest of the client's life, and the request is asked again
+/// with the next weaker constraint, so a wrong setting costs one request, never the mission.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// Requests that must end in a call ([`ToolChoice::Required`]) are constrained: with the
+    /// JSON-schema action envelope on a server whose model list says it runs llama.cpp, vLLM or
+    /// Ollama (whose grammars force the shape where `tool_choice` often does not), with
+    /// `tool_choice` anywhere else. Other requests are free.
+    #[default]
+    Auto,
+    /// `tool_choice` for requests that must call; others free.
+    ToolChoice,
+    /// Every request that offers tools is answered in the action envelope (`response_format:
+    /// json_schema`): one JSON object naming a tool and its arguments, or the final answer where an
+    /// answer is allowed. For small local models, which write calls as prose when left free.
+    JsonSchema,
+    /// Nothing is forced.
+    Off,
 }
 
 impl ClientConfig {
@@ -149,7 +173,7 @@ impl ClientConfig {
             max_retries: 4,
             max_backoff: Duration::from_secs(60),
             stream: true,
-            tool_choice: true,
+            output: OutputMode::Auto,
         }
     }
 

@@ -105,6 +105,10 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cost_usd: Option<f64>,
         duration_ms: u64,
+        /// How the reply was constrained, when it was: a forced tool call or the JSON-schema action
+        /// envelope (see `Constraint`). Absent when the model was free to answer as it liked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        constraint: Option<Constraint>,
     },
     /// A session's older turns were summarised to keep it inside its model's context window.
     Compacted {
@@ -268,4 +272,16 @@ mod tests {
         assert_eq!(Outcome::Unsealed.exit_code(), 1);
         assert_eq!(Outcome::Interrupted.exit_code(), 3);
     }
+}
+
+/// How a model call's reply was constrained by the endpoint, recorded per call so a transcript says
+/// what the model could and could not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Constraint {
+    /// The request forced a tool call: OpenAI's `tool_choice: "required"`, Anthropic's `{"type": "any"}`.
+    ToolChoice,
+    /// The request carried a JSON-schema `response_format` (grammar-constrained decoding on llama.cpp,
+    /// vLLM, Ollama): the reply is one JSON object naming a tool and its arguments, or the final answer.
+    JsonSchema,
 }

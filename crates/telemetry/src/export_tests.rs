@@ -90,6 +90,7 @@ fn send_mission(tx: &mpsc::UnboundedSender<Arc<EventEnvelope>>) {
             usage: TokenUsage::default(),
             cost_usd: None,
             duration_ms: 5,
+            constraint: None,
         },
         Event::SessionFinished {
             session: "s1".into(),

@@ -328,6 +328,7 @@ impl MissionSpan {
                 usage,
                 cost_usd,
                 duration_ms,
+                ..
             } => {
                 let parent = self
                     .sessions

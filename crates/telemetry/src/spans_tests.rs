@@ -85,6 +85,7 @@ fn call(session: &str, role: Role, input: u64, output: u64, duration_ms: u64) ->
         usage: usage(input, output),
         cost_usd: Some(0.01),
         duration_ms,
+        constraint: None,
     }
 }
 

@@ -60,6 +60,7 @@ fn call(session: &str, role: Role, input: u64, output: u64, cost: f64) -> Event 
         },
         cost_usd: Some(cost),
         duration_ms: 1200,
+        constraint: None,
     }
 }
 

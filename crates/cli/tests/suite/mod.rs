@@ -4,6 +4,7 @@ mod bounds;
 mod budget;
 mod cleanup;
 mod closed_pipe;
+mod constrained;
 mod durability;
 mod evidence;
 mod install;

@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
-use orchestrator_model::{ChatRequest, Message, ModelError, StopReason, ToolCall};
-use orchestrator_protocol::{Event, TokenUsage};
+use orchestrator_model::{ChatRequest, ChatResponse, Message, ModelError, StopReason, ToolCall};
+use orchestrator_protocol::Event;
 use orchestrator_tools::{summarize_call, ToolOutput};
 
 use super::{error_output, HookResult, Runtime, Session, SessionEnd, SessionHooks, Slot, TurnRunner};
@@ -335,7 +335,7 @@ impl Session {
         self.usage.add(reply.usage);
         self.estimator
             .observe(self.messages.len(), reply.usage.input_tokens);
-        self.emit_call(rt, &request.model, reply.usage, started);
+        self.emit_call(rt, &request.model, &reply, started);
         if reply.tool_calls.is_empty() {
             reply.tool_calls = self.calls_in_text(&reply.content);
         }
@@ -345,14 +345,15 @@ impl Session {
         Ok(reply)
     }
 
-    fn emit_call(&self, rt: &Runtime, model: &str, usage: TokenUsage, started: Instant) {
+    fn emit_call(&self, rt: &Runtime, model: &str, reply: &ChatResponse, started: Instant) {
         rt.bus.emit(Event::ModelCall {
             session: self.id.clone(),
             role: self.role,
             model: model.to_string(),
-            usage,
-            cost_usd: rt.prices.cost(model, usage),
+            usage: reply.usage,
+            cost_usd: rt.prices.cost(model, reply.usage),
             duration_ms: started.elapsed().as_millis() as u64,
+            constraint: reply.constraint,
         });
     }
 
@@ -438,7 +439,7 @@ impl Session {
         let started = Instant::now();
         let reply = rt.client.chat(&request, &rt.cancel).await?;
         self.usage.add(reply.usage);
-        self.emit_call(rt, &request.model, reply.usage, started);
+        self.emit_call(rt, &request.model, &reply, started);
         // Both sides of the event are measured the same way (the calibrated estimate is not
         // comparable with a fresh one).
         let before = ContextEstimator::new().estimate(&self.messages, system, &self.tools);
