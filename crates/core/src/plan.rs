@@ -43,6 +43,23 @@ struct SpawnTask {
     depends_on: Vec<String>,
 }
 
+/// The example unit `submit_plan`'s schema shows (and a correction repeats): a plan that hands it
+/// back has copied the instructions instead of planning, which small models do.
+pub(crate) const EXAMPLE_TITLE: &str = "Add the parser";
+pub(crate) const EXAMPLE_DESCRIPTION: &str = "What to build, in which files, and how to check it.";
+
+/// The `submit_plan` call a correction shows a model that keeps getting it wrong. Kept out of the
+/// tool's schema: a model that reads an example in every request copies it.
+pub(crate) fn example_plan() -> serde_json::Value {
+    serde_json::json!({"tasks": [{
+        "id": "add-parser",
+        "title": EXAMPLE_TITLE,
+        "description": EXAMPLE_DESCRIPTION,
+        "depends_on": [],
+        "files": ["src/parser.rs"],
+    }]})
+}
+
 /// Parses and validates `submit_plan` arguments. Errors are a list of problems, worded for the model.
 pub fn parse_plan(arguments: serde_json::Value) -> Result<Vec<UnitSpec>, Vec<String>> {
     let args: PlanArgs = serde_json::from_value(arguments)
@@ -63,6 +80,15 @@ pub fn parse_plan(arguments: serde_json::Value) -> Result<Vec<UnitSpec>, Vec<Str
         if !valid_id(&unit.id) {
             problems.push(format!(
                 "task id `{}` is not allowed: use letters, digits, `-` and `_`, starting with a letter or digit",
+                unit.id
+            ));
+        }
+    }
+    for unit in &units {
+        if unit.title == EXAMPLE_TITLE || unit.description.trim() == EXAMPLE_DESCRIPTION {
+            problems.push(format!(
+                "task `{}` is the example from the instructions, not work of this objective: write your \
+                 own ids, titles and descriptions for what the objective asks",
                 unit.id
             ));
         }
@@ -292,6 +318,19 @@ pub fn render_todo(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_that_copies_the_example_is_refused() {
+        let problems = parse_plan(example_plan()).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("is the example from the instructions")),
+            "{problems:?}"
+        );
+        let own = serde_json::json!({"tasks": [{"id": "mul", "title": "Add mul", "description": "mul(a, b) in calc.py", "depends_on": []}]});
+        assert!(parse_plan(own).is_ok());
+    }
     use serde_json::json;
 
     #[test]

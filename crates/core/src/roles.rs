@@ -118,13 +118,17 @@ fn submit_plan_spec() -> ToolSpec {
             "properties": {
                 "tasks": {
                     "type": "array",
+                    "minItems": 1,
                     "items": {
                         "type": "object",
                         "properties": {
-                            "id": {"type": "string", "description": "short id: letters, digits, - and _"},
-                            "title": {"type": "string"},
+                            // The pattern is what the plan check accepts; grammar servers hold it.
+                            "id": {"type": "string", "description": "short id: letters, digits, - and _",
+                                   "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"},
+                            "title": {"type": "string", "maxLength": 200},
                             "description": {"type": "string", "description": "everything a worker needs to build it alone"},
-                            "depends_on": {"type": "array", "items": {"type": "string"}, "description": "ids this unit needs first"},
+                            "depends_on": {"type": "array", "items": {"type": "string"}, "description": "ids this unit needs first",
+                                           "maxItems": 50},
                             "files": {"type": "array", "items": {"type": "string"}}
                         },
                         "required": ["id", "title", "description", "depends_on"],

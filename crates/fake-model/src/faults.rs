@@ -320,6 +320,7 @@ mod tests {
             max_tokens: None,
             tool_choice: None,
             response_format: None,
+            temperature: None,
         }
     }
 

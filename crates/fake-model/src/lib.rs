@@ -73,6 +73,8 @@ pub struct SeenRequest {
     /// envelopes and `Result of NAME:` messages read back as calls and results, and the brain's reply
     /// goes out as one envelope (its first call, or its text as the answer).
     pub response_format: Option<String>,
+    /// The sampling temperature asked for, if any.
+    pub temperature: Option<f64>,
 }
 
 impl SeenRequest {

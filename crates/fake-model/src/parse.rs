@@ -60,6 +60,7 @@ pub(crate) fn parse_openai(body: &[u8]) -> Result<SeenRequest, ParseError> {
         max_tokens: optional_u64(&root, "max_tokens")?.or(optional_u64(&root, "max_completion_tokens")?),
         tool_choice: tool_choice(&root),
         response_format,
+        temperature: root.get("temperature").and_then(Value::as_f64),
     })
 }
 
@@ -195,6 +196,7 @@ pub(crate) fn parse_anthropic(body: &[u8]) -> Result<SeenRequest, ParseError> {
         max_tokens: optional_u64(&root, "max_tokens")?,
         tool_choice: tool_choice(&root),
         response_format: None,
+        temperature: root.get("temperature").and_then(Value::as_f64),
     })
 }
 

@@ -8,6 +8,7 @@ mod constrained;
 mod durability;
 mod evidence;
 mod install;
+mod loops;
 mod mcp;
 mod mission;
 mod opencode_provider;

@@ -42,7 +42,50 @@ impl TurnRunner for NativeLoop {
 /// How many protocol corrections in a row a session gets before it is given up.
 const MAX_CORRECTIONS: u32 = 3;
 
-/// Tools whose calls are safe to run again when their result was lost in a crash.
+/// Repeats of a call the session does not run before it acts: a session that must submit is left
+/// only its finishing tool (so a constrained endpoint makes the next reply that call), any other
+/// session ends as a model failure.
+const MAX_REPEATS: u32 = 2;
+
+/// How much hotter each turn in a row that repeated itself samples.
+const REPEAT_HEAT: f32 = 0.3;
+
+/// Notices a model going round in circles: the same call again where nothing could have changed its
+/// result. In a session that cannot write (scouts, planners, reviewers) that is any call it already
+/// made; in one that can, the call of the turn just before (after an edit, running the tests
+/// again is the point).
+#[derive(Default)]
+struct RepeatWatch {
+    seen: std::collections::HashSet<String>,
+    last_turn: Vec<String>,
+    /// Turns in a row that only repeated earlier calls.
+    repeats: u32,
+}
+
+impl RepeatWatch {
+    /// Whether this turn's calls only repeat what the session already has the results of.
+    fn repeats(&mut self, calls: &[ToolCall], can_write: bool) -> bool {
+        let keys: Vec<String> = calls.iter().map(call_key).collect();
+        let repeated = if can_write {
+            keys == self.last_turn
+        } else {
+            keys.iter().all(|key| self.seen.contains(key))
+        };
+        self.seen.extend(keys.iter().cloned());
+        self.last_turn = keys;
+        self.repeats = if repeated { self.repeats + 1 } else { 0 };
+        repeated
+    }
+}
+
+/// A call's identity: its tool and its arguments as JSON (as written, when they are not JSON).
+fn call_key(call: &ToolCall) -> String {
+    let arguments = serde_json::from_str::<serde_json::Value>(&call.arguments)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| call.arguments.clone());
+    format!("{}\u{0}{arguments}", call.name)
+}
+
 /// The largest arguments one tool call may carry. Bigger files are written in parts or generated.
 const MAX_TOOL_ARGUMENT_BYTES: usize = 1024 * 1024;
 /// Tool-call arguments up to this size stay in the history verbatim.
@@ -59,6 +102,11 @@ fn skeleton(schema: &serde_json::Value) -> serde_json::Value {
         use serde_json::Value;
         if depth > 4 {
             return Value::String("…".into());
+        }
+        // A schema's own example beats a placeholder: small models copy what they are shown, and
+        // a copied `…` is an invalid id where a copied example is at worst a dull one.
+        if let Some(example) = schema.get("examples").and_then(|e| e.get(0)) {
+            return example.clone();
         }
         if let Some(choices) = schema.get("enum").and_then(Value::as_array) {
             let names: Vec<String> = choices.iter().map(|c| c.to_string().replace('"', "")).collect();
@@ -138,6 +186,7 @@ fn was_slimmed(call: &ToolCall) -> bool {
     call.arguments.contains(OMITTED)
 }
 
+/// Tools whose calls are safe to run again when their result was lost in a crash.
 const REPEATABLE: &[&str] = &[
     "read",
     "list",
@@ -185,6 +234,7 @@ impl Session {
         let mut budget_for_run = self.settings.max_turns.saturating_sub(carried);
         let mut corrections = 0;
         let mut last_bad_reply: Option<String> = None;
+        let mut watch = RepeatWatch::default();
         loop {
             if rt.cancel.is_cancelled() {
                 return SessionEnd::Cancelled;
@@ -196,7 +246,10 @@ impl Session {
                 return SessionEnd::BudgetSpent;
             }
             budget_for_run -= 1;
-            let reply = match self.call_model(rt).await {
+            // A model that repeats itself at temperature 0 would repeat itself forever: each turn in
+            // a row that repeated a call or a bad reply samples a little hotter.
+            let stuck = watch.repeats + u32::from(last_bad_reply.is_some() && corrections > 0);
+            let reply = match self.call_model(rt, stuck).await {
                 Ok(reply) => reply,
                 Err(ModelError::Cancelled) => return SessionEnd::Cancelled,
                 Err(e) if e.is_transient() || matches!(e, ModelError::GaveUp { .. }) => {
@@ -244,6 +297,15 @@ impl Session {
                 continue;
             }
             corrections = 0;
+            if watch.repeats(&reply.tool_calls, self.can_write()) {
+                // Under a JSON-schema grammar the shape is held already; showing it (with its
+                // example values) only gives a small model something to copy.
+                let show_shape = reply.constraint != Some(orchestrator_model::Constraint::JsonSchema);
+                if let Some(end) = self.answer_repeat(rt, &reply.tool_calls, watch.repeats, show_shape) {
+                    return end;
+                }
+                continue;
+            }
             if let Some(Err(e)) = self.await_tools().await {
                 return SessionEnd::ModelFailed(e);
             }
@@ -253,6 +315,138 @@ impl Session {
                 ToolTurn::Cancelled => return SessionEnd::Cancelled,
             }
         }
+    }
+
+    /// A refused finishing call (a plan or review the engine turned down) sent again unchanged: a
+    /// small model copies what its history shows, so every turn that made that call leaves the
+    /// conversation, and one message says what was wrong. True when it did.
+    fn rewind_refused_finish(&mut self, calls: &[ToolCall]) -> bool {
+        let Some(tool) = self.finish_tool else {
+            return false;
+        };
+        let Some((refusal, true)) = calls
+            .iter()
+            .find(|c| c.name == tool)
+            .and_then(|c| self.earlier_result(c))
+        else {
+            return false;
+        };
+        let keys: Vec<String> = calls.iter().map(call_key).collect();
+        let mut dropped: std::collections::HashSet<String> = Default::default();
+        for message in &self.messages {
+            if let Message::Assistant { tool_calls, .. } = message {
+                if tool_calls.iter().any(|c| keys.contains(&call_key(c))) {
+                    dropped.extend(tool_calls.iter().map(|c| c.id.clone()));
+                }
+            }
+        }
+        let kept: Vec<Message> = self
+            .messages
+            .iter()
+            .filter(|m| match m {
+                Message::Assistant { tool_calls, .. } => !tool_calls.iter().any(|c| dropped.contains(&c.id)),
+                Message::Tool { call_id, .. } => !dropped.contains(call_id),
+                Message::User { .. } => true,
+            })
+            .cloned()
+            .collect();
+        self.replace_messages(kept);
+        self.push_user(format!(
+            "Your `{tool}` call was refused, and you sent it again unchanged:\n{}\nIt has been taken out of \
+             this conversation. Call `{tool}` again with new arguments that fix these problems.",
+            crate::prompts::cut(&refusal, 600)
+        ));
+        true
+    }
+
+    /// The result (and whether it was an error) of the first earlier call identical to `call`.
+    fn earlier_result(&self, call: &ToolCall) -> Option<(String, bool)> {
+        let key = call_key(call);
+        let id = self.messages.iter().find_map(|m| match m {
+            Message::Assistant { tool_calls, .. } => tool_calls
+                .iter()
+                .find(|c| c.id != call.id && call_key(c) == key)
+                .map(|c| c.id.clone()),
+            _ => None,
+        })?;
+        self.messages.iter().find_map(|m| match m {
+            Message::Tool {
+                call_id,
+                content,
+                is_error,
+            } if *call_id == id => Some((content.clone(), *is_error)),
+            _ => None,
+        })
+    }
+
+    fn can_write(&self) -> bool {
+        self.tools
+            .iter()
+            .any(|t| matches!(t.name.as_str(), "write" | "edit"))
+    }
+
+    /// Answers a turn that only repeated calls without running them: their results are already in
+    /// the conversation, and running them again would only get the same reply again. Past
+    /// [`MAX_REPEATS`] a submitting session keeps only its finishing tool; any other ends.
+    fn answer_repeat(
+        &mut self,
+        rt: &Runtime,
+        calls: &[ToolCall],
+        repeats: u32,
+        show_shape: bool,
+    ) -> Option<SessionEnd> {
+        let narrow = repeats >= MAX_REPEATS && self.finish_tool.is_some();
+        if repeats > MAX_REPEATS && !narrow {
+            let call = calls.first().map_or("", |c| c.name.as_str());
+            return Some(SessionEnd::ModelFailed(format!(
+                "the model went round in circles: it repeated the same `{call}` call {} times without \
+                 using its result",
+                repeats + 1
+            )));
+        }
+        let shape = match self.expected_call_shape() {
+            Some(shape) if show_shape => format!(", of this shape: {shape}"),
+            _ => String::new(),
+        };
+        let next = match self.finish_tool {
+            Some(tool) if narrow => format!(
+                "You have repeated it {repeats} times, so `{tool}` is now the only tool: call it with \
+                 your own answer for this task{shape}"
+            ),
+            Some(tool) => format!("When you know enough, call `{tool}` now{shape}"),
+            None => "Take the next step: change something, run something else, or answer with a short \
+                  summary when the work is done."
+                .to_string(),
+        };
+        if narrow {
+            let finish = self.finish_tool;
+            self.tools.retain(|t| Some(t.name.as_str()) == finish);
+        }
+        if self.rewind_refused_finish(calls) {
+            return None;
+        }
+        for call in calls {
+            self.emit_tool(rt, &call.name, "repeated call, not run".into(), false, 0);
+            // A refused call sent again gets its refusal quoted, not the shape again: a model that
+            // copied the shape's example into a refused call would only copy it once more.
+            let content = match self.earlier_result(call) {
+                Some((refusal, true)) => format!(
+                    "Not run: you already made exactly this call and it was refused:\n{}\nSending it \
+                     again gets the same answer: change what it says.",
+                    crate::prompts::cut(&refusal, 600)
+                ),
+                _ => format!(
+                    "Not run: you already made exactly this call, and its result is above; it has not \
+                     changed. {next}"
+                ),
+            };
+            self.push(Message::Tool {
+                call_id: call.id.clone(),
+                content,
+                is_error: true,
+            });
+        }
+        None
     }
 
     async fn await_tools(&mut self) -> Option<Result<(), String>> {
@@ -312,7 +506,13 @@ impl Session {
         })
     }
 
-    async fn call_model(&mut self, rt: &Runtime) -> Result<orchestrator_model::ChatResponse, ModelError> {
+    /// One model call. `stuck`: turns in a row the model repeated itself; each raises the
+    /// temperature by [`REPEAT_HEAT`] (up to 1.0) over the configured one.
+    async fn call_model(
+        &mut self,
+        rt: &Runtime,
+        stuck: u32,
+    ) -> Result<orchestrator_model::ChatResponse, ModelError> {
         let system = system_prompt(self.role);
         self.compact_if_needed(rt, &system).await?;
         let request = ChatRequest {
@@ -321,7 +521,10 @@ impl Session {
             messages: self.messages.clone(),
             tools: self.tools.clone(),
             max_tokens: self.settings.max_tokens,
-            temperature: self.settings.temperature,
+            temperature: match stuck {
+                0 => self.settings.temperature,
+                n => Some((self.settings.temperature.unwrap_or(0.0) + REPEAT_HEAT * n as f32).min(1.0)),
+            },
             // A session that must end with a submit call may answer only with tool calls: where the
             // endpoint supports it, a small model cannot drift into prose instead.
             tool_choice: match self.finish_tool {
@@ -361,7 +564,11 @@ impl Session {
     /// [{"title": "…", …}]}`. `None` for sessions that may end with text.
     fn expected_call_shape(&self) -> Option<String> {
         let (name, schema) = self.finish_schema()?;
-        Some(format!("{name} {}", skeleton(schema)))
+        let example = match name {
+            "submit_plan" => crate::plan::example_plan(),
+            _ => skeleton(schema),
+        };
+        Some(format!("{name} {example}"))
     }
 
     /// The tool the session must end with, and the JSON schema of its arguments.

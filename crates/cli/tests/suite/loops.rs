@@ -1,0 +1,177 @@
+//! A model going round in circles is noticed and led out, whatever the endpoint: the same call again
+//! is not run again, a session that must submit is left only its submit tool, a refused submission
+//! sent again unchanged leaves the conversation, each repeat samples hotter, and a worker that keeps
+//! repeating itself ends instead of spending its whole turn budget.
+
+use super::support::*;
+use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
+use orchestrator_fake_model::{Brain, FakeServer, Reply, SeenMessage, SeenRequest};
+
+fn script() -> Script {
+    Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "a")],
+        ..Script::default()
+    }
+}
+
+/// Plays the scripted mission, except where `stuck` answers first.
+struct Looping<F>(ScriptedMission, F);
+
+impl<F: Fn(&SeenRequest) -> Option<Reply> + Send + Sync + 'static> Brain for Looping<F> {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        (self.1)(request).unwrap_or_else(|| self.0.respond(request))
+    }
+}
+
+async fn looping(stuck: impl Fn(&SeenRequest) -> Option<Reply> + Send + Sync + 'static) -> FakeServer {
+    FakeServer::start(Looping(ScriptedMission::new(script()), stuck), Default::default())
+        .await
+        .expect("fake server")
+}
+
+fn call(name: &str, arguments: &str) -> Option<Reply> {
+    Some(Reply::ToolCalls {
+        text: String::new(),
+        calls: vec![(name.into(), arguments.into())],
+    })
+}
+
+/// The summaries of `tool`'s calls in sessions whose id starts with `session`.
+fn tool_summaries(done: &Finished, session: &str, tool: &str) -> Vec<String> {
+    done.events_of("tool_called")
+        .iter()
+        .filter(|e| e["tool"] == tool && e["session"].as_str().is_some_and(|s| s.starts_with(session)))
+        .filter_map(|e| e["summary"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_that_repeats_a_call_is_not_run_again_and_is_left_only_its_submit_tool() {
+    let repo = TestRepo::new(&[]);
+    // The planner lists the same folder for as long as it may; once only submit_plan is offered,
+    // the script's plan goes in.
+    let server = looping(|r| {
+        (role_of(r) == "planner" && r.offers("list"))
+            .then(|| call("list", r#"{"path": "."}"#))
+            .flatten()
+    })
+    .await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+    let lists = tool_summaries(&done, "planner", "list");
+    assert_eq!(lists.len(), 3, "{lists:?}");
+    assert!(!lists[0].contains("not run"));
+    assert!(
+        lists[1..].iter().all(|s| s == "repeated call, not run"),
+        "{lists:?}"
+    );
+    let planner = requests_of(&server, "planner");
+    let last = planner.last().expect("planner requests");
+    assert_eq!(last.tools, vec!["submit_plan".to_string()]);
+    // Each repeat sampled hotter than the one before (the configured temperature is unset).
+    let temperatures: Vec<Option<f64>> = planner.iter().map(|r| r.temperature).collect();
+    // The turn after a repeat is the first to sample hotter.
+    assert_eq!(temperatures[..2], [None, None]);
+    assert!(
+        temperatures[2].is_some_and(|t| (t - 0.3).abs() < 1e-6),
+        "{temperatures:?}"
+    );
+    assert!(
+        temperatures[3].is_some_and(|t| (t - 0.6).abs() < 1e-6),
+        "{temperatures:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_plan_sent_again_unchanged_is_taken_out_of_the_conversation() {
+    let repo = TestRepo::new(&[]);
+    let bad = r#"{"tasks": [{"id": "a", "title": "A", "description": "a", "depends_on": ["a"]}]}"#;
+    let server = looping(move |r| {
+        let rewound = r.messages.iter().any(
+            |m| matches!(m, SeenMessage::User { text } if text.contains("taken out of this conversation")),
+        );
+        (role_of(r) == "planner" && !rewound)
+            .then(|| call("submit_plan", bad))
+            .flatten()
+    })
+    .await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert_eq!(
+        done.events_of("plan_rejected").len(),
+        1,
+        "the repeat was not judged again"
+    );
+    let after = requests_of(&server, "planner")
+        .into_iter()
+        .find(|r| {
+            r.messages.iter().any(
+                |m| matches!(m, SeenMessage::User { text } if text.contains("taken out of this conversation")),
+            )
+        })
+        .expect("a planner request after the rewind");
+    let bad_calls = after
+        .messages
+        .iter()
+        .filter(|m| matches!(m, SeenMessage::Assistant { tool_calls, .. } if tool_calls.iter().any(|c| c.name == "submit_plan")))
+        .count();
+    assert_eq!(bad_calls, 0, "the refused plan is gone from the history");
+    let note = after
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            SeenMessage::User { text } if text.contains("taken out") => Some(text.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert!(note.contains("depends on itself"), "{note}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_keeps_repeating_one_call_ends_instead_of_spending_its_turns() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n[roles.worker]\nmax_turns = 30\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = looping(|r| {
+        (role_of(r) == "worker")
+            .then(|| call("list", r#"{"path": "."}"#))
+            .flatten()
+    })
+    .await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    // In each worker session: one real call, two repeats answered with a note, and the third
+    // repeat ends the session, far inside its 30 turns.
+    let mut calls_per_session = std::collections::BTreeMap::<String, usize>::new();
+    for call in done
+        .events_of("model_call")
+        .iter()
+        .filter(|e| e["role"] == "worker")
+    {
+        *calls_per_session.entry(call["session"].to_string()).or_default() += 1;
+    }
+    assert!(!calls_per_session.is_empty());
+    assert!(
+        calls_per_session.values().all(|n| *n == 4),
+        "{calls_per_session:?}"
+    );
+    let lists = tool_summaries(&done, "worker", "list");
+    assert_eq!(
+        lists.iter().filter(|s| !s.contains("not run")).count(),
+        calls_per_session.len(),
+        "{lists:?}"
+    );
+    assert!(repo.read("a.txt").is_none());
+}
