@@ -68,7 +68,7 @@ async fn the_whole_mission_runs_in_the_action_envelope_when_configured() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_llama_cpp_server_holds_submitting_sessions_to_the_envelope_and_leaves_workers_free() {
+async fn a_llama_cpp_server_holds_submitting_sessions_and_first_worker_turns_to_the_envelope() {
     let repo = TestRepo::new(&[]);
     let options = FakeOptions {
         owned_by: Some("llamacpp".into()),
@@ -95,14 +95,17 @@ async fn a_llama_cpp_server_holds_submitting_sessions_to_the_envelope_and_leaves
             .iter()
             .all(|c| c.as_deref() == Some("json_schema")));
     }
-    for role in ["scout", "worker"] {
-        assert!(requests_of(&server, role)
-            .iter()
-            .all(|r| r.response_format.is_none() && r.tool_choice.is_none()));
-        assert!(
-            constraints(&done, role).iter().all(Option::is_none),
-            "{role} is free"
-        );
+    assert!(requests_of(&server, "scout")
+        .iter()
+        .all(|r| r.response_format.is_none() && r.tool_choice.is_none()));
+    assert!(
+        constraints(&done, "scout").iter().all(Option::is_none),
+        "scouts are free"
+    );
+    // A worker's first reply is held to a call; after that it is free.
+    for r in requests_of(&server, "worker") {
+        let held = r.response_format.as_deref() == Some("json_schema");
+        assert_eq!(held, r.assistant_turns() == 0, "worker request {}", r.seq);
     }
 }
 

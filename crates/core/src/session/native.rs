@@ -235,6 +235,8 @@ impl Session {
         let mut corrections = 0;
         let mut last_bad_reply: Option<String> = None;
         let mut watch = RepeatWatch::default();
+        // A resumed run that already made calls has looked; a fresh one (or feedback) has not.
+        let mut called = carried > 0;
         loop {
             if rt.cancel.is_cancelled() {
                 return SessionEnd::Cancelled;
@@ -249,7 +251,7 @@ impl Session {
             // A model that repeats itself at temperature 0 would repeat itself forever: each turn in
             // a row that repeated a call or a bad reply samples a little hotter.
             let stuck = watch.repeats + u32::from(last_bad_reply.is_some() && corrections > 0);
-            let reply = match self.call_model(rt, stuck).await {
+            let reply = match self.call_model(rt, stuck, called).await {
                 Ok(reply) => reply,
                 Err(ModelError::Cancelled) => return SessionEnd::Cancelled,
                 Err(e) if e.is_transient() || matches!(e, ModelError::GaveUp { .. }) => {
@@ -297,6 +299,7 @@ impl Session {
                 continue;
             }
             corrections = 0;
+            called = true;
             if watch.repeats(&reply.tool_calls, self.can_write()) {
                 // Under a JSON-schema grammar the shape is held already; showing it (with its
                 // example values) only gives a small model something to copy.
@@ -508,10 +511,12 @@ impl Session {
 
     /// One model call. `stuck`: turns in a row the model repeated itself; each raises the
     /// temperature by [`REPEAT_HEAT`] (up to 1.0) over the configured one.
+    /// `called`: whether the session already called a tool in this run.
     async fn call_model(
         &mut self,
         rt: &Runtime,
         stuck: u32,
+        called: bool,
     ) -> Result<orchestrator_model::ChatResponse, ModelError> {
         let system = system_prompt(self.role);
         self.compact_if_needed(rt, &system).await?;
@@ -527,9 +532,12 @@ impl Session {
             },
             // A session that must end with a submit call may answer only with tool calls: where the
             // endpoint supports it, a small model cannot drift into prose instead.
-            tool_choice: match self.finish_tool {
-                Some(_) => orchestrator_model::ToolChoice::Required,
-                None => orchestrator_model::ToolChoice::Auto,
+            // So may a session that can write and has not yet called anything in this run: a
+            // worker's first reply is a look or a change, never "the unit is complete" (a 1.5B
+            // model answered so, twice, with an untouched tree).
+            tool_choice: match self.finish_tool.is_some() || (self.can_write() && !called) {
+                true => orchestrator_model::ToolChoice::Required,
+                false => orchestrator_model::ToolChoice::Auto,
             },
         };
         let started = Instant::now();
