@@ -43,8 +43,8 @@ struct SpawnTask {
     depends_on: Vec<String>,
 }
 
-/// The example unit `submit_plan`'s schema shows (and a correction repeats): a plan that hands it
-/// back has copied the instructions instead of planning, which small models do.
+/// The example unit a correction shows (see [`example_plan`]): a plan that hands it back has copied
+/// the instructions instead of planning, which small models do.
 pub(crate) const EXAMPLE_TITLE: &str = "Add the parser";
 pub(crate) const EXAMPLE_DESCRIPTION: &str = "What to build, in which files, and how to check it.";
 
@@ -318,6 +318,7 @@ pub fn render_todo(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_plan_that_copies_the_example_is_refused() {
@@ -328,10 +329,9 @@ mod tests {
                 .any(|p| p.contains("is the example from the instructions")),
             "{problems:?}"
         );
-        let own = serde_json::json!({"tasks": [{"id": "mul", "title": "Add mul", "description": "mul(a, b) in calc.py", "depends_on": []}]});
+        let own = json!({"tasks": [{"id": "mul", "title": "Add mul", "description": "mul(a, b) in calc.py", "depends_on": []}]});
         assert!(parse_plan(own).is_ok());
     }
-    use serde_json::json;
 
     #[test]
     fn the_todo_lists_every_unit_under_its_parent() {

@@ -98,25 +98,13 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
         messages.push(json!({"role": "system", "content": request.system}));
     }
     messages.extend(request.messages.iter().map(wire_message));
-    // `max_tokens` rather than `max_completion_tokens`: vLLM, Ollama and llama.cpp all accept it.
-    let mut body = json!({
-        "model": request.model,
-        "messages": messages,
-        "max_tokens": request.max_tokens,
-        "stream": stream,
-    });
-    if stream {
-        body["stream_options"] = json!({"include_usage": true});
-    }
+    let mut body = request_body(request, messages, stream);
     if !request.tools.is_empty() {
         body["tools"] = request
             .tools
             .iter()
             .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
             .collect();
-    }
-    if let Some(temperature) = request.temperature {
-        body["temperature"] = json!(temperature);
     }
     body
 }
@@ -125,12 +113,20 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
 /// envelopes, and the reply held to the envelope's schema (see [`envelope`]).
 fn envelope_request(request: &ChatRequest, stream: bool) -> Value {
     let must_call = request.tool_choice == ToolChoice::Required;
+    let messages = envelope::wire_messages(&request.system, &request.tools, must_call, &request.messages);
+    let mut body = request_body(request, messages, stream);
+    body["response_format"] = envelope::response_format(&request.tools, must_call);
+    body
+}
+
+/// What every request carries besides its tools: model, messages, limits, streaming, sampling.
+fn request_body(request: &ChatRequest, messages: Vec<Value>, stream: bool) -> Value {
+    // `max_tokens` rather than `max_completion_tokens`: vLLM, Ollama and llama.cpp all accept it.
     let mut body = json!({
         "model": request.model,
-        "messages": envelope::wire_messages(&request.system, &request.tools, must_call, &request.messages),
+        "messages": messages,
         "max_tokens": request.max_tokens,
         "stream": stream,
-        "response_format": envelope::response_format(&request.tools, must_call),
     });
     if stream {
         body["stream_options"] = json!({"include_usage": true});

@@ -103,11 +103,6 @@ fn skeleton(schema: &serde_json::Value) -> serde_json::Value {
         if depth > 4 {
             return Value::String("…".into());
         }
-        // A schema's own example beats a placeholder: small models copy what they are shown, and
-        // a copied `…` is an invalid id where a copied example is at worst a dull one.
-        if let Some(example) = schema.get("examples").and_then(|e| e.get(0)) {
-            return example.clone();
-        }
         if let Some(choices) = schema.get("enum").and_then(Value::as_array) {
             let names: Vec<String> = choices.iter().map(|c| c.to_string().replace('"', "")).collect();
             return Value::String(names.join(" | "));
@@ -407,6 +402,13 @@ impl Session {
                 repeats + 1
             )));
         }
+        if narrow {
+            let finish = self.finish_tool;
+            self.tools.retain(|t| Some(t.name.as_str()) == finish);
+        }
+        if self.rewind_refused_finish(calls) {
+            return None;
+        }
         let shape = match self.expected_call_shape() {
             Some(shape) if show_shape => format!(", of this shape: {shape}"),
             _ => String::new(),
@@ -421,13 +423,6 @@ impl Session {
                   summary when the work is done."
                 .to_string(),
         };
-        if narrow {
-            let finish = self.finish_tool;
-            self.tools.retain(|t| Some(t.name.as_str()) == finish);
-        }
-        if self.rewind_refused_finish(calls) {
-            return None;
-        }
         for call in calls {
             self.emit_tool(rt, &call.name, "repeated call, not run".into(), false, 0);
             // A refused call sent again gets its refusal quoted, not the shape again: a model that
