@@ -36,6 +36,7 @@ mod link;
 mod parse;
 mod patch;
 mod repo;
+mod stale;
 mod stats;
 #[cfg(test)]
 mod test_repo;
@@ -44,6 +45,7 @@ mod worktree;
 pub use error::GitError;
 pub use inproc::BranchMerge;
 pub use repo::{FastForward, Repo};
+pub use stale::Repaired;
 pub use stats::FileStat;
 pub use worktree::{MergeOutcome, Worktree};
 

@@ -611,9 +611,13 @@ impl Repo {
         for entry in entries.iter().skip(1) {
             let live = tokio::fs::try_exists(&entry.path).await?;
             if loc.is(&entry.path) && live {
-                self.git()
-                    .check(self.root(), remove_args(&entry.path), Mode::META)
+                let out = self
+                    .git()
+                    .run(self.root(), remove_args(&entry.path), Mode::META)
                     .await?;
+                if !out.success() && !self.remove_cut_short(&entry.path).await? {
+                    return Err(out.into_error());
+                }
             } else if !live && (loc.is(&entry.path) || entry.branch.as_deref() == branch_ref) {
                 prune = true;
             }
@@ -623,6 +627,23 @@ impl Repo {
             self.git().check(self.root(), args, Mode::META).await?;
         }
         self.remove_leftover_dir(&loc.abs).await
+    }
+
+    /// Deletes the worktree at `dir` and its registration by hand when `git worktree add` (or ours,
+    /// in-process) was killed before finishing it (see `stale.rs`): git refuses to remove such a
+    /// worktree ("validation failed"), and a resumed mission must be able to make the unit's worktree
+    /// again. False (nothing touched) for anything else, which git's refusal then reports.
+    async fn remove_cut_short(&self, dir: &Path) -> Result<bool, GitError> {
+        let Some(admin) = crate::link::registered_admin_dir(self.git_common_dir(), dir).await else {
+            return Ok(false);
+        };
+        if !crate::stale::admin_cut_short(&admin) {
+            return Ok(false);
+        }
+        tracing::info!(dir = %dir.display(), "removing a worktree that was cut short while being made");
+        tokio::fs::remove_dir_all(dir).await?;
+        tokio::fs::remove_dir_all(&admin).await?;
+        Ok(true)
     }
 
     /// Deletes `dir` if it is the remains of one of this repository's worktrees whose registration is

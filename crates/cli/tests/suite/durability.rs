@@ -211,6 +211,39 @@ async fn killed_during_stage_2() {
     check_crash_point("stage 2", Box::new(role_is("master_reviewer")), &["a", "b", "c"]).await;
 }
 
+/// A kill while git held a ref or an index leaves its `.lock` file; resume clears those of the
+/// mission (and says so) and seals, and leaves the user's own locks alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_git_locks_from_the_kill_are_cleared() {
+    let repo = TestRepo::new(&[]);
+    let (server, _) = crash_then_resume(Box::new(role_is("worker")), script(), &repo).await;
+    let status = Run::cmd(&["status", "--json"]).run(&repo).await;
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let mission = report["mission"].as_str().expect("mission id").to_string();
+    let git = repo.path().join(".git");
+    let planted = [
+        git.join(format!("refs/heads/orchestrator/{mission}/u/b.lock")),
+        git.join(format!("refs/heads/orchestrator/{mission}/integration.lock")),
+    ];
+    let users = git.join("refs/heads/user-topic.lock");
+    for path in planted.iter().chain([&users]) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, "").expect("plant a lock");
+    }
+    let done = resume(&repo, &server).await;
+    done.assert_code(0);
+    for (path, content) in FILES {
+        assert_eq!(repo.read(path).as_deref(), Some(content), "{path}");
+    }
+    assert!(users.exists(), "the user's lock stays");
+    let logs = Run::cmd(&["logs"]).run(&repo).await;
+    assert!(
+        logs.stdout.contains("lock file(s) that the interrupted run left"),
+        "{}",
+        logs.stdout
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_merge_conflict() {
     let repo = TestRepo::new(&[("shared.txt", "original\n")]);

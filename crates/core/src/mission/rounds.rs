@@ -31,6 +31,7 @@ pub(super) async fn drive(
     replay: Replay,
 ) -> Result<Ending> {
     let repo = &setup.repo;
+    repair_after_kill(id, setup, &rt).await?;
     let base_tree = repo
         .add_detached_worktree(&setup.worktrees.join("base"), &setup.base)
         .await?;
@@ -118,6 +119,41 @@ pub(super) async fn drive(
         }
     }
     run_rounds(&mission, plan, integration, integration_head, &setup.base).await
+}
+
+/// A run killed while git wrote one of the mission's refs or worktrees left a `.lock` file or a
+/// worktree cut short, and later git commands there would fail. Only this process (it holds the
+/// repository's lock) writes the mission's refs and worktrees, so those are stale and go; nothing
+/// else's is touched.
+async fn repair_after_kill(id: &str, setup: &Setup, rt: &Runtime) -> Result<()> {
+    let prefix = format!("orchestrator/{id}/");
+    let repaired = setup.repo.repair_after_kill(&prefix, &setup.worktrees).await?;
+    let list = |paths: &[std::path::PathBuf]| {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !repaired.locks.is_empty() {
+        rt.bus.emit(Event::Notice {
+            message: format!(
+                "removed {} lock file(s) that the interrupted run left in git: {}",
+                repaired.locks.len(),
+                list(&repaired.locks)
+            ),
+        });
+    }
+    if !repaired.worktrees.is_empty() {
+        rt.bus.emit(Event::Notice {
+            message: format!(
+                "removed {} worktree(s) the interrupted run left half-made (they are made again): {}",
+                repaired.worktrees.len(),
+                list(&repaired.worktrees)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Says which commands will judge the work, before any unit is built.

@@ -310,6 +310,41 @@ async fn a_half_made_worktree_is_replaced_not_reused() {
     assert!(!fx.root.join(".git/worktrees/h/locked").exists());
 }
 
+/// Killed earlier still, git (or the in-process add) leaves a registration that does not validate:
+/// no HEAD in its admin area, or no `.git` file in the directory. `git worktree remove` refuses those
+/// ("validation failed"), so they must still be cleared for the unit's worktree to be made again.
+#[tokio::test]
+async fn a_worktree_cut_short_before_its_head_is_cleared() {
+    for damage in ["no HEAD", "no .git file", "empty .git file"] {
+        let fx = Fixture::new();
+        let repo = fx.repo().await;
+        let wt = repo
+            .add_worktree_on_branch(&fx.wt_path("k"), "k", "HEAD")
+            .await
+            .expect("add");
+        let admin = fx.root.join(".git/worktrees/k");
+        std::fs::write(admin.join("locked"), "initializing").expect("lock");
+        match damage {
+            "no HEAD" => std::fs::remove_file(admin.join("HEAD")).expect("rm HEAD"),
+            "no .git file" => std::fs::remove_file(wt.path().join(".git")).expect("rm .git"),
+            _ => std::fs::write(wt.path().join(".git"), "").expect("truncate .git"),
+        }
+        let again = repo
+            .add_worktree_on_branch(wt.path(), "k", "HEAD")
+            .await
+            .unwrap_or_else(|e| panic!("{damage}: replaced: {e}"));
+        assert_eq!(read(again.path(), "README"), "hello\n", "{damage}");
+        assert!(!again.has_changes().await.expect("status"), "{damage}");
+        let listed = repo.list_worktrees().await.expect("list");
+        assert_eq!(
+            listed.len(),
+            2,
+            "{damage}: one registration at the path: {listed:?}"
+        );
+        repo.remove_worktree(again.path()).await.expect("removable again");
+    }
+}
+
 #[tokio::test]
 async fn an_empty_directory_is_filled() {
     let fx = Fixture::new();
@@ -360,4 +395,87 @@ async fn head_is_read_from_files_when_they_are_conclusive() {
         .expect("open")
         .expect("main");
     assert!(matches!(main.head().await, Err(GitError::NoCommits)));
+}
+
+/// A run killed while git held a ref or an index leaves `<name>.lock`; a resumed mission deletes those
+/// of its own refs and worktrees, and nothing else.
+#[tokio::test]
+async fn stale_locks_of_the_mission_go_and_others_stay() {
+    let fx = Fixture::new();
+    let repo = fx.repo().await;
+    let wt = repo
+        .add_worktree_on_branch(&fx.wt_path("u1"), "orchestrator/m1/u/u1", "HEAD")
+        .await
+        .expect("add");
+    let git = fx.root.join(".git");
+    let ours = [
+        git.join("refs/heads/orchestrator/m1/u/u1.lock"),
+        git.join("refs/heads/orchestrator/m1/u/kid.lock"),
+        git.join("worktrees/u1/index.lock"),
+        git.join("worktrees/u1/HEAD.lock"),
+    ];
+    let theirs = [
+        git.join("refs/heads/main.lock"),
+        git.join("refs/heads/orchestrator/m2/u/x.lock"),
+        git.join("packed-refs.lock"),
+        git.join("index.lock"),
+    ];
+    for path in ours.iter().chain(&theirs) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, "").expect("lock");
+    }
+    let worktrees = wt.path().parent().expect("worktrees dir").to_path_buf();
+    let repaired = repo
+        .repair_after_kill("orchestrator/m1/", &worktrees)
+        .await
+        .expect("cleared");
+    assert!(repaired.worktrees.is_empty(), "{repaired:?}");
+    let mut removed = repaired.locks;
+    removed.sort();
+    let mut expected = ours.to_vec();
+    expected.sort();
+    assert_eq!(removed, expected);
+    for path in &theirs {
+        assert!(path.exists(), "{} stays", path.display());
+        std::fs::remove_file(path).expect("the user's lock goes the user's way");
+    }
+    // The branch the lock blocked can be written again.
+    write(wt.path(), "w.txt", "w\n");
+    wt.commit_all("work").await.expect("commit").expect("a commit");
+    // Nothing to do is fine, and a missing prefix is no error.
+    assert!(repo
+        .repair_after_kill("orchestrator/none/", &worktrees)
+        .await
+        .expect("nothing")
+        .is_empty());
+}
+
+/// `git worktree add` killed right after creating `commondir` leaves it empty, and from then on every
+/// `git worktree list` of the repository dies. The mission's repair removes that worktree, and the
+/// unit's worktree can be made again on its branch.
+#[tokio::test]
+async fn a_worktree_killed_while_registering_is_repaired() {
+    let fx = Fixture::new();
+    let repo = fx.repo().await;
+    let wt = repo
+        .add_worktree_on_branch(&fx.wt_path("c"), "orchestrator/m1/u/c", "HEAD")
+        .await
+        .expect("add");
+    let admin = fx.root.join(".git/worktrees/c");
+    std::fs::write(admin.join("commondir"), "").expect("cut commondir short");
+    std::fs::write(admin.join("locked"), "initializing").expect("lock");
+    assert!(repo.list_worktrees().await.is_err(), "git itself cannot list");
+    let worktrees = wt.path().parent().expect("dir").to_path_buf();
+    let repaired = repo
+        .repair_after_kill("orchestrator/m1/", &worktrees)
+        .await
+        .expect("repaired");
+    assert_eq!(repaired.worktrees, vec![wt.path().to_path_buf()]);
+    assert!(!admin.exists() && !wt.path().exists());
+    assert_eq!(repo.list_worktrees().await.expect("lists again").len(), 1);
+    let again = repo
+        .add_worktree_on_branch(&fx.wt_path("c"), "orchestrator/m1/u/c", "HEAD")
+        .await
+        .expect("made again");
+    assert_eq!(read(again.path(), "README"), "hello\n");
 }
