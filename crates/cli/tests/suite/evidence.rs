@@ -272,17 +272,20 @@ async fn a_claim_with_an_empty_diff_is_not_passed_on() {
 }
 
 /// The obedient case beside it: a unit that truly needs no change says so, and the reviewer sees the
-/// empty diff called out.
+/// empty diff called out. Beside another unit that does change something, the mission seals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_that_needs_no_change_says_so_and_the_reviewer_sees_the_empty_diff() {
     let repo = TestRepo::new(&[]);
     let script = Script {
-        plan: vec![PlanUnit::new(
-            "a",
-            "Check the README",
-            "ANSWER NO CHANGE NEEDED: the README already says it.",
-            &[],
-        )],
+        plan: vec![
+            PlanUnit::new(
+                "a",
+                "Check the README",
+                "ANSWER NO CHANGE NEEDED: the README already says it.",
+                &[],
+            ),
+            PlanUnit::new("b", "Add b", "FILE b.txt := b\\n", &[]),
+        ],
         ..Script::default()
     };
     let server = fake(script).await;
@@ -295,6 +298,43 @@ async fn a_unit_that_needs_no_change_says_so_and_the_reviewer_sees_the_empty_dif
             .any(|r| r.first_user_text().contains("(EMPTY: this unit changed no file.")),
         "the empty diff is called out"
     );
+    assert_eq!(repo.read("b.txt").as_deref(), Some("b\n"));
+}
+
+/// The careless case the 1.5B model showed: every unit claims that no change was needed and every
+/// reviewer agrees. The result is the base commit, so the mission is not reported as done (exit 1),
+/// says what each worker claimed, and spends no stage 2 or master review on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mission_that_changed_nothing_is_not_sealed() {
+    let repo = TestRepo::new(&[]);
+    let before = repo.git(&["rev-parse", "HEAD"]);
+    let script = Script {
+        plan: vec![
+            PlanUnit::new("add", "Add mul", "ANSWER NO CHANGE NEEDED: The unit is complete.", &[]),
+            PlanUnit::new("test", "Test mul", "ANSWER NO CHANGE NEEDED: nothing to do.", &[]),
+        ],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Add a function mul")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    let finished = done.events_of("mission_finished");
+    let summary = finished[0]["summary"].as_str().unwrap_or_default();
+    assert_eq!(finished[0]["outcome"], "unsealed");
+    assert!(summary.contains("nothing changed"), "{summary}");
+    assert!(
+        summary.contains("add (Add mul): NO CHANGE NEEDED: The unit is complete."),
+        "{summary}"
+    );
+    assert!(summary.contains("[roles.worker] model"), "{summary}");
+    assert!(requests_of(&server, "master_reviewer").is_empty());
+    assert_eq!(repo.git(&["rev-parse", "HEAD"]), before, "main untouched");
+    // Its branches go like any finished mission's.
+    assert!(repo.branches().iter().all(|b| !b.starts_with("orchestrator/")));
 }
 
 /// A worker that runs out of turns fails that attempt: its half-done work is not reviewed, and the

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use orchestrator_git::Worktree;
-use orchestrator_protocol::{Event, Outcome, Phase, UnitSpec, UnitState};
+use orchestrator_protocol::{Event, Outcome, Phase, Role, UnitSpec, UnitState};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
@@ -40,7 +40,8 @@ pub(super) async fn drive(
         message: config.sandbox.summary(),
     });
 
-    let read_only = Arc::new(toolbox(base_tree.path(), false, &config)?);
+    let scout_tools = Arc::new(toolbox(base_tree.path(), Role::Scout, &config)?);
+    let planner_tools = Arc::new(toolbox(base_tree.path(), Role::Planner, &config)?);
     let (context, build, test) = match (&replay.context, &replay.verify) {
         (Some(context), Some((build, test))) => (context.clone(), build.clone(), test.clone()),
         _ => {
@@ -60,7 +61,7 @@ pub(super) async fn drive(
                 build: build.clone(),
                 test: test.clone(),
             });
-            let context = roles::discover(&rt, &config, &setup.objective, &scan, read_only.clone()).await;
+            let context = roles::discover(&rt, &config, &setup.objective, &scan, scout_tools).await;
             if rt.budget_spent() {
                 return Ok(budget_ending(&rt, &config));
             }
@@ -80,7 +81,7 @@ pub(super) async fn drive(
                 phase: Phase::Planning,
                 round: 1,
             });
-            match roles::plan(&rt, &config, &setup.objective, &context, read_only).await {
+            match roles::plan(&rt, &config, &setup.objective, &context, planner_tools).await {
                 Ok(plan) => plan,
                 Err(_) if rt.budget_spent() => return Ok(budget_ending(&rt, &config)),
                 Err(_) if rt.cancel.is_cancelled() => return Ok(interrupted()),
@@ -246,6 +247,9 @@ async fn run_rounds(
             None => match round_result(mission, &integration, base, &outcomes, round).await? {
                 RoundResult::Passed { verified } => (None, Some(verified)),
                 RoundResult::FollowUp(units) => (Some(units), None),
+                RoundResult::NothingChanged => {
+                    return Ok(Ending::unsealed(nothing_changed_summary(&outcomes)))
+                }
             },
         };
         let Some(follow_up) = follow_up else {
@@ -297,6 +301,8 @@ async fn run_rounds(
 enum RoundResult {
     Passed { verified: String },
     FollowUp(Vec<UnitSpec>),
+    /// Every unit passed, yet the integrated result is the base: the mission changed nothing.
+    NothingChanged,
 }
 
 async fn round_result(
@@ -307,6 +313,11 @@ async fn round_result(
     round: u32,
 ) -> Result<RoundResult> {
     if outcomes.iter().all(|o| o.state == UnitState::Passed) {
+        // Nothing for stage 2 or the master reviewer to judge, and nothing to hand over: a mission
+        // whose units all claimed that no change was needed is not reported as done.
+        if same_tree(mission, &integration.head().await?, base).await? {
+            return Ok(RoundResult::NothingChanged);
+        }
         mission.rt.bus.emit(Event::PhaseChanged {
             phase: Phase::Integration,
             round,
@@ -528,6 +539,33 @@ fn sealed_summary(outcomes: &[UnitOutcome], round: u32) -> String {
     format!(
         "sealed in round {round}: {} unit(s) of the last round passed review and the master review",
         outcomes.len()
+    )
+}
+
+/// Whether `commit` has the same files as `base`.
+async fn same_tree(mission: &Mission, commit: &str, base: &str) -> Result<bool> {
+    let repo = &mission.repo;
+    let ours = repo.rev_parse(&format!("{commit}^{{tree}}")).await?;
+    let theirs = repo.rev_parse(&format!("{base}^{{tree}}")).await?;
+    Ok(ours == theirs)
+}
+
+/// Why a mission whose every unit passed still ends unsealed: the result is its base.
+fn nothing_changed_summary(outcomes: &[UnitOutcome]) -> String {
+    let claims: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            let claim = o.summary.lines().next().unwrap_or_default().trim();
+            format!("  - {} ({}): {}", o.unit.id, o.unit.title, crate::prompts::cut(claim, 200))
+        })
+        .collect();
+    format!(
+        "not sealed: nothing changed. Every unit ended without changing a file, so the result is the \
+         mission's base commit and there is nothing to apply. What the workers said:\n{}\n\
+         If the objective is already met, that is the answer. If it is not, the models did not do the \
+         work: run it again with a stronger worker model (`[roles.worker] model = \"…\"` in \
+         orchestrator.toml).",
+        claims.join("\n")
     )
 }
 
