@@ -66,18 +66,13 @@ FUNCTIONS = {"one": ["mul"], "three": ["mul", "div", "pow"]}
 
 
 def config(ctx: int) -> str:
-    # Deterministic sampling, the envelope for every session, the pre-scan instead of scouts on
-    # a three-file repository, and one session at a time: the server runs one sequence on two
-    # cores, and interleaved conversations would throw its prompt cache away on every request.
+    # The small-model profile (one session at a time, the pre-scan instead of scouts, fewer tools
+    # per role, short replies), the envelope for every session, and deterministic sampling.
     return f"""model = "local"
-max_parallel = 1
+profile = "small"
 
 [verify]
 test = "python3 test_calc.py"
-
-[limits]
-scouts = 0
-plan_attempts = 5
 
 [endpoint]
 output = "json_schema"
@@ -87,23 +82,16 @@ request_timeout_secs = 1800
 [models.local]
 context_window = {ctx}
 
-# Replies a small model needs are short; a cap ends a grammar-held runaway (a list that never
-# closes) in a minute instead of ten.
 [roles.planner]
 temperature = 0.0
-max_tokens = 1024
 [roles.worker]
 temperature = 0.0
-max_tokens = 2048
 [roles.reviewer]
 temperature = 0.0
-max_tokens = 1024
 [roles.master_reviewer]
 temperature = 0.0
-max_tokens = 1024
 [roles.conflict_resolver]
 temperature = 0.0
-max_tokens = 2048
 """
 
 

@@ -22,6 +22,8 @@ pub const OPENCODE_DEFAULT_MODEL: &str = "opencode";
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// A preset under every file's settings: `"small"` for small local models (see [`profile_layer`]).
+    pub profile: Option<String>,
     pub provider: Option<Provider>,
     pub model: Option<String>,
     pub max_parallel: Option<usize>,
@@ -145,7 +147,13 @@ pub struct RoleFile {
     pub temperature: Option<f32>,
     /// Tokens every session of this role may use together over the mission.
     pub budget_tokens: Option<u64>,
+    /// The only tools this role is offered (of `read`, `list`, `glob`, `grep`, `bash`, `write`, `edit`,
+    /// `spawn`); its submit tool is always offered. Unset: every tool the role may have.
+    pub tools: Option<Vec<String>>,
 }
+
+/// Tools a role can be limited to: the toolbox's and the worker's `spawn`.
+pub const ROLE_TOOLS: [&str; 8] = ["read", "list", "glob", "grep", "bash", "write", "edit", "spawn"];
 
 /// Model settings for one role.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +163,8 @@ pub struct RoleSettings {
     pub max_tokens: u32,
     pub temperature: Option<f32>,
     pub budget_tokens: Option<u64>,
+    /// The only tools the role is offered (`None`: all it may have).
+    pub tools: Option<Vec<String>>,
     /// The model's context window in tokens, and the share of it at which the session compacts.
     pub context_window: u64,
     pub compact_at: f64,
@@ -335,6 +345,11 @@ pub fn user_config_path() -> Option<PathBuf> {
 pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option<String>) -> Result<Config> {
     check_bounds(layers, flags)?;
     let mut merged = FileConfig::default();
+    // The profile, if a layer names one, lies under every layer: what a file says explicitly wins.
+    let profile = layers.iter().rev().find_map(|l| l.profile.clone());
+    if let Some(name) = &profile {
+        merge(&mut merged, profile_layer(name)?);
+    }
     for layer in layers {
         merge(&mut merged, layer.clone());
     }
@@ -406,6 +421,57 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
     Ok(config)
 }
 
+/// The settings behind `profile = "small"`: what small local models (a few billion parameters, one
+/// llama.cpp sequence on a CPU) need to get through a mission. Fewer tools per role (no `spawn` for
+/// workers: a forced first call must be real work; only looking for planners and reviewers), one
+/// session at a time (a local server evaluates one prompt at a time and keeps only that one's cache),
+/// the pre-scan instead of scouts, short replies and more planning attempts. Every value can be
+/// overridden in the config files, which lie over it.
+pub const SMALL_PROFILE: &str = r#"
+max_parallel = 1
+max_depth = 0
+
+[limits]
+scouts = 0
+plan_attempts = 5
+
+[roles.planner]
+tools = ["read", "list", "grep"]
+max_turns = 12
+max_tokens = 1024
+
+[roles.worker]
+tools = ["read", "list", "grep", "write", "edit", "bash"]
+max_turns = 30
+max_tokens = 2048
+
+[roles.reviewer]
+tools = ["read", "list", "grep"]
+max_turns = 8
+max_tokens = 1024
+
+[roles.master_reviewer]
+tools = ["read", "list", "grep"]
+max_turns = 10
+max_tokens = 1024
+
+[roles.conflict_resolver]
+tools = ["read", "list", "grep", "write", "edit"]
+max_tokens = 2048
+"#;
+
+/// The preset layer a profile name stands for.
+pub fn profile_layer(name: &str) -> Result<FileConfig> {
+    match name {
+        "small" => toml::from_str(SMALL_PROFILE)
+            .map_err(|e| EngineError::Other(format!("the built-in small profile does not parse: {e}"))),
+        "default" => Ok(FileConfig::default()),
+        other => Err(EngineError::Usage(format!(
+            "unknown profile `{other}` in config; profiles are: small (small local models), default"
+        ))),
+    }
+}
+
 fn resolve_endpoint(file: &EndpointFile, max_parallel: usize) -> EndpointSettings {
     let secs = |v: Option<u64>, default: u64| Duration::from_secs(v.unwrap_or(default));
     EndpointSettings {
@@ -456,6 +522,17 @@ fn resolve_roles(
     let mut roles = BTreeMap::new();
     for role in Role::ALL {
         let file = merged.roles.get(role.as_str()).cloned().unwrap_or_default();
+        if let Some(unknown) = file
+            .tools
+            .iter()
+            .flatten()
+            .find(|t| !ROLE_TOOLS.contains(&t.as_str()))
+        {
+            return Err(EngineError::Usage(format!(
+                "unknown tool `{unknown}` in `[roles.{role}] tools`; tools are: {}",
+                ROLE_TOOLS.join(", ")
+            )));
+        }
         // `--model` names one model for the whole mission, so it beats per-role models from files.
         let model = flag_model
             .map(str::to_string)
@@ -481,6 +558,7 @@ fn resolve_roles(
                 max_tokens: file.max_tokens.unwrap_or(tokens),
                 temperature: file.temperature,
                 budget_tokens: file.budget_tokens,
+                tools: file.tools,
                 context_window,
                 compact_at: model_file.compact_at.unwrap_or(0.8),
             },
@@ -721,6 +799,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
             }
         };
     }
+    take!(profile);
     take!(provider);
     take!(model);
     take!(max_parallel);
@@ -782,6 +861,9 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
         }
         if role.budget_tokens.is_some() {
             slot.budget_tokens = role.budget_tokens;
+        }
+        if role.tools.is_some() {
+            slot.tools = role.tools;
         }
     }
 }
@@ -886,6 +968,87 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("roles.worker.budget_tokens"), "{err}");
+    }
+
+    /// Every TOML block README.md shows parses and resolves: what users copy works.
+    #[test]
+    fn the_readme_config_examples_are_valid() {
+        let readme = include_str!("../../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("\n```").next())
+            .collect();
+        assert!(blocks.len() >= 3, "README has its config examples");
+        for block in blocks {
+            let mut layer: FileConfig =
+                toml::from_str(block).unwrap_or_else(|e| panic!("README block does not parse: {e}\n{block}"));
+            layer.model.get_or_insert_with(|| "m".into());
+            resolve(&[layer], &MissionSettings::default(), None)
+                .unwrap_or_else(|e| panic!("README block does not resolve: {e}\n{block}"));
+        }
+    }
+
+    #[test]
+    fn the_small_profile_lies_under_what_the_files_say() {
+        let none = MissionSettings::default();
+        let config = resolve(&[parse("model = \"m\"\nprofile = \"small\"\n")], &none, None).unwrap();
+        assert_eq!(config.max_parallel, 1);
+        assert_eq!(config.scouts, Some(0));
+        assert_eq!(config.plan_attempts, 5);
+        let worker = config.role(Role::Worker);
+        assert_eq!(worker.max_tokens, 2048);
+        let tools = worker.tools.clone().unwrap_or_default();
+        assert!(tools.iter().any(|t| t == "write") && !tools.iter().any(|t| t == "spawn"));
+        assert!(!config
+            .role(Role::Planner)
+            .tools
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t == "bash"));
+        // A file naming the profile in the user's config and overriding some of it in the repo's.
+        let user = parse("model = \"m\"\nprofile = \"small\"\n");
+        let repo = parse("max_parallel = 2\n[roles.worker]\ntools = [\"read\", \"write\", \"spawn\"]\n");
+        let config = resolve(&[user, repo], &none, None).unwrap();
+        assert_eq!(config.max_parallel, 2);
+        assert_eq!(
+            config.role(Role::Worker).max_tokens,
+            2048,
+            "the rest of the profile holds"
+        );
+        assert_eq!(
+            config.role(Role::Worker).tools.as_deref(),
+            Some(&["read".to_string(), "write".into(), "spawn".into()][..])
+        );
+        // Without a profile, roles are offered every tool.
+        let plain = resolve(&[parse("model = \"m\"\n")], &none, None).unwrap();
+        assert!(plain.role(Role::Worker).tools.is_none());
+    }
+
+    #[test]
+    fn an_unknown_profile_or_tool_is_named() {
+        let none = MissionSettings::default();
+        let err = resolve(&[parse("model = \"m\"\nprofile = \"tiny\"\n")], &none, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown profile `tiny`") && err.contains("small"),
+            "{err}"
+        );
+        let err = resolve(
+            &[parse(
+                "model = \"m\"\n[roles.worker]\ntools = [\"read\", \"shell\"]\n",
+            )],
+            &none,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown tool `shell` in `[roles.worker] tools`") && err.contains("bash"),
+            "{err}"
+        );
     }
 
     #[test]

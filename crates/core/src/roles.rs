@@ -347,7 +347,7 @@ pub async fn review_unit(
         verify::describe(evidence),
         cut(&diff, DIFF_CHARS)
     );
-    let tools = match toolbox(worktree.path(), false, &mission.config) {
+    let tools = match toolbox(worktree.path(), Role::Reviewer, &mission.config) {
         Ok(tools) => Arc::new(tools),
         Err(e) => return Err(SessionEnd::ModelFailed(e.to_string())),
     };
@@ -380,7 +380,11 @@ pub async fn master_review(
         mission.context,
         verify::describe(evidence)
     );
-    let tools = Arc::new(toolbox(integration.path(), false, &mission.config)?);
+    let tools = Arc::new(toolbox(
+        integration.path(),
+        Role::MasterReviewer,
+        &mission.config,
+    )?);
     let rt = &mission.rt;
     let Some(mut slot) = Slot::acquire(rt).await else {
         return Err(EngineError::Interrupted);

@@ -165,9 +165,10 @@ impl Mission {
     }
 }
 
-/// A session's tools in `root`; only a session that may write (`allow_write`) may change it, and its
-/// `bash` runs in the mission's sandbox either way.
-pub(crate) fn toolbox(root: &Path, allow_write: bool, config: &Config) -> Result<Toolbox> {
+/// The tools of a `role`'s session in `root`: only workers and conflict resolvers may change it, the
+/// role's `tools` setting limits what is offered, and `bash` runs in the mission's sandbox either way.
+pub(crate) fn toolbox(root: &Path, role: Role, config: &Config) -> Result<Toolbox> {
+    let allow_write = matches!(role, Role::Worker | Role::ConflictResolver);
     let sandbox = config
         .sandbox
         .sandbox(allow_write.then_some(root))
@@ -176,6 +177,7 @@ pub(crate) fn toolbox(root: &Path, allow_write: bool, config: &Config) -> Result
         allow_write,
         bash_timeout: config.bash_timeout,
         sandbox: Some(sandbox),
+        only: config.role(role).tools.clone(),
         ..ToolOptions::default()
     };
     Toolbox::new(root, options)

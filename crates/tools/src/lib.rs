@@ -45,7 +45,13 @@ pub struct ToolOptions {
     pub max_bash_timeout: Duration,
     /// Longer output is cut in the middle, keeping head and tail, with a note saying how much.
     pub max_output_chars: usize,
+    /// The tools offered, when a role is limited to some (`[roles.<role>] tools` in the config);
+    /// `None` offers every tool the session may have. Names outside [`TOOL_NAMES`] are ignored.
+    pub only: Option<Vec<String>>,
 }
+
+/// Every tool a toolbox can offer, in the order they are offered.
+pub const TOOL_NAMES: [&str; 7] = ["read", "list", "glob", "grep", "bash", "write", "edit"];
 
 impl Default for ToolOptions {
     fn default() -> Self {
@@ -55,6 +61,7 @@ impl Default for ToolOptions {
             bash_timeout: Duration::from_secs(120),
             max_bash_timeout: Duration::from_secs(600),
             max_output_chars: 30_000,
+            only: None,
         }
     }
 }
@@ -113,7 +120,11 @@ impl Toolbox {
     }
 
     pub fn specs(&self) -> Vec<ToolSpec> {
+        let offered = self.tool_names();
         specs::specs(&self.options)
+            .into_iter()
+            .filter(|spec| offered.contains(&spec.name.as_str()))
+            .collect()
     }
 
     pub fn provides(&self, name: &str) -> bool {
@@ -141,16 +152,23 @@ impl Toolbox {
     }
 
     fn tool_names(&self) -> Vec<&'static str> {
-        let mut names = vec!["read", "list", "glob", "grep", "bash"];
-        if self.options.allow_write {
-            names.extend(["write", "edit"]);
-        }
-        names
+        TOOL_NAMES
+            .into_iter()
+            .filter(|name| self.options.allow_write || !matches!(*name, "write" | "edit"))
+            .filter(|name| {
+                self.options
+                    .only
+                    .as_ref()
+                    .is_none_or(|only| only.iter().any(|o| o == name))
+            })
+            .collect()
     }
 
     fn unknown_tool(&self, name: &str) -> String {
         let available = self.tool_names().join(", ");
-        if matches!(name, "write" | "edit") {
+        if TOOL_NAMES.contains(&name) && self.options.only.is_some() {
+            format!("`{name}` is not offered to this session; available tools: {available}")
+        } else if matches!(name, "write" | "edit") {
             format!("`{name}` is not available in this session, which may not change files; available tools: {available}")
         } else {
             format!("unknown tool `{name}`; available tools: {available}")

@@ -310,7 +310,12 @@ async fn a_mission_that_changed_nothing_is_not_sealed() {
     let before = repo.git(&["rev-parse", "HEAD"]);
     let script = Script {
         plan: vec![
-            PlanUnit::new("add", "Add mul", "ANSWER NO CHANGE NEEDED: The unit is complete.", &[]),
+            PlanUnit::new(
+                "add",
+                "Add mul",
+                "ANSWER NO CHANGE NEEDED: The unit is complete.",
+                &[],
+            ),
             PlanUnit::new("test", "Test mul", "ANSWER NO CHANGE NEEDED: nothing to do.", &[]),
         ],
         ..Script::default()

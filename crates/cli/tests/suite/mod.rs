@@ -12,6 +12,7 @@ mod loops;
 mod mcp;
 mod mission;
 mod opencode_provider;
+mod profile;
 mod refusals;
 mod report;
 mod sandbox;

@@ -299,7 +299,9 @@ async fn run_rounds(
 /// How a round ended: passed stage 2 and the master review at the commit they saw, or work for the
 /// next round.
 enum RoundResult {
-    Passed { verified: String },
+    Passed {
+        verified: String,
+    },
     FollowUp(Vec<UnitSpec>),
     /// Every unit passed, yet the integrated result is the base: the mission changed nothing.
     NothingChanged,
@@ -556,7 +558,12 @@ fn nothing_changed_summary(outcomes: &[UnitOutcome]) -> String {
         .iter()
         .map(|o| {
             let claim = o.summary.lines().next().unwrap_or_default().trim();
-            format!("  - {} ({}): {}", o.unit.id, o.unit.title, crate::prompts::cut(claim, 200))
+            format!(
+                "  - {} ({}): {}",
+                o.unit.id,
+                o.unit.title,
+                crate::prompts::cut(claim, 200)
+            )
         })
         .collect();
     format!(

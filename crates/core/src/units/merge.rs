@@ -165,7 +165,9 @@ async fn resolve_conflicts(
     slot: &mut Slot,
 ) -> Result<String, String> {
     let rt = &mission.rt;
-    let tools = Arc::new(toolbox(worktree.path(), true, &mission.config).map_err(|e| e.to_string())?);
+    let tools = Arc::new(
+        toolbox(worktree.path(), Role::ConflictResolver, &mission.config).map_err(|e| e.to_string())?,
+    );
     let attempts = mission.config.merge_attempts;
     let mut first = format!(
         "Merging unit {} ({}) stopped on conflicts in: {}.\n\nThe unit's description:\n{}\n\nResolve every conflict.",

@@ -268,8 +268,14 @@ impl UnitRun {
         let mission = &self.mission;
         let rt = &mission.rt;
         let fail = |reason: String| Box::new(self.failed(reason, String::new()));
-        let tools = toolbox(&tree.path, true, &mission.config).map_err(|e| fail(e.to_string()))?;
-        let can_spawn = self.depth < mission.config.max_depth;
+        let tools = toolbox(&tree.path, Role::Worker, &mission.config).map_err(|e| fail(e.to_string()))?;
+        let can_spawn = self.depth < mission.config.max_depth
+            && mission
+                .config
+                .role(Role::Worker)
+                .tools
+                .as_ref()
+                .is_none_or(|tools| tools.iter().any(|t| t == "spawn"));
         let extra = if can_spawn { vec![spawn_spec()] } else { Vec::new() };
         let hooks = WorkerHooks {
             mission: mission.clone(),

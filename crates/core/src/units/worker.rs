@@ -108,9 +108,17 @@ impl SessionHooks for WorkerHooks {
 
     fn not_offered(&self, name: &str, offered: &[String]) -> String {
         if name == "spawn" {
+            let why = if self.depth < self.mission.config.max_depth {
+                "workers of this mission are not offered `spawn` (`[roles.worker] tools`)".to_string()
+            } else {
+                format!(
+                    "this unit is at depth {} and the mission's spawning depth limit is {}",
+                    self.depth, self.mission.config.max_depth
+                )
+            };
             return format!(
-                "spawn refused: this unit is at depth {} and the mission's spawning depth limit is {}. Build the unit yourself.",
-                self.depth, self.mission.config.max_depth
+                "spawn refused: {why}. Build the unit yourself with the tools you have: {}.",
+                offered.join(", ")
             );
         }
         format!(

@@ -434,3 +434,30 @@ fn the_toolbox_can_be_shared_across_tasks() {
     let (args, cancel) = (json!({}), tokio_util::sync::CancellationToken::new());
     is_send(&fx.tools.call("bash", &args, &cancel));
 }
+
+/// A role limited to some tools (`[roles.<role>] tools`) is offered only those, and a call to one it
+/// was not offered is refused, even when the model names it anyway.
+#[tokio::test]
+async fn a_limited_toolbox_offers_and_runs_only_its_tools() {
+    let fx = Fixture::new(ToolOptions {
+        allow_write: true,
+        only: Some(vec!["read".into(), "write".into(), "nonsense".into()]),
+        ..ToolOptions::default()
+    });
+    let names: Vec<String> = fx.tools.specs().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["read", "write"]);
+    fx.ok("write", json!({"path": "a.txt", "content": "a\n"})).await;
+    assert!(fx.ok("read", json!({"path": "a.txt"})).await.contains('a'));
+    let refused = fx.err("bash", json!({"command": "echo hi"})).await;
+    assert!(
+        refused.contains("`bash` is not offered to this session; available tools: read, write"),
+        "{refused}"
+    );
+    // Without write permission, a listed `write` is still not offered.
+    let looking = Fixture::new(ToolOptions {
+        only: Some(vec!["read".into(), "write".into()]),
+        ..ToolOptions::default()
+    });
+    let names: Vec<String> = looking.tools.specs().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["read"]);
+}
