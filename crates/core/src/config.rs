@@ -437,7 +437,6 @@ plan_attempts = 5
 
 [roles.planner]
 tools = ["read", "list", "grep"]
-max_turns = 12
 max_tokens = 1024
 
 [roles.worker]

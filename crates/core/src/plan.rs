@@ -75,6 +75,7 @@ pub fn parse_plan(arguments: serde_json::Value) -> Result<Vec<UnitSpec>, Vec<Str
             files: t.files,
         })
         .collect();
+    let units = mend_ids_and_files(units);
     let mut problems = Vec::new();
     for unit in &units {
         if !valid_id(&unit.id) {
@@ -99,6 +100,55 @@ pub fn parse_plan(arguments: serde_json::Value) -> Result<Vec<UnitSpec>, Vec<Str
     } else {
         Err(problems)
     }
+}
+
+/// Mends what models commonly get wrong in a plan where only one reading makes sense, so the plan is
+/// not sent back for it: an id with characters ids may not have (`calc.py`, `add mul`) becomes one
+/// that may (`calc_py`, `add_mul`), its dependents following; a `depends_on` entry that names no task
+/// and looks like a path (`calc.py`, `src/x`, which can never be an id) is a file the task touches.
+fn mend_ids_and_files(mut units: Vec<UnitSpec>) -> Vec<UnitSpec> {
+    let mut renamed: HashMap<String, String> = HashMap::new();
+    let taken: HashSet<String> = units.iter().map(|u| u.id.clone()).collect();
+    for unit in &mut units {
+        if valid_id(&unit.id) {
+            continue;
+        }
+        let mended: String = unit
+            .id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+            .trim_start_matches(['-', '_'])
+            .chars()
+            .take(64)
+            .collect();
+        if valid_id(&mended) && !taken.contains(&mended) && !renamed.values().any(|v| *v == mended) {
+            renamed.insert(unit.id.clone(), mended.clone());
+            unit.id = mended;
+        }
+    }
+    let ids: HashSet<String> = units.iter().map(|u| u.id.clone()).collect();
+    for unit in &mut units {
+        let mut depends_on = Vec::new();
+        for dep in std::mem::take(&mut unit.depends_on) {
+            let dep = renamed.get(&dep).cloned().unwrap_or(dep);
+            if !ids.contains(&dep) && (dep.contains('.') || dep.contains('/')) {
+                if !unit.files.contains(&dep) {
+                    unit.files.push(dep);
+                }
+            } else {
+                depends_on.push(dep);
+            }
+        }
+        unit.depends_on = depends_on;
+    }
+    units
 }
 
 /// Parses `spawn` arguments into child units of `parent`, ids `<parent>.<n>`; dependencies name sibling titles.
@@ -363,6 +413,32 @@ mod tests {
         assert_eq!(ids, ["a", "a.1", "a.1.1", "a.2", "b", "b.1"], "{text}");
     }
 
+    /// What the 1.5B sent: files in `depends_on`, and ids with dots and spaces. One reading makes
+    /// sense for each, so the plan is mended rather than sent back.
+    #[test]
+    fn files_in_depends_on_and_ids_with_dots_are_mended() {
+        let units = parse_plan(json!({"tasks": [
+            {"id": "calc.mul", "title": "Mul", "description": "add mul", "depends_on": ["calc.py"]},
+            {"id": "test mul", "title": "Test", "description": "test mul",
+             "depends_on": ["calc.mul", "test_calc.py", "src/lib/x"], "files": ["test_calc.py"]}
+        ]}))
+        .expect("mended");
+        assert_eq!(units[0].id, "calc_mul");
+        assert!(units[0].depends_on.is_empty());
+        assert_eq!(units[0].files, ["calc.py"]);
+        assert_eq!(units[1].id, "test_mul");
+        assert_eq!(units[1].depends_on, ["calc_mul"]);
+        assert_eq!(units[1].files, ["test_calc.py", "src/lib/x"]);
+        // Still refused: an unknown id that is no path, a cycle, ids that mend into each other.
+        let unknown = parse_plan(json!({"tasks": [
+            {"id": "a", "title": "A", "description": "a", "depends_on": ["nothing"]}]}));
+        assert!(unknown.unwrap_err()[0].contains("`nothing`, which is not in the plan"));
+        let clash = parse_plan(json!({"tasks": [
+            {"id": "a.b", "title": "A", "description": "a", "depends_on": []},
+            {"id": "a_b", "title": "B", "description": "b", "depends_on": []}]}));
+        assert!(clash.unwrap_err()[0].contains("task id `a.b` is not allowed"));
+    }
+
     #[test]
     fn accepts_a_valid_plan() {
         let units = parse_plan(json!({"tasks": [
@@ -384,10 +460,17 @@ mod tests {
         assert!(err.iter().any(|p| p.contains("more than once")), "{err:?}");
         assert!(err.iter().any(|p| p.contains("`zzz`")), "{err:?}");
         assert!(parse_plan(json!({"tasks": []})).unwrap_err()[0].contains("no tasks"));
-        assert!(parse_plan(
-            json!({"tasks": [{"id": "../x", "title": "t", "description": "d", "depends_on": []}]})
+        // An id shaped like a path never reaches a branch or folder name: mended, or refused.
+        let mended = parse_plan(
+            json!({"tasks": [{"id": "../x", "title": "t", "description": "d", "depends_on": []}]}),
         )
-        .is_err());
+        .expect("mended");
+        assert_eq!(mended[0].id, "x");
+        assert!(parse_plan(
+            json!({"tasks": [{"id": "../", "title": "t", "description": "d", "depends_on": []}]})
+        )
+        .unwrap_err()[0]
+            .contains("is not allowed"));
         assert!(parse_plan(json!({"plan": []})).unwrap_err()[0].contains("schema"));
     }
 

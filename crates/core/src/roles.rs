@@ -142,8 +142,10 @@ fn submit_plan_spec() -> ToolSpec {
     }
 }
 
-fn submit_review_spec() -> ToolSpec {
-    ToolSpec {
+/// `submit_review`; for a unit that changed nothing (`empty_diff`) it also takes `checked`, what the
+/// reviewer read (see `checked.rs`).
+fn submit_review_spec(empty_diff: bool) -> ToolSpec {
+    let mut spec = ToolSpec {
         name: "submit_review".into(),
         description: "Submit your verdict. On fail, list each problem as an issue someone can fix alone."
             .into(),
@@ -169,7 +171,15 @@ fn submit_review_spec() -> ToolSpec {
             "required": ["verdict", "summary"],
             "additionalProperties": false
         }),
+    };
+    if empty_diff {
+        spec.description.push_str(
+            " This unit changed no file: to pass it, list in `checked` the files you read that show it is \
+             already done, each with one line copied exactly from it.",
+        );
+        spec.parameters["properties"]["checked"] = crate::checked::checked_property();
     }
+    spec
 }
 
 struct PlanHook {
@@ -263,11 +273,17 @@ pub async fn plan(
 
 struct ReviewHook {
     review: Mutex<Option<Review>>,
+    /// The worktree of a unit that changed nothing: a pass must show what was read there.
+    empty_diff_in: Option<std::path::PathBuf>,
 }
 
 #[async_trait]
 impl SessionHooks for ReviewHook {
-    async fn call(&self, _name: &str, arguments: serde_json::Value, _slot: &mut Slot) -> HookResult {
+    async fn call(&self, _name: &str, mut arguments: serde_json::Value, _slot: &mut Slot) -> HookResult {
+        let checked = match crate::checked::take_checked(&mut arguments) {
+            Ok(checked) => checked,
+            Err(e) => return HookResult::Continue(error_output(format!("{e}. Call submit_review again."))),
+        };
         match serde_json::from_value::<Review>(arguments) {
             Ok(review)
                 if review.verdict == Verdict::Fail
@@ -278,7 +294,19 @@ impl SessionHooks for ReviewHook {
                     "A failing review needs a summary or issues that say what to fix.".into(),
                 ))
             }
-            Ok(review) => {
+            Ok(mut review) => {
+                if let (Some(root), Verdict::Pass) = (&self.empty_diff_in, review.verdict) {
+                    if let Err(problems) = crate::checked::confirm(root, &checked) {
+                        return HookResult::Continue(error_output(format!(
+                            "A pass for a unit that changed no file must show what you read: `checked`: \
+                             [{{\"file\": \"path/of/a/file\", \"quote\": \"one line copied exactly from it\"}}], \
+                             files that show the unit is already done. Not accepted:\n- {}\nRead the files, then \
+                             call submit_review again (or fail the unit if it is not done).",
+                            problems.join("\n- ")
+                        )));
+                    }
+                    review.summary = crate::checked::summary_with(&review.summary, &checked);
+                }
                 *self.review.lock().unwrap_or_else(|p| p.into_inner()) = Some(review);
                 HookResult::Finish(ok_output("Review recorded.".into()))
             }
@@ -295,11 +323,14 @@ async fn run_review(
     rt: &Runtime,
     spec: SessionSpec,
     slot: &mut Slot,
+    empty_diff_in: Option<std::path::PathBuf>,
 ) -> std::result::Result<Review, SessionEnd> {
+    let submit = submit_review_spec(empty_diff_in.is_some());
     let hook = ReviewHook {
         review: Mutex::new(None),
+        empty_diff_in,
     };
-    let mut session = Session::new(rt, spec.extra_tools(vec![submit_review_spec()]));
+    let mut session = Session::new(rt, spec.extra_tools(vec![submit]));
     let end = session.run(rt, &hook, slot).await;
     if let Some(review) = hook.review.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Ok(review);
@@ -331,9 +362,11 @@ pub async fn review_unit(
         .await
         .unwrap_or_else(|e| format!("(diff unavailable: {e})"));
     // Called out, not left as a blank section a reviewer may read past.
-    let diff = if diff.trim().is_empty() {
+    let empty = diff.trim().is_empty();
+    let diff = if empty {
         "(EMPTY: this unit changed no file. Its worker answered that no change is needed. Pass only if \
-         the unit truly needs none — check the files yourself.)"
+         the unit truly needs none — read the files yourself, and list in `checked` the lines that show it \
+         is already done.)"
             .to_string()
     } else {
         diff
@@ -360,7 +393,8 @@ pub async fn review_unit(
     )
     .unit(&unit.id)
     .tools_ready(tools_ready);
-    run_review(&mission.rt, spec, slot).await
+    let empty_diff_in = empty.then(|| worktree.path().to_path_buf());
+    run_review(&mission.rt, spec, slot, empty_diff_in).await
 }
 
 /// Stage 2: the master reviewer judges the integrated whole; `units` lists what this round built.
@@ -396,7 +430,7 @@ pub async fn master_review(
         tools,
         first,
     );
-    match run_review(rt, spec, &mut slot).await {
+    match run_review(rt, spec, &mut slot, None).await {
         Ok(review) => Ok(review),
         Err(SessionEnd::Cancelled) => Err(EngineError::Interrupted),
         // Not the work's fault: no follow-up round is spent on an outage.

@@ -298,6 +298,18 @@ impl ScriptedMission {
                        "issues": [{"title": "Fix the unit", "description": "The scripted reviewer wants a fix."}]}),
             );
         }
+        // A unit that changed nothing is passed with what the reviewer read, as the runtime asks: the
+        // test repositories' README.md, whose first line every one of them has.
+        if request
+            .first_user_text()
+            .contains("(EMPTY: this unit changed no file")
+        {
+            return call(
+                "submit_review",
+                json!({"verdict": "pass", "summary": format!("{title} needs no change"),
+                       "checked": [{"file": "README.md", "quote": "# test project"}]}),
+            );
+        }
         call(
             "submit_review",
             json!({"verdict": "pass", "summary": format!("{title} looks good")}),

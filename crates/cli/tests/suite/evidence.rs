@@ -3,8 +3,8 @@
 //! verification". A `[verify] lint` command runs like build and test, and a failing one stops the unit.
 
 use super::support::*;
-use orchestrator_fake_model::script::{PlanUnit, Script};
-use orchestrator_fake_model::SeenMessage;
+use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
+use orchestrator_fake_model::{Brain, FakeServer, Reply, SeenMessage, SeenRequest};
 
 fn one_file() -> Script {
     Script {
@@ -299,6 +299,92 @@ async fn a_unit_that_needs_no_change_says_so_and_the_reviewer_sees_the_empty_dif
         "the empty diff is called out"
     );
     assert_eq!(repo.read("b.txt").as_deref(), Some("b\n"));
+}
+
+/// A reviewer that passes an empty diff must show what it read; this one first passes without a look,
+/// then quotes a line that is not in the file, then a file outside the worktree. Each is refused with
+/// the reason; the honest pass that follows is recorded with its quotes.
+struct LazyReviewer(ScriptedMission);
+
+impl Brain for LazyReviewer {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        let empty = request
+            .first_user_text()
+            .contains("(EMPTY: this unit changed no file");
+        if role_of(request) != "reviewer" || !empty {
+            return self.0.respond(request);
+        }
+        let submit = |arguments: serde_json::Value| Reply::ToolCalls {
+            text: String::new(),
+            calls: vec![("submit_review".into(), arguments.to_string())],
+        };
+        match request.assistant_turns() {
+            0 => submit(serde_json::json!({"verdict": "pass", "summary": "fine"})),
+            1 => submit(serde_json::json!({"verdict": "pass", "summary": "fine",
+                 "checked": [{"file": "README.md", "quote": "def mul(a, b): return a * b"}]})),
+            2 => submit(serde_json::json!({"verdict": "pass", "summary": "fine",
+                 "checked": [{"file": "../../../../etc/hostname", "quote": "localhost-ish"}]})),
+            _ => submit(serde_json::json!({"verdict": "pass", "summary": "fine",
+                 "checked": [{"file": "README.md", "quote": "# test project"}]})),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_passing_an_empty_diff_must_quote_what_it_read() {
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![
+            PlanUnit::new(
+                "a",
+                "Check the README",
+                "ANSWER NO CHANGE NEEDED: it says it.",
+                &[],
+            ),
+            PlanUnit::new("b", "Add b", "FILE b.txt := b\\n", &[]),
+        ],
+        ..Script::default()
+    };
+    let server = FakeServer::start(LazyReviewer(ScriptedMission::new(script)), Default::default())
+        .await
+        .expect("fake server");
+    let done = Run::task("Check").arg("--json").openai(&server).run(&repo).await;
+    done.assert_code(0);
+    let told: Vec<String> = requests_of(&server, "reviewer")
+        .iter()
+        .flat_map(|r| r.messages.clone())
+        .filter_map(|m| match m {
+            // The OpenAI wire has no error flag; the runtime's refusals start with "Error:".
+            SeenMessage::Tool { content, .. } if content.starts_with("Error:") => Some(content),
+            _ => None,
+        })
+        .collect();
+    let said = told.join("\n");
+    assert!(said.contains("`checked` is missing or empty"), "{said}");
+    assert!(
+        said.contains("`README.md` does not contain the line you quoted"),
+        "{said}"
+    );
+    assert!(said.contains("is not a file of the worktree"), "{said}");
+    let passed = done
+        .events_of("review_finished")
+        .into_iter()
+        .find(|e| e["unit"] == "a")
+        .expect("a was reviewed");
+    assert_eq!(passed["review"]["verdict"], "pass");
+    assert!(
+        passed["review"]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Checked: README.md: \"# test project\""),
+        "{passed}"
+    );
+    // Reviews of units with a diff are not asked for any of this.
+    let b_review = requests_of(&server, "reviewer")
+        .into_iter()
+        .find(|r| r.first_user_text().contains("# The unit under review: b"))
+        .expect("b was reviewed");
+    assert!(!b_review.first_user_text().contains("checked"));
 }
 
 /// The careless case the 1.5B model showed: every unit claims that no change was needed and every
