@@ -152,7 +152,7 @@ mod tests {
             (checked("src", "def mul(a, b):"), "not a file of the worktree"),
         ];
         for (entry, expected) in cases {
-            let problems = confirm(&root, &[entry.clone()]).expect_err("refused");
+            let problems = confirm(&root, std::slice::from_ref(&entry)).expect_err("refused");
             assert!(problems[0].contains(expected), "{entry:?}: {problems:?}");
         }
         assert!(confirm(&root, &[]).is_err(), "nothing shown");

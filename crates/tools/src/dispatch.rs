@@ -16,6 +16,23 @@ use crate::read::{ReadRequest, DEFAULT_LIMIT};
 use crate::specs::{BASH_ARGS, EDIT_ARGS, GLOB_ARGS, GREP_ARGS, LIST_ARGS, READ_ARGS, WRITE_ARGS};
 use crate::ToolOptions;
 
+/// The files a session has read, written or edited (absolute paths), shared by its toolbox's clones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seen(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>>);
+
+impl Seen {
+    fn add(&self, path: &std::path::Path) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_path_buf());
+    }
+
+    fn contains(&self, path: &std::path::Path) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(path)
+    }
+}
+
 /// Room left in a `read` page for the note that says where to continue.
 const READ_NOTE_RESERVE: usize = 200;
 
@@ -24,32 +41,58 @@ const READ_NOTE_RESERVE: usize = 200;
 pub(crate) fn file_tool(
     root: &Root,
     options: &ToolOptions,
+    seen: &Seen,
     name: &str,
     arguments: &Value,
     cancel: &CancellationToken,
 ) -> Result<String, ToolError> {
     match name {
-        "read" => read(root, options, arguments),
+        "read" => read(root, options, seen, arguments),
         "list" => list(root, arguments),
         "glob" => glob(root, arguments, cancel),
         "grep" => grep(root, arguments, cancel),
-        "write" => write(root, arguments),
-        "edit" => edit(root, arguments),
+        "write" => write(root, seen, arguments),
+        "edit" => edit(root, seen, arguments),
         other => Err(ToolError::refused(format!("`{other}` is not a file tool"))),
     }
 }
 
-fn read(root: &Root, options: &ToolOptions, arguments: &Value) -> Result<String, ToolError> {
+fn read(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {
     let args = Args::parse("read", arguments, READ_ARGS)?;
     let path = args.required_str("path")?;
     let offset = args.optional_positive_int("offset")?.unwrap_or(1);
     let limit = args.optional_positive_int("limit")?.unwrap_or(DEFAULT_LIMIT);
-    crate::read::read(&ReadRequest {
-        file: root.resolve(path)?,
+    let (file, note) = match diff_header_path(path) {
+        Some(meant) if !root.resolve(path)?.abs.exists() => {
+            let note = format!("(`{path}` is a line of a diff; this is {meant})\n");
+            (root.resolve(meant)?, note)
+        }
+        _ => (root.resolve(path)?, String::new()),
+    };
+    let abs = file.abs.clone();
+    let text = crate::read::read(&ReadRequest {
+        file,
         offset,
         limit,
         max_chars: options.max_output_chars.saturating_sub(READ_NOTE_RESERVE),
-    })
+    })?;
+    seen.add(&abs);
+    Ok(format!("{note}{text}"))
+}
+
+/// The file a diff line names, when a model passes the line itself as a path (`diff --git a/x b/x`,
+/// `--- a/x`, `+++ b/x`): weak reviewers copy these from the diff they were shown.
+fn diff_header_path(path: &str) -> Option<&str> {
+    let path = path.trim();
+    let rest = path
+        .strip_prefix("diff --git ")
+        .or_else(|| path.strip_prefix("--- "))
+        .or_else(|| path.strip_prefix("+++ "))?;
+    let first = rest.split_whitespace().next()?;
+    first
+        .strip_prefix("a/")
+        .or_else(|| first.strip_prefix("b/"))
+        .filter(|p| !p.is_empty())
 }
 
 fn list(root: &Root, arguments: &Value) -> Result<String, ToolError> {
@@ -82,14 +125,20 @@ fn grep(root: &Root, arguments: &Value, cancel: &CancellationToken) -> Result<St
     crate::grep::grep(root, &request, cancel)
 }
 
-fn write(root: &Root, arguments: &Value) -> Result<String, ToolError> {
+fn write(root: &Root, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {
     let args = Args::parse("write", arguments, WRITE_ARGS)?;
     let path = args.required_str("path")?;
     let content = args.required_str("content")?;
-    crate::edit::write(&root.resolve_for_write(path)?, content)
+    let file = root.resolve_for_write(path)?;
+    if !seen.contains(&file.abs) {
+        crate::edit::refuse_blind_overwrite(&file, content)?;
+    }
+    let done = crate::edit::write(&file, content)?;
+    seen.add(&file.abs);
+    Ok(done)
 }
 
-fn edit(root: &Root, arguments: &Value) -> Result<String, ToolError> {
+fn edit(root: &Root, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {
     let args = Args::parse("edit", arguments, EDIT_ARGS)?;
     let path = args.required_str("path")?;
     let request = EditRequest {
@@ -98,7 +147,9 @@ fn edit(root: &Root, arguments: &Value) -> Result<String, ToolError> {
         replace_all: args.optional_bool("replace_all")?.unwrap_or(false),
         file: root.resolve_for_write(path)?,
     };
-    crate::edit::edit(&request)
+    let done = crate::edit::edit(&request)?;
+    seen.add(&request.file.abs);
+    Ok(done)
 }
 
 /// Checks `bash`'s arguments and works out the timeout.

@@ -18,6 +18,40 @@ pub(crate) fn write(file: &Resolved, content: &str) -> Result<String, ToolError>
     Ok(format!("{verb} {rel} ({} bytes)", content.len()))
 }
 
+/// Lines of an existing file a `write` may drop without the session having looked at it.
+const BLIND_DROP_LINES: usize = 5;
+
+/// Refuses a `write` that would replace an existing file this session has not read, written or
+/// edited, dropping most of it (at least [`BLIND_DROP_LINES`] of its non-blank lines, and half of
+/// them). Small models "add a function" by writing a file holding only that function, which deletes
+/// the rest; nothing is lost by asking to read first. Short files, and writes that keep most of
+/// the old lines, go through.
+pub(crate) fn refuse_blind_overwrite(file: &Resolved, content: &str) -> Result<(), ToolError> {
+    if file.kind() != Kind::File {
+        return Ok(());
+    }
+    let Ok(old) = fs::read(&file.abs) else {
+        return Ok(());
+    };
+    let old = String::from_utf8_lossy(&old);
+    let kept: std::collections::HashSet<&str> = content.lines().map(str::trim).collect();
+    let old_lines: Vec<&str> = old.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let dropped: Vec<&str> = old_lines.iter().copied().filter(|l| !kept.contains(l)).collect();
+    if dropped.len() < BLIND_DROP_LINES || dropped.len() * 2 < old_lines.len() {
+        return Ok(());
+    }
+    let examples: Vec<String> = dropped.iter().take(3).map(|l| format!("`{l}`")).collect();
+    Err(ToolError::refused(format!(
+        "not written: this would replace {rel}, which you have not read, and delete {} of its {} lines \
+         (such as {}). Read it first; then write the whole file with what must stay, or change part of \
+         it with `edit`.",
+        dropped.len(),
+        old_lines.len(),
+        examples.join(", "),
+        rel = file.rel
+    )))
+}
+
 pub(crate) struct EditRequest<'a> {
     pub file: Resolved,
     pub old: &'a str,

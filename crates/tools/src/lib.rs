@@ -96,6 +96,9 @@ impl ToolOutput {
 pub struct Toolbox {
     root: Root,
     options: ToolOptions,
+    /// Files this session has read, written or edited: `write` will not blindly replace most of a
+    /// file the session has never looked at (see `edit::write`).
+    seen: dispatch::Seen,
 }
 
 impl Toolbox {
@@ -105,6 +108,7 @@ impl Toolbox {
         Ok(Toolbox {
             root: Root::new(root.into())?,
             options,
+            seen: dispatch::Seen::default(),
         })
     }
 
@@ -198,14 +202,16 @@ impl Toolbox {
         arguments: &Value,
         cancel: &CancellationToken,
     ) -> Result<String, error::ToolError> {
-        let (root, options) = (self.root.clone(), self.options.clone());
+        let (root, options, seen) = (self.root.clone(), self.options.clone(), self.seen.clone());
         let (name, arguments, cancel) = (name.to_string(), arguments.clone(), cancel.clone());
-        tokio::task::spawn_blocking(move || dispatch::file_tool(&root, &options, &name, &arguments, &cancel))
-            .await
-            .unwrap_or_else(|e| {
-                Err(error::ToolError::refused(format!(
-                    "the tool failed unexpectedly: {e}"
-                )))
-            })
+        tokio::task::spawn_blocking(move || {
+            dispatch::file_tool(&root, &options, &seen, &name, &arguments, &cancel)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(error::ToolError::refused(format!(
+                "the tool failed unexpectedly: {e}"
+            )))
+        })
     }
 }

@@ -461,3 +461,60 @@ async fn a_limited_toolbox_offers_and_runs_only_its_tools() {
     let names: Vec<String> = looking.tools.specs().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["read"]);
 }
+
+/// The 1.5B's way to "add a function": write the file with only that function, deleting the rest.
+/// A write that would drop most of a file the session never looked at is refused with what it would
+/// delete; after a `read` (or for a short file, or a write that keeps most lines) it goes through.
+#[tokio::test]
+async fn a_blind_overwrite_that_deletes_most_of_a_file_is_refused() {
+    let fx = Fixture::writable();
+    let calc = "\"\"\"A tiny calculator.\"\"\"\n\n\ndef add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n";
+    fx.file("calc.py", calc);
+    let only_mul = json!({"path": "calc.py", "content": "def mul(a, b):\n    return a * b\n"});
+    let refused = fx.err("write", only_mul.clone()).await;
+    assert!(
+        refused.contains(
+            "not written: this would replace calc.py, which you have not read, and delete 5 of its 5 lines"
+        ) && refused.contains("`def add(a, b):`")
+            && refused.contains("Read it first"),
+        "{refused}"
+    );
+    assert_eq!(fx.read_back("calc.py"), calc, "nothing was lost");
+    // Keeping the old lines and adding one is fine without a read.
+    let added = format!("{calc}\n\ndef mul(a, b):\n    return a * b\n");
+    fx.ok("write", json!({"path": "calc.py", "content": added})).await;
+    // A short file, or a new one, may be replaced blindly.
+    fx.file("short.txt", "one\ntwo\n");
+    fx.ok("write", json!({"path": "short.txt", "content": "three\n"}))
+        .await;
+    // After reading it, the session may replace it as it likes.
+    fx.file("calc2.py", calc);
+    fx.ok("read", json!({"path": "calc2.py"})).await;
+    fx.ok(
+        "write",
+        json!({"path": "calc2.py", "content": "def mul(a, b):\n    return a * b\n"}),
+    )
+    .await;
+    assert!(fx.read_back("calc2.py").starts_with("def mul"));
+}
+
+/// A weak reviewer reads "diff --git a/calc.py b/calc.py" (a line of the diff it was shown): it gets
+/// the file that line names, with a note, instead of "no such file" until its turns run out.
+#[tokio::test]
+async fn a_diff_line_given_as_a_path_reads_the_file_it_names() {
+    let fx = Fixture::writable();
+    fx.file("calc.py", "def mul(a, b):\n    return a * b\n");
+    for path in ["diff --git a/calc.py b/calc.py", "+++ b/calc.py", "--- a/calc.py"] {
+        let out = fx.ok("read", json!({"path": path})).await;
+        assert!(
+            out.starts_with(&format!("(`{path}` is a line of a diff; this is calc.py)")),
+            "{out}"
+        );
+        assert!(out.contains("return a * b"), "{out}");
+    }
+    // Still confined: a diff line naming a path outside the worktree is refused as any path is.
+    let err = fx
+        .err("read", json!({"path": "diff --git a/../outside/secret.txt b/x"}))
+        .await;
+    assert!(!err.contains("outside secret"), "{err}");
+}
