@@ -76,7 +76,15 @@ fn read(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> R
         limit,
         max_chars: options.max_output_chars.saturating_sub(READ_NOTE_RESERVE),
     })?;
-    seen.add(&abs);
+    // Only a read of the whole file counts as having seen it (for `write`'s blind-overwrite check).
+    let whole = offset == 1
+        && !text
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with('(') && l.contains(" more lines follow, "));
+    if whole {
+        seen.add(&abs);
+    }
     Ok(format!("{note}{text}"))
 }
 

@@ -42,7 +42,7 @@ pub(crate) fn refuse_blind_overwrite(file: &Resolved, content: &str) -> Result<(
     }
     let examples: Vec<String> = dropped.iter().take(3).map(|l| format!("`{l}`")).collect();
     Err(ToolError::refused(format!(
-        "not written: this would replace {rel}, which you have not read, and delete {} of its {} lines \
+        "not written: this would replace {rel}, which you have not read in full, and delete {} of its {} lines \
          (such as {}). Read it first; then write the whole file with what must stay, or change part of \
          it with `edit`.",
         dropped.len(),

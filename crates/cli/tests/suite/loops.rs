@@ -175,3 +175,94 @@ async fn a_worker_that_keeps_repeating_one_call_ends_instead_of_spending_its_tur
     );
     assert!(repo.read("a.txt").is_none());
 }
+
+/// What the 1.5B did: `read calc.py`, a failing `edit`, `read calc.py`, the same failing `edit`, …
+/// No turn repeats the one before, but nothing changed in between, so each repeat gets the result it
+/// already has, and the loop ends far inside the turn budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_alternating_a_read_and_a_failing_edit_is_caught() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n[roles.worker]\nmax_turns = 30\n";
+    let repo = TestRepo::new(&[
+        ("orchestrator.toml", config),
+        ("calc.py", "def add(a, b):\n    return a + b\n"),
+    ]);
+    let server = looping(|r| {
+        if role_of(r) != "worker" {
+            return None;
+        }
+        if r.assistant_turns() % 2 == 0 {
+            call("read", r#"{"path": "calc.py"}"#)
+        } else {
+            call(
+                "edit",
+                r#"{"path": "calc.py", "old_string": "from calc import add", "new_string": "from calc import mul"}"#,
+            )
+        }
+    })
+    .await;
+    let done = Run::task("Add mul")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    // Each worker session (one per round): read, edit, two repeats answered with a note, and the
+    // third ends it, far inside its 30 turns.
+    let mut calls_per_session = std::collections::BTreeMap::<String, usize>::new();
+    for call in done
+        .events_of("model_call")
+        .iter()
+        .filter(|e| e["role"] == "worker")
+    {
+        *calls_per_session.entry(call["session"].to_string()).or_default() += 1;
+    }
+    assert!(
+        !calls_per_session.is_empty() && calls_per_session.values().all(|n| *n == 5),
+        "{calls_per_session:?}"
+    );
+    let edits = tool_summaries(&done, "worker", "edit");
+    assert_eq!(
+        edits.iter().filter(|s| !s.contains("not run")).count(),
+        calls_per_session.len(),
+        "the failing edit ran once per session: {edits:?}"
+    );
+    let failed = done.events_of("unit_state");
+    assert!(
+        failed
+            .iter()
+            .any(|e| e["state"] == "failed" && e["detail"].to_string().contains("round in circles")),
+        "{failed:?}"
+    );
+}
+
+/// The obedient case beside it: the same `read` after an `edit` that took is a new look at a changed
+/// file, and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_after_a_change_is_not_a_repeat() {
+    let config = "[verify]\ntest = \"true\"\n";
+    let repo = TestRepo::new(&[
+        ("orchestrator.toml", config),
+        ("calc.py", "def add(a, b):\n    return a + b\n"),
+    ]);
+    let server = looping(|r| {
+        if role_of(r) != "worker" {
+            return None;
+        }
+        match r.assistant_turns() {
+            0 => call("read", r#"{"path": "calc.py"}"#),
+            1 => call(
+                "edit",
+                r#"{"path": "calc.py", "old_string": "return a + b", "new_string": "return b + a"}"#,
+            ),
+            2 => call("read", r#"{"path": "calc.py"}"#),
+            _ => Some(Reply::Text("Swapped the operands.".into())),
+        }
+    })
+    .await;
+    let done = Run::task("Swap").arg("--json").openai(&server).run(&repo).await;
+    done.assert_code(0);
+    let reads = tool_summaries(&done, "worker", "read");
+    assert!(reads.iter().all(|s| !s.contains("not run")), "{reads:?}");
+    assert_eq!(reads.len(), 2);
+    assert!(repo.read("calc.py").unwrap_or_default().contains("return b + a"));
+}

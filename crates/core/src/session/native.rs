@@ -56,25 +56,33 @@ const REPEAT_HEAT: f32 = 0.3;
 /// again is the point).
 #[derive(Default)]
 struct RepeatWatch {
+    /// Calls made, each with the worktree version it was made at.
     seen: std::collections::HashSet<String>,
     last_turn: Vec<String>,
     /// Turns in a row that only repeated earlier calls.
     repeats: u32,
+    /// Bumped whenever a call may have changed the worktree (a write or edit that took, any command
+    /// that ran): a call repeated at the same version gets the same result, one after a change may not.
+    version: u64,
 }
 
 impl RepeatWatch {
-    /// Whether this turn's calls only repeat what the session already has the results of.
-    fn repeats(&mut self, calls: &[ToolCall], can_write: bool) -> bool {
+    /// Whether this turn's calls only repeat what the session already has the results of: calls made
+    /// before with nothing changed since (a `read` then a failing `edit`, again and again), or the
+    /// very calls of the turn before.
+    fn repeats(&mut self, calls: &[ToolCall]) -> bool {
         let keys: Vec<String> = calls.iter().map(call_key).collect();
-        let repeated = if can_write {
-            keys == self.last_turn
-        } else {
-            keys.iter().all(|key| self.seen.contains(key))
-        };
-        self.seen.extend(keys.iter().cloned());
+        let versioned: Vec<String> = keys.iter().map(|k| format!("{}\u{0}{k}", self.version)).collect();
+        let repeated = versioned.iter().all(|key| self.seen.contains(key)) || keys == self.last_turn;
+        self.seen.extend(versioned);
         self.last_turn = keys;
         self.repeats = if repeated { self.repeats + 1 } else { 0 };
         repeated
+    }
+
+    /// The turn's calls may have changed the worktree.
+    fn changed(&mut self) {
+        self.version += 1;
     }
 }
 
@@ -295,7 +303,7 @@ impl Session {
             }
             corrections = 0;
             called = true;
-            if watch.repeats(&reply.tool_calls, self.can_write()) {
+            if watch.repeats(&reply.tool_calls) {
                 // Under a JSON-schema grammar the shape is held already; showing it (with its
                 // example values) only gives a small model something to copy.
                 let show_shape = reply.constraint != Some(orchestrator_model::Constraint::JsonSchema);
@@ -312,7 +320,30 @@ impl Session {
                 ToolTurn::Finished => return SessionEnd::Finished,
                 ToolTurn::Cancelled => return SessionEnd::Cancelled,
             }
+            if self.may_have_changed_files(&reply.tool_calls) {
+                watch.changed();
+            }
         }
+    }
+
+    /// Whether one of `calls` (already run) may have changed the worktree: a `write` or `edit` that
+    /// took, or a `bash` command that ran (whatever its exit code). Orchestration tools (`spawn`
+    /// merges children) count too. Sessions that cannot write change nothing.
+    fn may_have_changed_files(&self, calls: &[ToolCall]) -> bool {
+        if !self.can_write() {
+            return false;
+        }
+        calls.iter().any(|call| {
+            let took =
+                self.messages.iter().rev().any(
+                    |m| matches!(m, Message::Tool { call_id, is_error: false, .. } if *call_id == call.id),
+                );
+            match call.name.as_str() {
+                "read" | "list" | "glob" | "grep" => false,
+                "write" | "edit" | "bash" => took,
+                _ => true,
+            }
+        })
     }
 
     /// A refused finishing call (a plan or review the engine turned down) sent again unchanged: a

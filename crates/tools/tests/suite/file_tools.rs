@@ -474,7 +474,7 @@ async fn a_blind_overwrite_that_deletes_most_of_a_file_is_refused() {
     let refused = fx.err("write", only_mul.clone()).await;
     assert!(
         refused.contains(
-            "not written: this would replace calc.py, which you have not read, and delete 5 of its 5 lines"
+            "not written: this would replace calc.py, which you have not read in full, and delete 5 of its 5 lines"
         ) && refused.contains("`def add(a, b):`")
             && refused.contains("Read it first"),
         "{refused}"
@@ -487,8 +487,17 @@ async fn a_blind_overwrite_that_deletes_most_of_a_file_is_refused() {
     fx.file("short.txt", "one\ntwo\n");
     fx.ok("write", json!({"path": "short.txt", "content": "three\n"}))
         .await;
-    // After reading it, the session may replace it as it likes.
+    // A read of part of it is not enough (what the 1.5B did: five lines of nine, then the write).
     fx.file("calc2.py", calc);
+    fx.ok("read", json!({"path": "calc2.py", "limit": 5})).await;
+    let partly = fx
+        .err(
+            "write",
+            json!({"path": "calc2.py", "content": "def mul(a, b):\n    return a * b\n"}),
+        )
+        .await;
+    assert!(partly.contains("not read in full"), "{partly}");
+    // After reading all of it, the session may replace it as it likes.
     fx.ok("read", json!({"path": "calc2.py"})).await;
     fx.ok(
         "write",
