@@ -231,7 +231,16 @@ function toGbnf(s, path, defs) {
     const o = { type: "object" };
     if (s.properties !== undefined) {
       if (!s.properties || typeof s.properties !== "object") throw bad(`${path}.properties must be an object`);
-      o.properties = Object.fromEntries(Object.entries(s.properties).map(([k, v]) => [k, toGbnf(v, `${path}.properties.${k}`, defs)]));
+      // node-llama-cpp's grammar emits every property (`required` has no effect), so a model had to
+      // invent values for optional ones (every `read` came with `limit: 5`). An optional property
+      // may be null instead, which the engine reads as "not given", as with OpenAI's strict mode.
+      const required = new Set(Array.isArray(s.required) ? s.required : []);
+      o.properties = Object.fromEntries(
+        Object.entries(s.properties).map(([k, v]) => {
+          const t = toGbnf(v, `${path}.properties.${k}`, defs);
+          return [k, required.has(k) ? t : { oneOf: [t, { type: "null" }] }];
+        }),
+      );
     }
     if (s.required !== undefined) {
       if (!Array.isArray(s.required) || s.required.some((r) => typeof r !== "string")) throw bad(`${path}.required must be an array of strings`);

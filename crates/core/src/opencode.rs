@@ -375,7 +375,7 @@ async fn prompt_loop(
                     Some((call, reply_tx)) = rx.recv() => {
                         let summary = summarize_call(&call.tool, &call.arguments);
                         let tool_started = Instant::now();
-                        let (reply, ends) = match hooks.call(&call.tool, call.arguments, slot).await {
+                        let (reply, ends) = match hooks.call(&call.tool, crate::session::without_nulls(call.arguments), slot).await {
                             HookResult::Continue(out) => (out, false),
                             HookResult::Finish(out) => (out, true),
                         };

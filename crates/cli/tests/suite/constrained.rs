@@ -185,3 +185,59 @@ async fn an_unknown_output_mode_is_a_config_error_that_names_the_choices() {
     assert!(done.stderr.contains("json_schema"), "{}", done.stderr);
     assert!(server.requests().is_empty());
 }
+
+/// A grammar runtime that emits every property (node-llama-cpp's does; OpenAI's strict mode asks for
+/// optional fields as nullable) has the model write `null` for what it leaves out. Every tool and
+/// submit call reads a `null` as "not given".
+struct NullFiller(ScriptedMission);
+
+impl Brain for NullFiller {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        let call = |name: &str, arguments: serde_json::Value| Reply::ToolCalls {
+            text: String::new(),
+            calls: vec![(name.into(), arguments.to_string())],
+        };
+        match (role_of(request), request.assistant_turns()) {
+            ("planner", 0) => call(
+                "submit_plan",
+                serde_json::json!({"tasks": [{"id": "a", "title": "Write a", "description": "FILE a.txt := a",
+                    "depends_on": null, "files": null}]}),
+            ),
+            ("worker", 0) => call(
+                "read",
+                serde_json::json!({"path": "README.md", "offset": null, "limit": null}),
+            ),
+            ("reviewer", 0) => call(
+                "submit_review",
+                serde_json::json!({"verdict": "pass", "summary": "fine", "issues": null, "checked": null}),
+            ),
+            _ => self.0.respond(request),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nulls_for_optional_arguments_are_read_as_not_given() {
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "a")],
+        ..Script::default()
+    };
+    let server = FakeServer::start(NullFiller(ScriptedMission::new(script)), FakeOptions::default())
+        .await
+        .expect("fake server");
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+    assert!(done.events_of("plan_rejected").is_empty());
+    let reads: Vec<_> = done
+        .events_of("tool_called")
+        .into_iter()
+        .filter(|e| e["tool"] == "read")
+        .collect();
+    assert!(reads.iter().all(|e| e["ok"] == true), "{reads:?}");
+}

@@ -187,6 +187,22 @@ pub trait SessionHooks: Send + Sync {
     }
 }
 
+/// Tool arguments with every `null` member left out, at any depth: `null` stands for "not given" in
+/// what models send (OpenAI's strict mode asks for optional fields as nullable; grammar runtimes that
+/// emit every property make a model write `"limit": null`), and every tool and hook reads an absent
+/// field as its default, while a typed parse would refuse the null.
+pub(crate) fn without_nulls(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, without_nulls(v)))
+            .collect(),
+        serde_json::Value::Array(items) => items.into_iter().map(without_nulls).collect(),
+        other => other,
+    }
+}
+
 /// Hooks for sessions without orchestration tools.
 pub struct NoHooks;
 

@@ -894,7 +894,7 @@ impl Session {
 fn parse_arguments(tool: &str, raw: &str) -> Result<serde_json::Value, String> {
     let raw = if raw.trim().is_empty() { "{}" } else { raw };
     match serde_json::from_str::<serde_json::Value>(raw) {
-        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        Ok(value @ serde_json::Value::Object(_)) => Ok(super::without_nulls(value)),
         Ok(_) => Err(format!(
             "The arguments of `{tool}` must be a JSON object matching the tool's schema. Call it again."
         )),
