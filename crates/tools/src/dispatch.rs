@@ -33,6 +33,9 @@ impl Seen {
     }
 }
 
+/// The fewest lines a `read` page holds (fewer only at the end of the file).
+const MIN_PAGE: u64 = 40;
+
 /// Room left in a `read` page for the note that says where to continue.
 const READ_NOTE_RESERVE: usize = 200;
 
@@ -61,7 +64,12 @@ fn read(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> R
     let args = Args::parse("read", arguments, READ_ARGS)?;
     let path = args.required_str("path")?;
     let offset = args.optional_positive_int("offset")?.unwrap_or(1);
-    let limit = args.optional_positive_int("limit")?.unwrap_or(DEFAULT_LIMIT);
+    // Pages of a few lines only make a model read a file many times, or act on part of it (the 1.5B
+    // read five lines of nine, then rewrote the file), so a page has at least MIN_PAGE lines.
+    let limit = args
+        .optional_positive_int("limit")?
+        .unwrap_or(DEFAULT_LIMIT)
+        .max(MIN_PAGE);
     let (file, note) = match diff_header_path(path) {
         Some(meant) if !root.resolve(path)?.abs.exists() => {
             let note = format!("(`{path}` is a line of a diff; this is {meant})\n");

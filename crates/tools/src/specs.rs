@@ -49,7 +49,7 @@ fn read() -> ToolSpec {
         json!({
             "path": path_property("File to read"),
             "offset": {"type": "integer", "minimum": 1, "description": "1-based line to start at (default 1)"},
-            "limit": {"type": "integer", "minimum": 1, "description": "Most lines to return (default 2000)"},
+            "limit": {"type": "integer", "minimum": 1, "description": "Most lines to return (default 2000; at least 40 are)"},
         }),
         &["path"],
     )

@@ -10,17 +10,26 @@ use serde_json::json;
 #[tokio::test]
 async fn read_numbers_lines_and_pages() {
     let fx = Fixture::writable();
-    let text: String = (1..=10).map(|i| format!("line {i}\n")).collect();
+    let text: String = (1..=100).map(|i| format!("line {i}\n")).collect();
     fx.file("src/a.txt", &text);
     let out = fx.ok("read", json!({"path": "src/a.txt"})).await;
     assert!(out.starts_with("     1\tline 1\n     2\tline 2\n"), "{out}");
-    assert!(out.ends_with("    10\tline 10\n"), "{out}");
+    assert!(out.ends_with("   100\tline 100\n"), "{out}");
+    let out = fx
+        .ok("read", json!({"path": "src/a.txt", "offset": 4, "limit": 50}))
+        .await;
+    assert!(out.starts_with("     4\tline 4\n"), "{out}");
+    assert!(
+        out.ends_with("    53\tline 53\n(47 more lines follow, 100 in total; continue with offset=54)\n"),
+        "{out}"
+    );
+    // A page of a few lines is widened to 40: a model asking for 2 gets enough to act on.
     let out = fx
         .ok("read", json!({"path": "src/a.txt", "offset": 4, "limit": 2}))
         .await;
-    assert_eq!(
-        out,
-        "     4\tline 4\n     5\tline 5\n(5 more lines follow, 10 in total; continue with offset=6)\n"
+    assert!(
+        out.ends_with("    43\tline 43\n(57 more lines follow, 100 in total; continue with offset=44)\n"),
+        "{out}"
     );
 }
 
@@ -487,9 +496,9 @@ async fn a_blind_overwrite_that_deletes_most_of_a_file_is_refused() {
     fx.file("short.txt", "one\ntwo\n");
     fx.ok("write", json!({"path": "short.txt", "content": "three\n"}))
         .await;
-    // A read of part of it is not enough (what the 1.5B did: five lines of nine, then the write).
+    // A read of part of it is not enough (the 1.5B read five lines of nine, then wrote).
     fx.file("calc2.py", calc);
-    fx.ok("read", json!({"path": "calc2.py", "limit": 5})).await;
+    fx.ok("read", json!({"path": "calc2.py", "offset": 4})).await;
     let partly = fx
         .err(
             "write",
