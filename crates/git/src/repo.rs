@@ -315,6 +315,13 @@ impl Repo {
         Err(out.into_error())
     }
 
+    /// Whether commits `a` and `b` hold the same files (their trees are one object).
+    pub async fn same_tree(&self, a: &str, b: &str) -> Result<bool, GitError> {
+        let ours = self.rev_parse(&format!("{a}^{{tree}}")).await?;
+        let theirs = self.rev_parse(&format!("{b}^{{tree}}")).await?;
+        Ok(ours == theirs)
+    }
+
     /// Whether the local branch `name` exists.
     pub async fn branch_exists(&self, name: &str) -> Result<bool, GitError> {
         let refname = format!("refs/heads/{name}");

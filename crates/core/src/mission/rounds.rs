@@ -317,7 +317,7 @@ async fn round_result(
     if outcomes.iter().all(|o| o.state == UnitState::Passed) {
         // Nothing for stage 2 or the master reviewer to judge, and nothing to hand over: a mission
         // whose units all claimed that no change was needed is not reported as done.
-        if same_tree(mission, &integration.head().await?, base).await? {
+        if mission.repo.same_tree(&integration.head().await?, base).await? {
             return Ok(RoundResult::NothingChanged);
         }
         mission.rt.bus.emit(Event::PhaseChanged {
@@ -542,14 +542,6 @@ fn sealed_summary(outcomes: &[UnitOutcome], round: u32) -> String {
         "sealed in round {round}: {} unit(s) of the last round passed review and the master review",
         outcomes.len()
     )
-}
-
-/// Whether `commit` has the same files as `base`.
-async fn same_tree(mission: &Mission, commit: &str, base: &str) -> Result<bool> {
-    let repo = &mission.repo;
-    let ours = repo.rev_parse(&format!("{commit}^{{tree}}")).await?;
-    let theirs = repo.rev_parse(&format!("{base}^{{tree}}")).await?;
-    Ok(ours == theirs)
 }
 
 /// Why a mission whose every unit passed still ends unsealed: the result is its base.

@@ -403,14 +403,7 @@ impl UnitRun {
 
     /// Whether the unit's commit has the same tree as its base: the worker changed no file.
     async fn changed_nothing(&self, base: &str, commit: &str) -> bool {
-        let repo = &self.mission.repo;
-        match (
-            repo.rev_parse(&format!("{base}^{{tree}}")).await,
-            repo.rev_parse(&format!("{commit}^{{tree}}")).await,
-        ) {
-            (Ok(before), Ok(after)) => before == after,
-            _ => false,
-        }
+        self.mission.repo.same_tree(base, commit).await.unwrap_or(false)
     }
 
     /// Verification then review. `None` when the unit passed; otherwise the feedback for the worker.
