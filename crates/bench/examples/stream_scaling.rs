@@ -53,6 +53,8 @@ fn client(api: Api, base_url: String, max_reply_bytes: usize) -> Result<Box<dyn 
     let mut config = ClientConfig::new(base_url, None);
     config.max_retries = 0;
     config.max_reply_bytes = max_reply_bytes;
+    // The flood below repeats one piece: measured here is the size limit, not the loop watch.
+    config.cut_loops = false;
     Ok(match api {
         Api::OpenAi => Box::new(OpenAiClient::new(config)?),
         Api::Anthropic => Box::new(AnthropicClient::new(config)?),

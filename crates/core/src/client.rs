@@ -33,6 +33,7 @@ pub fn clients_from_env(config: &Config) -> Result<Clients> {
     settings.idle_timeout = endpoint.idle_timeout;
     settings.request_timeout = endpoint.request_timeout;
     settings.max_reply_bytes = endpoint.max_reply_bytes;
+    settings.cut_loops = endpoint.cut_loops;
     settings.output = endpoint.output;
     let mut quick = settings.clone();
     quick.max_retries = 1;

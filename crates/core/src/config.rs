@@ -76,6 +76,9 @@ pub struct EndpointFile {
     pub output: Option<OutputMode>,
     /// The older switch: `false` is `output = "off"`. `output` wins when both are set.
     pub tool_choice: Option<bool>,
+    /// Whether a reply that falls into a loop (the same piece of text over and over) is cut off as
+    /// it streams; on by default.
+    pub cut_loops: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -183,6 +186,7 @@ pub struct EndpointSettings {
     pub tokens_per_minute: Option<u64>,
     pub max_wait: Duration,
     pub output: OutputMode,
+    pub cut_loops: bool,
 }
 
 /// How sessions keep inside their context window.
@@ -490,6 +494,7 @@ fn resolve_endpoint(file: &EndpointFile, max_parallel: usize) -> EndpointSetting
             Some(false) => OutputMode::Off,
             _ => OutputMode::Auto,
         }),
+        cut_loops: file.cut_loops.unwrap_or(true),
     }
 }
 
@@ -821,6 +826,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(endpoint.idle_timeout_secs);
     take!(endpoint.request_timeout_secs);
     take!(endpoint.max_reply_bytes);
+    take!(endpoint.cut_loops);
     take!(endpoint.max_concurrency);
     take!(endpoint.requests_per_minute);
     take!(endpoint.tokens_per_minute);

@@ -555,12 +555,18 @@ fn first_actions(description: &str) -> Vec<(String, String)> {
     actions
 }
 
-/// `BIGFILE <path> <chars>`: a write of that many characters, in lines of 80.
+/// `BIGFILE <path> <chars>`: a write of that many characters, in numbered lines of 80 (numbered,
+/// so that no stretch of it repeats: the same line over and over is a reply fallen into a loop,
+/// which clients cut off).
 fn big_write_action(directive: &str) -> Option<(String, String)> {
     let (path, chars) = directive.trim().split_once(' ')?;
     let chars: usize = chars.trim().parse().ok()?;
-    let line = format!("{}\n", "x".repeat(79));
-    let content: String = line.chars().cycle().take(chars).collect();
+    let filler = "x".repeat(71);
+    let content: String = (0..)
+        .flat_map(|n| format!("{n:08} {filler}\n").into_bytes())
+        .take(chars)
+        .map(char::from)
+        .collect();
     Some((
         "write".into(),
         json!({"path": path.trim(), "content": content}).to_string(),

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::loops::{Loop, LoopWatch};
 use crate::sse::Event;
 use crate::transport::{parse_json, secret_header, Failure, ReplyAssembly, Transport, PER_CALL_BYTES};
 use crate::{
@@ -345,6 +346,7 @@ struct StreamAssembly {
     stopped: bool,
     /// See [`ReplyAssembly::size`].
     size: usize,
+    watch: LoopWatch,
 }
 
 impl ReplyAssembly for StreamAssembly {
@@ -381,6 +383,20 @@ impl ReplyAssembly for StreamAssembly {
 
     fn size(&self) -> usize {
         self.size
+    }
+
+    fn looped(&self) -> Option<&Loop> {
+        self.watch.found()
+    }
+
+    fn text_so_far(self) -> String {
+        self.blocks
+            .into_values()
+            .filter_map(|block| match block {
+                Block::Text(text) => Some(text),
+                _ => None,
+            })
+            .collect()
     }
 
     fn finish(self) -> Result<ChatResponse, Failure> {
@@ -483,15 +499,22 @@ impl StreamAssembly {
             (Some(Block::Text(text)), Some("text_delta")) => {
                 let piece = piece("text");
                 self.size += piece.len();
+                self.watch.feed(piece);
                 text.push_str(piece);
             }
             (Some(Block::Tool { json, .. }), Some("input_json_delta")) => {
                 let piece = piece("partial_json");
                 self.size += piece.len();
+                self.watch.feed(piece);
                 json.push_str(piece);
             }
-            // Thinking is not kept, but counted, so that endless thinking is a reply too large too.
-            (Some(_), Some("thinking_delta")) => self.size += piece("thinking").len(),
+            // Thinking is not kept, but counted (and watched), so that endless thinking is a reply
+            // too large, or a loop, too.
+            (Some(_), Some("thinking_delta")) => {
+                let piece = piece("thinking");
+                self.size += piece.len();
+                self.watch.feed(piece);
+            }
             (None, _) => {
                 return Err(Failure::protocol(format!(
                     "a delta for block {index}, which never started"

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::loops::{Loop, LoopWatch};
 use crate::sse::Event;
 use crate::transport::{parse_json, secret_header, Failure, ReplyAssembly, Transport, PER_CALL_BYTES};
 use crate::{
@@ -394,6 +395,7 @@ struct StreamAssembly {
     finish_reason: Option<String>,
     usage: TokenUsage,
     done: bool,
+    watch: LoopWatch,
 }
 
 impl ReplyAssembly for StreamAssembly {
@@ -430,6 +432,14 @@ impl ReplyAssembly for StreamAssembly {
         self.size
     }
 
+    fn looped(&self) -> Option<&Loop> {
+        self.watch.found()
+    }
+
+    fn text_so_far(self) -> String {
+        self.content
+    }
+
     fn finish(self) -> Result<ChatResponse, Failure> {
         // A finish reason without [DONE] is tolerated (some servers close right after it); neither
         // means the reply was cut off.
@@ -461,9 +471,11 @@ impl StreamAssembly {
     fn apply_delta(&mut self, delta: Delta) {
         for reasoning in [&delta.reasoning_content, &delta.reasoning].into_iter().flatten() {
             self.size += reasoning.len();
+            self.watch.feed(reasoning);
         }
         if let Some(text) = delta.content {
             self.size += text.len();
+            self.watch.feed(&text);
             self.content.push_str(&text);
         }
         for call in delta.tool_calls.unwrap_or_default() {
@@ -486,6 +498,7 @@ impl StreamAssembly {
                 }
                 if let Some(arguments) = function.arguments {
                     self.size += arguments.len();
+                    self.watch.feed(&arguments);
                     partial.arguments.push_str(&arguments);
                 }
             }
@@ -634,6 +647,32 @@ mod tests {
             assert!(matches!(assembly.apply(&transport, &event(data)), Ok(false)));
         }
         assert_eq!(assembly.size(), 5 + 4 + 5 + PER_CALL_BYTES + 1 + 1 + 2);
+    }
+
+    #[test]
+    fn a_whole_envelope_followed_by_endless_blank_space_is_still_the_call() {
+        // A JSON grammar lets a model go on with whitespace after its object is complete.
+        let Some(transport) = transport() else {
+            panic!("transport")
+        };
+        let mut assembly = StreamAssembly::default();
+        let head = json!({"choices": [{"delta": {"content": "{\"tool\": \"read\", \"arguments\": {\"path\": \"a\"}}"}}]});
+        assert!(matches!(
+            assembly.apply(&transport, &event(&head.to_string())),
+            Ok(false)
+        ));
+        let blank = json!({"choices": [{"delta": {"content": "\n  "}}]}).to_string();
+        while assembly.looped().is_none() {
+            assert!(assembly.size() < 4096, "the blank loop was not seen");
+            assert!(matches!(assembly.apply(&transport, &event(&blank)), Ok(false)));
+        }
+        let found = assembly.looped().cloned().expect("a loop");
+        let reply = crate::transport::cut_at_loop(assembly.text_so_far(), found, 100, 400);
+        assert!(reply.content.len() < 60, "{:?}", reply.content);
+        let reply = envelope::read_reply(reply, || "id".into());
+        assert_eq!(reply.tool_calls.len(), 1, "{reply:?}");
+        assert_eq!(reply.tool_calls[0].arguments, r#"{"path":"a"}"#);
+        assert!(matches!(reply.stop, StopReason::Looped(_)));
     }
 
     #[test]

@@ -10,9 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{backoff, server_wait};
 use crate::constrain::Constraints;
+use crate::loops::{loop_at_end, without_loop, Loop};
 use crate::redact::{redact_with_key, summarize_body, truncate, BODY_QUOTE_CHARS};
 use crate::sse::{Decoder, Event};
-use crate::{ChatResponse, ClientConfig, Constraint, ModelError, WIRE_BYTES_PER_REPLY_BYTE};
+use crate::{
+    ChatResponse, ClientConfig, Constraint, ModelError, StopReason, TokenUsage, WIRE_BYTES_PER_REPLY_BYTE,
+};
 
 /// How much of an error body is read: enough for any error message, and an endpoint that answers an
 /// error with an endless body cannot hold the call.
@@ -415,7 +418,38 @@ pub(crate) trait ReplyAssembly: Default {
     /// What the reply counts toward [`ClientConfig::max_reply_bytes`] so far: the bytes of its text,
     /// reasoning and tool-call arguments (kept or not), and [`PER_CALL_BYTES`] per call or block.
     fn size(&self) -> usize;
+    /// The loop the reply's text (text, reasoning and arguments, in the order they came) has
+    /// fallen into, if any; see [`crate::loops`].
+    fn looped(&self) -> Option<&Loop>;
+    /// The reply's text so far, for a reply cut off before it was complete.
+    fn text_so_far(self) -> String;
     fn finish(self) -> Result<ChatResponse, Failure>;
+}
+
+/// What a reply cut off in a loop comes back as: its text without the loop (but two copies of the
+/// piece, so the model sees what it did), no calls (the reply never completed, so none of it is
+/// run), and the tokens estimated at four bytes each, as the server's own count never came: what
+/// was asked (`request_bytes`) and what was generated (`generated_bytes`).
+pub(crate) fn cut_at_loop(
+    text: String,
+    found: Loop,
+    request_bytes: usize,
+    generated_bytes: usize,
+) -> ChatResponse {
+    let content = match loop_at_end(text.as_bytes()) {
+        Some(in_text) => without_loop(&text, &in_text, 2),
+        None => text,
+    };
+    ChatResponse {
+        content,
+        tool_calls: Vec::new(),
+        usage: TokenUsage {
+            input_tokens: request_bytes.div_ceil(4) as u64,
+            output_tokens: generated_bytes.div_ceil(4) as u64,
+        },
+        stop: StopReason::Looped(found),
+        constraint: None,
+    }
 }
 
 /// What a whole reply counts toward [`ClientConfig::max_reply_bytes`], as [`ReplyAssembly::size`]
@@ -448,6 +482,7 @@ impl Transport {
         parse: fn(&Transport, &[u8]) -> Result<ChatResponse, Failure>,
     ) -> Result<ChatResponse, Failure> {
         let limit = self.config.max_reply_bytes;
+        let request_bytes = body.to_string().len();
         let request = self.http().post(url).json(body);
         let response = self.send(url, request).await?;
         if !is_event_stream(&response) {
@@ -467,6 +502,17 @@ impl Transport {
             // one event (itself bounded by the wire limit).
             if assembly.size() > limit {
                 return Err(self.too_large(false));
+            }
+            // Hanging up (dropping `events`) is what stops the server generating the rest.
+            if let Some(found) = assembly.looped().filter(|_| self.config.cut_loops).cloned() {
+                tracing::info!(piece = %found.piece, repeats = found.repeats, "reply cut off in a loop");
+                let generated = assembly.size();
+                return Ok(cut_at_loop(
+                    assembly.text_so_far(),
+                    found,
+                    request_bytes,
+                    generated,
+                ));
             }
             if complete {
                 break;

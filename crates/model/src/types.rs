@@ -87,6 +87,8 @@ pub enum StopReason {
     ToolUse,
     /// The reply was cut by `max_tokens`.
     MaxTokens,
+    /// The client cut the reply off: its text had fallen into a loop (see [`crate::Loop`]).
+    Looped(crate::Loop),
     Other(String),
 }
 
@@ -133,6 +135,9 @@ pub struct ClientConfig {
     pub stream: bool,
     /// How replies are constrained; see [`OutputMode`].
     pub output: OutputMode,
+    /// Whether a streamed reply whose text falls into a loop (the same piece, repeated; see
+    /// [`crate::Loop`]) is cut off there, with [`StopReason::Looped`], instead of read to its end.
+    pub cut_loops: bool,
 }
 
 /// How a client constrains replies. Whatever a server refuses (a 400 naming `tool_choice` or
@@ -174,6 +179,7 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(60),
             stream: true,
             output: OutputMode::Auto,
+            cut_loops: true,
         }
     }
 

@@ -266,3 +266,116 @@ async fn a_read_after_a_change_is_not_a_repeat() {
     assert_eq!(reads.len(), 2);
     assert!(repo.read("calc.py").unwrap_or_default().contains("return b + a"));
 }
+
+/// Whether the conversation already holds the engine's note on a reply that fell into a loop.
+fn told_of_a_loop(request: &SeenRequest) -> bool {
+    request
+        .messages
+        .iter()
+        .any(|m| matches!(m, SeenMessage::User { text } if text.contains("fell into a loop")))
+}
+
+/// What the 0.5B planner did under a grammar: two tasks, then the same two again and again until
+/// its token limit (two minutes each on two cores). The reply is cut off a few copies in, the model
+/// is told what it repeated, and the next reply (sampled hotter) is the plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planner_reply_that_falls_into_a_loop_is_cut_off_and_the_planner_told() {
+    let repo = TestRepo::new(&[]);
+    let pair = r#"{"id":"add","title":"Add","description":"Add two numbers","depends_on":["sub"]},{"id":"sub","title":"Subtract","description":"Subtract them","depends_on":["add"]},"#;
+    let server = looping(move |r| {
+        (role_of(r) == "planner" && !told_of_a_loop(r)).then(|| Reply::Flood { piece: pair.into() })
+    })
+    .await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+    let planner = requests_of(&server, "planner");
+    let after = planner
+        .iter()
+        .find(|r| told_of_a_loop(r))
+        .expect("a planner request after the loop");
+    let (cut, note) = after
+        .messages
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            SeenMessage::User { text } if text.contains("fell into a loop") => Some(text.clone()),
+            _ => None,
+        })
+        .map(|note| {
+            let cut = after.messages.iter().find_map(|m| match m {
+                SeenMessage::Assistant { text, .. } if !text.is_empty() => Some(text.clone()),
+                _ => None,
+            });
+            (cut.unwrap_or_default(), note)
+        })
+        .unwrap_or_default();
+    assert!(
+        note.contains("times in a row") && note.contains("nothing in it was run"),
+        "{note}"
+    );
+    assert!(note.len() < 400, "{note}");
+    // The history keeps two copies of the piece, not the loop.
+    assert!(cut.len() <= 2 * pair.len(), "{} bytes: {cut}", cut.len());
+    // The next reply was sampled hotter, like any other bad reply repeated.
+    assert!(
+        after.temperature.is_some_and(|t| t > 0.0),
+        "{:?}",
+        after.temperature
+    );
+    // The cut reply's tokens count (estimated, as the server's own count never came).
+    let first = done
+        .events_of("model_call")
+        .into_iter()
+        .find(|e| e["role"] == "planner")
+        .expect("a planner call");
+    assert!(
+        first["usage"]["output_tokens"].as_u64().unwrap_or(0) >= 256,
+        "{first}"
+    );
+}
+
+/// A worker whose every reply loops is corrected a bounded number of times, then its unit fails with
+/// the reason; each reply is cut off after a few kilobytes, never read to a limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_only_loops_fails_its_unit_with_the_reason() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = looping(|r| {
+        (role_of(r) == "worker").then(|| Reply::Flood {
+            piece: "    return a * b\n".into(),
+        })
+    })
+    .await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    let failed = done.events_of("unit_state");
+    assert!(
+        failed
+            .iter()
+            .any(|e| e["state"] == "failed" && e["detail"].to_string().contains("fell into a loop")),
+        "{failed:?}"
+    );
+    let mut calls_per_session = std::collections::BTreeMap::<String, usize>::new();
+    for call in done
+        .events_of("model_call")
+        .iter()
+        .filter(|e| e["role"] == "worker")
+    {
+        *calls_per_session.entry(call["session"].to_string()).or_default() += 1;
+    }
+    assert!(!calls_per_session.is_empty());
+    assert!(
+        calls_per_session.values().all(|n| *n == 4),
+        "one reply and three corrections per session: {calls_per_session:?}"
+    );
+    assert!(repo.read("a.txt").is_none());
+}

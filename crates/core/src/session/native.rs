@@ -484,6 +484,9 @@ impl Session {
 
     /// What to tell the model when its reply without tool calls is not an acceptable end of the session.
     fn correction_for(&self, reply: &orchestrator_model::ChatResponse) -> Option<String> {
+        if let StopReason::Looped(found) = &reply.stop {
+            return Some(loop_correction(found));
+        }
         if reply.stop == StopReason::MaxTokens {
             return Some(
                 "Your reply was cut off at the output token limit. Continue in smaller steps: one tool call at a time, \
@@ -570,9 +573,14 @@ impl Session {
         let mut reply = rt.client.chat(&request, &rt.cancel).await?;
         self.turns += 1;
         self.usage.add(reply.usage);
+        self.emit_call(rt, &request.model, &reply, started);
+        // A reply cut off in a loop has estimated usage (the server's count never came), and
+        // whatever calls its text began are not taken: the model is told none of it ran.
+        if matches!(reply.stop, StopReason::Looped(_)) {
+            return Ok(reply);
+        }
         self.estimator
             .observe(self.messages.len(), reply.usage.input_tokens);
-        self.emit_call(rt, &request.model, &reply, started);
         if reply.tool_calls.is_empty() {
             reply.tool_calls = self.calls_in_text(&reply.content);
         }
@@ -902,6 +910,22 @@ fn parse_arguments(tool: &str, raw: &str) -> Result<serde_json::Value, String> {
             "The arguments of `{tool}` are not valid JSON ({e}). Call the tool again with a JSON object matching its schema."
         )),
     }
+}
+
+/// What a model whose reply fell into a loop is told. Its reply was cut off and none of it was run;
+/// the piece it repeated is quoted (short and visible), so it can see what went wrong.
+fn loop_correction(found: &orchestrator_model::Loop) -> String {
+    // Quoted as a string literal, so blank space and line breaks show; a long piece by its start.
+    let piece = match found.piece.char_indices().nth(60) {
+        Some((end, _)) => format!("{:?}…", &found.piece[..end]),
+        None => format!("{:?}", found.piece),
+    };
+    format!(
+        "Your reply fell into a loop: it repeated {piece} {} times in a row, so it was cut off there \
+         and nothing in it was run. Start again with one short step: a single tool call with short \
+         arguments. Text that really is that repetitive is better made by a command than typed out.",
+        found.repeats
+    )
 }
 
 #[cfg(test)]

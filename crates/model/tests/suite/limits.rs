@@ -28,6 +28,9 @@ async fn an_endless_reply_fails_at_the_size_limit_and_is_not_retried() {
         .await;
         let mut config = config(base_url(&server, api), stream);
         config.max_reply_bytes = 256 * KIB;
+        // The flood repeats one piece, which the loop watch would cut off first (see loops.rs);
+        // the size limit is what bounds a flood that is no loop, and is tested alone here.
+        config.cut_loops = false;
         // Far more than the flood needs to pass the limit: were it not cut by size, the call would
         // end here with `ReplyTooSlow` and fail the test, rather than hang it.
         config.request_timeout = Duration::from_secs(60);
@@ -122,6 +125,7 @@ async fn the_size_limit_counts_text_and_arguments_as_assembled() {
         .await;
         let mut config = config(base_url(&server, api), stream);
         config.max_reply_bytes = 64 * KIB;
+        config.cut_loops = false; // the filler repeats; measured here is the size limit alone
         let client = client(api, config);
         let mut request = simple_request();
         request.messages = vec![orchestrator_model::Message::user("small")];
@@ -218,6 +222,7 @@ async fn the_governor_does_not_retry_a_flood_either() {
         .await;
         let mut config = config(base_url(&server, api), stream);
         config.max_reply_bytes = 128 * KIB;
+        config.cut_loops = false; // as above: the size limit alone
         let inner: Arc<dyn ModelClient> = Arc::from(client(api, config.without_retries()));
         let governed = GovernedClient::new(inner, GovernorConfig::default());
         let error = governed
@@ -265,8 +270,11 @@ async fn four_mib_of_tool_arguments_in_small_chunks_arrive_whole() {
                 FakeOptions::default(),
             )
             .await;
-            // The default limits: a 4 MiB reply is well within them.
-            let reply = client(api, config(base_url(&server, api), stream))
+            // The default limits: a 4 MiB reply is well within them. (The filler repeats, which
+            // the loop watch would cut off: it is off, to see the size limits alone.)
+            let mut config = config(base_url(&server, api), stream);
+            config.cut_loops = false;
+            let reply = client(api, config)
                 .chat(&simple_request(), &CancellationToken::new())
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}", label(api, stream)));

@@ -4,5 +4,6 @@ mod common;
 mod failures;
 mod governor;
 mod limits;
+mod loops;
 mod preflight;
 mod replies;
