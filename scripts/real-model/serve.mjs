@@ -586,11 +586,19 @@ async function chatCompletions(req, res) {
     if (abort.signal.aborted) return null; // client left while waiting in the queue
     current.add(abort);
     try {
+      let beat = null;
       if (job.stream) {
         res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
         chunk([{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }]);
+        // A cold prompt of a few thousand tokens takes minutes on two CPU cores, and clients time
+        // out a stream that says nothing for that long: an SSE comment now and then says we live.
+        beat = setInterval(() => res.write(": evaluating\n\n"), 15000);
       }
-      return await generate(job, emit, abort.signal);
+      try {
+        return await generate(job, emit, abort.signal);
+      } finally {
+        if (beat) clearInterval(beat);
+      }
     } finally {
       current.delete(abort);
     }

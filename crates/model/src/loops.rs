@@ -117,7 +117,9 @@ pub fn loop_at_end(text: &[u8]) -> Option<Loop> {
     }
     let (run, period) = best?;
     let piece = &text[text.len() - period..];
-    let blank = piece.iter().all(u8::is_ascii_whitespace);
+    // The tail may end inside an escape (`…\n\`): a rotation of the piece is the same loop.
+    let rotated = [&piece[1..], &piece[..1]].concat();
+    let blank = is_blank(piece) || is_blank(&rotated);
     let least = if blank {
         MIN_BLANK_LOOP_BYTES
     } else {
@@ -128,6 +130,20 @@ pub fn loop_at_end(text: &[u8]) -> Option<Loop> {
         repeats: run / period,
         bytes: run,
     })
+}
+
+/// Whether a piece is blank space only, as it is or written inside a JSON string (`\n`, `\t`,
+/// `\r`): the 1.5B ran away writing `\n` inside a file's content.
+fn is_blank(piece: &[u8]) -> bool {
+    let mut bytes = piece.iter();
+    while let Some(byte) = bytes.next() {
+        match byte {
+            b' ' | b'\t' | b'\n' | b'\r' => {}
+            b'\\' if matches!(bytes.next(), Some(b'n' | b't' | b'r')) => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// `text` without the repetition at its end but for `keep` copies of the piece: what the history
@@ -175,6 +191,21 @@ mod tests {
         assert!(watch
             .feed(&"\n".repeat(MIN_BLANK_LOOP_BYTES - LOOK_EVERY))
             .is_none());
+    }
+
+    #[test]
+    fn escaped_line_breaks_in_a_json_string_are_blank_space_too() {
+        // What the 1.5B sent inside a `write`'s content (docs/field-tests.md).
+        let text = format!(
+            r#"{{"tool":"write","arguments":{{"path":"calc.py","content":"def mul(a, b):\n    return a * b{}"#,
+            r"\n".repeat(200)
+        );
+        let found = watch_all(&text, 4).expect("a loop");
+        assert!(found.piece == r"\n" || found.piece == r"n\", "{found:?}");
+        assert!(found.bytes < 400, "{found:?}");
+        // A piece that only starts like an escape is not blank.
+        assert!(!is_blank(br"\x"));
+        assert!(is_blank(b" \t\n"));
     }
 
     #[test]

@@ -31,6 +31,10 @@ impl Seen {
     fn contains(&self, path: &std::path::Path) -> bool {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(path)
     }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 /// The fewest lines a `read` page holds (fewer only at the end of the file).

@@ -10,6 +10,13 @@ pub(crate) fn write(file: &Resolved, content: &str) -> Result<String, ToolError>
     let rel = file.rel.as_str();
     file.check_not_dir_or_special("")?;
     let existed = file.kind() == Kind::File;
+    // Like an edit whose two strings are the same: a write that changes nothing is said to, so a
+    // model writing the same file again and again is seen going round (the 1.5B did, for 20 turns).
+    if existed && fs::read(&file.abs).is_ok_and(|old| old == content.as_bytes()) {
+        return Err(ToolError::refused(format!(
+            "not written: {rel} already holds exactly this content, so the write would change nothing"
+        )));
+    }
     if let Some(parent) = file.abs.parent() {
         fs::create_dir_all(parent).map_err(|e| ToolError::io(rel, e))?;
     }

@@ -112,6 +112,13 @@ impl Toolbox {
         })
     }
 
+    /// How many files this session has read in full, written or edited. It grows when the session
+    /// learns a file, which can change the answer to a call refused before (a `write` refused as a
+    /// blind overwrite is allowed once the file was read).
+    pub fn files_seen(&self) -> usize {
+        self.seen.len()
+    }
+
     /// The canonical root.
     pub fn root(&self) -> &Path {
         &self.root.canonical

@@ -206,8 +206,9 @@ async fn a_worker_alternating_a_read_and_a_failing_edit_is_caught() {
         .run(&repo)
         .await;
     done.assert_code(1);
-    // Each worker session (one per round): read, edit, two repeats answered with a note, and the
-    // third ends it, far inside its 30 turns.
+    // Each worker session (one per round): read, edit, read again (the first read taught the
+    // session the file, which may change what a call gets, so this one runs), two repeats answered
+    // with a note, and the third ends it, far inside its 30 turns.
     let mut calls_per_session = std::collections::BTreeMap::<String, usize>::new();
     for call in done
         .events_of("model_call")
@@ -217,7 +218,7 @@ async fn a_worker_alternating_a_read_and_a_failing_edit_is_caught() {
         *calls_per_session.entry(call["session"].to_string()).or_default() += 1;
     }
     assert!(
-        !calls_per_session.is_empty() && calls_per_session.values().all(|n| *n == 5),
+        !calls_per_session.is_empty() && calls_per_session.values().all(|n| *n == 6),
         "{calls_per_session:?}"
     );
     let edits = tool_summaries(&done, "worker", "edit");
@@ -265,6 +266,84 @@ async fn a_read_after_a_change_is_not_a_repeat() {
     assert!(reads.iter().all(|s| !s.contains("not run")), "{reads:?}");
     assert_eq!(reads.len(), 2);
     assert!(repo.read("calc.py").unwrap_or_default().contains("return b + a"));
+}
+
+/// What the 1.5B did in its second attempt: read two files, write the same content into a third,
+/// and again, for twenty turns. The second identical write changes nothing and says so, so the
+/// next round of the cycle repeats calls whose results the session has, and the session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_writing_the_same_content_again_and_again_is_caught() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n[roles.worker]\nmax_turns = 30\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config), ("x.txt", "x\n")]);
+    let server = looping(|r| {
+        (role_of(r) == "worker")
+            .then(|| match r.assistant_turns() % 2 {
+                0 => call("read", r#"{"path": "x.txt"}"#),
+                _ => call("write", r#"{"path": "y.txt", "content": "NO CHANGE NEEDED"}"#),
+            })
+            .flatten()
+    })
+    .await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    let told = requests_of(&server, "worker").iter().any(|r| {
+        r.messages.iter().any(
+            |m| matches!(m, SeenMessage::Tool { content, .. } if content.contains("would change nothing")),
+        )
+    });
+    assert!(told, "the model was told the second write changed nothing");
+    let mut calls_per_session = std::collections::BTreeMap::<String, usize>::new();
+    for call in done
+        .events_of("model_call")
+        .iter()
+        .filter(|e| e["role"] == "worker")
+    {
+        *calls_per_session.entry(call["session"].to_string()).or_default() += 1;
+    }
+    // read, write (took), read, write (changes nothing), then three repeats: far inside 30 turns.
+    assert!(
+        calls_per_session.values().all(|n| *n <= 8),
+        "{calls_per_session:?}"
+    );
+}
+
+/// A blind overwrite is refused; once the model has read the file, the very same write is a new
+/// call (what it knows changed), and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_write_after_reading_the_file_is_not_a_repeat() {
+    let config = "[verify]\ntest = \"true\"\n";
+    let old: String = (1..=9).map(|i| format!("line {i}\n")).collect();
+    let repo = TestRepo::new(&[("orchestrator.toml", config), ("calc.py", old.as_str())]);
+    let write = r#"{"path": "calc.py", "content": "def mul(a, b):\n    return a * b\n"}"#;
+    let server = looping(move |r| {
+        if role_of(r) != "worker" {
+            return None;
+        }
+        match r.assistant_turns() {
+            0 => call("write", write),
+            1 => call("read", r#"{"path": "calc.py"}"#),
+            2 => call("write", write),
+            _ => Some(Reply::Text("Replaced calc.py.".into())),
+        }
+    })
+    .await;
+    let done = Run::task("Replace")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let writes = tool_summaries(&done, "worker", "write");
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(!writes[1].contains("not run"), "{writes:?}");
+    assert_eq!(
+        repo.read("calc.py").as_deref(),
+        Some("def mul(a, b):\n    return a * b\n")
+    );
 }
 
 /// Whether the conversation already holds the engine's note on a reply that fell into a loop.

@@ -315,12 +315,15 @@ impl Session {
             if let Some(Err(e)) = self.await_tools().await {
                 return SessionEnd::ModelFailed(e);
             }
+            let files_seen = self.toolbox.files_seen();
             match self.run_tool_calls(rt, hooks, slot, &reply.tool_calls).await {
                 ToolTurn::Continue => {}
                 ToolTurn::Finished => return SessionEnd::Finished,
                 ToolTurn::Cancelled => return SessionEnd::Cancelled,
             }
-            if self.may_have_changed_files(&reply.tool_calls) {
+            // A file read in full for the first time changes what a refused `write` gets, too: the
+            // 1.5B's blind write was refused, it read the file, and sent the same write again.
+            if self.may_have_changed_files(&reply.tool_calls) || self.toolbox.files_seen() > files_seen {
                 watch.changed();
             }
         }

@@ -185,6 +185,14 @@ async fn write_creates_parents_and_overwrites() {
         .await;
     assert!(out.starts_with("overwrote"), "{out}");
     assert_eq!(fx.read_back("new/deep/file.txt"), "bye");
+    // The same content again changes nothing, and says so (as an identical edit does).
+    let err = fx
+        .err("write", json!({"path": "new/deep/file.txt", "content": "bye"}))
+        .await;
+    assert!(err.contains("already holds exactly this content"), "{err}");
+    // An empty file written empty is the same case; creating an empty file is not.
+    let out = fx.ok("write", json!({"path": "empty.txt", "content": ""})).await;
+    assert!(out.starts_with("created"), "{out}");
 }
 
 #[tokio::test]
