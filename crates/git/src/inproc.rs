@@ -496,18 +496,10 @@ impl Context {
     /// to do with it. One small file per registered worktree is read.
     fn not_registered(&self, path: &Path) -> Result<(), String> {
         let dot_git = canonical_to_be(path)?.join(".git");
-        let entries = match std::fs::read_dir(self.repo.common_dir().join("worktrees")) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("listing worktrees: {e}")),
-        };
-        for entry in entries.flatten() {
-            let Ok(linked) = std::fs::read_to_string(entry.path().join("gitdir")) else {
-                continue;
-            };
-            if entry.path().join(linked.trim_end()) == dot_git {
-                return Err(format!("a worktree is registered at {}", path.display()));
-            }
+        let found = crate::link::registrations(self.repo.common_dir())
+            .map_err(|e| format!("listing worktrees: {e}"))?;
+        if found.iter().any(|registration| registration.dot_git == dot_git) {
+            return Err(format!("a worktree is registered at {}", path.display()));
         }
         Ok(())
     }

@@ -7,28 +7,54 @@
 
 use std::path::{Path, PathBuf};
 
-/// The admin folder (`<common>/worktrees/<name>`) whose `gitdir` file names `worktree`'s `.git`, if
-/// the worktree is registered there.
-pub(crate) async fn registered_admin_dir(common_dir: &Path, worktree: &Path) -> Option<PathBuf> {
-    let wanted = [worktree.join(".git"), canonical(worktree).await.join(".git")];
-    let mut entries = tokio::fs::read_dir(common_dir.join("worktrees")).await.ok()?;
-    while let Ok(Some(entry)) = entries.next_entry().await {
+/// One linked worktree's registration in the shared `.git`: its admin folder
+/// (`<common>/worktrees/<name>`) and the `.git` its `gitdir` file names, resolved against the admin
+/// folder when relative. The one reading of those files that every caller shares.
+pub(crate) struct Registration {
+    pub admin: PathBuf,
+    pub dot_git: PathBuf,
+}
+
+/// Every registration with a readable, non-empty `gitdir` (one small file each); none when the
+/// repository has no linked worktrees.
+pub(crate) fn registrations(common_dir: &Path) -> std::io::Result<Vec<Registration>> {
+    let entries = match std::fs::read_dir(common_dir.join("worktrees")) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
         let admin = entry.path();
-        let Ok(text) = tokio::fs::read_to_string(admin.join("gitdir")).await else {
+        let Ok(text) = std::fs::read_to_string(admin.join("gitdir")) else {
             continue;
         };
-        let named = PathBuf::from(text.trim_end_matches(['\n', '\r']));
-        let named = if named.is_relative() {
-            admin.join(named)
-        } else {
-            named
-        };
-        let named_canonical = match named.parent() {
+        let named = text.trim_end_matches(['\n', '\r']);
+        if named.trim().is_empty() {
+            continue;
+        }
+        // `join` keeps an absolute path as it is.
+        let dot_git = admin.join(named);
+        found.push(Registration { admin, dot_git });
+    }
+    Ok(found)
+}
+
+/// The admin folder whose `gitdir` file names `worktree`'s `.git`, if the worktree is registered.
+pub(crate) async fn registered_admin_dir(common_dir: &Path, worktree: &Path) -> Option<PathBuf> {
+    let wanted = [worktree.join(".git"), canonical(worktree).await.join(".git")];
+    let common_dir = common_dir.to_path_buf();
+    let found = tokio::task::spawn_blocking(move || registrations(&common_dir))
+        .await
+        .ok()?
+        .ok()?;
+    for registration in found {
+        let named_canonical = match registration.dot_git.parent() {
             Some(parent) => canonical(parent).await.join(".git"),
-            None => named.clone(),
+            None => registration.dot_git.clone(),
         };
-        if wanted.contains(&named) || wanted.contains(&named_canonical) {
-            return Some(admin);
+        if wanted.contains(&registration.dot_git) || wanted.contains(&named_canonical) {
+            return Some(registration.admin);
         }
     }
     None

@@ -129,26 +129,14 @@ fn remove_locks_in(admin: &Path, removed: &mut Vec<PathBuf>) -> std::io::Result<
 /// The admin areas (`<common>/worktrees/<name>`) whose `gitdir` names a `.git` under `dir`, each with
 /// the worktree folder it names.
 fn admin_dirs_under(common: &Path, dir: &Path) -> std::io::Result<Vec<(PathBuf, PathBuf)>> {
-    let entries = match std::fs::read_dir(common.join("worktrees")) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut admins = Vec::new();
-    for entry in entries.flatten() {
-        let admin = entry.path();
-        let Ok(text) = std::fs::read_to_string(admin.join("gitdir")) else {
-            continue;
-        };
-        let named = admin.join(text.trim_end_matches(['\n', '\r']));
-        let Some(folder) = named.parent().filter(|_| !text.trim().is_empty()) else {
-            continue;
-        };
-        // The worktree's folder may be gone (a stale registration); compare the path as written then.
-        let folder = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
-        if folder.starts_with(dir) && folder != dir {
-            admins.push((admin, folder));
-        }
-    }
-    Ok(admins)
+    let found = crate::link::registrations(common)?;
+    Ok(found
+        .into_iter()
+        .filter_map(|registration| {
+            let folder = registration.dot_git.parent()?;
+            // The worktree's folder may be gone (a stale registration); compare the path as written then.
+            let folder = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+            (folder.starts_with(dir) && folder != dir).then_some((registration.admin, folder))
+        })
+        .collect())
 }

@@ -82,22 +82,17 @@ fn read(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> R
         _ => (root.resolve(path)?, String::new()),
     };
     let abs = file.abs.clone();
-    let text = crate::read::read(&ReadRequest {
+    let page = crate::read::read(&ReadRequest {
         file,
         offset,
         limit,
         max_chars: options.max_output_chars.saturating_sub(READ_NOTE_RESERVE),
     })?;
     // Only a read of the whole file counts as having seen it (for `write`'s blind-overwrite check).
-    let whole = offset == 1
-        && !text
-            .lines()
-            .last()
-            .is_some_and(|l| l.starts_with('(') && l.contains(" more lines follow, "));
-    if whole {
+    if offset == 1 && page.reaches_the_end {
         seen.add(&abs);
     }
-    Ok(format!("{note}{text}"))
+    Ok(format!("{note}{}", page.text))
 }
 
 /// The file a diff line names, when a model passes the line itself as a path (`diff --git a/x b/x`,

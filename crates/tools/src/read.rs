@@ -20,7 +20,16 @@ pub(crate) struct ReadRequest {
     pub max_chars: usize,
 }
 
-pub(crate) fn read(req: &ReadRequest) -> Result<String, ToolError> {
+/// One page of a file, and whether it ends where the file does.
+#[derive(Debug)]
+pub(crate) struct Page {
+    pub text: String,
+    /// No line of the file is left after this page.
+    pub reaches_the_end: bool,
+}
+
+/// Reads one page of a text file. A page that starts at line 1 and reaches the end is the whole file.
+pub(crate) fn read(req: &ReadRequest) -> Result<Page, ToolError> {
     let rel = &req.file.rel;
     req.file
         .check_not_dir_or_special("; use `list` to see its entries")?;
@@ -35,7 +44,7 @@ pub(crate) fn read(req: &ReadRequest) -> Result<String, ToolError> {
     page(&mut reader, req)
 }
 
-fn page(reader: &mut impl BufRead, req: &ReadRequest) -> Result<String, ToolError> {
+fn page(reader: &mut impl BufRead, req: &ReadRequest) -> Result<Page, ToolError> {
     let rel = req.file.rel.as_str();
     let mut out = String::new();
     let mut line = Vec::new();
@@ -65,7 +74,10 @@ fn page(reader: &mut impl BufRead, req: &ReadRequest) -> Result<String, ToolErro
         Some(next) => next + count_lines(reader).map_err(|e| ToolError::io(rel, e))?,
         None => number,
     };
-    finish(out, req, total, next_unshown)
+    Ok(Page {
+        text: finish(out, req, total, next_unshown)?,
+        reaches_the_end: next_unshown.is_none(),
+    })
 }
 
 fn push_numbered(out: &mut String, number: u64, raw: &[u8]) {
@@ -137,6 +149,8 @@ mod tests {
     fn pages_are_numbered_and_say_where_to_continue() {
         let mut input = Cursor::new("one\ntwo\r\nthree\nfour");
         let out = page(&mut input, &request(2, 2, 10_000)).expect("page");
+        assert!(!out.reaches_the_end);
+        let out = out.text;
         assert_eq!(
             out,
             "     2\ttwo\n     3\tthree\n(1 more lines follow, 4 in total; continue with offset=4)\n"
@@ -146,7 +160,7 @@ mod tests {
     #[test]
     fn the_last_page_has_no_note() {
         let mut input = Cursor::new("one\ntwo\n");
-        let out = page(&mut input, &request(1, 10, 10_000)).expect("page");
+        let out = page(&mut input, &request(1, 10, 10_000)).expect("page").text;
         assert_eq!(out, "     1\tone\n     2\ttwo\n");
     }
 
@@ -154,7 +168,7 @@ mod tests {
     fn a_page_stops_at_the_character_budget() {
         let text = "x".repeat(50) + "\n";
         let mut input = Cursor::new(text.repeat(10));
-        let out = page(&mut input, &request(1, 100, 100)).expect("page");
+        let out = page(&mut input, &request(1, 100, 100)).expect("page").text;
         assert!(out.contains("continue with offset=3"), "{out}");
     }
 
@@ -163,6 +177,7 @@ mod tests {
         let err = page(&mut Cursor::new("a\n"), &request(5, 10, 100)).expect_err("past end");
         assert!(err.to_string().contains("has 1 lines"), "{err}");
         let out = page(&mut Cursor::new(""), &request(1, 10, 100)).expect("empty");
-        assert_eq!(out, "(f.txt is empty)");
+        assert_eq!(out.text, "(f.txt is empty)");
+        assert!(out.reaches_the_end);
     }
 }
