@@ -324,9 +324,8 @@ async fn the_same_write_after_reading_the_file_is_not_a_repeat() {
             return None;
         }
         match r.assistant_turns() {
-            0 => call("write", write),
-            1 => call("read", r#"{"path": "calc.py"}"#),
-            2 => call("write", write),
+            0 | 2 | 4 | 6 => call("write", write),
+            1 | 3 | 5 => call("read", r#"{"path": "calc.py"}"#),
             _ => Some(Reply::Text("Replaced calc.py.".into())),
         }
     })
@@ -338,8 +337,32 @@ async fn the_same_write_after_reading_the_file_is_not_a_repeat() {
         .await;
     done.assert_code(0);
     let writes = tool_summaries(&done, "worker", "write");
-    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert_eq!(writes.len(), 4, "{writes:?}");
     assert!(!writes[1].contains("not run"), "{writes:?}");
+    // The third write (after another read) changes nothing and says so; the fourth, nothing having
+    // changed since, is not run and quotes that answer (the latest), not the first refusal, which
+    // no longer holds.
+    assert!(
+        !writes[2].contains("not run") && writes[3].contains("not run"),
+        "{writes:?}"
+    );
+    let results: Vec<String> = requests_of(&server, "worker")
+        .last()
+        .map(|r| {
+            r.messages
+                .iter()
+                .filter_map(|m| match m {
+                    SeenMessage::Tool { content, .. } => Some(content.clone()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let last = results.last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("already holds exactly this content") && !last.contains("not read in full"),
+        "{last}"
+    );
     assert_eq!(
         repo.read("calc.py").as_deref(),
         Some("def mul(a, b):\n    return a * b\n")

@@ -94,6 +94,9 @@ fn call_key(call: &ToolCall) -> String {
     format!("{}\u{0}{arguments}", call.name)
 }
 
+/// How the answer to a repeated call that was not run again begins.
+const NOT_RUN_AGAIN: &str = "Not run: you already made exactly this call";
+
 /// The largest arguments one tool call may carry. Bigger files are written in parts or generated.
 const MAX_TOOL_ARGUMENT_BYTES: usize = 1024 * 1024;
 /// Tool-call arguments up to this size stay in the history verbatim.
@@ -391,24 +394,33 @@ impl Session {
         true
     }
 
-    /// The result (and whether it was an error) of the first earlier call identical to `call`.
+    /// The result (and whether it was an error) of the latest earlier run of a call identical to `call`.
     fn earlier_result(&self, call: &ToolCall) -> Option<(String, bool)> {
         let key = call_key(call);
-        let id = self.messages.iter().find_map(|m| match m {
-            Message::Assistant { tool_calls, .. } => tool_calls
-                .iter()
-                .find(|c| c.id != call.id && call_key(c) == key)
-                .map(|c| c.id.clone()),
-            _ => None,
-        })?;
-        self.messages.iter().find_map(|m| match m {
-            Message::Tool {
-                call_id,
-                content,
-                is_error,
-            } if *call_id == id => Some((content.clone(), *is_error)),
-            _ => None,
-        })
+        let result_of = |id: &str| {
+            self.messages.iter().find_map(|m| match m {
+                Message::Tool {
+                    call_id,
+                    content,
+                    is_error,
+                } if call_id == id => Some((content.clone(), *is_error)),
+                _ => None,
+            })
+        };
+        // The latest time the call really ran: what the files say may have changed since the first
+        // (a write refused as blind, later refused as changing nothing), and a repeat's own note
+        // quotes nothing new.
+        self.messages
+            .iter()
+            .rev()
+            .filter_map(|m| match m {
+                Message::Assistant { tool_calls, .. } => Some(tool_calls),
+                _ => None,
+            })
+            .flatten()
+            .filter(|c| c.id != call.id && call_key(c) == key)
+            .filter_map(|c| result_of(&c.id))
+            .find(|(content, _)| !content.starts_with(NOT_RUN_AGAIN))
     }
 
     fn can_write(&self) -> bool {
@@ -463,14 +475,11 @@ impl Session {
             // copied the shape's example into a refused call would only copy it once more.
             let content = match self.earlier_result(call) {
                 Some((refusal, true)) => format!(
-                    "Not run: you already made exactly this call and it was refused:\n{}\nSending it \
-                     again gets the same answer: change what it says.",
+                    "{NOT_RUN_AGAIN} and it was refused:\n{}\nSending it again gets the same answer: \
+                     change what it says.",
                     crate::prompts::cut(&refusal, 600)
                 ),
-                _ => format!(
-                    "Not run: you already made exactly this call, and its result is above; it has not \
-                     changed. {next}"
-                ),
+                _ => format!("{NOT_RUN_AGAIN}, and its result is above; it has not changed. {next}"),
             };
             self.push(Message::Tool {
                 call_id: call.id.clone(),

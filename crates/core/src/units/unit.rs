@@ -565,6 +565,7 @@ fn no_change_feedback(session: &Session) -> String {
         "The runtime sees no change: after this attempt your worktree is exactly as the unit started \
          (an empty diff), whatever your answer said.{failed}\n\
          Make the change the unit asks for (check that your tool calls succeeded), then answer. If the \
-         unit truly needs no change, answer with a line that starts with `{NO_CHANGE}:` and why."
+         unit truly needs no change, write no file: your final answer (not a tool call) is then a line \
+         that starts with `{NO_CHANGE}:` and says why."
     )
 }
