@@ -10,9 +10,10 @@ pub(crate) fn write(file: &Resolved, content: &str) -> Result<String, ToolError>
     let rel = file.rel.as_str();
     file.check_not_dir_or_special("")?;
     let existed = file.kind() == Kind::File;
+    let old = existed.then(|| fs::read(&file.abs).ok()).flatten();
     // Like an edit whose two strings are the same: a write that changes nothing is said to, so a
     // model writing the same file again and again is seen going round (the 1.5B did, for 20 turns).
-    if existed && fs::read(&file.abs).is_ok_and(|old| old == content.as_bytes()) {
+    if old.as_deref() == Some(content.as_bytes()) {
         return Err(ToolError::refused(format!(
             "not written: {rel} already holds exactly this content, so the write would change nothing"
         )));
@@ -22,11 +23,53 @@ pub(crate) fn write(file: &Resolved, content: &str) -> Result<String, ToolError>
     }
     fs::write(&file.abs, content).map_err(|e| ToolError::io(rel, e))?;
     let verb = if existed { "overwrote" } else { "created" };
-    Ok(format!("{verb} {rel} ({} bytes)", content.len()))
+    let mut done = format!("{verb} {rel} ({} bytes)", content.len());
+    // A write that drops most of a file the session has read is allowed (a rewrite), but said
+    // plainly: small models "add a function" by writing only that function, and the failing test
+    // that follows (`cannot import name 'add'`) does not tell them why.
+    if let Some(dropped) = old.as_deref().and_then(|old| most_lines_dropped(old, content)) {
+        done.push_str(&format!(
+            "; this deleted {} of its {} lines (such as {}): if you meant to add to the file, write \
+             it again with them kept",
+            dropped.lines.len(),
+            dropped.of,
+            dropped.examples()
+        ));
+    }
+    Ok(done)
 }
 
 /// Lines of an existing file a `write` may drop without the session having looked at it.
 const BLIND_DROP_LINES: usize = 5;
+
+/// The non-blank lines of a file that a new content leaves out, when that is most of them (at least
+/// [`BLIND_DROP_LINES`], and half).
+struct Dropped {
+    lines: Vec<String>,
+    of: usize,
+}
+
+impl Dropped {
+    fn examples(&self) -> String {
+        let examples: Vec<String> = self.lines.iter().take(3).map(|l| format!("`{l}`")).collect();
+        examples.join(", ")
+    }
+}
+
+fn most_lines_dropped(old: &[u8], content: &str) -> Option<Dropped> {
+    let old = String::from_utf8_lossy(old);
+    let kept: std::collections::HashSet<&str> = content.lines().map(str::trim).collect();
+    let old_lines: Vec<&str> = old.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<String> = old_lines
+        .iter()
+        .filter(|l| !kept.contains(*l))
+        .map(|l| l.to_string())
+        .collect();
+    (lines.len() >= BLIND_DROP_LINES && lines.len() * 2 >= old_lines.len()).then_some(Dropped {
+        lines,
+        of: old_lines.len(),
+    })
+}
 
 /// Refuses a `write` that would replace an existing file this session has not read, written or
 /// edited, dropping most of it (at least [`BLIND_DROP_LINES`] of its non-blank lines, and half of
@@ -40,21 +83,16 @@ pub(crate) fn refuse_blind_overwrite(file: &Resolved, content: &str) -> Result<(
     let Ok(old) = fs::read(&file.abs) else {
         return Ok(());
     };
-    let old = String::from_utf8_lossy(&old);
-    let kept: std::collections::HashSet<&str> = content.lines().map(str::trim).collect();
-    let old_lines: Vec<&str> = old.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let dropped: Vec<&str> = old_lines.iter().copied().filter(|l| !kept.contains(l)).collect();
-    if dropped.len() < BLIND_DROP_LINES || dropped.len() * 2 < old_lines.len() {
+    let Some(dropped) = most_lines_dropped(&old, content) else {
         return Ok(());
-    }
-    let examples: Vec<String> = dropped.iter().take(3).map(|l| format!("`{l}`")).collect();
+    };
     Err(ToolError::refused(format!(
         "not written: this would replace {rel}, which you have not read in full, and delete {} of its {} lines \
          (such as {}). Read it first; then write the whole file with what must stay, or change part of \
          it with `edit`.",
-        dropped.len(),
-        old_lines.len(),
-        examples.join(", "),
+        dropped.lines.len(),
+        dropped.of,
+        dropped.examples(),
         rel = file.rel
     )))
 }

@@ -514,14 +514,29 @@ async fn a_blind_overwrite_that_deletes_most_of_a_file_is_refused() {
         )
         .await;
     assert!(partly.contains("not read in full"), "{partly}");
-    // After reading all of it, the session may replace it as it likes.
+    // After reading all of it, the session may replace it as it likes, and is told what went.
     fx.ok("read", json!({"path": "calc2.py"})).await;
-    fx.ok(
-        "write",
-        json!({"path": "calc2.py", "content": "def mul(a, b):\n    return a * b\n"}),
-    )
-    .await;
+    let replaced = fx
+        .ok(
+            "write",
+            json!({"path": "calc2.py", "content": "def mul(a, b):\n    return a * b\n"}),
+        )
+        .await;
     assert!(fx.read_back("calc2.py").starts_with("def mul"));
+    assert!(
+        replaced.starts_with("overwrote calc2.py")
+            && replaced.contains("this deleted 5 of its 5 lines")
+            && replaced.contains("`def add(a, b):`"),
+        "{replaced}"
+    );
+    // A rewrite that keeps most lines says nothing more.
+    let kept = fx
+        .ok(
+            "write",
+            json!({"path": "calc.py", "content": format!("{calc}# end\n")}),
+        )
+        .await;
+    assert!(!kept.contains("deleted"), "{kept}");
 }
 
 /// A weak reviewer reads "diff --git a/calc.py b/calc.py" (a line of the diff it was shown): it gets
