@@ -111,10 +111,13 @@ fn bash(options: &ToolOptions) -> ToolSpec {
 fn write() -> ToolSpec {
     spec(
         "write",
-        "Create a file or replace its whole content, creating parent directories as needed.".into(),
+        "Create a file or replace its whole content, creating parent directories as needed. What the \
+         file held and `content` leaves out is deleted: to add to an existing file, include what it \
+         holds, or use `edit`."
+            .into(),
         json!({
             "path": path_property("File to write"),
-            "content": {"type": "string", "description": "The complete new content"},
+            "content": {"type": "string", "description": "The complete new content of the file"},
         }),
         &["path", "content"],
     )
