@@ -12,6 +12,21 @@ use crate::parse;
 use crate::repo::Shared;
 use crate::GitError;
 
+/// New files that tools leave behind as they run, never a unit's work: a worker's own `python3
+/// test_calc.py` wrote `__pycache__/calc.cpython-311.pyc` into a repository without a
+/// `.gitignore`, and it was committed, reviewed and nearly merged. Left out of what
+/// [`Worktree::commit_all`] stages when untracked (the repository's own ignore rules apply as
+/// well); a tracked file is staged whatever its name. Only names no project uses for its sources.
+const TOOL_CACHES: [&str; 7] = [
+    ":(exclude,glob)**/__pycache__/**",
+    ":(exclude,glob)**/*.py[co]",
+    ":(exclude,glob)**/.pytest_cache/**",
+    ":(exclude,glob)**/.mypy_cache/**",
+    ":(exclude,glob)**/.ruff_cache/**",
+    ":(exclude,glob)**/node_modules/**",
+    ":(exclude,glob)**/.DS_Store",
+];
+
 /// A worktree made by [`crate::Repo::add_worktree`] or [`crate::Repo::add_detached_worktree`].
 /// Cheap to clone; safe to share between tasks (git itself serialises work on one worktree's index).
 #[derive(Debug, Clone)]
@@ -127,14 +142,15 @@ impl Worktree {
         parse::is_object_name(value).then(|| value.to_string())
     }
 
-    /// `git add -A` + commit (--no-verify). Ok(None) when there was nothing to commit.
+    /// `git add -A` (but for new [`TOOL_CACHES`]) + commit (--no-verify). Ok(None) when there was
+    /// nothing to commit.
     ///
     /// `git add -A` decides what goes in (ignore rules, filters, modes, nested repositories); the
     /// commit of that index is made in-process when it can be (see `inproc.rs`), else by `git
     /// commit`, which says itself when there is nothing to commit and prints the new commit's full
     /// name in its summary line (`core.abbrev=no`).
     pub async fn commit_all(&self, message: &str) -> Result<Option<String>, GitError> {
-        self.check(&["add", "-A"], Mode::META).await?;
+        self.stage_all().await?;
         let (path, text) = (self.path.to_path_buf(), message.to_string());
         match self
             .shared
@@ -164,6 +180,16 @@ impl Worktree {
             // An unexpected summary: ask for HEAD rather than guess.
             None => self.head().await.map(Some),
         }
+    }
+
+    /// `git add -A`, but for new files that are [`TOOL_CACHES`]: tracked files are staged whatever
+    /// they are.
+    async fn stage_all(&self) -> Result<(), GitError> {
+        self.check(&["add", "-u"], Mode::META).await?;
+        let mut add = vec!["add", "-A", "--", "."];
+        add.extend(TOOL_CACHES);
+        self.check(&add, Mode::META).await?;
+        Ok(())
     }
 
     /// The tree of HEAD: equal trees mean identical content, whatever the history.
@@ -199,7 +225,15 @@ impl Worktree {
 
     /// Whether anything is uncommitted here (staged, unstaged, or untracked-not-ignored).
     pub async fn has_changes(&self) -> Result<bool, GitError> {
-        let args = ["status", "--porcelain=v1", "-z", "--untracked-files=normal"];
+        let mut args = vec![
+            "status",
+            "--porcelain=v1",
+            "-z",
+            "--untracked-files=normal",
+            "--",
+            ".",
+        ];
+        args.extend(TOOL_CACHES);
         let out = self.check(&args, Mode::READ).await?;
         Ok(!out.stdout.is_empty())
     }
@@ -315,7 +349,7 @@ impl Worktree {
         }
     }
 
-    /// After conflicts were fixed in the files: `git add -A` and commit the merge (--no-edit). Error if conflict markers ("<<<<<<< ", ">>>>>>> " at line start) remain in any previously conflicted file.
+    /// After conflicts were fixed in the files: stage everything (as [`Worktree::commit_all`]) and commit the merge (--no-edit). Error if conflict markers ("<<<<<<< ", ">>>>>>> " at line start) remain in any previously conflicted file.
     ///
     /// When markers remain nothing is staged, so the conflicts stay visible to `conflicted_paths`.
     pub async fn conclude_merge(&self) -> Result<String, GitError> {
@@ -331,7 +365,7 @@ impl Worktree {
         if !remaining.is_empty() {
             return Err(GitError::ConflictMarkers(remaining));
         }
-        self.check(&["add", "-A"], Mode::META).await?;
+        self.stage_all().await?;
         // --cleanup=strip drops the commented "# Conflicts:" list git appends to MERGE_MSG.
         let args = ["commit", "--no-edit", "--no-verify", "--cleanup=strip", "-q"];
         self.check(&args, Mode::COMMIT).await?;

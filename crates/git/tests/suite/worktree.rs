@@ -137,6 +137,44 @@ async fn commit_all_commits_everything_or_nothing() {
     );
 }
 
+/// A worker running `python3 test_calc.py` in a repository without a `.gitignore` leaves
+/// `__pycache__` behind: not its work, so not committed (a tracked file of such a name still is).
+#[tokio::test]
+async fn tools_caches_are_left_out_of_a_commit_unless_tracked() {
+    let fx = Fixture::new();
+    let repo = fx.repo().await;
+    let wt = branch_worktree(&fx, &repo, "k").await;
+    // A project that tracks such a file added it itself.
+    write(wt.path(), "kept.pyc", "tracked on purpose\n");
+    fx.git_in(wt.path(), &["add", "kept.pyc"]);
+    fx.git_in(wt.path(), &["commit", "-q", "-m", "a tracked pyc"]);
+    write(wt.path(), "__pycache__/calc.cpython-311.pyc", "junk");
+    write(wt.path(), "pkg/__pycache__/m.cpython-311.pyc", "junk");
+    write(wt.path(), "node_modules/left-pad/index.js", "junk");
+    write(wt.path(), ".pytest_cache/v/cache", "junk");
+    assert!(
+        !wt.has_changes().await.expect("changes"),
+        "caches alone are no change"
+    );
+    assert_eq!(wt.commit_all("only caches").await.expect("commit"), None);
+    write(wt.path(), "calc.py", "def mul(a, b):\n    return a * b\n");
+    write(wt.path(), "kept.pyc", "changed\n");
+    wt.commit_all("work").await.expect("commit").expect("a commit");
+    let files = fx.git(&["ls-tree", "-r", "--name-only", "k"]);
+    let files: Vec<&str> = files.lines().collect();
+    assert!(
+        files.contains(&"calc.py") && files.contains(&"kept.pyc"),
+        "{files:?}"
+    );
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.contains("__pycache__") || f.contains("node_modules") || f.contains(".pytest_cache")),
+        "{files:?}"
+    );
+    assert_eq!(fx.git(&["show", "k:kept.pyc"]), "changed");
+}
+
 #[tokio::test]
 async fn commits_without_a_configured_identity_use_the_fallback() {
     let fx = Fixture::without_identity();
