@@ -70,9 +70,20 @@ impl RepeatWatch {
     /// Whether this turn's calls only repeat what the session already has the results of: calls made
     /// before with nothing changed since (a `read` then a failing `edit`, again and again), or the
     /// very calls of the turn before.
-    fn repeats(&mut self, calls: &[ToolCall]) -> bool {
+    ///
+    /// `files_seen` is how many files the session has read in full: a `write` refused as a blind
+    /// overwrite may be allowed once the file was read, so a write's identity includes it (a read's
+    /// does not: re-reading everything each time a new file is learned would only cost turns).
+    fn repeats(&mut self, calls: &[ToolCall], files_seen: usize) -> bool {
         let keys: Vec<String> = calls.iter().map(call_key).collect();
-        let versioned: Vec<String> = keys.iter().map(|k| format!("{}\u{0}{k}", self.version)).collect();
+        let versioned: Vec<String> = calls
+            .iter()
+            .zip(&keys)
+            .map(|(call, key)| match call.name.as_str() {
+                "write" => format!("{}\u{0}{files_seen}\u{0}{key}", self.version),
+                _ => format!("{}\u{0}{key}", self.version),
+            })
+            .collect();
         let repeated = versioned.iter().all(|key| self.seen.contains(key)) || keys == self.last_turn;
         self.seen.extend(versioned);
         self.last_turn = keys;
@@ -306,7 +317,7 @@ impl Session {
             }
             corrections = 0;
             called = true;
-            if watch.repeats(&reply.tool_calls) {
+            if watch.repeats(&reply.tool_calls, self.toolbox.files_seen()) {
                 // Under a JSON-schema grammar the shape is held already; showing it (with its
                 // example values) only gives a small model something to copy.
                 let show_shape = reply.constraint != Some(orchestrator_model::Constraint::JsonSchema);
@@ -318,15 +329,12 @@ impl Session {
             if let Some(Err(e)) = self.await_tools().await {
                 return SessionEnd::ModelFailed(e);
             }
-            let files_seen = self.toolbox.files_seen();
             match self.run_tool_calls(rt, hooks, slot, &reply.tool_calls).await {
                 ToolTurn::Continue => {}
                 ToolTurn::Finished => return SessionEnd::Finished,
                 ToolTurn::Cancelled => return SessionEnd::Cancelled,
             }
-            // A file read in full for the first time changes what a refused `write` gets, too: the
-            // 1.5B's blind write was refused, it read the file, and sent the same write again.
-            if self.may_have_changed_files(&reply.tool_calls) || self.toolbox.files_seen() > files_seen {
+            if self.may_have_changed_files(&reply.tool_calls) {
                 watch.changed();
             }
         }
