@@ -482,7 +482,6 @@ impl Transport {
         parse: fn(&Transport, &[u8]) -> Result<ChatResponse, Failure>,
     ) -> Result<ChatResponse, Failure> {
         let limit = self.config.max_reply_bytes;
-        let request_bytes = body.to_string().len();
         let request = self.http().post(url).json(body);
         let response = self.send(url, request).await?;
         if !is_event_stream(&response) {
@@ -506,6 +505,8 @@ impl Transport {
             // Hanging up (dropping `events`) is what stops the server generating the rest.
             if let Some(found) = assembly.looped().filter(|_| self.config.cut_loops).cloned() {
                 tracing::info!(piece = %found.piece, repeats = found.repeats, "reply cut off in a loop");
+                // Measured only here: serialising the request again costs every call otherwise.
+                let request_bytes = body.to_string().len();
                 let generated = assembly.size();
                 return Ok(cut_at_loop(
                     assembly.text_so_far(),

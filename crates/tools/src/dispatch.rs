@@ -145,10 +145,7 @@ fn write(root: &Root, seen: &Seen, arguments: &Value) -> Result<String, ToolErro
     let path = args.required_str("path")?;
     let content = args.required_str("content")?;
     let file = root.resolve_for_write(path)?;
-    if !seen.contains(&file.abs) {
-        crate::edit::refuse_blind_overwrite(&file, content)?;
-    }
-    let done = crate::edit::write(&file, content)?;
+    let done = crate::edit::write(&file, content, seen.contains(&file.abs))?;
     seen.add(&file.abs);
     Ok(done)
 }

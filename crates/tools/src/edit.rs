@@ -6,7 +6,13 @@ use crate::error::ToolError;
 use crate::paths::{Kind, Resolved};
 use crate::text::looks_binary;
 
-pub(crate) fn write(file: &Resolved, content: &str) -> Result<String, ToolError> {
+/// `read_in_full`: whether the session has read (or written) the whole file. A write that would
+/// drop most of a file it has not (at least [`BLIND_DROP_LINES`] of its non-blank lines, and half
+/// of them) is refused: small models "add a function" by writing a file holding only that
+/// function, which deletes the rest, and nothing is lost by asking to read first. Short files, and
+/// writes that keep most of the old lines, go through. Once read, such a write is a rewrite and is
+/// allowed, but its result says what it deleted.
+pub(crate) fn write(file: &Resolved, content: &str, read_in_full: bool) -> Result<String, ToolError> {
     let rel = file.rel.as_str();
     file.check_not_dir_or_special("")?;
     let existed = file.kind() == Kind::File;
@@ -18,16 +24,26 @@ pub(crate) fn write(file: &Resolved, content: &str) -> Result<String, ToolError>
             "not written: {rel} already holds exactly this content, so the write would change nothing"
         )));
     }
+    let dropped = old.as_deref().and_then(|old| most_lines_dropped(old, content));
+    if let Some(dropped) = dropped.as_ref().filter(|_| !read_in_full) {
+        return Err(ToolError::refused(format!(
+            "not written: this would replace {rel}, which you have not read in full, and delete {} of its \
+             {} lines (such as {}). Read it first; then write the whole file with what must stay, or \
+             change part of it with `edit`.",
+            dropped.lines.len(),
+            dropped.of,
+            dropped.examples(),
+        )));
+    }
     if let Some(parent) = file.abs.parent() {
         fs::create_dir_all(parent).map_err(|e| ToolError::io(rel, e))?;
     }
     fs::write(&file.abs, content).map_err(|e| ToolError::io(rel, e))?;
     let verb = if existed { "overwrote" } else { "created" };
     let mut done = format!("{verb} {rel} ({} bytes)", content.len());
-    // A write that drops most of a file the session has read is allowed (a rewrite), but said
-    // plainly: small models "add a function" by writing only that function, and the failing test
-    // that follows (`cannot import name 'add'`) does not tell them why.
-    if let Some(dropped) = old.as_deref().and_then(|old| most_lines_dropped(old, content)) {
+    // Said plainly: the failing test that follows (`cannot import name 'add'`) does not tell a
+    // small model why.
+    if let Some(dropped) = dropped {
         done.push_str(&format!(
             "; this deleted {} of its {} lines (such as {}): if you meant to add to the file, write \
              it again with them kept",
@@ -69,32 +85,6 @@ fn most_lines_dropped(old: &[u8], content: &str) -> Option<Dropped> {
         lines,
         of: old_lines.len(),
     })
-}
-
-/// Refuses a `write` that would replace an existing file this session has not read, written or
-/// edited, dropping most of it (at least [`BLIND_DROP_LINES`] of its non-blank lines, and half of
-/// them). Small models "add a function" by writing a file holding only that function, which deletes
-/// the rest; nothing is lost by asking to read first. Short files, and writes that keep most of
-/// the old lines, go through.
-pub(crate) fn refuse_blind_overwrite(file: &Resolved, content: &str) -> Result<(), ToolError> {
-    if file.kind() != Kind::File {
-        return Ok(());
-    }
-    let Ok(old) = fs::read(&file.abs) else {
-        return Ok(());
-    };
-    let Some(dropped) = most_lines_dropped(&old, content) else {
-        return Ok(());
-    };
-    Err(ToolError::refused(format!(
-        "not written: this would replace {rel}, which you have not read in full, and delete {} of its {} lines \
-         (such as {}). Read it first; then write the whole file with what must stay, or change part of \
-         it with `edit`.",
-        dropped.lines.len(),
-        dropped.of,
-        dropped.examples(),
-        rel = file.rel
-    )))
 }
 
 pub(crate) struct EditRequest<'a> {
