@@ -36,6 +36,19 @@ fn call(name: &str, arguments: &str) -> Option<Reply> {
     })
 }
 
+/// How many model calls each worker session made.
+fn worker_calls_per_session(done: &Finished) -> std::collections::BTreeMap<String, usize> {
+    let mut calls = std::collections::BTreeMap::new();
+    for call in done
+        .events_of("model_call")
+        .iter()
+        .filter(|e| e["role"] == "worker")
+    {
+        *calls.entry(call["session"].to_string()).or_default() += 1;
+    }
+    calls
+}
+
 /// The summaries of `tool`'s calls in sessions whose id starts with `session`.
 fn tool_summaries(done: &Finished, session: &str, tool: &str) -> Vec<String> {
     done.events_of("tool_called")
@@ -154,14 +167,7 @@ async fn a_worker_that_keeps_repeating_one_call_ends_instead_of_spending_its_tur
     done.assert_code(1);
     // In each worker session: one real call, two repeats answered with a note, and the third
     // repeat ends the session, far inside its 30 turns.
-    let mut calls_per_session = std::collections::BTreeMap::<String, usize>::new();
-    for call in done
-        .events_of("model_call")
-        .iter()
-        .filter(|e| e["role"] == "worker")
-    {
-        *calls_per_session.entry(call["session"].to_string()).or_default() += 1;
-    }
+    let calls_per_session = worker_calls_per_session(&done);
     assert!(!calls_per_session.is_empty());
     assert!(
         calls_per_session.values().all(|n| *n == 4),
@@ -208,14 +214,7 @@ async fn a_worker_alternating_a_read_and_a_failing_edit_is_caught() {
     done.assert_code(1);
     // Each worker session (one per round): read, edit, two repeats answered with a note, and the
     // third ends it, far inside its 30 turns.
-    let mut calls_per_session = std::collections::BTreeMap::<String, usize>::new();
-    for call in done
-        .events_of("model_call")
-        .iter()
-        .filter(|e| e["role"] == "worker")
-    {
-        *calls_per_session.entry(call["session"].to_string()).or_default() += 1;
-    }
+    let calls_per_session = worker_calls_per_session(&done);
     assert!(
         !calls_per_session.is_empty() && calls_per_session.values().all(|n| *n == 5),
         "{calls_per_session:?}"
@@ -295,14 +294,7 @@ async fn a_worker_writing_the_same_content_again_and_again_is_caught() {
         )
     });
     assert!(told, "the model was told the second write changed nothing");
-    let mut calls_per_session = std::collections::BTreeMap::<String, usize>::new();
-    for call in done
-        .events_of("model_call")
-        .iter()
-        .filter(|e| e["role"] == "worker")
-    {
-        *calls_per_session.entry(call["session"].to_string()).or_default() += 1;
-    }
+    let calls_per_session = worker_calls_per_session(&done);
     // read, write (took), read, write (changes nothing), then three repeats: far inside 30 turns.
     assert!(
         calls_per_session.values().all(|n| *n <= 8),
@@ -465,14 +457,7 @@ async fn a_worker_that_only_loops_fails_its_unit_with_the_reason() {
             .any(|e| e["state"] == "failed" && e["detail"].to_string().contains("fell into a loop")),
         "{failed:?}"
     );
-    let mut calls_per_session = std::collections::BTreeMap::<String, usize>::new();
-    for call in done
-        .events_of("model_call")
-        .iter()
-        .filter(|e| e["role"] == "worker")
-    {
-        *calls_per_session.entry(call["session"].to_string()).or_default() += 1;
-    }
+    let calls_per_session = worker_calls_per_session(&done);
     assert!(!calls_per_session.is_empty());
     assert!(
         calls_per_session.values().all(|n| *n == 4),
