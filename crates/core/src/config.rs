@@ -151,12 +151,14 @@ pub struct RoleFile {
     /// Tokens every session of this role may use together over the mission.
     pub budget_tokens: Option<u64>,
     /// The only tools this role is offered (of `read`, `list`, `glob`, `grep`, `bash`, `write`, `edit`,
-    /// `spawn`); its submit tool is always offered. Unset: every tool the role may have.
+    /// `insert`, `spawn`); its submit tool is always offered. Unset: every tool the role may have.
     pub tools: Option<Vec<String>>,
 }
 
 /// Tools a role can be limited to: the toolbox's and the worker's `spawn`.
-pub const ROLE_TOOLS: [&str; 8] = ["read", "list", "glob", "grep", "bash", "write", "edit", "spawn"];
+pub const ROLE_TOOLS: [&str; 9] = [
+    "read", "list", "glob", "grep", "bash", "write", "edit", "insert", "spawn",
+];
 
 /// Model settings for one role.
 #[derive(Debug, Clone, PartialEq)]
@@ -444,7 +446,7 @@ tools = ["read", "list", "grep"]
 max_tokens = 1024
 
 [roles.worker]
-tools = ["read", "list", "grep", "write", "edit", "bash"]
+tools = ["read", "list", "grep", "insert", "write", "edit", "bash"]
 max_turns = 30
 max_tokens = 2048
 
@@ -459,7 +461,7 @@ max_turns = 10
 max_tokens = 1024
 
 [roles.conflict_resolver]
-tools = ["read", "list", "grep", "write", "edit"]
+tools = ["read", "list", "grep", "insert", "write", "edit"]
 max_tokens = 2048
 "#;
 

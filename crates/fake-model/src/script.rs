@@ -4,6 +4,8 @@
 //! directives written into unit descriptions, so a test states what each unit does in the plan itself:
 //!
 //! - `FILE <path> := <content>` — write the file (`\n` in content is a newline).
+//! - `INSERT <path> := <text>` — add the text at the end of the file with `insert` (after the
+//!   BASH commands, before the FILEs); `INSERT <path> after <n> := <text>` adds it after line n.
 //! - `FIX <path> := <content>` — after feedback (a failed verification or review), write this instead.
 //! - `SPAWN <title> :: <description>` — split the unit; ` ;; ` in the description separates lines, so
 //!   a child's description can hold its own directives; ` ;;; ` becomes the child's ` ;; `, for deeper trees.
@@ -523,6 +525,19 @@ fn write_action(directive: &str) -> Option<(String, String)> {
     ))
 }
 
+/// `INSERT <path> [after <n>] := <text>`.
+fn insert_action(directive: &str) -> Option<(String, String)> {
+    let (target, text) = directive.split_once(" := ")?;
+    let text = text.replace("\\n", "\n");
+    let arguments = match target.trim().split_once(" after ") {
+        Some((path, line)) => {
+            json!({"path": path.trim(), "text": text, "after_line": line.trim().parse::<u64>().ok()?})
+        }
+        None => json!({"path": target.trim(), "text": text}),
+    };
+    Some(("insert".into(), arguments.to_string()))
+}
+
 fn first_actions(description: &str) -> Vec<(String, String)> {
     let mut actions = Vec::new();
     if description.lines().any(|l| l.trim() == "BADJSON") {
@@ -541,6 +556,11 @@ fn first_actions(description: &str) -> Vec<(String, String)> {
         directives(description, "BASH")
             .into_iter()
             .map(|command| ("bash".to_string(), json!({ "command": command }).to_string())),
+    );
+    actions.extend(
+        directives(description, "INSERT")
+            .into_iter()
+            .filter_map(insert_action),
     );
     actions.extend(
         directives(description, "FILE")

@@ -61,6 +61,17 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// A whole number that may be zero, such as "after line 0" (the start of a file).
+    pub(crate) fn optional_count(&self, name: &'static str) -> Result<Option<u64>, ToolError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| wrong_type(name, "a whole number (0 or more)", v)),
+        }
+    }
+
     /// A positive number of any kind; used for durations in seconds, where `0.5` is meaningful.
     pub(crate) fn optional_positive_number(&self, name: &'static str) -> Result<Option<f64>, ToolError> {
         const EXPECTED: &str = "a positive number";

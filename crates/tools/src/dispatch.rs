@@ -11,9 +11,12 @@ use crate::bash::BashRequest;
 use crate::edit::EditRequest;
 use crate::error::ToolError;
 use crate::grep::GrepRequest;
+use crate::insert::InsertRequest;
 use crate::paths::Root;
 use crate::read::{ReadRequest, DEFAULT_LIMIT};
-use crate::specs::{BASH_ARGS, EDIT_ARGS, GLOB_ARGS, GREP_ARGS, LIST_ARGS, READ_ARGS, WRITE_ARGS};
+use crate::specs::{
+    BASH_ARGS, EDIT_ARGS, GLOB_ARGS, GREP_ARGS, INSERT_ARGS, LIST_ARGS, READ_ARGS, WRITE_ARGS,
+};
 use crate::ToolOptions;
 
 /// The files a session has read, written or edited (absolute paths), shared by its toolbox's clones.
@@ -58,8 +61,9 @@ pub(crate) fn file_tool(
         "list" => list(root, arguments),
         "glob" => glob(root, arguments, cancel),
         "grep" => grep(root, arguments, cancel),
-        "write" => write(root, seen, arguments),
+        "write" => write(root, options, seen, arguments),
         "edit" => edit(root, seen, arguments),
+        "insert" => insert(root, arguments),
         other => Err(ToolError::refused(format!("`{other}` is not a file tool"))),
     }
 }
@@ -140,12 +144,16 @@ fn grep(root: &Root, arguments: &Value, cancel: &CancellationToken) -> Result<St
     crate::grep::grep(root, &request, cancel)
 }
 
-fn write(root: &Root, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {
+fn write(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {
     let args = Args::parse("write", arguments, WRITE_ARGS)?;
     let path = args.required_str("path")?;
     let content = args.required_str("content")?;
     let file = root.resolve_for_write(path)?;
-    let done = crate::edit::write(&file, content, seen.contains(&file.abs))?;
+    let offers_insert = options
+        .only
+        .as_ref()
+        .is_none_or(|only| only.iter().any(|tool| tool == "insert"));
+    let done = crate::edit::write(&file, content, seen.contains(&file.abs), offers_insert)?;
     seen.add(&file.abs);
     Ok(done)
 }
@@ -162,6 +170,19 @@ fn edit(root: &Root, seen: &Seen, arguments: &Value) -> Result<String, ToolError
     let done = crate::edit::edit(&request)?;
     seen.add(&request.file.abs);
     Ok(done)
+}
+
+/// Adding lines tells the session nothing about the rest of the file, so it does not count as
+/// having seen it (a later `write` that would delete most of it is still refused unread).
+fn insert(root: &Root, arguments: &Value) -> Result<String, ToolError> {
+    let args = Args::parse("insert", arguments, INSERT_ARGS)?;
+    let path = args.required_str("path")?;
+    let request = InsertRequest {
+        text: args.required_str("text")?,
+        after_line: args.optional_count("after_line")?,
+        file: root.resolve_for_write(path)?,
+    };
+    crate::insert::insert(&request)
 }
 
 /// Checks `bash`'s arguments and works out the timeout.

@@ -12,7 +12,14 @@ use crate::text::looks_binary;
 /// function, which deletes the rest, and nothing is lost by asking to read first. Short files, and
 /// writes that keep most of the old lines, go through. Once read, such a write is a rewrite and is
 /// allowed, but its result says what it deleted.
-pub(crate) fn write(file: &Resolved, content: &str, read_in_full: bool) -> Result<String, ToolError> {
+/// `offers_insert`: whether the session has `insert`, the way to add without rewriting, which the
+/// messages then name.
+pub(crate) fn write(
+    file: &Resolved,
+    content: &str,
+    read_in_full: bool,
+    offers_insert: bool,
+) -> Result<String, ToolError> {
     let rel = file.rel.as_str();
     file.check_not_dir_or_special("")?;
     let existed = file.kind() == Kind::File;
@@ -29,10 +36,15 @@ pub(crate) fn write(file: &Resolved, content: &str, read_in_full: bool) -> Resul
         return Err(ToolError::refused(format!(
             "not written: this would replace {rel}, which you have not read in full, and delete {} of its \
              {} lines (such as {}). Read it first; then write the whole file with what must stay, or \
-             change part of it with `edit`.",
+             change part of it with `edit`{}.",
             dropped.lines.len(),
             dropped.of,
             dropped.examples(),
+            if offers_insert {
+                ", or add to it with `insert`"
+            } else {
+                ""
+            },
         )));
     }
     if let Some(parent) = file.abs.parent() {
@@ -46,10 +58,15 @@ pub(crate) fn write(file: &Resolved, content: &str, read_in_full: bool) -> Resul
     if let Some(dropped) = dropped {
         done.push_str(&format!(
             "; this deleted {} of its {} lines (such as {}): if you meant to add to the file, write \
-             it again with them kept",
+             it again with them kept{}",
             dropped.lines.len(),
             dropped.of,
-            dropped.examples()
+            dropped.examples(),
+            if offers_insert {
+                " (or `insert` only the new lines)"
+            } else {
+                ""
+            },
         ));
     }
     Ok(done)
@@ -106,7 +123,7 @@ pub(crate) fn edit(req: &EditRequest<'_>) -> Result<String, ToolError> {
             "`old_string` and `new_string` are identical, so the edit would change nothing",
         ));
     }
-    let text = read_text(&req.file)?;
+    let text = read_text(&req.file, "edit")?;
     let count = text.matches(req.old).count();
     check_count(rel, count, req.replace_all)?;
     let edited = if req.replace_all {
@@ -119,19 +136,20 @@ pub(crate) fn edit(req: &EditRequest<'_>) -> Result<String, ToolError> {
     Ok(format!("edited {rel}: replaced {count} {noun}"))
 }
 
-fn read_text(file: &Resolved) -> Result<String, ToolError> {
+/// The file as text, for a `tool` that changes part of it.
+pub(crate) fn read_text(file: &Resolved, tool: &str) -> Result<String, ToolError> {
     let rel = file.rel.as_str();
     file.check_not_dir_or_special("")?;
     let bytes = fs::read(&file.abs).map_err(|e| ToolError::io(rel, e))?;
     if looks_binary(&bytes) {
         return Err(ToolError::refused(format!(
-            "{rel} is a binary file; `edit` changes text only"
+            "{rel} is a binary file; `{tool}` changes text only"
         )));
     }
-    // Editing must not silently replace undecodable bytes elsewhere in the file.
+    // Changing part of a file must not silently replace undecodable bytes elsewhere in it.
     String::from_utf8(bytes).map_err(|_| {
         ToolError::refused(format!(
-            "{rel} is not valid UTF-8; `edit` cannot change it safely"
+            "{rel} is not valid UTF-8; `{tool}` cannot change it safely"
         ))
     })
 }

@@ -13,6 +13,7 @@ mod edit;
 mod error;
 mod glob;
 mod grep;
+mod insert;
 mod list;
 mod paths;
 mod read;
@@ -51,7 +52,10 @@ pub struct ToolOptions {
 }
 
 /// Every tool a toolbox can offer, in the order they are offered.
-pub const TOOL_NAMES: [&str; 7] = ["read", "list", "glob", "grep", "bash", "write", "edit"];
+pub const TOOL_NAMES: [&str; 8] = ["read", "list", "glob", "grep", "bash", "write", "edit", "insert"];
+
+/// The tools that change files, offered only to sessions that may write.
+pub const WRITING_TOOLS: [&str; 3] = ["write", "edit", "insert"];
 
 impl Default for ToolOptions {
     fn default() -> Self {
@@ -124,7 +128,6 @@ impl Toolbox {
         &self.root.canonical
     }
 
-    /// `read`, `list`, `glob`, `grep`, `bash`, then `write` and `edit` when writing is allowed.
     /// What confines this toolbox's commands, in words; `None` when it runs them without a sandbox.
     pub fn sandbox_description(&self) -> Option<&str> {
         self.options.sandbox.as_ref().map(|s| s.describe())
@@ -165,7 +168,7 @@ impl Toolbox {
     fn tool_names(&self) -> Vec<&'static str> {
         TOOL_NAMES
             .into_iter()
-            .filter(|name| self.options.allow_write || !matches!(*name, "write" | "edit"))
+            .filter(|name| self.options.allow_write || !WRITING_TOOLS.contains(name))
             .filter(|name| {
                 self.options
                     .only
@@ -179,7 +182,7 @@ impl Toolbox {
         let available = self.tool_names().join(", ");
         if TOOL_NAMES.contains(&name) && self.options.only.is_some() {
             format!("`{name}` is not offered to this session; available tools: {available}")
-        } else if matches!(name, "write" | "edit") {
+        } else if WRITING_TOOLS.contains(&name) {
             format!("`{name}` is not available in this session, which may not change files; available tools: {available}")
         } else {
             format!("unknown tool `{name}`; available tools: {available}")

@@ -56,6 +56,15 @@ impl Resolved {
     }
 }
 
+/// Case-folded: on a case-insensitive file system (macOS by default) `.GIT` is the same folder.
+fn goes_through_git(path: &Path) -> bool {
+    path.components().any(|c| {
+        c.as_os_str()
+            .to_str()
+            .is_some_and(|name| name.eq_ignore_ascii_case(".git"))
+    })
+}
+
 /// The root a toolbox is confined to, in its canonical form and as the caller named it, since a model
 /// may be told either spelling in its prompt.
 #[derive(Debug, Clone)]
@@ -89,17 +98,18 @@ impl Root {
     /// Resolves a path argument for writing: like [`Root::resolve`], and also refuses `.git`, whose
     /// contents belong to git (a worktree's `.git` is a file pointing into the user's repository).
     pub(crate) fn resolve_for_write(&self, input: &str) -> Result<Resolved, ToolError> {
+        // As written, before walking it: in a worktree `.git` is a file, and walking below it fails
+        // with "Not a directory", which would hide the rule that was broken.
+        if goes_through_git(&self.relative_part(input)?) {
+            return Err(ToolError::InsideGitDir(input.to_string()));
+        }
         let resolved = self.resolve(input)?;
         let rel = resolved
             .abs
             .strip_prefix(&self.canonical)
             .unwrap_or(Path::new(""));
-        // Case-folded: on a case-insensitive file system (macOS by default) `.GIT` is the same folder.
-        if rel.components().any(|c| {
-            c.as_os_str()
-                .to_str()
-                .is_some_and(|name| name.eq_ignore_ascii_case(".git"))
-        }) {
+        // And as resolved: a symlink may lead into `.git`.
+        if goes_through_git(rel) {
             return Err(ToolError::InsideGitDir(input.to_string()));
         }
         Ok(resolved)

@@ -80,7 +80,7 @@ fn page(reader: &mut impl BufRead, req: &ReadRequest) -> Result<Page, ToolError>
     })
 }
 
-fn push_numbered(out: &mut String, number: u64, raw: &[u8]) {
+pub(crate) fn push_numbered(out: &mut String, number: u64, raw: &[u8]) {
     let text = String::from_utf8_lossy(raw);
     let text = text.trim_end_matches(['\n', '\r']);
     out.push_str(&format!("{number:>6}\t{}\n", cut_line(text, MAX_LINE_CHARS)));

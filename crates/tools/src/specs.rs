@@ -14,11 +14,12 @@ pub(crate) const GREP_ARGS: &[&str] = &["pattern", "path", "include"];
 pub(crate) const BASH_ARGS: &[&str] = &["command", "timeout"];
 pub(crate) const WRITE_ARGS: &[&str] = &["path", "content"];
 pub(crate) const EDIT_ARGS: &[&str] = &["path", "old_string", "new_string", "replace_all"];
+pub(crate) const INSERT_ARGS: &[&str] = &["path", "text", "after_line"];
 
 pub(crate) fn specs(options: &ToolOptions) -> Vec<ToolSpec> {
     let mut specs = vec![read(), list(), glob(), grep(), bash(options)];
     if options.allow_write {
-        specs.extend([write(), edit()]);
+        specs.extend([write(), edit(), insert()]);
     }
     specs
 }
@@ -136,5 +137,21 @@ fn edit() -> ToolSpec {
             "replace_all": {"type": "boolean", "description": "Replace every occurrence (default false)"},
         }),
         &["path", "old_string", "new_string"],
+    )
+}
+
+fn insert() -> ToolSpec {
+    spec(
+        "insert",
+        "Add lines to a file without rewriting it: `text` goes after line `after_line` (0 puts it at \
+         the start; without it, at the end of the file). Nothing already in the file changes. Creates \
+         the file if it does not exist."
+            .into(),
+        json!({
+            "path": path_property("File to add to"),
+            "text": {"type": "string", "description": "The lines to add"},
+            "after_line": {"type": "integer", "minimum": 0, "description": "Line number (as `read` shows it) the text goes after; default: the end"},
+        }),
+        &["path", "text"],
     )
 }

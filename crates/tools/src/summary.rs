@@ -5,13 +5,13 @@ use serde_json::Value;
 const MAX_SUMMARY_CHARS: usize = 100;
 
 /// Describes a call in one line of at most 100 characters, such as `read src/a.rs`, `bash: cargo test`
-/// or `grep 'foo' in src`. Never includes file contents (`write`'s `content`, `edit`'s strings): they
+/// or `grep 'foo' in src`. Never includes file contents (`write`'s `content`, `edit`'s strings, `insert`'s text): they
 /// can be large and may be secret, and event logs are kept.
 pub fn summarize_call(name: &str, arguments: &Value) -> String {
     let arg = |key: &str| arguments.get(key).and_then(Value::as_str);
     let path = || arg("path").unwrap_or("?");
     let line = match name {
-        "read" | "write" | "edit" => format!("{name} {}", path()),
+        "read" | "write" | "edit" | "insert" => format!("{name} {}", path()),
         "list" => format!("list {}", arg("path").unwrap_or(".")),
         "glob" => format!("glob {}", arg("pattern").unwrap_or("?")),
         "grep" => grep_summary(arg("pattern"), arg("path"), arg("include")),

@@ -354,7 +354,7 @@ impl Session {
                 );
             match call.name.as_str() {
                 "read" | "list" | "glob" | "grep" => false,
-                "write" | "edit" | "bash" => took,
+                "write" | "edit" | "insert" | "bash" => took,
                 _ => true,
             }
         })
@@ -434,7 +434,7 @@ impl Session {
     fn can_write(&self) -> bool {
         self.tools
             .iter()
-            .any(|t| matches!(t.name.as_str(), "write" | "edit"))
+            .any(|t| orchestrator_tools::WRITING_TOOLS.contains(&t.name.as_str()))
     }
 
     /// Answers a turn that only repeated calls without running them: their results are already in

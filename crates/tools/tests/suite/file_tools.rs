@@ -237,7 +237,10 @@ async fn write_tools_are_offered_only_when_allowed() {
     let fx = Fixture::writable();
     let specs = fx.tools.specs();
     let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["read", "list", "glob", "grep", "bash", "write", "edit"]);
+    assert_eq!(
+        names,
+        ["read", "list", "glob", "grep", "bash", "write", "edit", "insert"]
+    );
     for spec in &specs {
         assert_eq!(
             spec.parameters["additionalProperties"],

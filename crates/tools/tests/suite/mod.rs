@@ -3,3 +3,4 @@
 mod bash;
 mod common;
 mod file_tools;
+mod insert;

