@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::OnceCell;
 
-use crate::{ChatRequest, Constraint, ModelError, OutputMode, ToolChoice};
+use crate::{ChatRequest, Constraint, ModelError, OutputMode};
 
 pub(crate) struct Constraints {
     mode: OutputMode,
@@ -46,7 +46,7 @@ impl Constraints {
         if request.tools.is_empty() {
             return None;
         }
-        let must_call = request.tool_choice == ToolChoice::Required;
+        let must_call = request.tool_choice.must_call();
         let envelope = envelope_possible && !self.envelope_refused.load(Ordering::Relaxed);
         let tool_choice = must_call
             .then_some(Constraint::ToolChoice)
@@ -99,7 +99,7 @@ impl Constraints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Message, ToolSpec};
+    use crate::{Message, ToolChoice, ToolSpec};
 
     fn request(tool_choice: ToolChoice) -> ChatRequest {
         ChatRequest {

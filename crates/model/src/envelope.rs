@@ -57,12 +57,14 @@ pub(crate) fn schema(tools: &[ToolSpec], must_call: bool) -> Value {
 }
 
 /// What the system prompt gains: the reply's shape and the tools, each with its argument schema.
-pub(crate) fn instructions(tools: &[ToolSpec], must_call: bool) -> String {
+/// `always_calls`: the session can never answer (it ends with a submit call), so the answer's
+/// shape is left out; a session held to a call for one turn only is told of both.
+pub(crate) fn instructions(tools: &[ToolSpec], always_calls: bool) -> String {
     let mut text = String::from(
         "# How to reply\nEvery reply is exactly one JSON object and nothing else.\n\
          To call a tool: {\"tool\": \"<tool name>\", \"arguments\": {<the tool's arguments>}}\n",
     );
-    if must_call {
+    if always_calls {
         text.push_str("You must call one of the tools below; a plain answer is not possible here.\n");
     } else {
         text.push_str(
@@ -87,13 +89,13 @@ pub(crate) fn instructions(tools: &[ToolSpec], must_call: bool) -> String {
 pub(crate) fn wire_messages(
     system: &str,
     tools: &[ToolSpec],
-    must_call: bool,
+    always_calls: bool,
     messages: &[Message],
 ) -> Vec<Value> {
     let system = if system.is_empty() {
-        instructions(tools, must_call)
+        instructions(tools, always_calls)
     } else {
-        format!("{system}\n\n{}", instructions(tools, must_call))
+        format!("{system}\n\n{}", instructions(tools, always_calls))
     };
     let mut wire = vec![json!({"role": "system", "content": system})];
     let mut names: Vec<(&str, &str)> = Vec::new();

@@ -113,10 +113,12 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
 /// The request in the action envelope's dialect: tools described in the system prompt, history in
 /// envelopes, and the reply held to the envelope's schema (see [`envelope`]).
 fn envelope_request(request: &ChatRequest, stream: bool) -> Value {
-    let must_call = request.tool_choice == ToolChoice::Required;
-    let messages = envelope::wire_messages(&request.system, &request.tools, must_call, &request.messages);
+    // The system prompt says an answer is possible unless the session can never give one, so it
+    // stays the same from turn to turn; the schema alone holds this reply to a call.
+    let always_calls = request.tool_choice == ToolChoice::Required;
+    let messages = envelope::wire_messages(&request.system, &request.tools, always_calls, &request.messages);
     let mut body = request_body(request, messages, stream);
-    body["response_format"] = envelope::response_format(&request.tools, must_call);
+    body["response_format"] = envelope::response_format(&request.tools, request.tool_choice.must_call());
     body
 }
 
@@ -536,6 +538,50 @@ mod tests {
 
     fn transport() -> Option<Transport> {
         Transport::new(ClientConfig::new("http://127.0.0.1:9", None), HeaderMap::new()).ok()
+    }
+
+    /// A worker's first turn is held to a call, its later turns are not: the prompt must read the
+    /// same either way, or a local server's prompt cache starts over on the next turn.
+    #[test]
+    fn a_call_required_for_one_turn_changes_the_schema_not_the_prompt() {
+        let mut request = ChatRequest {
+            model: "m".into(),
+            system: "sys".into(),
+            messages: vec![Message::user("hi")],
+            tools: vec![ToolSpec {
+                name: "read".into(),
+                description: "reads".into(),
+                parameters: json!({"type": "object"}),
+            }],
+            max_tokens: 99,
+            temperature: None,
+            tool_choice: ToolChoice::Auto,
+        };
+        let free = envelope_request(&request, true);
+        request.tool_choice = ToolChoice::RequiredNow;
+        let now = envelope_request(&request, true);
+        request.tool_choice = ToolChoice::Required;
+        let always = envelope_request(&request, true);
+        assert_eq!(
+            now["messages"], free["messages"],
+            "the same prompt as a free turn"
+        );
+        let branches = |body: &Value| {
+            body["response_format"]["json_schema"]["schema"]["anyOf"]
+                .as_array()
+                .map(Vec::len)
+        };
+        assert_eq!(branches(&free), Some(2), "a call or the answer");
+        assert_eq!(branches(&now), Some(1), "a call only");
+        assert_eq!(branches(&always), Some(1));
+        let system = |body: &Value| {
+            body["messages"][0]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(system(&now).contains("{\"answer\""), "{}", system(&now));
+        assert!(!system(&always).contains("{\"answer\""), "{}", system(&always));
     }
 
     #[test]

@@ -76,6 +76,19 @@ pub enum ToolChoice {
     #[default]
     Auto,
     Required,
+    /// A call for this reply only, in a session that ends with a plain answer later (a worker's
+    /// first turn). Constrained like `Required`, but whatever the request says in words stays as
+    /// for `Auto`: a prompt that changed with the constraint would change the conversation's
+    /// prefix between turns, and a server's prompt cache would evaluate it all again (25-40 s a
+    /// turn for a 1.5B model on two cores).
+    RequiredNow,
+}
+
+impl ToolChoice {
+    /// Whether this reply must be a tool call.
+    pub fn must_call(self) -> bool {
+        !matches!(self, ToolChoice::Auto)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@ use std::fs;
 
 use crate::error::ToolError;
 use crate::paths::{Kind, Resolved};
+use crate::read::excerpt;
 use crate::text::looks_binary;
 
 /// `read_in_full`: whether the session has read (or written) the whole file. A write that would
@@ -131,9 +132,18 @@ pub(crate) fn edit(req: &EditRequest<'_>) -> Result<String, ToolError> {
     } else {
         text.replacen(req.old, req.new, 1)
     };
-    fs::write(&req.file.abs, edited).map_err(|e| ToolError::io(rel, e))?;
+    fs::write(&req.file.abs, &edited).map_err(|e| ToolError::io(rel, e))?;
     let noun = if count == 1 { "occurrence" } else { "occurrences" };
-    Ok(format!("edited {rel}: replaced {count} {noun}"))
+    // The first replacement as it now reads, numbered: "replaced 1 occurrence" alone let the 1.5B
+    // miss that its edit had left `def mul` indented, and fail verification again.
+    let first = text
+        .find(req.old)
+        .map_or(0, |at| text[..at].matches('\n').count());
+    let changed = req.new.lines().count().max(1);
+    Ok(format!(
+        "edited {rel}: replaced {count} {noun}; the first now reads:\n{}",
+        excerpt(&edited, first, changed)
+    ))
 }
 
 /// The file as text, for a `tool` that changes part of it.

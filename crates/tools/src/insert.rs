@@ -10,7 +10,7 @@ use std::fs;
 use crate::edit::read_text;
 use crate::error::ToolError;
 use crate::paths::{Kind, Resolved};
-use crate::read::push_numbered;
+use crate::read::excerpt;
 
 pub(crate) struct InsertRequest<'a> {
     pub file: Resolved,
@@ -24,12 +24,6 @@ pub(crate) struct InsertRequest<'a> {
 /// their last step. Shorter text (`}`, `pass`, a blank line) legitimately occurs many times.
 const DUPLICATE_MIN_CHARS: usize = 16;
 
-/// Lines of the file shown around the inserted ones, so the model sees where its text landed.
-const CONTEXT_LINES: usize = 2;
-
-/// The most inserted lines shown back; a long insertion is shown by its first lines.
-const SHOWN_LINES: usize = 30;
-
 pub(crate) fn insert(req: &InsertRequest<'_>) -> Result<String, ToolError> {
     let rel = req.file.rel.as_str();
     if req.text.trim().is_empty() {
@@ -42,8 +36,8 @@ pub(crate) fn insert(req: &InsertRequest<'_>) -> Result<String, ToolError> {
     let old = read_text(&req.file, "insert")?;
     let newline = if old.contains("\r\n") { "\r\n" } else { "\n" };
     let lines: Vec<&str> = old.split_inclusive('\n').collect();
-    let at = match req.after_line {
-        None => lines.len(),
+    let (at, past_end) = match req.after_line {
+        None => (lines.len(), false),
         Some(n) => checked_position(rel, n, lines.len())?,
     };
     refuse_duplicate(rel, &old, req.text)?;
@@ -66,6 +60,9 @@ pub(crate) fn insert(req: &InsertRequest<'_>) -> Result<String, ToolError> {
         "inserted {} into {rel} after line {at}; it has {total} lines now:\n",
         count(added.len())
     );
+    if past_end {
+        done = format!("{rel} had only {at} lines, so the text went at the end: {done}");
+    }
     done.push_str(&excerpt(&new, at, added.len()));
     Ok(done)
 }
@@ -87,16 +84,21 @@ fn create(req: &InsertRequest<'_>) -> Result<String, ToolError> {
     Ok(format!("created {rel} with {}", count(added.len())))
 }
 
-fn checked_position(rel: &str, after_line: u64, lines: usize) -> Result<usize, ToolError> {
-    usize::try_from(after_line)
-        .ok()
-        .filter(|&n| n <= lines)
-        .ok_or_else(|| {
-            ToolError::refused(format!(
-                "{rel} has {lines} lines, so `after_line` must be between 0 (the start) and {lines} (the \
-                 end); omit it to add at the end"
-            ))
-        })
+/// How far past the last line `after_line` may point and still mean "at the end": models count
+/// the final newline as a line, or count from 0.
+const PAST_END_SLACK: usize = 2;
+
+/// Where the text goes, and whether `after_line` pointed a little past the end (then: at the end).
+fn checked_position(rel: &str, after_line: u64, lines: usize) -> Result<(usize, bool), ToolError> {
+    match usize::try_from(after_line) {
+        Ok(n) if n <= lines => Ok((n, false)),
+        Ok(n) if n <= lines + PAST_END_SLACK => Ok((lines, true)),
+        // Spelled out with the numbers: a small model told to "omit" an argument puts 0 instead.
+        _ => Err(ToolError::refused(format!(
+            "{rel} has {lines} lines, so there is no line {after_line}. To add at the end, give \
+             `after_line` {lines} (or leave it out); 0 puts the text at the start"
+        ))),
+    }
 }
 
 fn refuse_duplicate(rel: &str, old: &str, text: &str) -> Result<(), ToolError> {
@@ -130,54 +132,9 @@ fn count(lines: usize) -> String {
     }
 }
 
-/// The inserted lines (lines `at + 1 ..= at + added`) numbered like `read`, with a few lines of the
-/// file around them; a long insertion shows its first lines.
-fn excerpt(file: &str, at: usize, added: usize) -> String {
-    let lines: Vec<&str> = file.split_inclusive('\n').collect();
-    let start = at.saturating_sub(CONTEXT_LINES);
-    let shown_end = at + added.min(SHOWN_LINES);
-    let end = (at + added + CONTEXT_LINES).min(lines.len());
-    let mut out = String::new();
-    for (index, line) in lines.iter().enumerate().take(end).skip(start) {
-        if index >= shown_end && index < at + added {
-            if index == shown_end {
-                out.push_str(&format!(
-                    "   ...\t({} more inserted lines)\n",
-                    at + added - shown_end
-                ));
-            }
-            continue;
-        }
-        push_numbered(&mut out, index as u64 + 1, line.as_bytes());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_excerpt_shows_the_new_lines_among_their_neighbours() {
-        let file = "a\nb\nc\nNEW1\nNEW2\nd\ne\nf\n";
-        let shown = excerpt(file, 3, 2);
-        let numbers: Vec<&str> = shown
-            .lines()
-            .map(|l| l.split('\t').next().unwrap_or("").trim())
-            .collect();
-        assert_eq!(numbers, ["2", "3", "4", "5", "6", "7"]);
-        assert!(shown.contains("4\tNEW1") && shown.contains("5\tNEW2"), "{shown}");
-    }
-
-    #[test]
-    fn a_long_insertion_is_shown_by_its_first_lines() {
-        let new: String = (1..=100).map(|i| format!("n{i}\n")).collect();
-        let file = format!("top\n{new}bottom\n");
-        let shown = excerpt(&file, 1, 100);
-        assert!(shown.contains("n30\n") && !shown.contains("n31\n"), "{shown}");
-        assert!(shown.contains("(70 more inserted lines)"), "{shown}");
-        assert!(shown.contains("102\tbottom"), "{shown}");
-    }
 
     #[test]
     fn text_becomes_whole_lines() {

@@ -127,6 +127,35 @@ fn finish(
     Ok(out)
 }
 
+/// Lines of a file shown around the ones a tool changed, so the model sees what its change left.
+const CONTEXT_LINES: usize = 2;
+
+/// The most changed lines shown back; a long change is shown by its first lines.
+const SHOWN_LINES: usize = 30;
+
+/// The changed lines of `file` (lines `at + 1 ..= at + added`) numbered like `read`, with a few lines
+/// around them; a long change shows its first lines.
+pub(crate) fn excerpt(file: &str, at: usize, added: usize) -> String {
+    let lines: Vec<&str> = file.split_inclusive('\n').collect();
+    let start = at.saturating_sub(CONTEXT_LINES);
+    let shown_end = at + added.min(SHOWN_LINES);
+    let end = (at + added + CONTEXT_LINES).min(lines.len());
+    let mut out = String::new();
+    for (index, line) in lines.iter().enumerate().take(end).skip(start) {
+        if index >= shown_end && index < at + added {
+            if index == shown_end {
+                out.push_str(&format!(
+                    "   ...\t({} more changed lines)\n",
+                    at + added - shown_end
+                ));
+            }
+            continue;
+        }
+        push_numbered(&mut out, index as u64 + 1, line.as_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +208,27 @@ mod tests {
         let out = page(&mut Cursor::new(""), &request(1, 10, 100)).expect("empty");
         assert_eq!(out.text, "(f.txt is empty)");
         assert!(out.reaches_the_end);
+    }
+
+    #[test]
+    fn an_excerpt_shows_the_new_lines_among_their_neighbours() {
+        let file = "a\nb\nc\nNEW1\nNEW2\nd\ne\nf\n";
+        let shown = excerpt(file, 3, 2);
+        let numbers: Vec<&str> = shown
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or("").trim())
+            .collect();
+        assert_eq!(numbers, ["2", "3", "4", "5", "6", "7"]);
+        assert!(shown.contains("4\tNEW1") && shown.contains("5\tNEW2"), "{shown}");
+    }
+
+    #[test]
+    fn a_long_insertion_is_shown_by_its_first_lines() {
+        let new: String = (1..=100).map(|i| format!("n{i}\n")).collect();
+        let file = format!("top\n{new}bottom\n");
+        let shown = excerpt(&file, 1, 100);
+        assert!(shown.contains("n30\n") && !shown.contains("n31\n"), "{shown}");
+        assert!(shown.contains("(70 more changed lines)"), "{shown}");
+        assert!(shown.contains("102\tbottom"), "{shown}");
     }
 }

@@ -56,6 +56,17 @@ async fn the_whole_mission_runs_in_the_action_envelope_when_configured() {
     assert!(requests_of(&server, "worker")
         .iter()
         .any(|r| !r.tool_results().is_empty()));
+    // A worker's first turn is held to a call and its later ones are not, but its system prompt is
+    // the same on every turn (a changing prefix would defeat a local server's prompt cache).
+    let workers = requests_of(&server, "worker");
+    let first = workers.first().expect("a worker request");
+    assert!(workers.len() >= 2);
+    for request in &workers {
+        assert_eq!(
+            request.system, first.system,
+            "a worker's system prompt changed between turns"
+        );
+    }
     // Recorded per call.
     for role in ["scout", "planner", "worker", "reviewer", "master_reviewer"] {
         let seen = constraints(&done, role);

@@ -584,9 +584,12 @@ impl Session {
             // So may a session that can write and has not yet called anything in this run: a
             // worker's first reply is a look or a change, never "the unit is complete" (a 1.5B
             // model answered so, twice, with an untouched tree).
-            tool_choice: match self.finish_tool.is_some() || (self.can_write() && !called) {
-                true => orchestrator_model::ToolChoice::Required,
-                false => orchestrator_model::ToolChoice::Auto,
+            tool_choice: if self.finish_tool.is_some() {
+                orchestrator_model::ToolChoice::Required
+            } else if self.can_write() && !called {
+                orchestrator_model::ToolChoice::RequiredNow
+            } else {
+                orchestrator_model::ToolChoice::Auto
             },
         };
         let started = Instant::now();

@@ -201,7 +201,11 @@ async fn edit_requires_exactly_one_match_unless_replace_all() {
     fx.file("a.txt", "one two two three\n");
     let edit = |old: &str, new: &str, all: bool| json!({"path": "a.txt", "old_string": old, "new_string": new, "replace_all": all});
     let out = fx.ok("edit", edit("one", "1", false)).await;
-    assert_eq!(out, "edited a.txt: replaced 1 occurrence");
+    // The change is shown as the file now reads there, numbered like `read`.
+    assert_eq!(
+        out,
+        "edited a.txt: replaced 1 occurrence; the first now reads:\n     1\t1 two two three\n"
+    );
     assert_eq!(fx.read_back("a.txt"), "1 two two three\n");
     let err = fx.err("edit", edit("four", "4", false)).await;
     assert!(err.contains("not found"), "{err}");
@@ -216,7 +220,7 @@ async fn edit_requires_exactly_one_match_unless_replace_all() {
         "a refused edit changes nothing"
     );
     let out = fx.ok("edit", edit("two", "2", true)).await;
-    assert_eq!(out, "edited a.txt: replaced 2 occurrences");
+    assert!(out.starts_with("edited a.txt: replaced 2 occurrences;"), "{out}");
     assert_eq!(fx.read_back("a.txt"), "1 2 2 three\n");
     let err = fx.err("edit", edit("three", "three", false)).await;
     assert!(err.contains("identical"), "{err}");

@@ -97,17 +97,20 @@ async fn a_missing_file_is_created_unless_a_line_is_named() {
 }
 
 #[tokio::test]
-async fn a_line_past_the_end_is_refused_with_the_range() {
+async fn a_line_far_past_the_end_is_refused_with_the_range() {
     let fx = Fixture::writable();
     fx.file("calc.py", CALC);
-    for after_line in [json!(7), json!(u64::MAX)] {
+    for after_line in [json!(9), json!(u64::MAX)] {
         let err = fx
             .err(
                 "insert",
                 json!({"path": "calc.py", "text": "x = 1", "after_line": after_line}),
             )
             .await;
-        assert!(err.contains("has 6 lines") && err.contains("between 0"), "{err}");
+        assert!(
+            err.contains("has 6 lines, so there is no line") && err.contains("give `after_line` 6"),
+            "{err}"
+        );
     }
     // Not a whole number: named as such (a negative line, a string, a fraction).
     for after_line in [json!(-1), json!("3"), json!(2.5)] {
@@ -258,4 +261,22 @@ async fn a_worktree_git_file_is_off_limits_too() {
             "{tool}: {err}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_line_just_past_the_end_means_the_end() {
+    // The 1.5B asked for "after line 10" of a 9-line file: it counted the final newline.
+    let fx = Fixture::writable();
+    fx.file("calc.py", CALC);
+    let out = fx
+        .ok(
+            "insert",
+            json!({"path": "calc.py", "text": "x = 1", "after_line": 8}),
+        )
+        .await;
+    assert!(
+        out.starts_with("calc.py had only 6 lines, so the text went at the end"),
+        "{out}"
+    );
+    assert_eq!(fx.read_back("calc.py"), format!("{CALC}x = 1\n"));
 }
