@@ -87,6 +87,7 @@ fn open(dir: &std::path::Path) -> Result<Arc<Store>> {
         status: MissionStatus::Running,
         pid: None,
         created_at: String::new(),
+        updated_at: String::new(),
     })?;
     Ok(Arc::new(store))
 }

@@ -52,6 +52,9 @@ fn state_words(status: MissionStatus, running: bool, unverified: bool) -> &'stat
         (MissionStatus::Interrupted, false) => "interrupted (`orchestrator resume` continues it)",
         (MissionStatus::Sealed, false) => "sealed",
         (MissionStatus::Unsealed, false) => "not sealed",
+        (MissionStatus::Abandoned, false) => {
+            "abandoned (its worktrees and branches were removed; its record stays)"
+        }
     }
 }
 

@@ -43,6 +43,7 @@ fn state_words(report: &StatusReport) -> &'static str {
         }
         (MissionStatus::Sealed, _) => "sealed (verified and applied)",
         (MissionStatus::Unsealed, _) => "finished without being sealed",
+        (MissionStatus::Abandoned, _) => "abandoned (its worktrees and branches were removed; never resumed)",
     }
 }
 

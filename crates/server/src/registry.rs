@@ -354,6 +354,8 @@ fn outcome_of(status: MissionStatus) -> Option<Outcome> {
         MissionStatus::Sealed => Some(Outcome::Sealed),
         MissionStatus::Unsealed => Some(Outcome::Unsealed),
         MissionStatus::Interrupted => Some(Outcome::Interrupted),
+        // Given up for good, never resumed: over without a seal (`status` says "abandoned").
+        MissionStatus::Abandoned => Some(Outcome::Unsealed),
     }
 }
 

@@ -93,6 +93,9 @@ pub enum MissionStatus {
     Interrupted,
     Sealed,
     Unsealed,
+    /// Given up by the user (`task --abandon`): its worktrees and branches are gone, its record,
+    /// events and transcripts stay. Never resumed.
+    Abandoned,
 }
 
 /// Keys shorter than this are placeholders, not secrets: real API keys are far longer.
@@ -112,6 +115,7 @@ impl MissionStatus {
             MissionStatus::Interrupted => "interrupted",
             MissionStatus::Sealed => "sealed",
             MissionStatus::Unsealed => "unsealed",
+            MissionStatus::Abandoned => "abandoned",
         }
     }
 
@@ -120,6 +124,7 @@ impl MissionStatus {
             "sealed" => MissionStatus::Sealed,
             "unsealed" => MissionStatus::Unsealed,
             "interrupted" => MissionStatus::Interrupted,
+            "abandoned" => MissionStatus::Abandoned,
             _ => MissionStatus::Running,
         }
     }
@@ -141,7 +146,10 @@ pub struct MissionRecord {
     pub options: serde_json::Value,
     pub status: MissionStatus,
     pub pid: Option<u32>,
+    /// Seconds since the epoch, zero-padded (ignored by [`Store::create_mission`], which stamps it).
     pub created_at: String,
+    /// When the record last changed (its status), in the same form; ignored on create.
+    pub updated_at: String,
 }
 
 pub struct Store {
@@ -279,6 +287,28 @@ impl Store {
         rows.map(|row| row?).collect()
     }
 
+    /// The missions whose id starts with `prefix` (all of them for an empty one), newest first.
+    pub fn missions_with_prefix(&self, prefix: &str) -> Result<Vec<MissionRecord>> {
+        let conn = self.conn();
+        // substr, not LIKE: `_` and `%` in what the user typed are characters, not wildcards.
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT_MISSION} WHERE substr(id, 1, length(?1)) = ?1 ORDER BY created_at DESC, rowid DESC"
+        ))?;
+        let rows = stmt.query_map(params![prefix], row_to_mission)?;
+        rows.map(|row| row?).collect()
+    }
+
+    /// Marks an unfinished mission abandoned; false (and nothing changed) when it is not unfinished,
+    /// so a mission that finished or was abandoned meanwhile keeps its status.
+    pub fn abandon(&self, mission: &str) -> Result<bool> {
+        let changed = self.conn().execute(
+            "UPDATE missions SET status = 'abandoned', pid = NULL, updated_at = ?2
+             WHERE id = ?1 AND status IN ('running', 'interrupted')",
+            params![mission, now()],
+        )?;
+        Ok(changed > 0)
+    }
+
     /// Appends one event. Sequence numbers are unique per mission; a duplicate is an error.
     pub fn append_event(&self, event: &EventEnvelope) -> Result<()> {
         self.append_serialized_event(event, &serde_json::to_string(event)?)
@@ -379,7 +409,7 @@ impl Store {
     }
 }
 
-const SELECT_MISSION: &str = "SELECT id, objective, base_commit, user_branch, integration_branch, options, status, pid, created_at FROM missions";
+const SELECT_MISSION: &str = "SELECT id, objective, base_commit, user_branch, integration_branch, options, status, pid, created_at, updated_at FROM missions";
 
 fn row_to_mission(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<MissionRecord>> {
     let options: String = r.get(5)?;
@@ -395,6 +425,7 @@ fn row_to_mission(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<MissionRecor
         status: MissionStatus::parse(&status),
         pid: pid.and_then(|p| u32::try_from(p).ok()),
         created_at: r.get(8).unwrap_or_default(),
+        updated_at: r.get(9).unwrap_or_default(),
     });
     Ok(record.map_err(StoreError::from))
 }

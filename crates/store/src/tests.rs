@@ -15,6 +15,7 @@ fn mission(id: &str) -> MissionRecord {
         status: MissionStatus::Running,
         pid: Some(42),
         created_at: String::new(),
+        updated_at: String::new(),
     }
 }
 
@@ -174,4 +175,78 @@ fn an_old_world_readable_store_is_tightened_when_opened() {
     }
     assert_eq!(reopened.latest_mission().unwrap().unwrap().id, "m1");
     drop(store);
+}
+
+#[test]
+fn missions_are_found_by_a_prefix_of_their_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    for id in [
+        "m20250101-1200-aaaa",
+        "m20250101-1200-aabb",
+        "m20250102-0900-cccc",
+    ] {
+        store.create_mission(&mission(id)).unwrap();
+    }
+    let ids = |prefix: &str| -> Vec<String> {
+        store
+            .missions_with_prefix(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    };
+    assert_eq!(
+        ids("m20250101-1200-aa"),
+        vec!["m20250101-1200-aabb", "m20250101-1200-aaaa"]
+    );
+    assert_eq!(ids("m20250102"), vec!["m20250102-0900-cccc"]);
+    assert_eq!(
+        ids("m20250101-1200-aaaa"),
+        vec!["m20250101-1200-aaaa"],
+        "a whole id"
+    );
+    assert_eq!(ids("").len(), 3, "an empty prefix matches every mission");
+    // What people type is matched as characters: no SQL wildcard widens it.
+    assert!(ids("m2025%").is_empty());
+    assert!(ids("m2025010_").is_empty());
+    assert!(ids("x").is_empty());
+}
+
+#[test]
+fn only_an_unfinished_mission_is_abandoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    for id in ["killed", "stopped", "sealed"] {
+        store.create_mission(&mission(id)).unwrap();
+    }
+    store
+        .set_status("stopped", MissionStatus::Interrupted, None)
+        .unwrap();
+    store.set_status("sealed", MissionStatus::Sealed, None).unwrap();
+    store.append_event(&event("killed", 0, "kept")).unwrap();
+
+    assert!(store.abandon("killed").unwrap(), "running with a dead process");
+    assert!(store.abandon("stopped").unwrap());
+    assert!(
+        !store.abandon("sealed").unwrap(),
+        "a finished mission stays finished"
+    );
+    assert!(!store.abandon("killed").unwrap(), "abandoned once");
+    assert!(!store.abandon("nope").unwrap());
+
+    let killed = store.mission("killed").unwrap().unwrap();
+    assert_eq!(killed.status, MissionStatus::Abandoned);
+    assert_eq!(killed.pid, None);
+    assert!(!killed.status.is_unfinished(), "resume never picks it");
+    assert!(!killed.updated_at.is_empty());
+    assert_eq!(
+        store.events_after("killed", None).unwrap().len(),
+        1,
+        "its log stays"
+    );
+    assert_eq!(
+        store.mission("sealed").unwrap().unwrap().status,
+        MissionStatus::Sealed
+    );
 }

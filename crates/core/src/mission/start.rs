@@ -60,6 +60,7 @@ pub async fn run_task(
         status: MissionStatus::Running,
         pid: Some(std::process::id()),
         created_at: String::new(),
+        updated_at: String::new(),
     };
     store.create_mission(&record).map_err(store_error)?;
     bus.attach(&id, 0, Default::default(), Default::default(), store.clone());

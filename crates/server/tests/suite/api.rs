@@ -135,6 +135,7 @@ impl Repo {
                 status,
                 pid,
                 created_at: String::new(),
+                updated_at: String::new(),
             })
             .expect("mission stored");
         for event in events {
