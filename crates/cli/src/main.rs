@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use orchestrator_core::config::{MissionSettings, Provider};
 use orchestrator_core::{
-    EngineError, EventBus, MissionControl, MissionOptions, MissionReport, ResumeOptions,
+    EngineError, EventBus, IfInterrupted, MissionControl, MissionOptions, MissionReport, ResumeOptions,
 };
 use out::{errln, outln};
 use terminal::Output;
@@ -274,6 +274,7 @@ async fn task(args: TaskArgs) -> u8 {
         allow_dirty: args.allow_dirty,
         apply: !args.no_apply,
         keep_branches: args.keep_branches,
+        if_interrupted: IfInterrupted::Refuse,
         settings: args.flags.settings(),
         control: control.clone(),
     };
@@ -288,6 +289,7 @@ async fn resume(args: ResumeArgs) -> u8 {
     let repo = args.repo.repo.clone();
     let options = ResumeOptions {
         repo: args.repo.repo,
+        mission: None,
         settings: args.flags.settings(),
         control: control.clone(),
     };

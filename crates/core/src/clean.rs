@@ -94,11 +94,7 @@ pub async fn clean(root: &Path, dry_run: bool, all: bool) -> Result<CleanReport>
             continue;
         }
         let folder = worktree_root.join(&mission);
-        let worktrees: Vec<PathBuf> = registered
-            .iter()
-            .filter(|p| p.starts_with(&folder))
-            .cloned()
-            .collect();
+        let worktrees = worktrees_under(&registered, &folder);
         let branches = by_mission.remove(&mission).unwrap_or_default();
         if !dry_run {
             remove(&repo, &worktrees, &branches).await?;
@@ -108,6 +104,37 @@ pub async fn clean(root: &Path, dry_run: bool, all: bool) -> Result<CleanReport>
         report.branches.extend(branches);
     }
     Ok(report)
+}
+
+/// Removes one mission's worktrees and branches, as `clean --all` would, for `task --abandon`. The
+/// caller holds the repository lock.
+pub(crate) async fn clean_mission(repo: &Repo, mission: &str) -> Result<CleanReport> {
+    let prefix = format!("{BRANCH_PREFIX}{mission}/");
+    let folder = repo.root().join(STATE_DIR).join("worktrees").join(mission);
+    // A kill while git wrote one of the mission's refs leaves a `.lock` file that would make the
+    // branch deletion fail; no process writes them now (the lock is held), so they are stale.
+    repo.repair_after_kill(&prefix, &folder).await?;
+    let branches = repo
+        .branches_with_prefix(&prefix)
+        .await
+        .map_err(|e| EngineError::Other(format!("cannot list the branches of mission {mission}: {e}")))?;
+    let registered = repo.list_worktrees().await.unwrap_or_default();
+    let worktrees = worktrees_under(&registered, &folder);
+    remove(repo, &worktrees, &branches).await?;
+    let _ = tokio::fs::remove_dir_all(&folder).await;
+    Ok(CleanReport {
+        branches,
+        worktrees,
+        ..CleanReport::default()
+    })
+}
+
+fn worktrees_under(registered: &[PathBuf], folder: &Path) -> Vec<PathBuf> {
+    registered
+        .iter()
+        .filter(|p| p.starts_with(folder))
+        .cloned()
+        .collect()
 }
 
 async fn remove(repo: &Repo, worktrees: &[PathBuf], branches: &[String]) -> Result<()> {

@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod lock;
 mod mission;
+mod missions;
 pub mod opencode;
 pub mod plan;
 pub mod prescan;
@@ -34,10 +35,13 @@ pub use control::{MissionControl, Steering};
 pub use error::{EngineError, Result};
 pub use events::EventBus;
 pub use mission::{
-    open_store, open_store_in, repo_root, resume, run_task, MissionOptions, MissionReport, ResumeOptions,
-    STATE_DIR,
+    open_store, open_store_in, repo_root, resume, run_task, IfInterrupted, MissionOptions, MissionReport,
+    ResumeOptions, STATE_DIR,
 };
+pub use missions::{find_mission, missions, shorten, stored_time, MissionState, MissionSummary};
 pub use orchestrator_store::MissionStatus;
 pub use prompts::system_prompt;
 pub use replay::SessionRecord;
-pub use status::{cancel, process_alive, status, RoleUsage, StatusReport, UnitStatus};
+pub use status::{
+    cancel, cancel_mission, process_alive, status, status_of, RoleUsage, StatusReport, UnitStatus,
+};

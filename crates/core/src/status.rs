@@ -1,5 +1,5 @@
-//! `orchestrator status` and `orchestrator cancel`: read or stop the repository's latest mission
-//! through its store, never through the engine's memory.
+//! `orchestrator status` and `orchestrator cancel`: read or stop a mission of the repository (the
+//! latest unless one is named) through its store, never through the engine's memory.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::error::{EngineError, Result};
 use crate::mission::open_store_at;
+use crate::missions::find_mission;
 use crate::replay::{Replay, SessionRecord};
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,11 +63,13 @@ pub struct UnitStatus {
 
 /// The latest mission of the repository at `root`, as its store tells it.
 pub fn status(root: &Path) -> Result<StatusReport> {
+    status_of(root, None)
+}
+
+/// The mission `mission` names (an id or a unique prefix; the latest when `None`).
+pub fn status_of(root: &Path, mission: Option<&str>) -> Result<StatusReport> {
     let store = open_store_at(root, false)?;
-    let record = store
-        .latest_mission()
-        .map_err(|e| EngineError::Usage(e.to_string()))?
-        .ok_or_else(|| EngineError::Usage("no mission has run in this repository yet".into()))?;
+    let record = find_mission(&store, mission)?;
     let events = store
         .events_after(&record.id, None)
         .map_err(|e| EngineError::Usage(e.to_string()))?;
@@ -147,11 +150,13 @@ pub fn process_alive(pid: u32) -> bool {
 /// Stops the running mission cleanly: its process gets SIGTERM, handled like Ctrl-C (sessions
 /// aborted, work kept, exit 3), and this waits until the process has let go of the repository.
 pub async fn cancel(root: &Path, wait: Duration) -> Result<String> {
+    cancel_mission(root, None, wait).await
+}
+
+/// [`cancel`] for the mission `mission` names (an id or a unique prefix; the latest when `None`).
+pub async fn cancel_mission(root: &Path, mission: Option<&str>, wait: Duration) -> Result<String> {
     let store = open_store_at(root, false)?;
-    let record = store
-        .latest_mission()
-        .map_err(|e| EngineError::Usage(e.to_string()))?
-        .ok_or_else(|| EngineError::Usage("no mission has run in this repository yet".into()))?;
+    let record = find_mission(&store, mission)?;
     let live = record
         .pid
         .filter(|p| record.status == MissionStatus::Running && process_alive(*p));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use orchestrator_core::config::MissionSettings;
-use orchestrator_core::{EngineError, EventBus, MissionControl, MissionOptions, Steering};
+use orchestrator_core::{EngineError, EventBus, IfInterrupted, MissionControl, MissionOptions, Steering};
 use orchestrator_telemetry::{Exporter, Settings};
 use serde::Deserialize;
 use tokio::sync::oneshot;
@@ -207,6 +207,9 @@ pub async fn launch(registry: Arc<Registry>, request: StartRequest) -> Result<St
         allow_dirty: request.allow_dirty,
         apply: request.apply,
         keep_branches: false,
+        // As before issue #17: the API starts beside an interrupted mission (`orchestrator resume`
+        // still continues it) until it offers interrupted missions for resume itself.
+        if_interrupted: IfInterrupted::Leave,
         settings: request.settings.clone(),
         control: control.clone(),
     };

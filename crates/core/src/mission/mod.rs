@@ -41,9 +41,24 @@ pub struct MissionOptions {
     /// Keep the mission's branches when it is over (`--keep-branches`); by default only a branch
     /// holding work the user's branch lacks is kept.
     pub keep_branches: bool,
+    /// What to do about the repository's interrupted missions.
+    pub if_interrupted: IfInterrupted,
     pub settings: MissionSettings,
     /// The front end's handle to pause dispatch while the mission runs.
     pub control: crate::control::MissionControl,
+}
+
+/// What starting a mission does when the repository holds an interrupted one (not run by a live
+/// process; a live one refuses through the repository lock, exit 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfInterrupted {
+    /// Refuse the start (exit 2), naming it and the ways on: `orchestrator task` does this.
+    Refuse,
+    /// Abandon it first (`task --abandon`): its worktrees and branches go, its record stays.
+    Abandon,
+    /// Start beside it, leaving it as it is (the HTTP API, until it offers interrupted missions for
+    /// resume: issue #17).
+    Leave,
 }
 
 /// The flags a mission was started with, stored so that `resume` runs it the same way.

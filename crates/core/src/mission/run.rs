@@ -43,6 +43,8 @@ pub(super) struct Claimed {
     pub(super) opencode: Option<Arc<OpencodeEngine>>,
     /// Held until the run is over: one mission at a time per repository.
     pub(super) lock: RepoLock,
+    /// Said in the log once the mission has started (what `--abandon` removed).
+    pub(super) notices: Vec<String>,
 }
 
 /// One run of a claimed mission to its end. Never fails: every ending is a report. The OpenCode
@@ -63,6 +65,7 @@ pub(super) async fn run_mission(
         store,
         opencode,
         lock,
+        notices,
     } = claimed;
     let id = record.id.clone();
     let _ = store.set_status(&id, MissionStatus::Running, Some(std::process::id()));
@@ -73,6 +76,9 @@ pub(super) async fn run_mission(
             user_branch: record.user_branch.clone(),
             integration_branch: record.integration_branch.clone(),
         });
+    }
+    for message in notices {
+        bus.emit(Event::Notice { message });
     }
     let mut rt = Runtime::new(
         client.clone(),

@@ -15,6 +15,9 @@ use crate::config::{self, Config, MissionSettings, Provider};
 use crate::error::{EngineError, Result};
 use crate::events::EventBus;
 use crate::lock::RepoLock;
+use crate::missions::{
+    abandon as abandon_mission, find_mission, interrupted_missions, nothing_to_resume, refuse_new_mission,
+};
 use crate::prescan;
 use crate::replay::Replay;
 
@@ -44,10 +47,16 @@ pub async fn run_task(
         refuse_dirty(&repo).await?;
     }
     refuse_unverifiable(&config, repo.root())?;
+    if options.if_interrupted == IfInterrupted::Refuse {
+        refuse_interrupted(&repo)?;
+    }
     let opencode = engine_preflight(&config, &repo, &clients).await?;
 
     let id = new_mission_id();
     let (lock, store) = claim_repo(&repo, &id, &clients)
+        .await
+        .inspect_err(|_| stop_soon(&opencode))?;
+    let notices = settle_interrupted(&repo, &store, options.if_interrupted)
         .await
         .inspect_err(|_| stop_soon(&opencode))?;
     let record = MissionRecord {
@@ -77,14 +86,49 @@ pub async fn run_task(
         store,
         opencode,
         lock,
+        notices,
     };
     Ok(run_mission(claimed, &bus, cancel, options.control.clone()).await)
+}
+
+/// Before anything is spent: a new mission would leave an interrupted one's work behind. A mission
+/// run by a live process is left to the repository lock (exit 4).
+fn refuse_interrupted(repo: &Repo) -> Result<()> {
+    if !repo.root().join(STATE_DIR).join(STORE_FILE).is_file() {
+        return Ok(());
+    }
+    let store = open_store(repo, false)?;
+    let interrupted = interrupted_missions(&store, false)?;
+    if interrupted.is_empty() {
+        return Ok(());
+    }
+    Err(refuse_new_mission(&interrupted))
+}
+
+/// With the repository lock held, no unfinished mission is live: each is refused again (it may
+/// have been interrupted since the first check) or, with `--abandon`, abandoned. Returns what was
+/// abandoned, for the new mission's log.
+async fn settle_interrupted(repo: &Repo, store: &Store, how: IfInterrupted) -> Result<Vec<String>> {
+    if how == IfInterrupted::Leave {
+        return Ok(Vec::new());
+    }
+    let interrupted = interrupted_missions(store, true)?;
+    if !interrupted.is_empty() && how == IfInterrupted::Refuse {
+        return Err(refuse_new_mission(&interrupted));
+    }
+    let mut notices = Vec::new();
+    for record in &interrupted {
+        notices.push(abandon_mission(repo, store, record).await?);
+    }
+    Ok(notices)
 }
 
 /// What `orchestrator resume` may change about the mission it continues.
 #[derive(Debug, Clone, Default)]
 pub struct ResumeOptions {
     pub repo: PathBuf,
+    /// The mission to continue (an id or a unique prefix); by default the newest interrupted one.
+    pub mission: Option<String>,
     pub settings: MissionSettings,
     pub control: crate::control::MissionControl,
 }
@@ -97,15 +141,7 @@ pub async fn resume(
 ) -> Result<MissionReport> {
     let repo = discover_repo(&options.repo).await?;
     let store = Arc::new(open_store(&repo, false)?);
-    let record = store.latest_mission().map_err(store_error)?.ok_or_else(|| {
-        EngineError::Usage("no mission has run in this repository; start one with `orchestrator task`".into())
-    })?;
-    if !record.status.is_unfinished() {
-        return Err(EngineError::Usage(format!(
-            "the latest mission {} is already finished ({}); nothing to resume. Start a new one with `orchestrator task`.",
-            record.id, record.status
-        )));
-    }
+    let record = resumable(&store, options.mission.as_deref())?;
     let stored: StoredOptions = serde_json::from_value(record.options.clone()).unwrap_or_default();
     let config = load_config(&repo, &options.settings.clone().or(&stored.settings))?;
     config.sandbox.check()?;
@@ -141,8 +177,28 @@ pub async fn resume(
         store,
         opencode,
         lock,
+        notices: Vec::new(),
     };
     Ok(run_mission(claimed, &bus, cancel, options.control.clone()).await)
+}
+
+/// The mission `resume` continues: the one named, or the newest unfinished one (an older mission
+/// interrupted before a newer one ran is still found). Otherwise the error lists what exists.
+fn resumable(store: &Store, wanted: Option<&str>) -> Result<MissionRecord> {
+    let record = match wanted {
+        Some(_) => find_mission(store, wanted)?,
+        None => {
+            let all = store.missions().map_err(store_error)?;
+            match all.into_iter().find(|m| m.status.is_unfinished()) {
+                Some(record) => record,
+                None => return Err(nothing_to_resume(store, None)),
+            }
+        }
+    };
+    if !record.status.is_unfinished() {
+        return Err(nothing_to_resume(store, Some(&record)));
+    }
+    Ok(record)
 }
 
 /// The endpoint check: the native providers' preflight, or (OpenCode hook) the OpenCode server
