@@ -1,4 +1,4 @@
-//! `orchestrator logs`: the latest mission's event log from the store, as lines a person reads (time,
+//! `orchestrator logs`: a mission's event log (the latest unless `--mission` names one) from the store, as lines a person reads (time,
 //! then who did what) or raw JSON, optionally followed while the mission runs.
 
 use std::path::Path;
@@ -10,23 +10,14 @@ use orchestrator_view::human_tokens;
 
 use crate::out::{errln, outln};
 
-pub async fn run(repo: &Path, json: bool, follow: bool) -> u8 {
-    let store = match orchestrator_core::open_store_in(repo) {
-        Ok(store) => store,
+pub async fn run(repo: &Path, wanted: Option<&str>, json: bool, follow: bool) -> u8 {
+    let found = orchestrator_core::open_store_in(repo)
+        .and_then(|store| orchestrator_core::find_mission(&store, wanted).map(|m| (store, m)));
+    let (store, mission) = match found {
+        Ok(found) => found,
         Err(e) => {
             errln!("error: {e}");
             return e.exit_code() as u8;
-        }
-    };
-    let mission = match store.latest_mission() {
-        Ok(Some(mission)) => mission,
-        Ok(None) => {
-            errln!("error: no mission has run in this repository yet");
-            return 2;
-        }
-        Err(e) => {
-            errln!("error: {e}");
-            return 2;
         }
     };
     let mut after = None;

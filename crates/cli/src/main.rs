@@ -4,6 +4,7 @@
 
 mod install;
 mod logs;
+mod missions;
 mod out;
 mod progress;
 mod report;
@@ -43,12 +44,14 @@ enum Command {
     Task(TaskArgs),
     /// Continue the repository's unfinished mission after a crash, kill or Ctrl-C.
     Resume(ResumeArgs),
+    /// Every mission of the repository, newest first: id, objective, state, outcome, when, tokens, cost.
+    Missions(missions::MissionsArgs),
     /// The mission, its task tree, sessions, tokens and evidence.
     Status(StatusArgs),
     /// The mission's event log.
     Logs(LogsArgs),
     /// Stop the running mission cleanly (resumable later).
-    Cancel(RepoArgs),
+    Cancel(CancelArgs),
     /// Serve the Model Context Protocol on stdin/stdout: tools to start, follow and cancel missions.
     Mcp,
     /// Register the MCP server and a /task command in another tool's config.
@@ -80,6 +83,23 @@ struct RepoArgs {
     /// The repository to work in.
     #[arg(long, default_value = ".")]
     repo: PathBuf,
+}
+
+/// `--mission ID` of the commands that read or stop one mission.
+#[derive(Args)]
+struct MissionArg {
+    /// The mission: its id, or the start of one that names no other (default: the latest).
+    /// `orchestrator missions` lists them.
+    #[arg(long, value_name = "ID")]
+    mission: Option<String>,
+}
+
+#[derive(Args)]
+struct CancelArgs {
+    #[command(flatten)]
+    repo: RepoArgs,
+    #[command(flatten)]
+    mission: MissionArg,
 }
 
 #[derive(Args)]
@@ -184,12 +204,20 @@ struct TaskArgs {
     /// lacks is kept).
     #[arg(long)]
     keep_branches: bool,
+    /// First abandon the repository's interrupted mission: its worktrees and branches are removed
+    /// (its work is lost to `resume`), its record, log and transcripts stay.
+    #[arg(long)]
+    abandon: bool,
 }
 
 #[derive(Args)]
 struct ResumeArgs {
     #[command(flatten)]
     repo: RepoArgs,
+    /// The mission to continue: its id, or the start of one that names no other (default: the newest
+    /// interrupted one). `orchestrator missions` lists them.
+    #[arg(long, value_name = "ID")]
+    mission: Option<String>,
     #[command(flatten)]
     flags: RunFlags,
 }
@@ -198,6 +226,8 @@ struct ResumeArgs {
 struct StatusArgs {
     #[command(flatten)]
     repo: RepoArgs,
+    #[command(flatten)]
+    mission: MissionArg,
     /// Print the status as one JSON document.
     #[arg(long)]
     json: bool,
@@ -207,6 +237,8 @@ struct StatusArgs {
 struct LogsArgs {
     #[command(flatten)]
     repo: RepoArgs,
+    #[command(flatten)]
+    mission: MissionArg,
     /// Print the raw JSON lines.
     #[arg(long)]
     json: bool,
@@ -251,8 +283,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Task(args) => task(args).await,
             Command::Resume(args) => resume(args).await,
-            Command::Status(args) => status::run(&args.repo.repo, args.json).await,
-            Command::Logs(args) => logs::run(&args.repo.repo, args.json, args.follow).await,
+            Command::Missions(args) => missions::run(args).await,
+            Command::Status(args) => {
+                status::run(&args.repo.repo, args.mission.mission.as_deref(), args.json).await
+            }
+            Command::Logs(args) => {
+                let mission = args.mission.mission.as_deref();
+                logs::run(&args.repo.repo, mission, args.json, args.follow).await
+            }
             Command::Cancel(args) => cancel(&args).await,
             Command::Mcp => mcp().await,
             Command::Install(args) => install::install(args).await,
@@ -274,7 +312,11 @@ async fn task(args: TaskArgs) -> u8 {
         allow_dirty: args.allow_dirty,
         apply: !args.no_apply,
         keep_branches: args.keep_branches,
-        if_interrupted: IfInterrupted::Refuse,
+        if_interrupted: if args.abandon {
+            IfInterrupted::Abandon
+        } else {
+            IfInterrupted::Refuse
+        },
         settings: args.flags.settings(),
         control: control.clone(),
     };
@@ -289,7 +331,7 @@ async fn resume(args: ResumeArgs) -> u8 {
     let repo = args.repo.repo.clone();
     let options = ResumeOptions {
         repo: args.repo.repo,
-        mission: None,
+        mission: args.mission,
         settings: args.flags.settings(),
         control: control.clone(),
     };
@@ -343,9 +385,10 @@ where
     code
 }
 
-async fn cancel(repo: &RepoArgs) -> u8 {
-    let stopped = match orchestrator_core::repo_root(&repo.repo).await {
-        Ok(root) => orchestrator_core::cancel(&root, Duration::from_secs(120)).await,
+async fn cancel(args: &CancelArgs) -> u8 {
+    let mission = args.mission.mission.as_deref();
+    let stopped = match orchestrator_core::repo_root(&args.repo.repo).await {
+        Ok(root) => orchestrator_core::cancel_mission(&root, mission, Duration::from_secs(120)).await,
         Err(e) => Err(e),
     };
     match stopped {

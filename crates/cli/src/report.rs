@@ -13,15 +13,13 @@ use orchestrator_view::MissionView;
 
 use crate::out::{errln, outln};
 
-/// How many mission ids an "unknown mission" error lists.
-const KNOWN_IDS_SHOWN: usize = 10;
-
 #[derive(Args)]
 pub struct ReportArgs {
     /// The repository the mission ran in.
     #[arg(long, default_value = ".")]
     repo: PathBuf,
-    /// The mission to report on (default: the latest).
+    /// The mission to report on: its id, or the start of one that names no other (default: the
+    /// latest). `orchestrator missions` lists them.
     #[arg(long, value_name = "ID")]
     mission: Option<String>,
     /// Write the report to this file instead of stdout.
@@ -80,48 +78,13 @@ async fn report(args: &ReportArgs) -> Result<(), ReportError> {
 fn load_events(repo: &Path, wanted: Option<&str>) -> Result<(String, Vec<EventEnvelope>), ReportError> {
     let usage = |e: orchestrator_core::EngineError| ReportError::Usage(e.to_string());
     let store = orchestrator_core::open_store_in(repo).map_err(usage)?;
-    let record = match wanted {
-        Some(id) => store.mission(id).map_err(failed)?.ok_or_else(|| {
-            let known: Vec<String> = store
-                .missions()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|m| m.id)
-                .collect();
-            unknown_mission(id, &known)
-        })?,
-        None => store.latest_mission().map_err(failed)?.ok_or_else(|| {
-            ReportError::Usage(
-                "no mission has run in this repository; start one with `orchestrator task`".into(),
-            )
-        })?,
-    };
+    let record = orchestrator_core::find_mission(&store, wanted).map_err(usage)?;
     let events = store.events_after(&record.id, None).map_err(failed)?;
     Ok((record.id, events))
 }
 
 fn failed(e: impl std::fmt::Display) -> ReportError {
     ReportError::Failed(e.to_string())
-}
-
-fn unknown_mission(id: &str, known: &[String]) -> ReportError {
-    if known.is_empty() {
-        return ReportError::Usage(format!(
-            "no mission {id} in this repository (no mission has run here yet)"
-        ));
-    }
-    let mut list = known
-        .iter()
-        .take(KNOWN_IDS_SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if known.len() > KNOWN_IDS_SHOWN {
-        list.push_str(&format!(" and {} older", known.len() - KNOWN_IDS_SHOWN));
-    }
-    ReportError::Usage(format!(
-        "no mission {id} in this repository; known missions, newest first: {list}"
-    ))
 }
 
 /// Per unit, what its merge brought in; for the mission, base → result (or the integration branch

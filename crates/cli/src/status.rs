@@ -8,7 +8,7 @@ use orchestrator_protocol::UnitState;
 
 use crate::out::{self, errln, outln};
 
-pub async fn run(repo: &Path, json: bool) -> u8 {
+pub async fn run(repo: &Path, mission: Option<&str>, json: bool) -> u8 {
     let root = match orchestrator_core::repo_root(repo).await {
         Ok(root) => root,
         Err(e) => {
@@ -16,7 +16,7 @@ pub async fn run(repo: &Path, json: bool) -> u8 {
             return e.exit_code() as u8;
         }
     };
-    match orchestrator_core::status(&root) {
+    match orchestrator_core::status_of(&root, mission) {
         Ok(report) if json => match serde_json::to_string_pretty(&report) {
             Ok(text) => {
                 outln!("{text}");

@@ -9,7 +9,7 @@ use super::support::*;
 use orchestrator_fake_model::script::{role_of, worker_unit, PlanUnit, Script, ScriptedMission};
 use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenRequest};
 
-type Trigger = Box<dyn Fn(&SeenRequest) -> bool + Send + Sync>;
+pub(super) type Trigger = Box<dyn Fn(&SeenRequest) -> bool + Send + Sync>;
 
 /// Four scouts, as every mission had before scouting scaled with the repository's size.
 const FOUR_SCOUTS: &str = "[verify]\ntest = \"true\"\n[limits]\nscouts = 4\n";
@@ -37,7 +37,7 @@ impl Brain for Crash {
     }
 }
 
-fn script() -> Script {
+pub(super) fn script() -> Script {
     Script {
         plan: vec![
             PlanUnit::new("a", "A", "FILE a.txt := a\\n", &[]),
@@ -66,7 +66,9 @@ fn unit_of(request: &SeenRequest) -> Option<String> {
     })
 }
 
-async fn crash_then_resume(when: Trigger, script: Script, repo: &TestRepo) -> (FakeServer, u64) {
+/// Runs `task` under a fake model that kills it (SIGKILL) at the first request matching `when`;
+/// returns the server (it goes on serving the script) and the sequence number of that request.
+pub(super) async fn crash_then_resume(when: Trigger, script: Script, repo: &TestRepo) -> (FakeServer, u64) {
     let pid = Arc::new(AtomicI32::new(0));
     let fired_at = Arc::new(AtomicU64::new(u64::MAX));
     let brain = Crash {

@@ -11,6 +11,7 @@ mod install;
 mod loops;
 mod mcp;
 mod mission;
+mod missions;
 mod opencode_provider;
 mod profile;
 mod refusals;
