@@ -1,4 +1,4 @@
-//! Starting a mission as a detached `orchestrator task --json` process.
+//! Starting a mission as a detached `orchestrator task --json` (or `resume --json`) process.
 //!
 //! The mission gets its own process group and writes straight into a log file, never into a pipe
 //! to this server: a client that closes the server (or Ctrl-C in the client's terminal, which goes
@@ -46,9 +46,26 @@ pub async fn start(
     params: &StartMissionParams,
     timeout: Duration,
 ) -> Result<Launch, ToolError> {
+    run(exe, root, params.task_args(root), timeout).await
+}
+
+/// Launches `exe resume --json --mission ID` in `root`, waiting as [`start`] does.
+pub async fn resume(exe: &Path, root: &Path, mission: &str, timeout: Duration) -> Result<Launch, ToolError> {
+    let mut args: Vec<std::ffi::OsString> = vec!["resume".into(), "--json".into(), "--repo".into()];
+    args.push(root.as_os_str().to_owned());
+    args.extend(["--mission".into(), mission.into()]);
+    run(exe, root, args, timeout).await
+}
+
+async fn run(
+    exe: &Path,
+    root: &Path,
+    args: Vec<std::ffi::OsString>,
+    timeout: Duration,
+) -> Result<Launch, ToolError> {
     exclude_state_dir(root).await?;
     let log = new_log_path(root)?;
-    let (pid, exited) = spawn(exe, root, params, &log)?;
+    let (pid, exited) = spawn(exe, root, args, &log)?;
     watch(pid, &log, exited, timeout).await
 }
 
@@ -79,7 +96,7 @@ fn new_log_path(root: &Path) -> Result<PathBuf, ToolError> {
 fn spawn(
     exe: &Path,
     root: &Path,
-    params: &StartMissionParams,
+    args: Vec<std::ffi::OsString>,
     log: &Path,
 ) -> Result<(u32, oneshot::Receiver<ExitStatus>), ToolError> {
     let out = File::create(log).map_err(|e| ToolError::io(format!("cannot create {}", log.display()), e))?;
@@ -87,7 +104,7 @@ fn spawn(
         .try_clone()
         .map_err(|e| ToolError::io(format!("cannot open {}", log.display()), e))?;
     let mut child = tokio::process::Command::new(exe)
-        .args(params.task_args(root))
+        .args(args)
         .current_dir(root)
         .stdin(Stdio::null())
         .stdout(out)
@@ -153,7 +170,8 @@ fn not_started(status: ExitStatus, log: &Path) -> ToolError {
     }
 }
 
-/// The mission id from the first complete `mission_started` event line of the log, if written yet.
+/// The mission id from the first complete `mission_started` (or, for a resume, `mission_resumed`)
+/// event line of the log, if written yet.
 fn mission_in(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
     first_mission(&text)
@@ -165,7 +183,7 @@ fn first_mission(text: &str) -> Option<String> {
     complete
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|event| event["type"] == "mission_started")
+        .find(|event| event["type"] == "mission_started" || event["type"] == "mission_resumed")
         .and_then(|event| event["mission"].as_str().map(str::to_string))
 }
 

@@ -12,6 +12,7 @@ pub struct StartMissionParams {
     pub objective: String,
     pub repo: Option<String>,
     pub allow_dirty: Option<bool>,
+    pub abandon_interrupted: Option<bool>,
     pub settings: MissionSettings,
 }
 
@@ -28,6 +29,11 @@ struct StartMissionShape {
     /// Start despite uncommitted changes (never touched). Only when the user asked for it.
     #[serde(default)]
     allow_dirty: Option<bool>,
+    /// When the repository has an interrupted mission, start_mission resumes it instead of starting a
+    /// new one. true: abandon it (its worktrees and branches are removed, its unmerged work is lost)
+    /// and start this objective. Only when the user asked for it.
+    #[serde(default)]
+    abandon_interrupted: Option<bool>,
     #[serde(flatten)]
     settings: MissionSettings,
 }
@@ -41,6 +47,8 @@ struct Target {
     repo: Option<String>,
     #[serde(default)]
     allow_dirty: Option<bool>,
+    #[serde(default)]
+    abandon_interrupted: Option<bool>,
 }
 
 /// Settings a client's model may not give: only the user turns the sandbox off or picks the OpenCode
@@ -65,6 +73,7 @@ impl<'de> Deserialize<'de> for StartMissionParams {
             objective: target.objective,
             repo: target.repo,
             allow_dirty: target.allow_dirty,
+            abandon_interrupted: target.abandon_interrupted,
             settings,
         })
     }
@@ -135,6 +144,9 @@ impl StartMissionParams {
         }
         if self.allow_dirty == Some(true) {
             args.push("--allow-dirty".into());
+        }
+        if self.abandon_interrupted == Some(true) {
+            args.push("--abandon".into());
         }
         if settings.no_verify == Some(true) {
             args.push("--no-verify".into());

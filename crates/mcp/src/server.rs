@@ -14,6 +14,7 @@ use crate::launch::{self, Launch, Started};
 use crate::params::{RepoParams, StartMissionParams, StatusParams};
 use crate::report;
 use crate::ServerOptions;
+use orchestrator_core::{MissionState, MissionSummary};
 
 /// How long `cancel_mission` waits for the mission process to let go of the repository.
 const CANCEL_WAIT: Duration = Duration::from_secs(60);
@@ -55,8 +56,9 @@ impl OrchestratorMcp {
         description = "Start an orchestrator mission in the background: the objective is planned into units that AI \
 coding agents build in parallel, each verified (build, tests, review) and merged; when the whole passes a final \
 review the user's branch is fast-forwarded to the result. Returns the mission id as soon as the mission has \
-started (usually a few seconds), not when it finishes. Refused when the working tree has uncommitted changes \
-(unless allow_dirty) or another mission runs in the repository."
+started (usually a few seconds), not when it finishes. When the repository has an interrupted mission (a crash, \
+a kill, a cancel), that mission is resumed instead and the answer says so. Refused when the working tree has \
+uncommitted changes (unless allow_dirty) or another mission runs in the repository."
     )]
     async fn start_mission(&self, Parameters(params): Parameters<StartMissionParams>) -> CallToolResult {
         respond(self.start(params).await)
@@ -114,6 +116,11 @@ impl OrchestratorMcp {
             ));
         }
         let root = self.root(params.repo.as_deref()).await?;
+        if params.abandon_interrupted != Some(true) {
+            if let Some(interrupted) = interrupted_mission(&root)? {
+                return self.resume(&root, &interrupted).await;
+            }
+        }
         let launched = launch::start(&self.options.exe, &root, &params, self.options.start_timeout).await?;
         let text = match launched {
             Launch::Started(started) => started_words(&root, &started),
@@ -124,6 +131,31 @@ Its output is in {}; call mission_status in a moment to see it.",
                 log.display()
             ),
         };
+        Ok(Reply { text, json: None })
+    }
+
+    /// An interrupted mission is the client's own earlier work: it is continued, not left behind
+    /// beside a new one (which `orchestrator task` would refuse anyway).
+    async fn resume(&self, root: &Path, interrupted: &MissionSummary) -> Result<Reply, ToolError> {
+        let launched = launch::resume(
+            &self.options.exe,
+            root,
+            &interrupted.id,
+            self.options.start_timeout,
+        )
+        .await?;
+        let how = match launched {
+            Launch::Started(started) => format!("It runs again as process {}", started.pid),
+            Launch::Pending { pid, .. } => format!("Its process (pid {pid}) is still starting"),
+        };
+        let text = format!(
+            "This repository has an interrupted mission, {} (\"{}\"), so it was resumed instead of starting a new \
+one: none of its work is lost. {how}; follow it with mission_status and get its outcome with mission_result. \
+When it has finished, call start_mission again for the new objective; or, only if the user wants the \
+interrupted mission dropped, call start_mission with abandon_interrupted: true.",
+            interrupted.id,
+            orchestrator_core::shorten(&interrupted.objective, 120),
+        );
         Ok(Reply { text, json: None })
     }
 
@@ -167,6 +199,13 @@ Its output is in {}; call mission_status in a moment to see it.",
         let text = orchestrator_core::cancel(&root, CANCEL_WAIT).await?;
         Ok(Reply { text, json: None })
     }
+}
+
+/// The newest interrupted mission of the repository, if any.
+fn interrupted_mission(root: &Path) -> Result<Option<MissionSummary>, ToolError> {
+    Ok(orchestrator_core::missions(root)?
+        .into_iter()
+        .find(|m| m.state == MissionState::Interrupted))
 }
 
 fn started_words(root: &Path, started: &Started) -> String {

@@ -323,3 +323,74 @@ async fn cancel_mission_stops_a_running_mission_resumably() {
     assert_eq!(repo.read("a.txt"), None);
     client.disconnect().await;
 }
+
+/// Starts a slow one-file mission over MCP and cancels it, leaving it interrupted.
+async fn interrupted_mission(repo: &TestRepo) -> (FakeServer, Client) {
+    let options = FakeOptions {
+        latency: Duration::from_millis(600),
+        ..FakeOptions::default()
+    };
+    let server = fake_with(one_file_plan(), options).await;
+    let mut client = Client::connect(repo, Some(&server)).await;
+    let (started, is_error) = client
+        .call("start_mission", json!({"objective": "Add a.txt"}))
+        .await;
+    assert!(!is_error, "{started}");
+    let (cancelled, is_error) = client.call("cancel_mission", json!({})).await;
+    assert!(!is_error && cancelled.contains("stopped"), "{cancelled}");
+    (server, client)
+}
+
+/// An interrupted mission is the client's own earlier work: `start_mission` continues it instead
+/// of starting another beside it, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_mission_resumes_an_interrupted_mission() {
+    let repo = TestRepo::new(&[]);
+    let (_server, mut client) = interrupted_mission(&repo).await;
+    let (answer, is_error) = client
+        .call("start_mission", json!({"objective": "Something else"}))
+        .await;
+    assert!(!is_error, "{answer}");
+    assert!(
+        answer.contains("resumed instead")
+            && answer.contains("Add a.txt")
+            && answer.contains("abandon_interrupted"),
+        "{answer}"
+    );
+    let result = wait_for_result(&mut client).await;
+    assert!(result.contains("sealed"), "{result}");
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+    let missions = super::missions::missions_json(&repo).await;
+    assert_eq!(missions.len(), 1, "no second mission: {missions:#?}");
+    client.disconnect().await;
+}
+
+/// Only when asked: `abandon_interrupted` drops the interrupted mission and starts the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_mission_abandons_an_interrupted_mission_only_when_asked() {
+    let repo = TestRepo::new(&[]);
+    let (_server, mut client) = interrupted_mission(&repo).await;
+    let (answer, is_error) = client
+        .call(
+            "start_mission",
+            json!({"objective": "Add a.txt, again", "abandon_interrupted": true}),
+        )
+        .await;
+    assert!(!is_error, "{answer}");
+    assert!(answer.contains("started"), "{answer}");
+    let result = wait_for_result(&mut client).await;
+    assert!(result.contains("sealed"), "{result}");
+    let missions = super::missions::missions_json(&repo).await;
+    let states: Vec<&str> = missions.iter().filter_map(|m| m["state"].as_str()).collect();
+    assert_eq!(states, ["finished", "abandoned"], "{missions:#?}");
+    // A wrong type is a tool error that names the field, not a silent default.
+    let (answer, is_error) = client
+        .call(
+            "start_mission",
+            json!({"objective": "x", "abandon_interrupted": "yes"}),
+        )
+        .await;
+    assert!(is_error, "{answer}");
+    assert!(answer.contains("boolean"), "{answer}");
+    client.disconnect().await;
+}

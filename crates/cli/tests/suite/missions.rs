@@ -22,7 +22,7 @@ async fn interrupted_mission(repo: &TestRepo) -> (FakeServer, String) {
     (server, id)
 }
 
-async fn missions_json(repo: &TestRepo) -> Vec<serde_json::Value> {
+pub(super) async fn missions_json(repo: &TestRepo) -> Vec<serde_json::Value> {
     let listed = Run::cmd(&["missions", "--json"]).run(repo).await;
     listed.assert_code(0);
     serde_json::from_str(&listed.stdout).expect("missions --json is a JSON array")
