@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub compaction: CompactionFile,
     #[serde(default)]
     pub sandbox: SandboxFile,
+    #[serde(default)]
+    pub notify: NotifyFile,
     /// Per model name prefix: USD per million input and output tokens.
     #[serde(default)]
     pub prices: PriceTable,
@@ -87,6 +89,48 @@ pub struct ModelFile {
     pub context_window: Option<u64>,
     /// Fraction of the window at which a session compacts (default 0.8).
     pub compact_at: Option<f64>,
+}
+
+/// Who hears of the mission ending (or a unit failing): a desktop notice, a webhook.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    /// `"auto"` (the default: where there is a desktop session and `notify-send`), `"on"`, `"off"`,
+    /// or `true`/`false`.
+    pub desktop: Option<DesktopFile>,
+    /// A program to run instead of `notify-send`, with its arguments.
+    pub desktop_command: Option<String>,
+    /// An http(s) URL each notice is POSTed to as JSON.
+    pub webhook: Option<String>,
+}
+
+/// `desktop = true` reads as well as `desktop = "on"`.
+#[derive(Debug, Clone, Copy)]
+pub struct DesktopFile(orchestrator_notify::DesktopMode);
+
+impl DesktopFile {
+    fn mode(self) -> orchestrator_notify::DesktopMode {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for DesktopFile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use orchestrator_notify::DesktopMode;
+        let mode = match toml::Value::deserialize(deserializer)? {
+            toml::Value::Boolean(true) => Some(DesktopMode::On),
+            toml::Value::Boolean(false) => Some(DesktopMode::Off),
+            toml::Value::String(word) => match word.as_str() {
+                "auto" => Some(DesktopMode::Auto),
+                "on" => Some(DesktopMode::On),
+                "off" => Some(DesktopMode::Off),
+                _ => None,
+            },
+            _ => None,
+        };
+        mode.map(DesktopFile)
+            .ok_or_else(|| serde::de::Error::custom("`desktop` is \"auto\", \"on\", \"off\", true or false"))
+    }
 }
 
 /// How agent commands (their `bash`, and verification run on their code) are confined.
@@ -310,6 +354,7 @@ pub struct Config {
     pub compaction: CompactionSettings,
     pub prices: PriceTable,
     pub sandbox: SandboxSettings,
+    pub notify: orchestrator_notify::NotifySettings,
 }
 
 impl Config {
@@ -421,6 +466,11 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
                 .map(|p| expand_home(p))
                 .collect(),
             env: merged.sandbox.env.clone().unwrap_or_default(),
+        },
+        notify: orchestrator_notify::NotifySettings {
+            desktop: merged.notify.desktop.map(DesktopFile::mode).unwrap_or_default(),
+            desktop_command: merged.notify.desktop_command.as_deref().map(expand_home),
+            webhook: merged.notify.webhook.clone().filter(|url| !url.trim().is_empty()),
         },
     };
     check(&config)?;
@@ -794,6 +844,10 @@ fn check(config: &Config) -> Result<()> {
         .prices
         .validate()
         .map_err(|e| EngineError::Usage(format!("prices: {e}")))?;
+    if let Some(url) = &config.notify.webhook {
+        orchestrator_notify::check_webhook(url)
+            .map_err(|e| EngineError::Usage(format!("[notify] webhook: {e}")))?;
+    }
     Ok(())
 }
 
@@ -842,6 +896,9 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(sandbox.network);
     take!(sandbox.writable);
     take!(sandbox.env);
+    take!(notify.desktop);
+    take!(notify.desktop_command);
+    take!(notify.webhook);
     for (name, model) in layer.models {
         let slot = into.models.entry(name).or_default();
         if model.context_window.is_some() {

@@ -12,6 +12,7 @@ mod loops;
 mod mcp;
 mod mission;
 mod missions;
+mod notify;
 mod opencode_provider;
 mod profile;
 mod refusals;

@@ -157,6 +157,10 @@ impl Run {
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_BASE_URL")
             .env_remove("ANTHROPIC_API_KEY")
+            // No desktop session: a test run must not pop notices on the developer's screen.
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

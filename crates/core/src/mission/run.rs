@@ -49,6 +49,10 @@ pub(super) struct Claimed {
 
 /// One run of a claimed mission to its end. Never fails: every ending is a report. The OpenCode
 /// server (if any) is stopped and the repository lock released when it returns.
+/// How long the mission's last notices (its end) may take to go out before the process moves on:
+/// a webhook that does not answer delays the exit by this much at most.
+const NOTICE_FLUSH: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub(super) async fn run_mission(
     claimed: Claimed,
     bus: &EventBus,
@@ -94,6 +98,14 @@ pub(super) async fn run_mission(
         rt = rt.with_runner(engine.clone());
     }
     let announcer = announce_dispatch_changes(&control, bus);
+    let notifier = orchestrator_notify::Notifier::start(
+        &config.notify,
+        orchestrator_notify::MissionContext {
+            repo: repo.root().to_path_buf(),
+            objective: record.objective.clone(),
+        },
+        bus.subscribe(),
+    );
     let setup = Setup {
         repo: repo.clone(),
         worktrees: repo.root().join(STATE_DIR).join("worktrees").join(&id),
@@ -176,6 +188,7 @@ pub(super) async fn run_mission(
     if let Some(engine) = &opencode {
         engine.stop().await;
     }
+    notifier.finish(NOTICE_FLUSH).await;
     drop(lock);
     MissionReport {
         mission: id,
