@@ -235,7 +235,7 @@ async fn run_command(
     match outcome {
         Some((status, (output, dropped))) => {
             evidence.exit_code = status.ok().and_then(|s| s.code());
-            evidence.output_tail = tail(&String::from_utf8_lossy(&output), dropped);
+            evidence.output_tail = relative_to(dir, &tail(&String::from_utf8_lossy(&output), dropped));
         }
         None => {
             // The supervisor kills the command and everything it started, then exits.
@@ -250,6 +250,22 @@ async fn run_command(
     }
     evidence.duration_ms = started.elapsed().as_millis() as u64;
     evidence
+}
+
+/// The output with the worktree's own path taken out of the paths in it: a traceback's
+/// `/home/u/app/.orchestrator/worktrees/m1/units/t1/calc.py` reads `calc.py`, the path the agents'
+/// tools take. Models copy what they are shown, and the 1.5B, shown the long path, asked its tools
+/// for `units/1-r2/test_calc.py` again and again.
+fn relative_to(dir: &Path, output: &str) -> String {
+    let mut text = output.to_string();
+    let canonical = std::fs::canonicalize(dir).ok();
+    for root in std::iter::once(dir).chain(canonical.as_deref()) {
+        let prefix = format!("{}/", root.display());
+        if prefix.len() > 1 {
+            text = text.replace(&prefix, "");
+        }
+    }
+    text
 }
 
 fn spawn_shell(
@@ -432,6 +448,21 @@ mod tests {
         assert!(
             stat.is_err() || stat.is_ok_and(|s| s.contains(") Z")),
             "the daemon {pid} outlived its verification command"
+        );
+    }
+
+    #[test]
+    fn paths_in_the_output_are_relative_to_the_worktree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("units").join("1");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let output = format!(
+            "  File \"{0}/test_calc.py\", line 3\n  File \"{0}/pkg/calc.py\", line 2\n  File \"/usr/lib/python3/unittest.py\"\n",
+            root.display()
+        );
+        assert_eq!(
+            relative_to(&root, &output),
+            "  File \"test_calc.py\", line 3\n  File \"pkg/calc.py\", line 2\n  File \"/usr/lib/python3/unittest.py\"\n"
         );
     }
 

@@ -56,7 +56,7 @@ pub(crate) fn file_tool(
     arguments: &Value,
     cancel: &CancellationToken,
 ) -> Result<String, ToolError> {
-    match name {
+    let result = match name {
         "read" => read(root, options, seen, arguments),
         "list" => list(root, arguments),
         "glob" => glob(root, arguments, cancel),
@@ -65,7 +65,34 @@ pub(crate) fn file_tool(
         "edit" => edit(root, seen, arguments),
         "insert" => insert(root, arguments),
         other => Err(ToolError::refused(format!("`{other}` is not a file tool"))),
+    };
+    result.map_err(|e| with_path_hint(root, e))
+}
+
+/// A path that is not there, said with what to do: models copy paths from what they were shown
+/// (a traceback from another folder, a unit's name), and the 1.5B asked for
+/// `units/1-r2/test_calc.py` eight times, each time told only "No such file or directory".
+fn with_path_hint(root: &Root, error: ToolError) -> ToolError {
+    let ToolError::Io { path, source } = &error else {
+        return error;
+    };
+    if source.kind() != std::io::ErrorKind::NotFound {
+        return error;
     }
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let existing = (1..parts.len())
+        .map(|start| parts[start..].join("/"))
+        .find(|candidate| root.canonical.join(candidate).exists());
+    ToolError::refused(match existing {
+        Some(candidate) => format!(
+            "{path}: no such file or directory. Paths are relative to the root of your worktree, where \
+             `{candidate}` exists: use that path"
+        ),
+        None => format!(
+            "{path}: no such file or directory (paths are relative to the root of your worktree; `list` \
+             shows what is there)"
+        ),
+    })
 }
 
 fn read(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {

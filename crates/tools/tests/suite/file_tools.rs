@@ -566,3 +566,26 @@ async fn a_diff_line_given_as_a_path_reads_the_file_it_names() {
         .await;
     assert!(!err.contains("outside secret"), "{err}");
 }
+
+#[tokio::test]
+async fn a_missing_path_says_which_existing_path_it_may_mean() {
+    let fx = Fixture::writable();
+    fx.file("test_calc.py", "import unittest\n");
+    // Copied from a traceback or a unit's name: the file exists under a shorter path.
+    for wrong in ["units/1-r2/test_calc.py", "1-r2/test_calc.py"] {
+        let err = fx.err("read", json!({ "path": wrong })).await;
+        assert!(
+            err.contains("no such file or directory") && err.contains("`test_calc.py` exists: use that path"),
+            "{wrong}: {err}"
+        );
+        let err = fx
+            .err(
+                "edit",
+                json!({"path": wrong, "old_string": "import", "new_string": "x"}),
+            )
+            .await;
+        assert!(err.contains("`test_calc.py` exists"), "{wrong}: {err}");
+    }
+    let err = fx.err("read", json!({"path": "nowhere/else.py"})).await;
+    assert!(err.contains("`list` shows what is there"), "{err}");
+}
