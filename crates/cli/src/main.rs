@@ -2,6 +2,7 @@
 //! engine's event stream (human progress lines, or JSON lines with `--json`) and maps the outcome to
 //! the exit status of docs/protocol.md.
 
+mod approve;
 mod install;
 mod logs;
 mod missions;
@@ -52,6 +53,9 @@ enum Command {
     Logs(LogsArgs),
     /// Stop the running mission cleanly (resumable later).
     Cancel(CancelArgs),
+    /// Answer the plan a mission started with --approve-plan waits with: approve it, reject it with
+    /// feedback, or replace it with an edited plan.
+    Approve(approve::ApproveArgs),
     /// Serve the Model Context Protocol on stdin/stdout: tools to start, follow and cancel missions.
     Mcp,
     /// Register the MCP server and a /task command in another tool's config.
@@ -133,6 +137,10 @@ struct RunFlags {
     /// the work, and the outcome says "sealed without verification".
     #[arg(long)]
     no_verify: bool,
+    /// Stop after planning and show the plan: nothing is executed until it is approved
+    /// (`orchestrator approve`, or the terminal view's keys).
+    #[arg(long)]
+    approve_plan: bool,
     /// Print events as JSON lines on stdout.
     #[arg(long)]
     json: bool,
@@ -173,6 +181,7 @@ impl RunFlags {
             opencode_url: self.opencode_url.clone(),
             sandbox: self.sandbox,
             no_verify: self.no_verify.then_some(true),
+            approve_plan: self.approve_plan.then_some(true),
         }
     }
 }
@@ -292,6 +301,7 @@ fn main() -> ExitCode {
                 logs::run(&args.repo.repo, mission, args.json, args.follow).await
             }
             Command::Cancel(args) => cancel(&args).await,
+            Command::Approve(args) => approve::run(args).await,
             Command::Mcp => mcp().await,
             Command::Install(args) => install::install(args).await,
             Command::Uninstall(args) => install::uninstall(args).await,

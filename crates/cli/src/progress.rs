@@ -82,6 +82,12 @@ async fn print(
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
             }
+        } else if let Event::PlanAwaitingApproval { attempt, units } = &event.event {
+            errln!(
+                "[{}] {}",
+                view.elapsed(),
+                waiting_plan(&event.mission, *attempt, units)
+            );
         } else if let Some(line) = view.apply(&event.event) {
             errln!("[{}] {line}", view.elapsed());
         }
@@ -168,6 +174,7 @@ impl View {
             Event::PlanAccepted { round, units } => {
                 Some(format!("plan for round {round}: {} unit(s)", units.len()))
             }
+            Event::PlanAnswered { .. } => orchestrator_view::describe(event),
             Event::UnitsSpawned { parent, units } => {
                 Some(format!("{parent} spawned {} sub-unit(s)", units.len()))
             }
@@ -262,6 +269,24 @@ impl View {
     }
 }
 
+/// The plan waiting for approval and the ways to answer it, for a person without the terminal view.
+fn waiting_plan(mission: &str, attempt: u32, units: &[orchestrator_protocol::UnitSpec]) -> String {
+    let mut text = format!(
+        "plan {attempt} waits for your approval ({} unit(s)); nothing runs until it is approved:",
+        units.len()
+    );
+    for line in orchestrator_view::plan_outline(units) {
+        text.push_str(&format!("\n    {line}"));
+    }
+    text.push_str(&format!(
+        "\n  approve: orchestrator approve --mission {mission}\
+         \n  reject:  orchestrator approve --mission {mission} --reject --feedback \"what to change\"\
+         \n  edit:    orchestrator approve --mission {mission} --show > plan.json, edit it, then\
+         \n           orchestrator approve --mission {mission} --plan-file plan.json"
+    ));
+    text
+}
+
 fn short(hash: &str) -> &str {
     hash.get(..10).unwrap_or(hash)
 }
@@ -288,6 +313,28 @@ pub fn print_report(report: &MissionReport, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_waiting_plan_is_shown_with_the_ways_to_answer_it() {
+        let unit = |id: &str, deps: &[&str]| orchestrator_protocol::UnitSpec {
+            id: id.into(),
+            title: format!("Build {id}"),
+            description: "d".into(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            files: vec![],
+        };
+        let text = waiting_plan("m1", 2, &[unit("a", &[]), unit("b", &["a"])]);
+        for needed in [
+            "plan 2 waits for your approval (2 unit(s))",
+            "    a — Build a\n",
+            "    b — Build b (after a)",
+            "orchestrator approve --mission m1\n",
+            "--reject --feedback",
+            "--plan-file plan.json",
+        ] {
+            assert!(text.contains(needed), "{needed}: {text}");
+        }
+    }
 
     #[test]
     fn unit_lines_carry_running_totals() {

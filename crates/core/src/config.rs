@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub max_depth: Option<u32>,
     pub rounds: Option<u32>,
     pub budget_tokens: Option<u64>,
+    /// Stop after planning until a person approves the plan (`--approve-plan`). Default: off.
+    pub approve_plan: Option<bool>,
     #[serde(default)]
     pub verify: VerifyFile,
     #[serde(default)]
@@ -339,6 +341,8 @@ pub struct Config {
     pub verify_lint: Option<String>,
     /// Whether the mission may run with no verification command (`--no-verify`).
     pub no_verify: bool,
+    /// Whether the plan waits for a person's approval before anything is executed.
+    pub approve_plan: bool,
     pub verify_timeout: Duration,
     pub unit_attempts: u32,
     pub plan_attempts: u32,
@@ -440,6 +444,7 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
         verify_test: merged.verify.test.clone().filter(|c| !c.trim().is_empty()),
         verify_lint: merged.verify.lint.clone().filter(|c| !c.trim().is_empty()),
         no_verify: flags.no_verify.unwrap_or(false),
+        approve_plan: flags.approve_plan.or(merged.approve_plan).unwrap_or(false),
         verify_timeout: Duration::from_secs(merged.verify.timeout_secs.unwrap_or(900)),
         unit_attempts: merged.limits.unit_attempts.unwrap_or(3),
         plan_attempts: merged.limits.plan_attempts.unwrap_or(3),
@@ -866,6 +871,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(max_depth);
     take!(rounds);
     take!(budget_tokens);
+    take!(approve_plan);
     take!(verify.build);
     take!(verify.test);
     take!(verify.lint);
@@ -954,6 +960,18 @@ mod tests {
         assert_eq!(config.role(Role::Worker).max_turns, 5);
         assert_eq!(config.role(Role::Worker).model, "a");
         assert_eq!(config.role(Role::Reviewer).model, "cheap");
+        assert!(!config.approve_plan, "off unless asked for");
+        let asked = parse("approve_plan = true\n");
+        let config = resolve(&[parse("model = \"m\"\n"), asked.clone()], &flags, None).unwrap();
+        assert!(config.approve_plan, "from a file");
+        let off = MissionSettings {
+            approve_plan: Some(false),
+            ..flags
+        };
+        assert!(
+            !resolve(&[asked], &off, Some("m".into())).unwrap().approve_plan,
+            "the flag wins"
+        );
     }
 
     #[test]

@@ -3,10 +3,15 @@
 //! Pausing holds the dispatch of new units: sessions already running go on, but no queued unit starts
 //! until dispatch is resumed. Cancelling is the `CancellationToken` every mission is started with;
 //! [`Steering`] puts both behind the protocol's [`Steer`], so a front end sends `Op`s alone.
+//!
+//! An answer to a plan waiting for approval (`--approve-plan`) is an `Op` too: a front end in the
+//! mission's process sends it here; `orchestrator approve` in another process records it in the
+//! store and wakes the mission's process with SIGUSR1, which hands the stored answer to this same
+//! channel (see `approval.rs`).
 
 use std::sync::Arc;
 
-use orchestrator_protocol::{Op, Steer};
+use orchestrator_protocol::{Op, PlanAnswer, Steer};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -15,12 +20,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct MissionControl {
     paused: Arc<watch::Sender<bool>>,
+    /// The latest answer to a waiting plan, with the attempt it answers: the mission takes the one
+    /// for the plan it shows and ignores the others.
+    plan_answer: Arc<watch::Sender<Option<(u32, PlanAnswer)>>>,
 }
 
 impl Default for MissionControl {
     fn default() -> Self {
         MissionControl {
             paused: Arc::new(watch::Sender::new(false)),
+            plan_answer: Arc::new(watch::Sender::new(None)),
         }
     }
 }
@@ -68,6 +77,18 @@ impl MissionControl {
         self.paused.subscribe()
     }
 
+    /// Answers the plan `attempt` waiting for approval; the latest answer replaces one not taken yet.
+    pub fn answer_plan(&self, attempt: u32, answer: PlanAnswer) {
+        self.plan_answer.send_replace(Some((attempt, answer)));
+    }
+
+    /// A receiver of every answer given (the one given before it was made included).
+    pub(crate) fn plan_answers(&self) -> watch::Receiver<Option<(u32, PlanAnswer)>> {
+        let mut answers = self.plan_answer.subscribe();
+        answers.mark_changed();
+        answers
+    }
+
     /// Waits while dispatch is paused; false when the mission is cancelled first.
     pub(crate) async fn wait_for_dispatch(&self, cancel: &CancellationToken) -> bool {
         let mut paused = self.paused.subscribe();
@@ -104,6 +125,7 @@ impl Steer for Steering {
             Op::PauseDispatch => self.control.pause_dispatch(),
             Op::ResumeDispatch => self.control.resume_dispatch(),
             Op::Cancel => self.cancel.cancel(),
+            Op::AnswerPlan { attempt, answer } => self.control.answer_plan(attempt, answer),
         }
     }
 

@@ -4,6 +4,7 @@
 //! Front ends call [`run_task`] with an [`EventBus`] they have subscribed to; everything the engine
 //! does is reported as [`orchestrator_protocol::Event`]s on that bus.
 
+mod approval;
 mod checked;
 mod clean;
 mod client;
@@ -30,6 +31,7 @@ mod test_repo;
 mod units;
 mod verify;
 
+pub use approval::{answer_plan, refused_edit, waiting_plan, WaitingPlan};
 pub use clean::{clean, CleanReport};
 pub use control::{MissionControl, Steering};
 pub use error::{EngineError, Result};

@@ -102,6 +102,31 @@ pub fn parse_plan(arguments: serde_json::Value) -> Result<Vec<UnitSpec>, Vec<Str
     }
 }
 
+/// A plan a person wrote or edited (`orchestrator approve --plan-file`): JSON in the shape
+/// `submit_plan` takes (`{"tasks": [...]}`, or the bare list of tasks), checked as a planner's plan is.
+pub fn parse_plan_text(text: &str) -> Result<Vec<UnitSpec>, Vec<String>> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        vec![format!(
+            "the plan is not JSON ({e}); write it as submit_plan takes it: \
+             {{\"tasks\": [{{\"id\": \"…\", \"title\": \"…\", \"description\": \"…\", \"depends_on\": []}}]}}"
+        )]
+    })?;
+    match value {
+        serde_json::Value::Array(tasks) => parse_plan(serde_json::json!({ "tasks": tasks })),
+        other => parse_plan(other),
+    }
+}
+
+/// Units a person handed in (an edited plan), checked as a planner's plan is.
+pub fn check_units(units: &[UnitSpec]) -> Result<Vec<UnitSpec>, Vec<String>> {
+    parse_plan(serde_json::json!({ "tasks": units }))
+}
+
+/// The units as `submit_plan` takes them, for a person to edit.
+pub fn plan_json(units: &[UnitSpec]) -> serde_json::Value {
+    serde_json::json!({ "tasks": units })
+}
+
 /// Mends what models commonly get wrong in a plan where only one reading makes sense, so the plan is
 /// not sent back for it: an id with characters ids may not have (`calc.py`, `add mul`) becomes one
 /// that may (`calc_py`, `add_mul`), its dependents following; a `depends_on` entry that names no task
@@ -472,6 +497,21 @@ mod tests {
         .unwrap_err()[0]
             .contains("is not allowed"));
         assert!(parse_plan(json!({"plan": []})).unwrap_err()[0].contains("schema"));
+    }
+
+    #[test]
+    fn a_written_plan_is_checked_as_a_planners_is() {
+        let plan = r#"{"tasks": [{"id": "a", "title": "A", "description": "x", "depends_on": []}]}"#;
+        assert_eq!(parse_plan_text(plan).unwrap()[0].id, "a");
+        let bare = r#"[{"id": "a", "title": "A", "description": "x"}]"#;
+        assert_eq!(parse_plan_text(bare).unwrap().len(), 1);
+        assert!(parse_plan_text("tasks: a, b").unwrap_err()[0].contains("not JSON"));
+        let unknown = r#"[{"id": "a", "title": "A", "description": "x", "depends_on": ["zz"]}]"#;
+        assert!(parse_plan_text(unknown).unwrap_err()[0].contains("`zz`, which is not in the plan"));
+        let units = parse_plan_text(plan).unwrap();
+        let round_trip = serde_json::to_string(&plan_json(&units)).unwrap();
+        assert_eq!(parse_plan_text(&round_trip).unwrap(), units);
+        assert_eq!(check_units(&units).unwrap(), units);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use orchestrator_protocol::{
-    Event, EventEnvelope, Evidence, Outcome, Phase, Review, Role, TokenUsage, UnitSpec, UnitState,
+    Event, EventEnvelope, Evidence, Outcome, Phase, PlanAnswer, Review, Role, TokenUsage, UnitSpec, UnitState,
 };
 use serde::Serialize;
 
@@ -50,8 +50,48 @@ pub struct SessionRecord {
     pub sandbox: Option<String>,
 }
 
+/// Where plan approval (`--approve-plan`) stands, as the log tells it.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalReplay {
+    /// The last plan attempt put to a person (0: none).
+    pub attempt: u32,
+    /// The plan waiting for an answer now.
+    pub waiting: Option<Vec<UnitSpec>>,
+    /// The plan approved (or edited) but not yet accepted for round 1 (a kill in between).
+    pub approved: Option<Vec<UnitSpec>>,
+    /// The last rejected plan and the feedback it got.
+    pub rejected: Option<(Vec<UnitSpec>, String)>,
+}
+
+impl ApprovalReplay {
+    fn apply(&mut self, event: &Event) {
+        match event {
+            Event::PlanAwaitingApproval { attempt, units } => {
+                self.attempt = self.attempt.max(*attempt);
+                self.waiting = Some(units.clone());
+                self.approved = None;
+            }
+            Event::PlanAnswered { answer, .. } => {
+                let shown = self.waiting.take().unwrap_or_default();
+                match answer {
+                    PlanAnswer::Approve => self.approved = Some(shown),
+                    PlanAnswer::Edit { units } => self.approved = Some(units.clone()),
+                    PlanAnswer::Reject { feedback } => self.rejected = Some((shown, feedback.clone())),
+                }
+            }
+            Event::PlanAccepted { round: 1, .. } => {
+                self.waiting = None;
+                self.approved = None;
+            }
+            _ => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Replay {
+    /// Plan approval's state.
+    pub approval: ApprovalReplay,
     pub last_seq: Option<u64>,
     pub phase: Option<Phase>,
     pub round: u32,
@@ -86,6 +126,7 @@ impl Replay {
         let mut replay = Replay::default();
         for envelope in events {
             replay.last_seq = Some(envelope.seq);
+            replay.approval.apply(&envelope.event);
             replay.apply(&envelope.event);
         }
         replay
@@ -281,6 +322,54 @@ mod tests {
             mission: "m".into(),
             event,
         }
+    }
+
+    #[test]
+    fn plan_approval_is_replayed() {
+        let unit = |id: &str| UnitSpec {
+            id: id.into(),
+            title: id.into(),
+            description: "d".into(),
+            depends_on: vec![],
+            files: vec![],
+        };
+        let waiting = |attempt, id: &str| Event::PlanAwaitingApproval {
+            attempt,
+            units: vec![unit(id)],
+        };
+        let answered = |answer| Event::PlanAnswered { attempt: 1, answer };
+        let replay = |events: Vec<Event>| {
+            let envelopes: Vec<EventEnvelope> = events
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| env(i as u64, e))
+                .collect();
+            Replay::from_events(&envelopes).approval
+        };
+        let shown = replay(vec![waiting(1, "a")]);
+        assert_eq!((shown.attempt, shown.waiting), (1, Some(vec![unit("a")])));
+        let feedback = PlanAnswer::Reject {
+            feedback: "no".into(),
+        };
+        let rejected = replay(vec![waiting(1, "a"), answered(feedback)]);
+        assert_eq!(rejected.waiting, None);
+        assert_eq!(rejected.rejected, Some((vec![unit("a")], "no".into())));
+        let edited = replay(vec![
+            waiting(1, "a"),
+            answered(PlanAnswer::Edit {
+                units: vec![unit("e")],
+            }),
+        ]);
+        assert_eq!(edited.approved, Some(vec![unit("e")]));
+        let accepted = replay(vec![
+            waiting(1, "a"),
+            answered(PlanAnswer::Approve),
+            Event::PlanAccepted {
+                round: 1,
+                units: vec![unit("a")],
+            },
+        ]);
+        assert_eq!((accepted.waiting, accepted.approved), (None, None));
     }
 
     #[test]

@@ -231,13 +231,50 @@ impl SessionHooks for PlanHook {
     }
 }
 
-/// The planner session. Returns the validated plan, or why there is none.
+/// A plan a person rejected, and what they said: the next planner session starts from it.
+pub struct Revision<'a> {
+    /// The attempt the new plan will be (2 after the first rejection).
+    pub attempt: u32,
+    pub rejected: &'a [UnitSpec],
+    pub feedback: &'a str,
+}
+
+/// The planner's first message after a rejection: the rejected plan and the feedback, so the new
+/// plan answers them.
+fn revision_request(revision: &Revision<'_>) -> String {
+    let mut text = String::from(
+        "# Your previous plan was rejected
+The person who approves plans rejected this plan:
+",
+    );
+    for unit in revision.rejected {
+        let after = if unit.depends_on.is_empty() {
+            String::new()
+        } else {
+            format!(" (after {})", unit.depends_on.join(", "))
+        };
+        let _ = writeln!(text, "- {}: {}{after}", unit.id, unit.title);
+    }
+    let feedback = match revision.feedback.trim() {
+        "" => "(no feedback given)",
+        given => given,
+    };
+    let _ = write!(
+        text,
+        "\nTheir feedback:\n{feedback}\n\nPlan the work again so that it answers the feedback, then call submit_plan."
+    );
+    text
+}
+
+/// The planner session. Returns the validated plan, or why there is none. With a `revision`, a new
+/// session (its own transcript) plans again after a person rejected the previous plan.
 pub async fn plan(
     rt: &Runtime,
     config: &Config,
     objective: &str,
     context: &str,
     tools: Arc<Toolbox>,
+    revision: Option<Revision<'_>>,
 ) -> std::result::Result<Vec<UnitSpec>, String> {
     let hook = PlanHook {
         rt_bus: rt.bus.clone(),
@@ -246,14 +283,26 @@ pub async fn plan(
         attempts: Mutex::new(0),
         plan: Mutex::new(None),
     };
-    let first = format!(
-        "# Objective\n{objective}\n\n# Mission context\n{context}\n\nPlan the work, then call submit_plan."
-    );
+    let (key, first) = match &revision {
+        None => (
+            "planner".to_string(),
+            format!(
+                "# Objective\n{objective}\n\n# Mission context\n{context}\n\nPlan the work, then call submit_plan."
+            ),
+        ),
+        Some(revision) => (
+            format!("planner-{}", revision.attempt),
+            format!(
+                "# Objective\n{objective}\n\n# Mission context\n{context}\n\n{}",
+                revision_request(revision)
+            ),
+        ),
+    };
     let Some(mut slot) = Slot::acquire(rt).await else {
         return Err("the mission was interrupted".into());
     };
     let spec = SessionSpec::new(
-        "planner",
+        key,
         Role::Planner,
         config.role(Role::Planner).clone(),
         tools,

@@ -8,6 +8,7 @@ use orchestrator_protocol::{Evidence, Outcome, Phase, Role, TokenUsage, UnitStat
 use orchestrator_store::MissionStatus;
 use serde::Serialize;
 
+use crate::approval::WaitingPlan;
 use crate::error::{EngineError, Result};
 use crate::mission::open_store_at;
 use crate::missions::find_mission;
@@ -35,6 +36,9 @@ pub struct StatusReport {
     pub cost_usd: f64,
     pub roles: Vec<RoleUsage>,
     pub integration_evidence: Vec<Evidence>,
+    /// The plan waiting for a person's answer (`--approve-plan`), when one waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_plan: Option<WaitingPlan>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -111,7 +115,9 @@ pub fn status_of(root: &Path, mission: Option<&str>) -> Result<StatusReport> {
         // A session cannot be live without the process that ran it.
         sessions.iter_mut().for_each(|s| s.active = false);
     }
+    let waiting_plan = WaitingPlan::from_replay(&replay).filter(|_| record.status.is_unfinished());
     Ok(StatusReport {
+        waiting_plan,
         mission: record.id,
         objective: record.objective,
         status: record.status,

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Evidence, Review, Role, TokenUsage, UnitSpec, UnitState};
+use crate::{Evidence, PlanAnswer, Review, Role, TokenUsage, UnitSpec, UnitState};
 
 /// The phases of a mission, in order. A mission that fails its master review goes back to `Execution`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +151,19 @@ pub enum Event {
         round: u32,
         units: Vec<UnitSpec>,
     },
+    /// `--approve-plan`: the planner's plan waits for a person's answer; nothing is executed until it
+    /// is approved. `attempt` counts the plans put to the person (a rejected one is followed by the
+    /// next); an answer names the attempt it answers.
+    PlanAwaitingApproval {
+        attempt: u32,
+        units: Vec<UnitSpec>,
+    },
+    /// The person answered the waiting plan: approved, rejected with feedback, or replaced.
+    PlanAnswered {
+        attempt: u32,
+        #[serde(flatten)]
+        answer: PlanAnswer,
+    },
     /// A worker split its unit.
     UnitsSpawned {
         parent: String,
@@ -257,6 +270,22 @@ mod tests {
         assert!(line.contains(r#""state":"running""#), "{line}");
         let back: EventEnvelope = serde_json::from_str(&line).unwrap();
         assert_eq!(back, env);
+    }
+
+    #[test]
+    fn plan_answers_are_flat_json() {
+        let event = Event::PlanAnswered {
+            attempt: 2,
+            answer: PlanAnswer::Reject {
+                feedback: "smaller".into(),
+            },
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"plan_answered","attempt":2,"answer":"reject","feedback":"smaller"}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), event);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::PlanAnswer;
+
 /// One request to a running mission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// No queued unit starts until `ResumeDispatch`; running sessions go on.
@@ -14,6 +16,14 @@ pub enum Op {
     /// Stop cleanly: running sessions are aborted, merged work is kept, and the mission stays
     /// resumable.
     Cancel,
+    /// Answers the plan waiting for approval (`plan_awaiting_approval` with this `attempt`); an
+    /// answer to another attempt is ignored. The effect shows as `plan_answered`, or as a notice when
+    /// an edited plan is refused.
+    AnswerPlan {
+        attempt: u32,
+        #[serde(flatten)]
+        answer: PlanAnswer,
+    },
 }
 
 /// Where a front end's operations go: the engine's handle on a running mission, or a test's recorder.
@@ -35,5 +45,18 @@ mod tests {
         let back: Op = serde_json::from_str(r#"{"op":"cancel"}"#).unwrap();
         assert_eq!(back, Op::Cancel);
         assert!(serde_json::from_str::<Op>(r#"{"op":"explode"}"#).is_err());
+        let answer: Op = serde_json::from_str(
+            r#"{"op":"answer_plan","attempt":2,"answer":"reject","feedback":"smaller"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            answer,
+            Op::AnswerPlan {
+                attempt: 2,
+                answer: PlanAnswer::Reject {
+                    feedback: "smaller".into()
+                }
+            }
+        );
     }
 }

@@ -56,6 +56,29 @@ pub struct UnitSpec {
     pub files: Vec<String>,
 }
 
+/// A person's answer to a plan waiting for approval (`--approve-plan`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum PlanAnswer {
+    /// Run the plan as it is.
+    Approve,
+    /// Send it back to the planner, which plans again with this feedback.
+    Reject { feedback: String },
+    /// Run these units instead (checked as a planner's plan is before they are taken).
+    Edit { units: Vec<UnitSpec> },
+}
+
+impl PlanAnswer {
+    /// The answer in a word, for progress lines and replies.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PlanAnswer::Approve => "approved",
+            PlanAnswer::Reject { .. } => "rejected",
+            PlanAnswer::Edit { .. } => "edited",
+        }
+    }
+}
+
 /// Where a unit is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

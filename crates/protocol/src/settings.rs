@@ -85,6 +85,8 @@ pub struct MissionSettings {
     /// Start although no build, lint or test command would judge the work: reviews alone judge it,
     /// and the outcome says "sealed without verification". Only when the user accepted that.
     pub no_verify: Option<bool>,
+    /// Stop after planning until a person approves the plan (or rejects it with feedback, or edits it).
+    pub approve_plan: Option<bool>,
 }
 
 impl MissionSettings {
@@ -102,6 +104,7 @@ impl MissionSettings {
             opencode_url: self.opencode_url.or(e.opencode_url),
             sandbox: self.sandbox.or(e.sandbox),
             no_verify: self.no_verify.or(e.no_verify),
+            approve_plan: self.approve_plan.or(e.approve_plan),
         }
     }
 

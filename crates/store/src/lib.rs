@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use orchestrator_protocol::EventEnvelope;
+use orchestrator_protocol::{EventEnvelope, PlanAnswer};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// The schema this build writes. Each entry of [`MIGRATIONS`] moves the store up by one.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 → 1
@@ -51,6 +51,13 @@ const MIGRATIONS: &[&str] = &[
         idx INTEGER NOT NULL,
         body TEXT NOT NULL,
         PRIMARY KEY (mission, session, idx)
+    );",
+    // 1 → 2: a person's answer to a plan waiting for approval, given from another process (or while
+    // no process runs the mission); the mission takes it, logs it and removes it.
+    "CREATE TABLE plan_answers (
+        mission TEXT PRIMARY KEY,
+        attempt INTEGER NOT NULL,
+        body TEXT NOT NULL
     );",
 ];
 
@@ -345,6 +352,40 @@ impl Store {
             |r| r.get(0),
         )?;
         Ok(seq.map(|s| s as u64))
+    }
+
+    /// Records a person's answer to the mission's waiting plan `attempt`, replacing an answer not
+    /// taken yet (the latest word counts).
+    pub fn put_plan_answer(&self, mission: &str, attempt: u32, answer: &PlanAnswer) -> Result<()> {
+        let body = serde_json::to_string(answer)?;
+        self.conn().execute(
+            "INSERT OR REPLACE INTO plan_answers (mission, attempt, body) VALUES (?1, ?2, ?3)",
+            params![mission, attempt, self.mask(&body)],
+        )?;
+        Ok(())
+    }
+
+    /// The answer waiting for the mission to take it, with the attempt it answers.
+    pub fn plan_answer(&self, mission: &str) -> Result<Option<(u32, PlanAnswer)>> {
+        let row: Option<(u32, String)> = self
+            .conn()
+            .query_row(
+                "SELECT attempt, body FROM plan_answers WHERE mission = ?1",
+                params![mission],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((attempt, body)) => Ok(Some((attempt, serde_json::from_str(&body)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes the mission's stored answer once it is taken (logged as an event).
+    pub fn clear_plan_answer(&self, mission: &str) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM plan_answers WHERE mission = ?1", params![mission])?;
+        Ok(())
     }
 
     /// Appends one message of a session's transcript at position `idx`.

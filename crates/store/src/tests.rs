@@ -250,3 +250,44 @@ fn only_an_unfinished_mission_is_abandoned() {
         MissionStatus::Sealed
     );
 }
+
+#[test]
+fn a_plan_answer_waits_until_taken_and_the_latest_word_counts() {
+    use orchestrator_protocol::PlanAnswer;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).unwrap();
+    store.create_mission(&mission("m1")).unwrap();
+    assert_eq!(store.plan_answer("m1").unwrap(), None);
+    store.put_plan_answer("m1", 1, &PlanAnswer::Approve).unwrap();
+    let reject = PlanAnswer::Reject {
+        feedback: "smaller units".into(),
+    };
+    store.put_plan_answer("m1", 2, &reject).unwrap();
+    drop(store);
+    // Another process (the mission's) reads what `approve` wrote.
+    let store = Store::open_existing(&path).unwrap();
+    assert_eq!(store.plan_answer("m1").unwrap(), Some((2, reject)));
+    assert_eq!(store.plan_answer("m2").unwrap(), None);
+    store.clear_plan_answer("m1").unwrap();
+    assert_eq!(store.plan_answer("m1").unwrap(), None);
+}
+
+#[test]
+fn a_store_of_the_first_schema_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&format!(
+        "BEGIN; {}; PRAGMA user_version = 1; COMMIT;",
+        MIGRATIONS[0]
+    ))
+    .unwrap();
+    drop(conn);
+    let store = Store::open_existing(&path).unwrap();
+    store.create_mission(&mission("m1")).unwrap();
+    store
+        .put_plan_answer("m1", 1, &orchestrator_protocol::PlanAnswer::Approve)
+        .unwrap();
+    assert!(store.plan_answer("m1").unwrap().is_some());
+}

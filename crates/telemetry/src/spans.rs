@@ -449,6 +449,22 @@ impl MissionSpan {
                     KeyValue::new("orchestrator.plan.problems", problems.join("; ")),
                 ],
             ),
+            Event::PlanAwaitingApproval { attempt, units } => self.phase_or_root().event(
+                "plan_awaiting_approval",
+                at,
+                vec![
+                    KeyValue::new("orchestrator.plan.attempt", int(u64::from(*attempt))),
+                    KeyValue::new("orchestrator.plan.units", int(units.len() as u64)),
+                ],
+            ),
+            Event::PlanAnswered { attempt, answer } => self.phase_or_root().event(
+                "plan_answered",
+                at,
+                vec![
+                    KeyValue::new("orchestrator.plan.attempt", int(u64::from(*attempt))),
+                    KeyValue::new("orchestrator.plan.answer", answer.as_str()),
+                ],
+            ),
             Event::PlanAccepted { round, units } => {
                 for unit in units {
                     self.titles.insert(unit.id.clone(), unit.title.clone());

@@ -1,6 +1,6 @@
 //! One human line per event, shared by every view's log.
 
-use orchestrator_protocol::{Event, Verdict};
+use orchestrator_protocol::{Event, PlanAnswer, Verdict};
 
 /// A line a person would want to read for this event, or `None` for bookkeeping events.
 pub fn describe(event: &Event) -> Option<String> {
@@ -50,6 +50,19 @@ pub fn describe(event: &Event) -> Option<String> {
         Event::PlanRejected { attempt, problems } => {
             format!("plan rejected (attempt {attempt}): {}", problems.join("; "))
         }
+        Event::PlanAwaitingApproval { attempt, units } => format!(
+            "plan {attempt} waits for approval: {} unit(s); nothing runs until it is approved",
+            units.len()
+        ),
+        Event::PlanAnswered { attempt, answer } => match answer {
+            PlanAnswer::Reject { feedback } => {
+                format!("plan {attempt} rejected: {}", first_line(feedback))
+            }
+            PlanAnswer::Edit { units } => {
+                format!("plan {attempt} replaced by an edit: {} unit(s)", units.len())
+            }
+            PlanAnswer::Approve => format!("plan {attempt} approved"),
+        },
         Event::UnitsSpawned { parent, units } => {
             let ids: Vec<&str> = units.iter().map(|u| u.id.as_str()).collect();
             format!("{parent} spawned {}", ids.join(", "))

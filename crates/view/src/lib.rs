@@ -55,7 +55,31 @@ pub struct MissionView {
     pub integration_evidence: Vec<Evidence>,
     pub master_reviews: Vec<(u32, Review)>,
     pub notices: Vec<String>,
+    /// The plan waiting for a person's answer (`--approve-plan`) while the mission's process waits.
+    pub waiting_plan: Option<WaitingPlanView>,
     pub last_seq: Option<u64>,
+}
+
+/// A plan waiting for approval: the attempt an answer names, and its units.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaitingPlanView {
+    pub attempt: u32,
+    pub units: Vec<UnitSpec>,
+}
+
+/// A plan as people read it: one line per unit, with what it waits for.
+pub fn plan_outline(units: &[UnitSpec]) -> Vec<String> {
+    units
+        .iter()
+        .map(|unit| {
+            let after = if unit.depends_on.is_empty() {
+                String::new()
+            } else {
+                format!(" (after {})", unit.depends_on.join(", "))
+            };
+            format!("{} — {}{after}", unit.id, first_line(&unit.title))
+        })
+        .collect()
 }
 
 /// Tokens and cost of a group of model calls.
@@ -245,7 +269,15 @@ impl MissionView {
                     s.finished_at = Some(at);
                 }
             }
+            Event::PlanAwaitingApproval { attempt, units } => {
+                self.waiting_plan = Some(WaitingPlanView {
+                    attempt: *attempt,
+                    units: units.clone(),
+                });
+            }
+            Event::PlanAnswered { .. } => self.waiting_plan = None,
             Event::PlanAccepted { round, units } => {
+                self.waiting_plan = None;
                 for spec in units {
                     self.add_unit(spec, *round, None);
                 }
@@ -313,6 +345,8 @@ impl MissionView {
                 self.result_commit = result_commit.clone();
                 self.finished_at = Some(at);
                 self.paused = false;
+                // The plan still waits in the log, but no process waits with it until a resume.
+                self.waiting_plan = None;
             }
             _ => {}
         }

@@ -1,5 +1,6 @@
 //! One module per test file, all in the one test binary of `../all.rs`.
 
+mod approval;
 mod bounds;
 mod budget;
 mod cleanup;

@@ -6,6 +6,7 @@
 //! until the master review passes or the round limit is reached. Every step is recorded in the
 //! store's event log before it is acted on; `resume` replays that log and skips what is done.
 
+mod approval;
 mod rounds;
 mod run;
 mod start;

@@ -19,6 +19,7 @@ use crate::session::Runtime;
 use crate::units::{self, MergeTarget, UnitOutcome};
 use crate::verify::{self, Verifier};
 
+use super::approval::{plan_round_one, Planning};
 use super::*;
 use crate::shared::{toolbox, Mission, TodoBook};
 
@@ -77,15 +78,16 @@ pub(super) async fn drive(
     let plan = match replay.plans.get(&1) {
         Some(plan) => plan.clone(),
         None => {
-            rt.bus.emit(Event::PhaseChanged {
-                phase: Phase::Planning,
-                round: 1,
-            });
-            match roles::plan(&rt, &config, &setup.objective, &context, planner_tools).await {
+            let planning = Planning {
+                rt: &rt,
+                config: &config,
+                objective: &setup.objective,
+                context: &context,
+                tools: planner_tools,
+            };
+            match plan_round_one(planning, &replay.approval).await {
                 Ok(plan) => plan,
-                Err(_) if rt.budget_spent() => return Ok(budget_ending(&rt, &config)),
-                Err(_) if rt.cancel.is_cancelled() => return Ok(interrupted()),
-                Err(reason) => return Ok(Ending::unsealed(reason)),
+                Err(ending) => return Ok(ending),
             }
         }
     };
@@ -351,7 +353,7 @@ pub(super) fn sealed_commit(bus: &EventBus, verified: Option<String>, head: Stri
 
 /// A stop for a spent budget: unsealed (exit 1) but resumable with a larger one, saying what each
 /// role used.
-fn budget_ending(rt: &Runtime, config: &Config) -> Ending {
+pub(super) fn budget_ending(rt: &Runtime, config: &Config) -> Ending {
     let used = rt.bus.usage().total();
     let limit = config
         .budget_tokens

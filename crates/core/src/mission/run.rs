@@ -106,6 +106,7 @@ pub(super) async fn run_mission(
         },
         bus.subscribe(),
     );
+    let answers = crate::approval::forward_stored_answers(store.clone(), id.clone(), control.clone());
     let setup = Setup {
         repo: repo.clone(),
         worktrees: repo.root().join(STATE_DIR).join("worktrees").join(&id),
@@ -126,6 +127,7 @@ pub(super) async fn run_mission(
         Err(e) => Ending::unsealed(format!("the mission stopped on an error: {e}")),
     };
     announcer.abort();
+    answers.abort();
     let Ending {
         outcome,
         mut summary,

@@ -30,6 +30,7 @@ pub async fn run_task(
     bus: EventBus,
     cancel: CancellationToken,
 ) -> Result<MissionReport> {
+    crate::approval::install_wake_signal();
     if options.objective.trim().is_empty() {
         return Err(EngineError::Usage(
             "the objective is empty; say what the mission should achieve".into(),
@@ -139,6 +140,7 @@ pub async fn resume(
     bus: EventBus,
     cancel: CancellationToken,
 ) -> Result<MissionReport> {
+    crate::approval::install_wake_signal();
     let repo = discover_repo(&options.repo).await?;
     let store = Arc::new(open_store(&repo, false)?);
     let record = resumable(&store, options.mission.as_deref())?;

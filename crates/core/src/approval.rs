@@ -1,0 +1,162 @@
+//! Plan approval from outside the mission's process (`orchestrator approve`): the answer is checked,
+//! recorded in the store (so it holds while no process runs the mission, and `resume` takes it), and
+//! the mission's process is woken with SIGUSR1, which hands the stored answer to the mission's
+//! control as the same `AnswerPlan` operation an in-process front end sends. No file is polled.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use orchestrator_protocol::{PlanAnswer, UnitSpec};
+use orchestrator_store::{MissionStatus, Store};
+use serde::Serialize;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::control::MissionControl;
+use crate::error::{EngineError, Result};
+use crate::mission::open_store_at;
+use crate::missions::find_mission;
+use crate::replay::Replay;
+use crate::status::process_alive;
+
+/// A plan waiting for a person's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaitingPlan {
+    /// Which plan this is (2 after one rejection); an answer names it.
+    pub attempt: u32,
+    pub units: Vec<UnitSpec>,
+}
+
+impl WaitingPlan {
+    /// The plan of a mission's log, when one waits.
+    pub fn from_replay(replay: &Replay) -> Option<WaitingPlan> {
+        let units = replay.approval.waiting.clone()?;
+        Some(WaitingPlan {
+            attempt: replay.approval.attempt,
+            units,
+        })
+    }
+}
+
+/// The mission `mission` names (the latest by default) and the plan it has waiting, if any.
+pub fn waiting_plan(root: &Path, mission: Option<&str>) -> Result<(String, Option<WaitingPlan>)> {
+    let store = open_store_at(root, false)?;
+    let record = find_mission(&store, mission)?;
+    let waiting = match record.status.is_unfinished() {
+        true => waiting_in(&store, &record.id)?,
+        false => None,
+    };
+    Ok((record.id, waiting))
+}
+
+fn waiting_in(store: &Store, mission: &str) -> Result<Option<WaitingPlan>> {
+    let events = store
+        .events_after(mission, None)
+        .map_err(|e| EngineError::Usage(e.to_string()))?;
+    Ok(WaitingPlan::from_replay(&Replay::from_events(&events)))
+}
+
+/// Answers the plan waiting in mission `mission` (the latest by default): exit 2 when none waits or
+/// an edited plan fails the planner's checks (the plan then keeps waiting). Returns what happened,
+/// in words.
+pub async fn answer_plan(root: &Path, mission: Option<&str>, answer: PlanAnswer) -> Result<String> {
+    let store = open_store_at(root, false)?;
+    let record = find_mission(&store, mission)?;
+    let id = record.id.clone();
+    let waiting = match record.status.is_unfinished() {
+        true => waiting_in(&store, &id)?,
+        false => None,
+    };
+    let Some(waiting) = waiting else {
+        return Err(EngineError::Usage(format!(
+            "mission {id} has no plan waiting for approval (it is {}); plans wait only in missions \
+             started with --approve-plan, after planning",
+            record.status
+        )));
+    };
+    let answer = checked(answer)?;
+    let what = match &answer {
+        PlanAnswer::Approve => "approved",
+        PlanAnswer::Reject { .. } => "rejected; the planner plans again with your feedback",
+        PlanAnswer::Edit { .. } => "replaced with your edit",
+    };
+    store
+        .put_plan_answer(&id, waiting.attempt, &answer)
+        .map_err(|e| EngineError::Other(e.to_string()))?;
+    let live = record
+        .pid
+        .filter(|p| record.status == MissionStatus::Running && process_alive(*p))
+        .and_then(|p| i32::try_from(p).ok());
+    let Some(pid) = live else {
+        return Ok(format!(
+            "plan {} of mission {id} {what}; the mission is not running: `orchestrator resume --mission {id}` takes the answer",
+            waiting.attempt
+        ));
+    };
+    // SAFETY: kill only sends a signal to the recorded mission process, which handles SIGUSR1 from
+    // before it recorded its pid (see `install_wake_signal`).
+    if unsafe { libc::kill(pid, libc::SIGUSR1) } != 0 {
+        return Err(EngineError::Other(format!(
+            "the answer is recorded, but the mission process {pid} cannot be woken: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(format!("plan {} of mission {id} {what}", waiting.attempt))
+}
+
+/// An edited plan must pass the planner's checks before it is recorded.
+fn checked(answer: PlanAnswer) -> Result<PlanAnswer> {
+    let PlanAnswer::Edit { units } = answer else {
+        return Ok(answer);
+    };
+    crate::plan::check_units(&units)
+        .map(|units| PlanAnswer::Edit { units })
+        .map_err(|problems| refused_edit(&problems))
+}
+
+/// Why an edited plan was refused, as `approve`, the API and MCP say it.
+pub fn refused_edit(problems: &[String]) -> EngineError {
+    EngineError::Usage(format!(
+        "the edited plan is refused (the plan keeps waiting):\n- {}",
+        problems.join("\n- ")
+    ))
+}
+
+/// Installs the SIGUSR1 handler before the mission's pid is recorded: SIGUSR1's default action ends
+/// a process, and tokio keeps a handler installed for the rest of the process once made.
+pub(crate) fn install_wake_signal() {
+    if let Err(e) = signal(SignalKind::user_defined1()) {
+        tracing::warn!(
+            "cannot watch SIGUSR1; `orchestrator approve` reaches this mission only on resume: {e}"
+        );
+    }
+}
+
+/// Hands the answer `orchestrator approve` stored to the mission's control: once now (an answer given
+/// while no process ran the mission) and again on every SIGUSR1. The mission removes an answer once
+/// it has taken it.
+pub(crate) fn forward_stored_answers(
+    store: Arc<Store>,
+    mission: String,
+    control: MissionControl,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut wake = match signal(SignalKind::user_defined1()) {
+            Ok(wake) => Some(wake),
+            Err(e) => {
+                tracing::warn!("cannot watch SIGUSR1: {e}");
+                None
+            }
+        };
+        loop {
+            match store.plan_answer(&mission) {
+                Ok(Some((attempt, answer))) => control.answer_plan(attempt, answer),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot read the stored plan answer: {e}"),
+            }
+            let Some(signals) = wake.as_mut() else { return };
+            if signals.recv().await.is_none() {
+                return;
+            }
+        }
+    })
+}
