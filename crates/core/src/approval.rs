@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use orchestrator_protocol::{PlanAnswer, UnitSpec};
+use orchestrator_protocol::{EventEnvelope, PlanAnswer, UnitSpec};
 use orchestrator_store::{MissionStatus, Store};
 use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
@@ -27,6 +27,11 @@ pub struct WaitingPlan {
 }
 
 impl WaitingPlan {
+    /// The plan waiting in a mission's log (the whole log, read back from the store), if any.
+    pub fn from_events(events: &[EventEnvelope]) -> Option<WaitingPlan> {
+        WaitingPlan::from_replay(&Replay::from_events(events))
+    }
+
     /// The plan of a mission's log, when one waits.
     pub fn from_replay(replay: &Replay) -> Option<WaitingPlan> {
         let units = replay.approval.waiting.clone()?;
@@ -103,6 +108,40 @@ pub async fn answer_plan(root: &Path, mission: Option<&str>, answer: PlanAnswer)
     Ok(format!("plan {} of mission {id} {what}", waiting.attempt))
 }
 
+/// An answer as the HTTP API and MCP take it: `answer` is `approve`, `reject` (with `feedback`, what
+/// the planner should change) or `edit` (with `plan`, the new plan as `submit_plan` takes it:
+/// `{"tasks": [...]}` or the bare list). An edit is checked as the planner's plan is.
+pub fn plan_answer_from(
+    answer: &str,
+    feedback: Option<String>,
+    plan: Option<serde_json::Value>,
+) -> Result<PlanAnswer> {
+    match (answer, feedback, plan) {
+        ("approve", None, None) => Ok(PlanAnswer::Approve),
+        ("reject", Some(feedback), None) if !feedback.trim().is_empty() => {
+            Ok(PlanAnswer::Reject { feedback })
+        }
+        ("reject", _, None) => Err(EngineError::Usage(
+            "a rejection needs `feedback`: what the planner should change".into(),
+        )),
+        ("edit", None, Some(plan)) => {
+            let text = plan.to_string();
+            crate::plan::parse_plan_text(&text)
+                .map(|units| PlanAnswer::Edit { units })
+                .map_err(|problems| refused_edit(&problems))
+        }
+        ("edit", _, None) => Err(EngineError::Usage(
+            "an edit needs `plan`: the new plan as submit_plan takes it, {\"tasks\": [...]}".into(),
+        )),
+        ("approve" | "reject" | "edit", _, _) => Err(EngineError::Usage(
+            "`feedback` goes only with `reject`, `plan` only with `edit`".into(),
+        )),
+        (other, _, _) => Err(EngineError::Usage(format!(
+            "unknown answer `{other}`; answer with approve, reject (with feedback) or edit (with plan)"
+        ))),
+    }
+}
+
 /// An edited plan must pass the planner's checks before it is recorded.
 fn checked(answer: PlanAnswer) -> Result<PlanAnswer> {
     let PlanAnswer::Edit { units } = answer else {
@@ -159,4 +198,40 @@ pub(crate) fn forward_stored_answers(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn answers_from_json_say_what_is_missing() {
+        assert_eq!(
+            plan_answer_from("approve", None, None).unwrap(),
+            PlanAnswer::Approve
+        );
+        let reject = plan_answer_from("reject", Some("smaller".into()), None).unwrap();
+        assert_eq!(
+            reject,
+            PlanAnswer::Reject {
+                feedback: "smaller".into()
+            }
+        );
+        let error = |a, f: Option<&str>, p| {
+            plan_answer_from(a, f.map(str::to_string), p)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error("reject", None, None).contains("needs `feedback`"));
+        assert!(error("edit", None, None).contains("needs `plan`"));
+        assert!(error("approve", Some("x"), None).contains("only with `reject`"));
+        assert!(error("maybe", None, None).contains("unknown answer `maybe`"));
+        let cycle = json!([{"id": "a", "title": "A", "description": "d", "depends_on": ["a"]}]);
+        assert!(error("edit", None, Some(cycle)).contains("depends on itself"));
+        let plan = json!({"tasks": [{"id": "a", "title": "A", "description": "d", "depends_on": []}]});
+        assert!(
+            matches!(plan_answer_from("edit", None, Some(plan)), Ok(PlanAnswer::Edit { units }) if units.len() == 1)
+        );
+    }
 }

@@ -31,7 +31,7 @@ mod test_repo;
 mod units;
 mod verify;
 
-pub use approval::{answer_plan, refused_edit, waiting_plan, WaitingPlan};
+pub use approval::{answer_plan, plan_answer_from, refused_edit, waiting_plan, WaitingPlan};
 pub use clean::{clean, CleanReport};
 pub use control::{MissionControl, Steering};
 pub use error::{EngineError, Result};

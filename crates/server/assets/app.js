@@ -260,6 +260,7 @@ function render(d) {
   summary.hidden = !(d.summary && !d.running);
   summary.textContent = d.summary || "";
   renderControls(d);
+  renderPlan(d);
   renderTree(d);
   renderSessions(d);
   renderRoles(d);
@@ -273,6 +274,38 @@ function renderControls(d) {
   pause.disabled = !d.controllable;
   pause.title = d.controllable ? "" : "Only missions this server runs can be paused";
   $("cancel-button").disabled = !d.running;
+}
+
+/** The plan waiting for approval (`--approve-plan`), with its units and what each waits for. */
+function renderPlan(d) {
+  const plan = d.waiting_plan;
+  $("plan-section").hidden = !plan;
+  if (!plan) return;
+  $("plan-attempt").textContent = plan.attempt;
+  const items = plan.units.map((u) =>
+    el(
+      "li",
+      { "data-unit": u.id },
+      el("span", { class: "unit-id" }, u.id),
+      " ",
+      u.title,
+      u.depends_on.length ? el("span", { class: "detail" }, ` after ${u.depends_on.join(", ")}`) : null,
+    ),
+  );
+  $("plan-units").replaceChildren(...items);
+}
+
+async function answerPlan(body) {
+  const id = state.selected;
+  if (!id) return;
+  showMissionError("");
+  try {
+    await api(`/api/missions/${encodeURIComponent(id)}/plan`, { method: "POST", body: JSON.stringify(body) });
+    $("plan-feedback").value = "";
+  } catch (error) {
+    showMissionError(error.message);
+  }
+  refresh();
 }
 
 function renderTree(d) {
@@ -406,6 +439,7 @@ function startBody(form) {
   if (model) body.model = model;
   body.allow_dirty = data.get("allow_dirty") === "on";
   body.apply = data.get("apply") === "on";
+  if (data.get("approve_plan") === "on") body.approve_plan = true;
   return body;
 }
 
@@ -447,6 +481,11 @@ function init() {
     steer(state.detail && state.detail.paused ? "resume" : "pause"),
   );
   $("cancel-button").addEventListener("click", cancelMission);
+  $("approve-button").addEventListener("click", () => answerPlan({ answer: "approve" }));
+  $("reject-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    answerPlan({ answer: "reject", feedback: $("plan-feedback").value.trim() });
+  });
   setInterval(tick, 1000);
   setInterval(loadMissions, LIST_MS);
   loadMissions();

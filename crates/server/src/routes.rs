@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/missions/{id}/cancel", post(cancel))
         .route("/missions/{id}/pause", post(pause))
         .route("/missions/{id}/resume", post(resume))
+        .route("/missions/{id}/plan", post(answer_plan))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.auth.clone(), auth::require));
@@ -218,9 +219,66 @@ async fn steer(
     Ok(Json(json!({ "id": id, "paused": live.steer.dispatch_paused() })))
 }
 
+/// The body of `POST /api/missions/{id}/plan`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanAnswerBody {
+    /// approve, reject or edit.
+    answer: String,
+    feedback: Option<String>,
+    plan: Option<serde_json::Value>,
+}
+
+/// Answers the plan a mission waits with (`--approve-plan`): approve, reject with feedback, or edit.
+/// A mission this server runs gets the answer as an `Op`; one run by another process (or by none)
+/// gets it as `orchestrator approve` gives it, through the store.
+async fn answer_plan(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<PlanAnswerBody>, JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Json(body) = body.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{}. {PLAN_ANSWER_BODY}", rejection.body_text()),
+        )
+    })?;
+    let answer = orchestrator_core::plan_answer_from(&body.answer, body.feedback, body.plan)
+        .map_err(|e| ApiError::unprocessable(format!("{e}. {PLAN_ANSWER_BODY}")))?;
+    let found = state.registry.find(&id).await?;
+    let word = answer.as_str();
+    let message = match found.live.as_ref().filter(|live| live.is_running()) {
+        Some(live) => {
+            let events = found.events_after(None).await?;
+            let Some(waiting) = orchestrator_core::WaitingPlan::from_events(&events) else {
+                return Err(ApiError::conflict(format!(
+                    "mission {id} has no plan waiting for approval"
+                )));
+            };
+            live.steer.send(Op::AnswerPlan {
+                attempt: waiting.attempt,
+                answer,
+            });
+            format!("plan {} of mission {id} {word}", waiting.attempt)
+        }
+        None => orchestrator_core::answer_plan(&found.root, Some(&found.record.id), answer)
+            .await
+            .map_err(|e| match e {
+                orchestrator_core::EngineError::Usage(message) if message.contains("no plan waiting") => {
+                    ApiError::conflict(message)
+                }
+                other => ApiError::from_engine(&other),
+            })?,
+    };
+    Ok(Json(json!({ "id": id, "answer": word, "message": message })))
+}
+
+const PLAN_ANSWER_BODY: &str = "Expected {\"answer\": \"approve\"}, {\"answer\": \"reject\", \"feedback\": \"what to change\"} \
+     or {\"answer\": \"edit\", \"plan\": {\"tasks\": [{\"id\", \"title\", \"description\", \"depends_on\"}]}}";
+
 async fn no_such_endpoint(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::not_found(format!(
-        "no such endpoint: {method} {uri}; the API is /api/missions[/{{id}}[/events|/cancel|/pause|/resume]]"
+        "no such endpoint: {method} {uri}; the API is /api/missions[/{{id}}[/events|/cancel|/pause|/resume|/plan]]"
     ))
 }
 

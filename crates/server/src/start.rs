@@ -95,7 +95,7 @@ fn yes() -> bool {
 /// What a start request looks like, for error messages.
 pub const EXPECTED_BODY: &str =
     "Expected a JSON object like {\"repo\": \"/abs/path/to/repo\", \"objective\": \"...\"} \
-     with optional max_parallel, max_depth, rounds, model, provider, budget_tokens, no_verify, allow_dirty, apply.";
+     with optional max_parallel, max_depth, rounds, model, provider, budget_tokens, no_verify, approve_plan, allow_dirty, apply.";
 
 /// The request's numbers, each limited as the flag and config key of the same name are
 /// (`orchestrator_core::config::bound_of`): a request cannot ask for more than a command line could.

@@ -56,6 +56,7 @@ pub struct MissionView {
     pub master_reviews: Vec<(u32, Review)>,
     pub notices: Vec<String>,
     /// The plan waiting for a person's answer (`--approve-plan`) while the mission's process waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_plan: Option<WaitingPlanView>,
     pub last_seq: Option<u64>,
 }

@@ -564,3 +564,87 @@ async fn a_repo_outside_git_is_refused_at_start() {
         done.stderr
     );
 }
+
+impl Served {
+    /// Polls the mission's detail (bounded) until its plan `attempt` waits for approval.
+    async fn waiting_plan(&self, id: &str, attempt: u64) -> Value {
+        for _ in 0..600 {
+            let (_, detail) = self.get(&format!("/api/missions/{id}")).await;
+            if detail["waiting_plan"]["attempt"] == attempt {
+                return detail["waiting_plan"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("plan {attempt} of mission {id} never waited for approval");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_is_approved_rejected_and_refused_over_http() {
+    let repo = TestRepo::new(&[]);
+    let model = fake(two_units()).await;
+    let served = Served::start(&repo, serve_args(&repo).openai(&model)).await;
+    let body = json!({ "repo": repo.path(), "objective": "Add two files", "approve_plan": true });
+    let (status, started) = served.post("/api/missions", Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_str().expect("the mission's id").to_string();
+    let plan = served.waiting_plan(&id, 1).await;
+    assert_eq!(plan["units"][0]["id"], "a", "{plan}");
+    assert!(
+        requests_of(&model, "worker").is_empty(),
+        "nothing runs while the plan waits"
+    );
+
+    let answer = format!("/api/missions/{id}/plan");
+    let cycle = json!({"answer": "edit", "plan": {"tasks": [
+        {"id": "x", "title": "X", "description": "d", "depends_on": ["x"]}]}});
+    for (body, why) in [
+        (json!({"answer": "reject"}), "needs `feedback`"),
+        (cycle, "depends on itself"),
+        (json!({"answer": "perhaps"}), "unknown answer"),
+    ] {
+        let (status, refused) = served.post(&answer, Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+        assert!(
+            refused["error"].as_str().unwrap_or_default().contains(why),
+            "{refused}"
+        );
+    }
+    let feedback = json!({"answer": "reject", "feedback": "Name the files better"});
+    let (status, rejected) = served.post(&answer, Some(feedback)).await;
+    assert_eq!(
+        (status, &rejected["answer"]),
+        (StatusCode::OK, &json!("rejected")),
+        "{rejected}"
+    );
+    served.waiting_plan(&id, 2).await;
+    let planner = requests_of(&model, "planner");
+    assert!(has_user_message(
+        planner.last().expect("a planner"),
+        "Name the files better"
+    ));
+
+    let (status, approved) = served.post(&answer, Some(json!({"answer": "approve"}))).await;
+    assert_eq!(status, StatusCode::OK, "{approved}");
+    let events = served.follow(&id, Duration::from_secs(180)).await;
+    let answers: Vec<&Value> = of_type(&events, "plan_answered")
+        .into_iter()
+        .map(|e| &e["answer"])
+        .collect();
+    assert_eq!(answers, [&json!("reject"), &json!("approve")]);
+    assert_eq!(events.last().map(|e| e["outcome"].clone()), Some(json!("sealed")));
+    let (status, late) = served.post(&answer, Some(json!({"answer": "approve"}))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{late}");
+
+    // The dashboard offers the same.
+    let script = served
+        .request(reqwest::Method::GET, "/app.js")
+        .send()
+        .await
+        .expect("the script")
+        .text()
+        .await
+        .expect("text");
+    assert!(script.contains("/plan`") && script.contains("approve-button"));
+    assert_eq!(served.stop().await, Some(0));
+}
