@@ -18,7 +18,7 @@ use std::time::Duration;
 use rmcp::ServiceExt;
 
 pub use error::{ServeError, ToolError};
-pub use params::{RepoParams, StartMissionParams};
+pub use params::{ApprovePlanParams, RepoParams, StartMissionParams};
 pub use server::OrchestratorMcp;
 
 /// How the server launches and finds missions.

@@ -115,6 +115,27 @@ pub struct StatusParams {
     pub detail: Option<bool>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovePlanParams {
+    /// The git repository of the mission (any folder in it). Default: the project the MCP server runs in.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The mission whose plan waits: its id or the start of one. Default: the repository's latest.
+    #[serde(default)]
+    pub mission: Option<String>,
+    /// `approve` runs the plan; `reject` sends it back to the planner with `feedback`; `edit` runs
+    /// `plan` instead. Only when the user decided so.
+    pub answer: String,
+    /// With `reject`: what the planner should change, in the user's words.
+    #[serde(default)]
+    pub feedback: Option<String>,
+    /// With `edit`: the new plan, {"tasks": [{"id", "title", "description", "depends_on"}]}; it is
+    /// checked as the planner's plan is (ids, known dependencies, no cycles).
+    #[serde(default)]
+    pub plan: Option<serde_json::Value>,
+}
+
 impl StartMissionParams {
     /// The `orchestrator task` arguments, flags first and the objective after `--` so an objective
     /// that starts with a dash is never read as a flag.
@@ -150,6 +171,9 @@ impl StartMissionParams {
         }
         if settings.no_verify == Some(true) {
             args.push("--no-verify".into());
+        }
+        if settings.approve_plan == Some(true) {
+            args.push("--approve-plan".into());
         }
         args.push("--".into());
         args.push(self.objective.clone().into());
@@ -191,6 +215,17 @@ mod tests {
                 "--not-a-flag"
             ]
         );
+    }
+
+    #[test]
+    fn approve_plan_becomes_the_flag() {
+        let params: StartMissionParams =
+            serde_json::from_value(serde_json::json!({"objective": "x", "approve_plan": true})).unwrap();
+        let args = params.task_args(std::path::Path::new("/r"));
+        assert!(args.iter().any(|a| a == "--approve-plan"), "{args:?}");
+        let answer: ApprovePlanParams =
+            serde_json::from_value(serde_json::json!({"answer": "reject", "feedback": "f"})).unwrap();
+        assert_eq!(answer.feedback.as_deref(), Some("f"));
     }
 
     #[test]

@@ -31,6 +31,17 @@ pub fn summary(report: &StatusReport) -> String {
         report.usage.total()
     );
     let _ = write!(out, "Integration branch: {}.", report.integration_branch);
+    if let Some(plan) = &report.waiting_plan {
+        let _ = write!(
+            out,
+            "\nPlan {} waits for the user's approval; nothing runs until then. Show it to the user and pass \
+             their answer to approve_plan (approve, reject with feedback, or edit):",
+            plan.attempt
+        );
+        for line in orchestrator_view::plan_outline(&plan.units) {
+            let _ = write!(out, "\n  {line}");
+        }
+    }
     out
 }
 
@@ -84,6 +95,9 @@ pub struct CompactStatus<'a> {
     pub active_sessions: Vec<String>,
     /// Stage 2 commands that failed, as `command (exit N)`.
     pub integration_failures: Vec<String>,
+    /// The plan waiting for the user's approval, with every unit's description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_plan: Option<&'a orchestrator_core::WaitingPlan>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +146,7 @@ pub fn compact(report: &StatusReport) -> CompactStatus<'_> {
             })
             .collect(),
         integration_failures: failures(&report.integration_evidence),
+        waiting_plan: report.waiting_plan.as_ref(),
     }
 }
 

@@ -11,7 +11,7 @@ use rmcp::{tool, tool_handler, tool_router, ServerHandler};
 
 use crate::error::ToolError;
 use crate::launch::{self, Launch, Started};
-use crate::params::{RepoParams, StartMissionParams, StatusParams};
+use crate::params::{ApprovePlanParams, RepoParams, StartMissionParams, StatusParams};
 use crate::report;
 use crate::ServerOptions;
 use orchestrator_core::{MissionState, MissionSummary};
@@ -22,7 +22,9 @@ const CANCEL_WAIT: Duration = Duration::from_secs(60);
 const INSTRUCTIONS: &str = "Runs orchestrator missions: one large objective turned into parallel, \
 verified work by AI coding agents on a git repository, delivered as commits on the user's branch. \
 Call start_mission with the objective; it returns at once while the mission runs in the background. \
-Then use mission_status to follow it, mission_result for the outcome, and cancel_mission to stop it.";
+Then use mission_status to follow it, mission_result for the outcome, and cancel_mission to stop it. \
+A mission started with approve_plan stops after planning: mission_status shows the waiting plan; show it to \
+the user and pass their decision to approve_plan.";
 
 #[derive(Debug, Clone)]
 pub struct OrchestratorMcp {
@@ -87,6 +89,15 @@ kept, and the mission can be continued later with `orchestrator resume`."
     )]
     async fn cancel_mission(&self, Parameters(params): Parameters<RepoParams>) -> CallToolResult {
         respond(self.cancel(params).await)
+    }
+
+    #[tool(
+        description = "Answer the plan a mission started with approve_plan waits with (mission_status shows it): \
+approve it, reject it with feedback (the planner plans again and the new plan waits again), or edit it (run \
+another plan). Pass on the user's decision; never decide for them."
+    )]
+    async fn approve_plan(&self, Parameters(params): Parameters<ApprovePlanParams>) -> CallToolResult {
+        respond(self.answer_plan(params).await)
     }
 }
 
@@ -192,6 +203,13 @@ interrupted mission dropped, call start_mission with abandon_interrupted: true."
             text: report::result_words(&result, &status),
             json: Some(json),
         })
+    }
+
+    async fn answer_plan(&self, params: ApprovePlanParams) -> Result<Reply, ToolError> {
+        let root = self.root(params.repo.as_deref()).await?;
+        let answer = orchestrator_core::plan_answer_from(&params.answer, params.feedback, params.plan)?;
+        let text = orchestrator_core::answer_plan(&root, params.mission.as_deref(), answer).await?;
+        Ok(Reply { text, json: None })
     }
 
     async fn cancel(&self, params: RepoParams) -> Result<Reply, ToolError> {

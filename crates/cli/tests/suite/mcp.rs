@@ -141,7 +141,7 @@ async fn wait_for_result(client: &mut Client) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tools_list_names_the_four_tools_with_schemas() {
+async fn tools_list_names_the_tools_with_schemas() {
     let repo = TestRepo::new(&[]);
     let mut client = Client::connect(&repo, None).await;
     let listed = client.request("tools/list", json!({})).await;
@@ -151,6 +151,7 @@ async fn tools_list_names_the_four_tools_with_schemas() {
     assert_eq!(
         names,
         [
+            "approve_plan",
             "cancel_mission",
             "mission_result",
             "mission_status",
@@ -392,5 +393,62 @@ async fn start_mission_abandons_an_interrupted_mission_only_when_asked() {
         .await;
     assert!(is_error, "{answer}");
     assert!(answer.contains("boolean"), "{answer}");
+/// Polls `mission_status` (bounded) until its text says plan `attempt` waits; returns the text.
+async fn waiting_plan(client: &mut Client, attempt: u32) -> String {
+    let wanted = format!("Plan {attempt} waits for the user's approval");
+    for _ in 0..600 {
+        let (text, is_error) = client.call("mission_status", json!({})).await;
+        assert!(!is_error, "mission_status failed: {text}");
+        if text.contains(&wanted) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("plan {attempt} never waited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_plan_is_shown_and_answered_over_mcp() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(one_file_plan()).await;
+    let mut client = Client::connect(&repo, Some(&server)).await;
+    let (started, is_error) = client
+        .call(
+            "start_mission",
+            json!({"objective": "Add a.txt", "approve_plan": true}),
+        )
+        .await;
+    assert!(!is_error, "{started}");
+    let status = waiting_plan(&mut client, 1).await;
+    assert!(
+        status.contains("a — Create a.txt") && status.contains("\"waiting_plan\""),
+        "{status}"
+    );
+    assert!(requests_of(&server, "worker").is_empty());
+
+    let (refused, is_error) = client
+        .call("approve_plan", json!({"answer": "edit", "plan": {"tasks": []}}))
+        .await;
+    assert!(is_error && refused.contains("no tasks"), "{refused}");
+    let (rejected, is_error) = client
+        .call(
+            "approve_plan",
+            json!({"answer": "reject", "feedback": "Call it b.txt"}),
+        )
+        .await;
+    assert!(!is_error && rejected.contains("rejected"), "{rejected}");
+    waiting_plan(&mut client, 2).await;
+    let planners = requests_of(&server, "planner");
+    assert!(has_user_message(
+        planners.last().expect("a planner"),
+        "Call it b.txt"
+    ));
+    let (approved, is_error) = client.call("approve_plan", json!({"answer": "approve"})).await;
+    assert!(!is_error && approved.contains("approved"), "{approved}");
+    let result = wait_for_result(&mut client).await;
+    assert!(result.contains("sealed"), "{result}");
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+    let (late, is_error) = client.call("approve_plan", json!({"answer": "approve"})).await;
+    assert!(is_error && late.contains("no plan waiting"), "{late}");
     client.disconnect().await;
 }
