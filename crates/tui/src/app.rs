@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use orchestrator_protocol::{EventEnvelope, Op, Steer};
+use orchestrator_protocol::{EventEnvelope, Op, PlanAnswer, Steer, UnitSpec};
 use orchestrator_view::MissionView;
 
 /// Lines one PageUp/PageDown moves the log.
@@ -32,6 +32,33 @@ pub enum Action {
     Interrupt,
     /// Close the view; the mission goes on with progress lines.
     Leave,
+    /// The plan waiting for approval: run it.
+    ApprovePlan,
+    /// Start typing the feedback a rejected plan goes back to the planner with.
+    AskFeedback,
+    /// Start typing the path of a file with the edited plan (JSON, as `submit_plan` takes it).
+    AskPlanFile,
+    /// A key typed into the open input.
+    Type(char),
+    Backspace,
+    /// Enter in the input: send the rejection or the edited plan.
+    SubmitInput,
+    /// Esc in the input: drop it, the plan keeps waiting.
+    CloseInput,
+}
+
+/// What the one-line input at the bottom is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Feedback,
+    PlanFile,
+}
+
+/// The open input: what it is for and what was typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub kind: InputKind,
+    pub text: String,
 }
 
 /// Why the view closed.
@@ -68,6 +95,10 @@ pub struct App {
     /// The log panel's last full page at the last render (it depends on the panel's size), so
     /// scrolling stops where the end of the log is in view.
     log_last_page: Cell<u16>,
+    /// The feedback or plan-file input while the user types it.
+    input: Option<Input>,
+    /// Why the last answer could not be sent (an unreadable plan file), shown until the next key.
+    plan_error: Option<String>,
 }
 
 impl App {
@@ -82,7 +113,19 @@ impl App {
             requested_pause: None,
             steer,
             log_last_page: Cell::new(0),
+            input: None,
+            plan_error: None,
         }
+    }
+
+    /// The open input, if the user is typing feedback or a plan file's path.
+    pub fn input(&self) -> Option<&Input> {
+        self.input.as_ref()
+    }
+
+    /// Why the last plan answer could not be sent.
+    pub fn plan_error(&self) -> Option<&str> {
+        self.plan_error.as_deref()
     }
 
     /// Folds one event of the live stream in.
@@ -138,12 +181,29 @@ impl App {
         if key.modifiers.contains(KeyModifiers::CONTROL) {
             return matches!(key.code, KeyCode::Char('c') | KeyCode::Char('C')).then_some(Action::Interrupt);
         }
+        if self.input.is_some() {
+            return match key.code {
+                KeyCode::Enter => Some(Action::SubmitInput),
+                KeyCode::Esc => Some(Action::CloseInput),
+                KeyCode::Backspace => Some(Action::Backspace),
+                KeyCode::Char(c) => Some(Action::Type(c)),
+                _ => None,
+            };
+        }
         if self.confirming_cancel {
             return match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => Some(Action::ConfirmCancel),
                 KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc => Some(Action::KeepRunning),
                 _ => None,
             };
+        }
+        if self.view.waiting_plan.is_some() {
+            match key.code {
+                KeyCode::Char('a') => return Some(Action::ApprovePlan),
+                KeyCode::Char('r') => return Some(Action::AskFeedback),
+                KeyCode::Char('e') => return Some(Action::AskPlanFile),
+                _ => {}
+            }
         }
         match key.code {
             KeyCode::Char('p') | KeyCode::Char('P') => return Some(Action::TogglePause),
@@ -189,6 +249,7 @@ impl App {
 
     /// Carries an action out; `Some` when the view should close.
     pub fn perform(&mut self, action: Action) -> Option<Exit> {
+        self.plan_error = None;
         match action {
             Action::SelectPrevious => self.select_by(-1),
             Action::SelectNext => self.select_by(1),
@@ -213,8 +274,52 @@ impl App {
                 self.steer.send(Op::Cancel);
             }
             Action::Leave => return Some(Exit::Left),
+            Action::ApprovePlan => self.answer_plan(PlanAnswer::Approve),
+            Action::AskFeedback => self.open_input(InputKind::Feedback),
+            Action::AskPlanFile => self.open_input(InputKind::PlanFile),
+            Action::Type(c) => self.input.iter_mut().for_each(|input| input.text.push(c)),
+            Action::Backspace => {
+                self.input.iter_mut().for_each(|input| {
+                    input.text.pop();
+                });
+            }
+            Action::SubmitInput => self.submit_input(),
+            Action::CloseInput => self.input = None,
         }
         None
+    }
+
+    fn open_input(&mut self, kind: InputKind) {
+        self.input = Some(Input {
+            kind,
+            text: String::new(),
+        });
+    }
+
+    /// Answers the waiting plan; the engine confirms with `plan_answered` (or a notice for an edit
+    /// that fails the planner's checks, when the plan keeps waiting).
+    fn answer_plan(&mut self, answer: PlanAnswer) {
+        if let Some(plan) = &self.view.waiting_plan {
+            self.steer.send(Op::AnswerPlan {
+                attempt: plan.attempt,
+                answer,
+            });
+        }
+    }
+
+    fn submit_input(&mut self) {
+        let Some(input) = self.input.take() else { return };
+        let text = input.text.trim().to_string();
+        match input.kind {
+            InputKind::Feedback if text.is_empty() => {
+                self.plan_error = Some("a rejection needs feedback for the planner".into());
+            }
+            InputKind::Feedback => self.answer_plan(PlanAnswer::Reject { feedback: text }),
+            InputKind::PlanFile => match read_plan_file(&text) {
+                Ok(units) => self.answer_plan(PlanAnswer::Edit { units }),
+                Err(why) => self.plan_error = Some(why),
+            },
+        }
     }
 
     /// Flips what the user sees (not the handle's own flag), so `p` always does what the screen suggests.
@@ -255,5 +360,23 @@ impl App {
             let moved = i64::from(log.scroll) + i64::from(lines);
             log.scroll = u16::try_from(moved.clamp(0, i64::from(last))).unwrap_or(last);
         }
+    }
+}
+
+/// The units of an edited plan file: JSON as `submit_plan` takes it (`{"tasks": [...]}`, or the bare
+/// list). The engine checks them as it checks a planner's plan before it takes them.
+fn read_plan_file(path: &str) -> Result<Vec<UnitSpec>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum PlanFile {
+        Tasks { tasks: Vec<UnitSpec> },
+        List(Vec<UnitSpec>),
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    match serde_json::from_str::<PlanFile>(&text) {
+        Ok(PlanFile::Tasks { tasks } | PlanFile::List(tasks)) => Ok(tasks),
+        Err(e) => Err(format!(
+            "{path} is not a plan ({e}); write it as {{\"tasks\": [{{\"id\", \"title\", \"description\", \"depends_on\"}}]}}"
+        )),
     }
 }

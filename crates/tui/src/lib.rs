@@ -7,6 +7,6 @@ mod app;
 mod render;
 mod term;
 
-pub use app::{Action, App, Exit, LogPanel};
+pub use app::{Action, App, Exit, Input, InputKind, LogPanel};
 pub use render::render;
 pub use term::{is_active, restore, run};

@@ -2,14 +2,17 @@
 
 use chrono::{DateTime, Utc};
 use orchestrator_protocol::{Evidence, Outcome, UnitState, Verdict};
-use orchestrator_view::{clock, first_line, human_tokens, MissionView, SessionView, Totals, UnitView};
+use orchestrator_view::{
+    clock, first_line, human_tokens, plan_outline, MissionView, SessionView, Totals, UnitView,
+    WaitingPlanView,
+};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Cell, Padding, Paragraph, Row, Table, TableState, Wrap};
 use ratatui::Frame;
 
-use crate::app::App;
+use crate::app::{App, InputKind};
 
 /// Below this height the sessions panel goes and the totals take one line.
 const COMPACT_HEIGHT: u16 = 18;
@@ -46,9 +49,10 @@ pub fn render(frame: &mut Frame, app: &App) {
     ])
     .areas(area);
     render_header(frame, header, app);
-    match app.log() {
-        Some(log) => render_log(frame, body, app, &log.unit, log.scroll),
-        None => render_units(frame, body, app),
+    match (app.log(), &app.view.waiting_plan) {
+        (Some(log), _) => render_log(frame, body, app, &log.unit, log.scroll),
+        (None, Some(plan)) => render_plan(frame, body, plan),
+        (None, None) => render_units(frame, body, app),
     }
     if !compact {
         render_sessions(frame, sessions, app, &orphans);
@@ -93,12 +97,29 @@ fn status_badge(app: &App) -> Option<Span<'static>> {
     if app.cancelled() {
         return badge("STOPPING — sessions end, work is kept", Color::Yellow);
     }
+    if app.view.waiting_plan.is_some() {
+        return badge("PLAN WAITS FOR YOUR APPROVAL", Color::Yellow);
+    }
     match (app.pending_pause(), app.view.paused) {
         (Some(true), _) => badge("pausing…", Color::Yellow),
         (Some(false), _) => badge("resuming…", Color::Yellow),
         (None, true) => badge("PAUSED — running sessions go on", Color::Yellow),
         (None, false) => None,
     }
+}
+
+/// The plan waiting for approval: each unit with what it waits for and the start of its description.
+fn render_plan(frame: &mut Frame, area: Rect, plan: &WaitingPlanView) {
+    let mut lines = vec![Line::from(" nothing runs until you approve it").dim()];
+    for (unit, outline) in plan.units.iter().zip(plan_outline(&plan.units)) {
+        lines.push(Line::from(format!(" {outline}")).bold());
+        lines.push(Line::from(format!("     {}", first_line(&unit.description))).dim());
+    }
+    let title = format!(" plan {} · {} unit(s) ", plan.attempt, plan.units.len());
+    let text = Paragraph::new(Text::from(lines))
+        .wrap(Wrap { trim: false })
+        .block(Block::bordered().title(title));
+    frame.render_widget(text, area);
 }
 
 fn render_units(frame: &mut Frame, area: Rect, app: &App) {
@@ -353,7 +374,22 @@ fn render_totals(frame: &mut Frame, area: Rect, view: &MissionView, compact: boo
 }
 
 fn render_footer(frame: &mut Frame, area: Rect, app: &App) {
-    let line = if app.confirming_cancel() {
+    let line = if let Some(input) = app.input() {
+        let prompt = match input.kind {
+            InputKind::Feedback => " feedback for the planner: ",
+            InputKind::PlanFile => " edited plan file (JSON): ",
+        };
+        Line::from(vec![
+            Span::from(prompt).bold().black().on_yellow(),
+            Span::raw(format!(" {}█  ", input.text)),
+            Span::from("⏎").bold().reversed(),
+            Span::raw(" send  "),
+            Span::from("Esc").bold().reversed(),
+            Span::raw(" drop"),
+        ])
+    } else if let Some(error) = app.plan_error() {
+        Line::from(Span::from(format!(" {error}")).bold().red())
+    } else if app.confirming_cancel() {
         Line::from(vec![
             Span::from(" cancel the mission? y/n ").bold().black().on_yellow(),
             Span::raw(" running sessions stop, the work so far is kept; `orchestrator resume` continues"),
@@ -370,7 +406,13 @@ fn keys_line(app: &App) -> Line<'static> {
     } else {
         "pause new units"
     };
-    let mut keys: Vec<(&str, &str)> = if app.log().is_some() {
+    let mut keys: Vec<(&str, &str)> = if app.view.waiting_plan.is_some() && app.log().is_none() {
+        vec![
+            ("a", "approve plan"),
+            ("r", "reject with feedback"),
+            ("e", "edit from file"),
+        ]
+    } else if app.log().is_some() {
         vec![("↑↓", "scroll"), ("Esc", "close log")]
     } else {
         vec![("↑↓", "select"), ("⏎", "log")]

@@ -266,3 +266,100 @@ fn the_log_scrolls_no_further_than_its_last_page() {
     );
     assert!(bottom.contains("merged into"), "{bottom}");
 }
+
+/// The mission right after planning with `--approve-plan`: the plan waits for an answer.
+fn waiting_plan() -> (App, Arc<Sent>) {
+    let mut events: Vec<_> = running_mission().into_iter().take(4).collect();
+    let unit = |id: &str, title: &str, deps: &[&str]| orchestrator_protocol::UnitSpec {
+        id: id.into(),
+        title: title.into(),
+        description: format!("{title}, with tests."),
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        files: vec![],
+    };
+    events.push(orchestrator_protocol::EventEnvelope {
+        seq: events.len() as u64,
+        at: start() + Duration::seconds(30),
+        mission: events[0].mission.clone(),
+        event: orchestrator_protocol::Event::PlanAwaitingApproval {
+            attempt: 2,
+            units: vec![
+                unit("parser", "Add the expression parser", &[]),
+                unit("eval", "Evaluate parsed expressions", &["parser"]),
+            ],
+        },
+    });
+    let sent = Arc::new(Sent::default());
+    let mut app = App::new(MissionView::from_events(&events), sent.clone());
+    app.now = start() + Duration::seconds(47);
+    (app, sent)
+}
+
+#[test]
+fn a_plan_waiting_for_approval() {
+    let (mut app, _) = waiting_plan();
+    insta::assert_snapshot!("waiting_plan_100x30", screen(&app, 100, 30));
+    press(&mut app, "r");
+    press(&mut app, "Smaller");
+    insta::assert_snapshot!("waiting_plan_feedback_100x30", screen(&app, 100, 30));
+}
+
+#[test]
+fn a_approves_and_r_rejects_the_waiting_plan() {
+    let (mut app, sent) = waiting_plan();
+    press(&mut app, "a");
+    let approve = Op::AnswerPlan {
+        attempt: 2,
+        answer: orchestrator_protocol::PlanAnswer::Approve,
+    };
+    assert_eq!(sent.0.lock().unwrap().last(), Some(&approve));
+    // Keys typed into the feedback are text, not commands (`c` does not ask to cancel).
+    press(&mut app, "rcut");
+    app.on_key(key(KeyCode::Backspace));
+    assert!(!app.confirming_cancel());
+    app.on_key(key(KeyCode::Enter));
+    let reject = Op::AnswerPlan {
+        attempt: 2,
+        answer: orchestrator_protocol::PlanAnswer::Reject {
+            feedback: "cu".into(),
+        },
+    };
+    assert_eq!(sent.0.lock().unwrap().last(), Some(&reject));
+    // Esc drops an input; an empty feedback or an unreadable file is refused where the user is.
+    press(&mut app, "rx");
+    app.on_key(key(KeyCode::Esc));
+    assert!(app.input().is_none());
+    press(&mut app, "r");
+    app.on_key(key(KeyCode::Enter));
+    assert!(app.plan_error().is_some_and(|e| e.contains("needs feedback")));
+    press(&mut app, "e/no/such/plan.json");
+    app.on_key(key(KeyCode::Enter));
+    assert!(app.plan_error().is_some_and(|e| e.contains("cannot read")));
+    assert_eq!(sent.0.lock().unwrap().len(), 2, "nothing more was sent");
+}
+
+#[test]
+fn e_sends_the_plan_of_a_file() {
+    let (mut app, sent) = waiting_plan();
+    let dir = std::env::temp_dir().join(format!("tui-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("plan.json");
+    std::fs::write(
+        &path,
+        r#"{"tasks": [{"id": "x", "title": "X", "description": "d", "depends_on": []}]}"#,
+    )
+    .unwrap();
+    press(&mut app, "e");
+    press(&mut app, path.to_str().unwrap());
+    app.on_key(key(KeyCode::Enter));
+    let ops = sent.0.lock().unwrap();
+    let Some(Op::AnswerPlan {
+        attempt: 2,
+        answer: orchestrator_protocol::PlanAnswer::Edit { units },
+    }) = ops.last()
+    else {
+        panic!("no edit sent: {ops:?}");
+    };
+    assert_eq!(units[0].id, "x");
+    let _ = std::fs::remove_dir_all(&dir);
+}
