@@ -13,6 +13,8 @@ pub enum NoticeKind {
     MissionFinished,
     /// A unit failed for good: its attempts are spent.
     UnitFailed,
+    /// `--approve-plan`: the plan waits for a person's answer; nothing runs until then.
+    PlanAwaitingApproval,
 }
 
 /// One notice, as a webhook receives it (JSON) and a desktop shows it (title and message).
@@ -64,6 +66,19 @@ pub fn notice_for(envelope: &EventEnvelope, context: &MissionContext) -> Option<
                 .unwrap_or_else(|| format!("unit {unit} failed; its attempts are spent")),
             None,
             Some(unit.clone()),
+            true,
+        ),
+        Event::PlanAwaitingApproval { attempt, units } => (
+            NoticeKind::PlanAwaitingApproval,
+            format!("Plan waits for approval: {}", short(&context.objective)),
+            format!(
+                "Plan {attempt} has {} unit(s) and waits for your answer: `orchestrator approve` (or \
+                 `--reject --feedback \"…\"`, or `--plan-file FILE`) in {}",
+                units.len(),
+                context.repo.display()
+            ),
+            None,
+            None,
             true,
         ),
         _ => return None,
@@ -170,5 +185,25 @@ mod tests {
         assert_eq!(notice_for(&running, &context()), None);
         let note = envelope(Event::Notice { message: "x".into() });
         assert_eq!(notice_for(&note, &context()), None);
+    }
+
+    #[test]
+    fn a_plan_waiting_for_approval_asks_for_an_answer() {
+        let waiting = envelope(Event::PlanAwaitingApproval {
+            attempt: 2,
+            units: Vec::new(),
+        });
+        let notice = notice_for(&waiting, &context()).expect("a notice");
+        assert_eq!(notice.kind, NoticeKind::PlanAwaitingApproval);
+        assert!(notice.needs_attention);
+        assert!(
+            notice
+                .message
+                .starts_with("Plan 2 has 0 unit(s) and waits for your answer: `orchestrator approve`"),
+            "{}",
+            notice.message
+        );
+        let json = serde_json::to_value(&notice).unwrap_or_default();
+        assert_eq!(json["kind"], "plan_awaiting_approval");
     }
 }

@@ -393,6 +393,9 @@ async fn start_mission_abandons_an_interrupted_mission_only_when_asked() {
         .await;
     assert!(is_error, "{answer}");
     assert!(answer.contains("boolean"), "{answer}");
+    client.disconnect().await;
+}
+
 /// Polls `mission_status` (bounded) until its text says plan `attempt` waits; returns the text.
 async fn waiting_plan(client: &mut Client, attempt: u32) -> String {
     let wanted = format!("Plan {attempt} waits for the user's approval");
