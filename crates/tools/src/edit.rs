@@ -5,7 +5,7 @@ use std::fs;
 use crate::error::ToolError;
 use crate::paths::{Kind, Resolved};
 use crate::read::excerpt;
-use crate::text::looks_binary;
+use crate::text::{carries_read_gutter, looks_binary, without_read_gutter};
 
 /// `read_in_full`: whether the session has read (or written) the whole file. A write that would
 /// drop most of a file it has not (at least [`BLIND_DROP_LINES`] of its non-blank lines, and half
@@ -23,6 +23,7 @@ pub(crate) fn write(
 ) -> Result<String, ToolError> {
     let rel = file.rel.as_str();
     file.check_not_dir_or_special("")?;
+    refuse_read_gutter("content", content)?;
     let existed = file.kind() == Kind::File;
     let old = existed.then(|| fs::read(&file.abs).ok()).flatten();
     // Like an edit whose two strings are the same: a write that changes nothing is said to, so a
@@ -105,6 +106,17 @@ fn most_lines_dropped(old: &[u8], content: &str) -> Option<Dropped> {
     })
 }
 
+/// Refuses text pasted from `read` with its line numbers (see [`carries_read_gutter`]).
+pub(crate) fn refuse_read_gutter(what: &str, text: &str) -> Result<(), ToolError> {
+    if carries_read_gutter(text) {
+        return Err(ToolError::refused(format!(
+            "`{what}` carries `read`'s line numbers (the number and tab in front of each line), which \
+             are not in the file; send the lines without them"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) struct EditRequest<'a> {
     pub file: Resolved,
     pub old: &'a str,
@@ -124,8 +136,12 @@ pub(crate) fn edit(req: &EditRequest<'_>) -> Result<String, ToolError> {
             "`old_string` and `new_string` are identical, so the edit would change nothing",
         ));
     }
+    refuse_read_gutter("new_string", req.new)?;
     let text = read_text(&req.file, "edit")?;
     let count = text.matches(req.old).count();
+    if count == 0 && carries_read_gutter(req.old) && text.contains(&without_read_gutter(req.old)) {
+        refuse_read_gutter("old_string", req.old)?;
+    }
     check_count(rel, count, req.replace_all)?;
     let edited = if req.replace_all {
         text.replace(req.old, req.new)

@@ -7,7 +7,7 @@
 
 use std::fs;
 
-use crate::edit::read_text;
+use crate::edit::{read_text, refuse_read_gutter};
 use crate::error::ToolError;
 use crate::paths::{Kind, Resolved};
 use crate::read::excerpt;
@@ -30,6 +30,7 @@ pub(crate) fn insert(req: &InsertRequest<'_>) -> Result<String, ToolError> {
         return Err(ToolError::refused("`text` is empty; there is nothing to insert"));
     }
     req.file.check_not_dir_or_special("")?;
+    refuse_read_gutter("text", req.text)?;
     if req.file.kind() == Kind::Missing {
         return create(req);
     }

@@ -10,6 +10,41 @@ pub(crate) fn looks_binary(bytes: &[u8]) -> bool {
     bytes.iter().take(BINARY_SNIFF_BYTES).any(|&b| b == 0)
 }
 
+/// Whether `text` is lines copied from `read`'s output with its line numbers still in front (the
+/// six-wide, right-aligned number and tab `read` prints), in order: models paste them into `write`,
+/// `insert` and `edit`, which would put the numbers into the file or never match. Every non-blank
+/// line must carry one, counting up by one, so data that merely starts with numbers is left alone.
+pub(crate) fn carries_read_gutter(text: &str) -> bool {
+    let mut expected: Option<u64> = None;
+    let mut lines = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Some((gutter, _)) = line.split_once('\t') else {
+            return false;
+        };
+        let digits = gutter.trim_start_matches(' ');
+        let right_aligned = gutter.len() == 6 || (gutter.len() > 6 && digits.len() == gutter.len());
+        let Ok(number) = digits.parse::<u64>() else {
+            return false;
+        };
+        if !right_aligned || digits.is_empty() || expected.is_some_and(|e| e != number) {
+            return false;
+        }
+        expected = Some(number + 1);
+        lines += 1;
+    }
+    lines > 0
+}
+
+/// `text` without `read`'s line numbers in front of its lines.
+pub(crate) fn without_read_gutter(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| match line.split_once('\t') {
+            Some((gutter, rest)) if gutter.trim_start_matches(' ').parse::<u64>().is_ok() => rest,
+            _ => line,
+        })
+        .collect()
+}
+
 /// Keeps the head and the tail of `text` when it has more than `max_chars` characters: the start of
 /// output says what ran, the end usually holds the error or the summary.
 pub(crate) fn clip(text: &str, max_chars: usize) -> String {
@@ -113,5 +148,19 @@ mod tests {
     fn nul_means_binary() {
         assert!(looks_binary(b"PNG\0\x01"));
         assert!(!looks_binary("plain ✓ text".as_bytes()));
+    }
+
+    #[test]
+    fn read_output_pasted_back_is_recognised_and_data_is_not() {
+        let pasted = "     4\tdef add(a, b):\n     5\t    return a + b\n";
+        assert!(carries_read_gutter(pasted));
+        assert_eq!(without_read_gutter(pasted), "def add(a, b):\n    return a + b\n");
+        assert!(carries_read_gutter("    10\tx = 1"));
+        // Tab-separated data, a number out of order, a line without a number: left alone.
+        assert!(!carries_read_gutter("1\tone\n2\ttwo\n"));
+        assert!(!carries_read_gutter("     4\ta\n     6\tb\n"));
+        assert!(!carries_read_gutter("     4\ta\nplain\n"));
+        assert!(!carries_read_gutter(""));
+        assert!(!carries_read_gutter("def mul(a, b):\n    return a * b\n"));
     }
 }

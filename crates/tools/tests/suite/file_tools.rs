@@ -589,3 +589,48 @@ async fn a_missing_path_says_which_existing_path_it_may_mean() {
     let err = fx.err("read", json!({"path": "nowhere/else.py"})).await;
     assert!(err.contains("`list` shows what is there"), "{err}");
 }
+
+/// Lines copied from `read` with their numbers still in front: refused with what to do, before they
+/// land in a file (write, insert, edit's new text) or miss every match (edit's old text).
+#[tokio::test]
+async fn text_pasted_from_read_with_its_line_numbers_is_refused() {
+    let fx = Fixture::writable();
+    let calc = "def add(a, b):\n    return a + b\n";
+    fx.file("calc.py", calc);
+    let numbered = fx.ok("read", json!({"path": "calc.py"})).await;
+    let err = fx
+        .err("write", json!({"path": "calc.py", "content": numbered}))
+        .await;
+    assert!(err.contains("`content` carries `read`'s line numbers"), "{err}");
+    let err = fx
+        .err(
+            "insert",
+            json!({"path": "calc.py", "text": "     3\tdef mul(a, b):\n     4\t    return a * b\n"}),
+        )
+        .await;
+    assert!(err.contains("`text` carries `read`'s line numbers"), "{err}");
+    let err = fx
+        .err(
+            "edit",
+            json!({"path": "calc.py", "old_string": "     2\t    return a + b", "new_string": "    return b + a"}),
+        )
+        .await;
+    assert!(
+        err.contains("`old_string` carries `read`'s line numbers"),
+        "{err}"
+    );
+    let err = fx
+        .err(
+            "edit",
+            json!({"path": "calc.py", "old_string": "return a + b", "new_string": "     2\t    return b + a"}),
+        )
+        .await;
+    assert!(err.contains("`new_string` carries"), "{err}");
+    assert_eq!(fx.read_back("calc.py"), calc, "nothing refused changed the file");
+    // Tab-separated data that starts with numbers is written as given.
+    fx.ok(
+        "write",
+        json!({"path": "data.tsv", "content": "1\tone\n2\ttwo\n"}),
+    )
+    .await;
+}
