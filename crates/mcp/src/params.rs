@@ -101,6 +101,9 @@ pub struct RepoParams {
     /// The git repository of the mission (any folder in it). Default: the project the MCP server runs in.
     #[serde(default)]
     pub repo: Option<String>,
+    /// The mission: its id or the start of one that names no other. Default: the repository's latest.
+    #[serde(default)]
+    pub mission: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -109,6 +112,9 @@ pub struct StatusParams {
     /// The git repository of the mission (any folder in it). Default: the project the MCP server runs in.
     #[serde(default)]
     pub repo: Option<String>,
+    /// The mission: its id or the start of one that names no other. Default: the repository's latest.
+    #[serde(default)]
+    pub mission: Option<String>,
     /// Also return every session and every unit's build/test output (large for big missions). Default:
     /// a compact status with each unit's state and only the failing commands.
     #[serde(default)]

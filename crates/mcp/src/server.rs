@@ -67,7 +67,7 @@ uncommitted changes (unless allow_dirty) or another mission runs in the reposito
     }
 
     #[tool(
-        description = "Where the repository's latest mission stands: running or not, phase, round, every unit \
+        description = "Where the repository's latest mission (or the one `mission` names) stands: running or not, phase, round, every unit \
 with its state, sessions and tokens. A short summary, then the full status as JSON."
     )]
     async fn mission_status(&self, Parameters(params): Parameters<StatusParams>) -> CallToolResult {
@@ -75,7 +75,7 @@ with its state, sessions and tokens. A short summary, then the full status as JS
     }
 
     #[tool(
-        description = "The result of the repository's latest mission once it has finished: outcome (sealed, \
+        description = "The result of the repository's latest mission (or the one `mission` names) once it has finished: outcome (sealed, \
 unsealed or interrupted), the engine's summary, the integration branch and the result commit. While it still \
 runs, says so with its progress."
     )]
@@ -84,7 +84,7 @@ runs, says so with its progress."
     }
 
     #[tool(
-        description = "Stop the repository's running mission cleanly: sessions are stopped, finished work is \
+        description = "Stop the repository's running mission (or the one `mission` names) cleanly: sessions are stopped, finished work is \
 kept, and the mission can be continued later with `orchestrator resume`."
     )]
     async fn cancel_mission(&self, Parameters(params): Parameters<RepoParams>) -> CallToolResult {
@@ -172,7 +172,7 @@ interrupted mission dropped, call start_mission with abandon_interrupted: true."
 
     async fn status(&self, params: StatusParams) -> Result<Reply, ToolError> {
         let root = self.root(params.repo.as_deref()).await?;
-        let status = orchestrator_core::status(&root)?;
+        let status = orchestrator_core::status_of(&root, params.mission.as_deref())?;
         let json = if params.detail == Some(true) {
             serde_json::to_string(&status)
         } else {
@@ -187,7 +187,7 @@ interrupted mission dropped, call start_mission with abandon_interrupted: true."
 
     async fn result(&self, params: RepoParams) -> Result<Reply, ToolError> {
         let root = self.root(params.repo.as_deref()).await?;
-        let status = orchestrator_core::status(&root)?;
+        let status = orchestrator_core::status_of(&root, params.mission.as_deref())?;
         // `true` when git cannot say, so a branch is never reported gone by mistake.
         let branch_kept = match orchestrator_git::Repo::discover(&root).await {
             Ok(repo) => repo
@@ -214,7 +214,7 @@ interrupted mission dropped, call start_mission with abandon_interrupted: true."
 
     async fn cancel(&self, params: RepoParams) -> Result<Reply, ToolError> {
         let root = self.root(params.repo.as_deref()).await?;
-        let text = orchestrator_core::cancel(&root, CANCEL_WAIT).await?;
+        let text = orchestrator_core::cancel_mission(&root, params.mission.as_deref(), CANCEL_WAIT).await?;
         Ok(Reply { text, json: None })
     }
 }

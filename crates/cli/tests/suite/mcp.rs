@@ -384,6 +384,15 @@ async fn start_mission_abandons_an_interrupted_mission_only_when_asked() {
     let missions = super::missions::missions_json(&repo).await;
     let states: Vec<&str> = missions.iter().filter_map(|m| m["state"].as_str()).collect();
     assert_eq!(states, ["finished", "abandoned"], "{missions:#?}");
+    // An older mission is named by its id; a name that fits none is a tool error saying so.
+    let old = missions[1]["id"].as_str().expect("id").to_string();
+    let (status, is_error) = client.call("mission_status", json!({ "mission": old })).await;
+    assert!(
+        !is_error && status.contains(&old) && status.contains("abandoned"),
+        "{status}"
+    );
+    let (unknown, is_error) = client.call("mission_result", json!({"mission": "zzz"})).await;
+    assert!(is_error && unknown.contains("zzz"), "{unknown}");
     // A wrong type is a tool error that names the field, not a silent default.
     let (answer, is_error) = client
         .call(
