@@ -100,7 +100,7 @@ pub struct NotifyFile {
     /// `"auto"` (the default: where there is a desktop session and `notify-send`), `"on"`, `"off"`,
     /// or `true`/`false`.
     pub desktop: Option<DesktopFile>,
-    /// A program to run instead of `notify-send`, with its arguments.
+    /// A program to run instead of `notify-send`; it is given `notify-send`'s arguments.
     pub desktop_command: Option<String>,
     /// An http(s) URL each notice is POSTed to as JSON.
     pub webhook: Option<String>,

@@ -29,9 +29,9 @@ pub struct Notice {
     pub message: String,
     /// When the event happened (RFC 3339).
     pub at: String,
-    /// `sealed`, `unsealed` or `interrupted`, for a finished mission.
+    /// `sealed`, `unsealed` or `interrupted` (the protocol's names), for a finished mission.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<&'static str>,
+    pub outcome: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
     /// Whether the person should act: the mission did not seal, or a unit failed.
@@ -49,7 +49,7 @@ pub fn notice_for(envelope: &EventEnvelope, context: &MissionContext) -> Option<
             NoticeKind::MissionFinished,
             format!("Mission {}: {}", outcome.as_str(), short(&context.objective)),
             summary.clone(),
-            Some(outcome_word(*outcome)),
+            Some(*outcome),
             None,
             *outcome != Outcome::Sealed,
         ),
@@ -95,15 +95,6 @@ pub fn notice_for(envelope: &EventEnvelope, context: &MissionContext) -> Option<
         unit,
         needs_attention,
     })
-}
-
-/// The outcome as the protocol spells it (docs/protocol.md), for machines.
-fn outcome_word(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Sealed => "sealed",
-        Outcome::Unsealed => "unsealed",
-        Outcome::Interrupted => "interrupted",
-    }
 }
 
 fn short(text: &str) -> String {
@@ -155,11 +146,12 @@ mod tests {
             "Mission not sealed: Add a --verbose flag to the CLI and test it thoroughly, wit…"
         );
         assert_eq!(notice.message, "the token budget is spent: 1000/1000 tokens used");
-        assert_eq!(notice.outcome, Some("unsealed"));
+        assert_eq!(notice.outcome, Some(Outcome::Unsealed));
         assert!(notice.needs_attention);
         assert_eq!(notice.at, "2026-12-03T14:00:00+00:00");
         let json = serde_json::to_value(&notice).unwrap_or_default();
         assert_eq!(json["kind"], "mission_finished");
+        assert_eq!(json["outcome"], "unsealed", "the protocol's name on the wire");
         assert_eq!(json["repo"], "/work/app");
         assert!(json.get("unit").is_none());
     }

@@ -176,11 +176,7 @@ fn write(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> 
     let path = args.required_str("path")?;
     let content = args.required_str("content")?;
     let file = root.resolve_for_write(path)?;
-    let offers_insert = options
-        .only
-        .as_ref()
-        .is_none_or(|only| only.iter().any(|tool| tool == "insert"));
-    let done = crate::edit::write(&file, content, seen.contains(&file.abs), offers_insert)?;
+    let done = crate::edit::write(&file, content, seen.contains(&file.abs), options.offers("insert"))?;
     seen.add(&file.abs);
     Ok(done)
 }

@@ -56,7 +56,7 @@ pub(crate) fn insert(req: &InsertRequest<'_>) -> Result<String, ToolError> {
         new.push_str(line);
     }
     fs::write(&req.file.abs, &new).map_err(|e| ToolError::io(rel, e))?;
-    let total = new.split_inclusive('\n').count();
+    let total = lines.len() + added.len();
     let mut done = format!(
         "inserted {} into {rel} after line {at}; it has {total} lines now:\n",
         count(added.len())

@@ -57,6 +57,18 @@ pub const TOOL_NAMES: [&str; 8] = ["read", "list", "glob", "grep", "bash", "writ
 /// The tools that change files, offered only to sessions that may write.
 pub const WRITING_TOOLS: [&str; 3] = ["write", "edit", "insert"];
 
+impl ToolOptions {
+    /// Whether a session with these options is offered `name`: writing tools only when it may
+    /// write, and only the tools `only` lists when it lists some.
+    pub(crate) fn offers(&self, name: &str) -> bool {
+        (self.allow_write || !WRITING_TOOLS.contains(&name))
+            && self
+                .only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|o| o == name))
+    }
+}
+
 impl Default for ToolOptions {
     fn default() -> Self {
         ToolOptions {
@@ -168,13 +180,7 @@ impl Toolbox {
     fn tool_names(&self) -> Vec<&'static str> {
         TOOL_NAMES
             .into_iter()
-            .filter(|name| self.options.allow_write || !WRITING_TOOLS.contains(name))
-            .filter(|name| {
-                self.options
-                    .only
-                    .as_ref()
-                    .is_none_or(|only| only.iter().any(|o| o == name))
-            })
+            .filter(|name| self.options.offers(name))
             .collect()
     }
 
