@@ -16,7 +16,7 @@ use crate::error::{EngineError, Result};
 use crate::mission::open_store_at;
 use crate::missions::find_mission;
 use crate::replay::Replay;
-use crate::status::process_alive;
+use crate::status::mission_process;
 
 /// A plan waiting for a person's answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,7 +89,7 @@ pub async fn answer_plan(root: &Path, mission: Option<&str>, answer: PlanAnswer)
         .map_err(|e| EngineError::Other(e.to_string()))?;
     let live = record
         .pid
-        .filter(|p| record.status == MissionStatus::Running && process_alive(*p))
+        .filter(|p| record.status == MissionStatus::Running && mission_process(root, *p))
         .and_then(|p| i32::try_from(p).ok());
     let Some(pid) = live else {
         return Ok(format!(

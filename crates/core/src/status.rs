@@ -144,8 +144,14 @@ fn unit_sessions<'a>(replay: &'a Replay, unit: &'a str) -> impl Iterator<Item = 
         .filter(move |s| s.unit.as_deref() == Some(unit))
 }
 
-/// Whether a process with this pid exists. Probing the repo lock instead would, for an instant, hold
-/// it and could turn away a mission starting at that moment.
+/// Whether `pid`, recorded as a mission's process in the repository at `root`, still is that
+/// process (see [`crate::lock::held_by`]): what must hold before it is sent a signal.
+pub fn mission_process(root: &Path, pid: u32) -> bool {
+    crate::lock::held_by(&root.join(crate::mission::STATE_DIR), pid)
+}
+
+/// Whether a process with this pid exists: cheap, and enough for a display, but after a kill -9 the
+/// pid may name an unrelated process; before a signal, [`mission_process`] checks the repo lock.
 pub fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else { return false };
     // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
@@ -165,7 +171,7 @@ pub async fn cancel_mission(root: &Path, mission: Option<&str>, wait: Duration) 
     let record = find_mission(&store, mission)?;
     let live = record
         .pid
-        .filter(|p| record.status == MissionStatus::Running && process_alive(*p));
+        .filter(|p| record.status == MissionStatus::Running && mission_process(root, *p));
     let Some(pid) = live.and_then(|p| i32::try_from(p).ok()) else {
         return Ok(format!(
             "mission {} is not running (status: {})",

@@ -292,3 +292,35 @@ async fn abandoning_removes_only_that_missions_work_and_keeps_its_record() {
         "its log stays"
     );
 }
+
+#[tokio::test]
+async fn cancel_never_signals_a_process_that_only_inherited_a_killed_missions_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(crate::STATE_DIR);
+    std::fs::create_dir(&state).unwrap();
+    // After a kill -9 the record still says running, and its pid now names an unrelated process.
+    let mut bystander = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    store_with(
+        &state,
+        &[record(
+            "m20250101-120000-dead",
+            MissionStatus::Running,
+            Some(bystander.id()),
+        )],
+    );
+    std::fs::write(
+        state.join("lock"),
+        format!("mission m20250101-120000-dead, pid {}", bystander.id()),
+    )
+    .unwrap();
+    let said = crate::status::cancel_mission(dir.path(), None, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(said.contains("is not running"), "{said}");
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander was not signalled"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
