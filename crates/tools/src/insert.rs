@@ -42,6 +42,7 @@ pub(crate) fn insert(req: &InsertRequest<'_>) -> Result<String, ToolError> {
         Some(n) => checked_position(rel, n, lines.len())?,
     };
     refuse_duplicate(rel, &old, req.text)?;
+    refuse_block_split(rel, &lines, at, req.text)?;
     let added = as_lines(req.text, newline);
     let mut new = String::with_capacity(old.len() + req.text.len() + 2);
     for line in &lines[..at] {
@@ -120,6 +121,68 @@ fn refuse_duplicate(rel: &str, old: &str, text: &str) -> Result<(), ToolError> {
     }
 }
 
+/// Refuses text that would cut an indented block in two: it goes right after a line that opens a
+/// block (the next line is indented deeper) or into the middle of one, and is less indented than the
+/// block's lines. In Python that is an `IndentationError` or a class that silently ends early; in
+/// any language it puts code where it was not meant to be. Seen in the field: the 1.5B inserted a
+/// top-level `def` after `def test_sub(self):`, between the method and its body. Lines starting with
+/// `#` (comments, C preprocessor) may sit at any depth and are not counted.
+fn refuse_block_split(rel: &str, lines: &[&str], at: usize, text: &str) -> Result<(), ToolError> {
+    let Some(depth) = text.lines().filter_map(indent_of_code).min() else {
+        return Ok(());
+    };
+    let before = lines[..at]
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, l)| Some((i, indent_of_code(l)?)));
+    let after = lines[at..].iter().find_map(|l| indent_of_code(l));
+    let (Some((opener, prev)), Some(next)) = (before, after) else {
+        return Ok(());
+    };
+    let opens_block = prev < next;
+    if depth >= next || (!opens_block && depth >= prev) {
+        return Ok(());
+    }
+    let block_end = block_end(lines, at, depth);
+    let place = if opens_block {
+        format!(
+            "between line {} (`{}`) and the block it opens",
+            opener + 1,
+            lines[opener].trim()
+        )
+    } else {
+        format!("into the middle of the block around line {at}")
+    };
+    Err(ToolError::refused(format!(
+        "not inserted into {rel}: the text would go {place}, less indented than the lines around it, which would \
+         cut that block in two. Give `after_line` {block_end} to add it after the block, or indent \
+         the text to belong inside it (if this indentation is really meant, use `edit`)"
+    )))
+}
+
+/// The indentation of a line that counts for blocks: `None` for blank lines and `#` lines.
+fn indent_of_code(line: &str) -> Option<usize> {
+    let code = line.trim_start();
+    if code.is_empty() || code.starts_with('#') {
+        return None;
+    }
+    Some(line.len() - code.len())
+}
+
+/// The last line (1-based) of the block that continues from index `at`: the last code line before
+/// the first one indented no deeper than `depth` (or the file's end).
+fn block_end(lines: &[&str], at: usize, depth: usize) -> usize {
+    let stop = lines[at..]
+        .iter()
+        .position(|l| indent_of_code(l).is_some_and(|i| i <= depth))
+        .map_or(lines.len(), |p| at + p);
+    lines[..stop]
+        .iter()
+        .rposition(|l| !l.trim().is_empty())
+        .map_or(stop, |i| i + 1)
+}
+
 /// The text as whole lines, each ending with the file's newline.
 fn as_lines(text: &str, newline: &str) -> Vec<String> {
     text.lines().map(|line| format!("{line}{newline}")).collect()
@@ -136,6 +199,51 @@ fn count(lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TESTS: &str = "import unittest\n\n\nclass CalcTest(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n\n    def test_sub(self):\n        self.assertEqual(sub(5, 3), 2)\n\n\nif __name__ == \"__main__\":\n    unittest.main()\n";
+
+    fn split(text: &str, at: usize) -> Result<(), ToolError> {
+        let lines: Vec<&str> = TESTS.split_inclusive('\n').collect();
+        refuse_block_split("t.py", &lines, at, text)
+    }
+
+    #[test]
+    fn a_top_level_function_between_a_method_and_its_body_is_refused_with_the_line_to_use() {
+        // The field's case: after line 8, `def test_sub(self):`.
+        let err = split("def mul(a, b):\n    return a * b\n", 8)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between line 8 (`def test_sub(self):`)"), "{err}");
+        assert!(
+            err.contains("`after_line` 9"),
+            "the end of test_sub's block: {err}"
+        );
+        // Less indented than the class's body, in the middle of it.
+        let err = split("def mul(a, b):\n    return a * b\n", 6)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("middle of the block"), "{err}");
+        assert!(err.contains("`after_line` 9"), "the class ends at line 9: {err}");
+    }
+
+    #[test]
+    fn text_that_fits_where_it_goes_is_inserted() {
+        let method = "    def test_mul(self):\n        self.assertEqual(mul(2, 3), 6)\n";
+        assert!(split(method, 6).is_ok(), "a method between two methods");
+        assert!(split(method, 9).is_ok(), "after the last method");
+        assert!(
+            split("        x = 1\n", 8).is_ok(),
+            "the first line of a body, indented as it"
+        );
+        assert!(
+            split("def mul(a, b):\n    return a * b\n", 10).is_ok(),
+            "top level"
+        );
+        assert!(split("def mul(a, b):\n    return a * b\n", 13).is_ok(), "the end");
+        assert!(split("import os\n", 0).is_ok(), "the start");
+        assert!(split("# a note\n", 8).is_ok(), "comments may sit at any depth");
+        assert!(split("\n\n", 8).is_ok(), "blank lines");
+    }
 
     #[test]
     fn text_becomes_whole_lines() {

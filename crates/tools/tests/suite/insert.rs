@@ -280,3 +280,32 @@ async fn a_line_just_past_the_end_means_the_end() {
     );
     assert_eq!(fx.read_back("calc.py"), format!("{CALC}x = 1\n"));
 }
+
+#[tokio::test]
+async fn text_that_would_cut_a_block_in_two_is_refused_and_the_file_stays() {
+    // The field's case: the 1.5B put a top-level `def` right after a method's `def` line.
+    let tests = "import unittest\n\n\nclass CalcTest(unittest.TestCase):\n    def test_sub(self):\n        self.assertEqual(sub(5, 3), 2)\n\n\nif __name__ == \"__main__\":\n    unittest.main()\n";
+    let fx = Fixture::writable();
+    fx.file("test_calc.py", tests);
+    let err = fx
+        .err(
+            "insert",
+            json!({"path": "test_calc.py", "text": "def mul(a, b):\n    return a * b", "after_line": 5}),
+        )
+        .await;
+    assert!(err.contains("between line 5 (`def test_sub(self):`)"), "{err}");
+    assert!(
+        err.contains("`after_line` 6"),
+        "names the block's last line: {err}"
+    );
+    assert_eq!(fx.read_back("test_calc.py"), tests, "nothing was written");
+    // Indented as a method, after the block: accepted.
+    fx.ok(
+        "insert",
+        json!({"path": "test_calc.py", "text": "\n    def test_mul(self):\n        self.assertEqual(mul(2, 3), 6)", "after_line": 6}),
+    )
+    .await;
+    assert!(fx.read_back("test_calc.py").contains(
+        "        self.assertEqual(sub(5, 3), 2)\n\n    def test_mul(self):\n        self.assertEqual(mul(2, 3), 6)\n"
+    ));
+}
