@@ -271,6 +271,47 @@ async fn a_claim_with_an_empty_diff_is_not_passed_on() {
     );
 }
 
+/// A unit that fails for good hands its retry the change it made, and the retry is told its worktree
+/// starts without it. Seen in the field: a retry told of an IndentationError ran the tests on its
+/// fresh worktree, saw them pass, and answered that no change was needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_units_retry_sees_the_change_it_made_and_starts_without_it() {
+    let config = "[verify]\ntest = \"! grep -q broken calc.py\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config), ("calc.py", "x = 1\n")]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Add mul",
+            "FILE calc.py := x = 1\\ndef mul(a, b): return a * b  # broken\\n",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Add mul")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("2")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(1);
+    let follow_up = done
+        .events_of("round_finished")
+        .into_iter()
+        .find(|e| e["round"] == 1)
+        .expect("round 1 finished");
+    let retry = follow_up["follow_up"][0]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(retry.contains("without that attempt's changes"), "{retry}");
+    assert!(retry.contains("Stage 1 verification failed"), "{retry}");
+    assert!(
+        retry.contains("```diff") && retry.contains("+def mul(a, b): return a * b  # broken"),
+        "the diff it left: {retry}"
+    );
+}
+
 /// The obedient case beside it: a unit that truly needs no change says so, and the reviewer sees the
 /// empty diff called out. Beside another unit that does change something, the mission seals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -517,8 +517,13 @@ pub(super) fn retry_units(outcomes: &[UnitOutcome], next_round: u32) -> Vec<Unit
             id: retried[o.unit.id.as_str()].clone(),
             title: o.unit.title.clone(),
             description: match &o.findings {
+                // Said plainly, because a retry that runs the tests on its fresh worktree sees them
+                // pass and, told of errors it cannot find, answered "no change needed" (field run).
                 Some(findings) => format!(
-                    "{}\n\nA previous attempt did not pass: {}\nWhat that attempt was last told:\n{findings}",
+                    "{}\n\nA previous attempt did not pass: {}\nYour worktree starts again from the \
+                     integration branch, without that attempt's changes: the errors below were in its \
+                     code, not in the files you have now, and the unit still needs doing.\n\
+                     What that attempt was last told:\n{findings}",
                     o.unit.description,
                     o.reason.as_deref().unwrap_or("no reason recorded")
                 ),

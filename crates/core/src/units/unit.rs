@@ -383,8 +383,14 @@ impl UnitRun {
             format!("did not pass after {attempts} attempt(s): {first_line}"),
             String::new(),
         );
-        // The next round's retry starts from what the last attempt was told, not from scratch.
-        outcome.findings = Some(crate::prompts::cut(&last_feedback, FINDINGS_CHARS));
+        // The next round's retry starts from what the last attempt was told, not from scratch, and
+        // sees the change it made: its worktree starts without it, but the parts that were right
+        // (seen in the field: a correct function beside a broken test) need not be found again.
+        let diff = match tree.get().await {
+            Ok(worktree) => worktree.diff_since(base).await.ok(),
+            Err(_) => None,
+        };
+        outcome.findings = Some(findings(&last_feedback, diff.as_deref()));
         Err(Box::new(outcome))
     }
 
@@ -534,6 +540,23 @@ pub(super) fn review_feedback(review: &Review) -> String {
 
 /// How much of the last attempt's findings a failed unit carries into the next round's retry.
 const FINDINGS_CHARS: usize = 6_000;
+/// How much of the last attempt's diff goes with them.
+const FINDINGS_DIFF_CHARS: usize = 4_000;
+
+/// What a failed unit hands its retry: what its last attempt was told, then the diff it left.
+fn findings(last_feedback: &str, diff: Option<&str>) -> String {
+    let mut text = crate::prompts::cut(last_feedback, FINDINGS_CHARS);
+    if let Some(diff) = diff.filter(|d| !d.trim().is_empty()) {
+        let diff = crate::prompts::cut(diff, FINDINGS_DIFF_CHARS);
+        let _ = write!(
+            text,
+            "\n\nThe change that attempt made (not in your worktree: take what was right, leave what \
+             was wrong):\n```diff\n{}\n```",
+            diff.trim_end()
+        );
+    }
+    text
+}
 
 /// The answer a worker gives when its unit truly needs no change (it is told this when its attempt
 /// changed nothing).
