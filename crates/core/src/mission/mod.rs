@@ -135,6 +135,35 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_of_a_retry_tells_of_the_last_attempt_only() {
+        let failed = |unit: UnitSpec, findings: &str| UnitOutcome {
+            unit,
+            state: UnitState::Failed,
+            summary: String::new(),
+            reason: Some(format!("reason {findings}")),
+            findings: Some(findings.into()),
+            interrupted: false,
+        };
+        let first = UnitSpec {
+            id: "a".into(),
+            title: "a".into(),
+            description: "Add mul.".into(),
+            depends_on: vec![],
+            files: vec![],
+        };
+        let second = retry_units(&[failed(first, "round one's error")], 2).remove(0);
+        assert!(second.description.contains("round one's error"));
+        let third = retry_units(&[failed(second, "round two's error")], 3).remove(0);
+        assert_eq!(third.id, "a-r2-r3");
+        assert!(third
+            .description
+            .starts_with("Add mul.\n\nA previous attempt did not pass: reason round two's error"));
+        assert!(third.description.contains("round two's error"));
+        assert!(!third.description.contains("round one"), "{}", third.description);
+        assert_eq!(third.description.matches("A previous attempt").count(), 1);
+    }
+
+    #[test]
     fn a_seal_takes_the_verified_commit_not_what_came_after() {
         let bus = EventBus::new();
         let mut events = bus.subscribe();

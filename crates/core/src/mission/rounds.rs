@@ -503,6 +503,17 @@ fn built_list(outcomes: &[UnitOutcome]) -> String {
     units
 }
 
+/// What starts the part of a retry's description that tells of the attempt before it.
+const PREVIOUS_ATTEMPT: &str = "\n\nA previous attempt did not pass: ";
+
+/// A unit's description without what earlier rounds added: a retry of a retry tells of the last
+/// attempt only (in the field, round 3's brief carried round 1's findings inside round 2's).
+fn own_description(description: &str) -> &str {
+    description
+        .split_once(PREVIOUS_ATTEMPT)
+        .map_or(description, |(own, _)| own)
+}
+
 /// Units that failed or were skipped, again, under new ids; dependencies on merged units are dropped.
 pub(super) fn retry_units(outcomes: &[UnitOutcome], next_round: u32) -> Vec<UnitSpec> {
     let retried: BTreeMap<&str, String> = outcomes
@@ -520,16 +531,16 @@ pub(super) fn retry_units(outcomes: &[UnitOutcome], next_round: u32) -> Vec<Unit
                 // Said plainly, because a retry that runs the tests on its fresh worktree sees them
                 // pass and, told of errors it cannot find, answered "no change needed" (field run).
                 Some(findings) => format!(
-                    "{}\n\nA previous attempt did not pass: {}\nYour worktree starts again from the \
+                    "{}{PREVIOUS_ATTEMPT}{}\nYour worktree starts again from the \
                      integration branch, without that attempt's changes: the errors below were in its \
                      code, not in the files you have now, and the unit still needs doing.\n\
                      What that attempt was last told:\n{findings}",
-                    o.unit.description,
+                    own_description(&o.unit.description),
                     o.reason.as_deref().unwrap_or("no reason recorded")
                 ),
                 None => format!(
-                    "{}\n\nA previous attempt did not pass: {}",
-                    o.unit.description,
+                    "{}{PREVIOUS_ATTEMPT}{}",
+                    own_description(&o.unit.description),
                     o.reason.as_deref().unwrap_or("no reason recorded")
                 ),
             },
