@@ -7,10 +7,12 @@
 //! reads the repository's mission store, the same way `orchestrator status` does.
 
 mod error;
+mod follow;
 mod launch;
 mod params;
 mod report;
 mod server;
+mod wait;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use rmcp::ServiceExt;
 
 pub use error::{ServeError, ToolError};
-pub use params::{ApprovePlanParams, RepoParams, StartMissionParams};
+pub use params::{ApprovePlanParams, RepoParams, StartMissionParams, WaitParams};
 pub use server::OrchestratorMcp;
 
 /// How the server launches and finds missions.

@@ -123,6 +123,22 @@ pub struct StatusParams {
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct WaitParams {
+    /// The git repository of the mission (any folder in it). Default: the project the MCP server runs in.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The mission: its id or the start of one that names no other. Default: the repository's latest.
+    #[serde(default)]
+    pub mission: Option<String>,
+    /// How long to wait, in seconds, from 0 (answer at once) to 3600. Default: 600. When it passes
+    /// and the mission still runs, the answer says so; call wait_for_mission again.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 3600))]
+    pub timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ApprovePlanParams {
     /// The git repository of the mission (any folder in it). Default: the project the MCP server runs in.
     #[serde(default)]

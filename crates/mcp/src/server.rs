@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{tool, tool_handler, tool_router, ServerHandler};
+use rmcp::service::RequestContext;
+use rmcp::{tool, tool_handler, tool_router, RoleServer, ServerHandler};
 
 use crate::error::ToolError;
 use crate::launch::{self, Launch, Started};
-use crate::params::{ApprovePlanParams, RepoParams, StartMissionParams, StatusParams};
-use crate::report;
-use crate::ServerOptions;
+use crate::params::{ApprovePlanParams, RepoParams, StartMissionParams, StatusParams, WaitParams};
+use crate::wait::{self, Ended};
+use crate::{report, ServerOptions};
 use orchestrator_core::{MissionState, MissionSummary};
 
 /// How long `cancel_mission` waits for the mission process to let go of the repository.
@@ -22,7 +23,8 @@ const CANCEL_WAIT: Duration = Duration::from_secs(60);
 const INSTRUCTIONS: &str = "Runs orchestrator missions: one large objective turned into parallel, \
 verified work by AI coding agents on a git repository, delivered as commits on the user's branch. \
 Call start_mission with the objective; it returns at once while the mission runs in the background. \
-Then use mission_status to follow it, mission_result for the outcome, and cancel_mission to stop it. \
+Then call wait_for_mission to wait for its outcome (it reports progress as it goes), or use mission_status to \
+look at it and mission_result for the outcome; cancel_mission stops it. \
 A mission started with approve_plan stops after planning: mission_status shows the waiting plan; show it to \
 the user and pass their decision to approve_plan.";
 
@@ -81,6 +83,21 @@ runs, says so with its progress."
     )]
     async fn mission_result(&self, Parameters(params): Parameters<RepoParams>) -> CallToolResult {
         respond(self.result(params).await)
+    }
+
+    #[tool(
+        description = "Wait until the repository's latest mission (or the one `mission` names) ends, then return its \
+result as mission_result does. Returns early when its plan waits for the user's approval (pass their answer to \
+approve_plan, then wait again). While it waits, it sends progress notifications (counting finished units, and saying \
+what changed) when the call carries a progress token. When timeout_seconds (default 600, at most 3600) pass first, \
+it says the mission still runs and where it stands: call it again to keep waiting."
+    )]
+    async fn wait_for_mission(
+        &self,
+        Parameters(params): Parameters<WaitParams>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        respond(self.wait(params, &context).await)
     }
 
     #[tool(
@@ -203,6 +220,35 @@ interrupted mission dropped, call start_mission with abandon_interrupted: true."
             text: report::result_words(&result, &status),
             json: Some(json),
         })
+    }
+
+    async fn wait(
+        &self,
+        params: WaitParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Reply, ToolError> {
+        let timeout = wait::timeout_of(params.timeout_seconds)?;
+        let root = self.root(params.repo.as_deref()).await?;
+        let store = orchestrator_core::open_store_in(&root)?;
+        let id = orchestrator_core::find_mission(&store, params.mission.as_deref())?.id;
+        drop(store);
+        let text = match wait::follow(&root, &id, timeout, context).await? {
+            Ended::Stopped => {
+                let repo = params.repo;
+                return self.result(RepoParams { repo, mission: Some(id) }).await;
+            }
+            Ended::PlanWaits(status) => format!(
+                "Mission {id} stopped waiting: its plan waits for the user's approval.\n{}",
+                report::summary(&status)
+            ),
+            Ended::TimedOut(status) => format!(
+                "Mission {id} is still running after {} s of waiting; call wait_for_mission again to keep waiting.\n{}",
+                timeout.as_secs_f64(),
+                report::summary(&status)
+            ),
+            Ended::Cancelled => return Err(ToolError::Other("the wait was cancelled".into())),
+        };
+        Ok(Reply { text, json: None })
     }
 
     async fn answer_plan(&self, params: ApprovePlanParams) -> Result<Reply, ToolError> {

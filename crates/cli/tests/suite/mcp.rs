@@ -18,6 +18,10 @@ struct Client {
     stdin: Option<ChildStdin>,
     stdout: Lines<BufReader<ChildStdout>>,
     next_id: u64,
+    /// The answer to `initialize`.
+    init: Value,
+    /// Every notification the server sent, in order.
+    notices: Vec<Value>,
 }
 
 impl Client {
@@ -38,6 +42,8 @@ impl Client {
             stdin,
             stdout,
             next_id: 1,
+            init: Value::Null,
+            notices: Vec::new(),
         };
         let init = client
             .request(
@@ -50,6 +56,7 @@ impl Client {
             )
             .await;
         assert_eq!(init["result"]["serverInfo"]["name"], "orchestrator", "{init}");
+        client.init = init;
         client.notify("notifications/initialized").await;
         client
     }
@@ -69,23 +76,62 @@ impl Client {
         self.send(json!({"jsonrpc": "2.0", "method": method})).await;
     }
 
-    /// Sends a request and returns the response with its id, skipping any notification in between.
+    /// Sends a request and returns the response with its id, keeping any notification in between.
     async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.begin(method, params).await;
+        self.response(id).await
+    }
+
+    /// Sends a request without waiting for its answer; returns its id.
+    async fn begin(&mut self, method: &str, params: Value) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
             .await;
+        id
+    }
+
+    /// The next message from the server; a notification is also kept in `notices`.
+    async fn next_message(&mut self) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(180), self.stdout.next_line())
+            .await
+            .expect("the server sends within 180 s")
+            .expect("read from the server")
+            .expect("the server keeps the connection open");
+        let message: Value = serde_json::from_str(&line).expect("the server writes JSON lines");
+        if message.get("id").is_none() {
+            self.notices.push(message.clone());
+        }
+        message
+    }
+
+    /// Reads until the response with `id`.
+    async fn response(&mut self, id: u64) -> Value {
         loop {
-            let line = tokio::time::timeout(Duration::from_secs(180), self.stdout.next_line())
-                .await
-                .expect("the server answers within 180 s")
-                .expect("read from the server")
-                .expect("the server keeps the connection open");
-            let message: Value = serde_json::from_str(&line).expect("the server writes JSON lines");
+            let message = self.next_message().await;
             if message["id"] == id {
                 return message;
             }
         }
+    }
+
+    /// Reads until a notification `method` whose params satisfy `wanted`.
+    async fn notice(&mut self, method: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let message = self.next_message().await;
+            if message["method"] == method && wanted(&message["params"]) {
+                return message;
+            }
+        }
+    }
+
+    /// The progress notifications received so far that carry `token`.
+    fn progress(&self, token: &Value) -> Vec<Value> {
+        self.notices
+            .iter()
+            .filter(|n| n["method"] == "notifications/progress" && n["params"]["progressToken"] == *token)
+            .map(|n| n["params"].clone())
+            .collect()
     }
 
     /// Calls a tool: (its text contents joined, whether it is a tool error).
@@ -93,16 +139,14 @@ impl Client {
         let response = self
             .request("tools/call", json!({"name": tool, "arguments": arguments}))
             .await;
-        let result = &response["result"];
-        assert!(result.is_object(), "tools/call {tool} has no result: {response}");
-        let text = result["content"]
-            .as_array()
-            .expect("content is a list")
-            .iter()
-            .filter_map(|c| c["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        (text, result["isError"] == true)
+        tool_answer(tool, &response)
+    }
+
+    /// Calls a tool asking for progress notifications under `token`.
+    async fn call_with_progress(&mut self, tool: &str, arguments: Value, token: Value) -> (String, bool) {
+        let params = json!({"name": tool, "arguments": arguments, "_meta": {"progressToken": token}});
+        let response = self.request("tools/call", params).await;
+        tool_answer(tool, &response)
     }
 
     /// Closes stdin, as a client that goes away does, and waits for the server to leave.
@@ -114,6 +158,20 @@ impl Client {
             .expect("wait");
         assert!(status.success(), "orchestrator mcp exited with {status}");
     }
+}
+
+/// A `tools/call` response as (its text contents joined, whether it is a tool error).
+fn tool_answer(tool: &str, response: &Value) -> (String, bool) {
+    let result = &response["result"];
+    assert!(result.is_object(), "tools/call {tool} has no result: {response}");
+    let text = result["content"]
+        .as_array()
+        .expect("content is a list")
+        .iter()
+        .filter_map(|c| c["text"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    (text, result["isError"] == true)
 }
 
 fn one_file_plan() -> Script {
@@ -155,7 +213,8 @@ async fn tools_list_names_the_tools_with_schemas() {
             "cancel_mission",
             "mission_result",
             "mission_status",
-            "start_mission"
+            "start_mission",
+            "wait_for_mission"
         ]
     );
     for tool in tools {
@@ -462,5 +521,204 @@ async fn a_waiting_plan_is_shown_and_answered_over_mcp() {
     assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
     let (late, is_error) = client.call("approve_plan", json!({"answer": "approve"})).await;
     assert!(is_error && late.contains("no plan waiting"), "{late}");
+    client.disconnect().await;
+}
+
+/// The mission id in `start_mission`'s answer ("Mission ID started in …").
+fn mission_id(started: &str) -> String {
+    started
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no mission id in: {started}"))
+        .to_string()
+}
+
+/// Checks what every progress notification must be: numbers that only go up, never past the
+/// total, and a message.
+fn assert_progress_is_well_formed(notices: &[Value]) {
+    let mut last = -1.0;
+    for notice in notices {
+        let progress = notice["progress"].as_f64().expect("a progress number");
+        let total = notice["total"].as_f64().unwrap_or(f64::INFINITY);
+        assert!(progress > last && progress <= total, "{notices:#?}");
+        assert!(
+            notice["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{notice}"
+        );
+        last = progress;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_mission_tells_progress_and_returns_the_result() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(one_file_plan()).await;
+    let mut client = Client::connect(&repo, Some(&server)).await;
+    let (started, is_error) = client
+        .call(
+            "start_mission",
+            json!({"objective": "Add a.txt", "approve_plan": true}),
+        )
+        .await;
+    assert!(!is_error, "{started}");
+    let id = mission_id(&started);
+
+    // A plan waiting for the user ends the wait: nothing moves until the client passes an answer on.
+    let token = json!("plan");
+    let (waiting, is_error) = client
+        .call_with_progress("wait_for_mission", json!({}), token.clone())
+        .await;
+    assert!(!is_error, "{waiting}");
+    assert!(
+        waiting.contains("its plan waits for the user's approval") && waiting.contains("a — Create a.txt"),
+        "{waiting}"
+    );
+    let told = client.progress(&token);
+    assert!(
+        !told.is_empty(),
+        "no progress notification: {:#?}",
+        client.notices
+    );
+    assert_progress_is_well_formed(&told);
+
+    let (approved, is_error) = client.call("approve_plan", json!({"answer": "approve"})).await;
+    assert!(!is_error, "{approved}");
+    let token = json!(7);
+    let (result, is_error) = client
+        .call_with_progress("wait_for_mission", json!({ "mission": id }), token.clone())
+        .await;
+    assert!(!is_error, "{result}");
+    assert!(
+        result.contains("sealed") && result.contains("Result commit"),
+        "{result}"
+    );
+    let told = client.progress(&token);
+    assert!(
+        !told.is_empty(),
+        "no progress notification: {:#?}",
+        client.notices
+    );
+    assert_progress_is_well_formed(&told);
+    // The last one completes the count (the unit, then the mission's end); the result is what
+    // mission_result says.
+    let last = told.last().expect("one");
+    assert_eq!(
+        (last["progress"].as_f64(), last["total"].as_f64()),
+        (Some(2.0), Some(2.0)),
+        "{told:#?}"
+    );
+    let (same, _) = client.call("mission_result", json!({})).await;
+    assert_eq!(same, result);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+
+    // A finished mission answers at once, and without a token nothing is sent.
+    let before = client.notices.len();
+    let (again, is_error) = client.call("wait_for_mission", json!({})).await;
+    assert!(!is_error && again == result, "{again}");
+    assert_eq!(client.notices.len(), before, "{:#?}", client.notices);
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_wait_says_the_mission_still_runs_and_bad_arguments_are_refused() {
+    let repo = TestRepo::new(&[]);
+    let mut client = Client::connect(&repo, None).await;
+    let (text, is_error) = client.call("wait_for_mission", json!({})).await;
+    assert!(is_error && text.contains("no mission"), "{text}");
+    client.disconnect().await;
+
+    // Slow answers keep the mission running through the short waits.
+    let options = FakeOptions {
+        latency: Duration::from_millis(1500),
+        ..FakeOptions::default()
+    };
+    let server = fake_with(one_file_plan(), options).await;
+    let mut client = Client::connect(&repo, Some(&server)).await;
+    let (started, is_error) = client
+        .call("start_mission", json!({"objective": "Add a.txt"}))
+        .await;
+    assert!(!is_error, "{started}");
+    for seconds in [json!(1), json!(0)] {
+        let (text, is_error) = client
+            .call("wait_for_mission", json!({ "timeout_seconds": seconds }))
+            .await;
+        assert!(!is_error, "{text}");
+        assert!(
+            text.contains("is still running after") && text.contains("call wait_for_mission again"),
+            "{text}"
+        );
+    }
+
+    for (arguments, says) in [
+        (
+            json!({"timeout_seconds": -5}),
+            "timeout_seconds must be from 0 to 3600",
+        ),
+        (
+            json!({"timeout_seconds": 1e12}),
+            "timeout_seconds must be from 0 to 3600",
+        ),
+        (json!({"timeout_seconds": "soon"}), "invalid type"),
+        (json!({"mission": "zzz"}), "zzz"),
+        (json!({"mission": ""}), "mission id"),
+        (json!({"timeout": 5}), "unknown field"),
+    ] {
+        let (text, is_error) = client.call("wait_for_mission", arguments.clone()).await;
+        assert!(is_error, "{arguments} was accepted: {text}");
+        assert!(text.contains(says), "{arguments}: {text}");
+    }
+
+    // A mission that stopped answers at once with what there is.
+    let (cancelled, is_error) = client.call("cancel_mission", json!({})).await;
+    assert!(!is_error, "{cancelled}");
+    let (text, is_error) = client.call("wait_for_mission", json!({})).await;
+    assert!(!is_error, "{text}");
+    assert!(text.contains("interrupted") || text.contains("resume"), "{text}");
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wait_stops_following() {
+    let repo = TestRepo::new(&[]);
+    let options = FakeOptions {
+        latency: Duration::from_millis(600),
+        ..FakeOptions::default()
+    };
+    let server = fake_with(one_file_plan(), options).await;
+    let mut client = Client::connect(&repo, Some(&server)).await;
+    let (started, is_error) = client
+        .call("start_mission", json!({"objective": "Add a.txt"}))
+        .await;
+    assert!(!is_error, "{started}");
+    let gone = json!("gone");
+    let id = client
+        .begin(
+            "tools/call",
+            json!({"name": "wait_for_mission", "arguments": {}, "_meta": {"progressToken": gone}}),
+        )
+        .await;
+    // The wait is under way once it has told where the mission stands.
+    client
+        .notice("notifications/progress", |p| p["progressToken"] == "gone")
+        .await;
+    client
+        .send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id}}))
+        .await;
+    let told_before = client.progress(&gone).len();
+
+    // Another wait follows the mission to its end; the cancelled one says nothing more (one
+    // notification may have been on its way) and never answers.
+    let (result, is_error) = client
+        .call_with_progress("wait_for_mission", json!({}), json!("kept"))
+        .await;
+    assert!(!is_error && result.contains("sealed"), "{result}");
+    assert!(!client.progress(&json!("kept")).is_empty());
+    assert!(
+        client.progress(&gone).len() <= told_before + 1,
+        "{:#?}",
+        client.notices
+    );
+    let (status, is_error) = client.call("mission_status", json!({})).await;
+    assert!(!is_error && status.contains("sealed"), "{status}");
     client.disconnect().await;
 }
