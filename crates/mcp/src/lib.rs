@@ -11,6 +11,7 @@ mod follow;
 mod launch;
 mod params;
 mod report;
+mod resources;
 mod server;
 mod wait;
 

@@ -3,16 +3,22 @@
 //! whose text says what to do, never a panic or a bare protocol error.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ListResourceTemplatesResult, ListResourcesResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    ResourceContents, ServerCapabilities, ServerConfig, SubscribeRequestParams, UnsubscribeRequestParams,
+};
 use rmcp::service::RequestContext;
-use rmcp::{tool, tool_handler, tool_router, RoleServer, ServerHandler};
+use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler};
 
 use crate::error::ToolError;
 use crate::launch::{self, Launch, Started};
 use crate::params::{ApprovePlanParams, RepoParams, StartMissionParams, StatusParams, WaitParams};
+use crate::resources::{self, Subscriptions, Target};
 use crate::wait::{self, Ended};
 use crate::{report, ServerOptions};
 use orchestrator_core::{MissionState, MissionSummary};
@@ -28,9 +34,18 @@ look at it and mission_result for the outcome; cancel_mission stops it. \
 A mission started with approve_plan stops after planning: mission_status shows the waiting plan; show it to \
 the user and pass their decision to approve_plan.";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OrchestratorMcp {
     options: ServerOptions,
+    subscriptions: Arc<Subscriptions>,
+}
+
+impl std::fmt::Debug for OrchestratorMcp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorMcp")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A successful answer: text for a person, then optionally the data as JSON.
@@ -53,7 +68,10 @@ fn respond(result: Result<Reply, ToolError>) -> CallToolResult {
 #[tool_router]
 impl OrchestratorMcp {
     pub fn new(options: ServerOptions) -> Self {
-        OrchestratorMcp { options }
+        OrchestratorMcp {
+            options,
+            subscriptions: Arc::default(),
+        }
     }
 
     #[tool(
@@ -121,10 +139,77 @@ another plan). Pass on the user's decision; never decide for them."
 #[tool_handler]
 impl ServerHandler for OrchestratorMcp {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_resources_subscribe()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("orchestrator", env!("CARGO_PKG_VERSION")))
             .with_instructions(INSTRUCTIONS)
     }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let listed = match self.root(None).await {
+            Ok(root) => resources::list(&root),
+            // Not started in a repository: nothing to list, and nothing wrong with asking.
+            Err(_) => Vec::new(),
+        };
+        Ok(ListResourcesResult::with_all_items(listed))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            resources::template(),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let target = Target::parse(&request.uri).map_err(|e| ErrorData::resource_not_found(e, None))?;
+        let root = self.root(None).await.map_err(not_found)?;
+        let text = resources::read(&root, &target).map_err(not_found)?;
+        let contents = ResourceContents::text(text, request.uri).with_mime_type(resources::MIME);
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
+    #[allow(deprecated)] // The subscription of protocol versions up to 2025-11-25, which clients speak today.
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let root = self.root(None).await.map_err(not_found)?;
+        self.subscriptions
+            .subscribe(&root, &request.uri, context.peer)
+            .map_err(|e| ErrorData::invalid_params(e, None))
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // Unsubscribing from something not subscribed is already done.
+        self.subscriptions.unsubscribe(&request.uri);
+        Ok(())
+    }
+}
+
+fn not_found(error: ToolError) -> ErrorData {
+    ErrorData::resource_not_found(error.to_string(), None)
 }
 
 impl OrchestratorMcp {

@@ -722,3 +722,101 @@ async fn a_cancelled_wait_stops_following() {
     assert!(!is_error && status.contains("sealed"), "{status}");
     client.disconnect().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribed_mission_resource_tells_its_changes() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(one_file_plan()).await;
+    let mut client = Client::connect(&repo, Some(&server)).await;
+    let capabilities = &client.init["result"]["capabilities"]["resources"];
+    assert_eq!(capabilities["subscribe"], true, "{}", client.init);
+
+    let listed = client.request("resources/list", json!({})).await;
+    assert_eq!(listed["result"]["resources"], json!([]), "{listed}");
+    let templates = client.request("resources/templates/list", json!({})).await;
+    assert_eq!(
+        templates["result"]["resourceTemplates"][0]["uriTemplate"], "orchestrator://missions/{mission}",
+        "{templates}"
+    );
+    // The latest mission may be subscribed before there is one: a new mission is its change.
+    let latest = "orchestrator://missions/latest";
+    let subscribed = client
+        .request("resources/subscribe", json!({ "uri": latest }))
+        .await;
+    assert!(subscribed.get("error").is_none(), "{subscribed}");
+
+    let (started, is_error) = client
+        .call(
+            "start_mission",
+            json!({"objective": "Add a.txt", "approve_plan": true}),
+        )
+        .await;
+    assert!(!is_error, "{started}");
+    let id = mission_id(&started);
+    client
+        .notice("notifications/resources/updated", |p| p["uri"] == latest)
+        .await;
+
+    let uri = format!("orchestrator://missions/{id}");
+    let listed = client.request("resources/list", json!({})).await;
+    let uris: Vec<&str> = listed["result"]["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["uri"].as_str())
+        .collect();
+    assert_eq!(uris, [latest, uri.as_str()], "{listed}");
+    let read = client.request("resources/read", json!({ "uri": uri })).await;
+    let contents = &read["result"]["contents"][0];
+    assert_eq!(contents["mimeType"], "application/json", "{read}");
+    let status: Value = serde_json::from_str(contents["text"].as_str().expect("text")).expect("JSON");
+    assert_eq!(status["mission"], id.as_str(), "{status}");
+
+    let subscribed = client.request("resources/subscribe", json!({ "uri": uri })).await;
+    assert!(subscribed.get("error").is_none(), "{subscribed}");
+    let unsubscribed = client
+        .request("resources/unsubscribe", json!({ "uri": latest }))
+        .await;
+    assert!(unsubscribed.get("error").is_none(), "{unsubscribed}");
+    waiting_plan(&mut client, 1).await;
+    let (approved, is_error) = client.call("approve_plan", json!({"answer": "approve"})).await;
+    assert!(!is_error, "{approved}");
+    client
+        .notice("notifications/resources/updated", |p| p["uri"] == uri.as_str())
+        .await;
+    let (result, is_error) = client.call("wait_for_mission", json!({})).await;
+    assert!(!is_error && result.contains("sealed"), "{result}");
+    let read = client.request("resources/read", json!({ "uri": latest })).await;
+    let status: Value = read["result"]["contents"][0]["text"]
+        .as_str()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .expect("the status as JSON");
+    assert_eq!(status["status"], "sealed", "{status}");
+
+    // Misuse: names that are no mission, or no resource of ours, are errors that say which.
+    let long = format!("orchestrator://missions/{}", "x".repeat(100_000));
+    for bad in [
+        "orchestrator://missions/zzz",
+        "orchestrator://missions/../../etc/passwd",
+        "file:///etc/passwd",
+        long.as_str(),
+    ] {
+        for method in ["resources/subscribe", "resources/read"] {
+            let answer = client.request(method, json!({ "uri": bad })).await;
+            let message = answer["error"]["message"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {bad}: {answer}"));
+            assert!(message.len() < 600, "{message}");
+        }
+    }
+    let answer = client
+        .request("resources/read", json!({"uri": "orchestrator://missions/zzz"}))
+        .await;
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("zzz")),
+        "{answer}"
+    );
+    client.disconnect().await;
+}
