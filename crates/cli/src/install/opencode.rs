@@ -21,6 +21,12 @@ pub const COMMAND: &str = "task";
 /// The OpenCode tool name of our `start_mission` (server name, underscore, tool name). Its presence in
 /// a command template is also how `install` recognises the command as its own.
 const START_TOOL: &str = "orchestrator_start_mission";
+/// The OpenCode tool name of our `wait_for_mission`.
+const WAIT_TOOL: &str = "orchestrator_wait_for_mission";
+/// OpenCode's time limit for one request to our server, in ms (its own default is 5 s for a local
+/// server). `wait_for_mission` waits up to 600 s by default and sends progress every 30 s at the
+/// latest, which restarts OpenCode's clock; this is above the default wait with a minute to spare.
+const REQUEST_TIMEOUT_MS: u64 = 660_000;
 
 const DESCRIPTION: &str = "Run an orchestrator mission: parallel AI agents plan, build, verify and merge it";
 
@@ -34,9 +40,14 @@ exactly as written. Do not do the work yourself and do not edit any file: the mi
 with its own agents and delivers its result as commits on the current branch.\n\
 If the tool returns an error (for example uncommitted changes in the working tree, or another mission \
 already running), show the error to the user verbatim and stop.\n\
-Otherwise tell the user the mission id, then call `orchestrator_mission_status` once and summarise where \
-the mission stands. The user can ask for its status or result later (`orchestrator_mission_status`, \
-`orchestrator_mission_result`) or stop it (`orchestrator_cancel_mission`)."
+Otherwise tell the user the mission id, then call `{WAIT_TOOL}` with `mission` set to that id and wait \
+for it to return; do nothing else meanwhile. When it returns:\n\
+- with the mission's result: show the user the outcome, the summary and the result commit;\n\
+- saying the mission is still running: call `{WAIT_TOOL}` again the same way;\n\
+- saying a plan waits for approval: show the plan to the user and ask what to do; pass their answer to \
+`orchestrator_approve_plan`, then call `{WAIT_TOOL}` again.\n\
+If the user interrupts, the mission keeps running in the background: they can ask for it later \
+(`orchestrator_mission_status`, `orchestrator_mission_result`) or stop it (`orchestrator_cancel_mission`)."
     )
 }
 
@@ -49,6 +60,7 @@ pub fn entries(exe: &Path) -> Vec<Entry> {
             CstInputValue::Array(vec![exe.to_string_lossy().into_owned().into(), "mcp".into()]),
         ),
         ("enabled".into(), true.into()),
+        ("timeout".into(), REQUEST_TIMEOUT_MS.into()),
     ]);
     let command = CstInputValue::Object(vec![
         ("template".into(), template().into()),
@@ -177,6 +189,7 @@ mod tests {
     fn the_template_passes_the_arguments_as_the_objective() {
         let template = template();
         assert!(template.contains("$ARGUMENTS") && template.contains(START_TOOL));
+        assert!(template.contains(WAIT_TOOL) && template.contains("orchestrator_approve_plan"));
     }
 
     #[test]

@@ -77,6 +77,8 @@ fn assert_ours(config: &Value) {
     let server = &config["mcp"]["orchestrator"];
     assert_eq!(server["type"], "local", "{config}");
     assert_eq!(server["enabled"], true, "{config}");
+    // Above wait_for_mission's default wait: OpenCode's own default (5 s) would cut it short.
+    assert_eq!(server["timeout"], 660_000, "{config}");
     assert_eq!(
         server["command"],
         serde_json::json!([binary().to_string_lossy(), "mcp"]),
@@ -87,6 +89,7 @@ fn assert_ours(config: &Value) {
         .expect("a template");
     assert!(template.contains("$ARGUMENTS"), "{template}");
     assert!(template.contains("orchestrator_start_mission"), "{template}");
+    assert!(template.contains("orchestrator_wait_for_mission"), "{template}");
     assert!(config["command"]["task"]["description"].is_string());
 }
 
@@ -164,6 +167,34 @@ async fn install_then_uninstall_leaves_each_fixture_byte_identical() {
         );
         assert!(!backup(&file).exists(), "the backup is removed with the restore");
     }
+}
+
+/// What `install` wrote before `/task` waited for the mission: no timeout, a template that only
+/// looked at the status once.
+const INSTALLED_BEFORE_WAITING: &str = r#"{
+  "mcp": {
+    "orchestrator": { "type": "local", "command": ["/old/bin/orchestrator", "mcp"], "enabled": true }
+  },
+  "command": {
+    "task": {
+      "template": "Start an orchestrator mission with this objective:\n\n$ARGUMENTS\n\nCall the `orchestrator_start_mission` tool. Then call `orchestrator_mission_status` once.",
+      "description": "Run an orchestrator mission"
+    }
+  }
+}
+"#;
+
+#[tokio::test]
+async fn an_install_from_before_waiting_is_brought_up_to_date() {
+    let repo = TestRepo::new(&[]);
+    let file = repo.path().join("opencode.json");
+    std::fs::write(&file, INSTALLED_BEFORE_WAITING).expect("write");
+    install(&repo, &[]).await.assert_code(0);
+    let installed = std::fs::read_to_string(&file).expect("read");
+    assert_ours(&parsed(&installed));
+    let again = install(&repo, &[]).await;
+    assert!(again.stdout.contains("already installed"), "{}", again.stdout);
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), installed);
 }
 
 #[tokio::test]
@@ -364,7 +395,8 @@ async fn opencode_connects_to_the_installed_mcp_server() {
 }
 
 /// The scripted mission for the engine's sessions, and for OpenCode's agent a model that does what
-/// the /task prompt asks: call `orchestrator_start_mission` with the objective, then report.
+/// the /task prompt asks: call `orchestrator_start_mission` with the objective, then
+/// `orchestrator_wait_for_mission` with the mission's id, then report its result.
 fn opencode_and_mission_brain(script: Script) -> impl Brain {
     let mission = ScriptedMission::new(script);
     move |request: &SeenRequest| {
@@ -375,13 +407,25 @@ fn opencode_and_mission_brain(script: Script) -> impl Brain {
         if !request.offers("orchestrator_start_mission") {
             return Reply::Text("Orchestrator mission".into());
         }
-        let started = request
-            .tool_results()
-            .iter()
-            .find(|(call, _, _)| call.name == "orchestrator_start_mission")
-            .map(|(_, content, is_error)| (content.to_string(), *is_error));
-        match started {
-            Some((content, false)) => Reply::Text(format!("Started. {content}")),
+        let result_of = |tool: &str| {
+            request
+                .tool_results()
+                .iter()
+                .find(|(call, _, _)| call.name == tool)
+                .map(|(_, content, is_error)| (content.to_string(), *is_error))
+        };
+        if let Some((content, _)) = result_of("orchestrator_wait_for_mission") {
+            return Reply::Text(format!("Finished. {content}"));
+        }
+        match result_of("orchestrator_start_mission") {
+            // As the template says: wait for the mission it started, by its id.
+            Some((content, false)) => Reply::ToolCalls {
+                text: format!("Started. {content}"),
+                calls: vec![(
+                    "orchestrator_wait_for_mission".into(),
+                    json!({ "mission": started_id(&content) }).to_string(),
+                )],
+            },
             Some((content, true)) => Reply::Text(format!("The mission could not start: {content}")),
             None => Reply::ToolCalls {
                 text: String::new(),
@@ -392,6 +436,16 @@ fn opencode_and_mission_brain(script: Script) -> impl Brain {
             },
         }
     }
+}
+
+/// The mission id in `start_mission`'s answer ("Mission ID started in …").
+fn started_id(content: &str) -> String {
+    content
+        .split("Mission ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn last_user_text(request: &SeenRequest) -> String {
@@ -458,9 +512,15 @@ async fn opencode_task_command_starts_a_mission_that_completes() {
         .env("ORCHESTRATOR_MODEL", MODEL);
     let ran = output(cmd, "opencode run --command task").await;
     ran.assert_code(0);
-    assert!(ran.stdout.contains("started"), "{}\n{}", ran.stdout, ran.stderr);
+    // /task started the mission, waited for it and showed its result.
+    assert!(
+        ran.stdout.contains("Finished. Mission") && ran.stdout.contains("sealed"),
+        "{}\n{}",
+        ran.stdout,
+        ran.stderr
+    );
 
-    // The mission runs on in the background after OpenCode has left; wait for it.
+    // The store agrees (the loop only guards against a mission still writing its last record).
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(180);
     let report = loop {
         let status = Run::cmd(&["status", "--json"]).run(&repo).await;
