@@ -324,6 +324,8 @@ struct ReviewHook {
     review: Mutex<Option<Review>>,
     /// The worktree of a unit that changed nothing: a pass must show what was read there.
     empty_diff_in: Option<std::path::PathBuf>,
+    /// Whether a failing review without issues was already sent back once (it is then taken).
+    asked_for_issues: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -342,6 +344,23 @@ impl SessionHooks for ReviewHook {
                 HookResult::Continue(error_output(
                     "A failing review needs a summary or issues that say what to fix.".into(),
                 ))
+            }
+            // A fail with a summary alone gives the worker nothing to act on, and small models write
+            // one that reads as a pass ("already contains mul and a test; no changes are needed").
+            // Asked once for issues; a second such review is taken as it is, so this cannot loop.
+            Ok(review)
+                if review.verdict == Verdict::Fail
+                    && review.issues.is_empty()
+                    && !self
+                        .asked_for_issues
+                        .swap(true, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                HookResult::Continue(error_output(format!(
+                    "Not recorded: a failing review lists the issues to fix, each with a `title`, a \
+                     `description` of what to change and the `file`; the worker acts on them. Your summary \
+                     was: \"{}\". If nothing needs to change, the verdict is pass. Call submit_review again.",
+                    crate::prompts::cut(review.summary.trim(), 300)
+                )))
             }
             Ok(mut review) => {
                 if let (Some(root), Verdict::Pass) = (&self.empty_diff_in, review.verdict) {
@@ -376,6 +395,7 @@ async fn run_review(
 ) -> std::result::Result<Review, SessionEnd> {
     let submit = submit_review_spec(empty_diff_in.is_some());
     let hook = ReviewHook {
+        asked_for_issues: std::sync::atomic::AtomicBool::new(false),
         review: Mutex::new(None),
         empty_diff_in,
     };
@@ -503,5 +523,52 @@ mod tests {
         assert_eq!(scout_focus(scouts_for(100)).len(), 2);
         assert_eq!(scout_focus(scouts_for(5_000)).len(), 4);
         assert!(scout_focus(0).is_empty(), "the pre-scan alone");
+    }
+
+    fn review_hook() -> ReviewHook {
+        ReviewHook {
+            asked_for_issues: std::sync::atomic::AtomicBool::new(false),
+            review: Mutex::new(None),
+            empty_diff_in: None,
+        }
+    }
+
+    fn said(result: &HookResult) -> (bool, String) {
+        match result {
+            HookResult::Continue(out) => (false, out.content.clone()),
+            HookResult::Finish(out) => (true, out.content.clone()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_review_without_issues_is_sent_back_once_for_them() {
+        let hook = review_hook();
+        let mut slot = Slot::unshared();
+        // Seen in the field: a fail whose summary reads as a pass, with nothing to act on.
+        let vague = json!({"verdict": "fail", "summary": "It already has mul and a test. No changes are needed.", "issues": []});
+        let (finished, text) = said(&hook.call("submit_review", vague.clone(), &mut slot).await);
+        assert!(!finished, "{text}");
+        assert!(text.contains("lists the issues to fix"), "{text}");
+        assert!(
+            text.contains("No changes are needed"),
+            "quotes the summary: {text}"
+        );
+        assert!(text.contains("the verdict is pass"), "{text}");
+        // Asked once: the same review again is taken, so a stubborn model cannot loop on it.
+        let (finished, _) = said(&hook.call("submit_review", vague, &mut slot).await);
+        assert!(finished);
+        let review = hook.review.lock().unwrap().take().unwrap();
+        assert_eq!(review.verdict, Verdict::Fail);
+    }
+
+    #[tokio::test]
+    async fn a_failing_review_with_issues_and_a_pass_are_taken_at_once() {
+        let mut slot = Slot::unshared();
+        let with_issues = json!({"verdict": "fail", "summary": "no test", "issues": [{"title": "Test mul", "description": "add test_mul", "file": "test_calc.py"}]});
+        let hook = review_hook();
+        assert!(said(&hook.call("submit_review", with_issues, &mut slot).await).0);
+        let hook = review_hook();
+        let pass = json!({"verdict": "pass", "summary": "done"});
+        assert!(said(&hook.call("submit_review", pass, &mut slot).await).0);
     }
 }

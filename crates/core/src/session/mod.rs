@@ -138,6 +138,15 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// A slot of its own, for tests of hooks that take one and never wait on it.
+    #[cfg(test)]
+    pub(crate) fn unshared() -> Slot {
+        Slot {
+            slots: Arc::new(Semaphore::new(1)),
+            permit: None,
+        }
+    }
+
     pub async fn acquire(rt: &Runtime) -> Option<Slot> {
         let mut slot = Slot {
             slots: rt.slots.clone(),
