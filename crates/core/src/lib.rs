@@ -26,6 +26,7 @@ mod roles;
 mod session;
 mod shared;
 mod status;
+mod test_count;
 #[cfg(test)]
 mod test_repo;
 mod units;

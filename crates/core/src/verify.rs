@@ -148,11 +148,12 @@ pub fn describe(evidence: &[Evidence]) -> String {
                 (None, _) => "killed".to_string(),
             };
             format!(
-                "{}: `{}` → {status} in {} ms (tree {})\n{}",
+                "{}: `{}` → {status} in {} ms (tree {}){}\n{}",
                 e.kind,
                 e.command,
                 e.duration_ms,
                 short(&e.tree),
+                tests_counted(e),
                 if e.passed() {
                     String::new()
                 } else {
@@ -162,6 +163,20 @@ pub fn describe(evidence: &[Evidence]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// For a passing test command whose output says how many tests ran: that number, and a plain
+/// warning when it is none (a pass that tested nothing).
+fn tests_counted(evidence: &Evidence) -> String {
+    if evidence.kind != "test" || !evidence.passed() {
+        return String::new();
+    }
+    match crate::test_count::tests_ran(&evidence.output_tail) {
+        Some(0) => "; it ran no test, so this pass checks nothing".into(),
+        Some(1) => "; it ran 1 test".into(),
+        Some(n) => format!("; it ran {n} tests"),
+        None => String::new(),
+    }
 }
 
 /// A commit or tree name cut to 12 characters, as the engine's messages show them.
@@ -312,6 +327,41 @@ fn tail(text: &str, dropped_bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn evidence(kind: &str, exit_code: i32, output: &str) -> Evidence {
+        Evidence {
+            kind: kind.into(),
+            command: "python3 test_calc.py".into(),
+            exit_code: Some(exit_code),
+            duration_ms: 5,
+            tree: "a".repeat(40),
+            timed_out: false,
+            output_tail: output.into(),
+        }
+    }
+
+    #[test]
+    fn a_passing_test_command_is_described_with_the_tests_it_ran() {
+        let ran = describe(&[evidence("test", 0, "Ran 2 tests in 0.001s\n\nOK\n")]);
+        assert!(
+            ran.contains("exit 0 in 5 ms (tree aaaaaaaaaaaa); it ran 2 tests"),
+            "{ran}"
+        );
+        let none = describe(&[evidence("test", 0, "\nNO TESTS RAN\n")]);
+        assert!(
+            none.contains("it ran no test, so this pass checks nothing"),
+            "{none}"
+        );
+        // Builds, failures and unknown runners are described as before.
+        for plain in [
+            evidence("build", 0, "Ran 2 tests in 0.1s"),
+            evidence("test", 1, "Ran 2 tests in 0.1s"),
+            evidence("test", 0, "fine"),
+        ] {
+            let text = describe(&[plain]);
+            assert!(!text.contains("it ran"), "{text}");
+        }
+    }
 
     fn confined(dir: &Path) -> orchestrator_sandbox::Sandbox {
         crate::config::SandboxSettings::default()
