@@ -23,7 +23,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// The schema this build writes. Each entry of [`MIGRATIONS`] moves the store up by one.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 0 → 1
@@ -59,7 +59,37 @@ const MIGRATIONS: &[&str] = &[
         attempt INTEGER NOT NULL,
         body TEXT NOT NULL
     );",
+    // 2 → 3: messages a person sends a unit's worker (`orchestrator tell`), kept until the worker's
+    // session takes them: `delivered_seq` is the event that logged the delivery, set in the same
+    // transaction, so a message is delivered once across kills and resumes.
+    "CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mission TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        delivered_seq INTEGER
+    );
+    CREATE INDEX inbox_waiting ON inbox (mission, unit) WHERE delivered_seq IS NULL;",
 ];
+
+/// A message to a unit's worker waiting in the inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxMessage {
+    pub id: i64,
+    pub unit: String,
+    pub message: String,
+}
+
+/// What a delivery writes besides its event, in the same transaction: the inbox rows it delivers and
+/// the session message that carries them into a transcript.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    /// Inbox rows (their ids) marked delivered; rows delivered before are left as they are.
+    pub inbox: Vec<i64>,
+    /// The transcript entry: session key, position, message.
+    pub transcript: Option<(String, usize, serde_json::Value)>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -385,6 +415,71 @@ impl Store {
     pub fn clear_plan_answer(&self, mission: &str) -> Result<()> {
         self.conn()
             .execute("DELETE FROM plan_answers WHERE mission = ?1", params![mission])?;
+        Ok(())
+    }
+
+    /// Puts a message for `unit` into the mission's inbox, unless `limit` messages already wait for
+    /// that unit: `Ok(None)` then. Returns the row's id.
+    pub fn put_inbox(&self, mission: &str, unit: &str, message: &str, limit: usize) -> Result<Option<i64>> {
+        let mut conn = self.conn();
+        // IMMEDIATE: the count and the insert see the same inbox, also with two `tell`s at once.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let waiting: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM inbox WHERE mission = ?1 AND unit = ?2 AND delivered_seq IS NULL",
+            params![mission, unit],
+            |r| r.get(0),
+        )?;
+        if waiting >= i64::try_from(limit).unwrap_or(i64::MAX) {
+            return Ok(None);
+        }
+        tx.execute(
+            "INSERT INTO inbox (mission, unit, message, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![mission, unit, self.mask(message), now()],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    /// The mission's messages not delivered yet, oldest first.
+    pub fn waiting_inbox(&self, mission: &str) -> Result<Vec<InboxMessage>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, unit, message FROM inbox WHERE mission = ?1 AND delivered_seq IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![mission], |r| {
+            Ok(InboxMessage {
+                id: r.get(0)?,
+                unit: r.get(1)?,
+                message: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Appends `event` (serialised as `json`) together with what `delivery` writes, in one
+    /// transaction: a crash leaves the message either waiting or delivered and logged, never both
+    /// or neither.
+    pub fn append_delivery(&self, event: &EventEnvelope, json: &str, delivery: &Delivery) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO events (mission, seq, body) VALUES (?1, ?2, ?3)",
+            params![event.mission, event.seq as i64, self.mask(json)],
+        )?;
+        for id in &delivery.inbox {
+            tx.execute(
+                "UPDATE inbox SET delivered_seq = ?3 WHERE id = ?1 AND mission = ?2 AND delivered_seq IS NULL",
+                params![id, event.mission, event.seq as i64],
+            )?;
+        }
+        if let Some((session, idx, body)) = &delivery.transcript {
+            tx.execute(
+                "INSERT OR REPLACE INTO messages (mission, session, idx, body) VALUES (?1, ?2, ?3, ?4)",
+                params![event.mission, session, *idx as i64, self.mask(&body.to_string())],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

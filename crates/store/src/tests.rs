@@ -291,3 +291,63 @@ fn a_store_of_the_first_schema_is_migrated() {
         .unwrap();
     assert!(store.plan_answer("m1").unwrap().is_some());
 }
+
+#[test]
+fn a_store_of_the_second_schema_gets_an_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&format!(
+        "BEGIN; {}; {}; PRAGMA user_version = 2; COMMIT;",
+        MIGRATIONS[0], MIGRATIONS[1]
+    ))
+    .unwrap();
+    drop(conn);
+    let store = Store::open_existing(&path).unwrap();
+    store.create_mission(&mission("m1")).unwrap();
+    assert!(store.put_inbox("m1", "t1", "hello", 4).unwrap().is_some());
+    assert_eq!(store.waiting_inbox("m1").unwrap().len(), 1);
+}
+
+#[test]
+fn the_inbox_is_bounded_per_unit_and_delivers_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).unwrap();
+    store.set_secrets(vec!["sk-secret-123456".into()]);
+    store.create_mission(&mission("m1")).unwrap();
+    let first = store
+        .put_inbox("m1", "t1", "one sk-secret-123456", 2)
+        .unwrap()
+        .unwrap();
+    store.put_inbox("m1", "t1", "two", 2).unwrap().unwrap();
+    assert_eq!(store.put_inbox("m1", "t1", "three", 2).unwrap(), None, "full");
+    assert!(store.put_inbox("m1", "t2", "other unit", 2).unwrap().is_some());
+    assert!(store.put_inbox("m2", "t1", "other mission", 2).unwrap().is_some());
+    let waiting = store.waiting_inbox("m1").unwrap();
+    assert_eq!(waiting.len(), 3);
+    assert_eq!(waiting[0].message, "one [redacted]", "secrets are masked");
+
+    let envelope = event("m1", 0, "delivered");
+    let json = serde_json::to_string(&envelope).unwrap();
+    let delivery = Delivery {
+        inbox: vec![first],
+        transcript: Some(("worker:t1".into(), 3, serde_json::json!({"role": "user"}))),
+    };
+    store.append_delivery(&envelope, &json, &delivery).unwrap();
+    let waiting = store.waiting_inbox("m1").unwrap();
+    assert_eq!(waiting.len(), 2);
+    assert!(waiting.iter().all(|m| m.id != first));
+    assert_eq!(store.events_after("m1", None).unwrap().len(), 1);
+    assert_eq!(store.messages("m1", "worker:t1").unwrap().len(), 1);
+    // A delivered message frees its place.
+    assert!(store.put_inbox("m1", "t1", "three", 2).unwrap().is_some());
+    // The same seq twice fails whole: the row is not marked by a failed delivery.
+    let second = waiting[0].id;
+    let again = Delivery {
+        inbox: vec![second],
+        transcript: None,
+    };
+    assert!(store.append_delivery(&envelope, &json, &again).is_err());
+    assert!(store.waiting_inbox("m1").unwrap().iter().any(|m| m.id == second));
+}
