@@ -11,6 +11,7 @@ mod progress;
 mod report;
 mod serve;
 mod status;
+mod tell;
 mod telemetry;
 mod terminal;
 
@@ -56,6 +57,9 @@ enum Command {
     /// Answer the plan a mission started with --approve-plan waits with: approve it, reject it with
     /// feedback, or replace it with an edited plan.
     Approve(approve::ApproveArgs),
+    /// Send a running unit's worker a message, given to it before its next model call (--all: every
+    /// running worker).
+    Tell(tell::TellArgs),
     /// Serve the Model Context Protocol on stdin/stdout: tools to start, follow and cancel missions.
     Mcp,
     /// Register the MCP server and a /task command in another tool's config.
@@ -302,6 +306,7 @@ fn main() -> ExitCode {
             }
             Command::Cancel(args) => cancel(&args).await,
             Command::Approve(args) => approve::run(args).await,
+            Command::Tell(args) => tell::run(args).await,
             Command::Mcp => mcp().await,
             Command::Install(args) => install::install(args).await,
             Command::Uninstall(args) => install::uninstall(args).await,

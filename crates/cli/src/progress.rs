@@ -215,6 +215,10 @@ impl View {
                 follow_up.len()
             )),
             Event::Notice { message } => Some(message.clone()),
+            Event::UserMessage { unit, message } => Some(format!(
+                "{unit}: your message reached its worker: {}",
+                first_line(message)
+            )),
             _ => None,
         }
     }

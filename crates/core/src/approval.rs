@@ -7,11 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use orchestrator_protocol::{EventEnvelope, PlanAnswer, UnitSpec};
-use orchestrator_store::{MissionStatus, Store};
+use orchestrator_store::{MissionRecord, MissionStatus, Store};
 use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::control::MissionControl;
+use crate::events::EventBus;
 use crate::error::{EngineError, Result};
 use crate::mission::open_store_at;
 use crate::missions::find_mission;
@@ -87,25 +88,34 @@ pub async fn answer_plan(root: &Path, mission: Option<&str>, answer: PlanAnswer)
     store
         .put_plan_answer(&id, waiting.attempt, &answer)
         .map_err(|e| EngineError::Other(e.to_string()))?;
+    if !wake(&record)? {
+        return Ok(format!(
+            "plan {} of mission {id} {what}; the mission is not running: `orchestrator resume --mission {id}` takes the answer",
+            waiting.attempt
+        ));
+    }
+    Ok(format!("plan {} of mission {id} {what}", waiting.attempt))
+}
+
+/// Wakes the process running `record`'s mission with SIGUSR1, so it reads what was stored for it;
+/// false when no process runs the mission (the stored word waits for `resume`).
+pub(crate) fn wake(record: &MissionRecord) -> Result<bool> {
     let live = record
         .pid
         .filter(|p| record.status == MissionStatus::Running && mission_process(root, *p))
         .and_then(|p| i32::try_from(p).ok());
     let Some(pid) = live else {
-        return Ok(format!(
-            "plan {} of mission {id} {what}; the mission is not running: `orchestrator resume --mission {id}` takes the answer",
-            waiting.attempt
-        ));
+        return Ok(false);
     };
     // SAFETY: kill only sends a signal to the recorded mission process, which handles SIGUSR1 from
     // before it recorded its pid (see `install_wake_signal`).
     if unsafe { libc::kill(pid, libc::SIGUSR1) } != 0 {
         return Err(EngineError::Other(format!(
-            "the answer is recorded, but the mission process {pid} cannot be woken: {}",
+            "it is recorded, but the mission process {pid} cannot be woken: {}",
             std::io::Error::last_os_error()
         )));
     }
-    Ok(format!("plan {} of mission {id} {what}", waiting.attempt))
+    Ok(true)
 }
 
 /// An answer as the HTTP API and MCP take it: `answer` is `approve`, `reject` (with `feedback`, what
@@ -170,14 +180,19 @@ pub(crate) fn install_wake_signal() {
     }
 }
 
-/// Hands the answer `orchestrator approve` stored to the mission's control: once now (an answer given
-/// while no process ran the mission) and again on every SIGUSR1. The mission removes an answer once
-/// it has taken it.
-pub(crate) fn forward_stored_answers(
+/// Hands what other processes stored for the mission to its control: the answer `orchestrator
+/// approve` stored, and the messages `orchestrator tell` stored (with the tells of front ends in this
+/// process, stored first). Once now (what was given while no process ran the mission), then on every
+/// SIGUSR1 and every tell in this process. The mission removes an answer once it has taken it; a
+/// message is marked delivered when its worker takes it.
+pub(crate) fn forward_stored(
     store: Arc<Store>,
     mission: String,
     control: MissionControl,
+    bus: EventBus,
 ) -> tokio::task::JoinHandle<()> {
+    // Before any session starts: a resumed worker's first model call carries what waits for it.
+    crate::inbox::forward(&store, &mission, control.mailbox(), &bus);
     tokio::spawn(async move {
         let mut wake = match signal(SignalKind::user_defined1()) {
             Ok(wake) => Some(wake),
@@ -192,9 +207,16 @@ pub(crate) fn forward_stored_answers(
                 Ok(None) => {}
                 Err(e) => tracing::warn!("cannot read the stored plan answer: {e}"),
             }
-            let Some(signals) = wake.as_mut() else { return };
-            if signals.recv().await.is_none() {
-                return;
+            crate::inbox::forward(&store, &mission, control.mailbox(), &bus);
+            let signalled = async {
+                match wake.as_mut() {
+                    Some(signals) => signals.recv().await.is_some(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                open = signalled => if !open { return },
+                _ = crate::inbox::requested(control.mailbox()) => {}
             }
         }
     })

@@ -8,11 +8,16 @@
 //! mission's process sends it here; `orchestrator approve` in another process records it in the
 //! store and wakes the mission's process with SIGUSR1, which hands the stored answer to this same
 //! channel (see `approval.rs`).
+//!
+//! A message for a worker (`Op::Tell`) goes into the control's mailbox; the mission stores it, and
+//! the worker's session takes it before its next model call (see `inbox.rs`).
 
 use std::sync::Arc;
 
 use orchestrator_protocol::{Op, PlanAnswer, Steer};
 use tokio::sync::watch;
+
+use crate::inbox::{Mailbox, Recipient};
 use tokio_util::sync::CancellationToken;
 
 /// A clone-able handle to steer a mission. Create one, hand a clone to `run_task`/`resume` through the
@@ -23,6 +28,8 @@ pub struct MissionControl {
     /// The latest answer to a waiting plan, with the attempt it answers: the mission takes the one
     /// for the plan it shows and ignores the others.
     plan_answer: Arc<watch::Sender<Option<(u32, PlanAnswer)>>>,
+    /// Messages for workers (`Op::Tell`, `orchestrator tell`) on their way to their sessions.
+    mail: Arc<Mailbox>,
 }
 
 impl Default for MissionControl {
@@ -30,6 +37,7 @@ impl Default for MissionControl {
         MissionControl {
             paused: Arc::new(watch::Sender::new(false)),
             plan_answer: Arc::new(watch::Sender::new(None)),
+            mail: Arc::default(),
         }
     }
 }
@@ -89,6 +97,17 @@ impl MissionControl {
         answers
     }
 
+    /// Sends `message` to `to`'s worker: the mission checks and stores it, its worker reads it before
+    /// its next model call (`user_message`), and a refusal shows as a notice. False when too many
+    /// tells wait to be stored already (the message is dropped).
+    pub fn tell(&self, to: Recipient, message: String) -> bool {
+        self.mail.request(to, message)
+    }
+
+    pub(crate) fn mailbox(&self) -> &Mailbox {
+        &self.mail
+    }
+
     /// Waits while dispatch is paused; false when the mission is cancelled first.
     pub(crate) async fn wait_for_dispatch(&self, cancel: &CancellationToken) -> bool {
         let mut paused = self.paused.subscribe();
@@ -126,6 +145,11 @@ impl Steer for Steering {
             Op::ResumeDispatch => self.control.resume_dispatch(),
             Op::Cancel => self.cancel.cancel(),
             Op::AnswerPlan { attempt, answer } => self.control.answer_plan(attempt, answer),
+            Op::Tell { unit, message } => {
+                if !self.control.tell(Recipient::from_op(unit), message) {
+                    tracing::warn!("too many messages wait to be stored; one was dropped");
+                }
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use chrono::Utc;
 use std::collections::BTreeMap;
 
 use orchestrator_protocol::{Event, EventEnvelope, Role, TokenUsage};
-use orchestrator_store::Store;
+use orchestrator_store::{Delivery, Store};
 use tokio::sync::mpsc;
 
 /// Clone-able handle the engine emits through. Subscribers get every event, in order, losslessly.
@@ -76,6 +76,16 @@ impl EventBus {
     }
 
     pub fn emit(&self, event: Event) {
+        self.emit_with(event, None);
+    }
+
+    /// Emits `event` with what `delivery` writes to the store in the same transaction (a message
+    /// handed to a worker: its transcript entry and its inbox row's mark).
+    pub(crate) fn emit_delivery(&self, event: Event, delivery: &Delivery) {
+        self.emit_with(event, Some(delivery));
+    }
+
+    fn emit_with(&self, event: Event, delivery: Option<&Delivery>) {
         if let Event::ModelCall { usage, role, .. } = &event {
             lock(&self.inner.usage).add(*usage);
             lock(&self.inner.by_role).entry(*role).or_default().add(*usage);
@@ -90,7 +100,7 @@ impl EventBus {
             event,
         };
         let envelope = Arc::new(match lock(&self.inner.store).as_ref() {
-            Some(store) => self.store_masked(store, envelope),
+            Some(store) => self.store_masked(store, envelope, delivery),
             None => envelope,
         });
         subscribers.retain(|tx| tx.send(envelope.clone()).is_ok());
@@ -100,7 +110,7 @@ impl EventBus {
     /// whatever a model or a tool echoed — so every front end (`--json`, progress lines, the terminal
     /// view, the API, traces) sees the same. The event is serialised once for both; only one that holds
     /// a secret is read back from the masked JSON.
-    fn store_masked(&self, store: &Store, envelope: EventEnvelope) -> EventEnvelope {
+    fn store_masked(&self, store: &Store, envelope: EventEnvelope, delivery: Option<&Delivery>) -> EventEnvelope {
         let json = match serde_json::to_string(&envelope) {
             Ok(json) => json,
             Err(e) => {
@@ -108,7 +118,11 @@ impl EventBus {
                 return envelope;
             }
         };
-        if let Err(e) = store.append_serialized_event(&envelope, &json) {
+        let written = match delivery {
+            Some(delivery) => store.append_delivery(&envelope, &json, delivery),
+            None => store.append_serialized_event(&envelope, &json),
+        };
+        if let Err(e) = written {
             self.store_failed(e.to_string());
         }
         if !store.contains_secret(&json) {

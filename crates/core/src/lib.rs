@@ -13,6 +13,7 @@ pub mod config;
 mod control;
 mod error;
 mod events;
+mod inbox;
 mod lock;
 mod mission;
 mod missions;
@@ -37,6 +38,7 @@ pub use clean::{clean, CleanReport};
 pub use control::{MissionControl, Steering};
 pub use error::{EngineError, Result};
 pub use events::EventBus;
+pub use inbox::{check_tell, clean_message, tell, Recipient, INBOX_PER_UNIT, MAX_MESSAGE_BYTES};
 pub use mission::{
     open_store, open_store_in, repo_root, resume, run_task, IfInterrupted, MissionOptions, MissionReport,
     ResumeOptions, STATE_DIR,

@@ -332,6 +332,8 @@ async fn prompt_loop(
         if let Some(end) = limit_reached(session, rt, run_started_turns) {
             return end;
         }
+        // A person's message (`orchestrator tell`) goes with the next prompt.
+        session.take_mail(rt);
         let pending: Vec<String> = session
             .messages
             .iter()

@@ -222,6 +222,12 @@ pub enum Event {
     DispatchChanged {
         paused: bool,
     },
+    /// A person's message (`orchestrator tell`) went into the worker session of `unit`, before its
+    /// next model call; the worker's transcript holds it from here on.
+    UserMessage {
+        unit: String,
+        message: String,
+    },
     /// A warning a person should see (e.g. the user's branch could not be fast-forwarded).
     Notice {
         message: String,

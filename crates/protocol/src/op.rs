@@ -24,6 +24,15 @@ pub enum Op {
         #[serde(flatten)]
         answer: PlanAnswer,
     },
+    /// A message from the person to a unit's worker (`unit`; `None`: every unit whose worker is
+    /// running), given to the worker's session before its next model call. The effect shows as
+    /// `user_message` when the worker takes it, or as a notice when it is refused (an unknown or
+    /// finished unit, a message too long, a full inbox).
+    Tell {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
+        message: String,
+    },
 }
 
 /// Where a front end's operations go: the engine's handle on a running mission, or a test's recorder.
@@ -56,6 +65,14 @@ mod tests {
                 answer: PlanAnswer::Reject {
                     feedback: "smaller".into()
                 }
+            }
+        );
+        let tell: Op = serde_json::from_str(r#"{"op":"tell","message":"use tabs"}"#).unwrap();
+        assert_eq!(
+            tell,
+            Op::Tell {
+                unit: None,
+                message: "use tabs".into()
             }
         );
     }

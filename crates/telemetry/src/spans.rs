@@ -575,6 +575,16 @@ impl MissionSpan {
                 at,
                 Vec::new(),
             ),
+            Event::UserMessage { unit, message } => {
+                let attributes = vec![
+                    KeyValue::new("orchestrator.unit", unit.clone()),
+                    KeyValue::new("message", message.clone()),
+                ];
+                match self.units.get_mut(unit) {
+                    Some(open) => open.span.event("user_message", at, attributes),
+                    None => self.root.event("user_message", at, attributes),
+                }
+            }
             Event::Notice { message } => {
                 self.root
                     .event("notice", at, vec![KeyValue::new("message", message.clone())]);

@@ -125,6 +125,9 @@ pub fn describe(event: &Event) -> Option<String> {
         Event::DispatchChanged { paused: true } => "dispatch paused: no new unit starts".into(),
         Event::DispatchChanged { paused: false } => "dispatch resumed".into(),
         Event::Notice { message } => message.clone(),
+        Event::UserMessage { unit, message } => {
+            format!("{unit}: your message reached its worker: {}", first_line(message))
+        }
         Event::MissionFinished { outcome, summary, .. } => {
             format!("mission {}: {}", outcome.as_str(), first_line(summary))
         }

@@ -106,7 +106,7 @@ pub(super) async fn run_mission(
         },
         bus.subscribe(),
     );
-    let answers = crate::approval::forward_stored_answers(store.clone(), id.clone(), control.clone());
+    let answers = crate::approval::forward_stored(store.clone(), id.clone(), control.clone(), bus.clone());
     let setup = Setup {
         repo: repo.clone(),
         worktrees: repo.root().join(STATE_DIR).join("worktrees").join(&id),

@@ -341,14 +341,15 @@ pub struct Session {
 /// The turns a stored conversation already spent of its current run, so a crash or kill cannot hand a
 /// looping session a fresh allowance. Scouts, planners and reviewers run once: every turn counts. A
 /// worker (or resolver) runs again after each review, with the feedback as a new message: the turns
-/// since the conversation's last user message count.
+/// since the conversation's last user message count (a person's message, `orchestrator tell`, does
+/// not begin a run).
 fn turns_taken(role: Role, messages: &[Message]) -> u32 {
     let is_turn = |m: &&Message| matches!(m, Message::Assistant { .. });
     let count = match role {
         Role::Worker | Role::ConflictResolver => messages
             .iter()
             .rev()
-            .take_while(|m| !matches!(m, Message::User { .. }))
+            .take_while(|m| !matches!(m, Message::User { content } if !content.starts_with(crate::inbox::FROM_THE_USER)))
             .filter(is_turn)
             .count(),
         _ => messages.iter().filter(is_turn).count(),
@@ -473,6 +474,34 @@ impl Session {
             return;
         }
         self.push(Message::user(text));
+    }
+
+    /// Gives a worker the messages a person sent its unit (`orchestrator tell`), before its next
+    /// model call: each becomes a user message of the conversation, stored with its `user_message`
+    /// event and its inbox row's "delivered" mark in one transaction.
+    pub(crate) fn take_mail(&mut self, rt: &Runtime) {
+        let Some(unit) = self.unit.clone().filter(|_| self.role == Role::Worker) else {
+            return;
+        };
+        for letter in rt.control.mailbox().take(&unit) {
+            let message = Message::user(crate::inbox::worker_text(&letter.message));
+            let transcript = self.transcript.as_ref().and_then(|t| {
+                let value = serde_json::to_value(&message).ok()?;
+                Some((t.key.clone(), self.messages.len(), value))
+            });
+            let delivery = orchestrator_store::Delivery {
+                inbox: vec![letter.id],
+                transcript,
+            };
+            rt.bus.emit_delivery(
+                Event::UserMessage {
+                    unit: unit.clone(),
+                    message: letter.message,
+                },
+                &delivery,
+            );
+            self.messages.push(message);
+        }
     }
 
     /// OpenCode hook: the key the transcript is stored under (the session id without a store).

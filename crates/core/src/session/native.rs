@@ -265,6 +265,7 @@ impl Session {
                 return SessionEnd::BudgetSpent;
             }
             budget_for_run -= 1;
+            self.take_mail(rt);
             // A model that repeats itself at temperature 0 would repeat itself forever: each turn in
             // a row that repeated a call or a bad reply samples a little hotter.
             let stuck = watch.repeats + u32::from(last_bad_reply.is_some() && corrections > 0);
@@ -1030,6 +1031,14 @@ mod tests {
             turn("3"),
         ];
         assert_eq!(turns_taken(Role::Worker, &worker), 1);
+        // A person's message in the middle of a run does not give the worker a fresh allowance.
+        let told = vec![
+            Message::user("brief"),
+            turn("1"),
+            Message::user(crate::inbox::worker_text("use tabs")),
+            turn("2"),
+        ];
+        assert_eq!(turns_taken(Role::Worker, &told), 2);
     }
 
     #[test]
