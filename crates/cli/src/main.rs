@@ -11,8 +11,8 @@ mod progress;
 mod report;
 mod serve;
 mod status;
-mod tell;
 mod telemetry;
+mod tell;
 mod terminal;
 
 use std::io::IsTerminal;

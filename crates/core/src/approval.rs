@@ -12,8 +12,8 @@ use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::control::MissionControl;
-use crate::events::EventBus;
 use crate::error::{EngineError, Result};
+use crate::events::EventBus;
 use crate::mission::open_store_at;
 use crate::missions::find_mission;
 use crate::replay::Replay;

@@ -110,7 +110,12 @@ impl EventBus {
     /// whatever a model or a tool echoed — so every front end (`--json`, progress lines, the terminal
     /// view, the API, traces) sees the same. The event is serialised once for both; only one that holds
     /// a secret is read back from the masked JSON.
-    fn store_masked(&self, store: &Store, envelope: EventEnvelope, delivery: Option<&Delivery>) -> EventEnvelope {
+    fn store_masked(
+        &self,
+        store: &Store,
+        envelope: EventEnvelope,
+        delivery: Option<&Delivery>,
+    ) -> EventEnvelope {
         let json = match serde_json::to_string(&envelope) {
             Ok(json) => json,
             Err(e) => {

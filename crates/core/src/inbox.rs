@@ -179,7 +179,12 @@ pub async fn tell(root: &Path, mission: Option<&str>, to: Recipient, message: &s
 
 /// The mission's checks of a message without storing it: for a front end that sends it as an
 /// `Op::Tell` into a mission its own process runs, so it can refuse at once what the mission would.
-pub fn check_tell(record: &MissionRecord, store: &Store, to: &Recipient, message: &str) -> Result<Vec<String>> {
+pub fn check_tell(
+    record: &MissionRecord,
+    store: &Store,
+    to: &Recipient,
+    message: &str,
+) -> Result<Vec<String>> {
     clean_message(message)?;
     let events = store
         .events_after(&record.id, None)
@@ -277,10 +282,16 @@ mod tests {
 
     #[test]
     fn messages_are_cleaned_and_bounded() {
-        assert_eq!(clean_message("  use\ttabs\u{1b}[31m\r\n ").unwrap(), "use\ttabs[31m");
+        assert_eq!(
+            clean_message("  use\ttabs\u{1b}[31m\r\n ").unwrap(),
+            "use\ttabs[31m"
+        );
         assert!(clean_message("\u{7}\u{0}  ").is_err(), "empty once cleaned");
         let long = "x".repeat(MAX_MESSAGE_BYTES + 1);
-        assert!(clean_message(&long).unwrap_err().to_string().contains("at most 4096 bytes"));
+        assert!(clean_message(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 4096 bytes"));
         assert!(clean_message(&"x".repeat(MAX_MESSAGE_BYTES)).is_ok());
     }
 
@@ -298,11 +309,17 @@ mod tests {
         assert_eq!(taken, vec![1, 3]);
         assert!(mailbox.take("t1").is_empty());
         mailbox.offer(vec![row(1, "t1")]);
-        assert!(mailbox.take("t1").is_empty(), "a row read again is not handed over again");
+        assert!(
+            mailbox.take("t1").is_empty(),
+            "a row read again is not handed over again"
+        );
         for _ in 0..MAX_REQUESTS {
             assert!(mailbox.request(Recipient::All, "x".into()));
         }
-        assert!(!mailbox.request(Recipient::All, "x".into()), "the queue is bounded");
+        assert!(
+            !mailbox.request(Recipient::All, "x".into()),
+            "the queue is bounded"
+        );
         assert_eq!(mailbox.take_requests().len(), MAX_REQUESTS);
     }
 }

@@ -23,6 +23,7 @@ mod secrets;
 mod serve;
 mod support;
 mod telemetry;
+mod tell;
 mod traffic;
 mod tui;
 mod verified;
