@@ -496,6 +496,7 @@ impl MissionView {
             Event::UnitState { unit, .. }
             | Event::UnitPrepared { unit, .. }
             | Event::MergeConflict { unit, .. }
+            | Event::UserMessage { unit, .. }
             | Event::Merged { unit, .. } => Some(unit.clone()),
             Event::UnitsSpawned { parent, .. } => Some(parent.clone()),
             Event::EvidenceRecorded { unit, .. } | Event::ReviewFinished { unit, .. } => unit.clone(),

@@ -173,3 +173,23 @@ fn merge_time_states_keep_the_units_attempt() {
     let view = MissionView::from_events(&events);
     assert_eq!(view.unit("t1").unwrap().attempt, 2);
 }
+
+#[test]
+fn a_message_to_a_worker_is_in_its_units_log() {
+    let mut events = running_mission();
+    let last = events.last().cloned().unwrap();
+    events.push(EventEnvelope {
+        seq: last.seq + 1,
+        event: Event::UserMessage {
+            unit: "t2.2".into(),
+            message: "Use the existing lexer.\nAnd keep it small.".into(),
+        },
+        ..last
+    });
+    let view = MissionView::from_events(&events);
+    let log = &view.unit("t2.2").unwrap().log;
+    assert_eq!(
+        log.last().map(|l| l.text.as_str()),
+        Some("t2.2: your message reached its worker: Use the existing lexer.")
+    );
+}
