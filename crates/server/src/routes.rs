@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/missions/{id}/pause", post(pause))
         .route("/missions/{id}/resume", post(resume))
         .route("/missions/{id}/plan", post(answer_plan))
+        .route("/missions/{id}/tell", post(tell))
         .fallback(no_such_endpoint)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.auth.clone(), auth::require));
@@ -276,9 +277,77 @@ async fn answer_plan(
 const PLAN_ANSWER_BODY: &str = "Expected {\"answer\": \"approve\"}, {\"answer\": \"reject\", \"feedback\": \"what to change\"} \
      or {\"answer\": \"edit\", \"plan\": {\"tasks\": [{\"id\", \"title\", \"description\", \"depends_on\"}]}}";
 
+/// The body of `POST /api/missions/{id}/tell`: a unit, or every running worker.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TellBody {
+    unit: Option<String>,
+    #[serde(default)]
+    all: bool,
+    message: String,
+}
+
+const TELL_BODY: &str =
+    "Expected {\"unit\": \"t2\", \"message\": \"...\"} or {\"all\": true, \"message\": \"...\"}";
+
+/// Gives a unit's worker (or every running worker) a message before its next model call. A mission
+/// this server runs gets it as an `Op::Tell`, after the mission's own checks so a refusal is an
+/// answer here; one run by another process (or by none) gets it as `orchestrator tell` gives it.
+async fn tell(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<TellBody>, JsonRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Json(body) =
+        body.map_err(|rejection| ApiError::unprocessable(format!("{}. {TELL_BODY}", rejection.body_text())))?;
+    let to = match (body.unit, body.all) {
+        (Some(unit), false) => orchestrator_core::Recipient::Unit(unit),
+        (None, true) => orchestrator_core::Recipient::All,
+        _ => {
+            return Err(ApiError::unprocessable(format!(
+                "give either `unit` or `\"all\": true`. {TELL_BODY}"
+            )))
+        }
+    };
+    let found = state.registry.find(&id).await?;
+    let refused = |e: orchestrator_core::EngineError| match e {
+        orchestrator_core::EngineError::Usage(message) if message.contains("only a running") => {
+            ApiError::conflict(message)
+        }
+        other => ApiError::from_engine(&other),
+    };
+    let message = match found.live.as_ref().filter(|live| live.is_running()) {
+        Some(live) => {
+            let (record, store, check) = (found.record.clone(), found.store.clone(), to.clone());
+            let text = body.message.clone();
+            let units = crate::registry::blocking(move || {
+                orchestrator_core::check_tell(&record, &store, &check, &text)
+            })
+            .await?
+            .map_err(refused)?;
+            let unit = match to {
+                orchestrator_core::Recipient::Unit(unit) => Some(unit),
+                orchestrator_core::Recipient::All => None,
+            };
+            live.steer.send(Op::Tell {
+                unit,
+                message: body.message,
+            });
+            format!(
+                "message for {} of mission {id} sent; each worker reads it before its next model call",
+                units.join(", ")
+            )
+        }
+        None => orchestrator_core::tell(&found.root, Some(&found.record.id), to, &body.message)
+            .await
+            .map_err(refused)?,
+    };
+    Ok(Json(json!({ "id": id, "message": message })))
+}
+
 async fn no_such_endpoint(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     ApiError::not_found(format!(
-        "no such endpoint: {method} {uri}; the API is /api/missions[/{{id}}[/events|/cancel|/pause|/resume|/plan]]"
+        "no such endpoint: {method} {uri}; the API is /api/missions[/{{id}}[/events|/cancel|/pause|/resume|/plan|/tell]]"
     ))
 }
 

@@ -693,3 +693,64 @@ async fn changes_from_another_origin_are_refused_even_with_the_cookie() {
         cross_site.error()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tell_stores_a_message_for_a_worker_and_refuses_misuse() {
+    // The running fixture, interrupted: the message waits in the store for `resume`.
+    let repo = Repo::new();
+    repo.store(&running_mission(), MissionStatus::Interrupted, None);
+    let router = server(vec![repo.path()]);
+    let url = mission_url("/tell");
+
+    let reply = post_json(
+        &router,
+        &url,
+        r#"{"unit": "t2.2", "message": "Use the existing lexer."}"#,
+    )
+    .await;
+    reply.assert(StatusCode::OK);
+    let said = reply.json()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        said.contains("message for t2.2") && said.contains("orchestrator resume"),
+        "{said}"
+    );
+    let reply = post_json(&router, &url, r#"{"all": true, "message": "Keep it small."}"#).await;
+    reply.assert(StatusCode::OK);
+    let said = reply.json()["message"].as_str().unwrap_or_default().to_string();
+    assert!(said.contains("for t2, t2.2 of"), "every running worker: {said}");
+    let store = Store::open_existing(&repo.path().join(STATE_DIR).join("state.db")).expect("store");
+    let waiting = store.waiting_inbox(MISSION).expect("inbox");
+    assert_eq!(waiting.len(), 3, "{waiting:?}");
+    assert_eq!(waiting[0].message, "Use the existing lexer.");
+
+    let reply = post_json(&router, &url, r#"{"unit": "t1", "message": "x"}"#).await;
+    reply.assert(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(reply.error().contains("finished (passed)"), "{}", reply.error());
+    let reply = post_json(&router, &url, r#"{"unit": "zz", "message": "x"}"#).await;
+    reply.assert(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(reply.error().contains("no unit `zz`"), "{}", reply.error());
+    let long = json!({"unit": "t1", "message": "x".repeat(5000)}).to_string();
+    let reply = post_json(&router, &url, &long).await;
+    reply.assert(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(reply.error().contains("at most 4096 bytes"), "{}", reply.error());
+    for body in [
+        r#"{"message": "to whom?"}"#,
+        r#"{"unit": "t1", "all": true, "message": "both"}"#,
+        r#"{"unit": "t1"}"#,
+        r#"{"unit": "t1", "message": "x", "shout": true}"#,
+    ] {
+        post_json(&router, &url, body)
+            .await
+            .assert(StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    assert_eq!(
+        store.waiting_inbox(MISSION).expect("inbox").len(),
+        3,
+        "nothing more stored"
+    );
+
+    let (_sealed, router) = sealed_repo();
+    let reply = post_json(&router, &url, r#"{"unit": "t1", "message": "too late"}"#).await;
+    reply.assert(StatusCode::CONFLICT);
+    assert!(reply.error().contains("is sealed"), "{}", reply.error());
+}
