@@ -308,6 +308,34 @@ async function answerPlan(body) {
   refresh();
 }
 
+async function tellWorker(event) {
+  event.preventDefault();
+  const id = state.selected;
+  if (!id) return;
+  const unit = $("tell-unit").value.trim();
+  const message = $("tell-message").value.trim();
+  const body = unit ? { unit, message } : { all: true, message };
+  showMissionError("");
+  try {
+    await api(`/api/missions/${encodeURIComponent(id)}/tell`, { method: "POST", body: JSON.stringify(body) });
+    $("tell-message").value = "";
+  } catch (error) {
+    showMissionError(error.message);
+  }
+  refresh();
+}
+
+// A unit row's "message" button names its unit in the form below the tree (rows are redrawn on every
+// refresh, so the form lives outside them).
+function tellButton(unit) {
+  const button = el("button", { type: "button", class: "tell-unit", "data-testid": "tell-unit-button", title: `Message ${unit}'s worker` }, "✉");
+  button.addEventListener("click", () => {
+    $("tell-unit").value = unit;
+    $("tell-message").focus();
+  });
+  return button;
+}
+
 function renderTree(d) {
   const units = new Map(d.units.map((u) => [u.id, u]));
   const live = new Map();
@@ -324,6 +352,7 @@ function renderTree(d) {
         " ",
         u.title,
         u.detail ? el("span", { class: "detail" }, u.detail) : null,
+        d.running && !["passed", "failed", "skipped", "merging"].includes(u.state) ? tellButton(u.id) : null,
       );
       title.style.setProperty("--depth", depth);
       return el(
@@ -481,6 +510,7 @@ function init() {
     steer(state.detail && state.detail.paused ? "resume" : "pause"),
   );
   $("cancel-button").addEventListener("click", cancelMission);
+  $("tell-form").addEventListener("submit", tellWorker);
   $("approve-button").addEventListener("click", () => answerPlan({ answer: "approve" }));
   $("reject-form").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -194,6 +194,7 @@ async fn the_dashboard_is_one_page_with_its_script_and_style() {
         "mission-outcome",
         "pause-button",
         "cancel-button",
+        "tell-form",
     ] {
         assert!(
             page.body.contains(&format!("data-testid=\"{id}\"")),
@@ -207,6 +208,7 @@ async fn the_dashboard_is_one_page_with_its_script_and_style() {
     let script = get(&router, "/app.js").await;
     script.assert(StatusCode::OK);
     assert!(script.body.contains("EventSource"));
+    assert!(script.body.contains("/tell`") && script.body.contains("tell-unit-button"));
     get(&router, "/style.css").await.assert(StatusCode::OK);
 }
 
