@@ -38,10 +38,12 @@ pub enum Action {
     AskFeedback,
     /// Start typing the path of a file with the edited plan (JSON, as `submit_plan` takes it).
     AskPlanFile,
+    /// Start typing a message to the selected unit's worker (`Op::Tell`).
+    AskMessage,
     /// A key typed into the open input.
     Type(char),
     Backspace,
-    /// Enter in the input: send the rejection or the edited plan.
+    /// Enter in the input: send the rejection, the edited plan or the message.
     SubmitInput,
     /// Esc in the input: drop it, the plan keeps waiting.
     CloseInput,
@@ -52,13 +54,20 @@ pub enum Action {
 pub enum InputKind {
     Feedback,
     PlanFile,
+    /// A message to the worker of the unit in [`Input::unit`].
+    Message,
 }
+
+/// The longest message the input takes, in bytes (the engine refuses longer ones).
+const MAX_MESSAGE_BYTES: usize = 4096;
 
 /// The open input: what it is for and what was typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Input {
     pub kind: InputKind,
     pub text: String,
+    /// The unit a message goes to.
+    pub unit: Option<String>,
 }
 
 /// Why the view closed.
@@ -206,6 +215,9 @@ impl App {
             }
         }
         match key.code {
+            KeyCode::Char('m') if self.selected_unit().is_some() && self.view.outcome.is_none() => {
+                return Some(Action::AskMessage)
+            }
             KeyCode::Char('p') | KeyCode::Char('P') => return Some(Action::TogglePause),
             KeyCode::Char('c') | KeyCode::Char('C') => return Some(Action::AskCancel),
             _ => {}
@@ -277,7 +289,16 @@ impl App {
             Action::ApprovePlan => self.answer_plan(PlanAnswer::Approve),
             Action::AskFeedback => self.open_input(InputKind::Feedback),
             Action::AskPlanFile => self.open_input(InputKind::PlanFile),
-            Action::Type(c) => self.input.iter_mut().for_each(|input| input.text.push(c)),
+            Action::AskMessage => {
+                self.open_input(InputKind::Message);
+                let unit = self.selected_unit().map(str::to_string);
+                self.input.iter_mut().for_each(|input| input.unit = unit.clone());
+            }
+            Action::Type(c) => self
+                .input
+                .iter_mut()
+                .filter(|input| input.text.len() + c.len_utf8() <= MAX_MESSAGE_BYTES)
+                .for_each(|input| input.text.push(c)),
             Action::Backspace => {
                 self.input.iter_mut().for_each(|input| {
                     input.text.pop();
@@ -293,6 +314,7 @@ impl App {
         self.input = Some(Input {
             kind,
             text: String::new(),
+            unit: None,
         });
     }
 
@@ -319,6 +341,14 @@ impl App {
                 Ok(units) => self.answer_plan(PlanAnswer::Edit { units }),
                 Err(why) => self.plan_error = Some(why),
             },
+            InputKind::Message if text.is_empty() => {
+                self.plan_error = Some("an empty message is not sent".into());
+            }
+            // The engine confirms with `user_message` when the worker takes it, or says why not.
+            InputKind::Message => self.steer.send(Op::Tell {
+                unit: input.unit,
+                message: text,
+            }),
         }
     }
 

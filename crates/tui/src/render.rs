@@ -376,8 +376,12 @@ fn render_totals(frame: &mut Frame, area: Rect, view: &MissionView, compact: boo
 fn render_footer(frame: &mut Frame, area: Rect, app: &App) {
     let line = if let Some(input) = app.input() {
         let prompt = match input.kind {
-            InputKind::Feedback => " feedback for the planner: ",
-            InputKind::PlanFile => " edited plan file (JSON): ",
+            InputKind::Feedback => " feedback for the planner: ".to_string(),
+            InputKind::PlanFile => " edited plan file (JSON): ".to_string(),
+            InputKind::Message => format!(
+                " message to {}'s worker: ",
+                input.unit.as_deref().unwrap_or("every")
+            ),
         };
         Line::from(vec![
             Span::from(prompt).bold().black().on_yellow(),
@@ -417,6 +421,10 @@ fn keys_line(app: &App) -> Line<'static> {
     } else {
         vec![("↑↓", "select"), ("⏎", "log")]
     };
+    // Shown where there is room (the tree's line is full at 80 columns); `m` works in the tree too.
+    if app.log().is_some() && app.view.outcome.is_none() {
+        keys.push(("m", "message its worker"));
+    }
     keys.extend([("p", pause), ("c", "cancel")]);
     if app.log().is_none() {
         keys.push(("q", "leave view, mission goes on"));

@@ -363,3 +363,38 @@ fn e_sends_the_plan_of_a_file() {
     assert_eq!(units[0].id, "x");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn m_sends_the_selected_units_worker_a_message() {
+    let sent = Arc::new(Sent::default());
+    let mut app = App::new(MissionView::from_events(&running_mission()), sent.clone());
+    app.on_key(key(KeyCode::Down));
+    let unit = app.selected_unit().map(str::to_string);
+    assert!(unit.is_some());
+    // Keys typed into the message are text, not commands (`p` does not pause, `c` does not cancel).
+    press(&mut app, "muse pcx");
+    app.on_key(key(KeyCode::Backspace));
+    assert!(!app.confirming_cancel());
+    assert!(app.input().is_some_and(|i| i.unit == unit));
+    app.on_key(key(KeyCode::Enter));
+    let told = Op::Tell {
+        unit: unit.clone(),
+        message: "use pc".into(),
+    };
+    assert_eq!(sent.0.lock().unwrap().as_slice(), [told]);
+    // An empty message is refused where the user is; a long one stops growing at the limit.
+    press(&mut app, "m");
+    app.on_key(key(KeyCode::Enter));
+    assert!(app.plan_error().is_some_and(|e| e.contains("empty message")));
+    press(&mut app, "m");
+    for _ in 0..5000 {
+        app.on_key(key(KeyCode::Char('x')));
+    }
+    assert_eq!(app.input().map(|i| i.text.len()), Some(4096));
+    app.on_key(key(KeyCode::Esc));
+    assert_eq!(sent.0.lock().unwrap().len(), 1, "nothing more was sent");
+    // A finished mission has no worker to tell.
+    let mut done = app_of(sealed_mission());
+    press(&mut done, "m");
+    assert!(done.input().is_none());
+}
