@@ -88,7 +88,7 @@ pub async fn answer_plan(root: &Path, mission: Option<&str>, answer: PlanAnswer)
     store
         .put_plan_answer(&id, waiting.attempt, &answer)
         .map_err(|e| EngineError::Other(e.to_string()))?;
-    if !wake(&record)? {
+    if !wake(root, &record)? {
         return Ok(format!(
             "plan {} of mission {id} {what}; the mission is not running: `orchestrator resume --mission {id}` takes the answer",
             waiting.attempt
@@ -99,7 +99,7 @@ pub async fn answer_plan(root: &Path, mission: Option<&str>, answer: PlanAnswer)
 
 /// Wakes the process running `record`'s mission with SIGUSR1, so it reads what was stored for it;
 /// false when no process runs the mission (the stored word waits for `resume`).
-pub(crate) fn wake(record: &MissionRecord) -> Result<bool> {
+pub(crate) fn wake(root: &Path, record: &MissionRecord) -> Result<bool> {
     let live = record
         .pid
         .filter(|p| record.status == MissionStatus::Running && mission_process(root, *p))

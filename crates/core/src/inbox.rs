@@ -168,7 +168,7 @@ pub async fn tell(root: &Path, mission: Option<&str>, to: Recipient, message: &s
             full.join(", ")
         ));
     }
-    match crate::approval::wake(&record)? {
+    match crate::approval::wake(root, &record)? {
         true => text.push_str("; each worker reads it before its next model call"),
         false => text.push_str(&format!(
             "; the mission is not running: `orchestrator resume --mission {id}` delivers it"

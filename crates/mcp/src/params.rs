@@ -158,6 +158,22 @@ pub struct ApprovePlanParams {
     pub plan: Option<serde_json::Value>,
 }
 
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TellWorkerParams {
+    /// The git repository of the mission (any folder in it). Default: the project the MCP server runs in.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The mission: its id or the start of one. Default: the repository's latest.
+    #[serde(default)]
+    pub mission: Option<String>,
+    /// The unit whose worker is told (mission_status lists the units). Absent: every running worker.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// The user's message, at most 4096 bytes.
+    pub message: String,
+}
+
 impl StartMissionParams {
     /// The `orchestrator task` arguments, flags first and the objective after `--` so an objective
     /// that starts with a dash is never read as a flag.

@@ -17,7 +17,9 @@ use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler
 
 use crate::error::ToolError;
 use crate::launch::{self, Launch, Started};
-use crate::params::{ApprovePlanParams, RepoParams, StartMissionParams, StatusParams, WaitParams};
+use crate::params::{
+    ApprovePlanParams, RepoParams, StartMissionParams, StatusParams, TellWorkerParams, WaitParams,
+};
 use crate::resources::{self, Subscriptions, Target};
 use crate::wait::{self, Ended};
 use crate::{report, ServerOptions};
@@ -32,7 +34,8 @@ Call start_mission with the objective; it returns at once while the mission runs
 Then call wait_for_mission to wait for its outcome (it reports progress as it goes), or use mission_status to \
 look at it and mission_result for the outcome; cancel_mission stops it. \
 A mission started with approve_plan stops after planning: mission_status shows the waiting plan; show it to \
-the user and pass their decision to approve_plan.";
+the user and pass their decision to approve_plan. tell_worker passes a message from the user to a running \
+unit's worker.";
 
 #[derive(Clone)]
 pub struct OrchestratorMcp {
@@ -133,6 +136,15 @@ another plan). Pass on the user's decision; never decide for them."
     )]
     async fn approve_plan(&self, Parameters(params): Parameters<ApprovePlanParams>) -> CallToolResult {
         respond(self.answer_plan(params).await)
+    }
+
+    #[tool(
+        description = "Give the user's message to a running unit's worker (or, without `unit`, to every running \
+worker) before its next model call: a correction or a hint while it works. Pass on the user's words; never \
+steer workers on your own."
+    )]
+    async fn tell_worker(&self, Parameters(params): Parameters<TellWorkerParams>) -> CallToolResult {
+        respond(self.tell(params).await)
     }
 }
 
@@ -340,6 +352,13 @@ interrupted mission dropped, call start_mission with abandon_interrupted: true."
         let root = self.root(params.repo.as_deref()).await?;
         let answer = orchestrator_core::plan_answer_from(&params.answer, params.feedback, params.plan)?;
         let text = orchestrator_core::answer_plan(&root, params.mission.as_deref(), answer).await?;
+        Ok(Reply { text, json: None })
+    }
+
+    async fn tell(&self, params: TellWorkerParams) -> Result<Reply, ToolError> {
+        let root = self.root(params.repo.as_deref()).await?;
+        let to = orchestrator_core::Recipient::from_op(params.unit);
+        let text = orchestrator_core::tell(&root, params.mission.as_deref(), to, &params.message).await?;
         Ok(Reply { text, json: None })
     }
 

@@ -214,6 +214,7 @@ async fn tools_list_names_the_tools_with_schemas() {
             "mission_result",
             "mission_status",
             "start_mission",
+            "tell_worker",
             "wait_for_mission"
         ]
     );
@@ -336,6 +337,12 @@ async fn a_dirty_tree_comes_back_as_a_tool_error_with_the_reason() {
 async fn errors_are_tool_errors_that_say_what_to_do() {
     let repo = TestRepo::new(&[]);
     let mut client = Client::connect(&repo, None).await;
+    let (text, is_error) = client
+        .call("tell_worker", json!({"unit": "a", "message": "hi"}))
+        .await;
+    assert!(is_error && text.contains("no mission"), "{text}");
+    let (text, is_error) = client.call("tell_worker", json!({"unit": "a"})).await;
+    assert!(is_error && text.contains("message"), "{text}");
     for tool in ["mission_status", "mission_result", "cancel_mission"] {
         let (text, is_error) = client.call(tool, json!({})).await;
         assert!(is_error, "{tool}: {text}");
@@ -496,6 +503,11 @@ async fn a_waiting_plan_is_shown_and_answered_over_mcp() {
         "{status}"
     );
     assert!(requests_of(&server, "worker").is_empty());
+    // No unit exists while the plan waits: nothing to tell yet.
+    let (untold, is_error) = client
+        .call("tell_worker", json!({"unit": "a", "message": "Use tabs."}))
+        .await;
+    assert!(is_error && untold.contains("no unit `a`"), "{untold}");
 
     let (refused, is_error) = client
         .call("approve_plan", json!({"answer": "edit", "plan": {"tasks": []}}))
@@ -521,6 +533,10 @@ async fn a_waiting_plan_is_shown_and_answered_over_mcp() {
     assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
     let (late, is_error) = client.call("approve_plan", json!({"answer": "approve"})).await;
     assert!(is_error && late.contains("no plan waiting"), "{late}");
+    let (late, is_error) = client
+        .call("tell_worker", json!({"unit": "a", "message": "Use tabs."}))
+        .await;
+    assert!(is_error && late.contains("is sealed"), "{late}");
     client.disconnect().await;
 }
 
