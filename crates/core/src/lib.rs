@@ -43,7 +43,7 @@ pub use mission::{
     open_store, open_store_in, repo_root, resume, run_task, IfInterrupted, MissionOptions, MissionReport,
     ResumeOptions, STATE_DIR,
 };
-pub use missions::{find_mission, missions, shorten, stored_time, MissionState, MissionSummary};
+pub use missions::{find_mission, interrupted, missions, shorten, stored_time, MissionState, MissionSummary};
 pub use orchestrator_store::MissionStatus;
 pub use prompts::system_prompt;
 pub use replay::SessionRecord;

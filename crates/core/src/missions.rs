@@ -202,6 +202,20 @@ fn ids(records: &[MissionRecord]) -> String {
     format!("{}{tail}", list.join(", "))
 }
 
+/// The repository's interrupted missions (unfinished, no live process runs them), newest first: what
+/// `resume` may continue, and what a front end offers for it. None when no mission has run there.
+pub fn interrupted(root: &Path) -> Result<Vec<MissionRecord>> {
+    if !root
+        .join(crate::STATE_DIR)
+        .join(crate::mission::STORE_FILE)
+        .is_file()
+    {
+        return Ok(Vec::new());
+    }
+    let store = open_store_at(root, false)?;
+    interrupted_missions(&store, false)
+}
+
 /// The missions a new one would leave behind: unfinished and not run by a live process. With the
 /// repository lock held no other process runs one, whatever pid its record names (it may have been
 /// reused since).

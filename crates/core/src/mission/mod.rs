@@ -29,7 +29,7 @@ use crate::config::MissionSettings;
 
 /// The state folder in the repo root; excluded from git through `.git/info/exclude`.
 pub const STATE_DIR: &str = ".orchestrator";
-const STORE_FILE: &str = "state.db";
+pub(crate) const STORE_FILE: &str = "state.db";
 
 /// What the user asked for.
 #[derive(Debug, Clone)]

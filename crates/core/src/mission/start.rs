@@ -152,6 +152,8 @@ pub async fn resume(
     let (lock, store) = claim_repo(&repo, &record.id, &clients)
         .await
         .inspect_err(|_| stop_soon(&opencode))?;
+    // Checked again with the lock held: a run that held it before us may have finished the mission.
+    still_resumable(&store, &record.id).inspect_err(|_| stop_soon(&opencode))?;
     let events = store.events_after(&record.id, None).map_err(store_error)?;
     let replay = Replay::from_events(&events);
     let next_seq = replay.last_seq.map(|s| s + 1).unwrap_or(0);
@@ -201,6 +203,16 @@ fn resumable(store: &Store, wanted: Option<&str>) -> Result<MissionRecord> {
         return Err(nothing_to_resume(store, Some(&record)));
     }
     Ok(record)
+}
+
+/// The mission as stored now is still unfinished: two resumes of one mission, the second waiting
+/// for the first to let go of the repository, must not run it twice.
+fn still_resumable(store: &Store, id: &str) -> Result<()> {
+    match store.mission(id).map_err(store_error)? {
+        Some(record) if record.status.is_unfinished() => Ok(()),
+        Some(record) => Err(nothing_to_resume(store, Some(&record))),
+        None => Err(nothing_to_resume(store, None)),
+    }
 }
 
 /// The endpoint check: the native providers' preflight, or (OpenCode hook) the OpenCode server

@@ -106,6 +106,29 @@ fn a_mission_marked_running_without_its_process_is_interrupted() {
 }
 
 #[test]
+fn a_repository_lists_its_interrupted_missions_for_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(interrupted(dir.path()).unwrap().is_empty(), "no store: none");
+    let state = dir.path().join(crate::STATE_DIR);
+    std::fs::create_dir(&state).unwrap();
+    assert!(interrupted(dir.path()).unwrap().is_empty(), "no store yet: none");
+    store_with(
+        &state,
+        &[
+            record("killed", MissionStatus::Running, Some(DEAD)),
+            record("live", MissionStatus::Running, Some(std::process::id())),
+            record("done", MissionStatus::Sealed, None),
+        ],
+    );
+    let ids: Vec<String> = interrupted(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, vec!["killed"], "neither the live nor the finished one");
+}
+
+#[test]
 fn only_missions_without_a_live_process_block_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with(
