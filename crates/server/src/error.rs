@@ -9,6 +9,9 @@ use orchestrator_core::EngineError;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Fields sent beside `error`, for a client to act on (the interrupted missions of a refused
+    /// start, say).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -16,7 +19,16 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// With `value` sent as `field` beside the message (never replacing `error`).
+    pub fn with_detail(mut self, field: &str, value: serde_json::Value) -> Self {
+        if field != "error" {
+            self.details.insert(field.to_string(), value);
+        }
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -60,7 +72,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({ "error": self.message }));
+        let mut body = self.details;
+        body.insert("error".into(), serde_json::Value::String(self.message));
+        let body = Json(serde_json::Value::Object(body));
         (self.status, body).into_response()
     }
 }

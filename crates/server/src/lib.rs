@@ -18,6 +18,7 @@ mod auth;
 mod dashboard;
 mod error;
 mod registry;
+mod resume;
 mod routes;
 mod start;
 mod state;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{Token, TokenError, TOKEN_COOKIE};
 pub use error::ApiError;
 pub use registry::{MissionDetail, MissionSummary, RepoSummary};
+pub use resume::{Interrupted, Resumed};
 pub use start::StartRequest;
 pub use state::ServerConfig;
 
@@ -101,6 +103,18 @@ impl Server {
             .with_graceful_shutdown(stopped.cancelled_owned())
             .await
             .map_err(ServerError::Serve)
+    }
+
+    /// The interrupted missions of the repositories this server knows, newest first per repository:
+    /// what `POST /api/missions/{id}/resume` continues.
+    pub async fn interrupted(&self) -> Vec<Interrupted> {
+        resume::interrupted(&self.state.registry).await
+    }
+
+    /// `--resume-interrupted`: continues the newest interrupted mission of each repository in this
+    /// process (one mission at a time runs in a repository) and says what became of each.
+    pub async fn resume_interrupted(&self) -> Vec<Resumed> {
+        resume::resume_all(self.state.registry.clone()).await
     }
 
     /// How many missions this server runs now.

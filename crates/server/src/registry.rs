@@ -4,13 +4,13 @@
 //! The store is the one source for what a mission did; the in-process handles add only what the
 //! store cannot: the controls (pause, cancel) and a wake-up when a new event was written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use orchestrator_core::{MissionStatus, Steering};
+use orchestrator_core::{MissionState, MissionStatus, Steering};
 use orchestrator_protocol::{EventEnvelope, Op, Outcome, Steer};
 use orchestrator_store::{MissionRecord, Store};
 use orchestrator_view::{MissionView, UnitCounts};
@@ -81,6 +81,9 @@ pub struct Registry {
     live: Mutex<HashMap<String, LiveMission>>,
     /// The drivers of in-process missions, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Missions a resume request is starting or running now: a second request for one is refused
+    /// before it reaches the engine (see [`Registry::claim_resume`]).
+    resuming: Arc<Mutex<HashSet<String>>>,
     /// Set when shutdown began: no new mission starts.
     closing: CancellationToken,
     otlp_endpoint: Option<String>,
@@ -98,6 +101,12 @@ impl Found {
     /// Whether a process runs the mission now.
     pub fn is_running(&self) -> bool {
         running(&self.record, self.live.as_ref())
+    }
+
+    /// Where the mission stands: running (here or elsewhere), interrupted (resumable), finished or
+    /// abandoned.
+    pub fn state(&self) -> MissionState {
+        state_of(&self.record, self.live.as_ref())
     }
 
     /// Whether this server runs it, so it can pause, resume and cancel it directly.
@@ -134,6 +143,9 @@ pub struct MissionSummary {
     pub objective: String,
     pub repo: String,
     pub status: MissionStatus,
+    /// `running`, `interrupted` (`POST /api/missions/{id}/resume` continues it), `finished` or
+    /// `abandoned`.
+    pub state: MissionState,
     pub running: bool,
     /// The outcome of a finished mission.
     pub outcome: Option<Outcome>,
@@ -155,6 +167,7 @@ pub struct MissionDetail {
     pub id: String,
     pub repo: String,
     pub status: MissionStatus,
+    pub state: MissionState,
     pub running: bool,
     pub controllable: bool,
     /// The units in tree order (each planned unit followed by the units it spawned).
@@ -185,6 +198,7 @@ impl MissionDetail {
             id: found.record.id.clone(),
             repo: found.root.display().to_string(),
             status: found.record.status,
+            state: found.state(),
             running: found.is_running(),
             controllable: found.is_controllable(),
             tree,
@@ -259,6 +273,18 @@ impl Registry {
         lock(&self.live).values().filter(|m| m.is_running()).count()
     }
 
+    /// Marks `id` as being resumed by this server until the returned claim is dropped; `None` when
+    /// a resume of it is already under way here.
+    pub fn claim_resume(&self, id: &str) -> Option<ResumeClaim> {
+        if !lock(&self.resuming).insert(id.to_string()) {
+            return None;
+        }
+        Some(ResumeClaim {
+            id: id.to_string(),
+            resuming: self.resuming.clone(),
+        })
+    }
+
     pub fn is_closing(&self) -> bool {
         self.closing.is_cancelled()
     }
@@ -324,6 +350,7 @@ impl Registry {
         let live = self.live(&record.id);
         let running = running(&record, live.as_ref());
         MissionSummary {
+            state: state_of(&record, live.as_ref()),
             outcome: (!running).then(|| outcome_of(record.status)).flatten(),
             controllable: live.as_ref().is_some_and(LiveMission::is_running),
             created_at: created_at(&record.created_at),
@@ -346,6 +373,31 @@ fn running(record: &MissionRecord, live: Option<&LiveMission>) -> bool {
         && record
             .pid
             .is_some_and(|pid| pid != std::process::id() && orchestrator_core::process_alive(pid))
+}
+
+/// A mission's state as this server sees it: one it runs is running while its driver lives, whatever
+/// its record says (the record names this process).
+fn state_of(record: &MissionRecord, live: Option<&LiveMission>) -> MissionState {
+    if running(record, live) {
+        return MissionState::Running;
+    }
+    match record.status {
+        MissionStatus::Running | MissionStatus::Interrupted => MissionState::Interrupted,
+        MissionStatus::Sealed | MissionStatus::Unsealed => MissionState::Finished,
+        MissionStatus::Abandoned => MissionState::Abandoned,
+    }
+}
+
+/// Held while a resume of one mission starts and runs in this server.
+pub struct ResumeClaim {
+    id: String,
+    resuming: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for ResumeClaim {
+    fn drop(&mut self) {
+        lock(&self.resuming).remove(&self.id);
+    }
 }
 
 fn outcome_of(status: MissionStatus) -> Option<Outcome> {
@@ -393,4 +445,19 @@ pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stat
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mission_is_claimed_for_resume_once_at_a_time() {
+        let registry = Registry::new(Vec::new());
+        let first = registry.claim_resume("m1").expect("the first claim");
+        assert!(registry.claim_resume("m1").is_none(), "a second one waits");
+        assert!(registry.claim_resume("m2").is_some(), "another mission is apart");
+        drop(first);
+        assert!(registry.claim_resume("m1").is_some(), "free again once over");
+    }
 }

@@ -60,17 +60,28 @@ async fn start(
     let Json(body) = body.map_err(bad_body)?;
     let request = StartRequest::from_json(body)?;
     let id = start::launch(state.registry.clone(), request).await?;
-    let found = state.registry.find(&id).await?;
+    let body = started_body(&state, &id).await?;
+    Ok(accepted(&id, body))
+}
+
+/// What a start or a resume answers: where the mission is and where its events are.
+async fn started_body(state: &AppState, id: &str) -> ApiResult<serde_json::Value> {
+    let found = state.registry.find(id).await?;
     let location = format!("/api/missions/{id}");
-    let body = json!({
+    Ok(json!({
         "id": id,
         "repo": found.root.display().to_string(),
         "status": found.record.status,
+        "state": found.state(),
         "running": found.is_running(),
         "url": location,
         "events": format!("{location}/events"),
-    });
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response())
+    }))
+}
+
+fn accepted(id: &str, body: serde_json::Value) -> Response {
+    let location = format!("/api/missions/{id}");
+    (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(body)).into_response()
 }
 
 /// axum's own words for a body that is not JSON at all, with what it should look like.
@@ -191,8 +202,22 @@ async fn pause(state: State<AppState>, id: Path<String>) -> ApiResult<Json<serde
     steer(state, id, true).await
 }
 
-async fn resume(state: State<AppState>, id: Path<String>) -> ApiResult<Json<serde_json::Value>> {
-    steer(state, id, false).await
+/// Resumes what is stopped: a paused dispatch of a mission this server runs, or an interrupted
+/// mission (killed, crashed, cancelled), continued in this process.
+async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let found = state.registry.find(&id).await?;
+    if let Some(live) = found.live.as_ref().filter(|live| live.is_running()) {
+        if !live.steer.dispatch_paused() {
+            return Err(ApiError::conflict(format!(
+                "mission {id} is already running in this server and its dispatch is not paused; nothing to resume"
+            )));
+        }
+        return Ok(steer(State(state), Path(id), false).await?.into_response());
+    }
+    let id = crate::resume::resume(state.registry.clone(), &found).await?;
+    let mut body = started_body(&state, &id).await?;
+    body["resumed"] = json!(true);
+    Ok(accepted(&id, body))
 }
 
 /// Pauses or resumes the dispatch of new units of a mission this server runs.

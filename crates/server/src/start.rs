@@ -8,14 +8,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use orchestrator_core::config::MissionSettings;
-use orchestrator_core::{EngineError, EventBus, IfInterrupted, MissionControl, MissionOptions, Steering};
+use orchestrator_core::{
+    EngineError, EventBus, IfInterrupted, MissionControl, MissionOptions, MissionReport, ResumeOptions,
+    Steering,
+};
+use orchestrator_store::MissionRecord;
 use orchestrator_telemetry::{Exporter, Settings};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
-use crate::registry::{progress_channel, LiveMission, Registry};
+use crate::registry::{blocking, progress_channel, LiveMission, Registry, ResumeClaim};
 
 /// The body of `POST /api/missions`: where and what, plus the mission's settings, whose one
 /// declaration is [`MissionSettings`] (its fields sit in the body beside these). Unknown fields are
@@ -28,6 +32,9 @@ pub struct StartRequest {
     pub allow_dirty: bool,
     /// Fast-forward the user's branch when sealed (default true).
     pub apply: bool,
+    /// Abandon the repository's interrupted missions and start anyway; without it, a start beside
+    /// one is refused (409) naming it.
+    pub abandon_interrupted: bool,
     pub settings: MissionSettings,
 }
 
@@ -41,6 +48,8 @@ struct Target {
     allow_dirty: bool,
     #[serde(default = "yes")]
     apply: bool,
+    #[serde(default)]
+    abandon_interrupted: bool,
 }
 
 /// Settings a request may not give: a mission started over the API is confined as the repository's
@@ -95,7 +104,7 @@ fn yes() -> bool {
 /// What a start request looks like, for error messages.
 pub const EXPECTED_BODY: &str =
     "Expected a JSON object like {\"repo\": \"/abs/path/to/repo\", \"objective\": \"...\"} \
-     with optional max_parallel, max_depth, rounds, model, provider, budget_tokens, no_verify, approve_plan, allow_dirty, apply.";
+     with optional max_parallel, max_depth, rounds, model, provider, budget_tokens, no_verify, approve_plan, allow_dirty, apply, abandon_interrupted.";
 
 /// The request's numbers, each limited as the flag and config key of the same name are
 /// (`orchestrator_core::config::bound_of`): a request cannot ask for more than a command line could.
@@ -135,6 +144,7 @@ impl StartRequest {
             objective: target.objective,
             allow_dirty: target.allow_dirty,
             apply: target.apply,
+            abandon_interrupted: target.abandon_interrupted,
             settings,
         })
     }
@@ -200,6 +210,11 @@ pub async fn launch(registry: Arc<Registry>, request: StartRequest) -> Result<St
     let root = resolved(&root).await?;
     // Exactly a listed repository, not one nested inside it (a submodule, a repository in a subfolder).
     check_startable(registry.startable(), &root, true)?;
+    let abandon = request.abandon_interrupted;
+    // Before anything is spent; the engine checks again with the repository locked.
+    if !abandon {
+        refuse_beside_interrupted(&root).await?;
+    }
     let control = MissionControl::new();
     let options = MissionOptions {
         repo: root.clone(),
@@ -207,31 +222,84 @@ pub async fn launch(registry: Arc<Registry>, request: StartRequest) -> Result<St
         allow_dirty: request.allow_dirty,
         apply: request.apply,
         keep_branches: false,
-        // As before issue #17: the API starts beside an interrupted mission (`orchestrator resume`
-        // still continues it) until it offers interrupted missions for resume itself.
-        if_interrupted: IfInterrupted::Leave,
+        if_interrupted: match abandon {
+            true => IfInterrupted::Abandon,
+            false => IfInterrupted::Refuse,
+        },
         settings: request.settings.clone(),
         control: control.clone(),
     };
-    let (named_tx, named_rx) = oneshot::channel();
-    let mission = Mission {
-        registry: registry.clone(),
-        root,
-        control,
-        cancel: CancellationToken::new(),
-    };
-    registry.tasks.spawn(mission.drive(options, named_tx));
-    match named_rx.await {
-        Ok(Ok(id)) => Ok(id),
-        Ok(Err(refusal)) => Err(ApiError::from_engine(&refusal)),
-        Err(_) => Err(ApiError::internal(
-            "the mission stopped before it started; see the server's log",
-        )),
+    let mission = Mission::new(registry.clone(), root.clone(), control);
+    match mission.spawn(Run::Start(options), None).await {
+        // Interrupted between the check above and the engine's own (a process killed meanwhile).
+        Err(refusal)
+            if !abandon && matches!(refusal.status, axum::http::StatusCode::UNPROCESSABLE_ENTITY) =>
+        {
+            refuse_beside_interrupted(&root).await?;
+            Err(refusal)
+        }
+        other => other,
     }
 }
 
+/// A new mission would leave an interrupted one's work behind: 409, naming each and the two ways on
+/// (resume it, or start again with `abandon_interrupted`), as `orchestrator task` does.
+async fn refuse_beside_interrupted(root: &Path) -> Result<(), ApiError> {
+    let interrupted = {
+        let root = root.to_path_buf();
+        blocking(move || orchestrator_core::interrupted(&root)).await?
+    }
+    .map_err(|e| ApiError::from_engine(&e))?;
+    if interrupted.is_empty() {
+        return Ok(());
+    }
+    Err(interrupted_refusal(root, &interrupted))
+}
+
+fn interrupted_refusal(root: &Path, interrupted: &[MissionRecord]) -> ApiError {
+    let mut text = format!(
+        "{} has {}; a new mission would leave {} work behind:\n",
+        root.display(),
+        match interrupted.len() {
+            1 => "an interrupted mission".to_string(),
+            n => format!("{n} interrupted missions"),
+        },
+        if interrupted.len() == 1 { "its" } else { "their" },
+    );
+    for record in interrupted {
+        text.push_str(&format!("  {}\n", mission_line(record)));
+    }
+    let newest = &interrupted[0].id;
+    text.push_str(&format!(
+        "Either resume it: POST /api/missions/{newest}/resume (the dashboard's Resume button)\n\
+         or abandon it (its worktrees and branches are removed; its record, log and transcripts stay) and \
+         start the new mission: send the request again with \"abandon_interrupted\": true"
+    ));
+    let listed: Vec<serde_json::Value> = interrupted
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.id,
+                "objective": m.objective,
+                "resume": format!("/api/missions/{}/resume", m.id),
+            })
+        })
+        .collect();
+    ApiError::conflict(text).with_detail("interrupted", serde_json::Value::Array(listed))
+}
+
+/// A mission in a line: id and the start of its objective.
+pub fn mission_line(record: &MissionRecord) -> String {
+    let objective = record.objective.lines().next().unwrap_or_default();
+    format!(
+        "{} (\"{}\")",
+        record.id,
+        orchestrator_core::shorten(objective, 70)
+    )
+}
+
 /// `path` with symlinks resolved, as the allowed repositories are.
-async fn resolved(path: &Path) -> Result<PathBuf, ApiError> {
+pub async fn resolved(path: &Path) -> Result<PathBuf, ApiError> {
     tokio::fs::canonicalize(path).await.map_err(|e| {
         ApiError::unprocessable(format!(
             "repo {} cannot be resolved on the server: {e}",
@@ -242,7 +310,7 @@ async fn resolved(path: &Path) -> Result<PathBuf, ApiError> {
 
 /// Missions start only in the repositories the server was given (`startable`; `None`: any). With
 /// `exact`, `path` is a repository's top folder and must be one of them; else it may lie inside one.
-fn check_startable(startable: Option<&[PathBuf]>, path: &Path, exact: bool) -> Result<(), ApiError> {
+pub fn check_startable(startable: Option<&[PathBuf]>, path: &Path, exact: bool) -> Result<(), ApiError> {
     let Some(allowed) = startable else {
         return Ok(());
     };
@@ -276,7 +344,13 @@ fn check_startable(startable: Option<&[PathBuf]>, path: &Path, exact: bool) -> R
     Err(ApiError::new(axum::http::StatusCode::FORBIDDEN, message))
 }
 
-struct Mission {
+/// What a mission's driver runs: a new mission, or an interrupted one continued.
+pub enum Run {
+    Start(MissionOptions),
+    Resume(ResumeOptions),
+}
+
+pub struct Mission {
     registry: Arc<Registry>,
     root: PathBuf,
     control: MissionControl,
@@ -284,6 +358,33 @@ struct Mission {
 }
 
 impl Mission {
+    pub fn new(registry: Arc<Registry>, root: PathBuf, control: MissionControl) -> Self {
+        Mission {
+            registry,
+            root,
+            control,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Runs `run` in this process and answers with the mission's id once the engine has named it, or
+    /// with the engine's refusal. `claim` (a resume's) is held until the run is over.
+    pub async fn spawn(self, run: Run, claim: Option<ResumeClaim>) -> Result<String, ApiError> {
+        let (named_tx, named_rx) = oneshot::channel();
+        let tasks = self.registry.tasks.clone();
+        tasks.spawn(async move {
+            self.drive(run, named_tx).await;
+            drop(claim);
+        });
+        match named_rx.await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(refusal)) => Err(ApiError::from_engine(&refusal)),
+            Err(_) => Err(ApiError::internal(
+                "the mission stopped before it started; see the server's log",
+            )),
+        }
+    }
+
     /// The mission's spans go to the server's OTLP endpoint; a collector that is gone only costs a
     /// warning in the server's log, never the mission.
     fn start_traces(&self, bus: &EventBus) -> Option<Exporter> {
@@ -299,12 +400,12 @@ impl Mission {
 
     /// Runs the mission to its end: reports its id (or refusal) through `named`, registers it, and
     /// wakes its event streams on every event.
-    async fn drive(self, options: MissionOptions, named: oneshot::Sender<Result<String, EngineError>>) {
+    async fn drive(self, run: Run, named: oneshot::Sender<Result<String, EngineError>>) {
         let bus = EventBus::new();
         let mut events = bus.subscribe();
         let traces = self.start_traces(&bus);
         let (progress, progress_rx) = progress_channel();
-        let run = orchestrator_core::run_task(options, bus.clone(), self.cancel.clone());
+        let run = engine_run(run, bus.clone(), self.cancel.clone());
         tokio::pin!(run);
         let first = tokio::select! {
             ended = &mut run => Err(ended),
@@ -354,5 +455,17 @@ impl Mission {
             Err(e) => tracing::warn!("mission stopped: {e}"),
         }
         drop(progress);
+    }
+}
+
+/// The engine's own entry for `run`: the one `orchestrator task` or `orchestrator resume` runs.
+async fn engine_run(
+    run: Run,
+    bus: EventBus,
+    cancel: CancellationToken,
+) -> orchestrator_core::Result<MissionReport> {
+    match run {
+        Run::Start(options) => orchestrator_core::run_task(options, bus, cancel).await,
+        Run::Resume(options) => orchestrator_core::resume(options, bus, cancel).await,
     }
 }

@@ -55,11 +55,9 @@ pub struct MissionOptions {
 pub enum IfInterrupted {
     /// Refuse the start (exit 2), naming it and the ways on: `orchestrator task` does this.
     Refuse,
-    /// Abandon it first (`task --abandon`): its worktrees and branches go, its record stays.
+    /// Abandon it first (`task --abandon`, the API's `abandon_interrupted`): its worktrees and
+    /// branches go, its record stays.
     Abandon,
-    /// Start beside it, leaving it as it is (the HTTP API, until it offers interrupted missions for
-    /// resume: issue #17).
-    Leave,
 }
 
 /// The flags a mission was started with, stored so that `resume` runs it the same way.

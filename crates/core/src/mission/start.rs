@@ -110,9 +110,6 @@ fn refuse_interrupted(repo: &Repo) -> Result<()> {
 /// have been interrupted since the first check) or, with `--abandon`, abandoned. Returns what was
 /// abandoned, for the new mission's log.
 async fn settle_interrupted(repo: &Repo, store: &Store, how: IfInterrupted) -> Result<Vec<String>> {
-    if how == IfInterrupted::Leave {
-        return Ok(Vec::new());
-    }
     let interrupted = interrupted_missions(store, true)?;
     if !interrupted.is_empty() && how == IfInterrupted::Refuse {
         return Err(refuse_new_mission(&interrupted));

@@ -756,3 +756,102 @@ async fn tell_stores_a_message_for_a_worker_and_refuses_misuse() {
     reply.assert(StatusCode::CONFLICT);
     assert!(reply.error().contains("is sealed"), "{}", reply.error());
 }
+
+/// A pid no process has: above every kernel's pid_max.
+const DEAD: u32 = u32::MAX;
+
+/// A repository whose mission was killed mid-run: recorded as running, its process gone.
+fn killed_repo() -> (Repo, Router) {
+    let repo = Repo::new();
+    repo.store(&running_mission(), MissionStatus::Running, Some(DEAD));
+    let router = server(vec![repo.path()]);
+    (repo, router)
+}
+
+#[tokio::test]
+async fn a_killed_mission_is_listed_as_interrupted() {
+    let (_repo, router) = killed_repo();
+    let body = get(&router, "/api/missions").await.json();
+    let mission = &body["missions"][0];
+    assert_eq!(
+        (&mission["id"], &mission["state"], &mission["running"]),
+        (&json!(MISSION), &json!("interrupted"), &json!(false)),
+        "{mission}"
+    );
+    let detail = get(&router, &mission_url("")).await.json();
+    assert_eq!(detail["state"], "interrupted");
+    // Only a mission this server runs can have its dispatch resumed; this one is not running.
+    post(&router, &mission_url("/pause"))
+        .await
+        .assert(StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn a_start_beside_an_interrupted_mission_is_refused_naming_it_and_the_ways_on() {
+    let (repo, router) = killed_repo();
+    let path = repo.path().display().to_string();
+    let reply = post_json(
+        &router,
+        "/api/missions",
+        &json!({"repo": path, "objective": "Something else"}).to_string(),
+    )
+    .await;
+    reply.assert(StatusCode::CONFLICT);
+    let error = reply.error();
+    for needed in [
+        MISSION,
+        "Add a tokenizer",
+        &format!("POST /api/missions/{MISSION}/resume"),
+        "\"abandon_interrupted\": true",
+    ] {
+        assert!(error.contains(needed), "{needed}: {error}");
+    }
+    let listed = &reply.json()["interrupted"];
+    assert_eq!(listed[0]["id"], MISSION, "{listed}");
+    assert_eq!(listed[0]["resume"], mission_url("/resume"), "{listed}");
+    assert_eq!(
+        get(&router, "/api/missions").await.json()["missions"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "nothing was started"
+    );
+
+    // A flag that is not a boolean is named, not taken for a yes.
+    let reply = post_json(
+        &router,
+        "/api/missions",
+        &json!({"repo": path, "objective": "x", "abandon_interrupted": "yes"}).to_string(),
+    )
+    .await;
+    reply.assert(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(reply.error().contains("abandon_interrupted"), "{}", reply.error());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_interrupted_mission_is_resumed() {
+    // Run by another live process: not interrupted, whatever this server thinks of it.
+    let repo = Repo::new();
+    let owner = owner_process();
+    repo.store(&running_mission(), MissionStatus::Running, Some(owner));
+    let router = server(vec![repo.path()]);
+    let reply = post(&router, &mission_url("/resume")).await;
+    reply.assert(StatusCode::CONFLICT);
+    assert!(
+        reply
+            .error()
+            .contains(&format!("run by another process (pid {owner})")),
+        "{}",
+        reply.error()
+    );
+
+    // Finished or abandoned: nothing to resume.
+    for status in [MissionStatus::Sealed, MissionStatus::Abandoned] {
+        let repo = Repo::new();
+        repo.store(&sealed_mission(), status, None);
+        let router = server(vec![repo.path()]);
+        let reply = post(&router, &mission_url("/resume")).await;
+        reply.assert(StatusCode::CONFLICT);
+        assert!(reply.error().contains("cannot be resumed"), "{}", reply.error());
+    }
+}
