@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use orchestrator_server::{Server, ServerConfig, Token};
+use orchestrator_server::{Resumed, Server, ServerConfig, Token};
 
 use crate::out::{self, errln};
 
@@ -41,6 +41,11 @@ pub struct ServeArgs {
     /// http://localhost:4318); the OTEL_EXPORTER_OTLP_* variables work too.
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// At start, continue each repository's interrupted mission (killed, crashed, cancelled) in this
+    /// server, as `orchestrator resume` would. Without it they are only named, for
+    /// `POST /api/missions/{id}/resume` or the dashboard's Resume button.
+    #[arg(long)]
+    resume_interrupted: bool,
 }
 
 /// Where the server's token came from.
@@ -88,6 +93,13 @@ pub async fn run(args: ServeArgs) -> u8 {
         any_repo: args.any_repo,
         otlp_endpoint,
     });
+    if args.resume_interrupted {
+        // Beside serving: a slow endpoint check must not keep the API from answering.
+        let resumer = server.clone();
+        tokio::spawn(async move { resumer.resume_interrupted().await.iter().for_each(say_resumed) });
+    } else {
+        name_interrupted(&server).await;
+    }
     match server.serve(listener, shutdown_signal()).await {
         Ok(()) => 0,
         Err(e) => {
@@ -242,6 +254,54 @@ fn announce(addr: SocketAddr, token: &Token, source: &Source, repos: &[PathBuf],
             "note: serving beyond this machine over plain HTTP: the token and the missions cross the network \
              unencrypted; put a TLS proxy in front"
         );
+    }
+}
+
+/// Interrupted missions are never silently left behind: each is named with the ways to continue it.
+async fn name_interrupted(server: &Server) {
+    for mission in server.interrupted().await {
+        let id = &mission.record.id;
+        let line = format!(
+            "interrupted mission {} in {}: resume it with POST /api/missions/{id}/resume (the dashboard's \
+             Resume button), or restart serve with --resume-interrupted",
+            mission.line(),
+            mission.repo.display()
+        );
+        tracing::info!("{line}");
+        let _ = out::line(format_args!("{line}"));
+    }
+}
+
+/// What `--resume-interrupted` did with one mission, on stdout (a refusal on stderr).
+fn say_resumed(resumed: &Resumed) {
+    match resumed {
+        Resumed::Running(mission) => {
+            let line = format!(
+                "resumed interrupted mission {} in {}; follow it at /api/missions/{}",
+                mission.line(),
+                mission.repo.display(),
+                mission.record.id
+            );
+            tracing::info!("{line}");
+            let _ = out::line(format_args!("{line}"));
+        }
+        Resumed::Waiting(mission) => {
+            let _ = out::line(format_args!(
+                "interrupted mission {} in {} waits: one mission at a time runs there; POST \
+                 /api/missions/{}/resume once the other has finished",
+                mission.line(),
+                mission.repo.display(),
+                mission.record.id
+            ));
+        }
+        Resumed::Refused(mission, error) => {
+            errln!(
+                "warning: interrupted mission {} in {} was not resumed: {}",
+                mission.line(),
+                mission.repo.display(),
+                error.message
+            );
+        }
     }
 }
 

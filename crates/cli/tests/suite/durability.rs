@@ -16,7 +16,7 @@ const FOUR_SCOUTS: &str = "[verify]\ntest = \"true\"\n[limits]\nscouts = 4\n";
 
 /// Plays the script, but the first request matching `when` kills the orchestrator process instead.
 struct Crash {
-    inner: ScriptedMission,
+    inner: Box<dyn Brain>,
     pid: Arc<AtomicI32>,
     when: Trigger,
     fired: AtomicBool,
@@ -69,10 +69,15 @@ fn unit_of(request: &SeenRequest) -> Option<String> {
 /// Runs `task` under a fake model that kills it (SIGKILL) at the first request matching `when`;
 /// returns the server (it goes on serving the script) and the sequence number of that request.
 pub(super) async fn crash_then_resume(when: Trigger, script: Script, repo: &TestRepo) -> (FakeServer, u64) {
+    crash_playing(when, ScriptedMission::new(script), repo).await
+}
+
+/// [`crash_then_resume`] with the model played by `inner` (before and after the kill).
+pub(super) async fn crash_playing(when: Trigger, inner: impl Brain, repo: &TestRepo) -> (FakeServer, u64) {
     let pid = Arc::new(AtomicI32::new(0));
     let fired_at = Arc::new(AtomicU64::new(u64::MAX));
     let brain = Crash {
-        inner: ScriptedMission::new(script),
+        inner: Box::new(inner),
         pid: pid.clone(),
         when,
         fired: AtomicBool::new(false),
@@ -497,7 +502,7 @@ async fn a_resumed_scout_continues_its_turn_budget() {
     let repo = TestRepo::new(&[("orchestrator.toml", config)]);
     let pid = Arc::new(AtomicI32::new(0));
     let crash = Crash {
-        inner: ScriptedMission::new(script()),
+        inner: Box::new(ScriptedMission::new(script())),
         pid: pid.clone(),
         when: Box::new(|r: &SeenRequest| role_of(r) == "scout" && r.assistant_turns() >= 3),
         fired: AtomicBool::new(false),

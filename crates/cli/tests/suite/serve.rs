@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use super::durability::{crash_playing, script};
+use super::missions::missions_json;
 use super::support::*;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use orchestrator_fake_model::script::{PlanUnit, Script};
-use orchestrator_fake_model::FakeOptions;
+use orchestrator_fake_model::script::{role_of, worker_unit, PlanUnit, Script, ScriptedMission};
+use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenRequest};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -277,10 +279,15 @@ async fn cancel_and_shutdown_stop_missions_resumably() {
     );
     assert_eq!(detail["outcome"], "interrupted");
 
-    // A mission still running when the server is told to stop is cancelled cleanly too.
-    let (status, started) = served.start_mission(&repo, "Add two files again").await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
-    let second = started["id"].as_str().expect("id").to_string();
+    // No new mission beside the cancelled one: it is resumed instead. Still running when the server
+    // is told to stop, it is cancelled cleanly too.
+    let (status, refused) = served.start_mission(&repo, "Add two files again").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(error_of(&refused).contains(&first), "{refused}");
+    let (status, resumed) = served.post(&format!("/api/missions/{first}/resume"), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resumed}");
+    let second = resumed["id"].as_str().expect("id").to_string();
+    assert_eq!(second, first);
     assert_eq!(served.stop().await, Some(0));
     let status = Run::cmd(&["status", "--json"]).run(&repo).await;
     status.assert_code(0);
@@ -647,4 +654,239 @@ async fn a_plan_is_approved_rejected_and_refused_over_http() {
         .expect("text");
     assert!(script.contains("/plan`") && script.contains("approve-button"));
     assert_eq!(served.stop().await, Some(0));
+}
+
+// ---- interrupted missions (issue #17) ----
+
+/// Plays the script; while `holding`, every request is taken and never answered (the mission stays
+/// at work, its sessions waiting) and counted in `held`.
+#[derive(Clone, Default)]
+struct Hold {
+    holding: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    held: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct Holding {
+    inner: ScriptedMission,
+    hold: Hold,
+}
+
+impl Brain for Holding {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        use std::sync::atomic::Ordering;
+        if self.hold.holding.load(Ordering::SeqCst) {
+            self.hold.held.fetch_add(1, Ordering::SeqCst);
+            return Reply::Hang;
+        }
+        self.inner.respond(request)
+    }
+}
+
+impl Hold {
+    fn set(&self, holding: bool) {
+        self.holding.store(holding, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn held(&self) -> usize {
+        self.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Kills `task "Crash and resume"` (SIGKILL) while unit b's worker is at work; returns the fake
+/// model, which goes on serving the script, and the interrupted mission's id.
+async fn killed_task(repo: &TestRepo, hold: &Hold) -> (FakeServer, String) {
+    let when = |r: &SeenRequest| {
+        role_of(r) == "worker" && worker_unit(r).as_deref() == Some("b") && r.assistant_turns() >= 1
+    };
+    let brain = Holding {
+        inner: ScriptedMission::new(script()),
+        hold: hold.clone(),
+    };
+    let (model, _) = crash_playing(Box::new(when), brain, repo).await;
+    let listed = missions_json(repo).await;
+    assert_eq!(listed[0]["state"], "interrupted", "{listed:?}");
+    let id = listed[0]["id"].as_str().expect("an id").to_string();
+    (model, id)
+}
+
+impl Served {
+    /// The first line the server printed that contains `text`, waiting for it.
+    async fn printed_line(&self, text: &str) -> String {
+        for _ in 0..600 {
+            let found = self
+                .printed
+                .lock()
+                .expect("printed lines")
+                .iter()
+                .find(|line| line.contains(text))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "serve never printed `{text}`: {:?}",
+            self.printed.lock().expect("printed lines")
+        );
+    }
+
+    async fn resume(&self, id: &str) -> (StatusCode, Value) {
+        self.post(&format!("/api/missions/{id}/resume"), None).await
+    }
+
+    /// Follows the mission to its end; its last event must be a sealed `mission_finished`.
+    async fn follow_to_seal(&self, id: &str) {
+        let events = self.follow(id, Duration::from_secs(240)).await;
+        let last = events.last().expect("events");
+        assert_eq!(
+            (&last["type"], &last["outcome"]),
+            (&json!("mission_finished"), &json!("sealed")),
+            "{last}"
+        );
+        let (_, detail) = self.get(&format!("/api/missions/{id}")).await;
+        assert_eq!(
+            (&detail["status"], &detail["state"]),
+            (&json!("sealed"), &json!("finished"))
+        );
+    }
+}
+
+fn error_of(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_mission_is_offered_and_resumed_over_http_once() {
+    let repo = TestRepo::new(&[]);
+    let hold = Hold::default();
+    let (model, id) = killed_task(&repo, &hold).await;
+    hold.set(true);
+    let served = Served::start(&repo, serve_args(&repo).openai(&model)).await;
+    let named = served.printed_line(&format!("interrupted mission {id}")).await;
+    assert!(
+        named.contains(&format!("POST /api/missions/{id}/resume")) && named.contains("--resume-interrupted"),
+        "{named}"
+    );
+
+    let (_, list) = served.get("/api/missions").await;
+    let listed = &list["missions"][0];
+    assert_eq!(
+        (&listed["id"], &listed["state"], &listed["running"]),
+        (&json!(id), &json!("interrupted"), &json!(false)),
+        "{listed}"
+    );
+
+    // Two resume requests at once: one runs it, the other is told it is taken.
+    let (first, second) = tokio::join!(served.resume(&id), served.resume(&id));
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::ACCEPTED, StatusCode::CONFLICT],
+        "{} / {}",
+        first.1,
+        second.1
+    );
+    let resumed = if first.0 == StatusCode::ACCEPTED {
+        &first.1
+    } else {
+        &second.1
+    };
+    assert_eq!((&resumed["id"], &resumed["resumed"]), (&json!(id), &json!(true)));
+
+    // While the model holds it, it runs here: another resume is refused, and so is a new mission.
+    for _ in 0..600 {
+        if hold.held() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hold.held() > 0, "the resumed mission reached the model");
+    let (status, again) = served.resume(&id).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    assert!(error_of(&again).contains("already running"), "{again}");
+    let (_, detail) = served.get(&format!("/api/missions/{id}")).await;
+    assert_eq!(
+        (&detail["state"], &detail["controllable"]),
+        (&json!("running"), &json!(true))
+    );
+    let (status, busy) = served.start_mission(&repo, "Something else").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{busy}");
+
+    // Cancelled, it is interrupted again, and resumed again to its seal.
+    let (status, cancelled) = served.post(&format!("/api/missions/{id}/cancel"), None).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    hold.set(false);
+    let (status, resumed) = served.resume(&id).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{resumed}");
+    served.follow_to_seal(&id).await;
+    assert_eq!(repo.read("c.txt").as_deref(), Some("c\n"), "applied");
+    assert_eq!(repo.read("b2.txt").as_deref(), Some("b2\n"), "applied");
+    let (status, late) = served.resume(&id).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{late}");
+    assert!(error_of(&late).contains("cannot be resumed"), "{late}");
+    assert_eq!(served.stop().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_beside_a_killed_mission_is_refused_until_it_is_abandoned() {
+    let repo = TestRepo::new(&[]);
+    let (model, old) = killed_task(&repo, &Hold::default()).await;
+    let served = Served::start(&repo, serve_args(&repo).openai(&model)).await;
+
+    let (status, refused) = served.start_mission(&repo, "Something else").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    for needed in [
+        old.as_str(),
+        "Crash and resume",
+        &format!("POST /api/missions/{old}/resume"),
+        "\"abandon_interrupted\": true",
+    ] {
+        assert!(error_of(&refused).contains(needed), "{needed}: {refused}");
+    }
+    assert_eq!(refused["interrupted"][0]["id"], json!(old), "{refused}");
+    assert_eq!(missions_json(&repo).await.len(), 1, "nothing was started");
+
+    let body = json!({ "repo": repo.path(), "objective": "Something else", "abandon_interrupted": true });
+    let (status, started) = served.post("/api/missions", Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let new = started["id"].as_str().expect("the new mission's id").to_string();
+    assert_ne!(new, old);
+    served.follow_to_seal(&new).await;
+    let (_, list) = served.get("/api/missions").await;
+    let state_of = |id: &str| {
+        list["missions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|m| m["id"] == id))
+            .map(|m| m["state"].clone())
+    };
+    assert_eq!(state_of(&old), Some(json!("abandoned")), "{list}");
+    assert_eq!(state_of(&new), Some(json!("finished")), "{list}");
+    let (status, refused) = served.resume(&old).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(error_of(&refused).contains("abandoned"), "{refused}");
+    assert_eq!(served.stop().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_resume_interrupted_continues_a_killed_mission_at_start() {
+    let repo = TestRepo::new(&[]);
+    let (model, id) = killed_task(&repo, &Hold::default()).await;
+    let run = serve_args(&repo).arg("--resume-interrupted").openai(&model);
+    let served = Served::start(&repo, run).await;
+    let said = served
+        .printed_line(&format!("resumed interrupted mission {id}"))
+        .await;
+    assert!(said.contains("Crash and resume"), "{said}");
+    // No request asked for it: the server runs it to its seal.
+    served.follow_to_seal(&id).await;
+    assert_eq!(repo.read("c.txt").as_deref(), Some("c\n"), "applied");
+    assert_eq!(served.stop().await, Some(0));
+    let listed = missions_json(&repo).await;
+    assert_eq!(
+        (listed.len(), &listed[0]["state"], &listed[0]["outcome"]),
+        (1, &json!("finished"), &json!("sealed")),
+        "{listed:?}"
+    );
 }
