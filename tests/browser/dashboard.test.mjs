@@ -102,13 +102,16 @@ before(async () => {
   const home = join(world.work, "home");
   mkdirSync(home);
   makeRepo(world.repo);
+  // A second one for the resume test: the demo plan's files, once sealed in a repository, are there.
+  world.repo2 = join(world.work, "repo2");
+  makeRepo(world.repo2);
 
   const fakeArgs = ["--units", String(UNITS), "--latency-ms", String(LATENCY_MS)];
   world.fake = await startProgram(fakeModel, fakeArgs, {}, /^http/);
   const modelUrl = world.fake.match.input.trim();
   world.serve = await startProgram(
     orchestrator,
-    ["serve", "--bind", "127.0.0.1:0", "--repo", world.repo],
+    ["serve", "--bind", "127.0.0.1:0", "--repo", world.repo, "--repo", world.repo2],
     {
       cwd: world.repo,
       env: {
@@ -274,5 +277,65 @@ test("the dashboard shows a mission's tree filling in until it is sealed", { tim
     await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
     console.error(`screenshot: ${shot}\nserver output:\n${serve.output.join("")}`);
     throw error;
+  }
+});
+
+/** Waits until the selected mission's state badge says `word`. */
+async function missionStateIs(page, word, timeout = 60_000) {
+  await page.getByTestId("mission-state").filter({ hasText: new RegExp(`^${word}$`) }).waitFor({ timeout });
+}
+
+/** Cancels the selected mission through its button, accepting the page's question. */
+async function cancelFromPage(page) {
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.getByTestId("cancel-button").click();
+  await missionStateIs(page, "interrupted");
+}
+
+test("an interrupted mission is resumed from the page; a start beside it says how", { timeout: 300_000 }, async () => {
+  const { repo2: repo, serve } = world;
+  const { page, errors } = await openPage();
+  try {
+    await page.goto(`${world.base}/`);
+    await page.waitForFunction(() => document.querySelector("#known-repos option"), null, { timeout: 30_000 });
+    await page.getByTestId("start-repo").fill(repo);
+    await page.getByTestId("start-objective").fill("Write the demo parts again");
+    await page.getByTestId("start-submit").click();
+    await page.getByTestId("mission").waitFor({ timeout: 60_000 });
+    await missionStateIs(page, "running");
+    await cancelFromPage(page);
+    assert.ok(await page.getByTestId("resume-button").isVisible(), "an interrupted mission offers Resume");
+    await page.getByTestId("resume-item").first().waitFor({ timeout: 15_000 });
+
+    // A new mission would leave it behind: the form says so, with the ways on as buttons.
+    await page.getByTestId("start-objective").fill("Something else");
+    await page.getByTestId("start-submit").click();
+    const refusal = page.getByTestId("start-error");
+    await refusal.waitFor({ timeout: 30_000 });
+    const words = await refusal.textContent();
+    assert.match(words, /interrupted mission/, words);
+    assert.match(words, /abandon_interrupted/, words);
+    assert.ok(await page.getByTestId("start-abandon").isVisible(), "the abandon way is offered");
+
+    // Resumed from the refusal, cancelled again, and resumed from its own button to the seal.
+    await page.getByTestId("start-resume").click();
+    await missionStateIs(page, "running");
+    assert.ok(await refusal.isHidden(), "the refusal goes once the mission is resumed");
+    await cancelFromPage(page);
+    await page.getByTestId("resume-button").click();
+    await missionStateIs(page, "running");
+    await missionStateIs(page, "sealed", MISSION_LIMIT_MS);
+    assert.ok(await page.getByTestId("resume-button").isHidden(), "a sealed mission has no Resume");
+    const unexpected = errors.filter((e) => !e.startsWith("409 ") || !e.endsWith("/api/missions"));
+    assert.deepEqual(unexpected, [], "no script errors on the page, only the refused start");
+  } catch (error) {
+    const shots = join(here, "artifacts");
+    mkdirSync(shots, { recursive: true });
+    const shot = join(shots, `dashboard-resume-failure-${Date.now()}.png`);
+    await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
+    console.error(`screenshot: ${shot}\nserver output:\n${serve.output.join("")}`);
+    throw error;
+  } finally {
+    await page.close();
   }
 });

@@ -38,9 +38,10 @@ function el(tag, attrs = {}, ...children) {
 }
 
 class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, body) {
     super(message);
     this.status = status;
+    this.body = body || {};
   }
 }
 
@@ -61,7 +62,7 @@ async function api(path, options = {}) {
     }
   }
   if (!response.ok) {
-    throw new ApiError(response.status, (body && body.error) || `${response.status} ${response.statusText}`);
+    throw new ApiError(response.status, (body && body.error) || `${response.status} ${response.statusText}`, body);
   }
   return body;
 }
@@ -100,6 +101,8 @@ function badge(value, testid) {
 
 /** What the mission is doing now, in one word. */
 function missionState(d) {
+  // Killed or crashed, a mission has no outcome yet; its record still says running.
+  if (!d.running && d.state === "interrupted") return "interrupted";
   if (d.outcome && !d.running) return d.outcome;
   if (d.running) return d.paused ? "paused" : "running";
   return d.status;
@@ -123,10 +126,10 @@ async function loadMissions() {
   list.replaceChildren(
     ...body.missions.map((m) => {
       const current = m.id === state.selected;
-      const shown = m.running ? "running" : m.outcome || m.status;
+      const shown = m.running ? "running" : m.state === "interrupted" ? "interrupted" : m.outcome || m.status;
       return el(
         "li",
-        {},
+        { class: "mission-row" },
         el(
           "button",
           {
@@ -140,6 +143,7 @@ async function loadMissions() {
           el("span", { class: "objective" }, m.objective.split("\n")[0]),
           el("span", { class: "meta" }, badge(shown, "mission-item-state"), " ", m.repo),
         ),
+        m.state === "interrupted" && !m.running ? resumeButton(m.id, "resume-item") : null,
       );
     }),
   );
@@ -274,6 +278,34 @@ function renderControls(d) {
   pause.disabled = !d.controllable;
   pause.title = d.controllable ? "" : "Only missions this server runs can be paused";
   $("cancel-button").disabled = !d.running;
+  $("resume-button").hidden = !(d.state === "interrupted" && !d.running);
+}
+
+/** A button that continues an interrupted mission in this server. */
+function resumeButton(id, testid) {
+  return el(
+    "button",
+    { type: "button", class: "resume", "data-testid": testid, "data-mission": id, onclick: () => resumeMission(id) },
+    "Resume",
+  );
+}
+
+/** Continues an interrupted mission (killed, crashed, cancelled) where it stopped, in this server. */
+async function resumeMission(id) {
+  showMissionError("");
+  try {
+    await api(`/api/missions/${encodeURIComponent(id)}/resume`, { method: "POST" });
+    $("start-error").hidden = true;
+    if (state.selected === id) {
+      // Follow its new run: the old stream ended when it stopped.
+      state.selected = null;
+    }
+    select(id);
+  } catch (error) {
+    if (state.selected === id) showMissionError(error.message);
+    else showStartError(error);
+  }
+  loadMissions();
 }
 
 /** The plan waiting for approval (`--approve-plan`), with its units and what each waits for. */
@@ -472,22 +504,54 @@ function startBody(form) {
   return body;
 }
 
-async function startMission(event) {
-  event.preventDefault();
-  const form = event.target;
+/** A refused start, and when an interrupted mission was in the way, the two ways on as buttons. */
+function showStartError(e, form) {
+  const error = $("start-error");
+  error.replaceChildren(e.message);
+  const interrupted = (e.body && e.body.interrupted) || [];
+  if (interrupted.length && form) {
+    const ways = el(
+      "span",
+      { class: "ways" },
+      ...interrupted.map((m) => resumeButton(m.id, "start-resume")),
+      el(
+        "button",
+        {
+          type: "button",
+          class: "danger",
+          "data-testid": "start-abandon",
+          onclick: () => {
+            const ids = interrupted.map((m) => m.id).join(", ");
+            if (window.confirm(`Abandon ${ids}? Its worktrees and branches are removed; its log stays.`)) {
+              startMission(null, form, true);
+            }
+          },
+        },
+        "Abandon it and start",
+      ),
+    );
+    error.append(ways);
+  }
+  error.hidden = false;
+}
+
+async function startMission(event, given, abandon) {
+  if (event) event.preventDefault();
+  const form = given || event.target;
   const error = $("start-error");
   const submit = form.querySelector("button[type=submit]");
   error.hidden = true;
   submit.disabled = true;
   submit.textContent = "Starting…";
   try {
-    const started = await api("/api/missions", { method: "POST", body: JSON.stringify(startBody(form)) });
+    const body = startBody(form);
+    if (abandon) body.abandon_interrupted = true;
+    const started = await api("/api/missions", { method: "POST", body: JSON.stringify(body) });
     form.elements.objective.value = "";
     await loadMissions();
     select(started.id);
   } catch (e) {
-    error.textContent = e.message;
-    error.hidden = false;
+    showStartError(e, form);
   } finally {
     submit.disabled = false;
     submit.textContent = "Start mission";
@@ -511,6 +575,7 @@ function init() {
   );
   $("cancel-button").addEventListener("click", cancelMission);
   $("tell-form").addEventListener("submit", tellWorker);
+  $("resume-button").addEventListener("click", () => state.selected && resumeMission(state.selected));
   $("approve-button").addEventListener("click", () => answerPlan({ answer: "approve" }));
   $("reject-form").addEventListener("submit", (event) => {
     event.preventDefault();

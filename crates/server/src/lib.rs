@@ -6,6 +6,11 @@
 //! mission was started) are listed and followed too, by reading their store, so the dashboard also
 //! shows a mission that `orchestrator task` runs in a terminal.
 //!
+//! Nothing unfinished is lost: a mission killed, crashed or cancelled is listed as interrupted, and
+//! `POST /api/missions/{id}/resume` (or `serve --resume-interrupted`, at start) continues it here
+//! through [`orchestrator_core::resume`]; a new mission beside one is refused until it is resumed or
+//! abandoned, as `orchestrator task` does.
+//!
 //! Every request to the API needs the server's token ([`Token`]); missions start only in the
 //! repositories the server was given, unless it was told to allow any ([`ServerConfig::any_repo`]).
 //!
