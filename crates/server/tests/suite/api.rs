@@ -379,10 +379,38 @@ fn owner_process() -> u32 {
     pid
 }
 
+/// Like [`owner_process`], but holding the repository's mission lock with its pid in the lock's note,
+/// as a real mission process does: only such a process is sent a signal (a recorded pid alone may
+/// have been reused by an unrelated process since a kill -9).
+fn lock_holding_owner(repo: &Repo) -> u32 {
+    let lock = repo.path().join(STATE_DIR).join("lock");
+    std::fs::create_dir_all(repo.path().join(STATE_DIR)).expect("state dir");
+    let mut child = std::process::Command::new("flock")
+        .arg("--exclusive")
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock (util-linux) runs");
+    let pid = child.id();
+    std::thread::spawn(move || child.wait());
+    std::fs::write(&lock, format!("mission {MISSION}, pid {pid}")).expect("lock note");
+    let file = std::fs::File::open(&lock).expect("lock file");
+    for _ in 0..200 {
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(_) => return pid,
+        }
+    }
+    panic!("flock did not take {} within 5 s", lock.display());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mission_run_by_another_process_is_followed_and_cancelled_through_it() {
     let repo = Repo::new();
-    let owner = owner_process();
+    let owner = lock_holding_owner(&repo);
     repo.store(&running_mission(), MissionStatus::Running, Some(owner));
     let router = server(vec![repo.path()]);
 
