@@ -270,3 +270,66 @@ async fn plain_lines_when_asked_for_even_on_a_terminal() {
     assert!(!output.contains(ENTER_ALTERNATE_SCREEN), "{output:?}");
     assert!(output.contains("phase: execution"), "{output:?}");
 }
+
+/// Plan approval at the terminal (issue #17): the plan waits on screen, `r` sends it back with typed
+/// feedback that reaches the planner, and `a` approves the new plan, which then runs to a seal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r_rejects_with_feedback_and_a_approves_the_waiting_plan() {
+    let repo = TestRepo::new(&[]);
+    let server = slow_mission().await;
+    let mut terminal = Terminal::run(
+        &repo,
+        &server,
+        &[
+            "task",
+            "Write four files",
+            "--approve-plan",
+            "--max-parallel",
+            "1",
+        ],
+    );
+    let screen = terminal
+        .wait_for("PLAN WAITS FOR YOUR APPROVAL", Duration::from_secs(20))
+        .await;
+    assert!(screen.contains("plan 1 · 4 unit(s)"), "{screen}");
+    assert!(screen.contains("a approve plan"), "{screen}");
+    assert!(
+        requests_of(&server, "worker").is_empty(),
+        "no worker runs while the plan waits"
+    );
+    let planners = requests_of(&server, "planner").len();
+    // Typed feedback is text: its `c` and `a` do not cancel or approve.
+    terminal.press("r");
+    terminal.press("Fewer units, cat");
+    terminal.press("\r");
+    terminal
+        .wait_for("plan 2 · 4 unit(s)", Duration::from_secs(20))
+        .await;
+    let replans = requests_of(&server, "planner");
+    assert!(replans.len() > planners, "the planner ran again");
+    assert!(
+        replans
+            .last()
+            .is_some_and(|r| has_user_message(r, "Fewer units, cat")),
+        "the feedback reached the planner"
+    );
+    assert!(requests_of(&server, "worker").is_empty(), "still nothing runs");
+    terminal.press("a");
+    let code = terminal.exit_code(Duration::from_secs(60)).await;
+    let output = terminal.final_output().await;
+    assert_eq!(code, 0, "{}", terminal.screen());
+    assert_terminal_restored(&terminal, &output);
+    assert_eq!(repo.read("src/u4.txt").as_deref(), Some("unit 4"));
+    let logs = Run::cmd(&["logs", "--json"]).run(&repo).await;
+    let answers: Vec<_> = logs
+        .events_of("plan_answered")
+        .iter()
+        .map(|e| e["answer"].clone())
+        .collect();
+    assert_eq!(
+        answers,
+        vec![serde_json::json!("reject"), serde_json::json!("approve")],
+        "{}",
+        logs.stdout
+    );
+}
