@@ -50,7 +50,8 @@ fn state_words(report: &StatusReport) -> &'static str {
         (MissionStatus::Running, true) => "running",
         // The store says running but no process runs it: it was killed.
         (MissionStatus::Running, false) | (MissionStatus::Interrupted, _) => {
-            "interrupted, not running (continue it with `orchestrator resume`)"
+            // Said so an MCP client can act on it, not only a person at a shell.
+            "interrupted, not running (start_mission continues it; so does `orchestrator resume`)"
         }
         (MissionStatus::Sealed, _) => "sealed (verified and applied)",
         (MissionStatus::Unsealed, _) => "finished without being sealed",
@@ -223,7 +224,7 @@ pub fn result_words(result: &MissionResult, report: &StatusReport) -> String {
     }
     let Some(outcome) = result.outcome else {
         return format!(
-            "Mission {} has no result: it stopped before finishing. Continue it with `orchestrator resume` in the repository.\n{}",
+            "Mission {} has no result: it stopped before finishing. Call start_mission to continue it (or run `orchestrator resume` in the repository).\n{}",
             result.mission,
             summary(report)
         );
@@ -235,7 +236,7 @@ pub fn result_words(result: &MissionResult, report: &StatusReport) -> String {
         }
         Outcome::Sealed => "sealed: verified and integrated",
         Outcome::Unsealed => "finished without being sealed",
-        Outcome::Interrupted => "interrupted (resumable with `orchestrator resume`)",
+        Outcome::Interrupted => "interrupted (start_mission continues it; so does `orchestrator resume`)",
     };
     let _ = writeln!(out, "Mission {}: {headline}.", result.mission);
     if let Some(summary) = &result.summary {

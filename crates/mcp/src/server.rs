@@ -123,7 +123,7 @@ it says the mission still runs and where it stands: call it again to keep waitin
 
     #[tool(
         description = "Stop the repository's running mission (or the one `mission` names) cleanly: sessions are stopped, finished work is \
-kept, and the mission can be continued later with `orchestrator resume`."
+kept, and the mission can be continued later: start_mission in the same repository resumes it (as does `orchestrator resume`)."
     )]
     async fn cancel_mission(&self, Parameters(params): Parameters<RepoParams>) -> CallToolResult {
         respond(self.cancel(params).await)
