@@ -42,6 +42,20 @@ impl MissionState {
         }
     }
 
+    /// A record's state, as its store's repository shows it: "running" only while the recorded
+    /// process holds the repository's mission lock. After a kill -9 the pid may have been given to
+    /// an unrelated process, which [`MissionState::of`] alone would take for the mission.
+    pub fn of_stored(store: &Store, record: &MissionRecord) -> MissionState {
+        let state = MissionState::of(record);
+        let state_dir = Path::new(store.path()).parent();
+        match (state, record.pid, state_dir) {
+            (MissionState::Running, Some(pid), Some(dir)) if !crate::lock::held_by(dir, pid) => {
+                MissionState::Interrupted
+            }
+            _ => state,
+        }
+    }
+
     /// A record's state. A mission recorded as running whose process is gone was killed.
     pub fn of(record: &MissionRecord) -> MissionState {
         match record.status {
@@ -86,7 +100,7 @@ pub fn missions(root: &Path) -> Result<Vec<MissionSummary>> {
 fn summarize(store: &Store, record: MissionRecord) -> Result<MissionSummary> {
     let events = store.events_after(&record.id, None).map_err(usage)?;
     let replay = Replay::from_events(&events);
-    let state = MissionState::of(&record);
+    let state = MissionState::of_stored(store, &record);
     let finished = last_finish(&events);
     let outcome = match (state, finished) {
         (MissionState::Running, _) => None,
@@ -224,7 +238,7 @@ pub(crate) fn interrupted_missions(store: &Store, lock_held: bool) -> Result<Vec
     Ok(all
         .into_iter()
         .filter(|m| m.status.is_unfinished())
-        .filter(|m| lock_held || MissionState::of(m) == MissionState::Interrupted)
+        .filter(|m| lock_held || MissionState::of_stored(store, m) == MissionState::Interrupted)
         .collect())
 }
 

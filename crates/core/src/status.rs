@@ -78,7 +78,8 @@ pub fn status_of(root: &Path, mission: Option<&str>) -> Result<StatusReport> {
         .events_after(&record.id, None)
         .map_err(|e| EngineError::Usage(e.to_string()))?;
     let replay = Replay::from_events(&events);
-    let running = record.status == MissionStatus::Running && record.pid.is_some_and(process_alive);
+    let running =
+        crate::missions::MissionState::of_stored(&store, &record) == crate::missions::MissionState::Running;
     let units = replay
         .order
         .iter()

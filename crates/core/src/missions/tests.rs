@@ -120,6 +120,8 @@ fn a_repository_lists_its_interrupted_missions_for_resume() {
             record("done", MissionStatus::Sealed, None),
         ],
     );
+    // A live mission's process holds the repository's lock.
+    let _lock = crate::lock::RepoLock::acquire(&state, "live").unwrap();
     let ids: Vec<String> = interrupted(dir.path())
         .unwrap()
         .into_iter()
@@ -131,9 +133,12 @@ fn a_repository_lists_its_interrupted_missions_for_resume() {
 #[test]
 fn only_missions_without_a_live_process_block_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
+    // A process that is alive but not the mission's: a killed mission's pid, reused since.
+    let mut bystander = std::process::Command::new("sleep").arg("30").spawn().unwrap();
     let store = store_with(
         dir.path(),
         &[
+            record("reused", MissionStatus::Running, Some(bystander.id())),
             record("killed", MissionStatus::Running, Some(DEAD)),
             record("live", MissionStatus::Running, Some(std::process::id())),
             record("stopped", MissionStatus::Interrupted, None),
@@ -148,9 +153,14 @@ fn only_missions_without_a_live_process_block_a_new_one() {
             .map(|m| m.id)
             .collect()
     };
+    // The live mission's process holds the repository's lock.
+    let lock = crate::lock::RepoLock::acquire(dir.path(), "live").unwrap();
     // Without the lock a live mission is the lock's to refuse (exit 4); with it, none is live.
-    assert_eq!(ids(false), vec!["stopped", "killed"]);
-    assert_eq!(ids(true), vec!["stopped", "live", "killed"]);
+    assert_eq!(ids(false), vec!["stopped", "killed", "reused"]);
+    drop(lock);
+    assert_eq!(ids(true), vec!["stopped", "live", "killed", "reused"]);
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 
     let EngineError::Usage(text) = refuse_new_mission(&interrupted_missions(&store, false).unwrap()) else {
         panic!("a refusal is a usage error");
