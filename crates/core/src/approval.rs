@@ -207,6 +207,8 @@ pub(crate) fn forward_stored(
                 Ok(None) => {}
                 Err(e) => tracing::warn!("cannot read the stored plan answer: {e}"),
             }
+            // Also on the first pass, though the inbox was just read: a SIGUSR1 sent before the
+            // listener above existed is lost, so what it announced is read here.
             crate::inbox::forward(&store, &mission, control.mailbox(), &bus);
             let signalled = async {
                 match wake.as_mut() {
