@@ -124,11 +124,7 @@ pub(crate) fn store_message(
     to: &Recipient,
     message: &str,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let message = clean_message(message)?;
-    let events = store
-        .events_after(mission, None)
-        .map_err(|e| EngineError::Other(e.to_string()))?;
-    let units = recipients(mission, &Replay::from_events(&events), to)?;
+    let (message, units) = checked(store, mission, to, message)?;
     let (mut sent, mut full) = (Vec::new(), Vec::new());
     for unit in units {
         match store.put_inbox(mission, &unit, &message, INBOX_PER_UNIT) {
@@ -185,11 +181,17 @@ pub fn check_tell(
     to: &Recipient,
     message: &str,
 ) -> Result<Vec<String>> {
-    clean_message(message)?;
+    checked(store, &record.id, to, message).map(|(_, units)| units)
+}
+
+/// The message cleaned, and the units of `mission` it may go to, or why not.
+fn checked(store: &Store, mission: &str, to: &Recipient, message: &str) -> Result<(String, Vec<String>)> {
+    let message = clean_message(message)?;
     let events = store
-        .events_after(&record.id, None)
+        .events_after(mission, None)
         .map_err(|e| EngineError::Other(e.to_string()))?;
-    recipients(&record.id, &Replay::from_events(&events), to)
+    let units = recipients(mission, &Replay::from_events(&events), to)?;
+    Ok((message, units))
 }
 
 /// Messages on their way to workers in this process: `Op::Tell`s not stored yet, and stored messages
