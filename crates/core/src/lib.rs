@@ -48,5 +48,6 @@ pub use orchestrator_store::MissionStatus;
 pub use prompts::system_prompt;
 pub use replay::SessionRecord;
 pub use status::{
-    cancel, cancel_mission, process_alive, status, status_of, RoleUsage, StatusReport, UnitStatus,
+    cancel, cancel_mission, mission_process, process_alive, status, status_of, RoleUsage, StatusReport,
+    UnitStatus,
 };

@@ -100,13 +100,13 @@ pub struct Found {
 impl Found {
     /// Whether a process runs the mission now.
     pub fn is_running(&self) -> bool {
-        running(&self.record, self.live.as_ref())
+        running(&self.root, &self.record, self.live.as_ref())
     }
 
     /// Where the mission stands: running (here or elsewhere), interrupted (resumable), finished or
     /// abandoned.
     pub fn state(&self) -> MissionState {
-        state_of(&self.record, self.live.as_ref())
+        state_of(&self.root, &self.record, self.live.as_ref())
     }
 
     /// Whether this server runs it, so it can pause, resume and cancel it directly.
@@ -348,9 +348,9 @@ impl Registry {
 
     fn summary(&self, root: &Path, record: MissionRecord) -> MissionSummary {
         let live = self.live(&record.id);
-        let running = running(&record, live.as_ref());
+        let running = running(root, &record, live.as_ref());
         MissionSummary {
-            state: state_of(&record, live.as_ref()),
+            state: state_of(root, &record, live.as_ref()),
             outcome: (!running).then(|| outcome_of(record.status)).flatten(),
             controllable: live.as_ref().is_some_and(LiveMission::is_running),
             created_at: created_at(&record.created_at),
@@ -364,27 +364,26 @@ impl Registry {
 }
 
 /// Whether a process runs the mission now. A mission recorded with this process's id but not run by
-/// this server is a leftover of an earlier process that had the same id.
-fn running(record: &MissionRecord, live: Option<&LiveMission>) -> bool {
+/// this server is a leftover of an earlier process that had the same id; another process runs it
+/// only while it holds the repository's lock, as core judges it (a killed mission's pid may name an
+/// unrelated process since).
+fn running(root: &Path, record: &MissionRecord, live: Option<&LiveMission>) -> bool {
     if let Some(live) = live {
         return live.is_running();
     }
     record.status == MissionStatus::Running
         && record
             .pid
-            .is_some_and(|pid| pid != std::process::id() && orchestrator_core::process_alive(pid))
+            .is_some_and(|pid| pid != std::process::id() && orchestrator_core::mission_process(root, pid))
 }
 
 /// A mission's state as this server sees it: one it runs is running while its driver lives, whatever
 /// its record says (the record names this process).
-fn state_of(record: &MissionRecord, live: Option<&LiveMission>) -> MissionState {
-    if running(record, live) {
-        return MissionState::Running;
-    }
-    match record.status {
-        MissionStatus::Running | MissionStatus::Interrupted => MissionState::Interrupted,
-        MissionStatus::Sealed | MissionStatus::Unsealed => MissionState::Finished,
-        MissionStatus::Abandoned => MissionState::Abandoned,
+fn state_of(root: &Path, record: &MissionRecord, live: Option<&LiveMission>) -> MissionState {
+    match MissionState::of(record) {
+        _ if running(root, record, live) => MissionState::Running,
+        MissionState::Running => MissionState::Interrupted,
+        other => other,
     }
 }
 

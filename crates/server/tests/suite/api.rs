@@ -812,6 +812,18 @@ async fn a_killed_mission_is_listed_as_interrupted() {
     post(&router, &mission_url("/pause"))
         .await
         .assert(StatusCode::CONFLICT);
+
+    // Its pid given since to an unrelated live process (not holding the repository's lock): still
+    // interrupted, not "run by another process".
+    let repo = Repo::new();
+    repo.store(&running_mission(), MissionStatus::Running, Some(owner_process()));
+    let router = server(vec![repo.path()]);
+    let detail = get(&router, &mission_url("")).await.json();
+    assert_eq!(
+        (&detail["state"], &detail["running"]),
+        (&json!("interrupted"), &json!(false)),
+        "{detail}"
+    );
 }
 
 #[tokio::test]
@@ -860,7 +872,7 @@ async fn a_start_beside_an_interrupted_mission_is_refused_naming_it_and_the_ways
 async fn only_an_interrupted_mission_is_resumed() {
     // Run by another live process: not interrupted, whatever this server thinks of it.
     let repo = Repo::new();
-    let owner = owner_process();
+    let owner = lock_holding_owner(&repo);
     repo.store(&running_mission(), MissionStatus::Running, Some(owner));
     let router = server(vec![repo.path()]);
     let reply = post(&router, &mission_url("/resume")).await;
