@@ -8,8 +8,6 @@ use clap::Args;
 use orchestrator_core::{EngineError, WaitingPlan};
 use orchestrator_protocol::PlanAnswer;
 
-use crate::out::{errln, outln};
-
 #[derive(Args)]
 pub struct ApproveArgs {
     /// The repository to work in.
@@ -43,16 +41,7 @@ pub async fn run(args: ApproveArgs) -> u8 {
         },
         Err(e) => Err(e),
     };
-    match done {
-        Ok(message) => {
-            outln!("{message}");
-            0
-        }
-        Err(e) => {
-            errln!("error: {e}");
-            e.exit_code() as u8
-        }
-    }
+    crate::out::sentence_or_error(done)
 }
 
 /// The answer the flags give; an edited plan that is not a valid plan is refused here, with the

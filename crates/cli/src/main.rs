@@ -406,16 +406,7 @@ async fn cancel(args: &CancelArgs) -> u8 {
         Ok(root) => orchestrator_core::cancel_mission(&root, mission, Duration::from_secs(120)).await,
         Err(e) => Err(e),
     };
-    match stopped {
-        Ok(message) => {
-            outln!("{message}");
-            0
-        }
-        Err(e) => {
-            errln!("error: {e}");
-            e.exit_code() as u8
-        }
-    }
+    out::sentence_or_error(stopped)
 }
 
 async fn clean(args: &CleanArgs) -> u8 {

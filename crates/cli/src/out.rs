@@ -66,3 +66,18 @@ pub fn error_line(args: fmt::Arguments<'_>) {
     let _ = err.write_fmt(args);
     let _ = err.write_all(b"\n");
 }
+
+/// The end of a command whose result is one sentence (`cancel`, `approve`, `tell`): the sentence on
+/// stdout and exit 0, or the error on stderr and its exit code.
+pub fn sentence_or_error(done: Result<String, orchestrator_core::EngineError>) -> u8 {
+    match done {
+        Ok(sentence) => {
+            outln!("{sentence}");
+            0
+        }
+        Err(e) => {
+            errln!("error: {e}");
+            e.exit_code() as u8
+        }
+    }
+}

@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use clap::Args;
 use orchestrator_core::{EngineError, Recipient};
 
-use crate::out::{errln, outln};
-
 #[derive(Args)]
 pub struct TellArgs {
     /// The repository to work in.
@@ -31,16 +29,7 @@ pub async fn run(args: TellArgs) -> u8 {
         }
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
-    match done {
-        Ok(message) => {
-            outln!("{message}");
-            0
-        }
-        Err(e) => {
-            errln!("error: {e}");
-            e.exit_code() as u8
-        }
-    }
+    crate::out::sentence_or_error(done)
 }
 
 /// Whom the words name and the message, or a usage error.
