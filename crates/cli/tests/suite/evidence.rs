@@ -257,18 +257,24 @@ async fn a_claim_with_an_empty_diff_is_not_passed_on() {
         told[0]
     );
     // Round 2 retries the unit with those findings, not the same description again.
+    let retry = retry_description(&done);
+    assert!(
+        retry.contains("What that attempt was last told") && retry.contains("The runtime sees no change"),
+        "{retry}"
+    );
+}
+
+/// The description of the unit round 1 hands to round 2 as its retry.
+fn retry_description(done: &Finished) -> String {
     let follow_up = done
         .events_of("round_finished")
         .into_iter()
         .find(|e| e["round"] == 1)
         .expect("round 1 finished");
-    let retry = follow_up["follow_up"][0]["description"]
+    follow_up["follow_up"][0]["description"]
         .as_str()
-        .unwrap_or_default();
-    assert!(
-        retry.contains("What that attempt was last told") && retry.contains("The runtime sees no change"),
-        "{retry}"
-    );
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A unit that fails for good hands its retry the change it made, and the retry is told its worktree
@@ -296,14 +302,7 @@ async fn a_failed_units_retry_sees_the_change_it_made_and_starts_without_it() {
         .run(&repo)
         .await;
     done.assert_code(1);
-    let follow_up = done
-        .events_of("round_finished")
-        .into_iter()
-        .find(|e| e["round"] == 1)
-        .expect("round 1 finished");
-    let retry = follow_up["follow_up"][0]["description"]
-        .as_str()
-        .unwrap_or_default();
+    let retry = retry_description(&done);
     assert!(retry.contains("without that attempt's changes"), "{retry}");
     assert!(retry.contains("Stage 1 verification failed"), "{retry}");
     assert!(
