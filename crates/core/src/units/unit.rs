@@ -592,3 +592,29 @@ fn no_change_feedback(session: &Session) -> String {
          that starts with `{NO_CHANGE}:` and says why."
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_diff_is_cut_and_an_empty_one_is_left_out() {
+        // A worker that rewrote everything: the retry's brief still holds a bounded excerpt.
+        let huge = "+x = 1\n".repeat(100_000);
+        let text = findings("Stage 1 verification failed", Some(&huge));
+        assert!(text.starts_with("Stage 1 verification failed"), "{}", &text[..80]);
+        assert!(text.contains("```diff\n+x = 1"), "the diff's start is kept");
+        assert!(text.contains("more bytes cut"), "the cut is said");
+        assert!(
+            text.len() < FINDINGS_CHARS + FINDINGS_DIFF_CHARS + 400,
+            "{}",
+            text.len()
+        );
+        // Feedback alone is bounded as before, and no empty diff block is added.
+        let long_feedback = "y".repeat(50_000);
+        let text = findings(&long_feedback, Some("  \n"));
+        assert!(!text.contains("```diff"));
+        assert!(text.len() < FINDINGS_CHARS + 200, "{}", text.len());
+        assert!(!findings("told", None).contains("```diff"));
+    }
+}
