@@ -452,9 +452,16 @@ fn watch_signals(cancel: CancellationToken) {
                 return;
             }
         };
-        let interrupted = tokio::select! {
-            _ = tokio::signal::ctrl_c() => true,
-            _ = term.recv() => false,
+        let interrupted = loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    // Ctrl-C in the user's editor (plan editing) reaches us too; it is the editor's.
+                    if !orchestrator_tui::editor_open() {
+                        break true;
+                    }
+                }
+                _ = term.recv() => break false,
+            }
         };
         // The terminal view says so itself; a line on stderr would scribble over it. SIGTERM comes
         // from `orchestrator cancel` (or a service manager), where no Ctrl-C is at hand.

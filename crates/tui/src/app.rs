@@ -38,6 +38,8 @@ pub enum Action {
     AskFeedback,
     /// Start typing the path of a file with the edited plan (JSON, as `submit_plan` takes it).
     AskPlanFile,
+    /// Open the waiting plan as text in the user's editor (`$VISUAL` or `$EDITOR`).
+    EditPlan,
     /// Start typing a message to the selected unit's worker (`Op::Tell`).
     AskMessage,
     /// A key typed into the open input.
@@ -81,6 +83,16 @@ pub enum Exit {
     QuitNow,
 }
 
+/// The waiting plan, written out for the user's editor: the terminal loop runs the editor and hands
+/// the edited text back through [`App::plan_edited`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EditRequest {
+    /// The editor command, run through `sh` as git runs `core.editor` (it may carry arguments).
+    pub editor: String,
+    /// The plan as pretty JSON, as `submit_plan` takes it.
+    pub text: String,
+}
+
 /// The open log panel of one unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogPanel {
@@ -108,6 +120,12 @@ pub struct App {
     input: Option<Input>,
     /// Why the last answer could not be sent (an unreadable plan file), shown until the next key.
     plan_error: Option<String>,
+    /// The editor `e` opens the plan in; without one, `e` asks for a file's path instead.
+    editor: Option<String>,
+    /// The plan waiting to be opened in the editor, and its text as written out (to tell an edit
+    /// from a closed editor).
+    edit_request: Option<EditRequest>,
+    written_plan: Option<String>,
 }
 
 impl App {
@@ -124,6 +142,45 @@ impl App {
             log_last_page: Cell::new(0),
             input: None,
             plan_error: None,
+            editor: None,
+            edit_request: None,
+            written_plan: None,
+        }
+    }
+
+    /// Sets the editor `e` opens the waiting plan in (`None`: `e` asks for a file instead).
+    pub fn set_editor(&mut self, editor: Option<String>) {
+        self.editor = editor.filter(|e| !e.trim().is_empty());
+    }
+
+    /// Whether `e` opens an editor (else it asks for a file's path).
+    pub fn has_editor(&self) -> bool {
+        self.editor.is_some()
+    }
+
+    /// The editor the last key asked for, taken once by the terminal loop.
+    pub fn take_edit_request(&mut self) -> Option<EditRequest> {
+        self.edit_request.take()
+    }
+
+    /// The editor closed: `Ok` with the file's text, or why nothing came back. An edit that parses is
+    /// sent; the engine checks it as it checks a planner's plan and says so if it refuses it.
+    pub fn plan_edited(&mut self, result: Result<String, String>) {
+        let written = self.written_plan.take();
+        let text = match result {
+            Ok(text) => text,
+            Err(why) => {
+                self.plan_error = Some(why);
+                return;
+            }
+        };
+        if written.as_deref().map(str::trim) == Some(text.trim()) {
+            self.plan_error = Some("the plan is unchanged; a approves it as it is".into());
+            return;
+        }
+        match parse_plan_text(&text, "the edited plan") {
+            Ok(units) => self.answer_plan(PlanAnswer::Edit { units }),
+            Err(why) => self.plan_error = Some(why),
         }
     }
 
@@ -210,6 +267,7 @@ impl App {
             match key.code {
                 KeyCode::Char('a') => return Some(Action::ApprovePlan),
                 KeyCode::Char('r') => return Some(Action::AskFeedback),
+                KeyCode::Char('e') if self.editor.is_some() => return Some(Action::EditPlan),
                 KeyCode::Char('e') => return Some(Action::AskPlanFile),
                 _ => {}
             }
@@ -289,6 +347,7 @@ impl App {
             Action::ApprovePlan => self.answer_plan(PlanAnswer::Approve),
             Action::AskFeedback => self.open_input(InputKind::Feedback),
             Action::AskPlanFile => self.open_input(InputKind::PlanFile),
+            Action::EditPlan => self.request_edit(),
             Action::AskMessage => {
                 self.open_input(InputKind::Message);
                 let unit = self.selected_unit().map(str::to_string);
@@ -326,6 +385,22 @@ impl App {
                 attempt: plan.attempt,
                 answer,
             });
+        }
+    }
+
+    fn request_edit(&mut self) {
+        let (Some(editor), Some(plan)) = (&self.editor, &self.view.waiting_plan) else {
+            return;
+        };
+        match serde_json::to_string_pretty(&serde_json::json!({ "tasks": plan.units })) {
+            Ok(text) => {
+                self.written_plan = Some(text.clone());
+                self.edit_request = Some(EditRequest {
+                    editor: editor.clone(),
+                    text,
+                });
+            }
+            Err(e) => self.plan_error = Some(format!("cannot write the plan out: {e}")),
         }
     }
 
@@ -396,17 +471,22 @@ impl App {
 /// The units of an edited plan file: JSON as `submit_plan` takes it (`{"tasks": [...]}`, or the bare
 /// list). The engine checks them as it checks a planner's plan before it takes them.
 fn read_plan_file(path: &str) -> Result<Vec<UnitSpec>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    parse_plan_text(&text, path)
+}
+
+/// The units in a plan's text; `origin` names it in the error.
+fn parse_plan_text(text: &str, origin: &str) -> Result<Vec<UnitSpec>, String> {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
     enum PlanFile {
         Tasks { tasks: Vec<UnitSpec> },
         List(Vec<UnitSpec>),
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    match serde_json::from_str::<PlanFile>(&text) {
+    match serde_json::from_str::<PlanFile>(text) {
         Ok(PlanFile::Tasks { tasks } | PlanFile::List(tasks)) => Ok(tasks),
         Err(e) => Err(format!(
-            "{path} is not a plan ({e}); write it as {{\"tasks\": [{{\"id\", \"title\", \"description\", \"depends_on\"}}]}}"
+            "{origin} is not a plan ({e}); write it as {{\"tasks\": [{{\"id\", \"title\", \"description\", \"depends_on\"}}]}}"
         )),
     }
 }

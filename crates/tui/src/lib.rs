@@ -7,6 +7,6 @@ mod app;
 mod render;
 mod term;
 
-pub use app::{Action, App, Exit, Input, InputKind, LogPanel};
+pub use app::{Action, App, EditRequest, Exit, Input, InputKind, LogPanel};
 pub use render::render;
-pub use term::{is_active, restore, run};
+pub use term::{editor_open, is_active, restore, run};

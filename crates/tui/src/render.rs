@@ -414,7 +414,14 @@ fn keys_line(app: &App) -> Line<'static> {
         vec![
             ("a", "approve plan"),
             ("r", "reject with feedback"),
-            ("e", "edit from file"),
+            (
+                "e",
+                if app.has_editor() {
+                    "edit in $EDITOR"
+                } else {
+                    "edit from file"
+                },
+            ),
         ]
     } else if app.log().is_some() {
         vec![("↑↓", "scroll"), ("Esc", "close log")]

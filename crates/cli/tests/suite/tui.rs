@@ -26,6 +26,11 @@ struct Terminal {
 
 impl Terminal {
     fn run(repo: &TestRepo, server: &FakeServer, args: &[&str]) -> Terminal {
+        Terminal::run_with(repo, server, args, &[])
+    }
+
+    /// As [`Terminal::run`], with more environment (`EDITOR`); `VISUAL` and `EDITOR` are unset otherwise.
+    fn run_with(repo: &TestRepo, server: &FakeServer, args: &[&str], env: &[(&str, &str)]) -> Terminal {
         let pair = native_pty_system()
             .openpty(PtySize {
                 rows: ROWS.get(),
@@ -55,8 +60,13 @@ impl Terminal {
             "ANTHROPIC_API_KEY",
             "ORCHESTRATOR_PLAIN",
             "ORCHESTRATOR_LOG",
+            "VISUAL",
+            "EDITOR",
         ] {
             cmd.env_remove(key);
+        }
+        for (key, value) in env {
+            cmd.env(key, value);
         }
         let child = pair.slave.spawn_command(cmd).expect("the orchestrator starts");
         // Only the child holds the terminal's other end now, so reading ends when it exits.
@@ -332,4 +342,61 @@ async fn r_rejects_with_feedback_and_a_approves_the_waiting_plan() {
         "{}",
         logs.stdout
     );
+}
+
+/// Editing the waiting plan as text (issue #17): `e` opens it in `$EDITOR` and the saved text is the
+/// plan that runs. An editor that fails leaves the plan waiting, and the view comes back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_edits_the_waiting_plan_in_the_editor_and_the_edit_runs() {
+    let repo = TestRepo::new(&[]);
+    let server = slow_mission().await;
+    // A stand-in for a person at an editor: the first time it gives up (exit 1), the second time it
+    // keeps a copy of what it was shown and changes what unit 1 writes.
+    let seen = repo.home().join("seen-plan.json");
+    let editor = repo.home().join("edit-plan.sh");
+    std::fs::write(
+        &editor,
+        format!(
+            "#!/bin/sh\nif [ ! -e '{tried}' ]; then touch '{tried}'; exit 1; fi\ncp \"$1\" '{seen}'\nsed -i 's/:= unit 1/:= edited by hand/' \"$1\"\n",
+            tried = repo.home().join("tried").display(),
+            seen = seen.display(),
+        ),
+    )
+    .expect("the editor script is written");
+    let mut terminal = Terminal::run_with(
+        &repo,
+        &server,
+        &[
+            "task",
+            "Write four files",
+            "--approve-plan",
+            "--max-parallel",
+            "1",
+        ],
+        &[("EDITOR", &format!("sh {}", editor.display()))],
+    );
+    let screen = terminal
+        .wait_for("PLAN WAITS FOR YOUR APPROVAL", Duration::from_secs(20))
+        .await;
+    assert!(screen.contains("e edit in $EDITOR"), "{screen}");
+    terminal.press("e");
+    terminal.wait_for("ended with", Duration::from_secs(20)).await;
+    assert!(requests_of(&server, "worker").is_empty(), "the plan still waits");
+    terminal.press("e");
+    let code = terminal.exit_code(Duration::from_secs(60)).await;
+    let output = terminal.final_output().await;
+    assert_eq!(code, 0, "{}", terminal.screen());
+    assert_terminal_restored(&terminal, &output);
+    let shown = std::fs::read_to_string(&seen).expect("the editor was given the plan");
+    let shown: serde_json::Value = serde_json::from_str(&shown).expect("the plan is JSON");
+    assert_eq!(shown["tasks"].as_array().map(Vec::len), Some(4), "{shown}");
+    assert_eq!(repo.read("src/u1.txt").as_deref(), Some("edited by hand"));
+    assert_eq!(repo.read("src/u4.txt").as_deref(), Some("unit 4"));
+    let logs = Run::cmd(&["logs", "--json"]).run(&repo).await;
+    let answers: Vec<_> = logs
+        .events_of("plan_answered")
+        .iter()
+        .map(|e| e["answer"].clone())
+        .collect();
+    assert_eq!(answers, vec![serde_json::json!("edit")], "{}", logs.stdout);
 }

@@ -364,6 +364,48 @@ fn e_sends_the_plan_of_a_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// With an editor set, `e` hands the plan out as text; what comes back is sent only when it is a
+/// changed plan, and a failed, unchanged or broken edit keeps the plan waiting with the reason shown.
+#[test]
+fn e_with_an_editor_sends_what_the_editor_saved() {
+    let (mut app, sent) = waiting_plan();
+    app.set_editor(Some("vi".into()));
+    assert!(screen(&app, 100, 30).contains("edit in $EDITOR"));
+    press(&mut app, "e");
+    assert!(app.input().is_none(), "no path is asked for");
+    let request = app.take_edit_request().expect("the editor is asked for");
+    assert_eq!(request.editor, "vi");
+    assert!(app.take_edit_request().is_none(), "taken once");
+    let shown: serde_json::Value = serde_json::from_str(&request.text).unwrap();
+    assert_eq!(shown["tasks"][1]["depends_on"][0], "parser");
+
+    app.plan_edited(Err("the editor (vi) ended with exit status: 1".into()));
+    assert!(app.plan_error().is_some_and(|e| e.contains("ended with")));
+    press(&mut app, "e");
+    let request = app.take_edit_request().unwrap();
+    app.plan_edited(Ok(format!("{}\n", request.text)));
+    assert!(app.plan_error().is_some_and(|e| e.contains("unchanged")));
+    press(&mut app, "e");
+    app.take_edit_request().unwrap();
+    app.plan_edited(Ok("{\"tasks\": [oops".into()));
+    assert!(app.plan_error().is_some_and(|e| e.contains("is not a plan")));
+    assert!(sent.0.lock().unwrap().is_empty(), "nothing was sent yet");
+
+    press(&mut app, "e");
+    let request = app.take_edit_request().unwrap();
+    app.plan_edited(Ok(request.text.replace("Add the expression parser", "Parse")));
+    let ops = sent.0.lock().unwrap();
+    let Some(Op::AnswerPlan {
+        attempt: 2,
+        answer: orchestrator_protocol::PlanAnswer::Edit { units },
+    }) = ops.last()
+    else {
+        panic!("no edit sent: {ops:?}");
+    };
+    assert_eq!(units[0].title, "Parse");
+    assert_eq!(units.len(), 2);
+}
+
 #[test]
 fn m_sends_the_selected_units_worker_a_message() {
     let sent = Arc::new(Sent::default());
