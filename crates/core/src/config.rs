@@ -359,6 +359,18 @@ pub struct Config {
     pub prices: PriceTable,
     pub sandbox: SandboxSettings,
     pub notify: orchestrator_notify::NotifySettings,
+    /// Prompts from the repository's role files (`.orchestrator/roles/<role>.md`), replacing the
+    /// built-in ones; the files' settings are already in `roles`.
+    pub role_prompts: BTreeMap<Role, RolePrompt>,
+}
+
+/// A role's prompt from its role file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolePrompt {
+    /// Relative to the repository's root.
+    pub path: String,
+    /// The body, under the `# Role: <name>` line the runtime writes.
+    pub prompt: String,
 }
 
 impl Config {
@@ -477,6 +489,7 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
             desktop_command: merged.notify.desktop_command.as_deref().map(expand_home),
             webhook: merged.notify.webhook.clone().filter(|url| !url.trim().is_empty()),
         },
+        role_prompts: BTreeMap::new(),
     };
     check(&config)?;
     Ok(config)

@@ -11,9 +11,11 @@ mod client;
 pub mod compact;
 pub mod config;
 mod control;
+mod effective;
 mod error;
 mod events;
 mod inbox;
+pub mod instructions;
 mod lock;
 mod mission;
 mod missions;
@@ -23,6 +25,7 @@ pub mod prescan;
 pub mod pricing;
 mod prompts;
 mod replay;
+pub mod role_files;
 mod roles;
 mod session;
 mod shared;
@@ -36,6 +39,7 @@ mod verify;
 pub use approval::{answer_plan, plan_answer_from, refused_edit, waiting_plan, WaitingPlan};
 pub use clean::{clean, CleanReport};
 pub use control::{MissionControl, Steering};
+pub use effective::{init_roles, list_roles, role_named, show_role, RoleShow};
 pub use error::{EngineError, Result};
 pub use events::EventBus;
 pub use inbox::{check_tell, clean_message, tell, Recipient, INBOX_PER_UNIT, MAX_MESSAGE_BYTES};
@@ -45,7 +49,7 @@ pub use mission::{
 };
 pub use missions::{find_mission, interrupted, missions, shorten, stored_time, MissionState, MissionSummary};
 pub use orchestrator_store::MissionStatus;
-pub use prompts::system_prompt;
+pub use prompts::{builtin_body, system_prompt, Prompts};
 pub use replay::SessionRecord;
 pub use status::{
     cancel, cancel_mission, mission_process, process_alive, status, status_of, RoleUsage, StatusReport,

@@ -23,7 +23,6 @@ use orchestrator_tools::summarize_call;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{EngineError, Result};
-use crate::prompts::system_prompt;
 use crate::session::{HookResult, Runtime, Session, SessionEnd, SessionHooks, Slot, TurnRunner};
 
 /// The environment variable holding the password of the server given with `--opencode-url`.
@@ -349,7 +348,7 @@ async fn prompt_loop(
             pending.join("\n\n")
         };
         let mut request = PromptRequest::text(text);
-        request.system = Some(system_prompt(session.role));
+        request.system = Some(rt.prompts.system(session.role));
         // `provider/model` picks an OpenCode model; anything else leaves OpenCode's configured one.
         request.model = ModelRef::parse(&session.settings.model);
         request.tools = tools_map(engine, session.role, bridge_key);

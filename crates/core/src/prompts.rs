@@ -1,11 +1,18 @@
 //! Role prompts: short and specific. Long prompts cost tokens on every turn of every session and
 //! bury the instruction that matters; the mission context carries the facts instead.
 
+use std::collections::BTreeMap;
+
 use orchestrator_protocol::Role;
 
-/// The system prompt for a role. The first line names the role so logs and test servers can tell
-/// sessions apart.
+/// The built-in system prompt for a role. The first line names the role so logs and test servers
+/// can tell sessions apart.
 pub fn system_prompt(role: Role) -> String {
+    with_role_line(role, builtin_body(role))
+}
+
+/// A built-in role's prompt under its `# Role:` line.
+pub fn builtin_body(role: Role) -> &'static str {
     let body = match role {
         Role::Scout => SCOUT,
         Role::Planner => PLANNER,
@@ -14,7 +21,38 @@ pub fn system_prompt(role: Role) -> String {
         Role::MasterReviewer => MASTER_REVIEWER,
         Role::ConflictResolver => CONFLICT_RESOLVER,
     };
+    body.trim()
+}
+
+fn with_role_line(role: Role, body: &str) -> String {
     format!("# Role: {}\n{}", role.as_str(), body.trim())
+}
+
+/// The system prompts of one mission: each role's prompt (built in, or from its role file), then the
+/// project instructions block, the same text in every session.
+#[derive(Debug, Clone, Default)]
+pub struct Prompts {
+    /// Prompt bodies from role files, replacing the built-in ones.
+    bodies: BTreeMap<Role, String>,
+    /// The "Project instructions" block ([`crate::instructions`]); empty when the project has none.
+    instructions: String,
+}
+
+impl Prompts {
+    pub fn new(bodies: BTreeMap<Role, String>, instructions: String) -> Self {
+        Prompts { bodies, instructions }
+    }
+
+    /// The role's system prompt. Its first line is always `# Role: <name>`.
+    pub fn system(&self, role: Role) -> String {
+        let body = self.bodies.get(&role).map_or(builtin_body(role), String::as_str);
+        let mut prompt = with_role_line(role, body);
+        if !self.instructions.is_empty() {
+            prompt.push_str("\n\n");
+            prompt.push_str(self.instructions.trim_end());
+        }
+        prompt
+    }
 }
 
 /// `text` cut to at most `max` bytes, with a note saying how much is left out and where to find it.
@@ -81,5 +119,25 @@ mod tests {
             assert!(prompt.starts_with(&format!("# Role: {}\n", role.as_str())));
             assert!(prompt.len() < 1200, "{role} prompt is {} bytes", prompt.len());
         }
+    }
+
+    #[test]
+    fn a_role_file_replaces_the_body_and_instructions_end_every_prompt() {
+        let bodies = BTreeMap::from([(Role::Worker, "Custom worker.".to_string())]);
+        let prompts = Prompts::new(bodies, "# Project instructions\n\nUse tabs.\n".into());
+        let worker = prompts.system(Role::Worker);
+        assert_eq!(
+            worker,
+            "# Role: worker\nCustom worker.\n\n# Project instructions\n\nUse tabs."
+        );
+        for role in Role::ALL {
+            let prompt = prompts.system(role);
+            assert!(prompt.starts_with(&format!("# Role: {}\n", role.as_str())));
+            assert!(
+                prompt.ends_with("# Project instructions\n\nUse tabs."),
+                "{prompt}"
+            );
+        }
+        assert_eq!(Prompts::default().system(Role::Scout), system_prompt(Role::Scout));
     }
 }

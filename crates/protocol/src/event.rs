@@ -228,6 +228,19 @@ pub enum Event {
         unit: String,
         message: String,
     },
+    /// The project's own files that shape the sessions: the instruction files (AGENTS.md, CLAUDE.md)
+    /// every session is given, read from the mission's base commit, root first; and the role files
+    /// (`.orchestrator/roles/<role>.md`) that replace a built-in role. Emitted once per run, before the
+    /// first session.
+    ProjectFiles {
+        #[serde(default)]
+        instructions: Vec<ProjectFile>,
+        #[serde(default)]
+        roles: Vec<ProjectFile>,
+        /// Files passed over or cut, and why.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notes: Vec<String>,
+    },
     /// A warning a person should see (e.g. the user's branch could not be fast-forwarded).
     Notice {
         message: String,
@@ -242,6 +255,18 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         unverified: bool,
     },
+}
+
+/// One project file the sessions are given ([`Event::ProjectFiles`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectFile {
+    /// Relative to the repository's root.
+    pub path: String,
+    /// The bytes of it the sessions are given.
+    pub bytes: u64,
+    /// Whether it was cut to the size limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut: bool,
 }
 
 /// An event with its place in the mission's stream.

@@ -589,6 +589,18 @@ impl MissionSpan {
                 self.root
                     .event("notice", at, vec![KeyValue::new("message", message.clone())]);
             }
+            Event::ProjectFiles {
+                instructions, roles, ..
+            } => {
+                let paths = |files: &[orchestrator_protocol::ProjectFile]| {
+                    files.iter().map(|f| f.path.clone()).collect::<Vec<_>>().join(",")
+                };
+                let attributes = vec![
+                    KeyValue::new("orchestrator.instructions", paths(instructions)),
+                    KeyValue::new("orchestrator.role_files", paths(roles)),
+                ];
+                self.root.event("project_files", at, attributes);
+            }
             Event::MissionFinished {
                 outcome,
                 summary,

@@ -27,7 +27,7 @@ use crate::shared::{toolbox, Mission, TodoBook};
 pub(super) async fn drive(
     id: &str,
     setup: &Setup,
-    rt: Runtime,
+    mut rt: Runtime,
     config: Config,
     replay: Replay,
 ) -> Result<Ending> {
@@ -36,6 +36,7 @@ pub(super) async fn drive(
     let base_tree = repo
         .add_detached_worktree(&setup.worktrees.join("base"), &setup.base)
         .await?;
+    rt.prompts = project_prompts(&rt, &config, base_tree.path());
     let (integration, integration_head) = open_integration(setup).await?;
     rt.bus.emit(Event::Notice {
         message: config.sandbox.summary(),
@@ -122,6 +123,27 @@ pub(super) async fn drive(
         }
     }
     run_rounds(&mission, plan, integration, integration_head, &setup.base).await
+}
+
+/// Every session's system prompts: the role files' prompts, and the project instructions as the
+/// mission's base commit has them (the agents' view, never the user's uncommitted files). What was
+/// used goes into the event log, for `logs` and `report`.
+fn project_prompts(rt: &Runtime, config: &Config, base: &std::path::Path) -> crate::prompts::Prompts {
+    let instructions = crate::instructions::load(base);
+    let roles = crate::role_files::used(&config.role_prompts);
+    if !instructions.files.is_empty() || !instructions.notes.is_empty() || !roles.is_empty() {
+        rt.bus.emit(Event::ProjectFiles {
+            instructions: instructions.files,
+            roles,
+            notes: instructions.notes,
+        });
+    }
+    let bodies = config
+        .role_prompts
+        .iter()
+        .map(|(role, file)| (*role, file.prompt.clone()))
+        .collect();
+    crate::prompts::Prompts::new(bodies, instructions.block)
 }
 
 /// A run killed while git wrote one of the mission's refs or worktrees left a `.lock` file or a

@@ -11,7 +11,7 @@ use orchestrator_store::{MissionRecord, MissionStatus, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{clients_from_env, preflight, Clients};
-use crate::config::{self, Config, MissionSettings, Provider};
+use crate::config::{Config, MissionSettings, Provider};
 use crate::error::{EngineError, Result};
 use crate::events::EventBus;
 use crate::lock::RepoLock;
@@ -244,15 +244,7 @@ async fn discover_repo(path: &Path) -> Result<Repo> {
 }
 
 fn load_config(repo: &Repo, settings: &MissionSettings) -> Result<Config> {
-    let mut layers = Vec::new();
-    if let Some(path) = config::user_config_path() {
-        layers.push(config::load_file(&path)?);
-    }
-    layers.push(config::load_file(&repo.root().join("orchestrator.toml"))?);
-    let env_model = std::env::var("ORCHESTRATOR_MODEL")
-        .ok()
-        .filter(|m| !m.trim().is_empty());
-    config::resolve(&layers, settings, env_model)
+    crate::effective::load_config(repo.root(), settings)
 }
 
 /// Takes the repo lock and opens the store, in that order: only the lock holder writes the store.

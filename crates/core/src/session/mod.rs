@@ -42,6 +42,8 @@ pub struct Runtime {
     pub runner: Arc<dyn TurnRunner>,
     /// Pauses the dispatch of new units at a front end's request.
     pub control: crate::control::MissionControl,
+    /// Every session's system prompt: its role's, then the project instructions.
+    pub prompts: crate::prompts::Prompts,
     session_seq: AtomicU64,
 }
 
@@ -78,6 +80,7 @@ impl Runtime {
             },
             runner: Arc::new(native::NativeLoop),
             control: crate::control::MissionControl::default(),
+            prompts: crate::prompts::Prompts::default(),
             session_seq: AtomicU64::new(1),
         }
     }

@@ -13,7 +13,6 @@ use crate::compact::{
     apply_compaction, plan_compaction, summary_request, truncate_for_context, ContextEstimator,
     SUMMARY_SYSTEM_PROMPT,
 };
-use crate::prompts::system_prompt;
 
 /// The engine's own loop of turns, used unless the mission runs on an agent server.
 pub(super) struct NativeLoop;
@@ -568,7 +567,7 @@ impl Session {
         stuck: u32,
         called: bool,
     ) -> Result<orchestrator_model::ChatResponse, ModelError> {
-        let system = system_prompt(self.role);
+        let system = rt.prompts.system(self.role);
         self.compact_if_needed(rt, &system).await?;
         let request = ChatRequest {
             model: self.settings.model.clone(),

@@ -1,0 +1,288 @@
+//! A repository's settings as a mission will use them: the config files and the role files merged
+//! (`load_config`), and each role shown with where every setting came from (`orchestrator roles`).
+
+use std::path::Path;
+
+use orchestrator_protocol::Role;
+
+use crate::config::{self, Config, FileConfig, MissionSettings};
+use crate::error::{EngineError, Result};
+use crate::instructions::{self, ProjectInstructions};
+use crate::prompts::Prompts;
+use crate::role_files::{self, RoleFiles, ROLES_DIR};
+
+/// Names the model in `roles show` when none is configured (a mission would refuse to start).
+const NO_MODEL: &str = "(none: set ORCHESTRATOR_MODEL, --model or `model` in orchestrator.toml)";
+
+/// The layers under the flags, lowest first: the user's config, the repository's `orchestrator.toml`,
+/// the role files (see role_files.rs for why they lie over the config files).
+fn layers(root: &Path) -> Result<(Vec<FileConfig>, RoleFiles)> {
+    let mut layers = Vec::new();
+    if let Some(path) = config::user_config_path() {
+        layers.push(config::load_file(&path)?);
+    }
+    layers.push(config::load_file(&root.join("orchestrator.toml"))?);
+    let role_files = RoleFiles::load(root)?;
+    layers.push(role_files.layer());
+    Ok((layers, role_files))
+}
+
+fn env_model() -> Option<String> {
+    std::env::var("ORCHESTRATOR_MODEL")
+        .ok()
+        .filter(|m| !m.trim().is_empty())
+}
+
+/// The configuration a mission in `root` runs with under `settings` (its flags).
+pub fn load_config(root: &Path, settings: &MissionSettings) -> Result<Config> {
+    let (layers, role_files) = layers(root)?;
+    let mut config = config::resolve(&layers, settings, env_model())?;
+    config.role_prompts = role_files.prompts();
+    Ok(config)
+}
+
+/// One role as `orchestrator roles show` prints it.
+#[derive(Debug, Clone)]
+pub struct RoleShow {
+    pub role: Role,
+    /// Where the prompt comes from: its role file, or `built in`.
+    pub prompt_source: String,
+    /// Each setting: key, value, where it was set.
+    pub settings: Vec<(String, String, String)>,
+    /// The project instructions found in the working tree.
+    pub instructions: ProjectInstructions,
+    /// The whole system prompt the role's sessions would get.
+    pub system_prompt: String,
+}
+
+/// The role by name, or a usage error listing the roles.
+pub fn role_named(name: &str) -> Result<Role> {
+    Role::ALL.into_iter().find(|r| r.as_str() == name).ok_or_else(|| {
+        let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        EngineError::Usage(format!("unknown role `{name}`; roles are: {}", roles.join(", ")))
+    })
+}
+
+/// The role's effective prompt and settings in the repository at `root`, with their sources.
+pub fn show_role(root: &Path, role: Role) -> Result<RoleShow> {
+    let (layers, role_files) = layers(root)?;
+    let model = env_model();
+    let config = config::resolve(
+        &layers,
+        &MissionSettings::default(),
+        model.clone().or(Some(NO_MODEL.into())),
+    )?;
+    let resolved = config.role(role);
+    let file = role_files.roles.get(&role);
+    let source = |key: &str| setting_source(&layers, role, key, file.map(|f| f.path.as_str()));
+    let model_source = match source("model") {
+        Some(place) => place,
+        None if model.is_some() => "ORCHESTRATOR_MODEL".into(),
+        None => top_level_model_source(&layers).unwrap_or_else(|| "not set".into()),
+    };
+    let optional = |v: Option<String>| v.unwrap_or_else(|| "unset".into());
+    let default = |key: &str| source(key).unwrap_or_else(|| "default".into());
+    let settings = vec![
+        ("model".to_string(), resolved.model.clone(), model_source),
+        (
+            "tools".into(),
+            optional(resolved.tools.as_ref().map(|t| t.join(", "))),
+            default("tools"),
+        ),
+        (
+            "max_turns".into(),
+            resolved.max_turns.to_string(),
+            default("max_turns"),
+        ),
+        (
+            "max_tokens".into(),
+            resolved.max_tokens.to_string(),
+            default("max_tokens"),
+        ),
+        (
+            "temperature".into(),
+            optional(resolved.temperature.map(|t| t.to_string())),
+            default("temperature"),
+        ),
+        (
+            "budget_tokens".into(),
+            optional(resolved.budget_tokens.map(|b| b.to_string())),
+            default("budget_tokens"),
+        ),
+    ];
+    let instructions = instructions::load(root);
+    let bodies = role_files
+        .prompts()
+        .into_iter()
+        .map(|(role, file)| (role, file.prompt))
+        .collect();
+    let system_prompt = Prompts::new(bodies, instructions.block.clone()).system(role);
+    Ok(RoleShow {
+        role,
+        prompt_source: file.map_or_else(|| "built in".to_string(), |f| f.path.clone()),
+        settings,
+        instructions,
+        system_prompt,
+    })
+}
+
+/// Where the role's `key` was last set: the role file, a config file's `[roles.<role>]`, or the
+/// profile under them.
+fn setting_source(layers: &[FileConfig], role: Role, key: &str, role_file: Option<&str>) -> Option<String> {
+    let sets = |layer: &FileConfig| {
+        layer.roles.get(role.as_str()).is_some_and(|r| match key {
+            "model" => r.model.is_some(),
+            "tools" => r.tools.is_some(),
+            "max_turns" => r.max_turns.is_some(),
+            "max_tokens" => r.max_tokens.is_some(),
+            "temperature" => r.temperature.is_some(),
+            "budget_tokens" => r.budget_tokens.is_some(),
+            _ => false,
+        })
+    };
+    if let Some(layer) = layers.iter().rev().find(|l| sets(l)) {
+        let place = match layer.source.as_deref() {
+            Some(path) if path == Path::new(ROLES_DIR) => role_file.unwrap_or(ROLES_DIR).to_string(),
+            Some(path) => format!("[roles.{role}] in {}", path.display()),
+            None => format!("[roles.{role}] in the config"),
+        };
+        return Some(place);
+    }
+    let profile = layers.iter().rev().find_map(|l| l.profile.clone())?;
+    config::profile_layer(&profile)
+        .ok()
+        .filter(sets)
+        .map(|_| format!("profile `{profile}`"))
+}
+
+fn top_level_model_source(layers: &[FileConfig]) -> Option<String> {
+    let layer = layers.iter().rev().find(|l| l.model.is_some())?;
+    Some(match layer.source.as_deref() {
+        Some(path) => format!("`model` in {}", path.display()),
+        None => "`model` in the config".into(),
+    })
+}
+
+/// `orchestrator roles init`: writes every built-in role to `.orchestrator/roles/<role>.md`. Without
+/// `force`, refuses (writing nothing) when any of those files exists. Returns the files written.
+pub fn init_roles(root: &Path, force: bool) -> Result<Vec<String>> {
+    let dir = root.join(ROLES_DIR);
+    let existing: Vec<String> = Role::ALL
+        .iter()
+        .filter(|role| dir.join(format!("{role}.md")).exists())
+        .map(|role| format!("{ROLES_DIR}/{role}.md"))
+        .collect();
+    if !existing.is_empty() && !force {
+        return Err(EngineError::Usage(format!(
+            "{} already exist(s); nothing was written. Pass --force to overwrite them with the built-in roles.",
+            existing.join(", ")
+        )));
+    }
+    // The state folder (the roles folder's parent) is private to its user, as a mission makes it.
+    let state = dir.parent().unwrap_or(root);
+    orchestrator_store::private_dir(state)
+        .map_err(|e| EngineError::io(format!("cannot create {}", state.display()), e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(format!("cannot create {ROLES_DIR}/"), e))?;
+    let mut written = Vec::new();
+    for role in Role::ALL {
+        let path = dir.join(format!("{role}.md"));
+        std::fs::write(&path, role_files::builtin_file(role))
+            .map_err(|e| EngineError::io(format!("cannot write {}", path.display()), e))?;
+        written.push(format!("{ROLES_DIR}/{role}.md"));
+    }
+    Ok(written)
+}
+
+/// `orchestrator roles list`: every role and where its prompt comes from.
+pub fn list_roles(root: &Path) -> Result<Vec<(Role, String)>> {
+    let files = RoleFiles::load(root)?;
+    Ok(Role::ALL
+        .into_iter()
+        .map(|role| {
+            let source = files
+                .roles
+                .get(&role)
+                .map_or_else(|| "built in".to_string(), |f| f.path.clone());
+            (role, source)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
+            std::fs::write(path, text).expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn show_names_where_each_setting_came_from() {
+        let dir = repo(&[
+            (
+                "orchestrator.toml",
+                "model = \"base\"\n[roles.worker]\nmax_turns = 9\nmax_tokens = 77\n",
+            ),
+            (
+                ".orchestrator/roles/worker.md",
+                "---\nmax_turns: 5\n---\nWork carefully.",
+            ),
+            ("AGENTS.md", "Use tabs.\n"),
+        ]);
+        let shown = show_role(dir.path(), Role::Worker).expect("shows");
+        assert_eq!(shown.prompt_source, ".orchestrator/roles/worker.md");
+        let get = |key: &str| shown.settings.iter().find(|s| s.0 == key).cloned().expect(key);
+        assert_eq!(get("max_turns").1, "5");
+        assert_eq!(get("max_turns").2, ".orchestrator/roles/worker.md");
+        assert_eq!(get("max_tokens").1, "77");
+        assert!(
+            get("max_tokens").2.starts_with("[roles.worker] in "),
+            "{:?}",
+            get("max_tokens")
+        );
+        assert_eq!(get("temperature").2, "default");
+        assert!(shown
+            .system_prompt
+            .starts_with("# Role: worker\nWork carefully.\n\n# Project instructions"));
+        assert!(shown.system_prompt.contains("Use tabs."));
+        let planner = show_role(dir.path(), Role::Planner).expect("shows");
+        assert_eq!(planner.prompt_source, "built in");
+    }
+
+    #[test]
+    fn init_writes_every_role_once_and_force_overwrites() {
+        let dir = repo(&[]);
+        let written = init_roles(dir.path(), false).expect("writes");
+        assert_eq!(written.len(), Role::ALL.len());
+        let files = RoleFiles::load(dir.path()).expect("the files it wrote load");
+        assert_eq!(files.roles.len(), Role::ALL.len());
+        std::fs::write(dir.path().join(".orchestrator/roles/worker.md"), "Mine.").expect("write");
+        let err = init_roles(dir.path(), false).expect_err("refused").to_string();
+        assert!(
+            err.contains(".orchestrator/roles/worker.md") && err.contains("--force"),
+            "{err}"
+        );
+        let mine = std::fs::read_to_string(dir.path().join(".orchestrator/roles/worker.md")).expect("read");
+        assert_eq!(mine, "Mine.", "nothing was overwritten");
+        init_roles(dir.path(), true).expect("overwrites");
+        assert!(list_roles(dir.path())
+            .expect("lists")
+            .iter()
+            .all(|(role, source)| *source == format!(".orchestrator/roles/{role}.md")));
+    }
+
+    #[test]
+    fn an_unknown_role_is_named_with_the_roles_there_are() {
+        let err = role_named("wizard").expect_err("refused").to_string();
+        assert!(
+            err.contains("unknown role `wizard`") && err.contains("master_reviewer"),
+            "{err}"
+        );
+    }
+}
