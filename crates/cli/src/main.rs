@@ -9,6 +9,7 @@ mod missions;
 mod out;
 mod progress;
 mod report;
+mod roles;
 mod serve;
 mod status;
 mod telemetry;
@@ -72,6 +73,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Remove the branches and worktrees that finished missions left, saying what was removed.
     Clean(CleanArgs),
+    /// The roles a mission runs (built in, or from .orchestrator/roles/<role>.md): list, show, init.
+    Roles(roles::RolesArgs),
 }
 
 #[derive(Args)]
@@ -313,6 +316,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Report(args) => report::run(args).await,
             Command::Clean(args) => clean(&args).await,
+            Command::Roles(args) => roles::run(args).await,
         }
     });
     ExitCode::from(code)

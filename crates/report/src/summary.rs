@@ -119,11 +119,32 @@ fn facts(view: &MissionView) -> String {
         let models: Vec<String> = models.into_iter().map(cell_code).collect();
         rows.push(("Models", models.join(", ")));
     }
+    if !view.instructions.is_empty() {
+        rows.push(("Project instructions", project_files(&view.instructions)));
+    }
+    if !view.role_files.is_empty() {
+        rows.push(("Role files", project_files(&view.role_files)));
+    }
     let mut out = String::from("| | |\n|---|---|\n");
     for (name, value) in rows {
         let _ = writeln!(out, "| {name} | {value} |");
     }
     out
+}
+
+/// The project files every session was given, each as code, a cut one marked.
+fn project_files(files: &[orchestrator_protocol::ProjectFile]) -> String {
+    files
+        .iter()
+        .map(|f| {
+            format!(
+                "{}{}",
+                cell_code(&f.path),
+                if f.cut { " (cut to the limit)" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn commits(view: &MissionView) -> String {

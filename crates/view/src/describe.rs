@@ -125,6 +125,11 @@ pub fn describe(event: &Event) -> Option<String> {
         Event::DispatchChanged { paused: true } => "dispatch paused: no new unit starts".into(),
         Event::DispatchChanged { paused: false } => "dispatch resumed".into(),
         Event::Notice { message } => message.clone(),
+        Event::ProjectFiles {
+            instructions,
+            roles,
+            notes,
+        } => project_files(instructions, roles, notes),
         Event::UserMessage { unit, message } => {
             format!("{unit}: your message reached its worker: {}", first_line(message))
         }
@@ -134,6 +139,32 @@ pub fn describe(event: &Event) -> Option<String> {
         _ => return None,
     };
     Some(line)
+}
+
+/// `project instructions: AGENTS.md, crates/x/AGENTS.md (cut); role files: …; passed over: …`.
+fn project_files(
+    instructions: &[orchestrator_protocol::ProjectFile],
+    roles: &[orchestrator_protocol::ProjectFile],
+    notes: &[String],
+) -> String {
+    let list = |files: &[orchestrator_protocol::ProjectFile]| {
+        files
+            .iter()
+            .map(|f| format!("{}{}", f.path, if f.cut { " (cut)" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if !instructions.is_empty() {
+        parts.push(format!("project instructions: {}", list(instructions)));
+    }
+    if !roles.is_empty() {
+        parts.push(format!("role files: {}", list(roles)));
+    }
+    if !notes.is_empty() {
+        parts.push(format!("passed over: {}", notes.join("; ")));
+    }
+    parts.join("; ")
 }
 
 pub fn first_line(text: &str) -> &str {

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use orchestrator_protocol::{
-    Event, EventEnvelope, Evidence, Outcome, Phase, Review, Role, TokenUsage, UnitSpec, UnitState,
+    Event, EventEnvelope, Evidence, Outcome, Phase, ProjectFile, Review, Role, TokenUsage, UnitSpec,
+    UnitState,
 };
 use serde::Serialize;
 
@@ -55,6 +56,12 @@ pub struct MissionView {
     pub integration_evidence: Vec<Evidence>,
     pub master_reviews: Vec<(u32, Review)>,
     pub notices: Vec<String>,
+    /// The instruction files (AGENTS.md, CLAUDE.md) every session was given, root first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub instructions: Vec<ProjectFile>,
+    /// The role files (`.orchestrator/roles/<role>.md`) that replaced built-in roles.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub role_files: Vec<ProjectFile>,
     /// The plan waiting for a person's answer (`--approve-plan`) while the mission's process waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_plan: Option<WaitingPlanView>,
@@ -333,6 +340,13 @@ impl MissionView {
             }
             Event::DispatchChanged { paused } => self.paused = *paused,
             Event::Notice { message } => self.notices.push(message.clone()),
+            // A resumed run reads them again; the latest run's say what sessions get now.
+            Event::ProjectFiles {
+                instructions, roles, ..
+            } => {
+                self.instructions = instructions.clone();
+                self.role_files = roles.clone();
+            }
             Event::MissionFinished {
                 outcome,
                 summary,

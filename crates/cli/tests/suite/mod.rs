@@ -16,6 +16,7 @@ mod missions;
 mod notify;
 mod opencode_provider;
 mod profile;
+mod project_files;
 mod refusals;
 mod report;
 mod sandbox;
