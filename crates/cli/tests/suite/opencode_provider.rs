@@ -95,7 +95,9 @@ fn opencode_processes(home: &Path) -> Vec<String> {
 )]
 async fn a_mission_with_several_units_runs_on_opencode_and_ends_sealed() {
     let bin = opencode_bin();
-    let repo = TestRepo::new(&[]);
+    // A nested instruction file: OpenCode reads none below its working folder, so only the
+    // orchestrator's "Project instructions" block can bring it (issue #18).
+    let repo = TestRepo::new(&[("docs/AGENTS.md", "DOCS-RULE: one sentence per line.\n")]);
     let script = Script {
         plan: vec![
             PlanUnit::file("a", "a.txt", "alpha"),
@@ -147,6 +149,17 @@ async fn a_mission_with_several_units_runs_on_opencode_and_ends_sealed() {
         reviews.iter().all(|r| !r.offers("write") && !r.offers("edit")),
         "reviewers cannot edit"
     );
+    // Every session, whatever its role, was given the project instructions.
+    for request in server.requests().iter().filter(|r| !role_of(r).is_empty()) {
+        assert!(
+            request
+                .system
+                .contains("## docs/AGENTS.md (for files under docs/)\n\nDOCS-RULE: one sentence per line."),
+            "{}: {}",
+            role_of(request),
+            request.system
+        );
+    }
     // The server the mission started is gone with its process group.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let left = opencode_processes(repo.home());
