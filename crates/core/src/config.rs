@@ -49,6 +49,9 @@ pub struct FileConfig {
     pub sandbox: SandboxFile,
     #[serde(default)]
     pub notify: NotifyFile,
+    /// Lifecycle hooks: commands run at mission start, after the plan, before a merge, after the seal.
+    #[serde(default)]
+    pub hooks: crate::hooks::HooksFile,
     /// Per model name prefix: USD per million input and output tokens.
     #[serde(default)]
     pub prices: PriceTable,
@@ -362,6 +365,7 @@ pub struct Config {
     /// Prompts from the repository's role files (`.orchestrator/roles/<role>.md`), replacing the
     /// built-in ones; the files' settings are already in `roles`.
     pub role_prompts: BTreeMap<Role, RolePrompt>,
+    pub hooks: crate::hooks::HookSettings,
 }
 
 /// A role's prompt from its role file.
@@ -490,6 +494,7 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
             webhook: merged.notify.webhook.clone().filter(|url| !url.trim().is_empty()),
         },
         role_prompts: BTreeMap::new(),
+        hooks: crate::hooks::resolve(layers, &merged.hooks)?,
     };
     check(&config)?;
     Ok(config)
@@ -918,6 +923,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(notify.desktop);
     take!(notify.desktop_command);
     take!(notify.webhook);
+    crate::hooks::merge_layer(&mut into.hooks, layer.hooks);
     for (name, model) in layer.models {
         let slot = into.models.entry(name).or_default();
         if model.context_window.is_some() {

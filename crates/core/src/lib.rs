@@ -14,6 +14,7 @@ mod control;
 mod effective;
 mod error;
 mod events;
+mod hooks;
 mod inbox;
 pub mod instructions;
 mod lock;

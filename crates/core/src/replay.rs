@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use orchestrator_protocol::{
-    Event, EventEnvelope, Evidence, Outcome, Phase, PlanAnswer, Review, Role, TokenUsage, UnitSpec, UnitState,
+    Event, EventEnvelope, Evidence, HookKind, HookRun, Outcome, Phase, PlanAnswer, Review, Role, TokenUsage,
+    UnitSpec, UnitState,
 };
 use serde::Serialize;
 
@@ -30,6 +31,8 @@ pub struct UnitRecord {
     pub parent: Option<String>,
     /// The latest verification of the unit.
     pub evidence: Vec<Evidence>,
+    /// The `before_merge` hook's verdict on each attempt, where it ran.
+    pub merge_hooks: BTreeMap<u32, HookRun>,
 }
 
 /// One model session as the log tells it.
@@ -119,6 +122,8 @@ pub struct Replay {
     pub integration_evidence: Vec<Evidence>,
     /// Unit ids in the order they first appeared.
     pub order: Vec<String>,
+    /// Every hook run, in order.
+    pub hooks: Vec<HookRun>,
 }
 
 impl Replay {
@@ -281,6 +286,15 @@ impl Replay {
                 }
             }
             Event::MissionResumed { .. } => self.resumes += 1,
+            Event::HookRan { run } => {
+                if let (HookKind::BeforeMerge, Some(unit), Some(attempt)) = (run.hook, &run.unit, run.attempt)
+                {
+                    if let Some(record) = self.units.get_mut(unit) {
+                        record.merge_hooks.insert(attempt, run.clone());
+                    }
+                }
+                self.hooks.push(run.clone());
+            }
             _ => {}
         }
     }
@@ -301,7 +315,16 @@ impl Replay {
             merged: false,
             parent: None,
             evidence: Vec::new(),
+            merge_hooks: BTreeMap::new(),
         })
+    }
+
+    /// Whether a run of the hook (not one judging a unit) already passed: a resumed mission does
+    /// not run it again.
+    pub fn hook_passed(&self, kind: HookKind) -> bool {
+        self.hooks
+            .iter()
+            .any(|run| run.hook == kind && run.unit.is_none() && run.passed())
     }
 
     /// The terminal state of a unit, if it reached one.
@@ -370,6 +393,73 @@ mod tests {
             },
         ]);
         assert_eq!((accepted.waiting, accepted.approved), (None, None));
+    }
+
+    #[test]
+    fn hook_runs_are_replayed_per_unit_attempt() {
+        let unit = UnitSpec {
+            id: "a".into(),
+            title: "A".into(),
+            description: "d".into(),
+            depends_on: vec![],
+            files: vec![],
+        };
+        let run = |hook, unit: Option<&str>, attempt: Option<u32>, exit_code| HookRun {
+            hook,
+            unit: unit.map(str::to_string),
+            attempt,
+            command: "check".into(),
+            exit_code: Some(exit_code),
+            timed_out: false,
+            duration_ms: 1,
+            output_tail: String::new(),
+        };
+        let events = vec![
+            env(
+                0,
+                Event::HookRan {
+                    run: run(HookKind::MissionStart, None, None, 0),
+                },
+            ),
+            env(
+                1,
+                Event::PlanAccepted {
+                    round: 1,
+                    units: vec![unit],
+                },
+            ),
+            env(
+                2,
+                Event::HookRan {
+                    run: run(HookKind::BeforeMerge, Some("a"), Some(1), 1),
+                },
+            ),
+            env(
+                3,
+                Event::HookRan {
+                    run: run(HookKind::BeforeMerge, Some("a"), Some(2), 0),
+                },
+            ),
+            env(
+                4,
+                Event::HookRan {
+                    run: run(HookKind::AfterSeal, None, None, 2),
+                },
+            ),
+        ];
+        let replay = Replay::from_events(&events);
+        let merges = &replay.units["a"].merge_hooks;
+        assert!(!merges[&1].passed() && merges[&2].passed());
+        assert!(replay.hook_passed(HookKind::MissionStart));
+        assert!(
+            !replay.hook_passed(HookKind::AfterSeal),
+            "a failed run is not a pass"
+        );
+        assert!(
+            !replay.hook_passed(HookKind::BeforeMerge),
+            "unit verdicts are the unit's"
+        );
+        assert_eq!(replay.hooks.len(), 4);
     }
 
     #[test]

@@ -237,11 +237,16 @@ pub struct Revision<'a> {
     pub attempt: u32,
     pub rejected: &'a [UnitSpec],
     pub feedback: &'a str,
+    /// The `after_plan` hook's command when it refused the plan; `None`: the person approving plans did.
+    pub by_hook: Option<&'a str>,
 }
 
 /// The planner's first message after a rejection: the rejected plan and the feedback, so the new
 /// plan answers them.
 fn revision_request(revision: &Revision<'_>) -> String {
+    if let Some(command) = revision.by_hook {
+        return hook_revision_request(revision, command);
+    }
     let mut text = String::from(
         "# Your previous plan was rejected
 The person who approves plans rejected this plan:
@@ -262,6 +267,23 @@ The person who approves plans rejected this plan:
     let _ = write!(
         text,
         "\nTheir feedback:\n{feedback}\n\nPlan the work again so that it answers the feedback, then call submit_plan."
+    );
+    text
+}
+
+/// The planner's first message after the `after_plan` hook refused its plan: the plan and the
+/// hook's output.
+fn hook_revision_request(revision: &Revision<'_>, command: &str) -> String {
+    let mut text = format!(
+        "# Your previous plan was refused\nThe after_plan hook `{command}` (a check the user configured) refused this plan:\n"
+    );
+    for unit in revision.rejected {
+        let _ = writeln!(text, "- {}: {}", unit.id, unit.title);
+    }
+    let _ = write!(
+        text,
+        "\n{}\n\nPlan the work again so that it passes that check, then call submit_plan.",
+        revision.feedback.trim()
     );
     text
 }
@@ -291,7 +313,10 @@ pub async fn plan(
             ),
         ),
         Some(revision) => (
-            format!("planner-{}", revision.attempt),
+            match revision.by_hook {
+                Some(_) => format!("planner-hook-{}", revision.attempt),
+                None => format!("planner-{}", revision.attempt),
+            },
             format!(
                 "# Objective\n{objective}\n\n# Mission context\n{context}\n\n{}",
                 revision_request(revision)

@@ -216,55 +216,128 @@ async fn run_command(
         timed_out: false,
         output_tail: String::new(),
     };
-    let (mut child, lifeline) = match spawn_shell(command, dir, sandbox) {
-        Ok(spawned) => spawned,
-        Err(e) => {
-            evidence.output_tail = format!("could not start the command: {e}");
-            return evidence;
+    let ran = run_confined(Confined {
+        command,
+        dir,
+        timeout,
+        sandbox,
+        cancel,
+        env: &[],
+        stdin: None,
+    })
+    .await;
+    match ran.end {
+        End::Exited(code) => {
+            evidence.exit_code = code;
+            evidence.output_tail = ran.output_tail;
         }
-    };
-    let mut stdout = child.stdout.take();
-    // Only the end of the output is kept: a test run that prints gigabytes costs bounded memory.
-    let reader = async move {
-        let mut kept = std::collections::VecDeque::new();
-        let mut dropped = 0u64;
-        let mut chunk = vec![0u8; 64 * 1024];
-        if let Some(out) = stdout.as_mut() {
-            while let Ok(n) = out.read(&mut chunk).await {
-                if n == 0 {
-                    break;
-                }
-                kept.extend(&chunk[..n]);
-                let excess = kept.len().saturating_sub(KEPT_OUTPUT_BYTES);
-                kept.drain(..excess);
-                dropped += excess as u64;
-            }
+        End::NotStarted(e) => evidence.output_tail = format!("could not start the command: {e}"),
+        End::TimedOut => {
+            evidence.timed_out = true;
+            evidence.output_tail = format!("killed after the {} s verification timeout", timeout.as_secs());
         }
-        (Vec::from(kept), dropped)
-    };
-    let outcome = tokio::select! {
-        (status, output) = async { tokio::join!(child.wait(), reader) } => Some((status, output)),
-        _ = tokio::time::sleep(timeout) => { evidence.timed_out = true; None }
-        _ = cancel.cancelled() => None,
-    };
-    match outcome {
-        Some((status, (output, dropped))) => {
-            evidence.exit_code = status.ok().and_then(|s| s.code());
-            evidence.output_tail = relative_to(dir, &tail(&String::from_utf8_lossy(&output), dropped));
-        }
-        None => {
-            // The supervisor kills the command and everything it started, then exits.
-            lifeline.cut();
-            let _ = child.wait().await;
-            evidence.output_tail = if evidence.timed_out {
-                format!("killed after the {} s verification timeout", timeout.as_secs())
-            } else {
-                "cancelled".into()
-            };
-        }
+        End::Cancelled => evidence.output_tail = "cancelled".into(),
     }
     evidence.duration_ms = started.elapsed().as_millis() as u64;
     evidence
+}
+
+/// A command to run confined, with a time limit, bounded output and (optionally) input.
+pub(crate) struct Confined<'a> {
+    pub(crate) command: &'a str,
+    pub(crate) dir: &'a Path,
+    pub(crate) timeout: Duration,
+    pub(crate) sandbox: &'a orchestrator_sandbox::Sandbox,
+    pub(crate) cancel: &'a CancellationToken,
+    /// Variables on top of the sandbox's allow-listed environment.
+    pub(crate) env: &'a [(&'a str, String)],
+    /// Written to its stdin (closed after); `None`: stdin is empty.
+    pub(crate) stdin: Option<Vec<u8>>,
+}
+
+/// How a confined command ended.
+pub(crate) enum End {
+    /// It exited (`None`: by a signal).
+    Exited(Option<i32>),
+    TimedOut,
+    Cancelled,
+    NotStarted(std::io::Error),
+}
+
+/// What a confined command did: how it ended and the tail of what it printed (paths inside its
+/// directory made relative), also when it was killed.
+pub(crate) struct Ran {
+    pub(crate) end: End,
+    pub(crate) output_tail: String,
+}
+
+/// How long the output of a command that ended is still read: what it started is killed with it,
+/// so its pipe closes at once unless something escaped the supervisor.
+const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `bash -c` confined in `dir`: the whole process tree is killed at the timeout or a cancel,
+/// and only the last [`KEPT_OUTPUT_BYTES`] of its output are kept while it runs.
+pub(crate) async fn run_confined(run: Confined<'_>) -> Ran {
+    let (mut child, lifeline) =
+        match spawn_shell(run.command, run.dir, run.sandbox, run.env, run.stdin.is_some()) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                return Ran {
+                    end: End::NotStarted(e),
+                    output_tail: String::new(),
+                }
+            }
+        };
+    // Fed in the background: a command that never reads its stdin must not block this one.
+    let feeder = match (child.stdin.take(), run.stdin) {
+        (Some(mut pipe), Some(bytes)) => Some(tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = pipe.write_all(&bytes).await;
+        })),
+        _ => None,
+    };
+    let reader = tokio::spawn(read_tail(child.stdout.take()));
+    let end = tokio::select! {
+        status = child.wait() => End::Exited(status.ok().and_then(|s| s.code())),
+        _ = tokio::time::sleep(run.timeout) => End::TimedOut,
+        _ = run.cancel.cancelled() => End::Cancelled,
+    };
+    if !matches!(end, End::Exited(_)) {
+        // The supervisor kills the command and everything it started, then exits.
+        lifeline.cut();
+        let _ = child.wait().await;
+    }
+    if let Some(feeder) = feeder {
+        feeder.abort();
+    }
+    let (output, dropped) = match tokio::time::timeout(OUTPUT_GRACE, reader).await {
+        Ok(Ok(read)) => read,
+        _ => (Vec::new(), 0),
+    };
+    Ran {
+        end,
+        output_tail: relative_to(run.dir, &tail(&String::from_utf8_lossy(&output), dropped)),
+    }
+}
+
+/// Only the end of the output is kept: a command that prints gigabytes costs bounded memory.
+/// Returns the kept bytes and how many were dropped before them.
+async fn read_tail(mut stdout: Option<tokio::process::ChildStdout>) -> (Vec<u8>, u64) {
+    let mut kept = std::collections::VecDeque::new();
+    let mut dropped = 0u64;
+    let mut chunk = vec![0u8; 64 * 1024];
+    if let Some(out) = stdout.as_mut() {
+        while let Ok(n) = out.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            kept.extend(&chunk[..n]);
+            let excess = kept.len().saturating_sub(KEPT_OUTPUT_BYTES);
+            kept.drain(..excess);
+            dropped += excess as u64;
+        }
+    }
+    (Vec::from(kept), dropped)
 }
 
 /// The output with the worktree's own path taken out of the paths in it: a traceback's
@@ -287,6 +360,8 @@ fn spawn_shell(
     command: &str,
     dir: &Path,
     sandbox: &orchestrator_sandbox::Sandbox,
+    env: &[(&str, String)],
+    with_stdin: bool,
 ) -> std::io::Result<(tokio::process::Child, orchestrator_sandbox::Lifeline)> {
     let mut cmd = Command::new("bash");
     // Merge stderr into stdout so the tail shows messages in the order they were written. Not
@@ -295,13 +370,14 @@ fn spawn_shell(
     cmd.arg("-c")
         .arg(format!("exec 2>&1\n{command}"))
         .current_dir(dir)
-        .stdin(Stdio::null())
+        .stdin(if with_stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .process_group(0);
     // The sandbox also gives the command its environment: an allow-list, so no credential reaches it,
     // and a supervisor that kills whatever the command leaves running.
     let lifeline = sandbox.apply(&mut cmd)?;
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     Ok((cmd.spawn()?, lifeline))
 }
 

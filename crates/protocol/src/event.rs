@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Evidence, PlanAnswer, Review, Role, TokenUsage, UnitSpec, UnitState};
+use crate::{Evidence, HookRun, PlanAnswer, Review, Role, TokenUsage, UnitSpec, UnitState};
 
 /// The phases of a mission, in order. A mission that fails its master review goes back to `Execution`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +241,11 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         notes: Vec<String>,
     },
+    /// A lifecycle hook from `[hooks]` ran: which, on what, how it ended and what it said.
+    HookRan {
+        #[serde(flatten)]
+        run: HookRun,
+    },
     /// A warning a person should see (e.g. the user's branch could not be fast-forwarded).
     Notice {
         message: String,
@@ -324,6 +329,33 @@ mod tests {
         let line = r#"{"seq":3,"at":"2025-01-01T00:00:00Z","mission":"m1","type":"tool_called","session":"s1","tool":"bash","summary":"ls","ok":true}"#;
         let env: EventEnvelope = serde_json::from_str(line).unwrap();
         assert!(matches!(env.event, Event::ToolCalled { duration_ms: 0, .. }));
+    }
+
+    #[test]
+    fn hook_runs_are_flat_json() {
+        let event = Event::HookRan {
+            run: HookRun {
+                hook: crate::HookKind::BeforeMerge,
+                unit: Some("t1".into()),
+                attempt: Some(2),
+                command: "make check".into(),
+                exit_code: Some(1),
+                timed_out: false,
+                duration_ms: 40,
+                output_tail: "no".into(),
+            },
+        };
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"hook_ran","hook":"before_merge","unit":"t1","attempt":2,"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Event>(&text).unwrap(), event);
+        let start = r#"{"type":"hook_ran","hook":"mission_start","command":"true","exit_code":0,"timed_out":false,"duration_ms":3,"output_tail":""}"#;
+        let Event::HookRan { run } = serde_json::from_str::<Event>(start).unwrap() else {
+            panic!("a hook_ran event");
+        };
+        assert!(run.passed() && run.unit.is_none() && run.attempt.is_none());
     }
 
     #[test]

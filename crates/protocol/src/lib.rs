@@ -5,11 +5,13 @@
 //! steer a running mission with [`Op`]s, and give a new one its [`MissionSettings`].
 
 mod event;
+mod hook;
 mod op;
 mod plan;
 mod settings;
 
 pub use event::*;
+pub use hook::{HookKind, HookRun};
 pub use op::{Op, Steer};
 pub use plan::*;
 pub use settings::{MissionSettings, Provider};

@@ -601,6 +601,21 @@ impl MissionSpan {
                 ];
                 self.root.event("project_files", at, attributes);
             }
+            Event::HookRan { run } => {
+                let mut attributes = vec![
+                    KeyValue::new("orchestrator.hook", run.hook.as_str()),
+                    KeyValue::new("orchestrator.hook.passed", run.passed()),
+                    KeyValue::new("orchestrator.hook.timed_out", run.timed_out),
+                    KeyValue::new("orchestrator.duration_ms", int(run.duration_ms)),
+                ];
+                if let Some(code) = run.exit_code {
+                    attributes.push(KeyValue::new("orchestrator.hook.exit_code", i64::from(code)));
+                }
+                match run.unit.as_ref().and_then(|unit| self.units.get_mut(unit)) {
+                    Some(open) => open.span.event("hook_ran", at, attributes),
+                    None => self.root.event("hook_ran", at, attributes),
+                }
+            }
             Event::MissionFinished {
                 outcome,
                 summary,

@@ -8,6 +8,7 @@ mod closed_pipe;
 mod constrained;
 mod durability;
 mod evidence;
+mod hooks;
 mod install;
 mod loops;
 mod mcp;

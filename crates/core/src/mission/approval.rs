@@ -2,12 +2,14 @@
 //! the plan is logged as `plan_awaiting_approval` (so a resumed mission waits again), an answer is
 //! logged as `plan_answered`, and a rejection sends the planner back to work with the feedback.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use orchestrator_protocol::{Event, Outcome, Phase, PlanAnswer, UnitSpec};
+use orchestrator_protocol::{Event, HookKind, HookRun, Outcome, Phase, PlanAnswer, UnitSpec};
 use orchestrator_tools::Toolbox;
 
 use crate::config::Config;
+use crate::hooks::{self, HookCall};
 use crate::replay::ApprovalReplay;
 use crate::roles::{self, Revision};
 use crate::session::Runtime;
@@ -22,6 +24,9 @@ pub(super) struct Planning<'a> {
     pub(super) objective: &'a str,
     pub(super) context: &'a str,
     pub(super) tools: Arc<Toolbox>,
+    /// The mission's base worktree, where the `after_plan` hook runs (read-only to it).
+    pub(super) base_dir: &'a Path,
+    pub(super) base_commit: &'a str,
 }
 
 /// The plan of round 1: the planner's, approved by a person when the mission asks for that (or a
@@ -40,16 +45,38 @@ pub(super) async fn plan_round_one(
     let mut shown = replay.waiting.clone();
     let mut rejected = replay.rejected.clone();
     let mut rejections = 0;
+    // The plan the `after_plan` hook refused last, with its command and what it said: the next
+    // planner answers that (a plan the person approves has passed the hook).
+    let mut refused: Option<(Vec<UnitSpec>, String, String)> = None;
+    let mut refusals = 0;
     loop {
         let units = match shown.take() {
             Some(units) => units,
             None => {
-                let revision = rejected.as_ref().map(|(units, feedback)| Revision {
-                    attempt: attempt + 1,
-                    rejected: units,
-                    feedback,
-                });
+                let revision = match &refused {
+                    Some((units, command, feedback)) => Some(Revision {
+                        attempt: refusals,
+                        rejected: units,
+                        feedback,
+                        by_hook: Some(command),
+                    }),
+                    None => rejected.as_ref().map(|(units, feedback)| Revision {
+                        attempt: attempt + 1,
+                        rejected: units,
+                        feedback,
+                        by_hook: None,
+                    }),
+                };
                 let units = plan_once(&planning, revision).await?;
+                if let Some(run) = after_plan(&planning, &units, refusals + 1).await? {
+                    refusals += 1;
+                    if refusals >= planning.config.plan_attempts {
+                        return Err(refused_too_often(&run, refusals));
+                    }
+                    refused = Some((units, run.command.clone(), hooks::plan_feedback(&run)));
+                    continue;
+                }
+                refused = None;
                 if !planning.config.approve_plan {
                     return Ok(units);
                 }
@@ -80,6 +107,54 @@ pub(super) async fn plan_round_one(
                 rejected = Some((units, feedback));
             }
         }
+    }
+}
+
+/// The `after_plan` hook on a new plan, in the base worktree with the plan on its stdin: `None`
+/// when it passed (or none is configured), else the refusing run. `Err` is a cancel.
+async fn after_plan(
+    planning: &Planning<'_>,
+    units: &[UnitSpec],
+    attempt: u32,
+) -> std::result::Result<Option<HookRun>, Ending> {
+    let Some(hook) = planning.config.hooks.get(HookKind::AfterPlan) else {
+        return Ok(None);
+    };
+    let rt = planning.rt;
+    let call = HookCall {
+        kind: HookKind::AfterPlan,
+        dir: planning.base_dir,
+        writable: false,
+        mission: &rt.mission,
+        unit: None,
+        attempt: Some(attempt),
+        env: vec![("ORCHESTRATOR_BASE_COMMIT", planning.base_commit.to_string())],
+        input: serde_json::json!({
+            "hook": HookKind::AfterPlan,
+            "mission": rt.mission,
+            "objective": planning.objective,
+            "base_commit": planning.base_commit,
+            "plan": { "tasks": units },
+        }),
+    };
+    let run = hooks::run(hook, call, &planning.config.sandbox, &rt.cancel).await;
+    if rt.cancel.is_cancelled() {
+        return Err(interrupted());
+    }
+    rt.bus.emit(Event::HookRan { run: run.clone() });
+    Ok((!run.passed()).then_some(run))
+}
+
+/// The mission stops when the `after_plan` hook refused as many plans as the planner has attempts:
+/// not sealed, nothing executed, resumable once the hook or the objective is changed.
+fn refused_too_often(run: &HookRun, refusals: u32) -> Ending {
+    Ending {
+        resumable: true,
+        ..Ending::unsealed(format!(
+            "{}\nIt refused {refusals} plan(s) in a row (limits.plan_attempts); nothing was executed. Change what \
+             it checks or `[hooks] after_plan`, then `orchestrator resume` plans again.",
+            hooks::plan_feedback(run)
+        ))
     }
 }
 

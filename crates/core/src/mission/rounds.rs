@@ -85,6 +85,8 @@ pub(super) async fn drive(
                 objective: &setup.objective,
                 context: &context,
                 tools: planner_tools,
+                base_dir: base_tree.path(),
+                base_commit: &setup.base,
             };
             match plan_round_one(planning, &replay.approval).await {
                 Ok(plan) => plan,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use orchestrator_git::{FastForward, Repo};
 use orchestrator_model::GovernedClient;
-use orchestrator_protocol::{Event, Outcome, Phase};
+use orchestrator_protocol::{Event, HookKind, Outcome, Phase};
 use orchestrator_store::{MissionRecord, MissionStatus, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +45,8 @@ pub(super) struct Claimed {
     pub(super) lock: RepoLock,
     /// Said in the log once the mission has started (what `--abandon` removed).
     pub(super) notices: Vec<String>,
+    /// Hooks run before the mission was recorded (`mission_start`), logged once it has started.
+    pub(super) hook_runs: Vec<orchestrator_protocol::HookRun>,
 }
 
 /// One run of a claimed mission to its end. Never fails: every ending is a report. The OpenCode
@@ -70,6 +72,7 @@ pub(super) async fn run_mission(
         opencode,
         lock,
         notices,
+        hook_runs,
     } = claimed;
     let id = record.id.clone();
     let _ = store.set_status(&id, MissionStatus::Running, Some(std::process::id()));
@@ -84,6 +87,16 @@ pub(super) async fn run_mission(
     for message in notices {
         bus.emit(Event::Notice { message });
     }
+    for run in hook_runs {
+        bus.emit(Event::HookRan { run });
+    }
+    // After the seal, with the run's runtime gone: what the `after_seal` hook needs.
+    let seal_hook = SealHook {
+        hook: config.hooks.get(HookKind::AfterSeal).cloned(),
+        ran_before: replay.hook_passed(HookKind::AfterSeal),
+        sandbox: config.sandbox.clone(),
+        cancel: cancel.clone(),
+    };
     let mut rt = Runtime::new(
         client.clone(),
         bus.clone(),
@@ -146,6 +159,15 @@ pub(super) async fn run_mission(
             summary.push_str(&apply_result(&repo, branch, commit, &record.integration_branch, bus).await);
         }
     }
+    if outcome == Outcome::Sealed {
+        if let Some(note) = seal_hook
+            .run(&setup, &record, result_commit.as_deref(), bus)
+            .await
+        {
+            summary.push('\n');
+            summary.push_str(&note);
+        }
+    }
     // A finished mission (nothing will resume it) takes its branches with it unless asked to keep them.
     let over = !resumable && outcome != Outcome::Interrupted;
     let settle = over && !finish.keep_branches;
@@ -200,6 +222,69 @@ pub(super) async fn run_mission(
         integration_branch: record.integration_branch,
         branch_kept,
         result_commit,
+    }
+}
+
+/// The `after_seal` hook of a run: configured or not, and whether an earlier run already ran it
+/// to success (it is not run twice).
+struct SealHook {
+    hook: Option<crate::hooks::HookCommand>,
+    ran_before: bool,
+    sandbox: crate::config::SandboxSettings,
+    cancel: CancellationToken,
+}
+
+impl SealHook {
+    /// Runs the hook in the integration worktree, which holds the sealed result, after the user's
+    /// branch was fast-forwarded. A failure is recorded and returned for the summary; the mission
+    /// stays sealed.
+    async fn run(
+        &self,
+        setup: &Setup,
+        record: &MissionRecord,
+        result: Option<&str>,
+        bus: &EventBus,
+    ) -> Option<String> {
+        let hook = self.hook.as_ref().filter(|_| !self.ran_before)?;
+        let dir = setup.worktrees.join("integration");
+        let result = result.unwrap_or_default();
+        let call = crate::hooks::HookCall {
+            kind: HookKind::AfterSeal,
+            dir: &dir,
+            writable: true,
+            mission: &record.id,
+            unit: None,
+            attempt: None,
+            env: vec![
+                ("ORCHESTRATOR_BASE_COMMIT", setup.base.clone()),
+                ("ORCHESTRATOR_BRANCH", setup.integration_branch.clone()),
+                ("ORCHESTRATOR_COMMIT", result.to_string()),
+            ],
+            input: serde_json::json!({
+                "hook": HookKind::AfterSeal,
+                "mission": record.id,
+                "objective": record.objective,
+                "base_commit": setup.base,
+                "branch": setup.integration_branch,
+                "user_branch": record.user_branch,
+                "commit": result,
+            }),
+        };
+        let run = crate::hooks::run(hook, call, &self.sandbox, &self.cancel).await;
+        bus.emit(Event::HookRan { run: run.clone() });
+        if run.passed() {
+            return None;
+        }
+        let note = format!(
+            "the after_seal hook `{}` failed ({}); the mission stays sealed. What it said (last part):\n{}",
+            run.command,
+            run.status(),
+            crate::prompts::cut(run.output_tail.trim(), 2_000)
+        );
+        bus.emit(Event::Notice {
+            message: note.clone(),
+        });
+        Some(note)
     }
 }
 

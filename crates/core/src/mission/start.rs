@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use orchestrator_git::Repo;
-use orchestrator_protocol::{Event, Phase};
+use orchestrator_protocol::{Event, HookKind, HookRun, Phase};
 use orchestrator_store::{MissionRecord, MissionStatus, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -57,6 +57,9 @@ pub async fn run_task(
     let (lock, store) = claim_repo(&repo, &id, &clients)
         .await
         .inspect_err(|_| stop_soon(&opencode))?;
+    let started_hook = mission_start_hook(&repo, &config, &id, &options.objective, &base, &cancel)
+        .await
+        .inspect_err(|_| stop_soon(&opencode))?;
     let notices = settle_interrupted(&repo, &store, options.if_interrupted)
         .await
         .inspect_err(|_| stop_soon(&opencode))?;
@@ -88,8 +91,56 @@ pub async fn run_task(
         opencode,
         lock,
         notices,
+        hook_runs: started_hook.into_iter().collect(),
     };
     Ok(run_mission(claimed, &bus, cancel, options.control.clone()).await)
+}
+
+/// The `mission_start` hook, with the repository claimed and before any model is called: in a
+/// worktree of the base commit (read-only to it), never the user's checkout. A hook that fails
+/// refuses the mission (exit 2, its output in the error) and leaves nothing behind; a mission is
+/// only recorded once it passed, so a resume never runs it again.
+async fn mission_start_hook(
+    repo: &Repo,
+    config: &Config,
+    id: &str,
+    objective: &str,
+    base: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<HookRun>> {
+    let Some(hook) = config.hooks.get(HookKind::MissionStart) else {
+        return Ok(None);
+    };
+    let dir = repo.root().join(STATE_DIR).join("worktrees").join(id);
+    let tree = repo.add_detached_worktree(&dir.join("base"), base).await?;
+    let call = crate::hooks::HookCall {
+        kind: HookKind::MissionStart,
+        dir: tree.path(),
+        writable: false,
+        mission: id,
+        unit: None,
+        attempt: None,
+        env: vec![("ORCHESTRATOR_BASE_COMMIT", base.to_string())],
+        input: serde_json::json!({
+            "hook": HookKind::MissionStart,
+            "mission": id,
+            "objective": objective,
+            "base_commit": base,
+        }),
+    };
+    let run = crate::hooks::run(hook, call, &config.sandbox, cancel).await;
+    // The mission makes its own base worktree; a refused one leaves none behind.
+    if let Err(e) = repo.remove_worktree(tree.path()).await {
+        tracing::warn!("cannot remove the mission_start hook's worktree: {e}");
+    }
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    if cancel.is_cancelled() {
+        return Err(EngineError::Interrupted);
+    }
+    if !run.passed() {
+        return Err(crate::hooks::start_refused(&run));
+    }
+    Ok(Some(run))
 }
 
 /// Before anything is spent: a new mission would leave an interrupted one's work behind. A mission
@@ -179,6 +230,7 @@ pub async fn resume(
         opencode,
         lock,
         notices: Vec::new(),
+        hook_runs: Vec::new(),
     };
     Ok(run_mission(claimed, &bus, cancel, options.control.clone()).await)
 }

@@ -98,28 +98,58 @@ mod tests {
             attempt,
             reviews: verdict.map(|v| (attempt, review(v))).into_iter().collect(),
             reviewed_commits: commit.map(|c| (attempt, c.to_string())).into_iter().collect(),
+            merge_hooks: Default::default(),
         }
     }
 
     #[test]
     fn a_resumed_unit_merges_the_commit_its_review_judged() {
         let passed = resume(UnitState::Reviewing, 2, Some(Verdict::Pass), Some("c0ffee"));
-        assert_eq!(passed.passed_review(), Some(Some("c0ffee".to_string())));
+        assert_eq!(passed.passed_review(false), Some(Some("c0ffee".to_string())));
         let merging = resume(UnitState::Merging, 1, Some(Verdict::Pass), Some("beef"));
-        assert_eq!(merging.passed_review(), Some(Some("beef".to_string())));
+        assert_eq!(merging.passed_review(false), Some(Some("beef".to_string())));
         // A log from before commits were recorded: the unit still is not built again.
         let old_log = resume(UnitState::Reviewing, 1, Some(Verdict::Pass), None);
-        assert_eq!(old_log.passed_review(), Some(None));
+        assert_eq!(old_log.passed_review(false), Some(None));
         // A failed or missing review, or a unit still being built: built (and reviewed) again.
         assert_eq!(
-            resume(UnitState::Reviewing, 1, Some(Verdict::Fail), Some("x")).passed_review(),
+            resume(UnitState::Reviewing, 1, Some(Verdict::Fail), Some("x")).passed_review(false),
             None
         );
-        assert_eq!(resume(UnitState::Reviewing, 1, None, None).passed_review(), None);
         assert_eq!(
-            resume(UnitState::Running, 1, Some(Verdict::Pass), Some("x")).passed_review(),
+            resume(UnitState::Reviewing, 1, None, None).passed_review(false),
             None
         );
+        assert_eq!(
+            resume(UnitState::Running, 1, Some(Verdict::Pass), Some("x")).passed_review(false),
+            None
+        );
+    }
+
+    #[test]
+    fn a_resumed_unit_merges_only_past_the_before_merge_hook() {
+        let verdict = |exit_code| orchestrator_protocol::HookRun {
+            hook: orchestrator_protocol::HookKind::BeforeMerge,
+            unit: Some("t1".into()),
+            attempt: Some(2),
+            command: "check".into(),
+            exit_code: Some(exit_code),
+            timed_out: false,
+            duration_ms: 1,
+            output_tail: String::new(),
+        };
+        let mut reviewed = resume(UnitState::Reviewing, 2, Some(Verdict::Pass), Some("c0ffee"));
+        // The hook never finished: the attempt is checked again (its review is known).
+        assert_eq!(reviewed.passed_review(true), None);
+        reviewed.merge_hooks.insert(2, verdict(1));
+        assert_eq!(reviewed.passed_review(true), None, "a recorded veto is not lost");
+        reviewed.merge_hooks.insert(2, verdict(0));
+        assert_eq!(reviewed.passed_review(true), Some(Some("c0ffee".to_string())));
+        // A veto of an earlier attempt says nothing of this one.
+        let mut later = resume(UnitState::Reviewing, 3, Some(Verdict::Pass), Some("beef"));
+        later.merge_hooks.insert(2, verdict(1));
+        assert_eq!(later.passed_review(true), None);
+        assert_eq!(later.passed_review(false), Some(Some("beef".to_string())));
     }
 
     fn unit(id: &str, deps: &[&str]) -> UnitSpec {

@@ -5,12 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use orchestrator_git::Worktree;
-use orchestrator_protocol::{Event, Review, Role, UnitSpec, UnitState, Verdict};
+use orchestrator_protocol::{Event, HookKind, HookRun, Review, Role, UnitSpec, UnitState, Verdict};
 
 use super::{
     merge_into, spawn_spec, worker_brief, MergeTarget, UnitOutcome, UnitTree, WorkerHooks, BUDGET_SPENT,
     ENDPOINT_FAILED,
 };
+use crate::hooks::{self, HookCall};
 use crate::roles::review_unit;
 use crate::session::{Session, SessionEnd, SessionSpec, Slot};
 use crate::shared::{toolbox, Mission};
@@ -21,6 +22,13 @@ pub(super) struct UnitRun {
     pub(super) unit: UnitSpec,
     pub(super) depth: u32,
     pub(super) round: u32,
+}
+
+/// What an earlier run already judged of one attempt: its review and the `before_merge` hook's verdict.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    review: Option<&'a Review>,
+    merge_hook: Option<&'a HookRun>,
 }
 
 /// What passed verification and review: the worker's summary and the commit that was judged.
@@ -37,14 +45,20 @@ pub(super) struct Resume {
     pub(super) attempt: u32,
     pub(super) reviews: std::collections::BTreeMap<u32, Review>,
     pub(super) reviewed_commits: std::collections::BTreeMap<u32, String>,
+    /// The `before_merge` hook's verdicts by attempt.
+    pub(super) merge_hooks: std::collections::BTreeMap<u32, HookRun>,
 }
 
 impl Resume {
-    /// Whether the earlier run got this unit through review (it is then merged, not built again),
-    /// and the commit that review judged, where the log has it.
-    pub(super) fn passed_review(&self) -> Option<Option<String>> {
+    /// Whether the earlier run got this unit through review — and the `before_merge` hook, when one
+    /// is configured (`merge_hook`) — so it is merged, not built again; and the commit that review
+    /// judged, where the log has it. A veto, or a hook that did not finish, sends the unit through
+    /// its attempt again (verification runs again; the known review and verdict are not repeated).
+    pub(super) fn passed_review(&self, merge_hook: bool) -> Option<Option<String>> {
+        let hook_cleared = !merge_hook || self.merge_hooks.get(&self.attempt).is_some_and(HookRun::passed);
         let passed = self.state == UnitState::Merging
             || (self.state == UnitState::Reviewing
+                && hook_cleared
                 && self
                     .reviews
                     .get(&self.attempt)
@@ -102,6 +116,7 @@ impl UnitRun {
             attempt: r.attempt,
             reviews: r.reviews,
             reviewed_commits: r.reviewed_commits,
+            merge_hooks: r.merge_hooks,
         });
         let outcome = self
             .build_and_merge(&mut slot, target, &branch, &base, &tree, resume)
@@ -215,8 +230,9 @@ impl UnitRun {
     ) -> UnitOutcome {
         // A unit that passed review before a restart is not reviewed again: the commit that review
         // judged is merged (a log from before commits were recorded: the branch).
+        let merge_hook = self.mission.config.hooks.get(HookKind::BeforeMerge).is_some();
         let Reviewed { summary, commit } =
-            if let Some(commit) = resume.as_ref().and_then(Resume::passed_review) {
+            if let Some(commit) = resume.as_ref().and_then(|r| r.passed_review(merge_hook)) {
                 Reviewed {
                     summary: String::new(),
                     commit,
@@ -298,6 +314,7 @@ impl UnitRun {
         let mut session = Session::new(rt, spec);
         let attempts = mission.config.unit_attempts;
         let first = resume.as_ref().map(|r| r.attempt.max(1)).unwrap_or(1);
+        let known_hooks = resume.as_ref().map(|r| r.merge_hooks.clone()).unwrap_or_default();
         let known_reviews = resume.map(|r| r.reviews).unwrap_or_default();
         let mut last_feedback = String::new();
         for attempt in first..=attempts {
@@ -360,7 +377,10 @@ impl UnitRun {
                     &worktree,
                     &verified,
                     attempt,
-                    known_reviews.get(&attempt),
+                    Known {
+                        review: known_reviews.get(&attempt),
+                        merge_hook: known_hooks.get(&attempt),
+                    },
                 )
                 .await?
             {
@@ -412,7 +432,8 @@ impl UnitRun {
         self.mission.repo.same_tree(base, commit).await.unwrap_or(false)
     }
 
-    /// Verification then review. `None` when the unit passed; otherwise the feedback for the worker.
+    /// Verification, review, then the `before_merge` hook. `None` when the unit passed; otherwise
+    /// the feedback for the worker.
     async fn check(
         &self,
         slot: &mut Slot,
@@ -420,7 +441,7 @@ impl UnitRun {
         worktree: &Worktree,
         verified: &str,
         attempt: u32,
-        known_review: Option<&Review>,
+        known: Known<'_>,
     ) -> Result<Option<String>, Box<UnitOutcome>> {
         let mission = &self.mission;
         self.state(UnitState::Verifying, attempt, None);
@@ -439,7 +460,7 @@ impl UnitRun {
                 worktree,
                 verified,
                 attempt,
-                known_review,
+                known.review,
                 &evidence,
                 restore.clone(),
             )
@@ -448,7 +469,72 @@ impl UnitRun {
         if let Some(restore) = restore {
             restore.await.map_err(could_not_run)?;
         }
-        result
+        match result? {
+            Some(feedback) => Ok(Some(feedback)),
+            None => {
+                self.before_merge(base, worktree, verified, attempt, known.merge_hook)
+                    .await
+            }
+        }
+    }
+
+    /// The `before_merge` hook on the reviewed commit, in the unit's worktree: a veto is the
+    /// worker's feedback, as a failed review is. A verdict an earlier run recorded is not asked again.
+    async fn before_merge(
+        &self,
+        base: &str,
+        worktree: &Worktree,
+        verified: &str,
+        attempt: u32,
+        known: Option<&HookRun>,
+    ) -> Result<Option<String>, Box<UnitOutcome>> {
+        let mission = &self.mission;
+        let Some(hook) = mission.config.hooks.get(HookKind::BeforeMerge) else {
+            return Ok(None);
+        };
+        let run = match known {
+            Some(run) => run.clone(),
+            None => {
+                let branch = mission.branch(&self.unit.id);
+                let call = HookCall {
+                    kind: HookKind::BeforeMerge,
+                    dir: worktree.path(),
+                    writable: true,
+                    mission: &mission.id,
+                    unit: Some(&self.unit.id),
+                    attempt: Some(attempt),
+                    env: vec![
+                        ("ORCHESTRATOR_BRANCH", branch.clone()),
+                        ("ORCHESTRATOR_BASE_COMMIT", base.to_string()),
+                        ("ORCHESTRATOR_COMMIT", verified.to_string()),
+                    ],
+                    input: serde_json::json!({
+                        "hook": HookKind::BeforeMerge,
+                        "mission": mission.id,
+                        "objective": mission.objective,
+                        "unit": self.unit,
+                        "attempt": attempt,
+                        "branch": branch,
+                        "base_commit": base,
+                        "commit": verified,
+                    }),
+                };
+                let run = hooks::run(hook, call, &mission.config.sandbox, &mission.rt.cancel).await;
+                if mission.rt.cancel.is_cancelled() {
+                    return Err(Box::new(UnitOutcome::interrupted(&self.unit)));
+                }
+                // What the hook left in the worktree is not the reviewed work the worker goes on from.
+                worktree.reset_hard_if_changed(verified).await.map_err(|e| {
+                    Box::new(self.failed(
+                        format!("could not restore the worktree after the before_merge hook: {e}"),
+                        String::new(),
+                    ))
+                })?;
+                mission.rt.bus.emit(Event::HookRan { run: run.clone() });
+                run
+            }
+        };
+        Ok((!run.passed()).then(|| hooks::veto_feedback(&run)))
     }
 
     /// After verification: failing evidence goes back to the worker, passing evidence to a review.
