@@ -215,6 +215,7 @@ impl View {
                 follow_up.len()
             )),
             Event::Notice { message } => Some(message.clone()),
+            Event::HookRan { .. } => orchestrator_view::describe(event),
             Event::UserMessage { unit, message } => Some(format!(
                 "{unit}: your message reached its worker: {}",
                 first_line(message)

@@ -48,6 +48,7 @@ fn line<'a>(event: &'a Event, attempts: &mut HashMap<&'a str, u32>) -> Option<St
         | Event::MissionResumed { .. }
         | Event::DispatchChanged { .. }
         | Event::Notice { .. }
+        | Event::HookRan { .. }
         | Event::UserMessage { .. }
         | Event::MissionFinished { .. } => describe(event),
         // Failures explain the retries that follow them; passing runs and reviews are in their sections.

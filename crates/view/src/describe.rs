@@ -1,6 +1,6 @@
 //! One human line per event, shared by every view's log.
 
-use orchestrator_protocol::{Event, PlanAnswer, Verdict};
+use orchestrator_protocol::{Event, HookKind, HookRun, PlanAnswer, Verdict};
 
 /// A line a person would want to read for this event, or `None` for bookkeeping events.
 pub fn describe(event: &Event) -> Option<String> {
@@ -130,6 +130,7 @@ pub fn describe(event: &Event) -> Option<String> {
             roles,
             notes,
         } => project_files(instructions, roles, notes),
+        Event::HookRan { run } => hook_line(run),
         Event::UserMessage { unit, message } => {
             format!("{unit}: your message reached its worker: {}", first_line(message))
         }
@@ -165,6 +166,29 @@ fn project_files(
         parts.push(format!("passed over: {}", notes.join("; ")));
     }
     parts.join("; ")
+}
+
+/// `a: before_merge hook `make check` vetoed the merge (exit 1) in 0.4s: <its last line>`.
+fn hook_line(run: &HookRun) -> String {
+    let whose = run.unit.as_deref().unwrap_or("mission");
+    let verdict = match (run.passed(), run.hook) {
+        (true, _) => "passed",
+        (false, HookKind::BeforeMerge) => "vetoed the merge",
+        (false, HookKind::MissionStart) => "refused the mission",
+        (false, HookKind::AfterPlan) => "refused the plan",
+        (false, HookKind::AfterSeal) => "failed",
+    };
+    let said = match run.output_tail.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(last) if !run.passed() => format!(": {}", last.trim()),
+        _ => String::new(),
+    };
+    format!(
+        "{whose}: {} hook `{}` {verdict} ({}) in {:.1}s{said}",
+        run.hook,
+        first_line(&run.command),
+        run.status(),
+        run.duration_ms as f64 / 1000.0
+    )
 }
 
 pub fn first_line(text: &str) -> &str {

@@ -515,6 +515,7 @@ impl MissionView {
             Event::UnitsSpawned { parent, .. } => Some(parent.clone()),
             Event::EvidenceRecorded { unit, .. } | Event::ReviewFinished { unit, .. } => unit.clone(),
             Event::SessionStarted { unit, .. } => unit.clone(),
+            Event::HookRan { run } => run.unit.clone(),
             Event::ToolCalled { session, .. }
             | Event::Compacted { session, .. }
             | Event::SessionFinished { session, .. } => {

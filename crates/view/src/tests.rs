@@ -193,3 +193,41 @@ fn a_message_to_a_worker_is_in_its_units_log() {
         Some("t2.2: your message reached its worker: Use the existing lexer.")
     );
 }
+
+#[test]
+fn a_hook_run_is_one_line_in_the_log_and_a_veto_in_its_units_log() {
+    let mut events = running_mission();
+    let last = events.last().cloned().unwrap();
+    let run = orchestrator_protocol::HookRun {
+        hook: orchestrator_protocol::HookKind::BeforeMerge,
+        unit: Some("t2.2".into()),
+        attempt: Some(1),
+        command: "make check".into(),
+        exit_code: Some(1),
+        timed_out: false,
+        duration_ms: 400,
+        output_tail: "checking…\nlicense header missing in src/lex.rs\n\n".into(),
+    };
+    events.push(EventEnvelope {
+        seq: last.seq + 1,
+        event: Event::HookRan { run: run.clone() },
+        ..last
+    });
+    let view = MissionView::from_events(&events);
+    let expected = "t2.2: before_merge hook `make check` vetoed the merge (exit 1) in 0.4s: license header missing in src/lex.rs";
+    assert_eq!(
+        view.unit("t2.2").unwrap().log.last().map(|l| l.text.as_str()),
+        Some(expected)
+    );
+    let seal = orchestrator_protocol::HookRun {
+        hook: orchestrator_protocol::HookKind::AfterSeal,
+        unit: None,
+        attempt: None,
+        exit_code: Some(0),
+        ..run
+    };
+    assert_eq!(
+        crate::describe(&Event::HookRan { run: seal }).as_deref(),
+        Some("mission: after_seal hook `make check` passed (exit 0) in 0.4s")
+    );
+}

@@ -85,6 +85,24 @@ async fn a_before_merge_veto_sends_the_unit_back_and_its_next_attempt_merges() {
         .into_iter()
         .any(|e| e["unit"] == "a" && e["state"] == "passed");
     assert!(passed);
+
+    // The log and the report show the veto, with its reason.
+    let logs = Run::cmd(&["logs"]).run(&repo).await;
+    logs.assert_code(0);
+    assert!(
+        logs.stdout.contains(
+            "a: before_merge hook `head -c 3000; echo; if [ -f approved.txt ]; then echo approved; else echo \"approved.txt is missing for $ORCHESTRATOR_UNIT (attempt $ORCHESTRATOR_ATTEMPT)\"; exit 1; fi` vetoed the merge (exit 1)"
+        ) && logs.stdout.contains("approved.txt is missing for a (attempt 1)"),
+        "{}",
+        logs.stdout
+    );
+    let report = Run::cmd(&["report"]).run(&repo).await;
+    report.assert_code(0);
+    assert!(
+        report.stdout.contains("vetoed the merge (exit 1)"),
+        "{}",
+        report.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
