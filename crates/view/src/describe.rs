@@ -185,11 +185,24 @@ fn hook_line(run: &HookRun) -> String {
     format!(
         "{whose}: {} hook `{}` {verdict} ({}) in {:.1}s{said}",
         run.hook,
-        first_line(&run.command),
+        short_command(&run.command),
         run.status(),
         run.duration_ms as f64 / 1000.0
     )
 }
+
+/// A hook's command as a log line shows it: its first line, at most [`COMMAND_CHARS`] characters
+/// (the event has all of it).
+fn short_command(command: &str) -> String {
+    let line = first_line(command);
+    if line.chars().count() <= COMMAND_CHARS && line.len() == command.len() {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(COMMAND_CHARS).collect();
+    format!("{cut}…")
+}
+
+const COMMAND_CHARS: usize = 60;
 
 pub fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()

@@ -224,10 +224,19 @@ fn a_hook_run_is_one_line_in_the_log_and_a_veto_in_its_units_log() {
         unit: None,
         attempt: None,
         exit_code: Some(0),
-        ..run
+        ..run.clone()
     };
     assert_eq!(
         crate::describe(&Event::HookRan { run: seal }).as_deref(),
         Some("mission: after_seal hook `make check` passed (exit 0) in 0.4s")
+    );
+    let long = orchestrator_protocol::HookRun {
+        command: format!("{}\nsecond line", "x".repeat(100)),
+        ..run
+    };
+    let line = crate::describe(&Event::HookRan { run: long }).unwrap_or_default();
+    assert!(
+        line.contains(&format!("hook `{}…` vetoed", "x".repeat(60))),
+        "{line}"
     );
 }

@@ -91,7 +91,7 @@ async fn a_before_merge_veto_sends_the_unit_back_and_its_next_attempt_merges() {
     logs.assert_code(0);
     assert!(
         logs.stdout.contains(
-            "a: before_merge hook `head -c 3000; echo; if [ -f approved.txt ]; then echo approved; else echo \"approved.txt is missing for $ORCHESTRATOR_UNIT (attempt $ORCHESTRATOR_ATTEMPT)\"; exit 1; fi` vetoed the merge (exit 1)"
+            "a: before_merge hook `head -c 3000; echo; if [ -f approved.txt ]; then echo approv…` vetoed the merge (exit 1)"
         ) && logs.stdout.contains("approved.txt is missing for a (attempt 1)"),
         "{}",
         logs.stdout
