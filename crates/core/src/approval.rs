@@ -73,7 +73,7 @@ pub async fn answer_plan(root: &Path, mission: Option<&str>, answer: PlanAnswer)
         false => None,
     };
     let Some(waiting) = waiting else {
-        return Err(EngineError::Usage(format!(
+        return Err(EngineError::Conflict(format!(
             "mission {id} has no plan waiting for approval (it is {}); plans wait only in missions \
              started with --approve-plan, after planning",
             record.status

@@ -6,6 +6,10 @@ pub enum EngineError {
     /// Bad flags, config, environment or repository state: nothing was started (exit 2).
     #[error("{0}")]
     Usage(String),
+    /// The request does not fit the mission's state now: no plan waits, the mission or unit has
+    /// finished, no worker runs. Nothing changed (exit 2, as usage; HTTP 409 rather than 422).
+    #[error("{0}")]
+    Conflict(String),
     /// Another live mission holds this repository (exit 4).
     #[error("{0}")]
     Locked(String),
@@ -38,7 +42,7 @@ impl EngineError {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            EngineError::Usage(_) => 2,
+            EngineError::Usage(_) | EngineError::Conflict(_) => 2,
             EngineError::Locked(_) => 4,
             EngineError::Interrupted => 3,
             _ => 1,

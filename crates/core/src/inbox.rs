@@ -97,7 +97,7 @@ fn recipients(mission: &str, replay: &Replay, to: &Recipient) -> Result<Vec<Stri
         false => live.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
     };
     match to {
-        Recipient::All if live.is_empty() => Err(EngineError::Usage(format!(
+        Recipient::All if live.is_empty() => Err(EngineError::Conflict(format!(
             "no worker of mission {mission} is running now; nothing was sent"
         ))),
         Recipient::All => Ok(live.into_iter().cloned().collect()),
@@ -106,7 +106,7 @@ fn recipients(mission: &str, replay: &Replay, to: &Recipient) -> Result<Vec<Stri
                 "mission {mission} has no unit `{}`; its running units: {live_list}",
                 crate::prompts::cut(unit, 80)
             ))),
-            Some(record) if !reachable(record.state) => Err(EngineError::Usage(format!(
+            Some(record) if !reachable(record.state) => Err(EngineError::Conflict(format!(
                 "unit {unit} of mission {mission} is finished ({}); no worker will read the message",
                 record.state
             ))),
@@ -151,7 +151,7 @@ pub async fn tell(root: &Path, mission: Option<&str>, to: Recipient, message: &s
     let record = find_mission(&store, mission)?;
     let id = record.id.clone();
     if !record.status.is_unfinished() {
-        return Err(EngineError::Usage(format!(
+        return Err(EngineError::Conflict(format!(
             "mission {id} is {}; only a running or interrupted mission's workers can be told",
             record.status
         )));

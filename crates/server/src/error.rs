@@ -62,7 +62,7 @@ impl ApiError {
     pub fn from_engine(error: &EngineError) -> Self {
         let status = match error {
             EngineError::Usage(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            EngineError::Locked(_) => StatusCode::CONFLICT,
+            EngineError::Locked(_) | EngineError::Conflict(_) => StatusCode::CONFLICT,
             EngineError::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

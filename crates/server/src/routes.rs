@@ -289,12 +289,7 @@ async fn answer_plan(
         }
         None => orchestrator_core::answer_plan(&found.root, Some(&found.record.id), answer)
             .await
-            .map_err(|e| match e {
-                orchestrator_core::EngineError::Usage(message) if message.contains("no plan waiting") => {
-                    ApiError::conflict(message)
-                }
-                other => ApiError::from_engine(&other),
-            })?,
+            .map_err(|e| ApiError::from_engine(&e))?,
     };
     Ok(Json(json!({ "id": id, "answer": word, "message": message })))
 }
@@ -335,12 +330,7 @@ async fn tell(
         }
     };
     let found = state.registry.find(&id).await?;
-    let refused = |e: orchestrator_core::EngineError| match e {
-        orchestrator_core::EngineError::Usage(message) if message.contains("only a running") => {
-            ApiError::conflict(message)
-        }
-        other => ApiError::from_engine(&other),
-    };
+    let refused = |e: orchestrator_core::EngineError| ApiError::from_engine(&e);
     let message = match found.live.as_ref().filter(|live| live.is_running()) {
         Some(live) => {
             let (record, store, check) = (found.record.clone(), found.store.clone(), to.clone());

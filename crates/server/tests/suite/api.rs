@@ -754,7 +754,7 @@ async fn tell_stores_a_message_for_a_worker_and_refuses_misuse() {
     assert_eq!(waiting[0].message, "Use the existing lexer.");
 
     let reply = post_json(&router, &url, r#"{"unit": "t1", "message": "x"}"#).await;
-    reply.assert(StatusCode::UNPROCESSABLE_ENTITY);
+    reply.assert(StatusCode::CONFLICT);
     assert!(reply.error().contains("finished (passed)"), "{}", reply.error());
     let reply = post_json(&router, &url, r#"{"unit": "zz", "message": "x"}"#).await;
     reply.assert(StatusCode::UNPROCESSABLE_ENTITY);
