@@ -137,6 +137,10 @@ struct RunFlags {
     /// Stop the mission cleanly when this many tokens are used.
     #[arg(long, allow_negative_numbers = true, value_parser = whole_number::<u64>)]
     budget_tokens: Option<u64>,
+    /// Best of N: workers that build each unit side by side, 1 to 5; the reviewer keeps the best one
+    /// that passes verification (`[limits] candidates`). Not retries: see `[limits] unit_attempts`.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number::<u32>)]
+    attempts: Option<u32>,
     /// Confine agent commands (Landlock): `on` (the default) or `off` to run them with all your access.
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     sandbox: Option<bool>,
@@ -189,6 +193,7 @@ impl RunFlags {
             sandbox: self.sandbox,
             no_verify: self.no_verify.then_some(true),
             approve_plan: self.approve_plan.then_some(true),
+            attempts: self.attempts,
         }
     }
 }

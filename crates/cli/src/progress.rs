@@ -327,6 +327,7 @@ mod tests {
             description: "d".into(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             files: vec![],
+            attempts: None,
         };
         let text = waiting_plan("m1", 2, &[unit("a", &[]), unit("b", &["a"])]);
         for needed in [

@@ -188,6 +188,8 @@ pub struct LimitsFile {
     pub max_units: Option<u32>,
     /// Scouts in discovery (0: the pre-scan alone); by default from the repository's size.
     pub scouts: Option<u32>,
+    /// Best of N (`--attempts`): workers that build each unit side by side (default 1).
+    pub candidates: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -348,6 +350,8 @@ pub struct Config {
     pub approve_plan: bool,
     pub verify_timeout: Duration,
     pub unit_attempts: u32,
+    /// Best of N: candidates per planned unit unless the plan says otherwise (1: none).
+    pub candidates: u32,
     pub plan_attempts: u32,
     pub merge_attempts: u32,
     pub bash_timeout: Duration,
@@ -463,6 +467,7 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
         approve_plan: flags.approve_plan.or(merged.approve_plan).unwrap_or(false),
         verify_timeout: Duration::from_secs(merged.verify.timeout_secs.unwrap_or(900)),
         unit_attempts: merged.limits.unit_attempts.unwrap_or(3),
+        candidates: flags.attempts.or(merged.limits.candidates).unwrap_or(1),
         plan_attempts: merged.limits.plan_attempts.unwrap_or(3),
         merge_attempts: merged.limits.merge_attempts.unwrap_or(2),
         bash_timeout: Duration::from_secs(merged.limits.bash_timeout_secs.unwrap_or(120)),
@@ -742,6 +747,14 @@ const BOUNDS: &[Bound] = &[
         from_flags: no_flag,
     },
     Bound {
+        flag: Some("--attempts"),
+        key: "limits.candidates",
+        range: 1..=crate::plan::MAX_CANDIDATES as u64,
+        meaning: "workers building each unit side by side (best of N)",
+        from_file: |f| f.limits.candidates.map(u64::from),
+        from_flags: |o| o.attempts.map(u64::from),
+    },
+    Bound {
         flag: None,
         key: "limits.plan_attempts",
         range: 1..=20,
@@ -901,6 +914,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(limits.max_parallel_verify);
     take!(limits.max_units);
     take!(limits.scouts);
+    take!(limits.candidates);
     take!(endpoint.connect_timeout_secs);
     take!(endpoint.first_byte_timeout_secs);
     take!(endpoint.idle_timeout_secs);

@@ -10,6 +10,11 @@ use serde::Deserialize;
 /// The most units one plan or one spawn may hold; beyond this a plan is a to-do list, not a DAG.
 pub const MAX_UNITS: usize = 200;
 
+/// Best of N: the most candidates (workers side by side) one unit may have, from the plan or from
+/// `--attempts`. Each is a worker session, a worktree and a build; past a few the reviewer compares
+/// diffs it cannot hold at once.
+pub const MAX_CANDIDATES: u32 = 5;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanArgs {
@@ -26,6 +31,9 @@ struct PlanTask {
     depends_on: Vec<String>,
     #[serde(default)]
     files: Vec<String>,
+    /// Best of N for this unit (see [`MAX_CANDIDATES`]).
+    #[serde(default)]
+    attempts: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +81,7 @@ pub fn parse_plan(arguments: serde_json::Value) -> Result<Vec<UnitSpec>, Vec<Str
             description: t.description,
             depends_on: t.depends_on.into_iter().map(|d| d.trim().to_string()).collect(),
             files: t.files,
+            attempts: t.attempts,
         })
         .collect();
     let units = mend_ids_and_files(units);
@@ -212,6 +221,7 @@ pub fn parse_spawn(parent: &str, arguments: serde_json::Value) -> Result<Vec<Uni
                 .filter(|d| !d.is_empty())
                 .collect(),
             files: Vec::new(),
+            attempts: None,
         })
         .collect();
     problems.extend(validate(&units));
@@ -248,6 +258,13 @@ pub fn validate(units: &[UnitSpec]) -> Vec<String> {
         }
         if unit.title.is_empty() || unit.description.trim().is_empty() {
             problems.push(format!("task `{}` needs a title and a description", unit.id));
+        }
+        if let Some(n) = unit.attempts.filter(|n| !(1..=MAX_CANDIDATES).contains(n)) {
+            problems.push(format!(
+                "task `{}` asks for {n} attempts; `attempts` (workers building it side by side) must be \
+                 between 1 and {MAX_CANDIDATES}, or left out",
+                unit.id
+            ));
         }
     }
     for unit in units {
@@ -409,6 +426,43 @@ mod tests {
     }
 
     #[test]
+    fn a_units_attempts_are_taken_within_their_bound_and_refused_outside() {
+        let plan = |attempts: serde_json::Value| {
+            parse_plan(json!({"tasks": [
+                {"id": "a", "title": "A", "description": "do a", "depends_on": [], "attempts": attempts},
+                {"id": "b", "title": "B", "description": "do b", "depends_on": []}
+            ]}))
+        };
+        let units = plan(json!(3)).expect("3 is within the bound");
+        assert_eq!(units[0].attempts, Some(3));
+        assert_eq!(units[1].attempts, None, "left out: the mission's --attempts");
+        assert_eq!(
+            plan(json!(MAX_CANDIDATES)).expect("the most")[0].attempts,
+            Some(5)
+        );
+        for lying in [json!(0), json!(MAX_CANDIDATES + 1), json!(1_000_000)] {
+            let problems = plan(lying.clone()).expect_err("out of bounds");
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains("task `a` asks for") && p.contains("between 1 and 5")),
+                "{lying}: {problems:?}"
+            );
+        }
+        // Not a count at all: refused with the schema's words, never wrapped or panicking.
+        for junk in [json!(-1), json!("three"), json!(2.5), json!(u64::MAX)] {
+            assert!(plan(junk.clone()).is_err(), "{junk}");
+        }
+        // A person's edited plan goes through the same check.
+        let edited = parse_plan_text(r#"[{"id": "a", "title": "A", "description": "d", "attempts": 9}]"#);
+        assert!(edited.is_err());
+        // And the plan shown to a person keeps the field (only when set).
+        let shown = plan_json(&units);
+        assert_eq!(shown["tasks"][0]["attempts"], 3);
+        assert!(shown["tasks"][1].get("attempts").is_none());
+    }
+
+    #[test]
     fn the_todo_lists_every_unit_under_its_parent() {
         let entry = |id: &str| {
             (
@@ -420,6 +474,7 @@ mod tests {
                         description: String::new(),
                         depends_on: Vec::new(),
                         files: Vec::new(),
+                        attempts: None,
                     },
                     round: 1,
                     state: UnitState::Queued,

@@ -355,6 +355,7 @@ mod tests {
             description: "d".into(),
             depends_on: vec![],
             files: vec![],
+            attempts: None,
         };
         let waiting = |attempt, id: &str| Event::PlanAwaitingApproval {
             attempt,
@@ -503,6 +504,7 @@ mod tests {
             description: "d".into(),
             depends_on: vec![],
             files: vec![],
+            attempts: None,
         };
         let review = Review {
             verdict: Verdict::Pass,

@@ -129,7 +129,9 @@ fn submit_plan_spec() -> ToolSpec {
                             "description": {"type": "string", "description": "everything a worker needs to build it alone"},
                             "depends_on": {"type": "array", "items": {"type": "string"}, "description": "ids this unit needs first",
                                            "maxItems": 50},
-                            "files": {"type": "array", "items": {"type": "string"}}
+                            "files": {"type": "array", "items": {"type": "string"}},
+                            "attempts": {"type": "integer", "minimum": 1, "maximum": crate::plan::MAX_CANDIDATES,
+                                         "description": "optional: workers that build this unit side by side, the best passing one kept (for a risky unit)"}
                         },
                         "required": ["id", "title", "description", "depends_on"],
                         "additionalProperties": false
@@ -489,6 +491,240 @@ pub async fn review_unit(
     .tools_ready(tools_ready);
     let empty_diff_in = empty.then(|| worktree.path().to_path_buf());
     run_review(&mission.rt, spec, slot, empty_diff_in).await
+}
+
+/// Best of N: one candidate that passed verification, as the comparing reviewer is shown it.
+pub struct CandidateView {
+    pub number: u32,
+    /// Its worker's final answer.
+    pub summary: String,
+    pub diff: String,
+    pub evidence: Vec<Evidence>,
+}
+
+/// The comparing reviewer's choice: the candidate kept, its review, and why it was kept.
+#[derive(Debug, Clone)]
+pub struct Pick {
+    pub candidate: u32,
+    pub review: Review,
+    pub reasons: String,
+    /// No valid pick came from the reviewer; the runtime's rule chose.
+    pub by_runtime: bool,
+}
+
+/// `submit_review` for comparing candidates: the review of the one kept, and `pick`, its number.
+fn submit_pick_spec(passing: &[u32]) -> ToolSpec {
+    let mut spec = submit_review_spec(false);
+    spec.description = "Keep one candidate: `pick` its number and say in `summary` why it is better \
+                        than the others; `verdict` and `issues` judge the candidate you keep."
+        .into();
+    spec.parameters["properties"]["pick"] = json!({
+        "type": "integer", "enum": passing,
+        "description": "the number of the candidate to keep (one that passed verification)"
+    });
+    spec.parameters["required"] = json!(["pick", "verdict", "summary"]);
+    spec
+}
+
+/// Takes a comparing reviewer's `submit_review`: a pick of a candidate that does not exist or did
+/// not pass verification is sent back once with the valid numbers; a second one is recorded without
+/// a pick, and the runtime chooses (see [`compare_candidates`]).
+struct PickHook {
+    passing: Vec<u32>,
+    failed: Vec<u32>,
+    asked_again: std::sync::atomic::AtomicBool,
+    /// The pick (`None`: no valid one) and the review.
+    result: Mutex<Option<(Option<u32>, Review)>>,
+}
+
+impl PickHook {
+    fn why_not(&self, pick: Option<&serde_json::Value>) -> Option<String> {
+        let number = pick.and_then(serde_json::Value::as_u64);
+        match (pick, number) {
+            (_, Some(n)) if self.passing.iter().any(|p| u64::from(*p) == n) => None,
+            (None, _) => Some("no `pick` was given (the number of the candidate to keep)".into()),
+            (Some(_), Some(n)) if self.failed.iter().any(|f| u64::from(*f) == n) => {
+                Some(format!("candidate {n} failed verification and cannot be kept"))
+            }
+            (Some(_), Some(n)) => Some(format!("there is no candidate {n}")),
+            (Some(other), None) => Some(format!(
+                "`pick` must be a candidate's number, not {}",
+                cut(&other.to_string(), 60)
+            )),
+        }
+    }
+
+    fn passing_list(&self) -> String {
+        let numbers: Vec<String> = self.passing.iter().map(u32::to_string).collect();
+        numbers.join(", ")
+    }
+}
+
+#[async_trait]
+impl SessionHooks for PickHook {
+    async fn call(&self, _name: &str, mut arguments: serde_json::Value, _slot: &mut Slot) -> HookResult {
+        let pick = arguments.as_object_mut().and_then(|o| o.remove("pick"));
+        let review = match serde_json::from_value::<Review>(arguments) {
+            Ok(review) => review,
+            Err(e) => {
+                return HookResult::Continue(error_output(format!(
+                    "The review does not match the schema ({e}). Call submit_review again."
+                )))
+            }
+        };
+        let why_not = self.why_not(pick.as_ref());
+        let store = |pick: Option<u32>, review: Review| {
+            *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some((pick, review));
+        };
+        match why_not {
+            None => {
+                let number = pick
+                    .and_then(|p| p.as_u64())
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or_default();
+                store(Some(number), review);
+                HookResult::Finish(ok_output(format!("Review recorded: candidate {number} is kept.")))
+            }
+            Some(why) if !self.asked_again.swap(true, std::sync::atomic::Ordering::Relaxed) => {
+                HookResult::Continue(error_output(format!(
+                    "Not recorded: {why}. The candidates that passed verification are {}: `pick` one of \
+                     them. Call submit_review again.",
+                    self.passing_list()
+                )))
+            }
+            Some(why) => {
+                store(None, review);
+                HookResult::Finish(ok_output(format!(
+                    "Review recorded, but {why}: the runtime keeps candidate {} (the first that passed \
+                     verification).",
+                    self.passing.first().copied().unwrap_or_default()
+                )))
+            }
+        }
+    }
+}
+
+/// Best of N: one reviewer session compares the candidates that passed verification and keeps one.
+/// `root` holds every candidate's worktree as `<number>/`. A reviewer that never names a passing
+/// candidate (after being asked once more) leaves the choice to the runtime's rule — the
+/// lowest-numbered passing candidate — with the reviewer's verdict when it gave one, else a failing
+/// review: a candidate that failed verification is never kept.
+pub async fn compare_candidates(
+    mission: &Mission,
+    unit: &UnitSpec,
+    root: &std::path::Path,
+    candidates: &[CandidateView],
+    failed: &[u32],
+    slot: &mut Slot,
+) -> std::result::Result<Pick, SessionEnd> {
+    let passing: Vec<u32> = candidates.iter().map(|c| c.number).collect();
+    let first_passing = passing.first().copied().unwrap_or(1);
+    let hook = PickHook {
+        passing: passing.clone(),
+        failed: failed.to_vec(),
+        asked_again: std::sync::atomic::AtomicBool::new(false),
+        result: Mutex::new(None),
+    };
+    let tools = match toolbox(root, Role::Reviewer, &mission.config) {
+        Ok(tools) => Arc::new(tools),
+        Err(e) => return Err(SessionEnd::ModelFailed(e.to_string())),
+    };
+    let spec = SessionSpec::new(
+        format!("reviewer:{}:candidates:{}", unit.id, mission.run_index),
+        Role::Reviewer,
+        mission.config.role(Role::Reviewer).clone(),
+        tools,
+        comparison_request(mission, unit, candidates, failed),
+    )
+    .unit(&unit.id)
+    .extra_tools(vec![submit_pick_spec(&passing)]);
+    let mut session = Session::new(&mission.rt, spec);
+    let end = session.run(&mission.rt, &hook, slot).await;
+    let result = hook.result.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let runtime_rule = format!(
+        "the runtime kept candidate {first_passing}, the first that passed verification, because the \
+         reviewer named none that passed"
+    );
+    match (result, end) {
+        (Some((Some(candidate), review)), _) => Ok(Pick {
+            candidate,
+            reasons: review.summary.clone(),
+            review,
+            by_runtime: false,
+        }),
+        (Some((None, review)), _) => Ok(Pick {
+            candidate: first_passing,
+            reasons: format!(
+                "{runtime_rule} (its review said: {})",
+                cut(review.summary.trim(), 300)
+            ),
+            review,
+            by_runtime: true,
+        }),
+        (None, SessionEnd::TurnLimit | SessionEnd::Answered(_) | SessionEnd::Finished) => Ok(Pick {
+            candidate: first_passing,
+            review: Review {
+                verdict: Verdict::Fail,
+                summary: "the reviewer ended without a pick or a verdict".into(),
+                issues: Vec::new(),
+            },
+            reasons: runtime_rule,
+            by_runtime: true,
+        }),
+        (None, other) => Err(other),
+    }
+}
+
+/// The comparing reviewer's first message: the unit, then each passing candidate's summary, evidence
+/// and diff (the diffs share one bound).
+fn comparison_request(
+    mission: &Mission,
+    unit: &UnitSpec,
+    candidates: &[CandidateView],
+    failed: &[u32],
+) -> String {
+    let numbers: Vec<String> = candidates.iter().map(|c| c.number.to_string()).collect();
+    let out = match failed {
+        [] => String::new(),
+        failed => {
+            let failed: Vec<String> = failed.iter().map(u32::to_string).collect();
+            format!(
+                " Candidate(s) {} failed verification and are out.",
+                failed.join(", ")
+            )
+        }
+    };
+    let mut text = format!(
+        "# Objective of the mission\n{}\n\n# The unit under review: {} — {}\n{}\n\n\
+         # Candidates that passed verification: {}\n{} workers built this unit side by side, each in its \
+         own worktree.{out} Compare the passing ones, keep the best (`pick`, and why in `summary`), and \
+         judge the one you keep: pass it if it is right, else fail it with the issues to fix in it. \
+         Candidate N's files are under `N/` (e.g. `{}/`).\n",
+        mission.objective,
+        unit.id,
+        unit.title,
+        unit.description,
+        numbers.join(", "),
+        candidates.len() + failed.len(),
+        numbers.first().map(String::as_str).unwrap_or("1"),
+    );
+    let per_diff = DIFF_CHARS / candidates.len().max(1);
+    for candidate in candidates {
+        let diff = if candidate.diff.trim().is_empty() {
+            "(EMPTY: this candidate changed no file)".to_string()
+        } else {
+            cut(&candidate.diff, per_diff)
+        };
+        let _ = write!(
+            text,
+            "\n## Candidate {}\nIts worker's summary: {}\n\n### Evidence (run by the runtime)\n{}\n\n### Diff\n{}\n",
+            candidate.number,
+            cut(candidate.summary.trim(), 1_000),
+            verify::describe(&candidate.evidence),
+            diff
+        );
+    }
+    text
 }
 
 /// Stage 2: the master reviewer judges the integrated whole; `units` lists what this round built.

@@ -68,6 +68,18 @@ impl Mission {
         self.worktrees.join("units").join(unit)
     }
 
+    /// Best of N: candidate `number`'s branch. Under the unit branches' `u/` (cleaned with them); `@`
+    /// is in no unit id, so it names no other unit's branch.
+    pub fn candidate_branch(&self, unit: &str, number: u32) -> String {
+        format!("{}@c{number}", self.branch(unit))
+    }
+
+    /// Best of N: the folder holding a unit's candidate worktrees, one per number (`<folder>/<n>`), so
+    /// the comparing reviewer reads them all from one root.
+    pub fn candidates_path(&self, unit: &str) -> PathBuf {
+        self.worktrees.join("candidates").join(unit)
+    }
+
     /// Marks a finished unit's branch for deletion at the end of the run.
     pub fn branch_done(&self, branch: String) {
         self.done_branches

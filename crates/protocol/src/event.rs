@@ -197,6 +197,35 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         commit: Option<String>,
     },
+    /// Best of N: one candidate of a unit finished its work and its verification. A failed one is out.
+    CandidateFinished {
+        unit: String,
+        candidate: u32,
+        /// How many candidates build the unit.
+        of: u32,
+        passed: bool,
+        /// The commit that was verified, when the candidate got that far.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+        /// Why it failed, or the worker's summary.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// Best of N: the candidate the unit goes on with (merged when its review passed), and why. The
+    /// others are discarded.
+    CandidatePicked {
+        unit: String,
+        candidate: u32,
+        /// The candidates that passed verification (empty: none did, and the first goes on alone).
+        passing: Vec<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+        /// The reviewer's reasons, or the runtime's rule when it decided.
+        reasons: String,
+        /// The runtime chose (no valid pick from the reviewer, or fewer than two passed).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        by_runtime: bool,
+    },
     MergeConflict {
         unit: String,
         files: Vec<String>,

@@ -54,6 +54,10 @@ pub struct UnitSpec {
     /// Files the planner expects the unit to touch (a hint, not a constraint).
     #[serde(default)]
     pub files: Vec<String>,
+    /// Best of N: how many workers build this unit side by side (candidates), when the plan says;
+    /// unset takes the mission's `--attempts`. Not retries: those are `limits.unit_attempts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
 }
 
 /// A person's answer to a plan waiting for approval (`--approve-plan`).

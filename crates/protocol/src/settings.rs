@@ -87,6 +87,9 @@ pub struct MissionSettings {
     pub no_verify: Option<bool>,
     /// Stop after planning until a person approves the plan (or rejects it with feedback, or edits it).
     pub approve_plan: Option<bool>,
+    /// Best of N: workers that build each unit side by side, the reviewer keeping the best passing
+    /// one (default 1; `[limits] candidates`). Not retries (`[limits] unit_attempts`).
+    pub attempts: Option<u32>,
 }
 
 impl MissionSettings {
@@ -105,6 +108,7 @@ impl MissionSettings {
             sandbox: self.sandbox.or(e.sandbox),
             no_verify: self.no_verify.or(e.no_verify),
             approve_plan: self.approve_plan.or(e.approve_plan),
+            attempts: self.attempts.or(e.attempts),
         }
     }
 

@@ -537,6 +537,36 @@ impl MissionSpan {
                     ],
                 );
             }
+            Event::CandidateFinished {
+                unit,
+                candidate,
+                of,
+                passed,
+                ..
+            } => self.unit_or_phase(Some(unit)).event(
+                "candidate_finished",
+                at,
+                vec![
+                    KeyValue::new("orchestrator.candidate", int(u64::from(*candidate))),
+                    KeyValue::new("orchestrator.candidates", int(u64::from(*of))),
+                    KeyValue::new("orchestrator.candidate.passed", *passed),
+                ],
+            ),
+            Event::CandidatePicked {
+                unit,
+                candidate,
+                reasons,
+                by_runtime,
+                ..
+            } => self.unit_or_phase(Some(unit)).event(
+                "candidate_picked",
+                at,
+                vec![
+                    KeyValue::new("orchestrator.candidate", int(u64::from(*candidate))),
+                    KeyValue::new("orchestrator.candidate.reasons", reasons.clone()),
+                    KeyValue::new("orchestrator.candidate.by_runtime", *by_runtime),
+                ],
+            ),
             Event::MergeConflict { unit, files, attempt } => self.unit_or_phase(Some(unit)).event(
                 "merge_conflict",
                 at,

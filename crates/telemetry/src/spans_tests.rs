@@ -57,6 +57,7 @@ fn spec(id: &str, title: &str) -> UnitSpec {
         description: String::new(),
         depends_on: Vec::new(),
         files: Vec::new(),
+        attempts: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn spec(id: &str, title: &str, deps: &[&str]) -> UnitSpec {
         description: format!("{title}, with tests."),
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
         files: vec![format!("src/{}.rs", id.replace('.', "_"))],
+        attempts: None,
     }
 }
 

@@ -110,6 +110,7 @@ mod tests {
             description: "d".into(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             files: vec![],
+            attempts: None,
         };
         let outcome = |u: UnitSpec, state| UnitOutcome {
             unit: u,
@@ -148,6 +149,7 @@ mod tests {
             description: "Add mul.".into(),
             depends_on: vec![],
             files: vec![],
+            attempts: None,
         };
         let second = retry_units(&[failed(first, "round one's error")], 2).remove(0);
         assert!(second.description.contains("round one's error"));

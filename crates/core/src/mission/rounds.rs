@@ -445,6 +445,7 @@ async fn integrate(
             ),
             depends_on: Vec::new(),
             files: Vec::new(),
+            attempts: None,
         };
         return Ok(RoundResult::FollowUp(vec![unit]));
     }
@@ -497,6 +498,7 @@ fn follow_up_units(review: &orchestrator_protocol::Review, next_round: u32) -> V
             },
             depends_on: Vec::new(),
             files: issue.file.iter().cloned().collect(),
+            attempts: None,
         })
         .collect();
     if follow_up.is_empty() {
@@ -506,6 +508,7 @@ fn follow_up_units(review: &orchestrator_protocol::Review, next_round: u32) -> V
             description: review.summary.clone(),
             depends_on: Vec::new(),
             files: Vec::new(),
+            attempts: None,
         });
     }
     follow_up
@@ -575,6 +578,7 @@ pub(super) fn retry_units(outcomes: &[UnitOutcome], next_round: u32) -> Vec<Unit
                 .filter_map(|d| retried.get(d.as_str()).cloned())
                 .collect(),
             files: o.unit.files.clone(),
+            attempts: o.unit.attempts,
         })
         .collect()
 }

@@ -5,6 +5,7 @@
 //! `dag` schedules, `unit` is one unit's life, `worker` what its worker is told and `spawn`,
 //! `merge` the merge queue, `tree` the worktree made in the background.
 
+mod candidates;
 mod dag;
 mod merge;
 mod tree;
@@ -159,6 +160,7 @@ mod tests {
             description: "d".into(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             files: vec![],
+            attempts: None,
         }
     }
 

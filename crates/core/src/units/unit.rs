@@ -33,9 +33,9 @@ struct Known<'a> {
 
 /// What passed verification and review: the worker's summary and the commit that was judged.
 #[derive(Default)]
-struct Reviewed {
-    summary: String,
-    commit: Option<String>,
+pub(super) struct Reviewed {
+    pub(super) summary: String,
+    pub(super) commit: Option<String>,
 }
 
 /// Where an earlier run of the mission left this unit.
@@ -47,6 +47,22 @@ pub(super) struct Resume {
     pub(super) reviewed_commits: std::collections::BTreeMap<u32, String>,
     /// The `before_merge` hook's verdicts by attempt.
     pub(super) merge_hooks: std::collections::BTreeMap<u32, HookRun>,
+}
+
+/// What an earlier run judged of a unit's attempts: reviews and `before_merge` verdicts by attempt.
+#[derive(Debug, Default)]
+pub(super) struct Earlier {
+    pub(super) reviews: std::collections::BTreeMap<u32, Review>,
+    pub(super) merge_hooks: std::collections::BTreeMap<u32, HookRun>,
+}
+
+impl From<Resume> for Earlier {
+    fn from(resume: Resume) -> Self {
+        Earlier {
+            reviews: resume.reviews,
+            merge_hooks: resume.merge_hooks,
+        }
+    }
 }
 
 impl Resume {
@@ -68,12 +84,12 @@ impl Resume {
 }
 
 impl UnitRun {
-    fn state(&self, state: UnitState, attempt: u32, detail: Option<String>) {
+    pub(super) fn state(&self, state: UnitState, attempt: u32, detail: Option<String>) {
         self.mission
             .set_state(&self.unit, self.round, state, attempt, detail);
     }
 
-    fn failed(&self, reason: impl Into<String>, summary: String) -> UnitOutcome {
+    pub(super) fn failed(&self, reason: impl Into<String>, summary: String) -> UnitOutcome {
         UnitOutcome {
             unit: self.unit.clone(),
             state: UnitState::Failed,
@@ -94,6 +110,27 @@ impl UnitRun {
             return UnitOutcome::interrupted(&self.unit);
         };
         let record = self.mission.replay.units.get(&self.unit.id).cloned();
+        let resume = record.as_ref().map(|r| Resume {
+            state: r.state,
+            attempt: r.attempt,
+            reviews: r.reviews.clone(),
+            reviewed_commits: r.reviewed_commits.clone(),
+            merge_hooks: r.merge_hooks.clone(),
+        });
+        // Best of N, unless an earlier run's pick already passed review (then it is merged below).
+        let candidates = self.candidates();
+        let merge_hook = self.mission.config.hooks.get(HookKind::BeforeMerge).is_some();
+        if candidates > 1
+            && resume
+                .as_ref()
+                .and_then(|r| r.passed_review(merge_hook))
+                .is_none()
+        {
+            let n = self.affordable(candidates);
+            if n > 1 {
+                return self.execute_candidates(target, &mut slot, n).await;
+            }
+        }
         let branch = self.mission.branch(&self.unit.id);
         let path = self.mission.worktree_path(&self.unit.id);
         let prepared = self.prepare(
@@ -111,13 +148,6 @@ impl UnitRun {
                 )
             }
         };
-        let resume = record.map(|r| Resume {
-            state: r.state,
-            attempt: r.attempt,
-            reviews: r.reviews,
-            reviewed_commits: r.reviewed_commits,
-            merge_hooks: r.merge_hooks,
-        });
         let outcome = self
             .build_and_merge(&mut slot, target, &branch, &base, &tree, resume)
             .await;
@@ -142,6 +172,10 @@ impl UnitRun {
         if !outcome.interrupted {
             // Deleted with all the others at the end of the run: one git process instead of one each.
             self.mission.branch_done(branch);
+            if candidates > 1 {
+                // An earlier run's candidates, when this run merged their pick or built alone.
+                self.discard_leftovers().await;
+            }
         }
         outcome
     }
@@ -231,18 +265,29 @@ impl UnitRun {
         // A unit that passed review before a restart is not reviewed again: the commit that review
         // judged is merged (a log from before commits were recorded: the branch).
         let merge_hook = self.mission.config.hooks.get(HookKind::BeforeMerge).is_some();
-        let Reviewed { summary, commit } =
-            if let Some(commit) = resume.as_ref().and_then(|r| r.passed_review(merge_hook)) {
-                Reviewed {
-                    summary: String::new(),
-                    commit,
-                }
-            } else {
-                match self.build_until_reviewed(slot, base, tree, resume).await {
-                    Ok(reviewed) => reviewed,
-                    Err(outcome) => return *outcome,
-                }
-            };
+        let reviewed = if let Some(commit) = resume.as_ref().and_then(|r| r.passed_review(merge_hook)) {
+            Reviewed {
+                summary: String::new(),
+                commit,
+            }
+        } else {
+            match self.build_until_reviewed(slot, base, tree, resume).await {
+                Ok(reviewed) => reviewed,
+                Err(outcome) => return *outcome,
+            }
+        };
+        self.merge_reviewed(slot, target, branch, reviewed).await
+    }
+
+    /// Merges what passed review into the target: the reviewed commit (or, from an old log, `branch`).
+    pub(super) async fn merge_reviewed(
+        &self,
+        slot: &mut Slot,
+        target: &MergeTarget,
+        branch: &str,
+        reviewed: Reviewed,
+    ) -> UnitOutcome {
+        let Reviewed { summary, commit } = reviewed;
         self.state(UnitState::Merging, 0, None);
         let theirs = match &commit {
             Some(commit) => self.reviewed_commit(branch, commit).await,
@@ -282,9 +327,7 @@ impl UnitRun {
         resume: Option<Resume>,
     ) -> Result<Reviewed, Box<UnitOutcome>> {
         let mission = &self.mission;
-        let rt = &mission.rt;
         let fail = |reason: String| Box::new(self.failed(reason, String::new()));
-        let tools = toolbox(&tree.path, Role::Worker, &mission.config).map_err(|e| fail(e.to_string()))?;
         let can_spawn = self.depth < mission.config.max_depth
             && mission
                 .config
@@ -292,6 +335,29 @@ impl UnitRun {
                 .tools
                 .as_ref()
                 .is_none_or(|tools| tools.iter().any(|t| t == "spawn"));
+        let brief = worker_brief(mission, &self.unit, can_spawn);
+        let key = format!("worker:{}", self.unit.id);
+        let (mut session, hooks) = self
+            .worker_session(tree, key, can_spawn, brief, None)
+            .map_err(fail)?;
+        let first = resume.as_ref().map(|r| r.attempt.max(1)).unwrap_or(1);
+        let earlier = resume.map(Earlier::from).unwrap_or_default();
+        self.work_until_reviewed(slot, base, tree, &mut session, &hooks, first, &earlier)
+            .await
+    }
+
+    /// A worker session in `tree` under `key` (its transcript's), with `spawn` when `can_spawn`.
+    /// `candidate`: (its number, of how many) when it is one of a unit's best-of-N candidates.
+    pub(super) fn worker_session(
+        &self,
+        tree: &UnitTree,
+        key: String,
+        can_spawn: bool,
+        brief: String,
+        candidate: Option<(u32, u32)>,
+    ) -> Result<(Session, WorkerHooks), String> {
+        let mission = &self.mission;
+        let tools = toolbox(&tree.path, Role::Worker, &mission.config).map_err(|e| e.to_string())?;
         let extra = if can_spawn { vec![spawn_spec()] } else { Vec::new() };
         let hooks = WorkerHooks {
             mission: mission.clone(),
@@ -300,26 +366,42 @@ impl UnitRun {
             round: self.round,
             tree: tree.clone(),
             spawned: std::sync::atomic::AtomicBool::new(false),
+            candidate,
         };
         let spec = SessionSpec::new(
-            format!("worker:{}", self.unit.id),
+            key,
             Role::Worker,
             mission.config.role(Role::Worker).clone(),
             Arc::new(tools),
-            worker_brief(mission, &self.unit, can_spawn),
+            brief,
         )
         .unit(&self.unit.id)
         .extra_tools(extra)
         .tools_ready((!tree.is_ready()).then(|| tree.gate()));
-        let mut session = Session::new(rt, spec);
+        Ok((Session::new(&mission.rt, spec), hooks))
+    }
+
+    /// Attempts `first..=limits.unit_attempts` of `session`: each answer is committed, verified and
+    /// reviewed; feedback goes back to the same session. `earlier`: what an earlier run judged.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn work_until_reviewed(
+        &self,
+        slot: &mut Slot,
+        base: &str,
+        tree: &UnitTree,
+        session: &mut Session,
+        hooks: &WorkerHooks,
+        first: u32,
+        earlier: &Earlier,
+    ) -> Result<Reviewed, Box<UnitOutcome>> {
+        let mission = &self.mission;
+        let rt = &mission.rt;
+        let fail = |reason: String| Box::new(self.failed(reason, String::new()));
         let attempts = mission.config.unit_attempts;
-        let first = resume.as_ref().map(|r| r.attempt.max(1)).unwrap_or(1);
-        let known_hooks = resume.as_ref().map(|r| r.merge_hooks.clone()).unwrap_or_default();
-        let known_reviews = resume.map(|r| r.reviews).unwrap_or_default();
         let mut last_feedback = String::new();
         for attempt in first..=attempts {
             self.state(UnitState::Running, attempt, None);
-            let end = session.run(rt, &hooks, slot).await;
+            let end = session.run(rt, hooks, slot).await;
             // From here on the worktree itself is needed (it is ready unless its creation failed).
             let worktree = tree
                 .get()
@@ -364,7 +446,7 @@ impl UnitRun {
             // A claim of work with nothing to show is not passed on silently (a failed `write`
             // followed by "Wrote x." looks like this): the worker hears what the runtime saw.
             if self.changed_nothing(base, &verified).await && !claims_no_change(&summary) {
-                last_feedback = self.attempt_failed(attempt, no_change_feedback(&session));
+                last_feedback = self.attempt_failed(attempt, no_change_feedback(session));
                 if attempt < attempts {
                     session.push_user(last_feedback.clone());
                 }
@@ -378,8 +460,8 @@ impl UnitRun {
                     &verified,
                     attempt,
                     Known {
-                        review: known_reviews.get(&attempt),
-                        merge_hook: known_hooks.get(&attempt),
+                        review: earlier.reviews.get(&attempt),
+                        merge_hook: earlier.merge_hooks.get(&attempt),
                     },
                 )
                 .await?
@@ -428,7 +510,7 @@ impl UnitRun {
     }
 
     /// Whether the unit's commit has the same tree as its base: the worker changed no file.
-    async fn changed_nothing(&self, base: &str, commit: &str) -> bool {
+    pub(super) async fn changed_nothing(&self, base: &str, commit: &str) -> bool {
         self.mission.repo.same_tree(base, commit).await.unwrap_or(false)
     }
 
@@ -472,7 +554,8 @@ impl UnitRun {
         match result? {
             Some(feedback) => Ok(Some(feedback)),
             None => {
-                self.before_merge(base, worktree, verified, attempt, known.merge_hook)
+                let branch = self.mission.branch(&self.unit.id);
+                self.before_merge(&branch, base, worktree, verified, attempt, known.merge_hook)
                     .await
             }
         }
@@ -480,8 +563,9 @@ impl UnitRun {
 
     /// The `before_merge` hook on the reviewed commit, in the unit's worktree: a veto is the
     /// worker's feedback, as a failed review is. A verdict an earlier run recorded is not asked again.
-    async fn before_merge(
+    pub(super) async fn before_merge(
         &self,
+        branch: &str,
         base: &str,
         worktree: &Worktree,
         verified: &str,
@@ -495,7 +579,6 @@ impl UnitRun {
         let run = match known {
             Some(run) => run.clone(),
             None => {
-                let branch = mission.branch(&self.unit.id);
                 let call = HookCall {
                     kind: HookKind::BeforeMerge,
                     dir: worktree.path(),
@@ -504,7 +587,7 @@ impl UnitRun {
                     unit: Some(&self.unit.id),
                     attempt: Some(attempt),
                     env: vec![
-                        ("ORCHESTRATOR_BRANCH", branch.clone()),
+                        ("ORCHESTRATOR_BRANCH", branch.to_string()),
                         ("ORCHESTRATOR_BASE_COMMIT", base.to_string()),
                         ("ORCHESTRATOR_COMMIT", verified.to_string()),
                     ],
@@ -539,7 +622,7 @@ impl UnitRun {
 
     /// After verification: failing evidence goes back to the worker, passing evidence to a review.
     #[allow(clippy::too_many_arguments)]
-    async fn review_verified(
+    pub(super) async fn review_verified(
         &self,
         slot: &mut Slot,
         base: &str,
@@ -563,11 +646,7 @@ impl UnitRun {
         }
         if !all_passed(evidence) {
             // Failing evidence fails the unit without spending a review.
-            return Ok(Some(format!(
-                "Stage 1 verification failed: the runtime ran the build and tests on your committed work.\n\n{}\n\
-                 Fix the problem, run the tests yourself, then answer with a short summary.",
-                verify::describe(evidence)
-            )));
+            return Ok(Some(verification_feedback(evidence)));
         }
         self.state(UnitState::Reviewing, attempt, None);
         let review = match known_review {
@@ -610,6 +689,15 @@ impl UnitRun {
     }
 }
 
+/// What a worker is told when the runtime's build or tests failed on its committed work.
+pub(super) fn verification_feedback(evidence: &[orchestrator_protocol::Evidence]) -> String {
+    format!(
+        "Stage 1 verification failed: the runtime ran the build and tests on your committed work.\n\n{}\n\
+         Fix the problem, run the tests yourself, then answer with a short summary.",
+        verify::describe(evidence)
+    )
+}
+
 pub(super) fn review_feedback(review: &Review) -> String {
     let mut text = format!("Stage 1 review failed: {}\n", review.summary.trim());
     for issue in &review.issues {
@@ -630,7 +718,7 @@ const FINDINGS_CHARS: usize = 6_000;
 const FINDINGS_DIFF_CHARS: usize = 4_000;
 
 /// What a failed unit hands its retry: what its last attempt was told, then the diff it left.
-fn findings(last_feedback: &str, diff: Option<&str>) -> String {
+pub(super) fn findings(last_feedback: &str, diff: Option<&str>) -> String {
     let mut text = crate::prompts::cut(last_feedback, FINDINGS_CHARS);
     if let Some(diff) = diff.filter(|d| !d.trim().is_empty()) {
         let diff = crate::prompts::cut(diff, FINDINGS_DIFF_CHARS);
@@ -648,12 +736,12 @@ fn findings(last_feedback: &str, diff: Option<&str>) -> String {
 /// changed nothing).
 const NO_CHANGE: &str = "NO CHANGE NEEDED";
 
-fn claims_no_change(summary: &str) -> bool {
+pub(super) fn claims_no_change(summary: &str) -> bool {
     summary.trim_start().to_ascii_uppercase().starts_with(NO_CHANGE)
 }
 
 /// What the runtime saw of an attempt that changed nothing, with the last failed tool call if any.
-fn no_change_feedback(session: &Session) -> String {
+pub(super) fn no_change_feedback(session: &Session) -> String {
     let failed = session.messages.iter().rev().find_map(|m| match m {
         orchestrator_model::Message::Tool {
             content,

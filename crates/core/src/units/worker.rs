@@ -38,6 +38,18 @@ pub(super) fn worker_brief(mission: &Mission, unit: &UnitSpec, can_spawn: bool) 
     text
 }
 
+/// A best-of-N candidate's brief: the unit's, and that others build it too.
+pub(super) fn candidate_brief(mission: &Mission, unit: &UnitSpec, number: u32, of: u32) -> String {
+    let mut text = worker_brief(mission, unit, false);
+    let _ = write!(
+        text,
+        "\n# Candidate {number} of {of}\n{of} workers build this unit side by side, each in its own \
+         worktree; the runtime verifies each one and a reviewer keeps the best that passes. Build it \
+         whole, your own way; splitting it with `spawn` is not offered to candidates.\n"
+    );
+    text
+}
+
 pub(super) fn spawn_spec() -> ToolSpec {
     ToolSpec {
         name: "spawn".into(),
@@ -77,6 +89,8 @@ pub(super) struct WorkerHooks {
     pub(super) tree: UnitTree,
     /// Whether this session's unit has split itself already: a unit splits once.
     pub(super) spawned: std::sync::atomic::AtomicBool,
+    /// Best of N: (this candidate's number, of how many), for a candidate's session.
+    pub(super) candidate: Option<(u32, u32)>,
 }
 
 #[async_trait]
@@ -108,7 +122,12 @@ impl SessionHooks for WorkerHooks {
 
     fn not_offered(&self, name: &str, offered: &[String]) -> String {
         if name == "spawn" {
-            let why = if self.depth < self.mission.config.max_depth {
+            let why = if let Some((number, of)) = self.candidate {
+                format!(
+                    "you are candidate {number} of {of} building this unit side by side, and candidates \
+                     build their unit whole (sub-units of {of} candidates would multiply the work)"
+                )
+            } else if self.depth < self.mission.config.max_depth {
                 "workers of this mission are not offered `spawn` (`[roles.worker] tools`)".to_string()
             } else {
                 format!(
@@ -129,7 +148,7 @@ impl SessionHooks for WorkerHooks {
 }
 
 /// What one unit is assumed to cost before any unit of the mission has finished.
-const DEFAULT_UNIT_TOKENS: u64 = 30_000;
+pub(super) const DEFAULT_UNIT_TOKENS: u64 = 30_000;
 
 impl WorkerHooks {
     /// A unit splits once. A second `spawn` would get children numbered like the first ones (ids are

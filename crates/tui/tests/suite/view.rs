@@ -276,6 +276,7 @@ fn waiting_plan() -> (App, Arc<Sent>) {
         description: format!("{title}, with tests."),
         depends_on: deps.iter().map(|d| d.to_string()).collect(),
         files: vec![],
+        attempts: None,
     };
     events.push(orchestrator_protocol::EventEnvelope {
         seq: events.len() as u64,
