@@ -15,6 +15,10 @@
 //! - `ANSWER <text>` — the worker's final answer, instead of "Done: wrote …".
 //! - `BIGFILE <path> <chars>` — write a file of that many filler characters (long conversations
 //!   from short descriptions, to exercise context compaction).
+//! - `CANDIDATE <n>: <directive>` — best of N: the directive applies only to candidate n (its brief
+//!   has `# Candidate <n> of <m>`; a worker that is no candidate counts as candidate 1).
+//! - `PICK <value> <reasons>` — best of N: what the comparing reviewer sends as `pick` (a number, or
+//!   `none` to leave it out), one `PICK` per `submit_review` call in order, the last one repeated.
 //!
 //! Decisions are made from the conversation alone (no per-session memory), so any number of sessions
 //! can run at once; only review and plan counters are shared.
@@ -280,6 +284,12 @@ impl ScriptedMission {
     }
 
     fn reviewer(&self, request: &SeenRequest) -> Reply {
+        if request
+            .first_user_text()
+            .contains("# Candidates that passed verification: ")
+        {
+            return compare(request);
+        }
         let title = request
             .first_user_text()
             .lines()
@@ -370,11 +380,47 @@ impl ScriptedMission {
     }
 }
 
+/// Best of N: the comparing reviewer sends the `PICK` directive for this call (the first passing
+/// candidate when there is none) and passes the candidate it names.
+fn compare(request: &SeenRequest) -> Reply {
+    let first = request.first_user_text();
+    let calls = request
+        .tool_results()
+        .iter()
+        .filter(|(c, _, _)| c.name == "submit_review")
+        .count();
+    let picks = directives(first, "PICK");
+    let chosen = picks.get(calls).or(picks.last()).copied();
+    let passing: String = first
+        .lines()
+        .find_map(|l| l.strip_prefix("# Candidates that passed verification: "))
+        .and_then(|list| list.split(',').next())
+        .unwrap_or("1")
+        .trim()
+        .to_string();
+    let (pick, reasons) = match chosen {
+        Some(directive) => {
+            let (pick, reasons) = directive.split_once(' ').unwrap_or((directive, "it is the best"));
+            (pick.to_string(), reasons.to_string())
+        }
+        None => (passing, "the first one is fine".to_string()),
+    };
+    let mut arguments = json!({"verdict": "pass", "summary": reasons});
+    if pick != "none" {
+        arguments["pick"] = pick
+            .parse::<u64>()
+            .map(Value::from)
+            .unwrap_or(Value::String(pick));
+    }
+    call("submit_review", arguments)
+}
+
 /// A worker acts out its unit's directives, one tool call per turn, then answers. What is done is read
 /// from the conversation itself (earlier calls, and files a compaction summary lists), so the worker
 /// picks up where it was after its older turns were summarised away.
 fn worker(request: &SeenRequest) -> Reply {
-    let description = unit_description(request.first_user_text());
+    let first = request.first_user_text();
+    let description = for_candidate(&unit_description(first), candidate_number(first));
     let feedback = request.messages.iter().rposition(is_feedback);
     let actions = match feedback {
         None => first_actions(&description),
@@ -499,6 +545,32 @@ fn compactor(request: &SeenRequest) -> Reply {
     }
     let listed: Vec<String> = files.iter().map(|f| format!("`{f}`")).collect();
     Reply::Text(format!("Files written so far: {}.", listed.join(", ")))
+}
+
+/// Best of N: the candidate a worker is, from its brief's `# Candidate <n> of <m>` (1 otherwise).
+fn candidate_number(first: &str) -> u32 {
+    first
+        .lines()
+        .find_map(|l| l.strip_prefix("# Candidate "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// The description as candidate `number` acts on it: its own `CANDIDATE <n>:` lines (prefix off),
+/// the other candidates' left out.
+fn for_candidate(description: &str, number: u32) -> String {
+    description
+        .lines()
+        .filter_map(|line| match line.trim().strip_prefix("CANDIDATE ") {
+            Some(rest) => {
+                let (n, directive) = rest.split_once(':')?;
+                (n.trim().parse::<u32>().ok()? == number).then(|| directive.trim().to_string())
+            }
+            None => Some(line.to_string()),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The unit's description: the text after the `# Your unit:` heading, up to the next heading-less note.

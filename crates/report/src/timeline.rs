@@ -42,6 +42,7 @@ fn line<'a>(event: &'a Event, attempts: &mut HashMap<&'a str, u32>) -> Option<St
         | Event::PlanAccepted { .. }
         | Event::PlanRejected { .. }
         | Event::UnitsSpawned { .. }
+        | Event::CandidatePicked { .. }
         | Event::MergeConflict { .. }
         | Event::Merged { .. }
         | Event::RoundFinished { .. }
@@ -53,6 +54,7 @@ fn line<'a>(event: &'a Event, attempts: &mut HashMap<&'a str, u32>) -> Option<St
         | Event::MissionFinished { .. } => describe(event),
         // Failures explain the retries that follow them; passing runs and reviews are in their sections.
         Event::EvidenceRecorded { evidence, .. } if !evidence.passed() => describe(event),
+        Event::CandidateFinished { passed: false, .. } => describe(event),
         Event::ReviewFinished { unit: None, .. } => describe(event),
         Event::ReviewFinished { review, .. } if review.verdict == Verdict::Fail => describe(event),
         _ => None,

@@ -102,6 +102,36 @@ pub fn describe(event: &Event) -> Option<String> {
             },
             first_line(&review.summary)
         ),
+        Event::CandidateFinished {
+            unit,
+            candidate,
+            of,
+            passed,
+            detail,
+            ..
+        } => format!(
+            "{unit}: candidate {candidate} of {of} {}{}",
+            if *passed { "passed verification" } else { "is out" },
+            match (passed, detail) {
+                (false, Some(detail)) => format!(": {}", first_line(detail)),
+                _ => String::new(),
+            }
+        ),
+        Event::CandidatePicked {
+            unit,
+            candidate,
+            reasons,
+            by_runtime,
+            ..
+        } => format!(
+            "{unit}: candidate {candidate} kept{} — {}",
+            if *by_runtime {
+                " by the runtime's rule"
+            } else {
+                " by the reviewer"
+            },
+            first_line(reasons)
+        ),
         Event::MergeConflict { unit, files, attempt } => format!(
             "{unit}: merge conflict in {} (resolver attempt {attempt})",
             files.join(", ")

@@ -511,6 +511,8 @@ impl MissionView {
             | Event::UnitPrepared { unit, .. }
             | Event::MergeConflict { unit, .. }
             | Event::UserMessage { unit, .. }
+            | Event::CandidateFinished { unit, .. }
+            | Event::CandidatePicked { unit, .. }
             | Event::Merged { unit, .. } => Some(unit.clone()),
             Event::UnitsSpawned { parent, .. } => Some(parent.clone()),
             Event::EvidenceRecorded { unit, .. } | Event::ReviewFinished { unit, .. } => unit.clone(),
