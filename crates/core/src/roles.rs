@@ -630,7 +630,11 @@ pub async fn compare_candidates(
         Err(e) => return Err(SessionEnd::ModelFailed(e.to_string())),
     };
     let spec = SessionSpec::new(
-        format!("reviewer:{}:candidates:{}", unit.id, mission.run_index),
+        format!(
+            "reviewer:{}:candidates:{}",
+            unit.id,
+            mission.replay.last_seq.map_or(0, |seq| seq + 1)
+        ),
         Role::Reviewer,
         mission.config.role(Role::Reviewer).clone(),
         tools,

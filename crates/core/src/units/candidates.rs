@@ -165,7 +165,10 @@ impl UnitRun {
         };
         candidate.worktree = Some(worktree.clone());
         let tree = UnitTree::ready(worktree.clone());
-        let key = format!("worker:{}:c{number}:{}", self.unit.id, mission.run_index);
+        // A fresh session for every round, also for a round run again after a resume: the log's
+        // length names this run (no run of the mission appends to it after another starts).
+        let run = mission.replay.last_seq.map_or(0, |seq| seq + 1);
+        let key = format!("worker:{}:c{number}:{run}", self.unit.id);
         let brief = candidate_brief(mission, &self.unit, number, of);
         let (mut session, hooks) = match self.worker_session(&tree, key, false, brief, Some((number, of))) {
             Ok(made) => made,
