@@ -193,3 +193,142 @@ async fn attempts_out_of_bounds_are_refused_before_any_model_call() {
     );
     assert!(server.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_passing_is_reviewed_alone_and_none_passing_lets_the_first_go_on_with_its_findings() {
+    // Only candidate 2 passes: no comparison, its own review, and it is merged.
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Write a",
+            "CANDIDATE 1: FILE a.txt := broken\nCANDIDATE 2: FILE a.txt := two\nCANDIDATE 3: FILE a.txt := broken 3",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Write a")
+        .arg("--attempts")
+        .arg("3")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("two"));
+    let picked = &done.events_of("candidate_picked")[0];
+    assert_eq!(picked["candidate"], 2);
+    assert_eq!(picked["by_runtime"], true);
+    assert!(requests_of(&server, "reviewer")
+        .iter()
+        .all(|r| !r.first_user_text().contains("# Candidates that passed")));
+    assert_nothing_left(&repo);
+
+    // None passes: candidate 1 hears its failure and fixes it in attempt 2; the others are gone.
+    let config = CONFIG.replace("unit_attempts = 1", "unit_attempts = 2");
+    let repo = TestRepo::new(&[("orchestrator.toml", &config)]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Write a",
+            "FILE a.txt := broken\nCANDIDATE 1: FIX a.txt := fixed by one\nCANDIDATE 2: FIX a.txt := fixed by two",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let done = Run::task("Write a")
+        .arg("--attempts")
+        .arg("2")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("fixed by one"));
+    let picked = &done.events_of("candidate_picked")[0];
+    assert_eq!(picked["candidate"], 1);
+    assert_eq!(picked["passing"], serde_json::json!([]));
+    let attempts: Vec<u64> = done
+        .events_of("unit_state")
+        .iter()
+        .filter(|e| e["unit"] == "a" && e["state"] == "running")
+        .filter_map(|e| e["attempt"].as_u64())
+        .collect();
+    assert_eq!(attempts, [1, 2], "the round is attempt 1; the fix attempt 2");
+    assert_nothing_left(&repo);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_that_cannot_pay_for_every_candidate_runs_fewer_and_says_so() {
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let server = fake(three_candidates(&["3 the best"])).await;
+    let done = Run::task("Write a")
+        .arg("--attempts")
+        .arg("3")
+        .arg("--budget-tokens")
+        .arg("50000")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let notices = done.notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("a: 3 candidates would need about 90000 tokens")
+                && n.contains("1 build it instead")),
+        "{notices:?}"
+    );
+    assert!(done.events_of("candidate_finished").is_empty(), "built alone");
+    // Built alone, the unit is candidate 1's directives' worker: its broken file fails, never merged.
+    assert_ne!(repo.read("a.txt").as_deref(), Some("broken"));
+}
+
+/// A kill while the candidates' work waits for the comparing review leaves their worktrees and
+/// branches; `resume` removes them and runs the round again from the start, then merges the pick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_killed_before_its_pick_runs_again_on_resume_and_leaves_nothing() {
+    use orchestrator_fake_model::script::role_of;
+    let config = format!("{CONFIG}candidates = 3\n");
+    let repo = TestRepo::new(&[("orchestrator.toml", &config)]);
+    let comparing = |r: &orchestrator_fake_model::SeenRequest| {
+        role_of(r) == "reviewer"
+            && r.first_user_text()
+                .contains("# Candidates that passed verification")
+    };
+    let (server, _) =
+        super::durability::crash_then_resume(Box::new(comparing), three_candidates(&["3 the best"]), &repo)
+            .await;
+    let left: Vec<String> = repo
+        .branches()
+        .into_iter()
+        .filter(|b| b.contains("/u/a@c"))
+        .collect();
+    assert_eq!(left.len(), 3, "the kill left the candidates' branches: {left:?}");
+
+    let done = Run::cmd(&["resume", "--json"]).openai(&server).run(&repo).await;
+    done.assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("three"));
+    assert_eq!(
+        done.events_of("candidate_finished").len(),
+        3,
+        "the round ran again"
+    );
+    let picked = done.events_of("candidate_picked");
+    let finished = done.events_of("candidate_finished");
+    assert_eq!(
+        picked[0]["candidate"],
+        3,
+        "{picked:?} {finished:?} {:?}",
+        done.notices()
+    );
+    // New sessions for the new round: each candidate's first request came twice, once per run.
+    let fresh = requests_of(&server, "worker")
+        .iter()
+        .filter(|r| r.assistant_turns() == 0 && r.first_user_text().contains("# Candidate 2 of 3"))
+        .count();
+    assert_eq!(fresh, 2);
+    assert_nothing_left(&repo);
+}
