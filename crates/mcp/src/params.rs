@@ -186,6 +186,7 @@ impl StartMissionParams {
             ("--max-depth", settings.max_depth.map(u64::from)),
             ("--rounds", settings.rounds.map(u64::from)),
             ("--budget-tokens", settings.budget_tokens),
+            ("--attempts", settings.attempts.map(u64::from)),
         ];
         for (flag, value) in numbers {
             if let Some(value) = value {
@@ -261,6 +262,15 @@ mod tests {
             serde_json::from_value(serde_json::json!({"objective": "x", "approve_plan": true})).unwrap();
         let args = params.task_args(std::path::Path::new("/r"));
         assert!(args.iter().any(|a| a == "--approve-plan"), "{args:?}");
+        // Best of N is passed on, never silently dropped.
+        let params: StartMissionParams =
+            serde_json::from_value(serde_json::json!({"objective": "x", "attempts": 3})).unwrap();
+        let args = params.task_args(std::path::Path::new("/r"));
+        let at = args
+            .iter()
+            .position(|a| a == "--attempts")
+            .expect("--attempts is passed");
+        assert_eq!(args[at + 1], "3");
         let answer: ApprovePlanParams =
             serde_json::from_value(serde_json::json!({"answer": "reject", "feedback": "f"})).unwrap();
         assert_eq!(answer.feedback.as_deref(), Some("f"));

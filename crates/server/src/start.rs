@@ -104,15 +104,21 @@ fn yes() -> bool {
 /// What a start request looks like, for error messages.
 pub const EXPECTED_BODY: &str =
     "Expected a JSON object like {\"repo\": \"/abs/path/to/repo\", \"objective\": \"...\"} \
-     with optional max_parallel, max_depth, rounds, model, provider, budget_tokens, no_verify, approve_plan, allow_dirty, apply, abandon_interrupted.";
+     with optional max_parallel, max_depth, rounds, model, provider, budget_tokens, attempts, no_verify, approve_plan, allow_dirty, apply, abandon_interrupted.";
 
 /// The request's numbers, each limited as the flag and config key of the same name are
 /// (`orchestrator_core::config::bound_of`): a request cannot ask for more than a command line could.
-const BOUNDED_FIELDS: &[&str] = &["max_parallel", "max_depth", "rounds", "budget_tokens"];
+const BOUNDED_FIELDS: &[&str] = &["max_parallel", "max_depth", "rounds", "budget_tokens", "attempts"];
 
 /// What a bounded field may be, in words: "between 1 and 256", "at least 1000".
 fn allowed_range(field: &str) -> Option<(std::ops::RangeInclusive<u64>, &'static str, String)> {
-    let (range, meaning) = orchestrator_core::config::bound_of(field)?;
+    // `attempts` is named for its flag (`--attempts`); its config key is `limits.candidates`.
+    let key = if field == "attempts" {
+        "limits.candidates"
+    } else {
+        field
+    };
+    let (range, meaning) = orchestrator_core::config::bound_of(key)?;
     let words = if *range.end() == u64::MAX {
         format!("at least {}", range.start())
     } else {
@@ -157,9 +163,16 @@ impl StartRequest {
             s.max_depth.map(u64::from),
             s.rounds.map(u64::from),
             s.budget_tokens,
+            s.attempts.map(u64::from),
         ];
-        for (field, value) in BOUNDED_FIELDS.iter().zip(given) {
-            let (Some(value), Some((range, meaning, words))) = (value, allowed_range(field)) else {
+        // `attempts` is the flag's name (`--attempts`); its config key is `limits.candidates`.
+        let fields = BOUNDED_FIELDS
+            .iter()
+            .map(|f| (*f, *f))
+            .chain([("attempts", "limits.candidates")]);
+        let given = given.into_iter().chain([s.attempts.map(u64::from)]);
+        for ((field, key), value) in fields.zip(given) {
+            let (Some(value), Some((range, meaning, words))) = (value, allowed_range(key)) else {
                 continue;
             };
             if !range.contains(&value) {

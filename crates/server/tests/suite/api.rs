@@ -570,6 +570,9 @@ async fn numbers_beyond_the_configs_bounds_are_refused_naming_the_field() {
         ("rounds", json!(0), "rounds is 0", "between 1 and 50"),
         ("rounds", json!(51), "rounds is 51", "between 1 and 50"),
         ("budget_tokens", json!(10), "budget_tokens is 10", "at least 1000"),
+        ("attempts", json!(6), "attempts is 6", "between 1 and 5"),
+        ("attempts", json!(0), "attempts is 0", "between 1 and 5"),
+        ("attempts", json!(-3), "attempts", "between 1 and 5"),
         // Not a whole number that fits: serde's words, then the range.
         ("max_parallel", json!(-1), "max_parallel", "between 1 and 256"),
         ("rounds", json!(1e12), "rounds", "between 1 and 50"),
