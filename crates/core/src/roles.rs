@@ -826,6 +826,69 @@ mod tests {
         assert_eq!(review.verdict, Verdict::Fail);
     }
 
+    fn pick_hook() -> PickHook {
+        PickHook {
+            passing: vec![2, 3],
+            failed: vec![1],
+            asked_again: std::sync::atomic::AtomicBool::new(false),
+            result: Mutex::new(None),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_pick_is_taken_and_a_lying_one_is_asked_again_once() {
+        let mut slot = Slot::unshared();
+        let hook = pick_hook();
+        let good = json!({"pick": 3, "verdict": "pass", "summary": "3 handles the empty input"});
+        let (finished, text) = said(&hook.call("submit_review", good, &mut slot).await);
+        assert!(finished && text.contains("candidate 3 is kept"), "{text}");
+        let taken = hook.result.lock().unwrap().take().unwrap();
+        assert_eq!(taken.0, Some(3));
+
+        // The failed candidate, then a missing one: asked again once, then recorded without a pick.
+        let hook = pick_hook();
+        let failed = json!({"pick": 1, "verdict": "pass", "summary": "1"});
+        let (finished, text) = said(&hook.call("submit_review", failed, &mut slot).await);
+        assert!(!finished, "{text}");
+        assert!(
+            text.contains("candidate 1 failed verification") && text.contains("are 2, 3"),
+            "{text}"
+        );
+        let ghost = json!({"pick": 9, "verdict": "pass", "summary": "9"});
+        let (finished, text) = said(&hook.call("submit_review", ghost, &mut slot).await);
+        assert!(finished && text.contains("there is no candidate 9"), "{text}");
+        assert!(text.contains("keeps candidate 2"), "{text}");
+        assert_eq!(hook.result.lock().unwrap().take().unwrap().0, None);
+    }
+
+    #[tokio::test]
+    async fn a_pick_that_is_no_number_or_missing_is_never_taken() {
+        let mut slot = Slot::unshared();
+        for junk in [
+            json!("3"),
+            json!(-2),
+            json!(2.5),
+            json!(u64::MAX),
+            json!(null),
+            json!([3]),
+        ] {
+            let hook = pick_hook();
+            let call = json!({"pick": junk, "verdict": "pass", "summary": "s"});
+            let (finished, text) = said(&hook.call("submit_review", call, &mut slot).await);
+            assert!(!finished && text.contains("Not recorded"), "{junk}: {text}");
+        }
+        let hook = pick_hook();
+        let none = json!({"verdict": "pass", "summary": "all fine"});
+        let (finished, text) = said(&hook.call("submit_review", none, &mut slot).await);
+        assert!(!finished && text.contains("no `pick` was given"), "{text}");
+        // A review that breaks the schema is sent back without using up the one re-ask.
+        let hook = pick_hook();
+        let broken = json!({"pick": 2, "verdict": "maybe", "summary": "s"});
+        let (finished, _) = said(&hook.call("submit_review", broken, &mut slot).await);
+        assert!(!finished);
+        assert!(!hook.asked_again.load(std::sync::atomic::Ordering::Relaxed));
+    }
+
     #[tokio::test]
     async fn a_failing_review_with_issues_and_a_pass_are_taken_at_once() {
         let mut slot = Slot::unshared();
