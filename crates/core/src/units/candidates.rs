@@ -515,10 +515,11 @@ impl UnitRun {
         }
     }
 
-    /// Removes a candidate's worktree; its branch goes with the run's finished branches.
+    /// Removes a candidate's worktree (once: a loser is discarded as soon as the pick is made, and
+    /// again with the rest when the unit ends); its branch goes with the run's finished branches.
     async fn discard(&self, candidate: &Candidate, keep_branch: bool) {
         let repo = &self.mission.repo;
-        if candidate.worktree.is_some() || candidate.path.exists() {
+        if candidate.path.exists() {
             if let Err(e) = repo.remove_worktree(&candidate.path).await {
                 tracing::warn!("cannot remove worktree {}: {e}", candidate.path.display());
             }
