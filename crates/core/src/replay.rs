@@ -404,6 +404,7 @@ mod tests {
             description: "d".into(),
             depends_on: vec![],
             files: vec![],
+            attempts: None,
         };
         let run = |hook, unit: Option<&str>, attempt: Option<u32>, exit_code| HookRun {
             hook,
