@@ -55,6 +55,9 @@ pub struct FileConfig {
     /// Per model name prefix: USD per million input and output tokens.
     #[serde(default)]
     pub prices: PriceTable,
+    /// The user's MCP servers (`[mcp.<name>]`), offered as tools to the roles that list them.
+    #[serde(default)]
+    pub mcp: BTreeMap<String, McpFile>,
     /// The file this layer was read from, so a bad value can be traced to it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -204,6 +207,34 @@ pub struct RoleFile {
     /// The only tools this role is offered (of `read`, `list`, `glob`, `grep`, `bash`, `write`, `edit`,
     /// `insert`, `spawn`); its submit tool is always offered. Unset: every tool the role may have.
     pub tools: Option<Vec<String>>,
+    /// The `[mcp.<name>]` servers whose tools this role is offered.
+    pub mcp: Option<Vec<String>>,
+}
+
+/// One `[mcp.<name>]` server as written: a program the orchestrator starts and talks to over stdio.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpFile {
+    /// The program and its arguments, e.g. `["npx", "-y", "@acme/docs-mcp"]`.
+    pub command: Option<Vec<String>>,
+    /// A streamable-HTTP server's address: refused for now, with what to do instead.
+    pub url: Option<String>,
+    /// More environment variables the server gets from ours (names; `PREFIX_*`), as `[sandbox] env`.
+    pub env: Option<Vec<String>>,
+    /// Where it runs, relative to the mission's base worktree (default: that worktree's root).
+    pub cwd: Option<String>,
+    /// The most one call may take (default 60).
+    pub timeout_secs: Option<u64>,
+    /// The only tools of the server that are offered (default: all, up to the bound).
+    pub tools: Option<Vec<String>>,
+    /// Confine the server like an agent's command that may not write (default: true when the
+    /// mission's sandbox is on).
+    pub sandbox: Option<bool>,
+    /// Let a confined server open TCP connections (default: false).
+    pub network: Option<bool>,
+    /// The file this server was defined in (set when layers are merged).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// Tools a role can be limited to: the toolbox's and the worker's `spawn`.
@@ -221,6 +252,8 @@ pub struct RoleSettings {
     pub budget_tokens: Option<u64>,
     /// The only tools the role is offered (`None`: all it may have).
     pub tools: Option<Vec<String>>,
+    /// The `[mcp.<name>]` servers whose tools the role is offered.
+    pub mcp: Vec<String>,
     /// The model's context window in tokens, and the share of it at which the session compacts.
     pub context_window: u64,
     pub compact_at: f64,
@@ -370,6 +403,8 @@ pub struct Config {
     /// built-in ones; the files' settings are already in `roles`.
     pub role_prompts: BTreeMap<Role, RolePrompt>,
     pub hooks: crate::hooks::HookSettings,
+    /// The user's MCP servers, by name (only those some role lists are started).
+    pub mcp: BTreeMap<String, McpServerSettings>,
 }
 
 /// A role's prompt from its role file.
@@ -379,6 +414,21 @@ pub struct RolePrompt {
     pub path: String,
     /// The body, under the `# Role: <name>` line the runtime writes.
     pub prompt: String,
+}
+
+/// One `[mcp.<name>]` server, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpServerSettings {
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    /// Relative to the mission's base worktree (absolute when written so).
+    pub cwd: Option<PathBuf>,
+    pub timeout: Duration,
+    pub tools: Option<Vec<String>>,
+    pub sandbox: bool,
+    pub network: bool,
+    /// The file that defined it, for messages.
+    pub source: String,
 }
 
 impl Config {
@@ -500,9 +550,123 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
         },
         role_prompts: BTreeMap::new(),
         hooks: crate::hooks::resolve(layers, &merged.hooks)?,
+        mcp: BTreeMap::new(),
     };
+    let sandbox_on = config.sandbox.enabled;
+    let mut config = config;
+    config.mcp = resolve_mcp(&merged, sandbox_on)?;
+    check_role_mcp(&config)?;
     check(&config)?;
     Ok(config)
+}
+
+/// The most `[mcp.<name>]` servers a config may define: each is a process for the whole mission.
+pub const MAX_MCP_SERVERS: usize = 16;
+/// The longest MCP server name: it prefixes each of its tools' names (`mcp__<name>__<tool>`), which
+/// model APIs cap at 64 characters.
+pub const MAX_MCP_NAME: usize = 24;
+/// A call to an MCP server's tool when `timeout_secs` is not set.
+pub const DEFAULT_MCP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Checks every `[mcp.<name>]` server; each error names the server, the file and what to change.
+fn resolve_mcp(merged: &FileConfig, sandbox_on: bool) -> Result<BTreeMap<String, McpServerSettings>> {
+    if merged.mcp.len() > MAX_MCP_SERVERS {
+        return Err(EngineError::Usage(format!(
+            "{} [mcp.*] servers are configured; at most {MAX_MCP_SERVERS} are allowed.",
+            merged.mcp.len()
+        )));
+    }
+    merged
+        .mcp
+        .iter()
+        .map(|(name, file)| Ok((name.clone(), resolve_mcp_server(name, file, sandbox_on)?)))
+        .collect()
+}
+
+fn resolve_mcp_server(name: &str, file: &McpFile, sandbox_on: bool) -> Result<McpServerSettings> {
+    let source = file
+        .source
+        .as_ref()
+        .map_or_else(|| "the config".to_string(), |p| p.display().to_string());
+    let bad = |what: String| EngineError::Usage(format!("[mcp.{name}] in {source}: {what}"));
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_MCP_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !name_ok {
+        return Err(bad(format!(
+            "the server's name must be 1 to {MAX_MCP_NAME} letters, digits, `_` or `-` (it begins its tools' names)"
+        )));
+    }
+    if file.url.is_some() {
+        return Err(bad(
+            "`url` (streamable-HTTP) servers are not supported yet; run the server over stdio with              `command = [\"program\", \"arg\"]`, or through a stdio bridge such as `npx mcp-remote URL`"
+                .into(),
+        ));
+    }
+    let command = file.command.clone().unwrap_or_default();
+    match command.first() {
+        None => {
+            return Err(bad(
+                "set `command = [\"program\", \"arg\", ...]`: the program that serves MCP on stdio".into(),
+            ))
+        }
+        Some(program) if program.trim().is_empty() => {
+            return Err(bad("the first element of `command` (the program) is empty".into()))
+        }
+        Some(_) => {}
+    }
+    let timeout_secs = file.timeout_secs.unwrap_or(DEFAULT_MCP_TIMEOUT.as_secs());
+    if !(1..=3600).contains(&timeout_secs) {
+        return Err(bad(format!(
+            "`timeout_secs` is {timeout_secs}; one call's time must be between 1 and 3600 seconds"
+        )));
+    }
+    if file.tools.as_ref().is_some_and(Vec::is_empty) {
+        return Err(bad(
+            "`tools = []` offers nothing; list the tools to offer, or leave `tools` out for all".into(),
+        ));
+    }
+    Ok(McpServerSettings {
+        command,
+        env: file.env.clone().unwrap_or_default(),
+        cwd: file
+            .cwd
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+            .map(expand_home),
+        timeout: Duration::from_secs(timeout_secs),
+        tools: file.tools.clone(),
+        sandbox: file.sandbox.unwrap_or(sandbox_on),
+        network: file.network.unwrap_or(false),
+        source,
+    })
+}
+
+/// Every server a role lists is configured, and the sessions can use it.
+fn check_role_mcp(config: &Config) -> Result<()> {
+    for (role, settings) in &config.roles {
+        if config.provider == Provider::OpenCode && !settings.mcp.is_empty() {
+            return Err(EngineError::Usage(format!(
+                "`[roles.{role}] mcp` lists MCP servers, which only the engine's own sessions are offered; with \
+                 provider opencode, add them to OpenCode's config instead (its `mcp` section) and remove the list"
+            )));
+        }
+        if let Some(unknown) = settings.mcp.iter().find(|name| !config.mcp.contains_key(*name)) {
+            let known: Vec<&str> = config.mcp.keys().map(String::as_str).collect();
+            let known = if known.is_empty() {
+                "none is configured".to_string()
+            } else {
+                format!("configured: {}", known.join(", "))
+            };
+            return Err(EngineError::Usage(format!(
+                "`[roles.{role}] mcp` lists `{unknown}`, which is not an [mcp.{unknown}] server ({known}); \
+                 define it or remove it from the list"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The settings behind `profile = "small"`: what small local models (a few billion parameters, one
@@ -643,6 +807,7 @@ fn resolve_roles(
                 temperature: file.temperature,
                 budget_tokens: file.budget_tokens,
                 tools: file.tools,
+                mcp: file.mcp.unwrap_or_default(),
                 context_window,
                 compact_at: model_file.compact_at.unwrap_or(0.8),
             },
@@ -948,6 +1113,12 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
         }
     }
     into.prices.merge(layer.prices);
+    // A server is defined whole by the last layer that names it: half of a stdio server from one file
+    // and half from another would run something neither file says.
+    into.mcp.extend(layer.mcp.into_iter().map(|(name, mut server)| {
+        server.source = layer.source.clone();
+        (name, server)
+    }));
     for (name, role) in layer.roles {
         let slot = into.roles.entry(name).or_default();
         if role.model.is_some() {
@@ -967,6 +1138,9 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
         }
         if role.tools.is_some() {
             slot.tools = role.tools;
+        }
+        if role.mcp.is_some() {
+            slot.mcp = role.mcp;
         }
     }
 }
@@ -1222,5 +1396,73 @@ mod tests {
         let layer = parse("model = \"m\"\n[roles.wizard]\nmodel = \"x\"\n");
         let err = resolve(&[layer], &MissionSettings::default(), None).unwrap_err();
         assert!(err.to_string().contains("roles.wizard"), "{err}");
+    }
+
+    #[test]
+    fn mcp_servers_are_checked_before_anything_starts() {
+        let resolve_text = |text: &str| {
+            let mut layer = parse(text);
+            layer.source = Some(PathBuf::from("orchestrator.toml"));
+            resolve(&[layer], &MissionSettings::default(), Some("m".into())).map_err(|e| e.to_string())
+        };
+        let config = resolve_text(
+            "[mcp.docs]\ncommand = [\"docs-mcp\", \"--stdio\"]\ntimeout_secs = 5\ntools = [\"search\"]\n\
+             [roles.worker]\nmcp = [\"docs\"]\n",
+        )
+        .unwrap();
+        let docs = &config.mcp["docs"];
+        assert_eq!(docs.command, ["docs-mcp", "--stdio"]);
+        assert_eq!(docs.timeout, Duration::from_secs(5));
+        assert_eq!(docs.source, "orchestrator.toml");
+        assert!(docs.sandbox, "confined when the mission's sandbox is on");
+        assert_eq!(config.role(Role::Worker).mcp, ["docs"]);
+        assert!(
+            config.role(Role::Reviewer).mcp.is_empty(),
+            "only the roles that list it"
+        );
+
+        let err = resolve_text("[roles.worker]\nmcp = [\"docs\"]\n").unwrap_err();
+        assert!(
+            err.contains("`[roles.worker] mcp` lists `docs`") && err.contains("none is configured"),
+            "{err}"
+        );
+        let err = resolve_text("[mcp.docs]\ncommand = []\n").unwrap_err();
+        assert!(
+            err.starts_with("[mcp.docs] in orchestrator.toml:") && err.contains("command = ["),
+            "{err}"
+        );
+        let err = resolve_text("[mcp.docs]\ncommand = [\" \"]\n").unwrap_err();
+        assert!(err.contains("program) is empty"), "{err}");
+        let err = resolve_text("[mcp.docs]\nurl = \"http://localhost:9/mcp\"\n").unwrap_err();
+        assert!(
+            err.contains("not supported yet") && err.contains("mcp-remote"),
+            "{err}"
+        );
+        let err = resolve_text("[mcp.docs]\ncommand = [\"x\"]\ntimeout_secs = 0\n").unwrap_err();
+        assert!(err.contains("between 1 and 3600"), "{err}");
+        let err = resolve_text("[mcp.\"my docs\"]\ncommand = [\"x\"]\n").unwrap_err();
+        assert!(err.contains("letters, digits"), "{err}");
+        let err = toml::from_str::<FileConfig>("[mcp.docs]\ncommand = [\"x\"]\nport = 3\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `port`"),
+            "unknown keys are refused: {err}"
+        );
+        let err = resolve_text(
+            "provider = \"opencode\"\n[mcp.docs]\ncommand = [\"x\"]\n[roles.worker]\nmcp = [\"docs\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("OpenCode's config"), "{err}");
+    }
+
+    #[test]
+    fn a_later_file_defines_an_mcp_server_whole() {
+        let user = parse("[mcp.docs]\ncommand = [\"old\"]\ntimeout_secs = 9\n");
+        let repo = parse("[mcp.docs]\ncommand = [\"new\"]\n");
+        let config = resolve(&[user, repo], &MissionSettings::default(), Some("m".into())).unwrap();
+        assert_eq!(config.mcp["docs"].command, ["new"]);
+        assert_eq!(
+            config.mcp["docs"].timeout, DEFAULT_MCP_TIMEOUT,
+            "not half of each file"
+        );
     }
 }

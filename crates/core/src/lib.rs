@@ -18,6 +18,7 @@ mod hooks;
 mod inbox;
 pub mod instructions;
 mod lock;
+mod mcp_servers;
 mod mission;
 mod missions;
 pub mod opencode;

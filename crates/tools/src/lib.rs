@@ -33,6 +33,12 @@ use crate::paths::Root;
 
 pub use crate::summary::summarize_call;
 
+/// `text` cut in the middle to the bound the built-in tools' output has by default, as they cut
+/// theirs: for results of tools that run elsewhere (the user's MCP servers).
+pub fn clip_output(text: &str) -> String {
+    text::clip(text, ToolOptions::default().max_output_chars)
+}
+
 /// What a toolbox offers and how far its output and commands may go.
 #[derive(Debug, Clone)]
 pub struct ToolOptions {

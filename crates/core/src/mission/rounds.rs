@@ -23,6 +23,17 @@ use super::approval::{plan_round_one, Planning};
 use super::*;
 use crate::shared::{toolbox, Mission, TodoBook};
 
+/// The run's end when an MCP server cannot start: nothing was done, and `resume` runs the mission once
+/// the server (or its `[mcp.<name>]` entry) is fixed.
+fn mcp_start_failed(error: crate::mcp_servers::StartError) -> Ending {
+    Ending {
+        resumable: true,
+        ..Ending::unsealed(format!(
+            "{error}\nFix the server or its [mcp.*] entry, then continue with `orchestrator resume`."
+        ))
+    }
+}
+
 /// Discovery, planning and rounds, each skipped when the replay shows it done.
 pub(super) async fn drive(
     id: &str,
@@ -41,6 +52,10 @@ pub(super) async fn drive(
     rt.bus.emit(Event::Notice {
         message: config.sandbox.summary(),
     });
+    // Before any session: a server that cannot start stops the run before a token is spent on it.
+    if let Err(e) = rt.mcp.start(&config, base_tree.path(), &rt.bus).await {
+        return Ok(mcp_start_failed(e));
+    }
 
     let scout_tools = Arc::new(toolbox(base_tree.path(), Role::Scout, &config)?);
     let planner_tools = Arc::new(toolbox(base_tree.path(), Role::Planner, &config)?);

@@ -107,6 +107,9 @@ pub(super) async fn run_mission(
     .with_store(store.clone(), &id)
     .with_context_rules(config.prices.clone(), config.compaction.clone())
     .with_control(control.clone());
+    // Started by `drive` once the base worktree (their folder) exists; stopped here, however it ended.
+    let mcp = Arc::new(crate::mcp_servers::McpServers::default());
+    rt = rt.with_mcp(mcp.clone());
     if let Some(engine) = &opencode {
         rt = rt.with_runner(engine.clone());
     }
@@ -139,6 +142,7 @@ pub(super) async fn run_mission(
         },
         Err(e) => Ending::unsealed(format!("the mission stopped on an error: {e}")),
     };
+    mcp.stop().await;
     announcer.abort();
     answers.abort();
     let Ending {

@@ -44,6 +44,8 @@ pub struct Runtime {
     pub control: crate::control::MissionControl,
     /// Every session's system prompt: its role's, then the project instructions.
     pub prompts: crate::prompts::Prompts,
+    /// The user's MCP servers, whose tools go to the roles that list them (none until started).
+    pub mcp: Arc<crate::mcp_servers::McpServers>,
     session_seq: AtomicU64,
 }
 
@@ -81,6 +83,7 @@ impl Runtime {
             runner: Arc::new(native::NativeLoop),
             control: crate::control::MissionControl::default(),
             prompts: crate::prompts::Prompts::default(),
+            mcp: Arc::default(),
             session_seq: AtomicU64::new(1),
         }
     }
@@ -94,6 +97,12 @@ impl Runtime {
     pub fn with_context_rules(mut self, prices: PriceTable, compaction: CompactionSettings) -> Self {
         self.prices = prices;
         self.compaction = compaction;
+        self
+    }
+
+    /// Offers the tools of `servers` to the sessions of the roles that list them.
+    pub(crate) fn with_mcp(mut self, servers: Arc<crate::mcp_servers::McpServers>) -> Self {
+        self.mcp = servers;
         self
     }
 
@@ -321,6 +330,8 @@ pub struct Session {
     pub(crate) toolbox: Arc<Toolbox>,
     pub(crate) tools: Vec<ToolSpec>,
     pub(crate) extra: BTreeSet<String>,
+    /// The tools of the user's MCP servers offered to this session (its role's `mcp` list).
+    pub(crate) mcp_tools: BTreeSet<String>,
     pub(crate) messages: Vec<Message>,
     /// Planners and reviewers must end with their submit tool, not with plain text.
     pub(crate) finish_tool: Option<&'static str>,
@@ -428,6 +439,9 @@ impl Session {
         let mut tools = toolbox.specs();
         let extra: BTreeSet<String> = extra_tools.iter().map(|t| t.name.clone()).collect();
         tools.extend(extra_tools);
+        let mcp_specs = rt.mcp.specs_for(&settings.mcp);
+        let mcp_tools: BTreeSet<String> = mcp_specs.iter().map(|t| t.name.clone()).collect();
+        tools.extend(mcp_specs);
         let finish_tool = match role {
             Role::Planner => Some("submit_plan"),
             Role::Reviewer | Role::MasterReviewer => Some("submit_review"),
@@ -445,6 +459,7 @@ impl Session {
             toolbox,
             tools,
             extra,
+            mcp_tools,
             messages: stored,
             finish_tool,
             turns: 0,

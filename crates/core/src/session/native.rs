@@ -202,7 +202,9 @@ fn was_slimmed(call: &ToolCall) -> bool {
     call.arguments.contains(OMITTED)
 }
 
-/// Tools whose calls are safe to run again when their result was lost in a crash.
+/// Tools whose calls are safe to run again when their result was lost in a crash. The tools of the
+/// user's MCP servers are not: nothing says what a call did (a hint in a tool's listing is the
+/// server's word, not a promise), so a lost one is reported as interrupted.
 const REPEATABLE: &[&str] = &[
     "read",
     "list",
@@ -901,6 +903,8 @@ impl Session {
             }
         } else if self.toolbox.provides(&call.name) {
             (self.toolbox.call(&call.name, &arguments, &rt.cancel).await, false)
+        } else if self.mcp_tools.contains(&call.name) {
+            (rt.mcp.call(&call.name, &arguments, &rt.cancel).await, false)
         } else {
             let offered: Vec<String> = self.tools.iter().map(|t| t.name.clone()).collect();
             (error_output(hooks.not_offered(&call.name, &offered)), false)
