@@ -12,6 +12,8 @@
 //! - `BADJSON` — make the first tool call with arguments that are not valid JSON.
 //! - `BASH <command>` — run the command with the `bash` tool (before the files), as a hostile model
 //!   would try an escape.
+//! - `CALL <tool> <json arguments>` — call any tool by name (after the BASH commands, before the
+//!   INSERTs and FILEs), e.g. a tool of the user's MCP servers: `CALL mcp__docs__echo {"text": "hi"}`.
 //! - `ANSWER <text>` — the worker's final answer, instead of "Done: wrote …".
 //! - `BIGFILE <path> <chars>` — write a file of that many filler characters (long conversations
 //!   from short descriptions, to exercise context compaction).
@@ -629,6 +631,10 @@ fn first_actions(description: &str) -> Vec<(String, String)> {
             .into_iter()
             .map(|command| ("bash".to_string(), json!({ "command": command }).to_string())),
     );
+    actions.extend(directives(description, "CALL").into_iter().map(|call| {
+        let (name, arguments) = call.trim().split_once(' ').unwrap_or((call.trim(), "{}"));
+        (name.to_string(), arguments.trim().to_string())
+    }));
     actions.extend(
         directives(description, "INSERT")
             .into_iter()

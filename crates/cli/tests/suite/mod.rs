@@ -13,6 +13,7 @@ mod hooks;
 mod install;
 mod loops;
 mod mcp;
+mod mcp_servers;
 mod mission;
 mod missions;
 mod notify;

@@ -1,0 +1,260 @@
+//! The user's MCP servers as agent tools (issue #18): `[mcp.<name>]` servers are started once per
+//! mission, their tools offered to the roles that list them as `mcp__<name>__<tool>`, calls recorded
+//! like built-in ones, and the servers stopped with the mission. The server is `fake-mcp`
+//! (crates/fake-model/src/bin/fake-mcp.rs), driven by a worker scripted with `CALL` directives.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use super::support::*;
+use orchestrator_fake_model::script::{role_of, PlanUnit, Script};
+use orchestrator_fake_model::FakeServer;
+
+/// The `fake-mcp` program of this build profile, built when the workspace's tests have not built it.
+fn fake_mcp() -> PathBuf {
+    let beside = binary().with_file_name("fake-mcp");
+    if beside.is_file() {
+        return beside;
+    }
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "orchestrator-fake-model",
+            "--bin",
+            "fake-mcp",
+        ])
+        .current_dir(workspace)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build --bin fake-mcp failed");
+    beside
+}
+
+/// A config with the `docs` server (`fake-mcp` and `args`) and the roles that list it.
+fn config(args: &[&str], extra: &str, roles: &[&str]) -> String {
+    let mut command = vec![format!("{:?}", fake_mcp().display().to_string())];
+    command.extend(args.iter().map(|a| format!("{a:?}")));
+    let mut text = format!("[mcp.docs]\ncommand = [{}]\n{extra}\n", command.join(", "));
+    for role in roles {
+        text.push_str(&format!("[roles.{role}]\nmcp = [\"docs\"]\n"));
+    }
+    text
+}
+
+fn one_unit(description: &str) -> Script {
+    Script {
+        plan: vec![PlanUnit::new("a", "Use the docs server", description, &[])],
+        ..Script::default()
+    }
+}
+
+/// The results the fake model was shown for `tool`: (content, is_error). OpenAI's API has no error
+/// flag: the client begins an error result with "Error: ".
+fn results_of(server: &FakeServer, tool: &str) -> Vec<(String, bool)> {
+    tool_results(server)
+        .into_iter()
+        .filter(|(name, _, _)| name == tool)
+        .map(|(_, content, is_error)| {
+            let is_error = is_error || content.starts_with("Error: ");
+            (content, is_error)
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only asks whether the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Whether the process is gone, polled for up to 20 s (a loaded machine reaps slowly).
+async fn gone(pid: i32) -> bool {
+    for _ in 0..400 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_calls_an_mcp_tool_its_result_reaches_the_next_request_and_the_server_stops() {
+    let repo = TestRepo::new(&[("orchestrator.toml", &config(&[], "", &["worker"]))]);
+    let server = fake(one_unit(
+        "CALL mcp__docs__echo {\"text\": \"hello from the worker\"}\nFILE a.txt := a",
+    ))
+    .await;
+    let run = Run::task("Use the docs")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    run.assert_code(0);
+
+    let results = results_of(&server, "mcp__docs__echo");
+    let (content, is_error) = results
+        .first()
+        .expect("the worker's next request carries the result");
+    assert!(
+        !is_error && content.starts_with("echo: hello from the worker"),
+        "{content}"
+    );
+    let workers: Vec<_> = requests_of(&server, "worker");
+    assert!(
+        workers.iter().all(|r| r.offers("mcp__docs__echo")),
+        "offered to every worker request"
+    );
+    for role in ["planner", "reviewer", "master_reviewer", "scout"] {
+        assert!(
+            requests_of(&server, role)
+                .iter()
+                .all(|r| !r.tools.iter().any(|t| t.starts_with("mcp__"))),
+            "a role that does not list the server is not offered its tools: {role}"
+        );
+    }
+    let called: Vec<_> = run
+        .events_of("tool_called")
+        .into_iter()
+        .filter(|e| e["tool"] == "mcp__docs__echo")
+        .collect();
+    assert_eq!(called.len(), 1, "recorded like a built-in tool");
+    assert_eq!(called[0]["ok"], true);
+    assert!(
+        run.notices()
+            .iter()
+            .any(|n| n.contains("MCP server `docs` started") && n.contains("mcp__docs__echo")),
+        "{:?}",
+        run.notices()
+    );
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+
+    let pid: i32 = content
+        .split("fake-mcp pid ")
+        .nth(1)
+        .and_then(|rest| rest.trim_end_matches(')').parse().ok())
+        .expect("the server says its pid");
+    assert!(gone(pid).await, "the MCP server {pid} outlived the mission");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_flooding_refusing_or_dying_server_gives_errors_and_the_mission_goes_on() {
+    let script = one_unit(
+        "CALL mcp__docs__hang {}\n\
+         CALL mcp__docs__flood {\"chars\": 500000}\n\
+         CALL mcp__docs__echo {\"words\": 3}\n\
+         CALL mcp__docs__refuse {}\n\
+         CALL mcp__docs__die {}\n\
+         CALL mcp__docs__echo {\"text\": \"are you there\"}\n\
+         FILE a.txt := a",
+    );
+    let repo = TestRepo::new(&[("orchestrator.toml", &config(&[], "timeout_secs = 2", &["worker"]))]);
+    let server = fake(script).await;
+    let run = Run::task("Use the docs")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    run.assert_code(0);
+
+    let first = |tool: &str| results_of(&server, tool).into_iter().next().expect(tool);
+    let (hang, is_error) = first("mcp__docs__hang");
+    assert!(is_error && hang.contains("did not answer within 2 s"), "{hang}");
+    let (flood, _) = first("mcp__docs__flood");
+    // Cut to the tool-output bound like any tool's (the rest kept in a file the worker may read).
+    assert!(flood.chars().count() <= 20_000, "{}", flood.len());
+    assert!(
+        flood.contains("left out here"),
+        "{}",
+        flood.replace("xxxxxxxxxx", "")
+    );
+    let echoes = results_of(&server, "mcp__docs__echo");
+    assert!(
+        echoes
+            .iter()
+            .any(|(c, e)| *e && c.contains("refused the call") && c.contains("echo needs a string `text`")),
+        "the server's own error comes back: {echoes:?}"
+    );
+    assert!(
+        echoes.iter().any(|(c, e)| *e && c.contains("is gone")),
+        "a later call says the server is gone: {echoes:?}"
+    );
+    let (refused, is_error) = first("mcp__docs__refuse");
+    assert!(
+        is_error && refused.contains("refused: nothing to do"),
+        "{refused}"
+    );
+    let (died, is_error) = first("mcp__docs__die");
+    assert!(is_error, "{died}");
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"), "the worker went on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_not_given_the_server_cannot_call_its_tools() {
+    // The server runs (the reviewer lists it), but the worker is not given it.
+    let repo = TestRepo::new(&[("orchestrator.toml", &config(&[], "", &["reviewer"]))]);
+    let server = fake(one_unit(
+        "CALL mcp__docs__echo {\"text\": \"sneaky\"}\nFILE a.txt := a",
+    ))
+    .await;
+    let run = Run::task("Use the docs")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    run.assert_code(0);
+    let results = results_of(&server, "mcp__docs__echo");
+    let (content, is_error) = results.first().expect("the refusal reaches the worker");
+    assert!(
+        *is_error && content.contains("Unknown tool `mcp__docs__echo`"),
+        "{content}"
+    );
+    assert!(requests_of(&server, "worker")
+        .iter()
+        .all(|r| !r.offers("mcp__docs__echo")));
+    assert!(requests_of(&server, "reviewer")
+        .iter()
+        .any(|r| r.offers("mcp__docs__echo")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_cannot_start_stops_the_mission_before_any_session() {
+    let repo = TestRepo::new(&[("orchestrator.toml", &config(&["--fail-start"], "", &["worker"]))]);
+    let server = fake(one_unit("FILE a.txt := a")).await;
+    let run = Run::task("Use the docs")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_ne!(run.code, Some(0), "{}", run.stderr);
+    let finished = run.events_of("mission_finished");
+    let summary = finished[0]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("MCP server `docs`") && summary.contains("told to fail at start"),
+        "names the server and what it said: {summary}"
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| role_of(r) != "scout" && role_of(r) != "planner"),
+        "no session ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_listing_an_unknown_server_is_a_config_error() {
+    let repo = TestRepo::new(&[("orchestrator.toml", "[roles.worker]\nmcp = [\"docs\"]\n")]);
+    let server = fake(one_unit("FILE a.txt := a")).await;
+    let run = Run::task("Use the docs").openai(&server).run(&repo).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("`[roles.worker] mcp` lists `docs`"),
+        "{}",
+        run.stderr
+    );
+    assert!(server.requests().is_empty(), "refused before any model call");
+}
