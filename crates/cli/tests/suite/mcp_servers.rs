@@ -258,3 +258,62 @@ async fn a_role_listing_an_unknown_server_is_a_config_error() {
     );
     assert!(server.requests().is_empty(), "refused before any model call");
 }
+
+/// Runs a mission whose worker calls the server and then waits in `bash`, stops the orchestrator with
+/// `signal` while it waits, and says whether the server outlived it.
+async fn server_outlives_a_stop_by(signal: i32) -> bool {
+    let repo = TestRepo::new(&[("orchestrator.toml", &config(&[], "", &["worker"]))]);
+    let server = fake(one_unit(
+        "CALL mcp__docs__echo {\"text\": \"hi\"}\nBASH sleep 100\nFILE a.txt := a",
+    ))
+    .await;
+    let mut child = Run::task("Use the docs")
+        .arg("--json")
+        .openai(&server)
+        .command(&repo)
+        .spawn()
+        .expect("the orchestrator starts");
+    let mut pid = None;
+    for _ in 0..2400 {
+        pid = results_of(&server, "mcp__docs__echo")
+            .first()
+            .and_then(|(content, _)| {
+                content
+                    .split("fake-mcp pid ")
+                    .nth(1)?
+                    .trim_end_matches(')')
+                    .parse::<i32>()
+                    .ok()
+            });
+        if pid.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = pid.expect("the worker called the server within 120 s");
+    assert!(alive(pid), "the server runs while the mission does");
+    let orchestrator = child.id().expect("running") as i32;
+    // SAFETY: a signal to the child this test started.
+    unsafe { libc::kill(orchestrator, signal) };
+    tokio::time::timeout(Duration::from_secs(120), child.wait())
+        .await
+        .expect("the orchestrator stops within 120 s")
+        .expect("wait works");
+    !gone(pid).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_mission_stops_its_mcp_server() {
+    assert!(
+        !server_outlives_a_stop_by(libc::SIGINT).await,
+        "Ctrl-C left the MCP server running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_orchestrator_leaves_no_mcp_server_behind() {
+    assert!(
+        !server_outlives_a_stop_by(libc::SIGKILL).await,
+        "kill -9 left the MCP server running"
+    );
+}
