@@ -116,6 +116,14 @@ impl McpServers {
         if config.provider == Provider::OpenCode {
             return Ok(());
         }
+        for name in config.mcp.keys().filter(|name| !wanted.contains(name)) {
+            bus.emit(Event::Notice {
+                message: format!(
+                    "MCP server `{name}` is not started: no role lists it (`[roles.worker] mcp = [\"{name}\"]` offers \
+                     its tools to workers)"
+                ),
+            });
+        }
         for (name, settings) in config.mcp.iter().filter(|(name, _)| wanted.contains(name)) {
             let fail = |reason: String| StartError {
                 server: name.clone(),
