@@ -83,7 +83,8 @@ async fn gone(pid: i32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_calls_an_mcp_tool_its_result_reaches_the_next_request_and_the_server_stops() {
-    let repo = TestRepo::new(&[("orchestrator.toml", &config(&[], "", &["worker"]))]);
+    let unused = "[mcp.unused]\ncommand = [\"/nonexistent/never-started\"]\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", &(config(&[], "", &["worker"]) + unused))]);
     let server = fake(one_unit(
         "CALL mcp__docs__echo {\"text\": \"hello from the worker\"}\nFILE a.txt := a",
     ))
@@ -128,6 +129,13 @@ async fn a_worker_calls_an_mcp_tool_its_result_reaches_the_next_request_and_the_
             .iter()
             .any(|n| n.contains("MCP server `docs` started") && n.contains("mcp__docs__echo")),
         "{:?}",
+        run.notices()
+    );
+    assert!(
+        run.notices()
+            .iter()
+            .any(|n| n.contains("MCP server `unused` is not started: no role lists it")),
+        "a server no role lists is not started: {:?}",
         run.notices()
     );
     assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
@@ -259,12 +267,12 @@ async fn a_role_listing_an_unknown_server_is_a_config_error() {
     assert!(server.requests().is_empty(), "refused before any model call");
 }
 
-/// Runs a mission whose worker calls the server and then waits in `bash`, stops the orchestrator with
-/// `signal` while it waits, and says whether the server outlived it.
+/// Runs a mission whose worker calls the server and then waits on a call that hangs, stops the
+/// orchestrator with `signal` while it waits, and says whether the server outlived it.
 async fn server_outlives_a_stop_by(signal: i32) -> bool {
     let repo = TestRepo::new(&[("orchestrator.toml", &config(&[], "", &["worker"]))]);
     let server = fake(one_unit(
-        "CALL mcp__docs__echo {\"text\": \"hi\"}\nBASH sleep 100\nFILE a.txt := a",
+        "CALL mcp__docs__echo {\"text\": \"hi\"}\nCALL mcp__docs__hang {}\nFILE a.txt := a",
     ))
     .await;
     let mut child = Run::task("Use the docs")
@@ -316,4 +324,35 @@ async fn a_killed_orchestrator_leaves_no_mcp_server_behind() {
         !server_outlives_a_stop_by(libc::SIGKILL).await,
         "kill -9 left the MCP server running"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_listing_ten_thousand_tools_is_offered_a_bounded_few() {
+    let repo = TestRepo::new(&[(
+        "orchestrator.toml",
+        &config(&["--tools", "10000"], "", &["worker"]),
+    )]);
+    let server = fake(one_unit("CALL mcp__docs__extra_3 {}\nFILE a.txt := a")).await;
+    let run = Run::task("Use the docs")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    run.assert_code(0);
+    let workers = requests_of(&server, "worker");
+    let offered = workers[0]
+        .tools
+        .iter()
+        .filter(|t| t.starts_with("mcp__docs__"))
+        .count();
+    assert_eq!(offered, 64, "at most 64 tools of a server");
+    assert!(
+        run.notices()
+            .iter()
+            .any(|n| n.contains("more tools are not offered") && n.contains("tools = [...]")),
+        "{:?}",
+        run.notices()
+    );
+    let results = results_of(&server, "mcp__docs__extra_3");
+    assert_eq!(results.first().map(|(c, _)| c.as_str()), Some("extra_3 ran"));
 }
