@@ -269,8 +269,13 @@ async fn a_role_listing_an_unknown_server_is_a_config_error() {
 
 /// Runs a mission whose worker calls the server and then waits on a call that hangs, stops the
 /// orchestrator with `signal` while it waits, and says whether the server outlived it.
-async fn server_outlives_a_stop_by(signal: i32) -> bool {
-    let repo = TestRepo::new(&[("orchestrator.toml", &config(&[], "", &["worker"]))]);
+async fn server_outlives_a_stop_by(signal: i32) -> (TestRepo, FakeServer, bool) {
+    // The server logs each call as it arrives (so unconfined: the log is outside its temp folder).
+    let log = tempfile::tempdir().unwrap();
+    let calls = log.path().join("calls");
+    let calls_arg = calls.display().to_string();
+    let config = config(&["--calls", &calls_arg], "sandbox = false", &["worker"]);
+    let repo = TestRepo::new(&[("orchestrator.toml", &config)]);
     let server = fake(one_unit(
         "CALL mcp__docs__echo {\"text\": \"hi\"}\nCALL mcp__docs__hang {}\nFILE a.txt := a",
     ))
@@ -300,6 +305,14 @@ async fn server_outlives_a_stop_by(signal: i32) -> bool {
     }
     let pid = pid.expect("the worker called the server within 120 s");
     assert!(alive(pid), "the server runs while the mission does");
+    // Stopped while the server holds the hanging call (so the call is in the stored transcript).
+    for _ in 0..2400 {
+        let logged = std::fs::read_to_string(&calls).unwrap_or_default();
+        if logged.lines().any(|l| l.starts_with("hang ")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let orchestrator = child.id().expect("running") as i32;
     // SAFETY: a signal to the child this test started.
     unsafe { libc::kill(orchestrator, signal) };
@@ -307,23 +320,33 @@ async fn server_outlives_a_stop_by(signal: i32) -> bool {
         .await
         .expect("the orchestrator stops within 120 s")
         .expect("wait works");
-    !gone(pid).await
+    let outlived = !gone(pid).await;
+    (repo, server, outlived)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_mission_stops_its_mcp_server() {
     assert!(
-        !server_outlives_a_stop_by(libc::SIGINT).await,
+        !server_outlives_a_stop_by(libc::SIGINT).await.2,
         "Ctrl-C left the MCP server running"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_orchestrator_leaves_no_mcp_server_behind() {
+async fn a_killed_orchestrator_leaves_no_mcp_server_behind_and_resume_reports_the_lost_call() {
+    let (repo, server, outlived) = server_outlives_a_stop_by(libc::SIGKILL).await;
+    assert!(!outlived, "kill -9 left the MCP server running");
+    // The hanging call's result was lost with the process: an MCP call is not repeated on resume
+    // (nothing says what it did), the model is told it was interrupted, and the work goes on.
+    let resumed = Run::cmd(&["resume", "--json"]).openai(&server).run(&repo).await;
+    resumed.assert_code(0);
+    let hang = results_of(&server, "mcp__docs__hang");
     assert!(
-        !server_outlives_a_stop_by(libc::SIGKILL).await,
-        "kill -9 left the MCP server running"
+        hang.iter()
+            .any(|(c, e)| *e && c.contains("Interrupted: the orchestrator stopped while `mcp__docs__hang`")),
+        "{hang:?}"
     );
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
