@@ -7,8 +7,11 @@
 //! `mcp__<server>__<tool>`. A call is bounded in time and its result in size; a server that hangs,
 //! lies or dies gives the session an error result, never the mission a crash.
 //!
-//! The client is `rmcp`'s, the crate `orchestrator mcp` is built on: its child-process transport,
-//! with the command prepared (environment, confinement, supervisor) by `orchestrator-sandbox`.
+//! The client is `rmcp`'s, the crate `orchestrator mcp` is built on, over the server's stdin and
+//! stdout. The process is ours, not rmcp's child-process transport's: that one kills the process it
+//! spawned when dropped, which here is the supervisor — killed first, it would leave the server to
+//! init. Ours is prepared (environment, confinement, supervisor) by `orchestrator-sandbox`, and
+//! stopped by cutting its lifeline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -22,7 +25,6 @@ use orchestrator_sandbox::{Lifeline, Policy, Sandbox};
 use orchestrator_tools::ToolOutput;
 use rmcp::model::{CallToolRequestParams, PaginatedRequestParams, Tool};
 use rmcp::service::{Peer, RunningService, ServiceError};
-use rmcp::transport::TokioChildProcess;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -86,6 +88,8 @@ struct Server {
     service: tokio::sync::Mutex<Option<RunningService<RoleClient, ()>>>,
     /// Dropping it kills the server and everything it started (see `orchestrator_sandbox::supervise`).
     lifeline: Mutex<Option<Lifeline>>,
+    /// The supervisor's process, reaped once the lifeline is cut.
+    process: tokio::sync::Mutex<Option<tokio::process::Child>>,
     timeout: Duration,
     stderr: Arc<Mutex<String>>,
     /// Keeps the server's private temp folder while it runs.
@@ -271,16 +275,19 @@ impl Server {
     }
 
     async fn stop(&self) {
-        // The lifeline first: the supervisor kills the server's whole tree. Closing the connection
-        // first would let rmcp kill the supervisor alone, leaving the server to init.
+        // The supervisor kills the server's whole tree once its lifeline is cut, then exits.
         drop(self.lifeline.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let service = self.service.lock().await.take();
-        if let Some(service) = service {
+        if let Some(service) = self.service.lock().await.take() {
             if tokio::time::timeout(STOP_TIMEOUT, service.cancel())
                 .await
                 .is_err()
             {
                 tracing::warn!("the MCP server {} did not close its connection", self.name);
+            }
+        }
+        if let Some(mut process) = self.process.lock().await.take() {
+            if tokio::time::timeout(STOP_TIMEOUT, process.wait()).await.is_err() {
+                tracing::warn!("the MCP server {} did not end after it was killed", self.name);
             }
         }
     }
@@ -310,15 +317,26 @@ async fn start_server(
         None => base.to_path_buf(),
     };
     command.current_dir(&cwd);
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Declared before the process: on an early return the process handle goes first (dropping it
+    // does nothing to the process), then the lifeline, which kills the server's tree.
     let lifeline = sandbox
         .apply(&mut command)
         .map_err(|e| format!("cannot prepare `{program}`: {e}"))?;
-    let (transport, stderr) = TokioChildProcess::builder(command)
-        .stderr(Stdio::piped())
+    let mut process = command
         .spawn()
         .map_err(|e| format!("cannot start `{program}` in {}: {e}", cwd.display()))?;
+    let (Some(stdout), Some(stdin)) = (process.stdout.take(), process.stdin.take()) else {
+        return Err("its stdin and stdout could not be opened".into());
+    };
     let stderr_tail = Arc::new(Mutex::new(String::new()));
-    let reader = stderr.map(|stderr| tokio::spawn(keep_tail(stderr, stderr_tail.clone())));
+    let reader = process
+        .stderr
+        .take()
+        .map(|stderr| tokio::spawn(keep_tail(stderr, stderr_tail.clone())));
     // What the server said before it failed: a server that exits at once closes its stderr, so its
     // reader ends; one that hangs is waited for only briefly.
     let last_words = async || {
@@ -332,7 +350,7 @@ async fn start_server(
         }
     };
     let setup = async {
-        let service = ().serve(transport).await.map_err(|e| format!("the MCP handshake failed: {e}"))?;
+        let service = ().serve((stdout, stdin)).await.map_err(|e| format!("the MCP handshake failed: {e}"))?;
         let tools = list_tools(service.peer()).await?;
         Ok::<_, String>((service, tools))
     };
@@ -352,6 +370,7 @@ async fn start_server(
         peer: service.peer().clone(),
         service: tokio::sync::Mutex::new(Some(service)),
         lifeline: Mutex::new(Some(lifeline)),
+        process: tokio::sync::Mutex::new(Some(process)),
         timeout: settings.timeout,
         stderr: stderr_tail,
         _sandbox: sandbox,
