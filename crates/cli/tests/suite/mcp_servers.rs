@@ -379,3 +379,34 @@ async fn a_server_listing_ten_thousand_tools_is_offered_a_bounded_few() {
     let results = results_of(&server, "mcp__docs__extra_3");
     assert_eq!(results.first().map(|(c, _)| c.as_str()), Some("extra_3 ran"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_the_handshake_is_given_up_and_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    // Unconfined, so that it can say its pid outside its temp folder; then it only waits.
+    let script = format!("echo $$ > {}; exec sleep 600", pid_file.display());
+    let text = format!(
+        "[mcp.mute]\ncommand = [\"sh\", \"-c\", {script:?}]\nsandbox = false\n[roles.worker]\nmcp = [\"mute\"]\n"
+    );
+    let repo = TestRepo::new(&[("orchestrator.toml", &text)]);
+    let server = fake(one_unit("FILE a.txt := a")).await;
+    let run = Run::task("Use the docs")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_ne!(run.code, Some(0), "{}", run.stderr);
+    let finished = run.events_of("mission_finished");
+    let summary = finished[0]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("MCP server `mute`") && summary.contains("within 30 s"),
+        "{summary}"
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the server started")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(gone(pid).await, "the mute server {pid} outlived the failed start");
+}
