@@ -59,6 +59,8 @@ struct FrontMatter {
     /// Claude Code's spelling of `budget_tokens`.
     budget: Option<u64>,
     budget_tokens: Option<u64>,
+    /// The `[mcp.<name>]` servers whose tools the role is offered (checked with the config).
+    mcp: Option<Vec<String>>,
 }
 
 /// `tools: [read, grep]`, or Claude Code's `tools: Read, Grep`.
@@ -320,6 +322,7 @@ fn settings(file: &str, role: Role, front: FrontMatter) -> Result<RoleFile> {
         temperature: front.temperature,
         budget_tokens,
         tools,
+        mcp: front.mcp,
     })
 }
 
@@ -336,6 +339,7 @@ pub fn builtin_file(role: Role) -> String {
          # max_tokens: 4096\n\
          # temperature: 0.2\n\
          # budget_tokens: 500000\n\
+         # mcp: [docs]            # [mcp.<name>] servers whose tools the role gets\n\
          ---\n\
          {body}\n",
         tools = ROLE_TOOLS.join(", "),
@@ -516,6 +520,26 @@ mod tests {
         };
         let config = resolve(&layers, &flag, None).expect("resolves");
         assert_eq!(config.role(Role::Worker).model, "from-flag");
+    }
+
+    /// A role file's `mcp` list gives the role the config's servers, and is checked like the config's.
+    #[test]
+    fn a_role_files_mcp_list_names_config_servers() {
+        use crate::config::{resolve, MissionSettings};
+        let toml = |text: &str| -> FileConfig { toml::from_str(text).expect("toml") };
+        let repo_config = toml("model = \"m\"\n[mcp.docs]\ncommand = [\"docs-mcp\"]\n");
+        let dir = repo(&[("worker.md", "---\nmcp: [docs]\n---\nWork.")]);
+        let layers = [
+            repo_config.clone(),
+            RoleFiles::load(dir.path()).expect("loads").layer(),
+        ];
+        let config = resolve(&layers, &MissionSettings::default(), None).expect("resolves");
+        assert_eq!(config.role(Role::Worker).mcp, vec!["docs".to_string()]);
+        assert!(config.role(Role::Reviewer).mcp.is_empty());
+        let dir = repo(&[("worker.md", "---\nmcp: [nope]\n---\nWork.")]);
+        let layers = [repo_config, RoleFiles::load(dir.path()).expect("loads").layer()];
+        let refused = resolve(&layers, &MissionSettings::default(), None).expect_err("unknown server");
+        assert!(refused.to_string().contains("`nope`"), "{refused}");
     }
 
     #[test]
