@@ -241,3 +241,50 @@ async fn an_after_plan_refusal_goes_back_to_the_planner_within_plan_attempts() {
         summary(&finished)
     );
 }
+
+/// Best of N meets the hook: the reviewer's pick still has to pass `before_merge`; a veto sends the
+/// kept candidate (not a new one) back with the reason, and its next attempt merges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_before_merge_veto_of_the_picked_candidate_sends_it_back() {
+    let repo = repo_with_hooks(
+        r#"before_merge = 'if [ -f approved.txt ]; then echo approved; else echo "approved.txt is missing on $ORCHESTRATOR_BRANCH"; exit 1; fi'"#,
+    );
+    let server = fake(Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Add a",
+            "CANDIDATE 1: FILE a.txt := two\nCANDIDATE 2: FILE a.txt := three\nFIX approved.txt := yes\nPICK 2 the shorter one",
+            &[],
+        )],
+        ..Script::default()
+    })
+    .await;
+    let finished = Run::task("Add a")
+        .arg("--attempts")
+        .arg("2")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    finished.assert_code(0);
+    let picked = finished.events_of("candidate_picked");
+    assert_eq!(picked.len(), 1, "{picked:?}");
+    assert_eq!(picked[0]["candidate"], 2);
+    let runs = hook_runs(&finished, "before_merge");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["exit_code"], 1);
+    let said = runs[0]["output_tail"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("approved.txt is missing on orchestrator/"),
+        "{said}"
+    );
+    assert!(
+        said.contains("/u/a@c2"),
+        "the hook is told the candidate's branch: {said}"
+    );
+    assert_eq!(runs[1]["exit_code"], 0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("three"), "the pick's work");
+    assert_eq!(repo.read("approved.txt").as_deref(), Some("yes"));
+    assert_eq!(repo.worktrees().len(), 1, "{:?}", repo.worktrees());
+    assert_eq!(repo.branches(), ["main"]);
+}
