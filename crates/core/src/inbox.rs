@@ -210,6 +210,9 @@ struct MailState {
     /// Inbox rows handed over already: they stay in the store until delivered, and a later read must
     /// not hand them over twice.
     handed: HashSet<i64>,
+    /// Units that passed: no worker of theirs will call a model again, so what comes for them is
+    /// not kept waiting.
+    closed: HashSet<String>,
 }
 
 impl Mailbox {
@@ -234,14 +237,30 @@ impl Mailbox {
         self.state().requests.drain(..).collect()
     }
 
-    /// Stored messages, as the inbox holds them; the ones handed over before are skipped.
-    fn offer(&self, rows: Vec<InboxMessage>) {
+    /// Stored messages, as the inbox holds them; the ones handed over before are skipped. Returns the
+    /// new ones for units that passed already: nobody will read them.
+    fn offer(&self, rows: Vec<InboxMessage>) -> Vec<InboxMessage> {
         let mut state = self.state();
+        let mut late = Vec::new();
         for row in rows {
-            if state.handed.insert(row.id) {
+            if !state.handed.insert(row.id) {
+                continue;
+            }
+            if state.closed.contains(&row.unit) {
+                late.push(row);
+            } else {
                 state.ready.entry(row.unit.clone()).or_default().push(row);
             }
         }
+        late
+    }
+
+    /// `unit` passed: its worker calls no model again. Returns what waited for it; what is stored for
+    /// it later comes back from `forward` the same way.
+    pub(crate) fn close(&self, unit: &str) -> Vec<InboxMessage> {
+        let mut state = self.state();
+        state.closed.insert(unit.to_string());
+        state.ready.remove(unit).unwrap_or_default()
     }
 
     /// The messages waiting for `unit`'s worker, oldest first; the caller delivers them.
@@ -268,7 +287,37 @@ pub(crate) fn forward(store: &Store, mission: &str, mailbox: &Mailbox, bus: &Eve
         }
     }
     match store.waiting_inbox(mission) {
-        Ok(rows) => mailbox.offer(rows),
+        Ok(rows) => not_delivered(bus, mailbox.offer(rows), "the unit had passed"),
+        Err(e) => tracing::warn!("cannot read the inbox: {e}"),
+    }
+}
+
+/// Says of each message that it was not delivered, and why, and takes it out of the inbox: a
+/// message that no worker will read must not look as if it still waits. The notice and the inbox
+/// row's mark are written together, as a delivery is.
+pub(crate) fn not_delivered(bus: &EventBus, letters: Vec<InboxMessage>, why: &str) {
+    for letter in letters {
+        let delivery = orchestrator_store::Delivery {
+            inbox: vec![letter.id],
+            transcript: None,
+        };
+        bus.emit_delivery(
+            Event::Notice {
+                message: format!(
+                    "the message to {}'s worker was not delivered ({why} before its next model call): {}",
+                    letter.unit,
+                    crate::prompts::cut(&letter.message, 120)
+                ),
+            },
+            &delivery,
+        );
+    }
+}
+
+/// The mission is over for good: what still waits in its inbox is not delivered, and is said so.
+pub(crate) fn close_inbox(store: &Store, mission: &str, bus: &EventBus) {
+    match store.waiting_inbox(mission) {
+        Ok(rows) => not_delivered(bus, rows, "the mission had ended"),
         Err(e) => tracing::warn!("cannot read the inbox: {e}"),
     }
 }
@@ -305,16 +354,28 @@ mod tests {
             unit: unit.into(),
             message: format!("m{id}"),
         };
-        mailbox.offer(vec![row(1, "t1"), row(2, "t2")]);
-        mailbox.offer(vec![row(1, "t1"), row(3, "t1")]);
+        assert!(mailbox.offer(vec![row(1, "t1"), row(2, "t2")]).is_empty());
+        assert!(mailbox.offer(vec![row(1, "t1"), row(3, "t1")]).is_empty());
         let taken: Vec<i64> = mailbox.take("t1").iter().map(|m| m.id).collect();
         assert_eq!(taken, vec![1, 3]);
         assert!(mailbox.take("t1").is_empty());
-        mailbox.offer(vec![row(1, "t1")]);
+        assert!(mailbox.offer(vec![row(1, "t1")]).is_empty());
         assert!(
             mailbox.take("t1").is_empty(),
             "a row read again is not handed over again"
         );
+        // A unit that passed: what waited and what comes later is given back, not kept.
+        assert!(mailbox.offer(vec![row(4, "t2"), row(5, "t3")]).is_empty());
+        let waited: Vec<i64> = mailbox.close("t2").iter().map(|m| m.id).collect();
+        assert_eq!(waited, vec![2, 4]);
+        let late: Vec<i64> = mailbox
+            .offer(vec![row(6, "t2"), row(7, "t3")])
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(late, vec![6]);
+        assert!(mailbox.take("t2").is_empty());
+        assert_eq!(mailbox.take("t3").len(), 2);
         for _ in 0..MAX_REQUESTS {
             assert!(mailbox.request(Recipient::All, "x".into()));
         }

@@ -333,3 +333,65 @@ async fn a_message_waits_for_resume_and_is_delivered_once() {
     assert_eq!(times_told(&last, message), 1, "once in the conversation");
     assert_eq!(repo.read("a.txt").as_deref(), Some("a\n"));
 }
+
+/// A message stored after the worker's last model call (here: while its unit is verified) cannot be
+/// delivered; when the unit passes the log says so, and it does not wait in the inbox for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_worker_can_no_longer_read_is_said_to_be_undelivered() {
+    let gates = Gates::new();
+    let gate = gates.gate("verify");
+    let config = format!(
+        "[verify]\ntest = \"for i in $(seq 1 2400); do [ -f {} ] && exit 0; sleep 0.05; done; exit 1\"\n",
+        gate.display()
+    );
+    let repo = TestRepo::new(&[("orchestrator.toml", &config)]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "a\\n")],
+        ..Script::default()
+    })
+    .await;
+    let mission = Run::task("Steer me late").openai(&server).run(&repo);
+    let steer = async {
+        until(&server, "worker a asks the model", |r| {
+            !worker_requests(r, "a").is_empty()
+        })
+        .await;
+        let mut verifying = false;
+        for _ in 0..2400 {
+            let states = logged(&repo, "unit_state").await;
+            if states
+                .iter()
+                .any(|e| e["unit"] == "a" && e["state"] == "verifying")
+            {
+                verifying = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(verifying, "unit a reaches verification");
+        let told = tell(&repo, &["a", "Rename it to b."]).await;
+        told.assert_code(0);
+        open(&gate);
+    };
+    let (done, ()) = tokio::join!(mission, steer);
+    done.assert_code(0);
+    assert!(
+        worker_requests(&server.requests(), "a")
+            .iter()
+            .all(|r| times_told(r, "Rename it to b.") == 0),
+        "no worker request after the tell"
+    );
+    assert!(logged(&repo, "user_message").await.is_empty());
+    let notices = logged(&repo, "notice").await;
+    let undelivered: Vec<&Value> = notices
+        .iter()
+        .filter(|n| {
+            n["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("not delivered") && m.contains("Rename it to b."))
+        })
+        .collect();
+    assert_eq!(undelivered.len(), 1, "{notices:?}");
+    let said = undelivered[0]["message"].as_str().unwrap_or_default();
+    assert!(said.contains("the message to a's worker"), "{said}");
+}

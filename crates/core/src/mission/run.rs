@@ -174,6 +174,9 @@ pub(super) async fn run_mission(
     }
     // A finished mission (nothing will resume it) takes its branches with it unless asked to keep them.
     let over = !resumable && outcome != Outcome::Interrupted;
+    if over {
+        crate::inbox::close_inbox(&store, &id, bus);
+    }
     let settle = over && !finish.keep_branches;
     cleanup(&setup, &id, settle).await;
     let mut branch_kept = true;

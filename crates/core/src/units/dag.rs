@@ -142,6 +142,12 @@ fn run_unit(
             };
             mission.set_state(&unit, round, outcome.state, 0, detail);
         }
+        // A passed unit runs no worker again; a failed one may be retried in the next round, and a
+        // message for it waits for that (or for the mission's end, which says it was not delivered).
+        if outcome.state == UnitState::Passed {
+            let waiting = mission.rt.control.mailbox().close(&unit.id);
+            crate::inbox::not_delivered(&mission.rt.bus, waiting, "the unit had passed");
+        }
         outcome
     })
 }
