@@ -108,6 +108,14 @@ pub struct RepoParams {
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct ListMissionsParams {
+    /// The git repository (any folder in it). Default: the project the MCP server runs in.
+    #[serde(default)]
+    pub repo: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StatusParams {
     /// The git repository of the mission (any folder in it). Default: the project the MCP server runs in.
     #[serde(default)]

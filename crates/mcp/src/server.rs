@@ -18,7 +18,8 @@ use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler
 use crate::error::ToolError;
 use crate::launch::{self, Launch, Started};
 use crate::params::{
-    ApprovePlanParams, RepoParams, StartMissionParams, StatusParams, TellWorkerParams, WaitParams,
+    ApprovePlanParams, ListMissionsParams, RepoParams, StartMissionParams, StatusParams, TellWorkerParams,
+    WaitParams,
 };
 use crate::resources::{self, Subscriptions, Target};
 use crate::wait::{self, Ended};
@@ -87,6 +88,15 @@ uncommitted changes (unless allow_dirty) or another mission runs in the reposito
     )]
     async fn start_mission(&self, Parameters(params): Parameters<StartMissionParams>) -> CallToolResult {
         respond(self.start(params).await)
+    }
+
+    #[tool(
+        description = "Every mission of the repository, newest first: id, objective, state (running, interrupted, \
+finished, abandoned), outcome, tokens and cost. An interrupted mission is unfinished work: start_mission in the \
+repository resumes it. Pass a mission's id to mission_status or mission_result to look at an older one."
+    )]
+    async fn list_missions(&self, Parameters(params): Parameters<ListMissionsParams>) -> CallToolResult {
+        respond(self.list(params).await)
     }
 
     #[tool(
@@ -299,6 +309,17 @@ interrupted mission dropped, call start_mission with abandon_interrupted: true."
         })
     }
 
+    async fn list(&self, params: ListMissionsParams) -> Result<Reply, ToolError> {
+        let root = self.root(params.repo.as_deref()).await?;
+        let missions = orchestrator_core::missions(&root)?;
+        let json = serde_json::to_string(&missions)
+            .map_err(|e| ToolError::Other(format!("cannot write the missions as JSON: {e}")))?;
+        Ok(Reply {
+            text: missions_words(&missions),
+            json: Some(json),
+        })
+    }
+
     async fn result(&self, params: RepoParams) -> Result<Reply, ToolError> {
         let root = self.root(params.repo.as_deref()).await?;
         let status = orchestrator_core::status_of(&root, params.mission.as_deref())?;
@@ -387,4 +408,35 @@ output is logged to {}.",
         started.pid,
         started.log.display()
     )
+}
+
+/// One line per mission, newest first, and what to do about an interrupted one.
+fn missions_words(missions: &[MissionSummary]) -> String {
+    if missions.is_empty() {
+        return "No mission has run in this repository; start one with start_mission.".into();
+    }
+    let mut lines: Vec<String> = missions
+        .iter()
+        .map(|m| {
+            format!(
+                "{} · {}{} · {} tokens · ${:.2} · {}",
+                m.id,
+                m.state.as_str(),
+                m.outcome
+                    .as_deref()
+                    .map(|o| format!(" ({o})"))
+                    .unwrap_or_default(),
+                m.tokens,
+                m.cost_usd,
+                orchestrator_core::shorten(&m.objective, 80)
+            )
+        })
+        .collect();
+    if let Some(open) = missions.iter().find(|m| m.state == MissionState::Interrupted) {
+        lines.push(format!(
+            "Mission {} is interrupted: start_mission in this repository resumes it (abandon_interrupted: true drops it).",
+            open.id
+        ));
+    }
+    lines.join("\n")
 }

@@ -211,6 +211,7 @@ async fn tools_list_names_the_tools_with_schemas() {
         [
             "approve_plan",
             "cancel_mission",
+            "list_missions",
             "mission_result",
             "mission_status",
             "start_mission",
@@ -429,6 +430,34 @@ async fn start_mission_resumes_an_interrupted_mission() {
     assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
     let missions = super::missions::missions_json(&repo).await;
     assert_eq!(missions.len(), 1, "no second mission: {missions:#?}");
+    client.disconnect().await;
+}
+
+/// `list_missions` shows every mission with its state and says how an interrupted one goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_missions_names_an_interrupted_mission_and_how_it_goes_on() {
+    let repo = TestRepo::new(&[]);
+    let mut client = Client::connect(&repo, None).await;
+    let (none, is_error) = client.call("list_missions", json!({})).await;
+    assert!(!is_error && none.contains("No mission has run"), "{none}");
+    client.disconnect().await;
+    let (_server, mut client) = interrupted_mission(&repo).await;
+    let (listed, is_error) = client.call("list_missions", json!({})).await;
+    assert!(!is_error, "{listed}");
+    assert!(
+        listed.contains("interrupted") && listed.contains("Add a.txt"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("start_mission in this repository resumes it"),
+        "{listed}"
+    );
+    let json_line = listed.lines().last().unwrap_or_default();
+    let missions: Vec<Value> = serde_json::from_str(json_line).expect("the missions as JSON");
+    assert_eq!(missions.len(), 1, "{missions:?}");
+    assert_eq!(missions[0]["state"], "interrupted");
+    let (refused, is_error) = client.call("list_missions", json!({"mision": "x"})).await;
+    assert!(is_error && refused.contains("mision"), "{refused}");
     client.disconnect().await;
 }
 
