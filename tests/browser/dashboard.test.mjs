@@ -105,13 +105,16 @@ before(async () => {
   // A second one for the resume test: the demo plan's files, once sealed in a repository, are there.
   world.repo2 = join(world.work, "repo2");
   makeRepo(world.repo2);
+  // A third for the message form.
+  world.repo3 = join(world.work, "repo3");
+  makeRepo(world.repo3);
 
   const fakeArgs = ["--units", String(UNITS), "--latency-ms", String(LATENCY_MS)];
   world.fake = await startProgram(fakeModel, fakeArgs, {}, /^http/);
   const modelUrl = world.fake.match.input.trim();
   world.serve = await startProgram(
     orchestrator,
-    ["serve", "--bind", "127.0.0.1:0", "--repo", world.repo, "--repo", world.repo2],
+    ["serve", "--bind", "127.0.0.1:0", "--repo", world.repo, "--repo", world.repo2, "--repo", world.repo3],
     {
       cwd: world.repo,
       env: {
@@ -127,6 +130,7 @@ before(async () => {
     /^open the dashboard: (http:\/\/\S+?)\/\?token=([0-9a-f]+)$/,
   );
   world.base = world.serve.match[1];
+  world.orchestrator = orchestrator;
   const token = world.serve.match[2];
 
   world.context = await chromium.launchPersistentContext(join(world.work, "chromium-profile"), {
@@ -332,6 +336,58 @@ test("an interrupted mission is resumed from the page; a start beside it says ho
     const shots = join(here, "artifacts");
     mkdirSync(shots, { recursive: true });
     const shot = join(shots, `dashboard-resume-failure-${Date.now()}.png`);
+    await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
+    console.error(`screenshot: ${shot}\nserver output:\n${serve.output.join("")}`);
+    throw error;
+  } finally {
+    await page.close();
+  }
+});
+
+test("a message typed into the form reaches the unit's worker, or the log says why not", { timeout: 300_000 }, async () => {
+  const { repo3: repo, serve } = world;
+  const { page, errors } = await openPage();
+  const words = "Keep every part to one line";
+  try {
+    await page.goto(`${world.base}/`);
+    await page.waitForFunction(() => document.querySelector("#known-repos option"), null, { timeout: 30_000 });
+    await page.getByTestId("start-repo").fill(repo);
+    await page.getByTestId("start-objective").fill("Write the demo parts, steered");
+    await page.getByTestId("start-submit").click();
+    await page.getByTestId("mission").waitFor({ timeout: 60_000 });
+    // A unit still at work has a ✉ button; it names the unit in the form.
+    const button = page.getByTestId("tell-unit-button").first();
+    await button.waitFor({ timeout: 60_000 });
+    await button.click();
+    const unit = await page.getByTestId("tell-unit").inputValue();
+    assert.ok(unit.length > 0, "the button named its unit");
+    await page.getByTestId("tell-message").fill(words);
+    await page.getByTestId("tell-button").click();
+    await page.waitForFunction(() => document.querySelector("#tell-message").value === "", null, { timeout: 15_000 });
+    const error = page.getByTestId("mission-error");
+    // A unit the mission does not have is refused where the user typed, with the reason.
+    await page.getByTestId("tell-unit").fill("zz");
+    await page.getByTestId("tell-message").fill("hello");
+    await page.getByTestId("tell-button").click();
+    await error.filter({ hasText: "no unit `zz`" }).waitFor({ timeout: 15_000 });
+    await missionStateIs(page, "sealed", MISSION_LIMIT_MS);
+
+    // The message is delivered to that worker before its next model call, or, when the worker had
+    // made its last one, the log says it was not delivered; either way it is accounted for.
+    const log = execFileSync(world.orchestrator, ["logs", "--json"], { cwd: repo, encoding: "utf8" })
+      .split("\n")
+      .filter((line) => line.trim())
+      .map((line) => JSON.parse(line));
+    const delivered = log.filter((e) => e.type === "user_message" && e.message === words);
+    const undelivered = log.filter((e) => e.type === "notice" && e.message.includes("not delivered") && e.message.includes(words));
+    assert.equal(delivered.length + undelivered.length, 1, JSON.stringify([...delivered, ...undelivered]));
+    if (delivered.length) assert.equal(delivered[0].unit, unit);
+    const unexpected = errors.filter((e) => !e.startsWith("422 ") || !e.endsWith("/tell"));
+    assert.deepEqual(unexpected, [], "no script errors on the page, only the refused message");
+  } catch (error) {
+    const shots = join(here, "artifacts");
+    mkdirSync(shots, { recursive: true });
+    const shot = join(shots, `dashboard-tell-failure-${Date.now()}.png`);
     await page.screenshot({ path: shot, fullPage: true }).catch(() => {});
     console.error(`screenshot: ${shot}\nserver output:\n${serve.output.join("")}`);
     throw error;
