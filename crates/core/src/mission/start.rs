@@ -203,7 +203,7 @@ pub async fn resume(
     // Checked again with the lock held: a run that held it before us may have finished the mission.
     still_resumable(&store, &record.id).inspect_err(|_| stop_soon(&opencode))?;
     let events = store.events_after(&record.id, None).map_err(store_error)?;
-    let replay = Replay::from_events(&events);
+    let mut replay = Replay::from_events(&events);
     let next_seq = replay.last_seq.map(|s| s + 1).unwrap_or(0);
     bus.attach(
         &record.id,
@@ -216,6 +216,10 @@ pub async fn resume(
         phase: replay.phase.unwrap_or(Phase::Starting),
         round: replay.round,
     });
+    // This run is a resume too: without it the first resume shared the first run's index, and a
+    // conflict resolver of the killed run (`resolver:<unit>:<run>`) was taken up again over a merge
+    // that resume had aborted.
+    replay.resumes += 1;
     let claimed = Claimed {
         record,
         finish: Finish {
