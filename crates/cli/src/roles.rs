@@ -20,11 +20,13 @@ pub struct RolesArgs {
 
 #[derive(Subcommand)]
 enum RolesCommand {
-    /// Every role and where its prompt comes from (built in, or its role file).
+    /// Every role and where its prompt comes from (built in, or its role file), then the specialist
+    /// reviewers with their kind.
     List,
     /// The role's effective system prompt and settings, with where each came from.
     Show {
-        /// scout, planner, worker, reviewer, master_reviewer or conflict_resolver.
+        /// scout, planner, worker, reviewer, master_reviewer, conflict_resolver, or a specialist
+        /// reviewer's name.
         role: String,
     },
     /// Write the built-in roles to .orchestrator/roles/<role>.md for editing.
@@ -61,14 +63,13 @@ pub async fn run(args: RolesArgs) -> u8 {
 fn list(root: &std::path::Path) -> Result<String, EngineError> {
     let mut text = String::new();
     for (role, source) in orchestrator_core::list_roles(root)? {
-        text.push_str(&format!("{:<18} {source}\n", role.as_str()));
+        text.push_str(&format!("{role:<18} {source}\n"));
     }
     Ok(text)
 }
 
 fn show(root: &std::path::Path, name: &str) -> Result<String, EngineError> {
-    let role = orchestrator_core::role_named(name)?;
-    Ok(render(&orchestrator_core::show_role(root, role)?))
+    Ok(render(&orchestrator_core::show_named(root, name)?))
 }
 
 fn init(root: &std::path::Path, force: bool) -> Result<String, EngineError> {
@@ -82,10 +83,11 @@ fn init(root: &std::path::Path, force: bool) -> Result<String, EngineError> {
 }
 
 fn render(shown: &RoleShow) -> String {
-    let mut text = format!(
-        "role: {}\nprompt: {}\n\nsettings:\n",
-        shown.role, shown.prompt_source
-    );
+    let role = match &shown.specialist {
+        Some(name) => format!("{name} (specialist reviewer, kind: {})", shown.role),
+        None => shown.role.to_string(),
+    };
+    let mut text = format!("role: {role}\nprompt: {}\n\nsettings:\n", shown.prompt_source);
     for (key, value, source) in &shown.settings {
         text.push_str(&format!("  {key:<14} {value:<24} ({source})\n"));
     }

@@ -58,6 +58,13 @@ pub struct FileConfig {
     /// The user's MCP servers (`[mcp.<name>]`), offered as tools to the roles that list them.
     #[serde(default)]
     pub mcp: BTreeMap<String, McpFile>,
+    /// Specialist reviewers run after the built-in ones (`[review] extra`, `extra_master`).
+    #[serde(default)]
+    pub review: ReviewFile,
+    /// Specialist reviewers' role files (`.orchestrator/roles/<name>.md` with `kind:`), by name; only
+    /// the role files' layer has them.
+    #[serde(skip)]
+    pub specialists: BTreeMap<String, SpecialistFile>,
     /// The file this layer was read from, so a bad value can be traced to it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -237,6 +244,37 @@ pub struct McpFile {
     pub source: Option<PathBuf>,
 }
 
+/// `[review]`: the specialist reviewers (role files with `kind:`) that judge after the built-in ones.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewFile {
+    /// Specialists of kind `reviewer` that judge each unit after its own review passed.
+    pub extra: Option<Vec<String>>,
+    /// Specialists of kind `master_reviewer` that judge the whole after the master review passed.
+    pub extra_master: Option<Vec<String>>,
+}
+
+/// The most specialists one `[review]` list may name: each one is a model session per unit attempt.
+pub const MAX_EXTRA_REVIEWERS: usize = 8;
+
+/// A specialist reviewer's role file as the role files' layer carries it into [`resolve`].
+#[derive(Debug, Clone)]
+pub struct SpecialistFile {
+    /// `reviewer` or `master_reviewer`: whose place in the pipeline, tools and defaults it takes.
+    pub kind: Role,
+    pub settings: RoleFile,
+    pub prompt: RolePrompt,
+}
+
+/// A specialist reviewer, resolved: its kind's settings under what its file sets, and its prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Specialist {
+    pub name: String,
+    pub kind: Role,
+    pub settings: RoleSettings,
+    pub prompt: RolePrompt,
+}
+
 /// Tools a role can be limited to: the toolbox's and the worker's `spawn`.
 pub const ROLE_TOOLS: [&str; 9] = [
     "read", "list", "glob", "grep", "bash", "write", "edit", "insert", "spawn",
@@ -405,6 +443,12 @@ pub struct Config {
     pub hooks: crate::hooks::HookSettings,
     /// The user's MCP servers, by name (only those some role lists are started).
     pub mcp: BTreeMap<String, McpServerSettings>,
+    /// Every specialist reviewer the role files define, by name.
+    pub specialists: BTreeMap<String, Specialist>,
+    /// `[review] extra`: the specialists (kind `reviewer`) that judge each unit, in order.
+    pub review_extra: Vec<String>,
+    /// `[review] extra_master`: the specialists (kind `master_reviewer`) that judge the whole.
+    pub review_extra_master: Vec<String>,
 }
 
 /// A role's prompt from its role file.
@@ -551,7 +595,11 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
         role_prompts: BTreeMap::new(),
         hooks: crate::hooks::resolve(layers, &merged.hooks)?,
         mcp: BTreeMap::new(),
+        specialists: resolve_specialists(&merged, flags.model.as_deref(), model.as_deref())?,
+        review_extra: merged.review.extra.clone().unwrap_or_default(),
+        review_extra_master: merged.review.extra_master.clone().unwrap_or_default(),
     };
+    check_extra_reviewers(&config)?;
     let sandbox_on = config.sandbox.enabled;
     let mut config = config;
     config.mcp = resolve_mcp(&merged, sandbox_on)?;
@@ -646,7 +694,15 @@ fn resolve_mcp_server(name: &str, file: &McpFile, sandbox_on: bool) -> Result<Mc
 
 /// Every server a role lists is configured, and the sessions can use it.
 fn check_role_mcp(config: &Config) -> Result<()> {
-    for (role, settings) in &config.roles {
+    let roles = config
+        .roles
+        .iter()
+        .map(|(role, settings)| (role.to_string(), settings));
+    let specialists = config
+        .specialists
+        .iter()
+        .map(|(name, s)| (name.clone(), &s.settings));
+    for (role, settings) in roles.chain(specialists) {
         if config.provider == Provider::OpenCode && !settings.mcp.is_empty() {
             return Err(EngineError::Usage(format!(
                 "`[roles.{role}] mcp` lists MCP servers, which only the engine's own sessions are offered; with \
@@ -781,39 +837,131 @@ fn resolve_roles(
                 ROLE_TOOLS.join(", ")
             )));
         }
-        // `--model` names one model for the whole mission, so it beats per-role models from files.
-        let model = flag_model
-            .map(str::to_string)
-            .or(file.model)
-            .or(default_model.map(str::to_string))
-            .ok_or_else(|| {
-                EngineError::Usage(
-                    "no model is configured. Set ORCHESTRATOR_MODEL (e.g. ORCHESTRATOR_MODEL=gpt-4.1), pass --model, \
-                     or set `model = \"...\"` in orchestrator.toml."
-                        .into(),
-                )
-            })?;
-        let (turns, tokens) = role_defaults(role);
-        let model_file = merged.models.get(&model).cloned().unwrap_or_default();
-        let context_window = model_file
-            .context_window
-            .unwrap_or_else(|| context_window_for(&model));
         roles.insert(
             role,
-            RoleSettings {
-                model,
-                max_turns: file.max_turns.unwrap_or(turns),
-                max_tokens: file.max_tokens.unwrap_or(tokens),
-                temperature: file.temperature,
-                budget_tokens: file.budget_tokens,
-                tools: file.tools,
-                mcp: file.mcp.unwrap_or_default(),
-                context_window,
-                compact_at: model_file.compact_at.unwrap_or(0.8),
-            },
+            role_settings(merged, file, role_defaults(role), flag_model, default_model)?,
         );
     }
     Ok(roles)
+}
+
+/// Each specialist's settings: its kind's `[roles.<kind>]` with its own file's front matter over them.
+fn resolve_specialists(
+    merged: &FileConfig,
+    flag_model: Option<&str>,
+    default_model: Option<&str>,
+) -> Result<BTreeMap<String, Specialist>> {
+    let mut specialists = BTreeMap::new();
+    for (name, file) in &merged.specialists {
+        let mut layered = FileConfig::default();
+        if let Some(kind) = merged.roles.get(file.kind.as_str()) {
+            layered.roles.insert(name.clone(), kind.clone());
+        }
+        let own = FileConfig {
+            roles: BTreeMap::from([(name.clone(), file.settings.clone())]),
+            ..FileConfig::default()
+        };
+        merge(&mut layered, own);
+        let settings_file = layered.roles.remove(name).unwrap_or_default();
+        let settings = role_settings(
+            merged,
+            settings_file,
+            role_defaults(file.kind),
+            flag_model,
+            default_model,
+        )?;
+        let specialist = Specialist {
+            name: name.clone(),
+            kind: file.kind,
+            settings,
+            prompt: file.prompt.clone(),
+        };
+        specialists.insert(name.clone(), specialist);
+    }
+    Ok(specialists)
+}
+
+/// `[review] extra` and `extra_master` name specialists of the right kind, each once, a few at most:
+/// refused before the mission starts, not when the first unit is reviewed.
+fn check_extra_reviewers(config: &Config) -> Result<()> {
+    let lists = [
+        ("extra", &config.review_extra, Role::Reviewer),
+        ("extra_master", &config.review_extra_master, Role::MasterReviewer),
+    ];
+    for (key, names, kind) in lists {
+        let bad = |why: String| Err(EngineError::Usage(format!("`[review] {key}` {why}")));
+        if names.len() > MAX_EXTRA_REVIEWERS {
+            return bad(format!(
+                "names {} specialists; at most {MAX_EXTRA_REVIEWERS} may judge the work",
+                names.len()
+            ));
+        }
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return bad(format!("names `{name}` twice; name each specialist once"));
+            }
+            match config.specialists.get(name) {
+                None => {
+                    return bad(format!(
+                        "names `{name}`, but there is no specialist file .orchestrator/roles/{name}.md. \
+                         Create it with `kind: {kind}` in its front matter and the reviewer's prompt as its \
+                         body, or remove the name (README.md, section \"Roles as files\")"
+                    ))
+                }
+                Some(found) if found.kind != kind => {
+                    return bad(format!(
+                        "names `{name}`, but {} is of `kind: {}`; `[review] {key}` takes `kind: {kind}` \
+                         specialists{}",
+                        found.prompt.path,
+                        found.kind,
+                        match kind {
+                            Role::Reviewer => " (master reviewers go in `extra_master`)",
+                            _ => " (unit reviewers go in `extra`)",
+                        }
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One role's settings from its merged `[roles.<role>]` file, its defaults and the mission's model.
+fn role_settings(
+    merged: &FileConfig,
+    file: RoleFile,
+    (turns, tokens): (u32, u32),
+    flag_model: Option<&str>,
+    default_model: Option<&str>,
+) -> Result<RoleSettings> {
+    // `--model` names one model for the whole mission, so it beats per-role models from files.
+    let model = flag_model
+        .map(str::to_string)
+        .or(file.model)
+        .or(default_model.map(str::to_string))
+        .ok_or_else(|| {
+            EngineError::Usage(
+                "no model is configured. Set ORCHESTRATOR_MODEL (e.g. ORCHESTRATOR_MODEL=gpt-4.1), pass --model, \
+                 or set `model = \"...\"` in orchestrator.toml."
+                    .into(),
+            )
+        })?;
+    let model_file = merged.models.get(&model).cloned().unwrap_or_default();
+    let context_window = model_file
+        .context_window
+        .unwrap_or_else(|| context_window_for(&model));
+    Ok(RoleSettings {
+        model,
+        max_turns: file.max_turns.unwrap_or(turns),
+        max_tokens: file.max_tokens.unwrap_or(tokens),
+        temperature: file.temperature,
+        budget_tokens: file.budget_tokens,
+        tools: file.tools,
+        mcp: file.mcp.unwrap_or_default(),
+        context_window,
+        compact_at: model_file.compact_at.unwrap_or(0.8),
+    })
 }
 
 /// Turn and output-token limits per role: scouts and reviewers are short, workers get room.
@@ -1102,6 +1250,9 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(notify.desktop);
     take!(notify.desktop_command);
     take!(notify.webhook);
+    take!(review.extra);
+    take!(review.extra_master);
+    into.specialists.extend(layer.specialists);
     crate::hooks::merge_layer(&mut into.hooks, layer.hooks);
     for (name, model) in layer.models {
         let slot = into.models.entry(name).or_default();

@@ -44,7 +44,10 @@ pub fn load_config(root: &Path, settings: &MissionSettings) -> Result<Config> {
 /// One role as `orchestrator roles show` prints it.
 #[derive(Debug, Clone)]
 pub struct RoleShow {
+    /// The built-in role, or a specialist's kind.
     pub role: Role,
+    /// The specialist reviewer shown, when it is one (`role` is then its kind).
+    pub specialist: Option<String>,
     /// Where the prompt comes from: its role file, or `built in`.
     pub prompt_source: String,
     /// Each setting: key, value, where it was set.
@@ -60,6 +63,110 @@ pub fn role_named(name: &str) -> Result<Role> {
     Role::ALL.into_iter().find(|r| r.as_str() == name).ok_or_else(|| {
         let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
         EngineError::Usage(format!("unknown role `{name}`; roles are: {}", roles.join(", ")))
+    })
+}
+
+/// A built-in role or a specialist reviewer by name, as [`show_role`] / [`show_specialist`] show it.
+pub fn show_named(root: &Path, name: &str) -> Result<RoleShow> {
+    if let Ok(role) = role_named(name) {
+        return show_role(root, role);
+    }
+    let (_, files) = layers(root)?;
+    if files.specialists.contains_key(name) {
+        return show_specialist(root, name);
+    }
+    let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+    let specialists = match files.specialists.keys().map(String::as_str).collect::<Vec<_>>() {
+        none if none.is_empty() => format!("none (a file in {ROLES_DIR}/ with `kind:` makes one)"),
+        names => names.join(", "),
+    };
+    Err(EngineError::Usage(format!(
+        "unknown role `{name}`; roles are: {}; specialist reviewers: {specialists}",
+        roles.join(", ")
+    )))
+}
+
+/// A specialist reviewer's effective prompt and settings: what its file sets, else its kind's.
+pub fn show_specialist(root: &Path, name: &str) -> Result<RoleShow> {
+    let (layers, role_files) = layers(root)?;
+    let model = env_model();
+    let config = config::resolve(
+        &layers,
+        &MissionSettings::default(),
+        model.clone().or(Some(NO_MODEL.into())),
+    )?;
+    let (Some(doc), Some(specialist)) = (role_files.specialists.get(name), config.specialists.get(name))
+    else {
+        return Err(EngineError::Usage(format!(
+            "no specialist `{name}` in {ROLES_DIR}/"
+        )));
+    };
+    let kind = specialist.kind;
+    let own = &doc.doc.settings;
+    let kind_file = role_files.roles.get(&kind).map(|f| f.path.as_str());
+    let source = |key: &str, set_here: bool| {
+        if set_here {
+            return doc.doc.path.clone();
+        }
+        setting_source(&layers, kind, key, kind_file).map_or_else(
+            || format!("default of {kind}"),
+            |place| format!("{place}, as its kind"),
+        )
+    };
+    let resolved = &specialist.settings;
+    let optional = |v: Option<String>| v.unwrap_or_else(|| "unset".into());
+    let model_source = if own.model.is_some() {
+        doc.doc.path.clone()
+    } else {
+        setting_source(&layers, kind, "model", kind_file)
+            .or_else(|| model.as_ref().map(|_| "ORCHESTRATOR_MODEL".to_string()))
+            .or_else(|| top_level_model_source(&layers))
+            .unwrap_or_else(|| "not set".into())
+    };
+    let settings = vec![
+        ("model".to_string(), resolved.model.clone(), model_source),
+        (
+            "tools".into(),
+            optional(resolved.tools.as_ref().map(|t| t.join(", "))),
+            source("tools", own.tools.is_some()),
+        ),
+        (
+            "max_turns".into(),
+            resolved.max_turns.to_string(),
+            source("max_turns", own.max_turns.is_some()),
+        ),
+        (
+            "max_tokens".into(),
+            resolved.max_tokens.to_string(),
+            source("max_tokens", own.max_tokens.is_some()),
+        ),
+        (
+            "temperature".into(),
+            optional(resolved.temperature.map(|t| t.to_string())),
+            source("temperature", own.temperature.is_some()),
+        ),
+        (
+            "budget_tokens".into(),
+            optional(resolved.budget_tokens.map(|b| b.to_string())),
+            source("budget_tokens", own.budget_tokens.is_some()),
+        ),
+    ];
+    let instructions = instructions::load(root);
+    let bodies = role_files
+        .specialists
+        .iter()
+        .map(|(name, s)| (name.clone(), s.doc.prompt.clone()))
+        .collect();
+    let system_prompt = Prompts::new(Default::default(), instructions.block.clone())
+        .with_specialists(bodies)
+        .specialist(kind, name);
+    Ok(RoleShow {
+        role: kind,
+        specialist: Some(name.to_string()),
+        prompt_source: doc.doc.path.clone(),
+        settings,
+        instructions,
+        system_prompt,
     })
 }
 
@@ -119,6 +226,7 @@ pub fn show_role(root: &Path, role: Role) -> Result<RoleShow> {
     let system_prompt = Prompts::new(bodies, instructions.block.clone()).system(role);
     Ok(RoleShow {
         role,
+        specialist: None,
         prompt_source: file.map_or_else(|| "built in".to_string(), |f| f.path.clone()),
         settings,
         instructions,
@@ -193,19 +301,22 @@ pub fn init_roles(root: &Path, force: bool) -> Result<Vec<String>> {
     Ok(written)
 }
 
-/// `orchestrator roles list`: every role and where its prompt comes from.
-pub fn list_roles(root: &Path) -> Result<Vec<(Role, String)>> {
+/// `orchestrator roles list`: every role and where its prompt comes from, then each specialist
+/// reviewer with its kind.
+pub fn list_roles(root: &Path) -> Result<Vec<(String, String)>> {
     let files = RoleFiles::load(root)?;
-    Ok(Role::ALL
-        .into_iter()
-        .map(|role| {
-            let source = files
-                .roles
-                .get(&role)
-                .map_or_else(|| "built in".to_string(), |f| f.path.clone());
-            (role, source)
-        })
-        .collect())
+    let roles = Role::ALL.into_iter().map(|role| {
+        let source = files
+            .roles
+            .get(&role)
+            .map_or_else(|| "built in".to_string(), |f| f.path.clone());
+        (role.to_string(), source)
+    });
+    let specialists = files.specialists.iter().map(|(name, s)| {
+        let source = format!("{} (specialist, kind: {})", s.doc.path, s.kind);
+        (name.clone(), source)
+    });
+    Ok(roles.chain(specialists).collect())
 }
 
 #[cfg(test)]

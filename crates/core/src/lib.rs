@@ -41,7 +41,7 @@ mod verify;
 pub use approval::{answer_plan, plan_answer_from, refused_edit, waiting_plan, WaitingPlan};
 pub use clean::{clean, CleanReport};
 pub use control::{MissionControl, Steering};
-pub use effective::{init_roles, list_roles, role_named, show_role, RoleShow};
+pub use effective::{init_roles, list_roles, role_named, show_named, show_role, show_specialist, RoleShow};
 pub use error::{EngineError, Result};
 pub use events::EventBus;
 pub use inbox::{check_tell, clean_message, tell, Recipient, INBOX_PER_UNIT, MAX_MESSAGE_BYTES};

@@ -101,7 +101,13 @@ impl McpServers {
     /// role lists are not started. An error names the server that failed; those already started
     /// are stopped by the caller's [`McpServers::stop`].
     pub async fn start(&self, config: &Config, base: &Path, bus: &EventBus) -> Result<(), StartError> {
-        let wanted: BTreeSet<&String> = config.roles.values().flat_map(|r| r.mcp.iter()).collect();
+        let specialists = config.specialists.values().map(|s| &s.settings);
+        let wanted: BTreeSet<&String> = config
+            .roles
+            .values()
+            .chain(specialists)
+            .flat_map(|r| r.mcp.iter())
+            .collect();
         let mut started = Started::default();
         let result = self.start_each(config, base, bus, &wanted, &mut started).await;
         // Whatever started is kept, so that `stop` finds it even when a later server failed.

@@ -348,7 +348,7 @@ async fn prompt_loop(
             pending.join("\n\n")
         };
         let mut request = PromptRequest::text(text);
-        request.system = Some(rt.prompts.system(session.role));
+        request.system = Some(session.system_prompt(rt));
         // `provider/model` picks an OpenCode model; anything else leaves OpenCode's configured one.
         request.model = ModelRef::parse(&session.settings.model);
         request.tools = tools_map(engine, session.role, bridge_key);

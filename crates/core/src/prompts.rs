@@ -36,17 +36,40 @@ pub struct Prompts {
     bodies: BTreeMap<Role, String>,
     /// The "Project instructions" block ([`crate::instructions`]); empty when the project has none.
     instructions: String,
+    /// Specialist reviewers' prompt bodies, by name.
+    specialists: BTreeMap<String, String>,
 }
 
 impl Prompts {
     pub fn new(bodies: BTreeMap<Role, String>, instructions: String) -> Self {
-        Prompts { bodies, instructions }
+        Prompts {
+            bodies,
+            instructions,
+            specialists: BTreeMap::new(),
+        }
+    }
+
+    /// With the specialist reviewers' prompt bodies, by name.
+    pub fn with_specialists(mut self, specialists: BTreeMap<String, String>) -> Self {
+        self.specialists = specialists;
+        self
     }
 
     /// The role's system prompt. Its first line is always `# Role: <name>`.
     pub fn system(&self, role: Role) -> String {
         let body = self.bodies.get(&role).map_or(builtin_body(role), String::as_str);
-        let mut prompt = with_role_line(role, body);
+        self.with_instructions(with_role_line(role, body))
+    }
+
+    /// A specialist reviewer's system prompt: `# Role: <kind>` first (the kind decides the session's
+    /// tools and what it submits), then `# Specialist: <name>`, then its own prompt.
+    pub fn specialist(&self, kind: Role, name: &str) -> String {
+        let body = self.specialists.get(name).map_or("", String::as_str);
+        let prompt = format!("# Role: {kind}\n# Specialist: {name}\n{}", body.trim());
+        self.with_instructions(prompt)
+    }
+
+    fn with_instructions(&self, mut prompt: String) -> String {
         if !self.instructions.is_empty() {
             prompt.push_str("\n\n");
             prompt.push_str(self.instructions.trim_end());

@@ -33,7 +33,13 @@ pub struct UnitRecord {
     pub evidence: Vec<Evidence>,
     /// The `before_merge` hook's verdict on each attempt, where it ran.
     pub merge_hooks: BTreeMap<u32, HookRun>,
+    /// Specialist reviewers' verdicts (`[review] extra`) by attempt and specialist.
+    pub specialist_reviews: SpecialistReviews,
 }
+
+/// Specialist reviewers' verdicts by (attempt or round, specialist): the review and the commit it
+/// judged, where the log has it.
+pub type SpecialistReviews = BTreeMap<(u32, String), (Review, Option<String>)>;
 
 /// One model session as the log tells it.
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +113,8 @@ pub struct Replay {
     pub master_reviews: BTreeMap<u32, Review>,
     /// The integrated commit each round's master review judged, where the log recorded it.
     pub master_reviewed_commits: BTreeMap<u32, String>,
+    /// `[review] extra_master` specialists' verdicts by round and specialist.
+    pub master_specialist_reviews: SpecialistReviews,
     pub finished: Option<Outcome>,
     /// Sealed although no command judged the work (`--no-verify`).
     pub unverified: bool,
@@ -238,6 +246,32 @@ impl Replay {
                 attempt,
                 review,
                 commit,
+                reviewer: Some(reviewer),
+            } => {
+                if let Some(record) = self.units.get_mut(unit) {
+                    let verdict = (review.clone(), commit.clone());
+                    record
+                        .specialist_reviews
+                        .insert((*attempt, reviewer.clone()), verdict);
+                }
+            }
+            Event::ReviewFinished {
+                unit: None,
+                attempt,
+                review,
+                commit,
+                reviewer: Some(reviewer),
+            } => {
+                let verdict = (review.clone(), commit.clone());
+                self.master_specialist_reviews
+                    .insert((*attempt, reviewer.clone()), verdict);
+            }
+            Event::ReviewFinished {
+                unit: Some(unit),
+                attempt,
+                review,
+                commit,
+                reviewer: None,
             } => {
                 if let Some(record) = self.units.get_mut(unit) {
                     record.reviews.insert(*attempt, review.clone());
@@ -251,6 +285,7 @@ impl Replay {
                 attempt,
                 review,
                 commit,
+                reviewer: None,
             } => {
                 self.master_reviews.insert(*attempt, review.clone());
                 if let Some(commit) = commit {
@@ -316,6 +351,7 @@ impl Replay {
             parent: None,
             evidence: Vec::new(),
             merge_hooks: BTreeMap::new(),
+            specialist_reviews: BTreeMap::new(),
         })
     }
 
@@ -557,6 +593,7 @@ mod tests {
                     attempt: 2,
                     review: review.clone(),
                     commit: Some("c0ffee".into()),
+                    reviewer: None,
                 },
             ),
             env(

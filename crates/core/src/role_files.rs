@@ -6,6 +6,10 @@
 //! then the command line (`--model` names one model for every role). A role file in the repository
 //! is the project's policy; what a person passes for this one run still wins.
 //!
+//! A file whose name is no built-in role is a specialist reviewer (`security-reviewer.md`): its front
+//! matter must say `kind: reviewer` or `kind: master_reviewer`, and `[review] extra` /
+//! `extra_master` name it to judge each unit or the whole after the built-in reviewer passed.
+//!
 //! Every problem (an unknown role or key, a bad value, an unknown tool, an empty body) is a usage
 //! error naming the file and the key, found before any token is spent.
 
@@ -16,7 +20,7 @@ use std::path::{Path, PathBuf};
 use orchestrator_protocol::{ProjectFile, Role};
 use serde::Deserialize;
 
-use crate::config::{FileConfig, RoleFile, RolePrompt, ROLE_TOOLS};
+use crate::config::{FileConfig, RoleFile, RolePrompt, SpecialistFile, ROLE_TOOLS};
 use crate::error::{EngineError, Result};
 
 /// Where role files live, relative to the repository's root.
@@ -26,10 +30,22 @@ pub const MAX_ROLE_FILE_BYTES: u64 = 64 * 1024;
 /// `.md` files in the folder looked at, at most (there are six roles).
 const MAX_ENTRIES: usize = 64;
 
-/// The repository's role files, by role.
+/// Longest specialist name (the file's stem).
+const MAX_SPECIALIST_NAME: usize = 40;
+
+/// The repository's role files, by role, and its specialist reviewers, by name.
 #[derive(Debug, Clone, Default)]
 pub struct RoleFiles {
     pub roles: BTreeMap<Role, RoleDoc>,
+    pub specialists: BTreeMap<String, SpecialistDoc>,
+}
+
+/// A specialist reviewer's file, checked.
+#[derive(Debug, Clone)]
+pub struct SpecialistDoc {
+    /// `Reviewer` or `MasterReviewer`: the built-in reviewer whose place, tools and defaults it takes.
+    pub kind: Role,
+    pub doc: RoleDoc,
 }
 
 /// One role file, checked.
@@ -51,6 +67,8 @@ struct FrontMatter {
     name: Option<String>,
     #[allow(dead_code)]
     description: Option<String>,
+    /// A specialist's kind: `reviewer` or `master_reviewer` (required for a name that is no role).
+    kind: Option<String>,
     model: Option<String>,
     tools: Option<ToolList>,
     max_turns: Option<u32>,
@@ -107,27 +125,40 @@ impl RoleFiles {
         }
         paths.sort();
         let canonical_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-        let mut roles = BTreeMap::new();
+        let mut files = RoleFiles::default();
         for path in paths {
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
             let shown = format!(
                 "{ROLES_DIR}/{}",
                 path.file_name().unwrap_or_default().to_string_lossy()
             );
-            let role = role_named(stem).ok_or_else(|| {
-                usage(
+            let role = role_named(stem);
+            if role.is_none() && !is_specialist_name(stem) {
+                return Err(usage(
                     &shown,
                     &format!(
-                        "names no role; role files are named after a role: {}",
+                        "names no role; a role file is named after a built-in role ({}) or is a specialist \
+                         reviewer named with lowercase letters, digits, `-` and `_` (at most \
+                         {MAX_SPECIALIST_NAME}, starting with a letter or digit)",
                         role_list()
                     ),
-                )
-            })?;
+                ));
+            }
             let text = read_bounded(&path, &canonical_root).map_err(|why| usage(&shown, &why))?;
-            let doc = parse(&shown, role, &text)?;
-            roles.insert(role, doc);
+            let (doc, kind) = parse(&shown, stem, role, &text)?;
+            match (role, kind) {
+                (Some(role), _) => {
+                    files.roles.insert(role, doc);
+                }
+                (None, Some(kind)) => {
+                    files
+                        .specialists
+                        .insert(stem.to_string(), SpecialistDoc { kind, doc });
+                }
+                (None, None) => return Err(no_kind(&shown)),
+            }
         }
-        Ok(RoleFiles { roles })
+        Ok(files)
     }
 
     /// The config layer the files' front matter makes: it lies over the config files.
@@ -137,6 +168,21 @@ impl RoleFiles {
                 .roles
                 .iter()
                 .map(|(role, doc)| (role.as_str().to_string(), doc.settings.clone()))
+                .collect(),
+            specialists: self
+                .specialists
+                .iter()
+                .map(|(name, s)| {
+                    let file = SpecialistFile {
+                        kind: s.kind,
+                        settings: s.doc.settings.clone(),
+                        prompt: RolePrompt {
+                            path: s.doc.path.clone(),
+                            prompt: s.doc.prompt.clone(),
+                        },
+                    };
+                    (name.clone(), file)
+                })
                 .collect(),
             source: Some(PathBuf::from(ROLES_DIR)),
             ..FileConfig::default()
@@ -168,6 +214,25 @@ pub fn used(prompts: &BTreeMap<Role, RolePrompt>) -> Vec<ProjectFile> {
             cut: false,
         })
         .collect()
+}
+
+/// `[a-z0-9][a-z0-9_-]{0,39}`: safe in a file name, a session key and a log line.
+pub fn is_specialist_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.len() <= MAX_SPECIALIST_NAME
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn no_kind(file: &str) -> EngineError {
+    usage(
+        file,
+        "is a specialist reviewer (its name is no built-in role) but sets no `kind`; add `kind: reviewer` \
+         (judges each unit) or `kind: master_reviewer` (judges the whole) to its front matter, or name the \
+         file after a built-in role",
+    )
 }
 
 fn role_named(name: &str) -> Option<Role> {
@@ -209,8 +274,9 @@ fn read_bounded(path: &Path, canonical_root: &Path) -> std::result::Result<Strin
     String::from_utf8(bytes).map_err(|e| format!("is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
-/// One role file's front matter and body, checked.
-fn parse(file: &str, role: Role, text: &str) -> Result<RoleDoc> {
+/// One role file's front matter and body, checked; with a specialist's kind. `role`: the built-in
+/// role the file is named after, if any.
+fn parse(file: &str, name: &str, role: Option<Role>, text: &str) -> Result<(RoleDoc, Option<Role>)> {
     let (yaml, body) = split_front_matter(text).map_err(|why| usage(file, &why))?;
     let front: FrontMatter = if yaml
         .lines()
@@ -225,7 +291,8 @@ fn parse(file: &str, role: Role, text: &str) -> Result<RoleDoc> {
             )
         })?
     };
-    let settings = settings(file, role, front)?;
+    let kind = kind(file, role, front.kind.as_deref())?;
+    let settings = settings(file, name, front)?;
     let prompt = prompt_body(body);
     if prompt.is_empty() {
         return Err(usage(
@@ -233,11 +300,32 @@ fn parse(file: &str, role: Role, text: &str) -> Result<RoleDoc> {
             "has no prompt: write the role's instructions below the front matter",
         ));
     }
-    Ok(RoleDoc {
+    let doc = RoleDoc {
         path: file.to_string(),
         settings,
         prompt,
-    })
+    };
+    Ok((doc, kind))
+}
+
+/// A specialist's `kind`; a built-in role's file may only repeat its own role there.
+fn kind(file: &str, role: Option<Role>, kind: Option<&str>) -> Result<Option<Role>> {
+    let bad = |why: String| Err(usage(file, &format!("sets `kind` {why}")));
+    match (role, kind) {
+        (_, None) => Ok(None),
+        (Some(role), Some(kind)) if kind == role.as_str() => Ok(None),
+        (Some(role), Some(kind)) => bad(format!(
+            "to `{kind}`, but the file is the built-in {role} role's; `kind` is for specialist reviewers \
+             (files named after no role): leave it out"
+        )),
+        (None, Some("reviewer")) => Ok(Some(Role::Reviewer)),
+        (None, Some("master_reviewer")) => Ok(Some(Role::MasterReviewer)),
+        (None, Some(other)) => bad(format!(
+            "to `{}`; a specialist is `kind: reviewer` (judges each unit) or `kind: master_reviewer` \
+             (judges the whole)",
+            crate::prompts::cut(other, 40)
+        )),
+    }
 }
 
 /// The YAML between a first line `---` and the next `---` line, and the rest. A file that does not
@@ -272,9 +360,9 @@ fn prompt_body(body: &str) -> String {
     body.trim().to_string()
 }
 
-fn settings(file: &str, role: Role, front: FrontMatter) -> Result<RoleFile> {
+fn settings(file: &str, role: &str, front: FrontMatter) -> Result<RoleFile> {
     let bad = |key: &str, why: &str| usage(file, &format!("sets `{key}` {why}"));
-    if let Some(name) = front.name.as_deref().filter(|n| *n != role.as_str()) {
+    if let Some(name) = front.name.as_deref().filter(|n| *n != role) {
         return Err(bad(
             "name",
             &format!("to `{name}`, but the file is the {role} role's; leave `name` out or make it `{role}`"),
@@ -420,7 +508,27 @@ mod tests {
     #[test]
     fn every_problem_names_the_file_and_the_key() {
         let cases: &[(&str, &str, &str)] = &[
-            ("wizard.md", "Do magic.", "wizard.md names no role"),
+            (
+                "wizard.md",
+                "Do magic.",
+                "wizard.md is a specialist reviewer (its name is no built-in role) but sets no `kind`",
+            ),
+            ("Wizard!.md", "Do magic.", "Wizard!.md names no role"),
+            (
+                "sec.md",
+                "---\nkind: planner\n---\nX",
+                "sec.md sets `kind` to `planner`",
+            ),
+            (
+                "worker.md",
+                "---\nkind: reviewer\n---\nX",
+                "the built-in worker role's",
+            ),
+            (
+                "sec.md",
+                "---\nkind: reviewer\nname: other\n---\nX",
+                "sets `name` to `other`",
+            ),
             ("worker.md", "---\nmodle: x\n---\nBody", "unknown field `modle`"),
             ("worker.md", "---\nmax_turns: lots\n---\nBody", "max_turns"),
             (
@@ -540,6 +648,64 @@ mod tests {
         let layers = [repo_config, RoleFiles::load(dir.path()).expect("loads").layer()];
         let refused = resolve(&layers, &MissionSettings::default(), None).expect_err("unknown server");
         assert!(refused.to_string().contains("`nope`"), "{refused}");
+    }
+
+    /// A specialist takes its kind's `[roles.<kind>]` settings, with its own front matter over them,
+    /// and `[review] extra` must name one of the right kind.
+    #[test]
+    fn a_specialist_file_is_a_reviewer_of_its_kind_named_in_review_extra() {
+        use crate::config::{resolve, MissionSettings};
+        let toml = |text: &str| -> FileConfig { toml::from_str(text).expect("toml") };
+        let dir = repo(&[
+            (
+                "security-reviewer.md",
+                "---\nkind: reviewer\nmodel: sec-model\nmax_turns: 4\n---\n# Role: reviewer\nLook for injections.",
+            ),
+            ("whole-audit.md", "---\nkind: master_reviewer\n---\nAudit the whole."),
+        ]);
+        let files = RoleFiles::load(dir.path()).expect("loads");
+        assert!(files.roles.is_empty());
+        let security = &files.specialists["security-reviewer"];
+        assert_eq!(security.kind, Role::Reviewer);
+        assert_eq!(security.doc.prompt, "Look for injections.");
+        let repo_config = toml(
+            "model = \"m\"\n[roles.reviewer]\nmax_tokens = 99\nmax_turns = 9\n\
+             [review]\nextra = [\"security-reviewer\"]\nextra_master = [\"whole-audit\"]\n",
+        );
+        let layers = [repo_config, files.layer()];
+        let config = resolve(&layers, &MissionSettings::default(), None).expect("resolves");
+        let resolved = &config.specialists["security-reviewer"];
+        assert_eq!(resolved.settings.model, "sec-model");
+        assert_eq!(resolved.settings.max_turns, 4, "its file wins");
+        assert_eq!(resolved.settings.max_tokens, 99, "its kind's config under it");
+        assert_eq!(
+            config.specialists["whole-audit"].settings.max_turns, 24,
+            "the kind's default"
+        );
+        assert_eq!(config.review_extra, vec!["security-reviewer".to_string()]);
+        assert_eq!(config.review_extra_master, vec!["whole-audit".to_string()]);
+
+        let refused = |review: &str| {
+            let layers = [
+                toml(&format!("model = \"m\"\n[review]\n{review}\n")),
+                files.layer(),
+            ];
+            resolve(&layers, &MissionSettings::default(), None)
+                .expect_err("refused")
+                .to_string()
+        };
+        let unknown = refused("extra = [\"nope\"]");
+        assert!(
+            unknown.contains("`[review] extra` names `nope`")
+                && unknown.contains(".orchestrator/roles/nope.md"),
+            "{unknown}"
+        );
+        let wrong_kind = refused("extra = [\"whole-audit\"]");
+        assert!(wrong_kind.contains("`kind: master_reviewer`"), "{wrong_kind}");
+        let twice = refused("extra_master = [\"whole-audit\", \"whole-audit\"]");
+        assert!(twice.contains("twice"), "{twice}");
+        let flood = format!("extra = [{}]", ["\"security-reviewer\""; 9].join(", "));
+        assert!(refused(&flood).contains("at most 8"));
     }
 
     #[test]

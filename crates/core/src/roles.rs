@@ -11,7 +11,7 @@ use orchestrator_protocol::{Event, Evidence, Review, Role, UnitSpec, Verdict};
 use orchestrator_tools::Toolbox;
 use serde_json::json;
 
-use crate::config::Config;
+use crate::config::{Config, Specialist};
 use crate::error::{EngineError, Result};
 use crate::plan::parse_plan;
 use crate::prescan::PreScan;
@@ -441,7 +441,30 @@ async fn run_review(
     }
 }
 
+/// A reviewer session's spec: the built-in `role`'s, or `specialist`'s (its prompt, settings, tools
+/// and a transcript key of its own) when one judges.
+fn reviewer_spec(
+    mission: &Mission,
+    role: Role,
+    specialist: Option<&Specialist>,
+    key: String,
+    root: &std::path::Path,
+    first: String,
+) -> Result<SessionSpec> {
+    let (key, settings) = match specialist {
+        Some(s) => (format!("specialist:{}:{key}", s.name), s.settings.clone()),
+        None => (key, mission.config.role(role).clone()),
+    };
+    let tools = crate::shared::toolbox_limited(root, role, settings.tools.clone(), &mission.config)?;
+    let spec = SessionSpec::new(key, role, settings, Arc::new(tools), first);
+    Ok(match specialist {
+        Some(s) => spec.specialist(&s.name),
+        None => spec,
+    })
+}
+
 /// Stage 1 review of one unit, with the runtime's evidence. Its tools wait for `tools_ready`.
+/// `specialist`: one of `[review] extra` judges instead of the unit's reviewer.
 #[allow(clippy::too_many_arguments)]
 pub async fn review_unit(
     mission: &Mission,
@@ -452,6 +475,7 @@ pub async fn review_unit(
     attempt: u32,
     slot: &mut Slot,
     tools_ready: Option<crate::session::ToolsReady>,
+    specialist: Option<&Specialist>,
 ) -> std::result::Result<Review, SessionEnd> {
     let diff = worktree
         .diff_since(base)
@@ -476,19 +500,11 @@ pub async fn review_unit(
         verify::describe(evidence),
         cut(&diff, DIFF_CHARS)
     );
-    let tools = match toolbox(worktree.path(), Role::Reviewer, &mission.config) {
-        Ok(tools) => Arc::new(tools),
-        Err(e) => return Err(SessionEnd::ModelFailed(e.to_string())),
-    };
-    let spec = SessionSpec::new(
-        format!("reviewer:{}:{attempt}", unit.id),
-        Role::Reviewer,
-        mission.config.role(Role::Reviewer).clone(),
-        tools,
-        first,
-    )
-    .unit(&unit.id)
-    .tools_ready(tools_ready);
+    let key = format!("reviewer:{}:{attempt}", unit.id);
+    let spec = reviewer_spec(mission, Role::Reviewer, specialist, key, worktree.path(), first)
+        .map_err(|e| SessionEnd::ModelFailed(e.to_string()))?
+        .unit(&unit.id)
+        .tools_ready(tools_ready);
     let empty_diff_in = empty.then(|| worktree.path().to_path_buf());
     run_review(&mission.rt, spec, slot, empty_diff_in).await
 }
@@ -732,6 +748,7 @@ fn comparison_request(
 }
 
 /// Stage 2: the master reviewer judges the integrated whole; `units` lists what this round built.
+/// `specialist`: one of `[review] extra_master` judges instead.
 pub async fn master_review(
     mission: &Mission,
     integration: &Worktree,
@@ -739,6 +756,7 @@ pub async fn master_review(
     units: &str,
     evidence: &[Evidence],
     round: u32,
+    specialist: Option<&Specialist>,
 ) -> Result<Review> {
     let stat = integration.diff_stat_since(base).await?;
     let first = format!(
@@ -748,22 +766,19 @@ pub async fn master_review(
         mission.context,
         verify::describe(evidence)
     );
-    let tools = Arc::new(toolbox(
-        integration.path(),
+    let key = format!("master:{round}");
+    let spec = reviewer_spec(
+        mission,
         Role::MasterReviewer,
-        &mission.config,
-    )?);
+        specialist,
+        key,
+        integration.path(),
+        first,
+    )?;
     let rt = &mission.rt;
     let Some(mut slot) = Slot::acquire(rt).await else {
         return Err(EngineError::Interrupted);
     };
-    let spec = SessionSpec::new(
-        format!("master:{round}"),
-        Role::MasterReviewer,
-        mission.config.role(Role::MasterReviewer).clone(),
-        tools,
-        first,
-    );
     match run_review(rt, spec, &mut slot, None).await {
         Ok(review) => Ok(review),
         Err(SessionEnd::Cancelled) => Err(EngineError::Interrupted),

@@ -180,6 +180,17 @@ impl Mission {
 /// The tools of a `role`'s session in `root`: only workers and conflict resolvers may change it, the
 /// role's `tools` setting limits what is offered, and `bash` runs in the mission's sandbox either way.
 pub(crate) fn toolbox(root: &Path, role: Role, config: &Config) -> Result<Toolbox> {
+    toolbox_limited(root, role, config.role(role).tools.clone(), config)
+}
+
+/// A toolbox for `role` offering only `only` (`None`: all the role may have): a specialist
+/// reviewer's own `tools` list.
+pub(crate) fn toolbox_limited(
+    root: &Path,
+    role: Role,
+    only: Option<Vec<String>>,
+    config: &Config,
+) -> Result<Toolbox> {
     let allow_write = matches!(role, Role::Worker | Role::ConflictResolver);
     let sandbox = config
         .sandbox
@@ -189,7 +200,7 @@ pub(crate) fn toolbox(root: &Path, role: Role, config: &Config) -> Result<Toolbo
         allow_write,
         bash_timeout: config.bash_timeout,
         sandbox: Some(sandbox),
-        only: config.role(role).tools.clone(),
+        only,
         ..ToolOptions::default()
     };
     Toolbox::new(root, options)

@@ -196,6 +196,10 @@ pub enum Event {
         /// a passing round seals, also after a resume. Absent in logs written before it was recorded.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         commit: Option<String>,
+        /// The specialist reviewer (`[review] extra` / `extra_master`) whose verdict this is; absent
+        /// for the unit's own reviewer and the master reviewer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reviewer: Option<String>,
     },
     /// Best of N: one candidate of a unit finished its work and its verification. A failed one is out.
     CandidateFinished {

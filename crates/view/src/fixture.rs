@@ -243,6 +243,7 @@ pub fn running_mission() -> Vec<EventEnvelope> {
                 "Expressions parse with precedence; tests cover it.",
             ),
             commit: None,
+            reviewer: None,
         },
     );
     log.at(33, state("t2.1", UnitState::Merging, 1, None));
@@ -271,6 +272,7 @@ pub fn running_mission() -> Vec<EventEnvelope> {
             attempt: 2,
             review: review(Verdict::Pass, "Tokenizer handles empty input now."),
             commit: None,
+            reviewer: None,
         },
     );
     log.at(43, state("t1", UnitState::Merging, 2, None));
@@ -348,6 +350,7 @@ pub fn sealed_mission() -> Vec<EventEnvelope> {
                 "The three parts fit; the pretty-printer round-trips.",
             ),
             commit: None,
+            reviewer: None,
         },
     );
     log.at(

@@ -189,7 +189,7 @@ async fn a_bad_role_file_is_refused_before_any_model_call() {
     done.assert_code(2);
     assert!(
         done.stderr
-            .contains(".orchestrator/roles/wizard.md names no role"),
+            .contains(".orchestrator/roles/wizard.md is a specialist reviewer (its name is no built-in role) but sets no `kind`"),
         "{}",
         done.stderr
     );

@@ -147,7 +147,15 @@ pub(super) async fn drive(
 /// used goes into the event log, for `logs` and `report`.
 fn project_prompts(rt: &Runtime, config: &Config, base: &std::path::Path) -> crate::prompts::Prompts {
     let instructions = crate::instructions::load(base);
-    let roles = crate::role_files::used(&config.role_prompts);
+    let mut roles = crate::role_files::used(&config.role_prompts);
+    // The specialist reviewers this mission runs, after the built-in roles' files.
+    let named = config.review_extra.iter().chain(&config.review_extra_master);
+    let specialists = named.filter_map(|name| config.specialists.get(name));
+    roles.extend(specialists.map(|s| orchestrator_protocol::ProjectFile {
+        path: s.prompt.path.clone(),
+        bytes: s.prompt.prompt.len() as u64,
+        cut: false,
+    }));
     if !instructions.files.is_empty() || !instructions.notes.is_empty() || !roles.is_empty() {
         rt.bus.emit(Event::ProjectFiles {
             instructions: instructions.files,
@@ -160,7 +168,12 @@ fn project_prompts(rt: &Runtime, config: &Config, base: &std::path::Path) -> cra
         .iter()
         .map(|(role, file)| (*role, file.prompt.clone()))
         .collect();
-    crate::prompts::Prompts::new(bodies, instructions.block)
+    let specialists = config
+        .specialists
+        .iter()
+        .map(|(name, s)| (name.clone(), s.prompt.prompt.clone()))
+        .collect();
+    crate::prompts::Prompts::new(bodies, instructions.block).with_specialists(specialists)
 }
 
 /// A run killed while git wrote one of the mission's refs or worktrees left a `.lock` file or a
@@ -482,6 +495,7 @@ async fn integrate(
                 &built_list(outcomes),
                 &evidence,
                 round,
+                None,
             )
             .await?;
             bus.emit(Event::ReviewFinished {
@@ -489,14 +503,82 @@ async fn integrate(
                 attempt: round,
                 review: review.clone(),
                 commit: Some(verified.clone()),
+                reviewer: None,
             });
             review
         }
     };
-    if review.verdict == orchestrator_protocol::Verdict::Pass {
-        return Ok(RoundResult::Passed { verified });
+    if review.verdict == orchestrator_protocol::Verdict::Fail {
+        return Ok(RoundResult::FollowUp(follow_up_units(&review, round + 1)));
     }
-    Ok(RoundResult::FollowUp(follow_up_units(&review, round + 1)))
+    let whole = Whole {
+        integration,
+        base,
+        units: &built_list(outcomes),
+        evidence: &evidence,
+        round,
+        verified: &verified,
+    };
+    match specialists_judge_whole(mission, &whole).await? {
+        Some(failed) => Ok(RoundResult::FollowUp(follow_up_units(&failed, round + 1))),
+        None => Ok(RoundResult::Passed { verified }),
+    }
+}
+
+/// What the master review and the `[review] extra_master` specialists judge in one round.
+struct Whole<'a> {
+    integration: &'a Worktree,
+    base: &'a str,
+    units: &'a str,
+    evidence: &'a [orchestrator_protocol::Evidence],
+    round: u32,
+    verified: &'a str,
+}
+
+/// The `[review] extra_master` specialists, in order, after the master review passed: the first
+/// fail is the round's follow-up work, as a failing master review's is. A verdict an earlier run
+/// recorded for this round's commit is not asked again.
+async fn specialists_judge_whole(
+    mission: &Arc<Mission>,
+    whole: &Whole<'_>,
+) -> Result<Option<orchestrator_protocol::Review>> {
+    for name in &mission.config.review_extra_master {
+        let Some(specialist) = mission.config.specialists.get(name) else {
+            continue; // every name was checked before the mission started
+        };
+        let known = mission
+            .replay
+            .master_specialist_reviews
+            .get(&(whole.round, name.clone()))
+            .filter(|(_, judged)| judged.as_deref().is_none_or(|c| c == whole.verified));
+        let review = match known {
+            Some((review, _)) => review.clone(),
+            None => {
+                let review = roles::master_review(
+                    mission,
+                    whole.integration,
+                    whole.base,
+                    whole.units,
+                    whole.evidence,
+                    whole.round,
+                    Some(specialist),
+                )
+                .await?;
+                mission.rt.bus.emit(Event::ReviewFinished {
+                    unit: None,
+                    attempt: whole.round,
+                    review: review.clone(),
+                    commit: Some(whole.verified.to_string()),
+                    reviewer: Some(name.clone()),
+                });
+                review
+            }
+        };
+        if review.verdict == orchestrator_protocol::Verdict::Fail {
+            return Ok(Some(review));
+        }
+    }
+    Ok(None)
 }
 
 fn follow_up_units(review: &orchestrator_protocol::Review, next_round: u32) -> Vec<UnitSpec> {

@@ -350,6 +350,8 @@ pub struct Session {
     /// Awaited before the first tool call: a new worker's worktree is still being created while its
     /// first model call runs. An error ends the session (`ModelFailed`) before any tool runs.
     pub(crate) tools_ready: Option<ToolsReady>,
+    /// The specialist reviewer this session is (`[review] extra`): its own system prompt.
+    pub(crate) specialist: Option<String>,
 }
 
 /// The turns a stored conversation already spent of its current run, so a crash or kill cannot hand a
@@ -382,6 +384,7 @@ pub struct SessionSpec {
     extra_tools: Vec<ToolSpec>,
     first_message: String,
     tools_ready: Option<ToolsReady>,
+    specialist: Option<String>,
 }
 
 impl SessionSpec {
@@ -401,7 +404,14 @@ impl SessionSpec {
             extra_tools: Vec::new(),
             first_message,
             tools_ready: None,
+            specialist: None,
         }
+    }
+
+    /// A specialist reviewer's session: the specialist's prompt instead of its role's.
+    pub fn specialist(mut self, name: &str) -> Self {
+        self.specialist = Some(name.to_string());
+        self
     }
 
     /// The unit the session works on or judges.
@@ -435,6 +445,7 @@ impl Session {
             extra_tools,
             first_message,
             tools_ready,
+            specialist,
         } = spec;
         let mut tools = toolbox.specs();
         let extra: BTreeSet<String> = extra_tools.iter().map(|t| t.name.clone()).collect();
@@ -470,11 +481,20 @@ impl Session {
             estimator: ContextEstimator::new(),
             compact_floor: 0,
             tools_ready,
+            specialist,
         };
         if !resumed {
             session.push(Message::user(first_message));
         }
         session
+    }
+
+    /// The session's system prompt: its specialist's, else its role's.
+    pub(crate) fn system_prompt(&self, rt: &Runtime) -> String {
+        match &self.specialist {
+            Some(name) => rt.prompts.specialist(self.role, name),
+            None => rt.prompts.system(self.role),
+        }
     }
 
     /// Appends to the conversation, storing the message first.

@@ -569,7 +569,7 @@ impl Session {
         stuck: u32,
         called: bool,
     ) -> Result<orchestrator_model::ChatResponse, ModelError> {
-        let system = rt.prompts.system(self.role);
+        let system = self.system_prompt(rt);
         self.compact_if_needed(rt, &system).await?;
         let request = ChatRequest {
             model: self.settings.model.clone(),

@@ -434,6 +434,7 @@ impl UnitRun {
             attempt: 1,
             review: review.clone(),
             commit: Some(commit.clone()),
+            reviewer: None,
         });
         let feedback = match review.verdict {
             Verdict::Pass => None,

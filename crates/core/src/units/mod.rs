@@ -100,6 +100,7 @@ mod tests {
             reviews: verdict.map(|v| (attempt, review(v))).into_iter().collect(),
             reviewed_commits: commit.map(|c| (attempt, c.to_string())).into_iter().collect(),
             merge_hooks: Default::default(),
+            specialist_reviews: Default::default(),
         }
     }
 
@@ -151,6 +152,42 @@ mod tests {
         later.merge_hooks.insert(2, verdict(1));
         assert_eq!(later.passed_review(true), None);
         assert_eq!(later.passed_review(false), Some(Some("beef".to_string())));
+    }
+
+    #[test]
+    fn a_resumed_unit_merges_only_past_every_specialist_of_its_attempt() {
+        let review = |verdict| Review {
+            verdict,
+            summary: String::new(),
+            issues: Vec::new(),
+        };
+        let extra = ["security-reviewer".to_string()];
+        let key = |attempt: u32| (attempt, extra[0].clone());
+        let mut reviewed = resume(UnitState::Reviewing, 2, Some(Verdict::Pass), Some("c0ffee"));
+        // Killed between the unit's own review and the specialist's: the specialist is asked.
+        assert_eq!(reviewed.cleared(false, &extra), None);
+        assert_eq!(reviewed.cleared(false, &[]), Some(Some("c0ffee".to_string())));
+        reviewed
+            .specialist_reviews
+            .insert(key(2), (review(Verdict::Fail), None));
+        assert_eq!(
+            reviewed.cleared(false, &extra),
+            None,
+            "a recorded fail is never merged past"
+        );
+        reviewed
+            .specialist_reviews
+            .insert(key(2), (review(Verdict::Pass), None));
+        assert_eq!(reviewed.cleared(false, &extra), Some(Some("c0ffee".to_string())));
+        // A pass of an earlier attempt says nothing of this one.
+        let mut later = resume(UnitState::Reviewing, 3, Some(Verdict::Pass), Some("beef"));
+        later
+            .specialist_reviews
+            .insert(key(2), (review(Verdict::Pass), None));
+        assert_eq!(later.cleared(false, &extra), None);
+        // A unit that reached the merge had passed them all.
+        let merging = resume(UnitState::Merging, 1, Some(Verdict::Pass), Some("beef"));
+        assert_eq!(merging.cleared(false, &extra), Some(Some("beef".to_string())));
     }
 
     fn unit(id: &str, deps: &[&str]) -> UnitSpec {

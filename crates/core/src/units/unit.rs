@@ -12,6 +12,7 @@ use super::{
     ENDPOINT_FAILED,
 };
 use crate::hooks::{self, HookCall};
+use crate::replay::SpecialistReviews;
 use crate::roles::review_unit;
 use crate::session::{Session, SessionEnd, SessionSpec, Slot};
 use crate::shared::{toolbox, Mission};
@@ -24,10 +25,12 @@ pub(super) struct UnitRun {
     pub(super) round: u32,
 }
 
-/// What an earlier run already judged of one attempt: its review and the `before_merge` hook's verdict.
+/// What an earlier run already judged of one attempt: its review, the specialists' verdicts (looked
+/// up by attempt) and the `before_merge` hook's verdict.
 #[derive(Clone, Copy)]
 struct Known<'a> {
     review: Option<&'a Review>,
+    specialists: &'a SpecialistReviews,
     merge_hook: Option<&'a HookRun>,
 }
 
@@ -47,6 +50,8 @@ pub(super) struct Resume {
     pub(super) reviewed_commits: std::collections::BTreeMap<u32, String>,
     /// The `before_merge` hook's verdicts by attempt.
     pub(super) merge_hooks: std::collections::BTreeMap<u32, HookRun>,
+    /// The `[review] extra` specialists' verdicts by attempt.
+    pub(super) specialist_reviews: SpecialistReviews,
 }
 
 /// What an earlier run judged of a unit's attempts: reviews and `before_merge` verdicts by attempt.
@@ -54,6 +59,7 @@ pub(super) struct Resume {
 pub(super) struct Earlier {
     pub(super) reviews: std::collections::BTreeMap<u32, Review>,
     pub(super) merge_hooks: std::collections::BTreeMap<u32, HookRun>,
+    pub(super) specialist_reviews: SpecialistReviews,
 }
 
 impl From<Resume> for Earlier {
@@ -61,6 +67,7 @@ impl From<Resume> for Earlier {
         Earlier {
             reviews: resume.reviews,
             merge_hooks: resume.merge_hooks,
+            specialist_reviews: resume.specialist_reviews,
         }
     }
 }
@@ -80,6 +87,18 @@ impl Resume {
                     .get(&self.attempt)
                     .is_some_and(|rev| rev.verdict == Verdict::Pass));
         passed.then(|| self.reviewed_commits.get(&self.attempt).cloned())
+    }
+
+    /// [`Resume::passed_review`], and every specialist in `extra` passed the same attempt: a
+    /// recorded specialist fail (or one never asked) sends the unit through its attempt again.
+    pub(super) fn cleared(&self, merge_hook: bool, extra: &[String]) -> Option<Option<String>> {
+        let specialists_passed = self.state == UnitState::Merging
+            || extra.iter().all(|name| {
+                self.specialist_reviews
+                    .get(&(self.attempt, name.clone()))
+                    .is_some_and(|(review, _)| review.verdict == Verdict::Pass)
+            });
+        self.passed_review(merge_hook).filter(|_| specialists_passed)
     }
 }
 
@@ -116,14 +135,16 @@ impl UnitRun {
             reviews: r.reviews.clone(),
             reviewed_commits: r.reviewed_commits.clone(),
             merge_hooks: r.merge_hooks.clone(),
+            specialist_reviews: r.specialist_reviews.clone(),
         });
+        let extra = &self.mission.config.review_extra;
         // Best of N, unless an earlier run's pick already passed review (then it is merged below).
         let candidates = self.candidates();
         let merge_hook = self.mission.config.hooks.get(HookKind::BeforeMerge).is_some();
         if candidates > 1
             && resume
                 .as_ref()
-                .and_then(|r| r.passed_review(merge_hook))
+                .and_then(|r| r.cleared(merge_hook, extra))
                 .is_none()
         {
             let n = self.affordable(candidates);
@@ -265,7 +286,8 @@ impl UnitRun {
         // A unit that passed review before a restart is not reviewed again: the commit that review
         // judged is merged (a log from before commits were recorded: the branch).
         let merge_hook = self.mission.config.hooks.get(HookKind::BeforeMerge).is_some();
-        let reviewed = if let Some(commit) = resume.as_ref().and_then(|r| r.passed_review(merge_hook)) {
+        let extra = &self.mission.config.review_extra;
+        let reviewed = if let Some(commit) = resume.as_ref().and_then(|r| r.cleared(merge_hook, extra)) {
             Reviewed {
                 summary: String::new(),
                 commit,
@@ -461,6 +483,7 @@ impl UnitRun {
                     attempt,
                     Known {
                         review: earlier.reviews.get(&attempt),
+                        specialists: &earlier.specialist_reviews,
                         merge_hook: earlier.merge_hooks.get(&attempt),
                     },
                 )
@@ -551,14 +574,91 @@ impl UnitRun {
         if let Some(restore) = restore {
             restore.await.map_err(could_not_run)?;
         }
-        match result? {
-            Some(feedback) => Ok(Some(feedback)),
-            None => {
-                let branch = self.mission.branch(&self.unit.id);
-                self.before_merge(&branch, base, worktree, verified, attempt, known.merge_hook)
+        if let Some(feedback) = result? {
+            return Ok(Some(feedback));
+        }
+        let judged = self
+            .specialists_judge(
+                slot,
+                base,
+                worktree,
+                verified,
+                attempt,
+                &evidence,
+                known.specialists,
+            )
+            .await?;
+        if let Some(feedback) = judged {
+            return Ok(Some(feedback));
+        }
+        let branch = self.mission.branch(&self.unit.id);
+        self.before_merge(&branch, base, worktree, verified, attempt, known.merge_hook)
+            .await
+    }
+
+    /// The `[review] extra` specialists, in order, on a commit the unit's own review passed: the first
+    /// fail is the worker's feedback, as a failed review is. A verdict an earlier run recorded for
+    /// this attempt is not asked again.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn specialists_judge(
+        &self,
+        slot: &mut Slot,
+        base: &str,
+        worktree: &Worktree,
+        verified: &str,
+        attempt: u32,
+        evidence: &[orchestrator_protocol::Evidence],
+        known: &SpecialistReviews,
+    ) -> Result<Option<String>, Box<UnitOutcome>> {
+        let mission = &self.mission;
+        for name in &mission.config.review_extra {
+            // Every name was checked against the role files before the mission started.
+            let Some(specialist) = mission.config.specialists.get(name) else {
+                continue;
+            };
+            let review = match known.get(&(attempt, name.clone())) {
+                Some((review, _)) => review.clone(),
+                None => {
+                    let review = review_unit(
+                        mission,
+                        &self.unit,
+                        worktree,
+                        base,
+                        evidence,
+                        attempt,
+                        slot,
+                        None,
+                        Some(specialist),
+                    )
                     .await
+                    .map_err(|end| self.review_ended(end))?;
+                    mission.rt.bus.emit(Event::ReviewFinished {
+                        unit: Some(self.unit.id.clone()),
+                        attempt,
+                        review: review.clone(),
+                        commit: Some(verified.to_string()),
+                        reviewer: Some(name.clone()),
+                    });
+                    review
+                }
+            };
+            if review.verdict == Verdict::Fail {
+                return Ok(Some(specialist_feedback(name, &review)));
             }
         }
+        Ok(None)
+    }
+
+    /// How a review session that ended without a verdict ends the unit.
+    fn review_ended(&self, end: SessionEnd) -> Box<UnitOutcome> {
+        Box::new(match end {
+            SessionEnd::Cancelled => UnitOutcome::interrupted(&self.unit),
+            SessionEnd::BudgetSpent => UnitOutcome::out_of_budget(&self.unit),
+            // An outage stops the unit (not failed) and leaves the mission resumable, as for the
+            // worker's own calls.
+            SessionEnd::EndpointFailed(e) => UnitOutcome::endpoint_failed(&self.unit, &e),
+            end => self.failed(format!("the review could not run: {end}"), String::new()),
+        })
     }
 
     /// The `before_merge` hook on the reviewed commit, in the unit's worktree: a veto is the
@@ -652,32 +752,17 @@ impl UnitRun {
         let review = match known_review {
             Some(review) => review.clone(),
             None => {
-                let review = match review_unit(
-                    mission, &self.unit, worktree, base, evidence, attempt, slot, restore,
+                let review = review_unit(
+                    mission, &self.unit, worktree, base, evidence, attempt, slot, restore, None,
                 )
                 .await
-                {
-                    Ok(review) => review,
-                    Err(SessionEnd::Cancelled) => return Err(Box::new(UnitOutcome::interrupted(&self.unit))),
-                    Err(SessionEnd::BudgetSpent) => {
-                        return Err(Box::new(UnitOutcome::out_of_budget(&self.unit)))
-                    }
-                    // An outage stops the unit (not failed) and leaves the mission resumable, as
-                    // for the worker's own calls.
-                    Err(SessionEnd::EndpointFailed(e)) => {
-                        return Err(Box::new(UnitOutcome::endpoint_failed(&self.unit, &e)))
-                    }
-                    Err(end) => {
-                        return Err(Box::new(
-                            self.failed(format!("the review could not run: {end}"), String::new()),
-                        ))
-                    }
-                };
+                .map_err(|end| self.review_ended(end))?;
                 bus.emit(Event::ReviewFinished {
                     unit: Some(self.unit.id.clone()),
                     attempt,
                     review: review.clone(),
                     commit: Some(verified.to_string()),
+                    reviewer: None,
                 });
                 review
             }
@@ -699,7 +784,22 @@ pub(super) fn verification_feedback(evidence: &[orchestrator_protocol::Evidence]
 }
 
 pub(super) fn review_feedback(review: &Review) -> String {
-    let mut text = format!("Stage 1 review failed: {}\n", review.summary.trim());
+    feedback_text(
+        format!("Stage 1 review failed: {}\n", review.summary.trim()),
+        review,
+    )
+}
+
+/// What a worker is told when a specialist reviewer (`[review] extra`) failed its unit.
+pub(super) fn specialist_feedback(name: &str, review: &Review) -> String {
+    let head = format!(
+        "Stage 1 review by the {name} specialist failed (the unit's own review passed): {}\n",
+        review.summary.trim()
+    );
+    feedback_text(head, review)
+}
+
+fn feedback_text(mut text: String, review: &Review) -> String {
     for issue in &review.issues {
         let file = issue
             .file
