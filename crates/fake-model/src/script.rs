@@ -21,6 +21,9 @@
 //!   has `# Candidate <n> of <m>`; a worker that is no candidate counts as candidate 1).
 //! - `PICK <value> <reasons>` — best of N: what the comparing reviewer sends as `pick` (a number, or
 //!   `none` to leave it out), one `PICK` per `submit_review` call in order, the last one repeated.
+//! - `FAILS <n> <issue>` — in a specialist reviewer's prompt (the body of its role file, under the
+//!   `# Specialist: <name>` line): it fails each unit (a master kind: the whole) n times with that
+//!   issue, then passes; a specialist without it passes.
 //!
 //! Decisions are made from the conversation alone (no per-session memory), so any number of sessions
 //! can run at once; only review and plan counters are shared.
@@ -88,6 +91,27 @@ pub struct ScriptedMission {
 struct Counters {
     reviews: HashMap<String, usize>,
     master_reviews: usize,
+    /// `<specialist>:<unit title>` (master kind: `<specialist>:`) → reviews so far.
+    specialist_reviews: HashMap<String, usize>,
+}
+
+/// The specialist reviewer a system prompt names (`# Specialist: <name>`), if any.
+pub fn specialist_of(request: &SeenRequest) -> Option<&str> {
+    request
+        .system
+        .lines()
+        .find_map(|l| l.strip_prefix("# Specialist: "))
+        .map(str::trim)
+}
+
+/// A specialist's `FAILS <n> <issue>` directive.
+fn specialist_fails(request: &SeenRequest) -> Option<(usize, String)> {
+    let line = request
+        .system
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("FAILS "))?;
+    let (count, issue) = line.split_once(' ')?;
+    Some((count.parse().ok()?, issue.trim().to_string()))
 }
 
 impl ScriptedMission {
@@ -285,6 +309,28 @@ impl ScriptedMission {
         call("submit_plan", json!({ "tasks": tasks }))
     }
 
+    /// A specialist's verdict: fail while its `FAILS` count for `key` lasts, else pass.
+    fn specialist(&self, request: &SeenRequest, name: &str, key: String) -> Reply {
+        let fails = specialist_fails(request);
+        let fail = {
+            let mut counters = self.counters();
+            let seen = counters.specialist_reviews.entry(key).or_default();
+            *seen += 1;
+            fails.as_ref().is_some_and(|(n, _)| *seen <= *n)
+        };
+        match fails.filter(|_| fail) {
+            Some((_, issue)) => call(
+                "submit_review",
+                json!({"verdict": "fail", "summary": format!("the {name} specialist found a problem"),
+                       "issues": [{"title": format!("{name}: {issue}"), "description": issue}]}),
+            ),
+            None => call(
+                "submit_review",
+                json!({"verdict": "pass", "summary": format!("the {name} specialist is satisfied")}),
+            ),
+        }
+    }
+
     fn reviewer(&self, request: &SeenRequest) -> Reply {
         if request
             .first_user_text()
@@ -299,6 +345,9 @@ impl ScriptedMission {
             .and_then(|l| l.split(" — ").nth(1))
             .unwrap_or("")
             .to_string();
+        if let Some(name) = specialist_of(request) {
+            return self.specialist(request, name, format!("{name}:{title}"));
+        }
         let fail = {
             let mut counters = self.counters();
             let seen = counters.reviews.entry(title.clone()).or_default();
@@ -330,7 +379,10 @@ impl ScriptedMission {
         )
     }
 
-    fn master(&self, _request: &SeenRequest) -> Reply {
+    fn master(&self, request: &SeenRequest) -> Reply {
+        if let Some(name) = specialist_of(request) {
+            return self.specialist(request, name, format!("{name}:"));
+        }
         let round = {
             let mut counters = self.counters();
             counters.master_reviews += 1;

@@ -25,6 +25,7 @@ mod report;
 mod sandbox;
 mod secrets;
 mod serve;
+mod specialists;
 mod support;
 mod telemetry;
 mod tell;
