@@ -219,3 +219,78 @@ async fn an_unknown_or_kindless_specialist_is_refused_before_any_model_call() {
     }
     assert!(server.requests().is_empty(), "no model call");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_best_of_n_pick_is_judged_by_the_specialists_too() {
+    let repo = TestRepo::new(&[
+        ("orchestrator.toml", "[review]\nextra = [\"security-reviewer\"]\n"),
+        (".orchestrator/roles/security-reviewer.md", SECURITY),
+    ]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Alpha",
+            "CANDIDATE 1: FILE a.txt := one\nCANDIDATE 2: FILE a.txt := two\nFIX a.txt := fixed\nPICK 2 two is better",
+            &[],
+        )],
+        ..Script::default()
+    })
+    .await;
+    let done = Run::task("Write a")
+        .arg("--attempts")
+        .arg("2")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert_eq!(done.events_of("candidate_picked")[0]["candidate"], 2);
+    // The pick passed the comparing review, the specialist failed it; its worker fixed it.
+    assert_eq!(repo.read("a.txt").as_deref(), Some("fixed"));
+    let special: Vec<(u64, String)> = reviews_by(&done, Some("security-reviewer"))
+        .iter()
+        .map(|e| {
+            (
+                e["attempt"].as_u64().unwrap_or(0),
+                e["review"]["verdict"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        special,
+        [(1, "\"fail\"".to_string()), (2, "\"pass\"".to_string())]
+    );
+}
+
+/// Killed when the specialist is first asked (the unit's own review of attempt 1 is logged, the
+/// specialist's verdict is not): the resumed mission does not merge on the own review alone, and does
+/// not ask the own reviewer again; the specialist fails the attempt and the fixed one merges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_mission_never_merges_past_a_missing_or_failed_specialist_verdict() {
+    let repo = TestRepo::new(&[
+        ("orchestrator.toml", "[review]\nextra = [\"security-reviewer\"]\n"),
+        (".orchestrator/roles/security-reviewer.md", SECURITY),
+    ]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Alpha",
+            "FILE a.txt := first\nFIX a.txt := second",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let when: super::durability::Trigger = Box::new(|r| specialist_of(r).is_some());
+    let (server, _) = super::durability::crash_then_resume(when, script, &repo).await;
+    let done = Run::cmd(&["resume", "--json"]).openai(&server).run(&repo).await;
+    done.assert_code(0);
+    assert_eq!(
+        repo.read("a.txt").as_deref(),
+        Some("second"),
+        "the specialist's fail was acted on"
+    );
+    let reviewers = requests_of(&server, "reviewer");
+    let (specialists, own): (Vec<_>, Vec<_>) = reviewers.iter().partition(|r| specialist_of(r).is_some());
+    assert_eq!(own.len(), 2, "the own review of attempt 1 was not asked again");
+    assert_eq!(specialists.len(), 3, "killed at one, then fail and pass");
+}

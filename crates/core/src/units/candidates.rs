@@ -19,6 +19,7 @@ use super::unit::{
 use super::worker::{candidate_brief, DEFAULT_UNIT_TOKENS};
 use super::{MergeTarget, UnitOutcome, UnitRun, UnitTree, WorkerHooks};
 use crate::plan::MAX_CANDIDATES;
+use crate::replay::SpecialistReviews;
 use crate::roles::{compare_candidates, CandidateView, Pick};
 use crate::session::{Session, SessionEnd, Slot};
 use crate::verify::all_passed;
@@ -281,17 +282,16 @@ impl UnitRun {
         let candidate = &mut candidates[index];
         let outcome = match judged {
             Judged::Passed { summary, commit } => {
-                // The pick passed review; the project's `before_merge` hook still has its say.
+                // The pick passed review; the `[review] extra` specialists, then the project's
+                // `before_merge` hook, still have their say.
                 let veto = match &candidate.worktree {
-                    Some(worktree) => {
-                        match self
-                            .before_merge(&candidate.branch, base, worktree, &commit, 1, None)
-                            .await
-                        {
-                            Ok(veto) => veto,
-                            Err(outcome) => return (*outcome, Some(kept)),
-                        }
-                    }
+                    Some(worktree) => match self
+                        .after_pick_review(slot, base, candidate, worktree, &commit)
+                        .await
+                    {
+                        Ok(veto) => veto,
+                        Err(outcome) => return (*outcome, Some(kept)),
+                    },
                     None => None,
                 };
                 match veto {
@@ -309,6 +309,33 @@ impl UnitRun {
             Judged::Feedback(feedback) => self.go_on(slot, target, base, candidate, feedback).await,
         };
         (outcome, Some(kept))
+    }
+
+    /// The specialists' verdicts, then the `before_merge` hook's, on a pick that passed its review:
+    /// the first fail or veto is the feedback its worker goes on from.
+    async fn after_pick_review(
+        &self,
+        slot: &mut Slot,
+        base: &str,
+        candidate: &Candidate,
+        worktree: &Worktree,
+        commit: &str,
+    ) -> Result<Option<String>, Box<UnitOutcome>> {
+        let evidence = match &candidate.result {
+            Tried::Passed { evidence, .. } => evidence.clone(),
+            _ => Vec::new(),
+        };
+        // A pick is judged in one run: a resumed mission builds the candidates again unless the
+        // log shows the pick through every judge (see `Resume::cleared`).
+        let none_known = SpecialistReviews::default();
+        let judged = self
+            .specialists_judge(slot, base, worktree, commit, 1, &evidence, &none_known)
+            .await?;
+        if judged.is_some() {
+            return Ok(judged);
+        }
+        self.before_merge(&candidate.branch, base, worktree, commit, 1, None)
+            .await
     }
 
     /// Which candidate goes on (its index), and the judgement of its attempt 1.
