@@ -194,14 +194,16 @@ impl View {
                     .unwrap_or_else(|| "killed".into())
             )),
             Event::ReviewFinished {
-                unit: None, review, ..
-            } => Some(
-                format!(
-                    "master review: {} — {}",
-                    review.verdict,
-                    first_line(&review.summary)
-                ),
-            ),
+                unit: None,
+                review,
+                reviewer,
+                ..
+            } => Some(format!(
+                "{} review: {} — {}",
+                reviewer.as_deref().unwrap_or("master"),
+                review.verdict,
+                first_line(&review.summary)
+            )),
             Event::MergeConflict { unit, files, attempt } => Some(format!(
                 "{unit}: merge conflict in {} (resolver attempt {attempt})",
                 files.join(", ")

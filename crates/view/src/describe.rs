@@ -93,9 +93,15 @@ pub fn describe(event: &Event) -> Option<String> {
             },
             evidence.duration_ms as f64 / 1000.0
         ),
-        Event::ReviewFinished { unit, review, .. } => format!(
-            "{}: review {} — {}",
+        Event::ReviewFinished {
+            unit,
+            review,
+            reviewer,
+            ..
+        } => format!(
+            "{}: {}review {} — {}",
             unit.as_deref().unwrap_or("master"),
+            reviewer.as_deref().map(|r| format!("{r} ")).unwrap_or_default(),
             match review.verdict {
                 Verdict::Pass => "passed",
                 Verdict::Fail => "failed",
