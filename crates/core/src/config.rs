@@ -1424,7 +1424,23 @@ mod tests {
             let mut layer: FileConfig =
                 toml::from_str(block).unwrap_or_else(|e| panic!("README block does not parse: {e}\n{block}"));
             layer.model.get_or_insert_with(|| "m".into());
-            resolve(&[layer], &MissionSettings::default(), None)
+            // The specialists the examples name, as their role files would define them.
+            let specialist = |kind: Role| SpecialistFile {
+                kind,
+                settings: RoleFile::default(),
+                prompt: RolePrompt {
+                    path: String::new(),
+                    prompt: "Review.".into(),
+                },
+            };
+            let files = FileConfig {
+                specialists: BTreeMap::from([
+                    ("security-reviewer".to_string(), specialist(Role::Reviewer)),
+                    ("docs-audit".to_string(), specialist(Role::MasterReviewer)),
+                ]),
+                ..FileConfig::default()
+            };
+            resolve(&[layer, files], &MissionSettings::default(), None)
                 .unwrap_or_else(|e| panic!("README block does not resolve: {e}\n{block}"));
         }
     }
