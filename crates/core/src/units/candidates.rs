@@ -14,7 +14,8 @@ use orchestrator_git::Worktree;
 use orchestrator_protocol::{Event, Evidence, UnitState, Verdict};
 
 use super::unit::{
-    claims_no_change, findings, no_change_feedback, review_feedback, verification_feedback, Earlier, Reviewed,
+    claims_no_change, findings, no_change_feedback, review_feedback, verification_feedback, Earlier, Known,
+    Reviewed,
 };
 use super::worker::{candidate_brief, DEFAULT_UNIT_TOKENS};
 use super::{MergeTarget, UnitOutcome, UnitRun, UnitTree, WorkerHooks};
@@ -328,14 +329,22 @@ impl UnitRun {
         // A pick is judged in one run: a resumed mission builds the candidates again unless the
         // log shows the pick through every judge (see `Resume::cleared`).
         let none_known = SpecialistReviews::default();
-        let judged = self
-            .specialists_judge(slot, base, worktree, commit, 1, &evidence, &none_known)
-            .await?;
-        if judged.is_some() {
-            return Ok(judged);
-        }
-        self.before_merge(&candidate.branch, base, worktree, commit, 1, None)
-            .await
+        let known = Known {
+            review: None,
+            specialists: &none_known,
+            merge_hook: None,
+        };
+        self.after_review(
+            slot,
+            &candidate.branch,
+            base,
+            worktree,
+            commit,
+            1,
+            &evidence,
+            known,
+        )
+        .await
     }
 
     /// Which candidate goes on (its index), and the judgement of its attempt 1.

@@ -28,10 +28,10 @@ pub(super) struct UnitRun {
 /// What an earlier run already judged of one attempt: its review, the specialists' verdicts (looked
 /// up by attempt) and the `before_merge` hook's verdict.
 #[derive(Clone, Copy)]
-struct Known<'a> {
-    review: Option<&'a Review>,
-    specialists: &'a SpecialistReviews,
-    merge_hook: Option<&'a HookRun>,
+pub(super) struct Known<'a> {
+    pub(super) review: Option<&'a Review>,
+    pub(super) specialists: &'a SpecialistReviews,
+    pub(super) merge_hook: Option<&'a HookRun>,
 }
 
 /// What passed verification and review: the worker's summary and the commit that was judged.
@@ -577,6 +577,26 @@ impl UnitRun {
         if let Some(feedback) = result? {
             return Ok(Some(feedback));
         }
+        let branch = self.mission.branch(&self.unit.id);
+        self.after_review(slot, &branch, base, worktree, verified, attempt, &evidence, known)
+            .await
+    }
+
+    /// What still judges a commit its own review passed, in order: the `[review] extra`
+    /// specialists, then the `before_merge` hook. The first fail or veto is the worker's feedback.
+    /// Shared by a unit's attempts and a best-of-N pick, so neither can skip a judge.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn after_review(
+        &self,
+        slot: &mut Slot,
+        branch: &str,
+        base: &str,
+        worktree: &Worktree,
+        verified: &str,
+        attempt: u32,
+        evidence: &[orchestrator_protocol::Evidence],
+        known: Known<'_>,
+    ) -> Result<Option<String>, Box<UnitOutcome>> {
         let judged = self
             .specialists_judge(
                 slot,
@@ -584,15 +604,14 @@ impl UnitRun {
                 worktree,
                 verified,
                 attempt,
-                &evidence,
+                evidence,
                 known.specialists,
             )
             .await?;
-        if let Some(feedback) = judged {
-            return Ok(Some(feedback));
+        if judged.is_some() {
+            return Ok(judged);
         }
-        let branch = self.mission.branch(&self.unit.id);
-        self.before_merge(&branch, base, worktree, verified, attempt, known.merge_hook)
+        self.before_merge(branch, base, worktree, verified, attempt, known.merge_hook)
             .await
     }
 
