@@ -41,6 +41,31 @@ pub fn load_config(root: &Path, settings: &MissionSettings) -> Result<Config> {
     Ok(config)
 }
 
+/// What `roles show` reads: the layers, the role files, the model from the environment and the
+/// config they resolve to (with a placeholder model, so a missing one is shown, not refused).
+struct Shown {
+    layers: Vec<FileConfig>,
+    role_files: RoleFiles,
+    model: Option<String>,
+    config: Config,
+}
+
+fn shown(root: &Path) -> Result<Shown> {
+    let (layers, role_files) = layers(root)?;
+    let model = env_model();
+    let config = config::resolve(
+        &layers,
+        &MissionSettings::default(),
+        model.clone().or(Some(NO_MODEL.into())),
+    )?;
+    Ok(Shown {
+        layers,
+        role_files,
+        model,
+        config,
+    })
+}
+
 /// One role as `orchestrator roles show` prints it.
 #[derive(Debug, Clone)]
 pub struct RoleShow {
@@ -88,13 +113,12 @@ pub fn show_named(root: &Path, name: &str) -> Result<RoleShow> {
 
 /// A specialist reviewer's effective prompt and settings: what its file sets, else its kind's.
 pub fn show_specialist(root: &Path, name: &str) -> Result<RoleShow> {
-    let (layers, role_files) = layers(root)?;
-    let model = env_model();
-    let config = config::resolve(
-        &layers,
-        &MissionSettings::default(),
-        model.clone().or(Some(NO_MODEL.into())),
-    )?;
+    let Shown {
+        layers,
+        role_files,
+        model,
+        config,
+    } = shown(root)?;
     let (Some(doc), Some(specialist)) = (role_files.specialists.get(name), config.specialists.get(name))
     else {
         return Err(EngineError::Usage(format!(
@@ -172,13 +196,12 @@ pub fn show_specialist(root: &Path, name: &str) -> Result<RoleShow> {
 
 /// The role's effective prompt and settings in the repository at `root`, with their sources.
 pub fn show_role(root: &Path, role: Role) -> Result<RoleShow> {
-    let (layers, role_files) = layers(root)?;
-    let model = env_model();
-    let config = config::resolve(
-        &layers,
-        &MissionSettings::default(),
-        model.clone().or(Some(NO_MODEL.into())),
-    )?;
+    let Shown {
+        layers,
+        role_files,
+        model,
+        config,
+    } = shown(root)?;
     let resolved = config.role(role);
     let file = role_files.roles.get(&role);
     let source = |key: &str| setting_source(&layers, role, key, file.map(|f| f.path.as_str()));
