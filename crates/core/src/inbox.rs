@@ -306,7 +306,7 @@ pub(crate) fn not_delivered(bus: &EventBus, letters: Vec<InboxMessage>, why: &st
                 message: format!(
                     "the message to {}'s worker was not delivered ({why} before its next model call): {}",
                     letter.unit,
-                    crate::prompts::cut(&letter.message, 120)
+                    crate::missions::shorten(&letter.message, 120)
                 ),
             },
             &delivery,
