@@ -224,8 +224,15 @@ pub struct RoleFile {
 pub struct McpFile {
     /// The program and its arguments, e.g. `["npx", "-y", "@acme/docs-mcp"]`.
     pub command: Option<Vec<String>>,
-    /// A streamable-HTTP server's address: refused for now, with what to do instead.
+    /// A streamable-HTTP server's address (`http://` or `https://`), instead of `command`.
     pub url: Option<String>,
+    /// An HTTP server's bearer token: the name of the environment variable that holds it.
+    pub bearer_token_env_var: Option<String>,
+    /// More headers sent to an HTTP server, as written (e.g. `{ "X-Team" = "core" }`).
+    pub http_headers: Option<BTreeMap<String, String>>,
+    /// More headers sent to an HTTP server whose values come from environment variables (header =
+    /// variable name); their values are secrets, masked in everything the mission writes.
+    pub env_http_headers: Option<BTreeMap<String, String>>,
     /// More environment variables the server gets from ours (names; `PREFIX_*`), as `[sandbox] env`.
     pub env: Option<Vec<String>>,
     /// Where it runs, relative to the mission's base worktree (default: that worktree's root).
@@ -463,16 +470,53 @@ pub struct RolePrompt {
 /// One `[mcp.<name>]` server, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct McpServerSettings {
+    pub transport: McpTransport,
+    pub timeout: Duration,
+    pub tools: Option<Vec<String>>,
+    /// The file that defined it, for messages.
+    pub source: String,
+}
+
+/// How a server is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum McpTransport {
+    /// A program of ours, speaking MCP on its stdin and stdout.
+    Stdio(McpStdio),
+    /// A server someone else runs, reached over MCP's streamable HTTP.
+    Http(McpHttp),
+}
+
+/// A stdio server: the program we start for the mission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpStdio {
     pub command: Vec<String>,
     pub env: Vec<String>,
     /// Relative to the mission's base worktree (absolute when written so).
     pub cwd: Option<PathBuf>,
-    pub timeout: Duration,
-    pub tools: Option<Vec<String>>,
     pub sandbox: bool,
     pub network: bool,
-    /// The file that defined it, for messages.
-    pub source: String,
+}
+
+/// A streamable-HTTP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpHttp {
+    pub url: String,
+    /// The environment variable holding the bearer token, if any.
+    pub bearer_token_env_var: Option<String>,
+    /// Headers as written.
+    pub headers: BTreeMap<String, String>,
+    /// Headers whose values are read from these environment variables when the server is reached.
+    pub env_headers: BTreeMap<String, String>,
+}
+
+impl McpServerSettings {
+    /// How it is reached, for messages: the command line or the URL.
+    pub fn describe(&self) -> String {
+        match &self.transport {
+            McpTransport::Stdio(stdio) => stdio.command.join(" "),
+            McpTransport::Http(http) => http.url.clone(),
+        }
+    }
 }
 
 impl Config {
@@ -647,24 +691,10 @@ fn resolve_mcp_server(name: &str, file: &McpFile, sandbox_on: bool) -> Result<Mc
             "the server's name must be 1 to {MAX_MCP_NAME} letters, digits, `_` or `-` (it begins its tools' names)"
         )));
     }
-    if file.url.is_some() {
-        return Err(bad(
-            "`url` (streamable-HTTP) servers are not supported yet; run the server over stdio with              `command = [\"program\", \"arg\"]`, or through a stdio bridge such as `npx mcp-remote URL`"
-                .into(),
-        ));
-    }
-    let command = file.command.clone().unwrap_or_default();
-    match command.first() {
-        None => {
-            return Err(bad(
-                "set `command = [\"program\", \"arg\", ...]`: the program that serves MCP on stdio".into(),
-            ))
-        }
-        Some(program) if program.trim().is_empty() => {
-            return Err(bad("the first element of `command` (the program) is empty".into()))
-        }
-        Some(_) => {}
-    }
+    let transport = match &file.url {
+        Some(url) => McpTransport::Http(resolve_mcp_http(url, file, &bad)?),
+        None => McpTransport::Stdio(resolve_mcp_stdio(file, sandbox_on, &bad)?),
+    };
     let timeout_secs = file.timeout_secs.unwrap_or(DEFAULT_MCP_TIMEOUT.as_secs());
     if !(1..=3600).contains(&timeout_secs) {
         return Err(bad(format!(
@@ -677,6 +707,39 @@ fn resolve_mcp_server(name: &str, file: &McpFile, sandbox_on: bool) -> Result<Mc
         ));
     }
     Ok(McpServerSettings {
+        transport,
+        timeout: Duration::from_secs(timeout_secs),
+        tools: file.tools.clone(),
+        source,
+    })
+}
+
+fn resolve_mcp_stdio(
+    file: &McpFile,
+    sandbox_on: bool,
+    bad: &dyn Fn(String) -> EngineError,
+) -> Result<McpStdio> {
+    if file.bearer_token_env_var.is_some() || file.http_headers.is_some() || file.env_http_headers.is_some() {
+        return Err(bad(
+            "`bearer_token_env_var`, `http_headers` and `env_http_headers` apply only to a `url` server"
+                .into(),
+        ));
+    }
+    let command = file.command.clone().unwrap_or_default();
+    match command.first() {
+        None => {
+            return Err(bad(
+                "set `command = [\"program\", \"arg\", ...]` (a program that serves MCP on stdio) or `url = \"https://…\"` \
+                 (a streamable-HTTP server)"
+                    .into(),
+            ))
+        }
+        Some(program) if program.trim().is_empty() => {
+            return Err(bad("the first element of `command` (the program) is empty".into()))
+        }
+        Some(_) => {}
+    }
+    Ok(McpStdio {
         command,
         env: file.env.clone().unwrap_or_default(),
         cwd: file
@@ -684,12 +747,96 @@ fn resolve_mcp_server(name: &str, file: &McpFile, sandbox_on: bool) -> Result<Mc
             .as_deref()
             .filter(|c| !c.trim().is_empty())
             .map(expand_home),
-        timeout: Duration::from_secs(timeout_secs),
-        tools: file.tools.clone(),
         sandbox: file.sandbox.unwrap_or(sandbox_on),
         network: file.network.unwrap_or(false),
-        source,
     })
+}
+
+/// An HTTP server's address and headers. The variables they name are read when the server is
+/// reached, not here: a config is checked (`roles show`, `--dry-run`) where they may not be set.
+fn resolve_mcp_http(url: &str, file: &McpFile, bad: &dyn Fn(String) -> EngineError) -> Result<McpHttp> {
+    if file.command.is_some() {
+        return Err(bad(
+            "set either `command` (a stdio server) or `url` (an HTTP server), not both".into(),
+        ));
+    }
+    let stdio_only = [
+        ("env", file.env.is_some()),
+        ("cwd", file.cwd.is_some()),
+        ("sandbox", file.sandbox.is_some()),
+        ("network", file.network.is_some()),
+    ];
+    if let Some((key, _)) = stdio_only.iter().find(|(_, set)| *set) {
+        return Err(bad(format!(
+            "`{key}` applies only to a `command` server; an HTTP server runs elsewhere and is only called"
+        )));
+    }
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| {
+        bad(format!(
+            "`url = {url:?}` is not a URL ({e}); write e.g. `url = \"https://mcp.example.com/mcp\"`"
+        ))
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad(format!(
+            "`url = {url:?}` must be an http:// or https:// address with a host"
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            "`url` carries a user name or password, which would be written to the mission's logs; put the \
+             token in an environment variable and name it in `bearer_token_env_var` (or `env_http_headers`)"
+                .into(),
+        ));
+    }
+    let headers = file.http_headers.clone().unwrap_or_default();
+    let env_headers = file.env_http_headers.clone().unwrap_or_default();
+    for name in headers.keys().chain(env_headers.keys()) {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(bad(format!("`{name}` is not a valid HTTP header name")));
+        }
+        if RESERVED_MCP_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+            return Err(bad(format!(
+                "the header `{name}` is set by the MCP client itself (use `bearer_token_env_var` for a token)"
+            )));
+        }
+    }
+    for (name, value) in &headers {
+        if reqwest::header::HeaderValue::from_str(value).is_err() {
+            return Err(bad(format!(
+                "the value of the header `{name}` is not a valid HTTP header value"
+            )));
+        }
+    }
+    let variables = file.bearer_token_env_var.iter().chain(env_headers.values());
+    if let Some(var) = variables.into_iter().find(|v| !is_env_name(v)) {
+        return Err(bad(format!(
+            "`{var}` is not an environment variable's name (letters, digits and `_`, not starting with a digit)"
+        )));
+    }
+    Ok(McpHttp {
+        url: parsed.to_string(),
+        bearer_token_env_var: file.bearer_token_env_var.clone(),
+        headers,
+        env_headers,
+    })
+}
+
+/// Headers the MCP client sets itself: configuring them would break the protocol or the session.
+const RESERVED_MCP_HEADERS: &[&str] = &[
+    "authorization",
+    "accept",
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "host",
+    "content-length",
+];
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Every server a role lists is configured, and the sessions can use it.
@@ -1578,10 +1725,13 @@ mod tests {
         )
         .unwrap();
         let docs = &config.mcp["docs"];
-        assert_eq!(docs.command, ["docs-mcp", "--stdio"]);
+        let McpTransport::Stdio(stdio) = &docs.transport else {
+            panic!("a stdio server: {docs:?}")
+        };
+        assert_eq!(stdio.command, ["docs-mcp", "--stdio"]);
         assert_eq!(docs.timeout, Duration::from_secs(5));
         assert_eq!(docs.source, "orchestrator.toml");
-        assert!(docs.sandbox, "confined when the mission's sandbox is on");
+        assert!(stdio.sandbox, "confined when the mission's sandbox is on");
         assert_eq!(config.role(Role::Worker).mcp, ["docs"]);
         assert!(
             config.role(Role::Reviewer).mcp.is_empty(),
@@ -1600,11 +1750,47 @@ mod tests {
         );
         let err = resolve_text("[mcp.docs]\ncommand = [\" \"]\n").unwrap_err();
         assert!(err.contains("program) is empty"), "{err}");
-        let err = resolve_text("[mcp.docs]\nurl = \"http://localhost:9/mcp\"\n").unwrap_err();
-        assert!(
-            err.contains("not supported yet") && err.contains("mcp-remote"),
-            "{err}"
-        );
+        let http = resolve_text(
+            "[mcp.docs]\nurl = \"https://mcp.example.com/mcp\"\nbearer_token_env_var = \"DOCS_TOKEN\"\n\
+             http_headers = { \"X-Team\" = \"core\" }\nenv_http_headers = { \"X-Api-Key\" = \"DOCS_KEY\" }\n",
+        )
+        .unwrap();
+        let McpTransport::Http(docs) = &http.mcp["docs"].transport else {
+            panic!("an HTTP server")
+        };
+        assert_eq!(docs.url, "https://mcp.example.com/mcp");
+        assert_eq!(docs.bearer_token_env_var.as_deref(), Some("DOCS_TOKEN"));
+        assert_eq!(docs.headers["X-Team"], "core");
+        assert_eq!(docs.env_headers["X-Api-Key"], "DOCS_KEY");
+        for (text, says) in [
+            ("url = \"ftp://host/mcp\"", "http:// or https://"),
+            ("url = \"not a url\"", "is not a URL"),
+            ("url = \"https://user:pw@host/mcp\"", "user name or password"),
+            ("url = \"http://h/mcp\"\ncommand = [\"x\"]", "not both"),
+            (
+                "url = \"http://h/mcp\"\nsandbox = false",
+                "`sandbox` applies only",
+            ),
+            (
+                "url = \"http://h/mcp\"\nhttp_headers = { Authorization = \"x\" }",
+                "set by the MCP client",
+            ),
+            (
+                "url = \"http://h/mcp\"\nhttp_headers = { \"bad header\" = \"x\" }",
+                "not a valid HTTP header name",
+            ),
+            (
+                "url = \"http://h/mcp\"\nbearer_token_env_var = \"1X\"",
+                "not an environment variable",
+            ),
+            (
+                "command = [\"x\"]\nbearer_token_env_var = \"T\"",
+                "only to a `url` server",
+            ),
+        ] {
+            let err = resolve_text(&format!("[mcp.docs]\n{text}\n")).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
         let err = resolve_text("[mcp.docs]\ncommand = [\"x\"]\ntimeout_secs = 0\n").unwrap_err();
         assert!(err.contains("between 1 and 3600"), "{err}");
         let err = resolve_text("[mcp.\"my docs\"]\ncommand = [\"x\"]\n").unwrap_err();
@@ -1626,7 +1812,7 @@ mod tests {
         let user = parse("[mcp.docs]\ncommand = [\"old\"]\ntimeout_secs = 9\n");
         let repo = parse("[mcp.docs]\ncommand = [\"new\"]\n");
         let config = resolve(&[user, repo], &MissionSettings::default(), Some("m".into())).unwrap();
-        assert_eq!(config.mcp["docs"].command, ["new"]);
+        assert_eq!(config.mcp["docs"].describe(), "new");
         assert_eq!(
             config.mcp["docs"].timeout, DEFAULT_MCP_TIMEOUT,
             "not half of each file"

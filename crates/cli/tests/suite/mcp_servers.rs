@@ -410,3 +410,131 @@ async fn a_server_that_never_answers_the_handshake_is_given_up_and_killed() {
         .expect("a pid");
     assert!(gone(pid).await, "the mute server {pid} outlived the failed start");
 }
+
+/// `fake-mcp --http` started by the test (a server someone else runs), and the URL it serves at.
+struct HttpServer {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl HttpServer {
+    async fn start(args: &[&str]) -> HttpServer {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(fake_mcp())
+            .arg("--http")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("fake-mcp starts");
+        let stdout = child.stdout.take().expect("its stdout");
+        let mut line = String::new();
+        tokio::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .expect("it says where it listens");
+        let url = line
+            .trim()
+            .strip_prefix("listening ")
+            .expect("a `listening URL` line")
+            .to_string();
+        HttpServer { child, url }
+    }
+}
+
+const HTTP_TOKEN: &str = "tok-3141592-never-stored";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_server_is_called_with_its_token_and_its_hangs_and_death_are_survived() {
+    let mut http = HttpServer::start(&["--token", HTTP_TOKEN]).await;
+    let text = format!(
+        "[mcp.docs]\nurl = {:?}\nbearer_token_env_var = \"FAKE_MCP_TOKEN\"\ntimeout_secs = 2\n\
+         http_headers = {{ \"X-Team\" = \"core\" }}\n[roles.worker]\nmcp = [\"docs\"]\n",
+        http.url
+    );
+    let repo = TestRepo::new(&[("orchestrator.toml", &text)]);
+    let server = fake(one_unit(
+        "CALL mcp__docs__echo {\"text\": \"over http\"}\n\
+         CALL mcp__docs__headers {}\n\
+         CALL mcp__docs__hang {}\n\
+         CALL mcp__docs__die {}\n\
+         CALL mcp__docs__echo {\"text\": \"are you there\"}\n\
+         FILE a.txt := a",
+    ))
+    .await;
+    let run = Run::task("Use the docs")
+        .arg("--json")
+        .openai(&server)
+        .env("FAKE_MCP_TOKEN", HTTP_TOKEN)
+        .run(&repo)
+        .await;
+    run.assert_code(0);
+
+    let echoes = results_of(&server, "mcp__docs__echo");
+    assert!(
+        echoes.iter().any(|(c, e)| !e && c.starts_with("echo: over http")),
+        "{echoes:?}"
+    );
+    let (headers, _) = results_of(&server, "mcp__docs__headers")
+        .into_iter()
+        .next()
+        .expect("a headers result");
+    assert!(headers.contains("x-team: core"), "{headers}");
+    assert!(
+        headers.contains("authorization: Bearer") && !headers.contains(HTTP_TOKEN),
+        "the token was sent, and is masked wherever it is echoed: {headers}"
+    );
+    let (hang, is_error) = results_of(&server, "mcp__docs__hang")
+        .into_iter()
+        .next()
+        .expect("a hang result");
+    assert!(is_error && hang.contains("did not answer within 2 s"), "{hang}");
+    assert!(
+        echoes.iter().any(|(c, e)| *e && c.contains("is gone")),
+        "a call after the server died is an error the worker reads: {echoes:?}"
+    );
+    assert!(
+        run.notices()
+            .iter()
+            .any(|n| n.contains("MCP server `docs` started") && n.contains(&http.url)),
+        "{:?}",
+        run.notices()
+    );
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"), "the worker went on");
+    let logs = Run::cmd(&["logs"]).run(&repo).await;
+    assert!(!logs.stdout.contains(HTTP_TOKEN), "{}", logs.stdout);
+    let store = std::fs::read(repo.path().join(".orchestrator/state.db")).expect("the store");
+    let needle = HTTP_TOKEN.as_bytes();
+    assert!(
+        !store.windows(needle.len()).any(|w| w == needle),
+        "the token never reaches the store"
+    );
+    let _ = http.child.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_server_that_refuses_us_stops_the_mission_before_any_session_and_says_why() {
+    let http = HttpServer::start(&["--token", HTTP_TOKEN]).await;
+    let text = format!(
+        "[mcp.docs]\nurl = {:?}\n[roles.worker]\nmcp = [\"docs\"]\n",
+        http.url
+    );
+    let repo = TestRepo::new(&[("orchestrator.toml", &text)]);
+    let server = fake(one_unit("FILE a.txt := a")).await;
+    let run = Run::task("Use the docs")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_ne!(run.code, Some(0), "{}", run.stderr);
+    let finished = run.events_of("mission_finished");
+    let summary = finished[0]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("MCP server `docs`")
+            && summary.contains("HTTP 401")
+            && summary.contains("bearer_token_env_var"),
+        "{summary}"
+    );
+    assert!(requests_of(&server, "worker").is_empty(), "no session ran");
+    drop(http);
+}

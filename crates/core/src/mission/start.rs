@@ -54,7 +54,7 @@ pub async fn run_task(
     let opencode = engine_preflight(&config, &repo, &clients).await?;
 
     let id = new_mission_id();
-    let (lock, store) = claim_repo(&repo, &id, &clients)
+    let (lock, store) = claim_repo(&repo, &id, &clients, &config)
         .await
         .inspect_err(|_| stop_soon(&opencode))?;
     let started_hook = mission_start_hook(&repo, &config, &id, &options.objective, &base, &cancel)
@@ -197,7 +197,7 @@ pub async fn resume(
     config.sandbox.check()?;
     let clients = clients_from_env(&config)?;
     let opencode = engine_preflight(&config, &repo, &clients).await?;
-    let (lock, store) = claim_repo(&repo, &record.id, &clients)
+    let (lock, store) = claim_repo(&repo, &record.id, &clients, &config)
         .await
         .inspect_err(|_| stop_soon(&opencode))?;
     // Checked again with the lock held: a run that held it before us may have finished the mission.
@@ -304,11 +304,19 @@ fn load_config(repo: &Repo, settings: &MissionSettings) -> Result<Config> {
 }
 
 /// Takes the repo lock and opens the store, in that order: only the lock holder writes the store.
-async fn claim_repo(repo: &Repo, mission: &str, clients: &Clients) -> Result<(RepoLock, Arc<Store>)> {
+async fn claim_repo(
+    repo: &Repo,
+    mission: &str,
+    clients: &Clients,
+    config: &Config,
+) -> Result<(RepoLock, Arc<Store>)> {
     repo.ensure_excluded(&format!("/{STATE_DIR}/")).await?;
     let lock = RepoLock::acquire(&repo.root().join(STATE_DIR), mission)?;
     let store = Arc::new(open_store(repo, true)?);
-    store.set_secrets(clients.secrets.clone());
+    // The model's key and the tokens of the user's HTTP MCP servers never reach the store.
+    let mut secrets = clients.secrets.clone();
+    secrets.extend(crate::mcp_servers::secrets(config));
+    store.set_secrets(secrets);
     Ok((lock, store))
 }
 

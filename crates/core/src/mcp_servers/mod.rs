@@ -7,30 +7,28 @@
 //! `mcp__<server>__<tool>`. A call is bounded in time and its result in size; a server that hangs,
 //! lies or dies gives the session an error result, never the mission a crash.
 //!
-//! The client is `rmcp`'s, the crate `orchestrator mcp` is built on, over the server's stdin and
-//! stdout. The process is ours, not rmcp's child-process transport's: that one kills the process it
-//! spawned when dropped, which here is the supervisor — killed first, it would leave the server to
-//! init. Ours is prepared (environment, confinement, supervisor) by `orchestrator-sandbox`, and
-//! stopped by cutting its lifeline.
+//! The client is `rmcp`'s, the crate `orchestrator mcp` is built on: over the stdin and stdout of a
+//! program we start (`stdio.rs`), or over MCP's streamable HTTP to a server someone else runs
+//! (`http.rs`, rmcp's transport driven by the workspace's own reqwest).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use orchestrator_model::ToolSpec;
 use orchestrator_protocol::Event;
-use orchestrator_sandbox::{Lifeline, Policy, Sandbox};
 use orchestrator_tools::ToolOutput;
 use rmcp::model::{CallToolRequestParams, PaginatedRequestParams, Tool};
 use rmcp::service::{Peer, RunningService, ServiceError};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, McpServerSettings, Provider};
+use crate::config::{Config, McpServerSettings, McpTransport, Provider};
+
+mod http;
+mod stdio;
 use crate::events::EventBus;
 
 /// How long a server may take to start and answer `initialize` and the tool listing.
@@ -47,8 +45,6 @@ pub const MAX_SCHEMA_BYTES: usize = 16 * 1024;
 const MAX_DESCRIPTION_CHARS: usize = 1_024;
 /// Model APIs accept tool names of at most 64 characters of `[A-Za-z0-9_-]` (OpenAI's rule).
 const MAX_TOOL_NAME: usize = 64;
-/// How much of a server's stderr is kept (its end), to explain a failed start or a death.
-const STDERR_TAIL: usize = 2_048;
 /// How long a stopping server's connection may take to close after the server was killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -86,14 +82,16 @@ struct Server {
     name: String,
     peer: Peer<RoleClient>,
     service: tokio::sync::Mutex<Option<RunningService<RoleClient, ()>>>,
-    /// Dropping it kills the server and everything it started (see `orchestrator_sandbox::supervise`).
-    lifeline: Mutex<Option<Lifeline>>,
-    /// The supervisor's process, reaped once the lifeline is cut.
-    process: tokio::sync::Mutex<Option<tokio::process::Child>>,
     timeout: Duration,
-    stderr: Arc<Mutex<String>>,
-    /// Keeps the server's private temp folder while it runs.
-    _sandbox: Sandbox,
+    link: Link,
+}
+
+/// What carries a server's messages, and what must be undone when it stops.
+enum Link {
+    /// A program of ours on stdio.
+    Process(Box<stdio::Process>),
+    /// A server someone else runs, reached over streamable HTTP at this address.
+    Http { url: String },
 }
 
 impl McpServers {
@@ -140,7 +138,9 @@ impl McpServers {
                 source_file: settings.source.clone(),
                 reason,
             };
-            let (server, listed) = start_server(name, settings, base).await.map_err(fail)?;
+            let (server, listed) = start_server(name, settings, base, START_TIMEOUT)
+                .await
+                .map_err(fail)?;
             let server = Arc::new(server);
             started.servers.insert(name.clone(), server.clone());
             let chosen = choose_tools(name, settings, listed).map_err(fail)?;
@@ -169,7 +169,7 @@ impl McpServers {
             bus.emit(Event::Notice {
                 message: format!(
                     "MCP server `{name}` started ({}): {} tool{} offered{}",
-                    settings.command.join(" "),
+                    settings.describe(),
                     offered.len(),
                     if offered.len() == 1 { "" } else { "s" },
                     if offered.is_empty() {
@@ -268,21 +268,33 @@ impl Server {
     }
 
     fn gone(&self) -> String {
-        let stderr = self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let said = match stderr.trim() {
-            "" => String::new(),
-            text => format!(" Its last words on stderr: {}", cut(text, 500)),
-        };
-        format!(
-            "the MCP server `{}` is gone (it exited or closed its connection); its tools cannot be called for \
-             the rest of this run. Go on without them.{said}",
-            self.name
-        )
+        match &self.link {
+            Link::Process(process) => {
+                let stderr = process.stderr_tail();
+                let said = match stderr.trim() {
+                    "" => String::new(),
+                    text => format!(" Its last words on stderr: {}", cut(text, 500)),
+                };
+                format!(
+                    "the MCP server `{}` is gone (it exited or closed its connection); its tools cannot be called \
+                     for the rest of this run. Go on without them.{said}",
+                    self.name
+                )
+            }
+            Link::Http { url } => format!(
+                "the MCP server `{}` at {url} is gone (it stopped answering or ended the session and a new one \
+                 could not be made); its tools cannot be called for the rest of this run. Go on without them.",
+                self.name
+            ),
+        }
     }
 
     async fn stop(&self) {
-        // The supervisor kills the server's whole tree once its lifeline is cut, then exits.
-        drop(self.lifeline.lock().unwrap_or_else(|p| p.into_inner()).take());
+        // A process first: the supervisor kills the server's whole tree once its lifeline is cut.
+        if let Link::Process(process) = &self.link {
+            process.cut_lifeline();
+        }
+        // Closing the connection ends an HTTP server's session (a DELETE) and an stdio server's pipes.
         if let Some(service) = self.service.lock().await.take() {
             if tokio::time::timeout(STOP_TIMEOUT, service.cancel())
                 .await
@@ -291,97 +303,71 @@ impl Server {
                 tracing::warn!("the MCP server {} did not close its connection", self.name);
             }
         }
-        if let Some(mut process) = self.process.lock().await.take() {
-            if tokio::time::timeout(STOP_TIMEOUT, process.wait()).await.is_err() {
+        if let Link::Process(process) = &self.link {
+            if !process.reap(STOP_TIMEOUT).await {
                 tracing::warn!("the MCP server {} did not end after it was killed", self.name);
             }
         }
     }
 }
 
-/// Starts one server and lists its tools, all within [`START_TIMEOUT`].
+/// Starts one server (or reaches it) and lists its tools, all within `within`.
 async fn start_server(
     name: &str,
     settings: &McpServerSettings,
     base: &Path,
+    within: Duration,
 ) -> Result<(Server, Vec<Tool>), String> {
-    let sandbox = Sandbox::new(
-        settings.sandbox,
-        &Policy {
-            writable: Vec::new(),
-            network: settings.network,
-            env: settings.env.clone(),
-        },
-    )
-    .map_err(|e| format!("{e} (or set `sandbox = false` in [mcp.{name}] to run it unconfined)"))?;
-    let program = &settings.command[0];
-    let mut command = tokio::process::Command::new(program);
-    command.args(&settings.command[1..]);
-    // The base worktree is the mission's checkout of its starting commit, never the user's own.
-    let cwd = match &settings.cwd {
-        Some(dir) => base.join(dir),
-        None => base.to_path_buf(),
-    };
-    command.current_dir(&cwd);
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // Declared before the process: on an early return the process handle goes first (dropping it
-    // does nothing to the process), then the lifeline, which kills the server's tree.
-    let lifeline = sandbox
-        .apply(&mut command)
-        .map_err(|e| format!("cannot prepare `{program}`: {e}"))?;
-    let mut process = command
-        .spawn()
-        .map_err(|e| format!("cannot start `{program}` in {}: {e}", cwd.display()))?;
-    let (Some(stdout), Some(stdin)) = (process.stdout.take(), process.stdin.take()) else {
-        return Err("its stdin and stdout could not be opened".into());
-    };
-    let stderr_tail = Arc::new(Mutex::new(String::new()));
-    let reader = process
-        .stderr
-        .take()
-        .map(|stderr| tokio::spawn(keep_tail(stderr, stderr_tail.clone())));
-    // What the server said before it failed: a server that exits at once closes its stderr, so its
-    // reader ends; one that hangs is waited for only briefly.
-    let last_words = async || {
-        if let Some(reader) = reader {
-            let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
-        }
-        let text = stderr_tail.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match text.trim() {
-            "" => String::new(),
-            text => format!("; its stderr ends with: {}", cut(text, 500)),
-        }
-    };
-    let setup = async {
-        let service = ().serve((stdout, stdin)).await.map_err(|e| format!("the MCP handshake failed: {e}"))?;
-        let tools = list_tools(service.peer()).await?;
-        Ok::<_, String>((service, tools))
-    };
-    let (service, tools) = match tokio::time::timeout(START_TIMEOUT, setup).await {
-        Ok(Ok(ready)) => ready,
-        Ok(Err(e)) => return Err(format!("{e}{}", last_words().await)),
-        Err(_) => {
-            return Err(format!(
-                "it did not answer the MCP handshake and tool listing within {} s{}",
-                START_TIMEOUT.as_secs(),
-                last_words().await
-            ))
-        }
+    let (service, tools, link) = match &settings.transport {
+        McpTransport::Stdio(stdio) => stdio::start(name, stdio, base, within).await?,
+        McpTransport::Http(http) => http::start(http, within).await?,
     };
     let server = Server {
         name: name.to_string(),
         peer: service.peer().clone(),
         service: tokio::sync::Mutex::new(Some(service)),
-        lifeline: Mutex::new(Some(lifeline)),
-        process: tokio::sync::Mutex::new(Some(process)),
         timeout: settings.timeout,
-        stderr: stderr_tail,
-        _sandbox: sandbox,
+        link,
     };
     Ok((server, tools))
+}
+
+/// The MCP handshake and the tool listing on a connected transport, within `within`; on failure,
+/// what went wrong (the caller adds what it knows of the server's side).
+async fn handshake<T, E, A>(
+    transport: T,
+    within: Duration,
+) -> Result<(RunningService<RoleClient, ()>, Vec<Tool>), String>
+where
+    T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let setup = async {
+        let service = ().serve(transport).await.map_err(|e| format!("the MCP handshake failed: {e}"))?;
+        let tools = list_tools(service.peer()).await?;
+        Ok::<_, String>((service, tools))
+    };
+    match tokio::time::timeout(within, setup).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "it did not answer the MCP handshake and tool listing within {} s",
+            within.as_secs()
+        )),
+    }
+}
+
+/// The secrets an HTTP server's config names (its bearer token, its `env_http_headers` values), as
+/// set in our environment now, for masking in everything the mission writes.
+pub fn secrets(config: &Config) -> Vec<String> {
+    config
+        .mcp
+        .values()
+        .filter_map(|settings| match &settings.transport {
+            McpTransport::Http(http) => Some(http::secret_values(http)),
+            McpTransport::Stdio(_) => None,
+        })
+        .flatten()
+        .collect()
 }
 
 /// Every page of the server's tool list, within [`MAX_LIST_PAGES`] and [`MAX_LISTED_TOOLS`].
@@ -606,29 +592,6 @@ fn render_content<T: serde::Serialize>(content: &[T], structured: Option<&Value>
     parts.join("\n")
 }
 
-/// Reads a server's stderr to its end, keeping only its last [`STDERR_TAIL`] bytes (and logging it).
-async fn keep_tail(mut stderr: tokio::process::ChildStderr, tail: Arc<Mutex<String>>) {
-    let mut buffer = [0u8; 4096];
-    loop {
-        match stderr.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                let chunk = String::from_utf8_lossy(&buffer[..n]);
-                tracing::debug!(target: "mcp_server", "{}", chunk.trim_end());
-                let mut kept = tail.lock().unwrap_or_else(|p| p.into_inner());
-                kept.push_str(&chunk);
-                if kept.len() > STDERR_TAIL {
-                    let mut start = kept.len() - STDERR_TAIL;
-                    while !kept.is_char_boundary(start) {
-                        start += 1;
-                    }
-                    kept.drain(..start);
-                }
-            }
-        }
-    }
-}
-
 fn cut(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
         Some((end, _)) => format!("{}…", &text[..end]),
@@ -656,13 +619,15 @@ mod tests {
 
     fn settings(tools: Option<Vec<&str>>) -> McpServerSettings {
         McpServerSettings {
-            command: vec!["srv".into()],
-            env: Vec::new(),
-            cwd: None,
+            transport: McpTransport::Stdio(crate::config::McpStdio {
+                command: vec!["srv".into()],
+                env: Vec::new(),
+                cwd: None,
+                sandbox: false,
+                network: false,
+            }),
             timeout: Duration::from_secs(5),
             tools: tools.map(|t| t.into_iter().map(String::from).collect()),
-            sandbox: false,
-            network: false,
             source: "orchestrator.toml".into(),
         }
     }
