@@ -25,6 +25,8 @@ use crate::error::{EngineError, Result};
 
 /// Where role files live, relative to the repository's root.
 pub const ROLES_DIR: &str = ".orchestrator/roles";
+/// The folder of [`ROLES_DIR`] inside `.orchestrator/`: the one part of it git does not exclude.
+pub const ROLES_SUBDIR: &str = "roles";
 /// A role file larger than this is refused: a prompt rides on every model call of its sessions.
 pub const MAX_ROLE_FILE_BYTES: u64 = 64 * 1024;
 /// `.md` files in the folder looked at, at most (there are six roles).

@@ -301,6 +301,48 @@ impl Repo {
         Ok(())
     }
 
+    /// Excludes what `dir` (a folder at the root) holds except its subfolders `keep`, which a team
+    /// may commit (`/dir/*`, then `!/dir/<keep>/`), in place of an exclusion of the whole folder
+    /// (`/dir/`) that is dropped: git cannot re-include anything under an excluded folder.
+    pub async fn exclude_folder_except(&self, dir: &str, keep: &[&str]) -> Result<(), GitError> {
+        let names = std::iter::once(dir).chain(keep.iter().copied());
+        if names
+            .into_iter()
+            .any(|n| n.trim().is_empty() || n.contains(['\n', '\r', '/', '*', '!']))
+        {
+            return Err(GitError::InvalidArgument(format!(
+                "folder names must be plain names: {dir:?}, {keep:?}"
+            )));
+        }
+        let whole = format!("/{dir}/");
+        let mut wanted = vec![format!("/{dir}/*")];
+        wanted.extend(keep.iter().map(|k| format!("!/{dir}/{k}/")));
+        let _meta = self.shared.meta.write().await;
+        let info = self.git_common_dir().join("info");
+        tokio::fs::create_dir_all(&info).await?;
+        let file = info.join("exclude");
+        let existing = match tokio::fs::read(&file).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let lines: Vec<&str> = existing.lines().map(|l| l.trim_end_matches('\r')).collect();
+        if !lines.contains(&whole.as_str()) && wanted.iter().all(|w| lines.contains(&w.as_str())) {
+            return Ok(());
+        }
+        let mut kept: Vec<String> = lines
+            .iter()
+            .filter(|l| **l != whole && !wanted.iter().any(|w| w == *l))
+            .map(|l| l.to_string())
+            .collect();
+        kept.extend(wanted);
+        // Written whole, then renamed: a crash leaves the old file or the new one, never half.
+        let temp = info.join("exclude.orchestrator-tmp");
+        tokio::fs::write(&temp, format!("{}\n", kept.join("\n"))).await?;
+        tokio::fs::rename(&temp, &file).await?;
+        Ok(())
+    }
+
     /// The object name `rev` resolves to (not peeled: an annotated tag gives the tag object).
     /// `NoCommits` when `rev` is relative to HEAD and the repository has no commits.
     pub async fn rev_parse(&self, rev: &str) -> Result<String, GitError> {

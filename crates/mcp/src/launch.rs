@@ -75,7 +75,7 @@ async fn exclude_state_dir(root: &Path) -> Result<(), ToolError> {
     let repo = orchestrator_git::Repo::discover(root)
         .await
         .map_err(|e| ToolError::Other(format!("{}: {e}", root.display())))?;
-    repo.ensure_excluded(&format!("/{STATE_DIR}/"))
+    repo.exclude_folder_except(STATE_DIR, &[orchestrator_core::role_files::ROLES_SUBDIR])
         .await
         .map_err(|e| ToolError::Other(format!("cannot add {STATE_DIR}/ to .git/info/exclude: {e}")))
 }

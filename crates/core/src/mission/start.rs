@@ -310,7 +310,9 @@ async fn claim_repo(
     clients: &Clients,
     config: &Config,
 ) -> Result<(RepoLock, Arc<Store>)> {
-    repo.ensure_excluded(&format!("/{STATE_DIR}/")).await?;
+    // Role files (`.orchestrator/roles/`) are the project's to commit; the rest is private state.
+    repo.exclude_folder_except(STATE_DIR, &[crate::role_files::ROLES_SUBDIR])
+        .await?;
     let lock = RepoLock::acquire(&repo.root().join(STATE_DIR), mission)?;
     let store = Arc::new(open_store(repo, true)?);
     // The model's key and the tokens of the user's HTTP MCP servers never reach the store.

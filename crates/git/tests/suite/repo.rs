@@ -165,3 +165,37 @@ async fn ancestry() {
     assert!(!repo.is_ancestor(&second, &first).await.expect("not ancestor"));
     assert!(repo.is_ancestor("nope", &first).await.is_err());
 }
+
+#[tokio::test]
+async fn a_folder_is_excluded_but_for_the_subfolders_a_team_commits() {
+    let fx = Fixture::new();
+    let exclude = fx.root.join(".git/info/exclude");
+    // An older version excluded the whole folder; that line goes, the user's own lines stay.
+    std::fs::write(&exclude, "# mine\n/.orchestrator/\n*.tmp").expect("write exclude");
+    let repo = fx.repo().await;
+    repo.exclude_folder_except(".orchestrator", &["roles"])
+        .await
+        .expect("exclude");
+    repo.exclude_folder_except(".orchestrator", &["roles"])
+        .await
+        .expect("and again");
+    let content = std::fs::read_to_string(&exclude).expect("read exclude");
+    assert_eq!(
+        content,
+        "# mine\n*.tmp\n/.orchestrator/*\n!/.orchestrator/roles/\n"
+    );
+
+    fx.write(".orchestrator/state.json", "{}\n");
+    fx.write(".orchestrator/worktrees/m/a.txt", "a\n");
+    fx.write(".orchestrator/roles/worker.md", "---\nmodel: m\n---\nWork.\n");
+    let dirty = repo.dirty_paths(&[]).await.expect("dirty");
+    assert_eq!(
+        dirty,
+        vec![".orchestrator/roles/worker.md".to_string()],
+        "only the role file shows"
+    );
+    assert!(matches!(
+        repo.exclude_folder_except("a/b", &[]).await,
+        Err(GitError::InvalidArgument(_))
+    ));
+}
