@@ -206,7 +206,13 @@ pub(crate) struct Mailbox {
 #[derive(Default)]
 struct MailState {
     requests: VecDeque<(Recipient, String)>,
+    /// Each unit's messages, kept until the unit passes: a unit built by several candidates (best of
+    /// N) has several workers, and each reads every message once, even one that starts later.
     ready: HashMap<String, Vec<InboxMessage>>,
+    /// What each (unit, reader) has read of `ready`.
+    read: HashMap<(String, String), HashSet<i64>>,
+    /// Messages some worker has read.
+    delivered: HashSet<i64>,
     /// Inbox rows handed over already: they stay in the store until delivered, and a later read must
     /// not hand them over twice.
     handed: HashSet<i64>,
@@ -255,17 +261,34 @@ impl Mailbox {
         late
     }
 
-    /// `unit` passed: its worker calls no model again. Returns what waited for it; what is stored for
-    /// it later comes back from `forward` the same way.
+    /// `unit` passed: its workers call no model again. Returns what no worker of it read; what is
+    /// stored for it later comes back from `forward` the same way.
     pub(crate) fn close(&self, unit: &str) -> Vec<InboxMessage> {
         let mut state = self.state();
         state.closed.insert(unit.to_string());
-        state.ready.remove(unit).unwrap_or_default()
+        state.read.retain(|(of, _), _| of != unit);
+        let letters = state.ready.remove(unit).unwrap_or_default();
+        letters
+            .into_iter()
+            .filter(|l| !state.delivered.remove(&l.id))
+            .collect()
     }
 
-    /// The messages waiting for `unit`'s worker, oldest first; the caller delivers them.
-    pub(crate) fn take(&self, unit: &str) -> Vec<InboxMessage> {
-        self.state().ready.remove(unit).unwrap_or_default()
+    /// The messages for `unit` that `reader` (one worker session of it) has not read, oldest first;
+    /// the caller delivers them.
+    pub(crate) fn take(&self, unit: &str, reader: &str) -> Vec<InboxMessage> {
+        let mut state = self.state();
+        let Some(letters) = state.ready.get(unit) else {
+            return Vec::new();
+        };
+        let letters = letters.clone();
+        let read = state
+            .read
+            .entry((unit.to_string(), reader.to_string()))
+            .or_default();
+        let new: Vec<InboxMessage> = letters.into_iter().filter(|l| read.insert(l.id)).collect();
+        state.delivered.extend(new.iter().map(|l| l.id));
+        new
     }
 }
 
@@ -356,12 +379,12 @@ mod tests {
         };
         assert!(mailbox.offer(vec![row(1, "t1"), row(2, "t2")]).is_empty());
         assert!(mailbox.offer(vec![row(1, "t1"), row(3, "t1")]).is_empty());
-        let taken: Vec<i64> = mailbox.take("t1").iter().map(|m| m.id).collect();
+        let taken: Vec<i64> = mailbox.take("t1", "w").iter().map(|m| m.id).collect();
         assert_eq!(taken, vec![1, 3]);
-        assert!(mailbox.take("t1").is_empty());
+        assert!(mailbox.take("t1", "w").is_empty());
         assert!(mailbox.offer(vec![row(1, "t1")]).is_empty());
         assert!(
-            mailbox.take("t1").is_empty(),
+            mailbox.take("t1", "w").is_empty(),
             "a row read again is not handed over again"
         );
         // A unit that passed: what waited and what comes later is given back, not kept.
@@ -374,8 +397,15 @@ mod tests {
             .map(|m| m.id)
             .collect();
         assert_eq!(late, vec![6]);
-        assert!(mailbox.take("t2").is_empty());
-        assert_eq!(mailbox.take("t3").len(), 2);
+        assert!(mailbox.take("t2", "w").is_empty());
+        assert_eq!(mailbox.take("t3", "w").len(), 2);
+        // Several workers of one unit (best of N): each reads every message once, a late one too.
+        assert!(mailbox.offer(vec![row(8, "t4")]).is_empty());
+        assert_eq!(mailbox.take("t4", "c1").len(), 1);
+        assert_eq!(mailbox.take("t4", "c2").len(), 1);
+        assert!(mailbox.take("t4", "c1").is_empty() && mailbox.take("t4", "c2").is_empty());
+        assert_eq!(mailbox.take("t4", "c3").len(), 1, "a candidate that starts later");
+        assert!(mailbox.close("t4").is_empty(), "it was read: nothing undelivered");
         for _ in 0..MAX_REQUESTS {
             assert!(mailbox.request(Recipient::All, "x".into()));
         }

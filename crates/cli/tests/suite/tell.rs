@@ -395,3 +395,72 @@ async fn a_message_the_worker_can_no_longer_read_is_said_to_be_undelivered() {
     let said = undelivered[0]["message"].as_str().unwrap_or_default();
     assert!(said.contains("the message to a's worker"), "{said}");
 }
+
+/// Whether a user message of the request is candidate `n`'s brief.
+fn is_candidate(request: &SeenRequest, n: u32) -> bool {
+    let heading = format!("# Candidate {n} of 2");
+    request
+        .messages
+        .iter()
+        .any(|m| matches!(m, SeenMessage::User { text } if text.contains(&heading)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_candidate_of_a_best_of_n_unit_reads_a_message_once() {
+    let repo = TestRepo::new(&[]);
+    let gates = Gates::new();
+    let gate = gates.gate("a");
+    let wait = wait_for(&gate);
+    let server = fake(Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "A",
+            &format!(
+                "CANDIDATE 1: {wait}\nCANDIDATE 1: FILE a.txt := one\\n\n\
+                 CANDIDATE 2: {wait}\nCANDIDATE 2: FILE a.txt := two\\n\nPICK 2 it says two"
+            ),
+            &[],
+        )],
+        ..Script::default()
+    })
+    .await;
+    let mission = Run::task("Steer both")
+        .arg("--attempts")
+        .arg("2")
+        .openai(&server)
+        .run(&repo);
+    let steer = async {
+        until(&server, "both candidates ask the model", |r| {
+            let asked = worker_requests(r, "a");
+            [1, 2].iter().all(|n| asked.iter().any(|q| is_candidate(q, *n)))
+        })
+        .await;
+        tell(&repo, &["a", "Mind the tabs."]).await.assert_code(0);
+        open(&gate);
+    };
+    let (done, ()) = tokio::join!(mission, steer);
+    done.assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("two\n"));
+
+    let requests = worker_requests(&server.requests(), "a");
+    for n in [1, 2] {
+        let carrying: Vec<&SeenRequest> = requests
+            .iter()
+            .filter(|r| is_candidate(r, n) && times_told(r, "Mind the tabs.") > 0)
+            .collect();
+        assert!(!carrying.is_empty(), "candidate {n} read the message");
+        assert!(
+            carrying.iter().all(|r| times_told(r, "Mind the tabs.") == 1),
+            "candidate {n} read it once"
+        );
+    }
+    let delivered = logged(&repo, "user_message").await;
+    assert_eq!(delivered.len(), 2, "one delivery per candidate: {delivered:?}");
+    let notices = logged(&repo, "notice").await;
+    assert!(
+        !notices.iter().any(|n| n["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("was not delivered"))),
+        "{notices:?}"
+    );
+}

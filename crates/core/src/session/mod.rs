@@ -521,7 +521,9 @@ impl Session {
         let Some(unit) = self.unit.clone().filter(|_| self.role == Role::Worker) else {
             return;
         };
-        for letter in rt.control.mailbox().take(&unit) {
+        // Keyed by the transcript: each candidate of a best-of-N unit reads every message once.
+        let reader = self.store_key();
+        for letter in rt.control.mailbox().take(&unit, &reader) {
             let message = Message::user(crate::inbox::worker_text(&letter.message));
             let transcript = self.transcript.as_ref().and_then(|t| {
                 let value = serde_json::to_value(&message).ok()?;
