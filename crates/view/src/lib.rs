@@ -22,6 +22,11 @@ pub use describe::{describe, first_line, human_tokens};
 
 /// How many log lines each unit keeps; older lines go first. A unit's full story stays in the store.
 pub const UNIT_LOG_LINES: usize = 200;
+/// Timeline spans kept per unit; past it the newest replaces the last (attempts are bounded far
+/// below, so only a broken log gets here).
+pub const UNIT_SPANS: usize = 200;
+/// Minutes of usage kept apart; what comes later counts in the last one.
+pub const USAGE_MINUTES: u32 = 48 * 60;
 
 /// A mission's state as folded from its events.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -56,6 +61,8 @@ pub struct MissionView {
     pub integration_evidence: Vec<Evidence>,
     pub master_reviews: Vec<(u32, Review)>,
     pub notices: Vec<String>,
+    /// Tokens and cost per minute from the start and per role, in time order.
+    pub usage_by_minute: Vec<UsageBucket>,
     /// The instruction files (AGENTS.md, CLAUDE.md) every session was given, root first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub instructions: Vec<ProjectFile>,
@@ -133,6 +140,32 @@ pub struct UnitView {
     pub totals: Totals,
     /// The latest lines of the unit's story, oldest first.
     pub log: Vec<LogLine>,
+    /// The unit's life as stretches of one state each, oldest first: the timeline's lane.
+    pub spans: Vec<UnitSpan>,
+}
+
+/// A stretch of a unit's life in one state (queued: waiting for its dependencies or a slot).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnitSpan {
+    pub state: UnitState,
+    pub attempt: u32,
+    pub from: DateTime<Utc>,
+    /// `None` while it lasts.
+    pub to: Option<DateTime<Utc>>,
+    /// Model calls the unit's own sessions finished during it, and their tokens.
+    pub model_calls: u32,
+    pub tokens: u64,
+}
+
+/// One role's model calls in one minute of the mission.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageBucket {
+    /// Minutes from the mission's start.
+    pub minute: u32,
+    pub role: Role,
+    pub calls: u64,
+    pub usage: TokenUsage,
+    pub cost_usd: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -208,7 +241,11 @@ impl MissionView {
         }
         let at = envelope.at;
         self.started_at.get_or_insert(at);
-        self.last_event_at = Some(at);
+        let previous = self.last_event_at.replace(at);
+        if matches!(envelope.event, Event::MissionResumed { .. }) {
+            // The earlier run's stretches ended when it was last heard from, not now.
+            self.close_spans(previous.unwrap_or(at));
+        }
         self.fold(&envelope.event, at);
         if let Some(unit) = self.unit_of(&envelope.event) {
             if let Some(text) = describe(&envelope.event) {
@@ -287,13 +324,13 @@ impl MissionView {
             Event::PlanAccepted { round, units } => {
                 self.waiting_plan = None;
                 for spec in units {
-                    self.add_unit(spec, *round, None);
+                    self.add_unit(spec, *round, None, at);
                 }
             }
             Event::UnitsSpawned { parent, units } => {
                 let round = self.unit(parent).map(|u| u.round).unwrap_or(self.round);
                 for spec in units {
-                    self.add_unit(spec, round, Some(parent.clone()));
+                    self.add_unit(spec, round, Some(parent.clone()), at);
                 }
             }
             Event::UnitState {
@@ -360,6 +397,7 @@ impl MissionView {
                 self.result_commit = result_commit.clone();
                 self.finished_at = Some(at);
                 self.paused = false;
+                self.close_spans(at);
                 // The plan still waits in the log, but no process waits with it until a resume.
                 self.waiting_plan = None;
             }
@@ -433,6 +471,47 @@ impl MissionView {
         }
         if let Some(u) = unit.and_then(|id| self.unit_mut(&id)) {
             u.totals.add(usage, cost_usd);
+            if let Some(span) = u.spans.last_mut().filter(|s| s.to.is_none()) {
+                span.model_calls += 1;
+                span.tokens += usage.total();
+            }
+        }
+        self.count_minute(role, usage, cost_usd, at);
+    }
+
+    /// Adds a call to its role's bucket of the minute it finished in.
+    fn count_minute(&mut self, role: Role, usage: TokenUsage, cost_usd: Option<f64>, at: DateTime<Utc>) {
+        let since = self.started_at.map_or(0, |start| (at - start).num_minutes());
+        let minute = u32::try_from(since.max(0)).unwrap_or(u32::MAX).min(USAGE_MINUTES);
+        // Calls come in time order: this minute's buckets are at the end.
+        let bucket = self
+            .usage_by_minute
+            .iter_mut()
+            .rev()
+            .take_while(|b| b.minute >= minute)
+            .find(|b| b.minute == minute && b.role == role);
+        match bucket {
+            Some(bucket) => {
+                bucket.calls += 1;
+                bucket.usage.add(usage);
+                bucket.cost_usd += cost_usd.unwrap_or(0.0);
+            }
+            None => self.usage_by_minute.push(UsageBucket {
+                minute,
+                role,
+                calls: 1,
+                usage,
+                cost_usd: cost_usd.unwrap_or(0.0),
+            }),
+        }
+    }
+
+    /// Ends every stretch still open at `at` (the mission ended, or its run was cut off).
+    fn close_spans(&mut self, at: DateTime<Utc>) {
+        for span in self.units.iter_mut().filter_map(|u| u.spans.last_mut()) {
+            if span.to.is_none() {
+                span.to = Some(at.max(span.from));
+            }
         }
     }
 
@@ -443,7 +522,7 @@ impl MissionView {
         }
     }
 
-    fn add_unit(&mut self, spec: &UnitSpec, round: u32, parent: Option<String>) {
+    fn add_unit(&mut self, spec: &UnitSpec, round: u32, parent: Option<String>, at: DateTime<Utc>) {
         if self.unit(&spec.id).is_some() {
             return;
         }
@@ -471,6 +550,15 @@ impl MissionView {
             merged_commit: None,
             totals: Totals::default(),
             log: Vec::new(),
+            // Planned is waiting: for its dependencies, then for a slot.
+            spans: vec![UnitSpan {
+                state: UnitState::Queued,
+                attempt: 0,
+                from: at,
+                to: None,
+                model_calls: 0,
+                tokens: 0,
+            }],
         });
     }
 
@@ -493,6 +581,27 @@ impl MissionView {
             u.started_at.get_or_insert(at);
         }
         u.finished_at = state.is_terminal().then_some(at);
+        let attempt = u.attempt;
+        if let Some(open) = u.spans.last_mut().filter(|s| s.to.is_none()) {
+            if open.state == state && open.attempt == attempt {
+                return;
+            }
+            open.to = Some(at.max(open.from));
+        }
+        if state.is_terminal() {
+            return;
+        }
+        if u.spans.len() >= UNIT_SPANS {
+            u.spans.pop();
+        }
+        u.spans.push(UnitSpan {
+            state,
+            attempt,
+            from: at,
+            to: None,
+            model_calls: 0,
+            tokens: 0,
+        });
     }
 
     fn log_unit(&mut self, unit: &str, at: DateTime<Utc>, text: String) {

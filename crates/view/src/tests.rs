@@ -240,3 +240,81 @@ fn a_hook_run_is_one_line_in_the_log_and_a_veto_in_its_units_log() {
         "{line}"
     );
 }
+
+/// Each unit's spans as (state, attempt, from, to) in seconds from the start.
+fn lane(view: &MissionView, unit: &str) -> Vec<(UnitState, u32, i64, Option<i64>)> {
+    let secs = |t: chrono::DateTime<chrono::Utc>| (t - start()).num_seconds();
+    view.unit(unit)
+        .unwrap()
+        .spans
+        .iter()
+        .map(|s| (s.state, s.attempt, secs(s.from), s.to.map(secs)))
+        .collect()
+}
+
+#[test]
+fn each_unit_has_a_lane_of_stretches_from_plan_to_end() {
+    let view = MissionView::from_events(&running_mission());
+    use UnitState::*;
+    assert_eq!(
+        lane(&view, "t1"),
+        vec![
+            (Queued, 0, 10, Some(11)),
+            (Running, 1, 11, Some(18)),
+            (Verifying, 1, 18, Some(20)),
+            (Running, 2, 20, Some(40)),
+            (Reviewing, 2, 40, Some(43)),
+            (Merging, 2, 43, Some(44)),
+        ],
+        "a retry is a new stretch of its attempt; the end closes the last"
+    );
+    assert_eq!(lane(&view, "t3"), vec![(Queued, 0, 10, None)], "still waiting");
+    let t1 = view.unit("t1").unwrap();
+    let calls: u32 = t1.spans.iter().map(|s| s.model_calls).sum();
+    assert_eq!(
+        u64::from(calls),
+        t1.totals.calls,
+        "the unit's calls are on its lane"
+    );
+    for unit in &view.units {
+        for pair in unit.spans.windows(2) {
+            assert_eq!(pair[0].to, Some(pair[1].from), "{}: no gap, no overlap", unit.id);
+        }
+    }
+}
+
+#[test]
+fn a_run_cut_off_ends_its_stretches_when_it_was_last_heard_from() {
+    let mut events = running_mission();
+    let last = events.last().unwrap().at;
+    let next = events.len() as u64;
+    events.push(EventEnvelope {
+        seq: next,
+        at: last + chrono::Duration::seconds(600),
+        mission: fixture::MISSION.into(),
+        event: Event::MissionResumed {
+            phase: Phase::Execution,
+            round: 1,
+        },
+    });
+    let view = MissionView::from_events(&events);
+    let t3 = view.unit("t3").unwrap();
+    assert_eq!(t3.spans.last().unwrap().to, Some(last), "not the resume's time");
+}
+
+#[test]
+fn usage_per_minute_and_role_adds_up_to_the_mission() {
+    let view = MissionView::from_events(&sealed_mission());
+    let mut total = TokenUsage::default();
+    for bucket in &view.usage_by_minute {
+        total.add(bucket.usage);
+    }
+    assert_eq!(total, view.usage);
+    let calls: u64 = view.usage_by_minute.iter().map(|b| b.calls).sum();
+    let counted: u64 = view.roles.values().map(|t| t.calls).sum();
+    assert_eq!(calls, counted);
+    assert!(view
+        .usage_by_minute
+        .windows(2)
+        .all(|w| w[0].minute <= w[1].minute));
+}
