@@ -7,6 +7,7 @@
 //! escaped (see [`markdown`]), so it can neither break the document's structure nor inject formatting.
 
 pub mod markdown;
+mod pictures;
 mod plan;
 mod summary;
 mod timeline;
@@ -53,6 +54,7 @@ pub fn render(view: &MissionView, events: &[EventEnvelope], changes: &Changes) -
     let sections = [
         summary::render(view),
         plan::render(view),
+        pictures::render(view),
         work::changes(view, changes),
         work::evidence(view),
         work::reviews(view),

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use orchestrator_protocol::Role;
 use orchestrator_view::{MissionView, Totals};
 
 use crate::markdown::{cell_code, inline};
@@ -34,6 +35,11 @@ pub fn render(view: &MissionView) -> String {
     };
     let _ = writeln!(out, "| **all** | {} | {}\n", view.sessions.len(), cells(&all));
     out.push_str(&per_unit(view, &all));
+    let over_time = over_time(view);
+    if !over_time.is_empty() {
+        out.push('\n');
+        out.push_str(&over_time);
+    }
     out
 }
 
@@ -78,4 +84,50 @@ fn cells(totals: &Totals) -> String {
         thousands(totals.usage.total()),
         dollars(totals.cost_usd)
     )
+}
+
+/// Rows of the table over time at most: a long mission's minutes are grouped.
+const TIME_ROWS: u32 = 24;
+
+/// Tokens (and cost) per role over the mission's time, in up to [`TIME_ROWS`] equal periods.
+pub fn over_time(view: &MissionView) -> String {
+    let buckets = &view.usage_by_minute;
+    let Some(last) = buckets.iter().map(|b| b.minute).max() else {
+        return String::new();
+    };
+    let width = (last + 1).div_ceil(TIME_ROWS).max(1);
+    let roles: Vec<Role> = view.roles.keys().copied().collect();
+    let mut out =
+        String::from("### Over time\n\nTokens (input and output) per role, by minutes from the start.\n\n");
+    let _ = write!(out, "| minutes |");
+    for role in &roles {
+        let _ = write!(out, " {role} |");
+    }
+    let _ = write!(out, " all | cost |\n|---|");
+    out.push_str(&"--:|".repeat(roles.len() + 2));
+    out.push('\n');
+    for period in 0..=(last / width) {
+        let (from, to) = (period * width, period * width + width);
+        let inside: Vec<_> = buckets
+            .iter()
+            .filter(|b| b.minute >= from && b.minute < to)
+            .collect();
+        if inside.is_empty() {
+            continue;
+        }
+        let tokens = |role: Option<Role>| -> u64 {
+            inside
+                .iter()
+                .filter(|b| role.is_none_or(|r| b.role == r))
+                .map(|b| b.usage.total())
+                .sum()
+        };
+        let _ = write!(out, "| {from}–{to} |");
+        for role in &roles {
+            let _ = write!(out, " {} |", thousands(tokens(Some(*role))));
+        }
+        let cost: f64 = inside.iter().map(|b| b.cost_usd).sum();
+        let _ = writeln!(out, " {} | {} |", thousands(tokens(None)), dollars(cost));
+    }
+    out
 }

@@ -97,7 +97,8 @@ fn hostile_mission() -> Vec<orchestrator_protocol::EventEnvelope> {
     for envelope in &mut events {
         match &mut envelope.event {
             Event::PlanAccepted { units, .. } => {
-                units[0].title = "# Tokens | pipes `and` ticks".into();
+                units[0].title =
+                    "# Tokens | pipes `and` ticks\"] --> x\n```\nsection evil : crit, 0, 9".into();
                 units[0].description = "- step one\n```\n| a | b |".into();
             }
             Event::EvidenceRecorded {
@@ -126,13 +127,25 @@ fn model_written_text_cannot_break_the_document() {
     assert_eq!(unescaped.count(), 7, "{row}");
     // No line the model wrote opens a heading, list or code block.
     assert!(
-        report.contains("**\\# Tokens \\| pipes \\`and\\` ticks**"),
+        report.contains(
+            "**\\# Tokens \\| pipes \\`and\\` ticks\"\\] --\\> x \\`\\`\\` section evil : crit, 0, 9**"
+        ),
         "{report}"
     );
     assert!(
         report.contains("  \\- step one\n  \\`\\`\\`\n  \\| a \\| b \\|\n"),
         "{report}"
     );
+    // Inside the diagrams the title is plain words: no quote, bracket, colon, fence or line break.
+    assert!(
+        report.contains("u0[\"t1 · Tokens pipes and ticks -- x section evil…\"]:::passed"),
+        "{report}"
+    );
+    assert!(
+        report.contains("  section t1 Tokens pipes and ticks -- x section evil…\n"),
+        "{report}"
+    );
+    assert_eq!(report.matches("```mermaid").count(), 2);
     // Output with fences inside gets a longer fence.
     assert!(
         report.contains("`````text\nbefore\n```\nafter\n````\n`````\n"),
