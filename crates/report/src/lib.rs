@@ -1,15 +1,18 @@
 //! `orchestrator report`: a mission as one self-contained Markdown document — the outcome, the plan,
-//! what each unit changed, the evidence and reviews it was judged on, tokens and cost, and a timeline.
+//! its pictures (Mermaid), what each unit changed, the evidence and reviews it was judged on, tokens
+//! and cost, and a timeline — or the same as one HTML file with the pictures inline ([`render_html`]).
 //!
 //! [`render`] is pure: it reads a folded [`MissionView`], the mission's events (for the timeline) and
 //! the [`Changes`] the caller gathered from git, so the same input always gives the same document.
 //! Everything models wrote (titles, descriptions, summaries) and everything commands printed is
 //! escaped (see [`markdown`]), so it can neither break the document's structure nor inject formatting.
 
+mod html;
 pub mod markdown;
 mod pictures;
 mod plan;
 mod summary;
+mod svg;
 mod timeline;
 mod usage;
 mod work;
@@ -70,6 +73,16 @@ pub fn render(view: &MissionView, events: &[EventEnvelope], changes: &Changes) -
         events.len()
     ));
     out
+}
+
+/// The same report as one self-contained HTML file, its pictures inline as SVG.
+pub fn render_html(view: &MissionView, events: &[EventEnvelope], changes: &Changes) -> String {
+    html::document(view, &render(view, events, changes))
+}
+
+/// The plan as an SVG graph and the work as an SVG timeline, as `render_html` draws them.
+pub fn pictures_svg(view: &MissionView) -> (String, String) {
+    (svg::graph(view), svg::timeline(view))
 }
 
 /// A commit as people quote it: its first ten characters.

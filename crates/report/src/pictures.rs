@@ -66,7 +66,7 @@ pub fn graph(view: &MissionView) -> String {
     out
 }
 
-const STYLES: [(UnitState, &str); 9] = [
+pub(crate) const STYLES: [(UnitState, &str); 9] = [
     (UnitState::Queued, "fill:#f4f4f5,stroke:#a1a1aa,color:#27272a"),
     (UnitState::Running, "fill:#dbeafe,stroke:#2563eb,color:#1e3a8a"),
     (
@@ -140,7 +140,7 @@ fn bar(unit: &UnitView, span: &UnitSpan, now: Option<DateTime<Utc>>) -> Option<S
     ))
 }
 
-fn stretch_name(state: UnitState) -> &'static str {
+pub(crate) fn stretch_name(state: UnitState) -> &'static str {
     match state {
         UnitState::Queued => "wait",
         UnitState::Running => "work",
@@ -155,14 +155,14 @@ fn stretch_name(state: UnitState) -> &'static str {
 }
 
 /// Work of an attempt that a later attempt replaced, or of the last one of a unit that failed.
-fn failed_attempt(unit: &UnitView, span: &UnitSpan) -> bool {
+pub(crate) fn failed_attempt(unit: &UnitView, span: &UnitSpan) -> bool {
     if span.state == UnitState::Queued || span.attempt == 0 {
         return false;
     }
     span.attempt < unit.attempt || (unit.state == UnitState::Failed && span.attempt == unit.attempt)
 }
 
-fn drawn(view: &MissionView) -> &[UnitView] {
+pub(crate) fn drawn(view: &MissionView) -> &[UnitView] {
     &view.units[..view.units.len().min(MAX_UNITS)]
 }
 

@@ -152,3 +152,67 @@ fn model_written_text_cannot_break_the_document() {
         "{report}"
     );
 }
+
+#[test]
+fn the_pictures_as_svg_have_every_unit_and_match_its_state() {
+    let view = MissionView::from_events(&running_mission());
+    let (graph, timeline) = orchestrator_report::pictures_svg(&view);
+    insta::assert_snapshot!("graph_svg", graph);
+    insta::assert_snapshot!("timeline_svg", timeline);
+    for unit in &view.units {
+        let node = format!("<g data-unit=\"{}\"><title>{} ", unit.id, unit.id);
+        assert!(graph.contains(&node), "{} in the graph", unit.id);
+        assert!(
+            graph.contains(&format!(
+                "{} · {}",
+                unit.id,
+                unit.state.as_str().replace('_', " ")
+            )),
+            "{}'s state in the graph",
+            unit.id
+        );
+        let lane = format!("<g data-unit=\"{}\">", unit.id);
+        assert!(timeline.contains(&lane), "{} has a lane", unit.id);
+    }
+}
+
+#[test]
+fn the_html_report_is_self_contained_and_shows_no_markup_a_model_wrote() {
+    use orchestrator_protocol::Event;
+    let mut events = sealed_mission();
+    for envelope in &mut events {
+        if let Event::PlanAccepted { units, .. } = &mut envelope.event {
+            units[0].title = "<img src=x onerror=alert(1)> <script>alert(2)</script>".into();
+            units[0].description = "<iframe src=\"https://example.com\"></iframe>".into();
+        }
+    }
+    let view = MissionView::from_events(&events);
+    let html = orchestrator_report::render_html(&view, &events, &fixture_changes(true));
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    // Nothing to run and nothing to fetch: no element that runs, frames, loads or links.
+    for markup in [
+        "<img",
+        "<script",
+        "<iframe",
+        "<link",
+        "<a ",
+        "<object",
+        "<embed",
+        "```mermaid",
+    ] {
+        let at = html
+            .find(markup)
+            .map(|i| &html[i.saturating_sub(200)..(i + 100).min(html.len())]);
+        assert!(at.is_none(), "{markup} in the HTML: {at:?}");
+    }
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "shown as text"
+    );
+    assert_eq!(
+        html.matches("<svg ").count(),
+        2,
+        "the graph and the timeline, inline"
+    );
+    assert!(html.contains("<table>"), "tables are tables");
+}
