@@ -1,4 +1,4 @@
-//! `orchestrator report`: a mission as one Markdown document — on stdout, or in a file that is never
+//! `orchestrator report`: a mission as one Markdown document (or, `--html`, one HTML file) — on stdout, or in a file that is never
 //! overwritten unless asked. The document comes from `orchestrator-report`; this module finds the
 //! mission in the store and asks git what each merge changed.
 
@@ -28,6 +28,10 @@ pub struct ReportArgs {
     /// Overwrite the --output file if it exists.
     #[arg(long, requires = "output")]
     force: bool,
+    /// One self-contained HTML file (the pictures inline as SVG, nothing fetched or run) instead of
+    /// Markdown.
+    #[arg(long)]
+    html: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +67,11 @@ async fn report(args: &ReportArgs) -> Result<(), ReportError> {
         .await
         .map_err(|e| ReportError::Failed(format!("git: {e}")))?;
     let changes = gather_changes(&repo, &view).await;
-    let markdown = orchestrator_report::render(&view, &events, &changes);
+    let markdown = if args.html {
+        orchestrator_report::render_html(&view, &events, &changes)
+    } else {
+        orchestrator_report::render(&view, &events, &changes)
+    };
     match &args.output {
         Some(path) => {
             write_file(path, &markdown, args.force)?;

@@ -130,6 +130,39 @@ async fn the_report_names_every_unit_its_files_evidence_and_tokens() {
     let timeline = section(report, "Timeline");
     assert!(timeline.contains("calc attempt 2"), "{timeline}");
     assert!(timeline.contains("mission sealed"), "{timeline}");
+
+    // The pictures: every unit a passed node of the graph and a section of the Gantt chart, the
+    // retried unit's first attempt marked.
+    let pictures = section(report, "Pictures");
+    assert_eq!(pictures.matches("```mermaid").count(), 2, "{pictures}");
+    let units = plan.lines().filter(|l| l.trim_start().starts_with("- `")).count();
+    assert_eq!(pictures.matches(":::passed").count(), units, "{pictures}");
+    assert_eq!(pictures.matches("  section ").count(), units, "{pictures}");
+    assert!(pictures.contains("work (attempt 2"), "{pictures}");
+    assert!(pictures.contains(":crit, "), "{pictures}");
+
+    let file = repo.home().join("report.html");
+    let path = file.to_string_lossy().to_string();
+    Run::cmd(&["report", "--html", "--output", &path])
+        .run(&repo)
+        .await
+        .assert_code(0);
+    let html = std::fs::read_to_string(&file).expect("the HTML report");
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    assert_eq!(
+        html.matches("<svg ").count(),
+        2,
+        "the graph and the timeline inline"
+    );
+    assert_eq!(
+        html.matches("<g data-unit=").count(),
+        2 * units,
+        "every unit in both"
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("```"),
+        "nothing runs, no Mermaid left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
