@@ -80,9 +80,23 @@ pub fn render_html(view: &MissionView, events: &[EventEnvelope], changes: &Chang
     html::document(view, &render(view, events, changes))
 }
 
-/// The plan as an SVG graph and the work as an SVG timeline, as `render_html` draws them.
-pub fn pictures_svg(view: &MissionView) -> (String, String) {
-    (svg::graph(view), svg::timeline(view))
+/// The mission's pictures as SVG, for a page to show: what `render_html` draws, and the usage chart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pictures {
+    /// The plan as a layered graph.
+    pub graph: String,
+    /// One lane per unit over the mission's time.
+    pub timeline: String,
+    /// Tokens per role over time, as stacked bars.
+    pub usage: String,
+}
+
+pub fn pictures_svg(view: &MissionView) -> Pictures {
+    Pictures {
+        graph: svg::graph(view),
+        timeline: svg::timeline(view),
+        usage: svg::usage(view),
+    }
 }
 
 /// A commit as people quote it: its first ten characters.

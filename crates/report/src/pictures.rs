@@ -126,7 +126,7 @@ fn bar(unit: &UnitView, span: &UnitSpan, now: Option<DateTime<Utc>>) -> Option<S
         name.push_str(&format!(" ({})", notes.join(", ")));
     }
     let mut tags = Vec::new();
-    if failed_attempt(unit, span) {
+    if unit.span_failed(span) {
         tags.push("crit");
     }
     if span.to.is_none() {
@@ -152,14 +152,6 @@ pub(crate) fn stretch_name(state: UnitState) -> &'static str {
         UnitState::Failed => "failed",
         UnitState::Skipped => "skipped",
     }
-}
-
-/// Work of an attempt that a later attempt replaced, or of the last one of a unit that failed.
-pub(crate) fn failed_attempt(unit: &UnitView, span: &UnitSpan) -> bool {
-    if span.state == UnitState::Queued || span.attempt == 0 {
-        return false;
-    }
-    span.attempt < unit.attempt || (unit.state == UnitState::Failed && span.attempt == unit.attempt)
 }
 
 pub(crate) fn drawn(view: &MissionView) -> &[UnitView] {

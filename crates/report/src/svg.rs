@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use orchestrator_protocol::UnitState;
 use orchestrator_view::{clock, human_tokens, MissionView, UnitSpan, UnitView};
 
-use crate::pictures::{drawn, failed_attempt, stretch_name, STYLES};
+use crate::pictures::{drawn, stretch_name, STYLES};
 
 const NODE_W: i64 = 190;
 const NODE_H: i64 = 46;
@@ -82,11 +82,12 @@ pub fn graph(view: &MissionView) -> String {
         let (fill, stroke) = colours(unit.state);
         let _ = writeln!(
             out,
-            "<g data-unit=\"{id}\"><title>{tip}</title><rect x=\"{x}\" y=\"{y}\" width=\"{NODE_W}\" \
+            "<g data-unit=\"{id}\" data-state=\"{state}\"><title>{tip}</title><rect x=\"{x}\" y=\"{y}\" width=\"{NODE_W}\" \
              height=\"{NODE_H}\" rx=\"6\" fill=\"{fill}\" stroke=\"{stroke}\"/>\
              <text x=\"{tx}\" y=\"{ty1}\" font-weight=\"bold\">{label}</text>\
              <text x=\"{tx}\" y=\"{ty2}\">{title}</text></g>",
             id = escape(&unit.id),
+            state = unit.state.as_str(),
             tip = escape(&node_tip(unit)),
             tx = x + 8,
             ty1 = y + 18,
@@ -143,6 +144,9 @@ fn node_tip(unit: &UnitView) -> String {
             human_tokens(unit.totals.usage.total())
         );
     }
+    if unit.totals.cost_usd > 0.0 {
+        let _ = write!(tip, ", ${:.4}", unit.totals.cost_usd);
+    }
     if let Some(detail) = &unit.detail {
         let _ = write!(tip, "\n{detail}");
     }
@@ -182,8 +186,9 @@ pub fn timeline(view: &MissionView) -> String {
         let y = AXIS_H + row as i64 * LANE_H;
         let _ = writeln!(
             out,
-            "<g data-unit=\"{}\"><text x=\"4\" y=\"{}\">{}</text>",
+            "<g data-unit=\"{}\" data-state=\"{}\"><text x=\"4\" y=\"{}\">{}</text>",
             escape(&unit.id),
+            unit.state.as_str(),
             y + 15,
             escape(&cut(&format!("{} {}", unit.id, unit.title), 34))
         );
@@ -191,11 +196,7 @@ pub fn timeline(view: &MissionView) -> String {
             let to = span.to.unwrap_or(end).max(span.from);
             let (x1, x2) = (x(span.from), x(to));
             let (fill, stroke) = colours(span.state);
-            let stroke = if failed_attempt(unit, span) {
-                "#dc2626"
-            } else {
-                stroke
-            };
+            let stroke = if unit.span_failed(span) { "#dc2626" } else { stroke };
             let _ = writeln!(
                 out,
                 "<rect x=\"{x1}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\" stroke=\"{stroke}\">\
@@ -214,6 +215,94 @@ pub fn timeline(view: &MissionView) -> String {
 }
 
 const LEGEND_H: i64 = 20;
+
+const CHART_W: i64 = 760;
+const CHART_H: i64 = 120;
+/// Bars in the usage chart at most: a long mission's minutes are grouped.
+const CHART_BARS: u32 = 60;
+/// A colour per role, in the order roles are listed.
+const ROLE_COLOURS: [&str; 8] = [
+    "#60a5fa", "#f59e0b", "#34d399", "#a78bfa", "#f472b6", "#94a3b8", "#fb7185", "#22d3ee",
+];
+
+/// Tokens per role over the mission's time: one stacked bar per period of minutes.
+pub fn usage(view: &MissionView) -> String {
+    let buckets = &view.usage_by_minute;
+    let Some(last) = buckets.iter().map(|b| b.minute).max() else {
+        return String::new();
+    };
+    let width = (last + 1).div_ceil(CHART_BARS).max(1);
+    let periods = last / width + 1;
+    let roles: Vec<_> = view.roles.keys().copied().collect();
+    let per_period: Vec<Vec<u64>> = (0..periods)
+        .map(|p| {
+            roles
+                .iter()
+                .map(|role| {
+                    buckets
+                        .iter()
+                        .filter(|b| b.role == *role && b.minute / width == p)
+                        .map(|b| b.usage.total())
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+    let tallest = per_period
+        .iter()
+        .map(|v| v.iter().sum::<u64>())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let bar_w = (CHART_W / i64::from(periods)).clamp(4, 60);
+    let legend_w: i64 = roles.iter().map(|r| 30 + 7 * r.to_string().len() as i64).sum();
+    let total_w = (60 + i64::from(periods) * bar_w + 10).max(60 + legend_w);
+    let height = CHART_H + 40;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"usage-chart\" viewBox=\"0 0 {total_w} {height}\" \
+         width=\"{total_w}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <text x=\"0\" y=\"12\" fill=\"#52525b\">{}</text>\n",
+        human_tokens(tallest)
+    );
+    for (p, values) in per_period.iter().enumerate() {
+        let x = 60 + p as i64 * bar_w;
+        let mut y = CHART_H + 10;
+        let minutes = (p as u32 * width, p as u32 * width + width);
+        for (r, value) in values.iter().enumerate().filter(|(_, v)| **v > 0) {
+            let h = ((*value as f64 / tallest as f64) * CHART_H as f64)
+                .round()
+                .max(1.0) as i64;
+            y -= h;
+            let _ = writeln!(
+                out,
+                "<rect data-role=\"{role}\" x=\"{x}\" y=\"{y}\" width=\"{}\" height=\"{h}\" fill=\"{}\">\
+                 <title>{role}: {} tokens in minutes {}–{}</title></rect>",
+                (bar_w - 2).max(2),
+                ROLE_COLOURS[r % ROLE_COLOURS.len()],
+                human_tokens(*value),
+                minutes.0,
+                minutes.1,
+                role = roles[r],
+            );
+        }
+    }
+    let mut x = 60;
+    for (r, role) in roles.iter().enumerate() {
+        let name = role.to_string();
+        let _ = write!(
+            out,
+            "<rect x=\"{x}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            CHART_H + 20,
+            ROLE_COLOURS[r % ROLE_COLOURS.len()],
+            x + 16,
+            CHART_H + 30,
+            escape(&name.replace('_', " "))
+        );
+        x += 30 + 7 * name.len() as i64;
+    }
+    out.push_str("\n</svg>\n");
+    out
+}
 
 /// What the colours say, under the lanes.
 fn legend(out: &mut String, y: i64) {

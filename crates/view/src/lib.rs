@@ -157,6 +157,17 @@ pub struct UnitSpan {
     pub tokens: u64,
 }
 
+impl UnitView {
+    /// Whether a stretch is work of an attempt that a later attempt replaced, or of the last attempt
+    /// of a unit that failed: what the pictures mark as failed.
+    pub fn span_failed(&self, span: &UnitSpan) -> bool {
+        if span.state == UnitState::Queued || span.attempt == 0 {
+            return false;
+        }
+        span.attempt < self.attempt || (self.state == UnitState::Failed && span.attempt == self.attempt)
+    }
+}
+
 /// One role's model calls in one minute of the mission.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UsageBucket {

@@ -156,11 +156,24 @@ fn model_written_text_cannot_break_the_document() {
 #[test]
 fn the_pictures_as_svg_have_every_unit_and_match_its_state() {
     let view = MissionView::from_events(&running_mission());
-    let (graph, timeline) = orchestrator_report::pictures_svg(&view);
+    let pictures = orchestrator_report::pictures_svg(&view);
+    let (graph, timeline) = (&pictures.graph, &pictures.timeline);
     insta::assert_snapshot!("graph_svg", graph);
     insta::assert_snapshot!("timeline_svg", timeline);
+    insta::assert_snapshot!("usage_svg", pictures.usage);
+    for role in view.roles.keys() {
+        assert!(
+            pictures.usage.contains(&format!("data-role=\"{role}\"")),
+            "{role} in the usage chart"
+        );
+    }
     for unit in &view.units {
-        let node = format!("<g data-unit=\"{}\"><title>{} ", unit.id, unit.id);
+        let node = format!(
+            "<g data-unit=\"{}\" data-state=\"{}\"><title>{} ",
+            unit.id,
+            unit.state.as_str(),
+            unit.id
+        );
         assert!(graph.contains(&node), "{} in the graph", unit.id);
         assert!(
             graph.contains(&format!(
@@ -171,7 +184,11 @@ fn the_pictures_as_svg_have_every_unit_and_match_its_state() {
             "{}'s state in the graph",
             unit.id
         );
-        let lane = format!("<g data-unit=\"{}\">", unit.id);
+        let lane = format!(
+            "<g data-unit=\"{}\" data-state=\"{}\">",
+            unit.id,
+            unit.state.as_str()
+        );
         assert!(timeline.contains(&lane), "{} has a lane", unit.id);
     }
 }
