@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/missions", get(list).post(start))
         .route("/missions/{id}", get(detail))
         .route("/missions/{id}/events", get(events))
+        .route("/missions/{id}/pictures", get(pictures))
         .route("/missions/{id}/cancel", post(cancel))
         .route("/missions/{id}/pause", post(pause))
         .route("/missions/{id}/resume", post(resume))
@@ -101,6 +102,25 @@ async fn detail(State(state): State<AppState>, Path(id): Path<String>) -> ApiRes
     let found = state.registry.find(&id).await?;
     let events = found.events_after(None).await?;
     Ok(Json(MissionDetail::new(&found, &events)))
+}
+
+/// The mission's pictures as SVG (the plan graph, the timeline, tokens over time), drawn from the
+/// same fold as the detail, for the dashboard to show beside the table; `last_seq` says which event
+/// they include.
+async fn pictures(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let found = state.registry.find(&id).await?;
+    let events = found.events_after(None).await?;
+    let view = orchestrator_view::MissionView::from_events(&events);
+    let pictures = orchestrator_report::pictures_svg(&view);
+    Ok(Json(json!({
+        "last_seq": view.last_seq,
+        "graph": pictures.graph,
+        "timeline": pictures.timeline,
+        "usage": pictures.usage,
+    })))
 }
 
 #[derive(Debug, Deserialize)]

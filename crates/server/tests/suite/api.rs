@@ -249,6 +249,41 @@ async fn a_mission_is_its_folded_view_with_tree_and_running_flag() {
 }
 
 #[tokio::test]
+async fn pictures_are_svg_drawn_from_the_same_fold_as_the_detail() {
+    let (_repo, router) = sealed_repo();
+    let detail = get(&router, &mission_url("")).await.json();
+    let reply = get(&router, &mission_url("/pictures")).await;
+    reply.assert(StatusCode::OK);
+    let body = reply.json();
+    assert_eq!(body["last_seq"], detail["last_seq"]);
+    for key in ["graph", "timeline", "usage"] {
+        let svg = body[key].as_str().unwrap_or_default();
+        assert!(svg.starts_with("<svg"), "{key}: {svg}");
+        assert!(svg.trim_end().ends_with("</svg>"), "{key}");
+    }
+    // Every unit of the table is a node of the graph and a lane of the timeline, in the same state.
+    let units = detail["units"].as_array().expect("units");
+    assert!(!units.is_empty());
+    for unit in units {
+        let id = unit["id"].as_str().expect("id");
+        let state = unit["state"].as_str().expect("state");
+        let marker = format!("data-unit=\"{id}\" data-state=\"{state}\"");
+        assert!(
+            body["graph"].as_str().unwrap_or_default().contains(&marker),
+            "graph lacks {marker}"
+        );
+        assert!(
+            body["timeline"].as_str().unwrap_or_default().contains(&marker),
+            "timeline lacks {marker}"
+        );
+    }
+
+    let missing = get(&router, "/api/missions/m-nope/pictures").await;
+    missing.assert(StatusCode::NOT_FOUND);
+    assert!(missing.error().contains("m-nope"));
+}
+
+#[tokio::test]
 async fn unknown_missions_are_404_with_their_id() {
     let (_repo, router) = sealed_repo();
     for (method, tail) in [
