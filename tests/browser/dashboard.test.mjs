@@ -244,8 +244,10 @@ test("the dashboard shows a mission's tree filling in until it is sealed", { tim
       assert.fail(`the form did not start the mission: ${(await startError.textContent()).trim()}`);
     }
 
-    // Watch the tree: how many rows it reaches and which states it passes through.
+    // Watch the tree: how many rows it reaches and which states it passes through; and the plan graph,
+    // which must be drawn while the mission runs, not only at the end.
     const seen = new Set();
+    const drawn = new Set();
     let mostRows = 0;
     const deadline = Date.now() + MISSION_LIMIT_MS;
     let outcome = "";
@@ -254,6 +256,8 @@ test("the dashboard shows a mission's tree filling in until it is sealed", { tim
         .getByTestId("unit-row")
         .evaluateAll((rows) => rows.map((row) => row.dataset.state));
       states.forEach((state) => seen.add(state));
+      const nodes = await page.locator("#plan-graph [data-unit]").evaluateAll((n) => n.map((g) => g.dataset.state));
+      nodes.forEach((state) => drawn.add(state));
       if (SCREENSHOTS && mostRows < UNITS + 1 && states.length >= UNITS + 1) {
         await page.screenshot({ path: join(SCREENSHOTS, "dashboard-running.png"), fullPage: true });
       }
@@ -269,11 +273,22 @@ test("the dashboard shows a mission's tree filling in until it is sealed", { tim
     assert.ok(live.length > 0, `units were seen before they finished (states seen: ${[...seen].join(", ")})`);
     const final = await page.getByTestId("unit-row").evaluateAll((rows) => rows.map((row) => row.dataset.state));
     assert.deepEqual(new Set(final), new Set(["passed"]), "every unit passed");
+    await picturesMatchTheTable(page);
+    const liveDrawn = [...drawn].filter((state) => !["passed", "failed", "skipped"].includes(state));
+    assert.ok(liveDrawn.length > 0, `the graph was drawn during the mission (node states seen: ${[...drawn].join(", ")})`);
+    // A unit picked in the graph is highlighted in the tree.
+    const picked = await page.getByTestId("unit-row").last().getAttribute("data-unit");
+    await page.locator(`#plan-graph [data-unit="${picked}"]`).click();
+    await page.locator(`tr.chosen[data-unit="${picked}"]`).waitFor({ timeout: 5_000 });
+    assert.ok((await page.getByTestId("usage-chart").locator("svg rect").count()) > 0, "the usage chart has bars");
     assert.equal(await page.getByTestId("mission-state").textContent(), "sealed");
     assert.equal(await page.getByTestId("mission-phase").textContent(), "finished");
     await page.getByTestId("mission-item-state").first().filter({ hasText: "sealed" }).waitFor({ timeout: 10_000 });
     assert.deepEqual(pageErrors, [], "no script errors on the page");
-    if (SCREENSHOTS) await page.screenshot({ path: join(SCREENSHOTS, "dashboard-sealed.png"), fullPage: true });
+    // Always kept, as the test's artifact: what a person sees at the end, pictures included.
+    const shots = SCREENSHOTS || join(here, "artifacts");
+    mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: join(shots, "dashboard-sealed.png"), fullPage: true });
   } catch (error) {
     const shots = join(here, "artifacts");
     mkdirSync(shots, { recursive: true });
@@ -283,6 +298,32 @@ test("the dashboard shows a mission's tree filling in until it is sealed", { tim
     throw error;
   }
 });
+
+/** Waits until the plan graph and the timeline show exactly the table's units, each in the table's state. */
+async function picturesMatchTheTable(page) {
+  const read = () =>
+    page.evaluate(() => {
+      const states = (selector) =>
+        Object.fromEntries([...document.querySelectorAll(selector)].map((n) => [n.dataset.unit, n.dataset.state]));
+      return {
+        table: states("#unit-rows tr[data-unit]"),
+        graph: states("#plan-graph svg g[data-unit]"),
+        timeline: states("#timeline svg g[data-unit]"),
+      };
+    });
+  const sorted = (o) => Object.fromEntries(Object.entries(o).sort());
+  // The pictures are fetched after the table, so give them a moment to catch up with it.
+  const deadline = Date.now() + 15_000;
+  let seen = await read();
+  while (Date.now() < deadline) {
+    const same = (o) => JSON.stringify(sorted(o)) === JSON.stringify(sorted(seen.table));
+    if (same(seen.graph) && same(seen.timeline)) break;
+    await page.waitForTimeout(200);
+    seen = await read();
+  }
+  assert.deepEqual(sorted(seen.graph), sorted(seen.table), "the graph has every unit of the table, in its state");
+  assert.deepEqual(sorted(seen.timeline), sorted(seen.table), "the timeline has every unit of the table, in its state");
+}
 
 /** Waits until the selected mission's state badge says `word`. */
 async function missionStateIs(page, word, timeout = 60_000) {

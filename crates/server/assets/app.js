@@ -12,6 +12,10 @@ const state = {
   refreshTimer: null,
   refreshing: false,
   refreshAgain: false,
+  // The pictures are fetched when the fold has moved on since they were drawn, one fetch at a time.
+  picturesSeq: null,
+  picturesLoading: false,
+  chosenUnit: null, // the unit picked in a picture, highlighted in the tree and the pictures
   // The repository field is prefilled with the first known repository once, and only while the user
   // has not touched it: a prefill that lands after they focused the field would be typed into (a path
   // typed into the emptied field came out twice) or would undo their clearing it.
@@ -164,6 +168,9 @@ function select(id) {
   if (state.selected === id) return;
   state.selected = id;
   state.detail = null;
+  state.picturesSeq = null;
+  state.chosenUnit = null;
+  for (const box of ["plan-graph", "timeline", "usage-chart"]) $(box).replaceChildren();
   history.replaceState(null, "", `#mission=${encodeURIComponent(id)}`);
   if (state.events) state.events.close();
   state.events = null;
@@ -269,7 +276,75 @@ function render(d) {
   renderSessions(d);
   renderRoles(d);
   renderNotices(d);
+  markChosen();
   tick();
+  loadPictures(d);
+}
+
+// ---- pictures ----
+
+/** Fetches the SVG pictures when the mission's fold has moved past what they show. */
+async function loadPictures(d) {
+  if (state.picturesLoading || d.last_seq === state.picturesSeq) return;
+  const id = d.id;
+  state.picturesLoading = true;
+  try {
+    const pictures = await api(`/api/missions/${encodeURIComponent(id)}/pictures`);
+    if (id !== state.selected) return;
+    state.picturesSeq = pictures.last_seq;
+    showPicture("plan-graph", pictures.graph);
+    showPicture("timeline", pictures.timeline);
+    showPicture("usage-chart", pictures.usage);
+    markChosen();
+  } catch (error) {
+    showMissionError(`cannot draw the pictures: ${error.message}`);
+  } finally {
+    state.picturesLoading = false;
+  }
+  // Events that arrived during the fetch: draw again from the newest fold.
+  if (state.detail && state.detail.id === id && state.detail.last_seq !== state.picturesSeq) {
+    loadPictures(state.detail);
+  }
+}
+
+/** Puts one SVG into its box, as parsed nodes (never innerHTML), without anything that could run. */
+function showPicture(boxId, svgText) {
+  const parsed = new DOMParser().parseFromString(svgText || "", "image/svg+xml");
+  const root = parsed.documentElement;
+  const box = $(boxId);
+  if (!root || root.nodeName !== "svg" || parsed.querySelector("parsererror")) {
+    box.replaceChildren(el("p", { class: "muted" }, "This picture could not be drawn."));
+    return;
+  }
+  for (const node of root.querySelectorAll("script, foreignObject")) node.remove();
+  for (const node of [root, ...root.querySelectorAll("*")]) {
+    for (const attr of [...node.attributes]) {
+      if (attr.name.toLowerCase().startsWith("on")) node.removeAttribute(attr.name);
+    }
+  }
+  const svg = document.importNode(root, true);
+  svg.addEventListener("click", (event) => {
+    const target = event.target.closest("[data-unit]");
+    if (target) chooseUnit(target.getAttribute("data-unit"));
+  });
+  box.replaceChildren(svg);
+}
+
+/** A unit picked in a picture: highlighted everywhere and its row scrolled into view. */
+function chooseUnit(unit) {
+  state.chosenUnit = state.chosenUnit === unit ? null : unit;
+  markChosen();
+  const row = state.chosenUnit && document.querySelector(`tr[data-unit="${CSS.escape(unit)}"]`);
+  if (row) row.scrollIntoView({ block: "nearest", behavior: "smooth" });
+}
+
+function markChosen() {
+  for (const node of document.querySelectorAll(".chosen")) node.classList.remove("chosen");
+  if (!state.chosenUnit) return;
+  const selector = `[data-unit="${CSS.escape(state.chosenUnit)}"]`;
+  for (const node of document.querySelectorAll(`#unit-rows ${selector}, .picture ${selector}`)) {
+    node.classList.add("chosen");
+  }
 }
 
 function renderControls(d) {
