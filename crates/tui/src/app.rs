@@ -42,6 +42,8 @@ pub enum Action {
     EditPlan,
     /// Start typing a message to the selected unit's worker (`Op::Tell`).
     AskMessage,
+    /// Show each unit's timeline beside the tree instead of its live session, or back.
+    ToggleTimeline,
     /// A key typed into the open input.
     Type(char),
     Backspace,
@@ -126,6 +128,8 @@ pub struct App {
     /// from a closed editor).
     edit_request: Option<EditRequest>,
     written_plan: Option<String>,
+    /// Whether the tree's last column is the timeline (`t`) rather than the live session.
+    timeline: bool,
 }
 
 impl App {
@@ -145,6 +149,7 @@ impl App {
             editor: None,
             edit_request: None,
             written_plan: None,
+            timeline: false,
         }
     }
 
@@ -182,6 +187,11 @@ impl App {
             Ok(units) => self.answer_plan(PlanAnswer::Edit { units }),
             Err(why) => self.plan_error = Some(why),
         }
+    }
+
+    /// Whether the tree shows each unit's timeline (toggled with `t`).
+    pub fn timeline(&self) -> bool {
+        self.timeline
     }
 
     /// The open input, if the user is typing feedback or a plan file's path.
@@ -307,6 +317,7 @@ impl App {
             KeyCode::Home | KeyCode::Char('g') => Action::SelectFirst,
             KeyCode::End | KeyCode::Char('G') => Action::SelectLast,
             KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right => Action::OpenLog,
+            KeyCode::Char('t') | KeyCode::Char('T') => Action::ToggleTimeline,
             KeyCode::Char('q') => Action::Leave,
             _ => return None,
         })
@@ -344,6 +355,7 @@ impl App {
                 self.steer.send(Op::Cancel);
             }
             Action::Leave => return Some(Exit::Left),
+            Action::ToggleTimeline => self.timeline = !self.timeline,
             Action::ApprovePlan => self.answer_plan(PlanAnswer::Approve),
             Action::AskFeedback => self.open_input(InputKind::Feedback),
             Action::AskPlanFile => self.open_input(InputKind::PlanFile),

@@ -6,6 +6,7 @@
 mod app;
 mod render;
 mod term;
+mod timeline;
 
 pub use app::{Action, App, EditRequest, Exit, Input, InputKind, LogPanel};
 pub use render::render;

@@ -13,6 +13,7 @@ use ratatui::widgets::{Block, Cell, Padding, Paragraph, Row, Table, TableState, 
 use ratatui::Frame;
 
 use crate::app::{App, InputKind};
+use crate::timeline;
 
 /// Below this height the sessions panel goes and the totals take one line.
 const COMPACT_HEIGHT: u16 = 18;
@@ -136,9 +137,20 @@ fn render_units(frame: &mut Frame, area: Rect, app: &App) {
         .map(|row| unit_label(row.unit, row.depth).width())
         .max()
         .unwrap_or(0);
-    let columns = Columns {
+    let mut columns = Columns {
         label_width: label_width.clamp(12, MAX_LABEL_WIDTH) as u16,
         ..Columns::for_width(area.width)
+    };
+    let area = if app.timeline() {
+        let [table, legend] = Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(area);
+        frame.render_widget(Paragraph::new(timeline::legend()), legend);
+        columns.timeline = Some(Timeline {
+            window: timeline::Window::new(view.started_at, view.finished_at.unwrap_or(app.now)),
+            width: last_column_width(table, &columns.widths()),
+        });
+        table
+    } else {
+        area
     };
     let rows = tree
         .iter()
@@ -153,12 +165,31 @@ fn render_units(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
-/// Which columns fit.
+/// How wide the tree's last column is once the table lays out in `area`: its border, the selection
+/// symbol and the spacing between columns come off first, as the table takes them.
+fn last_column_width(area: Rect, widths: &[Constraint]) -> u16 {
+    let inner = Rect::new(0, 0, area.width.saturating_sub(3), 1);
+    Layout::horizontal(widths.iter().copied())
+        .spacing(1)
+        .split(inner)
+        .last()
+        .map_or(0, |column| column.width)
+}
+
+/// The timeline in the tree's last column: the time it covers and its width in cells.
+#[derive(Debug, Clone, Copy)]
+struct Timeline {
+    window: Option<timeline::Window>,
+    width: u16,
+}
+
+/// Which columns fit, and whether the last one is the timeline.
 #[derive(Debug, Clone, Copy)]
 struct Columns {
     label_width: u16,
     attempt_and_tokens: bool,
     cost_and_time: bool,
+    timeline: Option<Timeline>,
 }
 
 impl Columns {
@@ -167,6 +198,7 @@ impl Columns {
             label_width: MAX_LABEL_WIDTH as u16,
             attempt_and_tokens: width >= TINY_WIDTH,
             cost_and_time: width >= NARROW_WIDTH,
+            timeline: None,
         }
     }
 
@@ -183,14 +215,17 @@ impl Columns {
     }
 
     fn header(self) -> Row<'static> {
-        let mut cells = vec!["unit", "state"];
+        let mut cells = vec!["unit".to_string(), "state".to_string()];
         if self.attempt_and_tokens {
-            cells.extend(["try", "tokens"]);
+            cells.extend(["try".to_string(), "tokens".to_string()]);
         }
         if self.cost_and_time {
-            cells.extend(["cost", "time"]);
+            cells.extend(["cost".to_string(), "time".to_string()]);
         }
-        cells.push("live session · last action");
+        cells.push(match self.timeline {
+            Some(t) => timeline::scale(t.window, t.width),
+            None => "live session · last action".to_string(),
+        });
         Row::new(cells)
     }
 }
@@ -220,6 +255,10 @@ fn unit_row(
             .map(|start| clock(unit.finished_at.unwrap_or(now) - start))
             .unwrap_or_default();
         cells.extend([Cell::from(cost(&unit.totals)), Cell::from(time)]);
+    }
+    if let Some(t) = columns.timeline {
+        cells.push(Cell::from(timeline::bar(unit, t.window, t.width)));
+        return Row::new(cells);
     }
     let activity = unit_activity(view, unit, now);
     let height = activity.height().max(1) as u16;
@@ -405,10 +444,11 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App) {
 }
 
 fn keys_line(app: &App) -> Line<'static> {
+    // Short words: the header's badge says that running sessions go on while paused.
     let pause = if app.view.paused || app.pending_pause() == Some(true) {
-        "resume new units"
+        "resume"
     } else {
-        "pause new units"
+        "pause"
     };
     let mut keys: Vec<(&str, &str)> = if app.view.waiting_plan.is_some() && app.log().is_none() {
         vec![
@@ -426,7 +466,8 @@ fn keys_line(app: &App) -> Line<'static> {
     } else if app.log().is_some() {
         vec![("↑↓", "scroll"), ("Esc", "close log")]
     } else {
-        vec![("↑↓", "select"), ("⏎", "log")]
+        let view = if app.timeline() { "sessions" } else { "timeline" };
+        vec![("↑↓", "select"), ("⏎", "log"), ("t", view)]
     };
     // Shown where there is room (the tree's line is full at 80 columns); `m` works in the tree too.
     if app.log().is_some() && app.view.outcome.is_none() {

@@ -104,6 +104,34 @@ fn a_sealed_mission() {
     insta::assert_snapshot!("sealed_40x10", screen(&app, 40, 10));
 }
 
+/// `t` puts each unit's life over the mission's time beside the tree (spawned units under their
+/// parent, t2's replaced first attempt in red), and takes it away again.
+#[test]
+fn t_shows_the_timeline_beside_the_tree() {
+    let mut app = running();
+    press(&mut app, "t");
+    assert!(app.timeline());
+    insta::assert_snapshot!("running_timeline_100x30", screen(&app, 100, 30));
+    insta::assert_snapshot!("running_timeline_40x10", screen(&app, 40, 10));
+    let red_cells = draw(&app, 100, 30)
+        .backend()
+        .buffer()
+        .content()
+        .iter()
+        .filter(|cell| cell.fg == ratatui::style::Color::Red && cell.symbol() != " ")
+        .count();
+    assert!(red_cells > 0, "a retried unit's first attempt is drawn in red");
+    let mut sealed = app_of(sealed_mission());
+    press(&mut sealed, "t");
+    insta::assert_snapshot!("sealed_timeline_100x30", screen(&sealed, 100, 30));
+    press(&mut app, "t");
+    assert_eq!(screen(&app, 100, 30), screen(&running(), 100, 30));
+    // Even on the smallest screens, with the timeline on.
+    for (width, height) in [(1, 1), (10, 3), (20, 5), (0, 0), (200, 4)] {
+        draw(&sealed, width, height);
+    }
+}
+
 #[test]
 fn a_mission_before_its_plan() {
     let events: Vec<_> = running_mission().into_iter().take(4).collect();
