@@ -121,6 +121,10 @@ fn bar(unit: &UnitView, span: &UnitSpan, now: Option<DateTime<Utc>>) -> Option<S
         let s = if span.model_calls == 1 { "" } else { "s" };
         notes.push(format!("{} model call{s}", span.model_calls));
     }
+    if !span.conflicts.is_empty() {
+        // File names are the model's choice: cleaned like any title.
+        notes.push(format!("conflict in {}", clean(&span.conflicts.join(" "), 60)));
+    }
     let mut name = stretch_name(span.state).to_string();
     if !notes.is_empty() {
         name.push_str(&format!(" ({})", notes.join(", ")));

@@ -147,6 +147,9 @@ fn node_tip(unit: &UnitView) -> String {
     if unit.totals.cost_usd > 0.0 {
         let _ = write!(tip, ", ${:.4}", unit.totals.cost_usd);
     }
+    if let Some(files) = unit.conflicts.last() {
+        let _ = write!(tip, ", merge conflict in {}", files.join(", "));
+    }
     if let Some(detail) = &unit.detail {
         let _ = write!(tip, "\n{detail}");
     }
@@ -356,6 +359,13 @@ fn bar_tip(unit: &UnitView, span: &UnitSpan, start: DateTime<Utc>, to: DateTime<
             span.model_calls,
             plural(u64::from(span.model_calls)),
             human_tokens(span.tokens)
+        );
+    }
+    if !span.conflicts.is_empty() {
+        let _ = write!(
+            tip,
+            ", conflict in {} (resolved by a conflict resolver)",
+            span.conflicts.join(", ")
         );
     }
     if span.to.is_none() {

@@ -154,6 +154,7 @@ mod tests {
             to: to.map(at),
             model_calls: 0,
             tokens: 0,
+            conflicts: Vec::new(),
         }
     }
 

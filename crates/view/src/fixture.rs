@@ -310,6 +310,26 @@ pub fn sealed_mission() -> Vec<EventEnvelope> {
             log.at(secs, finished("worker:t3", Role::Worker, 1));
         }
         log.at(secs, state(unit, UnitState::Merging, 1, None));
+        if unit == "t3" {
+            // t3 and t2 both touched the crate root: the merge conflicts and a resolver settles it.
+            log.at(
+                secs,
+                Event::MergeConflict {
+                    unit: unit.into(),
+                    files: vec!["src/lib.rs".into()],
+                    attempt: 1,
+                },
+            );
+            log.at(
+                secs,
+                session("conflict_resolver:t3", Role::ConflictResolver, Some("t3")),
+            );
+            log.at(
+                secs,
+                call("conflict_resolver:t3", Role::ConflictResolver, 2000, 150, 0.0025),
+            );
+            log.at(secs, finished("conflict_resolver:t3", Role::ConflictResolver, 1));
+        }
         log.at(
             secs,
             Event::Merged {

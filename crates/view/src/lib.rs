@@ -22,6 +22,8 @@ pub use describe::{describe, first_line, human_tokens};
 
 /// How many log lines each unit keeps; older lines go first. A unit's full story stays in the store.
 pub const UNIT_LOG_LINES: usize = 200;
+/// Conflicting files a timeline span names; a model's merge can touch thousands.
+const SPAN_CONFLICT_FILES: usize = 8;
 /// Timeline spans kept per unit; past it the newest replaces the last (attempts are bounded far
 /// below, so only a broken log gets here).
 pub const UNIT_SPANS: usize = 200;
@@ -155,6 +157,9 @@ pub struct UnitSpan {
     /// Model calls the unit's own sessions finished during it, and their tokens.
     pub model_calls: u32,
     pub tokens: u64,
+    /// Files a merge during it conflicted on (a conflict resolver then took over), bounded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
 }
 
 impl UnitView {
@@ -379,6 +384,10 @@ impl MissionView {
             Event::MergeConflict { unit, files, .. } => {
                 if let Some(u) = self.unit_mut(unit) {
                     u.conflicts.push(files.clone());
+                    if let Some(span) = u.spans.last_mut().filter(|s| s.to.is_none()) {
+                        let room = SPAN_CONFLICT_FILES.saturating_sub(span.conflicts.len());
+                        span.conflicts.extend(files.iter().take(room).cloned());
+                    }
                 }
             }
             Event::Merged { unit, commit, .. } => {
@@ -569,6 +578,7 @@ impl MissionView {
                 to: None,
                 model_calls: 0,
                 tokens: 0,
+                conflicts: Vec::new(),
             }],
         });
     }
@@ -612,6 +622,7 @@ impl MissionView {
             to: None,
             model_calls: 0,
             tokens: 0,
+            conflicts: Vec::new(),
         });
     }
 

@@ -318,3 +318,36 @@ fn usage_per_minute_and_role_adds_up_to_the_mission() {
         .windows(2)
         .all(|w| w[0].minute <= w[1].minute));
 }
+
+#[test]
+fn a_merge_conflict_marks_the_stretch_it_happened_in() {
+    let view = MissionView::from_events(&sealed_mission());
+    let t3 = view.unit("t3").unwrap();
+    let conflicted: Vec<_> = t3.spans.iter().filter(|s| !s.conflicts.is_empty()).collect();
+    assert_eq!(conflicted.len(), 1);
+    assert_eq!(conflicted[0].state, UnitState::Merging);
+    assert_eq!(conflicted[0].conflicts, vec!["src/lib.rs".to_string()]);
+    assert_eq!(t3.conflicts, vec![vec!["src/lib.rs".to_string()]]);
+}
+
+#[test]
+fn a_conflict_over_thousands_of_files_names_a_few_on_its_stretch() {
+    let mut events = sealed_mission();
+    let at = events
+        .iter()
+        .position(|e| matches!(&e.event, Event::MergeConflict { .. }))
+        .unwrap();
+    if let Event::MergeConflict { files, .. } = &mut events[at].event {
+        *files = (0..5000).map(|i| format!("f{i}")).collect();
+    }
+    let view = MissionView::from_events(&events);
+    let span = view
+        .unit("t3")
+        .unwrap()
+        .spans
+        .iter()
+        .find(|s| !s.conflicts.is_empty())
+        .cloned()
+        .unwrap();
+    assert_eq!(span.conflicts.len(), SPAN_CONFLICT_FILES);
+}
