@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use orchestrator_core::{MissionStatus, StatusReport, UnitStatus};
+use orchestrator_core::{CandidatePick, MissionStatus, StatusReport, UnitStatus};
 use orchestrator_protocol::UnitState;
 
 use crate::out::{self, errln, outln};
@@ -126,6 +126,35 @@ pub fn render(report: &StatusReport) -> String {
     out
 }
 
+/// Best of N: which candidate the unit went on with, who chose it and the first line of why (the
+/// reasons are the reviewer's words, so one line, cut).
+fn pick_line(pick: &CandidatePick) -> String {
+    let by = if pick.by_runtime {
+        "the runtime's rule"
+    } else {
+        "the reviewer"
+    };
+    let passing = match pick.passing.as_slice() {
+        [] => "none passed".to_string(),
+        list => {
+            let numbers: Vec<String> = list.iter().map(u32::to_string).collect();
+            format!("passing: {}", numbers.join(", "))
+        }
+    };
+    let reasons: String = pick
+        .reasons
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(120)
+        .collect();
+    format!(
+        "picked candidate {} by {by} ({passing}): {reasons}",
+        pick.candidate
+    )
+}
+
 fn render_unit(out: &mut String, report: &StatusReport, unit: &UnitStatus, depth: usize) {
     let mark = match unit.state {
         UnitState::Passed => "x",
@@ -145,6 +174,9 @@ fn render_unit(out: &mut String, report: &StatusReport, unit: &UnitStatus, depth
         unit.title,
         unit.state
     );
+    if let Some(pick) = &unit.pick {
+        let _ = writeln!(out, "{}    {}", "  ".repeat(depth), pick_line(pick));
+    }
     if let Some(branch) = unit.branch.as_ref().filter(|_| !unit.state.is_terminal()) {
         let _ = writeln!(out, "{}    branch {branch}", "  ".repeat(depth));
     }

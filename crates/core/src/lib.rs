@@ -52,7 +52,7 @@ pub use mission::{
 pub use missions::{find_mission, interrupted, missions, shorten, stored_time, MissionState, MissionSummary};
 pub use orchestrator_store::MissionStatus;
 pub use prompts::{builtin_body, system_prompt, Prompts};
-pub use replay::SessionRecord;
+pub use replay::{CandidatePick, SessionRecord};
 pub use status::{
     cancel, cancel_mission, mission_process, process_alive, status, status_of, RoleUsage, StatusReport,
     UnitStatus,

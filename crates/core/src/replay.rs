@@ -35,6 +35,19 @@ pub struct UnitRecord {
     pub merge_hooks: BTreeMap<u32, HookRun>,
     /// Specialist reviewers' verdicts (`[review] extra`) by attempt and specialist.
     pub specialist_reviews: SpecialistReviews,
+    /// Best of N: the candidate the unit went on with, the latest pick.
+    pub pick: Option<CandidatePick>,
+}
+
+/// Which best-of-N candidate a unit went on with, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandidatePick {
+    pub candidate: u32,
+    /// The candidates that passed verification.
+    pub passing: Vec<u32>,
+    pub reasons: String,
+    /// The runtime's rule decided, not the reviewer.
+    pub by_runtime: bool,
 }
 
 /// Specialist reviewers' verdicts by (attempt or round, specialist): the review and the commit it
@@ -297,6 +310,23 @@ impl Replay {
                     record.merged = true;
                 }
             }
+            Event::CandidatePicked {
+                unit,
+                candidate,
+                passing,
+                reasons,
+                by_runtime,
+                ..
+            } => {
+                if let Some(record) = self.units.get_mut(unit) {
+                    record.pick = Some(CandidatePick {
+                        candidate: *candidate,
+                        passing: passing.clone(),
+                        reasons: reasons.clone(),
+                        by_runtime: *by_runtime,
+                    });
+                }
+            }
             Event::RoundFinished {
                 round,
                 passed,
@@ -352,6 +382,7 @@ impl Replay {
             evidence: Vec::new(),
             merge_hooks: BTreeMap::new(),
             specialist_reviews: BTreeMap::new(),
+            pick: None,
         })
     }
 

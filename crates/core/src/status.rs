@@ -12,7 +12,7 @@ use crate::approval::WaitingPlan;
 use crate::error::{EngineError, Result};
 use crate::mission::open_store_at;
 use crate::missions::find_mission;
-use crate::replay::{Replay, SessionRecord};
+use crate::replay::{CandidatePick, Replay, SessionRecord};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
@@ -63,6 +63,9 @@ pub struct UnitStatus {
     /// Tokens and cost of the unit's own sessions (worker, reviewers, resolver).
     pub usage: TokenUsage,
     pub cost_usd: f64,
+    /// Best of N: the candidate the unit went on with, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pick: Option<CandidatePick>,
 }
 
 /// The latest mission of the repository at `root`, as its store tells it.
@@ -100,6 +103,7 @@ pub fn status_of(root: &Path, mission: Option<&str>) -> Result<StatusReport> {
                 sum
             }),
             cost_usd: unit_sessions(&replay, &u.spec.id).map(|s| s.cost_usd).sum(),
+            pick: u.pick.clone(),
         })
         .collect();
     let roles = replay

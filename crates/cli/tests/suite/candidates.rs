@@ -112,6 +112,18 @@ async fn three_candidates_one_failing_merge_the_one_the_reviewer_picked() {
     );
     let report = Run::cmd(&["report"]).run(&repo).await;
     assert!(report.stdout.contains("candidate 3 kept"), "{}", report.stdout);
+    // And `status`, in words and as JSON.
+    let status = Run::cmd(&["status"]).run(&repo).await;
+    assert!(
+        status
+            .stdout
+            .contains("picked candidate 3 by the reviewer (passing: 2, 3): candidate 3 says it best"),
+        "{}",
+        status.stdout
+    );
+    let json = Run::cmd(&["status", "--json"]).run(&repo).await;
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap_or_default();
+    assert_eq!(report["units"][0]["pick"]["candidate"], 3, "{}", json.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
