@@ -58,8 +58,32 @@ struct Found {
 
 /// Reads the instruction files under `root` (a worktree of the mission's base commit).
 pub fn load(root: &Path) -> ProjectInstructions {
+    load_leaving_out(root, None)
+}
+
+/// The file OpenCode gives its sessions itself when they work at the top of a checkout: it reads
+/// the first of `AGENTS.md` and `CLAUDE.md` that the folder has (and no nested ones up front).
+pub fn read_by_opencode(root: &Path) -> Option<PathBuf> {
+    INSTRUCTION_FILES
+        .iter()
+        .map(PathBuf::from)
+        .find(|name| root.join(name).is_file())
+}
+
+/// As [`load`], without the file an agent runtime already gives every session (`(file, runtime)`),
+/// so its text is not sent twice; a note says so.
+pub fn load_leaving_out(root: &Path, given: Option<(&Path, &str)>) -> ProjectInstructions {
     let mut notes = Vec::new();
     let mut candidates = find(root, &mut notes);
+    if let Some((file, runtime)) = given {
+        if let Some(at) = candidates.iter().position(|rel| rel == file) {
+            candidates.remove(at);
+            notes.push(format!(
+                "{} is not repeated here: {runtime} gives it to every session itself",
+                shown(file)
+            ));
+        }
+    }
     if candidates.len() > MAX_FILES {
         let left: Vec<String> = candidates[MAX_FILES..].iter().map(|p| shown(p)).collect();
         notes.push(format!(
@@ -454,5 +478,38 @@ mod tests {
             "{:?}",
             found.notes
         );
+    }
+
+    #[test]
+    fn the_file_opencode_reads_itself_is_not_repeated_and_nested_ones_stay() {
+        let dir = tree(&[
+            ("AGENTS.md", b"root rule\n"),
+            ("CLAUDE.md", b"claude rule\n"),
+            ("crates/AGENTS.md", b"crates rule\n"),
+        ]);
+        let read = read_by_opencode(dir.path());
+        assert_eq!(
+            read.as_deref(),
+            Some(Path::new("AGENTS.md")),
+            "AGENTS.md before CLAUDE.md"
+        );
+        let found = load_leaving_out(dir.path(), read.as_deref().map(|f| (f, "OpenCode")));
+        assert!(!found.block.contains("root rule"), "{}", found.block);
+        assert!(found.block.contains("claude rule") && found.block.contains("crates rule"));
+        assert_eq!(
+            found.notes,
+            vec!["AGENTS.md is not repeated here: OpenCode gives it to every session itself".to_string()]
+        );
+
+        let only_claude = tree(&[
+            ("CLAUDE.md", b"claude rule\n"),
+            ("docs/AGENTS.md", b"docs rule\n"),
+        ]);
+        assert_eq!(
+            read_by_opencode(only_claude.path()).as_deref(),
+            Some(Path::new("CLAUDE.md")),
+            "a nested AGENTS.md is not what OpenCode reads up front"
+        );
+        assert_eq!(read_by_opencode(tree(&[("README.md", b"x\n")]).path()), None);
     }
 }

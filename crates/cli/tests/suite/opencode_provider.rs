@@ -97,7 +97,11 @@ async fn a_mission_with_several_units_runs_on_opencode_and_ends_sealed() {
     let bin = opencode_bin();
     // A nested instruction file: OpenCode reads none below its working folder, so only the
     // orchestrator's "Project instructions" block can bring it (issue #18).
-    let repo = TestRepo::new(&[("docs/AGENTS.md", "DOCS-RULE: one sentence per line.\n")]);
+    // A top-level one: OpenCode gives it to its sessions itself, so the block must not repeat it.
+    let repo = TestRepo::new(&[
+        ("docs/AGENTS.md", "DOCS-RULE: one sentence per line.\n"),
+        ("AGENTS.md", "ROOT-RULE: tabs, not spaces.\n"),
+    ]);
     let script = Script {
         plan: vec![
             PlanUnit::file("a", "a.txt", "alpha"),
@@ -159,7 +163,25 @@ async fn a_mission_with_several_units_runs_on_opencode_and_ends_sealed() {
             role_of(request),
             request.system
         );
+        // Sessions working at the top of a checkout get the top-level file once, from OpenCode.
+        let everything: String = request
+            .messages
+            .iter()
+            .map(|m| format!("{m:?}"))
+            .chain([request.system.clone()])
+            .collect();
+        assert!(
+            everything.matches("ROOT-RULE").count() <= 1,
+            "{}: the top-level AGENTS.md is sent twice: {}",
+            role_of(request),
+            request.system
+        );
     }
+    let workers: Vec<_> = server.requests().into_iter().filter(|r| role_of(r) == "worker").collect();
+    assert!(
+        workers.iter().all(|r| r.system.contains("ROOT-RULE")),
+        "OpenCode gave the workers the top-level AGENTS.md itself"
+    );
     // The server the mission started is gone with its process group.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let left = opencode_processes(repo.home());

@@ -146,7 +146,12 @@ pub(super) async fn drive(
 /// mission's base commit has them (the agents' view, never the user's uncommitted files). What was
 /// used goes into the event log, for `logs` and `report`.
 fn project_prompts(rt: &Runtime, config: &Config, base: &std::path::Path) -> crate::prompts::Prompts {
-    let instructions = crate::instructions::load(base);
+    // OpenCode puts the checkout's top-level AGENTS.md (or CLAUDE.md) into its own system prompt.
+    let opencode_reads = (config.provider == orchestrator_protocol::Provider::OpenCode)
+        .then(|| crate::instructions::read_by_opencode(base))
+        .flatten();
+    let given = opencode_reads.as_deref().map(|file| (file, "OpenCode"));
+    let instructions = crate::instructions::load_leaving_out(base, given);
     let mut roles = crate::role_files::used(&config.role_prompts);
     // The specialist reviewers this mission runs, after the built-in roles' files.
     let named = config.review_extra.iter().chain(&config.review_extra_master);
