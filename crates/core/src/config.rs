@@ -239,6 +239,9 @@ pub struct McpFile {
     pub cwd: Option<String>,
     /// The most one call may take (default 60).
     pub timeout_secs: Option<u64>,
+    /// The most the start may take: the handshake and the tool listing (default 30). A server fetched
+    /// on first use (`npx -y …`, `uvx …`) may need more.
+    pub startup_timeout_secs: Option<u64>,
     /// The only tools of the server that are offered (default: all, up to the bound).
     pub tools: Option<Vec<String>>,
     /// Confine the server like an agent's command that may not write (default: true when the
@@ -472,6 +475,8 @@ pub struct RolePrompt {
 pub struct McpServerSettings {
     pub transport: McpTransport,
     pub timeout: Duration,
+    /// The most its start (handshake and tool listing) may take.
+    pub startup_timeout: Duration,
     pub tools: Option<Vec<String>>,
     /// The file that defined it, for messages.
     pub source: String,
@@ -659,6 +664,8 @@ pub const MAX_MCP_SERVERS: usize = 16;
 pub const MAX_MCP_NAME: usize = 24;
 /// A call to an MCP server's tool when `timeout_secs` is not set.
 pub const DEFAULT_MCP_TIMEOUT: Duration = Duration::from_secs(60);
+/// An MCP server's start (handshake and tool listing) when `startup_timeout_secs` is not set.
+pub const DEFAULT_MCP_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Checks every `[mcp.<name>]` server; each error names the server, the file and what to change.
 fn resolve_mcp(merged: &FileConfig, sandbox_on: bool) -> Result<BTreeMap<String, McpServerSettings>> {
@@ -701,6 +708,14 @@ fn resolve_mcp_server(name: &str, file: &McpFile, sandbox_on: bool) -> Result<Mc
             "`timeout_secs` is {timeout_secs}; one call's time must be between 1 and 3600 seconds"
         )));
     }
+    let startup_secs = file
+        .startup_timeout_secs
+        .unwrap_or(DEFAULT_MCP_STARTUP_TIMEOUT.as_secs());
+    if !(1..=600).contains(&startup_secs) {
+        return Err(bad(format!(
+            "`startup_timeout_secs` is {startup_secs}; the server's start must be given between 1 and 600 seconds"
+        )));
+    }
     if file.tools.as_ref().is_some_and(Vec::is_empty) {
         return Err(bad(
             "`tools = []` offers nothing; list the tools to offer, or leave `tools` out for all".into(),
@@ -709,6 +724,7 @@ fn resolve_mcp_server(name: &str, file: &McpFile, sandbox_on: bool) -> Result<Mc
     Ok(McpServerSettings {
         transport,
         timeout: Duration::from_secs(timeout_secs),
+        startup_timeout: Duration::from_secs(startup_secs),
         tools: file.tools.clone(),
         source,
     })
@@ -1793,6 +1809,13 @@ mod tests {
         }
         let err = resolve_text("[mcp.docs]\ncommand = [\"x\"]\ntimeout_secs = 0\n").unwrap_err();
         assert!(err.contains("between 1 and 3600"), "{err}");
+        let err = resolve_text("[mcp.docs]\ncommand = [\"x\"]\nstartup_timeout_secs = 601\n").unwrap_err();
+        assert!(
+            err.contains("`startup_timeout_secs` is 601") && err.contains("between 1 and 600"),
+            "{err}"
+        );
+        let slow = resolve_text("[mcp.docs]\ncommand = [\"x\"]\nstartup_timeout_secs = 120\n").unwrap();
+        assert_eq!(slow.mcp["docs"].startup_timeout, Duration::from_secs(120));
         let err = resolve_text("[mcp.\"my docs\"]\ncommand = [\"x\"]\n").unwrap_err();
         assert!(err.contains("letters, digits"), "{err}");
         let err = toml::from_str::<FileConfig>("[mcp.docs]\ncommand = [\"x\"]\nport = 3\n").unwrap_err();

@@ -387,7 +387,8 @@ async fn a_server_that_never_answers_the_handshake_is_given_up_and_killed() {
     // Unconfined, so that it can say its pid outside its temp folder; then it only waits.
     let script = format!("echo $$ > {}; exec sleep 600", pid_file.display());
     let text = format!(
-        "[mcp.mute]\ncommand = [\"sh\", \"-c\", {script:?}]\nsandbox = false\n[roles.worker]\nmcp = [\"mute\"]\n"
+        "[mcp.mute]\ncommand = [\"sh\", \"-c\", {script:?}]\nsandbox = false\nstartup_timeout_secs = 2\n\
+         [roles.worker]\nmcp = [\"mute\"]\n"
     );
     let repo = TestRepo::new(&[("orchestrator.toml", &text)]);
     let server = fake(one_unit("FILE a.txt := a")).await;
@@ -400,7 +401,9 @@ async fn a_server_that_never_answers_the_handshake_is_given_up_and_killed() {
     let finished = run.events_of("mission_finished");
     let summary = finished[0]["summary"].as_str().unwrap_or_default();
     assert!(
-        summary.contains("MCP server `mute`") && summary.contains("within 30 s"),
+        summary.contains("MCP server `mute`")
+            && summary.contains("within 2 s")
+            && summary.contains("`startup_timeout_secs` gives it longer"),
         "{summary}"
     );
     let pid: i32 = std::fs::read_to_string(&pid_file)

@@ -177,7 +177,11 @@ async fn a_mission_with_several_units_runs_on_opencode_and_ends_sealed() {
             request.system
         );
     }
-    let workers: Vec<_> = server.requests().into_iter().filter(|r| role_of(r) == "worker").collect();
+    let workers: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| role_of(r) == "worker")
+        .collect();
     assert!(
         workers.iter().all(|r| r.system.contains("ROOT-RULE")),
         "OpenCode gave the workers the top-level AGENTS.md itself"

@@ -31,8 +31,6 @@ mod http;
 mod stdio;
 use crate::events::EventBus;
 
-/// How long a server may take to start and answer `initialize` and the tool listing.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pages of `tools/list` read at most: a server whose cursor never ends cannot hold the start.
 const MAX_LIST_PAGES: usize = 20;
 /// Tools read from one server's listing at most; the rest are not looked at.
@@ -138,7 +136,7 @@ impl McpServers {
                 source_file: settings.source.clone(),
                 reason,
             };
-            let (server, listed) = start_server(name, settings, base, START_TIMEOUT)
+            let (server, listed) = start_server(name, settings, base, settings.startup_timeout)
                 .await
                 .map_err(fail)?;
             let server = Arc::new(server);
@@ -350,7 +348,7 @@ where
     match tokio::time::timeout(within, setup).await {
         Ok(result) => result,
         Err(_) => Err(format!(
-            "it did not answer the MCP handshake and tool listing within {} s",
+            "it did not answer the MCP handshake and tool listing within {} s (`startup_timeout_secs` gives it longer)",
             within.as_secs()
         )),
     }
@@ -627,6 +625,7 @@ mod tests {
                 network: false,
             }),
             timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(5),
             tools: tools.map(|t| t.into_iter().map(String::from).collect()),
             source: "orchestrator.toml".into(),
         }
