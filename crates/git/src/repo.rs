@@ -267,13 +267,9 @@ impl Repo {
     /// Adds `pattern` to `<common dir>/info/exclude` unless a line equal to it exists (creating info/ if needed).
     ///
     /// info/exclude rather than .gitignore: it ignores our state without changing a tracked file.
-    pub async fn ensure_excluded(&self, pattern: &str) -> Result<(), GitError> {
-        if pattern.trim().is_empty() || pattern.contains(['\n', '\r']) {
-            return Err(GitError::InvalidArgument(format!(
-                "exclude pattern must be one non-empty line: {pattern:?}"
-            )));
-        }
-        let _meta = self.shared.meta.write().await;
+    /// `.git/info/exclude` (its folder made when missing) and its text, empty when it does not exist.
+    /// The caller holds the metadata lock.
+    async fn read_exclude_file(&self) -> Result<(PathBuf, String), GitError> {
         let info = self.git_common_dir().join("info");
         tokio::fs::create_dir_all(&info).await?;
         let file = info.join("exclude");
@@ -282,6 +278,17 @@ impl Repo {
             Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e.into()),
         };
+        Ok((file, existing))
+    }
+
+    pub async fn ensure_excluded(&self, pattern: &str) -> Result<(), GitError> {
+        if pattern.trim().is_empty() || pattern.contains(['\n', '\r']) {
+            return Err(GitError::InvalidArgument(format!(
+                "exclude pattern must be one non-empty line: {pattern:?}"
+            )));
+        }
+        let _meta = self.shared.meta.write().await;
+        let (file, existing) = self.read_exclude_file().await?;
         if existing.lines().any(|l| l.trim_end_matches('\r') == pattern) {
             return Ok(());
         }
@@ -318,14 +325,7 @@ impl Repo {
         let mut wanted = vec![format!("/{dir}/*")];
         wanted.extend(keep.iter().map(|k| format!("!/{dir}/{k}/")));
         let _meta = self.shared.meta.write().await;
-        let info = self.git_common_dir().join("info");
-        tokio::fs::create_dir_all(&info).await?;
-        let file = info.join("exclude");
-        let existing = match tokio::fs::read(&file).await {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e.into()),
-        };
+        let (file, existing) = self.read_exclude_file().await?;
         let lines: Vec<&str> = existing.lines().map(|l| l.trim_end_matches('\r')).collect();
         if !lines.contains(&whole.as_str()) && wanted.iter().all(|w| lines.contains(&w.as_str())) {
             return Ok(());
@@ -337,7 +337,7 @@ impl Repo {
             .collect();
         kept.extend(wanted);
         // Written whole, then renamed: a crash leaves the old file or the new one, never half.
-        let temp = info.join("exclude.orchestrator-tmp");
+        let temp = file.with_file_name("exclude.orchestrator-tmp");
         tokio::fs::write(&temp, format!("{}\n", kept.join("\n"))).await?;
         tokio::fs::rename(&temp, &file).await?;
         Ok(())
