@@ -65,7 +65,7 @@ OBJECTIVES = {
 FUNCTIONS = {"one": ["mul"], "three": ["mul", "div", "pow"]}
 
 
-def config(ctx: int) -> str:
+def config(ctx: int, worker_temperature: float = 0.0) -> str:
     # The small-model profile (one session at a time, the pre-scan instead of scouts, fewer tools
     # per role, short replies), the envelope for every session, and deterministic sampling.
     return f"""model = "local"
@@ -85,7 +85,7 @@ context_window = {ctx}
 [roles.planner]
 temperature = 0.0
 [roles.worker]
-temperature = 0.0
+temperature = {worker_temperature}
 [roles.reviewer]
 temperature = 0.0
 [roles.master_reviewer]
@@ -101,11 +101,11 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-def make_repo(repo: Path, ctx: int) -> None:
+def make_repo(repo: Path, ctx: int, worker_temperature: float) -> None:
     repo.mkdir(parents=True)
     (repo / "calc.py").write_text(CALC)
     (repo / "test_calc.py").write_text(TEST_CALC)
-    (repo / "orchestrator.toml").write_text(config(ctx))
+    (repo / "orchestrator.toml").write_text(config(ctx, worker_temperature))
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", ".")
     git(repo, "-c", "user.name=Field Test", "-c", "user.email=field@test.invalid",
@@ -154,6 +154,10 @@ def summarise(events: list[dict]) -> dict:
         "units_spawned": sum(len(e.get("units", [])) for e in events if e.get("type") == "units_spawned"),
         "reviews": [(e.get("unit"), e.get("review", {}).get("verdict")) for e in events if e.get("type") == "review_finished"],
         "merged": [e.get("unit") for e in events if e.get("type") == "merged"],
+        "candidates": [(e.get("unit"), e.get("candidate"), e.get("passed")) for e in events
+                       if e.get("type") == "candidate_finished"],
+        "picks": [(e.get("unit"), e.get("candidate"), e.get("reasons")) for e in events
+                  if e.get("type") == "candidate_picked"],
         "notices": [e.get("message") for e in events if e.get("type") == "notice"][:20],
         "outcome": finished[0].get("outcome") if finished else None,
         "summary": finished[0].get("summary") if finished else None,
@@ -176,6 +180,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=60, help="give up after this long")
     parser.add_argument("--orchestrator", default=str(ROOT / "target" / "debug" / "orchestrator"))
     parser.add_argument("--keep", help="keep the repository and logs in this folder")
+    # Best of N (issue #18) as a lever for a weak worker: N candidates per unit, sampled apart.
+    parser.add_argument("--attempts", type=int, default=1, help="candidates per unit (best of N)")
+    parser.add_argument("--worker-temperature", type=float, default=0.0,
+                        help="the worker's sampling temperature (above 0 for candidates to differ)")
     args = parser.parse_args()
     if not Path(args.orchestrator).is_file():
         print(f"error: {args.orchestrator} is missing; build it with `cargo build -p orchestrator-cli`",
@@ -187,7 +195,7 @@ def main() -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     repo = work / "repo"
-    make_repo(repo, args.ctx)
+    make_repo(repo, args.ctx, args.worker_temperature)
     server, base = start_server(args.model, args.ctx, work / "serve.log")
     env = dict(os.environ, OPENAI_BASE_URL=f"{base}/v1", OPENAI_API_KEY="local",
                ORCHESTRATOR_PLAIN="1", NO_COLOR="1")
@@ -197,7 +205,9 @@ def main() -> int:
     reached = False
     stderr = open(work / "orchestrator.stderr", "w")
     mission = subprocess.Popen(
-        [args.orchestrator, "task", "--json", OBJECTIVES[args.objective]],
+        [args.orchestrator, "task", "--json",
+         *(["--attempts", str(args.attempts)] if args.attempts > 1 else []),
+         OBJECTIVES[args.objective]],
         cwd=repo, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
         start_new_session=True,
     )
@@ -228,6 +238,7 @@ def main() -> int:
             server.kill()
 
     result = {"objective": args.objective, "model": Path(args.model).name, "until": args.until,
+              "attempts": args.attempts, "worker_temperature": args.worker_temperature,
               "exit_code": mission.returncode, "wall_seconds": round(time.monotonic() - started, 1)}
     result.update(summarise(events))
     if args.until == "sealed":
