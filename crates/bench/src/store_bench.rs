@@ -43,6 +43,7 @@ fn event(i: u64) -> Event {
             usage: TokenUsage {
                 input_tokens: 1200 + i % 300,
                 output_tokens: 40,
+                ..Default::default()
             },
             cost_usd: Some(0.0024),
             duration_ms: 500,
@@ -69,6 +70,7 @@ fn event(i: u64) -> Event {
             usage: TokenUsage {
                 input_tokens: 2500,
                 output_tokens: 80,
+                ..Default::default()
             },
         },
     }

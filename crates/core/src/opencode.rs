@@ -506,8 +506,10 @@ async fn account_messages(
         seen.insert(message.info.id.clone());
         let tokens = message.info.tokens.unwrap_or_default();
         let usage = TokenUsage {
-            input_tokens: (tokens.input + tokens.cache.read + tokens.cache.write).max(0.0) as u64,
+            input_tokens: tokens.input.max(0.0) as u64,
             output_tokens: (tokens.output + tokens.reasoning).max(0.0) as u64,
+            cache_read_tokens: tokens.cache.read.max(0.0) as u64,
+            cache_write_tokens: tokens.cache.write.max(0.0) as u64,
         };
         session.turns += 1;
         session.usage.add(usage);

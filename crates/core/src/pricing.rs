@@ -1,6 +1,11 @@
 //! Estimated cost of model calls, from a price table: USD per million input and output tokens, per
 //! model-name prefix. Built-in prices for a few well-known models are published list prices at the
 //! time of writing, marked as estimates; the config's `[prices."<model prefix>"]` tables override them.
+//!
+//! Input read from or written to a provider's prompt cache has prices of its own. Where a table
+//! does not give them, they follow the providers' public ratios to the input price: Anthropic
+//! (`claude…`) bills cache reads at 0.1 and cache writes at 1.25 times input, OpenAI-style endpoints
+//! cached input at 0.5 (less for models where it is known) and have no cache writes.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +18,12 @@ use serde::{Deserialize, Serialize};
 pub struct ModelPrice {
     pub input: f64,
     pub output: f64,
+    /// USD per million input tokens read from the prompt cache (default: a ratio of `input`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read: Option<f64>,
+    /// USD per million input tokens written to the prompt cache (default: a ratio of `input`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write: Option<f64>,
     /// True for built-in prices, which may be out of date; false for prices the user gave.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub estimate: bool,
@@ -39,6 +50,51 @@ pub enum PricingError {
 pub struct PriceTable {
     prices: BTreeMap<String, ModelPrice>,
 }
+
+/// Cache prices as a share of the input price, for a model whose table gives none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheRatios {
+    pub read: f64,
+    pub write: f64,
+}
+
+/// Anthropic's published multipliers (5-minute cache).
+pub const ANTHROPIC_CACHE: CacheRatios = CacheRatios {
+    read: 0.1,
+    write: 1.25,
+};
+/// OpenAI-style automatic caching: reads at half price unless known, writes at the input price.
+pub const OPENAI_CACHE: CacheRatios = CacheRatios {
+    read: 0.5,
+    write: 1.0,
+};
+
+impl CacheRatios {
+    /// The family's ratios, by model name.
+    pub fn for_model(model: &str) -> CacheRatios {
+        let lower = model.to_ascii_lowercase();
+        if lower.contains("claude") {
+            ANTHROPIC_CACHE
+        } else {
+            OPENAI_CACHE
+        }
+    }
+}
+
+/// Built-in cached-input prices where a provider lists one (USD per million tokens).
+const DEFAULT_CACHE_READ: &[(&str, f64)] = &[
+    ("gpt-4.1", 0.5),
+    ("gpt-4.1-mini", 0.1),
+    ("gpt-4.1-nano", 0.025),
+    ("gpt-4o", 1.25),
+    ("gpt-4o-mini", 0.075),
+    ("gpt-5", 0.125),
+    ("gpt-5-mini", 0.025),
+    ("gpt-5-nano", 0.005),
+    ("o3", 0.5),
+    ("o3-mini", 0.55),
+    ("o4-mini", 0.275),
+];
 
 /// Built-in list prices (USD per million input / output tokens).
 const DEFAULT_PRICES: &[(&str, f64, f64)] = &[
@@ -77,6 +133,11 @@ impl PriceTable {
                 ModelPrice {
                     input: *input,
                     output: *output,
+                    cache_read: DEFAULT_CACHE_READ
+                        .iter()
+                        .find(|(name, _)| name == model)
+                        .map(|(_, read)| *read),
+                    cache_write: None,
                     estimate: true,
                 },
             );
@@ -100,11 +161,10 @@ impl PriceTable {
     /// Refuses prices that are negative, infinite or not a number.
     pub fn validate(&self) -> Result<(), PricingError> {
         let valid = |p: f64| p.is_finite() && p >= 0.0;
-        match self
-            .prices
-            .iter()
-            .find(|(_, p)| !valid(p.input) || !valid(p.output))
-        {
+        let valid_cache = |p: Option<f64>| p.is_none_or(valid);
+        match self.prices.iter().find(|(_, p)| {
+            !valid(p.input) || !valid(p.output) || !valid_cache(p.cache_read) || !valid_cache(p.cache_write)
+        }) {
             Some((model, _)) => Err(PricingError::InvalidPrice { model: model.clone() }),
             None => Ok(()),
         }
@@ -135,10 +195,26 @@ impl PriceTable {
             .map(|(prefix, price)| (prefix.as_str(), price))
     }
 
-    /// The cost in USD of `usage` on `model`; `None` for a model with no price.
+    /// The cost in USD of `usage` on `model`, each kind of input at its own price; `None` for a
+    /// model with no price.
     pub fn cost(&self, model: &str, usage: TokenUsage) -> Option<f64> {
         let (_, price) = self.price(model)?;
-        Some((usage.input_tokens as f64 * price.input + usage.output_tokens as f64 * price.output) / 1e6)
+        let ratios = CacheRatios::for_model(model);
+        let read = price.cache_read.unwrap_or(price.input * ratios.read);
+        let write = price.cache_write.unwrap_or(price.input * ratios.write);
+        let parts = [
+            (usage.input_tokens, price.input),
+            (usage.output_tokens, price.output),
+            (usage.cache_read_tokens, read),
+            (usage.cache_write_tokens, write),
+        ];
+        Some(
+            parts
+                .iter()
+                .map(|(tokens, usd)| *tokens as f64 * usd)
+                .sum::<f64>()
+                / 1e6,
+        )
     }
 }
 
@@ -150,7 +226,52 @@ mod tests {
         TokenUsage {
             input_tokens: input,
             output_tokens: output,
+            ..Default::default()
         }
+    }
+
+    fn cached(input: u64, read: u64, write: u64) -> TokenUsage {
+        TokenUsage {
+            input_tokens: input,
+            cache_read_tokens: read,
+            cache_write_tokens: write,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cached_input_costs_its_own_price() {
+        let table = PriceTable::with_defaults();
+        // Anthropic: reads 0.1x, writes 1.25x the $3 input price.
+        let sonnet = table.cost("claude-sonnet-4-5", cached(1_000_000, 1_000_000, 1_000_000));
+        assert!(close(sonnet, 3.0 + 0.3 + 3.75), "{sonnet:?}");
+        // OpenAI: the listed cached price where there is one, else half the input price.
+        assert!(close(table.cost("gpt-4.1", cached(0, 1_000_000, 0)), 0.5));
+        let mut custom = PriceTable::new();
+        custom.set(
+            "acme",
+            ModelPrice {
+                input: 2.0,
+                output: 2.0,
+                cache_read: None,
+                cache_write: None,
+                estimate: false,
+            },
+        );
+        assert!(close(custom.cost("acme-1", cached(0, 1_000_000, 0)), 1.0));
+        let user = PriceTable::from_toml(
+            "[prices.acme]\ninput = 2\noutput = 2\ncache_read = 0.2\ncache_write = 3\n",
+        )
+        .expect("valid");
+        assert!(close(user.cost("acme-1", cached(0, 1_000_000, 1_000_000)), 3.2));
+        assert!(PriceTable::from_toml("[prices.acme]\ninput = 2\noutput = 2\ncache_read = -1\n").is_err());
+    }
+
+    #[test]
+    fn absurd_cached_counts_cost_a_finite_amount() {
+        let table = PriceTable::with_defaults();
+        let cost = table.cost("claude-sonnet-4", cached(u64::MAX, u64::MAX, u64::MAX));
+        assert!(cost.is_some_and(|c| c.is_finite() && c > 0.0), "{cost:?}");
     }
 
     fn close(a: Option<f64>, b: f64) -> bool {
@@ -213,6 +334,8 @@ mod tests {
             Some(ModelPrice {
                 input: 1.0,
                 output: 4.0,
+                cache_read: None,
+                cache_write: None,
                 estimate: false
             })
         );

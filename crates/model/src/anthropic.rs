@@ -211,17 +211,21 @@ struct Usage {
 }
 
 impl Usage {
-    /// Cached input is reported apart from `input_tokens`; it was still read, so it counts.
-    fn input(&self) -> Option<u64> {
+    /// The kinds of input apart: Anthropic reports cache reads and writes beside `input_tokens`,
+    /// never inside it. `None` when the object carries no count at all.
+    fn token_usage(&self) -> Option<TokenUsage> {
         let parts = [
             self.input_tokens,
+            self.output_tokens,
             self.cache_creation_input_tokens,
             self.cache_read_input_tokens,
         ];
-        parts
-            .iter()
-            .any(Option::is_some)
-            .then(|| parts.iter().flatten().sum())
+        parts.iter().any(Option::is_some).then(|| TokenUsage {
+            input_tokens: self.input_tokens.unwrap_or(0),
+            output_tokens: self.output_tokens.unwrap_or(0),
+            cache_read_tokens: self.cache_read_input_tokens.unwrap_or(0),
+            cache_write_tokens: self.cache_creation_input_tokens.unwrap_or(0),
+        })
     }
 }
 
@@ -254,10 +258,7 @@ fn parse_message(transport: &Transport, body: &[u8]) -> Result<ChatResponse, Fai
         content,
         stop: stop_reason(reply.stop_reason.as_deref(), !tool_calls.is_empty()),
         tool_calls,
-        usage: TokenUsage {
-            input_tokens: reply.usage.input().unwrap_or(0),
-            output_tokens: reply.usage.output_tokens.unwrap_or(0),
-        },
+        usage: reply.usage.token_usage().unwrap_or_default(),
         constraint: None,
     })
 }
@@ -341,8 +342,7 @@ enum Block {
 struct StreamAssembly {
     blocks: BTreeMap<u64, Block>,
     stop_reason: Option<String>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
+    usage: TokenUsage,
     stopped: bool,
     /// See [`ReplyAssembly::size`].
     size: usize,
@@ -428,10 +428,7 @@ impl ReplyAssembly for StreamAssembly {
             content,
             stop: stop_reason(self.stop_reason.as_deref(), !tool_calls.is_empty()),
             tool_calls,
-            usage: TokenUsage {
-                input_tokens: self.input_tokens.unwrap_or(0),
-                output_tokens: self.output_tokens.unwrap_or(0),
-            },
+            usage: self.usage,
             constraint: None,
         })
     }
@@ -442,9 +439,15 @@ impl StreamAssembly {
         let Some(usage) = usage.and_then(|u| Usage::deserialize(u).ok()) else {
             return;
         };
-        // message_delta's output_tokens is cumulative, so the latest value is the total.
-        self.input_tokens = usage.input().or(self.input_tokens);
-        self.output_tokens = usage.output_tokens.or(self.output_tokens);
+        // message_delta's counts are cumulative, so the latest value of each is its total; a count
+        // an event leaves out keeps what message_start said.
+        let latest = |new: Option<u64>, old: u64| new.unwrap_or(old);
+        self.usage = TokenUsage {
+            input_tokens: latest(usage.input_tokens, self.usage.input_tokens),
+            output_tokens: latest(usage.output_tokens, self.usage.output_tokens),
+            cache_read_tokens: latest(usage.cache_read_input_tokens, self.usage.cache_read_tokens),
+            cache_write_tokens: latest(usage.cache_creation_input_tokens, self.usage.cache_write_tokens),
+        };
     }
 
     fn index(data: &Value) -> Result<u64, Failure> {
@@ -660,10 +663,36 @@ mod tests {
     }
 
     #[test]
-    fn counts_cached_input() {
-        let usage: Usage = serde_json::from_value(json!({"input_tokens": 3, "cache_read_input_tokens": 10}))
-            .unwrap_or_default();
-        assert_eq!(usage.input(), Some(13));
-        assert_eq!(Usage::default().input(), None);
+    fn reads_cache_reads_and_writes_apart_from_input() {
+        let usage: Usage = serde_json::from_value(json!({
+            "input_tokens": 3, "output_tokens": 7,
+            "cache_read_input_tokens": 10, "cache_creation_input_tokens": 20
+        }))
+        .unwrap_or_default();
+        let usage = usage.token_usage().unwrap_or_default();
+        assert_eq!(
+            usage,
+            TokenUsage {
+                input_tokens: 3,
+                output_tokens: 7,
+                cache_read_tokens: 10,
+                cache_write_tokens: 20,
+            }
+        );
+        assert_eq!(usage.prompt_tokens(), 33);
+        assert_eq!(Usage::default().token_usage(), None);
+    }
+
+    #[test]
+    fn absurd_counts_saturate() {
+        let usage: Usage = serde_json::from_value(json!({
+            "input_tokens": u64::MAX, "output_tokens": u64::MAX,
+            "cache_read_input_tokens": u64::MAX, "cache_creation_input_tokens": 5
+        }))
+        .unwrap_or_default();
+        let mut usage = usage.token_usage().unwrap_or_default();
+        assert_eq!(usage.total(), u64::MAX);
+        usage.add(usage);
+        assert_eq!(usage.cache_read_tokens, u64::MAX);
     }
 }

@@ -709,6 +709,7 @@ mod tests {
         state.succeeded(TokenUsage {
             input_tokens: 700,
             output_tokens: 100,
+            ..Default::default()
         });
         let later = Instant::now();
         match state.try_admit(later) {

@@ -197,13 +197,30 @@ struct Usage {
     prompt_tokens: u64,
     #[serde(default)]
     completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 impl From<Usage> for TokenUsage {
+    /// OpenAI counts cached tokens inside `prompt_tokens`; taken out here, so plain input and cache
+    /// reads never count twice. A server claiming more cached than prompt tokens gets the prompt.
     fn from(usage: Usage) -> Self {
+        let cached = usage
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+            .min(usage.prompt_tokens);
         TokenUsage {
-            input_tokens: usage.prompt_tokens,
+            input_tokens: usage.prompt_tokens - cached,
             output_tokens: usage.completion_tokens,
+            cache_read_tokens: cached,
+            cache_write_tokens: 0,
         }
     }
 }
@@ -640,6 +657,62 @@ mod tests {
         assert_eq!(body["max_tokens"], json!(99));
         assert_eq!(body["stream_options"]["include_usage"], json!(true));
         assert!(wire_request(&request, false).get("stream_options").is_none());
+    }
+
+    fn usage_of(value: Value) -> TokenUsage {
+        serde_json::from_value::<Usage>(value)
+            .map(TokenUsage::from)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn cached_tokens_are_taken_out_of_the_prompt() {
+        let usage = usage_of(json!({
+            "prompt_tokens": 2000, "completion_tokens": 50,
+            "prompt_tokens_details": {"cached_tokens": 1920}
+        }));
+        assert_eq!(
+            (usage.input_tokens, usage.cache_read_tokens, usage.output_tokens),
+            (80, 1920, 50)
+        );
+        assert_eq!(usage.prompt_tokens(), 2000, "nothing counted twice");
+        let plain = usage_of(json!({"prompt_tokens": 10, "completion_tokens": 1}));
+        assert_eq!((plain.input_tokens, plain.cache_read_tokens), (10, 0));
+        let null = usage_of(json!({"prompt_tokens": 10, "prompt_tokens_details": null}));
+        assert_eq!(null.input_tokens, 10);
+    }
+
+    #[test]
+    fn absurd_cached_counts_saturate() {
+        let more = usage_of(json!({
+            "prompt_tokens": 100, "completion_tokens": 1,
+            "prompt_tokens_details": {"cached_tokens": u64::MAX}
+        }));
+        assert_eq!((more.input_tokens, more.cache_read_tokens), (0, 100));
+        let huge = usage_of(json!({
+            "prompt_tokens": u64::MAX, "completion_tokens": u64::MAX,
+            "prompt_tokens_details": {"cached_tokens": 1}
+        }));
+        assert_eq!(huge.total(), u64::MAX);
+    }
+
+    #[test]
+    fn streamed_usage_reads_cached_tokens() {
+        let Some(transport) = transport() else {
+            panic!("transport")
+        };
+        let mut assembly = StreamAssembly::default();
+        for data in [
+            r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":300,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":256}}}"#,
+        ] {
+            assert!(matches!(assembly.apply(&transport, &event(data)), Ok(false)));
+        }
+        let reply = assembly.finish().expect("complete");
+        assert_eq!(
+            (reply.usage.input_tokens, reply.usage.cache_read_tokens),
+            (44, 256)
+        );
     }
 
     #[test]

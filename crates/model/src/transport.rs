@@ -446,6 +446,7 @@ pub(crate) fn cut_at_loop(
         usage: TokenUsage {
             input_tokens: request_bytes.div_ceil(4) as u64,
             output_tokens: generated_bytes.div_ceil(4) as u64,
+            ..Default::default()
         },
         stop: StopReason::Looped(found),
         constraint: None,

@@ -180,20 +180,41 @@ pub struct Review {
     pub issues: Vec<ReviewIssue>,
 }
 
-/// Token usage as reported by the model endpoint.
+/// Token usage as reported by the model endpoint. The three kinds of input never overlap:
+/// `input_tokens` is what was read without the provider's prompt cache, `cache_read_tokens` what was
+/// read from it and `cache_write_tokens` what was written to it (each billed at its own price).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Absent in events stored before prompt caching was counted apart.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TokenUsage {
+    /// Every token the call processed, of every kind; saturating, since the counts come from a server.
     pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.prompt_tokens().saturating_add(self.output_tokens)
+    }
+
+    /// The whole prompt: plain, cached and cache-written input together.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.cache_read_tokens)
+            .saturating_add(self.cache_write_tokens)
     }
 
     pub fn add(&mut self, other: TokenUsage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(other.cache_read_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(other.cache_write_tokens);
     }
 }

@@ -65,6 +65,7 @@ fn usage(input: u64, output: u64) -> TokenUsage {
     TokenUsage {
         input_tokens: input,
         output_tokens: output,
+        ..Default::default()
     }
 }
 

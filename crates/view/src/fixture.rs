@@ -58,6 +58,7 @@ fn call(session: &str, role: Role, input: u64, output: u64, cost: f64) -> Event 
         usage: TokenUsage {
             input_tokens: input,
             output_tokens: output,
+            ..Default::default()
         },
         cost_usd: Some(cost),
         duration_ms: 1200,

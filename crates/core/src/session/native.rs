@@ -605,7 +605,7 @@ impl Session {
             return Ok(reply);
         }
         self.estimator
-            .observe(self.messages.len(), reply.usage.input_tokens);
+            .observe(self.messages.len(), reply.usage.prompt_tokens());
         if reply.tool_calls.is_empty() {
             reply.tool_calls = self.calls_in_text(&reply.content);
         }
