@@ -34,6 +34,7 @@ pub fn clients_from_env(config: &Config) -> Result<Clients> {
     settings.request_timeout = endpoint.request_timeout;
     settings.max_reply_bytes = endpoint.max_reply_bytes;
     settings.cut_loops = endpoint.cut_loops;
+    settings.prompt_cache = endpoint.prompt_cache;
     settings.output = endpoint.output;
     let mut quick = settings.clone();
     quick.max_retries = 1;

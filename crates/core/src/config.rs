@@ -96,6 +96,9 @@ pub struct EndpointFile {
     /// Whether a reply that falls into a loop (the same piece of text over and over) is cut off as
     /// it streams; on by default.
     pub cut_loops: Option<bool>,
+    /// Whether requests are laid out for the provider's prompt cache (Anthropic `cache_control`
+    /// breakpoints, OpenAI `prompt_cache_key`); on by default.
+    pub prompt_cache: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -321,6 +324,7 @@ pub struct EndpointSettings {
     pub max_wait: Duration,
     pub output: OutputMode,
     pub cut_loops: bool,
+    pub prompt_cache: bool,
 }
 
 /// How sessions keep inside their context window.
@@ -958,6 +962,7 @@ fn resolve_endpoint(file: &EndpointFile, max_parallel: usize) -> EndpointSetting
             _ => OutputMode::Auto,
         }),
         cut_loops: file.cut_loops.unwrap_or(true),
+        prompt_cache: file.prompt_cache.unwrap_or(true),
     }
 }
 
@@ -1397,6 +1402,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(endpoint.request_timeout_secs);
     take!(endpoint.max_reply_bytes);
     take!(endpoint.cut_loops);
+    take!(endpoint.prompt_cache);
     take!(endpoint.max_concurrency);
     take!(endpoint.requests_per_minute);
     take!(endpoint.tokens_per_minute);

@@ -321,6 +321,8 @@ mod tests {
             tool_choice: None,
             response_format: None,
             temperature: None,
+            prompt: Vec::new(),
+            prompt_cache_key: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! request normalised into a [`SeenRequest`] whichever API it came through. [`Faults`] wraps a brain
 //! to inject the failures of a loaded endpoint (429, 500, dropped streams, hangs) and of weak models.
 
+pub mod cache;
 pub mod faults;
 mod parse;
 mod render;
@@ -18,7 +19,7 @@ pub use faults::{FaultKind, FaultLog, FaultPlan, Faults};
 pub use server::FakeServer;
 
 /// Which wire API a request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Api {
     OpenAi,
     Anthropic,
@@ -75,6 +76,10 @@ pub struct SeenRequest {
     pub response_format: Option<String>,
     /// The sampling temperature asked for, if any.
     pub temperature: Option<f64>,
+    /// The prompt in pieces, as the server's prompt cache reads it (see [`cache`]).
+    pub prompt: Vec<cache::PromptPiece>,
+    /// OpenAI's `prompt_cache_key`, if the request carried one.
+    pub prompt_cache_key: Option<String>,
 }
 
 impl SeenRequest {
@@ -213,4 +218,6 @@ pub struct FakeOptions {
     /// What `/v1/models` says owns each model (`orchestrator` when unset): `llamacpp`, `vllm` or
     /// `library` make the server look like llama.cpp, vLLM or Ollama to a client that detects them.
     pub owned_by: Option<String>,
+    /// Turns the server's prompt cache off (see [`cache`]): every request reports plain input only.
+    pub no_prompt_cache: bool,
 }

@@ -5,6 +5,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::cache::PromptPiece;
 use crate::{Api, SeenMessage, SeenRequest, SeenToolCall};
 
 /// Why a request body was rejected; becomes the message of a 400.
@@ -61,7 +62,59 @@ pub(crate) fn parse_openai(body: &[u8]) -> Result<SeenRequest, ParseError> {
         tool_choice: tool_choice(&root),
         response_format,
         temperature: root.get("temperature").and_then(Value::as_f64),
+        prompt: openai_prompt(&root),
+        prompt_cache_key: root
+            .get("prompt_cache_key")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
+}
+
+/// The prompt as the cache reads it (see [`crate::cache`]): each tool, then each message.
+fn openai_prompt(root: &Map<String, Value>) -> Vec<PromptPiece> {
+    let listed = |key: &str| root.get(key).and_then(Value::as_array).into_iter().flatten();
+    listed("tools")
+        .chain(listed("messages"))
+        .map(|value| PromptPiece {
+            text: value.to_string(),
+            breakpoint: false,
+        })
+        .collect()
+}
+
+/// The prompt as the cache reads it (see [`crate::cache`]): each tool, each system block, each
+/// message's content blocks; `cache_control` marks a breakpoint and is not part of the text.
+fn anthropic_prompt(root: &Map<String, Value>) -> Vec<PromptPiece> {
+    fn piece(value: &Value, role: &str) -> PromptPiece {
+        let mut value = value.clone();
+        let breakpoint = value
+            .as_object_mut()
+            .and_then(|block| block.remove("cache_control"))
+            .is_some();
+        PromptPiece {
+            text: format!("{role}:{value}"),
+            breakpoint,
+        }
+    }
+    let mut pieces: Vec<PromptPiece> = Vec::new();
+    let listed = |value: Option<&Value>| -> Vec<Value> {
+        match value {
+            Some(Value::Array(items)) => items.clone(),
+            None | Some(Value::Null) => Vec::new(),
+            Some(other) => vec![other.clone()],
+        }
+    };
+    pieces.extend(listed(root.get("tools")).iter().map(|t| piece(t, "tool")));
+    pieces.extend(listed(root.get("system")).iter().map(|s| piece(s, "system")));
+    for message in listed(root.get("messages")) {
+        let role = message
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        pieces.extend(listed(message.get("content")).iter().map(|b| piece(b, &role)));
+    }
+    pieces
 }
 
 /// The tools an action envelope's schema offers: its branches' `{"tool": {"const": NAME}}`.
@@ -197,6 +250,8 @@ pub(crate) fn parse_anthropic(body: &[u8]) -> Result<SeenRequest, ParseError> {
         tool_choice: tool_choice(&root),
         response_format: None,
         temperature: root.get("temperature").and_then(Value::as_f64),
+        prompt: anthropic_prompt(&root),
+        prompt_cache_key: None,
     })
 }
 

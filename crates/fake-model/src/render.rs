@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use crate::cache::CacheUsage;
 use crate::{Api, SeenMessage, SeenRequest};
 
 /// A tool call about to be sent, with the id the server gave it.
@@ -22,8 +23,10 @@ pub(crate) struct Answer {
     pub model: String,
     pub text: String,
     pub calls: Vec<OutCall>,
+    /// The whole prompt's estimate; `cache` says how much of it the prompt cache served.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    pub cache: CacheUsage,
 }
 
 /// Approximate token count: a quarter of the characters, at least 1, as cheap tokenisers guess.
@@ -67,6 +70,7 @@ impl Answer {
             model: request.model.clone(),
             input_tokens: estimate_tokens(request_chars(request)),
             output_tokens,
+            cache: CacheUsage::default(),
             text,
             calls,
         }
@@ -125,11 +129,27 @@ fn openai_finish_reason(answer: &Answer) -> &'static str {
     }
 }
 
+/// OpenAI counts cached tokens inside `prompt_tokens` and says how many in its details.
 fn openai_usage(answer: &Answer) -> Value {
     json!({
         "prompt_tokens": answer.input_tokens,
         "completion_tokens": answer.output_tokens,
         "total_tokens": answer.input_tokens + answer.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": answer.cache.read},
+    })
+}
+
+/// Anthropic reports plain input, cache reads and cache writes apart.
+fn anthropic_usage(answer: &Answer, output_tokens: u64) -> Value {
+    let plain = answer
+        .input_tokens
+        .saturating_sub(answer.cache.read)
+        .saturating_sub(answer.cache.written);
+    json!({
+        "input_tokens": plain,
+        "output_tokens": output_tokens,
+        "cache_read_input_tokens": answer.cache.read,
+        "cache_creation_input_tokens": answer.cache.written,
     })
 }
 
@@ -235,7 +255,7 @@ pub(crate) fn anthropic_json(answer: &Answer) -> String {
         "content": content,
         "stop_reason": anthropic_stop_reason(answer),
         "stop_sequence": null,
-        "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens},
+        "usage": anthropic_usage(answer, answer.output_tokens),
     })
     .to_string()
 }
@@ -254,7 +274,7 @@ fn anthropic_message_start(answer: &Answer) -> String {
         "type": "message_start",
         "message": {"id": answer.id, "type": "message", "role": "assistant", "model": answer.model,
                     "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": {"input_tokens": answer.input_tokens, "output_tokens": 1}},
+                    "usage": anthropic_usage(answer, 1)},
     }))
 }
 
@@ -416,6 +436,7 @@ mod tests {
                 .collect(),
             input_tokens: 3,
             output_tokens: 4,
+            cache: CacheUsage::default(),
         }
     }
 

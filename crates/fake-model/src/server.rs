@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::PromptCache;
 use crate::parse::{openai_wants_stream_usage, parse_anthropic, parse_openai};
 use crate::render::{self, Answer, OutCall};
 use crate::{Api, Brain, FakeOptions, Reply, SeenRequest};
@@ -46,6 +47,7 @@ struct Shared {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     shutdown: CancellationToken,
+    cache: PromptCache,
 }
 
 impl Shared {
@@ -164,6 +166,7 @@ impl FakeServer {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            cache: PromptCache::new(),
         });
         let router = Router::new()
             .route("/v1/chat/completions", post(openai_chat))
@@ -477,7 +480,10 @@ fn render_answer(
         Api::OpenAi => format!("chatcmpl-{}", shared.next_id()),
         Api::Anthropic => format!("msg_{}", shared.next_id()),
     };
-    let answer = Answer::new(id, request, text, calls);
+    let mut answer = Answer::new(id, request, text, calls);
+    if !shared.options.no_prompt_cache {
+        answer.cache = shared.cache.account(api, &request.prompt, answer.input_tokens);
+    }
     match (api, request.stream) {
         (Api::OpenAi, false) => ("application/json", vec![render::openai_json(&answer)]),
         (Api::OpenAi, true) => (EVENT_STREAM, render::openai_sse(&answer, include_usage)),

@@ -50,7 +50,11 @@ impl AnthropicClient {
         cancel: &CancellationToken,
     ) -> Result<ChatResponse, ModelError> {
         let url = self.transport.url("v1/messages");
-        let mut body = wire_request(request, self.transport.config().stream);
+        let config = self.transport.config();
+        let mut body = wire_request(request, config.stream);
+        if config.prompt_cache {
+            mark_cache_breakpoints(&mut body);
+        }
         if constraint == Some(Constraint::ToolChoice) {
             body["tool_choice"] = json!({"type": "any"});
         }
@@ -117,6 +121,50 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
         body["temperature"] = json!(temperature);
     }
     body
+}
+
+/// The most `cache_control` breakpoints one request may carry (the API refuses a fifth).
+pub(crate) const MAX_CACHE_BREAKPOINTS: usize = 4;
+
+/// Marks where the prompt cache may cut: after the stable prefix (tools and system prompt, the
+/// same for every session of a role), after the first message (the task, whose start — the
+/// mission's objective and context — is the same for every unit), and after the last message (the
+/// history, which the next turn resends and extends). The API caches the prefix up to each mark
+/// and looks for earlier entries a few blocks back from it, so each turn reads what the turn
+/// before wrote. Never more than [`MAX_CACHE_BREAKPOINTS`].
+fn mark_cache_breakpoints(body: &mut Value) {
+    let mut marked = 0;
+    let mut mark = |block: Option<&mut Value>| {
+        if let Some(Value::Object(block)) = block {
+            if marked < MAX_CACHE_BREAKPOINTS && !block.contains_key("cache_control") {
+                block.insert("cache_control".into(), json!({"type": "ephemeral"}));
+                marked += 1;
+            }
+        }
+    };
+    // The system prompt as one text block, so it can carry a mark (it covers the tools before it).
+    if let Some(Value::String(system)) = body.get("system").cloned() {
+        body["system"] = json!([{"type": "text", "text": system}]);
+        mark(body.pointer_mut("/system/0"));
+    } else if let Some(Value::Array(tools)) = body.get_mut("tools") {
+        mark(tools.last_mut());
+    }
+    let Some(Value::Array(messages)) = body.get_mut("messages") else {
+        return;
+    };
+    let count = messages.len();
+    if count > 1 {
+        mark(messages.first_mut().and_then(last_block));
+    }
+    mark(messages.last_mut().and_then(last_block));
+}
+
+/// The last content block of a wire message.
+fn last_block(message: &mut Value) -> Option<&mut Value> {
+    message
+        .get_mut("content")
+        .and_then(Value::as_array_mut)
+        .and_then(|blocks| blocks.last_mut())
 }
 
 /// Said in place of an empty message, which the API rejects.
@@ -608,6 +656,7 @@ mod tests {
     #[test]
     fn builds_the_request_body() {
         let request = ChatRequest {
+            cache_key: None,
             model: "claude".into(),
             system: "sys".into(),
             messages: vec![Message::user("hi")],
@@ -624,6 +673,93 @@ mod tests {
         assert_eq!(body["system"], json!("sys"));
         assert_eq!(body["tools"][0]["input_schema"], json!({"type": "object"}));
         assert!(body.get("temperature").is_none());
+    }
+
+    fn count_marks(value: &Value) -> usize {
+        match value {
+            Value::Object(map) => {
+                usize::from(map.contains_key("cache_control")) + map.values().map(count_marks).sum::<usize>()
+            }
+            Value::Array(items) => items.iter().map(count_marks).sum(),
+            _ => 0,
+        }
+    }
+
+    fn conversation(turns: usize) -> ChatRequest {
+        let mut messages = vec![Message::user("task")];
+        for n in 0..turns {
+            messages.push(Message::Assistant {
+                content: String::new(),
+                tool_calls: vec![tool(&format!("t{n}"), "{}")],
+            });
+            messages.push(Message::Tool {
+                call_id: format!("t{n}"),
+                content: "r".into(),
+                is_error: false,
+            });
+        }
+        ChatRequest {
+            cache_key: None,
+            model: "claude".into(),
+            system: "sys".into(),
+            messages,
+            tools: vec![crate::ToolSpec {
+                name: "read".into(),
+                description: "d".into(),
+                parameters: json!({"type": "object"}),
+            }],
+            max_tokens: 10,
+            temperature: None,
+            tool_choice: Default::default(),
+        }
+    }
+
+    #[test]
+    fn breakpoints_mark_the_prefix_the_task_and_the_history() {
+        let mut body = wire_request(&conversation(3), false);
+        mark_cache_breakpoints(&mut body);
+        assert_eq!(count_marks(&body), 3);
+        assert_eq!(body["system"][0]["cache_control"], json!({"type": "ephemeral"}));
+        assert!(body["messages"][0]["content"][0].get("cache_control").is_some());
+        let last = body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .cloned()
+            .unwrap_or_default();
+        assert!(last["content"][0].get("cache_control").is_some(), "{last}");
+        // One message: the task is the last message, marked once.
+        let mut first = wire_request(&conversation(0), false);
+        mark_cache_breakpoints(&mut first);
+        assert_eq!(count_marks(&first), 2);
+        // No system prompt: the last tool carries the prefix's mark.
+        let mut bare = conversation(1);
+        bare.system.clear();
+        let mut body = wire_request(&bare, false);
+        mark_cache_breakpoints(&mut body);
+        assert!(body["tools"][0].get("cache_control").is_some());
+    }
+
+    #[test]
+    fn breakpoints_never_pass_the_limit() {
+        for turns in [0, 1, 2, 50] {
+            let mut body = wire_request(&conversation(turns), false);
+            // Marking twice (a retried request) adds none.
+            mark_cache_breakpoints(&mut body);
+            mark_cache_breakpoints(&mut body);
+            assert!(count_marks(&body) <= MAX_CACHE_BREAKPOINTS, "{turns} turns");
+        }
+        // A body already full of marks gets none more.
+        let mut body = wire_request(&conversation(3), false);
+        for message in body["messages"].as_array_mut().into_iter().flatten() {
+            if let Some(blocks) = message["content"].as_array_mut() {
+                for block in blocks {
+                    block["cache_control"] = json!({"type": "ephemeral"});
+                }
+            }
+        }
+        let before = count_marks(&body);
+        mark_cache_breakpoints(&mut body);
+        assert_eq!(count_marks(&body), before);
     }
 
     #[test]

@@ -103,6 +103,7 @@ mod tests {
 
     fn request(tool_choice: ToolChoice) -> ChatRequest {
         ChatRequest {
+            cache_key: None,
             model: "m".into(),
             system: String::new(),
             messages: vec![Message::user("go")],

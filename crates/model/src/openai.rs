@@ -1,6 +1,7 @@
 //! OpenAI chat completions, as spoken by OpenAI, vLLM, Ollama, llama.cpp, OpenRouter and friends.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, AUTHORIZATION};
@@ -19,6 +20,8 @@ use crate::{
 /// A client for `POST {base_url}/chat/completions`.
 pub struct OpenAiClient {
     transport: Transport,
+    /// The endpoint refused `prompt_cache_key` once: it is never sent again by this client.
+    cache_key_refused: AtomicBool,
 }
 
 impl OpenAiClient {
@@ -31,7 +34,7 @@ impl OpenAiClient {
         let url = self.transport.url("chat/completions");
         let stream = self.transport.config().stream;
         let envelope = constraint == Some(Constraint::JsonSchema);
-        let body = if envelope {
+        let mut body = if envelope {
             envelope_request(request, stream)
         } else {
             let mut body = wire_request(request, stream);
@@ -40,6 +43,9 @@ impl OpenAiClient {
             }
             body
         };
+        if let Some(key) = self.cache_key(request) {
+            body["prompt_cache_key"] = json!(key);
+        }
         let reply = self
             .transport
             .with_retries("openai chat", cancel, || {
@@ -63,7 +69,34 @@ impl OpenAiClient {
         }
         Ok(OpenAiClient {
             transport: Transport::new(config, headers)?,
+            cache_key_refused: AtomicBool::new(false),
         })
+    }
+
+    /// The `prompt_cache_key` this request goes out with, if any.
+    fn cache_key<'r>(&self, request: &'r ChatRequest) -> Option<&'r str> {
+        let config = self.transport.config();
+        let allowed = config.prompt_cache && !self.cache_key_refused.load(Ordering::Relaxed);
+        request.cache_key.as_deref().filter(|_| allowed)
+    }
+
+    /// Whether `error` is the endpoint refusing a `prompt_cache_key` this request carried (servers
+    /// that predate the field answer 400 naming it). Remembered, so the caller asks again once
+    /// without it and no later request carries it; a refusal after that is not this field's.
+    fn refused_cache_key(&self, request: &ChatRequest, error: &ModelError) -> bool {
+        let ModelError::BadRequest { body, .. } = error else {
+            return false;
+        };
+        if self.cache_key(request).is_none() || !body.to_ascii_lowercase().contains("prompt_cache_key") {
+            return false;
+        }
+        if !self.cache_key_refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the model endpoint refused prompt_cache_key; requests go on without it (set \
+                 `prompt_cache = false` in [endpoint] to stop trying)"
+            );
+        }
+        true
     }
 }
 
@@ -78,9 +111,14 @@ impl ModelClient for OpenAiClient {
         request: &ChatRequest,
         cancel: &CancellationToken,
     ) -> Result<ChatResponse, ModelError> {
-        self.transport
-            .constrained(request, true, |constraint| self.send(request, constraint, cancel))
-            .await
+        let ask = || {
+            self.transport
+                .constrained(request, true, |constraint| self.send(request, constraint, cancel))
+        };
+        match ask().await {
+            Err(error) if self.refused_cache_key(request, &error) => ask().await,
+            outcome => outcome,
+        }
     }
 
     async fn preflight(&self, model: &str) -> Result<(), ModelError> {
@@ -562,6 +600,7 @@ mod tests {
     #[test]
     fn a_call_required_for_one_turn_changes_the_schema_not_the_prompt() {
         let mut request = ChatRequest {
+            cache_key: None,
             model: "m".into(),
             system: "sys".into(),
             messages: vec![Message::user("hi")],
@@ -604,6 +643,7 @@ mod tests {
     #[test]
     fn builds_the_request_body() {
         let request = ChatRequest {
+            cache_key: None,
             model: "m".into(),
             system: "sys".into(),
             messages: vec![

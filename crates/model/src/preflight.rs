@@ -26,6 +26,7 @@ pub(crate) enum Listing {
 /// The chat request used when the list cannot settle it: as small as a request can be.
 pub(crate) fn probe_request(model: &str) -> ChatRequest {
     ChatRequest {
+        cache_key: None,
         model: model.to_string(),
         system: String::new(),
         messages: vec![Message::user("Reply with the word OK.")],

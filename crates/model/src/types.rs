@@ -65,6 +65,10 @@ pub struct ChatRequest {
     /// Whether the reply must be a tool call (constrained output where the endpoint offers it).
     #[serde(default)]
     pub tool_choice: ToolChoice,
+    /// Names the requests that share a prefix (one per mission and role), so a provider routes them
+    /// to the same prompt cache: OpenAI's `prompt_cache_key`. `None`: no key is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
 }
 
 /// What the model may answer with. `Required`: a tool call, never plain text — for sessions that
@@ -151,6 +155,9 @@ pub struct ClientConfig {
     /// Whether a streamed reply whose text falls into a loop (the same piece, repeated; see
     /// [`crate::Loop`]) is cut off there, with [`StopReason::Looped`], instead of read to its end.
     pub cut_loops: bool,
+    /// Whether requests carry prompt-cache hints: Anthropic `cache_control` breakpoints, OpenAI
+    /// `prompt_cache_key` (dropped for good if the endpoint refuses the field).
+    pub prompt_cache: bool,
 }
 
 /// How a client constrains replies. Whatever a server refuses (a 400 naming `tool_choice` or
@@ -193,6 +200,7 @@ impl ClientConfig {
             stream: true,
             output: OutputMode::Auto,
             cut_loops: true,
+            prompt_cache: true,
         }
     }
 
@@ -218,6 +226,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("max_retries", &self.max_retries)
             .field("max_backoff", &self.max_backoff)
             .field("stream", &self.stream)
+            .field("prompt_cache", &self.prompt_cache)
             .finish()
     }
 }

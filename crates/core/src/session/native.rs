@@ -576,6 +576,9 @@ impl Session {
             system,
             messages: self.messages.clone(),
             tools: self.tools.clone(),
+            // Every session of a role in this mission shares its prefix (tools, system prompt, the
+            // mission's objective and context): one cache key routes them to one cache.
+            cache_key: Some(format!("{}:{}", rt.mission, self.role)),
             max_tokens: self.settings.max_tokens,
             temperature: match stuck {
                 0 => self.settings.temperature,
@@ -706,6 +709,7 @@ impl Session {
             system: SUMMARY_SYSTEM_PROMPT.to_string(),
             messages: summary_request(&plan, &self.messages),
             tools: Vec::new(),
+            cache_key: Some(format!("{}:compaction", rt.mission)),
             max_tokens: self.settings.max_tokens.min(4096),
             temperature: None,
             tool_choice: Default::default(),

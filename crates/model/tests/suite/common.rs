@@ -85,6 +85,7 @@ pub fn tool(name: &str) -> ToolSpec {
 /// "You are a test." (15 chars) + "hi" (2 chars): the fake estimates 17 / 4 = 4 input tokens.
 pub fn simple_request() -> ChatRequest {
     ChatRequest {
+        cache_key: None,
         model: "fake-model".into(),
         system: "You are a test.".into(),
         messages: vec![Message::user("hi")],

@@ -28,7 +28,7 @@ async fn plain_text_with_usage() {
         assert!(reply.tool_calls.is_empty());
         assert_eq!(reply.stop, StopReason::EndTurn);
         assert_eq!(
-            (reply.usage.input_tokens, reply.usage.output_tokens),
+            (reply.usage.prompt_tokens(), reply.usage.output_tokens),
             (4, 12),
             "{}",
             label(api, stream)
@@ -143,6 +143,7 @@ fn conversation() -> ChatRequest {
         arguments: arguments.into(),
     };
     ChatRequest {
+        cache_key: None,
         messages: vec![
             Message::user("fix the bug"),
             Message::Assistant {
