@@ -3,6 +3,7 @@
 mod approval;
 mod bounds;
 mod budget;
+mod caching;
 mod candidates;
 mod cleanup;
 mod closed_pipe;
