@@ -84,8 +84,9 @@ fn describe(event: &Event) -> String {
             cost_usd,
             ..
         } => format!(
-            "{session}: model call, {} in, {} out, {:.1} s{}",
+            "{session}: model call, {} in{}, {} out, {:.1} s{}",
             human_tokens(usage.input_tokens),
+            cached_parts(usage),
             human_tokens(usage.output_tokens),
             *duration_ms as f64 / 1000.0,
             cost_usd.map(|c| format!(", ~${c:.4}")).unwrap_or_default()
@@ -111,4 +112,16 @@ fn describe(event: &Event) -> String {
             })
             .unwrap_or_default(),
     }
+}
+
+/// ", 12k cached, 3k to cache" for a call that used the prompt cache; nothing otherwise.
+fn cached_parts(usage: &orchestrator_protocol::TokenUsage) -> String {
+    let mut text = String::new();
+    if usage.cache_read_tokens > 0 {
+        text.push_str(&format!(", {} cached", human_tokens(usage.cache_read_tokens)));
+    }
+    if usage.cache_write_tokens > 0 {
+        text.push_str(&format!(", {} to cache", human_tokens(usage.cache_write_tokens)));
+    }
+    text
 }

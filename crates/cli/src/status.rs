@@ -87,10 +87,11 @@ pub fn render(report: &StatusReport) -> String {
     let active = report.sessions.iter().filter(|s| s.active).count();
     let _ = writeln!(
         out,
-        "sessions: {active} active, {} in all · tokens {} (in {}, out {}){}",
+        "sessions: {active} active, {} in all · tokens {} (in {}{}, out {}){}",
         report.sessions.len(),
         report.usage.total(),
         report.usage.input_tokens,
+        cache_parts(&report.usage),
         report.usage.output_tokens,
         cost(report.cost_usd)
     );
@@ -229,4 +230,16 @@ fn exit(code: Option<i32>, timed_out: bool) -> String {
 
 fn short(hash: &str) -> &str {
     hash.get(..10).unwrap_or(hash)
+}
+
+/// ", cache read R, cache write W" where the prompt cache was used; nothing otherwise.
+fn cache_parts(usage: &orchestrator_protocol::TokenUsage) -> String {
+    let mut text = String::new();
+    if usage.cache_read_tokens > 0 {
+        let _ = write!(text, ", cache read {}", usage.cache_read_tokens);
+    }
+    if usage.cache_write_tokens > 0 {
+        let _ = write!(text, ", cache write {}", usage.cache_write_tokens);
+    }
+    text
 }

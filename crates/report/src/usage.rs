@@ -8,8 +8,8 @@ use orchestrator_view::{MissionView, Totals};
 use crate::markdown::{cell_code, inline};
 use crate::{dollars, thousands};
 
-const HEADER: &str = "| calls | input | output | total | cost |\n";
-const ALIGN: &str = "|--:|--:|--:|--:|--:|\n";
+const HEADER: &str = "| calls | input | cache read | cache write | output | total | cost |\n";
+const ALIGN: &str = "|--:|--:|--:|--:|--:|--:|--:|\n";
 
 pub fn render(view: &MissionView) -> String {
     let mut out = String::from("## Tokens and cost\n\n");
@@ -49,14 +49,11 @@ fn per_unit(view: &MissionView, all: &Totals) -> String {
     let mut outside = *all;
     for row in view.tree() {
         let totals = &row.unit.totals;
-        outside.usage.input_tokens = outside
-            .usage
-            .input_tokens
-            .saturating_sub(totals.usage.input_tokens);
-        outside.usage.output_tokens = outside
-            .usage
-            .output_tokens
-            .saturating_sub(totals.usage.output_tokens);
+        let (o, u) = (&mut outside.usage, &totals.usage);
+        o.input_tokens = o.input_tokens.saturating_sub(u.input_tokens);
+        o.cache_read_tokens = o.cache_read_tokens.saturating_sub(u.cache_read_tokens);
+        o.cache_write_tokens = o.cache_write_tokens.saturating_sub(u.cache_write_tokens);
+        o.output_tokens = o.output_tokens.saturating_sub(u.output_tokens);
         outside.cost_usd -= totals.cost_usd;
         outside.calls = outside.calls.saturating_sub(totals.calls);
         let label = format!("{} {}", cell_code(&row.unit.id), inline(&row.unit.title));
@@ -74,12 +71,15 @@ fn per_unit(view: &MissionView, all: &Totals) -> String {
     out
 }
 
-/// "calls | input | output | total | cost |".
+/// "calls | input | cache read | cache write | output | total | cost |": input is what was read
+/// without the prompt cache, so the three input columns add up to the whole prompt.
 fn cells(totals: &Totals) -> String {
     format!(
-        "{} | {} | {} | {} | {} |",
+        "{} | {} | {} | {} | {} | {} | {} |",
         totals.calls,
         thousands(totals.usage.input_tokens),
+        thousands(totals.usage.cache_read_tokens),
+        thousands(totals.usage.cache_write_tokens),
         thousands(totals.usage.output_tokens),
         thousands(totals.usage.total()),
         dollars(totals.cost_usd)

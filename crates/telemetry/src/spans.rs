@@ -88,6 +88,25 @@ struct Totals {
     calls: u64,
 }
 
+/// Usage as the GenAI conventions put it: input counts every input token, cached ones too, and
+/// the cache's reads and writes are told apart (only when there were any).
+fn set_usage(span: &mut Open, usage: TokenUsage) {
+    span.set("gen_ai.usage.input_tokens", int(usage.prompt_tokens()));
+    span.set("gen_ai.usage.output_tokens", int(usage.output_tokens));
+    if usage.cache_read_tokens > 0 {
+        span.set(
+            "gen_ai.usage.cache_read.input_tokens",
+            int(usage.cache_read_tokens),
+        );
+    }
+    if usage.cache_write_tokens > 0 {
+        span.set(
+            "gen_ai.usage.cache_creation.input_tokens",
+            int(usage.cache_write_tokens),
+        );
+    }
+}
+
 impl Totals {
     fn add(&mut self, usage: TokenUsage, cost_usd: Option<f64>) {
         self.usage.add(usage);
@@ -96,8 +115,7 @@ impl Totals {
     }
 
     fn write(&self, span: &mut Open) {
-        span.set("gen_ai.usage.input_tokens", int(self.usage.input_tokens));
-        span.set("gen_ai.usage.output_tokens", int(self.usage.output_tokens));
+        set_usage(span, self.usage);
         span.set("orchestrator.cost_usd", self.cost_usd);
         span.set("orchestrator.model_calls", int(self.calls));
     }
@@ -356,8 +374,7 @@ impl MissionSpan {
                 }
                 span.set("gen_ai.conversation.id", session.clone());
                 span.set("gen_ai.agent.name", role.as_str());
-                span.set("gen_ai.usage.input_tokens", int(usage.input_tokens));
-                span.set("gen_ai.usage.output_tokens", int(usage.output_tokens));
+                set_usage(&mut span, *usage);
                 if let Some(cost) = cost_usd {
                     span.set("orchestrator.cost_usd", *cost);
                 }

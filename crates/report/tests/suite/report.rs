@@ -118,13 +118,13 @@ fn model_written_text_cannot_break_the_document() {
     let events = hostile_mission();
     let view = MissionView::from_events(&events);
     let report = render(&view, &events, &fixture_changes(true));
-    // The title stays inside its table row: six cells, so seven unescaped `|`.
+    // The title stays inside its table row: eight cells, so nine unescaped `|`.
     let row = report
         .lines()
         .find(|l| l.starts_with("| `t1` "))
         .expect("t1's row in the per-unit table");
     let unescaped = row.match_indices('|').filter(|(i, _)| !row[..*i].ends_with('\\'));
-    assert_eq!(unescaped.count(), 7, "{row}");
+    assert_eq!(unescaped.count(), 9, "{row}");
     // No line the model wrote opens a heading, list or code block.
     assert!(
         report.contains(
