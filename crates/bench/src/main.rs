@@ -52,12 +52,36 @@ struct Args {
     /// Keep each mission's stdout and stderr in this folder (with ORCHESTRATOR_LOG=debug: git timings).
     #[arg(long)]
     keep_logs: Option<PathBuf>,
+    /// Instead of the suite: billed tokens per sealed unit of a mission of this many units, with and
+    /// without prompt caching, on both APIs (see docs/benchmarks.md).
+    #[arg(long)]
+    caching_units: Option<usize>,
+}
+
+/// The caching benchmark alone, with the machine it ran on.
+async fn caching(orchestrator: &std::path::Path, units: usize) -> Result<()> {
+    let machine = orchestrator_bench::machine::Machine::detect(orchestrator);
+    let progress = |line: &str| eprintln!("[bench] {line}");
+    let runs = orchestrator_bench::caching::run_all(orchestrator, units, &progress).await?;
+    println!(
+        "- {}; {} × {} ({} logical CPUs), Linux {}; orchestrator built from commit {}",
+        machine.date, machine.nproc, machine.cpu, machine.nproc, machine.kernel, machine.commit
+    );
+    println!(
+        "- command: `{}`\n",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    print!("{}", orchestrator_bench::caching::markdown(&runs));
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let orchestrator = locate_orchestrator(args.orchestrator.as_deref())?;
+    if let Some(units) = args.caching_units {
+        return caching(&orchestrator, units).await;
+    }
     let (opencode, opencode_note) = match args.opencode.as_str() {
         "off" => (None, Some("skipped with --opencode off".to_string())),
         "auto" => match opencode::find(None, &workspace_root()) {

@@ -296,7 +296,8 @@ fn transcript_item(message: &Message) -> String {
 /// The conversation with the planned range replaced by one user message holding `summary`: the
 /// task, the summary, then the kept recent messages. A plan that does not fit `messages` (stale)
 /// leaves them unchanged. Tool results whose call is not in the result are dropped, so the
-/// conversation stays valid for both APIs.
+/// conversation stays valid for both APIs. Everything up to the task is kept byte for byte: with
+/// the tools and system prompt, it is the prefix the provider's prompt cache already holds.
 pub fn apply_compaction(messages: &[Message], plan: &CompactionPlan, summary: &str) -> Vec<Message> {
     let fits = plan.task < messages.len()
         && matches!(messages[plan.task], Message::User { .. })
