@@ -27,12 +27,17 @@ async fn a_tiny_budget_stops_cleanly_and_resumes_with_a_larger_one() {
         .run(&probe)
         .await;
     full.assert_code(0);
-    let total = full.events_of("mission_finished")[0]["usage"]["input_tokens"]
-        .as_u64()
-        .unwrap_or(0)
-        + full.events_of("mission_finished")[0]["usage"]["output_tokens"]
-            .as_u64()
-            .unwrap_or(0);
+    // Every kind of token counts towards the budget, cached input too.
+    let usage = &full.events_of("mission_finished")[0]["usage"];
+    let total: u64 = [
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+    ]
+    .iter()
+    .map(|kind| usage[kind].as_u64().unwrap_or(0))
+    .sum();
     assert!(total > 0);
     let repo = TestRepo::new(&[]);
     let done = Run::task("Budgeted")
