@@ -1695,6 +1695,24 @@ mod tests {
     }
 
     #[test]
+    fn prompt_cache_hints_are_on_unless_turned_off_and_a_later_layer_wins() {
+        let layer = |text: &str| parse(&format!("model = \"m\"\n[endpoint]\n{text}\n"));
+        let resolved = |files: &[FileConfig]| {
+            resolve(files, &MissionSettings::default(), None)
+                .unwrap()
+                .endpoint
+                .prompt_cache
+        };
+        assert!(resolved(&[layer("")]));
+        assert!(!resolved(&[layer("prompt_cache = false")]));
+        assert!(resolved(&[
+            layer("prompt_cache = false"),
+            layer("prompt_cache = true")
+        ]));
+        assert!(toml::from_str::<FileConfig>("[endpoint]\nprompt_cache = \"yes\"\n").is_err());
+    }
+
+    #[test]
     fn reply_limits_have_defaults_and_bounds() {
         let config = resolve(&[parse("model = \"m\"\n")], &MissionSettings::default(), None).unwrap();
         assert_eq!(config.endpoint.request_timeout, Duration::from_secs(600));
