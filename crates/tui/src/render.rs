@@ -373,8 +373,13 @@ fn render_totals(frame: &mut Frame, area: Rect, view: &MissionView, compact: boo
     } else {
         Span::raw("0 failed")
     };
+    // What the prompt cache saved shows only where there was a cache hit.
+    let cached = match view.usage.cache_read_tokens {
+        0 => String::new(),
+        read => format!(" ({} cached)", human_tokens(read)),
+    };
     let tokens = format!(
-        "{} tokens{}",
+        "{} tokens{cached}{}",
         human_tokens(view.usage.total()),
         money(view.cost_usd).map(|c| format!(" ~{c}")).unwrap_or_default()
     );

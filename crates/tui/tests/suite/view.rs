@@ -104,6 +104,20 @@ fn a_sealed_mission() {
     insta::assert_snapshot!("sealed_40x10", screen(&app, 40, 10));
 }
 
+/// Input read from the provider's prompt cache is named beside the total, only when there was some.
+#[test]
+fn cached_input_is_named_in_the_totals() {
+    assert!(!screen(&app_of(sealed_mission()), 100, 30).contains("cached"));
+    let mut events = sealed_mission();
+    for envelope in &mut events {
+        if let orchestrator_protocol::Event::ModelCall { usage, .. } = &mut envelope.event {
+            usage.cache_read_tokens = 1_000;
+        }
+    }
+    let shown = screen(&app_of(events), 100, 30);
+    assert!(shown.contains("tokens (14.0k cached)"), "{shown}");
+}
+
 /// `t` puts each unit's life over the mission's time beside the tree (spawned units under their
 /// parent, t2's replaced first attempt in red), and takes it away again.
 #[test]
