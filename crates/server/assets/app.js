@@ -81,8 +81,7 @@ function tokens(n) {
   return String(n);
 }
 
-/** Every token the provider processed, as the engine's budgets count them: plain input, input read
- * from and written to the prompt cache, and output. */
+/** Every kind of token: plain input, cache reads and writes (absent when 0), output. */
 function usageTotal(usage) {
   if (!usage) return 0;
   const kinds = ["input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens"];
@@ -513,11 +512,8 @@ function renderRoles(d) {
       el("td", {}, words(role)),
       el("td", { class: "num" }, t.calls),
       el("td", { class: "num" }, tokens(t.usage.input_tokens)),
-      el(
-        "td",
-        { class: "num", title: `written to the cache: ${t.usage.cache_write_tokens || 0} tokens` },
-        tokens(t.usage.cache_read_tokens || 0),
-      ),
+      el("td", { class: "num" }, tokens(t.usage.cache_read_tokens || 0)),
+      el("td", { class: "num" }, tokens(t.usage.cache_write_tokens || 0)),
       el("td", { class: "num" }, tokens(t.usage.output_tokens)),
       el("td", { class: "num" }, cost(t.cost_usd)),
     ),
