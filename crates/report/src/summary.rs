@@ -181,11 +181,22 @@ fn tokens(view: &MissionView) -> String {
         "–" => String::new(),
         cost => format!(", estimated {cost}"),
     };
+    let usage = &view.usage;
+    let mut cached = String::new();
+    if usage.cache_read_tokens > 0 {
+        cached.push_str(&format!(", cache read {}", human_tokens(usage.cache_read_tokens)));
+    }
+    if usage.cache_write_tokens > 0 {
+        cached.push_str(&format!(
+            ", cache write {}",
+            human_tokens(usage.cache_write_tokens)
+        ));
+    }
     format!(
-        "{} (input {}, output {}){cost}",
-        human_tokens(view.usage.total()),
-        human_tokens(view.usage.input_tokens),
-        human_tokens(view.usage.output_tokens)
+        "{} (input {}{cached}, output {}){cost}",
+        human_tokens(usage.total()),
+        human_tokens(usage.input_tokens),
+        human_tokens(usage.output_tokens)
     )
 }
 

@@ -294,8 +294,16 @@ async fn a_mission_is_exported_as_one_span_tree() {
         .filter_map(|c| int_attr(c, "gen_ai.usage.input_tokens"))
         .sum();
     assert_eq!(int_attr(root, "gen_ai.usage.input_tokens"), Some(input));
-    let reported = done.events_of("mission_finished")[0]["usage"]["input_tokens"].as_i64();
-    assert_eq!(reported, Some(input), "the trace's tokens are the mission's");
+    // The conventions' input is every input token: plain, read from and written to the cache.
+    let usage = &done.events_of("mission_finished")[0]["usage"];
+    let reported: i64 = ["input_tokens", "cache_read_tokens", "cache_write_tokens"]
+        .iter()
+        .filter_map(|kind| usage[kind].as_i64())
+        .sum();
+    assert_eq!(reported, input, "the trace's tokens are the mission's");
+    let read = usage["cache_read_tokens"].as_i64();
+    assert!(read.is_some_and(|n| n > 0), "the fake's cache was read: {usage}");
+    assert_eq!(int_attr(root, "gen_ai.usage.cache_read.input_tokens"), read);
 
     // Tool calls under sessions.
     let writes = named("execute_tool write");
