@@ -64,6 +64,7 @@ fn client(api: Api, base_url: String, max_reply_bytes: usize) -> Result<Box<dyn 
 fn request() -> ChatRequest {
     ChatRequest {
         cache_key: None,
+        shared_head: 0,
         model: "fake-model".into(),
         system: String::new(),
         messages: vec![Message::user("write the big file")],

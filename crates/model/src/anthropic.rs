@@ -104,7 +104,7 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
     let mut body = json!({
         "model": request.model,
         "max_tokens": request.max_tokens,
-        "messages": wire_messages(&request.messages),
+        "messages": wire_messages(&request.messages, request.shared_head),
         "stream": stream,
     });
     if !request.system.is_empty() {
@@ -127,13 +127,15 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
 pub(crate) const MAX_CACHE_BREAKPOINTS: usize = 4;
 
 /// Marks where the prompt cache may cut: after the stable prefix (tools and system prompt, the
-/// same for every session of a role), after the first message (the task, whose start — the
-/// mission's objective and context — is the same for every unit), and after the last message (the
-/// history, which the next turn resends and extends). The API caches the prefix up to each mark
+/// same for every session of a role), after the first block of the first message (the task, or its
+/// shared head — the mission's objective and context, the same for every worker — when
+/// [`head_blocks`] split it off), and after the last message (the history, which the next turn
+/// resends and extends). The API caches the prefix up to each mark
 /// and looks for earlier entries a few blocks back from it, so each turn reads what the turn
 /// before wrote. Never more than [`MAX_CACHE_BREAKPOINTS`].
 fn mark_cache_breakpoints(body: &mut Value) {
-    let mut marked = 0;
+    // Marks already there count towards the API's limit too.
+    let mut marked = count_marks(body);
     let mut mark = |block: Option<&mut Value>| {
         if let Some(Value::Object(block)) = block {
             if marked < MAX_CACHE_BREAKPOINTS && !block.contains_key("cache_control") {
@@ -153,10 +155,33 @@ fn mark_cache_breakpoints(body: &mut Value) {
         return;
     };
     let count = messages.len();
-    if count > 1 {
-        mark(messages.first_mut().and_then(last_block));
+    if count > 1
+        || messages
+            .first()
+            .is_some_and(|m| m["content"].as_array().is_some_and(|b| b.len() > 1))
+    {
+        mark(messages.first_mut().and_then(first_block));
     }
     mark(messages.last_mut().and_then(last_block));
+}
+
+/// How many `cache_control` breakpoints `value` holds.
+fn count_marks(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => {
+            usize::from(map.contains_key("cache_control")) + map.values().map(count_marks).sum::<usize>()
+        }
+        Value::Array(items) => items.iter().map(count_marks).sum(),
+        _ => 0,
+    }
+}
+
+/// The first content block of a wire message.
+fn first_block(message: &mut Value) -> Option<&mut Value> {
+    message
+        .get_mut("content")
+        .and_then(Value::as_array_mut)
+        .and_then(|blocks| blocks.first_mut())
 }
 
 /// The last content block of a wire message.
@@ -173,10 +198,13 @@ const EMPTY_PLACEHOLDER: &str = "(empty)";
 /// Converts the conversation into content-block messages. The API requires user and assistant turns
 /// to alternate, so same-role neighbours (tool results followed by the next user text, above all)
 /// are merged into one message.
-fn wire_messages(messages: &[Message]) -> Vec<Value> {
+/// `shared_head`: bytes of the first message every session of the role shares; that part becomes a
+/// text block of its own, where a cache breakpoint can go (the text the model reads is the same).
+fn wire_messages(messages: &[Message], shared_head: usize) -> Vec<Value> {
     let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
-    for message in messages {
+    for (index, message) in messages.iter().enumerate() {
         let (role, blocks) = match message {
+            Message::User { content } if index == 0 => ("user", head_blocks(content, shared_head)),
             Message::User { content } => ("user", text_blocks(content)),
             Message::Assistant { content, tool_calls } => {
                 let mut blocks = text_blocks(content);
@@ -207,6 +235,20 @@ fn turn(role: &str, mut blocks: Vec<Value>) -> Value {
         blocks.push(json!({"type": "text", "text": EMPTY_PLACEHOLDER}));
     }
     json!({"role": role, "content": blocks})
+}
+
+/// The first message's text as its shared head and the rest, when the head is a proper part of it
+/// (on a character boundary, neither empty nor the whole); else as one block.
+fn head_blocks(text: &str, head: usize) -> Vec<Value> {
+    match text.split_at_checked(head) {
+        Some((shared, rest)) if !shared.is_empty() && !rest.is_empty() => {
+            vec![
+                json!({"type": "text", "text": shared}),
+                json!({"type": "text", "text": rest}),
+            ]
+        }
+        _ => text_blocks(text),
+    }
 }
 
 /// Empty text blocks are rejected by the API, so empty text becomes no block at all.
@@ -614,7 +656,7 @@ mod tests {
             },
             Message::user("continue"),
         ];
-        let wire = wire_messages(&messages);
+        let wire = wire_messages(&messages, 0);
         assert_eq!(wire.len(), 3);
         assert_eq!(wire[1]["content"][1]["input"], json!({"p": 1}));
         assert_eq!(wire[1]["content"][2]["input"], json!({}));
@@ -647,7 +689,7 @@ mod tests {
                 is_error: false,
             },
         ];
-        let wire = wire_messages(&messages);
+        let wire = wire_messages(&messages, 0);
         assert_eq!(wire[0]["content"][0]["text"], json!(EMPTY_PLACEHOLDER));
         assert_eq!(wire[2]["content"][0]["type"], json!("tool_result"));
         assert_eq!(wire[2]["content"][1]["text"], json!("note"));
@@ -657,6 +699,7 @@ mod tests {
     fn builds_the_request_body() {
         let request = ChatRequest {
             cache_key: None,
+            shared_head: 0,
             model: "claude".into(),
             system: "sys".into(),
             messages: vec![Message::user("hi")],
@@ -675,16 +718,6 @@ mod tests {
         assert!(body.get("temperature").is_none());
     }
 
-    fn count_marks(value: &Value) -> usize {
-        match value {
-            Value::Object(map) => {
-                usize::from(map.contains_key("cache_control")) + map.values().map(count_marks).sum::<usize>()
-            }
-            Value::Array(items) => items.iter().map(count_marks).sum(),
-            _ => 0,
-        }
-    }
-
     fn conversation(turns: usize) -> ChatRequest {
         let mut messages = vec![Message::user("task")];
         for n in 0..turns {
@@ -700,6 +733,7 @@ mod tests {
         }
         ChatRequest {
             cache_key: None,
+            shared_head: 0,
             model: "claude".into(),
             system: "sys".into(),
             messages,
@@ -737,6 +771,42 @@ mod tests {
         let mut body = wire_request(&bare, false);
         mark_cache_breakpoints(&mut body);
         assert!(body["tools"][0].get("cache_control").is_some());
+    }
+
+    #[test]
+    fn the_shared_head_of_the_task_is_a_marked_block_of_its_own() {
+        let mut request = conversation(2);
+        request.messages[0] = Message::user("# Mission\nshared\n\n# Unit u1");
+        request.shared_head = "# Mission\nshared\n\n".len();
+        let mut body = wire_request(&request, false);
+        mark_cache_breakpoints(&mut body);
+        let task = &body["messages"][0]["content"];
+        assert_eq!(task[0]["text"], json!("# Mission\nshared\n\n"));
+        assert_eq!(task[1]["text"], json!("# Unit u1"));
+        assert!(task[0].get("cache_control").is_some() && task[1].get("cache_control").is_none());
+        assert_eq!(count_marks(&body), 3);
+        // A first turn: the head and the whole task (the last message) are both marked.
+        let mut first = request.clone();
+        first.messages.truncate(1);
+        let mut body = wire_request(&first, false);
+        mark_cache_breakpoints(&mut body);
+        assert_eq!(count_marks(&body), 3, "{body}");
+        // A head that does not fit the text (too long, inside a character) leaves it whole.
+        for head in [request.messages.len() * 1000, 1_000_000, 0] {
+            let mut odd = request.clone();
+            odd.shared_head = head;
+            let body = wire_request(&odd, false);
+            assert_eq!(
+                body["messages"][0]["content"].as_array().map(Vec::len),
+                Some(1),
+                "{head}"
+            );
+        }
+        let mut accented = request.clone();
+        accented.messages[0] = Message::user("é and more");
+        accented.shared_head = 1;
+        let body = wire_request(&accented, false);
+        assert_eq!(body["messages"][0]["content"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]

@@ -104,6 +104,7 @@ mod tests {
     fn request(tool_choice: ToolChoice) -> ChatRequest {
         ChatRequest {
             cache_key: None,
+            shared_head: 0,
             model: "m".into(),
             system: String::new(),
             messages: vec![Message::user("go")],

@@ -601,6 +601,7 @@ mod tests {
     fn a_call_required_for_one_turn_changes_the_schema_not_the_prompt() {
         let mut request = ChatRequest {
             cache_key: None,
+            shared_head: 0,
             model: "m".into(),
             system: "sys".into(),
             messages: vec![Message::user("hi")],
@@ -644,6 +645,7 @@ mod tests {
     fn builds_the_request_body() {
         let request = ChatRequest {
             cache_key: None,
+            shared_head: 0,
             model: "m".into(),
             system: "sys".into(),
             messages: vec![

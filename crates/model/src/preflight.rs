@@ -27,6 +27,7 @@ pub(crate) enum Listing {
 pub(crate) fn probe_request(model: &str) -> ChatRequest {
     ChatRequest {
         cache_key: None,
+        shared_head: 0,
         model: model.to_string(),
         system: String::new(),
         messages: vec![Message::user("Reply with the word OK.")],

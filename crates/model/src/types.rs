@@ -69,6 +69,15 @@ pub struct ChatRequest {
     /// to the same prompt cache: OpenAI's `prompt_cache_key`. `None`: no key is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_key: Option<String>,
+    /// Bytes at the start of the first message that every session of the role shares (a worker's
+    /// mission objective and context, before its unit): where a prompt cache may cut so that the
+    /// sessions share it. 0: no such part. Ignored where it does not fall inside that message's text.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shared_head: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// What the model may answer with. `Required`: a tool call, never plain text — for sessions that

@@ -67,11 +67,13 @@ fn check_layout(server: &FakeServer, done: &Finished, api: &str) {
     );
     let tools = sessions.values().next().map_or(0, |turns| turns[0].tools.len());
     assert!(tools > 0);
-    // Turn by turn: each request begins with every piece of the one before.
+    // Turn by turn: each request begins with every piece of the one before (breakpoints move, and
+    // are no part of the text a cache compares).
+    let texts = |r: &SeenRequest| r.prompt.iter().map(|p| p.text.clone()).collect::<Vec<_>>();
     for (task, turns) in &sessions {
         assert!(turns.len() >= 2, "{api}: a worker takes a few turns");
         for pair in turns.windows(2) {
-            let (before, after) = (&pair[0].prompt, &pair[1].prompt);
+            let (before, after) = (texts(&pair[0]), texts(&pair[1]));
             assert!(
                 after.len() > before.len() && after[..before.len()] == before[..],
                 "{api}: the prompt of {task:?} did not grow from the turn before"
@@ -136,4 +138,19 @@ async fn workers_share_one_prefix_that_grows_turn_by_turn_anthropic() {
         let marks = request.prompt.iter().filter(|p| p.breakpoint).count();
         assert!((1..=4).contains(&marks), "{marks} breakpoints");
     }
+    // Each worker's task opens with the mission's objective and context as a marked block of its
+    // own, the same for all: the cache serves it to every worker after the first.
+    let heads: Vec<PromptPiece> = requests_of(&server, "worker")
+        .iter()
+        .filter_map(|r| r.prompt.iter().find(|p| p.text.starts_with("user:")).cloned())
+        .collect();
+    assert!(heads
+        .iter()
+        .all(|h| h.breakpoint && h.text.contains("# Mission context")));
+    assert!(
+        heads.iter().all(|h| !h.text.contains("# Your unit")),
+        "{:?}",
+        heads[0]
+    );
+    assert!(heads.windows(2).all(|w| w[0] == w[1]));
 }

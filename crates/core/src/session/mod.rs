@@ -352,6 +352,8 @@ pub struct Session {
     pub(crate) tools_ready: Option<ToolsReady>,
     /// The specialist reviewer this session is (`[review] extra`): its own system prompt.
     pub(crate) specialist: Option<String>,
+    /// See [`SessionSpec::shared_head`].
+    pub(crate) shared_head: usize,
 }
 
 /// The turns a stored conversation already spent of its current run, so a crash or kill cannot hand a
@@ -385,6 +387,7 @@ pub struct SessionSpec {
     first_message: String,
     tools_ready: Option<ToolsReady>,
     specialist: Option<String>,
+    shared_head: usize,
 }
 
 impl SessionSpec {
@@ -405,7 +408,15 @@ impl SessionSpec {
             first_message,
             tools_ready: None,
             specialist: None,
+            shared_head: 0,
         }
+    }
+
+    /// Bytes at the start of the first message every session of the role shares (see
+    /// [`orchestrator_model::ChatRequest::shared_head`]).
+    pub(crate) fn shared_head(mut self, bytes: usize) -> Self {
+        self.shared_head = bytes;
+        self
     }
 
     /// A specialist reviewer's session: the specialist's prompt instead of its role's.
@@ -446,6 +457,7 @@ impl Session {
             first_message,
             tools_ready,
             specialist,
+            shared_head,
         } = spec;
         let mut tools = toolbox.specs();
         let extra: BTreeSet<String> = extra_tools.iter().map(|t| t.name.clone()).collect();
@@ -482,6 +494,7 @@ impl Session {
             compact_floor: 0,
             tools_ready,
             specialist,
+            shared_head,
         };
         if !resumed {
             session.push(Message::user(first_message));

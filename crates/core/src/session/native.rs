@@ -579,6 +579,7 @@ impl Session {
             // Every session of a role in this mission shares its prefix (tools, system prompt, the
             // mission's objective and context): one cache key routes them to one cache.
             cache_key: Some(format!("{}:{}", rt.mission, self.role)),
+            shared_head: self.shared_head,
             max_tokens: self.settings.max_tokens,
             temperature: match stuck {
                 0 => self.settings.temperature,
@@ -710,6 +711,7 @@ impl Session {
             messages: summary_request(&plan, &self.messages),
             tools: Vec::new(),
             cache_key: Some(format!("{}:compaction", rt.mission)),
+            shared_head: 0,
             max_tokens: self.settings.max_tokens.min(4096),
             temperature: None,
             tool_choice: Default::default(),

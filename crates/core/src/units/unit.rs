@@ -380,6 +380,8 @@ impl UnitRun {
     ) -> Result<(Session, WorkerHooks), String> {
         let mission = &self.mission;
         let tools = toolbox(&tree.path, Role::Worker, &mission.config).map_err(|e| e.to_string())?;
+        let head = super::worker::mission_head(mission);
+        let shared_head = if brief.starts_with(&head) { head.len() } else { 0 };
         let extra = if can_spawn { vec![spawn_spec()] } else { Vec::new() };
         let hooks = WorkerHooks {
             mission: mission.clone(),
@@ -398,6 +400,7 @@ impl UnitRun {
             brief,
         )
         .unit(&self.unit.id)
+        .shared_head(shared_head)
         .extra_tools(extra)
         .tools_ready((!tree.is_ready()).then(|| tree.gate()));
         Ok((Session::new(&mission.rt, spec), hooks))

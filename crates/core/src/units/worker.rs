@@ -13,10 +13,21 @@ use crate::plan::parse_spawn;
 use crate::session::{error_output, ok_output, HookResult, SessionHooks, Slot};
 use crate::shared::Mission;
 
+/// What every worker of the mission is told first, byte for byte: the objective and the context.
+/// Nothing of the unit comes before its end, so a prompt cache can share it between all workers.
+pub(super) fn mission_head(mission: &Mission) -> String {
+    format!(
+        "# Objective of the mission\n{}\n\n# Mission context\n{}\n\n",
+        mission.objective, mission.context
+    )
+}
+
 pub(super) fn worker_brief(mission: &Mission, unit: &UnitSpec, can_spawn: bool) -> String {
-    let mut text = format!(
-        "# Objective of the mission\n{}\n\n# Mission context\n{}\n\n# Your unit: {} — {}\n{}\n",
-        mission.objective, mission.context, unit.id, unit.title, unit.description
+    let mut text = mission_head(mission);
+    let _ = write!(
+        text,
+        "# Your unit: {} — {}\n{}\n",
+        unit.id, unit.title, unit.description
     );
     if !unit.depends_on.is_empty() {
         let _ = writeln!(

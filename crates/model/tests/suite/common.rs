@@ -86,6 +86,7 @@ pub fn tool(name: &str) -> ToolSpec {
 pub fn simple_request() -> ChatRequest {
     ChatRequest {
         cache_key: None,
+        shared_head: 0,
         model: "fake-model".into(),
         system: "You are a test.".into(),
         messages: vec![Message::user("hi")],

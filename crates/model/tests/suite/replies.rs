@@ -144,6 +144,7 @@ fn conversation() -> ChatRequest {
     };
     ChatRequest {
         cache_key: None,
+        shared_head: 0,
         messages: vec![
             Message::user("fix the bug"),
             Message::Assistant {
