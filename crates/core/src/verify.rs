@@ -194,6 +194,7 @@ fn unconfinable(kind: &str, command: &str, tree: &str, error: &str) -> Evidence 
         tree: tree.to_string(),
         timed_out: false,
         output_tail: format!("not run: the command could not be confined ({error})"),
+        ..Default::default()
     }
 }
 
@@ -215,6 +216,7 @@ async fn run_command(
         tree: tree.to_string(),
         timed_out: false,
         output_tail: String::new(),
+        ..Default::default()
     };
     let ran = run_confined(Confined {
         command,
@@ -413,6 +415,7 @@ mod tests {
             tree: "a".repeat(40),
             timed_out: false,
             output_tail: output.into(),
+            ..Default::default()
         }
     }
 

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Evidence, HookRun, PlanAnswer, Review, Role, TokenUsage, UnitSpec, UnitState};
+use crate::{Baseline, Evidence, HookRun, PlanAnswer, Review, Role, TokenUsage, UnitSpec, UnitState};
 
 /// The phases of a mission, in order. A mission that fails its master review goes back to `Execution`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +79,15 @@ pub enum Event {
         files: usize,
         build: Option<String>,
         test: Option<String>,
+    },
+    /// The baseline (the project's commands on the base commit, once per mission) is about to run in
+    /// its own worktree; recorded first, so a run killed meanwhile runs it again.
+    BaselineStarted {
+        commit: String,
+    },
+    /// The baseline ran: what failed before any unit, and what warms the units' builds.
+    BaselineVerified {
+        baseline: Baseline,
     },
     /// Phase 0 is done: the mission context every later session receives.
     DiscoveryFinished {

@@ -126,7 +126,7 @@ impl std::fmt::Display for UnitState {
 }
 
 /// The result of running one build or test command: the evidence a review is judged on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
     /// `build` or `test`.
     pub kind: String,
@@ -139,12 +139,57 @@ pub struct Evidence {
     pub timed_out: bool,
     /// The last part of stdout and stderr, for the reviewer and the user.
     pub output_tail: String,
+    /// The tests a failing test command named as failed (from its summary; empty when it named none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_tests: Vec<String>,
+    /// Those of `failed_tests` that already failed in the mission's baseline, before any unit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline_failures: Vec<String>,
 }
 
 impl Evidence {
+    /// Exit 0 within the time limit; or a test command whose every named failure is a pre-existing
+    /// one (it failed in the baseline too), so the work is not blamed for it. A failure that names no
+    /// test (a compile error, a crash) is never excused.
     pub fn passed(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out
+        if self.timed_out {
+            return false;
+        }
+        self.exit_code == Some(0) || self.only_baseline_failures()
     }
+
+    /// A failing test command whose named failures all failed before any unit too.
+    pub fn only_baseline_failures(&self) -> bool {
+        self.exit_code.is_some()
+            && !self.failed_tests.is_empty()
+            && self
+                .failed_tests
+                .iter()
+                .all(|t| self.baseline_failures.contains(t))
+    }
+}
+
+/// The project's own build and tests on the mission's base commit, run once before any unit: what
+/// already failed there is not blamed on a unit, and its build outputs warm the units' builds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Every command passed.
+    pub passed: bool,
+    pub evidence: Vec<Evidence>,
+    /// Tests the test command named as failed: pre-existing failures.
+    #[serde(default)]
+    pub failed_tests: Vec<String>,
+    /// A command hit the verification timeout.
+    #[serde(default)]
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    /// Build-output folders (relative to a worktree: `target`, `node_modules`) copied into each
+    /// unit's worktree before its first verification; empty: units build cold.
+    #[serde(default)]
+    pub warm: Vec<String>,
+    /// Why units build cold, when they do (cache off, no ecosystem with a cache, baseline failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cold_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -295,7 +295,19 @@ impl MissionSpan {
                 }
                 self.phase_or_root().event("prescan_finished", at, attributes);
             }
-            Event::DiscoveryFinished { .. } => {}
+            Event::DiscoveryFinished { .. } | Event::BaselineStarted { .. } => {}
+            Event::BaselineVerified { baseline } => {
+                let attributes = vec![
+                    KeyValue::new("orchestrator.baseline.passed", baseline.passed),
+                    KeyValue::new("orchestrator.baseline.duration_ms", int(baseline.duration_ms)),
+                    KeyValue::new(
+                        "orchestrator.baseline.failed_tests",
+                        int(baseline.failed_tests.len() as u64),
+                    ),
+                    KeyValue::new("orchestrator.baseline.warm", baseline.warm.join(",")),
+                ];
+                self.phase_or_root().event("baseline_verified", at, attributes);
+            }
             Event::SessionStarted {
                 session,
                 role,

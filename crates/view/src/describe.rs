@@ -86,6 +86,10 @@ pub fn describe(event: &Event) -> Option<String> {
             evidence.kind,
             evidence.command,
             match (evidence.passed(), evidence.exit_code) {
+                (true, Some(code)) if code != 0 => format!(
+                    "passed but for pre-existing failures (exit {code}: {})",
+                    evidence.baseline_failures.join(", ")
+                ),
                 (true, _) => "passed".to_string(),
                 (false, Some(code)) => format!("failed (exit {code})"),
                 (false, None) if evidence.timed_out => "timed out".to_string(),
@@ -167,6 +171,13 @@ pub fn describe(event: &Event) -> Option<String> {
             notes,
         } => project_files(instructions, roles, notes),
         Event::HookRan { run } => hook_line(run),
+        Event::BaselineStarted { commit } => {
+            format!(
+                "baseline: the project's commands run once on the base commit {}",
+                commit.get(..12).unwrap_or(commit)
+            )
+        }
+        Event::BaselineVerified { baseline } => baseline_line(baseline),
         Event::UserMessage { unit, message } => {
             format!("{unit}: your message reached its worker: {}", first_line(message))
         }
@@ -202,6 +213,29 @@ fn project_files(
         parts.push(format!("passed over: {}", notes.join("; ")));
     }
     parts.join("; ")
+}
+
+/// `baseline passed in 41.2s; units start from its target` or what failed before any unit.
+fn baseline_line(baseline: &orchestrator_protocol::Baseline) -> String {
+    let seconds = baseline.duration_ms as f64 / 1000.0;
+    let verdict = if baseline.passed {
+        format!("baseline passed in {seconds:.1}s")
+    } else if baseline.timed_out {
+        format!("baseline timed out after {seconds:.1}s")
+    } else if baseline.failed_tests.is_empty() {
+        format!("baseline failed in {seconds:.1}s")
+    } else {
+        format!(
+            "baseline failed in {seconds:.1}s; pre-existing test failures, not blamed on any unit: {}",
+            baseline.failed_tests.join(", ")
+        )
+    };
+    let warm = match (&baseline.cold_reason, baseline.warm.is_empty()) {
+        (Some(why), _) => format!("units build cold: {why}"),
+        (None, true) => "units build cold".to_string(),
+        (None, false) => format!("units start from a copy of its {}", baseline.warm.join(", ")),
+    };
+    format!("{verdict}; {warm}")
 }
 
 /// `a: before_merge hook `make check` vetoed the merge (exit 1) in 0.4s: <its last line>`.

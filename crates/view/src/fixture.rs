@@ -105,6 +105,7 @@ fn evidence(kind: &str, command: &str, exit_code: i32, tail: &str) -> Evidence {
         tree: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),
         timed_out: false,
         output_tail: tail.into(),
+        ..Default::default()
     }
 }
 

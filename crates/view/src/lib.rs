@@ -61,6 +61,8 @@ pub struct MissionView {
     pub roles: BTreeMap<Role, Totals>,
     /// Stage 2: the integrated whole's build/test evidence and master reviews (by round).
     pub integration_evidence: Vec<Evidence>,
+    /// The project's commands on the base commit, before any unit: pre-existing failures, warm state.
+    pub baseline: Option<orchestrator_protocol::Baseline>,
     pub master_reviews: Vec<(u32, Review)>,
     pub notices: Vec<String>,
     /// Tokens and cost per minute from the start and per role, in time order.
@@ -360,6 +362,7 @@ impl MissionView {
                     u.branch = Some(branch.clone());
                 }
             }
+            Event::BaselineVerified { baseline } => self.baseline = Some(baseline.clone()),
             Event::EvidenceRecorded { unit, evidence } => match unit {
                 Some(unit) => {
                     if let Some(u) = self.unit_mut(unit) {
