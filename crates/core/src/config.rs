@@ -187,7 +187,30 @@ pub struct VerifyFile {
     /// and test, between them.
     pub lint: Option<String>,
     pub timeout_secs: Option<u64>,
+    /// How units' builds start warm: `auto` (a copy of the baseline's build outputs, per ecosystem)
+    /// or `off` (every unit builds cold).
+    pub cache: Option<VerifyCache>,
 }
+
+/// `[verify] cache`: where a unit's build starts from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyCache {
+    /// Each unit's worktree gets its own copy (reflink where the file system can) of the baseline's
+    /// build outputs, for the ecosystems the pre-scan finds (Cargo `target`, Node `node_modules`).
+    #[default]
+    Auto,
+    /// Every unit builds from scratch.
+    Off,
+    /// One build folder for every unit: refused (see [`SHARED_CACHE_REFUSED`]).
+    Shared,
+}
+
+/// Why a build folder shared by the units is refused.
+pub const SHARED_CACHE_REFUSED: &str = "[verify] cache = \"shared\" is refused: with one build folder for every \
+    unit, one unit's build outputs (or a build script it changed) could be what another unit's tests run, so a \
+    verdict could be about someone else's code, and a unit's sandbox would have to let it write where the others \
+    build. Use \"auto\" (each unit gets its own copy of the baseline's outputs) or \"off\".";
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -434,6 +457,8 @@ pub struct Config {
     /// Whether the plan waits for a person's approval before anything is executed.
     pub approve_plan: bool,
     pub verify_timeout: Duration,
+    /// `[verify] cache`: `Auto` or `Off` (`Shared` is refused when the config is read).
+    pub verify_cache: VerifyCache,
     pub unit_attempts: u32,
     /// Best of N: candidates per planned unit unless the plan says otherwise (1: none).
     pub candidates: u32,
@@ -564,6 +589,13 @@ pub fn user_config_path() -> Option<PathBuf> {
 }
 
 /// Merges the layers (later wins) and checks the result.
+fn verify_cache(cache: Option<VerifyCache>) -> Result<VerifyCache> {
+    match cache.unwrap_or_default() {
+        VerifyCache::Shared => Err(EngineError::Usage(SHARED_CACHE_REFUSED.into())),
+        cache => Ok(cache),
+    }
+}
+
 pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option<String>) -> Result<Config> {
     check_bounds(layers, flags)?;
     let mut merged = FileConfig::default();
@@ -613,6 +645,7 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
         no_verify: flags.no_verify.unwrap_or(false),
         approve_plan: flags.approve_plan.or(merged.approve_plan).unwrap_or(false),
         verify_timeout: Duration::from_secs(merged.verify.timeout_secs.unwrap_or(900)),
+        verify_cache: verify_cache(merged.verify.cache)?,
         unit_attempts: merged.limits.unit_attempts.unwrap_or(3),
         candidates: flags.attempts.or(merged.limits.candidates).unwrap_or(1),
         plan_attempts: merged.limits.plan_attempts.unwrap_or(3),
@@ -1388,6 +1421,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(verify.test);
     take!(verify.lint);
     take!(verify.timeout_secs);
+    take!(verify.cache);
     take!(limits.unit_attempts);
     take!(limits.plan_attempts);
     take!(limits.merge_attempts);

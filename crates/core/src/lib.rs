@@ -5,6 +5,7 @@
 //! does is reported as [`orchestrator_protocol::Event`]s on that bus.
 
 mod approval;
+mod baseline;
 mod checked;
 mod clean;
 mod client;

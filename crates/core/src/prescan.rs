@@ -102,6 +102,20 @@ pub fn detect_commands(root: &Path) -> (Option<String>, Option<String>) {
     (None, ci_test_command(root))
 }
 
+/// The build-output folders a unit's worktree may start from, per ecosystem found at the root: Cargo's
+/// `target` (its fingerprints rebuild what a unit changed) and Node's `node_modules` (installed once).
+/// Go keeps its cache outside the repository and needs nothing here.
+pub fn cache_dirs(root: &Path) -> Vec<&'static str> {
+    let mut dirs = Vec::new();
+    if root.join("Cargo.toml").is_file() {
+        dirs.push("target");
+    }
+    if root.join("package.json").is_file() {
+        dirs.push("node_modules");
+    }
+    dirs
+}
+
 /// Test invocations a CI file may run, as the start of a command.
 const CI_TEST_COMMANDS: &[&str] = &[
     "cargo test",

@@ -118,6 +118,8 @@ pub struct Replay {
     pub phase: Option<Phase>,
     pub round: u32,
     pub verify: Option<(Option<String>, Option<String>)>,
+    /// The mission's baseline, once it ran: never run again.
+    pub baseline: Option<orchestrator_protocol::Baseline>,
     pub context: Option<String>,
     pub plans: BTreeMap<u32, Vec<UnitSpec>>,
     pub units: HashMap<String, UnitRecord>,
@@ -168,6 +170,7 @@ impl Replay {
             }
             Event::PreScanFinished { build, test, .. } => self.verify = Some((build.clone(), test.clone())),
             Event::DiscoveryFinished { context } => self.context = Some(context.clone()),
+            Event::BaselineVerified { baseline } => self.baseline = Some(baseline.clone()),
             Event::PlanAccepted { round, units } => {
                 self.plans.insert(*round, units.clone());
                 for unit in units {

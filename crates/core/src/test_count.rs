@@ -66,9 +66,81 @@ pub(crate) fn tests_ran(output: &str) -> Option<u64> {
     total
 }
 
+/// What the common runners print for each failed test, the name captured as `name`.
+static FAILURES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        // libtest: `test tests::adds ... FAILED`, and the list under `failures:` at the end.
+        r"^test (?P<name>\S+) \.\.\. FAILED\s*$",
+        r"^    (?P<name>[A-Za-z_][\w:]*)\s*$",
+        // pytest: `FAILED tests/test_a.py::test_x - AssertionError`.
+        r"^FAILED (?P<name>\S+)",
+        // unittest: `FAIL: test_x (pkg.TestCase.test_x)`, `ERROR: test_y (pkg.T)`.
+        r"^(?:FAIL|ERROR): (?P<name>\S+ \([^)]*\))",
+        // go test: `--- FAIL: TestX (0.00s)`.
+        r"^\s*--- FAIL: (?P<name>\S+)",
+    ]
+    .iter()
+    .map(|p| Regex::new(p).unwrap_or_else(|e| panic!("bad failure pattern {p}: {e}")))
+    .collect()
+});
+
+/// Most failed-test names kept from one output: a flood of lines is not a flood of memory.
+const MAX_FAILED_NAMES: usize = 200;
+
+/// The tests a test command's output names as failed, sorted and without repeats. The libtest
+/// `failures:` list is only read after its heading, so an indented line elsewhere is not a name.
+pub(crate) fn failed_tests(output: &str) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut in_failures = false;
+    for line in output.lines() {
+        if line == "failures:" {
+            in_failures = true;
+            continue;
+        }
+        if in_failures && !line.is_empty() && !line.starts_with("    ") {
+            in_failures = false;
+        }
+        for (i, pattern) in FAILURES.iter().enumerate() {
+            // The indented list pattern applies only inside a `failures:` block.
+            if i == 1 && !in_failures {
+                continue;
+            }
+            if let Some(name) = pattern.captures(line).and_then(|c| c.name("name")) {
+                if names.len() < MAX_FAILED_NAMES {
+                    names.insert(name.as_str().to_string());
+                }
+                break;
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_common_runners_failures_are_named() {
+        let cargo = "running 2 tests\ntest tests::adds ... ok\ntest tests::subs ... FAILED\n\nfailures:\n\n---- tests::subs stdout ----\npanicked\n\nfailures:\n    tests::subs\n    tests::muls\n\ntest result: FAILED. 1 passed; 2 failed\n";
+        assert_eq!(failed_tests(cargo), vec!["tests::muls", "tests::subs"]);
+        assert_eq!(
+            failed_tests("FAILED tests/test_a.py::test_x - AssertionError\n"),
+            vec!["tests/test_a.py::test_x"]
+        );
+        assert_eq!(
+            failed_tests("FAIL: test_mul (test_calc.T.test_mul)\n"),
+            vec!["test_mul (test_calc.T.test_mul)"]
+        );
+        assert_eq!(failed_tests("--- FAIL: TestAdd (0.00s)\n"), vec!["TestAdd"]);
+        assert!(failed_tests("error[E0425]: cannot find value\n    some_code\n").is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_failures_is_bounded() {
+        let flood: String = (0..10_000).map(|i| format!("--- FAIL: T{i}\n")).collect();
+        assert_eq!(failed_tests(&flood).len(), MAX_FAILED_NAMES);
+    }
 
     #[test]
     fn the_common_runners_summaries_are_counted() {

@@ -28,6 +28,9 @@ pub struct Verifier {
     pub permits: Semaphore,
     /// Verification runs the agents' code, so it is confined like their own commands.
     pub sandbox: crate::config::SandboxSettings,
+    /// The mission's baseline, awaited before the first command: its pre-existing test failures
+    /// and the build outputs a worktree starts from. `None` for the baseline's own run.
+    pub baseline: Option<crate::baseline::Ready>,
 }
 
 /// A worktree being put back to the verified commit in the background; see
@@ -84,6 +87,17 @@ impl Verifier {
             return Ok((Vec::new(), None));
         }
         let (head, tree) = worktree.head_and_tree().await.map_err(|e| e.to_string())?;
+        let known = match &self.baseline {
+            Some(baseline) => tokio::select! {
+                known = baseline.clone() => Some(known),
+                _ = cancel.cancelled() => return Err("cancelled".into()),
+            },
+            None => None,
+        };
+        if let Some(known) = &known {
+            crate::baseline::warm_up(worktree.path(), known).await;
+        }
+        let env = isolated_env(worktree.path());
         let mut evidence = Vec::new();
         // One sandbox for the build and the test: they share the worktree and a temp folder.
         let sandbox = self.sandbox.sandbox(Some(worktree.path()));
@@ -92,20 +106,20 @@ impl Verifier {
             let permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
             let record = match &sandbox {
                 Ok(sandbox) => {
-                    run_command(
-                        kind,
-                        command,
-                        worktree.path(),
-                        &tree,
-                        self.timeout,
+                    let run = Run {
+                        dir: worktree.path(),
+                        tree: &tree,
+                        timeout: self.timeout,
                         sandbox,
                         cancel,
-                    )
-                    .await
+                        env: &env,
+                    };
+                    run_command(kind, command, run).await
                 }
                 Err(e) => unconfinable(kind, command, &tree, e),
             };
             drop(permit);
+            let record = name_failures(record, known.as_deref());
             let passed = record.passed();
             evidence.push(record);
             if !passed || cancel.is_cancelled() {
@@ -130,6 +144,30 @@ impl Verifier {
     }
 }
 
+/// Variables that keep a verification's builds in its own worktree: the user's `CARGO_TARGET_DIR`
+/// (allow-listed for the agents' shells) would make every unit build into one folder, and a unit's
+/// verdict could then be about another unit's outputs; its sandbox would refuse it anyway.
+fn isolated_env(worktree: &Path) -> Vec<(&'static str, String)> {
+    vec![("CARGO_TARGET_DIR", worktree.join("target").display().to_string())]
+}
+
+/// A failing test command's named failures, and which of them the baseline saw fail too.
+fn name_failures(mut record: Evidence, known: Option<&crate::baseline::Known>) -> Evidence {
+    if record.kind != "test" || record.exit_code == Some(0) || record.timed_out {
+        return record;
+    }
+    record.failed_tests = crate::test_count::failed_tests(&record.output_tail);
+    if let Some(known) = known {
+        record.baseline_failures = record
+            .failed_tests
+            .iter()
+            .filter(|t| known.failures.contains(t))
+            .cloned()
+            .collect();
+    }
+    record
+}
+
 pub fn all_passed(evidence: &[Evidence]) -> bool {
     evidence.iter().all(Evidence::passed)
 }
@@ -148,12 +186,13 @@ pub fn describe(evidence: &[Evidence]) -> String {
                 (None, _) => "killed".to_string(),
             };
             format!(
-                "{}: `{}` → {status} in {} ms (tree {}){}\n{}",
+                "{}: `{}` → {status} in {} ms (tree {}){}{}\n{}",
                 e.kind,
                 e.command,
                 e.duration_ms,
                 short(&e.tree),
                 tests_counted(e),
+                pre_existing(e),
                 if e.passed() {
                     String::new()
                 } else {
@@ -163,6 +202,36 @@ pub fn describe(evidence: &[Evidence]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// For a test command that failed only on tests that failed on the base commit too: that it counts
+/// as passed, and which they were.
+fn pre_existing(evidence: &Evidence) -> String {
+    if evidence.baseline_failures.is_empty() || evidence.exit_code == Some(0) {
+        return String::new();
+    }
+    if !evidence.only_baseline_failures() {
+        let new: Vec<&str> = evidence
+            .failed_tests
+            .iter()
+            .filter(|t| !evidence.baseline_failures.contains(t))
+            .map(String::as_str)
+            .collect();
+        return format!(
+            "; pre-existing failures (they failed before any unit): {}; new failures: {}",
+            evidence.baseline_failures.join(", "),
+            if new.is_empty() {
+                "none named".into()
+            } else {
+                new.join(", ")
+            }
+        );
+    }
+    format!(
+        "; counted as passed: every failed test is a pre-existing failure (it failed on the mission's \
+         base commit before any unit): {}",
+        evidence.baseline_failures.join(", ")
+    )
 }
 
 /// For a passing test command whose output says how many tests ran: that number, and a plain
@@ -198,15 +267,25 @@ fn unconfinable(kind: &str, command: &str, tree: &str, error: &str) -> Evidence 
     }
 }
 
-async fn run_command(
-    kind: &str,
-    command: &str,
-    dir: &Path,
-    tree: &str,
+/// Where and how one verification command runs.
+struct Run<'a> {
+    dir: &'a Path,
+    tree: &'a str,
     timeout: Duration,
-    sandbox: &orchestrator_sandbox::Sandbox,
-    cancel: &CancellationToken,
-) -> Evidence {
+    sandbox: &'a orchestrator_sandbox::Sandbox,
+    cancel: &'a CancellationToken,
+    env: &'a [(&'a str, String)],
+}
+
+async fn run_command(kind: &str, command: &str, run: Run<'_>) -> Evidence {
+    let Run {
+        dir,
+        tree,
+        timeout,
+        sandbox,
+        cancel,
+        env,
+    } = run;
     let started = Instant::now();
     let mut evidence = Evidence {
         kind: kind.to_string(),
@@ -224,7 +303,7 @@ async fn run_command(
         timeout,
         sandbox,
         cancel,
-        env: &[],
+        env,
         stdin: None,
     })
     .await;
@@ -442,6 +521,26 @@ mod tests {
         }
     }
 
+    async fn run_command_at(
+        kind: &str,
+        command: &str,
+        dir: &Path,
+        tree: &str,
+        timeout: Duration,
+        sandbox: &orchestrator_sandbox::Sandbox,
+        cancel: &CancellationToken,
+    ) -> Evidence {
+        let run = Run {
+            dir,
+            tree,
+            timeout,
+            sandbox,
+            cancel,
+            env: &[],
+        };
+        run_command(kind, command, run).await
+    }
+
     fn confined(dir: &Path) -> orchestrator_sandbox::Sandbox {
         crate::config::SandboxSettings::default()
             .sandbox(Some(dir))
@@ -454,7 +553,7 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let cancel = CancellationToken::new();
         let planted = outside.path().join("planted");
-        let escape = run_command(
+        let escape = run_command_at(
             "test",
             &format!("echo built > ok.txt && echo x > {}", planted.display()),
             dir.path(),
@@ -481,7 +580,7 @@ mod tests {
     async fn records_exit_code_output_and_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let cancel = CancellationToken::new();
-        let ok = run_command(
+        let ok = run_command_at(
             "test",
             "echo out; echo err >&2; exit 3",
             dir.path(),
@@ -498,7 +597,7 @@ mod tests {
             ok.output_tail
         );
         assert!(!ok.passed());
-        let slow = run_command(
+        let slow = run_command_at(
             "test",
             "sleep 30",
             dir.path(),
@@ -527,6 +626,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             permits: Semaphore::new(1),
             sandbox: Default::default(),
+            baseline: None,
         };
         let cancel = CancellationToken::new();
         let (evidence, restore) = verifier.verify_restoring_later(&worktree, &cancel).await.unwrap();
@@ -551,6 +651,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             permits: Semaphore::new(1),
             sandbox: Default::default(),
+            baseline: None,
         };
         let (evidence, restore) = idle.verify_restoring_later(&worktree, &cancel).await.unwrap();
         assert!(evidence.is_empty() && restore.is_none());
@@ -561,7 +662,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cancel = CancellationToken::new();
         // The daemon holds the output pipe: without the supervisor this would wait for the timeout.
-        let evidence = run_command(
+        let evidence = run_command_at(
             "test",
             "setsid sleep 300 & echo $! > daemon.pid; echo ok",
             dir.path(),

@@ -91,6 +91,26 @@ pub(super) async fn drive(
             (context, build, test)
         }
     };
+    let build = config.verify_build.clone().or(build);
+    let lint = config.verify_lint.clone();
+    let test = config.verify_test.clone().or(test);
+    // Runs while the plan is made; the units' verification waits for it.
+    let baseline = crate::baseline::start(
+        crate::baseline::Plan {
+            repo: repo.clone(),
+            dir: setup.worktrees.join("baseline"),
+            base: setup.base.clone(),
+            build: build.clone(),
+            lint: lint.clone(),
+            test: test.clone(),
+            timeout: config.verify_timeout,
+            sandbox: config.sandbox.clone(),
+            cache: config.verify_cache,
+            bus: rt.bus.clone(),
+            cancel: rt.cancel.clone(),
+        },
+        replay.baseline.as_ref(),
+    );
     let plan = match replay.plans.get(&1) {
         Some(plan) => plan.clone(),
         None => {
@@ -110,12 +130,13 @@ pub(super) async fn drive(
         }
     };
     let verifier = Verifier {
-        build: config.verify_build.clone().or(build),
-        lint: config.verify_lint.clone(),
-        test: config.verify_test.clone().or(test),
+        build,
+        lint,
+        test,
         timeout: config.verify_timeout,
         permits: Semaphore::new(config.max_parallel_verify),
         sandbox: config.sandbox.clone(),
+        baseline: Some(baseline),
     };
     verifier_notice(&rt, &verifier);
     let mission = Arc::new(Mission {

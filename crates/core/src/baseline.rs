@@ -1,0 +1,215 @@
+//! The mission's baseline: the project's build, lint and test commands run once on the base commit,
+//! in a worktree of their own, before any unit is verified. Tests that fail there are pre-existing
+//! failures no unit is blamed for; the build outputs it leaves (Cargo's `target`, Node's
+//! `node_modules`) are copied into each unit's worktree before its first verification, so units
+//! build incrementally instead of cold.
+//!
+//! What is shared, and why it cannot leak: each unit gets its own copy, inside its own worktree
+//! (the only place its sandbox lets it write), made from the baseline's folder, which no unit can
+//! write. A copy is a reflink where the file system can (same blocks until either side writes),
+//! else a full copy; never hard links, which Cargo and npm rewrite in place, so one unit's build
+//! would rewrite another's outputs (and the baseline's).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use orchestrator_git::Repo;
+use orchestrator_protocol::{Baseline, Event};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SandboxSettings, VerifyCache};
+use crate::events::EventBus;
+use crate::verify::Verifier;
+
+/// What the units' verification takes from the baseline once it is over.
+#[derive(Debug, Default)]
+pub struct Known {
+    /// Tests that failed on the base commit.
+    pub failures: Vec<String>,
+    /// Build-output folders to copy into a unit's worktree: (path inside a worktree, the baseline's copy).
+    pub warm: Vec<(String, PathBuf)>,
+}
+
+/// The baseline as the verifier awaits it: resolved once the baseline is over (or known from an
+/// earlier run). Verification of a unit waits for it, so no unit starts its build before the copy
+/// it would start from exists.
+pub type Ready = Shared<BoxFuture<'static, Arc<Known>>>;
+
+/// A baseline already resolved (no commands, or a test).
+pub fn ready(known: Known) -> Ready {
+    futures::future::ready(Arc::new(known)).boxed().shared()
+}
+
+/// What running the baseline needs.
+pub struct Plan {
+    pub repo: Repo,
+    /// Where the baseline's worktree goes.
+    pub dir: PathBuf,
+    pub base: String,
+    pub build: Option<String>,
+    pub lint: Option<String>,
+    pub test: Option<String>,
+    pub timeout: Duration,
+    pub sandbox: SandboxSettings,
+    pub cache: VerifyCache,
+    pub bus: EventBus,
+    pub cancel: CancellationToken,
+}
+
+/// Starts the baseline in the background, or takes the one an earlier run recorded (not run again:
+/// its worktree went with that run, so units then build cold).
+pub fn start(plan: Plan, recorded: Option<&Baseline>) -> Ready {
+    if let Some(recorded) = recorded {
+        return ready(Known {
+            failures: recorded.failed_tests.clone(),
+            warm: Vec::new(),
+        });
+    }
+    if plan.build.is_none() && plan.lint.is_none() && plan.test.is_none() {
+        return ready(Known::default());
+    }
+    let task = tokio::spawn(run(plan));
+    async move { Arc::new(task.await.unwrap_or_default()) }
+        .boxed()
+        .shared()
+}
+
+async fn run(plan: Plan) -> Known {
+    // Recorded before it runs: a run killed meanwhile finds no result and runs it again.
+    plan.bus.emit(Event::BaselineStarted {
+        commit: plan.base.clone(),
+    });
+    let started = Instant::now();
+    let worktree = match plan.repo.add_detached_worktree(&plan.dir, &plan.base).await {
+        Ok(worktree) => worktree,
+        Err(e) => {
+            plan.bus.emit(Event::Notice {
+                message: format!("the baseline could not run (its worktree: {e}); units build cold"),
+            });
+            return Known::default();
+        }
+    };
+    let verifier = Verifier {
+        build: plan.build.clone(),
+        lint: plan.lint.clone(),
+        test: plan.test.clone(),
+        timeout: plan.timeout,
+        permits: Semaphore::new(1),
+        sandbox: plan.sandbox.clone(),
+        baseline: None,
+    };
+    let evidence = match verifier.verify(&worktree, &plan.cancel).await {
+        Ok(evidence) => evidence,
+        Err(e) => {
+            plan.bus.emit(Event::Notice {
+                message: format!("the baseline could not run ({e}); units build cold"),
+            });
+            return Known::default();
+        }
+    };
+    if plan.cancel.is_cancelled() {
+        return Known::default();
+    }
+    let failed_tests = evidence
+        .iter()
+        .filter(|e| e.kind == "test" && !e.passed())
+        .flat_map(|e| e.failed_tests.clone())
+        .collect::<Vec<_>>();
+    let (warm, cold_reason) = warm_folders(&plan, worktree.path(), &evidence).await;
+    let baseline = Baseline {
+        passed: evidence.iter().all(|e| e.passed()),
+        timed_out: evidence.iter().any(|e| e.timed_out),
+        evidence,
+        failed_tests: failed_tests.clone(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        warm: warm.iter().map(|(rel, _)| rel.clone()).collect(),
+        cold_reason,
+    };
+    plan.bus.emit(Event::BaselineVerified { baseline });
+    Known {
+        failures: failed_tests,
+        warm,
+    }
+}
+
+/// The baseline's build-output folders units may start from, or why they build cold. Only a folder
+/// git ignores: a copy of one it tracks would be swept into the unit's next commit.
+async fn warm_folders(
+    plan: &Plan,
+    root: &Path,
+    evidence: &[orchestrator_protocol::Evidence],
+) -> (Vec<(String, PathBuf)>, Option<String>) {
+    if plan.cache == VerifyCache::Off {
+        return (Vec::new(), Some("[verify] cache = \"off\"".into()));
+    }
+    let built = evidence.iter().find(|e| e.kind == "build");
+    if built.is_some_and(|b| b.timed_out) {
+        return (Vec::new(), Some("the baseline build timed out".into()));
+    }
+    if built.is_some_and(|b| !b.passed()) {
+        return (Vec::new(), Some("the baseline build failed".into()));
+    }
+    let mut warm = Vec::new();
+    for rel in crate::prescan::cache_dirs(root) {
+        let path = root.join(rel);
+        if path.is_dir() && ignored_by_git(root, rel).await {
+            warm.push((rel.to_string(), path));
+        }
+    }
+    let reason = warm
+        .is_empty()
+        .then(|| "no git-ignored build-output folder (Cargo target, node_modules) to start from".into());
+    (warm, reason)
+}
+
+async fn ignored_by_git(root: &Path, rel: &str) -> bool {
+    tokio::process::Command::new("git")
+        .args(["check-ignore", "-q", &format!("{rel}/")])
+        .current_dir(root)
+        .status()
+        .await
+        .is_ok_and(|s| s.success())
+}
+
+/// Copies the baseline's build-output folders into `worktree` where it has none yet (a folder a
+/// previous verification there built is newer than the baseline's). Copied beside the worktree (never
+/// inside, where a commit could sweep it up) and renamed in, so a run killed mid-copy leaves no half
+/// folder that looks whole: a truncated file with a fresh time would look built. A copy that fails
+/// leaves the unit to build cold, with a warning: it never fails the unit.
+pub async fn warm_up(worktree: &Path, known: &Known) {
+    for (rel, source) in &known.warm {
+        let target = worktree.join(rel);
+        if target.exists() {
+            continue;
+        }
+        let mut name = worktree.as_os_str().to_owned();
+        name.push(format!(".{rel}.copy"));
+        let partial = PathBuf::from(name);
+        let _ = tokio::fs::remove_dir_all(&partial).await;
+        // coreutils' cp: reflinks where the file system supports them, else copies; keeps times,
+        // which Cargo's and npm's freshness checks compare.
+        let copied = tokio::process::Command::new("cp")
+            .args(["-a", "--reflink=auto"])
+            .arg(source)
+            .arg(&partial)
+            .status()
+            .await;
+        match copied {
+            Ok(status) if status.success() => {
+                if let Err(e) = tokio::fs::rename(&partial, &target).await {
+                    tracing::warn!("cannot move the copy of {rel} into place: {e}");
+                }
+            }
+            other => {
+                tracing::warn!(
+                    "cannot copy the baseline's {rel} into {}: {other:?}",
+                    worktree.display()
+                );
+                let _ = tokio::fs::remove_dir_all(&partial).await;
+            }
+        }
+    }
+}
