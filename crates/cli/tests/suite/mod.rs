@@ -1,6 +1,7 @@
 //! One module per test file, all in the one test binary of `../all.rs`.
 
 mod approval;
+mod baseline;
 mod bounds;
 mod budget;
 mod caching;

@@ -1,0 +1,243 @@
+//! The mission's baseline (issue #19): the project's commands run once on the base commit before
+//! any unit. A test that already failed there does not fail a unit, one the unit breaks does; each
+//! unit's worktree starts from a copy of the baseline's build outputs (`[verify] cache = "auto"`),
+//! which no unit can write; a resume does not run it again; a baseline that hangs is cut off at
+//! the verification timeout and the units build cold.
+
+use serde_json::Value;
+
+use super::durability::crash_then_resume;
+use super::support::*;
+use orchestrator_fake_model::script::{role_of, PlanUnit, Script};
+use orchestrator_fake_model::SeenRequest;
+
+/// Says whether it started from a copy (`warm from <who built it>`) or from nothing (`cold`), then
+/// stamps its output with the worktree's folder name (`baseline`, `a`, `integration`, …). It shows
+/// the `CARGO_TARGET_DIR` it got first.
+const BUILD: &str = "echo \"target dir: $CARGO_TARGET_DIR\"\n\
+if [ -f target/stamp ]; then echo \"warm from $(cat target/stamp)\"; else echo cold; fi\n\
+mkdir -p target && basename \"$PWD\" > target/stamp\n";
+
+/// libtest-like output: `tests::old` fails while `old_bug` exists, `tests::new` while `new_bug` does.
+const TEST: &str = "failed=0\n\
+for t in old new; do if [ -f ${t}_bug ]; then echo \"test tests::$t ... FAILED\"; failed=1; else echo \"test tests::$t ... ok\"; fi; done\n\
+exit $failed\n";
+
+/// A Cargo project as the pre-scan sees it (its `target` is the build-output folder), built by
+/// shell scripts so the tests stay fast.
+fn project(extra_config: &str, files: &[(&str, &str)]) -> TestRepo {
+    let config = format!(
+        "[verify]\nbuild = \"sh build.sh\"\ntest = \"sh test.sh\"\n{extra_config}\n[limits]\nunit_attempts = 1\n"
+    );
+    let mut all = vec![
+        ("orchestrator.toml", config.as_str()),
+        ("Cargo.toml", "[package]\nname = \"demo\"\nversion = \"0.1.0\"\n"),
+        (".gitignore", "target/\n"),
+        ("build.sh", BUILD),
+        ("test.sh", TEST),
+    ];
+    all.extend_from_slice(files);
+    TestRepo::new(&all)
+}
+
+fn one_unit(directives: &str) -> Script {
+    Script {
+        plan: vec![PlanUnit::new("a", "A", directives, &[])],
+        ..Script::default()
+    }
+}
+
+/// The evidence recorded for `unit` (`None`: the integrated whole) of one kind.
+fn evidence(events: &[Value], unit: Option<&str>, kind: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "evidence_recorded" && e["unit"].as_str() == unit)
+        .map(|e| e["evidence"].clone())
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+fn tail(evidence: &Value) -> &str {
+    evidence["output_tail"].as_str().unwrap_or_default()
+}
+
+fn unit_state(finished: &Finished, unit: &str) -> Option<String> {
+    finished
+        .events_of("unit_state")
+        .into_iter()
+        .filter(|e| e["unit"] == unit)
+        .filter_map(|e| e["state"].as_str().map(str::to_string))
+        .last()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_existing_failure_does_not_fail_a_unit_and_the_unit_builds_warm() {
+    let repo = project("", &[("old_bug", "broken before any unit\n")]);
+    let server = fake(one_unit("FILE a.txt := a\\n")).await;
+    // The user's own target folder would make every unit build into one: it does not reach them.
+    let finished = Run::task("Add a")
+        .arg("--json")
+        .env("CARGO_TARGET_DIR", "/tmp/one-target-for-all")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    finished.assert_code(0);
+
+    // Once, recorded before it ran, with the failure it found and the folder units start from.
+    assert_eq!(finished.events_of("baseline_started").len(), 1);
+    let verified = finished.events_of("baseline_verified");
+    assert_eq!(verified.len(), 1, "{verified:?}");
+    let baseline = &verified[0]["baseline"];
+    assert_eq!(baseline["passed"], false);
+    assert_eq!(baseline["failed_tests"], serde_json::json!(["tests::old"]));
+    assert_eq!(baseline["warm"], serde_json::json!(["target"]));
+    let events = finished.events();
+    let started = events.iter().position(|e| e["type"] == "baseline_started");
+    let first_evidence = events.iter().position(|e| e["type"] == "evidence_recorded");
+    assert!(started < first_evidence, "recorded before any verification");
+
+    // The unit's build started from the baseline's outputs; its failing test is excused by name.
+    let build = evidence(&events, Some("a"), "build");
+    assert!(tail(&build[0]).contains("warm from baseline"), "{build:?}");
+    assert!(tail(&build[0]).contains("target dir: target\n"), "{build:?}");
+    let test = evidence(&events, Some("a"), "test");
+    assert_eq!(test[0]["exit_code"], 1);
+    assert_eq!(test[0]["baseline_failures"], serde_json::json!(["tests::old"]));
+    assert_eq!(unit_state(&finished, "a").as_deref(), Some("passed"));
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a\n"));
+
+    // The reviewer is told the failure is pre-existing.
+    let review = requests_of(&server, "reviewer");
+    assert!(
+        review
+            .iter()
+            .any(|r| has_user_message(r, "pre-existing failure") && has_user_message(r, "tests::old")),
+        "the reviewer sees why the failing test did not fail the unit"
+    );
+    let logs = Run::cmd(&["logs"]).run(&repo).await;
+    assert!(
+        logs.stdout
+            .contains("pre-existing test failures, not blamed on any unit: tests::old")
+            && logs.stdout.contains("units start from a copy of its target"),
+        "{}",
+        logs.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_the_unit_newly_breaks_fails_it_beside_a_pre_existing_one() {
+    let repo = project("", &[("old_bug", "broken before any unit\n")]);
+    let server = fake(one_unit("FILE new_bug := the unit broke this\\n")).await;
+    let finished = Run::task("Break it")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_ne!(finished.code, Some(0), "not sealed");
+    let test = evidence(&finished.events(), Some("a"), "test");
+    assert_eq!(
+        test[0]["failed_tests"],
+        serde_json::json!(["tests::new", "tests::old"])
+    );
+    assert_eq!(test[0]["baseline_failures"], serde_json::json!(["tests::old"]));
+    assert_eq!(unit_state(&finished, "a").as_deref(), Some("failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cache_off_a_unit_builds_cold_and_a_shared_cache_is_refused() {
+    let repo = project("cache = \"off\"", &[]);
+    let server = fake(one_unit("FILE a.txt := a\\n")).await;
+    let finished = Run::task("Add a").arg("--json").openai(&server).run(&repo).await;
+    finished.assert_code(0);
+    let baseline = &finished.events_of("baseline_verified")[0]["baseline"];
+    assert_eq!(baseline["passed"], true);
+    assert_eq!(baseline["warm"], serde_json::json!([]));
+    assert_eq!(baseline["cold_reason"], "[verify] cache = \"off\"");
+    let build = evidence(&finished.events(), Some("a"), "build");
+    assert!(tail(&build[0]).contains("\ncold"), "{build:?}");
+
+    let shared = project("cache = \"shared\"", &[]);
+    let refused = Run::task("Add a").openai(&server).run(&shared).await;
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("cache = \"shared\" is refused") && refused.stderr.contains("another unit"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_baseline_is_cut_off_and_the_units_build_cold() {
+    // Hangs on the base commit only: the unit adds a.txt.
+    let hanging = format!("[ -f a.txt ] || sleep 600\n{BUILD}");
+    let repo = project("timeout_secs = 2", &[("build.sh", &hanging)]);
+    let server = fake(one_unit("FILE a.txt := a\\n")).await;
+    let finished = Run::task("Add a").arg("--json").openai(&server).run(&repo).await;
+    finished.assert_code(0);
+    let baseline = &finished.events_of("baseline_verified")[0]["baseline"];
+    assert_eq!(baseline["timed_out"], true);
+    assert_eq!(baseline["cold_reason"], "the baseline build timed out");
+    let build = evidence(&finished.events(), Some("a"), "build");
+    assert!(tail(&build[0]).contains("\ncold"), "{build:?}");
+    let logs = Run::cmd(&["logs"]).run(&repo).await;
+    assert!(
+        logs.stdout.contains("baseline timed out") && logs.stdout.contains("units build cold"),
+        "{}",
+        logs.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_cannot_write_into_the_baselines_or_another_units_copy() {
+    // The worker rewrites the build to stamp the baseline's outputs and its sibling's copy.
+    let evil = "for d in ../../baseline/target ../b/target; do (echo pwned > $d/stamp) 2>/dev/null || echo \"denied $d\"; done\\n";
+    let repo = project("", &[]);
+    let script = Script {
+        plan: vec![
+            PlanUnit::new(
+                "a",
+                "A",
+                &format!("FILE build.sh := {evil}\nFILE a.txt := a\\n"),
+                &[],
+            ),
+            PlanUnit::new("b", "B", "FILE b.txt := b\\n", &["a"]),
+        ],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let finished = Run::task("Try").arg("--json").openai(&server).run(&repo).await;
+    finished.assert_code(0);
+    let events = finished.events();
+    let a = evidence(&events, Some("a"), "build");
+    assert!(tail(&a[0]).contains("denied ../../baseline/target"), "{a:?}");
+    // b starts after a merged, from the baseline's untouched copy.
+    let b = evidence(&events, Some("b"), "build");
+    assert!(!tail(&b[0]).contains("pwned"), "{b:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_does_not_run_a_recorded_baseline_again() {
+    let repo = project("", &[("old_bug", "broken before any unit\n")]);
+    // Killed at the first review: the unit's verification (after the baseline) is over by then.
+    let when = |r: &SeenRequest| role_of(r) == "reviewer";
+    let (server, _) = crash_then_resume(Box::new(when), one_unit("FILE a.txt := a\\n"), &repo).await;
+    let resumed = Run::cmd(&["resume", "--json"]).openai(&server).run(&repo).await;
+    resumed.assert_code(0);
+    assert!(resumed.events_of("baseline_started").is_empty());
+    let logs = Run::cmd(&["logs", "--json"]).run(&repo).await;
+    let kinds: Vec<String> = logs
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| {
+            let kind = e["type"].as_str().or(e["event"]["type"].as_str())?;
+            Some(kind.to_string())
+        })
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "baseline_started").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| *k == "baseline_verified").count(), 1);
+    // The recorded failure still excuses the unit after the resume.
+    assert_eq!(unit_state(&resumed, "a").as_deref(), Some("passed"));
+}
