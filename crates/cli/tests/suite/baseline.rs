@@ -67,7 +67,7 @@ fn unit_state(finished: &Finished, unit: &str) -> Option<String> {
         .into_iter()
         .filter(|e| e["unit"] == unit)
         .filter_map(|e| e["state"].as_str().map(str::to_string))
-        .last()
+        .next_back()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
