@@ -5,6 +5,7 @@
 //! It is a program, not a test: nothing here asserts a timing. The smoke test only checks that one
 //! tiny scenario runs end to end and yields a well-formed report.
 
+pub mod builds;
 pub mod caching;
 pub mod child;
 pub mod machine;

@@ -49,6 +49,11 @@ struct Args {
     /// Also write every measurement as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Only the builds benchmark: a mission of this many units on a real Rust crate, its units
+    /// building cold (`[verify] cache = "off"`) and warm (`"auto"`), against one cold build plus as
+    /// many incremental ones. Needs the registry once (`cargo fetch`).
+    #[arg(long)]
+    builds: Option<usize>,
     /// Keep each mission's stdout and stderr in this folder (with ORCHESTRATOR_LOG=debug: git timings).
     #[arg(long)]
     keep_logs: Option<PathBuf>,
@@ -75,12 +80,37 @@ async fn caching(orchestrator: &std::path::Path, units: usize) -> Result<()> {
     Ok(())
 }
 
+/// `--builds N`: verification of N units on a real Rust crate, cold and warm (issue #19).
+async fn builds(orchestrator: &std::path::Path, units: usize, json: Option<&std::path::Path>) -> Result<()> {
+    let progress = |line: &str| eprintln!("[bench] {line}");
+    let machine = orchestrator_bench::machine::Machine::detect(orchestrator);
+    let builds = orchestrator_bench::builds::run(orchestrator, units, &progress).await?;
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&builds)?)?;
+    }
+    println!(
+        "{} · {} ({} CPUs, {:.1} GiB) · Linux {} · {} · load before: {}\n",
+        machine.date,
+        machine.cpu,
+        machine.nproc,
+        machine.ram_gib,
+        machine.kernel,
+        machine.commit,
+        machine.load_before
+    );
+    print!("{}", orchestrator_bench::builds::markdown(&builds));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let orchestrator = locate_orchestrator(args.orchestrator.as_deref())?;
     if let Some(units) = args.caching_units {
         return caching(&orchestrator, units).await;
+    }
+    if let Some(units) = args.builds {
+        return builds(&orchestrator, units, args.json.as_deref()).await;
     }
     let (opencode, opencode_note) = match args.opencode.as_str() {
         "off" => (None, Some("skipped with --opencode off".to_string())),
