@@ -213,3 +213,44 @@ pub async fn warm_up(worktree: &Path, known: &Known) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_worktree_gets_its_own_copy_once_and_nothing_beside_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = dir.path().join("baseline").join("target");
+        std::fs::create_dir_all(source.join("debug")).expect("mkdir");
+        std::fs::write(source.join("debug").join("out"), "built").expect("write");
+        let unit = dir.path().join("units").join("a");
+        std::fs::create_dir_all(&unit).expect("mkdir");
+        let known = Known {
+            failures: Vec::new(),
+            warm: vec![("target".into(), source.clone())],
+        };
+        warm_up(&unit, &known).await;
+        let copy = unit.join("target").join("debug").join("out");
+        assert_eq!(std::fs::read_to_string(&copy).expect("copied"), "built");
+        // A copy, not a link: the unit's build rewriting it leaves the baseline's alone.
+        std::fs::write(&copy, "the unit's").expect("write");
+        assert_eq!(
+            std::fs::read_to_string(source.join("debug").join("out")).expect("read"),
+            "built"
+        );
+        // A folder the worktree already has (built there since) is not replaced.
+        warm_up(&unit, &known).await;
+        assert_eq!(std::fs::read_to_string(&copy).expect("read"), "the unit's");
+        let beside: Vec<_> = std::fs::read_dir(dir.path().join("units"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            beside,
+            vec![std::ffi::OsString::from("a")],
+            "no partial copy left"
+        );
+    }
+}

@@ -704,6 +704,36 @@ mod tests {
     }
 
     #[test]
+    fn only_failures_the_baseline_had_are_excused() {
+        let known = crate::baseline::Known {
+            failures: vec!["tests::old".into()],
+            warm: Vec::new(),
+        };
+        let failing = |output: &str| Evidence {
+            kind: "test".into(),
+            exit_code: Some(101),
+            output_tail: output.into(),
+            ..Default::default()
+        };
+        let old = name_failures(failing("test tests::old ... FAILED\n"), Some(&known));
+        assert!(old.passed(), "{old:?}");
+        assert!(describe(std::slice::from_ref(&old)).contains("pre-existing failure"));
+        let both = name_failures(
+            failing("test tests::old ... FAILED\ntest tests::new ... FAILED\n"),
+            Some(&known),
+        );
+        assert!(!both.passed());
+        assert!(describe(&[both]).contains("new failures: tests::new"));
+        // A failure that names no test (it did not compile) is never excused, nor a timeout.
+        assert!(!name_failures(failing("error[E0308]: mismatched types\n"), Some(&known)).passed());
+        let mut slow = failing("test tests::old ... FAILED\n");
+        slow.timed_out = true;
+        assert!(!name_failures(slow, Some(&known)).passed());
+        // Without a baseline nothing is excused.
+        assert!(!name_failures(failing("test tests::old ... FAILED\n"), None).passed());
+    }
+
+    #[test]
     fn long_output_keeps_the_end() {
         let text = "x".repeat(10_000) + "END";
         let cut = tail(&text, 0);
