@@ -80,14 +80,15 @@ impl OpenAiClient {
         request.cache_key.as_deref().filter(|_| allowed)
     }
 
-    /// Whether `error` is the endpoint refusing a `prompt_cache_key` this request carried (servers
-    /// that predate the field answer 400 naming it). Remembered, so the caller asks again once
-    /// without it and no later request carries it; a refusal after that is not this field's.
-    fn refused_cache_key(&self, request: &ChatRequest, error: &ModelError) -> bool {
+    /// Whether `error` is the endpoint refusing the `prompt_cache_key` a request carried (`sent`;
+    /// servers that predate the field answer 400 naming it). Remembered, so the caller asks again
+    /// once without it and no later request carries it; a refusal of a request sent without it is
+    /// not this field's.
+    fn refused_cache_key(&self, sent: bool, error: &ModelError) -> bool {
         let ModelError::BadRequest { body, .. } = error else {
             return false;
         };
-        if self.cache_key(request).is_none() || !body.to_ascii_lowercase().contains("prompt_cache_key") {
+        if !sent || !body.to_ascii_lowercase().contains("prompt_cache_key") {
             return false;
         }
         if !self.cache_key_refused.swap(true, Ordering::Relaxed) {
@@ -115,8 +116,11 @@ impl ModelClient for OpenAiClient {
             self.transport
                 .constrained(request, true, |constraint| self.send(request, constraint, cancel))
         };
+        // Decided before sending: a request in flight while another's refusal is remembered still
+        // carried the key, and gets its one retry without it.
+        let sent = self.cache_key(request).is_some();
         match ask().await {
-            Err(error) if self.refused_cache_key(request, &error) => ask().await,
+            Err(error) if self.refused_cache_key(sent, &error) => ask().await,
             outcome => outcome,
         }
     }
