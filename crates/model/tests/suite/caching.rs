@@ -160,3 +160,66 @@ async fn an_endpoint_that_always_names_the_cache_key_does_not_loop() {
     assert!(again.is_err());
     assert_eq!(server.request_count(), 3, "no key, no retry");
 }
+
+/// A server that lies about its cache: more cached than prompt tokens, counts at the edge of u64.
+fn lying(api: Api, stream: bool) -> Reply {
+    let max = u64::MAX;
+    let body = match (api, stream) {
+        (Api::OpenAi, false) => format!(
+            r#"{{"choices":[{{"message":{{"content":"ok"}},"finish_reason":"stop"}}],
+               "usage":{{"prompt_tokens":10,"completion_tokens":{max},
+                         "prompt_tokens_details":{{"cached_tokens":{max}}}}}}}"#
+        ),
+        (Api::OpenAi, true) => format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"ok\"}},\"finish_reason\":\"stop\"}}]}}\n\n\
+             data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":10,\"completion_tokens\":{max},\
+             \"prompt_tokens_details\":{{\"cached_tokens\":999}}}}}}\n\ndata: [DONE]\n\n"
+        ),
+        (Api::Anthropic, false) => format!(
+            r#"{{"type":"message","content":[{{"type":"text","text":"ok"}}],"stop_reason":"end_turn",
+               "usage":{{"input_tokens":{max},"output_tokens":{max},
+                         "cache_read_input_tokens":{max},"cache_creation_input_tokens":{max}}}}}"#
+        ),
+        (Api::Anthropic, true) => format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"usage\":\
+             {{\"input_tokens\":{max},\"cache_read_input_tokens\":{max},\"cache_creation_input_tokens\":{max}}}}}}}\n\n\
+             event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\
+             \"content_block\":{{\"type\":\"text\",\"text\":\"ok\"}}}}\n\n\
+             event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\
+             \"usage\":{{\"output_tokens\":{max}}}}}\n\n\
+             event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+        ),
+    };
+    Reply::Raw {
+        status: 200,
+        content_type: if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }
+        .into(),
+        body,
+    }
+}
+
+#[tokio::test]
+async fn absurd_cached_counts_saturate_and_never_go_negative() {
+    for_each_variant(|api, stream| async move {
+        let server = start(move |_: &SeenRequest| lying(api, stream), FakeOptions::default()).await;
+        let reply = client_for(&server, api, stream)
+            .chat(&long_request("x"), &CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("{api:?} {stream}: {e}"));
+        let usage = reply.usage;
+        if api == Api::OpenAi {
+            // Cached is clamped to the prompt: nothing is left as plain input, nothing goes below 0.
+            assert_eq!(usage.prompt_tokens(), 10, "{api:?} {stream}: {usage:?}");
+            assert_eq!((usage.input_tokens, usage.cache_read_tokens), (0, 10));
+        }
+        assert_eq!(usage.total(), u64::MAX, "{api:?} {stream}: saturates: {usage:?}");
+        let mut sum = usage;
+        sum.add(usage);
+        assert_eq!(sum.total(), u64::MAX);
+    })
+    .await;
+}
