@@ -80,6 +80,18 @@ fn check_layout(server: &FakeServer, done: &Finished, api: &str) {
             );
         }
     }
+    // Reviewers too share their tools and system prompt, byte for byte, across units.
+    let reviews = requests_of(server, "reviewer");
+    assert_eq!(reviews.len(), UNITS, "{api}: one review per unit");
+    let stable = reviews[0].tools.len() + 1;
+    let heads: Vec<Vec<String>> = reviews
+        .iter()
+        .map(|r| r.prompt.iter().take(stable).map(|p| p.text.clone()).collect())
+        .collect();
+    assert!(
+        heads.windows(2).all(|w| w[0] == w[1]),
+        "{api}: reviewers' prefixes differ"
+    );
     // The fake's cache saw it: every worker call but the mission's very first read from it.
     let calls = done.events_of("model_call");
     let worker: Vec<&serde_json::Value> = calls.iter().filter(|e| e["role"] == "worker").collect();
