@@ -373,9 +373,10 @@ fn render_totals(frame: &mut Frame, area: Rect, view: &MissionView, compact: boo
     } else {
         Span::raw("0 failed")
     };
-    // What the prompt cache saved shows only where there was a cache hit.
+    // The prompt cache's share, where there was one (not in the compact layout: little room).
     let cached = match view.usage.cache_read_tokens {
         0 => String::new(),
+        _ if compact => String::new(),
         read => format!(" ({} cached)", human_tokens(read)),
     };
     let tokens = format!(

@@ -104,20 +104,6 @@ fn a_sealed_mission() {
     insta::assert_snapshot!("sealed_40x10", screen(&app, 40, 10));
 }
 
-/// Input read from the provider's prompt cache is named beside the total, only when there was some.
-#[test]
-fn cached_input_is_named_in_the_totals() {
-    assert!(!screen(&app_of(sealed_mission()), 100, 30).contains("cached"));
-    let mut events = sealed_mission();
-    for envelope in &mut events {
-        if let orchestrator_protocol::Event::ModelCall { usage, .. } = &mut envelope.event {
-            usage.cache_read_tokens = 1_000;
-        }
-    }
-    let shown = screen(&app_of(events), 100, 30);
-    assert!(shown.contains("tokens (14.0k cached)"), "{shown}");
-}
-
 /// `t` puts each unit's life over the mission's time beside the tree (spawned units under their
 /// parent, t2's replaced first attempt in red), and takes it away again.
 #[test]
@@ -482,4 +468,33 @@ fn m_sends_the_selected_units_worker_a_message() {
     let mut done = app_of(sealed_mission());
     press(&mut done, "m");
     assert!(done.input().is_none());
+}
+
+#[test]
+fn the_totals_name_what_the_prompt_cache_served() {
+    let mut events = running_mission();
+    let Some(last) = events.last().cloned() else {
+        panic!("the fixture has events")
+    };
+    events.push(orchestrator_protocol::EventEnvelope {
+        seq: last.seq + 1,
+        event: orchestrator_protocol::Event::ModelCall {
+            session: "worker-1".into(),
+            role: orchestrator_protocol::Role::Worker,
+            model: "gpt-test".into(),
+            usage: orchestrator_protocol::TokenUsage {
+                input_tokens: 100,
+                output_tokens: 10,
+                cache_read_tokens: 12_000,
+                cache_write_tokens: 0,
+            },
+            cost_usd: None,
+            duration_ms: 10,
+            constraint: None,
+        },
+        ..last
+    });
+    let wide = screen(&app_of(events.clone()), 100, 30);
+    assert!(wide.contains("(12.0k cached)"), "{wide}");
+    assert!(!screen(&running(), 100, 30).contains("cached"));
 }
