@@ -62,6 +62,7 @@ pub struct MissionView {
     /// Stage 2: the integrated whole's build/test evidence and master reviews (by round).
     pub integration_evidence: Vec<Evidence>,
     /// The project's commands on the base commit, before any unit: pre-existing failures, warm state.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<orchestrator_protocol::Baseline>,
     pub master_reviews: Vec<(u32, Review)>,
     pub notices: Vec<String>,
