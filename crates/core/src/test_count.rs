@@ -87,6 +87,29 @@ static FAILURES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
 /// Most failed-test names kept from one output: a flood of lines is not a flood of memory.
 const MAX_FAILED_NAMES: usize = 200;
 
+/// The failures libtest's summary lines count (`test result: FAILED. 1 passed; 2 failed; …`), summed
+/// over test binaries; `None` when there is no such line.
+pub(crate) fn failures_counted(output: &str) -> Option<u64> {
+    static LIBTEST: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^test result: \w+\. \d+ passed; (?P<failed>\d+) failed")
+            .unwrap_or_else(|e| panic!("bad libtest pattern: {e}"))
+    });
+    output
+        .lines()
+        .filter_map(|line| LIBTEST.captures(line))
+        .map(|c| number(&c, "failed"))
+        .reduce(|a, b| a + b)
+}
+
+/// Whether `names` (from [`failed_tests`]) can be the whole list of what failed: the output was not
+/// cut, the list was not capped, and it agrees with libtest's own count. Only then may failures be
+/// excused as pre-existing: a flood of names, or a cut that hid one, must not hide a new failure.
+pub(crate) fn names_are_complete(output: &str, names: &[String]) -> bool {
+    !output.starts_with("[… ")
+        && names.len() < MAX_FAILED_NAMES
+        && failures_counted(output).is_none_or(|n| n == names.len() as u64)
+}
+
 /// The tests a test command's output names as failed, sorted and without repeats. The libtest
 /// `failures:` list is only read after its heading, so an indented line elsewhere is not a name.
 pub(crate) fn failed_tests(output: &str) -> Vec<String> {
@@ -134,6 +157,25 @@ mod tests {
         );
         assert_eq!(failed_tests("--- FAIL: TestAdd (0.00s)\n"), vec!["TestAdd"]);
         assert!(failed_tests("error[E0425]: cannot find value\n    some_code\n").is_empty());
+    }
+
+    #[test]
+    fn names_are_complete_only_when_nothing_was_cut_capped_or_miscounted() {
+        let names = vec!["tests::old".to_string()];
+        let one = "test tests::old ... FAILED\ntest result: FAILED. 3 passed; 1 failed; 0 ignored\n";
+        assert!(names_are_complete(one, &names));
+        let two = "test tests::old ... FAILED\ntest result: FAILED. 3 passed; 2 failed; 0 ignored\n";
+        assert!(!names_are_complete(two, &names), "a failure without a name");
+        assert!(!names_are_complete(
+            &format!("[… 10 earlier bytes cut]\n{one}"),
+            &names
+        ));
+        let many: Vec<String> = (0..MAX_FAILED_NAMES).map(|i| format!("t{i}")).collect();
+        assert!(!names_are_complete("", &many));
+        assert!(
+            names_are_complete("--- FAIL: TestOld (0.00s)\n", &names),
+            "no count to check"
+        );
     }
 
     #[test]
