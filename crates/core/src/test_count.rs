@@ -87,56 +87,77 @@ static FAILURES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
 /// Most failed-test names kept from one output: a flood of lines is not a flood of memory.
 const MAX_FAILED_NAMES: usize = 200;
 
-/// The failures libtest's summary lines count (`test result: FAILED. 1 passed; 2 failed; …`), summed
-/// over test binaries; `None` when there is no such line.
-pub(crate) fn failures_counted(output: &str) -> Option<u64> {
-    static LIBTEST: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"^test result: \w+\. \d+ passed; (?P<failed>\d+) failed")
-            .unwrap_or_else(|e| panic!("bad libtest pattern: {e}"))
-    });
-    output
-        .lines()
-        .filter_map(|line| LIBTEST.captures(line))
-        .map(|c| number(&c, "failed"))
-        .reduce(|a, b| a + b)
+/// The failed tests named in a command's output, read line by line as it runs (so names early in a long
+/// output count too, though only its tail is kept), with what it takes to know the list is whole.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FailureScan {
+    names: std::collections::BTreeSet<String>,
+    /// Inside libtest's `failures:` list, where names are indented lines.
+    in_failures: bool,
+    /// More names than [`MAX_FAILED_NAMES`] came: the list is not whole.
+    capped: bool,
+    /// Failures libtest's `test result:` lines count, summed over test binaries.
+    counted: Option<u64>,
 }
 
-/// Whether `names` (from [`failed_tests`]) can be the whole list of what failed: the output was not
-/// cut, the list was not capped, and it agrees with libtest's own count. Only then may failures be
-/// excused as pre-existing: a flood of names, or a cut that hid one, must not hide a new failure.
-pub(crate) fn names_are_complete(output: &str, names: &[String]) -> bool {
-    !output.starts_with("[… ")
-        && names.len() < MAX_FAILED_NAMES
-        && failures_counted(output).is_none_or(|n| n == names.len() as u64)
-}
+static LIBTEST_RESULT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^test result: \w+\. \d+ passed; (?P<failed>\d+) failed")
+        .unwrap_or_else(|e| panic!("bad libtest pattern: {e}"))
+});
 
-/// The tests a test command's output names as failed, sorted and without repeats. The libtest
-/// `failures:` list is only read after its heading, so an indented line elsewhere is not a name.
-pub(crate) fn failed_tests(output: &str) -> Vec<String> {
-    let mut names = std::collections::BTreeSet::new();
-    let mut in_failures = false;
-    for line in output.lines() {
+impl FailureScan {
+    pub(crate) fn line(&mut self, line: &str) {
         if line == "failures:" {
-            in_failures = true;
-            continue;
+            self.in_failures = true;
+            return;
         }
-        if in_failures && !line.is_empty() && !line.starts_with("    ") {
-            in_failures = false;
+        if self.in_failures && !line.is_empty() && !line.starts_with("    ") {
+            self.in_failures = false;
+        }
+        if let Some(c) = LIBTEST_RESULT.captures(line) {
+            *self.counted.get_or_insert(0) += number(&c, "failed");
+            return;
         }
         for (i, pattern) in FAILURES.iter().enumerate() {
             // The indented list pattern applies only inside a `failures:` block.
-            if i == 1 && !in_failures {
+            if i == 1 && !self.in_failures {
                 continue;
             }
             if let Some(name) = pattern.captures(line).and_then(|c| c.name("name")) {
-                if names.len() < MAX_FAILED_NAMES {
-                    names.insert(name.as_str().to_string());
+                if self.names.len() < MAX_FAILED_NAMES {
+                    self.names.insert(name.as_str().to_string());
+                } else if !self.names.contains(name.as_str()) {
+                    self.capped = true;
                 }
-                break;
+                return;
             }
         }
     }
-    names.into_iter().collect()
+
+    /// The names, sorted and without repeats.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.names.iter().cloned().collect()
+    }
+
+    /// Whether the names can be the whole list of what failed: none was dropped past the cap, and
+    /// libtest's own count (where it printed one) agrees. Only then may failures be excused as
+    /// pre-existing: a flood of names must not hide a new failure.
+    pub(crate) fn complete(&self) -> bool {
+        !self.capped && self.counted.is_none_or(|n| n == self.names.len() as u64)
+    }
+}
+
+/// The tests a test command's output names as failed, sorted and without repeats.
+#[cfg(test)]
+pub(crate) fn failed_tests(output: &str) -> Vec<String> {
+    scan(output).names()
+}
+
+#[cfg(test)]
+pub(crate) fn scan(output: &str) -> FailureScan {
+    let mut scan = FailureScan::default();
+    output.lines().for_each(|l| scan.line(l));
+    scan
 }
 
 #[cfg(test)]
@@ -160,20 +181,17 @@ mod tests {
     }
 
     #[test]
-    fn names_are_complete_only_when_nothing_was_cut_capped_or_miscounted() {
-        let names = vec!["tests::old".to_string()];
+    fn names_are_complete_only_when_nothing_was_capped_or_miscounted() {
         let one = "test tests::old ... FAILED\ntest result: FAILED. 3 passed; 1 failed; 0 ignored\n";
-        assert!(names_are_complete(one, &names));
+        assert!(scan(one).complete());
         let two = "test tests::old ... FAILED\ntest result: FAILED. 3 passed; 2 failed; 0 ignored\n";
-        assert!(!names_are_complete(two, &names), "a failure without a name");
-        assert!(!names_are_complete(
-            &format!("[… 10 earlier bytes cut]\n{one}"),
-            &names
-        ));
-        let many: Vec<String> = (0..MAX_FAILED_NAMES).map(|i| format!("t{i}")).collect();
-        assert!(!names_are_complete("", &many));
+        assert!(!scan(two).complete(), "a failure without a name");
+        let many: String = (0..=MAX_FAILED_NAMES)
+            .map(|i| format!("--- FAIL: T{i}\n"))
+            .collect();
+        assert!(!scan(&many).complete());
         assert!(
-            names_are_complete("--- FAIL: TestOld (0.00s)\n", &names),
+            scan("--- FAIL: TestOld (0.00s)\n").complete(),
             "no count to check"
         );
     }

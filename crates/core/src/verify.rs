@@ -13,6 +13,8 @@ use tokio::process::Command;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::test_count::FailureScan;
+
 const TAIL_CHARS: usize = 4000;
 /// Bytes of a command's output kept while it runs: enough for [`TAIL_CHARS`] of any text.
 const KEPT_OUTPUT_BYTES: usize = TAIL_CHARS * 4;
@@ -104,7 +106,7 @@ impl Verifier {
         for (kind, command) in commands {
             // The permit bounds CPU-heavy builds; the git bookkeeping around them does not need one.
             let permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-            let record = match &sandbox {
+            let (record, complete) = match &sandbox {
                 Ok(sandbox) => {
                     let run = Run {
                         dir: worktree.path(),
@@ -116,10 +118,10 @@ impl Verifier {
                     };
                     run_command(kind, command, run).await
                 }
-                Err(e) => unconfinable(kind, command, &tree, e),
+                Err(e) => (unconfinable(kind, command, &tree, e), false),
             };
             drop(permit);
-            let record = name_failures(record, known.as_deref());
+            let record = excuse_pre_existing(record, complete, known.as_deref());
             let passed = record.passed();
             evidence.push(record);
             if !passed || cancel.is_cancelled() {
@@ -151,13 +153,16 @@ fn isolated_env(worktree: &Path) -> Vec<(&'static str, String)> {
     vec![("CARGO_TARGET_DIR", worktree.join("target").display().to_string())]
 }
 
-/// A failing test command's named failures, and which of them the baseline saw fail too.
-fn name_failures(mut record: Evidence, known: Option<&crate::baseline::Known>) -> Evidence {
+/// Which of a failing test command's named failures the baseline saw fail too; none when the list of
+/// names may not be whole (`complete`), so a flood of old names cannot hide a new failure.
+fn excuse_pre_existing(
+    mut record: Evidence,
+    complete: bool,
+    known: Option<&crate::baseline::Known>,
+) -> Evidence {
     if record.kind != "test" || record.exit_code == Some(0) || record.timed_out {
         return record;
     }
-    record.failed_tests = crate::test_count::failed_tests(&record.output_tail);
-    let complete = crate::test_count::names_are_complete(&record.output_tail, &record.failed_tests);
     if let (Some(known), true) = (known, complete) {
         record.baseline_failures = record
             .failed_tests
@@ -278,7 +283,8 @@ struct Run<'a> {
     env: &'a [(&'a str, String)],
 }
 
-async fn run_command(kind: &str, command: &str, run: Run<'_>) -> Evidence {
+/// The evidence, and whether its list of failed tests is whole (see [`FailureScan::complete`]).
+async fn run_command(kind: &str, command: &str, run: Run<'_>) -> (Evidence, bool) {
     let Run {
         dir,
         tree,
@@ -311,7 +317,7 @@ async fn run_command(kind: &str, command: &str, run: Run<'_>) -> Evidence {
     match ran.end {
         End::Exited(code) => {
             evidence.exit_code = code;
-            evidence.output_tail = ran.output_tail;
+            evidence.output_tail = ran.output_tail.clone();
         }
         End::NotStarted(e) => evidence.output_tail = format!("could not start the command: {e}"),
         End::TimedOut => {
@@ -321,7 +327,10 @@ async fn run_command(kind: &str, command: &str, run: Run<'_>) -> Evidence {
         End::Cancelled => evidence.output_tail = "cancelled".into(),
     }
     evidence.duration_ms = started.elapsed().as_millis() as u64;
-    evidence
+    if kind == "test" && !evidence.passed() {
+        evidence.failed_tests = ran.failures.names();
+    }
+    (evidence, ran.failures.complete())
 }
 
 /// A command to run confined, with a time limit, bounded output and (optionally) input.
@@ -351,6 +360,8 @@ pub(crate) enum End {
 pub(crate) struct Ran {
     pub(crate) end: End,
     pub(crate) output_tail: String,
+    /// The failed tests its whole output named, not only its tail.
+    pub(crate) failures: FailureScan,
 }
 
 /// How long the output of a command that ended is still read: what it started is killed with it,
@@ -367,6 +378,7 @@ pub(crate) async fn run_confined(run: Confined<'_>) -> Ran {
                 return Ran {
                     end: End::NotStarted(e),
                     output_tail: String::new(),
+                    failures: FailureScan::default(),
                 }
             }
         };
@@ -392,34 +404,56 @@ pub(crate) async fn run_confined(run: Confined<'_>) -> Ran {
     if let Some(feeder) = feeder {
         feeder.abort();
     }
-    let (output, dropped) = match tokio::time::timeout(OUTPUT_GRACE, reader).await {
+    let (output, dropped, failures) = match tokio::time::timeout(OUTPUT_GRACE, reader).await {
         Ok(Ok(read)) => read,
-        _ => (Vec::new(), 0),
+        _ => (Vec::new(), 0, FailureScan::default()),
     };
     Ran {
         end,
         output_tail: relative_to(run.dir, &tail(&String::from_utf8_lossy(&output), dropped)),
+        failures,
     }
 }
 
+/// Longest line the failure scan reads; a longer one is cut there (no test name is that long).
+const SCANNED_LINE_BYTES: usize = 4096;
+
 /// Only the end of the output is kept: a command that prints gigabytes costs bounded memory.
-/// Returns the kept bytes and how many were dropped before them.
-async fn read_tail(mut stdout: Option<tokio::process::ChildStdout>) -> (Vec<u8>, u64) {
+/// Returns the kept bytes, how many were dropped before them, and the failed tests every line named.
+async fn read_tail(mut stdout: Option<tokio::process::ChildStdout>) -> (Vec<u8>, u64, FailureScan) {
     let mut kept = std::collections::VecDeque::new();
     let mut dropped = 0u64;
+    let mut scan = FailureScan::default();
+    let mut line = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     if let Some(out) = stdout.as_mut() {
         while let Ok(n) = out.read(&mut chunk).await {
             if n == 0 {
                 break;
             }
+            scan_lines(&chunk[..n], &mut line, &mut scan);
             kept.extend(&chunk[..n]);
             let excess = kept.len().saturating_sub(KEPT_OUTPUT_BYTES);
             kept.drain(..excess);
             dropped += excess as u64;
         }
     }
-    (Vec::from(kept), dropped)
+    if !line.is_empty() {
+        scan.line(&String::from_utf8_lossy(&line));
+    }
+    (Vec::from(kept), dropped, scan)
+}
+
+/// Feeds the complete lines of `bytes` to `scan`; `line` holds the unfinished one between chunks.
+fn scan_lines(bytes: &[u8], line: &mut Vec<u8>, scan: &mut FailureScan) {
+    for &byte in bytes {
+        if byte == b'\n' {
+            scan.line(String::from_utf8_lossy(line).trim_end_matches('\r'));
+            line.clear();
+        } else if line.len() < SCANNED_LINE_BYTES {
+            line.push(byte);
+        }
+    }
 }
 
 /// The output with the worktree's own path taken out of the paths in it: a traceback's
@@ -539,7 +573,7 @@ mod tests {
             cancel,
             env: &[],
         };
-        run_command(kind, command, run).await
+        run_command(kind, command, run).await.0
     }
 
     fn confined(dir: &Path) -> orchestrator_sandbox::Sandbox {
@@ -704,11 +738,42 @@ mod tests {
         assert!(cut.ends_with("last words"));
     }
 
+    #[tokio::test]
+    async fn a_failure_named_long_before_the_tail_is_still_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cancel = CancellationToken::new();
+        let (evidence, complete) = run_command(
+            "test",
+            "echo 'test tests::new ... FAILED'; seq 1 20000; exit 1",
+            Run {
+                dir: dir.path(),
+                tree: "abc",
+                timeout: Duration::from_secs(30),
+                sandbox: &confined(dir.path()),
+                cancel: &cancel,
+                env: &[],
+            },
+        )
+        .await;
+        assert!(evidence.output_tail.starts_with("[… "), "the tail was cut");
+        assert_eq!(evidence.failed_tests, vec!["tests::new"]);
+        assert!(complete);
+    }
+
     #[test]
     fn only_failures_the_baseline_had_are_excused() {
         let known = crate::baseline::Known {
             failures: vec!["tests::old".into()],
             warm: Vec::new(),
+        };
+        // As run_command records them: the names its scan of the whole output found.
+        let name_failures = |record: Evidence, known| {
+            let scan = crate::test_count::scan(&record.output_tail);
+            let named = Evidence {
+                failed_tests: scan.names(),
+                ..record
+            };
+            excuse_pre_existing(named, scan.complete(), known)
         };
         let failing = |output: &str| Evidence {
             kind: "test".into(),
