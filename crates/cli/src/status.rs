@@ -115,6 +115,14 @@ pub fn render(report: &StatusReport) -> String {
             let _ = writeln!(out, "    sandbox: {sandbox}");
         }
     }
+    if let Some(baseline) = &report.baseline {
+        let event = orchestrator_protocol::Event::BaselineVerified {
+            baseline: baseline.clone(),
+        };
+        if let Some(line) = orchestrator_view::describe(&event) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     for e in &report.integration_evidence {
         let _ = writeln!(
             out,

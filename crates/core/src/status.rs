@@ -36,6 +36,9 @@ pub struct StatusReport {
     pub cost_usd: f64,
     pub roles: Vec<RoleUsage>,
     pub integration_evidence: Vec<Evidence>,
+    /// The project's commands on the base commit, once they ran: pre-existing failures, warm builds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<orchestrator_protocol::Baseline>,
     /// The plan waiting for a person's answer (`--approve-plan`), when one waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_plan: Option<WaitingPlan>,
@@ -139,6 +142,7 @@ pub fn status_of(root: &Path, mission: Option<&str>) -> Result<StatusReport> {
         cost_usd: replay.cost_usd,
         roles,
         integration_evidence: replay.integration_evidence,
+        baseline: replay.baseline,
     })
 }
 

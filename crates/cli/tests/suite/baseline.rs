@@ -114,6 +114,14 @@ async fn a_pre_existing_failure_does_not_fail_a_unit_and_the_unit_builds_warm() 
             .any(|r| has_user_message(r, "pre-existing failure") && has_user_message(r, "tests::old")),
         "the reviewer sees why the failing test did not fail the unit"
     );
+    let status = Run::cmd(&["status"]).run(&repo).await;
+    assert!(
+        status
+            .stdout
+            .contains("pre-existing test failures, not blamed on any unit: tests::old"),
+        "{}",
+        status.stdout
+    );
     let logs = Run::cmd(&["logs"]).run(&repo).await;
     assert!(
         logs.stdout
