@@ -20,6 +20,9 @@ use std::time::Duration;
 
 use orchestrator_protocol::{EventEnvelope, PlanAnswer};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+mod pg;
+pub use pg::{masked_url, PG_SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 
 /// The schema this build writes. Each entry of [`MIGRATIONS`] moves the store up by one.
@@ -116,6 +119,15 @@ pub enum StoreError {
     Missing(String),
     #[error("mission store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("the mission store URL {url} is not a PostgreSQL URL ({reason}); write it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")]
+    BadUrl { url: String, reason: String },
+    #[error(
+        "cannot reach the mission store at {target}: {reason}; check that PostgreSQL runs there and takes this \
+         user, or pass another --store (ORCHESTRATOR_STORE_URL)"
+    )]
+    Unreachable { target: String, reason: String },
+    #[error("mission store on PostgreSQL: {}", pg::reason(.0))]
+    Postgres(#[from] postgres::Error),
     #[error("mission store: a stored record cannot be read: {0}")]
     Decode(#[from] serde_json::Error),
 }
@@ -190,7 +202,7 @@ pub struct MissionRecord {
 }
 
 pub struct Store {
-    conn: Mutex<Connection>,
+    backend: Backend,
     path: String,
     secrets: Mutex<Vec<String>>,
 }
@@ -228,12 +240,30 @@ impl Store {
         // the database's own mode. Stores made before this version were 0644: tightened here.
         private_files(path).map_err(|e| unsafe_files(path, e))?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite(Mutex::new(conn)),
             path: path.display().to_string(),
             secrets: Mutex::new(Vec::new()),
         })
     }
 
+    /// Opens the store on the PostgreSQL server at `url`, creating or migrating its tables, with
+    /// the missions of `repo` (the repository's identity) in view: several repositories share one
+    /// database and each sees its own missions.
+    pub fn open_postgres(url: &str, repo: &str) -> Result<Store> {
+        let pg = pg::Pg::connect(url, repo)?;
+        Ok(Store {
+            path: pg.target().to_string(),
+            backend: Backend::Pg(pg),
+            secrets: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether the store lives on a PostgreSQL server.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Pg(_))
+    }
+
+    /// The SQLite file, or the PostgreSQL server (its password masked).
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -267,32 +297,44 @@ impl Store {
         out
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        lock(&self.conn)
+    fn conn(&self) -> Either<'_> {
+        match &self.backend {
+            Backend::Sqlite(conn) => Either::Sqlite(lock(conn)),
+            Backend::Pg(pg) => Either::Pg(pg),
+        }
     }
 
     pub fn create_mission(&self, m: &MissionRecord) -> Result<()> {
-        let now = now();
-        self.conn().execute(
+        let objective = self.mask(&m.objective);
+        let options = self.mask(&m.options.to_string());
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.create_mission(m.clone(), objective, options),
+            Either::Sqlite(conn) => conn,
+        };
+        conn.execute(
             "INSERT INTO missions (id, objective, base_commit, user_branch, integration_branch, options, status, pid, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
             params![
                 m.id,
-                self.mask(&m.objective),
+                objective,
                 m.base_commit,
                 m.user_branch,
                 m.integration_branch,
-                self.mask(&m.options.to_string()),
+                options,
                 m.status.as_str(),
                 m.pid,
-                now
+                now()
             ],
         )?;
         Ok(())
     }
 
     pub fn set_status(&self, mission: &str, status: MissionStatus, pid: Option<u32>) -> Result<()> {
-        self.conn().execute(
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.set_status(mission, status, pid),
+            Either::Sqlite(conn) => conn,
+        };
+        conn.execute(
             "UPDATE missions SET status = ?2, pid = ?3, updated_at = ?4 WHERE id = ?1",
             params![mission, status.as_str(), pid, now()],
         )?;
@@ -300,7 +342,10 @@ impl Store {
     }
 
     pub fn mission(&self, id: &str) -> Result<Option<MissionRecord>> {
-        let conn = self.conn();
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.mission(id),
+            Either::Sqlite(conn) => conn,
+        };
         let mut stmt = conn.prepare(&format!("{SELECT_MISSION} WHERE id = ?1"))?;
         stmt.query_row(params![id], row_to_mission)
             .optional()?
@@ -309,7 +354,10 @@ impl Store {
 
     /// The most recently started mission.
     pub fn latest_mission(&self) -> Result<Option<MissionRecord>> {
-        let conn = self.conn();
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.latest_mission(),
+            Either::Sqlite(conn) => conn,
+        };
         let mut stmt = conn.prepare(&format!(
             "{SELECT_MISSION} ORDER BY created_at DESC, rowid DESC LIMIT 1"
         ))?;
@@ -318,7 +366,10 @@ impl Store {
 
     /// Every mission, newest first.
     pub fn missions(&self) -> Result<Vec<MissionRecord>> {
-        let conn = self.conn();
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.missions(),
+            Either::Sqlite(conn) => conn,
+        };
         let mut stmt = conn.prepare(&format!("{SELECT_MISSION} ORDER BY created_at DESC, rowid DESC"))?;
         let rows = stmt.query_map([], row_to_mission)?;
         rows.map(|row| row?).collect()
@@ -326,7 +377,10 @@ impl Store {
 
     /// The missions whose id starts with `prefix` (all of them for an empty one), newest first.
     pub fn missions_with_prefix(&self, prefix: &str) -> Result<Vec<MissionRecord>> {
-        let conn = self.conn();
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.missions_with_prefix(prefix),
+            Either::Sqlite(conn) => conn,
+        };
         // substr, not LIKE: `_` and `%` in what the user typed are characters, not wildcards.
         let mut stmt = conn.prepare(&format!(
             "{SELECT_MISSION} WHERE substr(id, 1, length(?1)) = ?1 ORDER BY created_at DESC, rowid DESC"
@@ -338,7 +392,11 @@ impl Store {
     /// Marks an unfinished mission abandoned; false (and nothing changed) when it is not unfinished,
     /// so a mission that finished or was abandoned meanwhile keeps its status.
     pub fn abandon(&self, mission: &str) -> Result<bool> {
-        let changed = self.conn().execute(
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.abandon(mission),
+            Either::Sqlite(conn) => conn,
+        };
+        let changed = conn.execute(
             "UPDATE missions SET status = 'abandoned', pid = NULL, updated_at = ?2
              WHERE id = ?1 AND status IN ('running', 'interrupted')",
             params![mission, now()],
@@ -354,29 +412,43 @@ impl Store {
     /// [`Store::append_event`] for a caller that already has the event as JSON (`json` must be
     /// `event` serialised); it is masked here all the same.
     pub fn append_serialized_event(&self, event: &EventEnvelope, json: &str) -> Result<()> {
-        self.conn().execute(
+        let body = self.mask(json);
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.append_event(&event.mission, event.seq, body),
+            Either::Sqlite(conn) => conn,
+        };
+        conn.execute(
             "INSERT INTO events (mission, seq, body) VALUES (?1, ?2, ?3)",
-            params![event.mission, event.seq as i64, self.mask(json)],
+            params![event.mission, event.seq as i64, body],
         )?;
         Ok(())
     }
 
     /// The mission's events with `seq > after`, in order.
     pub fn events_after(&self, mission: &str, after: Option<u64>) -> Result<Vec<EventEnvelope>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT body FROM events WHERE mission = ?1 AND seq > ?2 ORDER BY seq")?;
-        let after = after.map(|a| a as i64).unwrap_or(-1);
-        let rows = stmt.query_map(params![mission, after], |r| r.get::<_, String>(0))?;
-        let mut events = Vec::new();
-        for body in rows {
-            events.push(serde_json::from_str(&body?)?);
+        let bodies = match self.conn() {
+            Either::Pg(pg) => pg.event_bodies_after(mission, after)?,
+            Either::Sqlite(conn) => {
+                let mut stmt =
+                    conn.prepare("SELECT body FROM events WHERE mission = ?1 AND seq > ?2 ORDER BY seq")?;
+                let after = after.map(|a| a as i64).unwrap_or(-1);
+                let rows = stmt.query_map(params![mission, after], |r| r.get::<_, String>(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()?
+            }
+        };
+        let mut events = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            events.push(serde_json::from_str(&body)?);
         }
         Ok(events)
     }
 
     pub fn last_seq(&self, mission: &str) -> Result<Option<u64>> {
-        let seq: Option<i64> = self.conn().query_row(
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.last_seq(mission),
+            Either::Sqlite(conn) => conn,
+        };
+        let seq: Option<i64> = conn.query_row(
             "SELECT MAX(seq) FROM events WHERE mission = ?1",
             params![mission],
             |r| r.get(0),
@@ -387,24 +459,30 @@ impl Store {
     /// Records a person's answer to the mission's waiting plan `attempt`, replacing an answer not
     /// taken yet (the latest word counts).
     pub fn put_plan_answer(&self, mission: &str, attempt: u32, answer: &PlanAnswer) -> Result<()> {
-        let body = serde_json::to_string(answer)?;
-        self.conn().execute(
+        let body = self.mask(&serde_json::to_string(answer)?);
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.put_plan_answer(mission, attempt, body),
+            Either::Sqlite(conn) => conn,
+        };
+        conn.execute(
             "INSERT OR REPLACE INTO plan_answers (mission, attempt, body) VALUES (?1, ?2, ?3)",
-            params![mission, attempt, self.mask(&body)],
+            params![mission, attempt, body],
         )?;
         Ok(())
     }
 
     /// The answer waiting for the mission to take it, with the attempt it answers.
     pub fn plan_answer(&self, mission: &str) -> Result<Option<(u32, PlanAnswer)>> {
-        let row: Option<(u32, String)> = self
-            .conn()
-            .query_row(
-                "SELECT attempt, body FROM plan_answers WHERE mission = ?1",
-                params![mission],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
+        let row: Option<(u32, String)> = match self.conn() {
+            Either::Pg(pg) => pg.plan_answer(mission)?,
+            Either::Sqlite(conn) => conn
+                .query_row(
+                    "SELECT attempt, body FROM plan_answers WHERE mission = ?1",
+                    params![mission],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+        };
         match row {
             Some((attempt, body)) => Ok(Some((attempt, serde_json::from_str(&body)?))),
             None => Ok(None),
@@ -413,15 +491,22 @@ impl Store {
 
     /// Removes the mission's stored answer once it is taken (logged as an event).
     pub fn clear_plan_answer(&self, mission: &str) -> Result<()> {
-        self.conn()
-            .execute("DELETE FROM plan_answers WHERE mission = ?1", params![mission])?;
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.clear_plan_answer(mission),
+            Either::Sqlite(conn) => conn,
+        };
+        conn.execute("DELETE FROM plan_answers WHERE mission = ?1", params![mission])?;
         Ok(())
     }
 
     /// Puts a message for `unit` into the mission's inbox, unless `limit` messages already wait for
     /// that unit: `Ok(None)` then. Returns the row's id.
     pub fn put_inbox(&self, mission: &str, unit: &str, message: &str, limit: usize) -> Result<Option<i64>> {
-        let mut conn = self.conn();
+        let message = self.mask(message);
+        let mut conn = match self.conn() {
+            Either::Pg(pg) => return pg.put_inbox(mission, unit, message, limit),
+            Either::Sqlite(conn) => conn,
+        };
         // IMMEDIATE: the count and the insert see the same inbox, also with two `tell`s at once.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let waiting: i64 = tx.query_row(
@@ -434,7 +519,7 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO inbox (mission, unit, message, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![mission, unit, self.mask(message), now()],
+            params![mission, unit, message, now()],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -443,7 +528,10 @@ impl Store {
 
     /// The mission's messages not delivered yet, oldest first.
     pub fn waiting_inbox(&self, mission: &str) -> Result<Vec<InboxMessage>> {
-        let conn = self.conn();
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.waiting_inbox(mission),
+            Either::Sqlite(conn) => conn,
+        };
         let mut stmt = conn.prepare(
             "SELECT id, unit, message FROM inbox WHERE mission = ?1 AND delivered_seq IS NULL ORDER BY id",
         )?;
@@ -461,11 +549,22 @@ impl Store {
     /// transaction: a crash leaves the message either waiting or delivered and logged, never both
     /// or neither.
     pub fn append_delivery(&self, event: &EventEnvelope, json: &str, delivery: &Delivery) -> Result<()> {
-        let mut conn = self.conn();
+        let body = self.mask(json);
+        let transcript = delivery
+            .transcript
+            .as_ref()
+            .map(|(session, idx, message)| (session.clone(), *idx, self.mask(&message.to_string())));
+        let mut conn = match self.conn() {
+            Either::Pg(pg) => {
+                let inbox = delivery.inbox.clone();
+                return pg.append_delivery(&event.mission, event.seq, body, inbox, transcript);
+            }
+            Either::Sqlite(conn) => conn,
+        };
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO events (mission, seq, body) VALUES (?1, ?2, ?3)",
-            params![event.mission, event.seq as i64, self.mask(json)],
+            params![event.mission, event.seq as i64, body],
         )?;
         for id in &delivery.inbox {
             tx.execute(
@@ -473,10 +572,10 @@ impl Store {
                 params![id, event.mission, event.seq as i64],
             )?;
         }
-        if let Some((session, idx, body)) = &delivery.transcript {
+        if let Some((session, idx, body)) = &transcript {
             tx.execute(
                 "INSERT OR REPLACE INTO messages (mission, session, idx, body) VALUES (?1, ?2, ?3, ?4)",
-                params![event.mission, session, *idx as i64, self.mask(&body.to_string())],
+                params![event.mission, session, *idx as i64, body],
             )?;
         }
         tx.commit()?;
@@ -491,22 +590,32 @@ impl Store {
         idx: usize,
         body: &serde_json::Value,
     ) -> Result<()> {
-        self.conn().execute(
+        let body = self.mask(&body.to_string());
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.append_message(mission, session, idx, body),
+            Either::Sqlite(conn) => conn,
+        };
+        conn.execute(
             "INSERT OR REPLACE INTO messages (mission, session, idx, body) VALUES (?1, ?2, ?3, ?4)",
-            params![mission, session, idx as i64, self.mask(&body.to_string())],
+            params![mission, session, idx as i64, body],
         )?;
         Ok(())
     }
 
     /// A session's transcript, in order; empty when the session never started.
     pub fn messages(&self, mission: &str, session: &str) -> Result<Vec<serde_json::Value>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT body FROM messages WHERE mission = ?1 AND session = ?2 ORDER BY idx")?;
-        let rows = stmt.query_map(params![mission, session], |r| r.get::<_, String>(0))?;
-        let mut messages = Vec::new();
-        for body in rows {
-            messages.push(serde_json::from_str(&body?)?);
+        let bodies = match self.conn() {
+            Either::Pg(pg) => pg.messages(mission, session)?,
+            Either::Sqlite(conn) => {
+                let mut stmt = conn
+                    .prepare("SELECT body FROM messages WHERE mission = ?1 AND session = ?2 ORDER BY idx")?;
+                let rows = stmt.query_map(params![mission, session], |r| r.get::<_, String>(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()?
+            }
+        };
+        let mut messages = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            messages.push(serde_json::from_str(&body)?);
         }
         Ok(messages)
     }
@@ -519,16 +628,20 @@ impl Store {
         session: &str,
         messages: &[serde_json::Value],
     ) -> Result<()> {
-        let mut conn = self.conn();
+        let bodies: Vec<String> = messages.iter().map(|m| self.mask(&m.to_string())).collect();
+        let mut conn = match self.conn() {
+            Either::Pg(pg) => return pg.replace_messages(mission, session, bodies),
+            Either::Sqlite(conn) => conn,
+        };
         let tx = conn.transaction()?;
         tx.execute(
             "DELETE FROM messages WHERE mission = ?1 AND session = ?2",
             params![mission, session],
         )?;
-        for (idx, body) in messages.iter().enumerate() {
+        for (idx, body) in bodies.iter().enumerate() {
             tx.execute(
                 "INSERT INTO messages (mission, session, idx, body) VALUES (?1, ?2, ?3, ?4)",
-                params![mission, session, idx as i64, self.mask(&body.to_string())],
+                params![mission, session, idx as i64, body],
             )?;
         }
         tx.commit()?;
@@ -537,12 +650,28 @@ impl Store {
 
     /// Drops a session's transcript from `from` on (a compacted conversation replaces its tail).
     pub fn truncate_messages(&self, mission: &str, session: &str, from: usize) -> Result<()> {
-        self.conn().execute(
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.truncate_messages(mission, session, from),
+            Either::Sqlite(conn) => conn,
+        };
+        conn.execute(
             "DELETE FROM messages WHERE mission = ?1 AND session = ?2 AND idx >= ?3",
             params![mission, session, from as i64],
         )?;
         Ok(())
     }
+}
+
+/// Where the store's records live.
+enum Backend {
+    Sqlite(Mutex<Connection>),
+    Pg(pg::Pg),
+}
+
+/// The backend a call uses: SQLite's connection locked for it, or PostgreSQL's connection thread.
+enum Either<'a> {
+    Sqlite(std::sync::MutexGuard<'a, Connection>),
+    Pg(&'a pg::Pg),
 }
 
 const SELECT_MISSION: &str = "SELECT id, objective, base_commit, user_branch, integration_branch, options, status, pid, created_at, updated_at FROM missions";

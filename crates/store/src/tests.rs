@@ -19,6 +19,107 @@ fn mission(id: &str) -> MissionRecord {
     }
 }
 
+/// A place for a store: the tests written once run on each backend.
+trait Backend {
+    /// The store, created empty on first use.
+    fn open(&self) -> Store;
+    /// The same store opened again, as another process would.
+    fn reopen(&self) -> Store;
+}
+
+struct Sqlite(tempfile::TempDir);
+
+impl Backend for Sqlite {
+    fn open(&self) -> Store {
+        Store::open(&self.0.path().join("state.db")).unwrap()
+    }
+    fn reopen(&self) -> Store {
+        Store::open_existing(&self.0.path().join("state.db")).unwrap()
+    }
+}
+
+struct Postgres(orchestrator_test_support::pg::TestSchema);
+
+impl Backend for Postgres {
+    fn open(&self) -> Store {
+        Store::open_postgres(&self.0.url, "/repos/a").unwrap()
+    }
+    fn reopen(&self) -> Store {
+        self.open()
+    }
+}
+
+/// Each named test, `fn name(b: &dyn Backend)`, as `name::sqlite` and `name::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::Sqlite(tempfile::tempdir().unwrap()));
+            }
+
+            #[test]
+            #[cfg_attr(pg_missing, ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)")]
+            fn postgres() {
+                super::$name(&super::Postgres(orchestrator_test_support::pg::fresh_schema()));
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    missions_events_and_messages_round_trip,
+    secrets_are_masked_in_what_is_read_back,
+    missions_are_found_by_a_prefix_of_their_id,
+    only_an_unfinished_mission_is_abandoned,
+    a_plan_answer_waits_until_taken_and_the_latest_word_counts,
+    the_inbox_is_bounded_per_unit_and_delivers_once,
+    a_compacted_transcript_replaces_the_old_one,
+);
+
+fn secrets_are_masked_in_what_is_read_back(b: &dyn Backend) {
+    let store = b.open();
+    store.set_secrets(vec!["sk-secret-123".into()]);
+    store.create_mission(&mission("m1")).unwrap();
+    store
+        .append_event(&event("m1", 0, "the key is sk-secret-123"))
+        .unwrap();
+    store
+        .append_message("m1", "s", 0, &serde_json::json!({"content": "sk-secret-123"}))
+        .unwrap();
+    store.put_inbox("m1", "t1", "sk-secret-123", 4).unwrap();
+    drop(store);
+    let store = b.reopen();
+    let everything = format!(
+        "{:?} {:?} {:?} {:?}",
+        store.mission("m1").unwrap(),
+        store.events_after("m1", None).unwrap(),
+        store.messages("m1", "s").unwrap(),
+        store.waiting_inbox("m1").unwrap()
+    );
+    assert!(!everything.contains("sk-secret-123"), "{everything}");
+    assert!(everything.contains("[redacted]"));
+}
+
+fn a_compacted_transcript_replaces_the_old_one(b: &dyn Backend) {
+    let store = b.open();
+    store.create_mission(&mission("m1")).unwrap();
+    for idx in 0..5 {
+        store
+            .append_message("m1", "w", idx, &serde_json::json!({"n": idx}))
+            .unwrap();
+    }
+    let compacted = [serde_json::json!({"summary": true}), serde_json::json!({"n": 4})];
+    store.replace_messages("m1", "w", &compacted).unwrap();
+    assert_eq!(store.messages("m1", "w").unwrap(), compacted.to_vec());
+    // A message written again at a place it had (a retried write) replaces it.
+    store
+        .append_message("m1", "w", 1, &serde_json::json!({"n": "again"}))
+        .unwrap();
+    assert_eq!(store.messages("m1", "w").unwrap()[1]["n"], "again");
+    assert!(store.messages("m1", "other").unwrap().is_empty());
+}
+
 fn event(mission: &str, seq: u64, message: &str) -> EventEnvelope {
     EventEnvelope {
         seq,
@@ -30,10 +131,8 @@ fn event(mission: &str, seq: u64, message: &str) -> EventEnvelope {
     }
 }
 
-#[test]
-fn missions_events_and_messages_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).unwrap();
+fn missions_events_and_messages_round_trip(b: &dyn Backend) {
+    let store = b.open();
     store.create_mission(&mission("m1")).unwrap();
     store.create_mission(&mission("m2")).unwrap();
     assert_eq!(store.latest_mission().unwrap().unwrap().id, "m2");
@@ -177,10 +276,8 @@ fn an_old_world_readable_store_is_tightened_when_opened() {
     drop(store);
 }
 
-#[test]
-fn missions_are_found_by_a_prefix_of_their_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).unwrap();
+fn missions_are_found_by_a_prefix_of_their_id(b: &dyn Backend) {
+    let store = b.open();
     for id in [
         "m20250101-1200-aaaa",
         "m20250101-1200-aabb",
@@ -213,10 +310,8 @@ fn missions_are_found_by_a_prefix_of_their_id() {
     assert!(ids("x").is_empty());
 }
 
-#[test]
-fn only_an_unfinished_mission_is_abandoned() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.db")).unwrap();
+fn only_an_unfinished_mission_is_abandoned(b: &dyn Backend) {
+    let store = b.open();
     for id in ["killed", "stopped", "sealed"] {
         store.create_mission(&mission(id)).unwrap();
     }
@@ -251,12 +346,9 @@ fn only_an_unfinished_mission_is_abandoned() {
     );
 }
 
-#[test]
-fn a_plan_answer_waits_until_taken_and_the_latest_word_counts() {
+fn a_plan_answer_waits_until_taken_and_the_latest_word_counts(b: &dyn Backend) {
     use orchestrator_protocol::PlanAnswer;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let store = Store::open(&path).unwrap();
+    let store = b.open();
     store.create_mission(&mission("m1")).unwrap();
     assert_eq!(store.plan_answer("m1").unwrap(), None);
     store.put_plan_answer("m1", 1, &PlanAnswer::Approve).unwrap();
@@ -266,7 +358,7 @@ fn a_plan_answer_waits_until_taken_and_the_latest_word_counts() {
     store.put_plan_answer("m1", 2, &reject).unwrap();
     drop(store);
     // Another process (the mission's) reads what `approve` wrote.
-    let store = Store::open_existing(&path).unwrap();
+    let store = b.reopen();
     assert_eq!(store.plan_answer("m1").unwrap(), Some((2, reject)));
     assert_eq!(store.plan_answer("m2").unwrap(), None);
     store.clear_plan_answer("m1").unwrap();
@@ -309,11 +401,8 @@ fn a_store_of_the_second_schema_gets_an_inbox() {
     assert_eq!(store.waiting_inbox("m1").unwrap().len(), 1);
 }
 
-#[test]
-fn the_inbox_is_bounded_per_unit_and_delivers_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let store = Store::open(&path).unwrap();
+fn the_inbox_is_bounded_per_unit_and_delivers_once(b: &dyn Backend) {
+    let store = b.open();
     store.set_secrets(vec!["sk-secret-123456".into()]);
     store.create_mission(&mission("m1")).unwrap();
     let first = store
@@ -350,4 +439,152 @@ fn the_inbox_is_bounded_per_unit_and_delivers_once() {
     };
     assert!(store.append_delivery(&envelope, &json, &again).is_err());
     assert!(store.waiting_inbox("m1").unwrap().iter().any(|m| m.id == second));
+}
+
+/// The PostgreSQL store's own behaviour: what SQLite has no counterpart for.
+#[cfg_attr(
+    pg_missing,
+    allow(dead_code, reason = "its tests are ignored without a server")
+)]
+mod postgres {
+    use orchestrator_test_support::pg::fresh_schema;
+
+    use super::*;
+
+    #[test]
+    #[cfg_attr(
+        pg_missing,
+        ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+    )]
+    fn repositories_sharing_a_database_see_their_own_missions() {
+        let schema = fresh_schema();
+        let a = Store::open_postgres(&schema.url, "/repos/a").unwrap();
+        let b = Store::open_postgres(&schema.url, "/repos/b").unwrap();
+        // The same mission id in both: ids are per repository.
+        a.create_mission(&mission("m1")).unwrap();
+        b.create_mission(&mission("m1")).unwrap();
+        b.create_mission(&mission("m2")).unwrap();
+        a.append_event(&event("m1", 0, "from a")).unwrap();
+        b.append_event(&event("m1", 0, "from b")).unwrap();
+        a.append_message("m1", "s", 0, &serde_json::json!("a")).unwrap();
+        a.set_status("m1", MissionStatus::Sealed, None).unwrap();
+        assert_eq!(a.missions().unwrap().len(), 1);
+        assert_eq!(b.missions().unwrap().len(), 2);
+        assert_eq!(b.latest_mission().unwrap().unwrap().id, "m2");
+        assert_eq!(b.mission("m1").unwrap().unwrap().status, MissionStatus::Running);
+        assert_eq!(a.events_after("m1", None).unwrap().len(), 1);
+        assert!(b.messages("m1", "s").unwrap().is_empty());
+        assert!(b.put_inbox("m1", "t", "hi", 1).unwrap().is_some());
+        assert!(
+            a.put_inbox("m1", "t", "hi", 1).unwrap().is_some(),
+            "its own inbox"
+        );
+        assert!(
+            a.abandon("m2").map(|done| !done).unwrap(),
+            "b's mission is not a's"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(
+        pg_missing,
+        ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+    )]
+    fn a_nul_in_a_persons_text_or_a_models_output_is_stored() {
+        let schema = fresh_schema();
+        let store = Store::open_postgres(&schema.url, "/r").unwrap();
+        let mut m = mission("m1");
+        m.objective = "fix\0it".into();
+        store.create_mission(&m).unwrap();
+        assert_eq!(store.mission("m1").unwrap().unwrap().objective, "fix\u{FFFD}it");
+        store.put_inbox("m1", "t", "a\0b", 2).unwrap().unwrap();
+        store.append_event(&event("m1", 0, "model said \0")).unwrap();
+        let events = store.events_after("m1", None).unwrap();
+        assert!(matches!(&events[0].event, Event::Notice { message } if message == "model said \0"));
+        store
+            .append_message("m1", "s", 0, &serde_json::json!({"content": "\0"}))
+            .unwrap();
+        assert_eq!(store.messages("m1", "s").unwrap()[0]["content"], "\0");
+    }
+
+    #[test]
+    fn an_unreachable_server_is_named_with_its_password_masked() {
+        // A port nothing listens on: bind one, then let it go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://alice:hunter2-secret@127.0.0.1:{port}/missions");
+        let err = Store::open_postgres(&url, "/r").err().unwrap();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Unreachable { .. }), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+        assert!(text.contains("alice:***@"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn a_malformed_url_is_refused_without_echoing_it() {
+        let err = Store::open_postgres("postgres://u:pw@host:notaport/db", "/r")
+            .err()
+            .unwrap();
+        assert!(matches!(err, StoreError::BadUrl { .. }), "{err}");
+        assert!(!err.to_string().contains("pw@"), "{err}");
+    }
+
+    #[test]
+    #[cfg_attr(
+        pg_missing,
+        ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+    )]
+    fn a_newer_schema_is_refused() {
+        let schema = fresh_schema();
+        drop(Store::open_postgres(&schema.url, "/r").unwrap());
+        let mut client = ::postgres::Client::connect(&schema.url, ::postgres::NoTls).unwrap();
+        client
+            .batch_execute("UPDATE orchestrator_schema SET version = 99")
+            .unwrap();
+        let err = Store::open_postgres(&schema.url, "/r").err().unwrap();
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    }
+
+    #[test]
+    #[cfg_attr(
+        pg_missing,
+        ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+    )]
+    fn processes_starting_at_once_migrate_once() {
+        let schema = fresh_schema();
+        let stores: Vec<_> = (0..4)
+            .map(|_| {
+                let url = schema.url.clone();
+                std::thread::spawn(move || Store::open_postgres(&url, "/r").map(drop))
+            })
+            .collect();
+        for store in stores {
+            store.join().unwrap().unwrap();
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        pg_missing,
+        ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+    )]
+    fn a_lost_connection_fails_writes_cleanly_and_nothing_half_written_stays() {
+        let schema = fresh_schema();
+        let store = Store::open_postgres(&schema.url, "/r").unwrap();
+        store.create_mission(&mission("m1")).unwrap();
+        store.append_event(&event("m1", 0, "before")).unwrap();
+        assert!(schema.terminate_connections() >= 1);
+        let err = store.append_event(&event("m1", 1, "after")).err().unwrap();
+        assert!(matches!(err, StoreError::Postgres(_)), "{err}");
+        // Every later call fails the same way, none panics or hangs.
+        assert!(store.last_seq("m1").is_err());
+        drop(store);
+        // A new process finds the log as it was: resumable from its last event.
+        let store = Store::open_postgres(&schema.url, "/r").unwrap();
+        assert_eq!(store.last_seq("m1").unwrap(), Some(0));
+    }
 }
