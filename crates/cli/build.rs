@@ -8,4 +8,11 @@ fn main() {
     if std::env::var_os("OPENCODE_BIN").is_none_or(|bin| bin.is_empty()) {
         println!("cargo::rustc-cfg=opencode_missing");
     }
+    // Likewise the tests on the PostgreSQL store: its URL in ORCHESTRATOR_TEST_PG_URL
+    // (scripts/pg-test-server starts a server and sets it).
+    println!("cargo::rerun-if-env-changed=ORCHESTRATOR_TEST_PG_URL");
+    println!("cargo::rustc-check-cfg=cfg(pg_missing)");
+    if std::env::var_os("ORCHESTRATOR_TEST_PG_URL").is_none_or(|url| url.is_empty()) {
+        println!("cargo::rustc-cfg=pg_missing");
+    }
 }

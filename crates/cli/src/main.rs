@@ -39,6 +39,16 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Keep the missions in this PostgreSQL database (postgres://USER[:PASSWORD]@HOST[:PORT]/DB)
+    /// instead of the repository's .orchestrator/state.db; several repositories may share one.
+    #[arg(
+        long,
+        global = true,
+        env = "ORCHESTRATOR_STORE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    store: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -288,6 +298,7 @@ fn main() -> ExitCode {
             std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         )
         .init();
+    orchestrator_core::set_store_url(cli.store.clone());
     // Before any thread or agent command starts: the key in our environment is not readable through
     // /proc by the commands we run.
     orchestrator_sandbox::protect_process();

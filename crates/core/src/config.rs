@@ -22,6 +22,10 @@ pub const OPENCODE_DEFAULT_MODEL: &str = "opencode";
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// Where the mission store lives: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`; unset, the
+    /// repository's own `.orchestrator/state.db`. `--store` and ORCHESTRATOR_STORE_URL win over it.
+    /// Read from the user's config.toml only (see `store_url`).
+    pub store: Option<String>,
     /// A preset under every file's settings: `"small"` for small local models (see [`profile_layer`]).
     pub profile: Option<String>,
     pub provider: Option<Provider>,

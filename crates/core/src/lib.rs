@@ -33,6 +33,7 @@ mod roles;
 mod session;
 mod shared;
 mod status;
+mod store_url;
 mod test_count;
 #[cfg(test)]
 mod test_repo;
@@ -58,3 +59,4 @@ pub use status::{
     cancel, cancel_mission, mission_process, process_alive, status, status_of, RoleUsage, StatusReport,
     UnitStatus,
 };
+pub use store_url::{set_store_url, STORE_URL_VAR};

@@ -89,7 +89,7 @@ pub struct MissionSummary {
 
 /// Every mission of the repository at `root`, newest first; none without a store.
 pub fn missions(root: &Path) -> Result<Vec<MissionSummary>> {
-    if !root.join(crate::STATE_DIR).is_dir() {
+    if !root.join(crate::STATE_DIR).is_dir() && !crate::mission::has_store(root)? {
         return Ok(Vec::new());
     }
     let store = open_store_at(root, false)?;
@@ -219,11 +219,7 @@ fn ids(records: &[MissionRecord]) -> String {
 /// The repository's interrupted missions (unfinished, no live process runs them), newest first: what
 /// `resume` may continue, and what a front end offers for it. None when no mission has run there.
 pub fn interrupted(root: &Path) -> Result<Vec<MissionRecord>> {
-    if !root
-        .join(crate::STATE_DIR)
-        .join(crate::mission::STORE_FILE)
-        .is_file()
-    {
+    if !crate::mission::has_store(root)? {
         return Ok(Vec::new());
     }
     let store = open_store_at(root, false)?;

@@ -359,7 +359,11 @@ pub fn is_secret_env(name: &std::ffi::OsStr) -> bool {
         "_KEY",
         "_PAT",
     ];
-    SUFFIXES.iter().any(|s| name.ends_with(s)) || matches!(name.as_str(), "GH_TOKEN" | "DATABASE_URL")
+    SUFFIXES.iter().any(|s| name.ends_with(s))
+        || matches!(
+            name.as_str(),
+            "GH_TOKEN" | "DATABASE_URL" | "ORCHESTRATOR_STORE_URL"
+        )
 }
 
 /// Checks, before a mission starts, that confinement works here; the error says how to go on.
@@ -430,6 +434,7 @@ mod tests {
             "DB_PASSWORD",
             "STRIPE_SECRET",
             "DATABASE_URL",
+            "ORCHESTRATOR_STORE_URL",
         ] {
             assert!(is_secret_env(OsStr::new(name)), "{name}");
         }

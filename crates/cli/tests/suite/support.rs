@@ -157,6 +157,8 @@ impl Run {
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_BASE_URL")
             .env_remove("ANTHROPIC_API_KEY")
+            // The developer's own store never serves a test; the PostgreSQL tests pass --store.
+            .env_remove("ORCHESTRATOR_STORE_URL")
             // No desktop session: a test run must not pop notices on the developer's screen.
             .env_remove("DISPLAY")
             .env_remove("WAYLAND_DISPLAY")

@@ -11,7 +11,7 @@ mod rounds;
 mod run;
 mod start;
 
-pub(crate) use start::open_store_at;
+pub(crate) use start::{has_store, open_store_at};
 pub use start::{open_store, open_store_in, repo_root, resume, run_task, ResumeOptions};
 
 use rounds::drive;

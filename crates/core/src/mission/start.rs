@@ -146,7 +146,7 @@ async fn mission_start_hook(
 /// Before anything is spent: a new mission would leave an interrupted one's work behind. A mission
 /// run by a live process is left to the repository lock (exit 4).
 fn refuse_interrupted(repo: &Repo) -> Result<()> {
-    if !repo.root().join(STATE_DIR).join(STORE_FILE).is_file() {
+    if !has_store(repo.root())? {
         return Ok(());
     }
     let store = open_store(repo, false)?;
@@ -354,7 +354,18 @@ fn repo_root_sync(path: &Path) -> Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+/// Whether the repository at `root` may have missions recorded: a PostgreSQL store is named, or
+/// its SQLite file exists.
+pub(crate) fn has_store(root: &Path) -> Result<bool> {
+    Ok(crate::store_url::store_url(root)?.is_some() || root.join(STATE_DIR).join(STORE_FILE).is_file())
+}
+
 pub(crate) fn open_store_at(root: &Path, create: bool) -> Result<Store> {
+    if let Some(url) = crate::store_url::store_url(root)? {
+        // Unreachable or refused: nothing started, like a wrong model endpoint (exit 2).
+        return Store::open_postgres(&url, &crate::store_url::repo_scope(root))
+            .map_err(|e| EngineError::Usage(e.to_string()));
+    }
     let dir = root.join(STATE_DIR);
     // Private to the user, also when a store from before was 0755: it holds every transcript.
     if create || dir.is_dir() {
