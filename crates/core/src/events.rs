@@ -28,6 +28,8 @@ struct Inner {
     by_role: Mutex<BTreeMap<Role, TokenUsage>>,
     store: Mutex<Option<Arc<Store>>>,
     store_error: Mutex<Option<String>>,
+    /// Cancelled at the first failed store write: the mission stops there, resumable.
+    stop_on_store_error: Mutex<Option<tokio_util::sync::CancellationToken>>,
 }
 
 impl Default for EventBus {
@@ -47,6 +49,7 @@ impl EventBus {
                 by_role: Mutex::new(BTreeMap::new()),
                 store: Mutex::new(None),
                 store_error: Mutex::new(None),
+                stop_on_store_error: Mutex::new(None),
             }),
         }
     }
@@ -139,6 +142,15 @@ impl EventBus {
     fn store_failed(&self, error: String) {
         tracing::error!("cannot write to the mission store: {error}");
         lock(&self.inner.store_error).get_or_insert(error);
+        if let Some(token) = lock(&self.inner.stop_on_store_error).as_ref() {
+            token.cancel();
+        }
+    }
+
+    /// Cancels `token` at the first store write that fails (a full disk, a lost PostgreSQL server):
+    /// work whose events cannot be logged could not be resumed, so the mission stops there.
+    pub fn stop_on_store_error(&self, token: tokio_util::sync::CancellationToken) {
+        *lock(&self.inner.stop_on_store_error) = Some(token);
     }
 
     /// Tokens used by every model call of the mission so far.

@@ -97,6 +97,7 @@ pub(super) async fn run_mission(
         sandbox: config.sandbox.clone(),
         cancel: cancel.clone(),
     };
+    bus.stop_on_store_error(cancel.clone());
     let mut rt = Runtime::new(
         client.clone(),
         bus.clone(),
@@ -153,9 +154,10 @@ pub(super) async fn run_mission(
         unverified,
     } = ending;
     if let Some(error) = bus.store_error() {
-        summary.push_str(&format!(
-            "\nthe mission store could not be written ({error}); resume may repeat work"
-        ));
+        summary = format!(
+            "the mission stopped: its store could not be written ({error}); continue it with \
+             `orchestrator resume` once the store is back (work since its last logged event may repeat)"
+        );
     }
     if outcome == Outcome::Sealed && finish.apply {
         if let (Some(branch), Some(commit)) = (&record.user_branch, &result_commit) {
