@@ -33,8 +33,17 @@ impl TestSchema {
     }
 }
 
+/// Runs `f` on a thread of its own: the sync client must not block an async test's runtime.
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
 /// A fresh, empty schema on the test server.
 pub fn fresh_schema() -> TestSchema {
+    off_runtime(fresh_schema_here)
+}
+
+fn fresh_schema_here() -> TestSchema {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let base = server_url();
     let nanos = std::time::SystemTime::now()
@@ -63,6 +72,10 @@ pub fn with_search_path(url: &str, schema: &str) -> String {
 
 /// Ends every server connection whose application_name is `name`.
 pub fn terminate_connections(name: &str) -> u64 {
+    off_runtime(|| terminate_here(name))
+}
+
+fn terminate_here(name: &str) -> u64 {
     let mut client = postgres::Client::connect(&server_url(), postgres::NoTls)
         .unwrap_or_else(|e| panic!("cannot reach the test server: {e}"));
     let rows = client

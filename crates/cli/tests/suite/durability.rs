@@ -74,6 +74,16 @@ pub(super) async fn crash_then_resume(when: Trigger, script: Script, repo: &Test
 
 /// [`crash_then_resume`] with the model played by `inner` (before and after the kill).
 pub(super) async fn crash_playing(when: Trigger, inner: impl Brain, repo: &TestRepo) -> (FakeServer, u64) {
+    crash_running(when, inner, repo, Run::task("Crash and resume")).await
+}
+
+/// [`crash_playing`] with the first run's command given (its flags, its store).
+pub(super) async fn crash_running(
+    when: Trigger,
+    inner: impl Brain,
+    repo: &TestRepo,
+    run: Run,
+) -> (FakeServer, u64) {
     let pid = Arc::new(AtomicI32::new(0));
     let fired_at = Arc::new(AtomicU64::new(u64::MAX));
     let brain = Crash {
@@ -88,7 +98,7 @@ pub(super) async fn crash_playing(when: Trigger, inner: impl Brain, repo: &TestR
         ..FakeOptions::default()
     };
     let server = FakeServer::start(brain, options).await.expect("fake server");
-    let child = Run::task("Crash and resume")
+    let child = run
         .openai(&server)
         .command(repo)
         .stdout(std::process::Stdio::null())

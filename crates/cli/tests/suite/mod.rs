@@ -20,6 +20,7 @@ mod mission;
 mod missions;
 mod notify;
 mod opencode_provider;
+mod postgres;
 mod profile;
 mod project_files;
 mod refusals;
