@@ -6,7 +6,8 @@
 //! connection and runs each call sent to it; the caller waits for the answer, as it waits for SQLite.
 //!
 //! Each write is its own transaction (or one transaction where the SQLite store has one), committed
-//! with the server's `synchronous_commit`: an event the engine logged survives a crash of either side.
+//! with `synchronous_commit = off` (unless the URL sets it): the counterpart of the SQLite store's
+//! `synchronous=NORMAL`, see [`Pg::connect`].
 
 use std::sync::mpsc;
 use std::sync::Mutex;
@@ -123,6 +124,14 @@ impl Pg {
         if config.get_application_name().is_none() {
             config.application_name("orchestrator");
         }
+        // As SQLite's synchronous=NORMAL: a commit is kept across a crash of this process at once,
+        // and flushed to disk by the server within wal_writer_delay; only a crash of the server's
+        // machine can drop the last fraction of a second, which resume treats as a kill a moment
+        // earlier. One fsync per event would cap the log at ~600 events/s (docs/benchmarks.md).
+        // A URL that sets synchronous_commit itself (options=-csynchronous_commit%3Don) keeps it.
+        let relaxed = !config
+            .get_options()
+            .is_some_and(|o| o.contains("synchronous_commit"));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let thread_target = target.clone();
@@ -139,7 +148,14 @@ impl Pg {
                         return;
                     }
                 };
-                let migrated = migrate(&mut client, &thread_target);
+                let migrated = migrate(&mut client, &thread_target).and_then(|()| {
+                    if relaxed {
+                        client
+                            .batch_execute("SET synchronous_commit = off")
+                            .map_err(StoreError::from)?;
+                    }
+                    Ok(())
+                });
                 let ok = migrated.is_ok();
                 let _ = ready_tx.send(migrated);
                 if !ok {
@@ -166,6 +182,13 @@ impl Pg {
                 reason: "its connection thread ended".into(),
             }),
         }
+    }
+
+    /// A server setting as this connection sees it (for tests).
+    #[cfg(test)]
+    pub(crate) fn setting(&self, name: &str) -> Result<String> {
+        let name = name.to_string();
+        self.call(move |c, _| Ok(c.query_one("SELECT current_setting($1)", &[&name])?.get(0)))
     }
 
     pub(crate) fn target(&self) -> &str {

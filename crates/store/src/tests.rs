@@ -450,6 +450,7 @@ mod postgres {
     use orchestrator_test_support::pg::fresh_schema;
 
     use super::*;
+    use crate::Backend;
 
     #[test]
     #[cfg_attr(
@@ -531,6 +532,25 @@ mod postgres {
             .unwrap();
         assert!(matches!(err, StoreError::BadUrl { .. }), "{err}");
         assert!(!err.to_string().contains("pw@"), "{err}");
+    }
+
+    #[test]
+    #[cfg_attr(
+        pg_missing,
+        ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+    )]
+    fn commits_are_relaxed_unless_the_url_says_otherwise() {
+        let schema = fresh_schema();
+        let setting = |url: &str| {
+            let store = Store::open_postgres(url, "/r").unwrap();
+            let Backend::Pg(pg) = &store.backend else {
+                panic!("a PostgreSQL store")
+            };
+            pg.setting("synchronous_commit").unwrap()
+        };
+        assert_eq!(setting(&schema.url), "off");
+        let strict = format!("{}&options=-csynchronous_commit%3Don", schema.url);
+        assert_eq!(setting(&strict), "on");
     }
 
     #[test]
