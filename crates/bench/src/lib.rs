@@ -43,6 +43,8 @@ pub struct Options {
     pub store_events: usize,
     /// Threads for the contended variant of the micro-benchmark.
     pub store_threads: usize,
+    /// A PostgreSQL server to run the micro-benchmark on as well (`--store-pg URL`).
+    pub store_pg: Option<String>,
     /// The OpenCode binary for the reference line; `None` skips it (with the reason in `opencode_note`).
     pub opencode: Option<PathBuf>,
     pub opencode_note: Option<String>,
@@ -115,16 +117,22 @@ pub async fn run_suite(options: &Options, progress: &dyn Fn(&str)) -> Result<Res
     };
     let mut store = Vec::new();
     if options.store_events > 0 {
-        for threads in [1, options.store_threads.max(1)] {
-            progress(&format!(
-                "store: {} appends from {threads} thread(s)",
-                options.store_events
-            ));
-            let events = options.store_events;
-            let bench = tokio::task::spawn_blocking(move || store_bench::append(events, threads))
-                .await
-                .context("the store benchmark panicked")??;
-            store.push(bench);
+        let backends = std::iter::once(None).chain(options.store_pg.clone().map(Some));
+        for pg in backends {
+            for threads in [1, options.store_threads.max(1)] {
+                progress(&format!(
+                    "store: {} appends from {threads} thread(s){}",
+                    options.store_events,
+                    if pg.is_some() { " on PostgreSQL" } else { "" }
+                ));
+                let events = options.store_events;
+                let pg = pg.clone();
+                let bench =
+                    tokio::task::spawn_blocking(move || store_bench::append(events, threads, pg.as_deref()))
+                        .await
+                        .context("the store benchmark panicked")??;
+                store.push(bench);
+            }
         }
     }
     let mut opencode = Vec::new();

@@ -40,6 +40,9 @@ struct Args {
     /// Threads for the contended store micro-benchmark.
     #[arg(long, default_value_t = 8)]
     store_threads: usize,
+    /// Also run the store micro-benchmark on this PostgreSQL server (postgres://…).
+    #[arg(long, value_name = "URL")]
+    store_pg: Option<String>,
     /// OpenCode for the reference line: `auto` (OPENCODE_BIN, then .ci/opencode), `off`, or a path.
     #[arg(long, default_value = "auto")]
     opencode: String,
@@ -135,6 +138,7 @@ async fn main() -> Result<()> {
         resume_tasks: (args.resume_tasks > 0).then_some(args.resume_tasks),
         store_events: args.store_events,
         store_threads: args.store_threads,
+        store_pg: args.store_pg,
         opencode,
         opencode_note,
         opencode_sessions: args.opencode_sessions,

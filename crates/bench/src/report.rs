@@ -228,7 +228,8 @@ fn summary(out: &mut String, results: &Results) {
     for b in &results.store {
         let _ = writeln!(
             out,
-            "| `Store::append_event`, {} events from {} thread(s) | {:.0} events/s ({:.1} µs each) | | |",
+            "| `Store::append_event` on {}, {} events from {} thread(s) | {:.0} events/s ({:.1} µs each) | | |",
+            b.backend,
             b.events,
             b.threads,
             b.per_sec(),

@@ -12,6 +12,8 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AppendBench {
+    /// "SQLite" or "PostgreSQL".
+    pub backend: String,
     pub events: usize,
     pub threads: usize,
     #[serde(serialize_with = "crate::mission::ser_ms")]
@@ -76,8 +78,20 @@ fn event(i: u64) -> Event {
     }
 }
 
-fn open(dir: &std::path::Path) -> Result<Arc<Store>> {
-    let store = Store::open(&dir.join("state.db")).context("cannot open a fresh store")?;
+/// A fresh store: SQLite in `dir`, or on the PostgreSQL server at `pg` under a repository name of
+/// its own (so runs never see each other's events).
+fn open(dir: &std::path::Path, pg: Option<&str>) -> Result<Arc<Store>> {
+    let store = match pg {
+        Some(url) => {
+            let scope = format!(
+                "bench-{}-{}",
+                std::process::id(),
+                Utc::now().timestamp_nanos_opt().unwrap_or(0)
+            );
+            Store::open_postgres(url, &scope).context("cannot open the PostgreSQL store")?
+        }
+        None => Store::open(&dir.join("state.db")).context("cannot open a fresh store")?,
+    };
     store.set_secrets(vec!["bench-key".into()]);
     store.create_mission(&MissionRecord {
         id: MISSION.into(),
@@ -96,10 +110,10 @@ fn open(dir: &std::path::Path) -> Result<Arc<Store>> {
 
 /// Appends `events` events to a fresh store in a temporary folder, from `threads` threads sharing it
 /// (as sessions share the engine's one store). The envelopes are built outside the clock; encoding,
-/// masking and the SQLite insert are inside it, as in the engine.
-pub fn append(events: usize, threads: usize) -> Result<AppendBench> {
+/// masking and the insert are inside it, as in the engine. `pg`: on that PostgreSQL server instead.
+pub fn append(events: usize, threads: usize, pg: Option<&str>) -> Result<AppendBench> {
     let dir = tempfile::tempdir().context("cannot make a temporary folder")?;
-    let store = open(dir.path())?;
+    let store = open(dir.path(), pg)?;
     let threads = threads.max(1);
     let per_thread = events.div_ceil(threads);
     let batches: Vec<Vec<EventEnvelope>> = (0..threads)
@@ -140,6 +154,7 @@ pub fn append(events: usize, threads: usize) -> Result<AppendBench> {
     let stored = store.events_after(MISSION, None)?.len();
     anyhow::ensure!(stored == total, "{stored} of {total} events were stored");
     Ok(AppendBench {
+        backend: if pg.is_some() { "PostgreSQL" } else { "SQLite" }.into(),
         events: total,
         threads,
         elapsed,
