@@ -890,3 +890,40 @@ async fn serve_resume_interrupted_continues_a_killed_mission_at_start() {
         "{listed:?}"
     );
 }
+
+/// `serve --store postgres://…`: a mission started through the API runs on the PostgreSQL store, and
+/// the API and the CLI read it from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_mission_served_on_the_postgres_store_is_read_back_from_it() {
+    let schema = orchestrator_test_support::pg::fresh_schema();
+    let repo = TestRepo::new(&[("orchestrator.toml", "[verify]\ntest = \"true\"\n")]);
+    let model = fake(two_units()).await;
+    let served = Served::start(
+        &repo,
+        serve_args(&repo).arg("--store").arg(&schema.url).openai(&model),
+    )
+    .await;
+    let (status, started) = served.start_mission(&repo, "Add two files").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["id"].as_str().expect("the mission's id").to_string();
+    let events = served.follow(&id, Duration::from_secs(180)).await;
+    let last = events.last().expect("events");
+    assert_eq!(last["outcome"], "sealed", "{last}");
+    let (status, detail) = served.get(&format!("/api/missions/{id}")).await;
+    assert_eq!((status, &detail["status"]), (StatusCode::OK, &json!("sealed")));
+    served.stop().await;
+
+    assert!(!repo.path().join(".orchestrator/state.db").exists());
+    let status = Run::cmd(&["status", "--json"])
+        .arg("--store")
+        .arg(&schema.url)
+        .run(&repo)
+        .await;
+    status.assert_code(0);
+    let report: Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(report["mission"], json!(id));
+}
