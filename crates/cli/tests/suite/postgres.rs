@@ -79,6 +79,15 @@ async fn a_mission_on_postgres_seals_and_status_logs_and_report_read_it() {
         "the log holds what the run printed"
     );
 
+    // --follow on a finished mission prints its log and ends, as on SQLite.
+    let followed = on(Run::cmd(&["logs", "--follow"]), &schema).run(&repo).await;
+    followed.assert_code(0);
+    assert!(
+        followed.stdout.lines().count() >= kinds.len(),
+        "{}",
+        followed.stdout
+    );
+
     let report = on(Run::cmd(&["report"]), &schema).run(&repo).await;
     report.assert_code(0);
     for unit in ["`a`", "`b`", "`c`"] {
@@ -244,4 +253,59 @@ async fn a_repository_may_not_name_the_store() {
         .await;
     done.assert_code(2);
     assert!(done.stderr.contains("PostgreSQL URL"), "{}", done.stderr);
+}
+
+/// What `status --json` says of a mission, without what differs between any two runs (ids, commits,
+/// times, paths, token counts).
+fn stable_status(status: &Finished) -> serde_json::Value {
+    status.assert_code(0);
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    let units: Vec<serde_json::Value> = report["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .map(|u| {
+            serde_json::json!({
+                "id": u["id"], "title": u["title"], "state": u["state"], "attempts": u["attempts"],
+                "depends_on": u["depends_on"], "detail": u["detail"],
+                "evidence": u["evidence"].as_array().map(|e| e.iter().map(|e| (e["kind"].clone(), e["exit_code"].clone())).collect::<Vec<_>>()),
+            })
+        })
+        .collect();
+    let mut roles: Vec<String> = report["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .map(|s| format!("{}:{}", s["role"], s["unit"]))
+        .collect();
+    roles.sort();
+    serde_json::json!({
+        "objective": report["objective"], "status": report["status"], "outcome": report["outcome"],
+        "phase": report["phase"], "round": report["round"], "units": units, "sessions": roles,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn status_says_the_same_on_both_stores() {
+    let schema = fresh_schema();
+    let mut said = Vec::new();
+    for postgres in [false, true] {
+        let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+        let server = fake(script()).await;
+        let with_store = |run: Run| if postgres { on(run, &schema) } else { run };
+        with_store(Run::task("Four files"))
+            .openai(&server)
+            .run(&repo)
+            .await
+            .assert_code(0);
+        let status = with_store(Run::cmd(&["status", "--json"])).run(&repo).await;
+        said.push(stable_status(&status));
+    }
+    assert_eq!(said[0]["units"].as_array().map(Vec::len), Some(3), "{}", said[0]);
+    assert_eq!(said[0]["status"], "sealed");
+    assert_eq!(said[0], said[1], "SQLite, then PostgreSQL");
 }
