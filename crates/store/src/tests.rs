@@ -442,10 +442,6 @@ fn the_inbox_is_bounded_per_unit_and_delivers_once(b: &dyn Backend) {
 }
 
 /// The PostgreSQL store's own behaviour: what SQLite has no counterpart for.
-#[cfg_attr(
-    pg_missing,
-    allow(dead_code, reason = "its tests are ignored without a server")
-)]
 mod postgres {
     use orchestrator_test_support::pg::fresh_schema;
 
