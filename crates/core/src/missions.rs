@@ -47,7 +47,7 @@ impl MissionState {
     /// an unrelated process, which [`MissionState::of`] alone would take for the mission.
     pub fn of_stored(store: &Store, record: &MissionRecord) -> MissionState {
         let state = MissionState::of(record);
-        let state_dir = Path::new(store.path()).parent();
+        let state_dir = store.state_dir();
         match (state, record.pid, state_dir) {
             (MissionState::Running, Some(pid), Some(dir)) if !crate::lock::held_by(dir, pid) => {
                 MissionState::Interrupted

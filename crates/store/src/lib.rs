@@ -204,6 +204,9 @@ pub struct MissionRecord {
 pub struct Store {
     backend: Backend,
     path: String,
+    /// The repository's `.orchestrator/` folder (where its lock lives): the SQLite file's folder, or
+    /// given with [`Store::with_state_dir`] for a PostgreSQL store.
+    state_dir: Option<PathBuf>,
     secrets: Mutex<Vec<String>>,
 }
 
@@ -242,6 +245,7 @@ impl Store {
         Ok(Store {
             backend: Backend::Sqlite(Mutex::new(conn)),
             path: path.display().to_string(),
+            state_dir: path.parent().map(Path::to_path_buf),
             secrets: Mutex::new(Vec::new()),
         })
     }
@@ -254,8 +258,20 @@ impl Store {
         Ok(Store {
             path: pg.target().to_string(),
             backend: Backend::Pg(pg),
+            state_dir: None,
             secrets: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The repository's local state folder (its lock, worktrees), for a store that is not in it.
+    pub fn with_state_dir(mut self, dir: PathBuf) -> Store {
+        self.state_dir = Some(dir);
+        self
+    }
+
+    /// The repository's local state folder, when known: where the lock of a live mission is.
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state_dir.as_deref()
     }
 
     /// Whether the store lives on a PostgreSQL server.

@@ -364,6 +364,7 @@ pub(crate) fn open_store_at(root: &Path, create: bool) -> Result<Store> {
     if let Some(url) = crate::store_url::store_url(root)? {
         // Unreachable or refused: nothing started, like a wrong model endpoint (exit 2).
         return Store::open_postgres(&url, &crate::store_url::repo_scope(root))
+            .map(|store| store.with_state_dir(root.join(STATE_DIR)))
             .map_err(|e| EngineError::Usage(e.to_string()));
     }
     let dir = root.join(STATE_DIR);
