@@ -299,6 +299,11 @@ fn main() -> ExitCode {
         )
         .init();
     orchestrator_core::set_store_url(cli.store.clone());
+    if let Some(url) = &cli.store {
+        // The missions `orchestrator mcp` starts run this binary again: they must use the same store.
+        // Kept from git and agent commands as a secret variable (orchestrator_sandbox::is_secret_env).
+        std::env::set_var(orchestrator_core::STORE_URL_VAR, url);
+    }
     // Before any thread or agent command starts: the key in our environment is not readable through
     // /proc by the commands we run.
     orchestrator_sandbox::protect_process();

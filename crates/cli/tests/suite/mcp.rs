@@ -27,7 +27,11 @@ struct Client {
 impl Client {
     /// Starts `orchestrator mcp` in the repository and completes the MCP handshake.
     async fn connect(repo: &TestRepo, server: Option<&FakeServer>) -> Client {
-        let mut run = Run::cmd(&["mcp"]);
+        Client::connect_with(repo, server, Run::cmd(&["mcp"])).await
+    }
+
+    /// [`Client::connect`] with the server's command given (its flags).
+    async fn connect_with(repo: &TestRepo, server: Option<&FakeServer>, mut run: Run) -> Client {
         if let Some(server) = server {
             // The server hands its environment on to the missions it starts.
             run = run.openai(server);
@@ -864,4 +868,42 @@ async fn a_subscribed_mission_resource_tells_its_changes() {
         "{answer}"
     );
     client.disconnect().await;
+}
+
+/// `orchestrator mcp --store postgres://…`: the mission it launches (this binary again) keeps to the
+/// same store, where the server and the CLI find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_mission_started_over_mcp_keeps_to_the_postgres_store() {
+    let schema = orchestrator_test_support::pg::fresh_schema();
+    let repo = TestRepo::new(&[]);
+    let server = fake(one_file_plan()).await;
+    let run = Run::cmd(&["mcp", "--store", &schema.url]);
+    let mut client = Client::connect_with(&repo, Some(&server), run).await;
+    let (started, is_error) = client
+        .call("start_mission", json!({"objective": "Add a.txt"}))
+        .await;
+    assert!(!is_error, "start_mission failed: {started}");
+    let result = wait_for_result(&mut client).await;
+    let logs: String = std::fs::read_dir(repo.path().join(".orchestrator/mcp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .collect();
+    assert!(
+        result.contains("sealed"),
+        "{result}\n--- the mission's log\n{logs}"
+    );
+    client.disconnect().await;
+    assert!(!repo.path().join(".orchestrator/state.db").exists());
+    let listed = Run::cmd(&["missions", "--json", "--store", &schema.url])
+        .run(&repo)
+        .await;
+    listed.assert_code(0);
+    let missions: Value = serde_json::from_str(&listed.stdout).expect("JSON");
+    assert_eq!(missions.as_array().map(Vec::len), Some(1), "{missions}");
 }
