@@ -6,6 +6,9 @@
 //! transaction in WAL mode) and is readable by other processes (`status`, `logs`) while a mission runs.
 //! Secrets handed to [`Store::set_secrets`] are masked in everything written.
 //!
+//! Or, with [`Store::open_postgres`], the same records on a PostgreSQL server shared by several
+//! repositories (`pg.rs`): one API, two backends, the same tests.
+//!
 //! The store is private to its user: the database and its `-wal` and `-shm` files are 0600, and the
 //! folder that holds them is made 0700 by [`private_dir`]. Transcripts hold whatever the agents read
 //! and wrote — source, command output, secrets the masking cannot know — and a repository's folder
