@@ -31,6 +31,9 @@ pub struct Known {
     pub failures: Vec<String>,
     /// Build-output folders to copy into a unit's worktree: (path inside a worktree, the baseline's copy).
     pub warm: Vec<(String, PathBuf)>,
+    /// The baseline's worktree when its install passed and its folders are in `warm`: a unit whose
+    /// dependency manifests and lockfiles match this tree's needs no install of its own.
+    pub installed: Option<PathBuf>,
 }
 
 /// The baseline as the verifier awaits it: resolved once the baseline is over (or known from an
@@ -49,6 +52,7 @@ pub struct Plan {
     /// Where the baseline's worktree goes.
     pub dir: PathBuf,
     pub base: String,
+    pub install: Option<String>,
     pub build: Option<String>,
     pub lint: Option<String>,
     pub test: Option<String>,
@@ -65,7 +69,7 @@ pub fn start(plan: Plan, recorded: Option<&Baseline>) -> Ready {
     if let Some(recorded) = recorded {
         return ready(Known {
             failures: recorded.failed_tests.clone(),
-            warm: Vec::new(),
+            ..Known::default()
         });
     }
     if plan.build.is_none() && plan.lint.is_none() && plan.test.is_none() {
@@ -93,6 +97,8 @@ async fn run(plan: Plan) -> Known {
         }
     };
     let verifier = Verifier {
+        install: plan.install.clone(),
+        install_online: true,
         build: plan.build.clone(),
         lint: plan.lint.clone(),
         test: plan.test.clone(),
@@ -119,6 +125,7 @@ async fn run(plan: Plan) -> Known {
         .flat_map(|e| e.failed_tests.clone())
         .collect::<Vec<_>>();
     let (warm, cold_reason) = warm_folders(&plan, worktree.path(), &evidence).await;
+    let baseline_evidence = evidence.clone();
     let baseline = Baseline {
         passed: evidence.iter().all(|e| e.passed()),
         timed_out: evidence.iter().any(|e| e.timed_out),
@@ -129,9 +136,11 @@ async fn run(plan: Plan) -> Known {
         cold_reason,
     };
     plan.bus.emit(Event::BaselineVerified { baseline });
+    let installed = evidence_installed(&baseline_evidence, &warm).then(|| worktree.path().to_path_buf());
     Known {
         failures: failed_tests,
         warm,
+        installed,
     }
 }
 
@@ -145,12 +154,15 @@ async fn warm_folders(
     if plan.cache == VerifyCache::Off {
         return (Vec::new(), Some("[verify] cache = \"off\"".into()));
     }
-    let built = evidence.iter().find(|e| e.kind == "build");
-    if built.is_some_and(|b| b.timed_out) {
-        return (Vec::new(), Some("the baseline build timed out".into()));
-    }
-    if built.is_some_and(|b| !b.passed()) {
-        return (Vec::new(), Some("the baseline build failed".into()));
+    // A failed install or build leaves half-made folders: a copy of them would look built.
+    for kind in ["install", "build"] {
+        let ran = evidence.iter().find(|e| e.kind == kind);
+        if ran.is_some_and(|b| b.timed_out) {
+            return (Vec::new(), Some(format!("the baseline {kind} timed out")));
+        }
+        if ran.is_some_and(|b| !b.passed()) {
+            return (Vec::new(), Some(format!("the baseline {kind} failed")));
+        }
     }
     let mut warm = Vec::new();
     for rel in crate::prescan::cache_dirs(root) {
@@ -163,6 +175,11 @@ async fn warm_folders(
         .is_empty()
         .then(|| "no git-ignored build-output folder (Cargo target, node_modules) to start from".into());
     (warm, reason)
+}
+
+/// Whether the baseline installed the dependencies and units can start from its folders.
+fn evidence_installed(evidence: &[orchestrator_protocol::Evidence], warm: &[(String, PathBuf)]) -> bool {
+    !warm.is_empty() && evidence.iter().any(|e| e.kind == "install" && e.passed())
 }
 
 async fn ignored_by_git(root: &Path, rel: &str) -> bool {
@@ -227,8 +244,8 @@ mod tests {
         let unit = dir.path().join("units").join("a");
         std::fs::create_dir_all(&unit).expect("mkdir");
         let known = Known {
-            failures: Vec::new(),
             warm: vec![("target".into(), source.clone())],
+            ..Known::default()
         };
         warm_up(&unit, &known).await;
         let copy = unit.join("target").join("debug").join("out");

@@ -190,6 +190,10 @@ pub struct VerifyFile {
     /// Static analysis (`cargo clippy -- -D warnings`, `ruff check .`, `eslint .`): run like build
     /// and test, between them.
     pub lint: Option<String>,
+    /// What fetches the project's dependencies (`npm ci`): run once by the baseline, with network,
+    /// and by a unit only when it has no copy of the baseline's outputs or changed a dependency
+    /// manifest. `""` runs none; unset, the pre-scan picks one from the lockfile.
+    pub install: Option<String>,
     pub timeout_secs: Option<u64>,
     /// How units' builds start warm: `auto` (a copy of the baseline's build outputs, per ecosystem)
     /// or `off` (every unit builds cold).
@@ -456,6 +460,8 @@ pub struct Config {
     pub verify_build: Option<String>,
     pub verify_test: Option<String>,
     pub verify_lint: Option<String>,
+    /// `[verify] install`: `None` lets the pre-scan choose, `Some("")` runs none.
+    pub verify_install: Option<String>,
     /// Whether the mission may run with no verification command (`--no-verify`).
     pub no_verify: bool,
     /// Whether the plan waits for a person's approval before anything is executed.
@@ -646,6 +652,7 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
         verify_build: merged.verify.build.clone().filter(|c| !c.trim().is_empty()),
         verify_test: merged.verify.test.clone().filter(|c| !c.trim().is_empty()),
         verify_lint: merged.verify.lint.clone().filter(|c| !c.trim().is_empty()),
+        verify_install: merged.verify.install.as_ref().map(|c| c.trim().to_string()),
         no_verify: flags.no_verify.unwrap_or(false),
         approve_plan: flags.approve_plan.or(merged.approve_plan).unwrap_or(false),
         verify_timeout: Duration::from_secs(merged.verify.timeout_secs.unwrap_or(900)),
@@ -1424,6 +1431,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(verify.build);
     take!(verify.test);
     take!(verify.lint);
+    take!(verify.install);
     take!(verify.timeout_secs);
     take!(verify.cache);
     take!(limits.unit_attempts);
@@ -1748,6 +1756,23 @@ mod tests {
             layer("prompt_cache = true")
         ]));
         assert!(toml::from_str::<FileConfig>("[endpoint]\nprompt_cache = \"yes\"\n").is_err());
+    }
+
+    #[test]
+    fn the_install_is_the_pre_scans_unless_set_and_empty_runs_none() {
+        let layer = |text: &str| parse(&format!("model = \"m\"\n[verify]\n{text}\n"));
+        let resolved = |files: &[FileConfig]| {
+            resolve(files, &MissionSettings::default(), None)
+                .unwrap()
+                .verify_install
+        };
+        assert_eq!(resolved(&[layer("")]), None, "left to the pre-scan");
+        assert_eq!(resolved(&[layer("install = \" \"")]), Some(String::new()), "none");
+        assert_eq!(
+            resolved(&[layer("install = \"npm ci\""), layer("install = \"pnpm i\"")]),
+            Some("pnpm i".into())
+        );
+        assert!(toml::from_str::<FileConfig>("[verify]\ninstall = 1\n").is_err());
     }
 
     #[test]

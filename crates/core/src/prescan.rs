@@ -116,6 +116,47 @@ pub fn cache_dirs(root: &Path) -> Vec<&'static str> {
     dirs
 }
 
+/// Root files a dependency install reads: a unit that changes one of them installs again, since
+/// the baseline's `node_modules` no longer matches what it asks for.
+pub const INSTALL_INPUTS: &[&str] = &[
+    "package.json",
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "pnpm-lock.yaml",
+    "yarn.lock",
+    ".npmrc",
+    ".yarnrc",
+    ".yarnrc.yml",
+];
+
+/// The command that fetches a Node project's dependencies into `node_modules`, from its lockfile:
+/// the frozen form where there is one (it installs exactly what was locked and fails, rather than
+/// rewrites the lockfile, when package.json asks for something else). None without dependencies.
+pub fn install_command(root: &Path) -> Option<String> {
+    let manifest = std::fs::read_to_string(root.join("package.json")).ok()?;
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).ok()?;
+    let declares = |key: &str| {
+        manifest
+            .get(key)
+            .and_then(|d| d.as_object())
+            .is_some_and(|d| !d.is_empty())
+    };
+    if !declares("dependencies") && !declares("devDependencies") && !declares("optionalDependencies") {
+        return None;
+    }
+    let has = |name: &str| root.join(name).is_file();
+    let command = if has("pnpm-lock.yaml") {
+        "pnpm install --frozen-lockfile"
+    } else if has("yarn.lock") {
+        "yarn install --frozen-lockfile"
+    } else if has("package-lock.json") || has("npm-shrinkwrap.json") {
+        "npm ci"
+    } else {
+        "npm install"
+    };
+    Some(command.into())
+}
+
 /// Test invocations a CI file may run, as the start of a command.
 const CI_TEST_COMMANDS: &[&str] = &[
     "cargo test",
@@ -289,6 +330,36 @@ mod tests {
         assert_eq!(scan.test.as_deref(), Some("make test"));
         assert!(scan.tree.contains(&"src/".to_string()));
         assert!(scan.to_markdown().contains("Test command: make test"));
+    }
+
+    #[test]
+    fn the_install_follows_the_lockfile_and_only_when_there_are_dependencies() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        assert_eq!(install_command(dir.path()), None, "no package.json");
+        write("package.json", r#"{"scripts":{"test":"node t.js"}}"#);
+        assert_eq!(install_command(dir.path()), None, "nothing to install");
+        write("package.json", r#"{"devDependencies":{}, "dependencies":{}}"#);
+        assert_eq!(install_command(dir.path()), None, "empty lists");
+        write("package.json", r#"{"devDependencies":{"left-pad":"1.3.0"}}"#);
+        assert_eq!(install_command(dir.path()).as_deref(), Some("npm install"));
+        write("package-lock.json", "{}");
+        assert_eq!(install_command(dir.path()).as_deref(), Some("npm ci"));
+        write("yarn.lock", "");
+        assert_eq!(
+            install_command(dir.path()).as_deref(),
+            Some("yarn install --frozen-lockfile")
+        );
+        write("pnpm-lock.yaml", "");
+        assert_eq!(
+            install_command(dir.path()).as_deref(),
+            Some("pnpm install --frozen-lockfile")
+        );
+        // A manifest that is not JSON (or not an object) installs nothing rather than guess.
+        write("package.json", "{ broken");
+        assert_eq!(install_command(dir.path()), None);
+        write("package.json", r#"["dependencies"]"#);
+        assert_eq!(install_command(dir.path()), None);
     }
 
     #[test]

@@ -188,16 +188,14 @@ impl Replay {
                 evidence,
             } => {
                 if let Some(record) = self.units.get_mut(unit) {
-                    if evidence.kind == "build" || record.evidence.iter().any(|e| e.kind == evidence.kind) {
+                    if starts_a_verification(&record.evidence, &evidence.kind) {
                         record.evidence.clear();
                     }
                     record.evidence.push(evidence.clone());
                 }
             }
             Event::EvidenceRecorded { unit: None, evidence } => {
-                if evidence.kind == "build"
-                    || self.integration_evidence.iter().any(|e| e.kind == evidence.kind)
-                {
+                if starts_a_verification(&self.integration_evidence, &evidence.kind) {
                     self.integration_evidence.clear();
                 }
                 self.integration_evidence.push(evidence.clone());
@@ -403,10 +401,38 @@ impl Replay {
     }
 }
 
+/// Whether evidence of `kind` begins a new verification rather than continues the last one: an
+/// install always comes first, a build comes first unless an install just ran, and any other kind
+/// seen again belongs to a later run.
+fn starts_a_verification(previous: &[orchestrator_protocol::Evidence], kind: &str) -> bool {
+    kind == "install"
+        || previous.iter().any(|e| e.kind == kind)
+        || (kind == "build" && previous.last().is_none_or(|e| e.kind != "install"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use orchestrator_protocol::Verdict;
+
+    #[test]
+    fn an_install_begins_a_verification_and_its_build_continues_it() {
+        let ran = |kinds: &[&str]| -> Vec<orchestrator_protocol::Evidence> {
+            kinds
+                .iter()
+                .map(|k| orchestrator_protocol::Evidence {
+                    kind: k.to_string(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        assert!(starts_a_verification(&ran(&["build", "test"]), "install"));
+        assert!(!starts_a_verification(&ran(&["install"]), "build"));
+        assert!(starts_a_verification(&ran(&["build", "test"]), "build"));
+        assert!(starts_a_verification(&ran(&[]), "build"));
+        assert!(!starts_a_verification(&ran(&["install", "build"]), "test"));
+        assert!(starts_a_verification(&ran(&["lint", "test"]), "lint"));
+    }
 
     fn env(seq: u64, event: Event) -> EventEnvelope {
         EventEnvelope {

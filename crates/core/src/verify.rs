@@ -22,6 +22,13 @@ const KEPT_OUTPUT_BYTES: usize = TAIL_CHARS * 4;
 /// The commands to verify with, and how many verifications may run at once (builds are CPU-heavy,
 /// so this is separate from the cap on model sessions).
 pub struct Verifier {
+    /// What fetches the project's dependencies (`npm ci`), run before the build where
+    /// [`Verifier::install_needed`] says so. It judges nothing by itself, but a failed install
+    /// fails the verification like a failed build.
+    pub install: Option<String>,
+    /// Whether the install may reach the network whatever the sandbox settings say: only the
+    /// baseline's, which installs the committed lockfile of the base commit before any agent wrote.
+    pub install_online: bool,
     pub build: Option<String>,
     /// Static analysis, run after the build and before the tests.
     pub lint: Option<String>,
@@ -45,6 +52,27 @@ impl Verifier {
         self.build.is_some() || self.lint.is_some() || self.test.is_some()
     }
 
+    /// The install command if this verification needs it: always for the baseline's own run (no
+    /// `known`), and for a unit only when it could not start from the baseline's installed folders
+    /// (none were installed or copied) or changed a file the install reads ([`INSTALL_INPUTS`]),
+    /// so the copy no longer matches what it asks for.
+    ///
+    /// [`INSTALL_INPUTS`]: crate::prescan::INSTALL_INPUTS
+    fn install_needed(&self, worktree: &Path, known: Option<&crate::baseline::Known>) -> Option<&String> {
+        let command = self.install.as_ref()?;
+        let Some(known) = known else {
+            return Some(command);
+        };
+        let Some(installed) = &known.installed else {
+            return Some(command);
+        };
+        let copied = known.warm.iter().all(|(rel, _)| worktree.join(rel).is_dir());
+        let same_inputs = crate::prescan::INSTALL_INPUTS
+            .iter()
+            .all(|name| same_contents(&worktree.join(name), &installed.join(name)));
+        (!copied || !same_inputs).then_some(command)
+    }
+
     /// The commands in words, for the notice at the start of a mission.
     pub fn describe_commands(&self) -> String {
         let named: Vec<String> = [("build", &self.build), ("lint", &self.lint), ("test", &self.test)]
@@ -54,7 +82,14 @@ impl Verifier {
         if named.is_empty() {
             "no build, lint or test command judges the work (--no-verify): reviews alone do".into()
         } else {
-            format!("the work is judged by: {}", named.join(", "))
+            let install = match &self.install {
+                Some(install) => format!(
+                    "; dependencies from `{install}` (once on the base commit; again only in a unit that \
+                     changes a manifest or lockfile)"
+                ),
+                None => String::new(),
+            };
+            format!("the work is judged by: {}{install}", named.join(", "))
         }
     }
 
@@ -80,12 +115,12 @@ impl Verifier {
         worktree: &Worktree,
         cancel: &CancellationToken,
     ) -> Result<(Vec<Evidence>, Option<Restore>), String> {
-        let commands: Vec<(&str, &String)> =
+        let judges: Vec<(&str, &String)> =
             [("build", &self.build), ("lint", &self.lint), ("test", &self.test)]
                 .into_iter()
                 .filter_map(|(kind, command)| Some((kind, command.as_ref()?)))
                 .collect();
-        if commands.is_empty() {
+        if judges.is_empty() {
             return Ok((Vec::new(), None));
         }
         let (head, tree) = worktree.head_and_tree().await.map_err(|e| e.to_string())?;
@@ -99,15 +134,32 @@ impl Verifier {
         if let Some(known) = &known {
             crate::baseline::warm_up(worktree.path(), known).await;
         }
+        let install = self.install_needed(worktree.path(), known.as_deref());
+        let commands = install.map(|c| ("install", c)).into_iter().chain(judges);
         let env = isolated_env(worktree.path());
         let mut evidence = Vec::new();
         // One sandbox for the build and the test: they share the worktree and a temp folder.
         let sandbox = self.sandbox.sandbox(Some(worktree.path()));
+        let online = (install.is_some() && self.install_online && !self.sandbox.network).then(|| {
+            let settings = crate::config::SandboxSettings {
+                network: true,
+                ..self.sandbox.clone()
+            };
+            settings.sandbox(Some(worktree.path()))
+        });
         for (kind, command) in commands {
+            let sandbox = match (&online, kind) {
+                (Some(online), "install") => online,
+                _ => &sandbox,
+            };
             // The permit bounds CPU-heavy builds; the git bookkeeping around them does not need one.
             let permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-            let (record, complete) = match &sandbox {
+            let (record, complete) = match sandbox {
                 Ok(sandbox) => {
+                    let env = match kind {
+                        "install" => install_env(&env, sandbox.temp_dir()),
+                        _ => env.clone(),
+                    };
                     let run = Run {
                         dir: worktree.path(),
                         tree: &tree,
@@ -151,6 +203,23 @@ impl Verifier {
 /// verdict could then be about another unit's outputs; its sandbox would refuse it anyway.
 fn isolated_env(worktree: &Path) -> Vec<(&'static str, String)> {
     vec![("CARGO_TARGET_DIR", worktree.join("target").display().to_string())]
+}
+
+/// The install's package-manager caches in its sandbox's private temp folder: the user's own (under
+/// a home folder the sandbox does not let it write) stays untouched, and no unit's install can leave
+/// something in a cache another unit's install reads.
+fn install_env(env: &[(&'static str, String)], temp: &Path) -> Vec<(&'static str, String)> {
+    let at = |name: &str| temp.join(name).display().to_string();
+    let mut env = env.to_vec();
+    env.extend([
+        ("npm_config_cache", at("npm-cache")),
+        ("npm_config_store_dir", at("pnpm-store")),
+        ("YARN_CACHE_FOLDER", at("yarn-cache")),
+        ("npm_config_update_notifier", "false".into()),
+        ("npm_config_audit", "false".into()),
+        ("npm_config_fund", "false".into()),
+    ]);
+    env
 }
 
 /// Which of a failing test command's named failures the baseline saw fail too; none when the list of
@@ -202,12 +271,23 @@ pub fn describe(evidence: &[Evidence]) -> String {
                 if e.passed() {
                     String::new()
                 } else {
-                    format!("Output (last part):\n{}\n", e.output_tail)
+                    format!("{}Output (last part):\n{}\n", install_hint(e), e.output_tail)
                 }
             )
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Why a unit's install can fail where the baseline's passed: it runs only because the unit changed
+/// what the install reads, and in the unit's sandbox, which reaches the network only if allowed.
+fn install_hint(evidence: &Evidence) -> &'static str {
+    if evidence.kind != "install" {
+        return "";
+    }
+    "The install ran because this tree's dependency manifest or lockfile differs from the base commit's \
+     (or no installed copy was at hand). A unit's install reaches the network only with [sandbox] network = \
+     true; a frozen install (npm ci) also fails when package.json and the lockfile disagree.\n"
 }
 
 /// For a test command that failed only on tests that failed on the base commit too: that it counts
@@ -251,6 +331,17 @@ fn tests_counted(evidence: &Evidence) -> String {
         Some(1) => "; it ran 1 test".into(),
         Some(n) => format!("; it ran {n} tests"),
         None => String::new(),
+    }
+}
+
+/// Whether two files hold the same bytes, or are both missing.
+fn same_contents(a: &Path, b: &Path) -> bool {
+    match (std::fs::read(a), std::fs::read(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => {
+            a.kind() == std::io::ErrorKind::NotFound && b.kind() == std::io::ErrorKind::NotFound
+        }
+        _ => false,
     }
 }
 
@@ -655,6 +746,8 @@ mod tests {
             .await
             .unwrap();
         let verifier = Verifier {
+            install: None,
+            install_online: false,
             build: Some("echo junk > junk.txt; echo changed > README".into()),
             lint: None,
             test: Some("test -f junk.txt".into()),
@@ -680,6 +773,8 @@ mod tests {
         assert!(!worktree.path().join("junk.txt").exists());
         // Nothing configured: nothing run, no git either.
         let idle = Verifier {
+            install: Some("touch installed".into()),
+            install_online: false,
             build: None,
             lint: None,
             test: None,
@@ -764,7 +859,7 @@ mod tests {
     fn only_failures_the_baseline_had_are_excused() {
         let known = crate::baseline::Known {
             failures: vec!["tests::old".into()],
-            warm: Vec::new(),
+            ..Default::default()
         };
         // As run_command records them: the names its scan of the whole output found.
         let name_failures = |record: Evidence, known| {

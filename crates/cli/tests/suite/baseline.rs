@@ -249,3 +249,148 @@ async fn a_resume_does_not_run_a_recorded_baseline_again() {
     // The recorded failure still excuses the unit after the resume.
     assert_eq!(unit_state(&resumed, "a").as_deref(), Some("passed"));
 }
+
+/// A Node project as the pre-scan sees it (`package.json` with dependencies, a lockfile, an ignored
+/// `node_modules`), its install a script that says where it ran, whether it could reach `port`
+/// (a listener of the test's), and where its package cache went.
+fn node_project(port: u16, attempts: u32) -> TestRepo {
+    let install = format!(
+        "echo \"installing in $(basename \"$PWD\")\"\n\
+         case \"$npm_config_cache\" in \"$TMPDIR\"/*) echo 'cache: private';; *) echo \"cache: $npm_config_cache\";; esac\n\
+         if bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' 2>/dev/null; then echo online; else echo offline; fi\n\
+         mkdir -p node_modules && basename \"$PWD\" > node_modules/installed_by\n"
+    );
+    let config = format!(
+        "[verify]\ninstall = \"sh install.sh\"\nbuild = \"sh build.sh\"\ntest = \"sh test.sh\"\n\
+         [limits]\nunit_attempts = {attempts}\n"
+    );
+    let build =
+        "if [ -f node_modules/installed_by ]; then echo \"deps from $(cat node_modules/installed_by)\"; \
+                 else echo 'no deps'; exit 1; fi\n";
+    TestRepo::new(&[
+        ("orchestrator.toml", config.as_str()),
+        (
+            "package.json",
+            "{\"devDependencies\": {\"left-pad\": \"1.3.0\"}, \"scripts\": {\"test\": \"sh test.sh\"}}\n",
+        ),
+        ("package-lock.json", "{\"lockfileVersion\": 3}\n"),
+        (".gitignore", "node_modules/\n"),
+        ("install.sh", install.as_str()),
+        ("build.sh", build),
+        ("test.sh", "echo 'test tests::x ... ok'\n"),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_install_once_online_and_again_only_in_a_unit_that_changes_them() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let repo = node_project(port, 1);
+    let script = Script {
+        plan: vec![
+            PlanUnit::new("a", "A", "FILE a.txt := a\\n", &[]),
+            // `.npmrc` is read by the install: the baseline's node_modules may no longer fit.
+            PlanUnit::new("b", "B", "FILE .npmrc := fund=false\\n", &[]),
+        ],
+        ..Script::default()
+    };
+    let server = fake(script).await;
+    let finished = Run::task("Add a and b")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    finished.assert_code(0);
+
+    // The baseline installed the committed lockfile, with the network, into a private cache.
+    let verified = finished.events_of("baseline_verified");
+    let baseline = &verified[0]["baseline"];
+    assert_eq!(
+        baseline["warm"],
+        serde_json::json!(["node_modules"]),
+        "{baseline}"
+    );
+    let installed: Vec<&Value> = baseline["evidence"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "install")
+        .collect();
+    assert_eq!(installed.len(), 1, "{baseline}");
+    let out = tail(installed[0]);
+    assert!(
+        out.contains("installing in baseline") && out.contains("online"),
+        "{out}"
+    );
+    assert!(out.contains("cache: private"), "{out}");
+
+    // a changed no dependency file: no install, its build uses the baseline's copy.
+    let events = finished.events();
+    assert!(evidence(&events, Some("a"), "install").is_empty());
+    let a_build = evidence(&events, Some("a"), "build");
+    assert!(tail(&a_build[0]).contains("deps from baseline"), "{a_build:?}");
+
+    // b did: it installed again in its own worktree, confined like its other commands (offline).
+    let b_install = evidence(&events, Some("b"), "install");
+    assert_eq!(b_install.len(), 1, "{b_install:?}");
+    let out = tail(&b_install[0]);
+    assert!(
+        out.contains("installing in b") && out.contains("offline"),
+        "{out}"
+    );
+    let b_build = evidence(&events, Some("b"), "build");
+    assert!(tail(&b_build[0]).contains("deps from b"), "{b_build:?}");
+    assert_eq!(repo.read(".npmrc").as_deref(), Some("fund=false\n"));
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a\n"));
+    // The start notice names the install and when it runs.
+    let notices = finished.events_of("notice");
+    assert!(
+        notices.iter().any(|n| n["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("dependencies from `sh install.sh`"))),
+        "{notices:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_whose_install_fails_fails_and_is_told_why() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let repo = node_project(port, 2);
+    // The new lockfile asks for what only the registry has: offline, the unit's install fails.
+    std::fs::write(
+        repo.path().join("install.sh"),
+        "if grep -q new package-lock.json; then echo 'npm ERR! network request failed' >&2; exit 1; fi\n\
+         mkdir -p node_modules && basename \"$PWD\" > node_modules/installed_by\n",
+    )
+    .unwrap();
+    repo.git(&["commit", "-qam", "install"]);
+    let server = fake(one_unit("FILE package-lock.json := new\\n")).await;
+    let finished = Run::task("Change the lockfile")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_ne!(finished.code, Some(0), "{}", finished.stderr);
+    let events = finished.events();
+    let install = evidence(&events, Some("a"), "install");
+    assert!(!install.is_empty(), "{install:?}");
+    assert!(install.iter().all(|e| e["exit_code"] == 1), "{install:?}");
+    assert!(
+        evidence(&events, Some("a"), "build").is_empty(),
+        "no build after a failed install"
+    );
+    assert_eq!(unit_state(&finished, "a").as_deref(), Some("failed"));
+    assert_eq!(
+        repo.read("package-lock.json").as_deref(),
+        Some("{\"lockfileVersion\": 3}\n")
+    );
+    // The worker's retry reads why an install ran in its unit and what it needs.
+    let worker = requests_of(&server, "worker");
+    assert!(
+        worker
+            .iter()
+            .any(|r| has_user_message(r, "[sandbox] network = true")),
+        "the retry's evidence explains the unit's install"
+    );
+}

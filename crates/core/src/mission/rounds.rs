@@ -94,12 +94,18 @@ pub(super) async fn drive(
     let build = config.verify_build.clone().or(build);
     let lint = config.verify_lint.clone();
     let test = config.verify_test.clone().or(test);
+    // `install = ""` in the config runs none; unset, the lockfile of the base commit picks one.
+    let install = match &config.verify_install {
+        Some(install) => Some(install.clone()).filter(|c| !c.is_empty()),
+        None => prescan::install_command(base_tree.path()),
+    };
     // Runs while the plan is made; the units' verification waits for it.
     let baseline = crate::baseline::start(
         crate::baseline::Plan {
             repo: repo.clone(),
             dir: setup.worktrees.join("baseline"),
             base: setup.base.clone(),
+            install: install.clone(),
             build: build.clone(),
             lint: lint.clone(),
             test: test.clone(),
@@ -130,6 +136,8 @@ pub(super) async fn drive(
         }
     };
     let verifier = Verifier {
+        install,
+        install_online: false,
         build,
         lint,
         test,
