@@ -24,12 +24,17 @@ use std::time::Duration;
 use orchestrator_protocol::{EventEnvelope, PlanAnswer};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+mod lease;
 mod pg;
+pub use lease::{
+    ClaimedUnit, Fence, Holder, LeaderLease, Outcome, UnitKey, UnitOffer, UnitState, WorkUnit,
+    DEFAULT_MAX_PARALLEL, MAX_ID_BYTES, MAX_JSON_BYTES,
+};
 pub use pg::{masked_url, PG_SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 
 /// The schema this build writes. Each entry of [`MIGRATIONS`] moves the store up by one.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     // 0 → 1
@@ -77,6 +82,31 @@ const MIGRATIONS: &[&str] = &[
         delivered_seq INTEGER
     );
     CREATE INDEX inbox_waiting ON inbox (mission, unit) WHERE delivered_seq IS NULL;",
+    // 3 → 4: the work queue with leases (lease.rs) and each mission's cap and leader lease. Times
+    // are milliseconds since the epoch; a token only grows.
+    "CREATE TABLE work_missions (
+        mission TEXT PRIMARY KEY,
+        max_parallel INTEGER NOT NULL,
+        leader TEXT,
+        leader_host TEXT,
+        leader_token INTEGER NOT NULL DEFAULT 0,
+        leader_expires INTEGER
+    );
+    CREATE TABLE work_units (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mission TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'ready',
+        token INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        host TEXT,
+        expires INTEGER,
+        result TEXT,
+        UNIQUE (mission, unit, attempt)
+    );
+    CREATE INDEX work_units_open ON work_units (mission, id) WHERE state IN ('ready', 'leased');",
 ];
 
 /// A message to a unit's worker waiting in the inbox.
@@ -133,6 +163,23 @@ pub enum StoreError {
     Postgres(#[from] postgres::Error),
     #[error("mission store: a stored record cannot be read: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error(
+        "the lease on {what} with token {token} is no longer held: another took it after it expired, or it \
+         was released or finished; stop working on it (nothing was written)"
+    )]
+    LeaseLost { what: String, token: i64 },
+    #[error(
+        "mission {mission} is led by {holder} on {host} (token {token}), whose lease is live; wait until it \
+         ends or expires"
+    )]
+    LeaderHeld {
+        mission: String,
+        holder: String,
+        host: String,
+        token: i64,
+    },
+    #[error("the mission store refused {what}: {reason}")]
+    Refused { what: String, reason: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -14,10 +14,12 @@ use std::sync::Mutex;
 
 use postgres::{Client, NoTls, Row};
 
+mod lease;
+
 use crate::{now, InboxMessage, MissionRecord, MissionStatus, Result, StoreError};
 
 /// The schema this build writes in PostgreSQL; each entry of [`MIGRATIONS`] moves it up by one.
-pub const PG_SCHEMA_VERSION: i64 = 1;
+pub const PG_SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 → 1: the SQLite store's tables with a `repo` column leading every key. `ord` orders missions
@@ -70,6 +72,37 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX orchestrator_inbox_waiting ON orchestrator_inbox (repo, mission, unit)
         WHERE delivered_seq IS NULL;",
+    // 1 → 2: the work queue with leases (lease.rs) and each mission's cap and leader lease, as in
+    // the SQLite store; times are milliseconds since the epoch by the server's clock. `ord` orders
+    // offers.
+    "CREATE TABLE orchestrator_work_missions (
+        repo TEXT NOT NULL,
+        mission TEXT NOT NULL,
+        ord BIGSERIAL,
+        max_parallel BIGINT NOT NULL,
+        leader TEXT,
+        leader_host TEXT,
+        leader_token BIGINT NOT NULL DEFAULT 0,
+        leader_expires BIGINT,
+        PRIMARY KEY (repo, mission)
+    );
+    CREATE TABLE orchestrator_work_units (
+        repo TEXT NOT NULL,
+        mission TEXT NOT NULL,
+        unit TEXT NOT NULL,
+        attempt BIGINT NOT NULL,
+        ord BIGSERIAL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'ready',
+        token BIGINT NOT NULL DEFAULT 0,
+        worker TEXT,
+        host TEXT,
+        expires BIGINT,
+        result TEXT,
+        PRIMARY KEY (repo, mission, unit, attempt)
+    );
+    CREATE INDEX orchestrator_work_units_open ON orchestrator_work_units (repo, mission, ord)
+        WHERE state IN ('ready', 'leased');",
 ];
 
 /// Serialises schema changes of processes starting at once (an arbitrary constant of ours).

@@ -55,13 +55,13 @@ macro_rules! on_both_backends {
         mod $name {
             #[test]
             fn sqlite() {
-                super::$name(&super::Sqlite(tempfile::tempdir().unwrap()));
+                super::$name(&crate::tests::Sqlite(tempfile::tempdir().unwrap()));
             }
 
             #[test]
             #[cfg_attr(pg_missing, ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)")]
             fn postgres() {
-                super::$name(&super::Postgres(orchestrator_test_support::pg::fresh_schema()));
+                super::$name(&crate::tests::Postgres(orchestrator_test_support::pg::fresh_schema()));
             }
         }
     )*};
@@ -76,6 +76,8 @@ on_both_backends!(
     the_inbox_is_bounded_per_unit_and_delivers_once,
     a_compacted_transcript_replaces_the_old_one,
 );
+
+mod lease;
 
 fn secrets_are_masked_in_what_is_read_back(b: &dyn Backend) {
     let store = b.open();

@@ -1,0 +1,531 @@
+//! The work queue with leases and the leader lease, on both backends. Leases here last 1 s and the
+//! tests wait for the store to say they expired (by its own clock): they assert on order and state,
+//! never on how long something took.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::Backend;
+use crate::{
+    ClaimedUnit, Fence, Holder, Outcome, Store, StoreError, UnitKey, UnitOffer, UnitState, MAX_ID_BYTES,
+    MAX_JSON_BYTES,
+};
+
+const SHORT: Duration = Duration::from_secs(1);
+const LONG: Duration = Duration::from_secs(600);
+
+on_both_backends!(
+    two_claimers_racing_never_get_the_same_unit,
+    an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off,
+    an_expired_lease_nobody_took_is_still_its_holders,
+    max_parallel_holds_across_two_workers,
+    a_worker_never_holds_more_than_its_slots,
+    offering_twice_is_one_row,
+    a_released_unit_goes_to_the_next_claim_and_status_shows_who_holds_what,
+    a_retried_report_succeeds_once_and_a_different_one_is_refused,
+    the_leader_lease_cannot_be_taken_while_live_and_can_after_expiry,
+    unicode_ids_and_odd_json_are_stored_faithfully,
+    oversized_or_unreadable_input_is_refused_and_changes_nothing,
+);
+
+fn key(mission: &str, unit: &str) -> UnitKey {
+    UnitKey {
+        mission: mission.into(),
+        unit: unit.into(),
+        attempt: 0,
+    }
+}
+
+fn offer(store: &Store, mission: &str, unit: &str) {
+    let offer = UnitOffer {
+        key: key(mission, unit),
+        payload: json!({"unit": unit}),
+    };
+    assert!(store.offer_unit(&offer).unwrap(), "{unit} is new");
+}
+
+fn worker(id: &str) -> Holder {
+    Holder {
+        id: id.into(),
+        host: format!("host-of-{id}"),
+    }
+}
+
+/// Polls `done` until it holds; a lease of 1 s expires well within the minute even on a busy machine.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn expired(store: &Store, key: &UnitKey) -> bool {
+    store
+        .work_units(&key.mission)
+        .unwrap()
+        .iter()
+        .any(|u| &u.key == key && u.expired)
+}
+
+fn lost(result: crate::Result<impl std::fmt::Debug>) -> bool {
+    matches!(result, Err(StoreError::LeaseLost { .. }))
+}
+
+fn two_claimers_racing_never_get_the_same_unit(b: &dyn Backend) {
+    let setup = b.open();
+    let missions = ["m1", "m2", "m3"];
+    for mission in missions {
+        setup.set_max_parallel(mission, 1000).unwrap();
+        for n in 0..100 {
+            offer(&setup, mission, &format!("u{n}"));
+        }
+    }
+    let finished = AtomicUsize::new(0);
+    let claims: Vec<Vec<ClaimedUnit>> = std::thread::scope(|s| {
+        let racers: Vec<_> = ["w1", "w2"]
+            .into_iter()
+            .map(|id| {
+                // A store handle of its own, as a worker on another host has.
+                let store = b.reopen();
+                let finished = &finished;
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    let mut rounds = 0;
+                    while finished.load(Ordering::SeqCst) < 300 {
+                        rounds += 1;
+                        assert!(rounds < 20_000, "the claimers never emptied the queue");
+                        for unit in store.claim_units(&worker(id), 7, LONG).unwrap() {
+                            store
+                                .finish_unit(&unit.fence, Outcome::Done, &json!({"by": id}))
+                                .unwrap();
+                            finished.fetch_add(1, Ordering::SeqCst);
+                            mine.push(unit);
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let mut seen = BTreeMap::new();
+    for unit in claims.iter().flatten() {
+        assert_eq!(unit.fence.token, 1, "claimed once, so its first token");
+        assert!(
+            seen.insert(unit.fence.key.clone(), ()).is_none(),
+            "{} handed out twice",
+            unit.fence.key
+        );
+    }
+    assert_eq!(seen.len(), 300);
+    for mission in missions {
+        let units = setup.work_units(mission).unwrap();
+        assert_eq!(units.len(), 100);
+        assert!(units.iter().all(|u| u.state == UnitState::Done));
+    }
+}
+
+fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off(b: &dyn Backend) {
+    let store = b.open();
+    let other = b.reopen();
+    store.set_max_parallel("m1", 4).unwrap();
+    offer(&store, "m1", "u1");
+    let old = store.claim_units(&worker("a"), 1, SHORT).unwrap().remove(0);
+    assert_eq!(old.fence.token, 1);
+    assert_eq!(old.payload, json!({"unit": "u1"}));
+    store
+        .append_message_fenced(&old.fence, "worker:u1", 0, &json!({"from": "a"}))
+        .unwrap();
+    assert!(
+        other.claim_units(&worker("b"), 1, LONG).unwrap().is_empty(),
+        "live lease"
+    );
+
+    wait_until("a's lease expires", || expired(&other, &old.fence.key));
+    let new = other.claim_units(&worker("b"), 1, LONG).unwrap().remove(0);
+    assert_eq!(new.fence.key, old.fence.key);
+    assert!(new.fence.token > old.fence.token, "a takeover bumps the token");
+
+    // Everything the old holder tries now is refused and changes nothing.
+    assert!(lost(store.heartbeat(&old.fence, LONG)));
+    assert!(lost(store.finish_unit(
+        &old.fence,
+        Outcome::Done,
+        &json!("a's result")
+    )));
+    assert!(lost(store.append_message_fenced(
+        &old.fence,
+        "worker:u1",
+        1,
+        &json!({"from": "a"})
+    )));
+    assert!(lost(store.append_message_fenced(
+        &old.fence,
+        "worker:u1",
+        0,
+        &json!({"overwrite": "a"})
+    )));
+    assert!(lost(store.release_unit(&old.fence)));
+    let unit = &store.work_units("m1").unwrap()[0];
+    assert_eq!(unit.state, UnitState::Leased);
+    assert_eq!(unit.holder, Some(worker("b")));
+    assert_eq!(unit.token, new.fence.token);
+    assert_eq!(unit.result, None);
+    assert_eq!(
+        store.messages("m1", "worker:u1").unwrap(),
+        vec![json!({"from": "a"})]
+    );
+
+    // The new holder's writes go through.
+    other.heartbeat(&new.fence, LONG).unwrap();
+    other
+        .append_message_fenced(&new.fence, "worker:u1", 0, &json!({"from": "b"}))
+        .unwrap();
+    other
+        .finish_unit(&new.fence, Outcome::Failed, &json!({"tests": "red"}))
+        .unwrap();
+    let unit = &store.work_units("m1").unwrap()[0];
+    assert_eq!(unit.state, UnitState::Failed);
+    assert_eq!(unit.result, Some(json!({"tests": "red"})));
+    assert_eq!(
+        store.messages("m1", "worker:u1").unwrap(),
+        vec![json!({"from": "b"})]
+    );
+    // A finished unit is nobody's: not claimable, no more heartbeats.
+    assert!(other.claim_units(&worker("c"), 1, LONG).unwrap().is_empty());
+    assert!(lost(other.heartbeat(&new.fence, LONG)));
+}
+
+fn an_expired_lease_nobody_took_is_still_its_holders(b: &dyn Backend) {
+    // The token decides, not the clock: a worker that was slow to renew but lost nothing goes on.
+    let store = b.open();
+    offer(&store, "m1", "u1");
+    let unit = store.claim_units(&worker("a"), 1, SHORT).unwrap().remove(0);
+    wait_until("the lease expires", || expired(&store, &unit.fence.key));
+    let expires = store.heartbeat(&unit.fence, LONG).unwrap();
+    let row = &store.work_units("m1").unwrap()[0];
+    assert!(!row.expired);
+    assert_eq!(row.expires_at_ms, Some(expires));
+    assert!(
+        store.claim_units(&worker("b"), 1, LONG).unwrap().is_empty(),
+        "renewed"
+    );
+    store
+        .finish_unit(&unit.fence, Outcome::Done, &json!(null))
+        .unwrap();
+}
+
+fn live_leases(store: &Store, mission: &str) -> usize {
+    let units = store.work_units(mission).unwrap();
+    units
+        .iter()
+        .filter(|u| u.state == UnitState::Leased && !u.expired)
+        .count()
+}
+
+fn max_parallel_holds_across_two_workers(b: &dyn Backend) {
+    let setup = b.open();
+    setup.set_max_parallel("m1", 3).unwrap();
+    for n in 0..10 {
+        offer(&setup, "m1", &format!("u{n}"));
+    }
+    // Two workers with room for all ten claim at once, again and again.
+    std::thread::scope(|s| {
+        for id in ["w1", "w2"] {
+            let store = b.reopen();
+            s.spawn(move || {
+                for _ in 0..20 {
+                    store.claim_units(&worker(id), 10, LONG).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(live_leases(&setup, "m1"), 3);
+
+    // One finished frees one place, whoever claims it.
+    let a = setup.claim_units(&worker("w1"), 10, LONG).unwrap();
+    assert!(a.is_empty(), "full");
+    let held = setup.work_units("m1").unwrap();
+    let first = held.iter().find(|u| u.state == UnitState::Leased).unwrap();
+    let fence = Fence {
+        key: first.key.clone(),
+        token: first.token,
+    };
+    setup.finish_unit(&fence, Outcome::Done, &json!(1)).unwrap();
+    assert_eq!(setup.claim_units(&worker("w3"), 10, LONG).unwrap().len(), 1);
+    assert_eq!(live_leases(&setup, "m1"), 3);
+
+    // Another mission has its own cap; raising this one's lets more through.
+    setup.set_max_parallel("m2", 2).unwrap();
+    for n in 0..5 {
+        offer(&setup, "m2", &format!("u{n}"));
+    }
+    assert_eq!(setup.claim_units(&worker("w3"), 10, LONG).unwrap().len(), 2);
+    setup.set_max_parallel("m1", 5).unwrap();
+    assert_eq!(setup.claim_units(&worker("w4"), 10, LONG).unwrap().len(), 2);
+    assert_eq!(live_leases(&setup, "m1"), 5);
+    assert_eq!(live_leases(&setup, "m2"), 2);
+}
+
+fn a_worker_never_holds_more_than_its_slots(b: &dyn Backend) {
+    let store = b.open();
+    // A mission that never set its cap gets the default of one at a time.
+    offer(&store, "m0", "only");
+    offer(&store, "m0", "other");
+    store.set_max_parallel("m1", 100).unwrap();
+    for n in 0..10 {
+        offer(&store, "m1", &format!("u{n}"));
+    }
+    let first = store.claim_units(&worker("w1"), 3, LONG).unwrap();
+    let units: Vec<String> = first.iter().map(|c| c.fence.key.to_string()).collect();
+    assert_eq!(
+        units,
+        [key("m0", "only"), key("m1", "u0"), key("m1", "u1")].map(|k| k.to_string())
+    );
+    // It holds three of its three slots: nothing more until it gives one back.
+    assert!(store.claim_units(&worker("w1"), 3, LONG).unwrap().is_empty());
+    store.release_unit(&first[1].fence).unwrap();
+    let again = store.claim_units(&worker("w1"), 3, LONG).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].fence.key, key("m1", "u0"));
+    assert!(store.claim_units(&worker("w2"), 0, LONG).unwrap().is_empty());
+    assert_eq!(
+        store.claim_units(&worker("w2"), 20, LONG).unwrap().len(),
+        8,
+        "m0 is still full"
+    );
+}
+
+fn offering_twice_is_one_row(b: &dyn Backend) {
+    let store = b.open();
+    let first = UnitOffer {
+        key: key("m1", "u1"),
+        payload: json!({"v": 1}),
+    };
+    assert!(store.offer_unit(&first).unwrap());
+    let again = UnitOffer {
+        payload: json!({"v": 2}),
+        ..first.clone()
+    };
+    assert!(!store.offer_unit(&again).unwrap(), "the same unit and attempt");
+    let claimed = store.claim_units(&worker("w"), 5, LONG).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        claimed[0].payload,
+        json!({"v": 1}),
+        "the first offer's payload stays"
+    );
+    // Offered again while leased (a commander that resumed): still one row, still leased.
+    assert!(!store.offer_unit(&first).unwrap());
+    let units = store.work_units("m1").unwrap();
+    assert_eq!(units.len(), 1);
+    assert_eq!(units[0].state, UnitState::Leased);
+    // Another attempt at the unit is another row.
+    let retry = UnitOffer {
+        key: UnitKey {
+            attempt: 1,
+            ..first.key.clone()
+        },
+        payload: json!({"v": 3}),
+    };
+    assert!(store.offer_unit(&retry).unwrap());
+    assert_eq!(store.work_units("m1").unwrap().len(), 2);
+}
+
+fn a_released_unit_goes_to_the_next_claim_and_status_shows_who_holds_what(b: &dyn Backend) {
+    let store = b.open();
+    store.set_max_parallel("m1", 2).unwrap();
+    offer(&store, "m1", "u1");
+    offer(&store, "m1", "u2");
+    let claimed = store.claim_units(&worker("w1"), 2, LONG).unwrap();
+    let units: Vec<&str> = claimed.iter().map(|c| c.fence.key.unit.as_str()).collect();
+    assert_eq!(units, ["u1", "u2"], "oldest offer first");
+    let status = store.work_units("m1").unwrap();
+    assert_eq!(status[0].holder, Some(worker("w1")));
+    assert_eq!(status[0].expires_at_ms, Some(claimed[0].expires_at_ms));
+    assert_eq!(status[0].token, 1);
+    assert!(!status[0].expired);
+
+    store.release_unit(&claimed[0].fence).unwrap();
+    let status = store.work_units("m1").unwrap();
+    assert_eq!(status[0].state, UnitState::Ready);
+    assert_eq!(status[0].holder, None);
+    assert!(lost(store.release_unit(&claimed[0].fence)), "released already");
+    let next = store.claim_units(&worker("w2"), 1, LONG).unwrap().remove(0);
+    assert_eq!(next.fence.key.unit, "u1");
+    assert_eq!(next.fence.token, 2, "a new claim, a new token");
+    assert!(lost(store.heartbeat(&claimed[0].fence, LONG)));
+    assert_eq!(store.work_units("m1").unwrap()[0].holder, Some(worker("w2")));
+    assert!(store.work_units("nothing").unwrap().is_empty());
+}
+
+fn a_retried_report_succeeds_once_and_a_different_one_is_refused(b: &dyn Backend) {
+    let store = b.open();
+    offer(&store, "m1", "u1");
+    let unit = store.claim_units(&worker("w"), 1, LONG).unwrap().remove(0);
+    store
+        .finish_unit(&unit.fence, Outcome::Done, &json!({"n": 1}))
+        .unwrap();
+    // Its answer lost on the way, the worker reports again: fine, and the first result stays.
+    store
+        .finish_unit(&unit.fence, Outcome::Done, &json!({"n": 2}))
+        .unwrap();
+    assert_eq!(store.work_units("m1").unwrap()[0].result, Some(json!({"n": 1})));
+    assert!(lost(store.finish_unit(
+        &unit.fence,
+        Outcome::Failed,
+        &json!(null)
+    )));
+    let never = Fence {
+        key: key("m1", "nope"),
+        token: 1,
+    };
+    assert!(lost(store.heartbeat(&never, LONG)), "no such unit");
+}
+
+fn the_leader_lease_cannot_be_taken_while_live_and_can_after_expiry(b: &dyn Backend) {
+    let store = b.open();
+    let other = b.reopen();
+    assert_eq!(store.leader("m1").unwrap(), None);
+    let first = store.acquire_leader("m1", &worker("c1"), SHORT).unwrap();
+    assert_eq!(first.holder, worker("c1"));
+    let err = other.acquire_leader("m1", &worker("c2"), LONG).err().unwrap();
+    assert!(
+        matches!(&err, StoreError::LeaderHeld { holder, .. } if holder == "c1"),
+        "{err}"
+    );
+    // Not even the same commander takes it twice: acquiring is for a new leader.
+    assert!(store.acquire_leader("m1", &worker("c1"), LONG).is_err());
+    store.renew_leader("m1", first.token, SHORT).unwrap();
+    // Another mission's lead is free.
+    other.acquire_leader("m2", &worker("c2"), LONG).unwrap();
+
+    wait_until("c1's lead expires", || {
+        other.leader("m1").unwrap().is_some_and(|l| l.expired)
+    });
+    let second = other.acquire_leader("m1", &worker("c2"), LONG).unwrap();
+    assert!(second.token > first.token);
+    assert!(lost(store.renew_leader("m1", first.token, LONG)));
+    assert!(lost(store.release_leader("m1", first.token)));
+    let now = store.leader("m1").unwrap().unwrap();
+    assert_eq!(
+        (now.holder, now.token, now.expired),
+        (worker("c2"), second.token, false)
+    );
+
+    // Released, it is free at once, and its token still only grows.
+    other.release_leader("m1", second.token).unwrap();
+    assert_eq!(store.leader("m1").unwrap(), None);
+    let third = store.acquire_leader("m1", &worker("c3"), LONG).unwrap();
+    assert!(third.token > second.token);
+}
+
+fn unicode_ids_and_odd_json_are_stored_faithfully(b: &dyn Backend) {
+    let store = b.open();
+    let mission = "m-∑-🦀-ملف";
+    let units = [
+        "单元-1",
+        "e\u{301}-combining",
+        "'; DROP TABLE work_units; --",
+        "%_ like \\ wildcards",
+        "\u{202e}rtl override",
+        "tab\tnew\nline",
+    ];
+    let payload = json!({
+        "": "empty key",
+        "nul": "a\u{0}b",
+        "big": u64::MAX,
+        "small": i64::MIN,
+        "float": -0.25,
+        "deep": (0..100).fold(json!("bottom"), |inner, _| json!([inner])),
+        "emoji": "👩‍👩‍👧‍👦",
+        "surrogate-escaped": serde_json::from_str::<serde_json::Value>(r#""\ud83e\udd80""#).unwrap(),
+    });
+    store.set_max_parallel(mission, 100).unwrap();
+    for unit in units {
+        let offer = UnitOffer {
+            key: key(mission, unit),
+            payload: payload.clone(),
+        };
+        assert!(store.offer_unit(&offer).unwrap());
+    }
+    let host = Holder {
+        id: "wörker-🛠".into(),
+        host: "höst.例え.jp".into(),
+    };
+    let claimed = store.claim_units(&host, 10, LONG).unwrap();
+    let got: Vec<&str> = claimed.iter().map(|c| c.fence.key.unit.as_str()).collect();
+    assert_eq!(got, units);
+    assert!(claimed.iter().all(|c| c.payload == payload));
+    store
+        .finish_unit(&claimed[0].fence, Outcome::Done, &payload)
+        .unwrap();
+    let status = store.work_units(mission).unwrap();
+    assert_eq!(status[0].result, Some(payload));
+    assert_eq!(status[1].holder, Some(host));
+    // The longest id accepted is kept whole.
+    let long = "é".repeat(MAX_ID_BYTES / 2);
+    store
+        .offer_unit(&UnitOffer {
+            key: key(mission, &long),
+            payload: json!(null),
+        })
+        .unwrap();
+    assert!(store
+        .work_units(mission)
+        .unwrap()
+        .iter()
+        .any(|u| u.key.unit == long));
+}
+
+fn refused(result: crate::Result<impl std::fmt::Debug>) -> bool {
+    matches!(result, Err(StoreError::Refused { .. }))
+}
+
+fn oversized_or_unreadable_input_is_refused_and_changes_nothing(b: &dyn Backend) {
+    let store = b.open();
+    store.set_secrets(vec!["sk-secret-lease-123".into()]);
+    let huge = json!({"blob": "x".repeat(MAX_JSON_BYTES)});
+    let too_deep = (0..200).fold(json!(0), |inner, _| json!([inner]));
+    for payload in [huge.clone(), too_deep.clone()] {
+        let offer = UnitOffer {
+            key: key("m1", "u1"),
+            payload,
+        };
+        assert!(refused(store.offer_unit(&offer)));
+    }
+    for bad in ["", "nul\0inside", &"x".repeat(MAX_ID_BYTES + 1)] {
+        let offer = UnitOffer {
+            key: key("m1", bad),
+            payload: json!(null),
+        };
+        assert!(refused(store.offer_unit(&offer)), "{bad:?}");
+        assert!(refused(store.claim_units(&worker(bad), 1, LONG)), "{bad:?}");
+        assert!(refused(store.acquire_leader(bad, &worker("c"), LONG)), "{bad:?}");
+    }
+    assert!(store.work_units("m1").unwrap().is_empty(), "nothing offered");
+
+    // Secrets are masked in payloads and results as everywhere else.
+    let offer = UnitOffer {
+        key: key("m1", "u1"),
+        payload: json!({"env": "KEY=sk-secret-lease-123"}),
+    };
+    store.offer_unit(&offer).unwrap();
+    let unit = store.claim_units(&worker("w"), 1, LONG).unwrap().remove(0);
+    assert_eq!(unit.payload, json!({"env": "KEY=[redacted]"}));
+    // A result too large is refused and the unit stays leased to its worker, which can report again.
+    assert!(refused(store.finish_unit(&unit.fence, Outcome::Done, &huge)));
+    assert!(refused(store.finish_unit(&unit.fence, Outcome::Done, &too_deep)));
+    assert_eq!(store.work_units("m1").unwrap()[0].state, UnitState::Leased);
+    store
+        .finish_unit(&unit.fence, Outcome::Done, &json!({"key": "sk-secret-lease-123"}))
+        .unwrap();
+    assert_eq!(
+        store.work_units("m1").unwrap()[0].result,
+        Some(json!({"key": "[redacted]"}))
+    );
+}
