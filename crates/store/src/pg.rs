@@ -21,7 +21,7 @@ use crate::{now, InboxMessage, MissionRecord, MissionStatus, Result, StoreError}
 /// The schema this build writes in PostgreSQL; each entry of [`MIGRATIONS`] moves it up by one.
 pub const PG_SCHEMA_VERSION: i64 = 2;
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 0 → 1: the SQLite store's tables with a `repo` column leading every key. `ord` orders missions
     // as SQLite's rowid does.
     "CREATE TABLE orchestrator_missions (

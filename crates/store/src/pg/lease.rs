@@ -240,6 +240,19 @@ impl Pg {
     }
 }
 
+impl Pg {
+    /// `synchronous_commit` as a lease transaction sees it (for tests).
+    #[cfg(test)]
+    pub(crate) fn lease_setting(&self) -> Result<String> {
+        self.call(|c, _| {
+            Ok(lease_tx(c)?
+                .query_one("SELECT current_setting('synchronous_commit')", &[])?
+                .get(0))
+        })
+    }
+}
+
+/// A transaction of the lease layer: committed synchronously, whatever the connection's default.
 fn lease_tx(c: &mut Client) -> Result<Transaction<'_>> {
     let mut tx = c.transaction()?;
     tx.batch_execute("SET LOCAL synchronous_commit = on")?;

@@ -529,3 +529,91 @@ fn oversized_or_unreadable_input_is_refused_and_changes_nothing(b: &dyn Backend)
         Some(json!({"key": "[redacted]"}))
     );
 }
+
+#[test]
+fn a_store_of_the_third_schema_gets_the_work_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let old: Vec<&str> = crate::MIGRATIONS[..3].to_vec();
+    conn.execute_batch(&format!(
+        "BEGIN; {}; PRAGMA user_version = 3; COMMIT;",
+        old.join(";")
+    ))
+    .unwrap();
+    drop(conn);
+    let store = Store::open_existing(&path).unwrap();
+    store.create_mission(&super::mission("m1")).unwrap();
+    drop(store);
+    // Opened by an older build's file, migrated once: a second open finds it current.
+    let store = Store::open_existing(&path).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, crate::SCHEMA_VERSION);
+    assert!(store.mission("m1").unwrap().is_some(), "the old records stay");
+    offer(&store, "m1", "u1");
+    let unit = store.claim_units(&worker("w"), 1, LONG).unwrap().remove(0);
+    store
+        .finish_unit(&unit.fence, Outcome::Done, &json!("ok"))
+        .unwrap();
+    store.acquire_leader("m1", &worker("c"), LONG).unwrap();
+}
+
+#[test]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+fn a_postgres_store_of_the_first_schema_gets_the_work_queue() {
+    let schema = orchestrator_test_support::pg::fresh_schema();
+    let mut client = ::postgres::Client::connect(&schema.url, ::postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!(
+            "{}; CREATE TABLE orchestrator_schema (version BIGINT NOT NULL);
+             INSERT INTO orchestrator_schema (version) VALUES (1);
+             INSERT INTO orchestrator_missions (repo, id, objective, base_commit, integration_branch, options,
+                 status, created_at, updated_at)
+             VALUES ('/r', 'm1', 'old', 'abc', 'i', '{{}}', 'interrupted', '0', '0');",
+            crate::pg::MIGRATIONS[0]
+        ))
+        .unwrap();
+    let store = Store::open_postgres(&schema.url, "/r").unwrap();
+    let version: i64 = client
+        .query_one("SELECT version FROM orchestrator_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, crate::PG_SCHEMA_VERSION);
+    assert_eq!(store.mission("m1").unwrap().unwrap().objective, "old");
+    offer(&store, "m1", "u1");
+    let unit = store.claim_units(&worker("w"), 1, LONG).unwrap().remove(0);
+    store
+        .finish_unit(&unit.fence, Outcome::Done, &json!("ok"))
+        .unwrap();
+    store.acquire_leader("m1", &worker("c"), LONG).unwrap();
+}
+
+#[test]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+fn lease_transactions_commit_synchronously_on_a_relaxed_connection() {
+    let schema = orchestrator_test_support::pg::fresh_schema();
+    let store = Store::open_postgres(&schema.url, "/r").unwrap();
+    let crate::Backend::Pg(pg) = &store.backend else {
+        panic!("a PostgreSQL store")
+    };
+    assert_eq!(
+        pg.setting("synchronous_commit").unwrap(),
+        "off",
+        "the store's default"
+    );
+    assert_eq!(pg.lease_setting().unwrap(), "on");
+    assert_eq!(
+        pg.setting("synchronous_commit").unwrap(),
+        "off",
+        "SET LOCAL ends with its transaction"
+    );
+}
