@@ -131,7 +131,8 @@ pub struct WorkUnit {
     pub state: UnitState,
     /// The latest claim's token (0 before the first claim).
     pub token: i64,
-    /// The holder, while leased (also after the lease expired, until someone takes it).
+    /// Who holds it while leased (also once its lease expired, until another claim takes it), or
+    /// who finished it; none while ready.
     pub holder: Option<Holder>,
     pub expires_at_ms: Option<i64>,
     /// Whether the lease has expired by the store's clock (so hosts with wrong clocks agree).
@@ -313,7 +314,13 @@ impl Store {
             if wanted <= 0 {
                 break;
             }
-            let units = sqlite_claim_from(&tx, &load, load.take(wanted), worker, (now, now + ttl))?;
+            let units = sqlite_claim_from(
+                &tx,
+                &load,
+                load.take(wanted),
+                worker,
+                (now, now.saturating_add(ttl)),
+            )?;
             wanted -= units.len() as i64;
             claimed.extend(units);
         }
@@ -332,7 +339,7 @@ impl Store {
         };
         let tx = immediate(&mut conn)?;
         check_fence(fence, sqlite_fence_row(&tx, &fence.key)?)?;
-        let expires = clock_ms() + ttl;
+        let expires = clock_ms().saturating_add(ttl);
         tx.execute(
             "UPDATE work_units SET expires = ?4 WHERE mission = ?1 AND unit = ?2 AND attempt = ?3",
             params![fence.key.mission, fence.key.unit, fence.key.attempt, expires],
@@ -416,6 +423,7 @@ impl Store {
 
     /// The mission's units in the queue, in the order they were offered: who holds what, until when.
     pub fn work_units(&self, mission: &str) -> Result<Vec<WorkUnit>> {
+        check_id("a mission id", mission)?;
         let rows = match self.conn() {
             Either::Pg(pg) => pg.work_units(mission)?,
             Either::Sqlite(conn) => sqlite_work_units(&conn, mission, clock_ms())?,
@@ -442,7 +450,7 @@ impl Store {
         tx.execute(
             "UPDATE work_missions SET leader = ?2, leader_host = ?3, leader_token = leader_token + 1,
              leader_expires = ?4 WHERE mission = ?1",
-            params![mission, holder.id, holder.host, now + ttl],
+            params![mission, holder.id, holder.host, now.saturating_add(ttl)],
         )?;
         let lease = sqlite_leader(&tx, mission, now)?.ok_or_else(|| leader_lost(mission, 0))?;
         tx.commit()?;
@@ -465,7 +473,7 @@ impl Store {
         }
         tx.execute(
             "UPDATE work_missions SET leader_expires = ?2 WHERE mission = ?1",
-            params![mission, now + ttl],
+            params![mission, now.saturating_add(ttl)],
         )?;
         let lease = sqlite_leader(&tx, mission, now)?.ok_or_else(|| leader_lost(mission, token))?;
         tx.commit()?;
@@ -496,6 +504,7 @@ impl Store {
 
     /// The mission's leader, live or expired, if one holds or held it and did not release it.
     pub fn leader(&self, mission: &str) -> Result<Option<LeaderLease>> {
+        check_id("a mission id", mission)?;
         match self.conn() {
             Either::Pg(pg) => pg.leader(mission),
             Either::Sqlite(conn) => Ok(sqlite_leader(&conn, mission, clock_ms())?),

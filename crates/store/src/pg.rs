@@ -78,7 +78,6 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "CREATE TABLE orchestrator_work_missions (
         repo TEXT NOT NULL,
         mission TEXT NOT NULL,
-        ord BIGSERIAL,
         max_parallel BIGINT NOT NULL,
         leader TEXT,
         leader_host TEXT,

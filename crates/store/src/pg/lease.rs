@@ -68,7 +68,7 @@ impl Pg {
                 if wanted <= 0 {
                     break;
                 }
-                let units = claim_from(&mut tx, repo, &load, load.take(wanted), &worker, (now, now + ttl))?;
+                let units = claim_from(&mut tx, repo, &load, load.take(wanted), &worker, (now, now.saturating_add(ttl)))?;
                 wanted -= units.len() as i64;
                 claimed.extend(units);
             }
@@ -81,7 +81,7 @@ impl Pg {
         self.call(move |c, repo| {
             let mut tx = lease_tx(c)?;
             check_fence(&fence, fence_row(&mut tx, repo, &fence.key)?)?;
-            let expires = server_now(&mut tx)? + ttl;
+            let expires = server_now(&mut tx)?.saturating_add(ttl);
             let key = &fence.key;
             tx.execute(
                 "UPDATE orchestrator_work_units SET expires = $5
@@ -177,7 +177,13 @@ impl Pg {
             tx.execute(
                 "UPDATE orchestrator_work_missions SET leader = $3, leader_host = $4,
                  leader_token = leader_token + 1, leader_expires = $5 WHERE repo = $1 AND mission = $2",
-                &[&repo, &mission, &holder.id, &holder.host, &(now + ttl)],
+                &[
+                    &repo,
+                    &mission,
+                    &holder.id,
+                    &holder.host,
+                    &now.saturating_add(ttl),
+                ],
             )?;
             let lease =
                 locked_leader(&mut tx, repo, &mission, now)?.ok_or_else(|| leader_lost(&mission, 0))?;
@@ -197,7 +203,7 @@ impl Pg {
             }
             tx.execute(
                 "UPDATE orchestrator_work_missions SET leader_expires = $3 WHERE repo = $1 AND mission = $2",
-                &[&repo, &mission, &(now + ttl)],
+                &[&repo, &mission, &now.saturating_add(ttl)],
             )?;
             let lease =
                 locked_leader(&mut tx, repo, &mission, now)?.ok_or_else(|| leader_lost(&mission, token))?;
@@ -275,7 +281,7 @@ fn ensure_mission(tx: &mut Transaction<'_>, repo: &str, mission: &str) -> Result
     Ok(())
 }
 
-/// The missions with claimable units, first offered first, each locked for this claim. A mission
+/// The missions with claimable units, the one with the oldest offer first, each locked for this claim. A mission
 /// another worker is claiming from right now is skipped, not waited for: its lock is what keeps
 /// two claims from both counting the same free places under its cap.
 fn locked_loads(tx: &mut Transaction<'_>, repo: &str, now: i64) -> Result<Vec<MissionLoad>> {
@@ -284,7 +290,9 @@ fn locked_loads(tx: &mut Transaction<'_>, repo: &str, now: i64) -> Result<Vec<Mi
             "SELECT m.mission, m.max_parallel FROM orchestrator_work_missions m
              WHERE m.repo = $1 AND EXISTS (
                  SELECT 1 FROM orchestrator_work_units u WHERE u.repo = m.repo AND u.mission = m.mission AND {CLAIMABLE})
-             ORDER BY m.ord FOR UPDATE SKIP LOCKED"
+             ORDER BY (SELECT MIN(u.ord) FROM orchestrator_work_units u
+                       WHERE u.repo = m.repo AND u.mission = m.mission AND {CLAIMABLE})
+             FOR UPDATE SKIP LOCKED"
         ),
         &[&repo, &now],
     )?;

@@ -84,6 +84,12 @@ fn two_claimers_racing_never_get_the_same_unit(b: &dyn Backend) {
             offer(&setup, mission, &format!("u{n}"));
         }
     }
+    // A worker that claims a third of them and dies: its leases expire and go to the racers.
+    let dead = setup.claim_units(&worker("w0"), 100, SHORT).unwrap();
+    assert_eq!(dead.len(), 100);
+    wait_until("the dead worker's leases expire", || {
+        missions.iter().all(|m| live_leases(&setup, m) == 0)
+    });
     let finished = AtomicUsize::new(0);
     let claims: Vec<Vec<ClaimedUnit>> = std::thread::scope(|s| {
         let racers: Vec<_> = ["w1", "w2"]
@@ -114,7 +120,8 @@ fn two_claimers_racing_never_get_the_same_unit(b: &dyn Backend) {
     });
     let mut seen = BTreeMap::new();
     for unit in claims.iter().flatten() {
-        assert_eq!(unit.fence.token, 1, "claimed once, so its first token");
+        let taken_over = dead.iter().any(|d| d.fence.key == unit.fence.key);
+        assert_eq!(unit.fence.token, if taken_over { 2 } else { 1 });
         assert!(
             seen.insert(unit.fence.key.clone(), ()).is_none(),
             "{} handed out twice",
