@@ -9,6 +9,9 @@
 //! Or, with [`Store::open_postgres`], the same records on a PostgreSQL server shared by several
 //! repositories (`pg.rs`): one API, two backends, the same tests.
 //!
+//! Both also hold a work queue of units with leases and fencing tokens, and a leader lease per mission
+//! (`lease.rs`, docs/scale-out.md): what workers on many hosts will build on.
+//!
 //! The store is private to its user: the database and its `-wal` and `-shm` files are 0600, and the
 //! folder that holds them is made 0700 by [`private_dir`]. Transcripts hold whatever the agents read
 //! and wrote — source, command output, secrets the masking cannot know — and a repository's folder
