@@ -27,6 +27,7 @@ on_both_backends!(
     a_released_unit_goes_to_the_next_claim_and_status_shows_who_holds_what,
     a_retried_report_succeeds_once_and_a_different_one_is_refused,
     the_leader_lease_cannot_be_taken_while_live_and_can_after_expiry,
+    commanders_racing_for_a_mission_leave_one_leader,
     unicode_ids_and_odd_json_are_stored_faithfully,
     oversized_or_unreadable_input_is_refused_and_changes_nothing,
 );
@@ -433,6 +434,27 @@ fn the_leader_lease_cannot_be_taken_while_live_and_can_after_expiry(b: &dyn Back
     assert_eq!(store.leader("m1").unwrap(), None);
     let third = store.acquire_leader("m1", &worker("c3"), LONG).unwrap();
     assert!(third.token > second.token);
+}
+
+fn commanders_racing_for_a_mission_leave_one_leader(b: &dyn Backend) {
+    let first = b.open();
+    let stores: Vec<Store> = std::iter::once(first).chain((1..4).map(|_| b.reopen())).collect();
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let racers: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(n, store)| s.spawn(move || store.acquire_leader("m1", &worker(&format!("c{n}")), LONG)))
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let winners: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    assert_eq!(winners[0].token, 1);
+    assert!(outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().err())
+        .all(|e| matches!(e, StoreError::LeaderHeld { .. })));
+    assert_eq!(stores[0].leader("m1").unwrap().unwrap().holder, winners[0].holder);
 }
 
 fn unicode_ids_and_odd_json_are_stored_faithfully(b: &dyn Backend) {
