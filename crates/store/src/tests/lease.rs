@@ -650,3 +650,42 @@ fn lease_transactions_commit_synchronously_on_a_relaxed_connection() {
         "SET LOCAL ends with its transaction"
     );
 }
+
+#[test]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+fn lease_times_on_postgres_are_the_servers() {
+    // A server whose clock says 2001: the schema's own now() ahead of pg_catalog's in the search
+    // path. Every expiry must follow it, whatever this process's clock says.
+    let schema = orchestrator_test_support::pg::fresh_schema();
+    let mut client = ::postgres::Client::connect(&schema.url, ::postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE FUNCTION {}.now() RETURNS timestamptz LANGUAGE sql
+             AS $$ SELECT '2001-01-01 00:00:00+00'::timestamptz $$",
+            schema.name
+        ))
+        .unwrap();
+    let url = orchestrator_test_support::pg::with_search_path(
+        &orchestrator_test_support::pg::server_url(),
+        &format!("{}%2Cpg_catalog", schema.name),
+    );
+    let store = Store::open_postgres(&url, "/r").unwrap();
+    const SERVER_NOW: i64 = 978_307_200_000;
+    let hour = Duration::from_secs(3600);
+    offer(&store, "m1", "u1");
+    let unit = store.claim_units(&worker("w"), 1, hour).unwrap().remove(0);
+    assert_eq!(unit.expires_at_ms, SERVER_NOW + 3_600_000);
+    assert_eq!(
+        store.heartbeat(&unit.fence, 2 * hour).unwrap(),
+        SERVER_NOW + 7_200_000
+    );
+    let lead = store.acquire_leader("m1", &worker("c"), hour).unwrap();
+    assert_eq!(lead.expires_at_ms, SERVER_NOW + 3_600_000);
+    // By the server's clock nothing has expired, though by ours it all did decades ago.
+    assert!(!store.work_units("m1").unwrap()[0].expired);
+    assert!(!store.leader("m1").unwrap().unwrap().expired);
+    assert!(store.claim_units(&worker("other"), 1, hour).unwrap().is_empty());
+}
