@@ -310,6 +310,9 @@ impl Store {
         )?;
         let mut wanted = slots - held;
         let mut claimed = Vec::new();
+        if wanted <= 0 {
+            return Ok(claimed);
+        }
         for load in sqlite_loads(&tx, now)? {
             if wanted <= 0 {
                 break;

@@ -64,6 +64,10 @@ impl Pg {
                 .get(0);
             let mut wanted = slots - held;
             let mut claimed = Vec::new();
+            if wanted <= 0 {
+                // Its slots are full: no mission is locked for nothing.
+                return Ok(claimed);
+            }
             for load in locked_loads(&mut tx, repo, now)? {
                 if wanted <= 0 {
                     break;
