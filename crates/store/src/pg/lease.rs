@@ -285,18 +285,21 @@ fn ensure_mission(tx: &mut Transaction<'_>, repo: &str, mission: &str) -> Result
     Ok(())
 }
 
-/// The missions with claimable units, the one with the oldest offer first, each locked for this claim. A mission
-/// another worker is claiming from right now is skipped, not waited for: its lock is what keeps
-/// two claims from both counting the same free places under its cap.
+/// The missions with claimable units, the one with the oldest offer first, each locked for this
+/// claim: the lock is what keeps two claims from both counting the same free places under a cap.
+/// A claim waits for another's locks rather than skipping the mission (which would send a worker
+/// away empty-handed while work waits); taking them in the order of the missions' ids, as every
+/// claim does, two claims never deadlock.
 fn locked_loads(tx: &mut Transaction<'_>, repo: &str, now: i64) -> Result<Vec<MissionLoad>> {
     let missions = tx.query(
         &format!(
-            "SELECT m.mission, m.max_parallel FROM orchestrator_work_missions m
+            "SELECT m.mission, m.max_parallel,
+                    (SELECT MIN(u.ord) FROM orchestrator_work_units u
+                     WHERE u.repo = m.repo AND u.mission = m.mission AND {CLAIMABLE})
+             FROM orchestrator_work_missions m
              WHERE m.repo = $1 AND EXISTS (
                  SELECT 1 FROM orchestrator_work_units u WHERE u.repo = m.repo AND u.mission = m.mission AND {CLAIMABLE})
-             ORDER BY (SELECT MIN(u.ord) FROM orchestrator_work_units u
-                       WHERE u.repo = m.repo AND u.mission = m.mission AND {CLAIMABLE})
-             FOR UPDATE SKIP LOCKED"
+             ORDER BY m.mission FOR UPDATE OF m"
         ),
         &[&repo, &now],
     )?;
@@ -311,13 +314,16 @@ fn locked_loads(tx: &mut Transaction<'_>, repo: &str, now: i64) -> Result<Vec<Mi
                 &[&repo, &mission, &now],
             )?
             .try_get(0)?;
-        loads.push(MissionLoad {
+        let oldest: Option<i64> = row.try_get(2)?;
+        let load = MissionLoad {
             mission,
             max_parallel: row.try_get(1)?,
             live,
-        });
+        };
+        loads.push((oldest.unwrap_or(i64::MAX), load));
     }
-    Ok(loads)
+    loads.sort_by_key(|(oldest, _)| *oldest);
+    Ok(loads.into_iter().map(|(_, load)| load).collect())
 }
 
 /// Leases to `worker` up to `take` of the mission's claimable units, oldest offer first, skipping

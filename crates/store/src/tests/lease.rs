@@ -22,6 +22,7 @@ on_both_backends!(
     an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off,
     an_expired_lease_nobody_took_is_still_its_holders,
     max_parallel_holds_across_two_workers,
+    claims_at_the_same_instant_both_get_units,
     a_worker_never_holds_more_than_its_slots,
     offering_twice_is_one_row,
     a_released_unit_goes_to_the_next_claim_and_status_shows_who_holds_what,
@@ -281,6 +282,35 @@ fn max_parallel_holds_across_two_workers(b: &dyn Backend) {
     assert_eq!(setup.claim_units(&worker("w4"), 10, LONG).unwrap().len(), 2);
     assert_eq!(live_leases(&setup, "m1"), 5);
     assert_eq!(live_leases(&setup, "m2"), 2);
+}
+
+fn claims_at_the_same_instant_both_get_units(b: &dyn Backend) {
+    // A claim waits for another's to commit rather than coming back empty while work waits.
+    let setup = b.open();
+    setup.set_max_parallel("m1", 100).unwrap();
+    for n in 0..40 {
+        offer(&setup, "m1", &format!("u{n}"));
+    }
+    for round in 0..4 {
+        let start = std::sync::Barrier::new(2);
+        let got: Vec<usize> = std::thread::scope(|s| {
+            let racers: Vec<_> = ["w1", "w2"]
+                .into_iter()
+                .map(|id| {
+                    let store = b.reopen();
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        let claimed = store.claim_units(&worker(&format!("{id}-{round}")), 5, LONG);
+                        claimed.unwrap().len()
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(got, [5, 5], "round {round}");
+    }
+    assert_eq!(live_leases(&setup, "m1"), 40);
 }
 
 fn a_worker_never_holds_more_than_its_slots(b: &dyn Backend) {
