@@ -51,7 +51,8 @@ impl Pg {
             let mut tx = lease_tx(c)?;
             // One claim of a worker at a time, so its count of held leases stays true.
             tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(json_build_array('worker', $1::text, $2::text)::text, 0))",
+                "SELECT pg_advisory_xact_lock(
+                     hashtextextended(json_build_array('worker', $1::text, $2::text)::text, 0))",
                 &[&repo, &worker.id],
             )?;
             let now = server_now(&mut tx)?;
@@ -61,7 +62,7 @@ impl Pg {
                      WHERE repo = $1 AND state = 'leased' AND expires > $2 AND worker = $3",
                     &[&repo, &now, &worker.id],
                 )?
-                .get(0);
+                .try_get(0)?;
             let mut wanted = slots - held;
             let mut claimed = Vec::new();
             if wanted <= 0 {
@@ -72,7 +73,8 @@ impl Pg {
                 if wanted <= 0 {
                     break;
                 }
-                let units = claim_from(&mut tx, repo, &load, load.take(wanted), &worker, (now, now.saturating_add(ttl)))?;
+                let times = (now, now.saturating_add(ttl));
+                let units = claim_from(&mut tx, repo, &load, load.take(wanted), &worker, times)?;
                 wanted -= units.len() as i64;
                 claimed.extend(units);
             }
