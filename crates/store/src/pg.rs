@@ -7,7 +7,8 @@
 //!
 //! Each write is its own transaction (or one transaction where the SQLite store has one), committed
 //! with `synchronous_commit = off` (unless the URL sets it): the counterpart of the SQLite store's
-//! `synchronous=NORMAL`, see [`Pg::connect`].
+//! `synchronous=NORMAL`, see [`Pg::connect`]. The lease layer's transactions (`pg/lease.rs`) are
+//! the exception: they commit synchronously.
 
 use std::sync::mpsc;
 use std::sync::Mutex;
