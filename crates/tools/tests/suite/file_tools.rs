@@ -590,6 +590,44 @@ async fn a_missing_path_says_which_existing_path_it_may_mean() {
     assert!(err.contains("`list` shows what is there"), "{err}");
 }
 
+/// The 1.5B wrote `calc_mul/calc.py` (its unit's name, then the file it was told to change): a copy
+/// in a new folder that nothing imported, merged while `calc.py` stayed as it was. Refused once with
+/// the path that exists; sent again, the write is taken as meant.
+#[tokio::test]
+async fn a_new_copy_of_an_existing_file_in_a_new_folder_is_questioned_once() {
+    let fx = Fixture::writable();
+    fx.file("calc.py", "def add(a, b):\n    return a + b\n");
+    fx.file("src/util.py", "x = 1\n");
+    let write = |path: &str| json!({"path": path, "content": "def mul(a, b):\n    return a * b\n"});
+    for wrong in [
+        "calc_mul/calc.py",
+        "units/calc_mul-r2/calc.py",
+        "src/calc_mul/util.py",
+    ] {
+        let err = fx.err("write", write(wrong)).await;
+        let meant = if wrong.ends_with("util.py") {
+            "src/util.py"
+        } else {
+            "calc.py"
+        };
+        assert!(
+            err.contains("would be a new file in a new folder") && err.contains(&format!("write `{meant}`")),
+            "{wrong}: {err}"
+        );
+        assert!(!exists(&fx.root().join(wrong)), "{wrong} was not written");
+    }
+    // Meant after all (a package of its own with a file of the same name): the same write again.
+    fx.ok("write", write("calc_mul/calc.py")).await;
+    assert!(exists(&fx.root().join("calc_mul/calc.py")));
+    // Not questioned: a new file in an existing folder, a new name in a new folder, the file itself.
+    fx.ok("write", write("src/calc.py")).await;
+    fx.ok("write", write("pkg/mul.py")).await;
+    fx.ok("write", write("calc.py")).await;
+    assert!(fs::read_to_string(fx.root().join("calc.py"))
+        .expect("read")
+        .contains("mul"));
+}
+
 /// Lines copied from `read` with their numbers still in front: refused with what to do, before they
 /// land in a file (write, insert, edit's new text) or miss every match (edit's old text).
 #[tokio::test]
