@@ -492,13 +492,14 @@ pub async fn review_unit(
         diff
     };
     let first = format!(
-        "# Objective of the mission\n{}\n\n# The unit under review: {} — {}\n{}\n\n# Evidence (run by the runtime)\n{}\n\n# Diff\n{}",
+        "# Objective of the mission\n{}\n\n# The unit under review: {} — {}\n{}\n\n# Evidence (run by the runtime)\n{}\n\n# Diff\n{}{}",
         mission.objective,
         unit.id,
         unit.title,
         unit.description,
         verify::describe(evidence),
-        cut(&diff, DIFF_CHARS)
+        cut(&diff, DIFF_CHARS),
+        planned_files_note(&unit.files, &diff)
     );
     let key = format!("reviewer:{}:{attempt}", unit.id);
     let spec = reviewer_spec(mission, Role::Reviewer, specialist, key, worktree.path(), first)
@@ -507,6 +508,59 @@ pub async fn review_unit(
         .tools_ready(tools_ready);
     let empty_diff_in = empty.then(|| worktree.path().to_path_buf());
     run_review(&mission.rt, spec, slot, empty_diff_in).await
+}
+
+/// Said plainly to a reviewer when the plan named the files a unit should change and its diff
+/// changes none of them: the 1.5B's worker wrote `calc_mul/calc.py` instead of changing `calc.py`,
+/// and its reviewer and the master reviewer passed the copy nothing used. Empty otherwise.
+fn planned_files_note(planned: &[String], diff: &str) -> String {
+    let changed = changed_paths(diff);
+    let normal = |path: &str| path.trim().trim_start_matches("./").to_string();
+    let planned: Vec<String> = planned
+        .iter()
+        .map(|p| normal(p))
+        .filter(|p| !p.is_empty())
+        .collect();
+    if planned.is_empty() || changed.is_empty() || changed.iter().any(|c| planned.contains(c)) {
+        return String::new();
+    }
+    let quoted = |paths: &[String]| {
+        paths
+            .iter()
+            .take(12)
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "\n\n# Planned files\nThe plan expected this unit to change {}; the diff changes none of them, only {}. \
+         Pass only if the work is where the unit needs it: a new file beside or below the one that should have \
+         changed leaves everything that uses the original as it was.",
+        quoted(&planned),
+        quoted(&changed)
+    )
+}
+
+/// The paths a unified diff changes (new names, and the old name of a deleted file).
+fn changed_paths(diff: &str) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    let mut old: Option<&str> = None;
+    for line in diff.lines() {
+        if let Some(path) = line.strip_prefix("--- a/") {
+            old = Some(path);
+        } else if let Some(path) = line.strip_prefix("+++ ") {
+            let path = match path.strip_prefix("b/") {
+                Some(new) => Some(new),
+                None if path == "/dev/null" => old,
+                None => None,
+            };
+            if let Some(path) = path.filter(|p| !paths.iter().any(|seen| seen == p)) {
+                paths.push(path.to_string());
+            }
+            old = None;
+        }
+    }
+    paths
 }
 
 /// Best of N: one candidate that passed verification, as the comparing reviewer is shown it.
@@ -803,6 +857,26 @@ mod tests {
         assert_eq!(scout_focus(scouts_for(100)).len(), 2);
         assert_eq!(scout_focus(scouts_for(5_000)).len(), 4);
         assert!(scout_focus(0).is_empty(), "the pre-scan alone");
+    }
+
+    #[test]
+    fn a_diff_that_misses_every_planned_file_is_named_to_the_reviewer() {
+        let copy = "diff --git a/calc_mul/calc.py b/calc_mul/calc.py\nnew file mode 100644\n--- /dev/null\n\
+                    +++ b/calc_mul/calc.py\n@@ -0,0 +1 @@\n+def mul(a, b): return a * b\n";
+        let planned = vec!["calc.py".to_string(), "./test_calc.py".to_string()];
+        let note = planned_files_note(&planned, copy);
+        assert!(note.contains("`calc.py`, `test_calc.py`"), "{note}");
+        assert!(note.contains("only `calc_mul/calc.py`"), "{note}");
+        // One planned file changed, no plan of files, or no change at all: nothing to say.
+        let real = "--- a/calc.py\n+++ b/calc.py\n@@ -1 +1,2 @@\n";
+        assert_eq!(planned_files_note(&planned, &format!("{copy}{real}")), "");
+        assert_eq!(planned_files_note(&[], copy), "");
+        assert_eq!(planned_files_note(&planned, ""), "");
+        // A deletion counts as changing the file; a hostile diff of only headers is read, not trusted.
+        let deleted = "--- a/test_calc.py\n+++ /dev/null\n";
+        assert_eq!(changed_paths(deleted), vec!["test_calc.py"]);
+        assert_eq!(planned_files_note(&planned, deleted), "");
+        assert!(changed_paths("+++ weird\n+++ b/x\n+++ b/x\n") == vec!["x"]);
     }
 
     fn review_hook() -> ReviewHook {
