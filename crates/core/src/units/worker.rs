@@ -24,10 +24,12 @@ pub(super) fn mission_head(mission: &Mission) -> String {
 
 pub(super) fn worker_brief(mission: &Mission, unit: &UnitSpec, can_spawn: bool) -> String {
     let mut text = mission_head(mission);
+    // The 1.5B read `# Your unit: calc_mul — … calc.py` as the path `calc_mul/calc.py`.
     let _ = write!(
         text,
-        "# Your unit: {} — {}\n{}\n",
-        unit.id, unit.title, unit.description
+        "# Your unit: {} — {}\n{}\n(`{}` is the unit's name, not a folder: paths are relative to the root of \
+         your worktree.)\n",
+        unit.id, unit.title, unit.description, unit.id
     );
     if !unit.depends_on.is_empty() {
         let _ = writeln!(
