@@ -437,17 +437,36 @@ impl Store {
     /// Makes `holder` the mission's leader for `ttl`, with a new token; refused with
     /// [`StoreError::LeaderHeld`] while another leader's lease is live. An expired one is taken over.
     pub fn acquire_leader(&self, mission: &str, holder: &Holder, ttl: Duration) -> Result<LeaderLease> {
+        self.lead(mission, holder, ttl, None)
+    }
+
+    /// [`Store::acquire_leader`] that also takes a live lease, if it is still the one with token
+    /// `from`: for a commander that knows that lease's holder is dead (on its own machine, where it
+    /// holds the repository's lock the holder would hold), so it need not wait for the expiry. Any
+    /// other live leader refuses it with [`StoreError::LeaderHeld`], as acquiring does.
+    pub fn take_over_leader(
+        &self,
+        mission: &str,
+        holder: &Holder,
+        ttl: Duration,
+        from: i64,
+    ) -> Result<LeaderLease> {
+        self.lead(mission, holder, ttl, Some(from))
+    }
+
+    fn lead(&self, mission: &str, holder: &Holder, ttl: Duration, from: Option<i64>) -> Result<LeaderLease> {
         check_id("a mission id", mission)?;
         check_holder(holder)?;
         let ttl = ttl_ms(ttl);
         let mut conn = match self.conn() {
-            Either::Pg(pg) => return pg.acquire_leader(mission, holder.clone(), ttl),
+            Either::Pg(pg) => return pg.acquire_leader(mission, holder.clone(), ttl, from),
             Either::Sqlite(conn) => conn,
         };
         let tx = immediate(&mut conn)?;
         ensure_mission(&tx, mission)?;
         let now = clock_ms();
-        if let Some(live) = sqlite_leader(&tx, mission, now)?.filter(|l| !l.expired) {
+        let current = sqlite_leader(&tx, mission, now)?;
+        if let Some(live) = current.filter(|l| !l.expired && Some(l.token) != from) {
             return Err(leader_held(live));
         }
         tx.execute(
@@ -521,6 +540,7 @@ pub(crate) fn leader_held(live: LeaderLease) -> StoreError {
         holder: live.holder.id,
         host: live.holder.host,
         token: live.token,
+        expires_at_ms: live.expires_at_ms,
     }
 }
 

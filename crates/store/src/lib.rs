@@ -180,6 +180,8 @@ pub enum StoreError {
         holder: String,
         host: String,
         token: i64,
+        /// When the live lease expires unless renewed (milliseconds since the epoch, the store's clock).
+        expires_at_ms: i64,
     },
     #[error("the mission store refused {what}: {reason}")]
     Refused { what: String, reason: String },

@@ -171,13 +171,21 @@ impl Pg {
         })
     }
 
-    pub(crate) fn acquire_leader(&self, mission: &str, holder: Holder, ttl: i64) -> Result<LeaderLease> {
+    /// Acquires the lead; `from`: also over the live lease with that token (a take-over).
+    pub(crate) fn acquire_leader(
+        &self,
+        mission: &str,
+        holder: Holder,
+        ttl: i64,
+        from: Option<i64>,
+    ) -> Result<LeaderLease> {
         let mission = mission.to_string();
         self.call(move |c, repo| {
             let mut tx = lease_tx(c)?;
             ensure_mission(&mut tx, repo, &mission)?;
             let now = server_now(&mut tx)?;
-            if let Some(live) = locked_leader(&mut tx, repo, &mission, now)?.filter(|l| !l.expired) {
+            let current = locked_leader(&mut tx, repo, &mission, now)?;
+            if let Some(live) = current.filter(|l| !l.expired && Some(l.token) != from) {
                 return Err(leader_held(live));
             }
             tx.execute(

@@ -28,6 +28,7 @@ on_both_backends!(
     a_released_unit_goes_to_the_next_claim_and_status_shows_who_holds_what,
     a_retried_report_succeeds_once_and_a_different_one_is_refused,
     the_leader_lease_cannot_be_taken_while_live_and_can_after_expiry,
+    a_live_lead_is_taken_over_only_from_the_token_named,
     commanders_racing_for_a_mission_leave_one_leader,
     unicode_ids_and_odd_json_are_stored_faithfully,
     oversized_or_unreadable_input_is_refused_and_changes_nothing,
@@ -464,6 +465,34 @@ fn the_leader_lease_cannot_be_taken_while_live_and_can_after_expiry(b: &dyn Back
     assert_eq!(store.leader("m1").unwrap(), None);
     let third = store.acquire_leader("m1", &worker("c3"), LONG).unwrap();
     assert!(third.token > second.token);
+}
+
+fn a_live_lead_is_taken_over_only_from_the_token_named(b: &dyn Backend) {
+    let store = b.open();
+    let other = b.reopen();
+    let first = store.acquire_leader("m1", &worker("c1"), LONG).unwrap();
+    // A take-over naming a token that does not lead is refused as acquiring is, with the expiry.
+    let err = other
+        .take_over_leader("m1", &worker("c2"), LONG, first.token + 7)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, StoreError::LeaderHeld { holder, expires_at_ms, .. }
+            if holder == "c1" && *expires_at_ms == first.expires_at_ms),
+        "{err}"
+    );
+    let second = other
+        .take_over_leader("m1", &worker("c2"), LONG, first.token)
+        .unwrap();
+    assert!(second.token > first.token);
+    assert!(lost(store.renew_leader("m1", first.token, LONG)));
+    // Nothing leads after a release: a take-over from any token then acquires.
+    other.release_leader("m1", second.token).unwrap();
+    let third = store
+        .take_over_leader("m1", &worker("c3"), LONG, first.token)
+        .unwrap();
+    assert!(third.token > second.token);
+    assert_eq!(store.leader("m1").unwrap().unwrap().holder, worker("c3"));
 }
 
 fn commanders_racing_for_a_mission_leave_one_leader(b: &dyn Backend) {
