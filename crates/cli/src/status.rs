@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use orchestrator_core::{CandidatePick, MissionStatus, StatusReport, UnitStatus};
+use orchestrator_core::{CandidatePick, LeaderStatus, MissionStatus, StatusReport, UnitStatus};
 use orchestrator_protocol::UnitState;
 
 use crate::out::{self, errln, outln};
@@ -80,6 +80,9 @@ pub fn render(report: &StatusReport) -> String {
         short(&report.base_commit),
         report.integration_branch
     );
+    if let Some(leader) = &report.leader {
+        let _ = writeln!(out, "{}", leader_line(leader));
+    }
     let _ = writeln!(out, "units:");
     for unit in report.units.iter().filter(|u| u.parent.is_none()) {
         render_unit(&mut out, report, unit, 1);
@@ -218,6 +221,23 @@ fn render_unit(out: &mut String, report: &StatusReport, unit: &UnitStatus, depth
     {
         render_unit(out, report, child, depth + 1);
     }
+}
+
+/// Who leads the mission (its leader lease), and until when.
+fn leader_line(leader: &LeaderStatus) -> String {
+    let until = leader
+        .expires_at
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "an unknown time".into());
+    let state = if leader.expired {
+        format!("lease expired at {until}; `orchestrator resume` takes the mission over")
+    } else {
+        format!("lease until {until}, renewed while it runs")
+    };
+    format!(
+        "leader: {} on {} (token {}, {state})",
+        leader.holder, leader.host, leader.token
+    )
 }
 
 fn cost(usd: f64) -> String {

@@ -30,6 +30,9 @@ struct Inner {
     store_error: Mutex<Option<String>>,
     /// Cancelled at the first failed store write: the mission stops there, resumable.
     stop_on_store_error: Mutex<Option<tokio_util::sync::CancellationToken>>,
+    /// Why this process lost the mission's lead: from then on nothing more goes to the store, which
+    /// is another commander's to write.
+    lead_lost: Mutex<Option<String>>,
 }
 
 impl Default for EventBus {
@@ -50,6 +53,7 @@ impl EventBus {
                 store: Mutex::new(None),
                 store_error: Mutex::new(None),
                 stop_on_store_error: Mutex::new(None),
+                lead_lost: Mutex::new(None),
             }),
         }
     }
@@ -102,8 +106,11 @@ impl EventBus {
             mission: lock(&self.inner.mission).clone(),
             event,
         };
+        let lead_lost = lock(&self.inner.lead_lost).is_some();
         let envelope = Arc::new(match lock(&self.inner.store).as_ref() {
-            Some(store) => self.store_masked(store, envelope, delivery),
+            Some(store) if !lead_lost => self.store_masked(store, envelope, delivery),
+            // Not written, but still shown: the user learns why the mission stops.
+            Some(store) => masked(store, envelope),
             None => envelope,
         });
         subscribers.retain(|tx| tx.send(envelope.clone()).is_ok());
@@ -139,6 +146,22 @@ impl EventBus {
         serde_json::from_str(&store.mask(&json)).unwrap_or(envelope)
     }
 
+    /// This process lost the mission's lead (`why`): nothing more is written to the store from now
+    /// on, and the mission stops as at a failed store write (`stop_on_store_error`'s token),
+    /// resumable by whoever leads it now.
+    pub(crate) fn lose_lead(&self, why: String) {
+        tracing::error!("lost the lead of the mission: {why}");
+        lock(&self.inner.lead_lost).get_or_insert(why);
+        if let Some(token) = lock(&self.inner.stop_on_store_error).as_ref() {
+            token.cancel();
+        }
+    }
+
+    /// Why this process lost the mission's lead, if it did.
+    pub fn lead_lost(&self) -> Option<String> {
+        lock(&self.inner.lead_lost).clone()
+    }
+
     fn store_failed(&self, error: String) {
         tracing::error!("cannot write to the mission store: {error}");
         lock(&self.inner.store_error).get_or_insert(error);
@@ -172,6 +195,17 @@ impl EventBus {
     pub fn close(&self) {
         lock(&self.inner.subscribers).clear();
     }
+}
+
+/// `envelope` as the store would show it, secrets masked, without writing it.
+fn masked(store: &Store, envelope: EventEnvelope) -> EventEnvelope {
+    let Ok(json) = serde_json::to_string(&envelope) else {
+        return envelope;
+    };
+    if !store.contains_secret(&json) {
+        return envelope;
+    }
+    serde_json::from_str(&store.mask(&json)).unwrap_or(envelope)
 }
 
 /// A poisoned lock only means another thread panicked mid-update of plain data; keep going.

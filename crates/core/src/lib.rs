@@ -17,6 +17,7 @@ mod error;
 mod events;
 mod hooks;
 mod inbox;
+pub mod leader;
 pub mod instructions;
 mod lock;
 mod mcp_servers;
@@ -56,7 +57,7 @@ pub use orchestrator_store::MissionStatus;
 pub use prompts::{builtin_body, system_prompt, Prompts};
 pub use replay::{CandidatePick, SessionRecord};
 pub use status::{
-    cancel, cancel_mission, mission_process, process_alive, status, status_of, RoleUsage, StatusReport,
-    UnitStatus,
+    cancel, cancel_mission, mission_process, process_alive, status, status_of, LeaderStatus, RoleUsage,
+    StatusReport, UnitStatus,
 };
 pub use store_url::{set_store_url, STORE_URL_VAR};

@@ -47,6 +47,10 @@ impl MissionState {
     /// an unrelated process, which [`MissionState::of`] alone would take for the mission.
     pub fn of_stored(store: &Store, record: &MissionRecord) -> MissionState {
         let state = MissionState::of(record);
+        // A commander on another host holds its lead: its pid and this checkout's lock say nothing.
+        if record.status.is_unfinished() && crate::leader::led_elsewhere(store, &record.id).is_some() {
+            return MissionState::Running;
+        }
         let state_dir = store.state_dir();
         match (state, record.pid, state_dir) {
             (MissionState::Running, Some(pid), Some(dir)) if !crate::lock::held_by(dir, pid) => {
@@ -227,13 +231,14 @@ pub fn interrupted(root: &Path) -> Result<Vec<MissionRecord>> {
 }
 
 /// The missions a new one would leave behind: unfinished and not run by a live process. With the
-/// repository lock held no other process runs one, whatever pid its record names (it may have been
-/// reused since).
+/// repository lock held no other process of this host runs one, whatever pid its record names (it
+/// may have been reused since); one led from another host (its live leader lease) still runs.
 pub(crate) fn interrupted_missions(store: &Store, lock_held: bool) -> Result<Vec<MissionRecord>> {
     let all = store.missions().map_err(usage)?;
     Ok(all
         .into_iter()
         .filter(|m| m.status.is_unfinished())
+        .filter(|m| crate::leader::led_elsewhere(store, &m.id).is_none())
         .filter(|m| lock_held || MissionState::of_stored(store, m) == MissionState::Interrupted)
         .collect())
 }

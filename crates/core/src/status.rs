@@ -42,6 +42,22 @@ pub struct StatusReport {
     /// The plan waiting for a person's answer (`--approve-plan`), when one waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_plan: Option<WaitingPlan>,
+    /// The commander holding (or last holding, if its lease expired) an unfinished mission's
+    /// leader lease; none once it finished or was given back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderStatus>,
+}
+
+/// Who leads a mission: the commander's id and host, the lease's token and expiry.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeaderStatus {
+    pub holder: String,
+    pub host: String,
+    pub token: i64,
+    /// When the lease ends unless renewed, by the store's clock.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether it has ended (a commander that died); `resume` then takes the mission over.
+    pub expired: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,8 +140,10 @@ pub fn status_of(root: &Path, mission: Option<&str>) -> Result<StatusReport> {
         sessions.iter_mut().for_each(|s| s.active = false);
     }
     let waiting_plan = WaitingPlan::from_replay(&replay).filter(|_| record.status.is_unfinished());
+    let leader = leader_of(&store, &record);
     Ok(StatusReport {
         waiting_plan,
+        leader,
         mission: record.id,
         objective: record.objective,
         status: record.status,
@@ -143,6 +161,21 @@ pub fn status_of(root: &Path, mission: Option<&str>) -> Result<StatusReport> {
         roles,
         integration_evidence: replay.integration_evidence,
         baseline: replay.baseline,
+    })
+}
+
+/// The lead of an unfinished mission, as the store has it.
+fn leader_of(store: &orchestrator_store::Store, record: &orchestrator_store::MissionRecord) -> Option<LeaderStatus> {
+    if !record.status.is_unfinished() {
+        return None;
+    }
+    let lease = store.leader(&record.id).ok().flatten()?;
+    Some(LeaderStatus {
+        holder: lease.holder.id,
+        host: lease.holder.host,
+        token: lease.token,
+        expires_at: chrono::DateTime::from_timestamp_millis(lease.expires_at_ms),
+        expired: lease.expired,
     })
 }
 

@@ -43,6 +43,8 @@ pub(super) struct Claimed {
     pub(super) opencode: Option<Arc<OpencodeEngine>>,
     /// Held until the run is over: one mission at a time per repository.
     pub(super) lock: RepoLock,
+    /// The mission's leader lease, renewed while the run goes on and given back at its end.
+    pub(super) lead: crate::leader::Leadership,
     /// Said in the log once the mission has started (what `--abandon` removed).
     pub(super) notices: Vec<String>,
     /// Hooks run before the mission was recorded (`mission_start`), logged once it has started.
@@ -71,6 +73,7 @@ pub(super) async fn run_mission(
         store,
         opencode,
         lock,
+        lead,
         notices,
         hook_runs,
     } = claimed;
@@ -98,6 +101,7 @@ pub(super) async fn run_mission(
         cancel: cancel.clone(),
     };
     bus.stop_on_store_error(cancel.clone());
+    let lead_watch = stop_when_lead_lost(&lead, bus);
     let mut rt = Runtime::new(
         client.clone(),
         bus.clone(),
@@ -144,6 +148,7 @@ pub(super) async fn run_mission(
         Err(e) => Ending::unsealed(format!("the mission stopped on an error: {e}")),
     };
     mcp.stop().await;
+    lead_watch.abort();
     announcer.abort();
     answers.abort();
     let Ending {
@@ -159,6 +164,19 @@ pub(super) async fn run_mission(
              `orchestrator resume` once the store is back (work since its last logged event may repeat)"
         );
     }
+    let lead_lost = bus.lead_lost();
+    if let Some(why) = &lead_lost {
+        summary = format!(
+            "the mission stopped: this commander lost its lead ({why}). Nothing more was written to the \
+             store or merged; whoever leads it now continues it (or `orchestrator resume`, once no other \
+             commander does)"
+        );
+    }
+    // A lost lead ends the run as an interruption: nothing of it is applied, sealed or settled.
+    let (outcome, resumable) = match lead_lost {
+        Some(_) => (Outcome::Interrupted, true),
+        None => (outcome, resumable),
+    };
     if outcome == Outcome::Sealed && finish.apply {
         if let (Some(branch), Some(commit)) = (&record.user_branch, &result_commit) {
             summary.push('\n');
@@ -176,7 +194,7 @@ pub(super) async fn run_mission(
     }
     // A finished mission (nothing will resume it) takes its branches with it unless asked to keep them.
     let over = !resumable && outcome != Outcome::Interrupted;
-    if over {
+    if over && bus.lead_lost().is_none() {
         crate::inbox::close_inbox(&store, &id, bus);
     }
     let settle = over && !finish.keep_branches;
@@ -217,11 +235,15 @@ pub(super) async fn run_mission(
         result_commit: result_commit.clone(),
         unverified,
     });
-    let _ = store.set_status(&id, status, None);
+    // Another commander's now: its status is not ours to set.
+    if bus.lead_lost().is_none() {
+        let _ = store.set_status(&id, status, None);
+    }
     if let Some(engine) = &opencode {
         engine.stop().await;
     }
     notifier.finish(NOTICE_FLUSH).await;
+    drop(lead);
     drop(lock);
     MissionReport {
         mission: id,
@@ -232,6 +254,23 @@ pub(super) async fn run_mission(
         branch_kept,
         result_commit,
     }
+}
+
+/// Stops the mission through the bus (nothing more written, the run cancelled) once the lead is
+/// lost, which may already be so (lost during the `mission_start` hook).
+fn stop_when_lead_lost(lead: &crate::leader::Leadership, bus: &EventBus) -> tokio::task::JoinHandle<()> {
+    let lost = lead.lost();
+    let why = lead.why_lost_handle();
+    let bus = bus.clone();
+    tokio::spawn(async move {
+        lost.cancelled().await;
+        let why = why().unwrap_or_else(|| "its lease could not be renewed".into());
+        // First cut the store off, then say so: the notice is shown, not written.
+        bus.lose_lead(why.clone());
+        bus.emit(Event::Notice {
+            message: format!("stopping: this commander lost the mission's lead ({why})"),
+        });
+    })
 }
 
 /// The `after_seal` hook of a run: configured or not, and whether an earlier run already ran it

@@ -57,6 +57,8 @@ pub async fn run_task(
     let (lock, store) = claim_repo(&repo, &id, &clients, &config)
         .await
         .inspect_err(|_| stop_soon(&opencode))?;
+    // A new mission's lead is free; taken before anything is written all the same, one code path.
+    let lead = crate::leader::acquire(&store, &id).inspect_err(|_| stop_soon(&opencode))?;
     let started_hook = mission_start_hook(&repo, &config, &id, &options.objective, &base, &cancel)
         .await
         .inspect_err(|_| stop_soon(&opencode))?;
@@ -90,6 +92,7 @@ pub async fn run_task(
         store,
         opencode,
         lock,
+        lead: lead.leadership,
         notices,
         hook_runs: started_hook.into_iter().collect(),
     };
@@ -202,6 +205,10 @@ pub async fn resume(
         .inspect_err(|_| stop_soon(&opencode))?;
     // Checked again with the lock held: a run that held it before us may have finished the mission.
     still_resumable(&store, &record.id).inspect_err(|_| stop_soon(&opencode))?;
+    // Before anything is written: a commander on another host may run it (refused, exit 4).
+    let lead = crate::leader::acquire(&store, &record.id).inspect_err(|_| stop_soon(&opencode))?;
+    // With the lead held: the commander it was taken from may have finished the mission meanwhile.
+    still_resumable(&store, &record.id).inspect_err(|_| stop_soon(&opencode))?;
     let events = store.events_after(&record.id, None).map_err(store_error)?;
     let mut replay = Replay::from_events(&events);
     let next_seq = replay.last_seq.map(|s| s + 1).unwrap_or(0);
@@ -233,7 +240,8 @@ pub async fn resume(
         store,
         opencode,
         lock,
-        notices: Vec::new(),
+        lead: lead.leadership,
+        notices: lead.took_over.into_iter().collect(),
         hook_runs: Vec::new(),
     };
     Ok(run_mission(claimed, &bus, cancel, options.control.clone()).await)
