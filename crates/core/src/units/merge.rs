@@ -82,6 +82,9 @@ impl MergeTarget {
 }
 
 /// The merge commit's message: the unit's id and title, never with the API key in it.
+/// How a merge refused for a lost lead begins: the unit is interrupted, not failed.
+pub(crate) const LEAD_LOST: &str = "not merged: this commander lost the mission's lead";
+
 fn merge_message(mission: &Mission, unit: &UnitSpec) -> String {
     mission.rt.mask(&format!("Merge {}: {}", unit.id, unit.title))
 }
@@ -96,6 +99,11 @@ pub(super) async fn merge_into(
     slot: &mut Slot,
 ) -> Result<String, String> {
     let _queue = target.lock.lock().await;
+    // One writer of the integration branch: the commander holding the mission's lead. Checked with
+    // the queue held, so no merge starts after the lead was found lost.
+    if let Some(why) = mission.rt.bus.lead_lost() {
+        return Err(format!("{LEAD_LOST} ({why})"));
+    }
     let before = target.head();
     let message = merge_message(mission, unit);
     if target.in_process {

@@ -15,7 +15,7 @@ mod worker;
 use orchestrator_protocol::{UnitSpec, UnitState};
 
 pub use dag::run_dag;
-use merge::merge_into;
+use merge::{merge_into, LEAD_LOST};
 pub use merge::MergeTarget;
 use tree::UnitTree;
 use unit::UnitRun;

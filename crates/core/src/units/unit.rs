@@ -8,7 +8,7 @@ use orchestrator_git::Worktree;
 use orchestrator_protocol::{Event, HookKind, HookRun, Review, Role, UnitSpec, UnitState, Verdict};
 
 use super::{
-    merge_into, spawn_spec, worker_brief, MergeTarget, UnitOutcome, UnitTree, WorkerHooks, BUDGET_SPENT,
+    merge_into, spawn_spec, worker_brief, MergeTarget, LEAD_LOST, UnitOutcome, UnitTree, WorkerHooks, BUDGET_SPENT,
     ENDPOINT_FAILED,
 };
 use crate::hooks::{self, HookCall};
@@ -316,6 +316,11 @@ impl UnitRun {
             None => branch.to_string(),
         };
         match merge_into(&self.mission, &self.unit, &theirs, target, slot).await {
+            // Not merged: the integration branch is the new leader's to write.
+            Err(reason) if reason.starts_with(LEAD_LOST) => UnitOutcome {
+                reason: Some(reason),
+                ..UnitOutcome::interrupted(&self.unit)
+            },
             Ok(commit) => {
                 self.mission.rt.bus.emit(Event::Merged {
                     unit: self.unit.id.clone(),
