@@ -113,7 +113,9 @@ pub fn acquire(store: &Arc<Store>, mission: &str) -> Result<Acquired> {
     let before = store.leader(mission).map_err(store_failed)?;
     let lease = match store.acquire_leader(mission, &me, ttl) {
         Ok(lease) => lease,
-        Err(StoreError::LeaderHeld { holder, host, token, .. }) if host == me.host => {
+        Err(StoreError::LeaderHeld {
+            holder, host, token, ..
+        }) if host == me.host => {
             // We hold this checkout's lock, which the holder would hold were it alive.
             tracing::info!("taking the lead of {mission} over from {holder} on {host}, which died");
             store
@@ -258,7 +260,10 @@ async fn renew(store: &Arc<Store>, mission: &str, token: i64, ttl: Duration) -> 
 /// Why a refused renewal lost the lead, naming the new leader when the store says who it is.
 fn taken_over(store: &Store, mission: &str, ttl: Duration) -> String {
     let by = match store.leader(mission) {
-        Ok(Some(now)) => format!(" by {} on {} (token {})", now.holder.id, now.holder.host, now.token),
+        Ok(Some(now)) => format!(
+            " by {} on {} (token {})",
+            now.holder.id, now.holder.host, now.token
+        ),
         _ => String::new(),
     };
     format!(

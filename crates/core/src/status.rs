@@ -165,7 +165,10 @@ pub fn status_of(root: &Path, mission: Option<&str>) -> Result<StatusReport> {
 }
 
 /// The lead of an unfinished mission, as the store has it.
-fn leader_of(store: &orchestrator_store::Store, record: &orchestrator_store::MissionRecord) -> Option<LeaderStatus> {
+fn leader_of(
+    store: &orchestrator_store::Store,
+    record: &orchestrator_store::MissionRecord,
+) -> Option<LeaderStatus> {
     if !record.status.is_unfinished() {
         return None;
     }

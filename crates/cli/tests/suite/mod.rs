@@ -13,6 +13,7 @@ mod durability;
 mod evidence;
 mod hooks;
 mod install;
+mod leader;
 mod loops;
 mod mcp;
 mod mcp_servers;

@@ -15,8 +15,8 @@ mod worker;
 use orchestrator_protocol::{UnitSpec, UnitState};
 
 pub use dag::run_dag;
-use merge::{merge_into, LEAD_LOST};
 pub use merge::MergeTarget;
+use merge::{merge_into, LEAD_LOST};
 use tree::UnitTree;
 use unit::UnitRun;
 use worker::{spawn_spec, worker_brief, WorkerHooks};

@@ -8,8 +8,8 @@ use orchestrator_git::Worktree;
 use orchestrator_protocol::{Event, HookKind, HookRun, Review, Role, UnitSpec, UnitState, Verdict};
 
 use super::{
-    merge_into, spawn_spec, worker_brief, MergeTarget, LEAD_LOST, UnitOutcome, UnitTree, WorkerHooks, BUDGET_SPENT,
-    ENDPOINT_FAILED,
+    merge_into, spawn_spec, worker_brief, MergeTarget, UnitOutcome, UnitTree, WorkerHooks, BUDGET_SPENT,
+    ENDPOINT_FAILED, LEAD_LOST,
 };
 use crate::hooks::{self, HookCall};
 use crate::replay::SpecialistReviews;
