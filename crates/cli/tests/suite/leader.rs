@@ -315,3 +315,63 @@ async fn a_commander_whose_lead_is_taken_stops_on_postgres() {
     let schema = fresh_schema();
     a_commander_whose_lead_is_taken_stops(Some(&schema)).await;
 }
+
+/// Ctrl-C stops the mission cleanly and gives the lead back: a commander on another host resumes
+/// it at once, although the lease would have lasted ten minutes more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_gives_the_lead_back() {
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let server = fake(script()).await;
+    let long = |run: Run, host: &str| on_host(run, host, None).env(LEASE.0, "600");
+    let child = long(Run::task("Interrupted on host-a"), "host-a")
+        .openai(&server)
+        .command(&repo)
+        .spawn()
+        .expect("binary starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while requests_of(&server, "worker").is_empty() {
+        assert!(Instant::now() < deadline, "no worker started");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let pid = child.id().expect("pid") as i32;
+    // SAFETY: signals the orchestrator child process this test started.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let first = Finished::from(
+        tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+            .await
+            .expect("the run ends")
+            .expect("waits"),
+    );
+    first.assert_code(3);
+    let status = status_json(&long(Run::cmd(&["status", "--json"]), "host-b").run(&repo).await);
+    assert!(status.get("leader").is_none(), "given back: {status}");
+    let done = long(Run::cmd(&["resume"]), "host-b")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    for (path, content) in FILES {
+        assert_eq!(repo.read(path).as_deref(), Some(content), "{path}");
+    }
+}
+
+/// A lease length that is not whole seconds from 1 to 3600 is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_lease_length_is_refused_before_anything_starts() {
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let server = fake(script()).await;
+    for bad in ["0", "-3", "2.5", "ten", "99999999999999999999", "3601"] {
+        let done = Run::task("Anything")
+            .env(LEASE.0, bad)
+            .openai(&server)
+            .run(&repo)
+            .await;
+        done.assert_code(2);
+        assert!(done.stderr.contains(LEASE.0), "{bad}: {}", done.stderr);
+    }
+    assert!(server.requests().is_empty(), "no model was called");
+    assert!(
+        !repo.path().join(".orchestrator/state.db").exists(),
+        "no mission was recorded"
+    );
+}

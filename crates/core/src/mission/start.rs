@@ -43,6 +43,7 @@ pub async fn run_task(
     let user_branch = repo.current_branch().await?;
     let config = load_config(&repo, &options.settings)?;
     config.sandbox.check()?;
+    crate::leader::lease_length()?;
     let clients = clients_from_env(&config)?;
     if !options.allow_dirty {
         refuse_dirty(&repo).await?;
@@ -198,6 +199,7 @@ pub async fn resume(
     let stored: StoredOptions = serde_json::from_value(record.options.clone()).unwrap_or_default();
     let config = load_config(&repo, &options.settings.clone().or(&stored.settings))?;
     config.sandbox.check()?;
+    crate::leader::lease_length()?;
     let clients = clients_from_env(&config)?;
     let opencode = engine_preflight(&config, &repo, &clients).await?;
     let (lock, store) = claim_repo(&repo, &record.id, &clients, &config)
