@@ -585,6 +585,22 @@ fn clock_ms() -> i64 {
 
 /// IMMEDIATE: the transaction takes the write lock at once, so what it reads (counts, tokens) is
 /// what it writes over, also with other processes claiming at the same time.
+/// `Ok` if `token` is `mission`'s leader token, read in the caller's (immediate) transaction: a
+/// fenced event append goes through only for the commander that leads.
+pub(crate) fn check_leads(tx: &Transaction<'_>, mission: &str, token: i64) -> Result<()> {
+    let current: Option<i64> = tx
+        .query_row(
+            "SELECT leader_token FROM work_missions WHERE mission = ?1",
+            params![mission],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match current {
+        Some(current) if current == token => Ok(()),
+        _ => Err(leader_lost(mission, token)),
+    }
+}
+
 fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }

@@ -263,6 +263,9 @@ pub struct Store {
     /// given with [`Store::with_state_dir`] for a PostgreSQL store.
     state_dir: Option<PathBuf>,
     secrets: Mutex<Vec<String>>,
+    /// The mission whose events this handle appends only while it leads it, and the lead's token
+    /// ([`Store::fence_events`]).
+    event_fence: Mutex<Option<(String, i64)>>,
 }
 
 impl Store {
@@ -302,6 +305,7 @@ impl Store {
             path: path.display().to_string(),
             state_dir: path.parent().map(Path::to_path_buf),
             secrets: Mutex::new(Vec::new()),
+            event_fence: Mutex::new(None),
         })
     }
 
@@ -315,6 +319,7 @@ impl Store {
             backend: Backend::Pg(pg),
             state_dir: None,
             secrets: Mutex::new(Vec::new()),
+            event_fence: Mutex::new(None),
         })
     }
 
@@ -475,6 +480,22 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// From now on this handle appends `mission`'s events (`append_serialized_event`,
+    /// `append_delivery`) only while `token` is the mission's leader token, checked in the same
+    /// transaction as the append: a commander that lost the lead has its appends refused with
+    /// [`StoreError::LeaseLost`], and they write nothing.
+    pub fn fence_events(&self, mission: &str, token: i64) {
+        *lock(&self.event_fence) = Some((mission.to_string(), token));
+    }
+
+    /// The leader token `mission`'s appends are fenced by, if any.
+    fn event_fence(&self, mission: &str) -> Option<i64> {
+        lock(&self.event_fence)
+            .as_ref()
+            .filter(|(fenced, _)| fenced == mission)
+            .map(|(_, token)| *token)
+    }
+
     /// Appends one event. Sequence numbers are unique per mission; a duplicate is an error.
     pub fn append_event(&self, event: &EventEnvelope) -> Result<()> {
         self.append_serialized_event(event, &serde_json::to_string(event)?)
@@ -484,14 +505,26 @@ impl Store {
     /// `event` serialised); it is masked here all the same.
     pub fn append_serialized_event(&self, event: &EventEnvelope, json: &str) -> Result<()> {
         let body = self.mask(json);
-        let conn = match self.conn() {
-            Either::Pg(pg) => return pg.append_event(&event.mission, event.seq, body),
+        let fence = self.event_fence(&event.mission);
+        let mut conn = match self.conn() {
+            Either::Pg(pg) => return pg.append_event(&event.mission, event.seq, body, fence),
             Either::Sqlite(conn) => conn,
         };
-        conn.execute(
+        let Some(token) = fence else {
+            conn.execute(
+                "INSERT INTO events (mission, seq, body) VALUES (?1, ?2, ?3)",
+                params![event.mission, event.seq as i64, body],
+            )?;
+            return Ok(());
+        };
+        // The write lock first, so the token checked is the one in force when the event lands.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        lease::check_leads(&tx, &event.mission, token)?;
+        tx.execute(
             "INSERT INTO events (mission, seq, body) VALUES (?1, ?2, ?3)",
             params![event.mission, event.seq as i64, body],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -625,14 +658,18 @@ impl Store {
             .transcript
             .as_ref()
             .map(|(session, idx, message)| (session.clone(), *idx, self.mask(&message.to_string())));
+        let fence = self.event_fence(&event.mission);
         let mut conn = match self.conn() {
             Either::Pg(pg) => {
                 let inbox = delivery.inbox.clone();
-                return pg.append_delivery(&event.mission, event.seq, body, inbox, transcript);
+                return pg.append_delivery(&event.mission, event.seq, body, inbox, transcript, fence);
             }
             Either::Sqlite(conn) => conn,
         };
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if let Some(token) = fence {
+            lease::check_leads(&tx, &event.mission, token)?;
+        }
         tx.execute(
             "INSERT INTO events (mission, seq, body) VALUES (?1, ?2, ?3)",
             params![event.mission, event.seq as i64, body],

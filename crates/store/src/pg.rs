@@ -13,7 +13,7 @@
 use std::sync::mpsc;
 use std::sync::Mutex;
 
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, GenericClient, NoTls, Row};
 
 mod lease;
 
@@ -321,15 +321,15 @@ impl Pg {
         })
     }
 
-    pub(crate) fn append_event(&self, mission: &str, seq: u64, body: String) -> Result<()> {
+    pub(crate) fn append_event(
+        &self,
+        mission: &str,
+        seq: u64,
+        body: String,
+        fence: Option<i64>,
+    ) -> Result<()> {
         let mission = mission.to_string();
-        self.call(move |c, repo| {
-            c.execute(
-                "INSERT INTO orchestrator_events (repo, mission, seq, body) VALUES ($1, $2, $3, $4)",
-                &[&repo, &mission, &(seq as i64), &body],
-            )?;
-            Ok(())
-        })
+        self.call(move |c, repo| insert_event(c, repo, &mission, seq as i64, &body, fence))
     }
 
     pub(crate) fn event_bodies_after(&self, mission: &str, after: Option<u64>) -> Result<Vec<String>> {
@@ -453,15 +453,13 @@ impl Pg {
         body: String,
         inbox: Vec<i64>,
         transcript: Option<(String, usize, String)>,
+        fence: Option<i64>,
     ) -> Result<()> {
         let mission = mission.to_string();
         self.call(move |c, repo| {
             let mut tx = c.transaction()?;
             let seq = seq as i64;
-            tx.execute(
-                "INSERT INTO orchestrator_events (repo, mission, seq, body) VALUES ($1, $2, $3, $4)",
-                &[&repo, &mission, &seq, &body],
-            )?;
+            insert_event(&mut tx, repo, &mission, seq, &body, fence)?;
             for id in &inbox {
                 tx.execute(
                     "UPDATE orchestrator_inbox SET delivered_seq = $4
@@ -631,4 +629,36 @@ pub(crate) fn reason(e: &postgres::Error) -> String {
             text
         }
     }
+}
+
+/// Appends one event; with `fence`, only while that token leads the mission, in the same statement:
+/// the mission's lease row is locked (`FOR SHARE`) and its token checked, so an event lands either
+/// before a take-over commits or not at all (`LeaseLost`, nothing written).
+fn insert_event(
+    c: &mut impl GenericClient,
+    repo: &str,
+    mission: &str,
+    seq: i64,
+    body: &str,
+    fence: Option<i64>,
+) -> Result<()> {
+    let Some(token) = fence else {
+        c.execute(
+            "INSERT INTO orchestrator_events (repo, mission, seq, body) VALUES ($1, $2, $3, $4)",
+            &[&repo, &mission, &seq, &body],
+        )?;
+        return Ok(());
+    };
+    let written = c.execute(
+        "INSERT INTO orchestrator_events (repo, mission, seq, body)
+         SELECT $1, $2, $3, $4 FROM (
+             SELECT 1 FROM orchestrator_work_missions
+             WHERE repo = $1 AND mission = $2 AND leader_token = $5 FOR SHARE
+         ) AS leads",
+        &[&repo, &mission, &seq, &body, &token],
+    )?;
+    if written == 0 {
+        return Err(crate::lease::leader_lost(mission, token));
+    }
+    Ok(())
 }

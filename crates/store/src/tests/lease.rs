@@ -29,6 +29,7 @@ on_both_backends!(
     a_retried_report_succeeds_once_and_a_different_one_is_refused,
     the_leader_lease_cannot_be_taken_while_live_and_can_after_expiry,
     a_live_lead_is_taken_over_only_from_the_token_named,
+    a_fenced_event_log_takes_only_the_leaders_appends,
     commanders_racing_for_a_mission_leave_one_leader,
     unicode_ids_and_odd_json_are_stored_faithfully,
     oversized_or_unreadable_input_is_refused_and_changes_nothing,
@@ -493,6 +494,53 @@ fn a_live_lead_is_taken_over_only_from_the_token_named(b: &dyn Backend) {
         .unwrap();
     assert!(third.token > second.token);
     assert_eq!(store.leader("m1").unwrap().unwrap().holder, worker("c3"));
+}
+
+fn a_fenced_event_log_takes_only_the_leaders_appends(b: &dyn Backend) {
+    let store = b.open();
+    let other = b.reopen();
+    let first = store.acquire_leader("m1", &worker("c1"), SHORT).unwrap();
+    store.fence_events("m1", first.token);
+    store.append_event(&super::event("m1", 0, "one")).unwrap();
+    // Another mission's events, and another handle's (`tell`, `approve`), are not fenced.
+    store.append_event(&super::event("m2", 0, "elsewhere")).unwrap();
+    other.append_event(&super::event("m1", 1, "from tell")).unwrap();
+    // An expired lead nobody took is still the leader's.
+    wait_until("c1's lead expires", || {
+        other.leader("m1").unwrap().is_some_and(|l| l.expired)
+    });
+    store
+        .append_event(&super::event("m1", 2, "late but leading"))
+        .unwrap();
+
+    let second = other.acquire_leader("m1", &worker("c2"), LONG).unwrap();
+    assert!(lost(store.append_event(&super::event("m1", 3, "stale"))));
+    let delivery = crate::Delivery {
+        inbox: vec![],
+        transcript: Some(("s1".into(), 0, json!({"role": "user", "content": "stale"}))),
+    };
+    let stale = super::event("m1", 3, "stale delivery");
+    let json = serde_json::to_string(&stale).unwrap();
+    assert!(lost(store.append_delivery(&stale, &json, &delivery)));
+    assert!(
+        store.messages("m1", "s1").unwrap().is_empty(),
+        "nothing of it written"
+    );
+
+    other.fence_events("m1", second.token);
+    other.append_event(&super::event("m1", 3, "new leader")).unwrap();
+    let seqs: Vec<u64> = other
+        .events_after("m1", None)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3]);
+    let last = other.events_after("m1", Some(2)).unwrap();
+    assert!(
+        matches!(&last[0].event, orchestrator_protocol::Event::Notice { message } if message == "new leader"),
+        "{last:?}"
+    );
 }
 
 fn commanders_racing_for_a_mission_leave_one_leader(b: &dyn Backend) {
