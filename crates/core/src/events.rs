@@ -137,8 +137,13 @@ impl EventBus {
             Some(delivery) => store.append_delivery(&envelope, &json, delivery),
             None => store.append_serialized_event(&envelope, &json),
         };
-        if let Err(e) = written {
-            self.store_failed(e.to_string());
+        match written {
+            Ok(()) => {}
+            // The store refused a commander that no longer leads: the new leader's log is left as is.
+            Err(orchestrator_store::StoreError::LeaseLost { .. }) => {
+                self.lose_lead(crate::leader::taken_over(store, &envelope.mission))
+            }
+            Err(e) => self.store_failed(e.to_string()),
         }
         if !store.contains_secret(&json) {
             return envelope;

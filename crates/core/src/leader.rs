@@ -135,6 +135,8 @@ pub fn acquire(store: &Arc<Store>, mission: &str) -> Result<Acquired> {
             lease.token
         )
     });
+    // Every event this run appends is checked against the lead in the store, as it lands.
+    store.fence_events(mission, lease.token);
     let leadership = Leadership {
         store: store.clone(),
         mission: mission.to_string(),
@@ -220,7 +222,7 @@ impl Leadership {
                         wait = ttl / 3;
                         continue;
                     }
-                    Err(StoreError::LeaseLost { .. }) => taken_over(&store, &mission, ttl),
+                    Err(StoreError::LeaseLost { .. }) => taken_over(&store, &mission),
                     Err(e) if sent.duration_since(last_renewed) >= ttl * 2 / 3 => format!(
                         "its lease could not be renewed for {} s ({e}); another commander may take the \
                          mission over once it expires",
@@ -257,8 +259,9 @@ async fn renew(store: &Arc<Store>, mission: &str, token: i64, ttl: Duration) -> 
         })
 }
 
-/// Why a refused renewal lost the lead, naming the new leader when the store says who it is.
-fn taken_over(store: &Store, mission: &str, ttl: Duration) -> String {
+/// Why a refused renewal or append lost the lead, naming the new leader when the store says who
+/// it is.
+pub(crate) fn taken_over(store: &Store, mission: &str) -> String {
     let by = match store.leader(mission) {
         Ok(Some(now)) => format!(
             " by {} on {} (token {})",
@@ -267,9 +270,8 @@ fn taken_over(store: &Store, mission: &str, ttl: Duration) -> String {
         _ => String::new(),
     };
     format!(
-        "another commander took the mission over{by}: this one could not renew its lease within {} s (it \
-         stalled, or lost the store)",
-        ttl.as_secs()
+        "another commander took the mission over{by}: this one's lease had run out before it renewed it \
+         (it stalled, or lost the store)"
     )
 }
 
@@ -281,8 +283,10 @@ impl Drop for Leadership {
         if self.lost.is_cancelled() {
             return;
         }
-        if let Err(e) = self.store.release_leader(&self.mission, self.token) {
-            tracing::warn!("cannot give back the lead of {}: {e}", self.mission);
+        match self.store.release_leader(&self.mission, self.token) {
+            // Lost at its last append, before a renewal said so: another leads it now.
+            Ok(()) | Err(StoreError::LeaseLost { .. }) => {}
+            Err(e) => tracing::warn!("cannot give back the lead of {}: {e}", self.mission),
         }
     }
 }
