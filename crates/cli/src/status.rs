@@ -236,7 +236,9 @@ fn leader_line(leader: &LeaderStatus) -> String {
     };
     format!(
         "leader: {} on {} (token {}, {state})",
-        leader.holder, leader.host, leader.token
+        orchestrator_core::leader::shown(&leader.holder),
+        orchestrator_core::leader::shown(&leader.host),
+        leader.token
     )
 }
 

@@ -73,6 +73,22 @@ fn system_host_name() -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
+/// A holder's id or host as another commander wrote it, safe to print: control characters (a
+/// terminal's escape sequences, newlines) escaped, at most 80 characters.
+pub fn shown(text: &str) -> String {
+    let escaped: String = text
+        .chars()
+        .flat_map(|c| match c.is_control() {
+            true => c.escape_default().collect::<Vec<_>>(),
+            false => vec![c],
+        })
+        .collect();
+    match escaped.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &escaped[..cut]),
+        None => escaped,
+    }
+}
+
 /// A lease's expiry, for people: the store's clock, in UTC.
 pub fn shown_expiry(expires_at_ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(expires_at_ms)
@@ -108,8 +124,11 @@ pub struct Acquired {
 /// [`EngineError::Locked`] (exit 4), naming the holder and when its lease expires, while a
 /// commander on another host leads it.
 pub fn acquire(store: &Arc<Store>, mission: &str) -> Result<Acquired> {
-    let ttl = lease_length()?;
-    let me = this_commander();
+    acquire_as(store, mission, this_commander(), lease_length()?)
+}
+
+/// [`acquire`] as `me`, with leases of `ttl`.
+fn acquire_as(store: &Arc<Store>, mission: &str, me: Holder, ttl: Duration) -> Result<Acquired> {
     let before = store.leader(mission).map_err(store_failed)?;
     let lease = match store.acquire_leader(mission, &me, ttl) {
         Ok(lease) => lease,
@@ -128,8 +147,8 @@ pub fn acquire(store: &Arc<Store>, mission: &str) -> Result<Acquired> {
         format!(
             "took the lead of mission {mission} over from {} on {} (token {}, lease until {}): that \
              commander is gone; this one leads it with token {}",
-            old.holder.id,
-            old.holder.host,
+            shown(&old.holder.id),
+            shown(&old.holder.host),
             old.token,
             shown_expiry(old.expires_at_ms),
             lease.token
@@ -165,7 +184,9 @@ fn refused(mission: &str, e: StoreError) -> EngineError {
              {token}) until {} unless it renews it. Wait for it to finish, or stop it on {host} \
              (`orchestrator cancel` there); if that commander died, `orchestrator resume` takes the mission \
              over once its lease has expired.",
-            shown_expiry(expires_at_ms)
+            shown_expiry(expires_at_ms),
+            holder = shown(&holder),
+            host = shown(&host),
         )),
         other => store_failed(other),
     }
@@ -265,7 +286,9 @@ pub(crate) fn taken_over(store: &Store, mission: &str) -> String {
     let by = match store.leader(mission) {
         Ok(Some(now)) => format!(
             " by {} on {} (token {})",
-            now.holder.id, now.holder.host, now.token
+            shown(&now.holder.id),
+            shown(&now.holder.host),
+            now.token
         ),
         _ => String::new(),
     };
@@ -288,5 +311,91 @@ impl Drop for Leadership {
             Ok(()) | Err(StoreError::LeaseLost { .. }) => {}
             Err(e) => tracing::warn!("cannot give back the lead of {}: {e}", self.mission),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(id: &str, host: &str) -> Holder {
+        Holder {
+            id: id.into(),
+            host: host.into(),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("state.db")).expect("store");
+        (dir, Arc::new(store))
+    }
+
+    #[tokio::test]
+    async fn a_live_lead_from_another_host_is_refused_naming_it_and_one_from_this_host_is_taken() {
+        let (_dir, store) = store();
+        let long = Duration::from_secs(600);
+        let first = acquire_as(&store, "m1", holder("commander pid 1", "host-a"), long).expect("leads");
+        let refused = acquire_as(&store, "m1", holder("commander pid 2", "host-b"), long)
+            .err()
+            .expect("refused");
+        assert!(matches!(refused, EngineError::Locked(_)), "{refused}");
+        let said = refused.to_string();
+        assert!(
+            said.contains("commander pid 1 on host-a") && said.contains("until"),
+            "{said}"
+        );
+        // On host-a, with the checkout's lock held, the live lease is a dead process's.
+        let second = acquire_as(&store, "m1", holder("commander pid 3", "host-a"), long).expect("taken");
+        let told = second.took_over.clone().expect("says from whom");
+        assert!(told.contains("commander pid 1 on host-a"), "{told}");
+        assert!(second.leadership.token() > first.leadership.token());
+    }
+
+    #[tokio::test]
+    async fn a_lead_taken_by_another_is_lost_naming_it_and_not_given_back() {
+        let (_dir, store) = store();
+        let ttl = Duration::from_secs(3);
+        let mine = acquire_as(&store, "m1", holder("me", "host-a"), ttl).expect("leads");
+        let usurper = holder("them\u{1b}[31m", "host-b");
+        let long = Duration::from_secs(600);
+        let theirs = store
+            .take_over_leader("m1", &usurper, long, mine.leadership.token())
+            .expect("taken");
+        // The next renewal (a third of the lease on) is refused: the lead is lost, by whom is said.
+        mine.leadership.lost().cancelled().await;
+        let why = mine.leadership.why_lost().expect("a reason");
+        assert!(why.contains("by them\\u{1b}[31m on host-b"), "{why}");
+        drop(mine);
+        let now = store.leader("m1").expect("read").expect("led");
+        assert_eq!(
+            (now.holder.host.as_str(), now.token),
+            ("host-b", theirs.token),
+            "not given back"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lead_is_renewed_while_held_and_given_back_when_dropped() {
+        let (_dir, store) = store();
+        let mine = acquire_as(&store, "m1", holder("me", "host-a"), Duration::from_secs(1)).expect("leads");
+        let first = store.leader("m1").expect("read").expect("led").expires_at_ms;
+        // Renewed in the background: the expiry moves on (read until it does; no timing asserted).
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = store.leader("m1").expect("read").expect("led");
+            assert!(!mine.leadership.lost().is_cancelled());
+            if now.expires_at_ms > first {
+                break;
+            }
+        }
+        drop(mine);
+        assert_eq!(store.leader("m1").expect("read"), None, "given back");
+    }
+
+    #[test]
+    fn holder_names_from_the_store_are_escaped_and_cut() {
+        assert_eq!(shown("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
+        assert_eq!(shown(&"x".repeat(500)).chars().count(), 81);
     }
 }

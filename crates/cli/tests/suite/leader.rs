@@ -51,7 +51,9 @@ fn status_json(done: &Finished) -> serde_json::Value {
 
 /// How many times the mission's log says each unit was merged.
 async fn merges(repo: &TestRepo, schema: Option<&TestSchema>) -> Vec<(String, usize)> {
-    let logs = on_host(Run::cmd(&["logs", "--json"]), "host-b", schema).run(repo).await;
+    let logs = on_host(Run::cmd(&["logs", "--json"]), "host-b", schema)
+        .run(repo)
+        .await;
     logs.assert_code(0);
     let units: Vec<String> = logs
         .stdout
