@@ -218,6 +218,15 @@ pub async fn cancel_mission(root: &Path, mission: Option<&str>, wait: Duration) 
         .pid
         .filter(|p| record.status == MissionStatus::Running && mission_process(root, *p));
     let Some(pid) = live.and_then(|p| i32::try_from(p).ok()) else {
+        // A signal reaches no other host: say where it runs instead of that it does not.
+        if let Some(lease) = crate::leader::led_elsewhere(&store, &record.id) {
+            return Err(EngineError::Conflict(format!(
+                "mission {} is run by {} on {}, not on this host; cancel it there",
+                record.id,
+                crate::leader::shown(&lease.holder.id),
+                crate::leader::shown(&lease.holder.host)
+            )));
+        }
         return Ok(format!(
             "mission {} is not running (status: {})",
             record.id, record.status

@@ -130,6 +130,13 @@ async fn killed_commander_is_taken_over_after_its_lease(schema: Option<&TestSche
     assert_eq!(report["running"], true, "a live lead elsewhere runs it: {report}");
     let text = on_host(Run::cmd(&["status"]), "host-b", schema).run(&repo).await;
     assert!(text.stdout.contains("leader: commander pid"), "{}", text.stdout);
+    let cancel = on_host(Run::cmd(&["cancel"]), "host-b", schema).run(&repo).await;
+    cancel.assert_code(2);
+    assert!(
+        cancel.stderr.contains("on host-a, not on this host"),
+        "{}",
+        cancel.stderr
+    );
 
     // The killed commander never renews: its lease runs out by the store's clock.
     let deadline = Instant::now() + Duration::from_secs(90);
