@@ -167,9 +167,9 @@ async fn killed_commander_is_taken_over_after_its_lease(schema: Option<&TestSche
     done.assert_code(0);
     let notices = done.notices();
     assert!(
-        notices
-            .iter()
-            .any(|n| n.contains("took the lead of mission") && n.contains("on host-a")),
+        notices.iter().any(|n| n.contains("took the lead of mission")
+            && n.contains("on host-a (token 1,")
+            && n.contains("leads it with token 2")),
         "{notices:?}"
     );
     for (path, content) in FILES {
