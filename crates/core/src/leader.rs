@@ -218,9 +218,10 @@ impl Leadership {
     }
 
     /// Renews the lease every third of `ttl`, counting on tokio's (monotonic) clock from when each
-    /// renewal was sent. The lead is lost at a refused renewal (another commander took over), or
-    /// when renewals kept failing until two thirds of the lease had passed since the last that went
-    /// through: a third is left to stop in before another may take over.
+    /// renewal was sent. The lead is lost at a refused renewal (another commander took over); when
+    /// renewals kept failing until two thirds of the lease had passed since the last that went
+    /// through (a third is left to stop in before another may take over); or when one does not
+    /// answer before the lease runs out by this clock (a store that hangs).
     fn keep_renewing(&self, ttl: Duration) {
         let store = self.store.clone();
         let mission = self.mission.clone();
@@ -237,23 +238,30 @@ impl Leadership {
                     _ = tokio::time::sleep(wait) => {}
                 }
                 let sent = Instant::now();
-                let why = match renew(&store, &mission, token, ttl).await {
-                    Ok(()) => {
+                let answer = tokio::time::timeout_at(last_renewed + ttl, renew(&store, &mission, token, ttl));
+                let failing_for = || Instant::now().duration_since(last_renewed);
+                let why = match answer.await {
+                    Ok(Ok(())) => {
                         last_renewed = sent;
                         wait = ttl / 3;
                         continue;
                     }
-                    Err(StoreError::LeaseLost { .. }) => taken_over(&store, &mission),
-                    Err(e) if sent.duration_since(last_renewed) >= ttl * 2 / 3 => format!(
+                    Ok(Err(StoreError::LeaseLost { .. })) => taken_over(&store, &mission),
+                    Ok(Err(e)) if failing_for() >= ttl * 2 / 3 => format!(
                         "its lease could not be renewed for {} s ({e}); another commander may take the \
                          mission over once it expires",
-                        sent.duration_since(last_renewed).as_secs()
+                        failing_for().as_secs()
                     ),
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::warn!("cannot renew the lead of {mission}, trying again: {e}");
                         wait = ttl / 6;
                         continue;
                     }
+                    Err(_) => format!(
+                        "its lease could not be renewed: the store did not answer within {} s, and \
+                         another commander may take the mission over now",
+                        ttl.as_secs()
+                    ),
                 };
                 if stop.is_cancelled() {
                     return;
@@ -391,6 +399,26 @@ mod tests {
         }
         drop(mine);
         assert_eq!(store.leader("m1").expect("read"), None, "given back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lead_whose_store_stops_answering_is_lost_when_its_lease_runs_out() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let store = Arc::new(Store::open(&path).expect("store"));
+        let mine = acquire_as(&store, "m1", holder("me", "host-a"), Duration::from_secs(3)).expect("leads");
+        // The store stops answering: another connection holds its write lock, so every renewal
+        // waits out SQLite's busy timeout and fails.
+        let blocker = rusqlite::Connection::open(&path).expect("second connection");
+        blocker.execute_batch("BEGIN EXCLUSIVE").expect("write lock");
+        mine.leadership.lost().cancelled().await;
+        let why = mine.leadership.why_lost().expect("a reason");
+        assert!(why.contains("the store did not answer within 3 s"), "{why}");
+        blocker.execute_batch("ROLLBACK").expect("let go");
+        // Lost, so not given back: its lease runs out, and then another may take the mission.
+        drop(mine);
+        let left = store.leader("m1").expect("read").expect("still recorded");
+        assert_eq!(left.holder.id, "me");
     }
 
     #[test]
