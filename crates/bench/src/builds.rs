@@ -1,10 +1,14 @@
-//! `--builds N`: what verification costs on a real Rust crate with dependencies (serde with derive,
-//! serde_json), N units each changing one module: a mission whose units build cold (`[verify] cache =
-//! "off"`), one whose units start from a copy of the baseline's `target` (`"auto"`), and the floor —
-//! one cold build and test, then N incremental ones, in one folder, one after another.
+//! `--builds N`: what verification costs on a real project with dependencies from a registry, N units
+//! each changing one module: a mission whose units build cold (`[verify] cache = "off"`), one whose
+//! units start from a copy of the baseline's build outputs (`"auto"`), and the floor — one cold
+//! install, build and test, then N incremental builds and tests, in one folder, one after another.
 //!
-//! The registry is reached once (`cargo fetch` into a private CARGO_HOME); every build after that is
-//! `--offline`.
+//! Two projects (`--ecosystem`): a Rust crate ([`rust`]: Cargo's `target` is what a unit starts from)
+//! and a TypeScript package ([`node`]: `node_modules`). What differs between them is in [`Project`];
+//! the three runs and their figures are the same code.
+
+pub mod node;
+pub mod rust;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,9 +24,40 @@ use crate::child::{Usage, Watched};
 use crate::mission::{orchestrator_command, wait_with_timeout, OBJECTIVE};
 use crate::repo::BenchRepo;
 
-const BUILD: &str = "cargo build --offline --all-targets";
-const TEST: &str = "cargo test --offline";
 const MISSION_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Which project the builds benchmark runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ecosystem {
+    /// A Rust crate using serde and serde_json.
+    Rust,
+    /// A TypeScript package built with tsc and tested with mocha.
+    Node,
+}
+
+/// What one ecosystem's project brings to the benchmark.
+pub trait Project {
+    /// The project in a few words, for the report.
+    fn describe(&self) -> String;
+    /// Writes the project for `units` units into `dir` and reaches the registry once: the lockfile,
+    /// and for Cargo the sources every later build reads offline.
+    fn prepare(&self, dir: &Path, units: usize) -> Result<()>;
+    /// Unit `i`'s file (path inside the project) and its content as version `v` (0: the base commit).
+    fn module(&self, i: usize, v: usize) -> (String, String);
+    /// What the floor runs once before its first build (`npm ci`); the mission's own install is
+    /// the one the pre-scan finds, which should be the same command.
+    fn install(&self) -> Option<&'static str>;
+    fn build(&self) -> &'static str;
+    fn test(&self) -> &'static str;
+    /// Variables for the floor's commands: private package-manager caches under the scratch folder.
+    fn floor_env(&self) -> Vec<(&'static str, PathBuf)>;
+    /// Variables for the orchestrator of a mission.
+    fn mission_env(&self) -> Vec<(&'static str, PathBuf)>;
+    /// Whether a unit installing for itself needs the network (so the cold mission must allow it,
+    /// as a user running with `cache = "off"` would have had to).
+    fn units_install_online(&self) -> bool;
+}
 
 /// One way of running the N builds.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,108 +65,106 @@ pub struct BuildRun {
     pub label: String,
     #[serde(serialize_with = "crate::mission::ser_ms")]
     pub wall: Duration,
-    /// CPU of everything the run started (builds, tests, git), user + system.
+    /// CPU of everything the run started (installs, builds, tests, git), user + system.
     #[serde(serialize_with = "crate::mission::ser_ms")]
     pub cpu: Duration,
-    /// Each unit's verification (build + test) wall time, in unit order.
+    /// Each unit's verification (install if any + build + test) wall time, in unit order.
     pub unit_verify_ms: Vec<u64>,
-    /// The baseline's own run (the missions) or the first cold build (the floor).
+    /// Units whose verification ran an install.
+    pub unit_installs: usize,
+    /// The baseline's own run (the missions) or the first cold install + build + test (the floor).
     pub first_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Builds {
+    pub ecosystem: Ecosystem,
+    pub project: String,
     pub units: usize,
     pub runs: Vec<BuildRun>,
 }
 
 /// Runs the floor, then the cold and the warm mission.
-pub async fn run(orchestrator: &Path, units: usize, progress: &dyn Fn(&str)) -> Result<Builds> {
+pub async fn run(
+    orchestrator: &Path,
+    ecosystem: Ecosystem,
+    units: usize,
+    progress: &dyn Fn(&str),
+) -> Result<Builds> {
     let scratch = tempfile::Builder::new()
         .prefix("orchestrator-builds-")
         .tempdir()
         .context("cannot make a temporary folder")?;
-    let cargo_home = scratch.path().join("cargo-home");
+    let project: Box<dyn Project> = match ecosystem {
+        Ecosystem::Rust => Box::new(rust::Crate::new(scratch.path())),
+        Ecosystem::Node => Box::new(node::Package::new(scratch.path())),
+    };
     let template = scratch.path().join("template");
-    progress("fetching the crate's dependencies once");
-    write_crate(&template, units)?;
-    cargo(&template, &cargo_home, &["generate-lockfile"])?;
-    cargo(&template, &cargo_home, &["fetch"])?;
+    progress("reaching the registry once: the lockfile and what it names");
+    project.prepare(&template, units)?;
     let mut runs = Vec::new();
     progress("the floor: one cold build, then incremental ones");
-    runs.push(floor(&template, &cargo_home, units)?);
+    runs.push(floor(project.as_ref(), &template, units)?);
     for cache in ["off", "auto"] {
         progress(&format!(
             "a mission of {units} units with [verify] cache = \"{cache}\""
         ));
-        runs.push(mission(orchestrator, &template, &cargo_home, units, cache).await?);
+        runs.push(mission(orchestrator, project.as_ref(), &template, units, cache).await?);
     }
-    Ok(Builds { units, runs })
+    Ok(Builds {
+        ecosystem,
+        project: project.describe(),
+        units,
+        runs,
+    })
 }
 
-/// The crate: a library of `units` modules (unit i rewrites module i) that uses its dependencies.
-fn write_crate(dir: &Path, units: usize) -> Result<()> {
-    std::fs::create_dir_all(dir.join("src"))?;
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        "[package]\nname = \"warm\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n\
-         serde = { version = \"1\", features = [\"derive\"] }\nserde_json = \"1\"\n",
-    )?;
-    std::fs::write(dir.join(".gitignore"), "target/\n")?;
-    let mut lib = String::from(
-        "#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]\npub struct Part {\n    pub n: u32,\n}\n\n",
-    );
-    for i in 1..=units {
-        lib.push_str(&format!("pub mod p{i};\n"));
-        std::fs::write(dir.join(format!("src/p{i}.rs")), module(i, 0))?;
-    }
-    std::fs::write(dir.join("src/lib.rs"), lib)?;
-    Ok(())
-}
-
-/// Module `i` as version `v` of it: a function and a test through serde_json.
-fn module(i: usize, v: usize) -> String {
-    format!(
-        "pub fn part() -> crate::Part {{\n    crate::Part {{ n: {} }}\n}}\n\n#[cfg(test)]\nmod tests {{\n    #[test]\n    fn round_trips() {{\n        let text = serde_json::to_string(&super::part()).unwrap();\n        assert_eq!(serde_json::from_str::<crate::Part>(&text).unwrap(), super::part());\n    }}\n}}\n",
-        i * 100 + v
-    )
-}
-
-fn cargo(dir: &Path, cargo_home: &Path, args: &[&str]) -> Result<Usage> {
-    let mut command = Command::new("cargo");
-    command
-        .args(args)
+/// Runs `command` with `bash -c` in `dir`, as verification does, output discarded; fails on a
+/// non-zero exit.
+pub fn shell(dir: &Path, command: &str, env: &[(&'static str, PathBuf)]) -> Result<Usage> {
+    let mut child = Command::new("bash");
+    child
+        .args(["-c", command])
         .current_dir(dir)
-        .env("CARGO_HOME", cargo_home)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("CARGO_TARGET_DIR")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let usage = Watched::spawn(command)?.wait()?;
+    let usage = Watched::spawn(child)?.wait()?;
     if usage.exit_code != Some(0) {
-        bail!("cargo {} failed in {}", args.join(" "), dir.display());
+        bail!("`{command}` failed in {}", dir.display());
     }
     Ok(usage)
 }
 
-/// Build and test, as verification runs them; wall and CPU of both.
-fn verify_here(dir: &Path, cargo_home: &Path) -> Result<(Duration, Duration)> {
-    let build = cargo(dir, cargo_home, &["build", "--offline", "--all-targets"])?;
-    let test = cargo(dir, cargo_home, &["test", "--offline"])?;
-    Ok((
-        build.wall + test.wall,
-        build.own_cpu + build.children_cpu + test.own_cpu + test.children_cpu,
-    ))
+/// Runs `commands` one after another in `dir`; wall and CPU of all of them.
+fn run_all(dir: &Path, commands: &[&str], env: &[(&'static str, PathBuf)]) -> Result<(Duration, Duration)> {
+    let mut wall = Duration::ZERO;
+    let mut cpu = Duration::ZERO;
+    for command in commands {
+        let usage = shell(dir, command, env)?;
+        wall += usage.wall;
+        cpu += usage.own_cpu + usage.children_cpu;
+    }
+    Ok((wall, cpu))
 }
 
-fn floor(template: &Path, cargo_home: &Path, units: usize) -> Result<BuildRun> {
+fn floor(project: &dyn Project, template: &Path, units: usize) -> Result<BuildRun> {
     let dir = template.with_file_name("floor");
     copy_dir(template, &dir)?;
-    let (first_wall, mut cpu) = verify_here(&dir, cargo_home)?;
+    let env = project.floor_env();
+    let first: Vec<&str> = project
+        .install()
+        .into_iter()
+        .chain([project.build(), project.test()])
+        .collect();
+    let (first_wall, mut cpu) = run_all(&dir, &first, &env)?;
     let mut wall = first_wall;
     let mut unit_verify_ms = Vec::new();
     for i in 1..=units {
-        std::fs::write(dir.join(format!("src/p{i}.rs")), module(i, 1))?;
-        let (w, c) = verify_here(&dir, cargo_home)?;
+        let (path, content) = project.module(i, 1);
+        std::fs::write(dir.join(path), content)?;
+        let (w, c) = run_all(&dir, &[project.build(), project.test()], &env)?;
         wall += w;
         cpu += c;
         unit_verify_ms.push(w.as_millis() as u64);
@@ -141,31 +174,40 @@ fn floor(template: &Path, cargo_home: &Path, units: usize) -> Result<BuildRun> {
         wall,
         cpu,
         unit_verify_ms,
+        unit_installs: 0,
         first_ms: Some(first_wall.as_millis() as u64),
     })
 }
 
+/// The mission's `orchestrator.toml`: the floor's build and test, the install left to the pre-scan.
+fn config(project: &dyn Project, cache: &str) -> String {
+    let mut config = format!(
+        "[verify]\nbuild = \"{}\"\ntest = \"{}\"\ncache = \"{cache}\"\ntimeout_secs = 1800\n[limits]\nscouts = 1\n",
+        project.build(),
+        project.test()
+    );
+    if cache == "off" && project.units_install_online() {
+        config.push_str("[sandbox]\nnetwork = true\n");
+    }
+    config
+}
+
 async fn mission(
     orchestrator: &Path,
+    project: &dyn Project,
     template: &Path,
-    cargo_home: &Path,
     units: usize,
     cache: &str,
 ) -> Result<BuildRun> {
     let repo = BenchRepo::new()?;
     copy_dir(template, &repo.path())?;
-    std::fs::write(
-        repo.path().join("orchestrator.toml"),
-        format!(
-            "[verify]\nbuild = \"{BUILD}\"\ntest = \"{TEST}\"\ncache = \"{cache}\"\ntimeout_secs = 1800\n[limits]\nscouts = 1\n"
-        ),
-    )?;
+    std::fs::write(repo.path().join("orchestrator.toml"), config(project, cache))?;
     repo.git(&["add", "-A"])?;
-    repo.git(&["commit", "-q", "-m", "the crate"])?;
+    repo.git(&["commit", "-q", "-m", "the project"])?;
     let plan = (1..=units)
         .map(|i| {
-            let content = module(i, 1).replace('\n', "\\n");
-            PlanUnit::file(&format!("u{i}"), &format!("src/p{i}.rs"), &content)
+            let (path, content) = project.module(i, 1);
+            PlanUnit::file(&format!("u{i}"), &path, &content.replace('\n', "\\n"))
         })
         .collect();
     let script = Script {
@@ -177,8 +219,7 @@ async fn mission(
         .context("cannot start the fake model server")?;
     let mut command = orchestrator_command(orchestrator, &repo, &server)?;
     command
-        .env("CARGO_HOME", cargo_home)
-        .env("RUSTUP_HOME", rustup_home())
+        .envs(project.mission_env())
         .args(["task", OBJECTIVE, "--max-parallel", &units.to_string()]);
     let usage = wait_with_timeout(Watched::spawn(command)?, MISSION_TIMEOUT).await?;
     server.shutdown().await;
@@ -186,47 +227,58 @@ async fn mission(
         let stderr = std::fs::read_to_string(repo.scratch().join("stderr.txt")).unwrap_or_default();
         bail!("the {cache} mission did not seal; its stderr:\n{stderr}");
     }
-    let (unit_verify_ms, first_ms) = verification_times(&repo.store_path())?;
+    let times = verification_times(&repo.store_path())?;
     Ok(BuildRun {
         label: format!("mission, cache = \"{cache}\""),
         wall: usage.wall,
         cpu: usage.own_cpu + usage.children_cpu,
-        unit_verify_ms,
-        first_ms,
+        unit_verify_ms: times.per_unit,
+        unit_installs: times.installs,
+        first_ms: times.baseline,
     })
 }
 
-/// Each unit's build + test wall time from the mission's evidence (its last verification), and
-/// the baseline's duration.
-fn verification_times(store: &Path) -> Result<(Vec<u64>, Option<u64>)> {
+/// What the mission's evidence says about its verifications.
+struct Times {
+    /// Each unit's verification wall time (all its evidence), in unit order.
+    per_unit: Vec<u64>,
+    /// Units that ran an install.
+    installs: usize,
+    /// The baseline's duration.
+    baseline: Option<u64>,
+}
+
+fn verification_times(store: &Path) -> Result<Times> {
     let store = Store::open_existing(store).context("cannot open the mission store")?;
     let Some(mission) = store.latest_mission()? else {
         bail!("no mission in the store");
     };
     let mut per_unit = std::collections::BTreeMap::<String, u64>::new();
+    let mut installed = std::collections::BTreeSet::<String>::new();
     let mut baseline = None;
     for envelope in store.events_after(&mission.id, None)? {
         match envelope.event {
             Event::EvidenceRecorded {
                 unit: Some(unit),
                 evidence,
-            } => *per_unit.entry(unit).or_default() += evidence.duration_ms,
+            } => {
+                if evidence.kind == "install" {
+                    installed.insert(unit.clone());
+                }
+                *per_unit.entry(unit).or_default() += evidence.duration_ms;
+            }
             Event::BaselineVerified { baseline: b } => baseline = Some(b.duration_ms),
             _ => {}
         }
     }
-    Ok((per_unit.into_values().collect(), baseline))
+    Ok(Times {
+        per_unit: per_unit.into_values().collect(),
+        installs: installed.len(),
+        baseline,
+    })
 }
 
-/// The toolchain the bench itself was started with, for a mission whose HOME is private.
-fn rustup_home() -> PathBuf {
-    std::env::var_os("RUSTUP_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".rustup")))
-        .unwrap_or_default()
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     let status = Command::new("cp")
         .arg("-a")
@@ -239,11 +291,12 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The section for docs/benchmarks.md.
+/// The section for docs/benchmarks.md: the table the Rust and the Node runs share, then how many
+/// units ran an install of their own (a warm unit that did would have paid for it in the table).
 pub fn markdown(builds: &Builds) -> String {
     let mut out = format!(
-        "| {} units | wall | CPU (all processes) | verification per unit, mean wall | first build (baseline / cold) |\n|---|---|---|---|---|\n",
-        builds.units
+        "{}\n\n| {} units | wall | CPU (all processes) | verification per unit, mean wall | first build (baseline / cold) |\n|---|---|---|---|---|\n",
+        builds.project, builds.units
     );
     for run in &builds.runs {
         let mean = run.unit_verify_ms.iter().sum::<u64>() as f64 / run.unit_verify_ms.len().max(1) as f64;
@@ -258,5 +311,12 @@ pub fn markdown(builds: &Builds) -> String {
                 .unwrap_or_else(|| "—".into()),
         ));
     }
+    let installs: Vec<String> = builds
+        .runs
+        .iter()
+        .skip(1)
+        .map(|run| format!("{}: {} of {}", run.label, run.unit_installs, run.unit_verify_ms.len()))
+        .collect();
+    out.push_str(&format!("\nUnits whose verification ran an install — {}.\n", installs.join("; ")));
     out
 }

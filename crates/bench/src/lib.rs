@@ -194,7 +194,8 @@ pub fn locate_orchestrator(given: Option<&Path>) -> Result<PathBuf> {
         if !path.is_file() {
             bail!("{} does not exist", path.display());
         }
-        return Ok(path.to_path_buf());
+        // Absolute: missions start it from inside their repositories.
+        return std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()));
     }
     let exe = std::env::current_exe().context("cannot find this program's own path")?;
     // A test binary lives one level deeper, in target/<profile>/deps.

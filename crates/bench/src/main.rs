@@ -52,11 +52,14 @@ struct Args {
     /// Also write every measurement as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Only the builds benchmark: a mission of this many units on a real Rust crate, its units
-    /// building cold (`[verify] cache = "off"`) and warm (`"auto"`), against one cold build plus as
-    /// many incremental ones. Needs the registry once (`cargo fetch`).
+    /// Only the builds benchmark: a mission of this many units on a real project (see --ecosystem),
+    /// its units building cold (`[verify] cache = "off"`) and warm (`"auto"`), against one cold build
+    /// plus as many incremental ones. Needs the registry (`cargo fetch`; npm's for every cold install).
     #[arg(long)]
     builds: Option<usize>,
+    /// The project --builds runs on: a Rust crate, or a TypeScript package installed with `npm ci`.
+    #[arg(long, value_enum, default_value = "rust", requires = "builds")]
+    ecosystem: orchestrator_bench::builds::Ecosystem,
     /// Keep each mission's stdout and stderr in this folder (with ORCHESTRATOR_LOG=debug: git timings).
     #[arg(long)]
     keep_logs: Option<PathBuf>,
@@ -83,11 +86,16 @@ async fn caching(orchestrator: &std::path::Path, units: usize) -> Result<()> {
     Ok(())
 }
 
-/// `--builds N`: verification of N units on a real Rust crate, cold and warm (issue #19).
-async fn builds(orchestrator: &std::path::Path, units: usize, json: Option<&std::path::Path>) -> Result<()> {
+/// `--builds N`: verification of N units on a real project, cold and warm (issue #19).
+async fn builds(
+    orchestrator: &std::path::Path,
+    ecosystem: orchestrator_bench::builds::Ecosystem,
+    units: usize,
+    json: Option<&std::path::Path>,
+) -> Result<()> {
     let progress = |line: &str| eprintln!("[bench] {line}");
     let machine = orchestrator_bench::machine::Machine::detect(orchestrator);
-    let builds = orchestrator_bench::builds::run(orchestrator, units, &progress).await?;
+    let builds = orchestrator_bench::builds::run(orchestrator, ecosystem, units, &progress).await?;
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&builds)?)?;
     }
@@ -113,7 +121,7 @@ async fn main() -> Result<()> {
         return caching(&orchestrator, units).await;
     }
     if let Some(units) = args.builds {
-        return builds(&orchestrator, units, args.json.as_deref()).await;
+        return builds(&orchestrator, args.ecosystem, units, args.json.as_deref()).await;
     }
     let (opencode, opencode_note) = match args.opencode.as_str() {
         "off" => (None, Some("skipped with --opencode off".to_string())),
