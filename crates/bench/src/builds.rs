@@ -72,6 +72,10 @@ pub struct BuildRun {
     pub unit_verify_ms: Vec<u64>,
     /// Units whose verification ran an install.
     pub unit_installs: usize,
+    /// The missions' stage 2: build and test once more on the integrated branch (wall, ms), which
+    /// the floor has no counterpart of; and whether it ran an install.
+    pub integration_ms: Option<u64>,
+    pub integration_installed: bool,
     /// The baseline's own run (the missions) or the first cold install + build + test (the floor).
     pub first_ms: Option<u64>,
 }
@@ -175,6 +179,8 @@ fn floor(project: &dyn Project, template: &Path, units: usize) -> Result<BuildRu
         cpu,
         unit_verify_ms,
         unit_installs: 0,
+        integration_ms: None,
+        integration_installed: false,
         first_ms: Some(first_wall.as_millis() as u64),
     })
 }
@@ -234,6 +240,8 @@ async fn mission(
         cpu: usage.own_cpu + usage.children_cpu,
         unit_verify_ms: times.per_unit,
         unit_installs: times.installs,
+        integration_ms: times.integration,
+        integration_installed: times.integration_installed,
         first_ms: times.baseline,
     })
 }
@@ -246,6 +254,9 @@ struct Times {
     installs: usize,
     /// The baseline's duration.
     baseline: Option<u64>,
+    /// Stage 2's verification on the integrated branch, and whether it installed.
+    integration: Option<u64>,
+    integration_installed: bool,
 }
 
 fn verification_times(store: &Path) -> Result<Times> {
@@ -256,6 +267,8 @@ fn verification_times(store: &Path) -> Result<Times> {
     let mut per_unit = std::collections::BTreeMap::<String, u64>::new();
     let mut installed = std::collections::BTreeSet::<String>::new();
     let mut baseline = None;
+    let mut integration = None;
+    let mut integration_installed = false;
     for envelope in store.events_after(&mission.id, None)? {
         match envelope.event {
             Event::EvidenceRecorded {
@@ -267,6 +280,10 @@ fn verification_times(store: &Path) -> Result<Times> {
                 }
                 *per_unit.entry(unit).or_default() += evidence.duration_ms;
             }
+            Event::EvidenceRecorded { unit: None, evidence } => {
+                integration_installed |= evidence.kind == "install";
+                *integration.get_or_insert(0) += evidence.duration_ms;
+            }
             Event::BaselineVerified { baseline: b } => baseline = Some(b.duration_ms),
             _ => {}
         }
@@ -275,6 +292,8 @@ fn verification_times(store: &Path) -> Result<Times> {
         per_unit: per_unit.into_values().collect(),
         installs: installed.len(),
         baseline,
+        integration,
+        integration_installed,
     })
 }
 
@@ -311,12 +330,106 @@ pub fn markdown(builds: &Builds) -> String {
                 .unwrap_or_else(|| "—".into()),
         ));
     }
-    let installs: Vec<String> = builds
-        .runs
-        .iter()
-        .skip(1)
-        .map(|run| format!("{}: {} of {}", run.label, run.unit_installs, run.unit_verify_ms.len()))
-        .collect();
-    out.push_str(&format!("\nUnits whose verification ran an install — {}.\n", installs.join("; ")));
+    out.push('\n');
+    for run in builds.runs.iter().filter(|run| run.integration_ms.is_some()) {
+        out.push_str(&format!(
+            "- {}: {} of {} units ran an install; stage 2 (the integrated branch) verified in {:.1} s, {}\n",
+            run.label,
+            run.unit_installs,
+            run.unit_verify_ms.len(),
+            run.integration_ms.unwrap_or_default() as f64 / 1000.0,
+            if run.integration_installed {
+                "with an install"
+            } else {
+                "without an install"
+            },
+        ));
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn projects(scratch: &Path) -> [(Ecosystem, Box<dyn Project>); 2] {
+        [
+            (Ecosystem::Rust, Box::new(rust::Crate::new(scratch))),
+            (Ecosystem::Node, Box::new(node::Package::new(scratch))),
+        ]
+    }
+
+    #[test]
+    fn only_the_cold_node_mission_opens_the_network_to_its_units() {
+        let scratch = Path::new("/nonexistent");
+        for (ecosystem, project) in projects(scratch) {
+            let cold = config(project.as_ref(), "off");
+            let warm = config(project.as_ref(), "auto");
+            assert_eq!(
+                cold.contains("[sandbox]\nnetwork = true"),
+                ecosystem == Ecosystem::Node,
+                "{cold}"
+            );
+            assert!(!warm.contains("network"), "{warm}");
+            // The mission verifies with the floor's own commands; the install is the pre-scan's.
+            assert!(warm.contains(&format!("build = \"{}\"", project.build())));
+            assert!(warm.contains(&format!("test = \"{}\"", project.test())));
+            assert!(!warm.contains("install"));
+        }
+    }
+
+    #[test]
+    fn each_unit_changes_its_own_module_and_nothing_a_plan_would_unescape() {
+        for (_, project) in projects(Path::new("/nonexistent")) {
+            let (path, base) = project.module(3, 0);
+            let (same_path, changed) = project.module(3, 1);
+            assert_eq!(path, same_path);
+            assert_ne!(base, changed);
+            assert_ne!(project.module(4, 1).0, path);
+            // `\n` in a plan's FILE content is a newline: a backslash of its own would be rewritten.
+            assert!(!changed.contains('\\'), "{changed}");
+        }
+    }
+
+    #[test]
+    fn a_command_that_fails_or_dies_fails_the_run_and_one_that_floods_does_not_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let failed = shell(dir.path(), "exit 3", &[]).expect_err("exit 3 fails");
+        assert!(failed.to_string().contains("exit 3"), "{failed}");
+        shell(dir.path(), "kill -9 $$", &[]).expect_err("a killed command fails");
+        let usage = shell(dir.path(), "head -c 50000000 /dev/zero", &[]).expect("output is discarded");
+        assert_eq!(usage.exit_code, Some(0));
+    }
+
+    #[test]
+    fn the_report_says_which_runs_installed_per_unit_and_in_stage_2() {
+        let run = |label: &str, installs: usize, integration: Option<(u64, bool)>| BuildRun {
+            label: label.into(),
+            wall: Duration::from_secs(10),
+            cpu: Duration::from_secs(20),
+            unit_verify_ms: vec![1000, 3000],
+            unit_installs: installs,
+            integration_ms: integration.map(|(ms, _)| ms),
+            integration_installed: integration.is_some_and(|(_, installed)| installed),
+            first_ms: Some(5000),
+        };
+        let builds = Builds {
+            ecosystem: Ecosystem::Node,
+            project: "a package".into(),
+            units: 2,
+            runs: vec![
+                run("floor", 0, None),
+                run("cold", 2, Some((4000, true))),
+                run("warm", 0, Some((2000, false))),
+            ],
+        };
+        let text = markdown(&builds);
+        assert!(
+            text.contains("| floor | 10.0 s | 20.0 s | 2.0 s | 5.0 s |"),
+            "{text}"
+        );
+        assert!(text.contains("- cold: 2 of 2 units ran an install; stage 2 (the integrated branch) verified in 4.0 s, with an install"), "{text}");
+        assert!(text.contains("- warm: 0 of 2 units ran an install; stage 2 (the integrated branch) verified in 2.0 s, without an install"), "{text}");
+        assert!(!text.contains("- floor"), "the floor has no stage 2: {text}");
+    }
 }
