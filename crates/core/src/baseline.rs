@@ -63,14 +63,27 @@ pub struct Plan {
     pub cancel: CancellationToken,
 }
 
-/// Starts the baseline in the background, or takes the one an earlier run recorded (not run again:
-/// its worktree went with that run, so units then build cold).
+/// Starts the baseline in the background, or takes the one an earlier run recorded: its results
+/// stand and its tests are not run again, but its worktree went with that run, so when it left
+/// outputs to copy they are built once more (see [`rewarm`]).
 pub fn start(plan: Plan, recorded: Option<&Baseline>) -> Ready {
     if let Some(recorded) = recorded {
-        return ready(Known {
-            failures: recorded.failed_tests.clone(),
-            ..Known::default()
-        });
+        let failures = recorded.failed_tests.clone();
+        if recorded.warm.is_empty() || plan.cache == VerifyCache::Off || plan.build.is_none() {
+            return ready(Known {
+                failures,
+                ..Known::default()
+            });
+        }
+        let task = tokio::spawn(rewarm(plan, failures.clone()));
+        return async move {
+            Arc::new(task.await.unwrap_or(Known {
+                failures,
+                ..Known::default()
+            }))
+        }
+        .boxed()
+        .shared();
     }
     if plan.build.is_none() && plan.lint.is_none() && plan.test.is_none() {
         return ready(Known::default());
@@ -139,6 +152,55 @@ async fn run(plan: Plan) -> Known {
     let installed = evidence_installed(&baseline_evidence, &warm).then(|| worktree.path().to_path_buf());
     Known {
         failures: failed_tests,
+        warm,
+        installed,
+    }
+}
+
+/// On a resume whose recorded baseline left outputs to copy: the install and the build run again
+/// on the base commit (not lint or tests: the recorded failures stand), so the resumed units start
+/// warm instead of each building cold. Nothing is recorded; a failure leaves them cold, as before.
+async fn rewarm(plan: Plan, failures: Vec<String>) -> Known {
+    let cold = |failures: Vec<String>| Known {
+        failures,
+        ..Known::default()
+    };
+    plan.bus.emit(Event::Notice {
+        message: "the recorded baseline stands; its install and build run again on the base commit so the \
+                  resumed units start warm"
+            .into(),
+    });
+    let worktree = match plan.repo.add_detached_worktree(&plan.dir, &plan.base).await {
+        Ok(worktree) => worktree,
+        Err(e) => {
+            tracing::warn!("the baseline's worktree could not be made again ({e}); units build cold");
+            return cold(failures);
+        }
+    };
+    let verifier = Verifier {
+        install: plan.install.clone(),
+        install_online: true,
+        build: plan.build.clone(),
+        lint: None,
+        test: None,
+        timeout: plan.timeout,
+        permits: Semaphore::new(1),
+        sandbox: plan.sandbox.clone(),
+        baseline: None,
+    };
+    let evidence = match verifier.verify(&worktree, &plan.cancel).await {
+        Ok(evidence) if !plan.cancel.is_cancelled() => evidence,
+        _ => return cold(failures),
+    };
+    let (warm, cold_reason) = warm_folders(&plan, worktree.path(), &evidence).await;
+    if let Some(reason) = cold_reason {
+        plan.bus.emit(Event::Notice {
+            message: format!("the resumed units build cold: {reason}"),
+        });
+    }
+    let installed = evidence_installed(&evidence, &warm).then(|| worktree.path().to_path_buf());
+    Known {
+        failures,
         warm,
         installed,
     }

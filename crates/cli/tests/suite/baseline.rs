@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::durability::crash_then_resume;
 use super::support::*;
-use orchestrator_fake_model::script::{role_of, PlanUnit, Script};
+use orchestrator_fake_model::script::{role_of, worker_unit, PlanUnit, Script};
 use orchestrator_fake_model::SeenRequest;
 
 /// Says whether it started from a copy (`warm from <who built it>`) or from nothing (`cold`), then
@@ -248,6 +248,40 @@ async fn a_resume_does_not_run_a_recorded_baseline_again() {
     assert_eq!(kinds.iter().filter(|k| *k == "baseline_verified").count(), 1);
     // The recorded failure still excuses the unit after the resume.
     assert_eq!(unit_state(&resumed, "a").as_deref(), Some("passed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_mission_builds_the_baselines_outputs_again_and_its_units_start_warm() {
+    let repo = project("", &[("old_bug", "broken before any unit\n")]);
+    // Killed when b's worker starts: a was verified by then, so the baseline is recorded.
+    let when = |r: &SeenRequest| worker_unit(r).as_deref() == Some("b");
+    let script = Script {
+        plan: vec![
+            PlanUnit::new("a", "A", "FILE a.txt := a\\n", &[]),
+            PlanUnit::new("b", "B", "FILE b.txt := b\\n", &["a"]),
+        ],
+        ..Script::default()
+    };
+    let (server, _) = crash_then_resume(Box::new(when), script, &repo).await;
+    let resumed = Run::cmd(&["resume", "--json"]).openai(&server).run(&repo).await;
+    resumed.assert_code(0);
+    // Not run again as a baseline (no new record, its failures stand) ...
+    assert!(resumed.events_of("baseline_started").is_empty());
+    let notices = resumed.events_of("notice");
+    assert!(
+        notices.iter().any(|n| n["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("resumed units start warm"))),
+        "{notices:?}"
+    );
+    // ... but its build ran once more, and b started from it, with the old failure still excused.
+    let events = resumed.events();
+    let build = evidence(&events, Some("b"), "build");
+    assert!(tail(&build[0]).contains("warm from baseline"), "{build:?}");
+    let test = evidence(&events, Some("b"), "test");
+    assert_eq!(test[0]["baseline_failures"], serde_json::json!(["tests::old"]));
+    assert_eq!(unit_state(&resumed, "b").as_deref(), Some("passed"));
+    assert_eq!(repo.read("b.txt").as_deref(), Some("b\n"));
 }
 
 /// A Node project as the pre-scan sees it (`package.json` with dependencies, a lockfile, an ignored
