@@ -183,6 +183,18 @@ pub(crate) fn toolbox(root: &Path, role: Role, config: &Config) -> Result<Toolbo
     toolbox_limited(root, role, config.role(role).tools.clone(), config)
 }
 
+/// A worker's tools in its unit's worktree: `unit` is the name it was given, which small models
+/// take for a folder (see `ToolOptions::not_folders`).
+pub(crate) fn unit_toolbox(root: &Path, config: &Config, unit: &str) -> Result<Toolbox> {
+    toolbox_with(
+        root,
+        Role::Worker,
+        config.role(Role::Worker).tools.clone(),
+        config,
+        vec![unit.to_string()],
+    )
+}
+
 /// A toolbox for `role` offering only `only` (`None`: all the role may have): a specialist
 /// reviewer's own `tools` list.
 pub(crate) fn toolbox_limited(
@@ -190,6 +202,16 @@ pub(crate) fn toolbox_limited(
     role: Role,
     only: Option<Vec<String>>,
     config: &Config,
+) -> Result<Toolbox> {
+    toolbox_with(root, role, only, config, Vec::new())
+}
+
+fn toolbox_with(
+    root: &Path,
+    role: Role,
+    only: Option<Vec<String>>,
+    config: &Config,
+    not_folders: Vec<String>,
 ) -> Result<Toolbox> {
     let allow_write = matches!(role, Role::Worker | Role::ConflictResolver);
     let sandbox = config
@@ -201,6 +223,7 @@ pub(crate) fn toolbox_limited(
         bash_timeout: config.bash_timeout,
         sandbox: Some(sandbox),
         only,
+        not_folders,
         ..ToolOptions::default()
     };
     Toolbox::new(root, options)

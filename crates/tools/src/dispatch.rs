@@ -176,13 +176,17 @@ fn write(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> 
     let path = args.required_str("path")?;
     let content = args.required_str("content")?;
     let file = root.resolve_for_write(path)?;
-    if let Some(existing) = misplaced_copy(root, &file, seen) {
-        // Warned once: the same write again is taken as meant.
+    if let Some((existing, named)) = misplaced_copy(root, &file, seen, &options.not_folders) {
+        // Warned once: the same write again is taken as meant, unless the new folder bears the
+        // unit's name (small models send the same call again whatever they are told).
         seen.add(&file.abs);
+        let again = match named {
+            Some(name) => format!("`{name}` is your unit's name, not a folder."),
+            None => "If you do mean a second file in a new folder, send the same write again.".to_string(),
+        };
         return Err(ToolError::refused(format!(
             "`{path}` would be a new file in a new folder, and `{existing}` already exists. Paths are \
-             relative to the root of your worktree: to change that file, write `{existing}`. If you do mean \
-             a second file in a new folder, send the same write again."
+             relative to the root of your worktree: to change that file, write `{existing}`. {again}"
         )));
     }
     let done = crate::edit::write(&file, content, seen.contains(&file.abs), options.offers("insert"))?;
@@ -194,8 +198,13 @@ fn write(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> 
 /// names a file that exists: that file. The 1.5B wrote `calc_mul/calc.py` (its unit's name, then
 /// the file it was told to change); the copy passed every check that did not import it, and was
 /// merged while `calc.py` stayed as it was. None once this session was warned about the path.
-fn misplaced_copy(root: &Root, file: &crate::paths::Resolved, seen: &Seen) -> Option<String> {
-    if file.kind() != crate::paths::Kind::Missing || seen.contains(&file.abs) {
+fn misplaced_copy(
+    root: &Root,
+    file: &crate::paths::Resolved,
+    seen: &Seen,
+    not_folders: &[String],
+) -> Option<(String, Option<String>)> {
+    if file.kind() != crate::paths::Kind::Missing {
         return None;
     }
     if file.abs.parent().is_none_or(|parent| parent.exists()) {
@@ -204,9 +213,17 @@ fn misplaced_copy(root: &Root, file: &crate::paths::Resolved, seen: &Seen) -> Op
     // The folders that exist stay; the path is tried without the first missing one and after it.
     let parts: Vec<&str> = file.rel.split('/').filter(|p| !p.is_empty()).collect();
     let first_missing = (1..=parts.len()).find(|&n| !root.canonical.join(parts[..n].join("/")).exists())? - 1;
+    let named = not_folders
+        .iter()
+        .find(|name| *name == parts[first_missing])
+        .cloned();
+    if seen.contains(&file.abs) && named.is_none() {
+        return None;
+    }
     (first_missing + 1..parts.len())
         .map(|start| [&parts[..first_missing], &parts[start..]].concat().join("/"))
         .find(|candidate| root.canonical.join(candidate).is_file())
+        .map(|existing| (existing, named))
 }
 
 fn edit(root: &Root, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {

@@ -55,6 +55,9 @@ pub struct ToolOptions {
     /// The tools offered, when a role is limited to some (`[roles.<role>] tools` in the config);
     /// `None` offers every tool the session may have. Names outside [`TOOL_NAMES`] are ignored.
     pub only: Option<Vec<String>>,
+    /// Names the session was given that are not folders (its unit's name): a write that would make a
+    /// folder of such a name to hold a copy of an existing file is refused every time, not once.
+    pub not_folders: Vec<String>,
 }
 
 /// Every tool a toolbox can offer, in the order they are offered.
@@ -84,6 +87,7 @@ impl Default for ToolOptions {
             max_bash_timeout: Duration::from_secs(600),
             max_output_chars: 30_000,
             only: None,
+            not_folders: Vec::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::hooks::{self, HookCall};
 use crate::replay::SpecialistReviews;
 use crate::roles::review_unit;
 use crate::session::{Session, SessionEnd, SessionSpec, Slot};
-use crate::shared::{toolbox, Mission};
+use crate::shared::{unit_toolbox, Mission};
 use crate::verify::{self, all_passed};
 
 pub(super) struct UnitRun {
@@ -384,7 +384,7 @@ impl UnitRun {
         candidate: Option<(u32, u32)>,
     ) -> Result<(Session, WorkerHooks), String> {
         let mission = &self.mission;
-        let tools = toolbox(&tree.path, Role::Worker, &mission.config).map_err(|e| e.to_string())?;
+        let tools = unit_toolbox(&tree.path, &mission.config, &self.unit.id).map_err(|e| e.to_string())?;
         let head = super::worker::mission_head(mission);
         let shared_head = if brief.starts_with(&head) { head.len() } else { 0 };
         let extra = if can_spawn { vec![spawn_spec()] } else { Vec::new() };

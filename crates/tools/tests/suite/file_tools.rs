@@ -628,6 +628,39 @@ async fn a_new_copy_of_an_existing_file_in_a_new_folder_is_questioned_once() {
         .contains("mul"));
 }
 
+/// The field run's 1.5B, told once, sent the same `write calc_mul-r2-r3/calc.py` again and so made
+/// the copy anyway: a folder named like the session's unit is refused every time. Made with `bash`
+/// first, a folder of that name takes new files like any other.
+#[tokio::test]
+async fn a_folder_named_like_the_unit_is_refused_however_often_it_is_asked_for() {
+    let fx = Fixture::new(ToolOptions {
+        allow_write: true,
+        not_folders: vec!["calc_mul-r2-r3".into()],
+        ..ToolOptions::default()
+    });
+    fx.file("calc.py", "def add(a, b):\n    return a + b\n");
+    let write = json!({"path": "calc_mul-r2-r3/calc.py", "content": "def mul(a, b):\n    return a * b\n"});
+    for _ in 0..3 {
+        let err = fx.err("write", write.clone()).await;
+        assert!(
+            err.contains("write `calc.py`")
+                && err.contains("`calc_mul-r2-r3` is your unit's name, not a folder"),
+            "{err}"
+        );
+    }
+    assert!(!exists(&fx.root().join("calc_mul-r2-r3")));
+    // Another new folder is still questioned once only.
+    let other = json!({"path": "pkg/calc.py", "content": "x = 1\n"});
+    assert!(fx
+        .err("write", other.clone())
+        .await
+        .contains("send the same write again"));
+    fx.ok("write", other).await;
+    // A folder of that name that exists (made on purpose) is written like any other.
+    fs::create_dir(fx.root().join("calc_mul-r2-r3")).expect("mkdir");
+    fx.ok("write", write).await;
+}
+
 /// Lines copied from `read` with their numbers still in front: refused with what to do, before they
 /// land in a file (write, insert, edit's new text) or miss every match (edit's old text).
 #[tokio::test]
