@@ -109,18 +109,7 @@ async fn run(plan: Plan) -> Known {
             return Known::default();
         }
     };
-    let verifier = Verifier {
-        install: plan.install.clone(),
-        install_online: true,
-        build: plan.build.clone(),
-        lint: plan.lint.clone(),
-        test: plan.test.clone(),
-        timeout: plan.timeout,
-        permits: Semaphore::new(1),
-        sandbox: plan.sandbox.clone(),
-        baseline: None,
-    };
-    let evidence = match verifier.verify(&worktree, &plan.cancel).await {
+    let evidence = match verifier(&plan, Judged::Yes).verify(&worktree, &plan.cancel).await {
         Ok(evidence) => evidence,
         Err(e) => {
             plan.bus.emit(Event::Notice {
@@ -157,6 +146,32 @@ async fn run(plan: Plan) -> Known {
     }
 }
 
+/// Whether the baseline's lint and tests run too, or only what makes its outputs (a resume's rewarm).
+enum Judged {
+    Yes,
+    No,
+}
+
+/// The baseline's commands: its install may reach the network (the committed lockfile, before any
+/// agent wrote), and one command runs at a time.
+fn verifier(plan: &Plan, judged: Judged) -> Verifier {
+    let judge = |command: &Option<String>| match judged {
+        Judged::Yes => command.clone(),
+        Judged::No => None,
+    };
+    Verifier {
+        install: plan.install.clone(),
+        install_online: true,
+        build: plan.build.clone(),
+        lint: judge(&plan.lint),
+        test: judge(&plan.test),
+        timeout: plan.timeout,
+        permits: Semaphore::new(1),
+        sandbox: plan.sandbox.clone(),
+        baseline: None,
+    }
+}
+
 /// On a resume whose recorded baseline left outputs to copy: the install and the build run again
 /// on the base commit (not lint or tests: the recorded failures stand), so the resumed units start
 /// warm instead of each building cold. Nothing is recorded; a failure leaves them cold, as before.
@@ -177,18 +192,7 @@ async fn rewarm(plan: Plan, failures: Vec<String>) -> Known {
             return cold(failures);
         }
     };
-    let verifier = Verifier {
-        install: plan.install.clone(),
-        install_online: true,
-        build: plan.build.clone(),
-        lint: None,
-        test: None,
-        timeout: plan.timeout,
-        permits: Semaphore::new(1),
-        sandbox: plan.sandbox.clone(),
-        baseline: None,
-    };
-    let evidence = match verifier.verify(&worktree, &plan.cancel).await {
+    let evidence = match verifier(&plan, Judged::No).verify(&worktree, &plan.cancel).await {
         Ok(evidence) if !plan.cancel.is_cancelled() => evidence,
         _ => return cold(failures),
     };
