@@ -80,9 +80,7 @@ fn with_path_hint(root: &Root, error: ToolError) -> ToolError {
         return error;
     }
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let existing = (1..parts.len())
-        .map(|start| parts[start..].join("/"))
-        .find(|candidate| root.canonical.join(candidate).exists());
+    let existing = without_folders(&parts, 0).find(|candidate| root.canonical.join(candidate).exists());
     ToolError::refused(match existing {
         Some(candidate) => format!(
             "{path}: no such file or directory. Paths are relative to the root of your worktree, where \
@@ -220,10 +218,14 @@ fn misplaced_copy(
     if seen.contains(&file.abs) && named.is_none() {
         return None;
     }
-    (first_missing + 1..parts.len())
-        .map(|start| [&parts[..first_missing], &parts[start..]].concat().join("/"))
-        .find(|candidate| root.canonical.join(candidate).is_file())
-        .map(|existing| (existing, named))
+    let existing = without_folders(&parts, first_missing).find(|c| root.canonical.join(c).is_file())?;
+    Some((existing, named))
+}
+
+/// `parts` joined with `/`, its first `keep` kept and one or more of the folders after them left
+/// out, fewest first: the paths a model may have meant when it put folders in front of one.
+fn without_folders<'a>(parts: &'a [&'a str], keep: usize) -> impl Iterator<Item = String> + 'a {
+    (keep + 1..parts.len()).map(move |start| [&parts[..keep], &parts[start..]].concat().join("/"))
 }
 
 fn edit(root: &Root, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {
