@@ -201,6 +201,15 @@ pub(crate) fn leader_lost(mission: &str, token: i64) -> StoreError {
     }
 }
 
+/// The leader lease's fence, the same on both backends: only the token that leads now may renew
+/// or release it.
+pub(crate) fn ensure_leads(current: Option<&LeaderLease>, mission: &str, token: i64) -> Result<()> {
+    match current {
+        Some(lease) if lease.token == token => Ok(()),
+        _ => Err(leader_lost(mission, token)),
+    }
+}
+
 /// `ttl` as milliseconds, for adding to a clock reading.
 pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
@@ -489,10 +498,7 @@ impl Store {
         };
         let tx = immediate(&mut conn)?;
         let now = clock_ms();
-        let current = sqlite_leader(&tx, mission, now)?;
-        if current.as_ref().is_none_or(|l| l.token != token) {
-            return Err(leader_lost(mission, token));
-        }
+        ensure_leads(sqlite_leader(&tx, mission, now)?.as_ref(), mission, token)?;
         tx.execute(
             "UPDATE work_missions SET leader_expires = ?2 WHERE mission = ?1",
             params![mission, now.saturating_add(ttl)],
@@ -511,10 +517,7 @@ impl Store {
             Either::Sqlite(conn) => conn,
         };
         let tx = immediate(&mut conn)?;
-        let current = sqlite_leader(&tx, mission, clock_ms())?;
-        if current.as_ref().is_none_or(|l| l.token != token) {
-            return Err(leader_lost(mission, token));
-        }
+        ensure_leads(sqlite_leader(&tx, mission, clock_ms())?.as_ref(), mission, token)?;
         tx.execute(
             "UPDATE work_missions SET leader = NULL, leader_host = NULL, leader_expires = NULL
              WHERE mission = ?1",

@@ -9,8 +9,8 @@ use postgres::{Client, Row, Transaction};
 
 use super::Pg;
 use crate::lease::{
-    check_fence, claimed, finished_by, leader_held, leader_lost, ClaimedUnit, Fence, FenceRow, Holder,
-    LeaderLease, MissionLoad, Outcome, RawWorkUnit, UnitKey, UnitState, DEFAULT_MAX_PARALLEL,
+    check_fence, claimed, ensure_leads, finished_by, leader_held, leader_lost, ClaimedUnit, Fence, FenceRow,
+    Holder, LeaderLease, MissionLoad, Outcome, RawWorkUnit, UnitKey, UnitState, DEFAULT_MAX_PARALLEL,
 };
 use crate::Result;
 
@@ -211,10 +211,11 @@ impl Pg {
         self.call(move |c, repo| {
             let mut tx = lease_tx(c)?;
             let now = server_now(&mut tx)?;
-            let current = locked_leader(&mut tx, repo, &mission, now)?;
-            if current.as_ref().is_none_or(|l| l.token != token) {
-                return Err(leader_lost(&mission, token));
-            }
+            ensure_leads(
+                locked_leader(&mut tx, repo, &mission, now)?.as_ref(),
+                &mission,
+                token,
+            )?;
             tx.execute(
                 "UPDATE orchestrator_work_missions SET leader_expires = $3 WHERE repo = $1 AND mission = $2",
                 &[&repo, &mission, &now.saturating_add(ttl)],
@@ -231,10 +232,7 @@ impl Pg {
         self.call(move |c, repo| {
             let mut tx = lease_tx(c)?;
             let now = server_now(&mut tx)?;
-            let current = locked_leader(&mut tx, repo, &mission, now)?;
-            if current.as_ref().is_none_or(|l| l.token != token) {
-                return Err(leader_lost(&mission, token));
-            }
+            ensure_leads(locked_leader(&mut tx, repo, &mission, now)?.as_ref(), &mission, token)?;
             tx.execute(
                 "UPDATE orchestrator_work_missions SET leader = NULL, leader_host = NULL, leader_expires = NULL
                  WHERE repo = $1 AND mission = $2",
