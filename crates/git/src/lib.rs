@@ -35,6 +35,7 @@ mod inproc;
 mod link;
 mod parse;
 mod patch;
+mod remote;
 mod repo;
 mod stale;
 mod stats;
@@ -44,6 +45,7 @@ mod worktree;
 
 pub use error::GitError;
 pub use inproc::BranchMerge;
+pub use remote::Push;
 pub use repo::{FastForward, Repo};
 pub use stale::Repaired;
 pub use stats::FileStat;

@@ -184,7 +184,7 @@ impl Repo {
         &self.shared.common_dir
     }
 
-    fn git(&self) -> &Runner {
+    pub(crate) fn git(&self) -> &Runner {
         &self.shared.git
     }
 

@@ -433,6 +433,49 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::replace_messages`] by the holder of a unit's lease (a worker's compacted
+    /// conversation): the whole transcript replaced only if `fence` still holds the unit.
+    pub fn replace_messages_fenced(&self, fence: &Fence, session: &str, messages: &[Value]) -> Result<()> {
+        check_key(&fence.key)?;
+        let bodies: Vec<String> = messages.iter().map(|m| self.mask(&m.to_string())).collect();
+        let mut conn = match self.conn() {
+            Either::Pg(pg) => return pg.replace_messages_fenced(fence.clone(), session, bodies),
+            Either::Sqlite(conn) => conn,
+        };
+        let tx = immediate(&mut conn)?;
+        check_fence(fence, sqlite_fence_row(&tx, &fence.key)?)?;
+        tx.execute(
+            "DELETE FROM messages WHERE mission = ?1 AND session = ?2",
+            params![fence.key.mission, session],
+        )?;
+        for (idx, body) in bodies.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO messages (mission, session, idx, body) VALUES (?1, ?2, ?3, ?4)",
+                params![fence.key.mission, session, idx as i64, body],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The repositories (store scopes) with units ready or leased: what `orchestrator worker`,
+    /// which serves every repository of a PostgreSQL store, opens a handle for. SQLite holds one
+    /// repository: its own scope if it has open units.
+    pub fn repos_with_work(&self) -> Result<Vec<String>> {
+        match self.conn() {
+            Either::Pg(pg) => pg.repos_with_work(),
+            Either::Sqlite(conn) => {
+                let open: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM work_units WHERE state IN ('ready', 'leased')",
+                    [],
+                    |r| r.get(0),
+                )?;
+                drop(conn);
+                Ok(if open > 0 { vec![self.path().to_string()] } else { Vec::new() })
+            }
+        }
+    }
+
     /// The mission's units in the queue, in the order they were offered: who holds what, until when.
     pub fn work_units(&self, mission: &str) -> Result<Vec<WorkUnit>> {
         check_id("a mission id", mission)?;

@@ -728,6 +728,28 @@ impl Store {
         Ok(messages)
     }
 
+    /// A session's transcript from position `from` on, with each message's position: what a
+    /// reader following a transcript as it grows has not seen yet.
+    pub fn messages_from(&self, mission: &str, session: &str, from: usize) -> Result<Vec<(usize, serde_json::Value)>> {
+        let rows = match self.conn() {
+            Either::Pg(pg) => pg.messages_from(mission, session, from)?,
+            Either::Sqlite(conn) => {
+                let mut stmt = conn.prepare(
+                    "SELECT idx, body FROM messages WHERE mission = ?1 AND session = ?2 AND idx >= ?3 ORDER BY idx",
+                )?;
+                let rows = stmt.query_map(params![mission, session, from as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<(i64, String)>>>()?
+            }
+        };
+        let mut messages = Vec::with_capacity(rows.len());
+        for (idx, body) in rows {
+            messages.push((usize::try_from(idx).unwrap_or_default(), serde_json::from_str(&body)?));
+        }
+        Ok(messages)
+    }
+
     /// Replaces a session's whole transcript in one transaction (a compacted conversation), so a
     /// crash leaves either the old transcript or the new one.
     pub fn replace_messages(

@@ -502,6 +502,18 @@ impl Pg {
         })
     }
 
+    pub(crate) fn messages_from(&self, mission: &str, session: &str, from: usize) -> Result<Vec<(i64, String)>> {
+        let (mission, session) = (mission.to_string(), session.to_string());
+        self.call(move |c, repo| {
+            let rows = c.query(
+                "SELECT idx, body FROM orchestrator_messages
+                 WHERE repo = $1 AND mission = $2 AND session = $3 AND idx >= $4 ORDER BY idx",
+                &[&repo, &mission, &session, &(from as i64)],
+            )?;
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        })
+    }
+
     pub(crate) fn replace_messages(&self, mission: &str, session: &str, bodies: Vec<String>) -> Result<()> {
         let (mission, session) = (mission.to_string(), session.to_string());
         self.call(move |c, repo| {

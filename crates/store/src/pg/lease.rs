@@ -158,6 +158,34 @@ impl Pg {
         })
     }
 
+    pub(crate) fn replace_messages_fenced(&self, fence: Fence, session: &str, bodies: Vec<String>) -> Result<()> {
+        let session = session.to_string();
+        self.call(move |c, repo| {
+            let mut tx = lease_tx(c)?;
+            check_fence(&fence, fence_row(&mut tx, repo, &fence.key)?)?;
+            tx.execute(
+                "DELETE FROM orchestrator_messages WHERE repo = $1 AND mission = $2 AND session = $3",
+                &[&repo, &fence.key.mission, &session],
+            )?;
+            for (idx, body) in bodies.iter().enumerate() {
+                super::upsert_message(&mut tx, repo, &fence.key.mission, &session, idx, body)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Every repository's open work, not only this handle's: a worker serves them all.
+    pub(crate) fn repos_with_work(&self) -> Result<Vec<String>> {
+        self.call(move |c, _repo| {
+            let rows = c.query(
+                "SELECT DISTINCT repo FROM orchestrator_work_units WHERE state IN ('ready', 'leased') ORDER BY repo",
+                &[],
+            )?;
+            rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        })
+    }
+
     pub(crate) fn work_units(&self, mission: &str) -> Result<Vec<RawWorkUnit>> {
         let mission = mission.to_string();
         self.call(move |c, repo| {
