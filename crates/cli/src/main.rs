@@ -15,6 +15,7 @@ mod status;
 mod telemetry;
 mod tell;
 mod terminal;
+mod worker;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,9 @@ enum Command {
     Clean(CleanArgs),
     /// The roles a mission runs (built in, or from .orchestrator/roles/<role>.md): list, show, init.
     Roles(roles::RolesArgs),
+    /// Run units of missions started with `--workers external`: claims them from the PostgreSQL
+    /// store (--store), builds, verifies and reviews each, and pushes it to the mission's remote.
+    Worker(worker::WorkerArgs),
 }
 
 #[derive(Args)]
@@ -151,6 +155,14 @@ struct RunFlags {
     /// that passes verification (`[limits] candidates`). Not retries: see `[limits] unit_attempts`.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number::<u32>)]
     attempts: Option<u32>,
+    /// Who runs the units: `local` (this process, the default) or `external` (`orchestrator worker`
+    /// processes on any host; needs a PostgreSQL store and --remote).
+    #[arg(long, value_name = "local|external")]
+    workers: Option<orchestrator_protocol::Workers>,
+    /// With --workers external: the shared git remote (a URL or path) that workers fetch the
+    /// mission's commits from and push their units to.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
     /// Confine agent commands (Landlock): `on` (the default) or `off` to run them with all your access.
     #[arg(long, value_name = "on|off", value_parser = on_off)]
     sandbox: Option<bool>,
@@ -204,6 +216,8 @@ impl RunFlags {
             no_verify: self.no_verify.then_some(true),
             approve_plan: self.approve_plan.then_some(true),
             attempts: self.attempts,
+            workers: self.workers,
+            remote: self.remote.clone(),
         }
     }
 }
@@ -338,6 +352,7 @@ fn main() -> ExitCode {
             Command::Report(args) => report::run(args).await,
             Command::Clean(args) => clean(&args).await,
             Command::Roles(args) => roles::run(args).await,
+            Command::Worker(args) => worker::run(args).await,
         }
     });
     ExitCode::from(code)

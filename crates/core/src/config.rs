@@ -498,6 +498,9 @@ pub struct Config {
     pub review_extra: Vec<String>,
     /// `[review] extra_master`: the specialists (kind `master_reviewer`) that judge the whole.
     pub review_extra_master: Vec<String>,
+    /// Who runs the units (`--workers`), and the shared remote external workers use (`--remote`).
+    pub workers: orchestrator_protocol::Workers,
+    pub remote: Option<String>,
 }
 
 /// A role's prompt from its role file.
@@ -606,6 +609,22 @@ fn verify_cache(cache: Option<VerifyCache>) -> Result<VerifyCache> {
     }
 }
 
+/// External workers need the remote they exchange commits through; a remote alone means nothing.
+fn check_workers(config: &Config) -> Result<()> {
+    use orchestrator_protocol::Workers;
+    match (config.workers, &config.remote) {
+        (Workers::External, None) => Err(EngineError::Usage(
+            "--workers external needs --remote URL: the shared git remote that `orchestrator worker` \
+             processes fetch the mission's commits from and push their units to"
+                .into(),
+        )),
+        (Workers::Local, Some(_)) => Err(EngineError::Usage(
+            "--remote is for --workers external; without it the units run in this process".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option<String>) -> Result<Config> {
     check_bounds(layers, flags)?;
     let mut merged = FileConfig::default();
@@ -695,8 +714,11 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
         specialists: resolve_specialists(&merged, flags.model.as_deref(), model.as_deref())?,
         review_extra: merged.review.extra.clone().unwrap_or_default(),
         review_extra_master: merged.review.extra_master.clone().unwrap_or_default(),
+        workers: flags.workers.unwrap_or_default(),
+        remote: flags.remote.clone().filter(|r| !r.trim().is_empty()),
     };
     check_extra_reviewers(&config)?;
+    check_workers(&config)?;
     let sandbox_on = config.sandbox.enabled;
     let mut config = config;
     config.mcp = resolve_mcp(&merged, sandbox_on)?;

@@ -23,6 +23,7 @@ mod lock;
 mod mcp_servers;
 mod mission;
 mod missions;
+mod offers;
 pub mod opencode;
 pub mod plan;
 pub mod prescan;
@@ -38,8 +39,10 @@ mod store_url;
 mod test_count;
 #[cfg(test)]
 mod test_repo;
+mod ticket;
 mod units;
 mod verify;
+mod worker_process;
 
 pub use approval::{answer_plan, plan_answer_from, refused_edit, waiting_plan, WaitingPlan};
 pub use clean::{clean, CleanReport};
@@ -61,3 +64,4 @@ pub use status::{
     StatusReport, UnitStatus,
 };
 pub use store_url::{set_store_url, STORE_URL_VAR};
+pub use worker_process::{run_worker, WorkerOptions, WorkerReport, MAX_SLOTS};

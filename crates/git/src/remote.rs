@@ -33,7 +33,9 @@ fn checked_ref(name: &str) -> Result<&str, GitError> {
         || name.contains("..")
         || name.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c));
     if bad {
-        return Err(GitError::InvalidArgument(format!("not a usable ref name: {name:?}")));
+        return Err(GitError::InvalidArgument(format!(
+            "not a usable ref name: {name:?}"
+        )));
     }
     Ok(name)
 }
@@ -102,7 +104,14 @@ impl Repo {
         }
         let lease = format!("--force-with-lease={refname}:{}", expected.unwrap_or(""));
         let spec = format!("{commit}:{refname}");
-        let args = ["push", "--porcelain", "--quiet", lease.as_str(), url, spec.as_str()];
+        let args = [
+            "push",
+            "--porcelain",
+            "--quiet",
+            lease.as_str(),
+            url,
+            spec.as_str(),
+        ];
         let out = self.git().run(self.root(), args, Mode::META).await?;
         if out.success() {
             return Ok(Push::Done);
@@ -138,27 +147,43 @@ mod tests {
         let push = repo.push_with_lease(url, &first, name, None).await.expect("push");
         assert_eq!(push, Push::Done);
         // Expecting it absent when it exists: refused, the remote unchanged.
-        let again = repo.push_with_lease(url, &second, name, None).await.expect("push");
+        let again = repo
+            .push_with_lease(url, &second, name, None)
+            .await
+            .expect("push");
         assert!(matches!(again, Push::Rejected(_)), "{again:?}");
         let stale = repo
             .push_with_lease(url, &second, name, Some(&second))
             .await
             .expect("push");
         assert!(matches!(stale, Push::Rejected(_)), "{stale:?}");
-        assert_eq!(repo.remote_ref(url, name).await.expect("ls-remote").as_deref(), Some(first.as_str()));
+        assert_eq!(
+            repo.remote_ref(url, name).await.expect("ls-remote").as_deref(),
+            Some(first.as_str())
+        );
         // Expecting what is there: moved.
-        let moved = repo.push_with_lease(url, &second, name, Some(&first)).await.expect("push");
+        let moved = repo
+            .push_with_lease(url, &second, name, Some(&first))
+            .await
+            .expect("push");
         assert_eq!(moved, Push::Done);
 
         let copy_dir = tempfile::tempdir().expect("tempdir");
-        let copy = Repo::init_or_open(copy_dir.path(), Vec::new()).await.expect("init");
+        let copy = Repo::init_or_open(copy_dir.path(), Vec::new())
+            .await
+            .expect("init");
         copy.fetch_refs(url, &[format!("+{name}:refs/heads/unit")])
             .await
             .expect("fetch");
         assert_eq!(copy.rev_parse("refs/heads/unit").await.expect("fetched"), second);
         // Opened again, it is the same repository.
-        let reopened = Repo::init_or_open(copy_dir.path(), Vec::new()).await.expect("open");
-        assert_eq!(reopened.rev_parse("refs/heads/unit").await.expect("still there"), second);
+        let reopened = Repo::init_or_open(copy_dir.path(), Vec::new())
+            .await
+            .expect("open");
+        assert_eq!(
+            reopened.rev_parse("refs/heads/unit").await.expect("still there"),
+            second
+        );
     }
 
     #[tokio::test]

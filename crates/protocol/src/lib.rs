@@ -14,4 +14,4 @@ pub use event::*;
 pub use hook::{HookKind, HookRun};
 pub use op::{Op, Steer};
 pub use plan::*;
-pub use settings::{MissionSettings, Provider};
+pub use settings::{MissionSettings, Provider, Workers};

@@ -90,6 +90,36 @@ pub struct MissionSettings {
     /// Best of N: workers that build each unit side by side, the reviewer keeping the best passing
     /// one (default 1; `[limits] candidates`). Not retries (`[limits] unit_attempts`).
     pub attempts: Option<u32>,
+    /// Who runs the units: `local` (this process, the default) or `external` (`orchestrator worker`
+    /// processes on any host, through a PostgreSQL store and the shared git `remote`).
+    pub workers: Option<Workers>,
+    /// The shared git remote that external workers fetch the mission's commits from and push their
+    /// units' branches to (a URL or a path git understands).
+    pub remote: Option<String>,
+}
+
+/// Who runs a mission's units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Workers {
+    /// The commander's own process.
+    #[default]
+    Local,
+    /// `orchestrator worker` processes, which claim units from the mission's store.
+    External,
+}
+
+impl std::str::FromStr for Workers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(Workers::Local),
+            "external" => Ok(Workers::External),
+            other => Err(format!("unknown workers `{other}` (expected local or external)")),
+        }
+    }
 }
 
 impl MissionSettings {
@@ -109,6 +139,8 @@ impl MissionSettings {
             no_verify: self.no_verify.or(e.no_verify),
             approve_plan: self.approve_plan.or(e.approve_plan),
             attempts: self.attempts.or(e.attempts),
+            workers: self.workers.or(e.workers),
+            remote: self.remote.or(e.remote),
         }
     }
 

@@ -471,7 +471,11 @@ impl Store {
                     |r| r.get(0),
                 )?;
                 drop(conn);
-                Ok(if open > 0 { vec![self.path().to_string()] } else { Vec::new() })
+                Ok(if open > 0 {
+                    vec![self.path().to_string()]
+                } else {
+                    Vec::new()
+                })
             }
         }
     }

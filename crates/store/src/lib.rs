@@ -730,7 +730,12 @@ impl Store {
 
     /// A session's transcript from position `from` on, with each message's position: what a
     /// reader following a transcript as it grows has not seen yet.
-    pub fn messages_from(&self, mission: &str, session: &str, from: usize) -> Result<Vec<(usize, serde_json::Value)>> {
+    pub fn messages_from(
+        &self,
+        mission: &str,
+        session: &str,
+        from: usize,
+    ) -> Result<Vec<(usize, serde_json::Value)>> {
         let rows = match self.conn() {
             Either::Pg(pg) => pg.messages_from(mission, session, from)?,
             Either::Sqlite(conn) => {
@@ -745,7 +750,10 @@ impl Store {
         };
         let mut messages = Vec::with_capacity(rows.len());
         for (idx, body) in rows {
-            messages.push((usize::try_from(idx).unwrap_or_default(), serde_json::from_str(&body)?));
+            messages.push((
+                usize::try_from(idx).unwrap_or_default(),
+                serde_json::from_str(&body)?,
+            ));
         }
         Ok(messages)
     }

@@ -502,7 +502,12 @@ impl Pg {
         })
     }
 
-    pub(crate) fn messages_from(&self, mission: &str, session: &str, from: usize) -> Result<Vec<(i64, String)>> {
+    pub(crate) fn messages_from(
+        &self,
+        mission: &str,
+        session: &str,
+        from: usize,
+    ) -> Result<Vec<(i64, String)>> {
         let (mission, session) = (mission.to_string(), session.to_string());
         self.call(move |c, repo| {
             let rows = c.query(

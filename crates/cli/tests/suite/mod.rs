@@ -36,3 +36,4 @@ mod tell;
 mod traffic;
 mod tui;
 mod verified;
+mod workers;

@@ -15,6 +15,7 @@ pub(crate) use start::{has_store, open_store_at};
 pub use start::{open_store, open_store_in, repo_root, resume, run_task, ResumeOptions};
 
 use rounds::drive;
+pub(crate) use rounds::project_prompts;
 #[cfg(test)]
 use rounds::{retry_units, sealed_commit};
 use run::{interrupted, run_mission, Claimed, Ending, Finish, Setup};

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::error::{EngineError, Result};
 use crate::events::EventBus;
+use crate::offers::Offers;
 use crate::prescan;
 use crate::replay::Replay;
 use crate::roles;
@@ -147,6 +148,7 @@ pub(super) async fn drive(
         baseline: Some(baseline),
     };
     verifier_notice(&rt, &verifier);
+    let offers = external_offers(id, setup, &rt, &config)?;
     let mission = Arc::new(Mission {
         id: id.to_string(),
         objective: setup.objective.clone(),
@@ -161,6 +163,8 @@ pub(super) async fn drive(
         todo: Mutex::new(TodoBook::new(repo.root().join(STATE_DIR).join("todo.md"))),
         done_branches: setup.done_branches.clone(),
         registered: Default::default(),
+        settings: setup.settings.clone(),
+        offers,
     });
     // Units that ended in an earlier run may have left their branch (a kill before the run's end).
     for unit in mission.replay.units.keys() {
@@ -171,10 +175,34 @@ pub(super) async fn drive(
     run_rounds(&mission, plan, integration, integration_head, &setup.base).await
 }
 
+/// `--workers external`: the queue the units go to, as many at once as `--max-parallel` says.
+fn external_offers(id: &str, setup: &Setup, rt: &Runtime, config: &Config) -> Result<Option<Arc<Offers>>> {
+    let (orchestrator_protocol::Workers::External, Some(remote), Some(store)) =
+        (config.workers, &config.remote, &rt.store)
+    else {
+        return Ok(None);
+    };
+    let offers = Offers::start(store.clone(), id, remote, setup.repo.clone(), rt.bus.clone());
+    offers
+        .set_max_parallel(config.max_parallel)
+        .map_err(EngineError::Other)?;
+    rt.bus.emit(Event::Notice {
+        message: format!(
+            "units go to `orchestrator worker` processes through the store and {remote}, at most {} at once",
+            config.max_parallel
+        ),
+    });
+    Ok(Some(offers))
+}
+
 /// Every session's system prompts: the role files' prompts, and the project instructions as the
 /// mission's base commit has them (the agents' view, never the user's uncommitted files). What was
 /// used goes into the event log, for `logs` and `report`.
-fn project_prompts(rt: &Runtime, config: &Config, base: &std::path::Path) -> crate::prompts::Prompts {
+pub(crate) fn project_prompts(
+    rt: &Runtime,
+    config: &Config,
+    base: &std::path::Path,
+) -> crate::prompts::Prompts {
     // OpenCode puts the checkout's top-level AGENTS.md (or CLAUDE.md) into its own system prompt.
     let opencode_reads = (config.provider == orchestrator_protocol::Provider::OpenCode)
         .then(|| crate::instructions::read_by_opencode(base))

@@ -135,6 +135,9 @@ pub(super) async fn run_mission(
         objective: record.objective.clone(),
         integration_branch: record.integration_branch.clone(),
         done_branches: Arc::default(),
+        settings: serde_json::from_value::<StoredOptions>(record.options.clone())
+            .map(|stored| stored.settings)
+            .unwrap_or_default(),
     };
     let ending = match drive(&id, &setup, rt, config, replay).await {
         Ok(ending) => ending,
@@ -344,6 +347,8 @@ pub(super) struct Setup {
     pub(super) integration_branch: String,
     /// The mission's unit branches that can go: their units ended (this run or an earlier one).
     pub(super) done_branches: Arc<Mutex<BTreeSet<String>>>,
+    /// The settings the mission was started with.
+    pub(super) settings: orchestrator_protocol::MissionSettings,
 }
 
 /// How a run ended. `resumable` marks an unsealed stop that `resume` may continue (a spent budget).

@@ -58,6 +58,9 @@ pub async fn run_task(
     let (lock, store) = claim_repo(&repo, &id, &clients, &config)
         .await
         .inspect_err(|_| stop_soon(&opencode))?;
+    check_external(&config, &repo, &store)
+        .await
+        .inspect_err(|_| stop_soon(&opencode))?;
     // A new mission's lead is free; taken before anything is written all the same, one code path.
     let lead = crate::leader::acquire(&store, &id).inspect_err(|_| stop_soon(&opencode))?;
     let started_hook = mission_start_hook(&repo, &config, &id, &options.objective, &base, &cancel)
@@ -207,6 +210,9 @@ pub async fn resume(
         .inspect_err(|_| stop_soon(&opencode))?;
     // Checked again with the lock held: a run that held it before us may have finished the mission.
     still_resumable(&store, &record.id).inspect_err(|_| stop_soon(&opencode))?;
+    check_external(&config, &repo, &store)
+        .await
+        .inspect_err(|_| stop_soon(&opencode))?;
     // Before anything is written: a commander on another host may run it (refused, exit 4).
     let lead = crate::leader::acquire(&store, &record.id).inspect_err(|_| stop_soon(&opencode))?;
     // With the lead held: the commander it was taken from may have finished the mission meanwhile.
@@ -276,6 +282,30 @@ fn still_resumable(store: &Store, id: &str) -> Result<()> {
         Some(record) => Err(nothing_to_resume(store, Some(&record))),
         None => Err(nothing_to_resume(store, None)),
     }
+}
+
+/// `--workers external`: workers on other hosts reach the mission only through a PostgreSQL store
+/// and the shared remote, so both must be there before anything is spent.
+async fn check_external(config: &Config, repo: &Repo, store: &Store) -> Result<()> {
+    let (orchestrator_protocol::Workers::External, Some(remote)) = (config.workers, &config.remote) else {
+        return Ok(());
+    };
+    if !store.is_postgres() {
+        return Err(EngineError::Usage(
+            "--workers external needs a PostgreSQL store (--store postgres://…): workers on other hosts \
+             claim the units there"
+                .into(),
+        ));
+    }
+    repo.remote_ref(remote, "refs/heads/orchestrator-probe")
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            EngineError::Usage(format!(
+                "the shared remote {remote} cannot be reached ({e}); give a git URL or path every worker can \
+                 fetch from and push to (`git init --bare` makes one)"
+            ))
+        })
 }
 
 /// The endpoint check: the native providers' preflight, or (OpenCode hook) the OpenCode server

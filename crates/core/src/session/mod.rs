@@ -47,6 +47,11 @@ pub struct Runtime {
     /// The user's MCP servers, whose tools go to the roles that list them (none until started).
     pub mcp: Arc<crate::mcp_servers::McpServers>,
     session_seq: AtomicU64,
+    /// Put before every session id: an external worker's sessions, whose events go into a log the
+    /// commander's sessions are numbered in too, must not take their ids.
+    session_prefix: String,
+    /// An external worker's lease on its unit: transcripts are written only while it holds it.
+    transcript_fence: Option<orchestrator_store::Fence>,
 }
 
 impl Runtime {
@@ -85,6 +90,8 @@ impl Runtime {
             prompts: crate::prompts::Prompts::default(),
             mcp: Arc::default(),
             session_seq: AtomicU64::new(1),
+            session_prefix: String::new(),
+            transcript_fence: None,
         }
     }
 
@@ -119,9 +126,18 @@ impl Runtime {
         self
     }
 
+    /// An external worker's runtime for one unit: session ids start with `prefix`, and transcript
+    /// writes are fenced by the unit's lease.
+    pub(crate) fn for_leased_unit(mut self, prefix: String, fence: orchestrator_store::Fence) -> Self {
+        self.session_prefix = prefix;
+        self.transcript_fence = Some(fence);
+        self
+    }
+
     fn next_session_id(&self, role: Role) -> String {
         format!(
-            "{}-{}",
+            "{}{}-{}",
+            self.session_prefix,
             role.as_str(),
             self.session_seq.fetch_add(1, Ordering::Relaxed)
         )
@@ -131,7 +147,9 @@ impl Runtime {
         Some(Transcript {
             store: self.store.clone()?,
             mission: self.mission.clone(),
-            key: key.to_string(),
+            // An external worker's sessions are its holder's own: a new holder starts afresh.
+            key: format!("{}{key}", self.session_prefix),
+            fence: self.transcript_fence.clone(),
         })
     }
 
@@ -292,6 +310,8 @@ struct Transcript {
     store: Arc<Store>,
     mission: String,
     key: String,
+    /// Set for an external worker's sessions: written only while its lease holds.
+    fence: Option<orchestrator_store::Fence>,
 }
 
 impl Transcript {
@@ -313,8 +333,20 @@ impl Transcript {
             Ok(value) => value,
             Err(e) => return tracing::warn!("cannot encode a message of {}: {e}", self.key),
         };
-        if let Err(e) = self.store.append_message(&self.mission, &self.key, index, &value) {
+        let written = match &self.fence {
+            Some(fence) => self.store.append_message_fenced(fence, &self.key, index, &value),
+            None => self.store.append_message(&self.mission, &self.key, index, &value),
+        };
+        if let Err(e) = written {
             tracing::error!("cannot store a message of {}: {e}", self.key);
+        }
+    }
+
+    /// Replaces the whole transcript (a compacted conversation) in one transaction.
+    fn replace(&self, values: &[serde_json::Value]) -> orchestrator_store::Result<()> {
+        match &self.fence {
+            Some(fence) => self.store.replace_messages_fenced(fence, &self.key, values),
+            None => self.store.replace_messages(&self.mission, &self.key, values),
         }
     }
 }

@@ -743,7 +743,7 @@ impl Session {
                 .iter()
                 .filter_map(|m| serde_json::to_value(m).ok())
                 .collect();
-            if let Err(e) = t.store.replace_messages(&t.mission, &t.key, &values) {
+            if let Err(e) = t.replace(&values) {
                 tracing::error!("cannot store the compacted transcript of {}: {e}", t.key);
             }
         }

@@ -8,6 +8,7 @@
 mod candidates;
 mod dag;
 mod merge;
+mod offered;
 mod tree;
 mod unit;
 mod worker;
@@ -36,6 +37,41 @@ pub struct UnitOutcome {
     pub findings: Option<String>,
     /// Stopped by a cancel: not an ending, the unit continues on `resume`.
     pub interrupted: bool,
+}
+
+/// Builds `unit` in `worktree` (checked out at `base`) until it passes verification and review,
+/// leaving the merge to whoever asked: an external worker's part of a unit (issue #20). Returns the
+/// worker's summary and the commit that passed, or how the unit ended otherwise.
+pub(crate) async fn build_for_commander(
+    mission: std::sync::Arc<crate::shared::Mission>,
+    unit: UnitSpec,
+    round: u32,
+    base: &str,
+    worktree: orchestrator_git::Worktree,
+) -> Result<(String, String), UnitOutcome> {
+    let run = UnitRun {
+        mission: mission.clone(),
+        unit,
+        // Spawning is not offered to external workers yet: their children would need a queue too.
+        depth: mission.config.max_depth,
+        round,
+    };
+    let Some(mut slot) = crate::session::Slot::acquire(&mission.rt).await else {
+        return Err(UnitOutcome::interrupted(&run.unit));
+    };
+    let tree = UnitTree::ready(worktree.clone());
+    let reviewed = run
+        .build_until_reviewed(&mut slot, base, &tree, None)
+        .await
+        .map_err(|outcome| *outcome)?;
+    let commit = match reviewed.commit {
+        Some(commit) => commit,
+        None => worktree
+            .head()
+            .await
+            .map_err(|e| run.failed(e.to_string(), String::new()))?,
+    };
+    Ok((reviewed.summary, commit))
 }
 
 /// The start of the reason of a unit stopped because the model endpoint kept failing.

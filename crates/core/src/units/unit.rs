@@ -128,6 +128,9 @@ impl UnitRun {
         let Some(mut slot) = Slot::acquire(rt).await else {
             return UnitOutcome::interrupted(&self.unit);
         };
+        if let Some(offers) = self.mission.offers.clone() {
+            return self.execute_offered(&offers, target, &mut slot).await;
+        }
         let record = self.mission.replay.units.get(&self.unit.id).cloned();
         let resume = record.as_ref().map(|r| Resume {
             state: r.state,
@@ -346,7 +349,7 @@ impl UnitRun {
     }
 
     /// The worker's loop: build, verify, review; feedback goes back to the same session.
-    async fn build_until_reviewed(
+    pub(super) async fn build_until_reviewed(
         &self,
         slot: &mut Slot,
         base: &str,

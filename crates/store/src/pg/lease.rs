@@ -158,7 +158,12 @@ impl Pg {
         })
     }
 
-    pub(crate) fn replace_messages_fenced(&self, fence: Fence, session: &str, bodies: Vec<String>) -> Result<()> {
+    pub(crate) fn replace_messages_fenced(
+        &self,
+        fence: Fence,
+        session: &str,
+        bodies: Vec<String>,
+    ) -> Result<()> {
         let session = session.to_string();
         self.call(move |c, repo| {
             let mut tx = lease_tx(c)?;

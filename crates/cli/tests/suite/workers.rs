@@ -1,0 +1,338 @@
+//! External workers (issue #20, docs/scale-out.md): a commander started with `--workers external`
+//! offers its units in the PostgreSQL store and merges what `orchestrator worker` processes push
+//! to a shared bare remote. The real binaries, the fake model, one store schema per test.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator_fake_model::script::{worker_unit, ScriptedMission};
+use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenRequest};
+use orchestrator_test_support::pg::{fresh_schema, TestSchema};
+
+use super::durability::script;
+use super::support::*;
+
+const CONFIG: &str = "[verify]\ntest = \"true\"\n";
+
+const FILES: [(&str, &str); 4] = [
+    ("a.txt", "a\n"),
+    ("b.txt", "b\n"),
+    ("b2.txt", "b2\n"),
+    ("c.txt", "c\n"),
+];
+
+/// A bare repository the commander and the workers share, as a team's git server would be.
+struct SharedRemote {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl SharedRemote {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shared.git");
+        let out = std::process::Command::new("git")
+            .args(["init", "--bare", "--quiet"])
+            .arg(&path)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git init --bare");
+        SharedRemote { _dir: dir, path }
+    }
+
+    fn url(&self) -> &str {
+        self.path.to_str().expect("utf-8 path")
+    }
+}
+
+fn commander(schema: &TestSchema, remote: &SharedRemote) -> Run {
+    Run::task("Four files")
+        .arg("--json")
+        .arg("--workers")
+        .arg("external")
+        .arg("--remote")
+        .arg(remote.url())
+        .arg("--store")
+        .arg(&schema.url)
+}
+
+/// An `orchestrator worker` as a host named `host` runs it, in a work folder of its own.
+fn worker(schema: &TestSchema, host: &str, workdir: &Path) -> Run {
+    Run::cmd(&["worker", "--slots", "4", "--lease-secs", "2"])
+        .arg("--workdir")
+        .arg(workdir.to_str().expect("utf-8 path"))
+        .arg("--store")
+        .arg(&schema.url)
+        .env("ORCHESTRATOR_HOST", host)
+}
+
+fn start(run: Run, server: &FakeServer, repo: &TestRepo) -> tokio::process::Child {
+    run.openai(server)
+        .command(repo)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary starts")
+}
+
+async fn finish(child: tokio::process::Child) -> Finished {
+    let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
+        .await
+        .expect("finished within 240 s")
+        .expect("waits");
+    Finished::from(out)
+}
+
+/// Stops a worker the way a service manager would (SIGTERM) and returns what it said.
+async fn stop(child: tokio::process::Child) -> Finished {
+    if let Some(pid) = child.id() {
+        // SAFETY: signals a child process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    finish(child).await
+}
+
+fn assert_result_on_the_users_branch(repo: &TestRepo) {
+    for (path, content) in FILES {
+        assert_eq!(repo.read(path).as_deref(), Some(content), "{path}");
+    }
+}
+
+/// How many merge commits of each unit the user's branch has.
+fn merge_commits(repo: &TestRepo) -> Vec<(String, usize)> {
+    let subjects = repo.git(&["log", "--format=%s", "HEAD"]);
+    let mut units: Vec<String> = subjects
+        .lines()
+        .filter_map(|s| s.strip_prefix("Merge "))
+        .filter_map(|s| s.split_once(':'))
+        .map(|(unit, _)| unit.to_string())
+        .collect();
+    units.sort();
+    let mut counted: Vec<(String, usize)> = Vec::new();
+    for unit in units {
+        match counted.last_mut() {
+            Some((last, n)) if *last == unit => *n += 1,
+            _ => counted.push((unit, 1)),
+        }
+    }
+    counted
+}
+
+fn once_each() -> Vec<(String, usize)> {
+    ["a", "b", "c"].iter().map(|u| (u.to_string(), 1)).collect()
+}
+
+/// The sessions of worker role the mission's log names, by session id.
+fn worker_sessions(done: &Finished) -> Vec<String> {
+    done.events_of("session_started")
+        .iter()
+        .filter(|e| e["role"] == "worker")
+        .filter_map(|e| e["session"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn two_workers_build_the_units_and_the_commander_merges_each_once() {
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let server = fake(script()).await;
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let running = start(commander(&schema, &remote), &server, &repo);
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    let w2 = start(
+        worker(&schema, "host-w2", &hosts.path().join("w2")),
+        &server,
+        &repo,
+    );
+
+    let done = finish(running).await;
+    let (w1, w2) = (stop(w1).await, stop(w2).await);
+    assert_eq!(
+        done.code,
+        Some(0),
+        "{}\n{}\nw1: {}\nw2: {}",
+        done.stdout,
+        done.stderr,
+        w1.stderr,
+        w2.stderr
+    );
+    assert_result_on_the_users_branch(&repo);
+    assert_eq!(merge_commits(&repo), once_each());
+
+    // The workers built every unit: their sessions carry the holder's tag, and none is the
+    // commander's own.
+    let sessions = worker_sessions(&done);
+    for unit in ["a", "b", "c"] {
+        assert!(
+            sessions.iter().any(|s| s.starts_with(&format!("{unit}@t1/"))),
+            "{unit}: {sessions:?}"
+        );
+    }
+    assert!(sessions.iter().all(|s| s.contains("@t")), "{sessions:?}");
+    let taken: Vec<String> = done
+        .notices()
+        .into_iter()
+        .filter(|n| n.contains("taken by worker pid"))
+        .collect();
+    assert_eq!(taken.len(), 3, "{taken:?}");
+    // Each worker stops cleanly and says what it did.
+    for stopped in [&w1, &w2] {
+        assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
+        assert!(stopped.stdout.contains("worker stopped:"), "{}", stopped.stdout);
+    }
+    // The units' branches went to the shared remote under their holder's token, beside the
+    // integration branch the commander published.
+    let refs = String::from_utf8_lossy(
+        &std::process::Command::new("git")
+            .args(["--git-dir", remote.url(), "for-each-ref", "--format=%(refname)"])
+            .output()
+            .expect("git runs")
+            .stdout,
+    )
+    .into_owned();
+    for unit in ["a", "b", "c"] {
+        assert!(refs.contains(&format!("/w/{unit}@t1")), "{refs}");
+    }
+    assert!(refs.contains("/integration"), "{refs}");
+}
+
+/// Plays the script, but kills the first worker (SIGKILL) at the first worker request for unit b.
+struct KillWorker {
+    inner: ScriptedMission,
+    pid: Arc<AtomicI32>,
+    fired: Arc<AtomicBool>,
+}
+
+impl Brain for KillWorker {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid > 0 && !self.fired.load(Ordering::SeqCst) && worker_unit(request).as_deref() == Some("b") {
+            self.fired.store(true, Ordering::SeqCst);
+            // SAFETY: signals a worker process this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return Reply::Hang;
+        }
+        self.inner.respond(request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_worker_killed_in_a_unit_is_taken_over_and_every_unit_merges_once() {
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let pid = Arc::new(AtomicI32::new(0));
+    let fired = Arc::new(AtomicBool::new(false));
+    let brain = KillWorker {
+        inner: ScriptedMission::new(script()),
+        pid: pid.clone(),
+        fired: fired.clone(),
+    };
+    let server = FakeServer::start(brain, FakeOptions::default())
+        .await
+        .expect("fake server");
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let running = start(commander(&schema, &remote), &server, &repo);
+    let first = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    pid.store(first.id().expect("pid") as i32, Ordering::SeqCst);
+    let first = finish(first).await;
+    assert_eq!(
+        first.code, None,
+        "the first worker dies by the signal: {}",
+        first.stderr
+    );
+    assert!(fired.load(Ordering::SeqCst));
+
+    // Another host's worker takes its units over once their leases expire.
+    let second = start(
+        worker(&schema, "host-w2", &hosts.path().join("w2")),
+        &server,
+        &repo,
+    );
+    let done = finish(running).await;
+    let second = stop(second).await;
+    assert_eq!(
+        done.code,
+        Some(0),
+        "{}\n{}\nw2: {}",
+        done.stdout,
+        done.stderr,
+        second.stderr
+    );
+    assert_result_on_the_users_branch(&repo);
+    assert_eq!(merge_commits(&repo), once_each());
+    let notices = done.notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.starts_with("b: taken over by worker pid") && n.contains("host-w2")),
+        "{notices:?}"
+    );
+    // The new holder started b afresh in a session of its own.
+    let sessions = worker_sessions(&done);
+    assert!(sessions.iter().any(|s| s.starts_with("b@t2/")), "{sessions:?}");
+    let merged: Vec<String> = done
+        .events_of("merged")
+        .iter()
+        .filter_map(|e| e["unit"].as_str().map(str::to_string))
+        .collect();
+    let mut sorted = merged.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["a", "b", "c"], "{merged:?}");
+}
+
+#[tokio::test]
+async fn external_workers_need_a_remote_and_a_postgres_store() {
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let server = fake(script()).await;
+    let no_remote = Run::task("x")
+        .arg("--workers")
+        .arg("external")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    no_remote.assert_code(2);
+    assert!(
+        no_remote.stderr.contains("needs --remote"),
+        "{}",
+        no_remote.stderr
+    );
+    let remote = SharedRemote::new();
+    let sqlite = Run::task("x")
+        .arg("--workers")
+        .arg("external")
+        .arg("--remote")
+        .arg(remote.url())
+        .openai(&server)
+        .run(&repo)
+        .await;
+    sqlite.assert_code(2);
+    assert!(
+        sqlite.stderr.contains("needs a PostgreSQL store"),
+        "{}",
+        sqlite.stderr
+    );
+    let worker = Run::cmd(&["worker"]).run(&repo).await;
+    worker.assert_code(2);
+    assert!(worker.stderr.contains("PostgreSQL store"), "{}", worker.stderr);
+    assert!(requests_of(&server, "worker").is_empty(), "no model was called");
+}

@@ -1,0 +1,272 @@
+//! The commander's side of external workers (issue #20): each unit is offered to the store's work
+//! queue with the commit it starts from published on the shared remote; one poller follows the
+//! mission's queue, relays each unit's events from its holder into the mission's log (the commander
+//! stays its one writer) and hands each waiting unit its result.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use orchestrator_git::{Push, Repo};
+use orchestrator_protocol::Event;
+use orchestrator_store::{Store, UnitKey, UnitOffer, UnitState, WorkUnit};
+use tokio::sync::oneshot;
+
+use crate::events::EventBus;
+use crate::ticket::{integration_ref, relay_session, relayed, Ticket};
+
+/// How often the queue is read while units are out. Short against a unit's minutes, long enough
+/// that a mission of hundreds of units costs the store a few queries a second.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Every queue row has attempt 1: a retry is a new unit (`<id>-r2`), not a new attempt of it.
+pub(crate) const OFFER_ATTEMPT: u32 = 1;
+
+pub(crate) struct Offers {
+    store: Arc<Store>,
+    mission: String,
+    remote: String,
+    repo: Repo,
+    bus: EventBus,
+    waiting: Mutex<BTreeMap<String, Waiting>>,
+    /// The integration commit last pushed to the remote, once this run has pushed or read it.
+    published: tokio::sync::Mutex<Option<String>>,
+}
+
+/// A unit out with the workers.
+struct Waiting {
+    done: Option<oneshot::Sender<WorkUnit>>,
+    /// The holder's token whose events are relayed, and how many of them were.
+    token: i64,
+    relayed: usize,
+}
+
+impl Offers {
+    /// The mission's offers, and the poller that serves them (it ends with the last handle).
+    pub(crate) fn start(
+        store: Arc<Store>,
+        mission: &str,
+        remote: &str,
+        repo: Repo,
+        bus: EventBus,
+    ) -> Arc<Offers> {
+        let offers = Arc::new(Offers {
+            store,
+            mission: mission.to_string(),
+            remote: remote.to_string(),
+            repo,
+            bus,
+            waiting: Mutex::new(BTreeMap::new()),
+            published: tokio::sync::Mutex::new(None),
+        });
+        tokio::spawn(poll(Arc::downgrade(&offers)));
+        offers
+    }
+
+    /// Sets how many of the mission's units all workers together may hold at once.
+    pub(crate) fn set_max_parallel(&self, n: usize) -> Result<(), String> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.store
+            .set_max_parallel(&self.mission, n)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Makes `commit` reachable on the remote through the mission's integration ref. The ref only
+    /// moves forward and is compare and swap: a commit the published one already contains is not
+    /// pushed again, and a ref someone else moved is an error, never overwritten.
+    pub(crate) async fn publish(&self, commit: &str) -> Result<(), String> {
+        let mut published = self.published.lock().await;
+        let name = integration_ref(&self.mission);
+        if published.is_none() {
+            *published = self
+                .repo
+                .remote_ref(&self.remote, &name)
+                .await
+                .map_err(|e| format!("cannot read {name} on {}: {e}", self.remote))?;
+        }
+        if let Some(there) = published.as_deref() {
+            if there == commit || self.repo.is_ancestor(commit, there).await.unwrap_or(false) {
+                return Ok(());
+            }
+        }
+        let pushed = self
+            .repo
+            .push_with_lease(&self.remote, commit, &name, published.as_deref())
+            .await
+            .map_err(|e| format!("cannot push to {}: {e}", self.remote))?;
+        match pushed {
+            Push::Done => {
+                *published = Some(commit.to_string());
+                Ok(())
+            }
+            Push::Rejected(why) => {
+                // Read again next time: whoever moved it, this run must not push blind.
+                *published = None;
+                Err(format!(
+                    "{} refused {name} (it moved since this commander read it; is another commander \
+                     running the mission?): {why}",
+                    self.remote
+                ))
+            }
+        }
+    }
+
+    /// Offers the unit (again, after a resume: then the queue keeps the first offer and its row's
+    /// state) and returns what receives its row once a worker finished it.
+    pub(crate) fn offer(&self, ticket: &Ticket) -> Result<oneshot::Receiver<WorkUnit>, String> {
+        let payload = serde_json::to_value(ticket).map_err(|e| e.to_string())?;
+        let offer = UnitOffer {
+            key: self.key(&ticket.unit.id),
+            payload,
+        };
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert(
+            ticket.unit.id.clone(),
+            Waiting {
+                done: Some(tx),
+                token: 0,
+                relayed: 0,
+            },
+        );
+        if let Err(e) = self.store.offer_unit(&offer) {
+            lock(&self.waiting).remove(&ticket.unit.id);
+            return Err(format!("cannot offer the unit to the workers: {e}"));
+        }
+        Ok(rx)
+    }
+
+    /// Stops waiting for `unit` (its wait was cancelled); its row stays for a resume.
+    pub(crate) fn forget(&self, unit: &str) {
+        lock(&self.waiting).remove(unit);
+    }
+
+    /// Fetches a worker's pushed ref into the local branch `branch` and returns the commit there.
+    pub(crate) async fn fetch(&self, pushed_ref: &str, branch: &str) -> Result<String, String> {
+        let spec = format!("+{pushed_ref}:refs/heads/{branch}");
+        self.repo
+            .fetch_refs(&self.remote, &[spec])
+            .await
+            .map_err(|e| format!("cannot fetch {pushed_ref} from {}: {e}", self.remote))?;
+        self.repo
+            .rev_parse(&format!("refs/heads/{branch}"))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn key(&self, unit: &str) -> UnitKey {
+        UnitKey {
+            mission: self.mission.clone(),
+            unit: unit.to_string(),
+            attempt: OFFER_ATTEMPT,
+        }
+    }
+
+    /// One look at the queue: new holders announced, their events relayed, finished units handed
+    /// their rows. Blocking store calls: run off the async threads.
+    fn poll_once(&self) -> Result<(), orchestrator_store::StoreError> {
+        if lock(&self.waiting).is_empty() {
+            return Ok(());
+        }
+        for row in self.store.work_units(&self.mission)? {
+            self.follow(row)?;
+        }
+        Ok(())
+    }
+
+    fn follow(&self, row: WorkUnit) -> Result<(), orchestrator_store::StoreError> {
+        let unit = row.key.unit.clone();
+        let (token, from) = match lock(&self.waiting).get(&unit) {
+            Some(w) => (w.token, w.relayed),
+            None => return Ok(()),
+        };
+        if row.token == 0 {
+            return Ok(()); // not claimed yet
+        }
+        let (token, from) = if row.token != token {
+            self.announce_holder(&row, token);
+            (row.token, 0)
+        } else {
+            (token, from)
+        };
+        let relayed_now = self.relay(&unit, token, from)?;
+        let finished = matches!(row.state, UnitState::Done | UnitState::Failed);
+        let mut waiting = lock(&self.waiting);
+        let Some(entry) = waiting.get_mut(&unit) else {
+            return Ok(());
+        };
+        entry.token = token;
+        entry.relayed = from + relayed_now;
+        if finished {
+            if let Some(done) = entry.done.take() {
+                let _ = done.send(row);
+            }
+            waiting.remove(&unit);
+        }
+        Ok(())
+    }
+
+    /// Who took the unit: the first claim, or a take-over after the holder's lease expired.
+    fn announce_holder(&self, row: &WorkUnit, before: i64) {
+        let who = row
+            .holder
+            .as_ref()
+            .map(|h| {
+                format!(
+                    "{} on {}",
+                    crate::leader::shown(&h.id),
+                    crate::leader::shown(&h.host)
+                )
+            })
+            .unwrap_or_else(|| "a worker".into());
+        let message = if before == 0 {
+            format!("{}: taken by {who} (token {})", row.key.unit, row.token)
+        } else {
+            format!(
+                "{}: taken over by {who} (token {}) after the lease of token {before} expired; its work starts again",
+                row.key.unit, row.token
+            )
+        };
+        self.bus.emit(Event::Notice { message });
+    }
+
+    /// Emits the holder's events written since `from`; returns how many were read.
+    fn relay(&self, unit: &str, token: i64, from: usize) -> Result<usize, orchestrator_store::StoreError> {
+        let session = relay_session(unit, token);
+        let messages = self.store.messages_from(&self.mission, &session, from)?;
+        let mut read = 0;
+        for (idx, value) in messages {
+            // Positions are written in order by one holder; a gap would be read next time.
+            if idx != from + read {
+                break;
+            }
+            read += 1;
+            match serde_json::from_value::<Event>(value) {
+                Ok(event) if relayed(&event) => self.bus.emit(event),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("an unreadable event from the holder of {unit}: {e}"),
+            }
+        }
+        Ok(read)
+    }
+}
+
+/// The poller: follows the queue while the offers exist.
+async fn poll(offers: Weak<Offers>) {
+    loop {
+        tokio::time::sleep(POLL).await;
+        let Some(strong) = offers.upgrade() else {
+            return;
+        };
+        let looked = tokio::task::spawn_blocking(move || strong.poll_once()).await;
+        match looked {
+            Ok(Ok(())) => {}
+            // The next look may succeed; the store's outage is the leader lease's to judge.
+            Ok(Err(e)) => tracing::warn!("cannot read the work queue: {e}"),
+            Err(e) => tracing::warn!("the work queue poller failed: {e}"),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,151 @@
+//! A unit run by an external worker (`--workers external`, issue #20): the commander publishes
+//! its base, offers it, waits for the result while the worker's events are relayed into the log,
+//! then fetches the reviewed commit and merges it as if its own worker had built it.
+
+use orchestrator_protocol::UnitState;
+use orchestrator_store::UnitState as QueueState;
+
+use super::unit::Reviewed;
+use super::{MergeTarget, UnitOutcome, UnitRun};
+use crate::offers::Offers;
+use crate::session::Slot;
+use crate::ticket::{Ticket, TicketResult, VerifyCommands, TICKET_VERSION};
+
+impl UnitRun {
+    pub(super) async fn execute_offered(
+        &self,
+        offers: &Offers,
+        target: &MergeTarget,
+        slot: &mut Slot,
+    ) -> UnitOutcome {
+        let mission = &self.mission;
+        let base = target.head();
+        if let Err(e) = offers.publish(&base).await {
+            // Not the unit's fault: it is offered again when the mission is resumed.
+            return UnitOutcome {
+                reason: Some(format!("the unit's base could not be published: {e}")),
+                ..UnitOutcome::interrupted(&self.unit)
+            };
+        }
+        let ticket = self.ticket(base);
+        self.state(UnitState::Queued, 0, Some("offered to the workers".into()));
+        let done = match offers.offer(&ticket) {
+            Ok(done) => done,
+            Err(e) => {
+                return UnitOutcome {
+                    reason: Some(e),
+                    ..UnitOutcome::interrupted(&self.unit)
+                }
+            }
+        };
+        let row = tokio::select! {
+            row = done => row,
+            // The worker goes on; a resumed commander finds its result in the queue.
+            _ = mission.rt.cancel.cancelled() => {
+                offers.forget(&self.unit.id);
+                return UnitOutcome::interrupted(&self.unit);
+            }
+        };
+        let Ok(row) = row else {
+            return UnitOutcome::interrupted(&self.unit);
+        };
+        let result = row
+            .result
+            .clone()
+            .and_then(|value| serde_json::from_value::<TicketResult>(value).ok());
+        let Some(result) = result else {
+            let state = if row.state == QueueState::Done {
+                "done"
+            } else {
+                "failed"
+            };
+            return self.failed(
+                format!("the worker reported the unit {state} without a readable result"),
+                String::new(),
+            );
+        };
+        if result.interrupted {
+            return UnitOutcome {
+                reason: result.reason,
+                ..UnitOutcome::interrupted(&self.unit)
+            };
+        }
+        if !result.passed {
+            let mut outcome = self.failed(result.reason.unwrap_or_else(|| "failed".into()), result.summary);
+            outcome.findings = result.findings;
+            return outcome;
+        }
+        self.merge_pushed(offers, slot, target, result).await
+    }
+
+    /// Fetches what the worker pushed and merges it, if it is the commit its result names.
+    async fn merge_pushed(
+        &self,
+        offers: &Offers,
+        slot: &mut Slot,
+        target: &MergeTarget,
+        result: TicketResult,
+    ) -> UnitOutcome {
+        let (Some(commit), Some(pushed_ref)) = (result.commit, result.pushed_ref) else {
+            return self.failed(
+                "the worker reported a pass without naming its commit and ref",
+                result.summary,
+            );
+        };
+        let branch = self.mission.branch(&self.unit.id);
+        match offers.fetch(&pushed_ref, &branch).await {
+            Ok(fetched) if fetched == commit => {}
+            Ok(fetched) => {
+                return self.failed(
+                    format!(
+                        "the worker's result names {} but {pushed_ref} holds {}; nothing was merged",
+                        crate::verify::short(&commit),
+                        crate::verify::short(&fetched)
+                    ),
+                    result.summary,
+                )
+            }
+            Err(e) => {
+                return UnitOutcome {
+                    reason: Some(e),
+                    ..UnitOutcome::interrupted(&self.unit)
+                }
+            }
+        }
+        let reviewed = Reviewed {
+            summary: result.summary,
+            commit: Some(commit),
+        };
+        let outcome = self.merge_reviewed(slot, target, &branch, reviewed).await;
+        if !outcome.interrupted {
+            self.mission.branch_done(branch);
+        }
+        outcome
+    }
+
+    fn ticket(&self, base: String) -> Ticket {
+        let mission = &self.mission;
+        let verifier = &mission.verifier;
+        let spent = mission.rt.bus.usage().total();
+        Ticket {
+            version: TICKET_VERSION,
+            objective: mission.objective.clone(),
+            unit: self.unit.clone(),
+            round: self.round,
+            base,
+            remote: mission.config.remote.clone().unwrap_or_default(),
+            context: mission.context.clone(),
+            verify: VerifyCommands {
+                install: verifier.install.clone(),
+                build: verifier.build.clone(),
+                lint: verifier.lint.clone(),
+                test: verifier.test.clone(),
+            },
+            settings: mission.settings.clone(),
+            budget_left: mission
+                .rt
+                .budget_tokens
+                .map(|budget| budget.saturating_sub(spent)),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! `orchestrator worker` (issue #20): a process on any host that claims units of any mission from
+//! a PostgreSQL store, builds each in a worktree of its own copy of the mission's shared remote
+//! (worker session, verification, unit review), pushes the reviewed commit, and reports back
+//! through the store. The commander merges; a worker never writes the integration branch.
+//!
+//! Each unit is held by a lease the worker renews every third of its length. A renewal refused
+//! (another worker took the unit over after the lease expired) or failing for two thirds of the
+//! lease stops the unit's sessions at once: its work is someone else's now, and nothing more of it
+//! is written or pushed.
+
+mod unit;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orchestrator_store::{Holder, Store};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{EngineError, Result};
+
+/// How often an idle worker looks for work.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// The most units one worker process runs at once.
+pub const MAX_SLOTS: usize = 500;
+
+/// What `orchestrator worker` was asked to do.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The PostgreSQL store the commanders offer units in.
+    pub store_url: String,
+    /// How many units at once, at most.
+    pub slots: usize,
+    /// Where the worker keeps its copies of the remotes and the units' worktrees.
+    pub workdir: PathBuf,
+    /// How long a unit's lease lasts unless renewed.
+    pub lease: Duration,
+    /// Stop once no unit is running and none is left to claim (for scripts and tests).
+    pub until_idle: bool,
+}
+
+/// What a worker did, for its last words.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerReport {
+    pub units: usize,
+    pub passed: usize,
+    pub failed: usize,
+    /// Units whose lease was taken over, or given back on a stop.
+    pub let_go: usize,
+}
+
+/// How one unit's run ended for the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnitEnd {
+    Passed,
+    Failed,
+    LetGo,
+}
+
+/// Runs the worker until `cancel` (or, with `until_idle`, until there is no work).
+pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Result<WorkerReport> {
+    check(&options)?;
+    tokio::fs::create_dir_all(&options.workdir)
+        .await
+        .map_err(|e| EngineError::io(format!("cannot make {}", options.workdir.display()), e))?;
+    let workdir = std::fs::canonicalize(&options.workdir)
+        .map_err(|e| EngineError::io(format!("cannot open {}", options.workdir.display()), e))?;
+    // Scope "": this handle only lists the repositories with work; each gets a handle of its own.
+    let index = open(&options.store_url, "")?;
+    let holder = Holder {
+        id: format!("worker pid {}", std::process::id()),
+        host: crate::leader::this_host(),
+    };
+    let mut handles: BTreeMap<String, Arc<Store>> = BTreeMap::new();
+    let mut running: JoinSet<(String, UnitEnd)> = JoinSet::new();
+    let mut per_repo: BTreeMap<String, usize> = BTreeMap::new();
+    let mut report = WorkerReport::default();
+    let units_cancel = CancellationToken::new();
+    let mirrors = Arc::new(unit::Mirrors::default());
+    let who = format!("{} on {}", holder.id, holder.host);
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let free = options.slots.saturating_sub(running.len());
+        let mut claimed_any = false;
+        if free > 0 {
+            let repos = blocking({
+                let index = index.clone();
+                move || index.repos_with_work()
+            })
+            .await;
+            let repos = match repos {
+                Ok(repos) => repos,
+                Err(e) => {
+                    tracing::warn!("cannot read the work queue: {e}");
+                    Vec::new()
+                }
+            };
+            let mut free = free;
+            for repo in repos {
+                if free == 0 {
+                    break;
+                }
+                let store = match handles.get(&repo) {
+                    Some(store) => store.clone(),
+                    None => {
+                        let store = open(&options.store_url, &repo)?;
+                        handles.insert(repo.clone(), store.clone());
+                        store
+                    }
+                };
+                // The store counts the leases this worker holds in the repository already.
+                let held = per_repo.get(&repo).copied().unwrap_or(0);
+                let claim = {
+                    let (store, holder, lease) = (store.clone(), holder.clone(), options.lease);
+                    blocking(move || store.claim_units(&holder, held + free, lease)).await
+                };
+                let claimed = match claim {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::warn!("cannot claim units: {e}");
+                        continue;
+                    }
+                };
+                // The store counts live leases; one of ours that expired is not counted, so a
+                // claim can bring more than the free slots: those go straight back.
+                let mut claimed = claimed;
+                let extra = claimed.split_off(claimed.len().min(free));
+                for unit in extra {
+                    let (store, fence) = (store.clone(), unit.fence.clone());
+                    if let Err(e) = blocking(move || store.release_unit(&fence)).await {
+                        tracing::warn!(
+                            "{}: could not be given back ({e}); its lease expires",
+                            unit.fence.key
+                        );
+                    }
+                }
+                for unit in claimed {
+                    claimed_any = true;
+                    free -= 1;
+                    report.units += 1;
+                    *per_repo.entry(repo.clone()).or_default() += 1;
+                    let job = unit::ClaimedJob {
+                        store: store.clone(),
+                        claimed: unit,
+                        workdir: workdir.clone(),
+                        lease: options.lease,
+                        stop: units_cancel.child_token(),
+                        mirrors: mirrors.clone(),
+                        who: who.clone(),
+                    };
+                    let repo = repo.clone();
+                    running.spawn(async move { (repo, job.run().await) });
+                }
+            }
+        }
+        if options.until_idle && running.is_empty() && !claimed_any {
+            break;
+        }
+        let wait = if claimed_any { Duration::ZERO } else { IDLE_POLL };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                count(done, &mut report, &mut per_repo);
+            }
+        }
+    }
+    // A stop: the units running are given back (ready for another worker) once their sessions end.
+    units_cancel.cancel();
+    while let Some(done) = running.join_next().await {
+        count(done, &mut report, &mut per_repo);
+    }
+    Ok(report)
+}
+
+fn count(
+    done: std::result::Result<(String, UnitEnd), tokio::task::JoinError>,
+    report: &mut WorkerReport,
+    per_repo: &mut BTreeMap<String, usize>,
+) {
+    let Ok((repo, end)) = done else {
+        report.let_go += 1;
+        return;
+    };
+    if let Some(n) = per_repo.get_mut(&repo) {
+        *n = n.saturating_sub(1);
+    }
+    match end {
+        UnitEnd::Passed => report.passed += 1,
+        UnitEnd::Failed => report.failed += 1,
+        UnitEnd::LetGo => report.let_go += 1,
+    }
+}
+
+fn check(options: &WorkerOptions) -> Result<()> {
+    if !(1..=MAX_SLOTS).contains(&options.slots) {
+        return Err(EngineError::Usage(format!(
+            "--slots {} is out of range: give 1 to {MAX_SLOTS}",
+            options.slots
+        )));
+    }
+    if !options.store_url.starts_with("postgres://") && !options.store_url.starts_with("postgresql://") {
+        return Err(EngineError::Usage(
+            "`orchestrator worker` needs the missions' PostgreSQL store: --store postgres://… (or \
+             ORCHESTRATOR_STORE_URL); a SQLite store is one machine's, whose commander runs its own units"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn open(url: &str, repo: &str) -> Result<Arc<Store>> {
+    Store::open_postgres(url, repo)
+        .map(Arc::new)
+        .map_err(|e| EngineError::Usage(e.to_string()))
+}
+
+/// Runs a blocking store call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> orchestrator_store::Result<T> + Send + 'static,
+) -> orchestrator_store::Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(e) => Err(orchestrator_store::StoreError::Refused {
+            what: "a store call".into(),
+            reason: e.to_string(),
+        }),
+    }
+}
