@@ -31,6 +31,8 @@ pub(crate) struct Offers {
     waiting: Mutex<BTreeMap<String, Waiting>>,
     /// The integration commit last pushed to the remote, once this run has pushed or read it.
     published: tokio::sync::Mutex<Option<String>>,
+    /// How far earlier runs relayed each holder's events (by unit and token).
+    relayed_before: BTreeMap<(String, i64), usize>,
 }
 
 /// A unit out with the workers.
@@ -49,6 +51,7 @@ impl Offers {
         remote: &str,
         repo: Repo,
         bus: EventBus,
+        relayed_before: BTreeMap<(String, i64), usize>,
     ) -> Arc<Offers> {
         let offers = Arc::new(Offers {
             store,
@@ -58,6 +61,7 @@ impl Offers {
             bus,
             waiting: Mutex::new(BTreeMap::new()),
             published: tokio::sync::Mutex::new(None),
+            relayed_before,
         });
         tokio::spawn(poll(Arc::downgrade(&offers)));
         offers
@@ -183,12 +187,25 @@ impl Offers {
             return Ok(()); // not claimed yet
         }
         let (token, from) = if row.token != token {
-            self.announce_holder(&row, token);
-            (row.token, 0)
+            match self.relayed_before.get(&(unit.clone(), row.token)) {
+                // An earlier run announced this holder and logged its events this far.
+                Some(upto) => (row.token, *upto),
+                None => {
+                    self.announce_holder(&row, token);
+                    (row.token, 0)
+                }
+            }
         } else {
             (token, from)
         };
         let relayed_now = self.relay(&unit, token, from)?;
+        if relayed_now > 0 {
+            self.bus.emit(Event::EventsRelayed {
+                unit: unit.clone(),
+                token,
+                upto: from + relayed_now,
+            });
+        }
         let finished = matches!(row.state, UnitState::Done | UnitState::Failed);
         let mut waiting = lock(&self.waiting);
         let Some(entry) = waiting.get_mut(&unit) else {

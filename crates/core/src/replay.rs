@@ -147,6 +147,8 @@ pub struct Replay {
     pub order: Vec<String>,
     /// Every hook run, in order.
     pub hooks: Vec<HookRun>,
+    /// External workers: how far each unit holder's events (by unit and token) are in the log.
+    pub relayed: BTreeMap<(String, i64), usize>,
 }
 
 impl Replay {
@@ -170,6 +172,9 @@ impl Replay {
             }
             Event::PreScanFinished { build, test, .. } => self.verify = Some((build.clone(), test.clone())),
             Event::DiscoveryFinished { context } => self.context = Some(context.clone()),
+            Event::EventsRelayed { unit, token, upto } => {
+                self.relayed.insert((unit.clone(), *token), *upto);
+            }
             Event::BaselineVerified { baseline } => self.baseline = Some(baseline.clone()),
             Event::PlanAccepted { round, units } => {
                 self.plans.insert(*round, units.clone());

@@ -288,6 +288,14 @@ pub enum Event {
         #[serde(flatten)]
         run: HookRun,
     },
+    /// The commander took the events of an external worker's unit into the log (they precede
+    /// this), up to position `upto` of what the unit's holder with fencing token `token` wrote: where
+    /// a resumed commander goes on reading, so nothing is logged (or its usage counted) twice.
+    EventsRelayed {
+        unit: String,
+        token: i64,
+        upto: usize,
+    },
     /// A warning a person should see (e.g. the user's branch could not be fast-forwarded).
     Notice {
         message: String,

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use orchestrator_fake_model::script::{worker_unit, ScriptedMission};
 use orchestrator_fake_model::{Brain, FakeOptions, FakeServer, Reply, SeenRequest};
+use orchestrator_protocol::Event;
+use orchestrator_store::Store;
 use orchestrator_test_support::pg::{fresh_schema, TestSchema};
 
 use super::durability::script;
@@ -335,4 +337,97 @@ async fn external_workers_need_a_remote_and_a_postgres_store() {
     worker.assert_code(2);
     assert!(worker.stderr.contains("PostgreSQL store"), "{}", worker.stderr);
     assert!(requests_of(&server, "worker").is_empty(), "no model was called");
+}
+
+/// Waits until the mission's log holds an event of a worker session of unit b, b not merged yet.
+async fn wait_for_b_relayed(repo: &TestRepo, schema: &TestSchema) -> bool {
+    let scope = std::fs::canonicalize(repo.path()).expect("repo path");
+    let url = schema.url.clone();
+    let scope = scope.display().to_string();
+    for _ in 0..600 {
+        let (url, scope) = (url.clone(), scope.clone());
+        let seen = tokio::task::spawn_blocking(move || {
+            let Ok(store) = Store::open_postgres(&url, &scope) else {
+                return (false, false);
+            };
+            let Ok(Some(mission)) = store.latest_mission() else {
+                return (false, false);
+            };
+            let events = store.events_after(&mission.id, None).unwrap_or_default();
+            let started = events.iter().any(|e| {
+                matches!(&e.event, Event::SessionStarted { session, .. } if session.starts_with("b@t1/"))
+            });
+            let merged = events
+                .iter()
+                .any(|e| matches!(&e.event, Event::Merged { unit, .. } if unit == "b"));
+            (started, merged)
+        })
+        .await
+        .expect("looks");
+        match seen {
+            (true, false) => return true,
+            (_, true) => return false,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_commander_killed_while_workers_build_is_resumed_and_logs_each_event_once() {
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    // Slow model calls, so the kill lands while b is being built and part of its events are logged.
+    let options = FakeOptions {
+        latency: Duration::from_millis(300),
+        ..FakeOptions::default()
+    };
+    let server = fake_with(script(), options).await;
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let running = start(commander(&schema, &remote), &server, &repo);
+    let w1 = start(worker(&schema, "host-w1", &hosts.path().join("w1")), &server, &repo);
+    assert!(
+        wait_for_b_relayed(&repo, &schema).await,
+        "b's worker session was never logged before b merged"
+    );
+    // SAFETY: signals the commander process this test started.
+    unsafe { libc::kill(running.id().expect("pid") as i32, libc::SIGKILL) };
+    let killed = finish(running).await;
+    assert_eq!(killed.code, None, "the commander dies by the signal: {}", killed.stderr);
+
+    // The stored settings bring the external workers back; the worker kept its units.
+    let resumed = Run::cmd(&["resume", "--json"])
+        .arg("--store")
+        .arg(&schema.url)
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let w1 = stop(w1).await;
+    assert_eq!(resumed.code, Some(0), "{}\n{}\nw1: {}", resumed.stdout, resumed.stderr, w1.stderr);
+    assert_result_on_the_users_branch(&repo);
+    assert_eq!(merge_commits(&repo), once_each());
+
+    // Every worker session is in the log once, though two commanders shared the relaying of b's.
+    let logs = Run::cmd(&["logs", "--json"]).arg("--store").arg(&schema.url).run(&repo).await;
+    logs.assert_code(0);
+    let mut sessions: Vec<String> = logs
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "session_started" && e["role"] == "worker")
+        .filter_map(|e| e["session"].as_str().map(str::to_string))
+        .collect();
+    let all = sessions.len();
+    sessions.sort();
+    sessions.dedup();
+    assert_eq!(sessions.len(), all, "a worker session was logged twice: {}", logs.stdout);
+    assert!(sessions.iter().any(|s| s.starts_with("b@t1/")), "{sessions:?}");
+    for unit in ["a", "c"] {
+        assert!(sessions.iter().any(|s| s.starts_with(&format!("{unit}@t"))), "{unit}: {sessions:?}");
+    }
 }

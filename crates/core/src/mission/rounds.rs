@@ -148,7 +148,7 @@ pub(super) async fn drive(
         baseline: Some(baseline),
     };
     verifier_notice(&rt, &verifier);
-    let offers = external_offers(id, setup, &rt, &config)?;
+    let offers = external_offers(id, setup, &rt, &config, replay.relayed.clone())?;
     let mission = Arc::new(Mission {
         id: id.to_string(),
         objective: setup.objective.clone(),
@@ -176,13 +176,19 @@ pub(super) async fn drive(
 }
 
 /// `--workers external`: the queue the units go to, as many at once as `--max-parallel` says.
-fn external_offers(id: &str, setup: &Setup, rt: &Runtime, config: &Config) -> Result<Option<Arc<Offers>>> {
+fn external_offers(
+    id: &str,
+    setup: &Setup,
+    rt: &Runtime,
+    config: &Config,
+    relayed: BTreeMap<(String, i64), usize>,
+) -> Result<Option<Arc<Offers>>> {
     let (orchestrator_protocol::Workers::External, Some(remote), Some(store)) =
         (config.workers, &config.remote, &rt.store)
     else {
         return Ok(None);
     };
-    let offers = Offers::start(store.clone(), id, remote, setup.repo.clone(), rt.bus.clone());
+    let offers = Offers::start(store.clone(), id, remote, setup.repo.clone(), rt.bus.clone(), relayed);
     offers
         .set_max_parallel(config.max_parallel)
         .map_err(EngineError::Other)?;
