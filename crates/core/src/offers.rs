@@ -13,11 +13,15 @@ use orchestrator_store::{Store, UnitKey, UnitOffer, UnitState, WorkUnit};
 use tokio::sync::oneshot;
 
 use crate::events::EventBus;
-use crate::ticket::{integration_ref, relay_session, relayed, Ticket};
+use crate::ticket::{integration_ref, relay_session, relayable, Ticket};
 
 /// How often the queue is read while units are out. Short against a unit's minutes, long enough
 /// that a mission of hundreds of units costs the store a few queries a second.
 const POLL: Duration = Duration::from_millis(250);
+
+/// The most events taken from one holder per look: a worker that floods its relay is followed
+/// at this pace instead of being read into memory at once.
+const RELAY_BATCH: usize = 500;
 
 /// Every queue row has attempt 1: a retry is a new unit (`<id>-r2`), not a new attempt of it.
 pub(crate) const OFFER_ATTEMPT: u32 = 1;
@@ -144,6 +148,14 @@ impl Offers {
         lock(&self.waiting).remove(unit);
     }
 
+    /// The commit `name` holds on the remote, if it exists there.
+    pub(crate) async fn remote_commit(&self, name: &str) -> Result<Option<String>, String> {
+        self.repo
+            .remote_ref(&self.remote, name)
+            .await
+            .map_err(|e| format!("cannot read {name} on {}: {e}", self.remote))
+    }
+
     /// Fetches a worker's pushed ref into the local branch `branch` and returns the commit there.
     pub(crate) async fn fetch(&self, pushed_ref: &str, branch: &str) -> Result<String, String> {
         let spec = format!("+{pushed_ref}:refs/heads/{branch}");
@@ -249,7 +261,9 @@ impl Offers {
     /// Emits the holder's events written since `from`; returns how many were read.
     fn relay(&self, unit: &str, token: i64, from: usize) -> Result<usize, orchestrator_store::StoreError> {
         let session = relay_session(unit, token);
-        let messages = self.store.messages_from(&self.mission, &session, from)?;
+        let messages = self
+            .store
+            .messages_from(&self.mission, &session, from, RELAY_BATCH)?;
         let mut read = 0;
         for (idx, value) in messages {
             // Positions are written in order by one holder; a gap would be read next time.
@@ -258,8 +272,8 @@ impl Offers {
             }
             read += 1;
             match serde_json::from_value::<Event>(value) {
-                Ok(event) if relayed(&event) => self.bus.emit(event),
-                Ok(_) => {}
+                Ok(event) if relayable(&event, unit, token) => self.bus.emit(event),
+                Ok(event) => tracing::debug!("not relayed from the holder of {unit}: {event:?}"),
                 Err(e) => tracing::warn!("an unreadable event from the holder of {unit}: {e}"),
             }
         }

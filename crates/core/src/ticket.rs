@@ -81,14 +81,90 @@ pub(crate) fn relay_session(unit: &str, token: i64) -> String {
     format!("relay:{unit}@t{token}")
 }
 
-/// Whether a worker's event goes into the mission's log: its local branch and its own traffic
-/// figures mean nothing there.
-pub(crate) fn relayed(event: &Event) -> bool {
-    !matches!(
-        event,
-        Event::UnitPrepared { .. }
-            | Event::ModelTraffic { .. }
-            | Event::MissionFinished { .. }
-            | Event::ProjectFiles { .. }
-    )
+/// The prefix of every session id of the holder of `unit` with `token` (see
+/// `Runtime::for_leased_unit`).
+pub(crate) fn session_prefix(unit: &str, token: i64) -> String {
+    format!("{unit}@t{token}/")
+}
+
+/// Whether an event a unit's holder relayed goes into the mission's log: only what a worker's run
+/// of that unit emits — its sessions (by their prefix), the unit's states short of the merge, its
+/// evidence, reviews and hooks, notices. Anything else (another unit's events, a merge, a plan, the
+/// mission's end) is the commander's alone to say, whatever a worker wrote.
+pub(crate) fn relayable(event: &Event, unit: &str, token: i64) -> bool {
+    use orchestrator_protocol::UnitState as S;
+    let prefix = session_prefix(unit, token);
+    let of_unit = |u: &Option<String>| u.as_deref() == Some(unit);
+    match event {
+        Event::SessionStarted { session, .. }
+        | Event::ModelCall { session, .. }
+        | Event::ToolCalled { session, .. }
+        | Event::SessionFinished { session, .. }
+        | Event::Compacted { session, .. } => session.starts_with(&prefix),
+        Event::UnitState { unit: u, state, .. } => {
+            u == unit && matches!(state, S::Running | S::Verifying | S::Reviewing)
+        }
+        Event::EvidenceRecorded { unit: u, .. } | Event::ReviewFinished { unit: u, .. } => of_unit(u),
+        Event::HookRan { run } => of_unit(&run.unit),
+        Event::Notice { .. } => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orchestrator_protocol::{Role, TokenUsage, UnitState};
+
+    #[test]
+    fn only_the_holders_own_unit_events_are_relayed() {
+        let session = |id: &str| Event::SessionStarted {
+            session: id.into(),
+            role: Role::Worker,
+            unit: Some("a".into()),
+            model: "m".into(),
+            sandbox: None,
+        };
+        assert!(relayable(&session("a@t2/worker-1"), "a", 2));
+        // Another holder's, another unit's, or an unprefixed (a commander's) session: not relayed.
+        assert!(!relayable(&session("a@t1/worker-1"), "a", 2));
+        assert!(!relayable(&session("b@t2/worker-1"), "a", 2));
+        assert!(!relayable(&session("worker-1"), "a", 2));
+        let call = Event::ModelCall {
+            session: "a@t2/reviewer-2".into(),
+            role: Role::Reviewer,
+            model: "m".into(),
+            usage: TokenUsage::default(),
+            cost_usd: None,
+            duration_ms: 1,
+            constraint: None,
+        };
+        assert!(relayable(&call, "a", 2));
+        let state = |unit: &str, state| Event::UnitState {
+            unit: unit.into(),
+            state,
+            attempt: 1,
+            detail: None,
+        };
+        assert!(relayable(&state("a", UnitState::Verifying), "a", 2));
+        assert!(
+            !relayable(&state("a", UnitState::Passed), "a", 2),
+            "the commander says passed"
+        );
+        assert!(!relayable(&state("b", UnitState::Running), "a", 2));
+        let merged = Event::Merged {
+            unit: "a".into(),
+            into: "x".into(),
+            commit: "c".into(),
+        };
+        assert!(!relayable(&merged, "a", 2), "only the commander merges");
+        let finished = Event::MissionFinished {
+            outcome: orchestrator_protocol::Outcome::Sealed,
+            summary: String::new(),
+            usage: TokenUsage::default(),
+            result_commit: None,
+            unverified: false,
+        };
+        assert!(!relayable(&finished, "a", 2));
+    }
 }

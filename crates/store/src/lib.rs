@@ -728,21 +728,23 @@ impl Store {
         Ok(messages)
     }
 
-    /// A session's transcript from position `from` on, with each message's position: what a
-    /// reader following a transcript as it grows has not seen yet.
+    /// A session's transcript from position `from` on, at most `limit` messages, with each
+    /// message's position: what a reader following a transcript as it grows has not seen yet.
     pub fn messages_from(
         &self,
         mission: &str,
         session: &str,
         from: usize,
+        limit: usize,
     ) -> Result<Vec<(usize, serde_json::Value)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match self.conn() {
-            Either::Pg(pg) => pg.messages_from(mission, session, from)?,
+            Either::Pg(pg) => pg.messages_from(mission, session, from, limit)?,
             Either::Sqlite(conn) => {
                 let mut stmt = conn.prepare(
-                    "SELECT idx, body FROM messages WHERE mission = ?1 AND session = ?2 AND idx >= ?3 ORDER BY idx",
+                    "SELECT idx, body FROM messages WHERE mission = ?1 AND session = ?2 AND idx >= ?3 ORDER BY idx LIMIT ?4",
                 )?;
-                let rows = stmt.query_map(params![mission, session, from as i64], |r| {
+                let rows = stmt.query_map(params![mission, session, from as i64, limit], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
                 })?;
                 rows.collect::<rusqlite::Result<Vec<(i64, String)>>>()?

@@ -507,13 +507,14 @@ impl Pg {
         mission: &str,
         session: &str,
         from: usize,
+        limit: i64,
     ) -> Result<Vec<(i64, String)>> {
         let (mission, session) = (mission.to_string(), session.to_string());
         self.call(move |c, repo| {
             let rows = c.query(
                 "SELECT idx, body FROM orchestrator_messages
-                 WHERE repo = $1 AND mission = $2 AND session = $3 AND idx >= $4 ORDER BY idx",
-                &[&repo, &mission, &session, &(from as i64)],
+                 WHERE repo = $1 AND mission = $2 AND session = $3 AND idx >= $4 ORDER BY idx LIMIT $5",
+                &[&repo, &mission, &session, &(from as i64), &limit],
             )?;
             rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
         })

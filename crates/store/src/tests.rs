@@ -78,6 +78,7 @@ on_both_backends!(
 );
 
 mod lease;
+mod relay;
 
 fn secrets_are_masked_in_what_is_read_back(b: &dyn Backend) {
     let store = b.open();

@@ -295,7 +295,8 @@ impl MissionSpan {
                 }
                 self.phase_or_root().event("prescan_finished", at, attributes);
             }
-            Event::DiscoveryFinished { .. } | Event::BaselineStarted { .. } | Event::EventsRelayed { .. } => {}
+            Event::DiscoveryFinished { .. } | Event::BaselineStarted { .. } | Event::EventsRelayed { .. } => {
+            }
             Event::BaselineVerified { baseline } => {
                 let attributes = vec![
                     KeyValue::new("orchestrator.baseline.passed", baseline.passed),

@@ -354,9 +354,9 @@ async fn wait_for_b_relayed(repo: &TestRepo, schema: &TestSchema) -> bool {
                 return (false, false);
             };
             let events = store.events_after(&mission.id, None).unwrap_or_default();
-            let started = events.iter().any(|e| {
-                matches!(&e.event, Event::SessionStarted { session, .. } if session.starts_with("b@t1/"))
-            });
+            let started = events.iter().any(
+                |e| matches!(&e.event, Event::SessionStarted { session, .. } if session.starts_with("b@t1/")),
+            );
             let merged = events
                 .iter()
                 .any(|e| matches!(&e.event, Event::Merged { unit, .. } if unit == "b"));
@@ -390,7 +390,11 @@ async fn a_commander_killed_while_workers_build_is_resumed_and_logs_each_event_o
     let server = fake_with(script(), options).await;
     let hosts = tempfile::tempdir().expect("tempdir");
     let running = start(commander(&schema, &remote), &server, &repo);
-    let w1 = start(worker(&schema, "host-w1", &hosts.path().join("w1")), &server, &repo);
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
     assert!(
         wait_for_b_relayed(&repo, &schema).await,
         "b's worker session was never logged before b merged"
@@ -398,7 +402,11 @@ async fn a_commander_killed_while_workers_build_is_resumed_and_logs_each_event_o
     // SAFETY: signals the commander process this test started.
     unsafe { libc::kill(running.id().expect("pid") as i32, libc::SIGKILL) };
     let killed = finish(running).await;
-    assert_eq!(killed.code, None, "the commander dies by the signal: {}", killed.stderr);
+    assert_eq!(
+        killed.code, None,
+        "the commander dies by the signal: {}",
+        killed.stderr
+    );
 
     // The stored settings bring the external workers back; the worker kept its units.
     let resumed = Run::cmd(&["resume", "--json"])
@@ -408,12 +416,23 @@ async fn a_commander_killed_while_workers_build_is_resumed_and_logs_each_event_o
         .run(&repo)
         .await;
     let w1 = stop(w1).await;
-    assert_eq!(resumed.code, Some(0), "{}\n{}\nw1: {}", resumed.stdout, resumed.stderr, w1.stderr);
+    assert_eq!(
+        resumed.code,
+        Some(0),
+        "{}\n{}\nw1: {}",
+        resumed.stdout,
+        resumed.stderr,
+        w1.stderr
+    );
     assert_result_on_the_users_branch(&repo);
     assert_eq!(merge_commits(&repo), once_each());
 
     // Every worker session is in the log once, though two commanders shared the relaying of b's.
-    let logs = Run::cmd(&["logs", "--json"]).arg("--store").arg(&schema.url).run(&repo).await;
+    let logs = Run::cmd(&["logs", "--json"])
+        .arg("--store")
+        .arg(&schema.url)
+        .run(&repo)
+        .await;
     logs.assert_code(0);
     let mut sessions: Vec<String> = logs
         .stdout
@@ -425,9 +444,117 @@ async fn a_commander_killed_while_workers_build_is_resumed_and_logs_each_event_o
     let all = sessions.len();
     sessions.sort();
     sessions.dedup();
-    assert_eq!(sessions.len(), all, "a worker session was logged twice: {}", logs.stdout);
+    assert_eq!(
+        sessions.len(),
+        all,
+        "a worker session was logged twice: {}",
+        logs.stdout
+    );
     assert!(sessions.iter().any(|s| s.starts_with("b@t1/")), "{sessions:?}");
     for unit in ["a", "c"] {
-        assert!(sessions.iter().any(|s| s.starts_with(&format!("{unit}@t"))), "{unit}: {sessions:?}");
+        assert!(
+            sessions.iter().any(|s| s.starts_with(&format!("{unit}@t"))),
+            "{unit}: {sessions:?}"
+        );
     }
+}
+
+/// Claims every unit offered and reports it passed without pushing anything: one result names its
+/// own ref, which does not exist, the other a ref that is not its own.
+fn lie_about_every_unit(url: String, scope: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let store = Store::open_postgres(&url, &scope).expect("the store opens");
+        let liar = orchestrator_store::Holder {
+            id: "liar".into(),
+            host: "nowhere".into(),
+        };
+        let mut lied = 0;
+        while !stop.load(Ordering::SeqCst) {
+            for unit in store
+                .claim_units(&liar, 8, Duration::from_secs(600))
+                .unwrap_or_default()
+            {
+                let key = &unit.fence.key;
+                let own = format!(
+                    "refs/heads/orchestrator/{}/w/{}@t{}",
+                    key.mission, key.unit, unit.fence.token
+                );
+                let named = if lied % 2 == 0 {
+                    own
+                } else {
+                    "refs/heads/main".to_string()
+                };
+                let result = serde_json::json!({
+                    "passed": true,
+                    "summary": "all done, trust me",
+                    "commit": "0123456789abcdef0123456789abcdef01234567",
+                    "pushed_ref": named,
+                });
+                store
+                    .finish_unit(&unit.fence, orchestrator_store::Outcome::Done, &result)
+                    .expect("reported");
+                lied += 1;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lied
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_worker_whose_result_lies_gets_nothing_merged() {
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let server = fake(script()).await;
+    let before = repo.git(&["rev-parse", "HEAD"]);
+    let stop_lying = Arc::new(AtomicBool::new(false));
+    let scope = std::fs::canonicalize(repo.path())
+        .expect("repo path")
+        .display()
+        .to_string();
+    let liar = lie_about_every_unit(schema.url.clone(), scope, stop_lying.clone());
+    let done = commander(&schema, &remote)
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    stop_lying.store(true, Ordering::SeqCst);
+    let lied = liar.join().expect("the liar ends");
+    assert!(lied >= 2, "the liar took the units ({lied})");
+    assert_ne!(done.code, Some(0), "{}\n{}", done.stdout, done.stderr);
+    let finished = done.events_of("mission_finished");
+    assert_eq!(finished[0]["outcome"], "unsealed", "{}", done.stdout);
+    assert!(
+        done.events_of("merged").is_empty(),
+        "nothing is merged on a claim alone"
+    );
+    assert_eq!(
+        repo.git(&["rev-parse", "HEAD"]),
+        before,
+        "the user's branch is untouched"
+    );
+    let failed: Vec<String> = done
+        .events_of("unit_state")
+        .iter()
+        .filter(|e| e["state"] == "failed")
+        .filter_map(|e| e["detail"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        failed
+            .iter()
+            .any(|d| d.contains("holds nothing; nothing was merged")),
+        "{failed:?}"
+    );
+    assert!(
+        failed.iter().any(|d| d.contains("does not name a commit on")),
+        "{failed:?}"
+    );
+    // No model worked on the units: nobody but the liar held them.
+    assert!(requests_of(&server, "worker").is_empty());
 }

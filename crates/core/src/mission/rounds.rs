@@ -188,7 +188,14 @@ fn external_offers(
     else {
         return Ok(None);
     };
-    let offers = Offers::start(store.clone(), id, remote, setup.repo.clone(), rt.bus.clone(), relayed);
+    let offers = Offers::start(
+        store.clone(),
+        id,
+        remote,
+        setup.repo.clone(),
+        rt.bus.clone(),
+        relayed,
+    );
     offers
         .set_max_parallel(config.max_parallel)
         .map_err(EngineError::Other)?;

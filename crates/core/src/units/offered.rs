@@ -9,7 +9,7 @@ use super::unit::Reviewed;
 use super::{MergeTarget, UnitOutcome, UnitRun};
 use crate::offers::Offers;
 use crate::session::Slot;
-use crate::ticket::{Ticket, TicketResult, VerifyCommands, TICKET_VERSION};
+use crate::ticket::{worker_ref, Ticket, TicketResult, VerifyCommands, TICKET_VERSION};
 
 impl UnitRun {
     pub(super) async fn execute_offered(
@@ -64,50 +64,64 @@ impl UnitRun {
                 String::new(),
             );
         };
-        if result.interrupted {
-            return UnitOutcome {
-                reason: result.reason,
-                ..UnitOutcome::interrupted(&self.unit)
-            };
-        }
+        // A worker gives back what it could not finish; a finished row is an ending, whatever it says.
         if !result.passed {
             let mut outcome = self.failed(result.reason.unwrap_or_else(|| "failed".into()), result.summary);
             outcome.findings = result.findings;
             return outcome;
         }
-        self.merge_pushed(offers, slot, target, result).await
+        self.merge_pushed(offers, slot, target, result, row.token).await
     }
 
-    /// Fetches what the worker pushed and merges it, if it is the commit its result names.
+    /// Fetches what the worker pushed and merges it: only from the ref of the holder whose fenced
+    /// result this is, and only the commit that result names.
     async fn merge_pushed(
         &self,
         offers: &Offers,
         slot: &mut Slot,
         target: &MergeTarget,
         result: TicketResult,
+        token: i64,
     ) -> UnitOutcome {
-        let (Some(commit), Some(pushed_ref)) = (result.commit, result.pushed_ref) else {
-            return self.failed(
-                "the worker reported a pass without naming its commit and ref",
-                result.summary,
-            );
-        };
-        let branch = self.mission.branch(&self.unit.id);
-        match offers.fetch(&pushed_ref, &branch).await {
-            Ok(fetched) if fetched == commit => {}
-            Ok(fetched) => {
+        let expected = worker_ref(&self.mission.id, &self.unit.id, token);
+        let commit = match (result.commit, result.pushed_ref) {
+            (Some(commit), Some(pushed)) if pushed == expected => commit,
+            _ => {
                 return self.failed(
-                    format!(
-                        "the worker's result names {} but {pushed_ref} holds {}; nothing was merged",
-                        crate::verify::short(&commit),
-                        crate::verify::short(&fetched)
-                    ),
+                    format!("the worker's result does not name a commit on {expected}; nothing was merged"),
                     result.summary,
                 )
             }
+        };
+        let there = match offers.remote_commit(&expected).await {
+            Ok(there) => there,
+            // The remote did not answer: not the unit's fault, it is merged on `resume`.
             Err(e) => {
                 return UnitOutcome {
                     reason: Some(e),
+                    ..UnitOutcome::interrupted(&self.unit)
+                }
+            }
+        };
+        if there.as_deref() != Some(commit.as_str()) {
+            let holds = there
+                .as_deref()
+                .map_or("nothing", crate::verify::short)
+                .to_string();
+            return self.failed(
+                format!(
+                    "the worker's result names {} but {expected} holds {holds}; nothing was merged",
+                    crate::verify::short(&commit)
+                ),
+                result.summary,
+            );
+        }
+        let branch = self.mission.branch(&self.unit.id);
+        match offers.fetch(&expected, &branch).await {
+            Ok(fetched) if fetched == commit => {}
+            Ok(_) | Err(_) => {
+                return UnitOutcome {
+                    reason: Some(format!("cannot fetch {expected} from the shared remote")),
                     ..UnitOutcome::interrupted(&self.unit)
                 }
             }

@@ -16,7 +16,9 @@ use super::{blocking, UnitEnd};
 use crate::events::EventBus;
 use crate::session::Runtime;
 use crate::shared::{Mission, TodoBook};
-use crate::ticket::{integration_ref, relay_session, worker_ref, Ticket, TicketResult, TICKET_VERSION};
+use crate::ticket::{
+    integration_ref, relay_session, session_prefix, worker_ref, Ticket, TicketResult, TICKET_VERSION,
+};
 use crate::verify::Verifier;
 
 pub(super) struct ClaimedJob {
@@ -184,7 +186,7 @@ impl ClaimedJob {
         )
         .with_store(self.store.clone(), &fence.key.mission)
         .with_context_rules(config.prices.clone(), config.compaction.clone())
-        .for_leased_unit(format!("{}@t{}/", fence.key.unit, fence.token), fence.clone());
+        .for_leased_unit(session_prefix(&fence.key.unit, fence.token), fence.clone());
         rt.prompts = crate::mission::project_prompts(&rt, &config, worktree.path());
         let verifier = Verifier {
             install: ticket.verify.install.clone(),
