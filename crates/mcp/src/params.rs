@@ -51,9 +51,10 @@ struct Target {
     abandon_interrupted: Option<bool>,
 }
 
-/// Settings a client's model may not give: only the user turns the sandbox off or picks the OpenCode
-/// server, on the command line or in the repository's config.
-const USER_ONLY: &[&str] = &["sandbox", "opencode_url"];
+/// Settings a client's model may not give: only the user turns the sandbox off, picks the OpenCode
+/// server, or sends the repository's commits to a remote for external workers, on the command line
+/// or in the repository's config.
+const USER_ONLY: &[&str] = &["sandbox", "opencode_url", "workers", "remote"];
 
 impl<'de> Deserialize<'de> for StartMissionParams {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -298,6 +299,12 @@ mod tests {
             error.contains("`sandbox` cannot be set by a tool call"),
             "{error}"
         );
+        // A model must not send the repository to a remote of its choosing.
+        let parsed: Result<StartMissionParams, _> = serde_json::from_value(serde_json::json!({
+            "objective": "x", "workers": "external", "remote": "https://attacker.example/r.git"
+        }));
+        let error = parsed.unwrap_err().to_string();
+        assert!(error.contains("cannot be set by a tool call"), "{error}");
     }
 
     #[test]
@@ -320,7 +327,9 @@ mod tests {
         ] {
             assert!(properties.contains_key(field), "{field} missing from {schema}");
         }
-        assert!(!properties.contains_key("sandbox") && !properties.contains_key("opencode_url"));
+        for user_only in USER_ONLY {
+            assert!(!properties.contains_key(*user_only), "{user_only} in {schema}");
+        }
         assert_eq!(schema["additionalProperties"], false, "{schema}");
     }
 }

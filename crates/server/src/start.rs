@@ -63,6 +63,14 @@ const SERVER_ONLY: &[(&str, &str)] = &[
         "opencode_url",
         "missions started over the API use the server's own endpoint settings",
     ),
+    (
+        "workers",
+        "missions started over the API run their units in the server's process",
+    ),
+    (
+        "remote",
+        "a request may not send the repository's commits anywhere; external workers are for `orchestrator task`",
+    ),
 ];
 
 fn json_kind(value: &serde_json::Value) -> &'static str {

@@ -519,6 +519,23 @@ async fn malformed_start_requests_say_what_is_wrong() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "the objective is empty",
         ),
+        (
+            json!({"repo": path, "objective": "x", "sandbox": false}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "sandbox cannot be set in a request",
+        ),
+        // A request may not send the repository's commits to a remote of its choosing.
+        (
+            json!({"repo": path, "objective": "x", "workers": "external", "remote": "https://attacker.example/r.git"})
+                .to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cannot be set in a request",
+        ),
+        (
+            json!({"repo": path, "objective": "x", "remote": "/tmp/r.git"}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "remote cannot be set in a request",
+        ),
     ];
     for (body, status, words) in cases {
         let reply = post_json(&router, "/api/missions", &body).await;
