@@ -154,8 +154,9 @@ fn acquire_as(store: &Arc<Store>, mission: &str, me: Holder, ttl: Duration) -> R
             lease.token
         )
     });
-    // Every event this run appends is checked against the lead in the store, as it lands.
-    store.fence_events(mission, lease.token);
+    // Every event, transcript message and status this run writes is checked against the lead in
+    // the store, as it lands.
+    store.fence_by_leader(mission, lease.token);
     let leadership = Leadership {
         store: store.clone(),
         mission: mission.to_string(),

@@ -633,10 +633,8 @@ fn clock_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// IMMEDIATE: the transaction takes the write lock at once, so what it reads (counts, tokens) is
-/// what it writes over, also with other processes claiming at the same time.
 /// `Ok` if `token` is `mission`'s leader token, read in the caller's (immediate) transaction: a
-/// fenced event append goes through only for the commander that leads.
+/// fenced write (an event, a transcript, the status) goes through only for the commander that leads.
 pub(crate) fn check_leads(tx: &Transaction<'_>, mission: &str, token: i64) -> Result<()> {
     let current: Option<i64> = tx
         .query_row(
@@ -651,6 +649,24 @@ pub(crate) fn check_leads(tx: &Transaction<'_>, mission: &str, token: i64) -> Re
     }
 }
 
+/// A transaction for a write of `mission`'s records. Fenced by a leader `token`, it takes the write
+/// lock first (IMMEDIATE), so the token it checks is the one in force when the write lands, and is
+/// refused with [`StoreError::LeaseLost`] unless that token leads. Unfenced, it is an ordinary one.
+pub(crate) fn leader_tx<'c>(
+    conn: &'c mut Connection,
+    mission: &str,
+    token: Option<i64>,
+) -> Result<Transaction<'c>> {
+    let Some(token) = token else {
+        return Ok(conn.transaction()?);
+    };
+    let tx = immediate(conn)?;
+    check_leads(&tx, mission, token)?;
+    Ok(tx)
+}
+
+/// IMMEDIATE: the transaction takes the write lock at once, so what it reads (counts, tokens) is
+/// what it writes over, also with other processes claiming at the same time.
 fn immediate(conn: &mut Connection) -> Result<Transaction<'_>> {
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }

@@ -263,9 +263,9 @@ pub struct Store {
     /// given with [`Store::with_state_dir`] for a PostgreSQL store.
     state_dir: Option<PathBuf>,
     secrets: Mutex<Vec<String>>,
-    /// The mission whose events this handle appends only while it leads it, and the lead's token
-    /// ([`Store::fence_events`]).
-    event_fence: Mutex<Option<(String, i64)>>,
+    /// The mission whose events, transcripts and status this handle writes only while it leads
+    /// it, and the lead's token ([`Store::fence_by_leader`]).
+    leader_fence: Mutex<Option<(String, i64)>>,
 }
 
 impl Store {
@@ -305,7 +305,7 @@ impl Store {
             path: path.display().to_string(),
             state_dir: path.parent().map(Path::to_path_buf),
             secrets: Mutex::new(Vec::new()),
-            event_fence: Mutex::new(None),
+            leader_fence: Mutex::new(None),
         })
     }
 
@@ -319,7 +319,7 @@ impl Store {
             backend: Backend::Pg(pg),
             state_dir: None,
             secrets: Mutex::new(Vec::new()),
-            event_fence: Mutex::new(None),
+            leader_fence: Mutex::new(None),
         })
     }
 
@@ -405,15 +405,20 @@ impl Store {
         Ok(())
     }
 
+    /// Records where the mission stands; on a handle fenced by the mission's lead, only while it
+    /// leads ([`Store::fence_by_leader`]).
     pub fn set_status(&self, mission: &str, status: MissionStatus, pid: Option<u32>) -> Result<()> {
-        let conn = match self.conn() {
-            Either::Pg(pg) => return pg.set_status(mission, status, pid),
+        let fence = self.leader_fence(mission);
+        let mut conn = match self.conn() {
+            Either::Pg(pg) => return pg.set_status(mission, status, pid, fence),
             Either::Sqlite(conn) => conn,
         };
-        conn.execute(
+        let tx = lease::leader_tx(&mut conn, mission, fence)?;
+        tx.execute(
             "UPDATE missions SET status = ?2, pid = ?3, updated_at = ?4 WHERE id = ?1",
             params![mission, status.as_str(), pid, now()],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -480,17 +485,19 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// From now on this handle appends `mission`'s events (`append_serialized_event`,
-    /// `append_delivery`) only while `token` is the mission's leader token, checked in the same
-    /// transaction as the append: a commander that lost the lead has its appends refused with
-    /// [`StoreError::LeaseLost`], and they write nothing.
-    pub fn fence_events(&self, mission: &str, token: i64) {
-        *lock(&self.event_fence) = Some((mission.to_string(), token));
+    /// From now on this handle writes `mission`'s events (`append_serialized_event`,
+    /// `append_delivery`), its transcripts (`append_message`, `replace_messages`,
+    /// `truncate_messages`) and its status (`set_status`) only while `token` is the mission's leader
+    /// token, checked in the same transaction as the write: a commander that lost the lead has them
+    /// refused with [`StoreError::LeaseLost`], and they write nothing. Other missions' writes are
+    /// not fenced.
+    pub fn fence_by_leader(&self, mission: &str, token: i64) {
+        *lock(&self.leader_fence) = Some((mission.to_string(), token));
     }
 
-    /// The leader token `mission`'s appends are fenced by, if any.
-    fn event_fence(&self, mission: &str) -> Option<i64> {
-        lock(&self.event_fence)
+    /// The leader token `mission`'s writes are fenced by, if any.
+    fn leader_fence(&self, mission: &str) -> Option<i64> {
+        lock(&self.leader_fence)
             .as_ref()
             .filter(|(fenced, _)| fenced == mission)
             .map(|(_, token)| *token)
@@ -505,21 +512,12 @@ impl Store {
     /// `event` serialised); it is masked here all the same.
     pub fn append_serialized_event(&self, event: &EventEnvelope, json: &str) -> Result<()> {
         let body = self.mask(json);
-        let fence = self.event_fence(&event.mission);
+        let fence = self.leader_fence(&event.mission);
         let mut conn = match self.conn() {
             Either::Pg(pg) => return pg.append_event(&event.mission, event.seq, body, fence),
             Either::Sqlite(conn) => conn,
         };
-        let Some(token) = fence else {
-            conn.execute(
-                "INSERT INTO events (mission, seq, body) VALUES (?1, ?2, ?3)",
-                params![event.mission, event.seq as i64, body],
-            )?;
-            return Ok(());
-        };
-        // The write lock first, so the token checked is the one in force when the event lands.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        lease::check_leads(&tx, &event.mission, token)?;
+        let tx = lease::leader_tx(&mut conn, &event.mission, fence)?;
         tx.execute(
             "INSERT INTO events (mission, seq, body) VALUES (?1, ?2, ?3)",
             params![event.mission, event.seq as i64, body],
@@ -658,7 +656,7 @@ impl Store {
             .transcript
             .as_ref()
             .map(|(session, idx, message)| (session.clone(), *idx, self.mask(&message.to_string())));
-        let fence = self.event_fence(&event.mission);
+        let fence = self.leader_fence(&event.mission);
         let mut conn = match self.conn() {
             Either::Pg(pg) => {
                 let inbox = delivery.inbox.clone();
@@ -690,7 +688,8 @@ impl Store {
         Ok(())
     }
 
-    /// Appends one message of a session's transcript at position `idx`.
+    /// Appends one message of a session's transcript at position `idx` (replacing one there); on a
+    /// handle fenced by the mission's lead, only while it leads ([`Store::fence_by_leader`]).
     pub fn append_message(
         &self,
         mission: &str,
@@ -699,14 +698,17 @@ impl Store {
         body: &serde_json::Value,
     ) -> Result<()> {
         let body = self.mask(&body.to_string());
-        let conn = match self.conn() {
-            Either::Pg(pg) => return pg.append_message(mission, session, idx, body),
+        let fence = self.leader_fence(mission);
+        let mut conn = match self.conn() {
+            Either::Pg(pg) => return pg.append_message(mission, session, idx, body, fence),
             Either::Sqlite(conn) => conn,
         };
-        conn.execute(
+        let tx = lease::leader_tx(&mut conn, mission, fence)?;
+        tx.execute(
             "INSERT OR REPLACE INTO messages (mission, session, idx, body) VALUES (?1, ?2, ?3, ?4)",
             params![mission, session, idx as i64, body],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -761,7 +763,7 @@ impl Store {
     }
 
     /// Replaces a session's whole transcript in one transaction (a compacted conversation), so a
-    /// crash leaves either the old transcript or the new one.
+    /// crash leaves either the old transcript or the new one. Fenced as [`Store::append_message`].
     pub fn replace_messages(
         &self,
         mission: &str,
@@ -769,11 +771,12 @@ impl Store {
         messages: &[serde_json::Value],
     ) -> Result<()> {
         let bodies: Vec<String> = messages.iter().map(|m| self.mask(&m.to_string())).collect();
+        let fence = self.leader_fence(mission);
         let mut conn = match self.conn() {
-            Either::Pg(pg) => return pg.replace_messages(mission, session, bodies),
+            Either::Pg(pg) => return pg.replace_messages(mission, session, bodies, fence),
             Either::Sqlite(conn) => conn,
         };
-        let tx = conn.transaction()?;
+        let tx = lease::leader_tx(&mut conn, mission, fence)?;
         tx.execute(
             "DELETE FROM messages WHERE mission = ?1 AND session = ?2",
             params![mission, session],
@@ -789,15 +792,19 @@ impl Store {
     }
 
     /// Drops a session's transcript from `from` on (a compacted conversation replaces its tail).
+    /// Fenced as [`Store::append_message`].
     pub fn truncate_messages(&self, mission: &str, session: &str, from: usize) -> Result<()> {
-        let conn = match self.conn() {
-            Either::Pg(pg) => return pg.truncate_messages(mission, session, from),
+        let fence = self.leader_fence(mission);
+        let mut conn = match self.conn() {
+            Either::Pg(pg) => return pg.truncate_messages(mission, session, from, fence),
             Either::Sqlite(conn) => conn,
         };
-        conn.execute(
+        let tx = lease::leader_tx(&mut conn, mission, fence)?;
+        tx.execute(
             "DELETE FROM messages WHERE mission = ?1 AND session = ?2 AND idx >= ?3",
             params![mission, session, from as i64],
         )?;
+        tx.commit()?;
         Ok(())
     }
 }

@@ -259,13 +259,21 @@ impl Pg {
         })
     }
 
-    pub(crate) fn set_status(&self, mission: &str, status: MissionStatus, pid: Option<u32>) -> Result<()> {
+    pub(crate) fn set_status(
+        &self,
+        mission: &str,
+        status: MissionStatus,
+        pid: Option<u32>,
+        fence: Option<i64>,
+    ) -> Result<()> {
         let mission = mission.to_string();
         self.call(move |c, repo| {
-            c.execute(
+            let mut tx = leader_tx(c, repo, &mission, fence)?;
+            tx.execute(
                 "UPDATE orchestrator_missions SET status = $3, pid = $4, updated_at = $5 WHERE repo = $1 AND id = $2",
                 &[&repo, &mission, &status.as_str(), &pid.map(i64::from), &now()],
             )?;
+            tx.commit()?;
             Ok(())
         })
     }
@@ -481,10 +489,11 @@ impl Pg {
         session: &str,
         idx: usize,
         body: String,
+        fence: Option<i64>,
     ) -> Result<()> {
         let (mission, session) = (mission.to_string(), session.to_string());
         self.call(move |c, repo| {
-            let mut tx = c.transaction()?;
+            let mut tx = leader_tx(c, repo, &mission, fence)?;
             upsert_message(&mut tx, repo, &mission, &session, idx, &body)?;
             tx.commit()?;
             Ok(())
@@ -520,10 +529,16 @@ impl Pg {
         })
     }
 
-    pub(crate) fn replace_messages(&self, mission: &str, session: &str, bodies: Vec<String>) -> Result<()> {
+    pub(crate) fn replace_messages(
+        &self,
+        mission: &str,
+        session: &str,
+        bodies: Vec<String>,
+        fence: Option<i64>,
+    ) -> Result<()> {
         let (mission, session) = (mission.to_string(), session.to_string());
         self.call(move |c, repo| {
-            let mut tx = c.transaction()?;
+            let mut tx = leader_tx(c, repo, &mission, fence)?;
             tx.execute(
                 "DELETE FROM orchestrator_messages WHERE repo = $1 AND mission = $2 AND session = $3",
                 &[&repo, &mission, &session],
@@ -536,13 +551,21 @@ impl Pg {
         })
     }
 
-    pub(crate) fn truncate_messages(&self, mission: &str, session: &str, from: usize) -> Result<()> {
+    pub(crate) fn truncate_messages(
+        &self,
+        mission: &str,
+        session: &str,
+        from: usize,
+        fence: Option<i64>,
+    ) -> Result<()> {
         let (mission, session) = (mission.to_string(), session.to_string());
         self.call(move |c, repo| {
-            c.execute(
+            let mut tx = leader_tx(c, repo, &mission, fence)?;
+            tx.execute(
                 "DELETE FROM orchestrator_messages WHERE repo = $1 AND mission = $2 AND session = $3 AND idx >= $4",
                 &[&repo, &mission, &session, &(from as i64)],
             )?;
+            tx.commit()?;
             Ok(())
         })
     }
@@ -557,6 +580,30 @@ fn no_nul(text: String) -> String {
     } else {
         text
     }
+}
+
+/// A transaction for a write of `mission`'s records. Fenced by a leader `token`, it first checks
+/// that the token leads, locking the mission's lease row `FOR SHARE` until it commits: a take-over
+/// (which updates that row) waits for the write, or, committed first, leaves no row for the check
+/// (read committed sees the row's new token), and the write is refused with `LeaseLost`.
+fn leader_tx<'c>(
+    c: &'c mut Client,
+    repo: &str,
+    mission: &str,
+    token: Option<i64>,
+) -> Result<postgres::Transaction<'c>> {
+    let mut tx = c.transaction()?;
+    if let Some(token) = token {
+        let leads = tx.query_opt(
+            "SELECT 1 FROM orchestrator_work_missions
+             WHERE repo = $1 AND mission = $2 AND leader_token = $3 FOR SHARE",
+            &[&repo, &mission, &token],
+        )?;
+        if leads.is_none() {
+            return Err(crate::lease::leader_lost(mission, token));
+        }
+    }
+    Ok(tx)
 }
 
 fn upsert_message(

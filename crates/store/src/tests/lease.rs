@@ -10,8 +10,8 @@ use serde_json::json;
 
 use super::Backend;
 use crate::{
-    ClaimedUnit, Fence, Holder, Outcome, Store, StoreError, UnitKey, UnitOffer, UnitState, MAX_ID_BYTES,
-    MAX_JSON_BYTES,
+    ClaimedUnit, Fence, Holder, MissionStatus, Outcome, Store, StoreError, UnitKey, UnitOffer, UnitState,
+    MAX_ID_BYTES, MAX_JSON_BYTES,
 };
 
 const SHORT: Duration = Duration::from_secs(1);
@@ -30,6 +30,8 @@ on_both_backends!(
     the_leader_lease_cannot_be_taken_while_live_and_can_after_expiry,
     a_live_lead_is_taken_over_only_from_the_token_named,
     a_fenced_event_log_takes_only_the_leaders_appends,
+    fenced_transcripts_and_status_take_only_the_leaders_writes,
+    a_take_over_racing_fenced_writes_cuts_them_off_cleanly,
     commanders_racing_for_a_mission_leave_one_leader,
     unicode_ids_and_odd_json_are_stored_faithfully,
     oversized_or_unreadable_input_is_refused_and_changes_nothing,
@@ -500,7 +502,7 @@ fn a_fenced_event_log_takes_only_the_leaders_appends(b: &dyn Backend) {
     let store = b.open();
     let other = b.reopen();
     let first = store.acquire_leader("m1", &worker("c1"), SHORT).unwrap();
-    store.fence_events("m1", first.token);
+    store.fence_by_leader("m1", first.token);
     store.append_event(&super::event("m1", 0, "one")).unwrap();
     // Another mission's events, and another handle's (`tell`, `approve`), are not fenced.
     store.append_event(&super::event("m2", 0, "elsewhere")).unwrap();
@@ -527,7 +529,7 @@ fn a_fenced_event_log_takes_only_the_leaders_appends(b: &dyn Backend) {
         "nothing of it written"
     );
 
-    other.fence_events("m1", second.token);
+    other.fence_by_leader("m1", second.token);
     other.append_event(&super::event("m1", 3, "new leader")).unwrap();
     let seqs: Vec<u64> = other
         .events_after("m1", None)
@@ -541,6 +543,132 @@ fn a_fenced_event_log_takes_only_the_leaders_appends(b: &dyn Backend) {
         matches!(&last[0].event, orchestrator_protocol::Event::Notice { message } if message == "new leader"),
         "{last:?}"
     );
+}
+
+fn said(text: &str) -> serde_json::Value {
+    json!({"role": "assistant", "content": text})
+}
+
+fn status_and_pid(store: &Store, mission: &str) -> (MissionStatus, Option<u32>) {
+    let record = store.mission(mission).unwrap().unwrap();
+    (record.status, record.pid)
+}
+
+fn fenced_transcripts_and_status_take_only_the_leaders_writes(b: &dyn Backend) {
+    let store = b.open();
+    let other = b.reopen();
+    for mission in ["m1", "m2"] {
+        store.create_mission(&super::mission(mission)).unwrap();
+    }
+    let first = store.acquire_leader("m1", &worker("c1"), SHORT).unwrap();
+    store.fence_by_leader("m1", first.token);
+    store.append_message("m1", "s1", 0, &said("zero")).unwrap();
+    store.append_message("m1", "s1", 1, &said("one")).unwrap();
+    store.set_status("m1", MissionStatus::Running, Some(7)).unwrap();
+    // An expired lead nobody took is still the leader's: every kind of write goes through.
+    wait_until("c1's lead expires", || {
+        other.leader("m1").unwrap().is_some_and(|l| l.expired)
+    });
+    store.append_message("m1", "s1", 2, &said("late")).unwrap();
+    store
+        .replace_messages("m1", "s1", &[said("summary"), said("late"), said("cut")])
+        .unwrap();
+    store.truncate_messages("m1", "s1", 2).unwrap();
+    store.set_status("m1", MissionStatus::Running, Some(8)).unwrap();
+    assert_eq!(
+        store.messages("m1", "s1").unwrap(),
+        vec![said("summary"), said("late")]
+    );
+
+    let second = other.acquire_leader("m1", &worker("c2"), LONG).unwrap();
+    // The stale commander would overwrite the new leader's place in the transcript, compact it
+    // away, cut it, or mark the mission finished: each is refused and writes nothing.
+    assert!(lost(store.append_message("m1", "s1", 1, &said("stale"))));
+    assert!(lost(store.append_message("m1", "s2", 0, &said("stale"))));
+    assert!(lost(store.replace_messages("m1", "s1", &[said("stale")])));
+    assert!(lost(store.replace_messages("m1", "s1", &[])));
+    assert!(lost(store.truncate_messages("m1", "s1", 0)));
+    assert!(lost(store.set_status("m1", MissionStatus::Sealed, None)));
+    assert_eq!(
+        other.messages("m1", "s1").unwrap(),
+        vec![said("summary"), said("late")]
+    );
+    assert!(other.messages("m1", "s2").unwrap().is_empty());
+    assert_eq!(status_and_pid(&other, "m1"), (MissionStatus::Running, Some(8)));
+
+    // Another mission of the fenced handle, and another handle (`task --abandon`, a test's), are
+    // not fenced.
+    store.append_message("m2", "s1", 0, &said("elsewhere")).unwrap();
+    store.set_status("m2", MissionStatus::Sealed, None).unwrap();
+    assert_eq!(status_and_pid(&other, "m2"), (MissionStatus::Sealed, None));
+    other.append_message("m1", "s1", 2, &said("unfenced")).unwrap();
+
+    // The new leader's fenced handle writes; the stale one stays refused, also once the new leader
+    // gave the lead back (the token decides, and it only grows).
+    other.fence_by_leader("m1", second.token);
+    other.append_message("m1", "s1", 3, &said("new leader")).unwrap();
+    other.set_status("m1", MissionStatus::Interrupted, None).unwrap();
+    other.release_leader("m1", second.token).unwrap();
+    assert!(lost(store.append_message("m1", "s1", 3, &said("stale again"))));
+    assert!(lost(store.set_status("m1", MissionStatus::Sealed, None)));
+    let texts: Vec<serde_json::Value> = other.messages("m1", "s1").unwrap();
+    assert_eq!(
+        texts,
+        vec![
+            said("summary"),
+            said("late"),
+            said("unfenced"),
+            said("new leader")
+        ]
+    );
+    assert_eq!(status_and_pid(&other, "m1"), (MissionStatus::Interrupted, None));
+}
+
+/// A commander writes its transcript as fast as it can while another takes the mission over from
+/// its live lease: its writes go through up to one point and are refused from there on, and the
+/// store holds exactly those it was told went through.
+fn a_take_over_racing_fenced_writes_cuts_them_off_cleanly(b: &dyn Backend) {
+    let store = b.open();
+    let other = b.reopen();
+    store.create_mission(&super::mission("m1")).unwrap();
+    let first = store.acquire_leader("m1", &worker("c1"), LONG).unwrap();
+    store.fence_by_leader("m1", first.token);
+    let answers: Vec<bool> = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut answers: Vec<bool> = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            // Until a few writes after the first refusal.
+            while answers.iter().filter(|ok| !**ok).count() < 5 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the take-over never cut the writes off"
+                );
+                let idx = answers.len();
+                let written = store.append_message("m1", "s1", idx, &said(&format!("m{idx}")));
+                let ok = written.is_ok();
+                assert!(ok || lost(written), "a write either goes through or is refused");
+                answers.push(ok);
+            }
+            answers
+        });
+        // Once the writer is under way, so that some of its writes land first.
+        wait_until("the commander writes", || {
+            !other.messages("m1", "s1").unwrap().is_empty()
+        });
+        other
+            .take_over_leader("m1", &worker("c2"), LONG, first.token)
+            .unwrap();
+        writer.join().unwrap()
+    });
+    let accepted = answers.iter().take_while(|ok| **ok).count();
+    assert!(accepted > 0, "some writes went through first");
+    assert!(
+        answers[accepted..].iter().all(|ok| !ok),
+        "nothing goes through after the first refusal: {answers:?}"
+    );
+    let stored = other.messages("m1", "s1").unwrap();
+    let expected: Vec<serde_json::Value> = (0..accepted).map(|idx| said(&format!("m{idx}"))).collect();
+    assert_eq!(stored, expected, "exactly the acknowledged writes");
 }
 
 fn commanders_racing_for_a_mission_leave_one_leader(b: &dyn Backend) {
