@@ -176,8 +176,13 @@ impl EventBus {
     }
 
     /// Cancels `token` at the first store write that fails (a full disk, a lost PostgreSQL server):
-    /// work whose events cannot be logged could not be resumed, so the mission stops there.
+    /// work whose events cannot be logged could not be resumed, so the mission stops there. A write
+    /// that failed (or a lead lost) before this was called cancels it at once.
     pub fn stop_on_store_error(&self, token: tokio_util::sync::CancellationToken) {
+        let failed = lock(&self.inner.store_error).is_some() || lock(&self.inner.lead_lost).is_some();
+        if failed {
+            token.cancel();
+        }
         *lock(&self.inner.stop_on_store_error) = Some(token);
     }
 

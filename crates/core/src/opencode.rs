@@ -170,11 +170,10 @@ fn load_attachment(rt: &Runtime, key: &str) -> Option<Attachment> {
 }
 
 fn save_attachment(rt: &Runtime, key: &str, attachment: &Attachment) {
-    let Some(store) = &rt.store else { return };
     let value = serde_json::to_value(attachment).unwrap_or_default();
-    if let Err(e) = store.append_message(&rt.mission, &format!("{key}#opencode"), 0, &value) {
-        tracing::error!("cannot store the OpenCode session of {key}: {e}");
-    }
+    rt.write_transcript(&format!("the OpenCode session of {key}"), |store| {
+        store.append_message(&rt.mission, &format!("{key}#opencode"), 0, &value)
+    });
 }
 
 fn read_only(role: Role) -> bool {

@@ -78,7 +78,10 @@ pub(super) async fn run_mission(
         hook_runs,
     } = claimed;
     let id = record.id.clone();
-    let _ = store.set_status(&id, MissionStatus::Running, Some(std::process::id()));
+    // Before the first write: a write refused because another commander took the lead (during the
+    // `mission_start` hook, say) stops the run from there.
+    bus.stop_on_store_error(cancel.clone());
+    record_status(&store, bus, &id, MissionStatus::Running, Some(std::process::id()));
     if replay.last_seq.is_none() {
         bus.emit(Event::MissionStarted {
             objective: record.objective.clone(),
@@ -100,7 +103,6 @@ pub(super) async fn run_mission(
         sandbox: config.sandbox.clone(),
         cancel: cancel.clone(),
     };
-    bus.stop_on_store_error(cancel.clone());
     let lead_watch = stop_when_lead_lost(&lead, bus);
     let mut rt = Runtime::new(
         client.clone(),
@@ -240,7 +242,7 @@ pub(super) async fn run_mission(
     });
     // Another commander's now: its status is not ours to set.
     if bus.lead_lost().is_none() {
-        let _ = store.set_status(&id, status, None);
+        record_status(&store, bus, &id, status, None);
     }
     if let Some(engine) = &opencode {
         engine.stop().await;
@@ -256,6 +258,19 @@ pub(super) async fn run_mission(
         integration_branch: record.integration_branch,
         branch_kept,
         result_commit,
+    }
+}
+
+/// Records the mission's status. The store refuses it (`LeaseLost`) once another commander took
+/// the lead, which loses it here as a refused event append does; any other failure leaves the
+/// status as it was (`status` and `resume` go by the log and the process), as it always has.
+fn record_status(store: &Store, bus: &EventBus, id: &str, status: MissionStatus, pid: Option<u32>) {
+    match store.set_status(id, status, pid) {
+        Ok(()) => {}
+        Err(orchestrator_store::StoreError::LeaseLost { .. }) => {
+            bus.lose_lead(crate::leader::taken_over(store, id));
+        }
+        Err(e) => tracing::warn!("cannot record mission {id} as {status}: {e}"),
     }
 }
 
@@ -488,4 +503,69 @@ async fn settle_integration(setup: &Setup, user_branch: Option<&str>, bus: &Even
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use orchestrator_store::Holder;
+
+    use super::*;
+
+    fn holder(id: &str, host: &str) -> Holder {
+        Holder {
+            id: id.into(),
+            host: host.into(),
+        }
+    }
+
+    fn record(id: &str) -> MissionRecord {
+        MissionRecord {
+            id: id.into(),
+            objective: "o".into(),
+            base_commit: "abc".into(),
+            user_branch: None,
+            integration_branch: format!("orchestrator/{id}/integration"),
+            options: serde_json::json!({}),
+            status: MissionStatus::Running,
+            pid: Some(1),
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    /// A status refused because another commander took the lead loses it (a run that has not
+    /// installed its stop yet is stopped as it does) and leaves the new leader's status alone.
+    #[test]
+    fn a_status_refused_after_a_take_over_loses_the_lead_and_stops_the_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).expect("store");
+        store.create_mission(&record("m1")).expect("recorded");
+        let long = Duration::from_secs(600);
+        let lead = store
+            .acquire_leader("m1", &holder("commander pid 1", "host-a"), long)
+            .expect("leads");
+        store.fence_by_leader("m1", lead.token);
+        let bus = EventBus::new();
+        record_status(&store, &bus, "m1", MissionStatus::Running, Some(2));
+        assert!(bus.lead_lost().is_none());
+
+        let other = Store::open_existing(&path).expect("second handle");
+        other
+            .take_over_leader("m1", &holder("usurper", "host-b"), long, lead.token)
+            .expect("taken");
+        record_status(&store, &bus, "m1", MissionStatus::Sealed, None);
+        let why = bus.lead_lost().expect("lost");
+        assert!(why.contains("by usurper on host-b"), "{why}");
+        let cancel = CancellationToken::new();
+        bus.stop_on_store_error(cancel.clone());
+        assert!(
+            cancel.is_cancelled(),
+            "a stop installed after the loss fires at once"
+        );
+        let now = other.mission("m1").expect("read").expect("recorded");
+        assert_eq!((now.status, now.pid), (MissionStatus::Running, Some(2)));
+    }
 }

@@ -150,7 +150,21 @@ impl Runtime {
             // An external worker's sessions are its holder's own: a new holder starts afresh.
             key: format!("{}{key}", self.session_prefix),
             fence: self.transcript_fence.clone(),
+            bus: self.bus.clone(),
         })
+    }
+
+    /// Writes `what` of the mission's transcripts unless this commander lost the lead, and reports
+    /// how it failed: see [`Transcript::write`]. For writes outside a session's own transcript
+    /// (OpenCode's attachment).
+    pub(crate) fn write_transcript(
+        &self,
+        what: &str,
+        write: impl FnOnce(&Store) -> Result<(), orchestrator_store::StoreError>,
+    ) {
+        if let Some(store) = &self.store {
+            write_unless_lost(store, &self.bus, &self.mission, what, write);
+        }
     }
 
     /// Whether the mission's token budget is used up.
@@ -312,6 +326,32 @@ struct Transcript {
     key: String,
     /// Set for an external worker's sessions: written only while its lease holds.
     fence: Option<orchestrator_store::Fence>,
+    /// Where a write the store refused because another commander leads the mission is reported.
+    bus: EventBus,
+}
+
+/// Runs a transcript write (`what`, for the log) unless this commander lost the mission's lead:
+/// from then on the store is the new leader's, as for events. A write the store refuses for that
+/// reason (`LeaseLost`: the handle is fenced by the lead) loses the lead as a refused event
+/// append does, stopping the mission; any other failure is logged, as before, and the session goes
+/// on (its events are the mission's record; a transcript is what a resumed session continues).
+fn write_unless_lost(
+    store: &Store,
+    bus: &EventBus,
+    mission: &str,
+    what: &str,
+    write: impl FnOnce(&Store) -> Result<(), orchestrator_store::StoreError>,
+) {
+    if bus.lead_lost().is_some() {
+        return;
+    }
+    match write(store) {
+        Ok(()) => {}
+        Err(orchestrator_store::StoreError::LeaseLost { .. }) => {
+            bus.lose_lead(crate::leader::taken_over(store, mission));
+        }
+        Err(e) => tracing::error!("cannot store {what}: {e}"),
+    }
 }
 
 impl Transcript {
@@ -333,21 +373,32 @@ impl Transcript {
             Ok(value) => value,
             Err(e) => return tracing::warn!("cannot encode a message of {}: {e}", self.key),
         };
-        let written = match &self.fence {
-            Some(fence) => self.store.append_message_fenced(fence, &self.key, index, &value),
-            None => self.store.append_message(&self.mission, &self.key, index, &value),
-        };
-        if let Err(e) = written {
-            tracing::error!("cannot store a message of {}: {e}", self.key);
-        }
+        let fence = self.fence.clone();
+        self.write(&format!("a message of {}", self.key), |store| match &fence {
+            Some(fence) => store.append_message_fenced(fence, &self.key, index, &value),
+            None => store.append_message(&self.mission, &self.key, index, &value),
+        });
     }
 
-    /// Replaces the whole transcript (a compacted conversation) in one transaction.
-    fn replace(&self, values: &[serde_json::Value]) -> orchestrator_store::Result<()> {
-        match &self.fence {
-            Some(fence) => self.store.replace_messages_fenced(fence, &self.key, values),
-            None => self.store.replace_messages(&self.mission, &self.key, values),
+    /// Swaps the whole stored transcript for `values` (a compacted conversation), in one transaction.
+    fn replace(&self, values: &[serde_json::Value]) {
+        let fence = self.fence.clone();
+        self.write(&format!("the compacted transcript of {}", self.key), |store| match &fence {
+            Some(fence) => store.replace_messages_fenced(fence, &self.key, values),
+            None => store.replace_messages(&self.mission, &self.key, values),
+        });
+    }
+
+    /// A worker's refused write (its unit's lease lost) is only logged: its lease keeper stops the
+    /// unit. A commander's loses the mission's lead.
+    fn write(&self, what: &str, write: impl FnOnce(&Store) -> Result<(), orchestrator_store::StoreError>) {
+        if self.fence.is_some() {
+            if let Err(e) = write(&self.store) {
+                tracing::warn!("cannot store {what}: {e}");
+            }
+            return;
         }
+        write_unless_lost(&self.store, &self.bus, &self.mission, what, write);
     }
 }
 
@@ -652,5 +703,105 @@ pub fn ok_output(content: String) -> ToolOutput {
     ToolOutput {
         content,
         is_error: false,
+    }
+}
+
+#[cfg(test)]
+mod transcript_tests {
+    use std::time::Duration;
+
+    use orchestrator_store::{Holder, Store};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    fn holder(id: &str, host: &str) -> Holder {
+        Holder {
+            id: id.into(),
+            host: host.into(),
+        }
+    }
+
+    /// A commander's store handle fenced by its lead of m1, a transcript of it, the bus it reports
+    /// to and the run's cancel token; and a second handle, as another commander has.
+    fn leading() -> (tempfile::TempDir, Transcript, CancellationToken, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state.db");
+        let store = Arc::new(Store::open(&path).expect("store"));
+        let lead = store
+            .acquire_leader("m1", &holder("commander pid 1", "host-a"), LONG)
+            .expect("leads");
+        store.fence_by_leader("m1", lead.token);
+        let bus = EventBus::new();
+        let cancel = CancellationToken::new();
+        bus.stop_on_store_error(cancel.clone());
+        let transcript = Transcript {
+            store,
+            mission: "m1".into(),
+            key: "worker:a".into(),
+            bus,
+        };
+        let other = Store::open_existing(&path).expect("second handle");
+        (dir, transcript, cancel, other)
+    }
+
+    fn stored(store: &Store) -> Vec<Message> {
+        store
+            .messages("m1", "worker:a")
+            .expect("read")
+            .into_iter()
+            .map(|v| serde_json::from_value(v).expect("a message"))
+            .collect()
+    }
+
+    #[test]
+    fn a_transcript_write_refused_after_a_take_over_loses_the_lead_and_writes_nothing() {
+        let (_dir, transcript, cancel, other) = leading();
+        transcript.save(0, &Message::user("brief"));
+        assert!(transcript.bus.lead_lost().is_none());
+        let current = other.leader("m1").expect("read").expect("led");
+        other
+            .take_over_leader("m1", &holder("usurper\u{1b}[2J", "host-b"), LONG, current.token)
+            .expect("taken");
+
+        transcript.save(1, &Message::user("stale"));
+        let why = transcript.bus.lead_lost().expect("the lead is lost");
+        assert!(why.contains("by usurper\\u{1b}[2J on host-b"), "{why}");
+        assert!(cancel.is_cancelled(), "the run stops");
+        assert_eq!(stored(&other), vec![Message::user("brief")]);
+    }
+
+    #[test]
+    fn a_compaction_refused_after_a_take_over_loses_the_lead_and_keeps_the_transcript() {
+        let (_dir, transcript, cancel, other) = leading();
+        transcript.save(0, &Message::user("brief"));
+        transcript.save(1, &Message::user("more"));
+        let current = other.leader("m1").expect("read").expect("led");
+        other
+            .take_over_leader("m1", &holder("usurper", "host-b"), LONG, current.token)
+            .expect("taken");
+
+        let summary = serde_json::to_value(Message::user("summary")).expect("encodes");
+        transcript.replace(&[summary]);
+        assert!(transcript.bus.lead_lost().is_some());
+        assert!(cancel.is_cancelled());
+        assert_eq!(
+            stored(&other),
+            vec![Message::user("brief"), Message::user("more")]
+        );
+    }
+
+    #[test]
+    fn once_the_lead_is_lost_nothing_more_is_written_even_where_the_store_would_take_it() {
+        let (_dir, transcript, cancel, other) = leading();
+        // Lost by a renewal that kept failing: nobody took the lead, so the store would still take
+        // this commander's writes; the commander stops writing all the same.
+        transcript.bus.lose_lead("its lease could not be renewed".into());
+        transcript.save(0, &Message::user("after the loss"));
+        transcript.replace(&[]);
+        assert!(cancel.is_cancelled());
+        assert!(stored(&other).is_empty());
     }
 }

@@ -743,9 +743,7 @@ impl Session {
                 .iter()
                 .filter_map(|m| serde_json::to_value(m).ok())
                 .collect();
-            if let Err(e) = t.replace(&values) {
-                tracing::error!("cannot store the compacted transcript of {}: {e}", t.key);
-            }
+            t.replace(&values);
         }
         self.messages = messages;
     }
