@@ -3,7 +3,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use orchestrator_core::{CandidatePick, LeaderStatus, MissionStatus, StatusReport, UnitStatus};
+use orchestrator_core::leader::shown;
+use orchestrator_core::{
+    CandidatePick, LeaderStatus, MissionStatus, StatusReport, UnitStatus, WorkUnitState, WorkUnitStatus,
+};
 use orchestrator_protocol::UnitState;
 
 use crate::out::{self, errln, outln};
@@ -83,6 +86,7 @@ pub fn render(report: &StatusReport) -> String {
     if let Some(leader) = &report.leader {
         let _ = writeln!(out, "{}", leader_line(leader));
     }
+    render_work_queue(&mut out, &report.work_units);
     let _ = writeln!(out, "units:");
     for unit in report.units.iter().filter(|u| u.parent.is_none()) {
         render_unit(&mut out, report, unit, 1);
@@ -223,12 +227,69 @@ fn render_unit(out: &mut String, report: &StatusReport, unit: &UnitStatus, depth
     }
 }
 
+/// The most leased units listed one by one; a queue is as wide as the mission's `max_parallel`, so
+/// more is a store gone wrong (or hostile), and `status --json` still lists them all.
+const MAX_HOLDERS_SHOWN: usize = 20;
+
+/// The work queue: how many units stand where, and who holds each leased one. Nothing for a
+/// mission without one (it runs its sessions itself).
+fn render_work_queue(out: &mut String, units: &[WorkUnitStatus]) {
+    if units.is_empty() {
+        return;
+    }
+    let count = |state: WorkUnitState| units.iter().filter(|u| u.state == state).count();
+    let _ = writeln!(
+        out,
+        "work queue: {} leased, {} ready, {} done, {} failed",
+        count(WorkUnitState::Leased),
+        count(WorkUnitState::Ready),
+        count(WorkUnitState::Done),
+        count(WorkUnitState::Failed)
+    );
+    let leased: Vec<&WorkUnitStatus> = units
+        .iter()
+        .filter(|u| u.state == WorkUnitState::Leased)
+        .collect();
+    for unit in leased.iter().take(MAX_HOLDERS_SHOWN) {
+        let _ = writeln!(out, "  {}", holder_line(unit));
+    }
+    if leased.len() > MAX_HOLDERS_SHOWN {
+        let _ = writeln!(
+            out,
+            "  … and {} more leased (`orchestrator status --json` lists them all)",
+            leased.len() - MAX_HOLDERS_SHOWN
+        );
+    }
+}
+
+/// Who holds a leased unit and until when. Worker and host names come from other hosts: escaped
+/// and cut, as the leader's are.
+fn holder_line(unit: &WorkUnitStatus) -> String {
+    let holder = shown(unit.holder.as_deref().unwrap_or("an unknown worker"));
+    let host = shown(unit.host.as_deref().unwrap_or("an unknown host"));
+    let until = shown_time(unit.expires_at);
+    let lease = if unit.expired {
+        format!(
+            "lease expired at {until} (held by {holder} on {host}, token {}); the next claim takes it over",
+            unit.token
+        )
+    } else {
+        format!(
+            "held by {holder} on {host} (token {}, lease until {until})",
+            unit.token
+        )
+    };
+    format!("{} (attempt {}): {lease}", shown(&unit.unit), unit.attempt)
+}
+
+fn shown_time(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    at.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "an unknown time".into())
+}
+
 /// Who leads the mission (its leader lease), and until when.
 fn leader_line(leader: &LeaderStatus) -> String {
-    let until = leader
-        .expires_at
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| "an unknown time".into());
+    let until = shown_time(leader.expires_at);
     let state = if leader.expired {
         format!("lease expired at {until}; `orchestrator resume` takes the mission over")
     } else {
@@ -236,8 +297,8 @@ fn leader_line(leader: &LeaderStatus) -> String {
     };
     format!(
         "leader: {} on {} (token {}, {state})",
-        orchestrator_core::leader::shown(&leader.holder),
-        orchestrator_core::leader::shown(&leader.host),
+        shown(&leader.holder),
+        shown(&leader.host),
         leader.token
     )
 }
@@ -272,4 +333,69 @@ fn cache_parts(usage: &orchestrator_protocol::TokenUsage) -> String {
         let _ = write!(text, ", cache write {}", usage.cache_write_tokens);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(name: &str, state: WorkUnitState, holder: Option<(&str, &str)>, expired: bool) -> WorkUnitStatus {
+        WorkUnitStatus {
+            unit: name.into(),
+            attempt: 1,
+            state,
+            holder: holder.map(|(h, _)| h.to_string()),
+            host: holder.map(|(_, h)| h.to_string()),
+            token: 3,
+            expires_at: chrono::DateTime::from_timestamp_millis(1_800_000_000_000),
+            expired,
+        }
+    }
+
+    fn queue(units: &[WorkUnitStatus]) -> String {
+        let mut out = String::new();
+        render_work_queue(&mut out, units);
+        out
+    }
+
+    #[test]
+    fn a_mission_without_a_work_queue_shows_none() {
+        assert_eq!(queue(&[]), "");
+    }
+
+    #[test]
+    fn the_work_queue_counts_units_and_names_each_holder() {
+        let shown = queue(&[
+            unit("a", WorkUnitState::Leased, Some(("w1", "host-a")), false),
+            unit("b", WorkUnitState::Leased, Some(("w2", "host-b")), true),
+            unit("c", WorkUnitState::Ready, None, false),
+            unit("d", WorkUnitState::Done, Some(("w1", "host-a")), false),
+        ]);
+        assert_eq!(
+            shown,
+            "work queue: 2 leased, 1 ready, 1 done, 0 failed\n  \
+             a (attempt 1): held by w1 on host-a (token 3, lease until 2027-01-15 08:00:00 UTC)\n  \
+             b (attempt 1): lease expired at 2027-01-15 08:00:00 UTC (held by w2 on host-b, token 3); the \
+             next claim takes it over\n"
+        );
+    }
+
+    #[test]
+    fn names_from_other_hosts_are_escaped_and_cut_and_a_flood_is_cut_short() {
+        let long = "w".repeat(5_000);
+        let mut units = vec![unit(
+            "a\u{1b}[2J",
+            WorkUnitState::Leased,
+            Some(("evil\n\u{1b}]0;pwned\u{7}", &long)),
+            false,
+        )];
+        units
+            .extend((0..500).map(|n| unit(&format!("u{n}"), WorkUnitState::Leased, Some(("w", "h")), false)));
+        let shown = queue(&units);
+        assert!(!shown.contains('\u{1b}') && !shown.contains('\u{7}'), "{shown}");
+        assert!(shown.contains("a\\u{1b}[2J (attempt 1): held by evil\\n\\u{1b}]0;pwned\\u{7} on www"));
+        assert!(shown.lines().all(|l| l.chars().count() < 300), "names are cut");
+        assert_eq!(shown.lines().count(), 1 + MAX_HOLDERS_SHOWN + 1, "{shown}");
+        assert!(shown.ends_with("… and 481 more leased (`orchestrator status --json` lists them all)\n"));
+    }
 }

@@ -61,7 +61,7 @@ pub use prompts::{builtin_body, system_prompt, Prompts};
 pub use replay::{CandidatePick, SessionRecord};
 pub use status::{
     cancel, cancel_mission, mission_process, process_alive, status, status_of, LeaderStatus, RoleUsage,
-    StatusReport, UnitStatus,
+    StatusReport, UnitStatus, WorkUnitState, WorkUnitStatus,
 };
 pub use store_url::{set_store_url, STORE_URL_VAR};
 pub use worker_process::{run_worker, WorkerOptions, WorkerReport, MAX_SLOTS};

@@ -46,6 +46,62 @@ pub struct StatusReport {
     /// leader lease; none once it finished or was given back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<LeaderStatus>,
+    /// The mission's units in the work queue that workers claim (docs/scale-out.md), in the order
+    /// they were offered: who holds each and until when. Empty for a mission that runs its sessions
+    /// itself.
+    pub work_units: Vec<WorkUnitStatus>,
+}
+
+/// A unit of the work queue as `status` shows it. Holder and host are as the worker wrote them
+/// (from any host): escape them before printing ([`crate::leader::shown`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkUnitStatus {
+    pub unit: String,
+    pub attempt: u32,
+    pub state: WorkUnitState,
+    /// The worker holding it while leased (also once its lease expired, until another claims it),
+    /// or the one that finished it; none while ready.
+    pub holder: Option<String>,
+    pub host: Option<String>,
+    /// The latest claim's fencing token (0 before the first claim).
+    pub token: i64,
+    /// When its lease ends unless renewed, by the store's clock; none unless leased.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether that lease has ended: the next claim may take the unit over.
+    pub expired: bool,
+}
+
+/// Where a unit of the work queue stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkUnitState {
+    /// Offered or given back, waiting for a worker.
+    Ready,
+    Leased,
+    Done,
+    Failed,
+}
+
+impl WorkUnitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkUnitState::Ready => "ready",
+            WorkUnitState::Leased => "leased",
+            WorkUnitState::Done => "done",
+            WorkUnitState::Failed => "failed",
+        }
+    }
+}
+
+impl From<orchestrator_store::UnitState> for WorkUnitState {
+    fn from(state: orchestrator_store::UnitState) -> Self {
+        match state {
+            orchestrator_store::UnitState::Ready => WorkUnitState::Ready,
+            orchestrator_store::UnitState::Leased => WorkUnitState::Leased,
+            orchestrator_store::UnitState::Done => WorkUnitState::Done,
+            orchestrator_store::UnitState::Failed => WorkUnitState::Failed,
+        }
+    }
 }
 
 /// Who leads a mission: the commander's id and host, the lease's token and expiry.
@@ -141,9 +197,11 @@ pub fn status_of(root: &Path, mission: Option<&str>) -> Result<StatusReport> {
     }
     let waiting_plan = WaitingPlan::from_replay(&replay).filter(|_| record.status.is_unfinished());
     let leader = leader_of(&store, &record);
+    let work_units = work_units_of(&store, &record.id);
     Ok(StatusReport {
         waiting_plan,
         leader,
+        work_units,
         mission: record.id,
         objective: record.objective,
         status: record.status,
@@ -180,6 +238,37 @@ fn leader_of(
         expires_at: chrono::DateTime::from_timestamp_millis(lease.expires_at_ms),
         expired: lease.expired,
     })
+}
+
+/// The mission's units in the work queue; none when it has none, or they cannot be read (`status`
+/// shows what it can).
+fn work_units_of(store: &orchestrator_store::Store, mission: &str) -> Vec<WorkUnitStatus> {
+    let units = match store.work_units(mission) {
+        Ok(units) => units,
+        Err(e) => {
+            tracing::warn!("cannot read the work queue of mission {mission}: {e}");
+            return Vec::new();
+        }
+    };
+    units
+        .into_iter()
+        .map(|u| {
+            let leased = u.state == orchestrator_store::UnitState::Leased;
+            WorkUnitStatus {
+                unit: u.key.unit,
+                attempt: u.key.attempt,
+                state: u.state.into(),
+                holder: u.holder.as_ref().map(|h| h.id.clone()),
+                host: u.holder.map(|h| h.host),
+                token: u.token,
+                expires_at: u
+                    .expires_at_ms
+                    .filter(|_| leased)
+                    .and_then(chrono::DateTime::from_timestamp_millis),
+                expired: leased && u.expired,
+            }
+        })
+        .collect()
 }
 
 fn unit_sessions<'a>(replay: &'a Replay, unit: &'a str) -> impl Iterator<Item = &'a SessionRecord> + 'a {

@@ -36,4 +36,5 @@ mod tell;
 mod traffic;
 mod tui;
 mod verified;
+mod work_queue;
 mod workers;
