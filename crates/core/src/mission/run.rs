@@ -243,6 +243,13 @@ pub(super) async fn run_mission(
     // Another commander's now: its status is not ours to set.
     if bus.lead_lost().is_none() {
         record_status(&store, bus, &id, status, None);
+        // Lost between the mission's end and its status: what was done stands, the record is the
+        // new leader's.
+        if let Some(why) = bus.lead_lost() {
+            summary.push_str(&format!(
+                "\nIts status was not recorded: this commander lost its lead ({why})."
+            ));
+        }
     }
     if let Some(engine) = &opencode {
         engine.stop().await;

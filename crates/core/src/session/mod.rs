@@ -154,9 +154,8 @@ impl Runtime {
         })
     }
 
-    /// Writes `what` of the mission's transcripts unless this commander lost the lead, and reports
-    /// how it failed: see [`Transcript::write`]. For writes outside a session's own transcript
-    /// (OpenCode's attachment).
+    /// A write (`what`, for the log) of the mission's transcripts outside a session's own (OpenCode's
+    /// attachment), made and judged as a session's are ([`write_unless_lost`]).
     pub(crate) fn write_transcript(
         &self,
         what: &str,
