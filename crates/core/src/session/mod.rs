@@ -382,10 +382,13 @@ impl Transcript {
     /// Swaps the whole stored transcript for `values` (a compacted conversation), in one transaction.
     fn replace(&self, values: &[serde_json::Value]) {
         let fence = self.fence.clone();
-        self.write(&format!("the compacted transcript of {}", self.key), |store| match &fence {
-            Some(fence) => store.replace_messages_fenced(fence, &self.key, values),
-            None => store.replace_messages(&self.mission, &self.key, values),
-        });
+        self.write(
+            &format!("the compacted transcript of {}", self.key),
+            |store| match &fence {
+                Some(fence) => store.replace_messages_fenced(fence, &self.key, values),
+                None => store.replace_messages(&self.mission, &self.key, values),
+            },
+        );
     }
 
     /// A worker's refused write (its unit's lease lost) is only logged: its lease keeper stops the
@@ -740,6 +743,7 @@ mod transcript_tests {
             store,
             mission: "m1".into(),
             key: "worker:a".into(),
+            fence: None,
             bus,
         };
         let other = Store::open_existing(&path).expect("second handle");
