@@ -15,6 +15,7 @@ pub mod repo;
 pub mod report;
 pub mod resume;
 pub mod store_bench;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -67,6 +67,53 @@ struct Args {
     /// without prompt caching, on both APIs (see docs/benchmarks.md).
     #[arg(long)]
     caching_units: Option<usize>,
+    /// Instead of the suite: a mission of this many units built by external `orchestrator worker`
+    /// processes (50 slots each) through the PostgreSQL store of --store-pg and a bare remote.
+    #[arg(long, requires = "store_pg")]
+    workers_units: Option<usize>,
+    /// How many worker processes, one run each (with --workers-units).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    worker_counts: Vec<usize>,
+    /// Fake model latency per call for --workers-units, in ms.
+    #[arg(long, default_value_t = 2000)]
+    call_ms: u64,
+}
+
+/// `--workers-units N`: issue #20's benchmark, with the machine it ran on.
+async fn workers(orchestrator: &std::path::Path, args: &Args, units: usize) -> Result<()> {
+    let progress = |line: &str| eprintln!("[bench] {line}");
+    let machine = orchestrator_bench::machine::Machine::detect(orchestrator);
+    let Some(url) = args.store_pg.as_deref() else {
+        anyhow::bail!("--workers-units needs --store-pg postgres://…");
+    };
+    let runs = orchestrator_bench::workers::run_all(
+        orchestrator,
+        url,
+        units,
+        &args.worker_counts,
+        Duration::from_millis(args.call_ms),
+        &progress,
+    )
+    .await?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&runs)?)?;
+    }
+    println!(
+        "{} · {} ({} CPUs, {:.1} GiB) · Linux {} · {} · load before: {}\n",
+        machine.date,
+        machine.cpu,
+        machine.nproc,
+        machine.ram_gib,
+        machine.kernel,
+        machine.commit,
+        machine.load_before
+    );
+    println!(
+        "- command: `{}`\n",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    print!("{}", orchestrator_bench::workers::markdown(&runs));
+    Ok(())
 }
 
 /// The caching benchmark alone, with the machine it ran on.
@@ -119,6 +166,9 @@ async fn main() -> Result<()> {
     let orchestrator = locate_orchestrator(args.orchestrator.as_deref())?;
     if let Some(units) = args.caching_units {
         return caching(&orchestrator, units).await;
+    }
+    if let Some(units) = args.workers_units {
+        return workers(&orchestrator, &args, units).await;
     }
     if let Some(units) = args.builds {
         return builds(&orchestrator, args.ecosystem, units, args.json.as_deref()).await;

@@ -209,7 +209,11 @@ async fn two_workers_build_the_units_and_the_commander_merges_each_once() {
     assert!(refs.contains("/integration"), "{refs}");
 
     // `status` tells which worker on which host finished each unit.
-    let status = Run::cmd(&["status", "--json"]).arg("--store").arg(&schema.url).run(&repo).await;
+    let status = Run::cmd(&["status", "--json"])
+        .arg("--store")
+        .arg(&schema.url)
+        .run(&repo)
+        .await;
     status.assert_code(0);
     let report: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
     let queue = report["work_units"].as_array().expect("work_units");
@@ -217,7 +221,12 @@ async fn two_workers_build_the_units_and_the_commander_merges_each_once() {
     for row in queue {
         assert_eq!(row["state"], "done", "{row}");
         assert!(row["host"] == "host-w1" || row["host"] == "host-w2", "{row}");
-        assert!(row["holder"].as_str().is_some_and(|h| h.starts_with("worker pid ")), "{row}");
+        assert!(
+            row["holder"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("worker pid ")),
+            "{row}"
+        );
     }
 }
 
