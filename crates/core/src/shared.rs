@@ -37,6 +37,8 @@ pub(crate) struct Mission {
     /// The worktrees registered when this run first needed to know: one `git worktree list` for all
     /// the resumed units that look for the worktree an earlier run left, instead of one each.
     pub registered: tokio::sync::OnceCell<Vec<PathBuf>>,
+    /// The commit the mission started from (its baseline's).
+    pub base_commit: String,
     /// The settings the mission was started with (what a resume and an external worker use).
     pub settings: orchestrator_protocol::MissionSettings,
     /// With `--workers external`: the queue its units are offered to instead of run here.

@@ -23,6 +23,10 @@ pub(crate) struct Ticket {
     pub round: u32,
     /// The commit the unit starts from; on the remote's integration ref (or an ancestor of it).
     pub base: String,
+    /// The commit the mission started from: a worker runs the mission's baseline there once (its
+    /// pre-existing test failures, the build outputs its units start warm from). Empty: none.
+    #[serde(default)]
+    pub mission_base: String,
     pub remote: String,
     /// The mission context from discovery, which every worker brief carries.
     pub context: String,

@@ -25,7 +25,7 @@ exit $failed\n";
 
 /// A Cargo project as the pre-scan sees it (its `target` is the build-output folder), built by
 /// shell scripts so the tests stay fast.
-fn project(extra_config: &str, files: &[(&str, &str)]) -> TestRepo {
+pub(super) fn project(extra_config: &str, files: &[(&str, &str)]) -> TestRepo {
     let config = format!(
         "[verify]\nbuild = \"sh build.sh\"\ntest = \"sh test.sh\"\n{extra_config}\n[limits]\nunit_attempts = 1\n"
     );
@@ -40,7 +40,7 @@ fn project(extra_config: &str, files: &[(&str, &str)]) -> TestRepo {
     TestRepo::new(&all)
 }
 
-fn one_unit(directives: &str) -> Script {
+pub(super) fn one_unit(directives: &str) -> Script {
     Script {
         plan: vec![PlanUnit::new("a", "A", directives, &[])],
         ..Script::default()
@@ -48,7 +48,7 @@ fn one_unit(directives: &str) -> Script {
 }
 
 /// The evidence recorded for `unit` (`None`: the integrated whole) of one kind.
-fn evidence(events: &[Value], unit: Option<&str>, kind: &str) -> Vec<Value> {
+pub(super) fn evidence(events: &[Value], unit: Option<&str>, kind: &str) -> Vec<Value> {
     events
         .iter()
         .filter(|e| e["type"] == "evidence_recorded" && e["unit"].as_str() == unit)
@@ -57,7 +57,7 @@ fn evidence(events: &[Value], unit: Option<&str>, kind: &str) -> Vec<Value> {
         .collect()
 }
 
-fn tail(evidence: &Value) -> &str {
+pub(super) fn tail(evidence: &Value) -> &str {
     evidence["output_tail"].as_str().unwrap_or_default()
 }
 

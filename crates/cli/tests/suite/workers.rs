@@ -579,3 +579,66 @@ async fn a_worker_whose_result_lies_gets_nothing_merged() {
     // No model worked on the units: nobody but the liar held them.
     assert!(requests_of(&server, "worker").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_worker_runs_the_missions_baseline_and_judges_as_the_commander_would() {
+    use super::baseline::{evidence, one_unit, project, tail};
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    // A test that fails before any unit, and a build whose outputs say where they were built.
+    let repo = project("", &[("old_bug", "broken before any unit\n")]);
+    let server = fake(one_unit("FILE a.txt := a\\n")).await;
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let running = start(commander(&schema, &remote), &server, &repo);
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    let done = finish(running).await;
+    let w1 = stop(w1).await;
+    assert_eq!(
+        done.code,
+        Some(0),
+        "{}\n{}\nw1: {}",
+        done.stdout,
+        done.stderr,
+        w1.stderr
+    );
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a\n"));
+
+    // The worker's unit started from its own baseline's outputs, and the failure the base already
+    // had is excused by name, as the commander's own unit would have it.
+    let events = done.events();
+    let build = evidence(&events, Some("a"), "build");
+    assert!(!build.is_empty(), "the worker's evidence reached the log");
+    assert!(tail(&build[0]).contains("warm from baseline"), "{build:?}");
+    let test = evidence(&events, Some("a"), "test");
+    assert_eq!(test[0]["exit_code"], 1);
+    assert_eq!(test[0]["baseline_failures"], serde_json::json!(["tests::old"]));
+    // Its baseline worktree went with the worker.
+    let left: Vec<_> = walk_names(&hosts.path().join("w1/worktrees"));
+    assert!(!left.iter().any(|n| n == "baseline"), "{left:?}");
+}
+
+/// Every file and folder name under `dir`.
+fn walk_names(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    names
+}

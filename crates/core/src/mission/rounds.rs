@@ -163,6 +163,7 @@ pub(super) async fn drive(
         todo: Mutex::new(TodoBook::new(repo.root().join(STATE_DIR).join("todo.md"))),
         done_branches: setup.done_branches.clone(),
         registered: Default::default(),
+        base_commit: setup.base.clone(),
         settings: setup.settings.clone(),
         offers,
     });

@@ -147,6 +147,7 @@ impl UnitRun {
             unit: self.unit.clone(),
             round: self.round,
             base,
+            mission_base: mission.base_commit.clone(),
             remote: mission.config.remote.clone().unwrap_or_default(),
             context: mission.context.clone(),
             verify: VerifyCommands {

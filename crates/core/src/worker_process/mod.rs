@@ -8,6 +8,7 @@
 //! lease stops the unit's sessions at once: its work is someone else's now, and nothing more of it
 //! is written or pushed.
 
+mod baselines;
 mod unit;
 
 use std::collections::BTreeMap;
@@ -80,6 +81,7 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
     let mut report = WorkerReport::default();
     let units_cancel = CancellationToken::new();
     let mirrors = Arc::new(unit::Mirrors::default());
+    let baselines = Arc::new(baselines::Baselines::default());
     let who = format!("{} on {}", holder.id, holder.host);
     loop {
         if cancel.is_cancelled() {
@@ -151,6 +153,7 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
                         lease: options.lease,
                         stop: units_cancel.child_token(),
                         mirrors: mirrors.clone(),
+                        baselines: baselines.clone(),
                         who: who.clone(),
                     };
                     let repo = repo.clone();
@@ -175,6 +178,7 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
     while let Some(done) = running.join_next().await {
         count(done, &mut report, &mut per_repo);
     }
+    baselines.remove_all().await;
     Ok(report)
 }
 

@@ -25,6 +25,8 @@ pub(super) struct ClaimedJob {
     pub(super) store: Arc<Store>,
     /// The worker's copies of the remotes, shared by its units.
     pub(super) mirrors: Arc<Mirrors>,
+    /// The missions' baselines on this host, shared by their units.
+    pub(super) baselines: Arc<super::baselines::Baselines>,
     pub(super) claimed: ClaimedUnit,
     pub(super) workdir: PathBuf,
     pub(super) lease: Duration,
@@ -197,7 +199,10 @@ impl ClaimedJob {
             timeout: config.verify_timeout,
             permits: tokio::sync::Semaphore::new(config.max_parallel_verify),
             sandbox: config.sandbox.clone(),
-            baseline: None,
+            baseline: self
+                .baselines
+                .of(&fence.key.mission, ticket, repo, &config, trees)
+                .await,
         };
         let mission = Arc::new(Mission {
             id: fence.key.mission.clone(),
@@ -213,6 +218,7 @@ impl ClaimedJob {
             todo: Mutex::new(TodoBook::new(trees.join("todo.md"))),
             done_branches: Arc::default(),
             registered: Default::default(),
+            base_commit: ticket.mission_base.clone(),
             settings: ticket.settings.clone(),
             offers: None,
         });
