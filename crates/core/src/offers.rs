@@ -13,7 +13,7 @@ use orchestrator_store::{Store, UnitKey, UnitOffer, UnitState, WorkUnit};
 use tokio::sync::oneshot;
 
 use crate::events::EventBus;
-use crate::ticket::{integration_ref, relay_session, relayable, Ticket};
+use crate::ticket::{holder_tag, integration_ref, relay_session, relayable, Ticket, TicketResult};
 
 /// How often the queue is read while units are out. Short against a unit's minutes, long enough
 /// that a mission of hundreds of units costs the store a few queries a second.
@@ -22,9 +22,6 @@ const POLL: Duration = Duration::from_millis(250);
 /// The most events taken from one holder per look: a worker that floods its relay is followed
 /// at this pace instead of being read into memory at once.
 const RELAY_BATCH: usize = 500;
-
-/// Every queue row has attempt 1: a retry is a new unit (`<id>-r2`), not a new attempt of it.
-pub(crate) const OFFER_ATTEMPT: u32 = 1;
 
 pub(crate) struct Offers {
     store: Arc<Store>,
@@ -35,13 +32,15 @@ pub(crate) struct Offers {
     waiting: Mutex<BTreeMap<String, Waiting>>,
     /// The integration commit last pushed to the remote, once this run has pushed or read it.
     published: tokio::sync::Mutex<Option<String>>,
-    /// How far earlier runs relayed each holder's events (by unit and token).
-    relayed_before: BTreeMap<(String, i64), usize>,
+    /// How far earlier runs relayed each holder's events (by holder tag).
+    relayed_before: BTreeMap<String, usize>,
 }
 
 /// A unit out with the workers.
 struct Waiting {
     done: Option<oneshot::Sender<WorkUnit>>,
+    /// Its row in the queue (a unit given back interrupted is offered again as the next attempt).
+    attempt: u32,
     /// The holder's token whose events are relayed, and how many of them were.
     token: i64,
     relayed: usize,
@@ -55,7 +54,7 @@ impl Offers {
         remote: &str,
         repo: Repo,
         bus: EventBus,
-        relayed_before: BTreeMap<(String, i64), usize>,
+        relayed_before: BTreeMap<String, usize>,
     ) -> Arc<Offers> {
         let offers = Arc::new(Offers {
             store,
@@ -119,12 +118,21 @@ impl Offers {
         }
     }
 
-    /// Offers the unit (again, after a resume: then the queue keeps the first offer and its row's
-    /// state) and returns what receives its row once a worker finished it.
+    /// Offers the unit and returns what receives its row once a worker finished it. After a resume
+    /// the unit's latest row is waited for again (its worker may still be at it, or have finished),
+    /// unless it ended interrupted (the budget was spent): then it is offered again, as the next
+    /// attempt, with this run's ticket.
     pub(crate) fn offer(&self, ticket: &Ticket) -> Result<oneshot::Receiver<WorkUnit>, String> {
         let payload = serde_json::to_value(ticket).map_err(|e| e.to_string())?;
+        let attempt = self
+            .next_attempt(&ticket.unit.id)
+            .map_err(|e| format!("cannot read the work queue: {e}"))?;
         let offer = UnitOffer {
-            key: self.key(&ticket.unit.id),
+            key: UnitKey {
+                mission: self.mission.clone(),
+                unit: ticket.unit.id.clone(),
+                attempt,
+            },
             payload,
         };
         let (tx, rx) = oneshot::channel();
@@ -132,6 +140,7 @@ impl Offers {
             ticket.unit.id.clone(),
             Waiting {
                 done: Some(tx),
+                attempt,
                 token: 0,
                 relayed: 0,
             },
@@ -169,12 +178,18 @@ impl Offers {
             .map_err(|e| e.to_string())
     }
 
-    fn key(&self, unit: &str) -> UnitKey {
-        UnitKey {
-            mission: self.mission.clone(),
-            unit: unit.to_string(),
-            attempt: OFFER_ATTEMPT,
-        }
+    /// The queue row to wait on for `unit`: its latest, unless that one ended interrupted.
+    fn next_attempt(&self, unit: &str) -> Result<u32, orchestrator_store::StoreError> {
+        let rows = self.store.work_units(&self.mission)?;
+        let latest = rows
+            .iter()
+            .filter(|row| row.key.unit == unit)
+            .max_by_key(|row| row.key.attempt);
+        Ok(match latest {
+            None => 1,
+            Some(row) if ended_interrupted(row) => row.key.attempt + 1,
+            Some(row) => row.key.attempt,
+        })
     }
 
     /// One look at the queue: new holders announced, their events relayed, finished units handed
@@ -192,14 +207,15 @@ impl Offers {
     fn follow(&self, row: WorkUnit) -> Result<(), orchestrator_store::StoreError> {
         let unit = row.key.unit.clone();
         let (token, from) = match lock(&self.waiting).get(&unit) {
-            Some(w) => (w.token, w.relayed),
-            None => return Ok(()),
+            Some(w) if w.attempt == row.key.attempt => (w.token, w.relayed),
+            _ => return Ok(()),
         };
         if row.token == 0 {
             return Ok(()); // not claimed yet
         }
+        let tag = holder_tag(&unit, row.key.attempt, row.token);
         let (token, from) = if row.token != token {
-            match self.relayed_before.get(&(unit.clone(), row.token)) {
+            match self.relayed_before.get(&tag) {
                 // An earlier run announced this holder and logged its events this far.
                 Some(upto) => (row.token, *upto),
                 None => {
@@ -210,11 +226,11 @@ impl Offers {
         } else {
             (token, from)
         };
-        let relayed_now = self.relay(&unit, token, from)?;
+        let relayed_now = self.relay(&unit, &tag, from)?;
         if relayed_now > 0 {
             self.bus.emit(Event::EventsRelayed {
                 unit: unit.clone(),
-                token,
+                holder: tag,
                 upto: from + relayed_now,
             });
         }
@@ -259,8 +275,8 @@ impl Offers {
     }
 
     /// Emits the holder's events written since `from`; returns how many were read.
-    fn relay(&self, unit: &str, token: i64, from: usize) -> Result<usize, orchestrator_store::StoreError> {
-        let session = relay_session(unit, token);
+    fn relay(&self, unit: &str, tag: &str, from: usize) -> Result<usize, orchestrator_store::StoreError> {
+        let session = relay_session(tag);
         let messages = self
             .store
             .messages_from(&self.mission, &session, from, RELAY_BATCH)?;
@@ -272,7 +288,7 @@ impl Offers {
             }
             read += 1;
             match serde_json::from_value::<Event>(value) {
-                Ok(event) if relayable(&event, unit, token) => self.bus.emit(event),
+                Ok(event) if relayable(&event, unit, tag) => self.bus.emit(event),
                 Ok(event) => tracing::debug!("not relayed from the holder of {unit}: {event:?}"),
                 Err(e) => tracing::warn!("an unreadable event from the holder of {unit}: {e}"),
             }
@@ -296,6 +312,16 @@ async fn poll(offers: Weak<Offers>) {
             Err(e) => tracing::warn!("the work queue poller failed: {e}"),
         }
     }
+}
+
+/// A finished row whose result says it was stopped, not judged (the budget was spent on it).
+fn ended_interrupted(row: &WorkUnit) -> bool {
+    matches!(row.state, UnitState::Done | UnitState::Failed)
+        && row
+            .result
+            .clone()
+            .and_then(|value| serde_json::from_value::<TicketResult>(value).ok())
+            .is_some_and(|result| result.interrupted)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

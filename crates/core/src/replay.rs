@@ -147,8 +147,8 @@ pub struct Replay {
     pub order: Vec<String>,
     /// Every hook run, in order.
     pub hooks: Vec<HookRun>,
-    /// External workers: how far each unit holder's events (by unit and token) are in the log.
-    pub relayed: BTreeMap<(String, i64), usize>,
+    /// External workers: how far each unit holder's events (by holder tag, `a@t2`) are in the log.
+    pub relayed: BTreeMap<String, usize>,
 }
 
 impl Replay {
@@ -172,8 +172,8 @@ impl Replay {
             }
             Event::PreScanFinished { build, test, .. } => self.verify = Some((build.clone(), test.clone())),
             Event::DiscoveryFinished { context } => self.context = Some(context.clone()),
-            Event::EventsRelayed { unit, token, upto } => {
-                self.relayed.insert((unit.clone(), *token), *upto);
+            Event::EventsRelayed { holder, upto, .. } => {
+                self.relayed.insert(holder.clone(), *upto);
             }
             Event::BaselineVerified { baseline } => self.baseline = Some(baseline.clone()),
             Event::PlanAccepted { round, units } => {

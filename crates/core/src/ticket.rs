@@ -73,31 +73,46 @@ pub(crate) fn integration_ref(mission: &str) -> String {
     format!("refs/heads/orchestrator/{mission}/integration")
 }
 
-/// The remote ref a unit's holder pushes its work to. The token is in the name: each holder has a
-/// ref of its own, so a replaced holder cannot touch its successor's, and the commander merges only
-/// the commit the store's fenced result names.
-pub(crate) fn worker_ref(mission: &str, unit: &str, token: i64) -> String {
-    format!("refs/heads/orchestrator/{mission}/w/{unit}@t{token}")
+/// Who holds a unit, as names go: the unit, the queue row's attempt (a unit offered again after an
+/// interruption is a new row, whose tokens start again) and the holder's token. `a@t2`, or
+/// `a@a2t1` for a later attempt.
+pub(crate) fn holder_tag(unit: &str, attempt: u32, token: i64) -> String {
+    if attempt <= 1 {
+        format!("{unit}@t{token}")
+    } else {
+        format!("{unit}@a{attempt}t{token}")
+    }
+}
+
+/// [`holder_tag`] of what a claim handed out.
+pub(crate) fn fence_tag(fence: &orchestrator_store::Fence) -> String {
+    holder_tag(&fence.key.unit, fence.key.attempt, fence.token)
+}
+
+/// The remote ref a unit's holder pushes its work to. The holder is in the name: each has a ref of
+/// its own, so a replaced holder cannot touch its successor's, and the commander merges only the
+/// commit the store's fenced result names.
+pub(crate) fn worker_ref(mission: &str, tag: &str) -> String {
+    format!("refs/heads/orchestrator/{mission}/w/{tag}")
 }
 
 /// The transcript a unit's holder relays its events through.
-pub(crate) fn relay_session(unit: &str, token: i64) -> String {
-    format!("relay:{unit}@t{token}")
+pub(crate) fn relay_session(tag: &str) -> String {
+    format!("relay:{tag}")
 }
 
-/// The prefix of every session id of the holder of `unit` with `token` (see
-/// `Runtime::for_leased_unit`).
-pub(crate) fn session_prefix(unit: &str, token: i64) -> String {
-    format!("{unit}@t{token}/")
+/// The prefix of every session id of a unit's holder (see `Runtime::for_leased_unit`).
+pub(crate) fn session_prefix(tag: &str) -> String {
+    format!("{tag}/")
 }
 
 /// Whether an event a unit's holder relayed goes into the mission's log: only what a worker's run
 /// of that unit emits — its sessions (by their prefix), the unit's states short of the merge, its
 /// evidence, reviews and hooks, notices. Anything else (another unit's events, a merge, a plan, the
 /// mission's end) is the commander's alone to say, whatever a worker wrote.
-pub(crate) fn relayable(event: &Event, unit: &str, token: i64) -> bool {
+pub(crate) fn relayable(event: &Event, unit: &str, tag: &str) -> bool {
     use orchestrator_protocol::UnitState as S;
-    let prefix = session_prefix(unit, token);
+    let prefix = session_prefix(tag);
     let of_unit = |u: &Option<String>| u.as_deref() == Some(unit);
     match event {
         Event::SessionStarted { session, .. }
@@ -129,11 +144,11 @@ mod tests {
             model: "m".into(),
             sandbox: None,
         };
-        assert!(relayable(&session("a@t2/worker-1"), "a", 2));
+        assert!(relayable(&session("a@t2/worker-1"), "a", "a@t2"));
         // Another holder's, another unit's, or an unprefixed (a commander's) session: not relayed.
-        assert!(!relayable(&session("a@t1/worker-1"), "a", 2));
-        assert!(!relayable(&session("b@t2/worker-1"), "a", 2));
-        assert!(!relayable(&session("worker-1"), "a", 2));
+        assert!(!relayable(&session("a@t1/worker-1"), "a", "a@t2"));
+        assert!(!relayable(&session("b@t2/worker-1"), "a", "a@t2"));
+        assert!(!relayable(&session("worker-1"), "a", "a@t2"));
         let call = Event::ModelCall {
             session: "a@t2/reviewer-2".into(),
             role: Role::Reviewer,
@@ -143,25 +158,25 @@ mod tests {
             duration_ms: 1,
             constraint: None,
         };
-        assert!(relayable(&call, "a", 2));
+        assert!(relayable(&call, "a", "a@t2"));
         let state = |unit: &str, state| Event::UnitState {
             unit: unit.into(),
             state,
             attempt: 1,
             detail: None,
         };
-        assert!(relayable(&state("a", UnitState::Verifying), "a", 2));
+        assert!(relayable(&state("a", UnitState::Verifying), "a", "a@t2"));
         assert!(
-            !relayable(&state("a", UnitState::Passed), "a", 2),
+            !relayable(&state("a", UnitState::Passed), "a", "a@t2"),
             "the commander says passed"
         );
-        assert!(!relayable(&state("b", UnitState::Running), "a", 2));
+        assert!(!relayable(&state("b", UnitState::Running), "a", "a@t2"));
         let merged = Event::Merged {
             unit: "a".into(),
             into: "x".into(),
             commit: "c".into(),
         };
-        assert!(!relayable(&merged, "a", 2), "only the commander merges");
+        assert!(!relayable(&merged, "a", "a@t2"), "only the commander merges");
         let finished = Event::MissionFinished {
             outcome: orchestrator_protocol::Outcome::Sealed,
             summary: String::new(),
@@ -169,6 +184,6 @@ mod tests {
             result_commit: None,
             unverified: false,
         };
-        assert!(!relayable(&finished, "a", 2));
+        assert!(!relayable(&finished, "a", "a@t2"));
     }
 }

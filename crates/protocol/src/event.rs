@@ -289,11 +289,12 @@ pub enum Event {
         run: HookRun,
     },
     /// The commander took the events of an external worker's unit into the log (they precede
-    /// this), up to position `upto` of what the unit's holder with fencing token `token` wrote: where
-    /// a resumed commander goes on reading, so nothing is logged (or its usage counted) twice.
+    /// this), up to position `upto` of what the unit's holder (`holder`: the unit, its queue attempt
+    /// and the holder's fencing token, `a@t2`) wrote: where a resumed commander goes on reading, so
+    /// nothing is logged (or its usage counted) twice.
     EventsRelayed {
         unit: String,
-        token: i64,
+        holder: String,
         upto: usize,
     },
     /// A warning a person should see (e.g. the user's branch could not be fast-forwarded).

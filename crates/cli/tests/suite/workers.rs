@@ -642,3 +642,114 @@ fn walk_names(dir: &Path) -> Vec<String> {
     }
     names
 }
+
+/// The tokens a mission used, every kind together.
+fn tokens_used(done: &Finished) -> u64 {
+    let usage = &done.events_of("mission_finished")[0]["usage"];
+    [
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+    ]
+    .iter()
+    .map(|kind| usage[kind].as_u64().unwrap_or(0))
+    .sum()
+}
+
+/// Whether every row of the mission's queue is finished or waiting: no worker holds a unit.
+fn nothing_held(repo: &TestRepo, schema: &TestSchema) -> bool {
+    let scope = std::fs::canonicalize(repo.path())
+        .expect("repo path")
+        .display()
+        .to_string();
+    let store = Store::open_postgres(&schema.url, &scope).expect("the store opens");
+    let Ok(Some(mission)) = store.latest_mission() else {
+        return true;
+    };
+    store
+        .work_units(&mission.id)
+        .expect("the queue reads")
+        .iter()
+        .all(|u| u.state != orchestrator_store::UnitState::Leased)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_spent_budget_stops_the_workers_spending_and_a_resume_with_more_seals() {
+    let server = fake(script()).await;
+    let hosts = tempfile::tempdir().expect("tempdir");
+    // What the whole mission costs with external workers.
+    let (probe_schema, probe_remote) = (fresh_schema(), SharedRemote::new());
+    let probe = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let running = start(commander(&probe_schema, &probe_remote), &server, &probe);
+    let w0 = start(
+        worker(&probe_schema, "host-w0", &hosts.path().join("w0")),
+        &server,
+        &probe,
+    );
+    let full = finish(running).await;
+    stop(w0).await;
+    assert_eq!(full.code, Some(0), "{}", full.stderr);
+    let total = tokens_used(&full);
+
+    // Enough for a and b, not for c: c's worker usually runs out in it (its row ends interrupted,
+    // and the resume offers it again as attempt 2), or c is never offered; both must end the same.
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let budgeted = commander(&schema, &remote)
+        .arg("--budget-tokens")
+        .arg(&(total * 17 / 20).to_string());
+    let running = start(budgeted, &server, &repo);
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    let spent = finish(running).await;
+    assert_eq!(spent.code, Some(1), "{}\n{}", spent.stdout, spent.stderr);
+    assert!(
+        spent.stdout.contains("the token budget is spent"),
+        "{}",
+        spent.stdout
+    );
+
+    // Once the units out with the worker end, nothing more is spent: no unit is taken up again.
+    for _ in 0..600 {
+        if nothing_held(&repo, &schema) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(nothing_held(&repo, &schema), "the worker still holds a unit");
+    let calls = server.requests().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server.requests().len(),
+        calls,
+        "the worker went on calling the model"
+    );
+
+    let resumed = Run::cmd(&["resume", "--json", "--budget-tokens"])
+        .arg(&(total * 10).to_string())
+        .arg("--store")
+        .arg(&schema.url)
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let w1 = stop(w1).await;
+    assert_eq!(
+        resumed.code,
+        Some(0),
+        "{}\n{}\nw1: {}",
+        resumed.stdout,
+        resumed.stderr,
+        w1.stderr
+    );
+    assert_result_on_the_users_branch(&repo);
+    assert_eq!(merge_commits(&repo), once_each());
+}

@@ -182,7 +182,7 @@ fn external_offers(
     setup: &Setup,
     rt: &Runtime,
     config: &Config,
-    relayed: BTreeMap<(String, i64), usize>,
+    relayed: BTreeMap<String, usize>,
 ) -> Result<Option<Arc<Offers>>> {
     let (orchestrator_protocol::Workers::External, Some(remote), Some(store)) =
         (config.workers, &config.remote, &rt.store)

@@ -9,7 +9,7 @@ use super::unit::Reviewed;
 use super::{MergeTarget, UnitOutcome, UnitRun};
 use crate::offers::Offers;
 use crate::session::Slot;
-use crate::ticket::{worker_ref, Ticket, TicketResult, VerifyCommands, TICKET_VERSION};
+use crate::ticket::{holder_tag, worker_ref, Ticket, TicketResult, VerifyCommands, TICKET_VERSION};
 
 impl UnitRun {
     pub(super) async fn execute_offered(
@@ -64,13 +64,23 @@ impl UnitRun {
                 String::new(),
             );
         };
-        // A worker gives back what it could not finish; a finished row is an ending, whatever it says.
+        // Stopped, not judged: the mission's budget was spent on it. The next run offers it again.
+        if result.interrupted {
+            return match result.reason.as_deref() {
+                Some(crate::units::BUDGET_SPENT) => UnitOutcome::out_of_budget(&self.unit),
+                _ => UnitOutcome {
+                    reason: result.reason,
+                    ..UnitOutcome::interrupted(&self.unit)
+                },
+            };
+        }
         if !result.passed {
             let mut outcome = self.failed(result.reason.unwrap_or_else(|| "failed".into()), result.summary);
             outcome.findings = result.findings;
             return outcome;
         }
-        self.merge_pushed(offers, slot, target, result, row.token).await
+        self.merge_pushed(offers, slot, target, result, (row.key.attempt, row.token))
+            .await
     }
 
     /// Fetches what the worker pushed and merges it: only from the ref of the holder whose fenced
@@ -81,9 +91,9 @@ impl UnitRun {
         slot: &mut Slot,
         target: &MergeTarget,
         result: TicketResult,
-        token: i64,
+        (attempt, token): (u32, i64),
     ) -> UnitOutcome {
-        let expected = worker_ref(&self.mission.id, &self.unit.id, token);
+        let expected = worker_ref(&self.mission.id, &holder_tag(&self.unit.id, attempt, token));
         let commit = match (result.commit, result.pushed_ref) {
             (Some(commit), Some(pushed)) if pushed == expected => commit,
             _ => {

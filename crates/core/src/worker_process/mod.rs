@@ -58,8 +58,16 @@ pub struct WorkerReport {
 pub(crate) enum UnitEnd {
     Passed,
     Failed,
+    /// Its lease was lost, or the worker is stopping.
     LetGo,
+    /// Given back because this host could not run it (no key, the endpoint or the remote failing).
+    GaveBack,
 }
+
+/// The first pause after a unit was given back for this host's trouble; it doubles with each one
+/// in a row, up to [`MAX_BACKOFF`], and a unit that ends otherwise resets it.
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Runs the worker until `cancel` (or, with `until_idle`, until there is no work).
 pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Result<WorkerReport> {
@@ -80,6 +88,8 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
     let mut per_repo: BTreeMap<String, usize> = BTreeMap::new();
     let mut report = WorkerReport::default();
     let units_cancel = CancellationToken::new();
+    // After units were given back for this host's trouble, no claim until then.
+    let mut backoff = Backoff::default();
     let mirrors = Arc::new(unit::Mirrors::default());
     let baselines = Arc::new(baselines::Baselines::default());
     let who = format!("{} on {}", holder.id, holder.host);
@@ -87,7 +97,11 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
         if cancel.is_cancelled() {
             break;
         }
-        let free = options.slots.saturating_sub(running.len());
+        let free = if backoff.waiting() {
+            0
+        } else {
+            options.slots.saturating_sub(running.len())
+        };
         let mut claimed_any = false;
         if free > 0 {
             let repos = blocking({
@@ -161,7 +175,7 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
                 }
             }
         }
-        if options.until_idle && running.is_empty() && !claimed_any {
+        if options.until_idle && running.is_empty() && !claimed_any && !backoff.waiting() {
             break;
         }
         let wait = if claimed_any { Duration::ZERO } else { IDLE_POLL };
@@ -169,27 +183,53 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
             Some(done) = running.join_next(), if !running.is_empty() => {
-                count(done, &mut report, &mut per_repo);
+                backoff.after(count(done, &mut report, &mut per_repo));
             }
         }
     }
     // A stop: the units running are given back (ready for another worker) once their sessions end.
     units_cancel.cancel();
     while let Some(done) = running.join_next().await {
-        count(done, &mut report, &mut per_repo);
+        let _ = count(done, &mut report, &mut per_repo);
     }
     baselines.remove_all().await;
     Ok(report)
+}
+
+/// How long the worker holds off claiming after units were given back for its host's trouble.
+#[derive(Default)]
+struct Backoff {
+    until: Option<std::time::Instant>,
+    next: Option<Duration>,
+}
+
+impl Backoff {
+    fn waiting(&self) -> bool {
+        self.until.is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    fn after(&mut self, end: Option<UnitEnd>) {
+        match end {
+            Some(UnitEnd::GaveBack) => {
+                let pause = self.next.unwrap_or(FIRST_BACKOFF);
+                tracing::warn!("claiming no unit for {} s", pause.as_secs());
+                self.until = Some(std::time::Instant::now() + pause);
+                self.next = Some((pause * 2).min(MAX_BACKOFF));
+            }
+            Some(UnitEnd::Passed | UnitEnd::Failed) => *self = Backoff::default(),
+            _ => {}
+        }
+    }
 }
 
 fn count(
     done: std::result::Result<(String, UnitEnd), tokio::task::JoinError>,
     report: &mut WorkerReport,
     per_repo: &mut BTreeMap<String, usize>,
-) {
+) -> Option<UnitEnd> {
     let Ok((repo, end)) = done else {
         report.let_go += 1;
-        return;
+        return None;
     };
     if let Some(n) = per_repo.get_mut(&repo) {
         *n = n.saturating_sub(1);
@@ -197,8 +237,9 @@ fn count(
     match end {
         UnitEnd::Passed => report.passed += 1,
         UnitEnd::Failed => report.failed += 1,
-        UnitEnd::LetGo => report.let_go += 1,
+        UnitEnd::LetGo | UnitEnd::GaveBack => report.let_go += 1,
     }
+    Some(end)
 }
 
 fn check(options: &WorkerOptions) -> Result<()> {

@@ -17,7 +17,8 @@ use crate::events::EventBus;
 use crate::session::Runtime;
 use crate::shared::{Mission, TodoBook};
 use crate::ticket::{
-    integration_ref, relay_session, session_prefix, worker_ref, Ticket, TicketResult, TICKET_VERSION,
+    fence_tag, integration_ref, relay_session, session_prefix, worker_ref, Ticket, TicketResult,
+    TICKET_VERSION,
 };
 use crate::verify::Verifier;
 
@@ -66,14 +67,27 @@ impl ClaimedJob {
             );
             return UnitEnd::LetGo;
         }
-        if self.stop.is_cancelled() || result.interrupted {
+        let spent = result.reason.as_deref() == Some(crate::units::BUDGET_SPENT);
+        if self.stop.is_cancelled() || (result.interrupted && !spent) {
+            // This host could not do it (a stop, no model key, the endpoint or the remote failing
+            // here): another worker may, and this one waits before it claims again.
             let store = self.store.clone();
             let key = fence.clone();
             if let Err(e) = blocking(move || store.release_unit(&key)).await {
                 tracing::warn!("{}: could not be given back ({e}); its lease expires", fence.key);
             }
-            return UnitEnd::LetGo;
+            if self.stop.is_cancelled() {
+                return UnitEnd::LetGo;
+            }
+            tracing::warn!(
+                "{}: given back: {}",
+                fence.key,
+                result.reason.as_deref().unwrap_or("stopped")
+            );
+            return UnitEnd::GaveBack;
         }
+        // A spent budget is the mission's, not this host's: reported, so that no worker spends more
+        // on it until the commander offers it again with a budget.
         let passed = result.passed;
         let outcome = if passed { Outcome::Done } else { Outcome::Failed };
         let value = serde_json::to_value(&result).unwrap_or_default();
@@ -125,7 +139,7 @@ impl ClaimedJob {
         lost: &AtomicBool,
     ) -> TicketResult {
         let mission_id = &fence.key.mission;
-        let tag = format!("{}@t{}", fence.key.unit, fence.token);
+        let tag = fence_tag(fence);
         let repo = match self
             .mirrors
             .fetched(&self.workdir, &ticket.remote, &integration_ref(mission_id))
@@ -188,7 +202,7 @@ impl ClaimedJob {
         )
         .with_store(self.store.clone(), &fence.key.mission)
         .with_context_rules(config.prices.clone(), config.compaction.clone())
-        .for_leased_unit(session_prefix(&fence.key.unit, fence.token), fence.clone());
+        .for_leased_unit(session_prefix(&fence_tag(fence)), fence.clone());
         rt.prompts = crate::mission::project_prompts(&rt, &config, worktree.path());
         let verifier = Verifier {
             install: ticket.verify.install.clone(),
@@ -233,7 +247,7 @@ impl ClaimedJob {
         drop(mission);
         match built {
             Ok((summary, commit)) if !lost.load(Ordering::SeqCst) => {
-                let name = worker_ref(&fence.key.mission, &fence.key.unit, fence.token);
+                let name = worker_ref(&fence.key.mission, &fence_tag(fence));
                 push_result(repo, &ticket.remote, &name, summary, commit).await
             }
             Ok(_) => interrupted("the lease was lost".into()),
@@ -384,7 +398,7 @@ struct Relay {
 impl Relay {
     fn start(bus: &EventBus, store: Arc<Store>, fence: Fence) -> Relay {
         let mut events = bus.subscribe();
-        let session = relay_session(&fence.key.unit, fence.token);
+        let session = relay_session(&fence_tag(&fence));
         let task = tokio::spawn(async move {
             let mut idx = 0usize;
             while let Some(envelope) = events.recv().await {
