@@ -162,6 +162,8 @@ pub enum StoreError {
          user, or pass another --store (ORCHESTRATOR_STORE_URL)"
     )]
     Unreachable { target: String, reason: String },
+    #[error("cannot connect to the mission store at {target} over TLS: {reason}")]
+    Tls { target: String, reason: String },
     #[error("mission store on PostgreSQL: {}", pg::reason(.0))]
     Postgres(#[from] postgres::Error),
     #[error("mission store: a stored record cannot be read: {0}")]

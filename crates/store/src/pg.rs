@@ -13,9 +13,10 @@
 use std::sync::mpsc;
 use std::sync::Mutex;
 
-use postgres::{Client, GenericClient, NoTls, Row};
+use postgres::{Client, GenericClient, Row};
 
 mod lease;
+mod tls;
 
 use crate::{now, InboxMessage, MissionRecord, MissionStatus, Result, StoreError};
 
@@ -119,7 +120,7 @@ pub(crate) struct Pg {
 
 /// `url` as it may be shown: the password masked.
 pub fn masked_url(url: &str) -> String {
-    match url.parse::<postgres::Config>() {
+    match tls::without_tls_params(url).parse::<postgres::Config>() {
         Ok(config) => describe(&config),
         Err(_) => "postgres://(unparsable URL)".into(),
     }
@@ -132,25 +133,40 @@ fn describe(config: &postgres::Config) -> String {
     } else {
         ""
     };
-    let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
+    let host = host_name(config);
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let db = config.get_dbname().unwrap_or(user);
     let at = if user.is_empty() { "" } else { "@" };
     format!("postgres://{user}{password}{at}{host}:{port}/{db}")
 }
 
+/// The server's host as the URL names it (the name a certificate must be issued for).
+fn host_name(config: &postgres::Config) -> String {
+    match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    }
+}
+
 impl Pg {
     /// Connects, migrates the schema and starts the connection's thread.
     pub(crate) fn connect(url: &str, repo: &str) -> Result<Pg> {
-        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| StoreError::BadUrl {
+        let bad_url = |reason: String| StoreError::BadUrl {
             url: masked_url(url),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let (tls, rest) = tls::split_url(url).map_err(bad_url)?;
+        let mut config: postgres::Config = rest
+            .parse()
+            .map_err(|e: postgres::Error| bad_url(e.to_string()))?;
+        config.ssl_mode(tls.ssl_mode());
         let target = describe(&config);
+        let connector = tls.connector().map_err(|reason| StoreError::Tls {
+            target: target.clone(),
+            reason,
+        })?;
+        let host = host_name(&config);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
@@ -171,12 +187,18 @@ impl Pg {
         std::thread::Builder::new()
             .name("orchestrator-pg".into())
             .spawn(move || {
-                let mut client = match config.connect(NoTls) {
+                let mut client = match config.connect(connector) {
                     Ok(client) => client,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(StoreError::Unreachable {
-                            target: thread_target,
-                            reason: reason(&e),
+                        let _ = ready_tx.send(Err(match tls::explain(&e, &tls, &host) {
+                            Some(reason) => StoreError::Tls {
+                                target: thread_target,
+                                reason,
+                            },
+                            None => StoreError::Unreachable {
+                                target: thread_target,
+                                reason: reason(&e),
+                            },
                         }));
                         return;
                     }
@@ -222,6 +244,17 @@ impl Pg {
     pub(crate) fn setting(&self, name: &str) -> Result<String> {
         let name = name.to_string();
         self.call(move |c, _| Ok(c.query_one("SELECT current_setting($1)", &[&name])?.get(0)))
+    }
+
+    /// Whether this connection is encrypted, as the server sees it (for tests).
+    #[cfg(test)]
+    pub(crate) fn uses_tls(&self) -> Result<bool> {
+        self.call(|c, _| {
+            Ok(
+                c.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])?
+                    .get(0),
+            )
+        })
     }
 
     pub(crate) fn target(&self) -> &str {
