@@ -66,6 +66,18 @@ fn as_host(schema: &TestSchema, host: &str) -> String {
     with(&url, &[("hostaddr", "127.0.0.1")])
 }
 
+/// The schema's URL for the role that `scripts/pg-test-server` lets in over TLS alone, with a
+/// password (SCRAM).
+fn with_password(schema: &TestSchema, password: &str) -> String {
+    let url = schema.url.replacen(
+        "//orchestrator_test@",
+        &format!("//orchestrator_scram:{password}@"),
+        1,
+    );
+    assert_ne!(url, schema.url, "the test server's URL names orchestrator_test");
+    url
+}
+
 macro_rules! needs_tls_server {
     ($($test:item)*) => {$(
         #[test]
@@ -141,6 +153,20 @@ needs_tls_server! {
         let right = as_host(&schema, "localhost");
         let full = with(&right, &[("sslmode", "verify-full"), ("sslrootcert", path(&ca))]);
         assert!(uses_tls(&Store::open_postgres(&full, "/r").unwrap()));
+    }
+
+    fn a_password_goes_over_tls_bound_to_the_servers_certificate() {
+        let schema = fresh_schema();
+        let ca = server_ca();
+        let params = [("sslmode", "verify-full"), ("sslrootcert", path(&ca)), ("channel_binding", "require")];
+        // channel_binding=require: SCRAM-SHA-256-PLUS with the certificate's hash, or no login.
+        let store = Store::open_postgres(&with(&with_password(&schema, "orchestrator_scram"), &params), "/r").unwrap();
+        assert!(uses_tls(&store));
+        let e = refusal(&with(&with_password(&schema, "wrong-secret"), &params));
+        let text = e.to_string();
+        assert!(text.contains("password authentication failed"), "{text}");
+        assert!(text.contains("postgres://orchestrator_scram:***@127.0.0.1"), "{text}");
+        assert!(!text.contains("wrong-secret"), "{text}");
     }
 
     fn verify_ca_with_another_ca_is_refused() {
@@ -238,14 +264,12 @@ fn a_server_without_tls_is_refused_under_require_saying_what_to_do() {
 }
 
 #[test]
-fn a_server_that_answers_tls_with_garbage_is_refused() {
+fn a_server_that_floods_garbage_instead_of_tls_is_refused() {
     let (url, server) = fake_server(|stream| {
         stream.write_all(b"S").unwrap();
-        // Not a TLS record: what a proxy or another service might send. Then wait for the client
-        // to hang up, so that it is its parser that gives up, not a closed socket.
-        let _ = stream.write_all(&[b'x'; 4096]);
-        let mut rest = Vec::new();
-        let _ = stream.read_to_end(&mut rest);
+        // Not a TLS record, and no end to it: what a proxy or another service might send. It stops
+        // once the client hangs up, so the client must give up on what it read, not on a close.
+        while stream.write_all(&[b'x'; 4096]).is_ok() {}
     });
     let e = refusal(&with(&url, &[("sslmode", "require")]));
     assert_eq!(server.join().unwrap(), SSL_REQUEST);
