@@ -140,6 +140,21 @@ fn describe(config: &postgres::Config) -> String {
     format!("postgres://{user}{password}{at}{host}:{port}/{db}")
 }
 
+/// The shortest wait for a connection to be made: three times a short connect_timeout is still
+/// enough for a TLS handshake and a login on a busy machine.
+const ANSWER_WITHIN_MIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Why connecting failed: TLS's own words when TLS is what failed.
+fn connect_failed(e: &postgres::Error, tls: &tls::TlsSettings, host: &str, target: String) -> StoreError {
+    match tls::explain(e, tls, host) {
+        Some(reason) => StoreError::Tls { target, reason },
+        None => StoreError::Unreachable {
+            target,
+            reason: reason(e),
+        },
+    }
+}
+
 /// The server's host as the URL names it (the name a certificate must be issued for).
 fn host_name(config: &postgres::Config) -> String {
     match config.get_hosts().first() {
@@ -170,6 +185,12 @@ impl Pg {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
+        // The postgres crate bounds the TCP connect alone (per address): a server, or something in
+        // its place, that takes the connection and then stays silent through the TLS handshake or
+        // the login would hold the caller forever. Its thread is left to that server.
+        let answer_within = config
+            .get_connect_timeout()
+            .map_or(ANSWER_WITHIN_MIN, |t| (*t * 3).max(ANSWER_WITHIN_MIN));
         if config.get_application_name().is_none() {
             config.application_name("orchestrator");
         }
@@ -181,6 +202,7 @@ impl Pg {
         let relaxed = !config
             .get_options()
             .is_some_and(|o| o.contains("synchronous_commit"));
+        let (connected_tx, connected_rx) = mpsc::channel::<Result<()>>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<()>>();
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let thread_target = target.clone();
@@ -188,18 +210,12 @@ impl Pg {
             .name("orchestrator-pg".into())
             .spawn(move || {
                 let mut client = match config.connect(connector) {
-                    Ok(client) => client,
+                    Ok(client) => {
+                        let _ = connected_tx.send(Ok(()));
+                        client
+                    }
                     Err(e) => {
-                        let _ = ready_tx.send(Err(match tls::explain(&e, &tls, &host) {
-                            Some(reason) => StoreError::Tls {
-                                target: thread_target,
-                                reason,
-                            },
-                            None => StoreError::Unreachable {
-                                target: thread_target,
-                                reason: reason(&e),
-                            },
-                        }));
+                        let _ = connected_tx.send(Err(connect_failed(&e, &tls, &host, thread_target)));
                         return;
                     }
                 };
@@ -225,6 +241,27 @@ impl Pg {
                 target: target.clone(),
                 reason: format!("cannot start its thread: {e}"),
             })?;
+        match connected_rx.recv_timeout(answer_within) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(StoreError::Unreachable {
+                    target,
+                    reason: format!(
+                        "no answer within {} s of connecting (the TLS handshake or the login stalled); check \
+                         that it is PostgreSQL that listens at that address and port, or set a longer \
+                         connect_timeout (seconds; the whole connection may take three times as long)",
+                        answer_within.as_secs()
+                    ),
+                })
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(StoreError::Unreachable {
+                    target,
+                    reason: "its connection thread ended".into(),
+                })
+            }
+        }
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Pg {
                 jobs: Mutex::new(jobs_tx),

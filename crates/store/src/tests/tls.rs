@@ -292,3 +292,33 @@ fn a_server_that_hangs_up_mid_handshake_is_reported_unreachable() {
     );
     assert!(text.contains("TLS handshake"), "{text}");
 }
+
+#[test]
+fn a_server_that_goes_silent_mid_connection_is_given_up_on() {
+    for (mode, answer) in [("require", &b"S"[..]), ("disable", &b""[..])] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        // Takes the connection, answers the first message as a TLS server would (or not at all),
+        // then holds it without a word: the postgres crate's connect_timeout covers none of that.
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut first = vec![0; 8];
+            stream.read_exact(&mut first).unwrap();
+            stream.write_all(answer).unwrap();
+            let _ = first_tx.send(first);
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+        });
+        let url = format!("postgres://alice:hunter2@127.0.0.1:{port}/db?connect_timeout=1&sslmode={mode}");
+        let e = refusal(&url);
+        let first = first_rx.recv().unwrap();
+        assert_eq!(first == SSL_REQUEST, mode == "require", "{mode}: {first:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains("no answer within 3 s of connecting"),
+            "{mode}: {text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
