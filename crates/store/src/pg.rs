@@ -155,6 +155,27 @@ fn connect_failed(e: &postgres::Error, tls: &tls::TlsSettings, host: &str, targe
     }
 }
 
+/// Waits for the connection's thread to connect, for `answer_within` at most.
+fn wait_connected(
+    connected: &mpsc::Receiver<Result<()>>,
+    answer_within: std::time::Duration,
+    target: &str,
+) -> Result<()> {
+    let unreachable = |reason: String| StoreError::Unreachable {
+        target: target.to_string(),
+        reason,
+    };
+    match connected.recv_timeout(answer_within) {
+        Ok(connected) => connected,
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(unreachable(format!(
+            "no answer within {} s of connecting (the TLS handshake or the login stalled; connect_timeout in \
+             the URL, in seconds, sets a third of this wait)",
+            answer_within.as_secs()
+        ))),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(unreachable("its connection thread ended".into())),
+    }
+}
+
 /// The server's host as the URL names it (the name a certificate must be issued for).
 fn host_name(config: &postgres::Config) -> String {
     match config.get_hosts().first() {
@@ -241,27 +262,7 @@ impl Pg {
                 target: target.clone(),
                 reason: format!("cannot start its thread: {e}"),
             })?;
-        match connected_rx.recv_timeout(answer_within) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(StoreError::Unreachable {
-                    target,
-                    reason: format!(
-                        "no answer within {} s of connecting (the TLS handshake or the login stalled); check \
-                         that it is PostgreSQL that listens at that address and port, or set a longer \
-                         connect_timeout (seconds; the whole connection may take three times as long)",
-                        answer_within.as_secs()
-                    ),
-                })
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(StoreError::Unreachable {
-                    target,
-                    reason: "its connection thread ended".into(),
-                })
-            }
-        }
+        wait_connected(&connected_rx, answer_within, &target)?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Pg {
                 jobs: Mutex::new(jobs_tx),
