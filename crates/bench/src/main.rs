@@ -98,8 +98,19 @@ async fn workers(orchestrator: &std::path::Path, args: &Args, units: usize) -> R
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&runs)?)?;
     }
+    println!("{}\n", machine_line(&machine));
     println!(
-        "{} · {} ({} CPUs, {:.1} GiB) · Linux {} · {} · load before: {}\n",
+        "- command: `{}`\n",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    print!("{}", orchestrator_bench::workers::markdown(&runs));
+    Ok(())
+}
+
+/// The machine a benchmark ran on, as the reports' first line gives it.
+fn machine_line(machine: &orchestrator_bench::machine::Machine) -> String {
+    format!(
+        "{} · {} ({} CPUs, {:.1} GiB) · Linux {} · {} · load before: {}",
         machine.date,
         machine.cpu,
         machine.nproc,
@@ -107,13 +118,7 @@ async fn workers(orchestrator: &std::path::Path, args: &Args, units: usize) -> R
         machine.kernel,
         machine.commit,
         machine.load_before
-    );
-    println!(
-        "- command: `{}`\n",
-        std::env::args().collect::<Vec<_>>().join(" ")
-    );
-    print!("{}", orchestrator_bench::workers::markdown(&runs));
-    Ok(())
+    )
 }
 
 /// The caching benchmark alone, with the machine it ran on.
@@ -146,16 +151,7 @@ async fn builds(
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&builds)?)?;
     }
-    println!(
-        "{} · {} ({} CPUs, {:.1} GiB) · Linux {} · {} · load before: {}\n",
-        machine.date,
-        machine.cpu,
-        machine.nproc,
-        machine.ram_gib,
-        machine.kernel,
-        machine.commit,
-        machine.load_before
-    );
+    println!("{}\n", machine_line(&machine));
     print!("{}", orchestrator_bench::builds::markdown(&builds));
     Ok(())
 }

@@ -297,6 +297,17 @@ impl Offers {
     }
 }
 
+/// The run is over (sealed, failed, stopped or cancelled): units of the mission not yet claimed wait
+/// for the next run (its cap is set again then) instead of going to workers that would spend tokens
+/// on a mission nobody leads. Units already with workers finish, and the resume finds their results.
+impl Drop for Offers {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.set_max_parallel(&self.mission, 0) {
+            tracing::warn!("cannot hold back the mission's unclaimed units: {e}");
+        }
+    }
+}
+
 /// The poller: follows the queue while the offers exist.
 async fn poll(offers: Weak<Offers>) {
     loop {

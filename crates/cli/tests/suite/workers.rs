@@ -122,6 +122,29 @@ fn merge_commits(repo: &TestRepo) -> Vec<(String, usize)> {
     counted
 }
 
+/// `resume` of the test's mission on its store, with `extra` flags, as a commander on this host.
+async fn resume_on(schema: &TestSchema, server: &FakeServer, repo: &TestRepo, extra: &[&str]) -> Finished {
+    let mut run = Run::cmd(&["resume", "--json"]);
+    for arg in extra {
+        run = run.arg(arg);
+    }
+    run.arg("--store").arg(&schema.url).openai(server).run(repo).await
+}
+
+/// The mission sealed with every unit's work on the user's branch, merged once.
+fn assert_sealed_once(done: &Finished, repo: &TestRepo, worker: &Finished) {
+    assert_eq!(
+        done.code,
+        Some(0),
+        "{}\n{}\nworker: {}",
+        done.stdout,
+        done.stderr,
+        worker.stderr
+    );
+    assert_result_on_the_users_branch(repo);
+    assert_eq!(merge_commits(repo), once_each());
+}
+
 fn once_each() -> Vec<(String, usize)> {
     ["a", "b", "c"].iter().map(|u| (u.to_string(), 1)).collect()
 }
@@ -430,23 +453,9 @@ async fn a_commander_killed_while_workers_build_is_resumed_and_logs_each_event_o
     );
 
     // The stored settings bring the external workers back; the worker kept its units.
-    let resumed = Run::cmd(&["resume", "--json"])
-        .arg("--store")
-        .arg(&schema.url)
-        .openai(&server)
-        .run(&repo)
-        .await;
+    let resumed = resume_on(&schema, &server, &repo, &[]).await;
     let w1 = stop(w1).await;
-    assert_eq!(
-        resumed.code,
-        Some(0),
-        "{}\n{}\nw1: {}",
-        resumed.stdout,
-        resumed.stderr,
-        w1.stderr
-    );
-    assert_result_on_the_users_branch(&repo);
-    assert_eq!(merge_commits(&repo), once_each());
+    assert_sealed_once(&resumed, &repo, &w1);
 
     // Every worker session is in the log once, though two commanders shared the relaying of b's.
     let logs = Run::cmd(&["logs", "--json"])
@@ -734,22 +743,63 @@ async fn a_spent_budget_stops_the_workers_spending_and_a_resume_with_more_seals(
         "the worker went on calling the model"
     );
 
-    let resumed = Run::cmd(&["resume", "--json", "--budget-tokens"])
-        .arg(&(total * 10).to_string())
-        .arg("--store")
-        .arg(&schema.url)
-        .openai(&server)
-        .run(&repo)
-        .await;
+    let more = (total * 10).to_string();
+    let resumed = resume_on(&schema, &server, &repo, &["--budget-tokens", &more]).await;
     let w1 = stop(w1).await;
-    assert_eq!(
-        resumed.code,
-        Some(0),
-        "{}\n{}\nw1: {}",
-        resumed.stdout,
-        resumed.stderr,
-        w1.stderr
+    assert_sealed_once(&resumed, &repo, &w1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_stopped_commanders_unclaimed_units_wait_for_its_resume() {
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let server = fake(script()).await;
+    // No worker yet: the units wait in the queue until the commander is stopped.
+    let running = start(commander(&schema, &remote), &server, &repo);
+    let scope = std::fs::canonicalize(repo.path())
+        .expect("repo path")
+        .display()
+        .to_string();
+    let store = Store::open_postgres(&schema.url, &scope).expect("the store opens");
+    let mut offered = false;
+    for _ in 0..1200 {
+        if let Ok(Some(mission)) = store.latest_mission() {
+            if store.work_units(&mission.id).is_ok_and(|units| units.len() >= 2) {
+                offered = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(offered, "the commander offered its first units");
+    // SAFETY: signals the commander process this test started (as `orchestrator cancel` does).
+    unsafe { libc::kill(running.id().expect("pid") as i32, libc::SIGTERM) };
+    let stopped = finish(running).await;
+    assert_eq!(stopped.code, Some(3), "{}\n{}", stopped.stdout, stopped.stderr);
+
+    // A worker now finds nothing to take: nobody leads the mission.
+    let late = orchestrator_store::Holder {
+        id: "late".into(),
+        host: "h".into(),
+    };
+    let claimed = store
+        .claim_units(&late, 10, Duration::from_secs(600))
+        .expect("claims");
+    assert!(claimed.is_empty(), "{claimed:?}");
+
+    // The resume offers them again; a worker builds them.
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
     );
-    assert_result_on_the_users_branch(&repo);
-    assert_eq!(merge_commits(&repo), once_each());
+    let resumed = resume_on(&schema, &server, &repo, &[]).await;
+    let w1 = stop(w1).await;
+    assert_sealed_once(&resumed, &repo, &w1);
 }
