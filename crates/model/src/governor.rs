@@ -96,10 +96,39 @@ pub struct GovernorStats {
     pub paused_for: Option<Duration>,
 }
 
+/// The throttles of governors on other hosts, and the way to tell them of this one's: a store the
+/// hosts share (issue #20). A 429 seen on one host then slows every host calling the same endpoint.
+/// Both calls return at once (they sit on an admission path under no lock of the store's): `publish`
+/// hands the write off, `latest` reads what was last fetched.
+pub trait SharedThrottle: Send + Sync {
+    /// This host cut its concurrency (`cut`), or the endpoint asked for a pause, or both.
+    fn publish(&self, key: &str, cut: bool, pause: Option<Duration>);
+    /// What every host has published for `key`, as last fetched.
+    fn latest(&self, key: &str) -> Option<SharedView>;
+}
+
+/// An endpoint's throttle across hosts, as fetched at `read_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedView {
+    /// Cuts published by every host (this one's included), ever.
+    pub cuts: u64,
+    /// What was left of a pause when read.
+    pub paused_for: Option<Duration>,
+    pub read_at: Instant,
+}
+
+/// A governor's link to the other hosts: the shared throttle and its key (endpoint and model).
+struct Shared {
+    throttle: Arc<dyn SharedThrottle>,
+    key: String,
+}
+
 /// Shares traffic to one endpoint and model between every session. See the module docs.
 pub struct Governor {
     config: GovernorConfig,
     state: Mutex<State>,
+    /// Other hosts calling the same endpoint, when the mission spans several.
+    shared: Option<Shared>,
     /// Woken whenever a slot frees up or the limit grows.
     changed: Notify,
 }
@@ -122,12 +151,63 @@ impl Governor {
                 .tokens_per_minute
                 .map(|tpm| Bucket::new(tpm as f64, tpm as f64, now)),
             stats: GovernorStats::default(),
+            shared_cuts: None,
+            published_cuts: 0,
         };
         Governor {
             config,
             state: Mutex::new(state),
+            shared: None,
             changed: Notify::new(),
         }
+    }
+
+    /// The same governor, telling other hosts of its throttles under `key` and following theirs.
+    pub fn shared(mut self, throttle: Arc<dyn SharedThrottle>, key: impl Into<String>) -> Self {
+        self.shared = Some(Shared {
+            throttle,
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Takes in what other hosts published since the last look: a cut of theirs halves this
+    /// governor's limit too (once per look, however many hosts cut), and their pause is honoured.
+    fn follow_shared(&self) {
+        let Some(shared) = &self.shared else { return };
+        let Some(view) = shared.throttle.latest(&shared.key) else {
+            return;
+        };
+        let mut state = self.state();
+        // The first look only sets where counting starts: cuts from before this governor existed
+        // are history, not a present overload.
+        let seen = *state.shared_cuts.get_or_insert(view.cuts);
+        let foreign = view
+            .cuts
+            .saturating_sub(seen)
+            .saturating_sub(state.published_cuts);
+        if foreign > 0 {
+            state.cut();
+        }
+        if view.cuts > seen {
+            state.shared_cuts = Some(view.cuts);
+            state.published_cuts = state.published_cuts.saturating_sub(view.cuts - seen);
+        }
+        if let Some(left) = view.paused_for.filter(|p| !p.is_zero()) {
+            let until = view.read_at + left;
+            state.paused_until = Some(state.paused_until.map_or(until, |current| current.max(until)));
+        }
+    }
+
+    /// Tells the other hosts what this governor just did (see [`State::failed`]).
+    fn publish(&self, told: Told) {
+        let (Some(shared), true) = (&self.shared, told.cut || told.pause.is_some()) else {
+            return;
+        };
+        if told.cut {
+            self.state().published_cuts += 1;
+        }
+        shared.throttle.publish(&shared.key, told.cut, told.pause);
     }
 
     pub fn config(&self) -> &GovernorConfig {
@@ -208,6 +288,7 @@ impl Governor {
             // Created before looking at the state, so a release between the look and the wait still
             // wakes this call.
             let notified = self.changed.notified();
+            self.follow_shared();
             let blocked = match self.state().try_admit(Instant::now()) {
                 Ok(epoch) => return Ok(Permit::new(self, epoch)),
                 Err(blocked) => blocked,
@@ -370,6 +451,10 @@ struct State {
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
     stats: GovernorStats,
+    /// The shared cuts counted so far (`None` before the first look at the other hosts).
+    shared_cuts: Option<u64>,
+    /// This governor's own cuts published and not yet seen back in the shared count.
+    published_cuts: u64,
 }
 
 impl State {
@@ -415,22 +500,39 @@ impl State {
         }
     }
 
-    fn failed(&mut self, error: &ModelError, epoch: u64) {
+    /// Records a failed attempt: an overload cuts the limit (once per epoch), a server-named wait
+    /// pauses everything. Returns what other hosts should hear of it.
+    fn failed(&mut self, error: &ModelError, epoch: u64) -> Told {
         let overloaded = matches!(error, ModelError::RateLimited { .. })
             || matches!(error, ModelError::Server { status: 529, .. });
         if matches!(error, ModelError::RateLimited { .. }) {
             self.stats.rate_limited += 1;
         }
-        if overloaded && epoch == self.epoch {
-            self.limit = (self.limit / 2).max(1);
-            self.successes = 0;
-            self.epoch += 1;
+        let cut = overloaded && epoch == self.epoch;
+        if cut {
+            self.cut();
         }
-        if let Some(wait) = error.retry_after().filter(|w| !w.is_zero()) {
+        let pause = error.retry_after().filter(|w| !w.is_zero());
+        if let Some(wait) = pause {
             let until = Instant::now() + wait;
             self.paused_until = Some(self.paused_until.map_or(until, |current| current.max(until)));
         }
+        Told { cut, pause }
     }
+
+    /// Halves the limit; requests admitted before this cut are of the same overload (see `epoch`).
+    fn cut(&mut self) {
+        self.limit = (self.limit / 2).max(1);
+        self.successes = 0;
+        self.epoch += 1;
+    }
+}
+
+/// What a failed attempt changed that other hosts should hear.
+#[derive(Debug, Clone, Copy, Default)]
+struct Told {
+    cut: bool,
+    pause: Option<Duration>,
 }
 
 /// A refilling budget: `level` units, refilled at `per_second` up to `capacity`.
@@ -495,8 +597,9 @@ impl<'a> Permit<'a> {
     /// between the slot opening and the pause starting.
     fn failed(mut self, error: &ModelError) {
         let mut state = self.governor.state();
-        state.failed(error, self.epoch);
+        let told = state.failed(error, self.epoch);
         self.release(state);
+        self.governor.publish(told);
     }
 
     fn release(&mut self, mut state: MutexGuard<'_, State>) {
@@ -544,6 +647,10 @@ pub struct GovernedClient {
     defaults: GovernorConfig,
     per_model: BTreeMap<String, GovernorConfig>,
     governors: Mutex<BTreeMap<String, Arc<Governor>>>,
+    /// The endpoint's name among hosts (see [`GovernedClient::endpoint`]).
+    endpoint: String,
+    /// Other hosts' throttles (see [`GovernedClient::share_throttle`]).
+    shared: std::sync::OnceLock<Arc<dyn SharedThrottle>>,
 }
 
 impl GovernedClient {
@@ -555,7 +662,22 @@ impl GovernedClient {
             defaults,
             per_model: BTreeMap::new(),
             governors: Mutex::new(BTreeMap::new()),
+            endpoint: String::new(),
+            shared: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The endpoint's name as hosts share it (its address without secrets: hosts must agree on it).
+    pub fn endpoint(mut self, name: impl Into<String>) -> Self {
+        self.endpoint = name.into();
+        self
+    }
+
+    /// From now on, every governor this client creates shares its throttles with other hosts'
+    /// through `throttle`, keyed by the endpoint's name and the model. Call it before the first
+    /// call: a governor already created stays on its own. False if one was shared already.
+    pub fn share_throttle(&self, throttle: Arc<dyn SharedThrottle>) -> bool {
+        self.shared.set(throttle).is_ok()
     }
 
     /// Another configuration for one model's governor (e.g. a cheaper model with higher limits).
@@ -575,7 +697,11 @@ impl GovernedClient {
             .entry(model.to_string())
             .or_insert_with(|| {
                 let config = self.per_model.get(model).unwrap_or(&self.defaults).clone();
-                Arc::new(Governor::new(config))
+                let governor = Governor::new(config);
+                Arc::new(match self.shared.get() {
+                    Some(throttle) => governor.shared(throttle.clone(), format!("{} {model}", self.endpoint)),
+                    None => governor,
+                })
             })
             .clone()
     }
@@ -735,5 +861,99 @@ mod tests {
             "{text}"
         );
         assert_eq!(governor.stats().gave_up, 1);
+    }
+
+    /// The store hosts share, in memory: what `publish` writes is what `latest` reads next.
+    #[derive(Default)]
+    struct Board(Mutex<BTreeMap<String, (u64, Option<Instant>)>>);
+
+    impl SharedThrottle for Board {
+        fn publish(&self, key: &str, cut: bool, pause: Option<Duration>) {
+            let mut board = self.0.lock().unwrap();
+            let entry = board.entry(key.to_string()).or_default();
+            entry.0 += u64::from(cut);
+            if let Some(pause) = pause {
+                let until = Instant::now() + pause;
+                entry.1 = Some(entry.1.map_or(until, |u| u.max(until)));
+            }
+        }
+        fn latest(&self, key: &str) -> Option<SharedView> {
+            let now = Instant::now();
+            self.0.lock().unwrap().get(key).map(|(cuts, until)| SharedView {
+                cuts: *cuts,
+                paused_for: until.map(|u| u.saturating_duration_since(now)),
+                read_at: now,
+            })
+        }
+    }
+
+    fn host(board: &Arc<Board>, max: usize) -> Governor {
+        Governor::new(GovernorConfig {
+            max_concurrency: max,
+            ..GovernorConfig::default()
+        })
+        .shared(board.clone(), "http://e/v1 m")
+    }
+
+    /// What a failed attempt does to a governor: as `Permit::failed`, without a call.
+    fn fail(governor: &Governor, error: &ModelError) {
+        let epoch = governor.state().epoch;
+        let told = governor.state().failed(error, epoch);
+        governor.publish(told);
+    }
+
+    #[test]
+    fn a_429_on_one_host_cuts_every_hosts_limit_once() {
+        let board = Arc::new(Board::default());
+        let (a, b) = (host(&board, 8), host(&board, 8));
+        // Cuts from before a governor existed are history: its first look only counts from there.
+        board.publish("http://e/v1 m", true, None);
+        a.follow_shared();
+        b.follow_shared();
+        assert_eq!((a.stats().limit, b.stats().limit), (8, 8));
+
+        fail(&a, &rate_limited(None));
+        assert_eq!(a.stats().limit, 4);
+        b.follow_shared();
+        assert_eq!(b.stats().limit, 4, "b slows down for a's 429");
+        a.follow_shared();
+        assert_eq!(
+            a.stats().limit,
+            4,
+            "a does not cut again for its own 429 read back"
+        );
+        b.follow_shared();
+        assert_eq!(b.stats().limit, 4, "one cut is taken once");
+
+        // Many hosts cutting at once halve a governor once per look, not once per host.
+        for _ in 0..40 {
+            board.publish("http://e/v1 m", true, None);
+        }
+        b.follow_shared();
+        assert_eq!(b.stats().limit, 2);
+        // Another endpoint's trouble is not this one's.
+        board.publish("http://other/v1 m", true, None);
+        b.follow_shared();
+        assert_eq!(b.stats().limit, 2);
+    }
+
+    #[test]
+    fn a_pause_one_host_was_asked_for_holds_every_host() {
+        let board = Arc::new(Board::default());
+        let (a, b) = (host(&board, 4), host(&board, 4));
+        b.follow_shared();
+        fail(&a, &rate_limited(Some(Duration::from_secs(30))));
+        b.follow_shared();
+        let now = Instant::now();
+        match b.state().try_admit(now) {
+            Err(Blocked::Until(until)) => assert!(until >= now + Duration::from_secs(25), "{until:?}"),
+            other => panic!("b should wait for a's pause, got {other:?}"),
+        }
+        assert!(b.state().try_admit(now + Duration::from_secs(31)).is_ok());
+        // Without a shared throttle nothing is published or followed.
+        let alone = Governor::new(GovernorConfig::default());
+        fail(&alone, &rate_limited(Some(Duration::from_secs(30))));
+        alone.follow_shared();
+        assert_eq!(board.0.lock().unwrap().len(), 1, "nothing more published");
     }
 }

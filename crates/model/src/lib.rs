@@ -28,7 +28,7 @@ mod transport;
 mod types;
 
 pub use anthropic::AnthropicClient;
-pub use governor::{GovernedClient, Governor, GovernorConfig, GovernorStats};
+pub use governor::{GovernedClient, Governor, GovernorConfig, GovernorStats, SharedThrottle, SharedView};
 pub use lenient::{json_objects_in_text, tool_calls_from_text, unknown_tool_names_in_text};
 pub use loops::Loop;
 pub use openai::OpenAiClient;

@@ -217,7 +217,7 @@ pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
 
 /// Refuses an id that no backend stores faithfully (PostgreSQL's text holds no NUL) or that is
 /// absurdly long; any other Unicode is kept as given.
-fn check_id(what: &str, id: &str) -> Result<()> {
+pub(crate) fn check_id(what: &str, id: &str) -> Result<()> {
     let reason = if id.is_empty() {
         "it is empty".to_string()
     } else if id.len() > MAX_ID_BYTES {
@@ -626,7 +626,7 @@ impl RawWorkUnit {
 }
 
 /// The process's clock, which SQLite (one machine) goes by.
-fn clock_ms() -> i64 {
+pub(crate) fn clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

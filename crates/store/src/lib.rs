@@ -29,15 +29,17 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 mod lease;
 mod pg;
+mod shared;
 pub use lease::{
     ClaimedUnit, Fence, Holder, LeaderLease, Outcome, UnitKey, UnitOffer, UnitState, WorkUnit,
     DEFAULT_MAX_PARALLEL, MAX_ID_BYTES, MAX_JSON_BYTES,
 };
 pub use pg::{masked_url, PG_SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
+pub use shared::{Throttle, MAX_SHARED_PAUSE};
 
 /// The schema this build writes. Each entry of [`MIGRATIONS`] moves the store up by one.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // 0 → 1
@@ -110,6 +112,17 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (mission, unit, attempt)
     );
     CREATE INDEX work_units_open ON work_units (mission, id) WHERE state IN ('ready', 'leased');",
+    // 4 → 5: what every host shares (shared.rs): each mission's tokens spent, each endpoint's
+    // throttle (cuts seen, a pause until a time in milliseconds since the epoch).
+    "CREATE TABLE mission_spend (
+        mission TEXT PRIMARY KEY,
+        tokens INTEGER NOT NULL
+    );
+    CREATE TABLE endpoint_throttles (
+        endpoint TEXT PRIMARY KEY,
+        cuts INTEGER NOT NULL,
+        paused_until INTEGER
+    );",
 ];
 
 /// A message to a unit's worker waiting in the inbox.

@@ -16,12 +16,13 @@ use std::sync::Mutex;
 use postgres::{Client, GenericClient, Row};
 
 mod lease;
+mod shared;
 mod tls;
 
 use crate::{now, InboxMessage, MissionRecord, MissionStatus, Result, StoreError};
 
 /// The schema this build writes in PostgreSQL; each entry of [`MIGRATIONS`] moves it up by one.
-pub const PG_SCHEMA_VERSION: i64 = 2;
+pub const PG_SCHEMA_VERSION: i64 = 3;
 
 pub(crate) const MIGRATIONS: &[&str] = &[
     // 0 → 1: the SQLite store's tables with a `repo` column leading every key. `ord` orders missions
@@ -104,6 +105,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX orchestrator_work_units_open ON orchestrator_work_units (repo, mission, ord)
         WHERE state IN ('ready', 'leased');",
+    // 2 → 3: what every host shares (shared.rs): each mission's tokens spent; each endpoint's
+    // throttle, for every repository alike (an endpoint is not a repository's).
+    "CREATE TABLE orchestrator_mission_spend (
+        repo TEXT NOT NULL,
+        mission TEXT NOT NULL,
+        tokens BIGINT NOT NULL,
+        PRIMARY KEY (repo, mission)
+    );
+    CREATE TABLE orchestrator_endpoint_throttles (
+        endpoint TEXT PRIMARY KEY,
+        cuts BIGINT NOT NULL,
+        paused_until BIGINT
+    );",
 ];
 
 /// Serialises schema changes of processes starting at once (an arbitrary constant of ours).

@@ -79,6 +79,7 @@ on_both_backends!(
 
 mod lease;
 mod relay;
+mod shared;
 mod tls;
 
 fn secrets_are_masked_in_what_is_read_back(b: &dyn Backend) {
