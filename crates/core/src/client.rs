@@ -42,6 +42,7 @@ pub fn clients_from_env(config: &Config) -> Result<Clients> {
     quick.connect_timeout = Duration::from_secs(5);
     quick.first_byte_timeout = Duration::from_secs(20);
     // The governor owns every retry, so that a Retry-After pauses all sessions, not just one.
+    let name = crate::across_hosts::endpoint_name(&settings.base_url);
     let inner = build(provider, settings.without_retries())?;
     let governor = GovernorConfig {
         max_concurrency: endpoint.max_concurrency,
@@ -51,7 +52,7 @@ pub fn clients_from_env(config: &Config) -> Result<Clients> {
         ..GovernorConfig::default()
     };
     Ok(Clients {
-        mission: Arc::new(GovernedClient::new(inner, governor)),
+        mission: Arc::new(GovernedClient::new(inner, governor).endpoint(name)),
         preflight: build(provider, quick)?,
         secrets: if key.is_empty() { Vec::new() } else { vec![key] },
     })

@@ -4,6 +4,7 @@
 //! Front ends call [`run_task`] with an [`EventBus`] they have subscribed to; everything the engine
 //! does is reported as [`orchestrator_protocol::Event`]s on that bus.
 
+mod across_hosts;
 mod approval;
 mod baseline;
 mod checked;

@@ -512,6 +512,7 @@ async fn account_messages(
         };
         session.turns += 1;
         session.usage.add(usage);
+        rt.record_spend(usage);
         rt.bus.emit(Event::ModelCall {
             session: session.id.clone(),
             role: session.role,

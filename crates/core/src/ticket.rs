@@ -33,8 +33,13 @@ pub(crate) struct Ticket {
     pub verify: VerifyCommands,
     /// The mission's own settings (as `resume` would use them): model, sandbox, limits.
     pub settings: MissionSettings,
-    /// The mission's tokens left when the unit was offered: the worker's budget for it.
+    /// The mission's tokens left when the unit was offered: the worker's budget for it when the
+    /// ticket has no `budget_total` (a commander from before budgets were shared).
     pub budget_left: Option<u64>,
+    /// The mission's whole budget: the worker checks it against what every host has spent
+    /// (`across_hosts::SharedSpend`), so units running at once cannot each spend what is left.
+    #[serde(default)]
+    pub budget_total: Option<u64>,
 }
 
 /// The commands that judge the unit, as the commander resolved them for the whole mission, so a

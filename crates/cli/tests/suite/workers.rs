@@ -803,3 +803,83 @@ async fn a_stopped_commanders_unclaimed_units_wait_for_its_resume() {
     let w1 = stop(w1).await;
     assert_sealed_once(&resumed, &repo, &w1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_budget_spent_on_another_host_stops_a_workers_unit_and_the_commander() {
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let scope = std::fs::canonicalize(repo.path())
+        .expect("repo path")
+        .display()
+        .to_string();
+    let budget: u64 = 1_000_000;
+    let store = Store::open_postgres(&schema.url, &scope).expect("the store opens");
+    let scripted = ScriptedMission::new(script());
+    let spent_elsewhere = Arc::new(AtomicBool::new(false));
+    let brain = {
+        let spent_elsewhere = spent_elsewhere.clone();
+        move |request: &SeenRequest| {
+            if worker_unit(request).as_deref() != Some("a") || spent_elsewhere.swap(true, Ordering::SeqCst) {
+                return scripted.respond(request);
+            }
+            // Another host (as far as this worker knows) spends the whole budget while unit a's
+            // worker is at its first turn; the worker's command then gives every host time to
+            // read the store's total before the worker's next turn.
+            let mission = store
+                .latest_mission()
+                .expect("the store reads")
+                .expect("a mission");
+            store
+                .add_spend(&mission.id, budget)
+                .expect("the spend is recorded");
+            Reply::ToolCalls {
+                text: String::new(),
+                calls: vec![("bash".into(), r#"{"command": "sleep 3"}"#.into())],
+            }
+        }
+    };
+    let server = FakeServer::start(brain, FakeOptions::default())
+        .await
+        .expect("fake model server starts");
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let running = start(
+        commander(&schema, &remote)
+            .arg("--budget-tokens")
+            .arg(&budget.to_string()),
+        &server,
+        &repo,
+    );
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    let done = finish(running).await;
+    assert!(spent_elsewhere.load(Ordering::SeqCst), "unit a reached a worker");
+    assert_eq!(done.code, Some(1), "{}\n{}", done.stdout, done.stderr);
+    assert!(
+        done.stdout.contains("the token budget is spent"),
+        "{}",
+        done.stdout
+    );
+    for _ in 0..600 {
+        if nothing_held(&repo, &schema) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop(w1).await;
+    // Unit a's worker stopped at its next turn: the budget it was offered with had room left, but
+    // every host together had spent it.
+    let a_turns = server
+        .requests()
+        .iter()
+        .filter(|r| worker_unit(r).as_deref() == Some("a"))
+        .count();
+    assert_eq!(a_turns, 1, "unit a's worker went on calling the model");
+}

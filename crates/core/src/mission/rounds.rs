@@ -482,7 +482,7 @@ pub(super) fn sealed_commit(bus: &EventBus, verified: Option<String>, head: Stri
 /// A stop for a spent budget: unsealed (exit 1) but resumable with a larger one, saying what each
 /// role used.
 pub(super) fn budget_ending(rt: &Runtime, config: &Config) -> Ending {
-    let used = rt.bus.usage().total();
+    let used = rt.tokens_spent();
     let limit = config
         .budget_tokens
         .map(|l| format!(" of {l}"))

@@ -114,6 +114,9 @@ pub(super) async fn run_mission(
     .with_store(store.clone(), &id)
     .with_context_rules(config.prices.clone(), config.compaction.clone())
     .with_control(control.clone());
+    if config.workers == orchestrator_protocol::Workers::External && store.is_postgres() {
+        rt = crate::across_hosts::share_with_workers(rt, &client, &store);
+    }
     // Started by `drive` once the base worktree (their folder) exists; stopped here, however it ended.
     let mcp = Arc::new(crate::mcp_servers::McpServers::default());
     rt = rt.with_mcp(mcp.clone());

@@ -52,6 +52,9 @@ pub struct Runtime {
     session_prefix: String,
     /// An external worker's lease on its unit: transcripts are written only while it holds it.
     transcript_fence: Option<orchestrator_store::Fence>,
+    /// The mission's spend on every host, when its units run on several (the budget is checked
+    /// against it).
+    shared_spend: Option<Arc<crate::across_hosts::SharedSpend>>,
 }
 
 impl Runtime {
@@ -92,6 +95,31 @@ impl Runtime {
             session_seq: AtomicU64::new(1),
             session_prefix: String::new(),
             transcript_fence: None,
+            shared_spend: None,
+        }
+    }
+
+    /// Counts every model call of this process toward `spend`, and checks the budget against it:
+    /// the mission spends on other hosts too.
+    pub(crate) fn with_shared_spend(mut self, spend: Arc<crate::across_hosts::SharedSpend>) -> Self {
+        self.shared_spend = Some(spend);
+        self
+    }
+
+    /// Tokens the mission has spent: this process's count (with what earlier runs and relayed
+    /// workers logged), or every host's when that is more.
+    pub fn tokens_spent(&self) -> u64 {
+        let here = self.bus.usage().total();
+        match &self.shared_spend {
+            Some(shared) => here.max(shared.total()),
+            None => here,
+        }
+    }
+
+    /// Counts a model call this process made (not one relayed from another host: that host counted it).
+    pub(crate) fn record_spend(&self, usage: orchestrator_model::TokenUsage) {
+        if let Some(shared) = &self.shared_spend {
+            shared.record(usage.total());
         }
     }
 
@@ -169,7 +197,7 @@ impl Runtime {
     /// Whether the mission's token budget is used up.
     pub fn budget_spent(&self) -> bool {
         self.budget_tokens
-            .is_some_and(|limit| self.bus.usage().total() >= limit)
+            .is_some_and(|limit| self.tokens_spent() >= limit)
     }
 }
 

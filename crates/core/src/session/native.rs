@@ -620,6 +620,7 @@ impl Session {
     }
 
     fn emit_call(&self, rt: &Runtime, model: &str, reply: &ChatResponse, started: Instant) {
+        rt.record_spend(reply.usage);
         rt.bus.emit(Event::ModelCall {
             session: self.id.clone(),
             role: self.role,

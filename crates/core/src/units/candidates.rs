@@ -72,10 +72,10 @@ impl UnitRun {
     /// what a unit has cost so far), with a notice; at least 1.
     pub(super) fn affordable(&self, wanted: u32) -> u32 {
         let mission = &self.mission;
-        let Some(limit) = mission.config.budget_tokens else {
+        let Some(limit) = mission.rt.budget_tokens else {
             return wanted;
         };
-        let remaining = limit.saturating_sub(mission.rt.bus.usage().total());
+        let remaining = limit.saturating_sub(mission.rt.tokens_spent());
         let per_unit = mission
             .average_unit_tokens()
             .unwrap_or(DEFAULT_UNIT_TOKENS)

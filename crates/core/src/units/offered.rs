@@ -150,7 +150,7 @@ impl UnitRun {
     fn ticket(&self, base: String) -> Ticket {
         let mission = &self.mission;
         let verifier = &mission.verifier;
-        let spent = mission.rt.bus.usage().total();
+        let spent = mission.rt.tokens_spent();
         Ticket {
             version: TICKET_VERSION,
             objective: mission.objective.clone(),
@@ -171,6 +171,7 @@ impl UnitRun {
                 .rt
                 .budget_tokens
                 .map(|budget| budget.saturating_sub(spent)),
+            budget_total: mission.rt.budget_tokens,
         }
     }
 }

@@ -204,8 +204,8 @@ impl WorkerHooks {
     /// A spawn that would likely exceed the mission's remaining budget is refused, with the numbers.
     fn over_budget(&self, children: usize) -> Option<String> {
         let mission = &self.mission;
-        let limit = mission.config.budget_tokens?;
-        let used = mission.rt.bus.usage().total();
+        let limit = mission.rt.budget_tokens?;
+        let used = mission.rt.tokens_spent();
         let remaining = limit.saturating_sub(used);
         let per_unit = mission.average_unit_tokens().unwrap_or(DEFAULT_UNIT_TOKENS);
         let needed = per_unit.saturating_mul(children as u64);

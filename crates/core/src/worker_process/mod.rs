@@ -92,6 +92,11 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
     let mut backoff = Backoff::default();
     let mirrors = Arc::new(unit::Mirrors::default());
     let baselines = Arc::new(baselines::Baselines::default());
+    // One of each per worker process, shared by its units: a unit's model client follows every
+    // host's throttles through it, and its mission's spend is followed once however many units
+    // of it run here.
+    let throttle = crate::across_hosts::StoreThrottle::start(index.clone());
+    let spends = Arc::new(crate::across_hosts::Spends::default());
     let who = format!("{} on {}", holder.id, holder.host);
     loop {
         if cancel.is_cancelled() {
@@ -168,6 +173,8 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
                         stop: units_cancel.child_token(),
                         mirrors: mirrors.clone(),
                         baselines: baselines.clone(),
+                        throttle: throttle.clone(),
+                        spends: spends.clone(),
                         who: who.clone(),
                     };
                     let repo = repo.clone();

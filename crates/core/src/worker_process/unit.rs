@@ -33,6 +33,10 @@ pub(super) struct ClaimedJob {
     pub(super) lease: Duration,
     /// The worker is stopping: give the unit back.
     pub(super) stop: CancellationToken,
+    /// Every host's throttles of the model endpoints, shared by the worker's units.
+    pub(super) throttle: Arc<crate::across_hosts::StoreThrottle>,
+    /// Every host's spend, per mission, shared by the worker's units.
+    pub(super) spends: Arc<crate::across_hosts::Spends>,
     /// Who this worker is, for what the log says of it.
     pub(super) who: String,
 }
@@ -190,6 +194,7 @@ impl ClaimedJob {
             Ok(clients) => clients,
             Err(e) => return interrupted(format!("this worker cannot reach a model: {e}")),
         };
+        clients.mission.share_throttle(self.throttle.clone());
         let mut secrets = clients.secrets.clone();
         secrets.extend(crate::mcp_servers::secrets(&config));
         self.store.set_secrets(secrets);
@@ -198,11 +203,16 @@ impl ClaimedJob {
             bus.clone(),
             cancel,
             config.max_parallel,
-            ticket.budget_left,
+            ticket.budget_total.or(ticket.budget_left),
         )
         .with_store(self.store.clone(), &fence.key.mission)
         .with_context_rules(config.prices.clone(), config.compaction.clone())
         .for_leased_unit(session_prefix(&fence_tag(fence)), fence.clone());
+        if ticket.budget_total.is_some() {
+            let spend = self.spends.of(&self.store, &fence.key.mission);
+            spend.first_read().await;
+            rt = rt.with_shared_spend(spend);
+        }
         rt.prompts = crate::mission::project_prompts(&rt, &config, worktree.path());
         let verifier = Verifier {
             install: ticket.verify.install.clone(),
