@@ -299,7 +299,9 @@ impl Offers {
 
 /// The run is over (sealed, failed, stopped or cancelled): units of the mission not yet claimed wait
 /// for the next run (its cap is set again then) instead of going to workers that would spend tokens
-/// on a mission nobody leads. Units already with workers finish, and the resume finds their results.
+/// on a mission nobody leads. Workers holding its units see the cap at their next heartbeat and give
+/// them back (`worker_process/unit.rs`), so `cancel` and a spent budget stop them too. A commander
+/// killed outright sets nothing: its workers go on, and the resume finds their results.
 impl Drop for Offers {
     fn drop(&mut self) {
         if let Err(e) = self.store.set_max_parallel(&self.mission, 0) {

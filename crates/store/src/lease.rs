@@ -299,6 +299,24 @@ impl Store {
         Ok(())
     }
 
+    /// The mission's cap on units leased at once; `None` when nothing of it was ever offered. 0 means
+    /// its commander stopped: workers give its units back (see `worker_process/unit.rs`).
+    pub fn max_parallel(&self, mission: &str) -> Result<Option<u32>> {
+        check_id("a mission id", mission)?;
+        let conn = match self.conn() {
+            Either::Pg(pg) => return pg.max_parallel(mission),
+            Either::Sqlite(conn) => conn,
+        };
+        let cap: Option<i64> = conn
+            .query_row(
+                "SELECT max_parallel FROM work_missions WHERE mission = ?1",
+                params![mission],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(cap.map(|c| u32::try_from(c).unwrap_or(0)))
+    }
+
     /// Claims for `worker` up to `slots` units, minus those it holds live already, from any
     /// mission, oldest offer first, each mission's cap respected; all in one transaction. A unit
     /// whose lease expired is claimable again, with a higher token.

@@ -883,3 +883,77 @@ async fn a_budget_spent_on_another_host_stops_a_workers_unit_and_the_commander()
         .count();
     assert_eq!(a_turns, 1, "unit a's worker went on calling the model");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_cancelled_commanders_units_are_given_back_by_their_workers_and_the_resume_seals() {
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let scripted = ScriptedMission::new(script());
+    let a_started = Arc::new(AtomicBool::new(false));
+    let brain = {
+        let a_started = a_started.clone();
+        move |request: &SeenRequest| {
+            if worker_unit(request).as_deref() != Some("a") || a_started.swap(true, Ordering::SeqCst) {
+                return scripted.respond(request);
+            }
+            // Unit a's first worker turn runs a command long enough for the commander to be
+            // cancelled in the middle of it.
+            Reply::ToolCalls {
+                text: String::new(),
+                calls: vec![("bash".into(), r#"{"command": "sleep 20"}"#.into())],
+            }
+        }
+    };
+    let server = FakeServer::start(brain, FakeOptions::default())
+        .await
+        .expect("fake model server starts");
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let running = start(commander(&schema, &remote), &server, &repo);
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    for _ in 0..1200 {
+        if a_started.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a_started.load(Ordering::SeqCst), "unit a reached the worker");
+    // SAFETY: signals the commander process this test started (as `orchestrator cancel` does).
+    unsafe { libc::kill(running.id().expect("pid") as i32, libc::SIGTERM) };
+    let stopped = finish(running).await;
+    assert_eq!(stopped.code, Some(3), "{}\n{}", stopped.stdout, stopped.stderr);
+
+    // The worker gives unit a back at its next heartbeat (leases of 2 s), long before its command
+    // would have ended, and calls the model no more for it.
+    let mut given_back = false;
+    for _ in 0..200 {
+        if nothing_held(&repo, &schema) {
+            given_back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(given_back, "the worker still holds a unit of the stopped mission");
+    let a_turns = |server: &FakeServer| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| worker_unit(r).as_deref() == Some("a"))
+            .count()
+    };
+    assert_eq!(a_turns(&server), 1, "unit a's worker went on");
+
+    // The resume offers the units again; the same worker builds them.
+    let resumed = resume_on(&schema, &server, &repo, &[]).await;
+    let w1 = stop(w1).await;
+    assert_sealed_once(&resumed, &repo, &w1);
+    assert!(a_turns(&server) > 1, "unit a was built after the resume");
+}

@@ -46,12 +46,16 @@ impl ClaimedJob {
         let fence = self.claimed.fence.clone();
         let unit_cancel = self.stop.child_token();
         let lost = Arc::new(AtomicBool::new(false));
+        let recalled = Arc::new(AtomicBool::new(false));
         let keeper = tokio::spawn(keep_lease(
             self.store.clone(),
             fence.clone(),
             self.lease,
             unit_cancel.clone(),
-            lost.clone(),
+            Watch {
+                lost: lost.clone(),
+                recalled: recalled.clone(),
+            },
         ));
         let result = match serde_json::from_value::<Ticket>(self.claimed.payload.clone()) {
             Ok(ticket) if ticket.version <= TICKET_VERSION => {
@@ -72,6 +76,16 @@ impl ClaimedJob {
             return UnitEnd::LetGo;
         }
         let spent = result.reason.as_deref() == Some(crate::units::BUDGET_SPENT);
+        if recalled.load(Ordering::SeqCst) {
+            // Its commander stopped (Ctrl-C, `cancel`, a spent budget): the unit waits in the queue
+            // for the resume, and this host is not to blame for it.
+            let (store, key) = (self.store.clone(), fence.clone());
+            if let Err(e) = blocking(move || store.release_unit(&key)).await {
+                tracing::warn!("{}: could not be given back ({e}); its lease expires", fence.key);
+            }
+            tracing::info!("{}: given back: its commander stopped", fence.key);
+            return UnitEnd::LetGo;
+        }
         if self.stop.is_cancelled() || (result.interrupted && !spent) {
             // This host could not do it (a stop, no model key, the endpoint or the remote failing
             // here): another worker may, and this one waits before it claims again.
@@ -371,19 +385,38 @@ fn repo_dir_name(remote: &str) -> String {
 /// Renews the lease every third of its length. Refused (another worker took the unit over), or
 /// failing for two thirds of it (a third is left to stop in before another may take over): the
 /// unit's sessions stop.
+/// What the lease keeper found: the lease lost, or the unit recalled by its stopped commander.
+struct Watch {
+    lost: Arc<AtomicBool>,
+    recalled: Arc<AtomicBool>,
+}
+
 async fn keep_lease(
     store: Arc<Store>,
     fence: Fence,
     lease: Duration,
     cancel: CancellationToken,
-    lost: Arc<AtomicBool>,
+    watch: Watch,
 ) {
+    let Watch { lost, recalled } = watch;
     let mut last_renewed = Instant::now();
     loop {
         tokio::time::sleep(lease / 3).await;
         let sent = Instant::now();
         let (store2, fence2) = (store.clone(), fence.clone());
-        match blocking(move || store2.heartbeat(&fence2, lease)).await {
+        let renewed = blocking(move || {
+            store2.heartbeat(&fence2, lease)?;
+            store2.max_parallel(&fence2.key.mission)
+        })
+        .await;
+        match renewed {
+            // A commander whose run ends sets its mission's cap to 0: its units are not to be
+            // worked on until a resume sets it again.
+            Ok(Some(0)) => {
+                recalled.store(true, Ordering::SeqCst);
+                cancel.cancel();
+                return;
+            }
             Ok(_) => last_renewed = sent,
             Err(StoreError::LeaseLost { .. }) => break,
             Err(e) => {

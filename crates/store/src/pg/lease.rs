@@ -46,6 +46,20 @@ impl Pg {
         })
     }
 
+    pub(crate) fn max_parallel(&self, mission: &str) -> Result<Option<u32>> {
+        let mission = mission.to_string();
+        self.call(move |c, repo| {
+            let row = c.query_opt(
+                "SELECT max_parallel FROM orchestrator_work_missions WHERE repo = $1 AND mission = $2",
+                &[&repo, &mission],
+            )?;
+            Ok(row
+                .map(|r| r.try_get::<_, i64>(0))
+                .transpose()?
+                .map(|c| u32::try_from(c).unwrap_or(0)))
+        })
+    }
+
     pub(crate) fn claim_units(&self, worker: Holder, slots: i64, ttl: i64) -> Result<Vec<ClaimedUnit>> {
         self.call(move |c, repo| {
             let mut tx = lease_tx(c)?;

@@ -149,7 +149,9 @@ fn two_claimers_racing_never_get_the_same_unit(b: &dyn Backend) {
 fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off(b: &dyn Backend) {
     let store = b.open();
     let other = b.reopen();
+    assert_eq!(other.max_parallel("m1").unwrap(), None, "nothing offered yet");
     store.set_max_parallel("m1", 4).unwrap();
+    assert_eq!(other.max_parallel("m1").unwrap(), Some(4));
     offer(&store, "m1", "u1");
     let old = store.claim_units(&worker("a"), 1, SHORT).unwrap().remove(0);
     assert_eq!(old.fence.token, 1);
