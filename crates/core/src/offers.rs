@@ -252,26 +252,17 @@ impl Offers {
 
     /// Who took the unit: the first claim, or a take-over after the holder's lease expired.
     fn announce_holder(&self, row: &WorkUnit, before: i64) {
-        let who = row
-            .holder
-            .as_ref()
-            .map(|h| {
-                format!(
-                    "{} on {}",
-                    crate::leader::shown(&h.id),
-                    crate::leader::shown(&h.host)
-                )
-            })
-            .unwrap_or_else(|| "a worker".into());
-        let message = if before == 0 {
-            format!("{}: taken by {who} (token {})", row.key.unit, row.token)
-        } else {
-            format!(
-                "{}: taken over by {who} (token {}) after the lease of token {before} expired; its work starts again",
-                row.key.unit, row.token
-            )
+        let (worker, host) = match &row.holder {
+            Some(h) => (crate::leader::shown(&h.id), crate::leader::shown(&h.host)),
+            None => ("a worker".to_string(), "an unnamed host".to_string()),
         };
-        self.bus.emit(Event::Notice { message });
+        self.bus.emit(Event::UnitTaken {
+            unit: row.key.unit.clone(),
+            worker,
+            host,
+            token: row.token,
+            taken_over_from: (before != 0).then_some(before),
+        });
     }
 
     /// Emits the holder's events written since `from`; returns how many were read.

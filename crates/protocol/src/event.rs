@@ -288,6 +288,17 @@ pub enum Event {
         #[serde(flatten)]
         run: HookRun,
     },
+    /// `--workers external`: an `orchestrator worker` claimed the unit from the work queue (`worker`
+    /// and `host` as it named itself, control characters shown escaped), with fencing token `token`;
+    /// `taken_over_from` is the token of the holder whose lease expired, for a take-over.
+    UnitTaken {
+        unit: String,
+        worker: String,
+        host: String,
+        token: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        taken_over_from: Option<i64>,
+    },
     /// The commander took the events of an external worker's unit into the log (they precede
     /// this), up to position `upto` of what the unit's holder (`holder`: the unit, its queue attempt
     /// and the holder's fencing token, `a@t2`) wrote: where a resumed commander goes on reading, so

@@ -476,7 +476,11 @@ function renderTree(d) {
         el(
           "td",
           { class: "session" },
-          session ? `${words(session.role)} · ${session.model} · ${session.last_action || "starting"}` : "",
+          session
+            ? `${words(session.role)} · ${session.model}${u.holder ? ` on ${u.holder.host}` : ""} · ${
+                session.last_action || "starting"
+              }`
+            : "",
         ),
       );
     });

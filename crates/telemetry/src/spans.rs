@@ -534,6 +534,15 @@ impl MissionSpan {
                     u.span.set("orchestrator.unit.base", base.clone());
                 }
             }
+            Event::UnitTaken {
+                unit, worker, host, ..
+            } => {
+                // OpenTelemetry's semantic conventions name the machine `host.name`.
+                if let Some(u) = self.units.get_mut(unit) {
+                    u.span.set("orchestrator.unit.worker", worker.clone());
+                    u.span.set("host.name", host.clone());
+                }
+            }
             Event::EvidenceRecorded { unit, evidence } => {
                 let mut attributes = vec![
                     KeyValue::new("orchestrator.evidence.kind", evidence.kind.clone()),

@@ -280,13 +280,14 @@ fn unit_label(unit: &UnitView, depth: usize) -> Line<'static> {
 fn unit_activity(view: &MissionView, unit: &UnitView, now: DateTime<Utc>) -> Text<'static> {
     let live = view.unit_sessions(&unit.id).filter(|s| s.is_live()).last();
     if let Some(session) = live {
-        return Text::from(vec![
-            Line::from(vec![
-                Span::from(session.role.as_str()).fg(Color::Cyan),
-                Span::raw(format!(" {}", session.model)),
-            ]),
-            Line::from(last_action(session, now)),
-        ]);
+        let mut first = vec![
+            Span::from(session.role.as_str()).fg(Color::Cyan),
+            Span::raw(format!(" {}", session.model)),
+        ];
+        if let Some(holder) = &unit.holder {
+            first.push(Span::from(format!(" on {}", holder.host)).dim());
+        }
+        return Text::from(vec![Line::from(first), Line::from(last_action(session, now))]);
     }
     if let Some(detail) = &unit.detail {
         return Text::from(first_line(detail).to_string()).dim();
@@ -564,6 +565,12 @@ fn unit_summary(u: &UnitView) -> Vec<Line<'static>> {
     }
     if let Some(branch) = &u.branch {
         facts.push(format!("branch {branch}"));
+    }
+    if let Some(holder) = &u.holder {
+        facts.push(format!(
+            "held by {} on {} (token {})",
+            holder.worker, holder.host, holder.token
+        ));
     }
     let depends = if u.depends_on.is_empty() {
         "—".to_string()

@@ -80,6 +80,23 @@ pub fn describe(event: &Event) -> Option<String> {
             format!("{unit} {state} (attempt {attempt}){detail}")
         }
         Event::UnitPrepared { unit, branch, .. } => format!("{unit} works on branch {branch}"),
+        Event::UnitTaken {
+            unit,
+            worker,
+            host,
+            token,
+            taken_over_from: None,
+        } => format!("{unit}: taken by {worker} on {host} (token {token})"),
+        Event::UnitTaken {
+            unit,
+            worker,
+            host,
+            token,
+            taken_over_from: Some(before),
+        } => format!(
+            "{unit}: taken over by {worker} on {host} (token {token}) after the lease of token {before} expired; \
+             its work starts again"
+        ),
         Event::EvidenceRecorded { unit, evidence } => format!(
             "{}: {} `{}` {} in {:.1}s",
             unit.as_deref().unwrap_or("integration"),

@@ -291,6 +291,24 @@ pub fn running_mission() -> Vec<EventEnvelope> {
     log.events
 }
 
+/// The running mission with its units built by `orchestrator worker` processes (`--workers
+/// external`): t2.2 was taken over by a worker on host-b after host-a's lease expired.
+pub fn running_on_workers() -> Vec<EventEnvelope> {
+    let mut log = Log {
+        events: running_mission(),
+    };
+    let taken = |worker: &str, host: &str, token: i64, taken_over_from: Option<i64>| Event::UnitTaken {
+        unit: "t2.2".into(),
+        worker: worker.into(),
+        host: host.into(),
+        token,
+        taken_over_from,
+    };
+    log.at(46, taken("worker pid 4242", "host-a", 1, None));
+    log.at(47, taken("worker pid 77", "host-b", 2, Some(1)));
+    log.events
+}
+
 /// The same mission carried to its end: everything merged, stage 2 passed, sealed.
 pub fn sealed_mission() -> Vec<EventEnvelope> {
     let mut log = Log {

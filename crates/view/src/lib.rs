@@ -118,6 +118,15 @@ impl Totals {
     }
 }
 
+/// An `orchestrator worker` holding a unit, as it named itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitHolder {
+    pub worker: String,
+    pub host: String,
+    /// The lease's fencing token: each take-over raises it.
+    pub token: i64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct UnitView {
     pub id: String,
@@ -145,6 +154,9 @@ pub struct UnitView {
     pub totals: Totals,
     /// The latest lines of the unit's story, oldest first.
     pub log: Vec<LogLine>,
+    /// `--workers external`: the worker that holds (or last held) the unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<UnitHolder>,
     /// The unit's life as stretches of one state each, oldest first: the timeline's lane.
     pub spans: Vec<UnitSpan>,
 }
@@ -399,6 +411,21 @@ impl MissionView {
                     u.merged_commit = Some(commit.clone());
                 }
             }
+            Event::UnitTaken {
+                unit,
+                worker,
+                host,
+                token,
+                ..
+            } => {
+                if let Some(u) = self.unit_mut(unit) {
+                    u.holder = Some(UnitHolder {
+                        worker: worker.clone(),
+                        host: host.clone(),
+                        token: *token,
+                    });
+                }
+            }
             Event::DispatchChanged { paused } => self.paused = *paused,
             Event::Notice { message } => self.notices.push(message.clone()),
             // A resumed run reads them again; the latest run's say what sessions get now.
@@ -574,6 +601,7 @@ impl MissionView {
             merged_commit: None,
             totals: Totals::default(),
             log: Vec::new(),
+            holder: None,
             // Planned is waiting: for its dependencies, then for a slot.
             spans: vec![UnitSpan {
                 state: UnitState::Queued,
@@ -644,6 +672,7 @@ impl MissionView {
         match event {
             Event::UnitState { unit, .. }
             | Event::UnitPrepared { unit, .. }
+            | Event::UnitTaken { unit, .. }
             | Event::MergeConflict { unit, .. }
             | Event::UserMessage { unit, .. }
             | Event::CandidateFinished { unit, .. }

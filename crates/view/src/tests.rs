@@ -1,5 +1,5 @@
 use super::*;
-use crate::fixture::{running_mission, sealed_mission, start};
+use crate::fixture::{running_mission, running_on_workers, sealed_mission, start};
 
 fn ids<'a>(rows: &[TreeRow<'a>]) -> Vec<(String, usize)> {
     rows.iter().map(|r| (r.unit.id.clone(), r.depth)).collect()
@@ -350,4 +350,41 @@ fn a_conflict_over_thousands_of_files_names_a_few_on_its_stretch() {
         .cloned()
         .unwrap();
     assert_eq!(span.conflicts.len(), SPAN_CONFLICT_FILES);
+}
+
+#[test]
+fn a_units_holder_is_the_worker_that_took_it_last() {
+    let view = MissionView::from_events(&running_on_workers());
+    let t22 = view.unit("t2.2").unwrap();
+    assert_eq!(
+        t22.holder,
+        Some(UnitHolder {
+            worker: "worker pid 77".into(),
+            host: "host-b".into(),
+            token: 2,
+        })
+    );
+    assert!(
+        view.unit("t1").unwrap().holder.is_none(),
+        "built by the commander"
+    );
+    let lines: Vec<&str> = t22.log.iter().map(|l| l.text.as_str()).collect();
+    assert!(
+        lines.contains(&"t2.2: taken by worker pid 4242 on host-a (token 1)"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "t2.2: taken over by worker pid 77 on host-b (token 2) after the lease of token 1 expired"
+        )),
+        "{lines:?}"
+    );
+    let json = serde_json::to_value(&view).unwrap();
+    let t22 = json["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == "t2.2")
+        .unwrap();
+    assert_eq!(t22["holder"]["host"], "host-b");
 }

@@ -205,12 +205,19 @@ async fn two_workers_build_the_units_and_the_commander_merges_each_once() {
         );
     }
     assert!(sessions.iter().all(|s| s.contains("@t")), "{sessions:?}");
-    let taken: Vec<String> = done
-        .notices()
-        .into_iter()
-        .filter(|n| n.contains("taken by worker pid"))
-        .collect();
+    let taken = done.events_of("unit_taken");
     assert_eq!(taken.len(), 3, "{taken:?}");
+    for event in &taken {
+        assert!(
+            event["worker"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("worker pid "))
+                && ["host-w1", "host-w2"].contains(&event["host"].as_str().unwrap_or_default())
+                && event["token"] == 1
+                && event.get("taken_over_from").is_none(),
+            "{event}"
+        );
+    }
     // Each worker stops cleanly and says what it did.
     for stopped in [&w1, &w2] {
         assert_eq!(stopped.code, Some(0), "{}", stopped.stderr);
@@ -326,12 +333,13 @@ async fn a_worker_killed_in_a_unit_is_taken_over_and_every_unit_merges_once() {
     );
     assert_result_on_the_users_branch(&repo);
     assert_eq!(merge_commits(&repo), once_each());
-    let notices = done.notices();
+    let taken = done.events_of("unit_taken");
     assert!(
-        notices
-            .iter()
-            .any(|n| n.starts_with("b: taken over by worker pid") && n.contains("host-w2")),
-        "{notices:?}"
+        taken.iter().any(|e| e["unit"] == "b"
+            && e["host"] == "host-w2"
+            && e["token"] == 2
+            && e["taken_over_from"] == 1),
+        "{taken:?}"
     );
     // The new holder started b afresh in a session of its own.
     let sessions = worker_sessions(&done);

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use orchestrator_protocol::{Op, Steer};
 use orchestrator_tui::{App, Exit};
-use orchestrator_view::fixture::{running_mission, sealed_mission, start};
+use orchestrator_view::fixture::{running_mission, running_on_workers, sealed_mission, start};
 use orchestrator_view::MissionView;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -85,6 +85,14 @@ fn running_mission_on_an_80x24_terminal() {
 #[test]
 fn running_mission_on_a_tiny_terminal() {
     insta::assert_snapshot!("running_40x10", screen(&running(), 40, 10));
+}
+
+#[test]
+fn a_unit_on_an_external_worker_names_its_host() {
+    let app = app_of(running_on_workers());
+    let screen = screen(&app, 100, 30);
+    assert!(screen.contains("worker gpt-test on host-b"), "{screen}");
+    insta::assert_snapshot!("running_on_workers_100x30", screen);
 }
 
 #[test]
