@@ -965,3 +965,105 @@ async fn a_cancelled_commanders_units_are_given_back_by_their_workers_and_the_re
     assert_sealed_once(&resumed, &repo, &w1);
     assert!(a_turns(&server) > 1, "unit a was built after the resume");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_pause_the_endpoint_asked_of_one_worker_holds_the_other_workers_calls() {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    const PAUSE: Duration = Duration::from_secs(10);
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let scripted = ScriptedMission::new(script());
+    // Every worker turn of a and b, by unit, as it reached the server; and when a was told to wait.
+    let turns: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let paused_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let brain = {
+        let (turns, paused_at) = (turns.clone(), paused_at.clone());
+        move |request: &SeenRequest| {
+            let Some(unit) = worker_unit(request).filter(|u| u == "a" || u == "b") else {
+                return scripted.respond(request);
+            };
+            let now = Instant::now();
+            let mut turns = turns.lock().expect("turns");
+            let b_turns = turns.iter().filter(|(_, u)| u == "b").count();
+            turns.push((now, unit.clone()));
+            let mut paused = paused_at.lock().expect("pause");
+            // Once b's worker calls steadily, a's worker (another host) is told to wait.
+            if unit == "a" && paused.is_none() && b_turns >= 2 {
+                *paused = Some(now);
+                return Reply::Error {
+                    status: 429,
+                    body: "slow down".into(),
+                    retry_after: Some(PAUSE),
+                };
+            }
+            // Each worker calls the model every second or so, until the test stops it.
+            let n = turns.len();
+            Reply::ToolCalls {
+                text: String::new(),
+                calls: vec![("bash".into(), format!(r#"{{"command": "sleep 1 # {n}"}}"#))],
+            }
+        }
+    };
+    let server = FakeServer::start(brain, FakeOptions::default())
+        .await
+        .expect("fake model server starts");
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let one_slot = |host: &str| {
+        Run::cmd(&["worker", "--slots", "1", "--lease-secs", "2"])
+            .arg("--workdir")
+            .arg(hosts.path().join(host).to_str().expect("utf-8 path"))
+            .arg("--store")
+            .arg(&schema.url)
+            .env("ORCHESTRATOR_HOST", host)
+    };
+    let running = start(commander(&schema, &remote), &server, &repo);
+    let w1 = start(one_slot("host-w1"), &server, &repo);
+    let w2 = start(one_slot("host-w2"), &server, &repo);
+
+    // Wait for the pause, then for b's calls to come back after it.
+    let resumed_after = PAUSE + Duration::from_secs(8);
+    let mut seen_again = false;
+    for _ in 0..1200 {
+        let paused = *paused_at.lock().expect("pause");
+        if let Some(at) = paused {
+            let turns = turns.lock().expect("turns");
+            if turns.iter().any(|(t, u)| u == "b" && *t > at + PAUSE) || at.elapsed() > resumed_after {
+                seen_again = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: signals the commander process this test started (as `orchestrator cancel` does).
+    unsafe { libc::kill(running.id().expect("pid") as i32, libc::SIGTERM) };
+    let _ = finish(running).await;
+    stop(w1).await;
+    stop(w2).await;
+    let at = paused_at
+        .lock()
+        .expect("pause")
+        .expect("a's worker was told to wait while b's called");
+    assert!(seen_again, "b's calls never came back");
+    let b: Vec<Duration> = turns
+        .lock()
+        .expect("turns")
+        .iter()
+        .filter(|(_, u)| u == "b")
+        .filter_map(|(t, _)| t.checked_duration_since(at))
+        .collect();
+    // b's worker heard of the pause within a second or two (it reads the store every second), and
+    // made no call from then until the pause was over; then it called again.
+    let inside: Vec<&Duration> = b
+        .iter()
+        .filter(|d| **d > Duration::from_secs(3) && **d < PAUSE - Duration::from_secs(1))
+        .collect();
+    assert!(inside.is_empty(), "b's worker called during a's pause: {b:?}");
+    assert!(b.iter().any(|d| *d >= PAUSE - Duration::from_secs(1)), "{b:?}");
+}
