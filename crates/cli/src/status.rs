@@ -349,6 +349,7 @@ mod tests {
             token: 3,
             expires_at: chrono::DateTime::from_timestamp_millis(1_800_000_000_000),
             expired,
+            takeovers: 0,
         }
     }
 

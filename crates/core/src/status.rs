@@ -69,6 +69,9 @@ pub struct WorkUnitStatus {
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Whether that lease has ended: the next claim may take the unit over.
     pub expired: bool,
+    /// How many times it was taken over after a holder's lease expired; past
+    /// `orchestrator_store::MAX_TAKEOVERS` it fails instead.
+    pub takeovers: u32,
 }
 
 /// Where a unit of the work queue stands.
@@ -266,6 +269,7 @@ fn work_units_of(store: &orchestrator_store::Store, mission: &str) -> Vec<WorkUn
                     .filter(|_| leased)
                     .and_then(chrono::DateTime::from_timestamp_millis),
                 expired: leased && u.expired,
+                takeovers: u.takeovers,
             }
         })
         .collect()

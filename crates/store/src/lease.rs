@@ -27,6 +27,13 @@ pub const MAX_JSON_BYTES: usize = 1 << 20;
 /// The longest id (mission, unit, worker, host) accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 512;
 
+/// How many times a unit is taken over after its holder's lease expired. A holder that dies once is
+/// a lost machine; every holder dying is the unit's doing (a session that kills its worker, a
+/// command that takes the host down), and taking it over again would never end: once its lease
+/// expires after this many take-overs, the next claim marks it failed instead (no result, the last
+/// holder kept), and its commander fails the unit saying why.
+pub const MAX_TAKEOVERS: u32 = 2;
+
 /// The parallelism of a mission whose commander has not set it ([`Store::set_max_parallel`]): one
 /// unit at a time is slow but never more than anyone asked for.
 pub const DEFAULT_MAX_PARALLEL: u32 = 1;
@@ -138,6 +145,8 @@ pub struct WorkUnit {
     /// Whether the lease has expired by the store's clock (so hosts with wrong clocks agree).
     pub expired: bool,
     pub result: Option<Value>,
+    /// Claims that took the unit over from a holder whose lease expired (see [`MAX_TAKEOVERS`]).
+    pub takeovers: u32,
 }
 
 /// A mission's leader lease: which commander runs it.
@@ -622,6 +631,7 @@ pub(crate) struct RawWorkUnit {
     pub expires_at_ms: Option<i64>,
     pub expired: bool,
     pub result: Option<String>,
+    pub takeovers: i64,
 }
 
 impl RawWorkUnit {
@@ -639,6 +649,7 @@ impl RawWorkUnit {
             expires_at_ms: self.expires_at_ms,
             expired: self.expired,
             result,
+            takeovers: u32::try_from(self.takeovers).unwrap_or(u32::MAX),
         })
     }
 }
@@ -730,8 +741,15 @@ fn sqlite_claim_from(
     if take <= 0 {
         return Ok(Vec::new());
     }
+    tx.execute(
+        "UPDATE work_units SET state = 'failed', expires = NULL
+         WHERE mission = ?1 AND state = 'leased' AND expires <= ?2 AND takeovers >= ?3",
+        params![load.mission, now, MAX_TAKEOVERS],
+    )?;
+    // An expired lease's unit is taken over: counted (the SET reads the row as it was).
     let mut stmt = tx.prepare(&format!(
-        "UPDATE work_units SET state = 'leased', token = token + 1, worker = ?3, host = ?4, expires = ?5
+        "UPDATE work_units SET state = 'leased', token = token + 1, worker = ?3, host = ?4, expires = ?5,
+             takeovers = takeovers + (state = 'leased')
          WHERE id IN (SELECT u.id FROM work_units u WHERE u.mission = ?2 AND {CLAIMABLE} ORDER BY u.id LIMIT ?6)
          RETURNING id, mission, unit, attempt, token, payload"
     ))?;
@@ -785,7 +803,7 @@ fn sqlite_fence_row(tx: &Transaction<'_>, key: &UnitKey) -> Result<Option<FenceR
 
 fn sqlite_work_units(conn: &Connection, mission: &str, now: i64) -> Result<Vec<RawWorkUnit>> {
     let mut stmt = conn.prepare(
-        "SELECT mission, unit, attempt, state, token, worker, host, expires, result
+        "SELECT mission, unit, attempt, state, token, worker, host, expires, result, takeovers
          FROM work_units WHERE mission = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map(params![mission], |r| {
@@ -803,6 +821,7 @@ fn sqlite_work_units(conn: &Connection, mission: &str, now: i64) -> Result<Vec<R
             expires_at_ms: expires,
             expired: expires.is_some_and(|e| e <= now),
             result: r.get(8)?,
+            takeovers: r.get(9)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -32,7 +32,7 @@ mod pg;
 mod shared;
 pub use lease::{
     ClaimedUnit, Fence, Holder, LeaderLease, Outcome, UnitKey, UnitOffer, UnitState, WorkUnit,
-    DEFAULT_MAX_PARALLEL, MAX_ID_BYTES, MAX_JSON_BYTES,
+    DEFAULT_MAX_PARALLEL, MAX_ID_BYTES, MAX_JSON_BYTES, MAX_TAKEOVERS,
 };
 pub use pg::{masked_url, PG_SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
@@ -113,8 +113,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX work_units_open ON work_units (mission, id) WHERE state IN ('ready', 'leased');",
     // 4 → 5: what every host shares (shared.rs): each mission's tokens spent, each endpoint's
-    // throttle (cuts seen, a pause until a time in milliseconds since the epoch).
-    "CREATE TABLE mission_spend (
+    // throttle (cuts seen, a pause until a time in milliseconds since the epoch); and how many
+    // times a unit was taken over after its holder's lease expired (lease.rs: bounded).
+    "ALTER TABLE work_units ADD COLUMN takeovers INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE mission_spend (
         mission TEXT PRIMARY KEY,
         tokens INTEGER NOT NULL
     );

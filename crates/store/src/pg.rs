@@ -106,8 +106,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX orchestrator_work_units_open ON orchestrator_work_units (repo, mission, ord)
         WHERE state IN ('ready', 'leased');",
     // 2 → 3: what every host shares (shared.rs): each mission's tokens spent; each endpoint's
-    // throttle, for every repository alike (an endpoint is not a repository's).
-    "CREATE TABLE orchestrator_mission_spend (
+    // throttle, for every repository alike (an endpoint is not a repository's); and how many times
+    // a unit was taken over after its holder's lease expired (lease.rs: bounded).
+    "ALTER TABLE orchestrator_work_units ADD COLUMN takeovers BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE orchestrator_mission_spend (
         repo TEXT NOT NULL,
         mission TEXT NOT NULL,
         tokens BIGINT NOT NULL,

@@ -3,7 +3,7 @@
 //! then fetches the reviewed commit and merges it as if its own worker had built it.
 
 use orchestrator_protocol::UnitState;
-use orchestrator_store::UnitState as QueueState;
+use orchestrator_store::{UnitState as QueueState, MAX_TAKEOVERS};
 
 use super::unit::Reviewed;
 use super::{MergeTarget, UnitOutcome, UnitRun};
@@ -54,6 +54,9 @@ impl UnitRun {
             .clone()
             .and_then(|value| serde_json::from_value::<TicketResult>(value).ok());
         let Some(result) = result else {
+            if row.state == QueueState::Failed && row.result.is_none() && row.takeovers >= MAX_TAKEOVERS {
+                return self.failed(abandoned(&row), String::new());
+            }
             let state = if row.state == QueueState::Done {
                 "done"
             } else {
@@ -173,5 +176,57 @@ impl UnitRun {
                 .map(|budget| budget.saturating_sub(spent)),
             budget_total: mission.rt.budget_tokens,
         }
+    }
+}
+
+/// Why the store stopped handing out a unit whose every holder died (see `MAX_TAKEOVERS`).
+fn abandoned(row: &orchestrator_store::WorkUnit) -> String {
+    let last = row
+        .holder
+        .as_ref()
+        .map(|h| {
+            format!(
+                " (the last: {} on {})",
+                crate::leader::shown(&h.id),
+                crate::leader::shown(&h.host)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{} workers in turn took it and stopped renewing their lease{last}: crashed, killed or cut off while \
+         building it, so it is not handed out again. Look at what its sessions ran (`orchestrator logs`)",
+        row.takeovers + 1
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use orchestrator_store::{Holder, UnitKey, UnitState, WorkUnit};
+
+    use super::*;
+
+    #[test]
+    fn a_unit_every_holder_died_on_says_how_many_and_who_last() {
+        let row = WorkUnit {
+            key: UnitKey {
+                mission: "m".into(),
+                unit: "a".into(),
+                attempt: 1,
+            },
+            state: UnitState::Failed,
+            token: 4,
+            holder: Some(Holder {
+                id: "worker pid 7".into(),
+                host: "host\u{1b}[31m-b".into(),
+            }),
+            expires_at_ms: None,
+            expired: false,
+            result: None,
+            takeovers: MAX_TAKEOVERS,
+        };
+        let why = abandoned(&row);
+        assert!(why.starts_with("3 workers in turn took it"), "{why}");
+        assert!(why.contains("worker pid 7 on host"), "{why}");
+        assert!(!why.contains('\u{1b}'), "a host's name is shown escaped: {why}");
     }
 }

@@ -11,6 +11,7 @@ use super::Pg;
 use crate::lease::{
     check_fence, claimed, ensure_leads, finished_by, leader_held, leader_lost, ClaimedUnit, Fence, FenceRow,
     Holder, LeaderLease, MissionLoad, Outcome, RawWorkUnit, UnitKey, UnitState, DEFAULT_MAX_PARALLEL,
+    MAX_TAKEOVERS,
 };
 use crate::Result;
 
@@ -210,7 +211,7 @@ impl Pg {
         self.call(move |c, repo| {
             let rows = c.query(
                 "SELECT mission, unit, attempt, state, token, worker, host, expires, result,
-                        expires <= (extract(epoch FROM now()) * 1000)::bigint
+                        expires <= (extract(epoch FROM now()) * 1000)::bigint, takeovers
                  FROM orchestrator_work_units WHERE repo = $1 AND mission = $2 ORDER BY ord",
                 &[&repo, &mission],
             )?;
@@ -394,6 +395,12 @@ fn claim_from(
     if take <= 0 {
         return Ok(Vec::new());
     }
+    // Under the mission's lock, as the claim below: the same order of locks for every claimer.
+    tx.execute(
+        "UPDATE orchestrator_work_units SET state = 'failed', expires = NULL
+         WHERE repo = $1 AND mission = $2 AND state = 'leased' AND expires <= $3 AND takeovers >= $4",
+        &[&repo, &load.mission, &now, &i64::from(MAX_TAKEOVERS)],
+    )?;
     let rows = tx.query(
         &format!(
             // The pick is materialised once: a LIMIT inside `IN (…)` may be evaluated again for each
@@ -402,7 +409,7 @@ fn claim_from(
                  SELECT u.ord FROM orchestrator_work_units u WHERE u.repo = $1 AND u.mission = $3 AND {CLAIMABLE}
                  ORDER BY u.ord LIMIT $7 FOR UPDATE SKIP LOCKED)
              UPDATE orchestrator_work_units w SET state = 'leased', token = w.token + 1, worker = $4, host = $5,
-                 expires = $6
+                 expires = $6, takeovers = w.takeovers + CASE WHEN w.state = 'leased' THEN 1 ELSE 0 END
              FROM picked WHERE w.repo = $1 AND w.mission = $3 AND w.ord = picked.ord
              RETURNING w.ord, w.mission, w.unit, w.attempt, w.token, w.payload"
         ),
@@ -486,6 +493,7 @@ fn raw_work_unit(r: &Row) -> Result<RawWorkUnit> {
         expires_at_ms: r.try_get(7)?,
         expired: r.try_get::<_, Option<bool>>(9)?.unwrap_or(false),
         result: r.try_get(8)?,
+        takeovers: r.try_get(10)?,
     })
 }
 

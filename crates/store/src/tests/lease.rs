@@ -21,6 +21,7 @@ on_both_backends!(
     two_claimers_racing_never_get_the_same_unit,
     an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off,
     an_expired_lease_nobody_took_is_still_its_holders,
+    a_unit_whose_holders_all_die_is_failed_after_the_last_take_over,
     max_parallel_holds_across_two_workers,
     claims_at_the_same_instant_both_get_units,
     a_worker_never_holds_more_than_its_slots,
@@ -925,4 +926,46 @@ fn lease_times_on_postgres_are_the_servers() {
     assert!(!store.work_units("m1").unwrap()[0].expired);
     assert!(!store.leader("m1").unwrap().unwrap().expired);
     assert!(store.claim_units(&worker("other"), 1, hour).unwrap().is_empty());
+}
+
+fn a_unit_whose_holders_all_die_is_failed_after_the_last_take_over(b: &dyn Backend) {
+    let store = b.open();
+    store.set_max_parallel("m1", 4).unwrap();
+    offer(&store, "m1", "u1");
+    // A unit given back (its host could not run it) is claimed again without counting.
+    let first = store.claim_units(&worker("w0"), 1, LONG).unwrap().remove(0);
+    store.release_unit(&first.fence).unwrap();
+    // Every holder dies: the unit is taken over MAX_TAKEOVERS times, then failed.
+    let mut last = store.claim_units(&worker("w1"), 1, SHORT).unwrap().remove(0);
+    for n in 1..=crate::MAX_TAKEOVERS {
+        wait_until("the holder's lease expires", || expired(&store, &last.fence.key));
+        last = store
+            .claim_units(&worker(&format!("w{}", n + 1)), 1, SHORT)
+            .unwrap()
+            .remove(0);
+        assert_eq!(store.work_units("m1").unwrap()[0].takeovers, n);
+    }
+    wait_until("the last holder's lease expires", || {
+        expired(&store, &last.fence.key)
+    });
+    assert!(
+        store.claim_units(&worker("late"), 1, LONG).unwrap().is_empty(),
+        "not handed out again"
+    );
+    let unit = &store.work_units("m1").unwrap()[0];
+    assert_eq!(unit.state, UnitState::Failed);
+    assert_eq!(unit.result, None);
+    assert_eq!(unit.takeovers, crate::MAX_TAKEOVERS);
+    let last_holder = worker(&format!("w{}", crate::MAX_TAKEOVERS + 1));
+    assert_eq!(unit.holder, Some(last_holder), "the last holder is kept");
+    // Its last holder, back from the dead, is refused.
+    assert!(lost(store.heartbeat(&last.fence, LONG)));
+    assert!(lost(store.finish_unit(
+        &last.fence,
+        Outcome::Done,
+        &json!("late")
+    )));
+    // Other units of the mission are claimed as ever.
+    offer(&store, "m1", "u2");
+    assert_eq!(store.claim_units(&worker("late"), 1, LONG).unwrap().len(), 1);
 }
