@@ -17,7 +17,7 @@ pub(crate) struct Checked {
 }
 
 /// Quotes shorter than this prove nothing (`}` is in every file).
-const MIN_QUOTE_CHARS: usize = 8;
+pub(crate) const MIN_QUOTE_CHARS: usize = 8;
 /// At most this many are checked and recorded.
 const MAX_CHECKED: usize = 8;
 
@@ -68,19 +68,15 @@ pub(crate) fn confirm(root: &Path, checked: &[Checked]) -> Result<(), Vec<String
 
 fn confirm_one(root: &Path, checked: &Checked) -> Result<(), String> {
     let quote = checked.quote.trim();
-    if quote.chars().count() < MIN_QUOTE_CHARS {
+    if too_short(quote) {
         return Err(format!(
             "the quote from `{}` is too short to show anything ({MIN_QUOTE_CHARS} characters at least)",
             checked.file
         ));
     }
-    let path = inside(root, &checked.file)
+    let text = read_inside(root, &checked.file)
         .ok_or_else(|| format!("`{}` is not a file of the worktree", checked.file))?;
-    let text = std::fs::read(&path).map_err(|_| format!("`{}` cannot be read", checked.file))?;
-    let text = String::from_utf8_lossy(&text);
-    // Whitespace may differ in a copy (tabs, a trailing space); the words may not.
-    let squeeze = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if squeeze(&text).contains(&squeeze(quote)) {
+    if quoted_in(&text, quote) {
         Ok(())
     } else {
         Err(format!(
@@ -91,7 +87,36 @@ fn confirm_one(root: &Path, checked: &Checked) -> Result<(), String> {
     }
 }
 
-/// `rel` as a file under `root`, never outside it (no `..` escape, no symlink out).
+/// Whether `quote` proves nothing by its length (`}` is in every file); a run of whitespace counts once.
+pub(crate) fn too_short(quote: &str) -> bool {
+    squeeze(quote).chars().count() < MIN_QUOTE_CHARS
+}
+
+/// Whether `text` holds `quote`. Whitespace may differ in a copy (tabs, a trailing space); the words
+/// may not.
+pub(crate) fn quoted_in(text: &str, quote: &str) -> bool {
+    let quote = squeeze(quote);
+    !quote.is_empty() && squeeze(text).contains(&quote)
+}
+
+fn squeeze(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Bytes of a file read to confirm a quote: a worker may leave a huge file, and a quote is a line.
+const MAX_READ_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The text of the file `rel` under `root` (its first [`MAX_READ_BYTES`]), if it is one.
+pub(crate) fn read_inside(root: &Path, rel: &str) -> Option<String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(inside(root, rel)?).ok()?;
+    let mut bytes = Vec::new();
+    file.take(MAX_READ_BYTES).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `rel` as a file under `root`, never outside it (no `..` escape, no symlink out, no absolute path
+/// elsewhere).
 fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
     let root = std::fs::canonicalize(root).ok()?;
     let rel = rel.trim().trim_start_matches("./");
