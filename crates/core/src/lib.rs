@@ -16,6 +16,7 @@ mod control;
 mod effective;
 mod error;
 mod events;
+mod grounded;
 mod hooks;
 mod inbox;
 pub mod instructions;

@@ -117,7 +117,8 @@ const REVIEWER: &str = "
 You are a reviewer. Judge one unit's diff against its description and the evidence (build and test results
 the runtime ran itself). Fail it for real defects only: wrong or missing behaviour, broken tests, bugs,
 security problems, changes outside its scope. You may read files and run commands. Finish by calling
-`submit_review` with verdict pass or fail, a summary, and for a failure the issues to fix.";
+`submit_review` with verdict pass or fail, a summary, and for a failure the issues to fix. Each issue names
+its file and quotes one line copied exactly from it (read the file first); the runtime checks the quote.";
 
 const MASTER_REVIEWER: &str = "
 You are the master reviewer. The units have been built and merged; judge the integrated result against the

@@ -144,9 +144,19 @@ fn submit_plan_spec() -> ToolSpec {
     }
 }
 
-/// `submit_review`; for a unit that changed nothing (`empty_diff`) it also takes `checked`, what the
-/// reviewer read (see `checked.rs`).
-fn submit_review_spec(empty_diff: bool) -> ToolSpec {
+/// What a review must show besides its verdict, and where the runtime confirms it.
+enum Proof {
+    /// Nothing more (the master review).
+    Verdict,
+    /// A unit that changed no file: a pass lists in `checked` lines read in this worktree (`checked.rs`).
+    Checked(std::path::PathBuf),
+    /// A unit that changed files: each issue of a fail quotes its line (`grounded.rs`).
+    Quoted(crate::grounded::Grounds),
+}
+
+/// `submit_review`; for a unit that changed nothing it also takes `checked`, what the reviewer read
+/// (see `checked.rs`); for one that changed files each issue takes `file` and `quote` (`grounded.rs`).
+fn submit_review_spec(proof: &Proof) -> ToolSpec {
     let mut spec = ToolSpec {
         name: "submit_review".into(),
         description: "Submit your verdict. On fail, list each problem as an issue someone can fix alone."
@@ -174,12 +184,22 @@ fn submit_review_spec(empty_diff: bool) -> ToolSpec {
             "additionalProperties": false
         }),
     };
-    if empty_diff {
-        spec.description.push_str(
-            " This unit changed no file: to pass it, list in `checked` the files you read that show it is \
-             already done, each with one line copied exactly from it.",
-        );
-        spec.parameters["properties"]["checked"] = crate::checked::checked_property();
+    match proof {
+        Proof::Verdict => {}
+        Proof::Checked(_) => {
+            spec.description.push_str(
+                " This unit changed no file: to pass it, list in `checked` the files you read that show it is \
+                 already done, each with one line copied exactly from it.",
+            );
+            spec.parameters["properties"]["checked"] = crate::checked::checked_property();
+        }
+        Proof::Quoted(_) => {
+            spec.description.push_str(
+                " Each issue names its `file` and quotes in `quote` one line copied exactly from it: the line \
+                 the issue is about, or where the missing thing belongs.",
+            );
+            spec.parameters["properties"]["issues"] = crate::grounded::issues_property();
+        }
     }
     spec
 }
@@ -349,10 +369,62 @@ pub async fn plan(
 
 struct ReviewHook {
     review: Mutex<Option<Review>>,
-    /// The worktree of a unit that changed nothing: a pass must show what was read there.
-    empty_diff_in: Option<std::path::PathBuf>,
+    proof: Proof,
     /// Whether a failing review without issues was already sent back once (it is then taken).
     asked_for_issues: std::sync::atomic::AtomicBool,
+    /// Whether a failing review with unconfirmed quotes was already sent back once (it is then taken,
+    /// those issues marked). With `asked_for_issues`, a review is sent back twice at most.
+    asked_for_quotes: std::sync::atomic::AtomicBool,
+}
+
+impl ReviewHook {
+    fn new(proof: Proof) -> Self {
+        ReviewHook {
+            review: Mutex::new(None),
+            proof,
+            asked_for_issues: std::sync::atomic::AtomicBool::new(false),
+            asked_for_quotes: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// A review past the rules about issues: checked against what its `proof` asks, then recorded.
+    fn settle(
+        &self,
+        mut review: Review,
+        checked: &[crate::checked::Checked],
+        quotes: &[Option<String>],
+    ) -> HookResult {
+        match (&self.proof, review.verdict) {
+            (Proof::Checked(root), Verdict::Pass) => {
+                if let Err(problems) = crate::checked::confirm(root, checked) {
+                    return HookResult::Continue(error_output(format!(
+                        "A pass for a unit that changed no file must show what you read: `checked`: \
+                         [{{\"file\": \"path/of/a/file\", \"quote\": \"one line copied exactly from it\"}}], \
+                         files that show the unit is already done. Not accepted:\n- {}\nRead the files, then \
+                         call submit_review again (or fail the unit if it is not done).",
+                        problems.join("\n- ")
+                    )));
+                }
+                review.summary = crate::checked::summary_with(&review.summary, checked);
+            }
+            (Proof::Quoted(grounds), Verdict::Fail) if !review.issues.is_empty() => {
+                let groundings = grounds.check(&review.issues, quotes);
+                if groundings.iter().any(Result::is_err)
+                    && !self
+                        .asked_for_quotes
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    let text = crate::grounded::send_back(&review.issues, &groundings);
+                    return HookResult::Continue(error_output(text));
+                }
+                review.summary = crate::grounded::summary_after_cut(&review.summary, review.issues.len());
+                review.issues = crate::grounded::annotated(review.issues, &groundings);
+            }
+            _ => {}
+        }
+        *self.review.lock().unwrap_or_else(|p| p.into_inner()) = Some(review);
+        HookResult::Finish(ok_output("Review recorded.".into()))
+    }
 }
 
 #[async_trait]
@@ -362,6 +434,7 @@ impl SessionHooks for ReviewHook {
             Ok(checked) => checked,
             Err(e) => return HookResult::Continue(error_output(format!("{e}. Call submit_review again."))),
         };
+        let quotes = crate::grounded::quotes_of(&arguments);
         match serde_json::from_value::<Review>(arguments) {
             Ok(review)
                 if review.verdict == Verdict::Fail
@@ -389,22 +462,7 @@ impl SessionHooks for ReviewHook {
                     crate::prompts::cut(review.summary.trim(), 300)
                 )))
             }
-            Ok(mut review) => {
-                if let (Some(root), Verdict::Pass) = (&self.empty_diff_in, review.verdict) {
-                    if let Err(problems) = crate::checked::confirm(root, &checked) {
-                        return HookResult::Continue(error_output(format!(
-                            "A pass for a unit that changed no file must show what you read: `checked`: \
-                             [{{\"file\": \"path/of/a/file\", \"quote\": \"one line copied exactly from it\"}}], \
-                             files that show the unit is already done. Not accepted:\n- {}\nRead the files, then \
-                             call submit_review again (or fail the unit if it is not done).",
-                            problems.join("\n- ")
-                        )));
-                    }
-                    review.summary = crate::checked::summary_with(&review.summary, &checked);
-                }
-                *self.review.lock().unwrap_or_else(|p| p.into_inner()) = Some(review);
-                HookResult::Finish(ok_output("Review recorded.".into()))
-            }
+            Ok(review) => self.settle(review, &checked, &quotes),
             Err(e) => HookResult::Continue(error_output(format!(
                 "The review does not match the schema ({e}). Call submit_review again."
             ))),
@@ -418,14 +476,10 @@ async fn run_review(
     rt: &Runtime,
     spec: SessionSpec,
     slot: &mut Slot,
-    empty_diff_in: Option<std::path::PathBuf>,
+    proof: Proof,
 ) -> std::result::Result<Review, SessionEnd> {
-    let submit = submit_review_spec(empty_diff_in.is_some());
-    let hook = ReviewHook {
-        asked_for_issues: std::sync::atomic::AtomicBool::new(false),
-        review: Mutex::new(None),
-        empty_diff_in,
-    };
+    let submit = submit_review_spec(&proof);
+    let hook = ReviewHook::new(proof);
     let mut session = Session::new(rt, spec.extra_tools(vec![submit]));
     let end = session.run(rt, &hook, slot).await;
     if let Some(review) = hook.review.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -506,8 +560,13 @@ pub async fn review_unit(
         .map_err(|e| SessionEnd::ModelFailed(e.to_string()))?
         .unit(&unit.id)
         .tools_ready(tools_ready);
-    let empty_diff_in = empty.then(|| worktree.path().to_path_buf());
-    run_review(&mission.rt, spec, slot, empty_diff_in).await
+    let root = worktree.path().to_path_buf();
+    let proof = if empty {
+        Proof::Checked(root)
+    } else {
+        Proof::Quoted(crate::grounded::Grounds { root, diff })
+    };
+    run_review(&mission.rt, spec, slot, proof).await
 }
 
 /// Said plainly to a reviewer when the plan named the files a unit should change and its diff
@@ -584,7 +643,7 @@ pub struct Pick {
 
 /// `submit_review` for comparing candidates: the review of the one kept, and `pick`, its number.
 fn submit_pick_spec(passing: &[u32]) -> ToolSpec {
-    let mut spec = submit_review_spec(false);
+    let mut spec = submit_review_spec(&Proof::Verdict);
     spec.description = "Keep one candidate: `pick` its number and say in `summary` why it is better \
                         than the others; `verdict` and `issues` judge the candidate you keep."
         .into();
@@ -833,7 +892,7 @@ pub async fn master_review(
     let Some(mut slot) = Slot::acquire(rt).await else {
         return Err(EngineError::Interrupted);
     };
-    match run_review(rt, spec, &mut slot, None).await {
+    match run_review(rt, spec, &mut slot, Proof::Verdict).await {
         Ok(review) => Ok(review),
         Err(SessionEnd::Cancelled) => Err(EngineError::Interrupted),
         // Not the work's fault: no follow-up round is spent on an outage.
@@ -880,11 +939,7 @@ mod tests {
     }
 
     fn review_hook() -> ReviewHook {
-        ReviewHook {
-            asked_for_issues: std::sync::atomic::AtomicBool::new(false),
-            review: Mutex::new(None),
-            empty_diff_in: None,
-        }
+        ReviewHook::new(Proof::Verdict)
     }
 
     fn said(result: &HookResult) -> (bool, String) {
@@ -987,5 +1042,160 @@ mod tests {
         let hook = review_hook();
         let pass = json!({"verdict": "pass", "summary": "done"});
         assert!(said(&hook.call("submit_review", pass, &mut slot).await).0);
+    }
+
+    /// A worktree with `calc.py` changed by the unit, and the hook of its stage 1 review.
+    fn quoted_review_hook() -> (tempfile::TempDir, ReviewHook) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("calc.py"), "def add(a, b):\n    return a + b\n").expect("write");
+        std::fs::write(
+            dir.path().join("test_calc.py"),
+            "def mul(a, b):\n    return a * b\n",
+        )
+        .expect("write");
+        let diff = "diff --git a/test_calc.py b/test_calc.py\n--- a/test_calc.py\n+++ b/test_calc.py\n\
+                    @@ -0,0 +1,2 @@\n+def mul(a, b):\n+    return a * b\n";
+        let grounds = crate::grounded::Grounds {
+            root: dir.path().to_path_buf(),
+            diff: diff.into(),
+        };
+        (dir, ReviewHook::new(Proof::Quoted(grounds)))
+    }
+
+    fn fail_with(issues: serde_json::Value) -> serde_json::Value {
+        json!({"verdict": "fail", "summary": "mul is in the wrong file", "issues": issues})
+    }
+
+    fn recorded(hook: &ReviewHook) -> Review {
+        hook.review.lock().unwrap().take().expect("recorded")
+    }
+
+    #[tokio::test]
+    async fn a_grounded_fail_is_taken_at_once_with_its_quote_for_the_worker() {
+        let (_dir, hook) = quoted_review_hook();
+        let mut slot = Slot::unshared();
+        let grounded = fail_with(
+            json!([{"title": "Move mul", "description": "mul belongs in calc.py",
+            "file": "test_calc.py", "quote": "+def mul(a, b):"}]),
+        );
+        let (finished, text) = said(&hook.call("submit_review", grounded, &mut slot).await);
+        assert!(finished, "{text}");
+        let review = recorded(&hook);
+        assert!(
+            review.issues[0]
+                .description
+                .ends_with("The line meant: \"+def mul(a, b):\""),
+            "{review:?}"
+        );
+        // A pass is not asked for quotes.
+        let (_dir, hook) = quoted_review_hook();
+        let pass = json!({"verdict": "pass", "summary": "fine"});
+        assert!(said(&hook.call("submit_review", pass, &mut slot).await).0);
+    }
+
+    #[tokio::test]
+    async fn an_ungrounded_fail_is_sent_back_once_then_recorded_marked() {
+        let (_dir, hook) = quoted_review_hook();
+        let mut slot = Slot::unshared();
+        // The field test's invention: a line that is in no file.
+        let invented = fail_with(json!([
+            {"title": "Wrong result", "description": "returns 0 instead", "file": "calc.py",
+             "quote": "return 0  # instead of the sum"},
+            {"title": "Move mul", "description": "mul belongs in calc.py", "file": "test_calc.py",
+             "quote": "def mul(a, b):"}
+        ]));
+        let (finished, text) = said(&hook.call("submit_review", invented.clone(), &mut slot).await);
+        assert!(!finished, "{text}");
+        assert!(
+            text.contains("issue 1 \"Wrong result\": the quote is not in `calc.py`"),
+            "{text}"
+        );
+        assert!(!text.contains("issue 2"), "the grounded one is not named: {text}");
+        assert!(text.contains("the verdict is pass"), "{text}");
+        // The same review again is taken, so a stubborn model cannot loop; the worker sees the mark.
+        let (finished, _) = said(&hook.call("submit_review", invented, &mut slot).await);
+        assert!(finished);
+        let review = recorded(&hook);
+        assert_eq!(review.verdict, Verdict::Fail);
+        assert!(
+            review.issues[0]
+                .description
+                .starts_with("(not confirmed by the runtime: the quote is not in `calc.py`"),
+            "{review:?}"
+        );
+        assert!(
+            review.issues[1].description.contains("The line meant"),
+            "{review:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn both_send_backs_together_are_bounded_to_two() {
+        let (_dir, hook) = quoted_review_hook();
+        let mut slot = Slot::unshared();
+        let vague = json!({"verdict": "fail", "summary": "not right", "issues": []});
+        let unquoted = fail_with(json!([{"title": "Fix", "description": "fix it", "file": "calc.py"}]));
+        let (finished, text) = said(&hook.call("submit_review", vague.clone(), &mut slot).await);
+        assert!(!finished && text.contains("lists the issues to fix"), "{text}");
+        let (finished, text) = said(&hook.call("submit_review", unquoted.clone(), &mut slot).await);
+        assert!(!finished && text.contains("no `quote` was given"), "{text}");
+        // From here every review is recorded as it is, whichever rule it breaks.
+        let (finished, _) = said(&hook.call("submit_review", unquoted, &mut slot).await);
+        assert!(finished);
+        assert!(recorded(&hook).issues[0]
+            .description
+            .starts_with("(not confirmed by the runtime: no `quote` was given)"));
+        let (finished, _) = said(&hook.call("submit_review", vague, &mut slot).await);
+        assert!(finished);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_issues_is_cut_and_bounded() {
+        let (_dir, hook) = quoted_review_hook();
+        let mut slot = Slot::unshared();
+        let huge_quote = "x".repeat(100_000);
+        let flood: Vec<serde_json::Value> = (0..500)
+            .map(|i| json!({"title": format!("Issue {i}"), "description": "d", "file": "calc.py", "quote": huge_quote}))
+            .collect();
+        let (finished, text) = said(
+            &hook
+                .call("submit_review", fail_with(json!(flood.clone())), &mut slot)
+                .await,
+        );
+        assert!(!finished);
+        assert!(
+            text.contains("issue 8 ") && !text.contains("issue 9 "),
+            "at most 8 named"
+        );
+        assert!(text.len() < 8 * 600, "quotes are cut: {}", text.len());
+        let (finished, _) = said(
+            &hook
+                .call("submit_review", fail_with(json!(flood)), &mut slot)
+                .await,
+        );
+        assert!(finished);
+        let review = recorded(&hook);
+        assert_eq!(review.issues.len(), crate::grounded::MAX_ISSUES);
+        assert!(
+            review.summary.contains("492 more issue(s) left out"),
+            "{}",
+            review.summary
+        );
+        let total: usize = review.issues.iter().map(|i| i.description.len()).sum();
+        assert!(total < 8 * 600, "{total}");
+    }
+
+    #[test]
+    fn only_a_unit_review_of_a_change_requires_quotes() {
+        let (_dir, hook) = quoted_review_hook();
+        let quoted = submit_review_spec(&hook.proof);
+        let required = &quoted.parameters["properties"]["issues"]["items"]["required"];
+        assert_eq!(required, &json!(["title", "description", "file", "quote"]));
+        for proof in [Proof::Verdict, Proof::Checked(std::path::PathBuf::from("."))] {
+            let plain = submit_review_spec(&proof);
+            let items = &plain.parameters["properties"]["issues"]["items"];
+            assert!(items["properties"].get("quote").is_none());
+            assert_eq!(items["required"], json!(["title", "description"]));
+        }
     }
 }

@@ -268,6 +268,49 @@ fn submitted(request: &SeenRequest) -> bool {
         })
 }
 
+/// A failing review's issue, with the `file` and `quote` the runtime asks of a unit that changed
+/// files: the first added line of the diff in the reviewer's brief (one of 8 characters or more when
+/// there is one). Without a diff, the issue alone.
+fn grounded_issue(request: &SeenRequest, title: &str, description: &str) -> Value {
+    // Sent back (a quote too short to confirm, in a tiny file), it looks again and says so: the same
+    // call again would only be taken out of the conversation.
+    let description = if first_of_session(request) {
+        description.to_string()
+    } else {
+        format!("{description} (looked again)")
+    };
+    let mut issue = json!({"title": title, "description": description});
+    let mut file = None;
+    let mut first = None;
+    for line in request.first_user_text().lines() {
+        if let Some(path) = line.strip_prefix("+++ b/") {
+            file = Some(path);
+        } else if let (Some(path), Some(added)) = (file, line.strip_prefix('+')) {
+            first.get_or_insert((path, added));
+            if added.trim().chars().count() >= 8 {
+                first = Some((path, added));
+                break;
+            }
+        }
+    }
+    if let Some((path, added)) = first {
+        issue["file"] = json!(path);
+        issue["quote"] = json!(added);
+    }
+    issue
+}
+
+/// Whether this is a session's first request: its brief alone, nothing answered or sent back yet.
+fn first_of_session(request: &SeenRequest) -> bool {
+    request.assistant_turns() == 0
+        && request
+            .messages
+            .iter()
+            .filter(|m| matches!(m, SeenMessage::User { .. }))
+            .count()
+            <= 1
+}
+
 fn call(name: &str, arguments: Value) -> Reply {
     Reply::ToolCalls {
         text: String::new(),
@@ -315,14 +358,14 @@ impl ScriptedMission {
         let fail = {
             let mut counters = self.counters();
             let seen = counters.specialist_reviews.entry(key).or_default();
-            *seen += 1;
+            *seen += usize::from(first_of_session(request));
             fails.as_ref().is_some_and(|(n, _)| *seen <= *n)
         };
         match fails.filter(|_| fail) {
             Some((_, issue)) => call(
                 "submit_review",
                 json!({"verdict": "fail", "summary": format!("the {name} specialist found a problem"),
-                       "issues": [{"title": format!("{name}: {issue}"), "description": issue}]}),
+                       "issues": [grounded_issue(request, &format!("{name}: {issue}"), &issue)]}),
             ),
             None => call(
                 "submit_review",
@@ -351,14 +394,15 @@ impl ScriptedMission {
         let fail = {
             let mut counters = self.counters();
             let seen = counters.reviews.entry(title.clone()).or_default();
-            *seen += 1;
+            // A review the runtime sent back is the same review, not the next one.
+            *seen += usize::from(first_of_session(request));
             *seen <= self.script.review_failures.get(&title).copied().unwrap_or(0)
         };
         if fail {
+            let issue = grounded_issue(request, "Fix the unit", "The scripted reviewer wants a fix.");
             return call(
                 "submit_review",
-                json!({"verdict": "fail", "summary": format!("{title} is not right yet"),
-                       "issues": [{"title": "Fix the unit", "description": "The scripted reviewer wants a fix."}]}),
+                json!({"verdict": "fail", "summary": format!("{title} is not right yet"), "issues": [issue]}),
             );
         }
         // A unit that changed nothing is passed with what the reviewer read, as the runtime asks: the

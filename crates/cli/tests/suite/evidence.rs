@@ -427,6 +427,93 @@ async fn a_reviewer_passing_an_empty_diff_must_quote_what_it_read() {
     assert!(!b_review.first_user_text().contains("checked"));
 }
 
+/// A reviewer that fails a unit for an invented reason, as the 1.5B field test's did ("returns 0
+/// instead"): its quote is in no file, so the fail is sent back; it then quotes the real line, the fail
+/// is recorded, and the worker's retry is told which line is meant. The fixed unit passes.
+struct InventingReviewer(ScriptedMission);
+
+impl Brain for InventingReviewer {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        let first = request.first_user_text();
+        if role_of(request) != "reviewer" || first.contains("+    return a * b") {
+            return self.0.respond(request);
+        }
+        let issue = |quote: &str| {
+            serde_json::json!({"verdict": "fail", "summary": "mul is wrong",
+                "issues": [{"title": "Multiply", "description": "mul must multiply",
+                            "file": "calc.py", "quote": quote}]})
+        };
+        let arguments = match request.assistant_turns() {
+            0 => issue("return 0 instead of the product"),
+            _ => issue("    return a + b"),
+        };
+        Reply::ToolCalls {
+            text: String::new(),
+            calls: vec![("submit_review".into(), arguments.to_string())],
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_review_must_quote_the_line_and_the_worker_is_shown_it() {
+    let repo = TestRepo::new(&[]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "m",
+            "Add mul",
+            "FILE calc.py := def mul(a, b):\\n    return a + b\\n\nFIX calc.py := def mul(a, b):\\n    return a * b\\n",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = FakeServer::start(
+        InventingReviewer(ScriptedMission::new(script)),
+        Default::default(),
+    )
+    .await
+    .expect("fake server");
+    let done = Run::task("Add mul")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert_eq!(
+        repo.read("calc.py").as_deref(),
+        Some("def mul(a, b):\n    return a * b\n")
+    );
+    let refusals: Vec<String> = requests_of(&server, "reviewer")
+        .iter()
+        .flat_map(|r| r.messages.clone())
+        .filter_map(|m| match m {
+            SeenMessage::Tool { content, .. } if content.starts_with("Error:") => Some(content),
+            _ => None,
+        })
+        .collect();
+    let said = refusals.join("\n");
+    assert!(
+        said.contains("issue 1 \"Multiply\": the quote is not in `calc.py`"),
+        "{said}"
+    );
+    let failed = done
+        .events_of("review_finished")
+        .into_iter()
+        .find(|e| e["unit"] == "m" && e["review"]["verdict"] == "fail")
+        .expect("the grounded fail was recorded");
+    let description = failed["review"]["issues"][0]["description"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        description.contains("The line meant: \"return a + b\""),
+        "{failed}"
+    );
+    let told = requests_of(&server, "worker")
+        .iter()
+        .any(|r| has_user_message(r, "mul must multiply\n  The line meant: \"return a + b\""));
+    assert!(told, "the worker's retry names the line");
+}
+
 /// The careless case the 1.5B model showed: every unit claims that no change was needed and every
 /// reviewer agrees. The result is the base commit, so the mission is not reported as done (exit 1),
 /// says what each worker claimed, and spends no stage 2 or master review on it.

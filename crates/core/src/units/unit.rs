@@ -921,4 +921,35 @@ mod tests {
         assert!(text.len() < FINDINGS_CHARS + 200, "{}", text.len());
         assert!(!findings("told", None).contains("```diff"));
     }
+
+    #[test]
+    fn the_worker_sees_the_line_each_issue_is_about_and_which_were_not_confirmed() {
+        let issue = |title: &str| orchestrator_protocol::ReviewIssue {
+            title: title.into(),
+            description: "mul belongs in calc.py".into(),
+            file: Some("test_calc.py".into()),
+        };
+        let groundings = [
+            Ok("def mul(a, b):".to_string()),
+            Err("the quote is not in `calc.py`: \"return 0\"".to_string()),
+        ];
+        let review = Review {
+            verdict: orchestrator_protocol::Verdict::Fail,
+            summary: "wrong file".into(),
+            issues: crate::grounded::annotated(vec![issue("Move mul"), issue("Wrong")], &groundings),
+        };
+        let text = review_feedback(&review);
+        assert!(
+            text.contains(
+                "- Move mul (test_calc.py): mul belongs in calc.py\n  The line meant: \"def mul(a, b):\"\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "- Wrong (test_calc.py): (not confirmed by the runtime: the quote is not in `calc.py`"
+            ),
+            "{text}"
+        );
+    }
 }
