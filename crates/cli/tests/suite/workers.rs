@@ -393,9 +393,8 @@ async fn external_workers_need_a_remote_and_a_postgres_store() {
 
 /// Waits until the mission's log holds an event of a worker session of unit b, b not merged yet.
 async fn wait_for_b_relayed(repo: &TestRepo, schema: &TestSchema) -> bool {
-    let scope = std::fs::canonicalize(repo.path()).expect("repo path");
     let url = schema.url.clone();
-    let scope = scope.display().to_string();
+    let scope = scope_of(repo);
     for _ in 0..600 {
         let (url, scope) = (url.clone(), scope.clone());
         let seen = tokio::task::spawn_blocking(move || {
@@ -551,11 +550,7 @@ async fn a_worker_whose_result_lies_gets_nothing_merged() {
     let server = fake(script()).await;
     let before = repo.git(&["rev-parse", "HEAD"]);
     let stop_lying = Arc::new(AtomicBool::new(false));
-    let scope = std::fs::canonicalize(repo.path())
-        .expect("repo path")
-        .display()
-        .to_string();
-    let liar = lie_about_every_unit(schema.url.clone(), scope, stop_lying.clone());
+    let liar = lie_about_every_unit(schema.url.clone(), scope_of(&repo), stop_lying.clone());
     let done = commander(&schema, &remote)
         .arg("--rounds")
         .arg("1")
@@ -674,13 +669,34 @@ fn tokens_used(done: &Finished) -> u64 {
     .sum()
 }
 
-/// Whether every row of the mission's queue is finished or waiting: no worker holds a unit.
-fn nothing_held(repo: &TestRepo, schema: &TestSchema) -> bool {
-    let scope = std::fs::canonicalize(repo.path())
+/// The store's scope of `repo`: its canonical path, as the commander and the workers name it.
+fn scope_of(repo: &TestRepo) -> String {
+    std::fs::canonicalize(repo.path())
         .expect("repo path")
         .display()
-        .to_string();
-    let store = Store::open_postgres(&schema.url, &scope).expect("the store opens");
+        .to_string()
+}
+
+/// The mission's store as a test looks into it.
+fn store_of(repo: &TestRepo, schema: &TestSchema) -> Store {
+    Store::open_postgres(&schema.url, &scope_of(repo)).expect("the store opens")
+}
+
+/// Waits (`within` at most) until no worker holds a unit of the repository's mission.
+async fn until_nothing_held(repo: &TestRepo, schema: &TestSchema, within: Duration) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if nothing_held(repo, schema) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nothing_held(repo, schema)
+}
+
+/// Whether every row of the mission's queue is finished or waiting: no worker holds a unit.
+fn nothing_held(repo: &TestRepo, schema: &TestSchema) -> bool {
+    let store = store_of(repo, schema);
     let Ok(Some(mission)) = store.latest_mission() else {
         return true;
     };
@@ -736,13 +752,10 @@ async fn a_spent_budget_stops_the_workers_spending_and_a_resume_with_more_seals(
     );
 
     // Once the units out with the worker end, nothing more is spent: no unit is taken up again.
-    for _ in 0..600 {
-        if nothing_held(&repo, &schema) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(nothing_held(&repo, &schema), "the worker still holds a unit");
+    assert!(
+        until_nothing_held(&repo, &schema, Duration::from_secs(30)).await,
+        "the worker still holds a unit"
+    );
     let calls = server.requests().len();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -769,11 +782,7 @@ async fn a_stopped_commanders_unclaimed_units_wait_for_its_resume() {
     let server = fake(script()).await;
     // No worker yet: the units wait in the queue until the commander is stopped.
     let running = start(commander(&schema, &remote), &server, &repo);
-    let scope = std::fs::canonicalize(repo.path())
-        .expect("repo path")
-        .display()
-        .to_string();
-    let store = Store::open_postgres(&schema.url, &scope).expect("the store opens");
+    let store = store_of(&repo, &schema);
     let mut offered = false;
     for _ in 0..1200 {
         if let Ok(Some(mission)) = store.latest_mission() {
@@ -821,12 +830,8 @@ async fn a_budget_spent_on_another_host_stops_a_workers_unit_and_the_commander()
     let schema = fresh_schema();
     let remote = SharedRemote::new();
     let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
-    let scope = std::fs::canonicalize(repo.path())
-        .expect("repo path")
-        .display()
-        .to_string();
     let budget: u64 = 1_000_000;
-    let store = Store::open_postgres(&schema.url, &scope).expect("the store opens");
+    let store = store_of(&repo, &schema);
     let scripted = ScriptedMission::new(script());
     let spent_elsewhere = Arc::new(AtomicBool::new(false));
     let brain = {
@@ -875,12 +880,7 @@ async fn a_budget_spent_on_another_host_stops_a_workers_unit_and_the_commander()
         "{}",
         done.stdout
     );
-    for _ in 0..600 {
-        if nothing_held(&repo, &schema) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_nothing_held(&repo, &schema, Duration::from_secs(30)).await;
     stop(w1).await;
     // Unit a's worker stopped at its next turn: the budget it was offered with had room left, but
     // every host together had spent it.
@@ -941,15 +941,10 @@ async fn a_cancelled_commanders_units_are_given_back_by_their_workers_and_the_re
 
     // The worker gives unit a back at its next heartbeat (leases of 2 s), long before its command
     // would have ended, and calls the model no more for it.
-    let mut given_back = false;
-    for _ in 0..200 {
-        if nothing_held(&repo, &schema) {
-            given_back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(given_back, "the worker still holds a unit of the stopped mission");
+    assert!(
+        until_nothing_held(&repo, &schema, Duration::from_secs(10)).await,
+        "the worker still holds a unit of the stopped mission"
+    );
     let a_turns = |server: &FakeServer| {
         server
             .requests()
