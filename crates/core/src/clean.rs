@@ -5,12 +5,17 @@
 //! An interrupted mission's branches hold the work `resume` continues, so they stay unless `--all`
 //! asks for them too. Clean holds the repository lock while it works, so no mission starts or runs
 //! meanwhile.
+//!
+//! A mission whose units went to `orchestrator worker` processes (`--workers external`) also left
+//! refs on the shared remote (`refs/heads/orchestrator/<mission>/…`: the integration head and each
+//! holder's unit branch) and its rows in the store's work queue with the transcripts its workers
+//! relayed their events through (in the mission's log by now): those go too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use orchestrator_git::Repo;
-use orchestrator_store::MissionStatus;
+use orchestrator_store::{MissionRecord, MissionStatus, Store};
 
 use crate::error::{EngineError, Result};
 use crate::lock::RepoLock;
@@ -24,6 +29,10 @@ const BRANCH_PREFIX: &str = "orchestrator/";
 pub struct CleanReport {
     pub branches: Vec<String>,
     pub worktrees: Vec<PathBuf>,
+    /// Refs removed from (or, dry, found on) `--workers external` missions' shared remotes.
+    pub remote_refs: Vec<String>,
+    /// Rows of the store's work queue removed (not counted in a dry run).
+    pub queue_rows: usize,
     /// Missions left alone, with why and how to go on.
     pub kept: Vec<String>,
     pub dry_run: bool,
@@ -40,7 +49,20 @@ impl CleanReport {
         for branch in &self.branches {
             lines.push(format!("{verb} branch {branch}"));
         }
-        if self.branches.is_empty() && self.worktrees.is_empty() {
+        for name in &self.remote_refs {
+            lines.push(format!("{verb} {name} on the mission's remote"));
+        }
+        if self.queue_rows > 0 {
+            lines.push(format!(
+                "{verb} {} unit(s) of the store's work queue and their relayed transcripts",
+                self.queue_rows
+            ));
+        }
+        if self.branches.is_empty()
+            && self.worktrees.is_empty()
+            && self.remote_refs.is_empty()
+            && self.queue_rows == 0
+        {
             lines.push("nothing to clean: no branch or worktree of a finished mission is left".into());
         }
         lines.extend(self.kept.iter().cloned());
@@ -61,7 +83,14 @@ pub async fn clean(root: &Path, dry_run: bool, all: bool) -> Result<CleanReport>
     } else {
         None
     };
-    let statuses = mission_statuses(repo.root());
+    let store = open_store_at(repo.root(), false).ok();
+    let records = store.as_ref().and_then(|s| s.missions().ok()).unwrap_or_default();
+    let statuses: BTreeMap<String, MissionStatus> =
+        records.iter().map(|m| (m.id.clone(), m.status)).collect();
+    let remotes: BTreeMap<String, String> = records
+        .iter()
+        .filter_map(|m| Some((m.id.clone(), remote_of(m)?)))
+        .collect();
     let branches = repo
         .branches_with_prefix(BRANCH_PREFIX)
         .await
@@ -78,6 +107,7 @@ pub async fn clean(root: &Path, dry_run: bool, all: bool) -> Result<CleanReport>
     let worktree_root = state.join("worktrees");
     let mut missions: BTreeSet<String> = by_mission.keys().cloned().collect();
     missions.extend(subfolders(&worktree_root));
+    missions.extend(remotes.keys().cloned());
 
     let mut report = CleanReport {
         dry_run,
@@ -102,8 +132,65 @@ pub async fn clean(root: &Path, dry_run: bool, all: bool) -> Result<CleanReport>
         }
         report.worktrees.extend(worktrees);
         report.branches.extend(branches);
+        if let (Some(remote), Some(store)) = (remotes.get(&mission), &store) {
+            clean_external(&repo, store, &mission, remote, &mut report).await;
+        }
     }
     Ok(report)
+}
+
+/// The shared remote of a mission whose units went to external workers.
+fn remote_of(record: &MissionRecord) -> Option<String> {
+    let external = record.options.get("workers").and_then(|w| w.as_str()) == Some("external");
+    let remote = record.options.get("remote").and_then(|r| r.as_str())?;
+    (external && !remote.is_empty()).then(|| remote.to_string())
+}
+
+/// Removes a finished `--workers external` mission's refs on its remote and its work queue. What
+/// cannot be reached is said and left, never an error: the local clean-up has been done.
+async fn clean_external(repo: &Repo, store: &Store, mission: &str, remote: &str, report: &mut CleanReport) {
+    let prefix = format!("refs/heads/{BRANCH_PREFIX}{mission}/");
+    let kept_at = report.kept.len();
+    match repo.remote_refs_with_prefix(remote, &prefix).await {
+        Ok(refs) if report.dry_run => report.remote_refs.extend(refs.into_iter().map(|(name, _)| name)),
+        Ok(refs) => match repo.delete_remote_refs(remote, &refs).await {
+            Ok(None) => report.remote_refs.extend(refs.into_iter().map(|(name, _)| name)),
+            Ok(Some(refused)) => report.kept.push(format!(
+                "kept some refs of mission {mission} on its remote: they moved since they were listed ({})",
+                crate::prompts::cut(&refused, 300)
+            )),
+            Err(e) => report
+                .kept
+                .push(format!("kept the refs of mission {mission} on its remote: {e}")),
+        },
+        Err(e) => report.kept.push(format!(
+            "kept the refs of mission {mission} on its remote, which could not be read: {e}"
+        )),
+    }
+    // git may quote the remote's URL, password and all.
+    for line in &mut report.kept[kept_at..] {
+        *line = without_password(line, remote);
+    }
+    if report.dry_run {
+        return;
+    }
+    match store.forget_work(mission) {
+        Ok(rows) => report.queue_rows += rows,
+        Err(e) => report
+            .kept
+            .push(format!("kept the work queue of mission {mission}: {e}")),
+    }
+}
+
+/// `text` with the password of `remote` (a URL's `user:password@`) masked.
+fn without_password(text: &str, remote: &str) -> String {
+    match reqwest::Url::parse(remote)
+        .ok()
+        .and_then(|u| u.password().map(str::to_string))
+    {
+        Some(password) if !password.is_empty() => text.replace(&password, "***"),
+        _ => text.to_string(),
+    }
 }
 
 /// Removes one mission's worktrees and branches, as `clean --all` would, for `task --abandon`. The
@@ -149,19 +236,6 @@ async fn remove(repo: &Repo, worktrees: &[PathBuf], branches: &[String]) -> Resu
             .map_err(|e| EngineError::Other(format!("cannot delete the branches: {e}")))?;
     }
     Ok(())
-}
-
-/// Each recorded mission's status; empty without a store.
-fn mission_statuses(root: &Path) -> BTreeMap<String, MissionStatus> {
-    let Ok(store) = open_store_at(root, false) else {
-        return BTreeMap::new();
-    };
-    store
-        .missions()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| (m.id, m.status))
-        .collect()
 }
 
 fn subfolders(dir: &Path) -> Vec<String> {

@@ -88,6 +88,58 @@ impl Repo {
             .map(|(commit, _)| commit.to_string()))
     }
 
+    /// Every ref on `url` whose full name starts with `prefix` (`refs/heads/orchestrator/<mission>/`),
+    /// with the commit it names.
+    pub async fn remote_refs_with_prefix(
+        &self,
+        url: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, GitError> {
+        checked_ref(prefix)?;
+        // Listed whole and filtered here: ls-remote's patterns match a ref's tail, not its start.
+        let args = ["ls-remote", "--refs", checked_url(url)?];
+        let out = self.git().check(self.root(), args, Mode::READ).await?;
+        Ok(out
+            .stdout
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .filter(|(_, name)| name.starts_with(prefix))
+            .map(|(commit, name)| (name.to_string(), commit.to_string()))
+            .collect())
+    }
+
+    /// Deletes each `(ref, commit)` on `url` in one push, each only if it still names that commit
+    /// (a ref someone moved since it was listed stays). Returns git's words for those refused.
+    pub async fn delete_remote_refs(
+        &self,
+        url: &str,
+        refs: &[(String, String)],
+    ) -> Result<Option<String>, GitError> {
+        if refs.is_empty() {
+            return Ok(None);
+        }
+        let url = checked_url(url)?;
+        let mut args = vec!["push".to_string(), "--porcelain".into(), "--quiet".into()];
+        for (name, commit) in refs {
+            checked_ref(name)?;
+            if !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(GitError::InvalidArgument(format!("not a commit: {commit:?}")));
+            }
+            args.push(format!("--force-with-lease={name}:{commit}"));
+        }
+        args.push(url.to_string());
+        args.extend(refs.iter().map(|(name, _)| format!(":{name}")));
+        let out = self.git().run(self.root(), args, Mode::META).await?;
+        if out.success() {
+            return Ok(None);
+        }
+        let said = format!("{}\n{}", out.stdout, out.stderr);
+        if said.contains("[rejected]") || said.contains("stale info") || said.contains("[remote rejected]") {
+            return Ok(Some(said.trim().to_string()));
+        }
+        Err(out.into_error())
+    }
+
     /// Points `refname` on `url` at `commit`, only if it is still at `expected` there (`None`: only
     /// if it does not exist yet).
     pub async fn push_with_lease(
@@ -184,6 +236,74 @@ mod tests {
             reopened.rev_parse("refs/heads/unit").await.expect("still there"),
             second
         );
+    }
+
+    #[tokio::test]
+    async fn a_missions_refs_are_listed_by_prefix_and_deleted_unless_moved() {
+        let scratch = Scratch::new();
+        scratch.write("a.txt", "a\n");
+        let first = scratch.commit().to_string();
+        scratch.write("a.txt", "b\n");
+        let second = scratch.commit().to_string();
+        let remote = tempfile::tempdir().expect("tempdir");
+        let bare = remote.path().join("shared.git");
+        scratch.git(&["init", "--bare", "--quiet", bare.to_str().expect("utf-8")]);
+        let url = bare.to_str().expect("utf-8");
+        let repo = Repo::discover(&scratch.root).await.expect("repo");
+        for name in [
+            "refs/heads/orchestrator/m1/integration",
+            "refs/heads/orchestrator/m1/w/a@t1",
+            "refs/heads/orchestrator/m10/w/a@t1",
+            "refs/heads/main",
+        ] {
+            repo.push_with_lease(url, &first, name, None).await.expect("push");
+        }
+        let prefix = "refs/heads/orchestrator/m1/";
+        let mut listed = repo
+            .remote_refs_with_prefix(url, prefix)
+            .await
+            .expect("ls-remote");
+        listed.sort();
+        assert_eq!(
+            listed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            [
+                "refs/heads/orchestrator/m1/integration",
+                "refs/heads/orchestrator/m1/w/a@t1"
+            ],
+            "m10 is not m1's"
+        );
+        // One of them moves after the listing: it stays, the other goes.
+        repo.push_with_lease(url, &second, &listed[1].0, Some(&first))
+            .await
+            .expect("push");
+        let refused = repo.delete_remote_refs(url, &listed).await.expect("push");
+        assert!(refused.is_some(), "the moved ref is refused");
+        let left = repo
+            .remote_refs_with_prefix(url, "refs/heads/")
+            .await
+            .expect("ls-remote");
+        let names: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"refs/heads/main") && names.contains(&"refs/heads/orchestrator/m10/w/a@t1"));
+        assert!(
+            names.contains(&"refs/heads/orchestrator/m1/w/a@t1"),
+            "moved, kept: {names:?}"
+        );
+        assert_eq!(repo.delete_remote_refs(url, &[]).await.expect("nothing"), None);
+        let now = repo
+            .remote_refs_with_prefix(url, prefix)
+            .await
+            .expect("ls-remote");
+        assert_eq!(repo.delete_remote_refs(url, &now).await.expect("push"), None);
+        assert!(repo
+            .remote_refs_with_prefix(url, prefix)
+            .await
+            .expect("ls-remote")
+            .is_empty());
+        assert!(matches!(
+            repo.delete_remote_refs(url, &[("refs/heads/x".into(), "--exec".into())])
+                .await,
+            Err(GitError::InvalidArgument(_))
+        ));
     }
 
     #[tokio::test]

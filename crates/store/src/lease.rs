@@ -308,6 +308,39 @@ impl Store {
         Ok(())
     }
 
+    /// Removes what `mission`'s units left in the queue once it is over (`orchestrator clean`): its
+    /// rows, its cap and leader lease, the transcripts its holders relayed their events through
+    /// (`relay:…`, in the mission's log by now) and its spend. Refused while a unit is leased live:
+    /// a worker still builds it. Returns how many rows of the queue went.
+    pub fn forget_work(&self, mission: &str) -> Result<usize> {
+        check_id("a mission id", mission)?;
+        let mut conn = match self.conn() {
+            Either::Pg(pg) => return pg.forget_work(mission),
+            Either::Sqlite(conn) => conn,
+        };
+        let tx = immediate(&mut conn)?;
+        let live: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM work_units WHERE mission = ?1 AND state = 'leased' AND expires > ?2",
+            params![mission, clock_ms()],
+            |r| r.get(0),
+        )?;
+        if live > 0 {
+            return Err(StoreError::Refused {
+                what: format!("forgetting the work queue of mission {mission}"),
+                reason: format!("{live} of its units are still held by a worker"),
+            });
+        }
+        let rows = tx.execute("DELETE FROM work_units WHERE mission = ?1", params![mission])?;
+        tx.execute("DELETE FROM work_missions WHERE mission = ?1", params![mission])?;
+        tx.execute("DELETE FROM mission_spend WHERE mission = ?1", params![mission])?;
+        tx.execute(
+            "DELETE FROM messages WHERE mission = ?1 AND substr(session, 1, 6) = 'relay:'",
+            params![mission],
+        )?;
+        tx.commit()?;
+        Ok(rows)
+    }
+
     /// The mission's cap on units leased at once; `None` when nothing of it was ever offered. 0 means
     /// its commander stopped: workers give its units back (see `worker_process/unit.rs`).
     pub fn max_parallel(&self, mission: &str) -> Result<Option<u32>> {

@@ -258,6 +258,90 @@ async fn two_workers_build_the_units_and_the_commander_merges_each_once() {
             "{row}"
         );
     }
+    assert_clean_takes_the_remote_refs_and_the_queue(&repo, &schema, &remote).await;
+}
+
+/// `clean` of a sealed `--workers external` mission: a dry run lists the mission's refs on the
+/// shared remote; the clean removes them and the mission's work queue and relayed transcripts, and
+/// leaves the user's branch, the mission's record and the workers' session transcripts.
+async fn assert_clean_takes_the_remote_refs_and_the_queue(
+    repo: &TestRepo,
+    schema: &TestSchema,
+    remote: &SharedRemote,
+) {
+    let remote_refs = || {
+        let out = std::process::Command::new("git")
+            .args(["--git-dir", remote.url(), "for-each-ref", "--format=%(refname)"])
+            .output()
+            .expect("git runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let store = store_of(repo, schema);
+    let mission = store.latest_mission().expect("reads").expect("a mission").id;
+    let relays = |store: &Store| {
+        ["a", "b", "c"]
+            .iter()
+            .map(|u| {
+                store
+                    .messages(&mission, &format!("relay:{u}@t1"))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+    };
+    assert!(relays(&store) > 0, "the workers relayed their events");
+    let dry = Run::cmd(&["clean", "--dry-run"])
+        .arg("--store")
+        .arg(&schema.url)
+        .run(repo)
+        .await;
+    dry.assert_code(0);
+    assert!(
+        dry.stdout.contains(&format!(
+            "would remove refs/heads/orchestrator/{mission}/w/a@t1 on the mission's remote"
+        )),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        remote_refs().contains(&format!("orchestrator/{mission}/")),
+        "a dry run removes nothing"
+    );
+
+    let cleaned = Run::cmd(&["clean"])
+        .arg("--store")
+        .arg(&schema.url)
+        .run(repo)
+        .await;
+    cleaned.assert_code(0);
+    assert!(
+        cleaned.stdout.contains(&format!(
+            "removed refs/heads/orchestrator/{mission}/integration on the mission's remote"
+        )) && cleaned
+            .stdout
+            .contains("removed 3 unit(s) of the store's work queue"),
+        "{}",
+        cleaned.stdout
+    );
+    assert!(
+        !remote_refs().contains(&format!("orchestrator/{mission}/")),
+        "{}",
+        remote_refs()
+    );
+    assert!(store.work_units(&mission).expect("reads").is_empty());
+    assert_eq!(relays(&store), 0);
+    assert_result_on_the_users_branch(repo);
+    assert!(
+        store.mission(&mission).expect("reads").is_some(),
+        "the record stays"
+    );
+    let again = Run::cmd(&["clean"])
+        .arg("--store")
+        .arg(&schema.url)
+        .run(repo)
+        .await;
+    again.assert_code(0);
+    assert!(again.stdout.contains("nothing to clean"), "{}", again.stdout);
 }
 
 /// Plays the script, but kills the first worker (SIGKILL) at the first worker request for unit b.

@@ -47,6 +47,43 @@ impl Pg {
         })
     }
 
+    pub(crate) fn forget_work(&self, mission: &str) -> Result<usize> {
+        let mission = mission.to_string();
+        self.call(move |c, repo| {
+            let mut tx = lease_tx(c)?;
+            let now = server_now(&mut tx)?;
+            let live: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM orchestrator_work_units
+                     WHERE repo = $1 AND mission = $2 AND state = 'leased' AND expires > $3",
+                    &[&repo, &mission, &now],
+                )?
+                .try_get(0)?;
+            if live > 0 {
+                return Err(crate::StoreError::Refused {
+                    what: format!("forgetting the work queue of mission {mission}"),
+                    reason: format!("{live} of its units are still held by a worker"),
+                });
+            }
+            let rows = tx.execute(
+                "DELETE FROM orchestrator_work_units WHERE repo = $1 AND mission = $2",
+                &[&repo, &mission],
+            )?;
+            for table in ["orchestrator_work_missions", "orchestrator_mission_spend"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE repo = $1 AND mission = $2"),
+                    &[&repo, &mission],
+                )?;
+            }
+            tx.execute(
+                "DELETE FROM orchestrator_messages WHERE repo = $1 AND mission = $2 AND left(session, 6) = 'relay:'",
+                &[&repo, &mission],
+            )?;
+            tx.commit()?;
+            Ok(usize::try_from(rows).unwrap_or(usize::MAX))
+        })
+    }
+
     pub(crate) fn max_parallel(&self, mission: &str) -> Result<Option<u32>> {
         let mission = mission.to_string();
         self.call(move |c, repo| {

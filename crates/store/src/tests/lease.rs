@@ -22,6 +22,7 @@ on_both_backends!(
     an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off,
     an_expired_lease_nobody_took_is_still_its_holders,
     a_unit_whose_holders_all_die_is_failed_after_the_last_take_over,
+    a_finished_missions_queue_is_forgotten_but_not_while_a_worker_holds_a_unit,
     max_parallel_holds_across_two_workers,
     claims_at_the_same_instant_both_get_units,
     a_worker_never_holds_more_than_its_slots,
@@ -968,4 +969,43 @@ fn a_unit_whose_holders_all_die_is_failed_after_the_last_take_over(b: &dyn Backe
     // Other units of the mission are claimed as ever.
     offer(&store, "m1", "u2");
     assert_eq!(store.claim_units(&worker("late"), 1, LONG).unwrap().len(), 1);
+}
+
+fn a_finished_missions_queue_is_forgotten_but_not_while_a_worker_holds_a_unit(b: &dyn Backend) {
+    let store = b.open();
+    store.set_max_parallel("m1", 4).unwrap();
+    offer(&store, "m1", "u1");
+    offer(&store, "m1", "u2");
+    offer(&store, "m2", "u1");
+    store.add_spend("m1", 10).unwrap();
+    let held = store.claim_units(&worker("w"), 1, LONG).unwrap().remove(0);
+    store
+        .append_message_fenced(&held.fence, "relay:u1@t1", 0, &json!({"event": 1}))
+        .unwrap();
+    store
+        .append_message("m1", "u1@t1/worker-1", 0, &json!("kept"))
+        .unwrap();
+    // A worker holds u1: nothing goes.
+    assert!(matches!(
+        store.forget_work("m1"),
+        Err(crate::StoreError::Refused { .. })
+    ));
+    assert_eq!(store.work_units("m1").unwrap().len(), 2);
+    store.finish_unit(&held.fence, Outcome::Done, &json!({})).unwrap();
+    assert_eq!(store.forget_work("m1").unwrap(), 2);
+    assert!(store.work_units("m1").unwrap().is_empty());
+    assert_eq!(store.max_parallel("m1").unwrap(), None);
+    assert_eq!(store.spend("m1").unwrap(), 0);
+    assert!(store.messages("m1", "relay:u1@t1").unwrap().is_empty());
+    assert_eq!(
+        store.messages("m1", "u1@t1/worker-1").unwrap(),
+        vec![json!("kept")],
+        "a worker session's transcript is the mission's record, kept"
+    );
+    assert_eq!(
+        store.work_units("m2").unwrap().len(),
+        1,
+        "another mission's queue stays"
+    );
+    assert_eq!(store.forget_work("m1").unwrap(), 0, "again: nothing left");
 }
