@@ -58,7 +58,7 @@ fn print_event(envelope: &EventEnvelope, json: bool) {
     outln!(
         "{}  {}",
         envelope.at.format("%H:%M:%S%.3f"),
-        describe(&envelope.event)
+        orchestrator_view::terminal_safe(&describe(&envelope.event))
     );
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use orchestrator_core::MissionReport;
 use orchestrator_protocol::{Event, EventEnvelope, Outcome, UnitState};
-use orchestrator_view::{first_line, human_tokens};
+use orchestrator_view::{first_line, human_tokens, terminal_safe};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::out::{self, errln};
@@ -30,7 +30,7 @@ pub async fn render_plain(mut events: UnboundedReceiver<Arc<EventEnvelope>>, rep
         view.apply(&earlier.event);
     }
     if let Some(line) = view.apply(&first.event) {
-        errln!("[{}] {line}", view.elapsed());
+        errln!("[{}] {}", view.elapsed(), terminal_safe(&line));
     }
     print(view, events, false, None).await
 }
@@ -86,10 +86,10 @@ async fn print(
             errln!(
                 "[{}] {}",
                 view.elapsed(),
-                waiting_plan(&event.mission, *attempt, units)
+                terminal_safe(&waiting_plan(&event.mission, *attempt, units))
             );
         } else if let Some(line) = view.apply(&event.event) {
-            errln!("[{}] {line}", view.elapsed());
+            errln!("[{}] {}", view.elapsed(), terminal_safe(&line));
         }
     }
 }

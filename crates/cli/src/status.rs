@@ -31,7 +31,7 @@ pub async fn run(repo: &Path, mission: Option<&str>, json: bool) -> u8 {
             }
         },
         Ok(report) => {
-            if let Err(e) = out::text(&render(&report)) {
+            if let Err(e) = out::text(&orchestrator_view::terminal_safe(&render(&report))) {
                 out::stdout_failed(e);
             }
             0

@@ -295,6 +295,26 @@ pub fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
+/// `text` safe to write to a terminal: control characters other than newlines and tabs (a
+/// terminal's escape sequences, a carriage return that hides what came before) shown escaped
+/// (`\u{1b}`). What a person reads of an event carries a model's words, and through a relay another
+/// host's: neither may move the cursor, retitle the window or rewrite what was printed.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// 950, 12.3k, 4.5M.
 pub fn human_tokens(n: u64) -> String {
     if n >= 1_000_000 {

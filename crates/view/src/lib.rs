@@ -18,7 +18,7 @@ use orchestrator_protocol::{
 };
 use serde::Serialize;
 
-pub use describe::{describe, first_line, human_tokens};
+pub use describe::{describe, first_line, human_tokens, terminal_safe};
 
 /// How many log lines each unit keeps; older lines go first. A unit's full story stays in the store.
 pub const UNIT_LOG_LINES: usize = 200;

@@ -388,3 +388,18 @@ fn a_units_holder_is_the_worker_that_took_it_last() {
         .unwrap();
     assert_eq!(t22["holder"]["host"], "host-b");
 }
+
+#[test]
+fn what_a_person_reads_cannot_drive_their_terminal() {
+    // A notice relayed from another host, or a model's words, carrying escape sequences.
+    let hostile = "a: done\u{1b}]0;owned\u{7}\u{1b}[2J\rfake line\u{9b}31m";
+    let shown = terminal_safe(hostile);
+    assert!(!shown.chars().any(|c| c.is_control()), "{shown}");
+    assert!(
+        shown.contains("\\u{1b}]0;owned") && shown.contains("fake line"),
+        "{shown}"
+    );
+    // Lines and tabs stay; plain text is not copied.
+    assert_eq!(terminal_safe("two\nlines\tand a tab"), "two\nlines\tand a tab");
+    assert!(matches!(terminal_safe("plain"), std::borrow::Cow::Borrowed(_)));
+}

@@ -579,6 +579,37 @@ async fn logs_replays_the_mission_log() {
     );
 }
 
+/// What the progress lines, `logs` and `status` print for a person carries text from models and other
+/// hosts; escape sequences in it are shown, never sent to the terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_sequences_in_what_is_logged_reach_no_terminal() {
+    let repo = TestRepo::new(&[]);
+    let server = fake(plan(vec![PlanUnit::file("a", "a.txt", "a")])).await;
+    let objective = "Write a\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let done = Run::task(objective).openai(&server).run(&repo).await;
+    done.assert_code(0);
+    let logged = Run::cmd(&["logs"]).run(&repo).await;
+    let status = Run::cmd(&["status"]).run(&repo).await;
+    for (what, text) in [
+        ("progress", &done.stderr),
+        ("logs", &logged.stdout),
+        ("status", &status.stdout),
+    ] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{what}: {text:?}"
+        );
+    }
+    assert!(
+        logged.stdout.contains("Write a\\u{1b}]0;owned"),
+        "{}",
+        logged.stdout
+    );
+    // The JSON stream keeps the text as it is, escaped by JSON itself.
+    let json = Run::cmd(&["logs", "--json"]).run(&repo).await;
+    assert!(json.stdout.contains("Write a\\u001b]0;owned"), "{}", json.stdout);
+}
+
 /// Scouting scales with the repository: a tiny one gets one scout, and `[limits] scouts = 0` leaves
 /// discovery to the pre-scan alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
