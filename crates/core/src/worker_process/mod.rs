@@ -69,6 +69,17 @@ pub(crate) enum UnitEnd {
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// This worker's name in the queue. The store counts a worker's leases by it, so it must not be
+/// another worker's: containers on many hosts often share a pid (1) and even a host name, hence
+/// the random part.
+fn worker_id() -> String {
+    format!(
+        "worker pid {} ({:08x})",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
 /// Runs the worker until `cancel` (or, with `until_idle`, until there is no work).
 pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Result<WorkerReport> {
     check(&options)?;
@@ -80,7 +91,7 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
     // Scope "": this handle only lists the repositories with work; each gets a handle of its own.
     let index = open(&options.store_url, "")?;
     let holder = Holder {
-        id: format!("worker pid {}", std::process::id()),
+        id: worker_id(),
         host: crate::leader::this_host(),
     };
     let mut handles: BTreeMap<String, Arc<Store>> = BTreeMap::new();
@@ -282,5 +293,18 @@ pub(crate) async fn blocking<T: Send + 'static>(
             what: "a store call".into(),
             reason: e.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    #[test]
+    fn two_workers_with_one_pid_get_different_names() {
+        let (a, b) = (super::worker_id(), super::worker_id());
+        assert!(
+            a.starts_with(&format!("worker pid {} (", std::process::id())),
+            "{a}"
+        );
+        assert_ne!(a, b, "the store counts leases by this name");
     }
 }
