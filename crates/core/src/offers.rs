@@ -24,6 +24,8 @@ const POLL: Duration = Duration::from_millis(250);
 const RELAY_BATCH: usize = 500;
 
 pub(crate) struct Offers {
+    /// Hears the workers' results as they are reported (PostgreSQL); held as long as the offers.
+    _listener: Option<orchestrator_store::Listener>,
     store: Arc<Store>,
     mission: String,
     remote: String,
@@ -56,7 +58,22 @@ impl Offers {
         bus: EventBus,
         relayed_before: BTreeMap<String, usize>,
     ) -> Arc<Offers> {
+        // Woken the moment a worker finishes or gives back one of the mission's units.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let listener = {
+            let (wake, ours) = (wake.clone(), mission.to_string());
+            store.listen(move |_, mission| {
+                if mission == ours {
+                    wake.notify_one();
+                }
+            })
+        };
+        let listener = listener.unwrap_or_else(|e| {
+            tracing::warn!("cannot listen for the workers' results (polling instead): {e}");
+            None
+        });
         let offers = Arc::new(Offers {
+            _listener: listener,
             store,
             mission: mission.to_string(),
             remote: remote.to_string(),
@@ -66,7 +83,7 @@ impl Offers {
             published: tokio::sync::Mutex::new(None),
             relayed_before,
         });
-        tokio::spawn(poll(Arc::downgrade(&offers)));
+        tokio::spawn(poll(Arc::downgrade(&offers), wake));
         offers
     }
 
@@ -302,9 +319,12 @@ impl Drop for Offers {
 }
 
 /// The poller: follows the queue while the offers exist.
-async fn poll(offers: Weak<Offers>) {
+async fn poll(offers: Weak<Offers>, wake: Arc<tokio::sync::Notify>) {
     loop {
-        tokio::time::sleep(POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = wake.notified() => {}
+        }
         let Some(strong) = offers.upgrade() else {
             return;
         };

@@ -34,7 +34,7 @@ pub use lease::{
     ClaimedUnit, Fence, Holder, LeaderLease, Outcome, UnitKey, UnitOffer, UnitState, WorkUnit,
     DEFAULT_MAX_PARALLEL, MAX_ID_BYTES, MAX_JSON_BYTES, MAX_TAKEOVERS,
 };
-pub use pg::{masked_url, PG_SCHEMA_VERSION};
+pub use pg::{masked_url, Listener, PG_SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 pub use shared::{Throttle, MAX_SHARED_PAUSE};
 
@@ -349,6 +349,17 @@ impl Store {
     /// The repository's local state folder, when known: where the lock of a live mission is.
     pub fn state_dir(&self) -> Option<&Path> {
         self.state_dir.as_deref()
+    }
+
+    /// Hears every change of the work queue that a worker or a commander waits for (a unit offered,
+    /// given back or finished, a mission's cap set) as it commits, from any host:
+    /// `on_notice(repo, mission)` runs on the listener's thread, until the [`Listener`] is dropped.
+    /// `None` on SQLite, whose one machine has its polls.
+    pub fn listen(&self, on_notice: impl Fn(&str, &str) + Send + 'static) -> Result<Option<Listener>> {
+        match &self.backend {
+            Backend::Pg(pg) => pg.listen(Box::new(on_notice)).map(Some),
+            Backend::Sqlite(_) => Ok(None),
+        }
     }
 
     /// Whether the store lives on a PostgreSQL server.

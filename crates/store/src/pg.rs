@@ -16,6 +16,8 @@ use std::sync::Mutex;
 use postgres::{Client, GenericClient, Row};
 
 mod lease;
+mod notify;
+pub use notify::Listener;
 mod shared;
 mod tls;
 
@@ -132,6 +134,8 @@ pub(crate) struct Pg {
     jobs: Mutex<mpsc::Sender<Job>>,
     repo: String,
     target: String,
+    /// For a listener's connection of its own (`pg/notify.rs`); never shown.
+    url: String,
 }
 
 /// `url` as it may be shown: the password masked.
@@ -201,9 +205,20 @@ fn host_name(config: &postgres::Config) -> String {
     }
 }
 
-impl Pg {
-    /// Connects, migrates the schema and starts the connection's thread.
-    pub(crate) fn connect(url: &str, repo: &str) -> Result<Pg> {
+/// How to connect to the server a URL names.
+pub(crate) struct Settings {
+    pub(crate) config: postgres::Config,
+    pub(crate) tls: tls::TlsSettings,
+    pub(crate) connector: tokio_postgres_rustls::MakeRustlsConnect,
+    /// The server as it may be shown.
+    pub(crate) target: String,
+    pub(crate) host: String,
+    /// How long connecting may take, the TLS handshake and the login included.
+    pub(crate) answer_within: std::time::Duration,
+}
+
+impl Settings {
+    pub(crate) fn of(url: &str) -> Result<Settings> {
         let bad_url = |reason: String| StoreError::BadUrl {
             url: masked_url(url),
             reason,
@@ -231,6 +246,28 @@ impl Pg {
         if config.get_application_name().is_none() {
             config.application_name("orchestrator");
         }
+        Ok(Settings {
+            config,
+            tls,
+            connector,
+            target,
+            host,
+            answer_within,
+        })
+    }
+}
+
+impl Pg {
+    /// Connects, migrates the schema and starts the connection's thread.
+    pub(crate) fn connect(url: &str, repo: &str) -> Result<Pg> {
+        let Settings {
+            config,
+            tls,
+            connector,
+            target,
+            host,
+            answer_within,
+        } = Settings::of(url)?;
         // As SQLite's synchronous=NORMAL: a commit is kept across a crash of this process at once,
         // and flushed to disk by the server within wal_writer_delay; only a crash of the server's
         // machine can drop the last fraction of a second, which resume treats as a kill a moment
@@ -284,6 +321,7 @@ impl Pg {
                 jobs: Mutex::new(jobs_tx),
                 repo: repo.to_string(),
                 target,
+                url: url.to_string(),
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(StoreError::Unreachable {

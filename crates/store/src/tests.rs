@@ -458,6 +458,102 @@ mod postgres {
         pg_missing,
         ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
     )]
+    fn a_listener_hears_each_change_of_the_work_queue_as_it_commits() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        let schema = fresh_schema();
+        let store = Store::open_postgres(&schema.url, "/repos/a").unwrap();
+        let other_repo = Store::open_postgres(&schema.url, "/repos/b").unwrap();
+        let (heard, hear) = mpsc::channel::<(String, String)>();
+        let listener = store
+            .listen(move |repo, mission| {
+                let _ = heard.send((repo.to_string(), mission.to_string()));
+            })
+            .unwrap()
+            .expect("PostgreSQL listens");
+        let next = || {
+            hear.recv_timeout(Duration::from_secs(10))
+                .expect("heard within 10 s")
+        };
+        // The listener's LISTEN may not have run yet: offer until the first is heard.
+        let mut n = 0;
+        let first = loop {
+            n += 1;
+            let key = crate::UnitKey {
+                mission: "m1".into(),
+                unit: format!("u{n}"),
+                attempt: 1,
+            };
+            store
+                .offer_unit(&crate::UnitOffer {
+                    key,
+                    payload: serde_json::json!({}),
+                })
+                .unwrap();
+            if let Ok(heard) = hear.recv_timeout(Duration::from_millis(500)) {
+                break heard;
+            }
+            assert!(n < 20, "no notification after {n} offers");
+        };
+        assert_eq!(first, ("/repos/a".to_string(), "m1".to_string()));
+        while hear.try_recv().is_ok() {}
+        store.set_max_parallel("m1", 2).unwrap();
+        assert_eq!(next().1, "m1");
+        let holder = crate::Holder {
+            id: "w".into(),
+            host: "h".into(),
+        };
+        let claimed = store
+            .claim_units(&holder, 1, Duration::from_secs(60))
+            .unwrap()
+            .remove(0);
+        store.release_unit(&claimed.fence).unwrap();
+        assert_eq!(next().1, "m1", "a unit given back");
+        let claimed = store
+            .claim_units(&holder, 1, Duration::from_secs(60))
+            .unwrap()
+            .remove(0);
+        store
+            .finish_unit(&claimed.fence, crate::Outcome::Done, &serde_json::json!({}))
+            .unwrap();
+        assert_eq!(next().1, "m1", "a unit finished");
+        // Another repository's changes are heard too (a worker serves every repository).
+        other_repo.set_max_parallel("m9", 1).unwrap();
+        assert_eq!(next(), ("/repos/b".to_string(), "m9".to_string()));
+        // An offer that changes nothing (the same unit again) says nothing.
+        let again = crate::UnitKey {
+            mission: "m1".into(),
+            unit: "u1".into(),
+            attempt: 1,
+        };
+        store
+            .offer_unit(&crate::UnitOffer {
+                key: again,
+                payload: serde_json::json!({}),
+            })
+            .unwrap();
+        assert!(hear.recv_timeout(Duration::from_millis(500)).is_err());
+        // Dropped, it stops.
+        drop(listener);
+        std::thread::sleep(Duration::from_secs(1));
+        while hear.try_recv().is_ok() {}
+        store.set_max_parallel("m1", 3).unwrap();
+        assert!(
+            hear.recv_timeout(Duration::from_secs(2)).is_err(),
+            "a stopped listener hears nothing"
+        );
+        // SQLite has no listener.
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Store::open(&dir.path().join("state.db")).unwrap();
+        assert!(sqlite.listen(|_, _| {}).unwrap().is_none());
+    }
+
+    #[test]
+    #[cfg_attr(
+        pg_missing,
+        ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+    )]
     fn repositories_sharing_a_database_see_their_own_missions() {
         let schema = fresh_schema();
         let a = Store::open_postgres(&schema.url, "/repos/a").unwrap();

@@ -24,6 +24,9 @@ use crate::error::{EngineError, Result};
 
 /// How often an idle worker looks for work.
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// The look for work when the store announces its changes (PostgreSQL's LISTEN): only what no
+/// announcement covers (a lease that expired) waits this long.
+const IDLE_POLL_LISTENING: Duration = Duration::from_secs(5);
 
 /// The most units one worker process runs at once.
 pub const MAX_SLOTS: usize = 500;
@@ -93,6 +96,20 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
     let holder = Holder {
         id: worker_id(),
         host: crate::leader::this_host(),
+    };
+    // Woken the moment a unit is offered or given back, on any host.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let listener = {
+        let wake = wake.clone();
+        index.listen(move |_, _| wake.notify_one())
+    };
+    let idle_poll = match &listener {
+        Ok(Some(_)) => IDLE_POLL_LISTENING,
+        Ok(None) => IDLE_POLL,
+        Err(e) => {
+            tracing::warn!("cannot listen for new work (polling instead): {e}");
+            IDLE_POLL
+        }
     };
     let mut handles: BTreeMap<String, Arc<Store>> = BTreeMap::new();
     let mut running: JoinSet<(String, UnitEnd)> = JoinSet::new();
@@ -196,10 +213,11 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
         if options.until_idle && running.is_empty() && !claimed_any && !backoff.waiting() {
             break;
         }
-        let wait = if claimed_any { Duration::ZERO } else { IDLE_POLL };
+        let wait = if claimed_any { Duration::ZERO } else { idle_poll };
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
             Some(done) = running.join_next(), if !running.is_empty() => {
                 backoff.after(count(done, &mut report, &mut per_repo));
             }

@@ -7,6 +7,7 @@
 
 use postgres::{Client, Row, Transaction};
 
+use super::notify::announce;
 use super::Pg;
 use crate::lease::{
     check_fence, claimed, ensure_leads, finished_by, leader_held, leader_lost, ClaimedUnit, Fence, FenceRow,
@@ -28,6 +29,9 @@ impl Pg {
                  ON CONFLICT (repo, mission, unit, attempt) DO NOTHING",
                 &[&repo, &key.mission, &key.unit, &i64::from(key.attempt), &payload],
             )?;
+            if added > 0 {
+                announce(&mut tx, repo, &key.mission)?;
+            }
             tx.commit()?;
             Ok(added > 0)
         })
@@ -42,6 +46,7 @@ impl Pg {
                 "UPDATE orchestrator_work_missions SET max_parallel = $3 WHERE repo = $1 AND mission = $2",
                 &[&repo, &mission, &i64::from(max_parallel)],
             )?;
+            announce(&mut tx, repo, &mission)?;
             tx.commit()?;
             Ok(())
         })
@@ -173,6 +178,7 @@ impl Pg {
                     &result,
                 ],
             )?;
+            announce(&mut tx, repo, &key.mission)?;
             tx.commit()?;
             Ok(())
         })
@@ -188,6 +194,7 @@ impl Pg {
                  WHERE repo = $1 AND mission = $2 AND unit = $3 AND attempt = $4",
                 &[&repo, &key.mission, &key.unit, &i64::from(key.attempt)],
             )?;
+            announce(&mut tx, repo, &key.mission)?;
             tx.commit()?;
             Ok(())
         })
@@ -433,11 +440,14 @@ fn claim_from(
         return Ok(Vec::new());
     }
     // Under the mission's lock, as the claim below: the same order of locks for every claimer.
-    tx.execute(
+    let abandoned = tx.execute(
         "UPDATE orchestrator_work_units SET state = 'failed', expires = NULL
          WHERE repo = $1 AND mission = $2 AND state = 'leased' AND expires <= $3 AND takeovers >= $4",
         &[&repo, &load.mission, &now, &i64::from(MAX_TAKEOVERS)],
     )?;
+    if abandoned > 0 {
+        announce(tx, repo, &load.mission)?;
+    }
     let rows = tx.query(
         &format!(
             // The pick is materialised once: a LIMIT inside `IN (…)` may be evaluated again for each
