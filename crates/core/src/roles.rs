@@ -131,7 +131,7 @@ fn submit_plan_spec() -> ToolSpec {
                                            "maxItems": 50},
                             "files": {"type": "array", "items": {"type": "string"}},
                             "attempts": {"type": "integer", "minimum": 1, "maximum": crate::plan::MAX_CANDIDATES,
-                                         "description": "optional: workers that build this unit side by side, the best passing one kept (for a risky unit)"}
+                                         "description": "optional: more workers to build this risky unit side by side, the best passing one kept (never fewer than the mission's own setting)"}
                         },
                         "required": ["id", "title", "description", "depends_on"],
                         "additionalProperties": false

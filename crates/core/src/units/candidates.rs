@@ -62,10 +62,7 @@ impl UnitRun {
         if self.depth > 0 {
             return 1;
         }
-        self.unit
-            .attempts
-            .unwrap_or(self.mission.config.candidates)
-            .clamp(1, MAX_CANDIDATES)
+        candidates_for(self.unit.attempts, self.mission.config.candidates)
     }
 
     /// `wanted` candidates, fewer when what is left of the token budget would not pay for them (at
@@ -609,5 +606,27 @@ fn judge(feedback: Option<String>, summary: &str, commit: &str) -> Judged {
             commit: commit.to_string(),
         },
         Some(feedback) => Judged::Feedback(feedback),
+    }
+}
+
+/// How many candidates build a planned unit: what the person chose (`--attempts`, `[limits]
+/// candidates`), raised for a risky unit by the plan's `attempts`, never lowered by it. A small
+/// model under a grammar fills every optional field, and wrote `"attempts": 1` into a plan that the
+/// person had asked to build best of 3.
+fn candidates_for(planned: Option<u32>, chosen: u32) -> u32 {
+    planned.map_or(chosen, |n| n.max(chosen)).clamp(1, MAX_CANDIDATES)
+}
+
+#[cfg(test)]
+mod count_tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_raises_the_candidates_of_a_unit_and_never_lowers_them() {
+        assert_eq!(candidates_for(None, 3), 3);
+        assert_eq!(candidates_for(Some(1), 3), 3, "the person's best of 3 stands");
+        assert_eq!(candidates_for(Some(4), 1), 4, "a risky unit gets more");
+        assert_eq!(candidates_for(Some(0), 0), 1);
+        assert_eq!(candidates_for(Some(u32::MAX), 1), MAX_CANDIDATES, "bounded");
     }
 }
