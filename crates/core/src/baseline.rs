@@ -34,6 +34,16 @@ pub struct Known {
     /// The baseline's worktree when its install passed and its folders are in `warm`: a unit whose
     /// dependency manifests and lockfiles match this tree's needs no install of its own.
     pub installed: Option<PathBuf>,
+    /// How many tests the test command's output said it ran on the base commit, when it said.
+    pub tests_ran: Option<u64>,
+}
+
+/// How many tests the baseline's test command said it ran.
+fn tests_ran(evidence: &[orchestrator_protocol::Evidence]) -> Option<u64> {
+    evidence
+        .iter()
+        .find(|e| e.kind == "test")
+        .and_then(|e| crate::test_count::tests_ran(&e.output_tail))
 }
 
 /// The baseline as the verifier awaits it: resolved once the baseline is over (or known from an
@@ -69,18 +79,22 @@ pub struct Plan {
 pub fn start(plan: Plan, recorded: Option<&Baseline>) -> Ready {
     if let Some(recorded) = recorded {
         let failures = recorded.failed_tests.clone();
+        let counted = tests_ran(&recorded.evidence);
         if recorded.warm.is_empty() || plan.cache == VerifyCache::Off || plan.build.is_none() {
             return ready(Known {
                 failures,
+                tests_ran: counted,
                 ..Known::default()
             });
         }
         let task = tokio::spawn(rewarm(plan, failures.clone()));
         return async move {
-            Arc::new(task.await.unwrap_or(Known {
+            let mut known = task.await.unwrap_or(Known {
                 failures,
                 ..Known::default()
-            }))
+            });
+            known.tests_ran = counted;
+            Arc::new(known)
         }
         .boxed()
         .shared();
@@ -143,6 +157,7 @@ async fn run(plan: Plan) -> Known {
         failures: failed_tests,
         warm,
         installed,
+        tests_ran: tests_ran(&baseline_evidence),
     }
 }
 
@@ -207,6 +222,7 @@ async fn rewarm(plan: Plan, failures: Vec<String>) -> Known {
         failures,
         warm,
         installed,
+        tests_ran: None,
     }
 }
 

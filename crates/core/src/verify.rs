@@ -174,6 +174,7 @@ impl Verifier {
             };
             drop(permit);
             let record = excuse_pre_existing(record, complete, known.as_deref());
+            let record = notice_lost_tests(record, known.as_deref());
             let passed = record.passed();
             evidence.push(record);
             if !passed || cancel.is_cancelled() {
@@ -220,6 +221,22 @@ fn install_env(env: &[(&'static str, String)], temp: &Path) -> Vec<(&'static str
         ("npm_config_fund", "false".into()),
     ]);
     env
+}
+
+/// A passing test command whose output no longer reports any test, where on the base commit it
+/// reported some: the tests do not run any more (in the field, a 1.5B rewrote the test file to
+/// `print(mul(2, 3))`, which exits 0), so it fails, saying how many ran before.
+fn notice_lost_tests(mut record: Evidence, known: Option<&crate::baseline::Known>) -> Evidence {
+    let before = known.and_then(|k| k.tests_ran).filter(|n| *n > 0);
+    if record.kind != "test" || record.exit_code != Some(0) || record.timed_out {
+        return record;
+    }
+    if let Some(before) = before {
+        if matches!(crate::test_count::tests_ran(&record.output_tail), None | Some(0)) {
+            record.tests_lost = Some(before);
+        }
+    }
+    record
 }
 
 /// Which of a failing test command's named failures the baseline saw fail too; none when the list of
@@ -323,6 +340,13 @@ fn pre_existing(evidence: &Evidence) -> String {
 /// For a passing test command whose output says how many tests ran: that number, and a plain
 /// warning when it is none (a pass that tested nothing).
 fn tests_counted(evidence: &Evidence) -> String {
+    if let Some(before) = evidence.tests_lost {
+        return format!(
+            "; FAILED: it exited 0 but its output reports no test, where on the mission's base commit it \
+             ran {before}: the tests no longer run (a test file replaced or broken, a runner skipped), so \
+             this exit code proves nothing"
+        );
+    }
     if evidence.kind != "test" || !evidence.passed() {
         return String::new();
     }
@@ -898,6 +922,43 @@ mod tests {
         assert!(!name_failures(failing(&flood), Some(&known)).passed());
         // Without a baseline nothing is excused.
         assert!(!name_failures(failing("test tests::old ... FAILED\n"), None).passed());
+    }
+
+    #[test]
+    fn a_pass_whose_tests_no_longer_run_fails() {
+        let known = crate::baseline::Known {
+            tests_ran: Some(2),
+            ..Default::default()
+        };
+        let passing = |output: &str| Evidence {
+            kind: "test".into(),
+            exit_code: Some(0),
+            output_tail: output.into(),
+            ..Default::default()
+        };
+        // The field's case: the test file became `print(mul(2, 3))`.
+        let printed = notice_lost_tests(passing("6\n"), Some(&known));
+        assert_eq!(printed.tests_lost, Some(2));
+        assert!(!printed.passed());
+        let said = describe(std::slice::from_ref(&printed));
+        assert!(
+            said.contains("reports no test") && said.contains("ran 2"),
+            "{said}"
+        );
+        let none_ran = notice_lost_tests(passing("Ran 0 tests in 0.000s\n\nNO TESTS RAN\n"), Some(&known));
+        assert!(!none_ran.passed());
+        // Tests that still run pass, fewer or more; without a baseline count nothing is judged.
+        assert!(notice_lost_tests(passing("Ran 3 tests in 0.001s\n\nOK\n"), Some(&known)).passed());
+        assert!(notice_lost_tests(passing("Ran 1 test in 0.001s\n\nOK\n"), Some(&known)).passed());
+        assert!(notice_lost_tests(passing("6\n"), None).passed());
+        let uncounted = crate::baseline::Known::default();
+        assert!(notice_lost_tests(passing("6\n"), Some(&uncounted)).passed());
+        // A build that prints nothing is not a test.
+        let build = Evidence {
+            kind: "build".into(),
+            ..passing("")
+        };
+        assert!(notice_lost_tests(build, Some(&known)).passed());
     }
 
     #[test]

@@ -145,6 +145,11 @@ pub struct Evidence {
     /// Those of `failed_tests` that already failed in the mission's baseline, before any unit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub baseline_failures: Vec<String>,
+    /// A test command that exited 0 but whose output reports no test, where the same command ran
+    /// this many on the mission's base commit: the tests no longer run (replaced, broken, skipped),
+    /// so the exit code proves nothing and the command counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_lost: Option<u64>,
 }
 
 impl Evidence {
@@ -152,7 +157,7 @@ impl Evidence {
     /// one (it failed in the baseline too), so the work is not blamed for it. A failure that names no
     /// test (a compile error, a crash) is never excused.
     pub fn passed(&self) -> bool {
-        if self.timed_out {
+        if self.timed_out || self.tests_lost.is_some() {
             return false;
         }
         self.exit_code == Some(0) || self.only_baseline_failures()

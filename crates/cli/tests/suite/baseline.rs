@@ -428,3 +428,35 @@ async fn a_unit_whose_install_fails_fails_and_is_told_why() {
         "the retry's evidence explains the unit's install"
     );
 }
+
+/// A unit whose change makes the test command stop running tests (it still exits 0) fails
+/// verification: the baseline's output said how many tests ran, the unit's says none. In the
+/// field a 1.5B replaced a unittest file by `print(mul(2, 3))`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_after_which_no_test_runs_fails_though_the_command_exits_0() {
+    let test =
+        "if [ -f tests_gone ]; then echo 6; else echo 'test result: ok. 2 passed; 0 failed; 0 ignored'; fi\n";
+    let repo = TestRepo::new(&[
+        (
+            "orchestrator.toml",
+            "[verify]\ntest = \"sh test.sh\"\n[limits]\nunit_attempts = 1\n",
+        ),
+        ("test.sh", test),
+    ]);
+    let server = fake(one_unit("FILE tests_gone := yes\\n")).await;
+    let finished = Run::task("Break the tests quietly")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_ne!(finished.code, Some(0), "not sealed");
+    let baseline = &finished.events_of("baseline_verified")[0]["baseline"];
+    assert_eq!(baseline["passed"], true, "{baseline}");
+    let test = evidence(&finished.events(), Some("a"), "test");
+    assert_eq!(test[0]["exit_code"], 0);
+    assert_eq!(test[0]["tests_lost"], 2, "{test:?}");
+    assert_eq!(unit_state(&finished, "a").as_deref(), Some("failed"));
+    assert_eq!(repo.read("tests_gone"), None, "nothing merged");
+}
