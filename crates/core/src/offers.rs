@@ -24,8 +24,6 @@ const POLL: Duration = Duration::from_millis(250);
 const RELAY_BATCH: usize = 500;
 
 pub(crate) struct Offers {
-    /// Hears the workers' results as they are reported (PostgreSQL); held as long as the offers.
-    _listener: Option<orchestrator_store::Listener>,
     store: Arc<Store>,
     mission: String,
     remote: String,
@@ -58,22 +56,7 @@ impl Offers {
         bus: EventBus,
         relayed_before: BTreeMap<String, usize>,
     ) -> Arc<Offers> {
-        // Woken the moment a worker finishes or gives back one of the mission's units.
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let listener = {
-            let (wake, ours) = (wake.clone(), mission.to_string());
-            store.listen(move |_, mission| {
-                if mission == ours {
-                    wake.notify_one();
-                }
-            })
-        };
-        let listener = listener.unwrap_or_else(|e| {
-            tracing::warn!("cannot listen for the workers' results (polling instead): {e}");
-            None
-        });
         let offers = Arc::new(Offers {
-            _listener: listener,
             store,
             mission: mission.to_string(),
             remote: remote.to_string(),
@@ -83,7 +66,7 @@ impl Offers {
             published: tokio::sync::Mutex::new(None),
             relayed_before,
         });
-        tokio::spawn(poll(Arc::downgrade(&offers), wake));
+        tokio::spawn(poll(Arc::downgrade(&offers)));
         offers
     }
 
@@ -319,12 +302,13 @@ impl Drop for Offers {
 }
 
 /// The poller: follows the queue while the offers exist.
-async fn poll(offers: Weak<Offers>, wake: Arc<tokio::sync::Notify>) {
+/// It does not wake on the store's announcements (`Store::listen`), as workers do: a look reads the
+/// queue and every held unit's relay, so looking at each unit's end too cost ~60% more store
+/// transactions per unit for no shorter mission (docs/benchmarks.md, 570b785); the relays need the
+/// steady 250 ms anyway.
+async fn poll(offers: Weak<Offers>) {
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
-            _ = wake.notified() => {}
-        }
+        tokio::time::sleep(POLL).await;
         let Some(strong) = offers.upgrade() else {
             return;
         };
