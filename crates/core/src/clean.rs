@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use orchestrator_git::Repo;
+use orchestrator_git::{Push, Repo};
 use orchestrator_store::{MissionRecord, MissionStatus, Store};
 
 use crate::error::{EngineError, Result};
@@ -154,8 +154,8 @@ async fn clean_external(repo: &Repo, store: &Store, mission: &str, remote: &str,
     match repo.remote_refs_with_prefix(remote, &prefix).await {
         Ok(refs) if report.dry_run => report.remote_refs.extend(refs.into_iter().map(|(name, _)| name)),
         Ok(refs) => match repo.delete_remote_refs(remote, &refs).await {
-            Ok(None) => report.remote_refs.extend(refs.into_iter().map(|(name, _)| name)),
-            Ok(Some(refused)) => report.kept.push(format!(
+            Ok(Push::Done) => report.remote_refs.extend(refs.into_iter().map(|(name, _)| name)),
+            Ok(Push::Rejected(refused)) => report.kept.push(format!(
                 "kept some refs of mission {mission} on its remote: they moved since they were listed ({})",
                 crate::prompts::cut(&refused, 300)
             )),

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::cmd::{Mode, Runner};
+use crate::cmd::{Mode, Output, Runner};
 use crate::{GitError, Repo};
 
 /// What a push did.
@@ -80,12 +80,10 @@ impl Repo {
     pub async fn remote_ref(&self, url: &str, refname: &str) -> Result<Option<String>, GitError> {
         let args = ["ls-remote", "--refs", checked_url(url)?, checked_ref(refname)?];
         let out = self.git().check(self.root(), args, Mode::READ).await?;
-        Ok(out
-            .stdout
-            .lines()
-            .filter_map(|line| line.split_once('\t'))
+        let found = listed(&out.stdout)
             .find(|(_, name)| *name == refname)
-            .map(|(commit, _)| commit.to_string()))
+            .map(|(commit, _)| commit.to_string());
+        Ok(found)
     }
 
     /// Every ref on `url` whose full name starts with `prefix` (`refs/heads/orchestrator/<mission>/`),
@@ -99,24 +97,18 @@ impl Repo {
         // Listed whole and filtered here: ls-remote's patterns match a ref's tail, not its start.
         let args = ["ls-remote", "--refs", checked_url(url)?];
         let out = self.git().check(self.root(), args, Mode::READ).await?;
-        Ok(out
-            .stdout
-            .lines()
-            .filter_map(|line| line.split_once('\t'))
+        let refs = listed(&out.stdout)
             .filter(|(_, name)| name.starts_with(prefix))
             .map(|(commit, name)| (name.to_string(), commit.to_string()))
-            .collect())
+            .collect();
+        Ok(refs)
     }
 
     /// Deletes each `(ref, commit)` on `url` in one push, each only if it still names that commit
-    /// (a ref someone moved since it was listed stays). Returns git's words for those refused.
-    pub async fn delete_remote_refs(
-        &self,
-        url: &str,
-        refs: &[(String, String)],
-    ) -> Result<Option<String>, GitError> {
+    /// (a ref someone moved since it was listed stays: `Rejected`, with git's words for it).
+    pub async fn delete_remote_refs(&self, url: &str, refs: &[(String, String)]) -> Result<Push, GitError> {
         if refs.is_empty() {
-            return Ok(None);
+            return Ok(Push::Done);
         }
         let url = checked_url(url)?;
         let mut args = vec!["push".to_string(), "--porcelain".into(), "--quiet".into()];
@@ -129,15 +121,7 @@ impl Repo {
         }
         args.push(url.to_string());
         args.extend(refs.iter().map(|(name, _)| format!(":{name}")));
-        let out = self.git().run(self.root(), args, Mode::META).await?;
-        if out.success() {
-            return Ok(None);
-        }
-        let said = format!("{}\n{}", out.stdout, out.stderr);
-        if said.contains("[rejected]") || said.contains("stale info") || said.contains("[remote rejected]") {
-            return Ok(Some(said.trim().to_string()));
-        }
-        Err(out.into_error())
+        leased(self.git().run(self.root(), args, Mode::META).await?)
     }
 
     /// Points `refname` on `url` at `commit`, only if it is still at `expected` there (`None`: only
@@ -164,16 +148,26 @@ impl Repo {
             url,
             spec.as_str(),
         ];
-        let out = self.git().run(self.root(), args, Mode::META).await?;
-        if out.success() {
-            return Ok(Push::Done);
-        }
-        let said = format!("{}\n{}", out.stdout, out.stderr);
-        if said.contains("[rejected]") || said.contains("stale info") || said.contains("[remote rejected]") {
-            return Ok(Push::Rejected(said.trim().to_string()));
-        }
-        Err(out.into_error())
+        leased(self.git().run(self.root(), args, Mode::META).await?)
     }
+}
+
+/// `git ls-remote`'s lines as (commit, ref name).
+fn listed(stdout: &str) -> impl Iterator<Item = (&str, &str)> {
+    stdout.lines().filter_map(|line| line.split_once('\t'))
+}
+
+/// What a `--force-with-lease` push did: refused by the lease or the remote is an answer, not an
+/// error; anything else (no remote, no network) is.
+fn leased(out: Output) -> Result<Push, GitError> {
+    if out.success() {
+        return Ok(Push::Done);
+    }
+    let said = format!("{}\n{}", out.stdout, out.stderr);
+    if said.contains("[rejected]") || said.contains("stale info") || said.contains("[remote rejected]") {
+        return Ok(Push::Rejected(said.trim().to_string()));
+    }
+    Err(out.into_error())
 }
 
 #[cfg(test)]
@@ -181,31 +175,59 @@ mod tests {
     use super::*;
     use crate::test_repo::Scratch;
 
+    /// A repository with two commits and an empty bare remote.
+    struct Shared {
+        _scratch: Scratch,
+        _remote: tempfile::TempDir,
+        bare: std::path::PathBuf,
+        first: String,
+        second: String,
+        repo: Repo,
+    }
+
+    impl Shared {
+        async fn new() -> Shared {
+            let scratch = Scratch::new();
+            scratch.write("a.txt", "a\n");
+            let first = scratch.commit().to_string();
+            scratch.write("a.txt", "b\n");
+            let second = scratch.commit().to_string();
+            let remote = tempfile::tempdir().expect("tempdir");
+            let bare = remote.path().join("shared.git");
+            scratch.git(&["init", "--bare", "--quiet", bare.to_str().expect("utf-8")]);
+            let repo = Repo::discover(&scratch.root).await.expect("repo");
+            Shared {
+                _scratch: scratch,
+                _remote: remote,
+                bare,
+                first,
+                second,
+                repo,
+            }
+        }
+
+        fn url(&self) -> &str {
+            self.bare.to_str().expect("utf-8")
+        }
+    }
+
     #[tokio::test]
     async fn pushes_are_compare_and_swap_and_fetches_bring_the_commits() {
-        let scratch = Scratch::new();
-        scratch.write("a.txt", "a\n");
-        let first = scratch.commit().to_string();
-        scratch.write("a.txt", "b\n");
-        let second = scratch.commit().to_string();
-        let remote = tempfile::tempdir().expect("tempdir");
-        let bare = remote.path().join("shared.git");
-        scratch.git(&["init", "--bare", "--quiet", bare.to_str().expect("utf-8")]);
-        let url = bare.to_str().expect("utf-8");
-        let repo = Repo::discover(&scratch.root).await.expect("repo");
+        let shared = Shared::new().await;
+        let (first, second, url, repo) = (&shared.first, &shared.second, shared.url(), &shared.repo);
         let name = "refs/heads/orchestrator/m1/w/u1@t1";
 
         assert_eq!(repo.remote_ref(url, name).await.expect("ls-remote"), None);
-        let push = repo.push_with_lease(url, &first, name, None).await.expect("push");
+        let push = repo.push_with_lease(url, first, name, None).await.expect("push");
         assert_eq!(push, Push::Done);
         // Expecting it absent when it exists: refused, the remote unchanged.
         let again = repo
-            .push_with_lease(url, &second, name, None)
+            .push_with_lease(url, second, name, None)
             .await
             .expect("push");
         assert!(matches!(again, Push::Rejected(_)), "{again:?}");
         let stale = repo
-            .push_with_lease(url, &second, name, Some(&second))
+            .push_with_lease(url, second, name, Some(second))
             .await
             .expect("push");
         assert!(matches!(stale, Push::Rejected(_)), "{stale:?}");
@@ -215,7 +237,7 @@ mod tests {
         );
         // Expecting what is there: moved.
         let moved = repo
-            .push_with_lease(url, &second, name, Some(&first))
+            .push_with_lease(url, second, name, Some(first))
             .await
             .expect("push");
         assert_eq!(moved, Push::Done);
@@ -227,36 +249,28 @@ mod tests {
         copy.fetch_refs(url, &[format!("+{name}:refs/heads/unit")])
             .await
             .expect("fetch");
-        assert_eq!(copy.rev_parse("refs/heads/unit").await.expect("fetched"), second);
+        assert_eq!(copy.rev_parse("refs/heads/unit").await.expect("fetched"), *second);
         // Opened again, it is the same repository.
         let reopened = Repo::init_or_open(copy_dir.path(), Vec::new())
             .await
             .expect("open");
         assert_eq!(
             reopened.rev_parse("refs/heads/unit").await.expect("still there"),
-            second
+            *second
         );
     }
 
     #[tokio::test]
     async fn a_missions_refs_are_listed_by_prefix_and_deleted_unless_moved() {
-        let scratch = Scratch::new();
-        scratch.write("a.txt", "a\n");
-        let first = scratch.commit().to_string();
-        scratch.write("a.txt", "b\n");
-        let second = scratch.commit().to_string();
-        let remote = tempfile::tempdir().expect("tempdir");
-        let bare = remote.path().join("shared.git");
-        scratch.git(&["init", "--bare", "--quiet", bare.to_str().expect("utf-8")]);
-        let url = bare.to_str().expect("utf-8");
-        let repo = Repo::discover(&scratch.root).await.expect("repo");
+        let shared = Shared::new().await;
+        let (first, second, url, repo) = (&shared.first, &shared.second, shared.url(), &shared.repo);
         for name in [
             "refs/heads/orchestrator/m1/integration",
             "refs/heads/orchestrator/m1/w/a@t1",
             "refs/heads/orchestrator/m10/w/a@t1",
             "refs/heads/main",
         ] {
-            repo.push_with_lease(url, &first, name, None).await.expect("push");
+            repo.push_with_lease(url, first, name, None).await.expect("push");
         }
         let prefix = "refs/heads/orchestrator/m1/";
         let mut listed = repo
@@ -273,11 +287,14 @@ mod tests {
             "m10 is not m1's"
         );
         // One of them moves after the listing: it stays, the other goes.
-        repo.push_with_lease(url, &second, &listed[1].0, Some(&first))
+        repo.push_with_lease(url, second, &listed[1].0, Some(first))
             .await
             .expect("push");
         let refused = repo.delete_remote_refs(url, &listed).await.expect("push");
-        assert!(refused.is_some(), "the moved ref is refused");
+        assert!(
+            matches!(refused, Push::Rejected(_)),
+            "the moved ref is refused: {refused:?}"
+        );
         let left = repo
             .remote_refs_with_prefix(url, "refs/heads/")
             .await
@@ -288,12 +305,18 @@ mod tests {
             names.contains(&"refs/heads/orchestrator/m1/w/a@t1"),
             "moved, kept: {names:?}"
         );
-        assert_eq!(repo.delete_remote_refs(url, &[]).await.expect("nothing"), None);
+        assert_eq!(
+            repo.delete_remote_refs(url, &[]).await.expect("nothing"),
+            Push::Done
+        );
         let now = repo
             .remote_refs_with_prefix(url, prefix)
             .await
             .expect("ls-remote");
-        assert_eq!(repo.delete_remote_refs(url, &now).await.expect("push"), None);
+        assert_eq!(
+            repo.delete_remote_refs(url, &now).await.expect("push"),
+            Push::Done
+        );
         assert!(repo
             .remote_refs_with_prefix(url, prefix)
             .await
