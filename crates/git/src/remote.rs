@@ -221,10 +221,7 @@ mod tests {
         let push = repo.push_with_lease(url, first, name, None).await.expect("push");
         assert_eq!(push, Push::Done);
         // Expecting it absent when it exists: refused, the remote unchanged.
-        let again = repo
-            .push_with_lease(url, second, name, None)
-            .await
-            .expect("push");
+        let again = repo.push_with_lease(url, second, name, None).await.expect("push");
         assert!(matches!(again, Push::Rejected(_)), "{again:?}");
         let stale = repo
             .push_with_lease(url, second, name, Some(second))

@@ -24,6 +24,14 @@ pub struct Throttle {
     pub paused_for: Option<Duration>,
 }
 
+/// How a host's figure goes into a mission's spend: added to it (its own calls), or raising it to at
+/// least that figure (a commander's count from its log). The total never wraps or goes down.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SpendUpdate {
+    Add,
+    Raise,
+}
+
 /// The longest pause recorded: a server asking for more is a bug or an attack, and every host would
 /// stop for it.
 pub const MAX_SHARED_PAUSE: Duration = Duration::from_secs(15 * 60);
@@ -31,35 +39,32 @@ pub const MAX_SHARED_PAUSE: Duration = Duration::from_secs(15 * 60);
 impl Store {
     /// Adds `tokens` to what `mission` has spent on every host; the new total.
     pub fn add_spend(&self, mission: &str, tokens: u64) -> Result<u64> {
-        check_id("a mission id", mission)?;
-        let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
-        let conn = match self.conn() {
-            Either::Pg(pg) => return pg.add_spend(mission, tokens).map(as_u64),
-            Either::Sqlite(conn) => conn,
-        };
-        let total: i64 = conn.query_row(
-            "INSERT INTO mission_spend (mission, tokens) VALUES (?1, ?2)
-             ON CONFLICT (mission) DO UPDATE SET tokens = min(tokens + excluded.tokens, 9223372036854775807)
-             RETURNING tokens",
-            params![mission, tokens],
-            |r| r.get(0),
-        )?;
-        Ok(as_u64(total))
+        self.record_spend(mission, tokens, SpendUpdate::Add)
     }
 
     /// Raises what `mission` has spent to at least `tokens` (what a commander counted before the
     /// store kept the total); the total.
     pub fn raise_spend(&self, mission: &str, tokens: u64) -> Result<u64> {
+        self.record_spend(mission, tokens, SpendUpdate::Raise)
+    }
+
+    fn record_spend(&self, mission: &str, tokens: u64, update: SpendUpdate) -> Result<u64> {
         check_id("a mission id", mission)?;
         let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
         let conn = match self.conn() {
-            Either::Pg(pg) => return pg.raise_spend(mission, tokens).map(as_u64),
+            Either::Pg(pg) => return pg.record_spend(mission, tokens, update).map(as_u64),
             Either::Sqlite(conn) => conn,
         };
+        let set = match update {
+            SpendUpdate::Add => "min(tokens + excluded.tokens, 9223372036854775807)",
+            SpendUpdate::Raise => "max(tokens, excluded.tokens)",
+        };
         let total: i64 = conn.query_row(
-            "INSERT INTO mission_spend (mission, tokens) VALUES (?1, ?2)
-             ON CONFLICT (mission) DO UPDATE SET tokens = max(tokens, excluded.tokens)
-             RETURNING tokens",
+            &format!(
+                "INSERT INTO mission_spend (mission, tokens) VALUES (?1, ?2)
+                 ON CONFLICT (mission) DO UPDATE SET tokens = {set}
+                 RETURNING tokens"
+            ),
             params![mission, tokens],
             |r| r.get(0),
         )?;

@@ -2,33 +2,26 @@
 //! hosts whose clocks disagree pause alike.
 
 use super::Pg;
+use crate::shared::SpendUpdate;
 use crate::Result;
 
 impl Pg {
-    pub(crate) fn add_spend(&self, mission: &str, tokens: i64) -> Result<i64> {
+    pub(crate) fn record_spend(&self, mission: &str, tokens: i64, update: SpendUpdate) -> Result<i64> {
         let mission = mission.to_string();
-        self.call(move |c, repo| {
-            // `LEAST` against overflow: a total that large is a bug, never a wrap to negative.
-            let row = c.query_one(
-                "INSERT INTO orchestrator_mission_spend (repo, mission, tokens) VALUES ($1, $2, $3)
-                 ON CONFLICT (repo, mission) DO UPDATE
-                     SET tokens = LEAST(orchestrator_mission_spend.tokens::numeric + EXCLUDED.tokens,
-                                        9223372036854775807)::bigint
-                 RETURNING tokens",
-                &[&repo, &mission, &tokens],
-            )?;
-            Ok(row.try_get(0)?)
-        })
-    }
-
-    pub(crate) fn raise_spend(&self, mission: &str, tokens: i64) -> Result<i64> {
-        let mission = mission.to_string();
+        // `LEAST` against overflow: a total that large is a bug, never a wrap to negative.
+        let set = match update {
+            SpendUpdate::Add => {
+                "LEAST(orchestrator_mission_spend.tokens::numeric + EXCLUDED.tokens, 9223372036854775807)::bigint"
+            }
+            SpendUpdate::Raise => "GREATEST(orchestrator_mission_spend.tokens, EXCLUDED.tokens)",
+        };
         self.call(move |c, repo| {
             let row = c.query_one(
-                "INSERT INTO orchestrator_mission_spend (repo, mission, tokens) VALUES ($1, $2, $3)
-                 ON CONFLICT (repo, mission) DO UPDATE
-                     SET tokens = GREATEST(orchestrator_mission_spend.tokens, EXCLUDED.tokens)
-                 RETURNING tokens",
+                &format!(
+                    "INSERT INTO orchestrator_mission_spend (repo, mission, tokens) VALUES ($1, $2, $3)
+                     ON CONFLICT (repo, mission) DO UPDATE SET tokens = {set}
+                     RETURNING tokens"
+                ),
                 &[&repo, &mission, &tokens],
             )?;
             Ok(row.try_get(0)?)
