@@ -87,7 +87,8 @@ async fn finish(child: tokio::process::Child) -> Finished {
     Finished::from(out)
 }
 
-/// Stops a worker the way a service manager would (SIGTERM) and returns what it said.
+/// Stops a worker (or a commander, as `orchestrator cancel` does) the way a service manager would
+/// (SIGTERM) and returns what it said.
 async fn stop(child: tokio::process::Child) -> Finished {
     if let Some(pid) = child.id() {
         // SAFETY: signals a child process this test started.
@@ -768,14 +769,19 @@ fn store_of(repo: &TestRepo, schema: &TestSchema) -> Store {
 
 /// Waits (`within` at most) until no worker holds a unit of the repository's mission.
 async fn until_nothing_held(repo: &TestRepo, schema: &TestSchema, within: Duration) -> bool {
+    eventually(within, || nothing_held(repo, schema)).await
+}
+
+/// Looks at `done` every 50 ms until it holds or `within` has passed; whether it held.
+async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
     let started = std::time::Instant::now();
     while started.elapsed() < within {
-        if nothing_held(repo, schema) {
+        if done() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    nothing_held(repo, schema)
+    done()
 }
 
 /// Whether every row of the mission's queue is finished or waiting: no worker holds a unit.
@@ -867,20 +873,14 @@ async fn a_stopped_commanders_unclaimed_units_wait_for_its_resume() {
     // No worker yet: the units wait in the queue until the commander is stopped.
     let running = start(commander(&schema, &remote), &server, &repo);
     let store = store_of(&repo, &schema);
-    let mut offered = false;
-    for _ in 0..1200 {
-        if let Ok(Some(mission)) = store.latest_mission() {
-            if store.work_units(&mission.id).is_ok_and(|units| units.len() >= 2) {
-                offered = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let offered = eventually(Duration::from_secs(60), || {
+        matches!(store.latest_mission(), Ok(Some(mission))
+            if store.work_units(&mission.id).is_ok_and(|units| units.len() >= 2))
+    })
+    .await;
     assert!(offered, "the commander offered its first units");
-    // SAFETY: signals the commander process this test started (as `orchestrator cancel` does).
-    unsafe { libc::kill(running.id().expect("pid") as i32, libc::SIGTERM) };
-    let stopped = finish(running).await;
+    // SIGTERM, as `orchestrator cancel` does.
+    let stopped = stop(running).await;
     assert_eq!(stopped.code, Some(3), "{}\n{}", stopped.stdout, stopped.stderr);
 
     // A worker now finds nothing to take: nobody leads the mission.
@@ -1011,16 +1011,12 @@ async fn a_cancelled_commanders_units_are_given_back_by_their_workers_and_the_re
         &server,
         &repo,
     );
-    for _ in 0..1200 {
-        if a_started.load(Ordering::SeqCst) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(a_started.load(Ordering::SeqCst), "unit a reached the worker");
-    // SAFETY: signals the commander process this test started (as `orchestrator cancel` does).
-    unsafe { libc::kill(running.id().expect("pid") as i32, libc::SIGTERM) };
-    let stopped = finish(running).await;
+    assert!(
+        eventually(Duration::from_secs(60), || a_started.load(Ordering::SeqCst)).await,
+        "unit a reached the worker"
+    );
+    // SIGTERM, as `orchestrator cancel` does.
+    let stopped = stop(running).await;
     assert_eq!(stopped.code, Some(3), "{}\n{}", stopped.stdout, stopped.stderr);
 
     // The worker gives unit a back at its next heartbeat (leases of 2 s), long before its command
@@ -1108,21 +1104,15 @@ async fn a_pause_the_endpoint_asked_of_one_worker_holds_the_other_workers_calls(
 
     // Wait for the pause, then for b's calls to come back after it.
     let resumed_after = PAUSE + Duration::from_secs(8);
-    let mut seen_again = false;
-    for _ in 0..1200 {
+    let seen_again = eventually(Duration::from_secs(60), || {
         let paused = *paused_at.lock().expect("pause");
-        if let Some(at) = paused {
+        paused.is_some_and(|at| {
             let turns = turns.lock().expect("turns");
-            if turns.iter().any(|(t, u)| u == "b" && *t > at + PAUSE) || at.elapsed() > resumed_after {
-                seen_again = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // SAFETY: signals the commander process this test started (as `orchestrator cancel` does).
-    unsafe { libc::kill(running.id().expect("pid") as i32, libc::SIGTERM) };
-    let _ = finish(running).await;
+            turns.iter().any(|(t, u)| u == "b" && *t > at + PAUSE) || at.elapsed() > resumed_after
+        })
+    })
+    .await;
+    let _ = stop(running).await;
     stop(w1).await;
     stop(w2).await;
     let at = paused_at
