@@ -51,9 +51,6 @@ impl Pg {
     /// Starts a listener: `on_notice(repo, mission)` runs on its thread for each change announced.
     /// A lost connection is made again (a warning each time, waits growing to 30 s).
     pub(crate) fn listen(&self, on_notice: OnNotice) -> Result<Listener> {
-        // Checked here, so that a URL this store connected with but a listener could not use (it
-        // cannot happen today) is an error now, not a warning later.
-        Settings::of(&self.url)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (url, stopped) = (self.url.clone(), stop.clone());
         std::thread::Builder::new()
