@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use orchestrator_git::Worktree;
 use orchestrator_model::ToolSpec;
-use orchestrator_protocol::{Event, Evidence, Review, Role, UnitSpec, Verdict};
+use orchestrator_protocol::{Event, Evidence, Review, ReviewIssue, Role, UnitSpec, Verdict};
 use orchestrator_tools::Toolbox;
 use serde_json::json;
 
@@ -375,7 +375,14 @@ struct ReviewHook {
     /// Whether a failing review with unconfirmed quotes was already sent back once (it is then taken,
     /// those issues marked). With `asked_for_issues`, a review is sent back twice at most.
     asked_for_quotes: std::sync::atomic::AtomicBool,
+    /// Passes of a unit that changed no file refused for not showing what was read. Past
+    /// [`MAX_UNPROVEN_PASSES`] the next one is recorded as a fail, so a reviewer that cannot show the
+    /// work is there does not spend its turns on it, and the unit does not pass.
+    unproven_passes: std::sync::atomic::AtomicU32,
 }
+
+/// Unproven passes of an empty diff sent back before the next is recorded as a fail.
+const MAX_UNPROVEN_PASSES: u32 = 2;
 
 impl ReviewHook {
     fn new(proof: Proof) -> Self {
@@ -384,7 +391,43 @@ impl ReviewHook {
             proof,
             asked_for_issues: std::sync::atomic::AtomicBool::new(false),
             asked_for_quotes: std::sync::atomic::AtomicBool::new(false),
+            unproven_passes: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// A pass of a unit that changed no file whose `checked` was not confirmed: sent back, at most
+    /// [`MAX_UNPROVEN_PASSES`] times; then the review is recorded as a fail that says why.
+    fn unproven_pass(&self, review: &Review, problems: &[String]) -> Result<Review, HookResult> {
+        let refused = self
+            .unproven_passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if refused < MAX_UNPROVEN_PASSES {
+            return Err(HookResult::Continue(error_output(format!(
+                "A pass for a unit that changed no file must show what you read: `checked`: \
+                 [{{\"file\": \"path/of/a/file\", \"quote\": \"one line copied exactly from it\"}}], \
+                 files that show the unit is already done. Not accepted:\n- {}\nRead the files, then \
+                 call submit_review again (or fail the unit if it is not done).",
+                problems.join("\n- ")
+            ))));
+        }
+        Ok(Review {
+            verdict: Verdict::Fail,
+            summary: format!(
+                "Recorded as a fail by the orchestrator: the reviewer passed this unit {} times without showing \
+                 that the work is already there (the unit changed no file). Last problems: {}. The \
+                 reviewer's summary: {}",
+                refused + 1,
+                crate::prompts::cut(&problems.join("; "), 400),
+                crate::prompts::cut(review.summary.trim(), 300)
+            ),
+            issues: vec![ReviewIssue {
+                title: "No change was made".into(),
+                description: "The unit changed no file, and its review could not point at the lines that \
+                              already do what it asks. Make the change the unit asks for."
+                    .into(),
+                file: None,
+            }],
+        })
     }
 
     /// A review past the rules about issues: checked against what its `proof` asks, then recorded.
@@ -395,18 +438,13 @@ impl ReviewHook {
         quotes: &[Option<String>],
     ) -> HookResult {
         match (&self.proof, review.verdict) {
-            (Proof::Checked(root), Verdict::Pass) => {
-                if let Err(problems) = crate::checked::confirm(root, checked) {
-                    return HookResult::Continue(error_output(format!(
-                        "A pass for a unit that changed no file must show what you read: `checked`: \
-                         [{{\"file\": \"path/of/a/file\", \"quote\": \"one line copied exactly from it\"}}], \
-                         files that show the unit is already done. Not accepted:\n- {}\nRead the files, then \
-                         call submit_review again (or fail the unit if it is not done).",
-                        problems.join("\n- ")
-                    )));
-                }
-                review.summary = crate::checked::summary_with(&review.summary, checked);
-            }
+            (Proof::Checked(root), Verdict::Pass) => match crate::checked::confirm(root, checked) {
+                Ok(()) => review.summary = crate::checked::summary_with(&review.summary, checked),
+                Err(problems) => match self.unproven_pass(&review, &problems) {
+                    Ok(fail) => review = fail,
+                    Err(send_back) => return send_back,
+                },
+            },
             (Proof::Quoted(grounds), Verdict::Fail) if !review.issues.is_empty() => {
                 let groundings = grounds.check(&review.issues, quotes);
                 if groundings.iter().any(Result::is_err)
@@ -429,6 +467,11 @@ impl ReviewHook {
 
 #[async_trait]
 impl SessionHooks for ReviewHook {
+    /// Its send-backs are bounded ("once, then taken"): a copy of a refused review counts.
+    fn judges_repeats(&self) -> bool {
+        true
+    }
+
     async fn call(&self, _name: &str, mut arguments: serde_json::Value, _slot: &mut Slot) -> HookResult {
         let checked = match crate::checked::take_checked(&mut arguments) {
             Ok(checked) => checked,
@@ -968,6 +1011,40 @@ mod tests {
         assert!(finished);
         let review = hook.review.lock().unwrap().take().unwrap();
         assert_eq!(review.verdict, Verdict::Fail);
+    }
+
+    #[tokio::test]
+    async fn an_unproven_pass_of_an_empty_diff_is_sent_back_twice_then_recorded_as_a_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("calc.py"), "def add(a, b):\n    return a + b\n").expect("write");
+        let hook = ReviewHook::new(Proof::Checked(dir.path().to_path_buf()));
+        let mut slot = Slot::unshared();
+        let lazy = json!({"verdict": "pass", "summary": "mul is there"});
+        let invented = json!({"verdict": "pass", "summary": "mul is there",
+                              "checked": [{"file": "calc.py", "quote": "def mul(a, b):"}]});
+        for (n, review) in [lazy.clone(), invented].into_iter().enumerate() {
+            let (finished, text) = said(&hook.call("submit_review", review, &mut slot).await);
+            assert!(!finished, "send-back {n}: {text}");
+            assert!(text.contains("must show what you read"), "{text}");
+        }
+        let (finished, _) = said(&hook.call("submit_review", lazy, &mut slot).await);
+        assert!(finished, "the third is recorded");
+        let review = hook.review.lock().unwrap().take().unwrap();
+        assert_eq!(review.verdict, Verdict::Fail);
+        assert!(
+            review.summary.contains("3 times") && review.summary.contains("`checked` is missing"),
+            "{}",
+            review.summary
+        );
+        assert_eq!(review.issues[0].title, "No change was made");
+
+        // A proven pass is taken at once, whatever came before it.
+        let hook = ReviewHook::new(Proof::Checked(dir.path().to_path_buf()));
+        let honest = json!({"verdict": "pass", "summary": "add is there",
+                            "checked": [{"file": "calc.py", "quote": "def add(a, b):"}]});
+        assert!(said(&hook.call("submit_review", honest, &mut slot).await).0);
+        let review = hook.review.lock().unwrap().take().unwrap();
+        assert_eq!(review.verdict, Verdict::Pass);
     }
 
     fn pick_hook() -> PickHook {

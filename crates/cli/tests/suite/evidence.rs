@@ -342,7 +342,7 @@ async fn a_unit_that_needs_no_change_says_so_and_the_reviewer_sees_the_empty_dif
 }
 
 /// A reviewer that passes an empty diff must show what it read; this one first passes without a look,
-/// then quotes a line that is not in the file, then a file outside the worktree. Each is refused with
+/// then quotes a line that is not in the file and a file outside the worktree. Each is refused with
 /// the reason; the honest pass that follows is recorded with its quotes.
 struct LazyReviewer(ScriptedMission);
 
@@ -361,9 +361,8 @@ impl Brain for LazyReviewer {
         match request.assistant_turns() {
             0 => submit(serde_json::json!({"verdict": "pass", "summary": "fine"})),
             1 => submit(serde_json::json!({"verdict": "pass", "summary": "fine",
-                 "checked": [{"file": "README.md", "quote": "def mul(a, b): return a * b"}]})),
-            2 => submit(serde_json::json!({"verdict": "pass", "summary": "fine",
-                 "checked": [{"file": "../../../../etc/hostname", "quote": "localhost-ish"}]})),
+                 "checked": [{"file": "README.md", "quote": "def mul(a, b): return a * b"},
+                             {"file": "../../../../etc/hostname", "quote": "localhost-ish"}]})),
             _ => submit(serde_json::json!({"verdict": "pass", "summary": "fine",
                  "checked": [{"file": "README.md", "quote": "# test project"}]})),
         }
@@ -425,6 +424,83 @@ async fn a_reviewer_passing_an_empty_diff_must_quote_what_it_read() {
         .find(|r| r.first_user_text().contains("# The unit under review: b"))
         .expect("b was reviewed");
     assert!(!b_review.first_user_text().contains("checked"));
+}
+
+/// A reviewer that sends the same review whatever it is told, as a small model copying its history
+/// does: a pass of an empty diff without `checked`, and a fail of a real diff without issues.
+struct CopyingReviewer(ScriptedMission);
+
+impl Brain for CopyingReviewer {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        if role_of(request) != "reviewer" {
+            return self.0.respond(request);
+        }
+        let review = match request
+            .first_user_text()
+            .contains("(EMPTY: this unit changed no file")
+        {
+            true => serde_json::json!({"verdict": "pass", "summary": "It is all there already."}),
+            false => serde_json::json!({"verdict": "fail", "summary": "Not good enough."}),
+        };
+        Reply::ToolCalls {
+            text: String::new(),
+            calls: vec![("submit_review".into(), review.to_string())],
+        }
+    }
+}
+
+/// Copies of a refused review still reach the rules that bound their send-backs: a fail without
+/// issues is taken the second time, and an unproven pass of an empty diff is recorded as a fail the
+/// third time, each within a few turns instead of the reviewer's whole turn budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_sent_again_unchanged_is_judged_again_so_its_bounds_hold() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n[roles.reviewer]\nmax_turns = 20\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let script = Script {
+        plan: vec![
+            PlanUnit::new(
+                "a",
+                "Check the README",
+                "ANSWER NO CHANGE NEEDED: it says it.",
+                &[],
+            ),
+            PlanUnit::new("b", "Add b", "FILE b.txt := b\\n", &[]),
+        ],
+        ..Script::default()
+    };
+    let server = FakeServer::start(CopyingReviewer(ScriptedMission::new(script)), Default::default())
+        .await
+        .expect("fake server");
+    let done = Run::task("Check").arg("--json").openai(&server).run(&repo).await;
+    done.assert_code(1);
+    let review_of = |unit: &str| {
+        done.events_of("review_finished")
+            .into_iter()
+            .find(|e| e["unit"] == unit)
+            .unwrap_or_else(|| panic!("{unit} was reviewed: {}", done.stdout))
+    };
+    let a = review_of("a");
+    assert_eq!(a["review"]["verdict"], "fail", "{a}");
+    let summary = a["review"]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("Recorded as a fail by the orchestrator") && summary.contains("3 times"),
+        "{summary}"
+    );
+    assert_eq!(a["review"]["issues"][0]["title"], "No change was made", "{a}");
+    let b = review_of("b");
+    assert_eq!(b["review"]["verdict"], "fail", "{b}");
+    assert_eq!(b["review"]["summary"], "Not good enough.", "{b}");
+    let turns = |unit: &str| {
+        requests_of(&server, "reviewer")
+            .iter()
+            .filter(|r| {
+                r.first_user_text()
+                    .contains(&format!("# The unit under review: {unit} —"))
+            })
+            .count()
+    };
+    assert_eq!(turns("a"), 3, "sent back twice, then recorded");
+    assert_eq!(turns("b"), 2, "asked once for issues, then taken");
 }
 
 /// A reviewer that fails a unit for an invented reason, as the 1.5B field test's did ("returns 0

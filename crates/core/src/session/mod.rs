@@ -258,6 +258,14 @@ pub trait SessionHooks: Send + Sync {
     /// Handles a call to one of the session's extra tools, with arguments already parsed to an object.
     async fn call(&self, name: &str, arguments: serde_json::Value, slot: &mut Slot) -> HookResult;
 
+    /// Whether a finishing call this hook refused, sent again unchanged, is judged again. A hook whose
+    /// refusals are bounded ("sent back once, then taken") says yes: the copy must count toward that
+    /// bound, or a model that copies its history never gets past it. By default the copy is not
+    /// judged again; it is taken out of the conversation with the refusal quoted.
+    fn judges_repeats(&self) -> bool {
+        false
+    }
+
     /// The error returned for a tool the session was not offered.
     fn not_offered(&self, name: &str, offered: &[String]) -> String {
         format!(

@@ -90,6 +90,14 @@ impl RepeatWatch {
         repeated
     }
 
+    /// Calls taken out of the conversation: a copy of one is no longer a repeat of something whose
+    /// result the model can see, so it runs (and is judged) again.
+    fn forget(&mut self, keys: &[String]) {
+        self.seen
+            .retain(|seen| !keys.iter().any(|key| seen.ends_with(&format!("\u{0}{key}"))));
+        self.last_turn.clear();
+    }
+
     /// The turn's calls may have changed the worktree.
     fn changed(&mut self) {
         self.version += 1;
@@ -102,6 +110,16 @@ fn call_key(call: &ToolCall) -> String {
         .map(|v| v.to_string())
         .unwrap_or_else(|_| call.arguments.clone());
     format!("{}\u{0}{arguments}", call.name)
+}
+
+/// What became of a refused finishing call sent again unchanged.
+enum Rejudged {
+    /// The hook does not judge repeats, or the turn has no such call.
+    NotAsked,
+    /// The hook refused it again, saying this.
+    Refused(String),
+    /// The session ended (the hook took the call, or the mission was cancelled).
+    Ended(SessionEnd),
 }
 
 /// How the answer to a repeated call that was not run again begins.
@@ -323,7 +341,16 @@ impl Session {
                 // Under a JSON-schema grammar the shape is held already; showing it (with its
                 // example values) only gives a small model something to copy.
                 let show_shape = reply.constraint != Some(orchestrator_model::Constraint::JsonSchema);
-                if let Some(end) = self.answer_repeat(rt, &reply.tool_calls, watch.repeats, show_shape) {
+                let refusal = match self
+                    .judge_repeated_finish(rt, hooks, slot, &reply.tool_calls)
+                    .await
+                {
+                    Rejudged::Ended(end) => return end,
+                    Rejudged::Refused(refusal) => Some(refusal),
+                    Rejudged::NotAsked => None,
+                };
+                if let Some(end) = self.answer_repeat(rt, &reply.tool_calls, &mut watch, show_shape, refusal)
+                {
                     return end;
                 }
                 continue;
@@ -362,26 +389,70 @@ impl Session {
         })
     }
 
+    /// The refused finishing call in `calls` sent again unchanged, if there is one.
+    fn repeated_refused_finish<'c>(&self, calls: &'c [ToolCall]) -> Option<(&'c ToolCall, String)> {
+        let tool = self.finish_tool?;
+        let call = calls.iter().find(|c| c.name == tool)?;
+        match self.earlier_result(call)? {
+            (refusal, true) => Some((call, refusal)),
+            (_, false) => None,
+        }
+    }
+
+    /// Hands a refused finishing call sent again unchanged to a hook that judges repeats (see
+    /// [`SessionHooks::judges_repeats`]). Accepted, the session ends like any accepted call: its
+    /// result is recorded, and the turn's other calls (repeats themselves) are not run.
+    async fn judge_repeated_finish(
+        &mut self,
+        rt: &Runtime,
+        hooks: &dyn SessionHooks,
+        slot: &mut Slot,
+        calls: &[ToolCall],
+    ) -> Rejudged {
+        if !hooks.judges_repeats() {
+            return Rejudged::NotAsked;
+        }
+        let Some((call, _)) = self.repeated_refused_finish(calls) else {
+            return Rejudged::NotAsked;
+        };
+        let call = call.clone();
+        let (output, ends) = self.run_tool_call(rt, hooks, slot, &call).await;
+        if rt.cancel.is_cancelled() {
+            return Rejudged::Ended(SessionEnd::Cancelled);
+        }
+        if !ends {
+            return Rejudged::Refused(output.content);
+        }
+        for other in calls {
+            let (content, is_error) = match other.id == call.id {
+                true => (output.content.clone(), output.is_error),
+                false => ("Not run: the session already ended.".to_string(), true),
+            };
+            self.push(Message::Tool {
+                call_id: other.id.clone(),
+                content,
+                is_error,
+            });
+        }
+        Rejudged::Ended(SessionEnd::Finished)
+    }
+
     /// A refused finishing call (a plan or review the engine turned down) sent again unchanged: a
     /// small model copies what its history shows, so every turn that made that call leaves the
-    /// conversation, and one message says what was wrong. True when it did.
-    fn rewind_refused_finish(&mut self, calls: &[ToolCall]) -> bool {
-        let Some(tool) = self.finish_tool else {
-            return false;
-        };
-        let Some((refusal, true)) = calls
-            .iter()
-            .find(|c| c.name == tool)
-            .and_then(|c| self.earlier_result(c))
-        else {
-            return false;
-        };
+    /// conversation, and one message says what was wrong (`refusal`: what the hook said of the copy,
+    /// if it judged it again; else the earlier refusal). The keys of the calls taken out, when it did.
+    fn rewind_refused_finish(&mut self, calls: &[ToolCall], refusal: Option<String>) -> Option<Vec<String>> {
+        let tool = self.finish_tool?;
+        let (_, earlier) = self.repeated_refused_finish(calls)?;
+        let refusal = refusal.unwrap_or(earlier);
         let keys: Vec<String> = calls.iter().map(call_key).collect();
         let mut dropped: std::collections::HashSet<String> = Default::default();
+        let mut dropped_keys: Vec<String> = Vec::new();
         for message in &self.messages {
             if let Message::Assistant { tool_calls, .. } = message {
                 if tool_calls.iter().any(|c| keys.contains(&call_key(c))) {
                     dropped.extend(tool_calls.iter().map(|c| c.id.clone()));
+                    dropped_keys.extend(tool_calls.iter().map(call_key));
                 }
             }
         }
@@ -401,7 +472,7 @@ impl Session {
              this conversation. Call `{tool}` again with new arguments that fix these problems.",
             crate::prompts::cut(&refusal, 600)
         ));
-        true
+        Some(dropped_keys)
     }
 
     /// The result (and whether it was an error) of the latest earlier run of a call identical to `call`.
@@ -446,9 +517,11 @@ impl Session {
         &mut self,
         rt: &Runtime,
         calls: &[ToolCall],
-        repeats: u32,
+        watch: &mut RepeatWatch,
         show_shape: bool,
+        refusal: Option<String>,
     ) -> Option<SessionEnd> {
+        let repeats = watch.repeats;
         let narrow = repeats >= MAX_REPEATS && self.finish_tool.is_some();
         if repeats > MAX_REPEATS && !narrow {
             let call = calls.first().map_or("", |c| c.name.as_str());
@@ -462,7 +535,8 @@ impl Session {
             let finish = self.finish_tool;
             self.tools.retain(|t| Some(t.name.as_str()) == finish);
         }
-        if self.rewind_refused_finish(calls) {
+        if let Some(taken_out) = self.rewind_refused_finish(calls, refusal) {
+            watch.forget(&taken_out);
             return None;
         }
         let shape = match self.expected_call_shape() {
