@@ -43,6 +43,14 @@ pub(crate) struct Mission {
     pub settings: orchestrator_protocol::MissionSettings,
     /// With `--workers external`: the queue its units are offered to instead of run here.
     pub offers: Option<Arc<crate::offers::Offers>>,
+    /// Unit branches are `<branch_root>/u/<unit>`: `orchestrator/<mission>` for a commander; on an
+    /// external worker a root of the unit's holder, so spawned sub-units of a unit taken over on the
+    /// same host never meet the branches its earlier holder left.
+    pub branch_root: String,
+    /// Units of the mission this process does not hold in its TODO book: on an external worker, how
+    /// many the commander knew when it offered the unit (its own unit among them), so `limits.max_units`
+    /// holds for spawns there too. 0 for a commander, which knows them all.
+    pub units_elsewhere: usize,
 }
 
 /// The TODO mirror: every unit's latest state, in the order units became known.
@@ -66,7 +74,12 @@ impl TodoBook {
 impl Mission {
     /// Unit branches live under `u/` so no unit id can collide with the integration branch.
     pub fn branch(&self, unit: &str) -> String {
-        format!("orchestrator/{}/u/{unit}", self.id)
+        format!("{}/u/{unit}", self.branch_root)
+    }
+
+    /// The branch root of a commander of mission `id` (see [`Mission::branch_root`]).
+    pub fn commander_branch_root(id: &str) -> String {
+        format!("orchestrator/{id}")
     }
 
     /// Unit worktrees live under `units/`, apart from the mission's `base` and `integration` trees.
@@ -155,7 +168,9 @@ impl Mission {
 
     /// How many units the mission holds so far: planned, spawned and follow-ups, of every round.
     pub fn units_known(&self) -> usize {
-        self.todo.lock().unwrap_or_else(|p| p.into_inner()).entries.len()
+        let here = self.todo.lock().unwrap_or_else(|p| p.into_inner()).entries.len();
+        // The held unit is in both counts.
+        here + self.units_elsewhere.saturating_sub(usize::from(here > 0))
     }
 
     /// Updates the TODO mirror only (for states already in the log, shown again after a resume).

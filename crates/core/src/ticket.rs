@@ -40,6 +40,11 @@ pub(crate) struct Ticket {
     /// (`across_hosts::SharedSpend`), so units running at once cannot each spend what is left.
     #[serde(default)]
     pub budget_total: Option<u64>,
+    /// How many units the mission held when the unit was offered (this one among them): a worker
+    /// whose unit spawns counts them toward `limits.max_units`. 0 from a commander before spawning
+    /// on workers.
+    #[serde(default)]
+    pub units_known: usize,
 }
 
 /// The commands that judge the unit, as the commander resolved them for the whole mission, so a
@@ -113,12 +118,14 @@ pub(crate) fn session_prefix(tag: &str) -> String {
 
 /// Whether an event a unit's holder relayed goes into the mission's log: only what a worker's run
 /// of that unit emits — its sessions (by their prefix), the unit's states short of the merge, its
-/// evidence, reviews and hooks, notices. Anything else (another unit's events, a merge, a plan, the
-/// mission's end) is the commander's alone to say, whatever a worker wrote.
+/// evidence, reviews and hooks, notices, and the whole life of the sub-units it spawned (they run
+/// and merge into the unit on the worker). Anything else (another unit's events, the unit's own
+/// merge, a plan, the mission's end) is the commander's alone to say, whatever a worker wrote.
 pub(crate) fn relayable(event: &Event, unit: &str, tag: &str) -> bool {
     use orchestrator_protocol::UnitState as S;
     let prefix = session_prefix(tag);
-    let of_unit = |u: &Option<String>| u.as_deref() == Some(unit);
+    let below = |u: &str| descends_from(u, unit);
+    let of_tree = |u: &Option<String>| u.as_deref().is_some_and(|u| u == unit || below(u));
     match event {
         Event::SessionStarted { session, .. }
         | Event::ModelCall { session, .. }
@@ -126,13 +133,44 @@ pub(crate) fn relayable(event: &Event, unit: &str, tag: &str) -> bool {
         | Event::SessionFinished { session, .. }
         | Event::Compacted { session, .. } => session.starts_with(&prefix),
         Event::UnitState { unit: u, state, .. } => {
-            u == unit && matches!(state, S::Running | S::Verifying | S::Reviewing)
+            below(u)
+                || (u == unit
+                    && matches!(
+                        state,
+                        S::Running | S::Verifying | S::Reviewing | S::WaitingOnChildren
+                    ))
         }
-        Event::EvidenceRecorded { unit: u, .. } | Event::ReviewFinished { unit: u, .. } => of_unit(u),
-        Event::HookRan { run } => of_unit(&run.unit),
+        Event::UnitsSpawned { parent, units } => {
+            (parent == unit || below(parent))
+                && units.iter().all(|child| {
+                    child
+                        .id
+                        .strip_prefix(parent.as_str())
+                        .and_then(|rest| rest.strip_prefix('.'))
+                        .is_some_and(is_position)
+                })
+        }
+        Event::UnitPrepared { unit: u, .. }
+        | Event::Merged { unit: u, .. }
+        | Event::MergeConflict { unit: u, .. } => below(u),
+        Event::EvidenceRecorded { unit: u, .. } | Event::ReviewFinished { unit: u, .. } => of_tree(u),
+        Event::HookRan { run } => of_tree(&run.unit),
         Event::Notice { .. } => true,
         _ => false,
     }
+}
+
+/// Whether `id` names a sub-unit spawned (at any depth) below `unit`: `unit.2`, `unit.2.1`. Spawned
+/// ids are their parent's and a position (`plan::parse_spawn`).
+fn descends_from(id: &str, unit: &str) -> bool {
+    id.strip_prefix(unit)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|rest| rest.split('.').all(is_position))
+}
+
+/// A spawned unit's position among its siblings: 1, 2, … (a few digits).
+fn is_position(text: &str) -> bool {
+    (1..=4).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0')
 }
 
 #[cfg(test)]
@@ -190,5 +228,58 @@ mod tests {
             unverified: false,
         };
         assert!(!relayable(&finished, "a", "a@t2"));
+    }
+
+    #[test]
+    fn the_holders_sub_units_are_relayed_whole_and_nobody_elses() {
+        let spec = |id: &str| UnitSpec {
+            id: id.into(),
+            title: id.into(),
+            description: "d".into(),
+            depends_on: vec![],
+            files: vec![],
+            attempts: None,
+        };
+        let spawned = |parent: &str, ids: &[&str]| Event::UnitsSpawned {
+            parent: parent.into(),
+            units: ids.iter().map(|id| spec(id)).collect(),
+        };
+        assert!(relayable(&spawned("a", &["a.1", "a.2"]), "a", "a@t2"));
+        assert!(relayable(&spawned("a.2", &["a.2.1"]), "a", "a@t2"));
+        // Another unit's tree, ids that are not positions below their parent, or the plan's own
+        // dotted ids passed off as children: refused.
+        for (parent, ids) in [
+            ("b", &["b.1"][..]),
+            ("a", &["b.1"][..]),
+            ("a", &["a.x"][..]),
+            ("a", &["a.01"][..]),
+            ("a", &["a.1.1"][..]),
+            ("ab", &["ab.1"][..]),
+            ("a", &["a.1", "a"][..]),
+        ] {
+            assert!(!relayable(&spawned(parent, ids), "a", "a@t2"), "{parent} {ids:?}");
+        }
+        let state = |unit: &str, state| Event::UnitState {
+            unit: unit.into(),
+            state,
+            attempt: 1,
+            detail: None,
+        };
+        assert!(relayable(&state("a.1", UnitState::Passed), "a", "a@t2"));
+        assert!(relayable(&state("a.1.3", UnitState::Failed), "a", "a@t2"));
+        assert!(relayable(&state("a", UnitState::WaitingOnChildren), "a", "a@t2"));
+        assert!(!relayable(&state("a", UnitState::Passed), "a", "a@t2"));
+        assert!(!relayable(&state("a1", UnitState::Passed), "a", "a@t2"));
+        assert!(!relayable(&state("b.1", UnitState::Passed), "a", "a@t2"));
+        let merged = |unit: &str| Event::Merged {
+            unit: unit.into(),
+            into: "orchestrator/m/h/a@t2/u/a".into(),
+            commit: "c".into(),
+        };
+        assert!(
+            relayable(&merged("a.1"), "a", "a@t2"),
+            "into its parent, on the worker"
+        );
+        assert!(!relayable(&merged("a"), "a", "a@t2"));
     }
 }

@@ -722,6 +722,87 @@ async fn a_worker_runs_the_missions_baseline_and_judges_as_the_commander_would()
     assert!(!left.iter().any(|n| n == "baseline"), "{left:?}");
 }
 
+/// A unit a worker builds may split itself as a commander's would: its sub-units run on that
+/// worker, merge into its worktree, and the whole tree's life reaches the mission's log; the
+/// commander merges the unit once, and the worker leaves no worktree or branch behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_unit_on_a_worker_spawns_sub_units_that_run_and_merge_there() {
+    use orchestrator_fake_model::script::{PlanUnit, Script};
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let split =
+        "SPAWN one :: FILE one.txt := 1\\n\nSPAWN two :: FILE two.txt := 2\\n\nFILE top.txt := top\\n";
+    let server = fake(Script {
+        plan: vec![PlanUnit::new("a", "Split", split, &[])],
+        ..Script::default()
+    })
+    .await;
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let running = start(commander(&schema, &remote), &server, &repo);
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    let done = finish(running).await;
+    let w1 = stop(w1).await;
+    assert_eq!(
+        done.code,
+        Some(0),
+        "{}\n{}\nw1: {}",
+        done.stdout,
+        done.stderr,
+        w1.stderr
+    );
+    for (path, content) in [("one.txt", "1\n"), ("two.txt", "2\n"), ("top.txt", "top\n")] {
+        assert_eq!(repo.read(path).as_deref(), Some(content), "{path}");
+    }
+    let merged: Vec<(String, usize)> = ["a", "a.1", "a.2"].iter().map(|u| (u.to_string(), 1)).collect();
+    assert_eq!(merge_commits(&repo), merged);
+
+    // The tree's life was relayed: the split, each sub-unit's sessions, states and merge into `a`.
+    let spawned = done.events_of("units_spawned");
+    assert_eq!(spawned.len(), 1, "{spawned:?}");
+    assert_eq!(spawned[0]["parent"], "a");
+    let sessions = worker_sessions(&done);
+    for unit in ["a.1", "a.2"] {
+        assert!(
+            done.events_of("unit_state")
+                .iter()
+                .any(|e| e["unit"] == unit && e["state"] == "passed"),
+            "{unit} passed"
+        );
+        assert!(
+            done.events_of("merged")
+                .iter()
+                .any(|e| e["unit"] == unit && e["into"].as_str().is_some_and(|b| b.contains("/h/a@t1/"))),
+            "{unit} merged into a on the worker"
+        );
+        assert!(sessions.iter().any(|s| s.starts_with("a@t1/")), "{sessions:?}");
+    }
+    // One worker session per unit of the tree, all under the holder's tag.
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    // The holder's worktrees and branches went with its unit.
+    let left = walk_names(&hosts.path().join("w1/worktrees"));
+    assert!(!left.iter().any(|n| n.contains('@')), "{left:?}");
+    let copies = hosts.path().join("w1/repos");
+    for copy in std::fs::read_dir(&copies).expect("the worker's copies").flatten() {
+        let branches = std::process::Command::new("git")
+            .arg("-C")
+            .arg(copy.path())
+            .args(["for-each-ref", "--format=%(refname)", "refs/heads/orchestrator"])
+            .output()
+            .expect("git runs");
+        let branches = String::from_utf8_lossy(&branches.stdout);
+        assert!(!branches.contains("/h/"), "{branches}");
+    }
+}
+
 /// Every file and folder name under `dir`.
 fn walk_names(dir: &Path) -> Vec<String> {
     let mut names = Vec::new();

@@ -166,6 +166,8 @@ pub(super) async fn drive(
         base_commit: setup.base.clone(),
         settings: setup.settings.clone(),
         offers,
+        branch_root: Mission::commander_branch_root(id),
+        units_elsewhere: 0,
     });
     // Units that ended in an earlier run may have left their branch (a kill before the run's end).
     for unit in mission.replay.units.keys() {

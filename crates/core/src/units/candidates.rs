@@ -578,7 +578,7 @@ impl UnitRun {
         }
         let _ = tokio::fs::remove_dir_all(&folder).await;
         // Git lists by whole path components: every unit branch, then this unit's candidates.
-        let unit_branches = format!("orchestrator/{}/u/", mission.id);
+        let unit_branches = format!("{}/u/", mission.branch_root);
         let prefix = format!("{}@c", mission.branch(&self.unit.id));
         let listed = mission.repo.branches_with_prefix(&unit_branches).await;
         let listed = listed.map(|all| {

@@ -52,8 +52,9 @@ pub(crate) async fn build_for_commander(
     let run = UnitRun {
         mission: mission.clone(),
         unit,
-        // Spawning is not offered to external workers yet: their children would need a queue too.
-        depth: mission.config.max_depth,
+        // Offered units are the plan's (or follow-ups): the top of their tree. Sub-units they spawn
+        // run here, on the worker, and merge into this unit's worktree.
+        depth: 0,
         round,
     };
     let Some(mut slot) = crate::session::Slot::acquire(&mission.rt).await else {

@@ -175,6 +175,7 @@ impl UnitRun {
                 .budget_tokens
                 .map(|budget| budget.saturating_sub(spent)),
             budget_total: mission.rt.budget_tokens,
+            units_known: mission.units_known(),
         }
     }
 }

@@ -167,19 +167,22 @@ impl ClaimedJob {
             Err(e) => return interrupted(e),
         };
         let trees = self.workdir.join("worktrees").join(mission_id);
-        let path = trees.join(&tag);
-        let branch = format!("orchestrator/{mission_id}/u/{tag}");
+        // Everything of this holder (the unit's worktree, its sub-units' and candidates') is under
+        // its own folder and branch root, and goes with it.
+        let holder = Holder {
+            folder: trees.join(&tag),
+            branch_root: format!("orchestrator/{mission_id}/h/{tag}"),
+        };
+        let path = holder.folder.join("units").join(&ticket.unit.id);
+        let branch = format!("{}/u/{}", holder.branch_root, ticket.unit.id);
         let worktree = match repo.add_worktree_on_branch(&path, &branch, &ticket.base).await {
             Ok(worktree) => worktree,
             Err(e) => return interrupted(format!("cannot check out the unit's base {}: {e}", ticket.base)),
         };
         let result = self
-            .build_in(ticket, fence, &repo, worktree, &trees, bus, cancel, lost)
+            .build_in(ticket, fence, &repo, worktree, &trees, &holder, bus, cancel, lost)
             .await;
-        if let Err(e) = repo.remove_worktree(&path).await {
-            tracing::warn!("cannot remove worktree {}: {e}", path.display());
-        }
-        let _ = repo.delete_branch(&branch).await;
+        holder.remove(&repo).await;
         result
     }
 
@@ -191,6 +194,7 @@ impl ClaimedJob {
         repo: &Repo,
         worktree: Worktree,
         trees: &Path,
+        holder: &Holder,
         bus: &EventBus,
         cancel: CancellationToken,
         lost: &AtomicBool,
@@ -212,11 +216,13 @@ impl ClaimedJob {
         let mut secrets = clients.secrets.clone();
         secrets.extend(crate::mcp_servers::secrets(&config));
         self.store.set_secrets(secrets);
+        // One session at a time: the unit holds one of this worker's `--slots` and one of the
+        // mission's `--max-parallel`, and sub-units it spawns take turns in that one slot.
         let mut rt = Runtime::new(
             clients.mission.clone(),
             bus.clone(),
             cancel,
-            config.max_parallel,
+            1,
             ticket.budget_total.or(ticket.budget_left),
         )
         .with_store(self.store.clone(), &fence.key.mission)
@@ -250,15 +256,17 @@ impl ClaimedJob {
             config,
             verifier,
             context: ticket.context.clone(),
-            worktrees: trees.to_path_buf(),
+            worktrees: holder.folder.clone(),
             replay: Default::default(),
             run_index: 1,
-            todo: Mutex::new(TodoBook::new(trees.join("todo.md"))),
+            todo: Mutex::new(TodoBook::new(holder.folder.join("todo.md"))),
             done_branches: Arc::default(),
             registered: Default::default(),
             base_commit: ticket.mission_base.clone(),
             settings: ticket.settings.clone(),
             offers: None,
+            branch_root: holder.branch_root.clone(),
+            units_elsewhere: ticket.units_known,
         });
         let built = crate::units::build_for_commander(
             mission.clone(),
@@ -284,6 +292,40 @@ impl ClaimedJob {
                 pushed_ref: None,
                 interrupted: outcome.interrupted,
             },
+        }
+    }
+}
+
+/// Where one holder of a unit keeps its worktrees and branches on this host.
+struct Holder {
+    folder: PathBuf,
+    branch_root: String,
+}
+
+impl Holder {
+    /// Removes the holder's worktrees and branches: its unit's, and any its sub-units or candidates
+    /// left (an interrupted one keeps its work for a resume on a commander, never on a worker: the
+    /// unit's next holder starts afresh).
+    async fn remove(&self, repo: &Repo) {
+        match repo.list_worktrees().await {
+            Ok(listed) => {
+                for path in listed.iter().filter(|p| p.starts_with(&self.folder)) {
+                    if let Err(e) = repo.remove_worktree(path).await {
+                        tracing::warn!("cannot remove worktree {}: {e}", path.display());
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot list the worktrees of {}: {e}", self.folder.display()),
+        }
+        let _ = tokio::fs::remove_dir_all(&self.folder).await;
+        match repo.branches_with_prefix(&format!("{}/", self.branch_root)).await {
+            Ok(branches) if !branches.is_empty() => {
+                if let Err(e) = repo.delete_branches(&branches).await {
+                    tracing::warn!("cannot delete the branches under {}: {e}", self.branch_root);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot list the branches under {}: {e}", self.branch_root),
         }
     }
 }
@@ -319,7 +361,8 @@ impl Mirrors {
     }
 }
 
-/// The mission's settings as a worker uses them: it runs the unit itself, and spawns nothing.
+/// The mission's settings as a worker uses them: it runs the unit itself (sub-units it spawns
+/// included), with one candidate: best of N stays with units a commander runs.
 fn worker_settings(ticket: &Ticket) -> orchestrator_protocol::MissionSettings {
     orchestrator_protocol::MissionSettings {
         workers: None,
