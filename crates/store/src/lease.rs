@@ -182,6 +182,15 @@ pub(crate) struct FenceRow {
 
 /// `Ok` when `row` shows `fence` still holds the unit; a finished unit whose token matches is a
 /// retried report, told apart by [`finished_by`].
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beat {
+    /// The lease's new expiry (the store's clock, milliseconds since the epoch).
+    pub expires_at_ms: i64,
+    /// The mission's cap across workers ([`Store::max_parallel`]); 0: its commander stopped.
+    pub max_parallel: Option<u32>,
+}
+
 pub(crate) fn check_fence(fence: &Fence, row: Option<FenceRow>) -> Result<()> {
     match row {
         Some(row) if row.token == fence.token && row.state == UnitState::Leased => Ok(()),
@@ -401,8 +410,10 @@ impl Store {
     }
 
     /// Pushes the lease's expiry to `ttl` from now; refused with [`StoreError::LeaseLost`] once
-    /// another claim has taken the unit (or it was released or finished). Returns the new expiry.
-    pub fn heartbeat(&self, fence: &Fence, ttl: Duration) -> Result<i64> {
+    /// another claim has taken the unit (or it was released or finished). Returns the new expiry and
+    /// the mission's cap as it is now, read with it: a holder learns that its commander stopped
+    /// (cap 0) without another round trip.
+    pub fn heartbeat(&self, fence: &Fence, ttl: Duration) -> Result<Beat> {
         check_key(&fence.key)?;
         let ttl = ttl_ms(ttl);
         let mut conn = match self.conn() {
@@ -416,8 +427,18 @@ impl Store {
             "UPDATE work_units SET expires = ?4 WHERE mission = ?1 AND unit = ?2 AND attempt = ?3",
             params![fence.key.mission, fence.key.unit, fence.key.attempt, expires],
         )?;
+        let cap: Option<i64> = tx
+            .query_row(
+                "SELECT max_parallel FROM work_missions WHERE mission = ?1",
+                params![fence.key.mission],
+                |r| r.get(0),
+            )
+            .optional()?;
         tx.commit()?;
-        Ok(expires)
+        Ok(Beat {
+            expires_at_ms: expires,
+            max_parallel: cap.map(|c| u32::try_from(c).unwrap_or(0)),
+        })
     }
 
     /// Reports a unit's end with its result, if `fence` still holds it; a stale fence changes

@@ -31,7 +31,7 @@ mod lease;
 mod pg;
 mod shared;
 pub use lease::{
-    ClaimedUnit, Fence, Holder, LeaderLease, Outcome, UnitKey, UnitOffer, UnitState, WorkUnit,
+    Beat, ClaimedUnit, Fence, Holder, LeaderLease, Outcome, UnitKey, UnitOffer, UnitState, WorkUnit,
     DEFAULT_MAX_PARALLEL, MAX_ID_BYTES, MAX_JSON_BYTES, MAX_TAKEOVERS,
 };
 pub use pg::{masked_url, Listener, PG_SCHEMA_VERSION};

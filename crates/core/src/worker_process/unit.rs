@@ -447,11 +447,7 @@ async fn keep_lease(
         tokio::time::sleep(lease / 3).await;
         let sent = Instant::now();
         let (store2, fence2) = (store.clone(), fence.clone());
-        let renewed = blocking(move || {
-            store2.heartbeat(&fence2, lease)?;
-            store2.max_parallel(&fence2.key.mission)
-        })
-        .await;
+        let renewed = blocking(move || store2.heartbeat(&fence2, lease).map(|beat| beat.max_parallel)).await;
         match renewed {
             // A commander whose run ends sets its mission's cap to 0: its units are not to be
             // worked on until a resume sets it again.

@@ -10,9 +10,9 @@ use postgres::{Client, Row, Transaction};
 use super::notify::announce;
 use super::Pg;
 use crate::lease::{
-    check_fence, claimed, ensure_leads, finished_by, leader_held, leader_lost, ClaimedUnit, Fence, FenceRow,
-    Holder, LeaderLease, MissionLoad, Outcome, RawWorkUnit, UnitKey, UnitState, DEFAULT_MAX_PARALLEL,
-    MAX_TAKEOVERS,
+    check_fence, claimed, ensure_leads, finished_by, leader_held, leader_lost, lease_lost, Beat, ClaimedUnit,
+    Fence, FenceRow, Holder, LeaderLease, MissionLoad, Outcome, RawWorkUnit, UnitKey, UnitState,
+    DEFAULT_MAX_PARALLEL, MAX_TAKEOVERS,
 };
 use crate::Result;
 
@@ -140,19 +140,45 @@ impl Pg {
         })
     }
 
-    pub(crate) fn heartbeat(&self, fence: Fence, ttl: i64) -> Result<i64> {
+    /// One statement, outside a transaction and without `synchronous_commit`: every held unit
+    /// renews every few seconds, and a renewal lost to a crash of the server's machine only makes
+    /// the lease shorter (a later claim takes a new token, which fences this holder out). Only a
+    /// renewal that matched nothing looks at the row, to say why.
+    pub(crate) fn heartbeat(&self, fence: Fence, ttl: i64) -> Result<Beat> {
         self.call(move |c, repo| {
-            let mut tx = lease_tx(c)?;
-            check_fence(&fence, fence_row(&mut tx, repo, &fence.key)?)?;
-            let expires = server_now(&mut tx)?.saturating_add(ttl);
             let key = &fence.key;
-            tx.execute(
-                "UPDATE orchestrator_work_units SET expires = $5
-                 WHERE repo = $1 AND mission = $2 AND unit = $3 AND attempt = $4",
-                &[&repo, &key.mission, &key.unit, &i64::from(key.attempt), &expires],
+            let row = c.query_opt(
+                "UPDATE orchestrator_work_units
+                 SET expires = (extract(epoch FROM now()) * 1000)::bigint + $5
+                 WHERE repo = $1 AND mission = $2 AND unit = $3 AND attempt = $4
+                   AND state = 'leased' AND token = $6
+                 RETURNING expires,
+                   (SELECT max_parallel FROM orchestrator_work_missions m
+                    WHERE m.repo = $1 AND m.mission = $2)",
+                &[
+                    &repo,
+                    &key.mission,
+                    &key.unit,
+                    &i64::from(key.attempt),
+                    &ttl,
+                    &fence.token,
+                ],
             )?;
-            tx.commit()?;
-            Ok(expires)
+            match row {
+                Some(row) => Ok(Beat {
+                    expires_at_ms: row.try_get(0)?,
+                    max_parallel: row
+                        .try_get::<_, Option<i64>>(1)?
+                        .map(|c| u32::try_from(c).unwrap_or(0)),
+                }),
+                None => {
+                    let mut tx = lease_tx(c)?;
+                    check_fence(&fence, fence_row(&mut tx, repo, key)?)?;
+                    // Matched now although it did not a moment ago: it cannot (a token only grows),
+                    // but say so rather than claim a renewal that did not happen.
+                    Err(lease_lost(&fence))
+                }
+            }
         })
     }
 

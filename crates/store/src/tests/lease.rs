@@ -227,7 +227,7 @@ fn an_expired_lease_nobody_took_is_still_its_holders(b: &dyn Backend) {
     offer(&store, "m1", "u1");
     let unit = store.claim_units(&worker("a"), 1, SHORT).unwrap().remove(0);
     wait_until("the lease expires", || expired(&store, &unit.fence.key));
-    let expires = store.heartbeat(&unit.fence, LONG).unwrap();
+    let expires = store.heartbeat(&unit.fence, LONG).unwrap().expires_at_ms;
     let row = &store.work_units("m1").unwrap()[0];
     assert!(!row.expired);
     assert_eq!(row.expires_at_ms, Some(expires));
@@ -235,6 +235,11 @@ fn an_expired_lease_nobody_took_is_still_its_holders(b: &dyn Backend) {
         store.claim_units(&worker("b"), 1, LONG).unwrap().is_empty(),
         "renewed"
     );
+    // The mission's cap comes with each renewal: 0 is its commander saying stop.
+    store.set_max_parallel("m1", 0).unwrap();
+    let beat = store.heartbeat(&unit.fence, LONG).unwrap();
+    assert_eq!(beat.max_parallel, Some(0));
+    assert!(beat.expires_at_ms >= expires);
     store
         .finish_unit(&unit.fence, Outcome::Done, &json!(null))
         .unwrap();
@@ -918,7 +923,7 @@ fn lease_times_on_postgres_are_the_servers() {
     let unit = store.claim_units(&worker("w"), 1, hour).unwrap().remove(0);
     assert_eq!(unit.expires_at_ms, SERVER_NOW + 3_600_000);
     assert_eq!(
-        store.heartbeat(&unit.fence, 2 * hour).unwrap(),
+        store.heartbeat(&unit.fence, 2 * hour).unwrap().expires_at_ms,
         SERVER_NOW + 7_200_000
     );
     let lead = store.acquire_leader("m1", &worker("c"), hour).unwrap();
