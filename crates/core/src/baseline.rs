@@ -36,6 +36,9 @@ pub struct Known {
     pub installed: Option<PathBuf>,
     /// How many tests the test command's output said it ran on the base commit, when it said.
     pub tests_ran: Option<u64>,
+    /// The commit the baseline ran on (the mission's base), when known: what a unit's new tests are
+    /// counted against.
+    pub base: Option<String>,
 }
 
 /// How many tests the baseline's test command said it ran.
@@ -84,9 +87,11 @@ pub fn start(plan: Plan, recorded: Option<&Baseline>) -> Ready {
             return ready(Known {
                 failures,
                 tests_ran: counted,
+                base: Some(plan.base.clone()),
                 ..Known::default()
             });
         }
+        let base = plan.base.clone();
         let task = tokio::spawn(rewarm(plan, failures.clone()));
         return async move {
             let mut known = task.await.unwrap_or(Known {
@@ -94,6 +99,7 @@ pub fn start(plan: Plan, recorded: Option<&Baseline>) -> Ready {
                 ..Known::default()
             });
             known.tests_ran = counted;
+            known.base = Some(base);
             Arc::new(known)
         }
         .boxed()
@@ -158,6 +164,7 @@ async fn run(plan: Plan) -> Known {
         warm,
         installed,
         tests_ran: tests_ran(&baseline_evidence),
+        base: Some(plan.base.clone()),
     }
 }
 
@@ -223,6 +230,7 @@ async fn rewarm(plan: Plan, failures: Vec<String>) -> Known {
         warm,
         installed,
         tests_ran: None,
+        base: None,
     }
 }
 

@@ -66,6 +66,66 @@ pub(crate) fn tests_ran(output: &str) -> Option<u64> {
     total
 }
 
+/// A test definition on one line of code, its name captured as `name`: Python's `def test_x(`
+/// (unittest and pytest collect those names), Go's `func TestX(`, and JavaScript's `it('…'` /
+/// `test('…'`. Rust's `#[test]` is left out: a workspace's test command is often one crate's, so a
+/// test added to another crate would be counted as not run.
+static TEST_DEFINITIONS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        r"^\s*(?:async\s+)?def\s+(?P<name>test\w*)\s*\(",
+        r"^func\s+(?P<name>Test\w*)\s*\(",
+        r#"^\s*(?:it|test)(?:\.only)?\s*\(\s*['"`](?P<name>[^'"`]{1,80})"#,
+    ]
+    .iter()
+    .map(|p| Regex::new(p).unwrap_or_else(|e| panic!("bad test definition pattern {p}: {e}")))
+    .collect()
+});
+
+fn test_definition(code: &str) -> Option<String> {
+    TEST_DEFINITIONS
+        .iter()
+        .find_map(|p| p.captures(code)?.name("name").map(|m| m.as_str().to_string()))
+}
+
+/// Test definitions a unified diff adds to files that existed before it, less those it removes from
+/// them: how many more there are, and the added ones as `name (file)`. New files are left out (a
+/// test command may leave a folder out on purpose); a file whose tests ran before is one the
+/// command runs.
+pub(crate) fn added_test_definitions(diff: &str) -> (u64, Vec<String>) {
+    let mut file: Option<String> = None;
+    let mut existed = false;
+    let (mut added, mut removed) = (0u64, 0u64);
+    let mut names = Vec::new();
+    for line in diff.lines() {
+        if let Some(old) = line.strip_prefix("--- ") {
+            existed = old != "/dev/null";
+            continue;
+        }
+        if let Some(new) = line.strip_prefix("+++ ") {
+            file = Some(new.strip_prefix("b/").unwrap_or(new).to_string());
+            continue;
+        }
+        if line.starts_with("diff --git ") {
+            (file, existed) = (None, false);
+            continue;
+        }
+        if !existed || file.is_none() {
+            continue;
+        }
+        if let Some(code) = line.strip_prefix('+') {
+            if let Some(name) = test_definition(code) {
+                added += 1;
+                if names.len() < 8 {
+                    names.push(format!("{name} ({})", file.as_deref().unwrap_or_default()));
+                }
+            }
+        } else if let Some(code) = line.strip_prefix('-') {
+            removed += u64::from(test_definition(code).is_some());
+        }
+    }
+    (added.saturating_sub(removed), names)
+}
+
 /// What the common runners print for each failed test, the name captured as `name`.
 static FAILURES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
     [
@@ -222,6 +282,33 @@ mod tests {
         assert_eq!(tests_ran("Tests:       1 failed, 4 passed, 5 total\n"), Some(5));
         assert_eq!(tests_ran(" Tests  4 passed (4)\n"), Some(4));
         assert_eq!(tests_ran("  4 passing (12ms)\n"), Some(4));
+    }
+
+    #[test]
+    fn test_definitions_added_to_existing_files_are_counted() {
+        // The field's case: a free function with arguments in a unittest file.
+        let field = "diff --git a/test_calc.py b/test_calc.py\nindex 1..2 100644\n--- a/test_calc.py\n+++ b/test_calc.py\n@@ -1,4 +1,6 @@\n import unittest\n+def test_mul(a, b):\n+    assert mul(a, b) == a * b\n \n from calc import add, sub\n";
+        assert_eq!(
+            added_test_definitions(field),
+            (1, vec!["test_mul (test_calc.py)".to_string()])
+        );
+        // A renamed test is none more; a new file is left out; other languages' forms count.
+        let renamed = "--- a/t.py\n+++ b/t.py\n-    def test_old(self):\n+    def test_new(self):\n";
+        assert_eq!(added_test_definitions(renamed).0, 0);
+        let new_file =
+            "diff --git a/t2.py b/t2.py\nnew file mode 100644\n--- /dev/null\n+++ b/t2.py\n+def test_x():\n";
+        assert_eq!(added_test_definitions(new_file).0, 0);
+        let others = "--- a/x_test.go\n+++ b/x_test.go\n+func TestMul(t *testing.T) {\n--- a/a.test.js\n+++ b/a.test.js\n+  it('multiplies', () => {\n+  test(\"adds\", () => {\n--- a/lib.rs\n+++ b/lib.rs\n+    #[test]\n";
+        let (n, names) = added_test_definitions(others);
+        assert_eq!(n, 3, "{names:?}");
+        assert_eq!(names[1], "multiplies (a.test.js)");
+        // Not definitions: calls and lookalikes.
+        let calls = "--- a/t.py\n+++ b/t.py\n+    self.test_helper()\n+testing = 1\n+def tester():\n";
+        assert_eq!(
+            added_test_definitions(calls).0,
+            1,
+            "`def tester(` is collected by unittest"
+        );
     }
 
     #[test]

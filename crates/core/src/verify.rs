@@ -175,6 +175,7 @@ impl Verifier {
             drop(permit);
             let record = excuse_pre_existing(record, complete, known.as_deref());
             let record = notice_lost_tests(record, known.as_deref());
+            let record = notice_unrun_tests(record, known.as_deref(), worktree).await;
             let passed = record.passed();
             evidence.push(record);
             if !passed || cancel.is_cancelled() {
@@ -235,6 +236,42 @@ fn notice_lost_tests(mut record: Evidence, known: Option<&crate::baseline::Known
         if matches!(crate::test_count::tests_ran(&record.output_tail), None | Some(0)) {
             record.tests_lost = Some(before);
         }
+    }
+    record
+}
+
+/// A passing test command that counts fewer tests more than the tree adds to files that existed on
+/// the mission's base commit: the new tests are not collected (in the field, a 1.5B added `def
+/// test_mul(a, b)` at the top of a unittest file, which runs only `TestCase` methods; the run said
+/// `Ran 2 tests`, as before), so they check nothing and the command fails, naming them.
+async fn notice_unrun_tests(
+    mut record: Evidence,
+    known: Option<&crate::baseline::Known>,
+    worktree: &Worktree,
+) -> Evidence {
+    if record.kind != "test" || !record.passed() {
+        return record;
+    }
+    let Some((before, base)) = known.and_then(|k| Some((k.tests_ran?, k.base.as_deref()?))) else {
+        return record;
+    };
+    let Some(now) = crate::test_count::tests_ran(&record.output_tail) else {
+        return record;
+    };
+    let diff = match worktree.diff_since(base).await {
+        Ok(diff) => diff,
+        Err(e) => {
+            tracing::debug!("no diff to count new tests in: {e}");
+            return record;
+        }
+    };
+    let (added, names) = crate::test_count::added_test_definitions(&diff);
+    if added > now.saturating_sub(before) {
+        record.tests_not_run = Some(orchestrator_protocol::UnrunTests {
+            added: names,
+            ran_before: before,
+            ran_now: now,
+        });
     }
     record
 }
@@ -345,6 +382,17 @@ fn tests_counted(evidence: &Evidence) -> String {
             "; FAILED: it exited 0 but its output reports no test, where on the mission's base commit it \
              ran {before}: the tests no longer run (a test file replaced or broken, a runner skipped), so \
              this exit code proves nothing"
+        );
+    }
+    if let Some(unrun) = &evidence.tests_not_run {
+        return format!(
+            "; FAILED: it exited 0, but the tests added since the mission's base commit ({}) are not run: it \
+             ran {} tests, {} on the base commit. Make the test runner collect them (in Python's unittest, a \
+             method `def test_…(self)` of a `unittest.TestCase` class; in pytest, a `def test_…()` taking no \
+             arguments it does not supply) and import what they test",
+            unrun.added.join(", "),
+            unrun.ran_now,
+            unrun.ran_before
         );
     }
     if evidence.kind != "test" || !evidence.passed() {

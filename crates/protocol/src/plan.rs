@@ -150,6 +150,22 @@ pub struct Evidence {
     /// so the exit code proves nothing and the command counts as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_lost: Option<u64>,
+    /// A test command that exited 0 while the tree adds test definitions to files that existed on the
+    /// mission's base commit, and the run counts fewer new tests than were added: the new tests are
+    /// not collected (a free function in a unittest file, a test taking arguments), so they check
+    /// nothing and the command counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_not_run: Option<UnrunTests>,
+}
+
+/// Tests a tree adds that its test command did not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnrunTests {
+    /// The test definitions added (names, or the line when there is none), at most a few.
+    pub added: Vec<String>,
+    /// Tests the command ran on the mission's base commit, and now.
+    pub ran_before: u64,
+    pub ran_now: u64,
 }
 
 impl Evidence {
@@ -157,7 +173,7 @@ impl Evidence {
     /// one (it failed in the baseline too), so the work is not blamed for it. A failure that names no
     /// test (a compile error, a crash) is never excused.
     pub fn passed(&self) -> bool {
-        if self.timed_out || self.tests_lost.is_some() {
+        if self.timed_out || self.tests_lost.is_some() || self.tests_not_run.is_some() {
             return false;
         }
         self.exit_code == Some(0) || self.only_baseline_failures()

@@ -460,3 +460,58 @@ async fn a_unit_after_which_no_test_runs_fails_though_the_command_exits_0() {
     assert_eq!(unit_state(&finished, "a").as_deref(), Some("failed"));
     assert_eq!(repo.read("tests_gone"), None, "nothing merged");
 }
+
+/// A unit that adds a test the runner never collects fails verification, naming the test, and its
+/// worker is told how runners collect tests; a retry whose new test runs passes. In the field a 1.5B
+/// added `def test_mul(a, b)` at the top of a unittest file: `Ran 2 tests`, as before, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_whose_new_test_does_not_run_fails_though_the_command_exits_0() {
+    // A runner that counts the `def test_` lines indented as methods, as unittest runs only those.
+    let test = "echo \"Ran $(grep -c '^    def test_' test_calc.py) tests in 0.001s\"\n";
+    let repo = TestRepo::new(&[
+        (
+            "orchestrator.toml",
+            "[verify]\ntest = \"sh test.sh\"\n[limits]\nunit_attempts = 2\n",
+        ),
+        ("test.sh", test),
+        (
+            "test_calc.py",
+            "class T:\n    def test_add(self):\n        pass\n",
+        ),
+    ]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Test mul",
+            "FILE test_calc.py := class T:\\n    def test_add(self):\\n        pass\\ndef test_mul(a, b):\\n    pass\\n\n\
+             FIX test_calc.py := class T:\\n    def test_add(self):\\n        pass\\n    def test_mul(self):\\n        pass\\n",
+            &[],
+        )],
+        ..Script::default()
+    })
+    .await;
+    let finished = Run::task("Add a test for mul")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    let test = evidence(&finished.events(), Some("a"), "test");
+    assert_eq!(test[0]["exit_code"], 0);
+    assert_eq!(
+        test[0]["tests_not_run"],
+        serde_json::json!({"added": ["test_mul (test_calc.py)"], "ran_before": 1, "ran_now": 1}),
+        "{test:?}"
+    );
+    assert!(test[1].get("tests_not_run").is_none(), "{test:?}");
+    let worker = requests_of(&server, "worker");
+    assert!(
+        worker
+            .iter()
+            .any(|r| has_user_message(r, "are not run: it ran 1 tests, 1 on the base commit")),
+        "the retry is told"
+    );
+    assert!(repo
+        .read("test_calc.py")
+        .is_some_and(|t| t.contains("    def test_mul(self):")));
+}
