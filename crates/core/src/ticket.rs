@@ -154,6 +154,7 @@ pub(crate) fn relayable(event: &Event, unit: &str, tag: &str) -> bool {
         | Event::Merged { unit: u, .. }
         | Event::MergeConflict { unit: u, .. } => below(u),
         Event::EvidenceRecorded { unit: u, .. } | Event::ReviewFinished { unit: u, .. } => of_tree(u),
+        Event::CandidateFinished { unit: u, .. } | Event::CandidatePicked { unit: u, .. } => u == unit,
         Event::HookRan { run } => of_tree(&run.unit),
         Event::Notice { .. } => true,
         _ => false,

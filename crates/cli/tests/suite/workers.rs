@@ -803,6 +803,66 @@ async fn a_unit_on_a_worker_spawns_sub_units_that_run_and_merge_there() {
     }
 }
 
+/// Best of N on a worker: its candidates take turns in the unit's slot, the reviewer's pick is
+/// pushed, the commander merges it once; the candidates' events reach the mission's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_unit_on_a_worker_is_built_best_of_n_and_the_pick_is_merged() {
+    use orchestrator_fake_model::script::{PlanUnit, Script};
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let config = "[verify]\ntest = \"! grep -q broken a.txt\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Write a",
+            "CANDIDATE 1: FILE a.txt := broken\nCANDIDATE 2: FILE a.txt := two\nCANDIDATE 3: FILE a.txt := three\nPICK 3 it says it best",
+            &[],
+        )],
+        ..Script::default()
+    })
+    .await;
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let running = start(
+        commander(&schema, &remote).arg("--attempts").arg("3"),
+        &server,
+        &repo,
+    );
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    let done = finish(running).await;
+    let w1 = stop(w1).await;
+    assert_eq!(
+        done.code,
+        Some(0),
+        "{}\n{}\nw1: {}",
+        done.stdout,
+        done.stderr,
+        w1.stderr
+    );
+    assert_eq!(repo.read("a.txt").as_deref(), Some("three"), "the pick is merged");
+    assert_eq!(merge_commits(&repo), vec![("a".to_string(), 1)]);
+    let finished = done.events_of("candidate_finished");
+    assert_eq!(finished.len(), 3, "{finished:?}");
+    let picked = done.events_of("candidate_picked");
+    assert_eq!(picked.len(), 1, "{picked:?}");
+    assert_eq!(picked[0]["candidate"], 3);
+    assert_eq!(picked[0]["passing"], serde_json::json!([2, 3]));
+    // Three worker sessions, all the holder's.
+    let sessions = worker_sessions(&done);
+    assert_eq!(sessions.len(), 3, "{sessions:?}");
+    assert!(sessions.iter().all(|s| s.starts_with("a@t1/")), "{sessions:?}");
+    let left = walk_names(&hosts.path().join("w1/worktrees"));
+    assert!(!left.iter().any(|n| n.contains('@')), "{left:?}");
+}
+
 /// Every file and folder name under `dir`.
 fn walk_names(dir: &Path) -> Vec<String> {
     let mut names = Vec::new();

@@ -28,6 +28,9 @@ pub struct MergeTarget {
     /// resumed run resets to its branch anyway. A parent unit's worktree keeps git merges: the parent
     /// goes on working in it, and a resumed parent would commit a lagging checkout as a change.
     in_process: bool,
+    /// Nothing is merged: the reviewed commit is only handed back, as the target's head. An external
+    /// worker's unit built best of N ends so: the commander merges what the worker pushes.
+    hand_back: bool,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -40,7 +43,17 @@ impl MergeTarget {
             checked_out: std::sync::Mutex::new(head.clone()),
             head: std::sync::Mutex::new(head),
             in_process: false,
+            hand_back: false,
             lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A target that merges nothing: a unit's reviewed commit becomes its head (see
+    /// [`MergeTarget::hand_back`]). `worktree` is not written.
+    pub fn hand_back(worktree: Worktree, branch: String, head: String) -> Self {
+        MergeTarget {
+            hand_back: true,
+            ..MergeTarget::new(worktree, branch, head)
         }
     }
 
@@ -103,6 +116,15 @@ pub(super) async fn merge_into(
     // the queue held, so no merge starts after the lead was found lost.
     if let Some(why) = mission.rt.bus.lead_lost() {
         return Err(format!("{LEAD_LOST} ({why})"));
+    }
+    if target.hand_back {
+        let commit = mission
+            .repo
+            .rev_parse(theirs)
+            .await
+            .map_err(|e| format!("cannot read the reviewed commit {theirs}: {e}"))?;
+        target.set_head(commit.clone());
+        return Ok(commit);
     }
     let before = target.head();
     let message = merge_message(mission, unit);

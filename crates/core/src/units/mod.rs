@@ -60,6 +60,17 @@ pub(crate) async fn build_for_commander(
     let Some(mut slot) = crate::session::Slot::acquire(&mission.rt).await else {
         return Err(UnitOutcome::interrupted(&run.unit));
     };
+    let wanted = run.candidates();
+    let n = if wanted > 1 { run.affordable(wanted) } else { 1 };
+    if n > 1 {
+        // Best of N here too: the kept candidate's reviewed commit is handed back, not merged.
+        let target = MergeTarget::hand_back(worktree, mission.branch(&run.unit.id), base.to_string());
+        let outcome = run.execute_candidates(&target, &mut slot, n).await;
+        return match outcome.state {
+            UnitState::Passed => Ok((outcome.summary, target.head())),
+            _ => Err(outcome),
+        };
+    }
     let tree = UnitTree::ready(worktree.clone());
     let reviewed = run
         .build_until_reviewed(&mut slot, base, &tree, None)

@@ -199,7 +199,7 @@ impl ClaimedJob {
         cancel: CancellationToken,
         lost: &AtomicBool,
     ) -> TicketResult {
-        let mut config = match crate::effective::load_config(worktree.path(), &worker_settings(ticket)) {
+        let config = match crate::effective::load_config(worktree.path(), &worker_settings(ticket)) {
             Ok(config) => config,
             Err(e) => {
                 return failed(format!(
@@ -207,7 +207,6 @@ impl ClaimedJob {
                 ))
             }
         };
-        config.candidates = 1;
         let clients = match crate::client::clients_from_env(&config) {
             Ok(clients) => clients,
             Err(e) => return interrupted(format!("this worker cannot reach a model: {e}")),
@@ -217,7 +216,7 @@ impl ClaimedJob {
         secrets.extend(crate::mcp_servers::secrets(&config));
         self.store.set_secrets(secrets);
         // One session at a time: the unit holds one of this worker's `--slots` and one of the
-        // mission's `--max-parallel`, and sub-units it spawns take turns in that one slot.
+        // mission's `--max-parallel`; its candidates and the sub-units it spawns take turns in it.
         let mut rt = Runtime::new(
             clients.mission.clone(),
             bus.clone(),
@@ -361,13 +360,12 @@ impl Mirrors {
     }
 }
 
-/// The mission's settings as a worker uses them: it runs the unit itself (sub-units it spawns
-/// included), with one candidate: best of N stays with units a commander runs.
+/// The mission's settings as a worker uses them: it runs the unit itself (its candidates and the
+/// sub-units it spawns included).
 fn worker_settings(ticket: &Ticket) -> orchestrator_protocol::MissionSettings {
     orchestrator_protocol::MissionSettings {
         workers: None,
         remote: None,
-        attempts: Some(1),
         ..ticket.settings.clone()
     }
 }
