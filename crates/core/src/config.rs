@@ -234,6 +234,9 @@ pub struct LimitsFile {
     pub scouts: Option<u32>,
     /// Best of N (`--attempts`): workers that build each unit side by side (default 1).
     pub candidates: Option<u32>,
+    /// Whether a worker's `write` may delete most of an existing file it has read in full (default
+    /// true; the small profile says false: lines are then removed with `edit`).
+    pub rewrites_may_drop: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -480,6 +483,8 @@ pub struct Config {
     pub max_units: usize,
     /// Scouts in discovery; `None`: chosen by the repository's size.
     pub scouts: Option<usize>,
+    /// `[limits] rewrites_may_drop` (see `orchestrator_tools::ToolOptions::rewrites_may_drop`).
+    pub rewrites_may_drop: bool,
     pub roles: BTreeMap<Role, RoleSettings>,
     pub endpoint: EndpointSettings,
     pub compaction: CompactionSettings,
@@ -687,6 +692,7 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
         max_units: merged.limits.max_units.map_or(DEFAULT_MAX_UNITS, |n| n as usize),
         scouts: merged.limits.scouts.map(|n| n as usize),
+        rewrites_may_drop: merged.limits.rewrites_may_drop.unwrap_or(true),
         roles,
         endpoint,
         compaction,
@@ -971,6 +977,7 @@ max_depth = 0
 [limits]
 scouts = 0
 plan_attempts = 5
+rewrites_may_drop = false
 
 [roles.planner]
 tools = ["read", "list", "grep"]
@@ -1463,6 +1470,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(limits.max_parallel_verify);
     take!(limits.max_units);
     take!(limits.scouts);
+    take!(limits.rewrites_may_drop);
     take!(limits.candidates);
     take!(endpoint.connect_timeout_secs);
     take!(endpoint.first_byte_timeout_secs);
@@ -1689,6 +1697,7 @@ mod tests {
         assert_eq!(config.max_parallel, 1);
         assert_eq!(config.scouts, Some(0));
         assert_eq!(config.plan_attempts, 5);
+        assert!(!config.rewrites_may_drop);
         let worker = config.role(Role::Worker);
         assert_eq!(worker.max_tokens, 2048);
         let tools = worker.tools.clone().unwrap_or_default();

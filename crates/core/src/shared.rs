@@ -245,6 +245,7 @@ fn toolbox_with(
         sandbox: Some(sandbox),
         only,
         not_folders,
+        rewrites_may_drop: config.rewrites_may_drop,
         ..ToolOptions::default()
     };
     Toolbox::new(root, options)

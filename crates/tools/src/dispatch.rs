@@ -187,7 +187,14 @@ fn write(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> 
              relative to the root of your worktree: to change that file, write `{existing}`. {again}"
         )));
     }
-    let done = crate::edit::write(&file, content, seen.contains(&file.abs), options.offers("insert"))?;
+    let read_in_full = seen.contains(&file.abs);
+    let done = crate::edit::write(
+        &file,
+        content,
+        read_in_full,
+        options.rewrites_may_drop,
+        options.offers("insert"),
+    )?;
     seen.add(&file.abs);
     Ok(done)
 }

@@ -13,12 +13,14 @@ use crate::text::{carries_read_gutter, looks_binary, without_read_gutter};
 /// function, which deletes the rest, and nothing is lost by asking to read first. Short files, and
 /// writes that keep most of the old lines, go through. Once read, such a write is a rewrite and is
 /// allowed, but its result says what it deleted.
+/// `rewrites_may_drop` false refuses such a write even once read (`ToolOptions::rewrites_may_drop`).
 /// `offers_insert`: whether the session has `insert`, the way to add without rewriting, which the
 /// messages then name.
 pub(crate) fn write(
     file: &Resolved,
     content: &str,
     read_in_full: bool,
+    rewrites_may_drop: bool,
     offers_insert: bool,
 ) -> Result<String, ToolError> {
     let rel = file.rel.as_str();
@@ -44,6 +46,21 @@ pub(crate) fn write(
             dropped.examples(),
             if offers_insert {
                 ", or add to it with `insert`"
+            } else {
+                ""
+            },
+        )));
+    }
+    if let Some(dropped) = dropped.as_ref().filter(|_| !rewrites_may_drop) {
+        return Err(ToolError::refused(format!(
+            "not written: this would delete {} of the {} lines of {rel} (such as {}), and this mission's \
+             writes keep what a file holds. Write the whole file with those lines kept{}; to remove lines, \
+             `edit` them (the lines as `old_string`, an empty `new_string`).",
+            dropped.lines.len(),
+            dropped.of,
+            dropped.examples(),
+            if offers_insert {
+                ", or add only the new lines with `insert`"
             } else {
                 ""
             },

@@ -58,6 +58,10 @@ pub struct ToolOptions {
     /// Names the session was given that are not folders (its unit's name): a write that would make a
     /// folder of such a name to hold a copy of an existing file is refused every time, not once.
     pub not_folders: Vec<String>,
+    /// Whether a `write` may delete most of an existing file once the session has read it in full
+    /// (`true`, the default: a rewrite), or never (`false`: lines are removed with `edit`). Small
+    /// models "add a function" by writing a file holding only it, read or not.
+    pub rewrites_may_drop: bool,
 }
 
 /// Every tool a toolbox can offer, in the order they are offered.
@@ -88,6 +92,7 @@ impl Default for ToolOptions {
             max_output_chars: 30_000,
             only: None,
             not_folders: Vec::new(),
+            rewrites_may_drop: true,
         }
     }
 }

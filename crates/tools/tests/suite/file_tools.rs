@@ -546,6 +546,46 @@ async fn a_blind_overwrite_that_deletes_most_of_a_file_is_refused() {
     assert!(!kept.contains("deleted"), "{kept}");
 }
 
+/// With rewrites that may not drop (the small profile), a write that would delete most of a file is
+/// refused even after a full read, as the field's 1.5B did after a wrong review ("mul is missing":
+/// it wrote calc.py holding only `mul`, and `add` and `sub` were gone); lines go with `edit`.
+#[tokio::test]
+async fn a_write_that_deletes_most_of_a_file_is_refused_even_read_when_rewrites_may_not_drop() {
+    let fx = Fixture::new(ToolOptions {
+        allow_write: true,
+        rewrites_may_drop: false,
+        ..ToolOptions::default()
+    });
+    let calc = "\"\"\"A tiny calculator.\"\"\"\n\n\ndef add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n";
+    fx.file("calc.py", calc);
+    fx.ok("read", json!({"path": "calc.py"})).await;
+    let only_mul = json!({"path": "calc.py", "content": "def mul(a, b):\n    return a * b\n"});
+    let refused = fx.err("write", only_mul.clone()).await;
+    assert!(
+        refused.contains("this would delete 5 of the 5 lines of calc.py")
+            && refused.contains("`def add(a, b):`")
+            && refused.contains("`insert`")
+            && refused.contains("an empty `new_string`")
+            && !refused.contains("not read"),
+        "{refused}"
+    );
+    // The same again is refused the same: there is no way around it but keeping the lines.
+    assert_eq!(fx.err("write", only_mul).await, refused);
+    assert_eq!(fx.read_back("calc.py"), calc, "nothing was lost");
+    // Keeping the lines and adding one goes through; so does removing a few with `edit`.
+    let added = format!("{calc}\n\ndef mul(a, b):\n    return a * b\n");
+    fx.ok("write", json!({"path": "calc.py", "content": added})).await;
+    fx.ok(
+        "edit",
+        json!({"path": "calc.py", "old_string": "def sub(a, b):\n    return a - b\n", "new_string": ""}),
+    )
+    .await;
+    assert!(!fx.read_back("calc.py").contains("def sub"));
+    // New files and short ones are written as ever.
+    fx.ok("write", json!({"path": "new.py", "content": "x = 1\n"}))
+        .await;
+}
+
 /// A weak reviewer reads "diff --git a/calc.py b/calc.py" (a line of the diff it was shown): it gets
 /// the file that line names, with a note, instead of "no such file" until its turns run out.
 #[tokio::test]
