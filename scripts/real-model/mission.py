@@ -217,6 +217,8 @@ def main() -> int:
         with open(work / "events.jsonl", "w") as log:
             for line in mission.stdout:
                 log.write(line)
+                # Read while the run goes on (and kept if this script is stopped).
+                log.flush()
                 try:
                     event = json.loads(line)
                 except json.JSONDecodeError:
