@@ -139,6 +139,44 @@ pub async fn clean(root: &Path, dry_run: bool, all: bool) -> Result<CleanReport>
     Ok(report)
 }
 
+/// At the end of a finished `--workers external` mission whose branches are not kept: the
+/// workers' unit refs on its remote go (their commits are merged, or the mission gave them up), as
+/// the local unit branches do, and its integration ref too when `integration_gone` (the user's
+/// branch holds the result, so the local integration branch went). The queue's rows stay for
+/// `status` until `orchestrator clean`. What cannot be removed is said, never an error.
+pub(crate) async fn settle_remote(
+    repo: &Repo,
+    record: &MissionRecord,
+    integration_gone: bool,
+) -> Option<String> {
+    let remote = remote_of(record)?;
+    let mission = &record.id;
+    let prefix = format!("refs/heads/{BRANCH_PREFIX}{mission}/");
+    let integration = crate::ticket::integration_ref(mission);
+    let note = match repo.remote_refs_with_prefix(&remote, &prefix).await {
+        Ok(refs) => {
+            let gone: Vec<(String, String)> = refs
+                .into_iter()
+                .filter(|(name, _)| name.starts_with(&format!("{prefix}w/")) || (integration_gone && *name == integration))
+                .collect();
+            match repo.delete_remote_refs(&remote, &gone).await {
+                Ok(Push::Done) => None,
+                Ok(Push::Rejected(why)) => Some(format!(
+                    "some of the mission's refs on its remote moved and were kept ({}); `orchestrator clean` removes the rest",
+                    crate::prompts::cut(&why, 300)
+                )),
+                Err(e) => Some(format!(
+                    "the mission's refs on its remote were kept ({e}); `orchestrator clean` removes them"
+                )),
+            }
+        }
+        Err(e) => Some(format!(
+            "the mission's refs on its remote were kept, as it could not be read ({e}); `orchestrator clean` removes them"
+        )),
+    };
+    note.map(|n| without_password(&n, &remote))
+}
+
 /// The shared remote of a mission whose units went to external workers.
 fn remote_of(record: &MissionRecord) -> Option<String> {
     let external = record.options.get("workers").and_then(|w| w.as_str()) == Some("external");

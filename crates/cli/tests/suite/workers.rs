@@ -170,7 +170,8 @@ async fn two_workers_build_the_units_and_the_commander_merges_each_once() {
     let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
     let server = fake(script()).await;
     let hosts = tempfile::tempdir().expect("tempdir");
-    let running = start(commander(&schema, &remote), &server, &repo);
+    // Its branches kept, so the remote's refs are there to see, and for `clean` to remove.
+    let running = start(commander(&schema, &remote).arg("--keep-branches"), &server, &repo);
     let w1 = start(
         worker(&schema, "host-w1", &hosts.path().join("w1")),
         &server,
@@ -801,6 +802,7 @@ async fn a_unit_on_a_worker_spawns_sub_units_that_run_and_merge_there() {
         let branches = String::from_utf8_lossy(&branches.stdout);
         assert!(!branches.contains("/h/"), "{branches}");
     }
+    assert_eq!(mission_refs_on(&remote), "", "the remote is settled");
 }
 
 /// Best of N on a worker: its candidates take turns in the unit's slot, the reviewer's pick is
@@ -861,6 +863,23 @@ async fn a_unit_on_a_worker_is_built_best_of_n_and_the_pick_is_merged() {
     assert!(sessions.iter().all(|s| s.starts_with("a@t1/")), "{sessions:?}");
     let left = walk_names(&hosts.path().join("w1/worktrees"));
     assert!(!left.iter().any(|n| n.contains('@')), "{left:?}");
+    // Sealed, and its branches not kept: the remote holds nothing of the mission any more.
+    assert_eq!(mission_refs_on(&remote), "", "the remote is settled");
+}
+
+/// The refs under `refs/heads/orchestrator/` on the shared remote.
+fn mission_refs_on(remote: &SharedRemote) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "--git-dir",
+            remote.url(),
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/heads/orchestrator/",
+        ])
+        .output()
+        .expect("git runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every file and folder name under `dir`.

@@ -215,6 +215,13 @@ pub(super) async fn run_mission(
             summary.push('\n');
             summary.push_str(&note);
         }
+        if let Some(note) = crate::clean::settle_remote(&repo, &record, !branch_kept).await {
+            bus.emit(Event::Notice {
+                message: note.clone(),
+            });
+            summary.push('\n');
+            summary.push_str(&note);
+        }
     }
     for (model, stats) in client.stats() {
         bus.emit(Event::ModelTraffic {
