@@ -350,6 +350,7 @@ mod tests {
             expires_at: chrono::DateTime::from_timestamp_millis(1_800_000_000_000),
             expired,
             takeovers: 0,
+            give_backs: 0,
         }
     }
 

@@ -72,6 +72,9 @@ pub struct WorkUnitStatus {
     /// How many times it was taken over after a holder's lease expired; past
     /// `orchestrator_store::MAX_TAKEOVERS` it fails instead.
     pub takeovers: u32,
+    /// How many times its holders gave it back for trouble on their hosts; past
+    /// `orchestrator_store::MAX_GIVE_BACKS` it ends instead.
+    pub give_backs: u32,
 }
 
 /// Where a unit of the work queue stands.
@@ -270,6 +273,7 @@ fn work_units_of(store: &orchestrator_store::Store, mission: &str) -> Vec<WorkUn
                     .and_then(chrono::DateTime::from_timestamp_millis),
                 expired: leased && u.expired,
                 takeovers: u.takeovers,
+                give_backs: u.give_backs,
             }
         })
         .collect()

@@ -34,6 +34,20 @@ pub const MAX_ID_BYTES: usize = 512;
 /// holder kept), and its commander fails the unit saying why.
 pub const MAX_TAKEOVERS: u32 = 2;
 
+/// Times a unit's holders may give it back for trouble on their host (no model key there, the
+/// endpoint or the remote failing from there) before the next give-back ends it with the result its
+/// holder hands in: a unit that no host can build stops going round the workers.
+pub const MAX_GIVE_BACKS: u32 = 5;
+
+/// What became of a unit given back ([`Store::give_back`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveBack {
+    /// Ready again, for another claim.
+    Released,
+    /// Given back too often: it ended, failed, with the holder's result.
+    Ended,
+}
+
 /// The parallelism of a mission whose commander has not set it ([`Store::set_max_parallel`]): one
 /// unit at a time is slow but never more than anyone asked for.
 pub const DEFAULT_MAX_PARALLEL: u32 = 1;
@@ -147,6 +161,8 @@ pub struct WorkUnit {
     pub result: Option<Value>,
     /// Claims that took the unit over from a holder whose lease expired (see [`MAX_TAKEOVERS`]).
     pub takeovers: u32,
+    /// Times its holders gave it back for trouble on their host (see [`MAX_GIVE_BACKS`]).
+    pub give_backs: u32,
 }
 
 /// A mission's leader lease: which commander runs it.
@@ -489,6 +505,46 @@ impl Store {
         Ok(())
     }
 
+    /// Gives a unit back for trouble on the holder's host, if `fence` still holds it: ready again
+    /// for another claim, counted; the give-back past [`MAX_GIVE_BACKS`] ends it instead, failed,
+    /// with `result` (which says why), as [`Store::finish_unit`] would. A stop of the worker or a
+    /// recall by the commander is [`Store::release_unit`], which does not count.
+    pub fn give_back(&self, fence: &Fence, result: &Value) -> Result<GiveBack> {
+        check_key(&fence.key)?;
+        let result = self.stored_json("a unit's result", result)?;
+        let mut conn = match self.conn() {
+            Either::Pg(pg) => return pg.give_back(fence.clone(), result),
+            Either::Sqlite(conn) => conn,
+        };
+        let tx = immediate(&mut conn)?;
+        check_fence(fence, sqlite_fence_row(&tx, &fence.key)?)?;
+        let key = &fence.key;
+        let given: i64 = tx.query_row(
+            "UPDATE work_units SET give_backs = give_backs + 1
+             WHERE mission = ?1 AND unit = ?2 AND attempt = ?3 RETURNING give_backs",
+            params![key.mission, key.unit, key.attempt],
+            |r| r.get(0),
+        )?;
+        let ended = given > i64::from(MAX_GIVE_BACKS);
+        let (state, result) = match ended {
+            true => ("failed", Some(result)),
+            false => ("ready", None),
+        };
+        tx.execute(
+            "UPDATE work_units SET state = ?4, result = ?5, expires = NULL,
+                 worker = CASE WHEN ?4 = 'ready' THEN NULL ELSE worker END,
+                 host = CASE WHEN ?4 = 'ready' THEN NULL ELSE host END
+             WHERE mission = ?1 AND unit = ?2 AND attempt = ?3",
+            params![key.mission, key.unit, key.attempt, state, result],
+        )?;
+        tx.commit()?;
+        Ok(if ended {
+            GiveBack::Ended
+        } else {
+            GiveBack::Released
+        })
+    }
+
     /// [`Store::append_message`] by the holder of a unit's lease: written only if `fence` still
     /// holds it, checked in the same transaction.
     pub fn append_message_fenced(
@@ -686,6 +742,7 @@ pub(crate) struct RawWorkUnit {
     pub expired: bool,
     pub result: Option<String>,
     pub takeovers: i64,
+    pub give_backs: i64,
 }
 
 impl RawWorkUnit {
@@ -704,6 +761,7 @@ impl RawWorkUnit {
             expired: self.expired,
             result,
             takeovers: u32::try_from(self.takeovers).unwrap_or(u32::MAX),
+            give_backs: u32::try_from(self.give_backs).unwrap_or(u32::MAX),
         })
     }
 }
@@ -857,7 +915,7 @@ fn sqlite_fence_row(tx: &Transaction<'_>, key: &UnitKey) -> Result<Option<FenceR
 
 fn sqlite_work_units(conn: &Connection, mission: &str, now: i64) -> Result<Vec<RawWorkUnit>> {
     let mut stmt = conn.prepare(
-        "SELECT mission, unit, attempt, state, token, worker, host, expires, result, takeovers
+        "SELECT mission, unit, attempt, state, token, worker, host, expires, result, takeovers, give_backs
          FROM work_units WHERE mission = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map(params![mission], |r| {
@@ -876,6 +934,7 @@ fn sqlite_work_units(conn: &Connection, mission: &str, now: i64) -> Result<Vec<R
             expired: expires.is_some_and(|e| e <= now),
             result: r.get(8)?,
             takeovers: r.get(9)?,
+            give_backs: r.get(10)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -31,15 +31,15 @@ mod lease;
 mod pg;
 mod shared;
 pub use lease::{
-    Beat, ClaimedUnit, Fence, Holder, LeaderLease, Outcome, UnitKey, UnitOffer, UnitState, WorkUnit,
-    DEFAULT_MAX_PARALLEL, MAX_ID_BYTES, MAX_JSON_BYTES, MAX_TAKEOVERS,
+    Beat, ClaimedUnit, Fence, GiveBack, Holder, LeaderLease, Outcome, UnitKey, UnitOffer, UnitState,
+    WorkUnit, DEFAULT_MAX_PARALLEL, MAX_GIVE_BACKS, MAX_ID_BYTES, MAX_JSON_BYTES, MAX_TAKEOVERS,
 };
 pub use pg::{masked_url, Listener, PG_SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 pub use shared::{Throttle, MAX_SHARED_PAUSE};
 
 /// The schema this build writes. Each entry of [`MIGRATIONS`] moves the store up by one.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const MIGRATIONS: &[&str] = &[
     // 0 → 1
@@ -125,6 +125,9 @@ const MIGRATIONS: &[&str] = &[
         cuts INTEGER NOT NULL,
         paused_until INTEGER
     );",
+    // 5 → 6: how many times a unit's holders gave it back for trouble on their host (lease.rs:
+    // bounded, so a unit no host can build ends instead of going round the workers for ever).
+    "ALTER TABLE work_units ADD COLUMN give_backs INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A message to a unit's worker waiting in the inbox.

@@ -24,7 +24,7 @@ mod tls;
 use crate::{now, InboxMessage, MissionRecord, MissionStatus, Result, StoreError};
 
 /// The schema this build writes in PostgreSQL; each entry of [`MIGRATIONS`] moves it up by one.
-pub const PG_SCHEMA_VERSION: i64 = 3;
+pub const PG_SCHEMA_VERSION: i64 = 4;
 
 pub(crate) const MIGRATIONS: &[&str] = &[
     // 0 → 1: the SQLite store's tables with a `repo` column leading every key. `ord` orders missions
@@ -122,6 +122,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         cuts BIGINT NOT NULL,
         paused_until BIGINT
     );",
+    // 3 → 4: how many times a unit's holders gave it back for trouble on their host (lease.rs).
+    "ALTER TABLE orchestrator_work_units ADD COLUMN give_backs BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// Serialises schema changes of processes starting at once (an arbitrary constant of ours).

@@ -867,6 +867,93 @@ async fn a_unit_on_a_worker_is_built_best_of_n_and_the_pick_is_merged() {
     assert_eq!(mission_refs_on(&remote), "", "the remote is settled");
 }
 
+/// Hosts that cannot build a unit (here: no model key) give it back; past `MAX_GIVE_BACKS` it ends,
+/// and the commander stops the mission, resumable, saying why, instead of the unit going round the
+/// workers for ever. A resume with a host that can build it seals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_unit_no_host_can_build_ends_after_its_give_backs_and_resumes() {
+    use orchestrator_fake_model::script::{PlanUnit, Script};
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::file("a", "a.txt", "a")],
+        ..Script::default()
+    })
+    .await;
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let running = start(commander(&schema, &remote), &server, &repo);
+    // Three hosts without a model key: each gives the unit back, and waits before claiming again.
+    let keyless: Vec<tokio::process::Child> = (1..=3)
+        .map(|n| {
+            worker(
+                &schema,
+                &format!("host-k{n}"),
+                &hosts.path().join(format!("k{n}")),
+            )
+            .command(&repo)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary starts")
+        })
+        .collect();
+    let done = finish(running).await;
+    for child in keyless {
+        stop(child).await;
+    }
+    assert_ne!(done.code, Some(0), "{}\n{}", done.stdout, done.stderr);
+    let said = format!("{}\n{}", done.stdout, done.stderr);
+    let gave = format!(
+        "{} holders gave the unit back",
+        orchestrator_store::MAX_GIVE_BACKS + 1
+    );
+    assert!(
+        said.contains(&gave) && said.contains("cannot reach a model"),
+        "{said}"
+    );
+    let store = store_of(&repo, &schema);
+    let mission = store.latest_mission().expect("reads").expect("a mission").id;
+    let row = &store.work_units(&mission).expect("reads")[0];
+    assert_eq!(row.give_backs, orchestrator_store::MAX_GIVE_BACKS + 1, "{row:?}");
+    assert!(
+        store
+            .claim_units(
+                &orchestrator_store::Holder {
+                    id: "late".into(),
+                    host: "h".into()
+                },
+                1,
+                Duration::from_secs(600)
+            )
+            .expect("claims")
+            .is_empty(),
+        "it is not handed out again"
+    );
+
+    // A host that can build it: the resume offers the unit again and seals.
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    let resumed = resume_on(&schema, &server, &repo, &[]).await;
+    let w1 = stop(w1).await;
+    assert_eq!(
+        resumed.code,
+        Some(0),
+        "{}\n{}\nw1: {}",
+        resumed.stdout,
+        resumed.stderr,
+        w1.stderr
+    );
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+}
+
 /// The refs under `refs/heads/orchestrator/` on the shared remote.
 fn mission_refs_on(remote: &SharedRemote) -> String {
     let out = std::process::Command::new("git")

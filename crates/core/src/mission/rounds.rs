@@ -369,8 +369,11 @@ async fn run_rounds(
                 ))
             });
         }
-        if mission.rt.cancel.is_cancelled() || outcomes.iter().any(|o| o.interrupted) {
+        if mission.rt.cancel.is_cancelled() {
             return Ok(interrupted());
+        }
+        if outcomes.iter().any(|o| o.interrupted) {
+            return Ok(interrupted_by_units(&outcomes));
         }
         // `verified`: the commit stage 2 verified and the master reviewer judged, when this run did.
         let (follow_up, verified) = match replay.rounds.get(&round) {
@@ -798,4 +801,27 @@ fn unsealed_summary(rounds: u32, missing: &[UnitSpec]) -> String {
         "not sealed after {rounds} round(s); still missing:\n{}",
         list.join("\n")
     )
+}
+
+/// A round whose units stopped without being judged (not a cancel): the mission stops, resumable,
+/// and says which units stopped and why (a worker's give-backs, a remote out of reach), so the
+/// person knows what to fix before `resume`.
+fn interrupted_by_units(outcomes: &[UnitOutcome]) -> super::run::Ending {
+    let why: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.interrupted)
+        .filter_map(|o| {
+            let reason = o.reason.as_deref().filter(|r| *r != "interrupted")?;
+            Some(format!("{}: {}", o.unit.id, crate::prompts::cut(reason, 400)))
+        })
+        .take(5)
+        .collect();
+    let mut ending = interrupted();
+    if !why.is_empty() {
+        ending.summary = format!(
+            "the mission stopped, units unfinished:\n- {}\nFix that, then continue it with `orchestrator resume`",
+            why.join("\n- ")
+        );
+    }
+    ending
 }

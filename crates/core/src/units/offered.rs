@@ -224,6 +224,7 @@ mod tests {
             expired: false,
             result: None,
             takeovers: MAX_TAKEOVERS,
+            give_backs: 0,
         };
         let why = abandoned(&row);
         assert!(why.starts_with("3 workers in turn took it"), "{why}");

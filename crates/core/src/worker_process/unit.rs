@@ -86,23 +86,16 @@ impl ClaimedJob {
             tracing::info!("{}: given back: its commander stopped", fence.key);
             return UnitEnd::LetGo;
         }
-        if self.stop.is_cancelled() || (result.interrupted && !spent) {
-            // This host could not do it (a stop, no model key, the endpoint or the remote failing
-            // here): another worker may, and this one waits before it claims again.
-            let store = self.store.clone();
-            let key = fence.clone();
+        if self.stop.is_cancelled() {
+            // This worker is stopping: the unit goes to another, uncounted.
+            let (store, key) = (self.store.clone(), fence.clone());
             if let Err(e) = blocking(move || store.release_unit(&key)).await {
                 tracing::warn!("{}: could not be given back ({e}); its lease expires", fence.key);
             }
-            if self.stop.is_cancelled() {
-                return UnitEnd::LetGo;
-            }
-            tracing::warn!(
-                "{}: given back: {}",
-                fence.key,
-                result.reason.as_deref().unwrap_or("stopped")
-            );
-            return UnitEnd::GaveBack;
+            return UnitEnd::LetGo;
+        }
+        if result.interrupted && !spent {
+            return self.give_back(&fence, result).await;
         }
         // A spent budget is the mission's, not this host's: reported, so that no worker spends more
         // on it until the commander offers it again with a budget.
@@ -117,6 +110,38 @@ impl ClaimedJob {
             Err(e) => {
                 tracing::warn!("{}: its result was not taken ({e})", fence.key);
                 UnitEnd::LetGo
+            }
+        }
+    }
+
+    /// This host could not do the unit (no model key, the endpoint or the remote failing from
+    /// here): another worker may, and this one waits before it claims again. Counted by the store:
+    /// past `MAX_GIVE_BACKS` the unit ends, interrupted, with why, and its commander stops the
+    /// mission (resumable) saying so, instead of the unit going round the workers for ever.
+    async fn give_back(&self, fence: &Fence, result: TicketResult) -> UnitEnd {
+        let why = result.reason.clone().unwrap_or_else(|| "stopped".into());
+        let ended = TicketResult {
+            reason: Some(format!(
+                "{} holders gave the unit back for trouble on their hosts; the last ({}): {why}",
+                orchestrator_store::MAX_GIVE_BACKS + 1,
+                self.who
+            )),
+            ..result
+        };
+        let value = serde_json::to_value(&ended).unwrap_or_default();
+        let (store, key) = (self.store.clone(), fence.clone());
+        match blocking(move || store.give_back(&key, &value)).await {
+            Ok(orchestrator_store::GiveBack::Released) => {
+                tracing::warn!("{}: given back: {why}", fence.key);
+                UnitEnd::GaveBack
+            }
+            Ok(orchestrator_store::GiveBack::Ended) => {
+                tracing::warn!("{}: given back too often, it ends: {why}", fence.key);
+                UnitEnd::GaveBack
+            }
+            Err(e) => {
+                tracing::warn!("{}: could not be given back ({e}); its lease expires", fence.key);
+                UnitEnd::GaveBack
             }
         }
     }

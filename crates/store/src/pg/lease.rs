@@ -11,8 +11,8 @@ use super::notify::announce;
 use super::Pg;
 use crate::lease::{
     check_fence, claimed, ensure_leads, finished_by, leader_held, leader_lost, lease_lost, Beat, ClaimedUnit,
-    Fence, FenceRow, Holder, LeaderLease, MissionLoad, Outcome, RawWorkUnit, UnitKey, UnitState,
-    DEFAULT_MAX_PARALLEL, MAX_TAKEOVERS,
+    Fence, FenceRow, GiveBack, Holder, LeaderLease, MissionLoad, Outcome, RawWorkUnit, UnitKey, UnitState,
+    DEFAULT_MAX_PARALLEL, MAX_GIVE_BACKS, MAX_TAKEOVERS,
 };
 use crate::Result;
 
@@ -226,6 +226,38 @@ impl Pg {
         })
     }
 
+    pub(crate) fn give_back(&self, fence: Fence, result: String) -> Result<GiveBack> {
+        self.call(move |c, repo| {
+            let mut tx = lease_tx(c)?;
+            check_fence(&fence, fence_row(&mut tx, repo, &fence.key)?)?;
+            let key = &fence.key;
+            let max = i64::from(MAX_GIVE_BACKS);
+            let row = tx.query_one(
+                "UPDATE orchestrator_work_units SET give_backs = give_backs + 1, expires = NULL,
+                     state = CASE WHEN give_backs + 1 > $5 THEN 'failed' ELSE 'ready' END,
+                     result = CASE WHEN give_backs + 1 > $5 THEN $6 ELSE NULL END,
+                     worker = CASE WHEN give_backs + 1 > $5 THEN worker ELSE NULL END,
+                     host = CASE WHEN give_backs + 1 > $5 THEN host ELSE NULL END
+                 WHERE repo = $1 AND mission = $2 AND unit = $3 AND attempt = $4
+                 RETURNING state",
+                &[
+                    &repo,
+                    &key.mission,
+                    &key.unit,
+                    &i64::from(key.attempt),
+                    &max,
+                    &result,
+                ],
+            )?;
+            announce(&mut tx, repo, &key.mission)?;
+            tx.commit()?;
+            Ok(match row.try_get::<_, String>(0)?.as_str() {
+                "failed" => GiveBack::Ended,
+                _ => GiveBack::Released,
+            })
+        })
+    }
+
     pub(crate) fn append_message_fenced(
         &self,
         fence: Fence,
@@ -281,7 +313,7 @@ impl Pg {
         self.call(move |c, repo| {
             let rows = c.query(
                 "SELECT mission, unit, attempt, state, token, worker, host, expires, result,
-                        expires <= (extract(epoch FROM now()) * 1000)::bigint, takeovers
+                        expires <= (extract(epoch FROM now()) * 1000)::bigint, takeovers, give_backs
                  FROM orchestrator_work_units WHERE repo = $1 AND mission = $2 ORDER BY ord",
                 &[&repo, &mission],
             )?;
@@ -567,6 +599,7 @@ fn raw_work_unit(r: &Row) -> Result<RawWorkUnit> {
         expired: r.try_get::<_, Option<bool>>(9)?.unwrap_or(false),
         result: r.try_get(8)?,
         takeovers: r.try_get(10)?,
+        give_backs: r.try_get(11)?,
     })
 }
 

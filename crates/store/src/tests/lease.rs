@@ -22,6 +22,7 @@ on_both_backends!(
     an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_off,
     an_expired_lease_nobody_took_is_still_its_holders,
     a_unit_whose_holders_all_die_is_failed_after_the_last_take_over,
+    a_unit_given_back_too_often_ends_with_its_holders_result,
     a_finished_missions_queue_is_forgotten_but_not_while_a_worker_holds_a_unit,
     max_parallel_holds_across_two_workers,
     claims_at_the_same_instant_both_get_units,
@@ -974,6 +975,43 @@ fn a_unit_whose_holders_all_die_is_failed_after_the_last_take_over(b: &dyn Backe
     // Other units of the mission are claimed as ever.
     offer(&store, "m1", "u2");
     assert_eq!(store.claim_units(&worker("late"), 1, LONG).unwrap().len(), 1);
+}
+
+fn a_unit_given_back_too_often_ends_with_its_holders_result(b: &dyn Backend) {
+    let store = b.open();
+    store.set_max_parallel("m1", 4).unwrap();
+    offer(&store, "m1", "u1");
+    let why = json!({"passed": false, "interrupted": true, "reason": "no model key on this host"});
+    // Releases (a stopping worker, a recall) do not count; give-backs do, up to the bound.
+    let first = store.claim_units(&worker("w0"), 1, LONG).unwrap().remove(0);
+    store.release_unit(&first.fence).unwrap();
+    for n in 1..=crate::MAX_GIVE_BACKS {
+        let held = store.claim_units(&worker("w1"), 1, LONG).unwrap().remove(0);
+        assert_eq!(
+            store.give_back(&held.fence, &why).unwrap(),
+            crate::GiveBack::Released
+        );
+        let row = &store.work_units("m1").unwrap()[0];
+        assert_eq!(
+            (row.state, row.give_backs, row.holder.clone()),
+            (UnitState::Ready, n, None)
+        );
+        // A stale holder's give-back is refused and counts nothing.
+        assert!(lost(store.give_back(&held.fence, &why)));
+    }
+    let last = store.claim_units(&worker("w2"), 1, LONG).unwrap().remove(0);
+    assert_eq!(
+        store.give_back(&last.fence, &why).unwrap(),
+        crate::GiveBack::Ended
+    );
+    let row = &store.work_units("m1").unwrap()[0];
+    assert_eq!(row.state, UnitState::Failed);
+    assert_eq!(row.result, Some(why));
+    assert_eq!(row.holder, Some(worker("w2")), "the last holder is kept");
+    assert!(
+        store.claim_units(&worker("w3"), 1, LONG).unwrap().is_empty(),
+        "not handed out again"
+    );
 }
 
 fn a_finished_missions_queue_is_forgotten_but_not_while_a_worker_holds_a_unit(b: &dyn Backend) {
