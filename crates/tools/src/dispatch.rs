@@ -62,7 +62,7 @@ pub(crate) fn file_tool(
         "glob" => glob(root, arguments, cancel),
         "grep" => grep(root, arguments, cancel),
         "write" => write(root, options, seen, arguments),
-        "edit" => edit(root, seen, arguments),
+        "edit" => edit(root, options, seen, arguments),
         "insert" => insert(root, arguments),
         other => Err(ToolError::refused(format!("`{other}` is not a file tool"))),
     };
@@ -235,7 +235,7 @@ fn without_folders<'a>(parts: &'a [&'a str], keep: usize) -> impl Iterator<Item 
     (keep + 1..parts.len()).map(move |start| [&parts[..keep], &parts[start..]].concat().join("/"))
 }
 
-fn edit(root: &Root, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {
+fn edit(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {
     let args = Args::parse("edit", arguments, EDIT_ARGS)?;
     let path = args.required_str("path")?;
     let request = EditRequest {
@@ -243,6 +243,7 @@ fn edit(root: &Root, seen: &Seen, arguments: &Value) -> Result<String, ToolError
         new: args.required_str("new_string")?,
         replace_all: args.optional_bool("replace_all")?.unwrap_or(false),
         file: root.resolve_for_write(path)?,
+        may_replace_definitions: options.rewrites_may_drop,
     };
     let done = crate::edit::edit(&request)?;
     seen.add(&request.file.abs);

@@ -134,11 +134,54 @@ pub(crate) fn refuse_read_gutter(what: &str, text: &str) -> Result<(), ToolError
     Ok(())
 }
 
+/// The names a text defines, one per line that starts (after its indentation) a function or a type
+/// in the common languages: `def x(`, `class X`, `fn x(`, `function x(`, `func X(`.
+fn definitions(text: &str) -> Vec<String> {
+    const STARTS: [&str; 11] = [
+        "async def ",
+        "def ",
+        "class ",
+        "pub fn ",
+        "pub(crate) fn ",
+        "fn ",
+        "async fn ",
+        "export function ",
+        "function ",
+        "func ",
+        "struct ",
+    ];
+    text.lines()
+        .filter_map(|line| {
+            let code = line.trim_start();
+            let rest = STARTS.iter().find_map(|s| code.strip_prefix(s))?;
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// An edit whose `old_string` defines something its `new_string` no longer does, while the new one
+/// defines something else: a replacement of one definition by another. Small models "add `mul`" by
+/// replacing `def sub` with it (in the field, `from calc import add, sub` then failed). Returns
+/// (what goes, what comes).
+fn replaced_definitions(old: &str, new: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let (before, after) = (definitions(old), definitions(new));
+    let gone: Vec<String> = before.iter().filter(|d| !after.contains(d)).cloned().collect();
+    let came: Vec<String> = after.iter().filter(|d| !before.contains(d)).cloned().collect();
+    (!gone.is_empty() && !came.is_empty()).then_some((gone, came))
+}
+
 pub(crate) struct EditRequest<'a> {
     pub file: Resolved,
     pub old: &'a str,
     pub new: &'a str,
     pub replace_all: bool,
+    /// `ToolOptions::rewrites_may_drop`: when false, an edit that replaces one definition by
+    /// another is refused (to rename, remove the old one with an empty `new_string`, then add).
+    pub may_replace_definitions: bool,
 }
 
 pub(crate) fn edit(req: &EditRequest<'_>) -> Result<String, ToolError> {
@@ -160,6 +203,19 @@ pub(crate) fn edit(req: &EditRequest<'_>) -> Result<String, ToolError> {
         refuse_read_gutter("old_string", req.old)?;
     }
     check_count(rel, count, req.replace_all)?;
+    let replaced = replaced_definitions(req.old, req.new);
+    if let (Some((gone, came)), false) = (&replaced, req.may_replace_definitions) {
+        return Err(ToolError::refused(format!(
+            "not edited: this would replace {} with {} in {rel}, deleting {}. To add {}, keep the old lines \
+             in `new_string` (or add only the new ones with `insert`); to remove {}, edit it with an empty \
+             `new_string`.",
+            quoted(gone),
+            quoted(came),
+            quoted(gone),
+            quoted(came),
+            quoted(gone)
+        )));
+    }
     let edited = if req.replace_all {
         text.replace(req.old, req.new)
     } else {
@@ -173,10 +229,25 @@ pub(crate) fn edit(req: &EditRequest<'_>) -> Result<String, ToolError> {
         .find(req.old)
         .map_or(0, |at| text[..at].matches('\n').count());
     let changed = req.new.lines().count().max(1);
-    Ok(format!(
+    let mut done = format!(
         "edited {rel}: replaced {count} {noun}; the first now reads:\n{}",
         excerpt(&edited, first, changed)
-    ))
+    );
+    if let Some((gone, _)) = replaced {
+        done.push_str(&format!(
+            "\nThis deleted {} (not in `new_string`): if you meant to add, put it back.",
+            quoted(&gone)
+        ));
+    }
+    Ok(done)
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The file as text, for a `tool` that changes part of it.

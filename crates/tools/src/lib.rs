@@ -59,8 +59,10 @@ pub struct ToolOptions {
     /// folder of such a name to hold a copy of an existing file is refused every time, not once.
     pub not_folders: Vec<String>,
     /// Whether a `write` may delete most of an existing file once the session has read it in full
-    /// (`true`, the default: a rewrite), or never (`false`: lines are removed with `edit`). Small
-    /// models "add a function" by writing a file holding only it, read or not.
+    /// (`true`, the default: a rewrite), or never (`false`: lines are removed with `edit`); and
+    /// whether an `edit` may replace one definition by another (`false`: refused; a rename is a
+    /// removal, then an addition). Small models "add a function" by writing a file holding only it,
+    /// or by editing another function into it.
     pub rewrites_may_drop: bool,
 }
 

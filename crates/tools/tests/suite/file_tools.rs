@@ -572,6 +572,15 @@ async fn a_write_that_deletes_most_of_a_file_is_refused_even_read_when_rewrites_
     // The same again is refused the same: there is no way around it but keeping the lines.
     assert_eq!(fx.err("write", only_mul).await, refused);
     assert_eq!(fx.read_back("calc.py"), calc, "nothing was lost");
+    // Nor may an edit replace one definition by another (the field's other way to lose `sub`).
+    let swap = json!({"path": "calc.py", "old_string": "def sub(a, b):\n    return a - b\n",
+                      "new_string": "def mul(a, b):\n    return a * b\n"});
+    let refused = fx.err("edit", swap).await;
+    assert!(
+        refused.contains("would replace `sub` with `mul`") && refused.contains("an empty `new_string`"),
+        "{refused}"
+    );
+    assert_eq!(fx.read_back("calc.py"), calc, "nothing was lost");
     // Keeping the lines and adding one goes through; so does removing a few with `edit`.
     let added = format!("{calc}\n\ndef mul(a, b):\n    return a * b\n");
     fx.ok("write", json!({"path": "calc.py", "content": added})).await;
@@ -584,6 +593,39 @@ async fn a_write_that_deletes_most_of_a_file_is_refused_even_read_when_rewrites_
     // New files and short ones are written as ever.
     fx.ok("write", json!({"path": "new.py", "content": "x = 1\n"}))
         .await;
+}
+
+/// By default an edit may replace a definition (a rename is one), and its result says what went.
+#[tokio::test]
+async fn an_edit_that_replaces_a_definition_says_what_it_deleted() {
+    let fx = Fixture::writable();
+    fx.file(
+        "calc.py",
+        "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n",
+    );
+    let done = fx
+        .ok(
+            "edit",
+            json!({"path": "calc.py", "old_string": "def sub(a, b):\n    return a - b\n",
+                   "new_string": "def mul(a, b):\n    return a * b\n"}),
+        )
+        .await;
+    assert!(done.contains("This deleted `sub`"), "{done}");
+    // Changing a body, or adding beside what stays, says nothing more.
+    let body = fx
+        .ok(
+            "edit",
+            json!({"path": "calc.py", "old_string": "    return a * b\n", "new_string": "    return b * a\n"}),
+        )
+        .await;
+    assert!(!body.contains("deleted"), "{body}");
+    let beside = fx
+        .ok(
+            "edit",
+            json!({"path": "calc.py", "old_string": "def add(a, b):\n", "new_string": "def neg(a):\n    return -a\n\n\ndef add(a, b):\n"}),
+        )
+        .await;
+    assert!(!beside.contains("deleted"), "{beside}");
 }
 
 /// A weak reviewer reads "diff --git a/calc.py b/calc.py" (a line of the diff it was shown): it gets
