@@ -954,6 +954,89 @@ async fn a_unit_no_host_can_build_ends_after_its_give_backs_and_resumes() {
     assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
 }
 
+/// A worker cut off from PostgreSQL in the middle of a unit (its connections reset, new ones
+/// dropped): once its lease can no longer be renewed it stops the unit's sessions and writes,
+/// pushes and reports nothing more; another host takes the unit over when the lease expires, and the
+/// mission seals with every unit merged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_worker_cut_off_from_the_store_stops_and_its_unit_is_taken_over() {
+    use orchestrator_test_support::cut::CutProxy;
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
+    let scripted = ScriptedMission::new(script());
+    let a_started = Arc::new(AtomicBool::new(false));
+    let brain = {
+        let a_started = a_started.clone();
+        move |request: &SeenRequest| {
+            if worker_unit(request).as_deref() != Some("a") || a_started.swap(true, Ordering::SeqCst) {
+                return scripted.respond(request);
+            }
+            // Unit a's first worker turn runs a command long enough for the line to be cut in it.
+            Reply::ToolCalls {
+                text: String::new(),
+                calls: vec![("bash".into(), r#"{"command": "sleep 20"}"#.into())],
+            }
+        }
+    };
+    let server = FakeServer::start(brain, FakeOptions::default())
+        .await
+        .expect("fake model server starts");
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let line = CutProxy::to_url(&schema.url);
+    let cut_off = TestSchema {
+        url: line.through(&schema.url),
+        name: schema.name.clone(),
+    };
+    let running = start(commander(&schema, &remote).arg("--keep-branches"), &server, &repo);
+    let w1 = start(
+        worker(&cut_off, "host-cut", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || a_started.load(Ordering::SeqCst)).await,
+        "unit a reached the worker"
+    );
+    line.cut();
+    // Another host, reaching the store, takes over what the cut-off one held once its leases expire.
+    let w2 = start(
+        worker(&schema, "host-w2", &hosts.path().join("w2")),
+        &server,
+        &repo,
+    );
+    let done = finish(running).await;
+    let (w1, w2) = (stop(w1).await, stop(w2).await);
+    assert_sealed_once(&done, &repo, &w2);
+    assert!(
+        w1.stderr.contains("the lease was lost") || w1.stderr.contains("cannot renew the lease"),
+        "{}",
+        w1.stderr
+    );
+    let taken = done.events_of("unit_taken");
+    assert!(
+        taken
+            .iter()
+            .any(|e| e["unit"] == "a" && e["host"] == "host-w2" && e["taken_over_from"] == 1),
+        "{taken:?}"
+    );
+    // The cut-off holder pushed nothing: only its successor's ref for unit a is on the remote.
+    let refs = String::from_utf8_lossy(
+        &std::process::Command::new("git")
+            .args(["--git-dir", remote.url(), "for-each-ref", "--format=%(refname)"])
+            .output()
+            .expect("git runs")
+            .stdout,
+    )
+    .into_owned();
+    assert!(!refs.contains("/w/a@t1"), "{refs}");
+    assert!(refs.contains("/w/a@t2"), "{refs}");
+}
+
 /// The refs under `refs/heads/orchestrator/` on the shared remote.
 fn mission_refs_on(remote: &SharedRemote) -> String {
     let out = std::process::Command::new("git")
