@@ -1037,6 +1037,42 @@ async fn a_worker_cut_off_from_the_store_stops_and_its_unit_is_taken_over() {
     assert!(refs.contains("/w/a@t2"), "{refs}");
 }
 
+/// The endpoint's `max_concurrency` holds for a worker host as a whole: its units share one model
+/// client, as a commander's sessions do, so a server that takes one request at a time gets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    pg_missing,
+    ignore = "needs PostgreSQL: set ORCHESTRATOR_TEST_PG_URL (scripts/pg-test-server)"
+)]
+async fn a_workers_units_share_the_endpoints_concurrency_limit() {
+    let schema = fresh_schema();
+    let remote = SharedRemote::new();
+    let config = format!("{CONFIG}[endpoint]\nmax_concurrency = 1\n");
+    let repo = TestRepo::new(&[("orchestrator.toml", &config)]);
+    let options = FakeOptions {
+        latency: Duration::from_millis(150),
+        ..FakeOptions::default()
+    };
+    let server = FakeServer::start(ScriptedMission::new(script()), options)
+        .await
+        .expect("fake model server starts");
+    let hosts = tempfile::tempdir().expect("tempdir");
+    let running = start(commander(&schema, &remote), &server, &repo);
+    let w1 = start(
+        worker(&schema, "host-w1", &hosts.path().join("w1")),
+        &server,
+        &repo,
+    );
+    let done = finish(running).await;
+    let w1 = stop(w1).await;
+    assert_sealed_once(&done, &repo, &w1);
+    assert_eq!(
+        server.max_in_flight(),
+        1,
+        "the worker's units called the model one at a time"
+    );
+}
+
 /// The refs under `refs/heads/orchestrator/` on the shared remote.
 fn mission_refs_on(remote: &SharedRemote) -> String {
     let out = std::process::Command::new("git")

@@ -120,6 +120,7 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
     let mut backoff = Backoff::default();
     let mirrors = Arc::new(unit::Mirrors::default());
     let baselines = Arc::new(baselines::Baselines::default());
+    let clients = Arc::new(unit::SharedClients::default());
     // One of each per worker process, shared by its units: a unit's model client follows every
     // host's throttles through it, and its mission's spend is followed once however many units
     // of it run here.
@@ -201,6 +202,7 @@ pub async fn run_worker(options: WorkerOptions, cancel: CancellationToken) -> Re
                         stop: units_cancel.child_token(),
                         mirrors: mirrors.clone(),
                         baselines: baselines.clone(),
+                        clients: clients.clone(),
                         throttle: throttle.clone(),
                         spends: spends.clone(),
                         who: who.clone(),

@@ -28,6 +28,8 @@ pub(super) struct ClaimedJob {
     pub(super) mirrors: Arc<Mirrors>,
     /// The missions' baselines on this host, shared by their units.
     pub(super) baselines: Arc<super::baselines::Baselines>,
+    /// The model clients of this host, one per endpoint configuration, shared by its units.
+    pub(super) clients: Arc<SharedClients>,
     pub(super) claimed: ClaimedUnit,
     pub(super) workdir: PathBuf,
     pub(super) lease: Duration,
@@ -232,11 +234,10 @@ impl ClaimedJob {
                 ))
             }
         };
-        let clients = match crate::client::clients_from_env(&config) {
+        let clients = match self.clients.of(&config, &self.throttle) {
             Ok(clients) => clients,
             Err(e) => return interrupted(format!("this worker cannot reach a model: {e}")),
         };
-        clients.mission.share_throttle(self.throttle.clone());
         let mut secrets = clients.secrets.clone();
         secrets.extend(crate::mcp_servers::secrets(&config));
         self.store.set_secrets(secrets);
@@ -351,6 +352,32 @@ impl Holder {
             Ok(_) => {}
             Err(e) => tracing::warn!("cannot list the branches under {}: {e}", self.branch_root),
         }
+    }
+}
+
+/// The worker's model clients, one per endpoint configuration (provider, address, timeouts and
+/// limits), shared by every unit that uses it: its governor's `max_concurrency` and rate limits then
+/// hold for this host as a whole, as they do for a commander's sessions (a local llama.cpp serving
+/// one request at a time is not sent one per unit), and a 429 slows all of them at once.
+#[derive(Default)]
+pub(super) struct SharedClients(Mutex<std::collections::HashMap<String, Arc<crate::client::Clients>>>);
+
+impl SharedClients {
+    fn of(
+        &self,
+        config: &crate::config::Config,
+        throttle: &Arc<crate::across_hosts::StoreThrottle>,
+    ) -> crate::error::Result<Arc<crate::client::Clients>> {
+        // The address and key come from this process's environment, the same for every unit.
+        let key = format!("{:?}|{:?}", config.provider, config.endpoint);
+        let mut clients = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(clients) = clients.get(&key) {
+            return Ok(clients.clone());
+        }
+        let built = Arc::new(crate::client::clients_from_env(config)?);
+        built.mission.share_throttle(throttle.clone());
+        clients.insert(key, built.clone());
+        Ok(built)
     }
 }
 
