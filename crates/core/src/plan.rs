@@ -240,6 +240,47 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// Structural checks shared by plans and spawns: non-empty, unique ids, known dependencies, no cycles.
+/// What an objective names as code: functions (`mul(a, b)` → `mul`), files (`calc.py`) and anything
+/// in backticks. A plan should carry each into some task: the field's 1.5B planned "add(a, b)
+/// function" for an objective that asked for `mul`, and every worker then built the wrong thing.
+pub fn named_in_objective(objective: &str) -> Vec<String> {
+    static PATTERNS: std::sync::LazyLock<Vec<regex::Regex>> = std::sync::LazyLock::new(|| {
+        [
+            r"`([^`\n]{1,80})`",
+            r"\b([A-Za-z_][A-Za-z0-9_]{1,60})\(",
+            r"\b([\w./-]{0,100}\w\.(?:py|rs|ts|tsx|js|jsx|mjs|go|java|kt|rb|c|h|cc|cpp|hpp|cs|swift|php|md|toml|json|ya?ml|sql|sh))\b",
+        ]
+        .iter()
+        .map(|p| regex::Regex::new(p).unwrap_or_else(|e| panic!("bad objective pattern {p}: {e}")))
+        .collect()
+    });
+    let mut names: Vec<String> = Vec::new();
+    for pattern in PATTERNS.iter() {
+        for captures in pattern.captures_iter(objective) {
+            let Some(name) = captures.get(1).map(|m| m.as_str().trim().to_string()) else {
+                continue;
+            };
+            if !name.is_empty() && !names.contains(&name) && names.len() < 20 {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// The names of [`named_in_objective`] that no unit of `units` mentions (title, description or files).
+pub fn uncovered(names: &[String], units: &[UnitSpec]) -> Vec<String> {
+    let text: String = units
+        .iter()
+        .map(|u| format!("{}\n{}\n{}\n", u.title, u.description, u.files.join("\n")))
+        .collect();
+    names
+        .iter()
+        .filter(|name| !text.contains(name.as_str()))
+        .cloned()
+        .collect()
+}
+
 pub fn validate(units: &[UnitSpec]) -> Vec<String> {
     let mut problems = Vec::new();
     if units.is_empty() {
@@ -410,6 +451,41 @@ pub fn render_todo(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_an_objective_names_as_code_must_be_in_some_task() {
+        let objective =
+            "Add a function mul(a, b) to calc.py that returns a * b, and a test for it in test_calc.py.";
+        assert_eq!(named_in_objective(objective), ["mul", "calc.py", "test_calc.py"]);
+        assert_eq!(
+            named_in_objective("Use `serde_json` in src/lib.rs, not a (hand-written) parser"),
+            ["serde_json", "src/lib.rs"]
+        );
+        assert!(named_in_objective("Implement a real-time collaborative editor using WebSocket").is_empty());
+        let task = |title: &str, description: &str, files: &[&str]| UnitSpec {
+            id: "1".into(),
+            title: title.into(),
+            description: description.into(),
+            depends_on: vec![],
+            files: files.iter().map(|f| f.to_string()).collect(),
+            attempts: None,
+        };
+        let names = named_in_objective(objective);
+        // The field's plan: named after `add`, with the right files.
+        let field = [task(
+            "add(a, b) function",
+            "Add two numbers",
+            &["calc.py", "test_calc.py"],
+        )];
+        assert_eq!(uncovered(&names, &field), ["mul"]);
+        let right = [task(
+            "Add mul",
+            "def mul(a, b) in calc.py and test_mul in test_calc.py",
+            &[],
+        )];
+        assert!(uncovered(&names, &right).is_empty());
+    }
+
     use serde_json::json;
 
     #[test]

@@ -211,6 +211,30 @@ struct PlanHook {
     max_units: usize,
     attempts: Mutex<u32>,
     plan: Mutex<Option<Vec<UnitSpec>>>,
+    /// What the objective names as code (`plan::named_in_objective`): a plan that leaves one of them
+    /// out of every task is sent back once, then taken.
+    objective_names: Vec<String>,
+    asked_for_names: std::sync::atomic::AtomicBool,
+}
+
+impl PlanHook {
+    /// A valid plan whose tasks leave out something the objective names, the first time only.
+    fn leaves_out(&self, units: &[UnitSpec]) -> Option<String> {
+        let missing = crate::plan::uncovered(&self.objective_names, units);
+        if missing.is_empty()
+            || self
+                .asked_for_names
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        let names: Vec<String> = missing.iter().map(|n| format!("`{n}`")).collect();
+        Some(format!(
+            "the objective names {}, which no task mentions: say in the title or description of the task \
+             that does it what it builds, with those names",
+            names.join(", ")
+        ))
+    }
 }
 
 #[async_trait]
@@ -222,7 +246,10 @@ impl SessionHooks for PlanHook {
                  sub-units and follow-ups included. Plan fewer, larger units.",
                 self.max_units
             )]),
-            _ => Ok(units),
+            _ => match self.leaves_out(&units) {
+                Some(problem) => Err(vec![problem]),
+                None => Ok(units),
+            },
         });
         match parsed {
             Ok(units) => {
@@ -326,6 +353,8 @@ pub async fn plan(
         max_units: config.max_units,
         attempts: Mutex::new(0),
         plan: Mutex::new(None),
+        objective_names: crate::plan::named_in_objective(objective),
+        asked_for_names: std::sync::atomic::AtomicBool::new(false),
     };
     let (key, first) = match &revision {
         None => (

@@ -492,3 +492,37 @@ async fn reading_a_new_file_does_not_make_an_old_read_new() {
     assert_eq!(reads.len(), 3, "{reads:?}");
     assert_eq!(reads[2], "repeated call, not run", "{reads:?}");
 }
+
+/// A plan that leaves out what the objective names as code (the field's 1.5B planned "add(a, b)
+/// function" for an objective asking for `mul`) is sent back once, naming it; a planner that sends
+/// the same plan again gets it taken, so the rule cannot loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_leaves_out_what_the_objective_names_is_sent_back_once() {
+    let repo = TestRepo::new(&[]);
+    let wrong =
+        r#"{"tasks": [{"id": "a", "title": "Add a", "description": "FILE a.txt := a", "depends_on": []}]}"#;
+    let server = looping(move |r| {
+        (role_of(r) == "planner")
+            .then(|| call("submit_plan", wrong))
+            .flatten()
+    })
+    .await;
+    let done = Run::task("Write the function mul(a, b) in a.txt")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let rejected = done.events_of("plan_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let problems = rejected[0]["problems"].to_string();
+    assert!(
+        problems.contains("`mul`") && problems.contains("no task mentions"),
+        "{problems}"
+    );
+    let accepted = done.events_of("plan_accepted");
+    assert_eq!(
+        accepted[0]["units"][0]["title"], "Add a",
+        "the same plan, taken the second time"
+    );
+}
