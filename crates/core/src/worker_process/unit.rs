@@ -259,6 +259,11 @@ impl ClaimedJob {
             rt = rt.with_shared_spend(spend);
         }
         rt.prompts = crate::mission::project_prompts(&rt, &config, worktree.path());
+        // Held until the unit ends, so the baseline it starts from is not removed under it.
+        let baseline = self
+            .baselines
+            .of(&fence.key.mission, ticket, repo, &config, trees)
+            .await;
         let verifier = Verifier {
             install: ticket.verify.install.clone(),
             install_online: false,
@@ -268,10 +273,7 @@ impl ClaimedJob {
             timeout: config.verify_timeout,
             permits: tokio::sync::Semaphore::new(config.max_parallel_verify),
             sandbox: config.sandbox.clone(),
-            baseline: self
-                .baselines
-                .of(&fence.key.mission, ticket, repo, &config, trees)
-                .await,
+            baseline: baseline.as_ref().map(|held| held.ready.clone()),
         };
         let mission = Arc::new(Mission {
             id: fence.key.mission.clone(),
