@@ -180,6 +180,20 @@ async fn a_worker_that_keeps_repeating_one_call_ends_instead_of_spending_its_tur
         "{lists:?}"
     );
     assert!(repo.read("a.txt").is_none());
+    // Having changed nothing, the worker is told to make its change, not invited to answer.
+    let told = requests_of(&server, "worker")
+        .iter()
+        .flat_map(|r| r.messages.clone())
+        .filter_map(|m| match m {
+            SeenMessage::Tool { content, .. } if content.contains("Not run") => Some(content),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        told.contains("You have changed no file yet") && !told.contains("answer with a short summary"),
+        "{told}"
+    );
 }
 
 /// What the 1.5B did: `read calc.py`, a failing `edit`, `read calc.py`, the same failing `edit`, …

@@ -504,6 +504,22 @@ impl Session {
             .find(|(content, _)| !content.starts_with(NOT_RUN_AGAIN))
     }
 
+    /// Whether the conversation shows a call that may have changed the worktree (a write, edit,
+    /// insert or command that ran), in this run or an earlier one (an attempt before feedback).
+    fn has_written(&self) -> bool {
+        self.messages.iter().any(|m| match m {
+            Message::Assistant { tool_calls, .. } => tool_calls.iter().any(|c| {
+                matches!(c.name.as_str(), "write" | "edit" | "insert" | "bash")
+                    && self.messages.iter().any(
+                        |r| matches!(r, Message::Tool { call_id, is_error: false, .. } if *call_id == c.id),
+                    )
+            }),
+            // A compacted conversation no longer shows what was done: assume something was.
+            Message::User { content } => content.starts_with(crate::compact::SUMMARY_PREFIX),
+            _ => false,
+        })
+    }
+
     fn can_write(&self) -> bool {
         self.tools
             .iter()
@@ -549,6 +565,25 @@ impl Session {
                  your own answer for this task{shape}"
             ),
             Some(tool) => format!("When you know enough, call `{tool}` now{shape}"),
+            // A worker that has changed nothing yet and answers now ends its attempt with nothing
+            // done (the field's 1.5B read the same files until told this, then stopped).
+            None if self.can_write() && watch.version == 0 && !self.has_written() => {
+                let tools: Vec<&str> = self
+                    .tools
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .filter(|name| orchestrator_tools::WRITING_TOOLS.contains(name))
+                    .collect();
+                format!(
+                    "You have changed no file yet: make the change your task asks for now (with {}). \
+                     Answering now would end your attempt with nothing done.",
+                    tools
+                        .iter()
+                        .map(|t| format!("`{t}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
             None => "Take the next step: change something, run something else, or answer with a short \
                   summary when the work is done."
                 .to_string(),
