@@ -78,12 +78,33 @@ impl Offers {
             .map_err(|e| e.to_string())
     }
 
+    /// Refuses to write the remote's integration ref for a commander that no longer leads: the
+    /// lead is read from the store just before (the leader keeper notices a loss only at its next
+    /// renewal), and a loss found here stops this commander as the keeper would.
+    async fn check_lead(&self) -> Result<(), String> {
+        if let Some(why) = self.bus.lead_lost() {
+            return Err(format!("{} ({why})", crate::units::LEAD_LOST_NOTE));
+        }
+        let (store, mission) = (self.store.clone(), self.mission.clone());
+        match tokio::task::spawn_blocking(move || store.still_leads(&mission)).await {
+            Ok(Ok(Some(false))) => {
+                let why = "another commander leads the mission now".to_string();
+                self.bus.lose_lead(why.clone());
+                Err(format!("{} ({why})", crate::units::LEAD_LOST_NOTE))
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot read the mission's lead before pushing: {e}")),
+            Err(e) => Err(format!("cannot read the mission's lead before pushing: {e}")),
+        }
+    }
+
     /// Makes `commit` reachable on the remote through the mission's integration ref. The ref only
     /// moves forward and is compare and swap: a commit the published one already contains is not
     /// pushed again, and a ref someone else moved is an error, never overwritten.
     pub(crate) async fn publish(&self, commit: &str) -> Result<(), String> {
         let mut published = self.published.lock().await;
         let name = integration_ref(&self.mission);
+        self.check_lead().await?;
         if published.is_none() {
             *published = self
                 .repo

@@ -526,6 +526,18 @@ impl Store {
         *lock(&self.leader_fence) = Some((mission.to_string(), token));
     }
 
+    /// Whether the commander this handle is fenced for ([`Store::fence_by_leader`]) still leads
+    /// `mission`: its token is the lease's. `None` for a handle not fenced for it. Read just before
+    /// a write outside the store that only the leader may make (the remote's integration ref).
+    pub fn still_leads(&self, mission: &str) -> Result<Option<bool>> {
+        let Some(token) = self.leader_fence(mission) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.leader(mission)?.is_some_and(|lead| lead.token == token),
+        ))
+    }
+
     /// The leader token `mission`'s writes are fenced by, if any.
     fn leader_fence(&self, mission: &str) -> Option<i64> {
         lock(&self.leader_fence)

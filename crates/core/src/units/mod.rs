@@ -17,6 +17,7 @@ use orchestrator_protocol::{UnitSpec, UnitState};
 
 pub use dag::run_dag;
 pub use merge::MergeTarget;
+pub(crate) use merge::LEAD_LOST as LEAD_LOST_NOTE;
 use merge::{merge_into, LEAD_LOST};
 use tree::UnitTree;
 use unit::UnitRun;

@@ -484,6 +484,13 @@ fn a_live_lead_is_taken_over_only_from_the_token_named(b: &dyn Backend) {
     let store = b.open();
     let other = b.reopen();
     let first = store.acquire_leader("m1", &worker("c1"), LONG).unwrap();
+    assert_eq!(
+        store.still_leads("m1").unwrap(),
+        None,
+        "a handle not fenced says nothing"
+    );
+    store.fence_by_leader("m1", first.token);
+    assert_eq!(store.still_leads("m1").unwrap(), Some(true));
     // A take-over naming a token that does not lead is refused as acquiring is, with the expiry.
     let err = other
         .take_over_leader("m1", &worker("c2"), LONG, first.token + 7)
@@ -498,6 +505,11 @@ fn a_live_lead_is_taken_over_only_from_the_token_named(b: &dyn Backend) {
         .take_over_leader("m1", &worker("c2"), LONG, first.token)
         .unwrap();
     assert!(second.token > first.token);
+    assert_eq!(
+        store.still_leads("m1").unwrap(),
+        Some(false),
+        "the first commander is told"
+    );
     assert!(lost(store.renew_leader("m1", first.token, LONG)));
     // Nothing leads after a release: a take-over from any token then acquires.
     other.release_leader("m1", second.token).unwrap();
