@@ -671,3 +671,46 @@ async fn running_out_of_turns_fails_the_attempt_not_the_review() {
         assert!(repo.read(f).is_some(), "{f}");
     }
 }
+
+/// A worker that answers again without changing anything after its work failed verification is not
+/// built and tested again (the same commit fails the same way): the attempt fails at once, and the
+/// worker is told it changed nothing, with what failed. In the field the 1.5B answered "the problem
+/// has been fixed" twice with the same tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_nothing_changed_since_a_failed_verification_is_not_verified_again() {
+    let config = "[verify]\ntest = \"! grep -q broken a.txt\"\n[limits]\nunit_attempts = 3\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::new("a", "Write a", "FILE a.txt := broken", &[])],
+        ..Script::default()
+    })
+    .await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_ne!(done.code, Some(0));
+    let tests = done
+        .events_of("evidence_recorded")
+        .into_iter()
+        .filter(|e| e["unit"] == "a" && e["evidence"]["kind"] == "test")
+        .count();
+    assert_eq!(tests, 1, "the unchanged commit was tested once");
+    let told = requests_of(&server, "worker")
+        .iter()
+        .flat_map(|r| r.messages.clone())
+        .filter_map(|m| match m {
+            SeenMessage::User { text } => Some(text),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        told.contains("you changed no file since your last attempt failed verification")
+            && told.contains("! grep -q broken a.txt"),
+        "{told}"
+    );
+}

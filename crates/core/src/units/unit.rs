@@ -432,6 +432,8 @@ impl UnitRun {
         let fail = |reason: String| Box::new(self.failed(reason, String::new()));
         let attempts = mission.config.unit_attempts;
         let mut last_feedback = String::new();
+        // The commit whose verification failed last, with what the worker was told.
+        let mut failed_verification: Option<(String, String)> = None;
         for attempt in first..=attempts {
             self.state(UnitState::Running, attempt, None);
             let end = session.run(rt, hooks, slot).await;
@@ -485,6 +487,17 @@ impl UnitRun {
                 }
                 continue;
             }
+            if let Some((_, told)) = failed_verification
+                .as_ref()
+                .filter(|(commit, _)| *commit == verified)
+            {
+                last_feedback =
+                    self.attempt_failed(attempt, unchanged_since_failure(attempt, &verified, told));
+                if attempt < attempts {
+                    session.push_user(last_feedback.clone());
+                }
+                continue;
+            }
             match self
                 .check(
                     slot,
@@ -507,6 +520,9 @@ impl UnitRun {
                     })
                 }
                 Some(feedback) => {
+                    failed_verification = feedback
+                        .starts_with(VERIFICATION_FAILED)
+                        .then(|| (verified.clone(), feedback.clone()));
                     last_feedback = feedback;
                     if attempt < attempts {
                         session.push_user(last_feedback.clone());
@@ -805,11 +821,33 @@ impl UnitRun {
 }
 
 /// What a worker is told when the runtime's build or tests failed on its committed work.
+/// How the feedback of a failed verification begins.
+const VERIFICATION_FAILED: &str = "Stage 1 verification failed";
+
 pub(super) fn verification_feedback(evidence: &[orchestrator_protocol::Evidence]) -> String {
     format!(
-        "Stage 1 verification failed: the runtime ran the build and tests on your committed work.\n\n{}\n\
+        "{VERIFICATION_FAILED}: the runtime ran the build and tests on your committed work.\n\n{}\n\
          Fix the problem, run the tests yourself, then answer with a short summary.",
         verify::describe(evidence)
+    )
+}
+
+/// A worker that answered without changing anything since its commit failed verification: the
+/// same commit would fail the same way, so it is not built and tested again (in the field the 1.5B
+/// answered "the problem has been fixed" twice with the same tree); the attempt fails at once.
+fn unchanged_since_failure(attempt: u32, commit: &str, feedback: &str) -> String {
+    let told: Vec<&str> = feedback
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .take(12)
+        .collect();
+    format!(
+        "Attempt {attempt}: you changed no file since your last attempt failed verification (your work \
+         is still commit {}), so it fails the same way; it was not run again. What failed:\n{}\n\
+         Change the files to fix that (check that your tool calls succeeded), then answer.",
+        verify::short(commit),
+        told.join("\n")
     )
 }
 
