@@ -17,6 +17,7 @@ mod effective;
 mod error;
 mod events;
 mod grounded;
+mod hints;
 mod hooks;
 mod inbox;
 pub mod instructions;

@@ -714,3 +714,42 @@ async fn an_answer_with_nothing_changed_since_a_failed_verification_is_not_verif
         "{told}"
     );
 }
+
+/// A failure that says a name is missing ("NameError: name 'mul' is not defined") is told to the
+/// worker with where the worktree defines that name, so the fix (an import) is one step away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_name_in_a_failure_is_shown_where_it_is_defined() {
+    let test =
+        "grep -q 'from calc import mul' t.py || { echo \"NameError: name 'mul' is not defined\"; exit 1; }";
+    let config = format!(
+        "[verify]\ntest = \"{}\"\n[limits]\nunit_attempts = 2\n",
+        test.replace('"', "\\\"")
+    );
+    let repo = TestRepo::new(&[("orchestrator.toml", &config), ("t.py", "import unittest\n")]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Add mul",
+            "FILE calc.py := def mul(a, b):\\n    return a * b\\n\nFIX t.py := from calc import mul\\n",
+            &[],
+        )],
+        ..Script::default()
+    })
+    .await;
+    let done = Run::task("Add mul")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let told = requests_of(&server, "worker")
+        .iter()
+        .flat_map(|r| r.messages.clone())
+        .filter_map(|m| match m {
+            SeenMessage::User { text } => Some(text),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(told.contains("- `mul`: calc.py:1 `def mul(a, b):`"), "{told}");
+}

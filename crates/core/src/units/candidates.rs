@@ -243,7 +243,7 @@ impl UnitRun {
                 evidence,
             }
         } else {
-            out(verification_feedback(&evidence))
+            out(verification_feedback(&evidence, Some(worktree.path())))
         }
     }
 

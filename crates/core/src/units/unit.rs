@@ -792,7 +792,7 @@ impl UnitRun {
         }
         if !all_passed(evidence) {
             // Failing evidence fails the unit without spending a review.
-            return Ok(Some(verification_feedback(evidence)));
+            return Ok(Some(verification_feedback(evidence, Some(worktree.path()))));
         }
         self.state(UnitState::Reviewing, attempt, None);
         let review = match known_review {
@@ -824,9 +824,24 @@ impl UnitRun {
 /// How the feedback of a failed verification begins.
 const VERIFICATION_FAILED: &str = "Stage 1 verification failed";
 
-pub(super) fn verification_feedback(evidence: &[orchestrator_protocol::Evidence]) -> String {
+/// What a worker is told of its failed verification; with `root` (its worktree), where the names
+/// the failure says are missing are defined (`hints.rs`).
+pub(super) fn verification_feedback(
+    evidence: &[orchestrator_protocol::Evidence],
+    root: Option<&Path>,
+) -> String {
+    let failed: String = evidence
+        .iter()
+        .filter(|e| !e.passed())
+        .map(|e| e.output_tail.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let hint = root
+        .and_then(|root| crate::hints::where_defined(&failed, root))
+        .map(|hint| format!("{hint}\n\n"))
+        .unwrap_or_default();
     format!(
-        "{VERIFICATION_FAILED}: the runtime ran the build and tests on your committed work.\n\n{}\n\
+        "{VERIFICATION_FAILED}: the runtime ran the build and tests on your committed work.\n\n{}\n{hint}\
          Fix the problem, run the tests yourself, then answer with a short summary.",
         verify::describe(evidence)
     )

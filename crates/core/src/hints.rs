@@ -1,0 +1,200 @@
+//! Where the names a failure says are missing are defined. "NameError: name 'mul' is not defined"
+//! tells a small model that something is wrong, not what: in the field the 1.5B had written `def
+//! mul` in calc.py and a test calling it, and never imported it, for three attempts. The runtime
+//! finds the definitions in the worktree and says where they are (or that there are none), so the
+//! fix is one step away for any model.
+
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// What the common runtimes and compilers say of a name they cannot find, the name captured.
+static MISSING: LazyLock<Vec<Regex>> = LazyLock::new(|| {
+    [
+        // Python.
+        r"NameError: name '(\w+)' is not defined",
+        r"ImportError: cannot import name '(\w+)'",
+        // JavaScript and TypeScript.
+        r"ReferenceError: (\w+) is not defined",
+        r"Cannot find name '(\w+)'",
+        // Rust.
+        r"cannot find (?:function|value|type|struct|macro|trait) `(\w+)` in",
+        // Go.
+        r"undefined: (\w+)",
+    ]
+    .iter()
+    .map(|p| Regex::new(p).unwrap_or_else(|e| panic!("bad missing-name pattern {p}: {e}")))
+    .collect()
+});
+
+/// The most names looked up for one failure, and places shown for each.
+const MAX_NAMES: usize = 3;
+const MAX_PLACES: usize = 3;
+/// Bounds on the search, so a huge worktree costs milliseconds, not minutes.
+const MAX_FILES: usize = 2_000;
+const MAX_FILE_BYTES: u64 = 512 * 1024;
+
+/// The names `output` says are missing, in order, at most [`MAX_NAMES`].
+pub(crate) fn missing_names(output: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for line in output.lines() {
+        for pattern in MISSING.iter() {
+            if let Some(name) = pattern.captures(line).and_then(|c| c.get(1)) {
+                let name = name.as_str().to_string();
+                if !names.contains(&name) && names.len() < MAX_NAMES {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// For each missing name of `output`, where the worktree at `root` defines it; `None` when the
+/// output names none.
+pub(crate) fn where_defined(output: &str, root: &Path) -> Option<String> {
+    let names = missing_names(output);
+    if names.is_empty() {
+        return None;
+    }
+    let files = source_files(root);
+    let mut text = String::from(
+        "Where the names the failure says are missing are defined in your worktree (the file that failed \
+         must import them, or call them where they are in scope):",
+    );
+    for name in &names {
+        let places = definitions_of(name, root, &files);
+        if places.is_empty() {
+            text.push_str(&format!("\n- `{name}`: defined nowhere in the worktree"));
+        } else {
+            text.push_str(&format!("\n- `{name}`: {}", places.join("; ")));
+        }
+    }
+    Some(text)
+}
+
+/// `path:line` and the line, for each line of `files` that defines `name`.
+fn definitions_of(name: &str, root: &Path, files: &[std::path::PathBuf]) -> Vec<String> {
+    let forms = [
+        format!("def {name}("),
+        format!("async def {name}("),
+        format!("class {name}"),
+        format!("fn {name}("),
+        format!("fn {name}<"),
+        format!("function {name}("),
+        format!("func {name}("),
+        format!("struct {name}"),
+        format!("const {name} ="),
+        format!("let {name} ="),
+        format!("{name} = "),
+    ];
+    let mut places = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            let code = code.strip_prefix("pub ").unwrap_or(code);
+            let code = code.strip_prefix("export ").unwrap_or(code);
+            let defines = forms.iter().any(|form| {
+                code.starts_with(form.as_str())
+                    && (!form.ends_with(' ') || line.len() == code.len() || !line.starts_with(' '))
+            });
+            if defines {
+                let rel = file.strip_prefix(root).unwrap_or(file).display();
+                places.push(format!(
+                    "{rel}:{} `{}`",
+                    i + 1,
+                    crate::prompts::cut(line.trim(), 120)
+                ));
+                if places.len() >= MAX_PLACES {
+                    return places;
+                }
+            }
+        }
+    }
+    places
+}
+
+/// The worktree's text files worth searching: not hidden, not build outputs or dependencies.
+fn source_files(root: &Path) -> Vec<std::path::PathBuf> {
+    const SKIP: [&str; 7] = [
+        "target",
+        "node_modules",
+        "dist",
+        "build",
+        "__pycache__",
+        "vendor",
+        "venv",
+    ];
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || SKIP.contains(&name.as_str()) {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() && entry.metadata().is_ok_and(|m| m.len() <= MAX_FILE_BYTES) {
+                found.push(entry.path());
+                if found.len() >= MAX_FILES {
+                    return found;
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_missing_name_messages_are_read() {
+        let python = "Traceback (most recent call last):\n  File \"test_calc.py\", line 13, in test_mul\n    self.assertEqual(mul(2, 3), 6)\nNameError: name 'mul' is not defined\n";
+        assert_eq!(missing_names(python), ["mul"]);
+        assert_eq!(
+            missing_names("ImportError: cannot import name 'sub' from 'calc' (calc.py)"),
+            ["sub"]
+        );
+        assert_eq!(missing_names("ReferenceError: mul is not defined"), ["mul"]);
+        assert_eq!(
+            missing_names("error[E0425]: cannot find function `mul` in this scope"),
+            ["mul"]
+        );
+        assert_eq!(missing_names("./calc_test.go:9:5: undefined: Mul"), ["Mul"]);
+        assert!(missing_names("AssertionError: 5 != 6").is_empty());
+    }
+
+    #[test]
+    fn a_missing_name_is_found_where_it_is_defined_or_said_to_be_nowhere() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::write(
+            root.join("calc.py"),
+            "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n",
+        )
+        .expect("write");
+        std::fs::create_dir_all(root.join("node_modules/x")).expect("mkdir");
+        std::fs::write(root.join("node_modules/x/calc.py"), "def mul(a, b):\n    pass\n").expect("write");
+        let output = "NameError: name 'mul' is not defined\nNameError: name 'div' is not defined\n";
+        let said = where_defined(output, root).expect("names");
+        assert!(said.contains("- `mul`: calc.py:5 `def mul(a, b):`"), "{said}");
+        assert!(!said.contains("node_modules"), "{said}");
+        assert!(said.contains("- `div`: defined nowhere"), "{said}");
+        assert!(where_defined("AssertionError", root).is_none());
+    }
+}
