@@ -235,6 +235,16 @@ impl Offers {
             return Ok(()); // not claimed yet
         }
         let tag = holder_tag(&unit, row.key.attempt, row.token);
+        if row.token != token {
+            // Holders this look never saw (claimed and gone between two looks: a quick give-back,
+            // a take-over) and the one it followed are over: what they relayed is read to its end,
+            // so their sessions, spend and notices reach the log too.
+            let first = if token == 0 { 1 } else { token };
+            for earlier in first..row.token {
+                let done = if earlier == token { from } else { 0 };
+                self.drain(&unit, &holder_tag(&unit, row.key.attempt, earlier), done)?;
+            }
+        }
         let (token, from) = if row.token != token {
             match self.relayed_before.get(&tag) {
                 // An earlier run announced this holder and logged its events this far.
@@ -284,6 +294,28 @@ impl Offers {
             token: row.token,
             taken_over_from: (before != 0).then_some(before),
         });
+    }
+
+    /// Relays all that a holder that is over wrote since `from` (or since an earlier run relayed
+    /// it), batch by batch, and records how far.
+    fn drain(&self, unit: &str, tag: &str, from: usize) -> Result<(), orchestrator_store::StoreError> {
+        let mut upto = from.max(self.relayed_before.get(tag).copied().unwrap_or(0));
+        let start = upto;
+        loop {
+            let read = self.relay(unit, tag, upto)?;
+            upto += read;
+            if read < RELAY_BATCH {
+                break;
+            }
+        }
+        if upto > start {
+            self.bus.emit(Event::EventsRelayed {
+                unit: unit.to_string(),
+                holder: tag.to_string(),
+                upto,
+            });
+        }
+        Ok(())
     }
 
     /// Emits the holder's events written since `from`; returns how many were read.

@@ -920,6 +920,13 @@ async fn a_unit_no_host_can_build_ends_after_its_give_backs_and_resumes() {
     let mission = store.latest_mission().expect("reads").expect("a mission").id;
     let row = &store.work_units(&mission).expect("reads")[0];
     assert_eq!(row.give_backs, orchestrator_store::MAX_GIVE_BACKS + 1, "{row:?}");
+    // Every holder's notice reached the log, also those that came and went between two looks.
+    let given_back = done
+        .events_of("notice")
+        .iter()
+        .filter(|e| e["message"].as_str().is_some_and(|m| m.contains("given back by")))
+        .count();
+    assert_eq!(given_back as u32, orchestrator_store::MAX_GIVE_BACKS + 1);
     assert!(
         store
             .claim_units(
