@@ -699,15 +699,7 @@ async fn an_answer_with_nothing_changed_since_a_failed_verification_is_not_verif
         .filter(|e| e["unit"] == "a" && e["evidence"]["kind"] == "test")
         .count();
     assert_eq!(tests, 1, "the unchanged commit was tested once");
-    let told = requests_of(&server, "worker")
-        .iter()
-        .flat_map(|r| r.messages.clone())
-        .filter_map(|m| match m {
-            SeenMessage::User { text } => Some(text),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let told = told_the_worker(&server);
     assert!(
         told.contains("you changed no file since your last attempt failed verification")
             && told.contains("! grep -q broken a.txt"),
@@ -742,7 +734,13 @@ async fn a_missing_name_in_a_failure_is_shown_where_it_is_defined() {
         .run(&repo)
         .await;
     done.assert_code(0);
-    let told = requests_of(&server, "worker")
+    let told = told_the_worker(&server);
+    assert!(told.contains("- `mul`: calc.py:1 `def mul(a, b):`"), "{told}");
+}
+
+/// Everything the runtime told the workers (their user messages), joined.
+fn told_the_worker(server: &FakeServer) -> String {
+    requests_of(server, "worker")
         .iter()
         .flat_map(|r| r.messages.clone())
         .filter_map(|m| match m {
@@ -750,6 +748,5 @@ async fn a_missing_name_in_a_failure_is_shown_where_it_is_defined() {
             _ => None,
         })
         .collect::<Vec<_>>()
-        .join("\n");
-    assert!(told.contains("- `mul`: calc.py:1 `def mul(a, b):`"), "{told}");
+        .join("\n")
 }

@@ -975,24 +975,8 @@ async fn a_worker_cut_off_from_the_store_stops_and_its_unit_is_taken_over() {
     let schema = fresh_schema();
     let remote = SharedRemote::new();
     let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
-    let scripted = ScriptedMission::new(script());
-    let a_started = Arc::new(AtomicBool::new(false));
-    let brain = {
-        let a_started = a_started.clone();
-        move |request: &SeenRequest| {
-            if worker_unit(request).as_deref() != Some("a") || a_started.swap(true, Ordering::SeqCst) {
-                return scripted.respond(request);
-            }
-            // Unit a's first worker turn runs a command long enough for the line to be cut in it.
-            Reply::ToolCalls {
-                text: String::new(),
-                calls: vec![("bash".into(), r#"{"command": "sleep 20"}"#.into())],
-            }
-        }
-    };
-    let server = FakeServer::start(brain, FakeOptions::default())
-        .await
-        .expect("fake model server starts");
+    // Unit a's first worker turn runs a command long enough for the line to be cut in it.
+    let (server, a_started) = with_a_slow_first_turn().await;
     let hosts = tempfile::tempdir().expect("tempdir");
     let line = CutProxy::to_url(&schema.url);
     let cut_off = TestSchema {
@@ -1093,6 +1077,29 @@ fn mission_refs_on(remote: &SharedRemote) -> String {
         .output()
         .expect("git runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The scripted mission, except that unit a's first worker turn runs `sleep 20`; the flag says that
+/// turn was asked for.
+async fn with_a_slow_first_turn() -> (FakeServer, Arc<AtomicBool>) {
+    let scripted = ScriptedMission::new(script());
+    let a_started = Arc::new(AtomicBool::new(false));
+    let brain = {
+        let a_started = a_started.clone();
+        move |request: &SeenRequest| {
+            if worker_unit(request).as_deref() != Some("a") || a_started.swap(true, Ordering::SeqCst) {
+                return scripted.respond(request);
+            }
+            Reply::ToolCalls {
+                text: String::new(),
+                calls: vec![("bash".into(), r#"{"command": "sleep 20"}"#.into())],
+            }
+        }
+    };
+    let server = FakeServer::start(brain, FakeOptions::default())
+        .await
+        .expect("fake model server starts");
+    (server, a_started)
 }
 
 /// Every file and folder name under `dir`.
@@ -1358,25 +1365,9 @@ async fn a_cancelled_commanders_units_are_given_back_by_their_workers_and_the_re
     let schema = fresh_schema();
     let remote = SharedRemote::new();
     let repo = TestRepo::new(&[("orchestrator.toml", CONFIG)]);
-    let scripted = ScriptedMission::new(script());
-    let a_started = Arc::new(AtomicBool::new(false));
-    let brain = {
-        let a_started = a_started.clone();
-        move |request: &SeenRequest| {
-            if worker_unit(request).as_deref() != Some("a") || a_started.swap(true, Ordering::SeqCst) {
-                return scripted.respond(request);
-            }
-            // Unit a's first worker turn runs a command long enough for the commander to be
-            // cancelled in the middle of it.
-            Reply::ToolCalls {
-                text: String::new(),
-                calls: vec![("bash".into(), r#"{"command": "sleep 20"}"#.into())],
-            }
-        }
-    };
-    let server = FakeServer::start(brain, FakeOptions::default())
-        .await
-        .expect("fake model server starts");
+    // Unit a's first worker turn runs a command long enough for the commander to be cancelled in
+    // the middle of it.
+    let (server, a_started) = with_a_slow_first_turn().await;
     let hosts = tempfile::tempdir().expect("tempdir");
     let running = start(commander(&schema, &remote), &server, &repo);
     let w1 = start(
