@@ -66,7 +66,9 @@ pub(crate) fn where_defined(output: &str, root: &Path) -> Option<String> {
     for name in &names {
         let places = definitions_of(name, root, &files);
         if places.is_empty() {
-            text.push_str(&format!("\n- `{name}`: defined nowhere in the worktree"));
+            text.push_str(&format!(
+                "\n- `{name}`: defined nowhere in the worktree (write it, or, if it is a library's, import it)"
+            ));
         } else {
             text.push_str(&format!("\n- `{name}`: {}", places.join("; ")));
         }
