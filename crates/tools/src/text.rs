@@ -35,6 +35,31 @@ pub(crate) fn carries_read_gutter(text: &str) -> bool {
     lines > 0
 }
 
+/// Whether every line of `text` starts with a line number the way a model retypes `read`'s gutter:
+/// indented, then the number and a colon or a run of spaces (`    7:     def f():`, `    14    x`),
+/// the numbers rising, on two lines or more. The 1.5B sent such lines to `write` and `insert` (seen
+/// in the field); indentation in front of the number keeps tab- or comma-separated data, whose
+/// first column may well count up, out of it.
+pub(crate) fn carries_retyped_gutter(text: &str) -> bool {
+    let mut last: Option<u64> = None;
+    let mut lines = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let rest = line.trim_start_matches(' ');
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let after = &rest[digits..];
+        let marked = after.starts_with(':') || after.starts_with("  ");
+        let Ok(number) = rest[..digits].parse::<u64>() else {
+            return false;
+        };
+        if rest.len() == line.len() || !marked || last.is_some_and(|l| number <= l) {
+            return false;
+        }
+        last = Some(number);
+        lines += 1;
+    }
+    lines >= 2
+}
+
 /// `text` without `read`'s line numbers in front of its lines.
 pub(crate) fn without_read_gutter(text: &str) -> String {
     text.split_inclusive('\n')
@@ -162,5 +187,24 @@ mod tests {
         assert!(!carries_read_gutter("     4\ta\nplain\n"));
         assert!(!carries_read_gutter(""));
         assert!(!carries_read_gutter("def mul(a, b):\n    return a * b\n"));
+    }
+
+    #[test]
+    fn retyped_line_numbers_are_recognised_and_data_and_code_are_not() {
+        // As the field's 1.5B sent them.
+        assert!(carries_retyped_gutter(
+            "    7:     def test_add(self):\n    8:         self.assertEqual(add(2, 3), 5)\n    9: \n   14:    x\n"
+        ));
+        assert!(carries_retyped_gutter(
+            "    14    if __name__ == '__main__':\n    15        unittest.main()\n"
+        ));
+        // One line, data without indentation, falling numbers, code: left alone.
+        assert!(!carries_retyped_gutter("    14    x = 1\n"));
+        assert!(!carries_retyped_gutter("1: one\n2: two\n"));
+        assert!(!carries_retyped_gutter("1\tone\n2\ttwo\n"));
+        assert!(!carries_retyped_gutter("    9: a\n    3: b\n"));
+        assert!(!carries_retyped_gutter("def mul(a, b):\n    return a * b\n"));
+        assert!(!carries_retyped_gutter("    x = 1\n    y = 2\n"));
+        assert!(!carries_retyped_gutter("    1 + 2\n    3 + 4\n"));
     }
 }

@@ -787,3 +787,38 @@ async fn text_pasted_from_read_with_its_line_numbers_is_refused() {
     )
     .await;
 }
+
+/// The numbers retyped rather than pasted (a colon or spaces instead of the tab, lines skipped), as
+/// the field's 1.5B sent them to `write` and `insert`: refused too, saying what to send instead.
+#[tokio::test]
+async fn lines_with_retyped_line_numbers_are_refused() {
+    let fx = Fixture::writable();
+    let test = "import unittest\n\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        pass\n";
+    fx.file("test_calc.py", test);
+    fx.ok("read", json!({"path": "test_calc.py"})).await;
+    let retyped = "    5:     def test_add(self):\n    6:         pass\n   14:    unittest.main()\n";
+    let err = fx
+        .err(
+            "insert",
+            json!({"path": "test_calc.py", "text": retyped, "after_line": 6}),
+        )
+        .await;
+    assert!(err.contains("starts with a line number"), "{err}");
+    assert!(err.contains("send the lines of code alone"), "{err}");
+    let spaced = "    14    if __name__ == '__main__':\n    15        unittest.main()\n";
+    let err = fx
+        .err("write", json!({"path": "test_calc.py", "content": spaced}))
+        .await;
+    assert!(err.contains("starts with a line number"), "{err}");
+    assert_eq!(
+        fx.read_back("test_calc.py"),
+        test,
+        "nothing refused changed the file"
+    );
+    // Data whose lines start with rising numbers, without indentation in front, is written.
+    fx.ok(
+        "write",
+        json!({"path": "list.txt", "content": "1: one\n2: two\n"}),
+    )
+    .await;
+}
