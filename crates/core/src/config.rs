@@ -198,6 +198,9 @@ pub struct VerifyFile {
     /// How units' builds start warm: `auto` (a copy of the baseline's build outputs, per ecosystem)
     /// or `off` (every unit builds cold).
     pub cache: Option<VerifyCache>,
+    /// Whether a worker's turn that changed a file is followed by the test command, its result shown
+    /// to the worker in that turn's last tool result (the small profile says true).
+    pub after_write: Option<bool>,
 }
 
 /// `[verify] cache`: where a unit's build starts from.
@@ -472,6 +475,8 @@ pub struct Config {
     pub verify_timeout: Duration,
     /// `[verify] cache`: `Auto` or `Off` (`Shared` is refused when the config is read).
     pub verify_cache: VerifyCache,
+    /// `[verify] after_write`: the tests run after each worker turn that changed a file.
+    pub verify_after_write: bool,
     pub unit_attempts: u32,
     /// Best of N: candidates per planned unit unless the plan says otherwise (1: none).
     pub candidates: u32,
@@ -681,6 +686,7 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
         approve_plan: flags.approve_plan.or(merged.approve_plan).unwrap_or(false),
         verify_timeout: Duration::from_secs(merged.verify.timeout_secs.unwrap_or(900)),
         verify_cache: verify_cache(merged.verify.cache)?,
+        verify_after_write: merged.verify.after_write.unwrap_or(false),
         unit_attempts: merged.limits.unit_attempts.unwrap_or(3),
         candidates: flags.attempts.or(merged.limits.candidates).unwrap_or(1),
         plan_attempts: merged.limits.plan_attempts.unwrap_or(3),
@@ -968,7 +974,8 @@ fn check_role_mcp(config: &Config) -> Result<()> {
 /// llama.cpp sequence on a CPU) need to get through a mission. Fewer tools per role (no `spawn` for
 /// workers: a forced first call must be real work; only looking for planners and reviewers), one
 /// session at a time (a local server evaluates one prompt at a time and keeps only that one's cache),
-/// the pre-scan instead of scouts, short replies and more planning attempts. Every value can be
+/// the pre-scan instead of scouts, short replies and more planning attempts, and the tests run after
+/// each change a worker makes (it sees what broke while it still works). Every value can be
 /// overridden in the config files, which lie over it.
 pub const SMALL_PROFILE: &str = r#"
 max_parallel = 1
@@ -978,6 +985,9 @@ max_depth = 0
 scouts = 0
 plan_attempts = 5
 rewrites_may_drop = false
+
+[verify]
+after_write = true
 
 [roles.planner]
 tools = ["read", "list", "grep"]
@@ -1463,6 +1473,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(verify.install);
     take!(verify.timeout_secs);
     take!(verify.cache);
+    take!(verify.after_write);
     take!(limits.unit_attempts);
     take!(limits.plan_attempts);
     take!(limits.merge_attempts);
@@ -1698,6 +1709,7 @@ mod tests {
         assert_eq!(config.scouts, Some(0));
         assert_eq!(config.plan_attempts, 5);
         assert!(!config.rewrites_may_drop);
+        assert!(config.verify_after_write);
         let worker = config.role(Role::Worker);
         assert_eq!(worker.max_tokens, 2048);
         let tools = worker.tools.clone().unwrap_or_default();

@@ -194,6 +194,30 @@ impl Toolbox {
         }
     }
 
+    /// Runs a command of the runtime's own (not a model's call) in the root, confined and timed out
+    /// like `bash`, whether or not `bash` is offered: the tests after a change
+    /// (`[verify] after_write`). Output is cut to `max_chars`.
+    pub async fn run_command(
+        &self,
+        command: &str,
+        max_chars: usize,
+        cancel: &CancellationToken,
+    ) -> ToolOutput {
+        let request = bash::BashRequest {
+            command,
+            timeout: self.options.bash_timeout.min(self.options.max_bash_timeout),
+            clamped_from: None,
+            max_chars,
+        };
+        bash::bash(
+            &self.root.canonical,
+            &request,
+            self.options.sandbox.as_ref(),
+            cancel,
+        )
+        .await
+    }
+
     fn tool_names(&self) -> Vec<&'static str> {
         TOOL_NAMES
             .into_iter()

@@ -1,5 +1,6 @@
 //! One module per test file, all in the one test binary of `../all.rs`.
 
+mod after_write;
 mod approval;
 mod baseline;
 mod bounds;

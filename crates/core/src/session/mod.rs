@@ -266,6 +266,12 @@ pub trait SessionHooks: Send + Sync {
         false
     }
 
+    /// A correction for a plain-text answer the session should not end with yet, or `None` to take
+    /// it. Asked at most once per run: a model sure of its answer gives it again and is taken.
+    async fn recheck_answer(&self, _answer: &str) -> Option<String> {
+        None
+    }
+
     /// The error returned for a tool the session was not offered.
     fn not_offered(&self, name: &str, offered: &[String]) -> String {
         format!(
@@ -475,6 +481,8 @@ pub struct Session {
     pub(crate) specialist: Option<String>,
     /// See [`SessionSpec::shared_head`].
     pub(crate) shared_head: usize,
+    /// See [`SessionSpec::after_write`].
+    pub(crate) after_write: Option<String>,
 }
 
 /// The turns a stored conversation already spent of its current run, so a crash or kill cannot hand a
@@ -509,6 +517,7 @@ pub struct SessionSpec {
     tools_ready: Option<ToolsReady>,
     specialist: Option<String>,
     shared_head: usize,
+    after_write: Option<String>,
 }
 
 impl SessionSpec {
@@ -530,7 +539,15 @@ impl SessionSpec {
             tools_ready: None,
             specialist: None,
             shared_head: 0,
+            after_write: None,
         }
+    }
+
+    /// A command the runtime runs after each turn that changed a file, its result added to that
+    /// turn's last tool result (`[verify] after_write`).
+    pub(crate) fn after_write(mut self, command: Option<String>) -> Self {
+        self.after_write = command;
+        self
     }
 
     /// Bytes at the start of the first message every session of the role shares (see
@@ -579,6 +596,7 @@ impl Session {
             tools_ready,
             specialist,
             shared_head,
+            after_write,
         } = spec;
         let mut tools = toolbox.specs();
         let extra: BTreeSet<String> = extra_tools.iter().map(|t| t.name.clone()).collect();
@@ -616,6 +634,7 @@ impl Session {
             tools_ready,
             specialist,
             shared_head,
+            after_write,
         };
         if !resumed {
             session.push(Message::user(first_message));

@@ -122,6 +122,9 @@ enum Rejudged {
     Ended(SessionEnd),
 }
 
+/// The most of the tests' output a note after a change carries (its head and tail).
+const AFTER_WRITE_CHARS: usize = 2_000;
+
 /// How the answer to a repeated call that was not run again begins.
 const NOT_RUN_AGAIN: &str = "Not run: you already made exactly this call";
 
@@ -271,6 +274,8 @@ impl Session {
         let mut corrections = 0;
         let mut last_bad_reply: Option<String> = None;
         let mut watch = RepeatWatch::default();
+        // Whether this run's hooks already sent an answer back (`SessionHooks::recheck_answer`).
+        let mut rechecked = false;
         // A resumed run that already made calls has looked; a fresh one (or feedback) has not.
         let mut called = carried > 0;
         loop {
@@ -311,8 +316,16 @@ impl Session {
                     .collect(),
             });
             if reply.tool_calls.is_empty() {
-                let Some(correction) = self.correction_for(&reply) else {
-                    return SessionEnd::Answered(reply.content);
+                let correction = match self.correction_for(&reply) {
+                    Some(correction) => correction,
+                    None if rechecked => return SessionEnd::Answered(reply.content),
+                    None => {
+                        rechecked = true;
+                        match hooks.recheck_answer(&reply.content).await {
+                            Some(correction) => correction,
+                            None => return SessionEnd::Answered(reply.content),
+                        }
+                    }
                 };
                 // A reply that breaks the protocol gets a precise correction, a bounded number of times.
                 corrections += 1;
@@ -898,7 +911,8 @@ impl Session {
         calls: &[ToolCall],
     ) -> ToolTurn {
         let mut finished = false;
-        for call in calls {
+        let mut wrote = false;
+        for (n, call) in calls.iter().enumerate() {
             // Once a finishing call is accepted, later calls in the same turn are not run.
             let (output, ends) = if finished {
                 (error_output("Not run: the session already ended.".into()), false)
@@ -909,7 +923,16 @@ impl Session {
                 return ToolTurn::Cancelled;
             }
             finished |= ends;
-            let output = self.fit_output(rt, call, output);
+            wrote |= !output.is_error && orchestrator_tools::WRITING_TOOLS.contains(&call.name.as_str());
+            let mut output = self.fit_output(rt, call, output);
+            if wrote && !finished && n + 1 == calls.len() {
+                if let Some(checked) = self.check_after_write(rt).await {
+                    output.content.push_str(&checked);
+                }
+                if rt.cancel.is_cancelled() {
+                    return ToolTurn::Cancelled;
+                }
+            }
             self.push(Message::Tool {
                 call_id: call.id.clone(),
                 content: output.content,
@@ -921,6 +944,36 @@ impl Session {
         } else {
             ToolTurn::Continue
         }
+    }
+
+    /// The tests run by the runtime after a turn that changed a file (`[verify] after_write`), as a
+    /// note for the end of that turn's last result: a small model sees what its change broke while
+    /// it still works on it, instead of after it answered (a best-of-N candidate gets one answer).
+    async fn check_after_write(&self, rt: &Runtime) -> Option<String> {
+        let command = self.after_write.as_deref()?;
+        let started = Instant::now();
+        let output = self
+            .toolbox
+            .run_command(command, AFTER_WRITE_CHARS, &rt.cancel)
+            .await;
+        let (head, body) = output.content.split_once('\n').unwrap_or((&output.content, ""));
+        let passed = !output.is_error && head == "exit code: 0";
+        self.emit_tool(
+            rt,
+            "tests after write",
+            command.to_string(),
+            passed,
+            started.elapsed().as_millis() as u64,
+        );
+        let next = if passed {
+            "They pass. If your task is done, answer with a short summary."
+        } else {
+            "Fix what fails, then answer."
+        };
+        Some(format!(
+            "\n\n[The runtime ran the tests after this change: `{command}` → {head}]\n{}\n{next}",
+            body.trim_end()
+        ))
     }
 
     /// After a restart, the last turn's tool calls may have no results. Calls that are safe to repeat

@@ -173,6 +173,7 @@ impl UnitRun {
             Ok(made) => made,
             Err(e) => return out(format!("Its session could not start: {e}")),
         };
+        hooks.runs_from(base);
         let end = session.run(rt, &hooks, slot).await;
         let summary = match end {
             SessionEnd::Answered(text) => text,

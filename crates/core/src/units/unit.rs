@@ -399,6 +399,7 @@ impl UnitRun {
             tree: tree.clone(),
             spawned: std::sync::atomic::AtomicBool::new(false),
             candidate,
+            run_start: std::sync::Mutex::new(None),
         };
         let spec = SessionSpec::new(
             key,
@@ -410,6 +411,13 @@ impl UnitRun {
         .unit(&self.unit.id)
         .shared_head(shared_head)
         .extra_tools(extra)
+        .after_write(
+            mission
+                .verifier
+                .test
+                .clone()
+                .filter(|_| mission.config.verify_after_write),
+        )
         .tools_ready((!tree.is_ready()).then(|| tree.gate()));
         Ok((Session::new(&mission.rt, spec), hooks))
     }
@@ -434,8 +442,20 @@ impl UnitRun {
         let mut last_feedback = String::new();
         // The commit whose verification failed last, with what the worker was told.
         let mut failed_verification: Option<(String, String)> = None;
+        // Where each run starts: a new worktree at the base, one made earlier (a resumed unit, a
+        // best-of-N candidate going on alone) at its own last commit.
+        let mut run_start = match tree.is_ready() {
+            true => match tree.get().await {
+                Ok(worktree) => worktree.head().await.ok(),
+                Err(_) => None,
+            },
+            false => Some(base.to_string()),
+        };
         for attempt in first..=attempts {
             self.state(UnitState::Running, attempt, None);
+            if let Some(start) = &run_start {
+                hooks.runs_from(start);
+            }
             let end = session.run(rt, hooks, slot).await;
             // From here on the worktree itself is needed (it is ready unless its creation failed).
             let worktree = tree
@@ -478,6 +498,7 @@ impl UnitRun {
                 .head()
                 .await
                 .map_err(|e| fail(format!("could not read the worker's commit: {e}")))?;
+            run_start = Some(verified.clone());
             // A claim of work with nothing to show is not passed on silently (a failed `write`
             // followed by "Wrote x." looks like this): the worker hears what the runtime saw.
             if self.changed_nothing(base, &verified).await && !claims_no_change(&summary) {
@@ -917,7 +938,7 @@ pub(super) fn findings(last_feedback: &str, diff: Option<&str>) -> String {
 
 /// The answer a worker gives when its unit truly needs no change (it is told this when its attempt
 /// changed nothing).
-const NO_CHANGE: &str = "NO CHANGE NEEDED";
+pub(super) const NO_CHANGE: &str = "NO CHANGE NEEDED";
 
 pub(super) fn claims_no_change(summary: &str) -> bool {
     summary.trim_start().to_ascii_uppercase().starts_with(NO_CHANGE)

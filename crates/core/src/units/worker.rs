@@ -104,6 +104,8 @@ pub(super) struct WorkerHooks {
     pub(super) spawned: std::sync::atomic::AtomicBool,
     /// Best of N: (this candidate's number, of how many), for a candidate's session.
     pub(super) candidate: Option<(u32, u32)>,
+    /// The commit the session's current run started from (see [`WorkerHooks::runs_from`]).
+    pub(super) run_start: std::sync::Mutex<Option<String>>,
 }
 
 #[async_trait]
@@ -131,6 +133,49 @@ impl SessionHooks for WorkerHooks {
             return HookResult::Continue(error_output(refusal));
         }
         HookResult::Continue(self.spawn(children, slot).await)
+    }
+
+    /// An answer with nothing changed in the worktree since the worker was given its task (or its
+    /// last feedback) would end the attempt with nothing done: the field's 1.5B read the files and
+    /// answered "the unit is complete, the tests passed" with an untouched tree, and a best-of-N
+    /// candidate gets one attempt only. Sent back once; a worker sure the work is already there
+    /// answers again and is taken.
+    async fn recheck_answer(&self, answer: &str) -> Option<String> {
+        // A worker that says, as its protocol asks, that no change is needed has judged already;
+        // its review must find the lines that show it (`checked.rs`).
+        if super::unit::claims_no_change(answer) || self.spawned.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        let start = self.run_start.lock().ok()?.clone()?;
+        let worktree = self.tree.get().await.ok()?;
+        // Uncommitted changes, or a commit of its own (a worker may run `git commit`): work done.
+        if worktree.has_changes().await.unwrap_or(true) || worktree.head().await.ok()? != start {
+            return None;
+        }
+        let tools = self
+            .mission
+            .config
+            .role(orchestrator_protocol::Role::Worker)
+            .tools
+            .clone();
+        let writing: Vec<String> = orchestrator_tools::WRITING_TOOLS
+            .iter()
+            .filter(|t| {
+                tools
+                    .as_ref()
+                    .is_none_or(|offered| offered.iter().any(|o| o == *t))
+            })
+            .map(|t| format!("`{t}`"))
+            .collect();
+        Some(format!(
+            "Not taken as your answer yet: no file in your worktree has changed since you were given \
+             this task (or your last feedback), so answering now ends the attempt with nothing done and it fails. If the task \
+             needs a change, make it now ({}) and check that each call succeeded. Only if the work is \
+             really there already, answer again with a line that starts with `{}:` and name the \
+             file and lines that show it.",
+            writing.join(", "),
+            super::unit::NO_CHANGE
+        ))
     }
 
     fn not_offered(&self, name: &str, offered: &[String]) -> String {
@@ -164,6 +209,14 @@ impl SessionHooks for WorkerHooks {
 pub(super) const DEFAULT_UNIT_TOKENS: u64 = 30_000;
 
 impl WorkerHooks {
+    /// The session's next run starts with the worktree at `commit`: an answer that leaves it there
+    /// changed nothing (see `recheck_answer`).
+    pub(super) fn runs_from(&self, commit: &str) {
+        if let Ok(mut start) = self.run_start.lock() {
+            *start = Some(commit.to_string());
+        }
+    }
+
     /// A unit splits once. A second `spawn` would get children numbered like the first ones (ids are
     /// positions), so it is refused with what exists; a resumed parent repeating the spawn it made
     /// before the restart (the same children) goes on as before.

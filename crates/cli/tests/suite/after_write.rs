@@ -1,0 +1,228 @@
+//! What a worker hears about its own change while it still works on it: with `[verify] after_write`
+//! the tests run after each turn that changed a file and their result ends that turn's last tool
+//! result, bounded in size and time whatever the tests print or do. A worker that answers with
+//! nothing changed is sent back once; one that insists is taken.
+
+use super::support::*;
+use orchestrator_fake_model::script::{role_of, PlanUnit, Script, ScriptedMission};
+use orchestrator_fake_model::{Brain, FakeServer, Reply, SeenMessage, SeenRequest};
+
+/// How a tests-after-write note begins.
+const NOTE: &str = "[The runtime ran the tests after this change:";
+
+fn one_unit(directives: &str) -> Script {
+    Script {
+        plan: vec![PlanUnit::new("a", "Write a", directives, &[])],
+        ..Script::default()
+    }
+}
+
+/// The `write` results the workers were shown.
+fn write_results(server: &FakeServer) -> Vec<String> {
+    tool_results(server)
+        .into_iter()
+        .filter(|(tool, _, _)| tool == "write")
+        .map(|(_, content, _)| content)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_breaks_the_tests_is_told_at_once_and_one_that_passes_too() {
+    let config =
+        "[verify]\ntest = \"! grep -q broken a.txt\"\nafter_write = true\n[limits]\nunit_attempts = 2\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = fake(one_unit("FILE a.txt := broken\nFIX a.txt := fixed")).await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let results = write_results(&server);
+    let broken = results
+        .iter()
+        .find(|r| r.contains(NOTE) && r.contains("exit code: 1"))
+        .unwrap_or_else(|| panic!("the failing tests were told after the write: {results:?}"));
+    assert!(
+        broken.contains("`! grep -q broken a.txt`") && broken.contains("Fix what fails"),
+        "{broken}"
+    );
+    let fixed = results
+        .iter()
+        .find(|r| r.contains(NOTE) && r.contains("exit code: 0"))
+        .unwrap_or_else(|| panic!("the passing tests were told after the fix: {results:?}"));
+    assert!(fixed.contains("They pass"), "{fixed}");
+    let runs = done
+        .events_of("tool_called")
+        .into_iter()
+        .filter(|e| e["tool"] == "tests after write")
+        .count();
+    assert_eq!(runs, 2, "once after each writing turn");
+    assert_eq!(repo.read("a.txt").as_deref(), Some("fixed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_after_write_no_tests_run_between_turns() {
+    let config = "[verify]\ntest = \"true\"\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = fake(one_unit("FILE a.txt := a")).await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert!(
+        write_results(&server).iter().all(|r| !r.contains(NOTE)),
+        "{:?}",
+        write_results(&server)
+    );
+}
+
+/// Tests that flood their output, or hang: the note stays short, and a hang ends at the command
+/// timeout, killed with everything it started; the worker goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tests_that_flood_or_hang_after_a_write_are_cut_and_timed_out() {
+    let flood = "[verify]\ntest = \"yes flood | head -c 2000000; exit 3\"\nafter_write = true\n\
+                 [limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", flood)]);
+    let server = fake(one_unit("FILE a.txt := a")).await;
+    let done = Run::task("Write a")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_ne!(done.code, Some(0));
+    let results = write_results(&server);
+    let note = results
+        .iter()
+        .find(|r| r.contains(NOTE))
+        .unwrap_or_else(|| panic!("{results:?}"));
+    assert!(note.contains("exit code: 3"), "{note}");
+    assert!(note.chars().count() < 4_000, "{} chars", note.chars().count());
+
+    let hang = "[verify]\ntest = \"sleep 600\"\nafter_write = true\ntimeout_secs = 2\n\
+                [limits]\nunit_attempts = 1\nbash_timeout_secs = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", hang)]);
+    let server = fake(one_unit("FILE a.txt := a")).await;
+    let started = std::time::Instant::now();
+    let done = Run::task("Write a")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_ne!(done.code, Some(0));
+    let results = write_results(&server);
+    let note = results
+        .iter()
+        .find(|r| r.contains(NOTE))
+        .unwrap_or_else(|| panic!("{results:?}"));
+    assert!(note.contains("timed out after 1 s"), "{note}");
+    // Far from the 600 s the tests asked for (generous: a loaded machine is slow, never that slow).
+    assert!(started.elapsed().as_secs() < 300);
+}
+
+/// The worker answers "done" before touching anything, then does the work when sent back.
+struct ClaimsFirst(ScriptedMission);
+
+impl Brain for ClaimsFirst {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        let sent_back = has_user_message(request, "Not taken as your answer yet");
+        if role_of(request) == "worker" && !sent_back {
+            return Reply::Text("The unit is complete and the tests pass.".into());
+        }
+        self.0.respond(request)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_nothing_changed_is_sent_back_once_and_the_work_then_done_passes() {
+    let config = "[verify]\ntest = \"test -f a.txt\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = FakeServer::start(
+        ClaimsFirst(ScriptedMission::new(one_unit("FILE a.txt := a"))),
+        Default::default(),
+    )
+    .await
+    .expect("fake server");
+    let done = Run::task("Write a")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
+    let told: Vec<String> = requests_of(&server, "worker")
+        .last()
+        .map(|r| r.messages.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| match m {
+            SeenMessage::User { text } if text.starts_with("Not taken as your answer yet") => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("`write`") && told[0].contains("`NO CHANGE NEEDED:`"),
+        "{}",
+        told[0]
+    );
+}
+
+/// A worker that answers twice without changing anything: the second answer is taken (and the
+/// runtime tells it it changed nothing), never sent back again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_answers_again_unchanged_is_taken_the_second_time() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = fake(one_unit("ANSWER All done here.")).await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_ne!(done.code, Some(0));
+    let workers = requests_of(&server, "worker");
+    assert_eq!(workers.len(), 2, "one answer, sent back once, one answer taken");
+    let sent_back = workers[1]
+        .messages
+        .iter()
+        .filter(
+            |m| matches!(m, SeenMessage::User { text } if text.starts_with("Not taken as your answer yet")),
+        )
+        .count();
+    assert_eq!(sent_back, 1);
+    assert!(
+        done.events_of("notice")
+            .iter()
+            .any(|n| n["message"].to_string().contains("The runtime sees no change")),
+        "the taken answer met the runtime's empty-diff rule"
+    );
+}
+
+/// A worker that says, as its protocol asks, that no change is needed is taken at once: its unit
+/// goes to review as an empty one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_says_no_change_is_needed_is_taken_at_once() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config)]);
+    let server = fake(one_unit("ANSWER NO CHANGE NEEDED: a.txt is not needed.")).await;
+    let _ = Run::task("Write a")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_eq!(requests_of(&server, "worker").len(), 1);
+    assert!(requests_of(&server, "reviewer")
+        .iter()
+        .any(|r| r.first_user_text().contains("EMPTY")));
+}
