@@ -43,6 +43,9 @@ pub(crate) fn insert(req: &InsertRequest<'_>) -> Result<String, ToolError> {
     };
     refuse_duplicate(rel, &old, req.text)?;
     refuse_block_split(rel, &lines, at, req.text)?;
+    if rel.ends_with(".py") {
+        refuse_nested_function(rel, &lines, at, req.text)?;
+    }
     let added = as_lines(req.text, newline);
     let mut new = String::with_capacity(old.len() + req.text.len() + 2);
     for line in &lines[..at] {
@@ -161,6 +164,48 @@ fn refuse_block_split(rel: &str, lines: &[&str], at: usize, text: &str) -> Resul
     )))
 }
 
+/// Refuses an indented Python `def` that would land in the body of a function: a function local to
+/// it, which nothing else can call. Seen in the field: asked to add `mul(a, b)` to calc.py, the 1.5B
+/// inserted `    def mul(a, b):` after `return a - b`, the last line of `def sub`, and the tests
+/// said `mul` was not defined. A method goes in a class, a new function at the top level; a local
+/// function that is really meant can be written with `edit`.
+fn refuse_nested_function(rel: &str, lines: &[&str], at: usize, text: &str) -> Result<(), ToolError> {
+    let Some(first) = text.lines().find(|l| indent_of_code(l).is_some()) else {
+        return Ok(());
+    };
+    let depth = indent_of_code(first).unwrap_or(0);
+    let code = first.trim_start();
+    if depth == 0 || !(code.starts_with("def ") || code.starts_with("async def ")) {
+        return Ok(());
+    }
+    let enclosing = lines[..at]
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| indent_of_code(l).is_some_and(|i| i < depth));
+    let Some((line, opener)) = enclosing else {
+        return Ok(());
+    };
+    let opener = opener.trim();
+    if !(opener.starts_with("def ") || opener.starts_with("async def ")) {
+        return Ok(());
+    }
+    let name = code
+        .trim_start_matches("async ")
+        .trim_start_matches("def ")
+        .split('(')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    Err(ToolError::refused(format!(
+        "not inserted into {rel}: indented like this, `def {name}` would go inside the body of `{opener}` \
+         (line {}), a function local to it that nothing else can call. For a function of the module, \
+         send the text without indentation (it starts at column 0); for a method, insert it inside the \
+         class (if a local function is really meant, use `edit`)",
+        line + 1
+    )))
+}
+
 /// The indentation of a line that counts for blocks: `None` for blank lines and `#` lines.
 fn indent_of_code(line: &str) -> Option<usize> {
     let code = line.trim_start();
@@ -243,6 +288,32 @@ mod tests {
         assert!(split("import os\n", 0).is_ok(), "the start");
         assert!(split("# a note\n", 8).is_ok(), "comments may sit at any depth");
         assert!(split("\n\n", 8).is_ok(), "blank lines");
+    }
+
+    #[test]
+    fn an_indented_def_in_a_functions_body_is_refused_and_a_method_in_a_class_is_not() {
+        let calc = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n";
+        let lines: Vec<&str> = calc.split_inclusive('\n').collect();
+        // The field's case: after the last line of `def sub`.
+        let err = refuse_nested_function("calc.py", &lines, 6, "    def mul(a, b):\n        return a * b\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("inside the body of `def sub(a, b):` (line 5)"),
+            "{err}"
+        );
+        assert!(err.contains("without indentation"), "{err}");
+        assert!(refuse_nested_function("calc.py", &lines, 6, "def mul(a, b):\n    return a * b\n").is_ok());
+        assert!(
+            refuse_nested_function("calc.py", &lines, 6, "    x = 1\n").is_ok(),
+            "not a def"
+        );
+        let tests: Vec<&str> = TESTS.split_inclusive('\n').collect();
+        let method = "    def test_mul(self):\n        self.assertEqual(mul(2, 3), 6)\n";
+        assert!(
+            refuse_nested_function("t.py", &tests, 9, method).is_ok(),
+            "a method in a class"
+        );
     }
 
     #[test]

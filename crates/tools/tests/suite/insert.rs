@@ -309,3 +309,22 @@ async fn text_that_would_cut_a_block_in_two_is_refused_and_the_file_stays() {
         "        self.assertEqual(sub(5, 3), 2)\n\n    def test_mul(self):\n        self.assertEqual(mul(2, 3), 6)\n"
     ));
 }
+
+/// An indented `def` at the end of a Python function's body would be local to it: refused with how
+/// to add a module's function, the file untouched; the same text in another language is inserted.
+#[tokio::test]
+async fn an_indented_python_def_after_a_functions_body_is_refused() {
+    let fx = Fixture::writable();
+    fx.file("calc.py", CALC);
+    let nested =
+        json!({"path": "calc.py", "text": "    def mul(a, b):\n        return a * b\n", "after_line": 7});
+    let err = fx.err("insert", nested).await;
+    assert!(err.contains("inside the body of `def sub(a, b):`"), "{err}");
+    assert_eq!(fx.read_back("calc.py"), CALC);
+    fx.file("notes.txt", "def sub(a, b):\n    return a - b\n");
+    fx.ok(
+        "insert",
+        json!({"path": "notes.txt", "text": "    def mul(a, b):\n"}),
+    )
+    .await;
+}
