@@ -2,7 +2,9 @@
 //! tells a small model that something is wrong, not what: in the field the 1.5B had written `def
 //! mul` in calc.py and a test calling it, and never imported it, for three attempts. The runtime
 //! finds the definitions in the worktree and says where they are (or that there are none), so the
-//! fix is one step away for any model.
+//! fix is one step away for any model. And which failing tests passed before the unit's change: a
+//! model that turned `add`'s body into `a * b` to "add mul" reads `test_add` failing as its own new
+//! test's trouble unless told it broke a test that passed.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -160,6 +162,67 @@ fn source_files(root: &Path) -> Vec<std::path::PathBuf> {
     found
 }
 
+/// The short name of a failed test as runners print it: `test_add (test_calc.T.test_add)` →
+/// `test_add`, `tests/test_a.py::test_x` and `tests::x` → the last part.
+pub(crate) fn short_test_name(failed: &str) -> &str {
+    let first = failed.split_whitespace().next().unwrap_or(failed);
+    let first = first.split('[').next().unwrap_or(first);
+    let last = first.rsplit("::").next().unwrap_or(first);
+    last.rsplit('.').next().unwrap_or(last)
+}
+
+/// A `git grep -E` pattern for a line that defines the test function `name` (Python's `def`, Rust's
+/// `fn`, Go's `func`, JavaScript's `function`); `None` for a name that is not a plain identifier.
+pub(crate) fn test_definition_pattern(name: &str) -> Option<String> {
+    let plain = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    plain.then(|| format!("(def|fn|func|function)[[:space:]]+{name}[[:space:]]*[(<]"))
+}
+
+/// The failed tests of `evidence` that may have passed on the mission's base commit: those not
+/// among the base's failures, each with its short name, at most [`MAX_BROKEN`] (the caller keeps
+/// those whose name the base commit has).
+pub(crate) fn newly_failed(evidence: &[orchestrator_protocol::Evidence]) -> Vec<(String, String)> {
+    let failing = evidence
+        .iter()
+        .filter(|e| e.kind == "test" && !e.passed())
+        .flat_map(|e| e.failed_tests.iter().filter(|t| !e.baseline_failures.contains(t)));
+    with_short_names(failing)
+}
+
+/// Failed test names with their short names, without repeats, at most [`MAX_BROKEN`].
+pub(crate) fn with_short_names<'a>(failing: impl Iterator<Item = &'a String>) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = Vec::new();
+    for failed in failing {
+        let short = short_test_name(failed);
+        if !short.is_empty() && !found.iter().any(|(f, _)| f == failed) {
+            found.push((failed.clone(), short.to_string()));
+        }
+        if found.len() >= MAX_BROKEN {
+            break;
+        }
+    }
+    found
+}
+
+/// The most broken tests named.
+const MAX_BROKEN: usize = 5;
+
+/// What a worker is told of tests its change broke.
+pub(crate) fn broken_tests_note(broken: &[String]) -> Option<String> {
+    (!broken.is_empty()).then(|| {
+        format!(
+            "These tests passed on the mission's base commit, before your change, and fail now: your change \
+             broke them: {}. Compare what your diff changed with what they test, and put back what your \
+             task did not ask to change.",
+            broken
+                .iter()
+                .map(|t| format!("`{}`", crate::prompts::cut(t, 120)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +261,42 @@ mod tests {
         assert!(!said.contains("node_modules"), "{said}");
         assert!(said.contains("- `div`: defined nowhere"), "{said}");
         assert!(where_defined("AssertionError", root).is_none());
+    }
+
+    #[test]
+    fn failed_tests_are_shortened_and_only_new_failures_are_suspects() {
+        assert_eq!(
+            short_test_name("test_add (test_calc.CalcTest.test_add)"),
+            "test_add"
+        );
+        assert_eq!(short_test_name("tests/test_a.py::test_x"), "test_x");
+        assert_eq!(short_test_name("tests::subs"), "subs");
+        assert_eq!(short_test_name("TestAdd"), "TestAdd");
+        assert_eq!(short_test_name("t.py::test_x[1-2]"), "test_x");
+        assert!(test_definition_pattern("test_x").is_some());
+        assert!(test_definition_pattern("a|b").is_none());
+        let evidence = orchestrator_protocol::Evidence {
+            kind: "test".into(),
+            command: "t".into(),
+            exit_code: Some(1),
+            duration_ms: 1,
+            tree: "t".into(),
+            timed_out: false,
+            output_tail: String::new(),
+            failed_tests: vec!["test_add (t.T.test_add)".into(), "test_old (t.T.test_old)".into()],
+            baseline_failures: vec!["test_old (t.T.test_old)".into()],
+            tests_lost: None,
+            tests_not_run: None,
+        };
+        assert_eq!(
+            newly_failed(std::slice::from_ref(&evidence)),
+            [("test_add (t.T.test_add)".to_string(), "test_add".to_string())]
+        );
+        let note = broken_tests_note(&["test_add (t.T.test_add)".into()]).expect("a note");
+        assert!(
+            note.contains("`test_add (t.T.test_add)`") && note.contains("broke"),
+            "{note}"
+        );
+        assert!(broken_tests_note(&[]).is_none());
     }
 }

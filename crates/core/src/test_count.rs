@@ -208,12 +208,10 @@ impl FailureScan {
 }
 
 /// The tests a test command's output names as failed, sorted and without repeats.
-#[cfg(test)]
 pub(crate) fn failed_tests(output: &str) -> Vec<String> {
     scan(output).names()
 }
 
-#[cfg(test)]
 pub(crate) fn scan(output: &str) -> FailureScan {
     let mut scan = FailureScan::default();
     output.lines().for_each(|l| scan.line(l));

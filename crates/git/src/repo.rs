@@ -815,6 +815,28 @@ impl Repo {
         }
     }
 
+    /// Whether a line of a text file of `commit` matches `pattern` (a POSIX extended regular
+    /// expression, as `git grep -E`): e.g. whether a test of some name was defined there.
+    pub async fn matches_at(&self, commit: &str, pattern: &str) -> Result<bool, GitError> {
+        let args = [
+            "grep",
+            "-q",
+            "-I",
+            "-E",
+            "-e",
+            pattern,
+            "--end-of-options",
+            commit,
+            "--",
+        ];
+        let out = self.git().run(self.root(), args, Mode::READ).await?;
+        match out.code {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(out.into_error()),
+        }
+    }
+
     /// Whether `ancestor` is reachable from `descendant` (a commit is its own ancestor).
     pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
         let args = [

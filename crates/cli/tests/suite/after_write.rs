@@ -61,6 +61,41 @@ async fn a_change_that_breaks_the_tests_is_told_at_once_and_one_that_passes_too(
     assert_eq!(repo.read("a.txt").as_deref(), Some("fixed"));
 }
 
+/// The note says which failures the change caused (tests that passed on the base commit) and names
+/// files as the worker knows them, relative to its worktree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_note_names_tests_the_change_broke_and_paths_in_the_worktree() {
+    let test = "if grep -q broken a.txt 2>/dev/null; then echo \"File $PWD/t.py, line 2\"; \
+                echo 'FAIL: test_old (t.T.test_old)'; echo 'Ran 1 test in 0.001s'; exit 1; fi; \
+                echo 'Ran 1 test in 0.001s'";
+    let config = format!(
+        "[verify]\ntest = \"{}\"\nafter_write = true\n[limits]\nunit_attempts = 2\n",
+        test.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let repo = TestRepo::new(&[
+        ("orchestrator.toml", &config),
+        ("t.py", "class T:\n    def test_old(self):\n        pass\n"),
+    ]);
+    let server = fake(one_unit("FILE a.txt := broken\nFIX a.txt := fine")).await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let results = write_results(&server);
+    let note = results
+        .iter()
+        .find(|r| r.contains(NOTE) && r.contains("exit code: 1"))
+        .unwrap_or_else(|| panic!("{results:?}"));
+    assert!(
+        note.contains("passed on the mission's base commit") && note.contains("`test_old (t.T.test_old)`"),
+        "{note}"
+    );
+    assert!(note.contains("File t.py, line 2"), "{note}");
+    assert!(!note.contains(".orchestrator/"), "{note}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_after_write_no_tests_run_between_turns() {
     let config = "[verify]\ntest = \"true\"\n";

@@ -738,6 +738,45 @@ async fn a_missing_name_in_a_failure_is_shown_where_it_is_defined() {
     assert!(told.contains("- `mul`: calc.py:1 `def mul(a, b):`"), "{told}");
 }
 
+/// A test that passed on the base commit and fails after the unit's change is named to the worker as
+/// broken by it; a failing test the base did not have is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_that_passed_on_the_base_and_fails_now_is_named_as_broken() {
+    let test = "if grep -q broken a.txt 2>/dev/null; then echo 'FAIL: test_old (t.T.test_old)'; \
+                echo 'FAIL: test_new (t.T.test_new)'; echo 'Ran 2 tests in 0.001s'; exit 1; fi; echo 'Ran 1 test in 0.001s'";
+    let config = format!(
+        "[verify]\ntest = \"{}\"\n[limits]\nunit_attempts = 2\n",
+        test.replace('"', "\\\"")
+    );
+    let repo = TestRepo::new(&[
+        ("orchestrator.toml", &config),
+        ("t.py", "class T:\n    def test_old(self):\n        pass\n"),
+    ]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Write a",
+            "FILE a.txt := broken\nFIX a.txt := fine",
+            &[],
+        )],
+        ..Script::default()
+    })
+    .await;
+    let done = Run::task("Write a")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let told = told_the_worker(&server);
+    let note = told
+        .lines()
+        .find(|l| l.contains("passed on the mission's base commit"))
+        .unwrap_or_else(|| panic!("{told}"));
+    assert!(note.contains("`test_old (t.T.test_old)`"), "{note}");
+    assert!(!note.contains("test_new"), "a test the base did not have: {note}");
+}
+
 /// Everything the runtime told the workers (their user messages), joined.
 fn told_the_worker(server: &FakeServer) -> String {
     requests_of(server, "worker")

@@ -272,6 +272,12 @@ pub trait SessionHooks: Send + Sync {
         None
     }
 
+    /// What the hook can add to a failing test run's output shown to the session (the tests after a
+    /// change): which failures are the session's own doing.
+    async fn explain_failure(&self, _output: &str) -> Option<String> {
+        None
+    }
+
     /// The error returned for a tool the session was not offered.
     fn not_offered(&self, name: &str, offered: &[String]) -> String {
         format!(

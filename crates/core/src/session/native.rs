@@ -926,7 +926,7 @@ impl Session {
             wrote |= !output.is_error && orchestrator_tools::WRITING_TOOLS.contains(&call.name.as_str());
             let mut output = self.fit_output(rt, call, output);
             if wrote && !finished && n + 1 == calls.len() {
-                if let Some(checked) = self.check_after_write(rt).await {
+                if let Some(checked) = self.check_after_write(rt, hooks).await {
                     output.content.push_str(&checked);
                 }
                 if rt.cancel.is_cancelled() {
@@ -949,14 +949,17 @@ impl Session {
     /// The tests run by the runtime after a turn that changed a file (`[verify] after_write`), as a
     /// note for the end of that turn's last result: a small model sees what its change broke while
     /// it still works on it, instead of after it answered (a best-of-N candidate gets one answer).
-    async fn check_after_write(&self, rt: &Runtime) -> Option<String> {
+    async fn check_after_write(&self, rt: &Runtime, hooks: &dyn SessionHooks) -> Option<String> {
         let command = self.after_write.as_deref()?;
         let started = Instant::now();
         let output = self
             .toolbox
             .run_command(command, AFTER_WRITE_CHARS, &rt.cancel)
             .await;
-        let (head, body) = output.content.split_once('\n').unwrap_or((&output.content, ""));
+        // Paths as the model knows them: `File "test_calc.py"`, not the worktree's absolute path.
+        let root = format!("{}/", self.toolbox.root().display());
+        let content = output.content.replace(&root, "");
+        let (head, body) = content.split_once('\n').unwrap_or((&content, ""));
         let passed = !output.is_error && head == "exit code: 0";
         self.emit_tool(
             rt,
@@ -965,13 +968,24 @@ impl Session {
             passed,
             started.elapsed().as_millis() as u64,
         );
+        let hints: String = match passed {
+            true => String::new(),
+            false => [
+                hooks.explain_failure(body).await,
+                crate::hints::where_defined(body, self.toolbox.root()),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|hint| format!("{hint}\n"))
+            .collect(),
+        };
         let next = if passed {
             "They pass. If your task is done, answer with a short summary."
         } else {
             "Fix what fails, then answer."
         };
         Some(format!(
-            "\n\n[The runtime ran the tests after this change: `{command}` → {head}]\n{}\n{next}",
+            "\n\n[The runtime ran the tests after this change: `{command}` → {head}]\n{}\n{hints}{next}",
             body.trim_end()
         ))
     }

@@ -244,7 +244,8 @@ impl UnitRun {
                 evidence,
             }
         } else {
-            out(verification_feedback(&evidence, Some(worktree.path())))
+            let broken = super::unit::broken_tests(mission, &evidence).await;
+            out(verification_feedback(&evidence, Some(worktree.path()), &broken))
         }
     }
 

@@ -813,7 +813,12 @@ impl UnitRun {
         }
         if !all_passed(evidence) {
             // Failing evidence fails the unit without spending a review.
-            return Ok(Some(verification_feedback(evidence, Some(worktree.path()))));
+            let broken = broken_tests(mission, evidence).await;
+            return Ok(Some(verification_feedback(
+                evidence,
+                Some(worktree.path()),
+                &broken,
+            )));
         }
         self.state(UnitState::Reviewing, attempt, None);
         let review = match known_review {
@@ -850,6 +855,7 @@ const VERIFICATION_FAILED: &str = "Stage 1 verification failed";
 pub(super) fn verification_feedback(
     evidence: &[orchestrator_protocol::Evidence],
     root: Option<&Path>,
+    broken: &[String],
 ) -> String {
     let failed: String = evidence
         .iter()
@@ -857,15 +863,65 @@ pub(super) fn verification_feedback(
         .map(|e| e.output_tail.as_str())
         .collect::<Vec<_>>()
         .join("\n");
-    let hint = root
-        .and_then(|root| crate::hints::where_defined(&failed, root))
-        .map(|hint| format!("{hint}\n\n"))
-        .unwrap_or_default();
+    let hint: String = [
+        crate::hints::broken_tests_note(broken),
+        root.and_then(|root| crate::hints::where_defined(&failed, root)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|hint| format!("{hint}\n\n"))
+    .collect();
     format!(
         "{VERIFICATION_FAILED}: the runtime ran the build and tests on your committed work.\n\n{}\n{hint}\
          Fix the problem, run the tests yourself, then answer with a short summary.",
         verify::describe(evidence)
     )
+}
+
+/// The failing tests of `evidence` that passed on the mission's base commit.
+pub(super) async fn broken_tests(
+    mission: &crate::shared::Mission,
+    evidence: &[orchestrator_protocol::Evidence],
+) -> Vec<String> {
+    defined_at_base(mission, crate::hints::newly_failed(evidence)).await
+}
+
+/// The tests a test run's `output` names as failed that passed on the mission's base commit (as
+/// [`broken_tests`], for output that is not evidence: the tests after a change).
+pub(super) async fn broken_tests_in(mission: &crate::shared::Mission, output: &str) -> Vec<String> {
+    let failed = crate::test_count::failed_tests(output);
+    defined_at_base(mission, crate::hints::with_short_names(failed.iter())).await
+}
+
+/// Those of `failed` (with their short names) that passed on the mission's base commit: the base's
+/// tests ran, they were not among its failures, and a test of the name was defined there.
+async fn defined_at_base(mission: &crate::shared::Mission, failed: Vec<(String, String)>) -> Vec<String> {
+    if failed.is_empty() {
+        return Vec::new();
+    }
+    let Some(baseline) = mission.verifier.baseline.clone() else {
+        return Vec::new();
+    };
+    let known = baseline.await;
+    let Some(base) = known.base.clone() else {
+        return Vec::new();
+    };
+    if known.tests_ran.is_none_or(|n| n == 0) {
+        return Vec::new();
+    }
+    let mut broken = Vec::new();
+    for (failed, short) in failed {
+        if known.failures.contains(&failed) {
+            continue;
+        }
+        let Some(pattern) = crate::hints::test_definition_pattern(&short) else {
+            continue;
+        };
+        if mission.repo.matches_at(&base, &pattern).await.unwrap_or(false) {
+            broken.push(failed);
+        }
+    }
+    broken
 }
 
 /// A worker that answered without changing anything since its commit failed verification: the

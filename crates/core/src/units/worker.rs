@@ -178,6 +178,14 @@ impl SessionHooks for WorkerHooks {
         ))
     }
 
+    /// Failing tests that passed on the mission's base commit: the worker's change broke them (the
+    /// field's 1.5B turned `add`'s body into `a * b` to add `mul` and read `test_add` failing as
+    /// trouble of its own new code).
+    async fn explain_failure(&self, output: &str) -> Option<String> {
+        let broken = super::unit::broken_tests_in(&self.mission, output).await;
+        crate::hints::broken_tests_note(&broken)
+    }
+
     fn not_offered(&self, name: &str, offered: &[String]) -> String {
         if name == "spawn" {
             let why = if let Some((number, of)) = self.candidate {
