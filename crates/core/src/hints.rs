@@ -78,6 +78,33 @@ pub(crate) fn where_defined(output: &str, root: &Path) -> Option<String> {
     Some(text)
 }
 
+/// The functions `text` names by a call (`mul(a, b)` → `mul`) that no file of the worktree at
+/// `root` defines, at most [`MAX_NAMES`]: what a unit asks for and a claim of "no change needed"
+/// has not got. Python's and JavaScript's common built-ins are left out.
+pub(crate) fn undefined_functions(text: &str, root: &Path) -> Vec<String> {
+    static CALLED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\b([A-Za-z_][A-Za-z0-9_]{1,60})\(").unwrap_or_else(|e| panic!("bad call pattern: {e}"))
+    });
+    const BUILT_IN: [&str; 12] = [
+        "print", "len", "range", "str", "int", "float", "list", "dict", "set", "console", "require", "main",
+    ];
+    let mut called: Vec<String> = Vec::new();
+    for name in CALLED.captures_iter(text).filter_map(|c| c.get(1)) {
+        let name = name.as_str().to_string();
+        if !BUILT_IN.contains(&name.as_str()) && !called.contains(&name) && called.len() < MAX_NAMES {
+            called.push(name);
+        }
+    }
+    if called.is_empty() {
+        return called;
+    }
+    let files = source_files(root);
+    called
+        .into_iter()
+        .filter(|name| definitions_of(name, root, &files).is_empty())
+        .collect()
+}
+
 /// `path:line` and the line, for each line of `files` that defines `name`.
 fn definitions_of(name: &str, root: &Path, files: &[std::path::PathBuf]) -> Vec<String> {
     let forms = [
@@ -298,5 +325,14 @@ mod tests {
             "{note}"
         );
         assert!(broken_tests_note(&[]).is_none());
+    }
+
+    #[test]
+    fn functions_a_text_asks_for_and_the_worktree_lacks_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("calc.py"), "def add(a, b):\n    return a + b\n").expect("write");
+        let asks = "Add mul(a, b) beside add(a, b); print(mul(2, 3)) shows it.";
+        assert_eq!(undefined_functions(asks, dir.path()), ["mul"]);
+        assert!(undefined_functions("Nothing called here.", dir.path()).is_empty());
     }
 }

@@ -261,3 +261,49 @@ async fn a_worker_that_says_no_change_is_needed_is_taken_at_once() {
         .iter()
         .any(|r| r.first_user_text().contains("EMPTY")));
 }
+
+/// "No change needed" for a unit that asks for a function the worktree does not define: sent back
+/// once, naming it; a worker that says it again is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_change_needed_for_a_function_defined_nowhere_is_sent_back_once() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[
+        ("orchestrator.toml", config),
+        ("calc.py", "def add(a, b):\n    return a + b\n"),
+    ]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Add mul(a, b) to calc.py",
+            "ANSWER NO CHANGE NEEDED: calc.py is already correct.",
+            &[],
+        )],
+        ..Script::default()
+    })
+    .await;
+    let _ = Run::task("Add mul(a, b) to calc.py")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let workers = requests_of(&server, "worker");
+    assert_eq!(workers.len(), 2, "sent back once, then taken");
+    let told: Vec<String> = workers[1]
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            SeenMessage::User { text } if text.starts_with("Not taken as your answer yet") => {
+                Some(text.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("`mul`") && told[0].contains("no file of your worktree"),
+        "{}",
+        told[0]
+    );
+}

@@ -141,10 +141,14 @@ impl SessionHooks for WorkerHooks {
     /// candidate gets one attempt only. Sent back once; a worker sure the work is already there
     /// answers again and is taken.
     async fn recheck_answer(&self, answer: &str) -> Option<String> {
-        // A worker that says, as its protocol asks, that no change is needed has judged already;
-        // its review must find the lines that show it (`checked.rs`).
-        if super::unit::claims_no_change(answer) || self.spawned.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.spawned.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
+        }
+        // A worker that says, as its protocol asks, that no change is needed is taken, unless its
+        // unit asks for a function the worktree does not define (the field's 1.5B said "NO CHANGE
+        // NEEDED: calc.py and test_calc.py are already correct" of a calc.py without `mul`).
+        if super::unit::claims_no_change(answer) {
+            return self.missing_from_claim().await;
         }
         let start = self.run_start.lock().ok()?.clone()?;
         let worktree = self.tree.get().await.ok()?;
@@ -217,6 +221,29 @@ impl SessionHooks for WorkerHooks {
 pub(super) const DEFAULT_UNIT_TOKENS: u64 = 30_000;
 
 impl WorkerHooks {
+    /// Why a "no change needed" claim is not taken yet: the functions the unit names that no file
+    /// of the worktree defines.
+    async fn missing_from_claim(&self) -> Option<String> {
+        let asked = format!("{}\n{}", self.unit.title, self.unit.description);
+        let root = self.tree.path.clone();
+        let missing = tokio::task::spawn_blocking(move || crate::hints::undefined_functions(&asked, &root))
+            .await
+            .ok()?;
+        (!missing.is_empty()).then(|| {
+            format!(
+                "Not taken as your answer yet: your unit asks for {}, which no file of your worktree \
+                 defines, so the work is not there already. Write it now, check that each call \
+                 succeeded, then answer. If it really exists under another name, answer again saying \
+                 which file and line.",
+                missing
+                    .iter()
+                    .map(|name| format!("`{name}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+
     /// The session's next run starts with the worktree at `commit`: an answer that leaves it there
     /// changed nothing (see `recheck_answer`).
     pub(super) fn runs_from(&self, commit: &str) {
