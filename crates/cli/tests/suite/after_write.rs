@@ -307,3 +307,75 @@ async fn no_change_needed_for_a_function_defined_nowhere_is_sent_back_once() {
         told[0]
     );
 }
+
+/// What the field's 1.5B did: "the unit is complete" with nothing changed, then, sent back,
+/// "NO CHANGE NEEDED" for a unit whose function is nowhere. Each rule sends it back once, the first
+/// without offering that way out; the third answer is taken.
+struct ClaimsThenInsists(ScriptedMission);
+
+impl Brain for ClaimsThenInsists {
+    fn respond(&self, request: &SeenRequest) -> Reply {
+        if role_of(request) != "worker" {
+            return self.0.respond(request);
+        }
+        match has_user_message(request, "Not taken as your answer yet") {
+            false => Reply::Text("The unit is complete and the tests pass.".into()),
+            true => Reply::Text("NO CHANGE NEEDED: calc.py is already correct.".into()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_answer_rule_sends_back_once_per_run_and_the_third_answer_is_taken() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[
+        ("orchestrator.toml", config),
+        ("calc.py", "def add(a, b):\n    return a + b\n"),
+    ]);
+    let script = Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Add mul(a, b) to calc.py",
+            "FILE calc.py := x",
+            &[],
+        )],
+        ..Script::default()
+    };
+    let server = FakeServer::start(
+        ClaimsThenInsists(ScriptedMission::new(script)),
+        Default::default(),
+    )
+    .await
+    .expect("fake server");
+    let _ = Run::task("Add mul(a, b) to calc.py")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let workers = requests_of(&server, "worker");
+    assert_eq!(workers.len(), 3, "two send-backs, then taken");
+    let told: Vec<String> = workers[2]
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            SeenMessage::User { text } if text.starts_with("Not taken as your answer yet") => {
+                Some(text.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(
+        told[0].contains("no file in your worktree has changed") && told[0].contains("`mul`"),
+        "{}",
+        told[0]
+    );
+    assert!(
+        !told[0].contains("NO CHANGE NEEDED"),
+        "no way out offered: {}",
+        told[0]
+    );
+    assert!(told[1].contains("your unit asks for `mul`"), "{}", told[1]);
+}

@@ -267,7 +267,8 @@ pub trait SessionHooks: Send + Sync {
     }
 
     /// A correction for a plain-text answer the session should not end with yet, or `None` to take
-    /// it. Asked at most once per run: a model sure of its answer gives it again and is taken.
+    /// it. A hook bounds its own rules (each should send back at most once per run); the session
+    /// takes the answer after two send-backs in a run whatever the hook says.
     async fn recheck_answer(&self, _answer: &str) -> Option<String> {
         None
     }

@@ -46,6 +46,10 @@ const MAX_CORRECTIONS: u32 = 3;
 /// session ends as a model failure.
 const MAX_REPEATS: u32 = 2;
 
+/// Answers a run's hooks may send back (`SessionHooks::recheck_answer`), whatever each hook's own
+/// rules say: past it the answer is taken.
+const MAX_RECHECKS: u32 = 2;
+
 /// How much hotter each turn in a row that repeated itself samples.
 const REPEAT_HEAT: f32 = 0.3;
 
@@ -274,8 +278,8 @@ impl Session {
         let mut corrections = 0;
         let mut last_bad_reply: Option<String> = None;
         let mut watch = RepeatWatch::default();
-        // Whether this run's hooks already sent an answer back (`SessionHooks::recheck_answer`).
-        let mut rechecked = false;
+        // How often this run's hooks sent an answer back (`SessionHooks::recheck_answer`).
+        let mut rechecks = 0;
         // A resumed run that already made calls has looked; a fresh one (or feedback) has not.
         let mut called = carried > 0;
         loop {
@@ -318,9 +322,9 @@ impl Session {
             if reply.tool_calls.is_empty() {
                 let correction = match self.correction_for(&reply) {
                     Some(correction) => correction,
-                    None if rechecked => return SessionEnd::Answered(reply.content),
+                    None if rechecks >= MAX_RECHECKS => return SessionEnd::Answered(reply.content),
                     None => {
-                        rechecked = true;
+                        rechecks += 1;
                         match hooks.recheck_answer(&reply.content).await {
                             Some(correction) => correction,
                             None => return SessionEnd::Answered(reply.content),

@@ -400,6 +400,7 @@ impl UnitRun {
             spawned: std::sync::atomic::AtomicBool::new(false),
             candidate,
             run_start: std::sync::Mutex::new(None),
+            rechecks: Default::default(),
         };
         let spec = SessionSpec::new(
             key,

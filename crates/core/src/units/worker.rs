@@ -106,6 +106,41 @@ pub(super) struct WorkerHooks {
     pub(super) candidate: Option<(u32, u32)>,
     /// The commit the session's current run started from (see [`WorkerHooks::runs_from`]).
     pub(super) run_start: std::sync::Mutex<Option<String>>,
+    /// Which answer rules sent the current run's answer back already.
+    pub(super) rechecks: Rechecks,
+}
+
+/// The rules of [`WorkerHooks::recheck_answer`].
+#[derive(Clone, Copy)]
+enum Recheck {
+    Unchanged,
+    Claim,
+}
+
+/// Which answer rules told the worker in its current run: each at most once.
+#[derive(Default)]
+pub(super) struct Rechecks(std::sync::atomic::AtomicU8);
+
+impl Rechecks {
+    fn bit(rule: Recheck) -> u8 {
+        match rule {
+            Recheck::Unchanged => 1,
+            Recheck::Claim => 2,
+        }
+    }
+
+    fn told(&self, rule: Recheck) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) & Self::bit(rule) != 0
+    }
+
+    fn tell(&self, rule: Recheck) {
+        self.0
+            .fetch_or(Self::bit(rule), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn reset(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -135,51 +170,42 @@ impl SessionHooks for WorkerHooks {
         HookResult::Continue(self.spawn(children, slot).await)
     }
 
-    /// An answer with nothing changed in the worktree since the worker was given its task (or its
-    /// last feedback) would end the attempt with nothing done: the field's 1.5B read the files and
-    /// answered "the unit is complete, the tests passed" with an untouched tree, and a best-of-N
-    /// candidate gets one attempt only. Sent back once; a worker sure the work is already there
-    /// answers again and is taken.
+    /// Two rules, each sent back at most once per run (see [`Rechecks`]); a worker that answers again
+    /// is taken.
+    /// - An answer with nothing changed in the worktree since the worker was given its task (or its
+    ///   last feedback) would end the attempt with nothing done: the field's 1.5B read the files and
+    ///   answered "the unit is complete, the tests passed" with an untouched tree, and a best-of-N
+    ///   candidate gets one attempt only.
+    /// - "No change needed" for a unit that names a function no file of the worktree defines (the
+    ///   1.5B said "NO CHANGE NEEDED: calc.py and test_calc.py are already correct" of a calc.py
+    ///   without `mul`, right after being sent back for answering with nothing done).
     async fn recheck_answer(&self, answer: &str) -> Option<String> {
         if self.spawned.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
-        // A worker that says, as its protocol asks, that no change is needed is taken, unless its
-        // unit asks for a function the worktree does not define (the field's 1.5B said "NO CHANGE
-        // NEEDED: calc.py and test_calc.py are already correct" of a calc.py without `mul`).
-        if super::unit::claims_no_change(answer) {
-            return self.missing_from_claim().await;
-        }
-        let start = self.run_start.lock().ok()?.clone()?;
-        let worktree = self.tree.get().await.ok()?;
-        // Uncommitted changes, or a commit of its own (a worker may run `git commit`): work done.
-        if worktree.has_changes().await.unwrap_or(true) || worktree.head().await.ok()? != start {
+        let claims = super::unit::claims_no_change(answer);
+        let rule = if claims {
+            Recheck::Claim
+        } else {
+            Recheck::Unchanged
+        };
+        if self.rechecks.told(rule) {
             return None;
         }
-        let tools = self
-            .mission
-            .config
-            .role(orchestrator_protocol::Role::Worker)
-            .tools
-            .clone();
-        let writing: Vec<String> = orchestrator_tools::WRITING_TOOLS
-            .iter()
-            .filter(|t| {
-                tools
-                    .as_ref()
-                    .is_none_or(|offered| offered.iter().any(|o| o == *t))
-            })
-            .map(|t| format!("`{t}`"))
-            .collect();
-        Some(format!(
-            "Not taken as your answer yet: no file in your worktree has changed since you were given \
-             this task (or your last feedback), so answering now ends the attempt with nothing done and it fails. If the task \
-             needs a change, make it now ({}) and check that each call succeeded. Only if the work is \
-             really there already, answer again with a line that starts with `{}:` and name the \
-             file and lines that show it.",
-            writing.join(", "),
-            super::unit::NO_CHANGE
-        ))
+        let missing = self.missing_functions().await;
+        let correction = match rule {
+            Recheck::Claim if missing.is_empty() => return None,
+            Recheck::Claim => format!(
+                "Not taken as your answer yet: your unit asks for {}, which no file of your worktree \
+                 defines, so the work is not there already. Write it now, check that each call \
+                 succeeded, then answer. If it really exists under another name, answer again saying \
+                 which file and line.",
+                missing.join(", ")
+            ),
+            Recheck::Unchanged => self.unchanged_correction(&missing).await?,
+        };
+        self.rechecks.tell(rule);
+        Some(correction)
     }
 
     /// Failing tests that passed on the mission's base commit: the worker's change broke them (the
@@ -221,25 +247,61 @@ impl SessionHooks for WorkerHooks {
 pub(super) const DEFAULT_UNIT_TOKENS: u64 = 30_000;
 
 impl WorkerHooks {
-    /// Why a "no change needed" claim is not taken yet: the functions the unit names that no file
-    /// of the worktree defines.
-    async fn missing_from_claim(&self) -> Option<String> {
+    /// The functions the unit's title and description name by a call that no file of the worktree
+    /// defines, in backticks.
+    async fn missing_functions(&self) -> Vec<String> {
         let asked = format!("{}\n{}", self.unit.title, self.unit.description);
         let root = self.tree.path.clone();
-        let missing = tokio::task::spawn_blocking(move || crate::hints::undefined_functions(&asked, &root))
+        tokio::task::spawn_blocking(move || crate::hints::undefined_functions(&asked, &root))
             .await
-            .ok()?;
-        (!missing.is_empty()).then(|| {
+            .unwrap_or_default()
+            .into_iter()
+            .map(|name| format!("`{name}`"))
+            .collect()
+    }
+
+    /// What a worker that answered with its worktree as the run found it is told; `None` when the
+    /// worktree changed. With functions the unit asks for missing, no way out but writing them is
+    /// offered (the 1.5B took "answer NO CHANGE NEEDED" the moment it was mentioned).
+    async fn unchanged_correction(&self, missing: &[String]) -> Option<String> {
+        let start = self.run_start.lock().ok()?.clone()?;
+        let worktree = self.tree.get().await.ok()?;
+        // Uncommitted changes, or a commit of its own (a worker may run `git commit`): work done.
+        if worktree.has_changes().await.unwrap_or(true) || worktree.head().await.ok()? != start {
+            return None;
+        }
+        let tools = self
+            .mission
+            .config
+            .role(orchestrator_protocol::Role::Worker)
+            .tools
+            .clone();
+        let writing: Vec<String> = orchestrator_tools::WRITING_TOOLS
+            .iter()
+            .filter(|t| {
+                tools
+                    .as_ref()
+                    .is_none_or(|offered| offered.iter().any(|o| o == *t))
+            })
+            .map(|t| format!("`{t}`"))
+            .collect();
+        let head = "Not taken as your answer yet: no file in your worktree has changed since you were \
+                    given this task (or your last feedback), so answering now ends the attempt with \
+                    nothing done and it fails.";
+        Some(if missing.is_empty() {
             format!(
-                "Not taken as your answer yet: your unit asks for {}, which no file of your worktree \
-                 defines, so the work is not there already. Write it now, check that each call \
-                 succeeded, then answer. If it really exists under another name, answer again saying \
-                 which file and line.",
-                missing
-                    .iter()
-                    .map(|name| format!("`{name}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{head} If the task needs a change, make it now ({}) and check that each call \
+                 succeeded. Only if the work is really there already, answer again with a line that \
+                 starts with `{}:` and name the file and lines that show it.",
+                writing.join(", "),
+                super::unit::NO_CHANGE
+            )
+        } else {
+            format!(
+                "{head} Your unit asks for {}, which no file of your worktree defines: write it now \
+                 ({}), check that each call succeeded, then answer.",
+                missing.join(", "),
+                writing.join(", ")
             )
         })
     }
@@ -250,6 +312,7 @@ impl WorkerHooks {
         if let Ok(mut start) = self.run_start.lock() {
             *start = Some(commit.to_string());
         }
+        self.rechecks.reset();
     }
 
     /// A unit splits once. A second `spawn` would get children numbered like the first ones (ids are
