@@ -239,8 +239,9 @@ pub(crate) fn broken_tests_note(broken: &[String]) -> Option<String> {
     (!broken.is_empty()).then(|| {
         format!(
             "These tests passed on the mission's base commit, before your change, and fail now: your change \
-             broke them: {}. Compare what your diff changed with what they test, and put back what your \
-             task did not ask to change.",
+             broke them: {}. They state what the existing code must do: do not edit them to expect \
+             something else. Put back the code your task did not ask to change (add new code beside \
+             it instead).",
             broken
                 .iter()
                 .map(|t| format!("`{}`", crate::prompts::cut(t, 120)))
