@@ -17,6 +17,21 @@ fn one_unit(directives: &str) -> Script {
     }
 }
 
+/// How a send-back of an answer begins.
+const SENT_BACK: &str = "Not taken as your answer yet";
+
+/// The send-backs of answers in a request's conversation, in order.
+fn sent_back(request: &SeenRequest) -> Vec<String> {
+    request
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            SeenMessage::User { text } if text.starts_with(SENT_BACK) => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The `write` results the workers were shown.
 fn write_results(server: &FakeServer) -> Vec<String> {
     tool_results(server)
@@ -164,7 +179,7 @@ struct ClaimsFirst(ScriptedMission);
 
 impl Brain for ClaimsFirst {
     fn respond(&self, request: &SeenRequest) -> Reply {
-        let sent_back = has_user_message(request, "Not taken as your answer yet");
+        let sent_back = has_user_message(request, SENT_BACK);
         if role_of(request) == "worker" && !sent_back {
             return Reply::Text("The unit is complete and the tests pass.".into());
         }
@@ -191,16 +206,10 @@ async fn an_answer_with_nothing_changed_is_sent_back_once_and_the_work_then_done
         .await;
     done.assert_code(0);
     assert_eq!(repo.read("a.txt").as_deref(), Some("a"));
-    let told: Vec<String> = requests_of(&server, "worker")
+    let told = requests_of(&server, "worker")
         .last()
-        .map(|r| r.messages.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|m| match m {
-            SeenMessage::User { text } if text.starts_with("Not taken as your answer yet") => Some(text),
-            _ => None,
-        })
-        .collect();
+        .map(sent_back)
+        .unwrap_or_default();
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(
         told[0].contains("`write`") && told[0].contains("`NO CHANGE NEEDED:`"),
@@ -226,14 +235,7 @@ async fn a_worker_that_answers_again_unchanged_is_taken_the_second_time() {
     assert_ne!(done.code, Some(0));
     let workers = requests_of(&server, "worker");
     assert_eq!(workers.len(), 2, "one answer, sent back once, one answer taken");
-    let sent_back = workers[1]
-        .messages
-        .iter()
-        .filter(
-            |m| matches!(m, SeenMessage::User { text } if text.starts_with("Not taken as your answer yet")),
-        )
-        .count();
-    assert_eq!(sent_back, 1);
+    assert_eq!(sent_back(&workers[1]).len(), 1);
     assert!(
         done.events_of("notice")
             .iter()
@@ -290,16 +292,7 @@ async fn no_change_needed_for_a_function_defined_nowhere_is_sent_back_once() {
         .await;
     let workers = requests_of(&server, "worker");
     assert_eq!(workers.len(), 2, "sent back once, then taken");
-    let told: Vec<String> = workers[1]
-        .messages
-        .iter()
-        .filter_map(|m| match m {
-            SeenMessage::User { text } if text.starts_with("Not taken as your answer yet") => {
-                Some(text.clone())
-            }
-            _ => None,
-        })
-        .collect();
+    let told = sent_back(&workers[1]);
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(
         told[0].contains("`mul`") && told[0].contains("no file of your worktree"),
@@ -318,7 +311,7 @@ impl Brain for ClaimsThenInsists {
         if role_of(request) != "worker" {
             return self.0.respond(request);
         }
-        match has_user_message(request, "Not taken as your answer yet") {
+        match has_user_message(request, SENT_BACK) {
             false => Reply::Text("The unit is complete and the tests pass.".into()),
             true => Reply::Text("NO CHANGE NEEDED: calc.py is already correct.".into()),
         }
@@ -356,16 +349,7 @@ async fn each_answer_rule_sends_back_once_per_run_and_the_third_answer_is_taken(
         .await;
     let workers = requests_of(&server, "worker");
     assert_eq!(workers.len(), 3, "two send-backs, then taken");
-    let told: Vec<String> = workers[2]
-        .messages
-        .iter()
-        .filter_map(|m| match m {
-            SeenMessage::User { text } if text.starts_with("Not taken as your answer yet") => {
-                Some(text.clone())
-            }
-            _ => None,
-        })
-        .collect();
+    let told = sent_back(&workers[2]);
     assert_eq!(told.len(), 2, "{told:?}");
     assert!(
         told[0].contains("no file in your worktree has changed") && told[0].contains("`mul`"),
