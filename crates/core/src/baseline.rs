@@ -191,6 +191,7 @@ fn verifier(plan: &Plan, judged: Judged) -> Verifier {
         permits: Semaphore::new(1),
         sandbox: plan.sandbox.clone(),
         baseline: None,
+        protect_tests: false,
     }
 }
 

@@ -201,6 +201,9 @@ pub struct VerifyFile {
     /// Whether a worker's turn that changed a file is followed by the test command, its result shown
     /// to the worker in that turn's last tool result (the small profile says true).
     pub after_write: Option<bool>,
+    /// Whether a unit may change or remove an assertion of a test file that existed on the mission's
+    /// base commit: `true` fails its verification if it does (the small profile says true).
+    pub protect_tests: Option<bool>,
 }
 
 /// `[verify] cache`: where a unit's build starts from.
@@ -477,6 +480,8 @@ pub struct Config {
     pub verify_cache: VerifyCache,
     /// `[verify] after_write`: the tests run after each worker turn that changed a file.
     pub verify_after_write: bool,
+    /// `[verify] protect_tests`: units may not change what existing tests assert.
+    pub verify_protect_tests: bool,
     pub unit_attempts: u32,
     /// Best of N: candidates per planned unit unless the plan says otherwise (1: none).
     pub candidates: u32,
@@ -687,6 +692,7 @@ pub fn resolve(layers: &[FileConfig], flags: &MissionSettings, env_model: Option
         verify_timeout: Duration::from_secs(merged.verify.timeout_secs.unwrap_or(900)),
         verify_cache: verify_cache(merged.verify.cache)?,
         verify_after_write: merged.verify.after_write.unwrap_or(false),
+        verify_protect_tests: merged.verify.protect_tests.unwrap_or(false),
         unit_attempts: merged.limits.unit_attempts.unwrap_or(3),
         candidates: flags.attempts.or(merged.limits.candidates).unwrap_or(1),
         plan_attempts: merged.limits.plan_attempts.unwrap_or(3),
@@ -975,7 +981,8 @@ fn check_role_mcp(config: &Config) -> Result<()> {
 /// workers: a forced first call must be real work; only looking for planners and reviewers), one
 /// session at a time (a local server evaluates one prompt at a time and keeps only that one's cache),
 /// the pre-scan instead of scouts, short replies and more planning attempts, and the tests run after
-/// each change a worker makes (it sees what broke while it still works). Every value can be
+/// each change a worker makes (it sees what broke while it still works), and existing tests kept as
+/// they are (a small model makes them pass by changing what they expect). Every value can be
 /// overridden in the config files, which lie over it.
 pub const SMALL_PROFILE: &str = r#"
 max_parallel = 1
@@ -988,6 +995,7 @@ rewrites_may_drop = false
 
 [verify]
 after_write = true
+protect_tests = true
 
 [roles.planner]
 tools = ["read", "list", "grep"]
@@ -1474,6 +1482,7 @@ fn merge(into: &mut FileConfig, layer: FileConfig) {
     take!(verify.timeout_secs);
     take!(verify.cache);
     take!(verify.after_write);
+    take!(verify.protect_tests);
     take!(limits.unit_attempts);
     take!(limits.plan_attempts);
     take!(limits.merge_attempts);
@@ -1709,7 +1718,7 @@ mod tests {
         assert_eq!(config.scouts, Some(0));
         assert_eq!(config.plan_attempts, 5);
         assert!(!config.rewrites_may_drop);
-        assert!(config.verify_after_write);
+        assert!(config.verify_after_write && config.verify_protect_tests);
         let worker = config.role(Role::Worker);
         assert_eq!(worker.max_tokens, 2048);
         let tools = worker.tools.clone().unwrap_or_default();

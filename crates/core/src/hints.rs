@@ -313,8 +313,7 @@ mod tests {
             output_tail: String::new(),
             failed_tests: vec!["test_add (t.T.test_add)".into(), "test_old (t.T.test_old)".into()],
             baseline_failures: vec!["test_old (t.T.test_old)".into()],
-            tests_lost: None,
-            tests_not_run: None,
+            ..Default::default()
         };
         assert_eq!(
             newly_failed(std::slice::from_ref(&evidence)),

@@ -126,6 +126,82 @@ pub(crate) fn added_test_definitions(diff: &str) -> (u64, Vec<String>) {
     (added.saturating_sub(removed), names)
 }
 
+/// Whether `path` is a test file by the common conventions: `test_x.py`, `x_test.go`, `x.test.ts`,
+/// `x.spec.js`, or anything under a `tests`, `test`, `__tests__` or `spec` folder.
+pub(crate) fn is_test_file(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let stem = name.split('.').next().unwrap_or(name);
+    stem.starts_with("test_")
+        || stem.ends_with("_test")
+        || name.contains(".test.")
+        || name.contains(".spec.")
+        || path
+            .split('/')
+            .rev()
+            .skip(1)
+            .any(|dir| matches!(dir, "tests" | "test" | "__tests__" | "spec"))
+}
+
+/// Whether a line of code is an assertion in the common test styles.
+fn is_assertion(code: &str) -> bool {
+    const STARTS: [&str; 5] = ["assert", "self.assert", "expect(", "t.Error", "t.Fatal"];
+    STARTS.iter().any(|s| code.starts_with(s))
+}
+
+/// Assertions a unified diff removes from test files that existed before it without adding the
+/// same line back (a changed expectation shows as its old line removed): `file: `line``, at most
+/// a few. A worker that makes the tests pass by changing what an existing test expects (the field's
+/// 1.5B turned `add` into a product and `assertEqual(add(2, 3), 5)` into `…, 6)`) is caught here.
+pub(crate) fn changed_assertions(diff: &str) -> Vec<String> {
+    const MAX_LISTED: usize = 5;
+    let mut changed = Vec::new();
+    let mut file: Option<String> = None;
+    let mut existed = false;
+    let mut removed: Vec<String> = Vec::new();
+    let mut added: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut flush =
+        |file: &Option<String>, removed: &mut Vec<String>, added: &mut std::collections::HashSet<String>| {
+            if let Some(file) = file {
+                for line in removed.drain(..) {
+                    if !added.contains(&line) && changed.len() < MAX_LISTED {
+                        changed.push(format!("{file}: `{line}`"));
+                    }
+                }
+            }
+            removed.clear();
+            added.clear();
+        };
+    for line in diff.lines() {
+        if line.starts_with("diff --git ") {
+            flush(&file, &mut removed, &mut added);
+            (file, existed) = (None, false);
+            continue;
+        }
+        if let Some(old) = line.strip_prefix("--- ") {
+            existed = old != "/dev/null";
+            continue;
+        }
+        if let Some(new) = line.strip_prefix("+++ ") {
+            let path = new.strip_prefix("b/").unwrap_or(new).to_string();
+            file = (existed && is_test_file(&path)).then_some(path);
+            continue;
+        }
+        if file.is_none() {
+            continue;
+        }
+        if let Some(code) = line.strip_prefix('-') {
+            let code = code.trim();
+            if is_assertion(code) {
+                removed.push(code.to_string());
+            }
+        } else if let Some(code) = line.strip_prefix('+') {
+            added.insert(code.trim().to_string());
+        }
+    }
+    flush(&file, &mut removed, &mut added);
+    changed
+}
+
 /// What the common runners print for each failed test, the name captured as `name`.
 static FAILURES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
     [
@@ -221,6 +297,24 @@ pub(crate) fn scan(output: &str) -> FailureScan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changed_and_removed_assertions_of_existing_test_files_are_found() {
+        let diff = "diff --git a/test_calc.py b/test_calc.py\n--- a/test_calc.py\n+++ b/test_calc.py\n@@ -5,7 +5,7 @@\n     def test_add(self):\n-        self.assertEqual(add(2, 3), 5)\n+        self.assertEqual(add(2, 3), 6)\n\ndiff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n@@ -1 +1 @@\n-    assert x\n+    pass\n";
+        assert_eq!(
+            changed_assertions(diff),
+            ["test_calc.py: `self.assertEqual(add(2, 3), 5)`"]
+        );
+        // Moved (removed and added back), added, or in a new file: not changed.
+        let moved = "diff --git a/tests/a.rs b/tests/a.rs\n--- a/tests/a.rs\n+++ b/tests/a.rs\n@@ -1,3 +1,4 @@\n-    assert_eq!(f(), 1);\n+fn other() {}\n+    assert_eq!(f(), 1);\n+    assert_eq!(g(), 2);\n";
+        assert!(changed_assertions(moved).is_empty());
+        let new =
+            "diff --git a/test_b.py b/test_b.py\n--- /dev/null\n+++ b/test_b.py\n@@ -0,0 +1 @@\n+assert 1\n";
+        assert!(changed_assertions(new).is_empty());
+        assert!(is_test_file("pkg/calc_test.go") && is_test_file("src/__tests__/a.js"));
+        assert!(is_test_file("web/app.spec.ts") && is_test_file("tests/it.rs"));
+        assert!(!is_test_file("src/contest.py") && !is_test_file("calc.py"));
+    }
 
     #[test]
     fn the_common_runners_failures_are_named() {

@@ -55,6 +55,9 @@ pub(crate) struct VerifyCommands {
     pub build: Option<String>,
     pub lint: Option<String>,
     pub test: Option<String>,
+    /// `[verify] protect_tests` of the commander's config (older tickets: off).
+    #[serde(default)]
+    pub protect_tests: bool,
 }
 
 /// How a worker's run of a unit ended.

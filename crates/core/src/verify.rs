@@ -40,6 +40,9 @@ pub struct Verifier {
     /// The mission's baseline, awaited before the first command: its pre-existing test failures
     /// and the build outputs a worktree starts from. `None` for the baseline's own run.
     pub baseline: Option<crate::baseline::Ready>,
+    /// `[verify] protect_tests`: a passing test command fails when the tree changes or removes an
+    /// assertion of a test file that existed on the mission's base commit.
+    pub protect_tests: bool,
 }
 
 /// A worktree being put back to the verified commit in the background; see
@@ -176,6 +179,10 @@ impl Verifier {
             let record = excuse_pre_existing(record, complete, known.as_deref());
             let record = notice_lost_tests(record, known.as_deref());
             let record = notice_unrun_tests(record, known.as_deref(), worktree).await;
+            let record = match self.protect_tests {
+                true => notice_changed_assertions(record, known.as_deref(), worktree).await,
+                false => record,
+            };
             let passed = record.passed();
             evidence.push(record);
             if !passed || cancel.is_cancelled() {
@@ -272,6 +279,27 @@ async fn notice_unrun_tests(
             ran_before: before,
             ran_now: now,
         });
+    }
+    record
+}
+
+/// A passing test command on a tree that changes what tests of the base commit assert
+/// (`[verify] protect_tests`): the pass proves what the worker chose to check, so it fails, naming
+/// the assertions.
+async fn notice_changed_assertions(
+    mut record: Evidence,
+    known: Option<&crate::baseline::Known>,
+    worktree: &Worktree,
+) -> Evidence {
+    if record.kind != "test" || !record.passed() {
+        return record;
+    }
+    let Some(base) = known.and_then(|k| k.base.as_deref()) else {
+        return record;
+    };
+    match worktree.diff_since(base).await {
+        Ok(diff) => record.assertions_changed = crate::test_count::changed_assertions(&diff),
+        Err(e) => tracing::debug!("no diff to look for changed assertions in: {e}"),
     }
     record
 }
@@ -393,6 +421,14 @@ fn tests_counted(evidence: &Evidence) -> String {
             unrun.added.join(", "),
             unrun.ran_now,
             unrun.ran_before
+        );
+    }
+    if !evidence.assertions_changed.is_empty() {
+        return format!(
+            "; FAILED: it passed, but this tree changes what tests of the mission's base commit assert: \
+             {}. Those tests state what the code must do, and this mission keeps them as they are \
+             ([verify] protect_tests): put them back and change the code instead (new tests may be added)",
+            evidence.assertions_changed.join(", ")
         );
     }
     if evidence.kind != "test" || !evidence.passed() {
@@ -827,6 +863,7 @@ mod tests {
             permits: Semaphore::new(1),
             sandbox: Default::default(),
             baseline: None,
+            protect_tests: false,
         };
         let cancel = CancellationToken::new();
         let (evidence, restore) = verifier.verify_restoring_later(&worktree, &cancel).await.unwrap();
@@ -854,6 +891,7 @@ mod tests {
             permits: Semaphore::new(1),
             sandbox: Default::default(),
             baseline: None,
+            protect_tests: false,
         };
         let (evidence, restore) = idle.verify_restoring_later(&worktree, &cancel).await.unwrap();
         assert!(evidence.is_empty() && restore.is_none());

@@ -156,6 +156,11 @@ pub struct Evidence {
     /// nothing and the command counts as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_not_run: Option<UnrunTests>,
+    /// Under `[verify] protect_tests`: assertions of test files that existed on the mission's base
+    /// commit which the tree changes or removes (`file: `line``), so a passing run proves what the
+    /// worker chose, not what the project asked; the command counts as failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assertions_changed: Vec<String>,
 }
 
 /// Tests a tree adds that its test command did not run.
@@ -173,7 +178,11 @@ impl Evidence {
     /// one (it failed in the baseline too), so the work is not blamed for it. A failure that names no
     /// test (a compile error, a crash) is never excused.
     pub fn passed(&self) -> bool {
-        if self.timed_out || self.tests_lost.is_some() || self.tests_not_run.is_some() {
+        if self.timed_out
+            || self.tests_lost.is_some()
+            || self.tests_not_run.is_some()
+            || !self.assertions_changed.is_empty()
+        {
             return false;
         }
         self.exit_code == Some(0) || self.only_baseline_failures()

@@ -777,6 +777,46 @@ async fn a_test_that_passed_on_the_base_and_fails_now_is_named_as_broken() {
     assert!(!note.contains("test_new"), "a test the base did not have: {note}");
 }
 
+/// Under `[verify] protect_tests`, a passing run on a tree that changes what an existing test asserts
+/// fails, naming the assertion; putting it back (and adding a new test) passes. Without it, the same
+/// change passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_assertion_of_an_existing_test_fails_under_protect_tests() {
+    let script = || {
+        Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Add mul",
+            "FILE test_calc.py := def test_add():\\n    assert add(2, 3) == 6\\n\n\
+             FIX test_calc.py := def test_add():\\n    assert add(2, 3) == 5\\n\\n\\ndef test_mul():\\n    assert mul(2, 3) == 6\\n",
+            &[],
+        )],
+        ..Script::default()
+    }
+    };
+    let base_test = "def test_add():\n    assert add(2, 3) == 5\n";
+    for protect in [true, false] {
+        let config =
+            format!("[verify]\ntest = \"true\"\nprotect_tests = {protect}\n[limits]\nunit_attempts = 2\n");
+        let repo = TestRepo::new(&[("orchestrator.toml", &config), ("test_calc.py", base_test)]);
+        let server = fake(script()).await;
+        let done = Run::task("Add mul")
+            .arg("--json")
+            .openai(&server)
+            .run(&repo)
+            .await;
+        done.assert_code(0);
+        let told = told_the_worker(&server);
+        let failed = told.contains("changes what tests of the mission's base commit assert");
+        assert_eq!(failed, protect, "{told}");
+        if protect {
+            assert!(told.contains("test_calc.py: `assert add(2, 3) == 5`"), "{told}");
+            let test = repo.read("test_calc.py").unwrap_or_default();
+            assert!(test.contains("== 5") && test.contains("test_mul"), "{test}");
+        }
+    }
+}
+
 /// Everything the runtime told the workers (their user messages), joined.
 fn told_the_worker(server: &FakeServer) -> String {
     requests_of(server, "worker")

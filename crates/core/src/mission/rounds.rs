@@ -146,6 +146,7 @@ pub(super) async fn drive(
         permits: Semaphore::new(config.max_parallel_verify),
         sandbox: config.sandbox.clone(),
         baseline: Some(baseline),
+        protect_tests: config.verify_protect_tests,
     };
     verifier_notice(&rt, &verifier);
     let offers = external_offers(id, setup, &rt, &config, replay.relayed.clone())?;

@@ -168,6 +168,7 @@ impl UnitRun {
                 build: verifier.build.clone(),
                 lint: verifier.lint.clone(),
                 test: verifier.test.clone(),
+                protect_tests: verifier.protect_tests,
             },
             settings: mission.settings.clone(),
             budget_left: mission

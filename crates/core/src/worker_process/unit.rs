@@ -274,6 +274,7 @@ impl ClaimedJob {
             permits: tokio::sync::Semaphore::new(config.max_parallel_verify),
             sandbox: config.sandbox.clone(),
             baseline: baseline.as_ref().map(|held| held.ready.clone()),
+            protect_tests: ticket.verify.protect_tests,
         };
         let mission = Arc::new(Mission {
             id: fence.key.mission.clone(),
