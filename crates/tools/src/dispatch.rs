@@ -96,7 +96,9 @@ fn with_path_hint(root: &Root, error: ToolError) -> ToolError {
 fn read(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {
     let args = Args::parse("read", arguments, READ_ARGS)?;
     let path = args.required_str("path")?;
-    let offset = args.optional_positive_int("offset")?.unwrap_or(1);
+    // Line numbers start at 1, but models count from 0 as often (the field's 1.5B reviewer sent
+    // `offset: 0` and, refused, sent it again): 0 is the start of the file too.
+    let offset = args.optional_count("offset")?.unwrap_or(1).max(1);
     // Pages of a few lines only make a model read a file many times, or act on part of it (the 1.5B
     // read five lines of nine, then rewrote the file), so a page has at least MIN_PAGE lines.
     let limit = args

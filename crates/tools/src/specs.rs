@@ -49,7 +49,7 @@ fn read() -> ToolSpec {
             .into(),
         json!({
             "path": path_property("File to read"),
-            "offset": {"type": "integer", "minimum": 1, "description": "1-based line to start at (default 1)"},
+            "offset": {"type": "integer", "minimum": 0, "description": "1-based line to start at (default 1; 0 is taken as 1)"},
             "limit": {"type": "integer", "minimum": 1, "description": "Most lines to return (default 2000; at least 40 are)"},
         }),
         &["path"],
