@@ -73,6 +73,9 @@ impl Grounds {
     }
 
     fn confirm(&self, issue: &ReviewIssue, quote: Option<&str>) -> Grounding {
+        if let Some(defined) = missing_but_defined(issue, &self.root) {
+            return Err(defined);
+        }
         let file = issue
             .file
             .as_deref()
@@ -103,6 +106,46 @@ impl Grounds {
             Err(format!("the quote is not in `{file}`: \"{}\"", cut(quote, 120)))
         }
     }
+}
+
+/// An issue that says a function is missing (or not defined) where the worktree defines it: why it
+/// is not confirmed. The field's 1.5B reviewer failed a unit with "The function mul(a, b) is
+/// missing" while the diff it judged added `def mul(a, b):`. Issues about tests are left alone
+/// ("the test for mul(a, b) is missing" names `mul`, which is defined, for a test that is not).
+fn missing_but_defined(issue: &ReviewIssue, root: &std::path::Path) -> Option<String> {
+    static NAMED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"`([A-Za-z_][A-Za-z0-9_]{1,60})`|\b([A-Za-z_][A-Za-z0-9_]{1,60})\(")
+            .unwrap_or_else(|e| panic!("bad name pattern: {e}"))
+    });
+    const ABSENT: [&str; 7] = [
+        "missing",
+        "not defined",
+        "undefined",
+        "not implemented",
+        "does not exist",
+        "doesn't exist",
+        "is absent",
+    ];
+    let text = format!("{} {}", issue.title, issue.description);
+    let lower = text.to_lowercase();
+    if lower.contains("test") || !ABSENT.iter().any(|a| lower.contains(a)) {
+        return None;
+    }
+    let mut names: Vec<String> = Vec::new();
+    for captures in NAMED.captures_iter(&text) {
+        let Some(name) = captures.get(1).or_else(|| captures.get(2)) else {
+            continue;
+        };
+        if !names.iter().any(|n| n == name.as_str()) && names.len() < 3 {
+            names.push(name.as_str().to_string());
+        }
+    }
+    let (name, places) = crate::hints::definitions(&names, root).into_iter().next()?;
+    Some(format!(
+        "it says `{name}` is missing, but the worktree defines it: {}. If it is wrong, quote its line \
+         and say what is wrong with it",
+        places.join("; ")
+    ))
 }
 
 /// The text a unified diff shows of `file` (removed, added and context lines, markers taken off),
@@ -324,5 +367,30 @@ mod tests {
         );
         assert!(diff_text_of(&grounds.diff, "none.py").is_none());
         assert!(diff_text_of("(diff unavailable: boom)", "calc.py").is_none());
+    }
+
+    #[test]
+    fn an_issue_calling_a_defined_function_missing_is_not_confirmed() {
+        let (_dir, grounds) = grounds();
+        let said = |title: &str, description: &str| {
+            let issue = ReviewIssue {
+                title: title.into(),
+                description: description.into(),
+                file: Some("calc.py".into()),
+            };
+            grounds
+                .check(&[issue], &[Some("def add(a, b):".to_string())])
+                .remove(0)
+        };
+        let why = said("File: calc.py", "The function add(a, b) is missing.").unwrap_err();
+        assert!(
+            why.contains("`add`") && why.contains("calc.py:1 `def add(a, b):`"),
+            "{why}"
+        );
+        assert!(said("`add` is not defined", "d").is_err());
+        // A missing function the worktree lacks, a test said to be missing, another complaint: as before.
+        assert!(said("The function mul(a, b) is missing.", "d").is_ok());
+        assert!(said("The test for add(a, b) is missing.", "d").is_ok());
+        assert!(said("add(a, b) multiplies", "it should add").is_ok());
     }
 }

@@ -105,6 +105,20 @@ pub(crate) fn undefined_functions(text: &str, root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Where the worktree at `root` defines each of `names` (`path:line` and the line), for the names
+/// it defines; one walk of the tree for all of them.
+pub(crate) fn definitions(names: &[String], root: &Path) -> Vec<(String, Vec<String>)> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let files = source_files(root);
+    names
+        .iter()
+        .map(|name| (name.clone(), definitions_of(name, root, &files)))
+        .filter(|(_, places)| !places.is_empty())
+        .collect()
+}
+
 /// `path:line` and the line, for each line of `files` that defines `name`.
 fn definitions_of(name: &str, root: &Path, files: &[std::path::PathBuf]) -> Vec<String> {
     let forms = [

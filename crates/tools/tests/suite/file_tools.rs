@@ -16,7 +16,10 @@ async fn read_numbers_lines_and_pages() {
     assert!(out.starts_with("     1\tline 1\n     2\tline 2\n"), "{out}");
     assert!(out.ends_with("   100\tline 100\n"), "{out}");
     // Counting from 0 means the start too; a negative offset is still refused.
-    assert_eq!(fx.ok("read", json!({"path": "src/a.txt", "offset": 0})).await, out);
+    assert_eq!(
+        fx.ok("read", json!({"path": "src/a.txt", "offset": 0})).await,
+        out
+    );
     let err = fx.err("read", json!({"path": "src/a.txt", "offset": -1})).await;
     assert!(err.contains("`offset`"), "{err}");
     let out = fx
