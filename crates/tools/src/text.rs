@@ -36,7 +36,8 @@ pub(crate) fn carries_read_gutter(text: &str) -> bool {
 }
 
 /// Whether every line of `text` starts with a line number the way a model retypes `read`'s gutter:
-/// indented, then the number and a colon or a run of spaces (`    7:     def f():`, `    14    x`),
+/// indented, then the number and a colon or a run of spaces (`    7:     def f():`, `    14    x`)
+/// or nothing at all (`    16`),
 /// the numbers rising, on two lines or more. The 1.5B sent such lines to `write` and `insert` (seen
 /// in the field); indentation in front of the number keeps tab- or comma-separated data, whose
 /// first column may well count up, out of it.
@@ -47,7 +48,8 @@ pub(crate) fn carries_retyped_gutter(text: &str) -> bool {
         let rest = line.trim_start_matches(' ');
         let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
         let after = &rest[digits..];
-        let marked = after.starts_with(':') || after.starts_with("  ");
+        // A number and nothing after it is a gutter whose code was left out (`    16`, `    17`, …).
+        let marked = after.starts_with(':') || after.starts_with("  ") || after.trim().is_empty();
         let Ok(number) = rest[..digits].parse::<u64>() else {
             return false;
         };
@@ -198,6 +200,8 @@ mod tests {
         assert!(carries_retyped_gutter(
             "    14    if __name__ == '__main__':\n    15        unittest.main()\n"
         ));
+        // Numbers alone, as the field's 1.5B inserted them into a test class.
+        assert!(carries_retyped_gutter("\n\n    16\n\n    17\n\n    18\n"));
         // One line, data without indentation, falling numbers, code: left alone.
         assert!(!carries_retyped_gutter("    14    x = 1\n"));
         assert!(!carries_retyped_gutter("1: one\n2: two\n"));
