@@ -5,7 +5,9 @@ use std::fs;
 use crate::error::ToolError;
 use crate::paths::{Kind, Resolved};
 use crate::read::excerpt;
-use crate::text::{carries_read_gutter, carries_retyped_gutter, looks_binary, without_read_gutter};
+use crate::text::{
+    carries_read_gutter, carries_retyped_gutter, looks_binary, numbers_a_statement, without_read_gutter,
+};
 
 /// `read_in_full`: whether the session has read (or written) the whole file. A write that would
 /// drop most of a file it has not (at least [`BLIND_DROP_LINES`] of its non-blank lines, and half
@@ -131,11 +133,10 @@ pub(crate) fn refuse_read_gutter(what: &str, text: &str) -> Result<(), ToolError
              are not in the file; send the lines without them"
         )));
     }
-    if carries_retyped_gutter(text) {
+    if carries_retyped_gutter(text) || numbers_a_statement(text) {
         return Err(ToolError::refused(format!(
-            "every line of `{what}` starts with a line number (like the numbers `read` shows in front \
-             of each line), which is not in the file; send the lines of code alone, with their own \
-             indentation"
+            "lines of `{what}` start with a line number (like the numbers `read` shows in front of each \
+             line), which is not in the file; send the lines of code alone, with their own indentation"
         )));
     }
     Ok(())

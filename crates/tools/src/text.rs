@@ -62,6 +62,32 @@ pub(crate) fn carries_retyped_gutter(text: &str) -> bool {
     lines >= 2
 }
 
+/// Whether some line of `text` is a line number in front of a statement (`    15    def mul(a, b):`,
+/// `9: return a`): a number followed by a keyword is a syntax error in every common language, so the
+/// number was copied from `read`'s gutter (the field's 1.5B sent such a line with its body below
+/// it unnumbered, which [`carries_retyped_gutter`] does not catch).
+pub(crate) fn numbers_a_statement(text: &str) -> bool {
+    const KEYWORDS: [&str; 16] = [
+        "def", "class", "return", "if", "for", "while", "import", "from", "fn", "let", "const", "function",
+        "pub", "async", "func", "self.",
+    ];
+    text.lines().any(|line| {
+        let rest = line.trim_start();
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return false;
+        }
+        let after = &rest[digits..];
+        let separated = after.starts_with(':') || after.starts_with('\t') || after.starts_with("  ");
+        let code = after.trim_start_matches(':').trim_start();
+        separated
+            && KEYWORDS.iter().any(|k| {
+                code.strip_prefix(k)
+                    .is_some_and(|r| k.ends_with('.') || r.starts_with([' ', '(', ':']))
+            })
+    })
+}
+
 /// `text` without `read`'s line numbers in front of its lines.
 pub(crate) fn without_read_gutter(text: &str) -> String {
     text.split_inclusive('\n')
@@ -202,6 +228,15 @@ mod tests {
         ));
         // Numbers alone, as the field's 1.5B inserted them into a test class.
         assert!(carries_retyped_gutter("\n\n    16\n\n    17\n\n    18\n"));
+        // A numbered statement with its body unnumbered; numbers in code that are not a gutter.
+        assert!(numbers_a_statement(
+            "\n    15    def mul(a, b):\n        return a * b\n"
+        ));
+        assert!(numbers_a_statement("9: return a * b"));
+        assert!(!numbers_a_statement(
+            "x = [\n    15,  16]\n    1  +  2\ndefault = 3\n"
+        ));
+        assert!(!numbers_a_statement("    2  definitions\n"));
         // One line, data without indentation, falling numbers, code: left alone.
         assert!(!carries_retyped_gutter("    14    x = 1\n"));
         assert!(!carries_retyped_gutter("1: one\n2: two\n"));

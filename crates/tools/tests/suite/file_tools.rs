@@ -810,13 +810,22 @@ async fn lines_with_retyped_line_numbers_are_refused() {
             json!({"path": "test_calc.py", "text": retyped, "after_line": 6}),
         )
         .await;
-    assert!(err.contains("starts with a line number"), "{err}");
+    assert!(err.contains("start with a line number"), "{err}");
     assert!(err.contains("send the lines of code alone"), "{err}");
     let spaced = "    14    if __name__ == '__main__':\n    15        unittest.main()\n";
     let err = fx
         .err("write", json!({"path": "test_calc.py", "content": spaced}))
         .await;
-    assert!(err.contains("starts with a line number"), "{err}");
+    assert!(err.contains("start with a line number"), "{err}");
+    // One numbered statement, its body below it unnumbered (the field's 1.5B, again).
+    let one = "\n    15    def test_mul(self):\n        pass\n";
+    let err = fx
+        .err(
+            "insert",
+            json!({"path": "test_calc.py", "text": one, "after_line": 6}),
+        )
+        .await;
+    assert!(err.contains("start with a line number"), "{err}");
     assert_eq!(
         fx.read_back("test_calc.py"),
         test,
