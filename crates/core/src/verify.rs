@@ -414,13 +414,8 @@ fn tests_counted(evidence: &Evidence) -> String {
     }
     if let Some(unrun) = &evidence.tests_not_run {
         return format!(
-            "; FAILED: it exited 0, but the tests added since the mission's base commit ({}) are not run: it \
-             ran {} tests, {} on the base commit. Make the test runner collect them (in Python's unittest, a \
-             method `def test_…(self)` of a `unittest.TestCase` class; in pytest, a `def test_…()` taking no \
-             arguments it does not supply) and import what they test",
-            unrun.added.join(", "),
-            unrun.ran_now,
-            unrun.ran_before
+            "; FAILED: it exited 0, but {}",
+            unrun_tests_text(&unrun.added, unrun.ran_now, unrun.ran_before)
         );
     }
     if !evidence.assertions_changed.is_empty() {
@@ -440,6 +435,17 @@ fn tests_counted(evidence: &Evidence) -> String {
         Some(n) => format!("; it ran {n} tests"),
         None => String::new(),
     }
+}
+
+/// Why tests added since the mission's base commit prove nothing when the run did not count them.
+pub(crate) fn unrun_tests_text(added: &[String], now: u64, before: u64) -> String {
+    format!(
+        "the tests added since the mission's base commit ({}) are not run: it ran {now} tests, {before} on \
+         the base commit. Make the test runner collect them (in Python's unittest, a method `def \
+         test_…(self)` of a `unittest.TestCase` class; in pytest, a `def test_…()` taking no arguments it \
+         does not supply) and import what they test",
+        added.join(", ")
+    )
 }
 
 /// Whether two files hold the same bytes, or are both missing.

@@ -259,6 +259,15 @@ impl Worktree {
         Ok(self.check(&args, Mode::READ).await?.stdout)
     }
 
+    /// `git diff base` of the files as they are now, committed or not (untracked files left out), as
+    /// a full patch like [`Worktree::diff_since`]: what a session has changed while it still works.
+    pub async fn diff_of_files_since(&self, base: &str) -> Result<String, GitError> {
+        let mut args = vec!["diff"];
+        args.extend(crate::patch::GIT_DIFF_OPTIONS);
+        args.extend(["--end-of-options", base, "--"]);
+        Ok(self.check(&args, Mode::READ).await?.stdout)
+    }
+
     /// `git diff --stat base HEAD`, wide enough that long paths are not abbreviated.
     pub async fn diff_stat_since(&self, base: &str) -> Result<String, GitError> {
         let args = [

@@ -111,6 +111,35 @@ async fn the_note_names_tests_the_change_broke_and_paths_in_the_worktree() {
     assert!(!note.contains(".orchestrator/"), "{note}");
 }
 
+/// A pass that did not run the tests the change added is not called a pass: the note says which
+/// tests are not collected (a `def test_…` outside the class, as the field's 1.5B wrote it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_note_says_when_added_tests_did_not_run() {
+    let config = "[verify]\ntest = \"echo 'Ran 1 test in 0.001s'\"\nafter_write = true\n\
+                  [limits]\nunit_attempts = 1\n";
+    let base = "class T:\n    def test_old(self):\n        pass\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config), ("t.py", base)]);
+    let added = "FILE t.py := def test_new(self):\\n    pass\\n\\n\\nclass T:\\n    def test_old(self):\\n        pass\\n";
+    let server = fake(one_unit(added)).await;
+    let _ = Run::task("Write a")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let results = write_results(&server);
+    let note = results
+        .iter()
+        .find(|r| r.contains(NOTE))
+        .unwrap_or_else(|| panic!("{results:?}"));
+    assert!(
+        note.contains("exit code: 0") && note.contains("test_new (t.py)") && note.contains("are not run"),
+        "{note}"
+    );
+    assert!(note.contains("Fix that, then answer.") && !note.contains("They pass"), "{note}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_after_write_no_tests_run_between_turns() {
     let config = "[verify]\ntest = \"true\"\n";

@@ -273,9 +273,9 @@ pub trait SessionHooks: Send + Sync {
         None
     }
 
-    /// What the hook can add to a failing test run's output shown to the session (the tests after a
-    /// change): which failures are the session's own doing.
-    async fn explain_failure(&self, _output: &str) -> Option<String> {
+    /// What the hook can add to a test run's output shown to the session (the tests after a change):
+    /// which failures are the session's own doing, or why a pass proves less than it seems.
+    async fn explain_tests(&self, _output: &str, _passed: bool) -> Option<String> {
         None
     }
 

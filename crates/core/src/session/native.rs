@@ -972,21 +972,21 @@ impl Session {
             passed,
             started.elapsed().as_millis() as u64,
         );
-        let hints: String = match passed {
-            true => String::new(),
-            false => [
-                hooks.explain_failure(body).await,
-                crate::hints::where_defined(body, self.toolbox.root()),
-            ]
-            .into_iter()
-            .flatten()
-            .map(|hint| format!("{hint}\n"))
-            .collect(),
-        };
-        let next = if passed {
-            "They pass. If your task is done, answer with a short summary."
-        } else {
-            "Fix what fails, then answer."
+        let explained = hooks.explain_tests(body, passed).await;
+        let hints: String = [
+            explained.clone(),
+            (!passed)
+                .then(|| crate::hints::where_defined(body, self.toolbox.root()))
+                .flatten(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|hint| format!("{hint}\n"))
+        .collect();
+        let next = match (passed, explained.is_some()) {
+            (true, false) => "They pass. If your task is done, answer with a short summary.",
+            (true, true) => "Fix that, then answer.",
+            (false, _) => "Fix what fails, then answer.",
         };
         Some(format!(
             "\n\n[The runtime ran the tests after this change: `{command}` → {head}]\n{}\n{hints}{next}",

@@ -211,7 +211,13 @@ impl SessionHooks for WorkerHooks {
     /// Failing tests that passed on the mission's base commit: the worker's change broke them (the
     /// field's 1.5B turned `add`'s body into `a * b` to add `mul` and read `test_add` failing as
     /// trouble of its own new code).
-    async fn explain_failure(&self, output: &str) -> Option<String> {
+    /// On a pass: tests added since the mission's base that the run did not count (a `def test_…`
+    /// outside the `TestCase` class passes by not running; the 1.5B was told "they pass" and
+    /// answered).
+    async fn explain_tests(&self, output: &str, passed: bool) -> Option<String> {
+        if passed {
+            return self.unrun_tests(output).await;
+        }
         let broken = super::unit::broken_tests_in(&self.mission, output).await;
         crate::hints::broken_tests_note(&broken)
     }
@@ -247,6 +253,17 @@ impl SessionHooks for WorkerHooks {
 pub(super) const DEFAULT_UNIT_TOKENS: u64 = 30_000;
 
 impl WorkerHooks {
+    /// Tests the worktree's files add since the mission's base that a passing run did not count.
+    async fn unrun_tests(&self, output: &str) -> Option<String> {
+        let now = crate::test_count::tests_ran(output)?;
+        let known = self.mission.verifier.baseline.clone()?.await;
+        let (before, base) = (known.tests_ran?, known.base.clone()?);
+        let worktree = self.tree.get().await.ok()?;
+        let diff = worktree.diff_of_files_since(&base).await.ok()?;
+        let (added, names) = crate::test_count::added_test_definitions(&diff);
+        (added > now.saturating_sub(before)).then(|| crate::verify::unrun_tests_text(&names, now, before))
+    }
+
     /// The functions the unit's title and description name by a call that no file of the worktree
     /// defines, in backticks.
     async fn missing_functions(&self) -> Vec<String> {
