@@ -206,14 +206,20 @@ pub(crate) fn toolbox(root: &Path, role: Role, config: &Config) -> Result<Toolbo
 
 /// A worker's tools in its unit's worktree: `unit` is the name it was given, which small models
 /// take for a folder (see `ToolOptions::not_folders`).
-pub(crate) fn unit_toolbox(root: &Path, config: &Config, unit: &str) -> Result<Toolbox> {
-    toolbox_with(
+pub(crate) fn unit_toolbox(
+    root: &Path,
+    config: &Config,
+    unit: &orchestrator_protocol::UnitSpec,
+) -> Result<Toolbox> {
+    let mut toolbox = toolbox_with(
         root,
         Role::Worker,
         config.role(Role::Worker).tools.clone(),
         config,
-        vec![unit.to_string()],
-    )
+        vec![unit.id.clone()],
+    )?;
+    toolbox.plan_files(unit.files.clone());
+    Ok(toolbox)
 }
 
 /// A toolbox for `role` offering only `only` (`None`: all the role may have): a specialist

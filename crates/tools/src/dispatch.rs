@@ -63,7 +63,7 @@ pub(crate) fn file_tool(
         "grep" => grep(root, arguments, cancel),
         "write" => write(root, options, seen, arguments),
         "edit" => edit(root, options, seen, arguments),
-        "insert" => insert(root, arguments),
+        "insert" => insert(root, options, seen, arguments),
         other => Err(ToolError::refused(format!("`{other}` is not a file tool"))),
     };
     result.map_err(|e| with_path_hint(root, e))
@@ -189,6 +189,7 @@ fn write(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> 
              relative to the root of your worktree: to change that file, write `{existing}`. {again}"
         )));
     }
+    refuse_unplanned(options, seen, &file, "write")?;
     let read_in_full = seen.contains(&file.abs);
     let done = crate::edit::write(
         &file,
@@ -199,6 +200,34 @@ fn write(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> 
     )?;
     seen.add(&file.abs);
     Ok(done)
+}
+
+/// A new file outside the task's planned files, under `rewrites_may_drop` false: refused the first
+/// time, saying which files are planned; the same call again creates it (the file then counts as
+/// seen, which makes the call a new one for the repeat watch).
+fn refuse_unplanned(
+    options: &ToolOptions,
+    seen: &Seen,
+    file: &crate::paths::Resolved,
+    tool: &str,
+) -> Result<(), ToolError> {
+    let planned = &options.planned_files;
+    let rel = file.rel.trim_start_matches("./");
+    if options.rewrites_may_drop
+        || planned.is_empty()
+        || file.kind() != crate::paths::Kind::Missing
+        || planned.iter().any(|p| p.trim_start_matches("./") == rel)
+        || seen.contains(&file.abs)
+    {
+        return Ok(());
+    }
+    seen.add(&file.abs);
+    let files: Vec<String> = planned.iter().map(|p| format!("`{p}`")).collect();
+    Err(ToolError::refused(format!(
+        "`{rel}` would be a new file, and your unit is planned to change {}: put the code there \
+         (`insert` adds to a file). If a new file is really needed, send the same `{tool}` again.",
+        files.join(", ")
+    )))
 }
 
 /// For a write that would create folders to hold a new file whose path, less its leading folders,
@@ -254,7 +283,7 @@ fn edit(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> R
 
 /// Adding lines tells the session nothing about the rest of the file, so it does not count as
 /// having seen it (a later `write` that would delete most of it is still refused unread).
-fn insert(root: &Root, arguments: &Value) -> Result<String, ToolError> {
+fn insert(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> Result<String, ToolError> {
     let args = Args::parse("insert", arguments, INSERT_ARGS)?;
     let path = args.required_str("path")?;
     let request = InsertRequest {
@@ -262,6 +291,7 @@ fn insert(root: &Root, arguments: &Value) -> Result<String, ToolError> {
         after_line: args.optional_count("after_line")?,
         file: root.resolve_for_write(path)?,
     };
+    refuse_unplanned(options, seen, &request.file, "insert")?;
     crate::insert::insert(&request)
 }
 

@@ -64,6 +64,10 @@ pub struct ToolOptions {
     /// removal, then an addition). Small models "add a function" by writing a file holding only it,
     /// or by editing another function into it.
     pub rewrites_may_drop: bool,
+    /// The files the session's task is planned to change. With `rewrites_may_drop` false, creating
+    /// any other file is refused once (the same call again creates it): the 1.5B put `mul` in a new
+    /// `src/mul.py` for a unit planned on `calc.py`. Empty: no plan, no check.
+    pub planned_files: Vec<String>,
 }
 
 /// Every tool a toolbox can offer, in the order they are offered.
@@ -95,6 +99,7 @@ impl Default for ToolOptions {
             only: None,
             not_folders: Vec::new(),
             rewrites_may_drop: true,
+            planned_files: Vec::new(),
         }
     }
 }
@@ -143,6 +148,11 @@ impl Toolbox {
             options,
             seen: dispatch::Seen::default(),
         })
+    }
+
+    /// The files the session's task is planned to change (see [`ToolOptions::planned_files`]).
+    pub fn plan_files(&mut self, files: Vec<String>) {
+        self.options.planned_files = files;
     }
 
     /// How many files this session has read in full, written or edited. It grows when the session

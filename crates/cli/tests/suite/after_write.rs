@@ -137,7 +137,10 @@ async fn the_note_says_when_added_tests_did_not_run() {
         note.contains("exit code: 0") && note.contains("test_new (t.py)") && note.contains("are not run"),
         "{note}"
     );
-    assert!(note.contains("Fix that, then answer.") && !note.contains("They pass"), "{note}");
+    assert!(
+        note.contains("Fix that, then answer.") && !note.contains("They pass"),
+        "{note}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

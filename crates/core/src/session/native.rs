@@ -78,18 +78,22 @@ impl RepeatWatch {
     /// overwrite may be allowed once the file was read, so a write's identity includes it (a read's
     /// does not: re-reading everything each time a new file is learned would only cost turns).
     fn repeats(&mut self, calls: &[ToolCall], files_seen: usize) -> bool {
-        let keys: Vec<String> = calls.iter().map(call_key).collect();
-        let versioned: Vec<String> = calls
+        // Both may be refused until the session has seen a file (a blind overwrite, a new file
+        // outside the plan) and allowed after, so what the session has seen is part of them.
+        let idents: Vec<String> = calls
             .iter()
-            .zip(&keys)
-            .map(|(call, key)| match call.name.as_str() {
-                "write" => format!("{}\u{0}{files_seen}\u{0}{key}", self.version),
-                _ => format!("{}\u{0}{key}", self.version),
+            .map(|call| match call.name.as_str() {
+                "write" | "insert" => format!("{files_seen}\u{0}{}", call_key(call)),
+                _ => call_key(call),
             })
             .collect();
-        let repeated = versioned.iter().all(|key| self.seen.contains(key)) || keys == self.last_turn;
+        let versioned: Vec<String> = idents
+            .iter()
+            .map(|ident| format!("{}\u{0}{ident}", self.version))
+            .collect();
+        let repeated = versioned.iter().all(|key| self.seen.contains(key)) || idents == self.last_turn;
         self.seen.extend(versioned);
-        self.last_turn = keys;
+        self.last_turn = idents;
         self.repeats = if repeated { self.repeats + 1 } else { 0 };
         repeated
     }
@@ -1150,6 +1154,26 @@ mod tests {
             name: name.into(),
             arguments,
         }
+    }
+
+    #[test]
+    fn a_refused_write_or_insert_sent_again_after_the_session_saw_a_file_is_not_a_repeat() {
+        let mut watch = RepeatWatch::default();
+        for tool in ["insert", "write"] {
+            let again = [call(tool, format!(r#"{{"path": "src/{tool}.py"}}"#))];
+            assert!(!watch.repeats(&again, 1));
+            assert!(watch.repeats(&again, 1), "the same call, nothing learned since");
+            assert!(
+                !watch.repeats(&again, 2),
+                "refused once, then a file was seen: runs again"
+            );
+        }
+        let read = [call("read", r#"{"path": "a"}"#.into())];
+        assert!(!watch.repeats(&read, 2));
+        assert!(
+            watch.repeats(&read, 3),
+            "a read's identity does not count seen files"
+        );
     }
 
     #[test]

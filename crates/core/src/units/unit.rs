@@ -387,7 +387,7 @@ impl UnitRun {
         candidate: Option<(u32, u32)>,
     ) -> Result<(Session, WorkerHooks), String> {
         let mission = &self.mission;
-        let tools = unit_toolbox(&tree.path, &mission.config, &self.unit.id).map_err(|e| e.to_string())?;
+        let tools = unit_toolbox(&tree.path, &mission.config, &self.unit).map_err(|e| e.to_string())?;
         let head = super::worker::mission_head(mission);
         let shared_head = if brief.starts_with(&head) { head.len() } else { 0 };
         let extra = if can_spawn { vec![spawn_spec()] } else { Vec::new() };

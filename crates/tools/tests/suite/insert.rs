@@ -328,3 +328,48 @@ async fn an_indented_python_def_after_a_functions_body_is_refused() {
     )
     .await;
 }
+
+/// Under `rewrites_may_drop` false, a new file outside the planned files is refused once, naming
+/// them; the same call again creates it. Planned files, and any file without the strict setting,
+/// are created at once.
+#[tokio::test]
+async fn a_new_file_outside_the_plan_is_refused_once_under_strict_writes() {
+    let strict = Fixture::new(ToolOptions {
+        allow_write: true,
+        rewrites_may_drop: false,
+        planned_files: vec!["calc.py".into(), "test_calc.py".into()],
+        ..ToolOptions::default()
+    });
+    strict.file("calc.py", CALC);
+    let new = json!({"path": "src/mul.py", "text": "def mul(a, b):\n    return a * b\n"});
+    let err = strict.err("insert", new.clone()).await;
+    assert!(
+        err.contains("`src/mul.py` would be a new file") && err.contains("`calc.py`, `test_calc.py`"),
+        "{err}"
+    );
+    assert!(!exists(&strict.root().join("src/mul.py")));
+    strict.ok("insert", new).await;
+    assert!(
+        exists(&strict.root().join("src/mul.py")),
+        "the same call again creates it"
+    );
+    strict
+        .ok(
+            "write",
+            json!({"path": "test_calc.py", "content": "import unittest\n"}),
+        )
+        .await;
+    let err = strict
+        .err("write", json!({"path": "notes.txt", "content": "x\n"}))
+        .await;
+    assert!(err.contains("send the same `write` again"), "{err}");
+
+    let lenient = Fixture::new(ToolOptions {
+        allow_write: true,
+        planned_files: vec!["calc.py".into()],
+        ..ToolOptions::default()
+    });
+    lenient
+        .ok("insert", json!({"path": "src/mul.py", "text": "x = 1\n"}))
+        .await;
+}
