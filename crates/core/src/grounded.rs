@@ -110,8 +110,9 @@ impl Grounds {
 
 /// An issue that says a function is missing (or not defined) where the worktree defines it: why it
 /// is not confirmed. The field's 1.5B reviewer failed a unit with "The function mul(a, b) is
-/// missing" while the diff it judged added `def mul(a, b):`. Issues about tests are left alone
-/// ("the test for mul(a, b) is missing" names `mul`, which is defined, for a test that is not).
+/// missing" while the diff it judged added `def mul(a, b):`, and again with "The test in test_calc.py
+/// is not running because the `mul` function is not defined in `calc.py`". A name given as what a
+/// missing test is for ("the test for mul(a, b) is missing") is not such a claim.
 fn missing_but_defined(issue: &ReviewIssue, root: &std::path::Path) -> Option<String> {
     static NAMED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r"`([A-Za-z_][A-Za-z0-9_]{1,60})`|\b([A-Za-z_][A-Za-z0-9_]{1,60})\(")
@@ -128,16 +129,33 @@ fn missing_but_defined(issue: &ReviewIssue, root: &std::path::Path) -> Option<St
     ];
     let text = format!("{} {}", issue.title, issue.description);
     let lower = text.to_lowercase();
-    if lower.contains("test") || !ABSENT.iter().any(|a| lower.contains(a)) {
+    if !ABSENT.iter().any(|a| lower.contains(a)) {
         return None;
     }
+    // "The test for mul(a, b) is missing" names `mul` for a test that is missing: such names, and
+    // tests' own names, are not claims that the function is missing.
+    let about_its_test = |name: &str| {
+        let name = name.to_lowercase();
+        [
+            "test for ",
+            "tests for ",
+            "test of ",
+            "tests of ",
+            "test for the ",
+            "test for `",
+        ]
+        .iter()
+        .any(|lead| lower.contains(&format!("{lead}{name}")))
+    };
     let mut names: Vec<String> = Vec::new();
     for captures in NAMED.captures_iter(&text) {
         let Some(name) = captures.get(1).or_else(|| captures.get(2)) else {
             continue;
         };
-        if !names.iter().any(|n| n == name.as_str()) && names.len() < 3 {
-            names.push(name.as_str().to_string());
+        let name = name.as_str();
+        let test_name = name.to_lowercase().starts_with("test");
+        if !test_name && !about_its_test(name) && !names.iter().any(|n| n == name) && names.len() < 3 {
+            names.push(name.to_string());
         }
     }
     let (name, places) = crate::hints::definitions(&names, root).into_iter().next()?;
@@ -391,6 +409,14 @@ mod tests {
         // A missing function the worktree lacks, a test said to be missing, another complaint: as before.
         assert!(said("The function mul(a, b) is missing.", "d").is_ok());
         assert!(said("The test for add(a, b) is missing.", "d").is_ok());
+        assert!(said("Tests missing", "no test for `add` in test_calc.py").is_ok());
+        // The field's second wording: about a test, but claiming the function is not defined.
+        let why = said(
+            "The test in test_calc.py is not running",
+            "because the `add` function is not defined in `calc.py`",
+        )
+        .unwrap_err();
+        assert!(why.contains("`add`"), "{why}");
         assert!(said("add(a, b) multiplies", "it should add").is_ok());
     }
 }
