@@ -21,22 +21,40 @@ use crate::ToolOptions;
 
 /// The files a session has read, written or edited (absolute paths), shared by its toolbox's clones.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Seen(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>>);
+pub(crate) struct Seen(std::sync::Arc<std::sync::Mutex<Files>>);
+
+/// What a session has done with files: the ones it has read in full, written or edited (`seen`),
+/// and the ones it changed (`changed`).
+#[derive(Debug, Default)]
+struct Files {
+    seen: std::collections::HashSet<std::path::PathBuf>,
+    changed: std::collections::HashSet<std::path::PathBuf>,
+}
 
 impl Seen {
+    fn files(&self) -> std::sync::MutexGuard<'_, Files> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn add(&self, path: &std::path::Path) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(path.to_path_buf());
+        self.files().seen.insert(path.to_path_buf());
     }
 
     fn contains(&self, path: &std::path::Path) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains(path)
+        self.files().seen.contains(path)
+    }
+
+    /// The session changed `path` (a write, edit or insert that took).
+    fn changed(&self, path: &std::path::Path) {
+        self.files().changed.insert(path.to_path_buf());
+    }
+
+    fn has_changed(&self, path: &std::path::Path) -> bool {
+        self.files().changed.contains(path)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.files().seen.len()
     }
 }
 
@@ -189,7 +207,7 @@ fn write(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> 
              relative to the root of your worktree: to change that file, write `{existing}`. {again}"
         )));
     }
-    refuse_unplanned(options, seen, &file, "write")?;
+    refuse_unplanned(root, options, seen, &file)?;
     let read_in_full = seen.contains(&file.abs);
     let done = crate::edit::write(
         &file,
@@ -199,33 +217,38 @@ fn write(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> 
         options.offers("insert"),
     )?;
     seen.add(&file.abs);
+    seen.changed(&file.abs);
     Ok(done)
 }
 
-/// A new file outside the task's planned files, under `rewrites_may_drop` false: refused the first
-/// time, saying which files are planned; the same call again creates it (the file then counts as
-/// seen, which makes the call a new one for the repeat watch).
+/// A new file outside the task's planned files, under `rewrites_may_drop` false: refused until the
+/// session has changed one of the planned files (the work the plan placed starts there; a helper
+/// file may follow). A "send it again" way out did not hold: the 1.5B sent the same `insert` of
+/// `src/mul.py` again at once, for a unit planned on `calc.py`.
 fn refuse_unplanned(
+    root: &Root,
     options: &ToolOptions,
     seen: &Seen,
     file: &crate::paths::Resolved,
-    tool: &str,
 ) -> Result<(), ToolError> {
     let planned = &options.planned_files;
     let rel = file.rel.trim_start_matches("./");
+    let is_planned = |p: &String| p.trim_start_matches("./") == rel;
+    let started = planned
+        .iter()
+        .any(|p| seen.has_changed(&root.canonical.join(p.trim_start_matches("./"))));
     if options.rewrites_may_drop
         || planned.is_empty()
         || file.kind() != crate::paths::Kind::Missing
-        || planned.iter().any(|p| p.trim_start_matches("./") == rel)
-        || seen.contains(&file.abs)
+        || planned.iter().any(is_planned)
+        || started
     {
         return Ok(());
     }
-    seen.add(&file.abs);
     let files: Vec<String> = planned.iter().map(|p| format!("`{p}`")).collect();
     Err(ToolError::refused(format!(
-        "`{rel}` would be a new file, and your unit is planned to change {}: put the code there \
-         (`insert` adds to a file). If a new file is really needed, send the same `{tool}` again.",
+        "`{rel}` would be a new file, and your unit is planned to change {}: put the code there first \
+         (`insert` adds to a file). A new file can be made once a planned file holds your change.",
         files.join(", ")
     )))
 }
@@ -278,6 +301,7 @@ fn edit(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) -> R
     };
     let done = crate::edit::edit(&request)?;
     seen.add(&request.file.abs);
+    seen.changed(&request.file.abs);
     Ok(done)
 }
 
@@ -291,8 +315,10 @@ fn insert(root: &Root, options: &ToolOptions, seen: &Seen, arguments: &Value) ->
         after_line: args.optional_count("after_line")?,
         file: root.resolve_for_write(path)?,
     };
-    refuse_unplanned(options, seen, &request.file, "insert")?;
-    crate::insert::insert(&request)
+    refuse_unplanned(root, options, seen, &request.file)?;
+    let done = crate::insert::insert(&request)?;
+    seen.changed(&request.file.abs);
+    Ok(done)
 }
 
 /// Checks `bash`'s arguments and works out the timeout.

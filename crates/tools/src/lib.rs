@@ -65,8 +65,8 @@ pub struct ToolOptions {
     /// or by editing another function into it.
     pub rewrites_may_drop: bool,
     /// The files the session's task is planned to change. With `rewrites_may_drop` false, creating
-    /// any other file is refused once (the same call again creates it): the 1.5B put `mul` in a new
-    /// `src/mul.py` for a unit planned on `calc.py`. Empty: no plan, no check.
+    /// any other file is refused until the session has changed a planned one: the 1.5B put `mul` in
+    /// a new `src/mul.py` for a unit planned on `calc.py`. Empty: no plan, no check.
     pub planned_files: Vec<String>,
 }
 

@@ -329,11 +329,11 @@ async fn an_indented_python_def_after_a_functions_body_is_refused() {
     .await;
 }
 
-/// Under `rewrites_may_drop` false, a new file outside the planned files is refused once, naming
-/// them; the same call again creates it. Planned files, and any file without the strict setting,
-/// are created at once.
+/// Under `rewrites_may_drop` false, a new file outside the planned files is refused, naming them,
+/// as often as it is asked for, until the session has changed a planned file; then it is made.
+/// Without the strict setting, any file is created at once.
 #[tokio::test]
-async fn a_new_file_outside_the_plan_is_refused_once_under_strict_writes() {
+async fn a_new_file_outside_the_plan_waits_for_a_change_to_a_planned_one_under_strict_writes() {
     let strict = Fixture::new(ToolOptions {
         allow_write: true,
         rewrites_may_drop: false,
@@ -342,27 +342,29 @@ async fn a_new_file_outside_the_plan_is_refused_once_under_strict_writes() {
     });
     strict.file("calc.py", CALC);
     let new = json!({"path": "src/mul.py", "text": "def mul(a, b):\n    return a * b\n"});
-    let err = strict.err("insert", new.clone()).await;
-    assert!(
-        err.contains("`src/mul.py` would be a new file") && err.contains("`calc.py`, `test_calc.py`"),
-        "{err}"
-    );
-    assert!(!exists(&strict.root().join("src/mul.py")));
-    strict.ok("insert", new).await;
-    assert!(
-        exists(&strict.root().join("src/mul.py")),
-        "the same call again creates it"
-    );
-    strict
-        .ok(
-            "write",
-            json!({"path": "test_calc.py", "content": "import unittest\n"}),
-        )
-        .await;
+    for _ in 0..2 {
+        let err = strict.err("insert", new.clone()).await;
+        assert!(
+            err.contains("`src/mul.py` would be a new file") && err.contains("`calc.py`, `test_calc.py`"),
+            "{err}"
+        );
+    }
     let err = strict
         .err("write", json!({"path": "notes.txt", "content": "x\n"}))
         .await;
-    assert!(err.contains("send the same `write` again"), "{err}");
+    assert!(err.contains("put the code there first"), "{err}");
+    assert!(!exists(&strict.root().join("src/mul.py")));
+    strict
+        .ok(
+            "insert",
+            json!({"path": "calc.py", "text": "\n\ndef mul(a, b):\n    return a * b\n"}),
+        )
+        .await;
+    strict.ok("insert", new).await;
+    assert!(
+        exists(&strict.root().join("src/mul.py")),
+        "made once a planned file changed"
+    );
 
     let lenient = Fixture::new(ToolOptions {
         allow_write: true,
