@@ -617,8 +617,13 @@ pub async fn review_unit(
     } else {
         diff
     };
+    let missing = if empty {
+        String::new()
+    } else {
+        missing_functions_note(&missing_functions(unit, worktree.path()).await, "this worktree")
+    };
     let first = format!(
-        "# Objective of the mission\n{}\n\n# The unit under review: {} — {}\n{}\n\n# Evidence (run by the runtime)\n{}\n\n# Diff\n{}{}",
+        "# Objective of the mission\n{}\n\n# The unit under review: {} — {}\n{}\n\n# Evidence (run by the runtime)\n{}\n\n# Diff\n{}{}{missing}",
         mission.objective,
         unit.id,
         unit.title,
@@ -669,6 +674,31 @@ fn planned_files_note(planned: &[String], diff: &str) -> String {
          changed leaves everything that uses the original as it was.",
         quoted(&planned),
         quoted(&changed)
+    )
+}
+
+/// The functions `unit` names by a call that no file of the tree at `root` defines.
+async fn missing_functions(unit: &UnitSpec, root: &std::path::Path) -> Vec<String> {
+    let asked = format!("{}\n{}", unit.title, unit.description);
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::hints::undefined_functions(&asked, &root))
+        .await
+        .unwrap_or_default()
+}
+
+/// Said to a reviewer when the unit names a function by a call (`mul(a, b)`) that no file of the
+/// tree at `root` defines after the change: the field's 1.5B answered "mul(a, b) function" with a
+/// new file holding `def test_mul(a, b)`, and the comparing reviewer kept it for its "best summary".
+/// Empty otherwise.
+fn missing_functions_note(missing: &[String], whose: &str) -> String {
+    if missing.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = missing.iter().map(|name| format!("`{name}`")).collect();
+    format!(
+        "\n\n# Checked by the runtime\nThe unit names {} by a call, and no file of {whose} defines it. \
+         Pass only if the unit truly needs no such definition.",
+        names.join(", ")
     )
 }
 
@@ -733,6 +763,8 @@ fn submit_pick_spec(passing: &[u32]) -> ToolSpec {
 struct PickHook {
     passing: Vec<u32>,
     failed: Vec<u32>,
+    /// The functions the unit names that each changed candidate's tree does not define.
+    missing: Vec<(u32, Vec<String>)>,
     asked_again: std::sync::atomic::AtomicBool,
     /// The pick (`None`: no valid one) and the review.
     result: Mutex<Option<(Option<u32>, Review)>>,
@@ -755,6 +787,34 @@ impl PickHook {
         }
     }
 
+    /// Why a passing verdict for `kept` is sent back once: it lacks a function the unit names
+    /// that another passing candidate defines (the field's comparing reviewer kept a candidate
+    /// without `mul` over two with it, for its "best summary").
+    fn lacks_what_another_has(&self, kept: u32, review: &Review) -> Option<String> {
+        if review.verdict != Verdict::Pass {
+            return None;
+        }
+        let lacking = self
+            .missing
+            .iter()
+            .find(|(number, names)| *number == kept && !names.is_empty())?;
+        let whole: Vec<String> = self
+            .missing
+            .iter()
+            .filter(|(number, names)| names.is_empty() && self.passing.contains(number))
+            .map(|(number, _)| number.to_string())
+            .collect();
+        if whole.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = lacking.1.iter().map(|n| format!("`{n}`")).collect();
+        Some(format!(
+            "candidate {kept} defines no {}, which the unit asks for, and candidate(s) {} do",
+            names.join(", "),
+            whole.join(", ")
+        ))
+    }
+
     fn passing_list(&self) -> String {
         let numbers: Vec<String> = self.passing.iter().map(u32::to_string).collect();
         numbers.join(", ")
@@ -774,6 +834,22 @@ impl SessionHooks for PickHook {
             }
         };
         let why_not = self.why_not(pick.as_ref());
+        let lacking = pick
+            .as_ref()
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|kept| u32::try_from(kept).ok())
+            .filter(|_| why_not.is_none())
+            .and_then(|kept| self.lacks_what_another_has(kept, &review));
+        if let Some(lacking) = lacking {
+            // Once; a reviewer that keeps it again is taken at its word.
+            if !self.asked_again.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                return HookResult::Continue(error_output(format!(
+                    "Not recorded: {lacking}. Compare them again, then call submit_review: keep \
+                     another, or keep this one and say in `summary` why the unit needs no such \
+                     definition."
+                )));
+            }
+        }
         let store = |pick: Option<u32>, review: Review| {
             *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some((pick, review));
         };
@@ -820,9 +896,15 @@ pub async fn compare_candidates(
 ) -> std::result::Result<Pick, SessionEnd> {
     let passing: Vec<u32> = candidates.iter().map(|c| c.number).collect();
     let first_passing = passing.first().copied().unwrap_or(1);
+    let mut missing = Vec::new();
+    for candidate in candidates.iter().filter(|c| !c.diff.trim().is_empty()) {
+        let tree = root.join(candidate.number.to_string());
+        missing.push((candidate.number, missing_functions(unit, &tree).await));
+    }
     let hook = PickHook {
         passing: passing.clone(),
         failed: failed.to_vec(),
+        missing: missing.clone(),
         asked_again: std::sync::atomic::AtomicBool::new(false),
         result: Mutex::new(None),
     };
@@ -839,7 +921,7 @@ pub async fn compare_candidates(
         Role::Reviewer,
         mission.config.role(Role::Reviewer).clone(),
         tools,
-        comparison_request(mission, unit, candidates, failed),
+        comparison_request(mission, unit, candidates, failed, &missing),
     )
     .unit(&unit.id)
     .extra_tools(vec![submit_pick_spec(&passing)]);
@@ -887,6 +969,7 @@ fn comparison_request(
     unit: &UnitSpec,
     candidates: &[CandidateView],
     failed: &[u32],
+    missing: &[(u32, Vec<String>)],
 ) -> String {
     let numbers: Vec<String> = candidates.iter().map(|c| c.number.to_string()).collect();
     let out = match failed {
@@ -915,14 +998,26 @@ fn comparison_request(
     );
     let per_diff = DIFF_CHARS / candidates.len().max(1);
     for candidate in candidates {
-        let diff = if candidate.diff.trim().is_empty() {
-            "(EMPTY: this candidate changed no file)".to_string()
+        let empty = candidate.diff.trim().is_empty();
+        let (diff, notes) = if empty {
+            (
+                "(EMPTY: this candidate changed no file)".to_string(),
+                String::new(),
+            )
         } else {
-            cut(&candidate.diff, per_diff)
+            let whose = format!("candidate {}", candidate.number);
+            let missing = missing
+                .iter()
+                .find(|(number, _)| *number == candidate.number)
+                .map_or(String::new(), |(_, names)| missing_functions_note(names, &whose));
+            let planned = planned_files_note(&unit.files, &candidate.diff);
+            (cut(&candidate.diff, per_diff), format!("{planned}{missing}"))
         };
+        // The notes' headings sit one level below the candidate's.
+        let notes = notes.replace("\n# ", "\n### ");
         let _ = write!(
             text,
-            "\n## Candidate {}\nIts worker's summary: {}\n\n### Evidence (run by the runtime)\n{}\n\n### Diff\n{}\n",
+            "\n## Candidate {}\nIts worker's summary: {}\n\n### Evidence (run by the runtime)\n{}\n\n### Diff\n{}{notes}\n",
             candidate.number,
             cut(candidate.summary.trim(), 1_000),
             verify::describe(&candidate.evidence),
@@ -1080,9 +1175,46 @@ mod tests {
         PickHook {
             passing: vec![2, 3],
             failed: vec![1],
+            missing: Vec::new(),
             asked_again: std::sync::atomic::AtomicBool::new(false),
             result: Mutex::new(None),
         }
+    }
+
+    #[tokio::test]
+    async fn a_passing_pick_lacking_a_named_function_another_has_is_asked_again_once() {
+        let mut slot = Slot::unshared();
+        let lacking = || PickHook {
+            missing: vec![(2, vec!["mul".to_string()]), (3, Vec::new())],
+            ..pick_hook()
+        };
+        let hook = lacking();
+        let kept = json!({"pick": 2, "verdict": "pass", "summary": "best summary"});
+        let (finished, text) = said(&hook.call("submit_review", kept.clone(), &mut slot).await);
+        assert!(!finished, "{text}");
+        assert!(
+            text.contains("candidate 2 defines no `mul`, which the unit asks for, and candidate(s) 3 do"),
+            "{text}"
+        );
+        // Kept again: taken at its word.
+        let (finished, _) = said(&hook.call("submit_review", kept, &mut slot).await);
+        assert!(finished);
+        assert_eq!(hook.result.lock().unwrap().take().unwrap().0, Some(2));
+        // A failing verdict for it, or a pick of the one that has it, is taken at once.
+        let hook = lacking();
+        let failing = json!({"pick": 2, "verdict": "fail", "summary": "no mul",
+                             "issues": [{"title": "mul missing", "description": "define mul"}]});
+        assert!(said(&hook.call("submit_review", failing, &mut slot).await).0);
+        let hook = lacking();
+        let whole = json!({"pick": 3, "verdict": "pass", "summary": "defines mul"});
+        assert!(said(&hook.call("submit_review", whole, &mut slot).await).0);
+        // When every candidate lacks it, there is nothing better to keep.
+        let hook = PickHook {
+            missing: vec![(2, vec!["mul".to_string()]), (3, vec!["mul".to_string()])],
+            ..pick_hook()
+        };
+        let kept = json!({"pick": 2, "verdict": "pass", "summary": "s"});
+        assert!(said(&hook.call("submit_review", kept, &mut slot).await).0);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! see both (in the field, a 1.5B "test for mul" was a second copy of `mul` in the test file, and
 //! the command passed with the same two tests).
 
+use std::path::Path;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -87,11 +88,22 @@ fn test_definition(code: &str) -> Option<String> {
         .find_map(|p| p.captures(code)?.name("name").map(|m| m.as_str().to_string()))
 }
 
-/// Test definitions a unified diff adds to files that existed before it, less those it removes from
-/// them: how many more there are, and the added ones as `name (file)`. New files are left out (a
-/// test command may leave a folder out on purpose); a file whose tests ran before is one the
-/// command runs.
-pub(crate) fn added_test_definitions(diff: &str) -> (u64, Vec<String>) {
+/// Test definitions a unified diff adds, less those it removes: how many more there are, and the
+/// added ones as `name (file)`. They count in files that existed before it (a file whose tests ran
+/// before is one the command runs) and, with the worktree's `root`, in a new test file beside a test
+/// file it already had: a runner that collects the old one would collect the new one, and one that
+/// does not (`python3 test_calc.py`; the field's 1.5B put `test_mul` in a new `test_mul.py`) proves
+/// nothing with it. Other new files are left out: a test command may leave a folder out on purpose.
+pub(crate) fn added_test_definitions(diff: &str, root: Option<&Path>) -> (u64, Vec<String>) {
+    let new_files = new_files(diff);
+    let counted_new: Vec<&str> = match root {
+        Some(root) => new_files
+            .iter()
+            .filter(|path| is_test_file(path) && beside_an_old_test(root, path, &new_files))
+            .map(String::as_str)
+            .collect(),
+        None => Vec::new(),
+    };
     let mut file: Option<String> = None;
     let mut existed = false;
     let (mut added, mut removed) = (0u64, 0u64);
@@ -102,7 +114,9 @@ pub(crate) fn added_test_definitions(diff: &str) -> (u64, Vec<String>) {
             continue;
         }
         if let Some(new) = line.strip_prefix("+++ ") {
-            file = Some(new.strip_prefix("b/").unwrap_or(new).to_string());
+            let path = new.strip_prefix("b/").unwrap_or(new);
+            existed = existed || counted_new.contains(&path);
+            file = Some(path.to_string());
             continue;
         }
         if line.starts_with("diff --git ") {
@@ -124,6 +138,43 @@ pub(crate) fn added_test_definitions(diff: &str) -> (u64, Vec<String>) {
         }
     }
     (added.saturating_sub(removed), names)
+}
+
+/// The paths a unified diff creates.
+fn new_files(diff: &str) -> Vec<String> {
+    let mut created = Vec::new();
+    let mut from_nothing = false;
+    for line in diff.lines() {
+        if let Some(old) = line.strip_prefix("--- ") {
+            from_nothing = old == "/dev/null";
+        } else if let Some(new) = line.strip_prefix("+++ ") {
+            if from_nothing && new != "/dev/null" {
+                created.push(new.strip_prefix("b/").unwrap_or(new).to_string());
+            }
+            from_nothing = false;
+        }
+    }
+    created
+}
+
+/// Whether the folder of `path` (relative to `root`) holds a test file that is not one of
+/// `new_files`.
+fn beside_an_old_test(root: &Path, path: &str, new_files: &[String]) -> bool {
+    let folder = path.rsplit_once('/').map_or("", |(folder, _)| folder);
+    let Ok(entries) = std::fs::read_dir(root.join(folder)) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let sibling = if folder.is_empty() {
+            name
+        } else {
+            format!("{folder}/{name}")
+        };
+        entry.file_type().is_ok_and(|t| t.is_file())
+            && is_test_file(&sibling)
+            && !new_files.contains(&sibling)
+    })
 }
 
 /// Whether `path` is a test file by the common conventions: `test_x.py`, `x_test.go`, `x.test.ts`,
@@ -381,26 +432,48 @@ mod tests {
         // The field's case: a free function with arguments in a unittest file.
         let field = "diff --git a/test_calc.py b/test_calc.py\nindex 1..2 100644\n--- a/test_calc.py\n+++ b/test_calc.py\n@@ -1,4 +1,6 @@\n import unittest\n+def test_mul(a, b):\n+    assert mul(a, b) == a * b\n \n from calc import add, sub\n";
         assert_eq!(
-            added_test_definitions(field),
+            added_test_definitions(field, None),
             (1, vec!["test_mul (test_calc.py)".to_string()])
         );
         // A renamed test is none more; a new file is left out; other languages' forms count.
         let renamed = "--- a/t.py\n+++ b/t.py\n-    def test_old(self):\n+    def test_new(self):\n";
-        assert_eq!(added_test_definitions(renamed).0, 0);
+        assert_eq!(added_test_definitions(renamed, None).0, 0);
         let new_file =
             "diff --git a/t2.py b/t2.py\nnew file mode 100644\n--- /dev/null\n+++ b/t2.py\n+def test_x():\n";
-        assert_eq!(added_test_definitions(new_file).0, 0);
+        assert_eq!(added_test_definitions(new_file, None).0, 0);
         let others = "--- a/x_test.go\n+++ b/x_test.go\n+func TestMul(t *testing.T) {\n--- a/a.test.js\n+++ b/a.test.js\n+  it('multiplies', () => {\n+  test(\"adds\", () => {\n--- a/lib.rs\n+++ b/lib.rs\n+    #[test]\n";
-        let (n, names) = added_test_definitions(others);
+        let (n, names) = added_test_definitions(others, None);
         assert_eq!(n, 3, "{names:?}");
         assert_eq!(names[1], "multiplies (a.test.js)");
         // Not definitions: calls and lookalikes.
         let calls = "--- a/t.py\n+++ b/t.py\n+    self.test_helper()\n+testing = 1\n+def tester():\n";
         assert_eq!(
-            added_test_definitions(calls).0,
+            added_test_definitions(calls, None).0,
             1,
             "`def tester(` is collected by unittest"
         );
+    }
+
+    #[test]
+    fn a_new_test_file_counts_beside_an_old_one_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("test_calc.py"), "def test_add(): pass\n").expect("write");
+        std::fs::write(dir.path().join("test_mul.py"), "def test_mul(): pass\n").expect("write");
+        std::fs::create_dir(dir.path().join("tools")).expect("mkdir");
+        std::fs::write(dir.path().join("tools/test_new.py"), "def test_x(): pass\n").expect("write");
+        let beside = "diff --git a/test_mul.py b/test_mul.py\nnew file mode 100644\n--- /dev/null\n+++ b/test_mul.py\n@@ -0,0 +1 @@\n+def test_mul():\n";
+        assert_eq!(
+            added_test_definitions(beside, Some(dir.path())),
+            (1, vec!["test_mul (test_mul.py)".to_string()])
+        );
+        assert_eq!(added_test_definitions(beside, None).0, 0, "no tree, no count");
+        // A folder of new tests only: the command may leave it out on purpose.
+        let alone = "diff --git a/tools/test_new.py b/tools/test_new.py\nnew file mode 100644\n--- /dev/null\n+++ b/tools/test_new.py\n@@ -0,0 +1 @@\n+def test_x():\n";
+        assert_eq!(added_test_definitions(alone, Some(dir.path())).0, 0);
+        // A new source file beside the tests is no test file.
+        std::fs::write(dir.path().join("mul.py"), "def test_mul(a, b): pass\n").expect("write");
+        let source = "diff --git a/mul.py b/mul.py\nnew file mode 100644\n--- /dev/null\n+++ b/mul.py\n@@ -0,0 +1 @@\n+def test_mul(a, b):\n";
+        assert_eq!(added_test_definitions(source, Some(dir.path())).0, 0);
     }
 
     #[test]

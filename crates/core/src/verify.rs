@@ -272,7 +272,7 @@ async fn notice_unrun_tests(
             return record;
         }
     };
-    let (added, names) = crate::test_count::added_test_definitions(&diff);
+    let (added, names) = crate::test_count::added_test_definitions(&diff, Some(worktree.path()));
     if added > now.saturating_sub(before) {
         record.tests_not_run = Some(orchestrator_protocol::UnrunTests {
             added: names,
@@ -443,7 +443,8 @@ pub(crate) fn unrun_tests_text(added: &[String], now: u64, before: u64) -> Strin
         "the tests added since the mission's base commit ({}) are not run: it ran {now} tests, {before} on \
          the base commit. Make the test runner collect them (in Python's unittest, a method `def \
          test_…(self)` of a `unittest.TestCase` class; in pytest, a `def test_…()` taking no arguments it \
-         does not supply) and import what they test",
+         does not supply) and import what they test; tests in a new file run only if the test command \
+         runs that file, so put them in a test file it runs",
         added.join(", ")
     )
 }

@@ -395,3 +395,54 @@ async fn each_answer_rule_sends_back_once_per_run_and_the_third_answer_is_taken(
     );
     assert!(told[1].contains("your unit asks for `mul`"), "{}", told[1]);
 }
+
+/// A change that leaves the function the unit names defined nowhere is sent back once, naming it
+/// (the field's 1.5B answered "mul(a, b) function" with a new file holding `def test_mul(a, b)`); a
+/// worker that insists is taken, and one that defines it is not sent back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_without_the_named_function_is_sent_back_once() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n";
+    let files = [
+        ("orchestrator.toml", config),
+        ("calc.py", "def add(a, b):\n    return a + b\n"),
+    ];
+    let unit = |directives: &str| Script {
+        plan: vec![PlanUnit::new("a", "Add mul(a, b) to calc.py", directives, &[])],
+        ..Script::default()
+    };
+    let repo = TestRepo::new(&files);
+    let server = fake(unit("FILE src/mul.py := def test_mul(a, b):\\n    pass\\n")).await;
+    let _ = Run::task("Add mul(a, b) to calc.py")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let workers = requests_of(&server, "worker");
+    let last = workers.last().expect("worker requests");
+    let told = sent_back(last);
+    assert_eq!(told.len(), 1, "once, then taken: {told:?}");
+    assert!(
+        told[0].contains("asks for `mul`") && told[0].contains("after your change"),
+        "{}",
+        told[0]
+    );
+
+    let repo = TestRepo::new(&files);
+    let server = fake(unit(
+        "FILE calc.py := def add(a, b):\\n    return a + b\\n\\ndef mul(a, b):\\n    return a * b\\n",
+    ))
+    .await;
+    let done = Run::task("Add mul(a, b) to calc.py")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let workers = requests_of(&server, "worker");
+    assert!(
+        workers.iter().all(|r| sent_back(r).is_empty()),
+        "a worker that defines it is not sent back"
+    );
+}

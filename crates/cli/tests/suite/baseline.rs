@@ -515,3 +515,55 @@ async fn a_unit_whose_new_test_does_not_run_fails_though_the_command_exits_0() {
         .read("test_calc.py")
         .is_some_and(|t| t.contains("    def test_mul(self):")));
 }
+
+/// A new test file beside one the command runs, that the command does not run, fails the same way
+/// (the field's 1.5B wrote `test_mul.py` beside `test_calc.py`, run as `python3 test_calc.py`); the
+/// retry that puts the test where it runs passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_test_file_the_command_does_not_run_fails_verification() {
+    let test = "echo \"Ran $(grep -c '^    def test_' test_calc.py) tests in 0.001s\"\n";
+    let repo = TestRepo::new(&[
+        (
+            "orchestrator.toml",
+            "[verify]\ntest = \"sh test.sh\"\n[limits]\nunit_attempts = 2\n",
+        ),
+        ("test.sh", test),
+        (
+            "test_calc.py",
+            "class T:\n    def test_add(self):\n        pass\n",
+        ),
+    ]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Test mul",
+            "FILE test_mul.py := class M:\\n    def test_mul(self):\\n        pass\\n\n\
+             FIX test_mul.py := # moved into test_calc.py\\n\n\
+             FIX test_calc.py := class T:\\n    def test_add(self):\\n        pass\\n    def test_mul(self):\\n        pass\\n",
+            &[],
+        )],
+        ..Script::default()
+    })
+    .await;
+    let finished = Run::task("Add a test for mul")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    assert_eq!(finished.code, Some(0), "{}", finished.stderr);
+    let test = evidence(&finished.events(), Some("a"), "test");
+    assert_eq!(
+        test[0]["tests_not_run"],
+        serde_json::json!({"added": ["test_mul (test_mul.py)"], "ran_before": 1, "ran_now": 1}),
+        "{test:?}"
+    );
+    assert!(test[1].get("tests_not_run").is_none(), "{test:?}");
+    let worker = requests_of(&server, "worker");
+    assert!(
+        worker.iter().any(|r| has_user_message(
+            r,
+            "tests in a new file run only if the test command runs that file"
+        )),
+        "the retry is told where tests run"
+    );
+}

@@ -344,3 +344,65 @@ async fn a_round_killed_before_its_pick_runs_again_on_resume_and_leaves_nothing(
     assert_eq!(fresh, 2);
     assert_nothing_left(&repo);
 }
+
+/// A passing pick of a candidate that lacks the function the unit names, over one that defines it,
+/// is sent back once with both named (the field's comparing reviewer kept a `src/mul.py` without
+/// `mul` for its "best summary"); the reviewer's second pick is taken. Each candidate's lack is said
+/// in the comparison.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pick_lacking_the_named_function_over_one_with_it_is_asked_again() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n";
+    let repo = TestRepo::new(&[
+        ("orchestrator.toml", config),
+        ("calc.py", "def add(a, b):\n    return a + b\n"),
+    ]);
+    let server = fake(Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Add mul(a, b) to calc.py",
+            "CANDIDATE 1: FILE src/mul.py := product = 0\n\
+             CANDIDATE 2: FILE calc.py := def add(a, b):\\n    return a + b\\n\\ndef mul(a, b):\\n    return a * b\\n\n\
+             PICK 1 candidate 1 has the best summary\nPICK 2 candidate 2 defines mul",
+            &[],
+        )],
+        ..Script::default()
+    })
+    .await;
+    let done = Run::task("Add mul(a, b) to calc.py")
+        .arg("--attempts")
+        .arg("2")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    assert!(
+        repo.read("calc.py").is_some_and(|c| c.contains("def mul(a, b)")),
+        "candidate 2 is on main"
+    );
+    let results = tool_results(&server);
+    let refusal = results
+        .iter()
+        .find(|(name, content, _)| name == "submit_review" && content.contains("Not recorded"))
+        .unwrap_or_else(|| panic!("the first pick is sent back: {results:?}"));
+    assert!(
+        refusal
+            .1
+            .contains("candidate 1 defines no `mul`, which the unit asks for, and candidate(s) 2 do"),
+        "{}",
+        refusal.1
+    );
+    let picked = &done.events_of("candidate_picked")[0];
+    assert_eq!(picked["candidate"], 2, "{picked}");
+    assert!(picked.get("by_runtime").is_none(), "{picked}");
+    let reviewer = requests_of(&server, "reviewer");
+    let comparison = reviewer
+        .iter()
+        .find(|r| has_user_message(r, "### Checked by the runtime"))
+        .unwrap_or_else(|| panic!("the comparison says which candidate lacks it"));
+    assert!(
+        has_user_message(comparison, "no file of candidate 1 defines it")
+            && !has_user_message(comparison, "no file of candidate 2 defines it"),
+        "only candidate 1 lacks it"
+    );
+}

@@ -115,6 +115,7 @@ pub(super) struct WorkerHooks {
 enum Recheck {
     Unchanged,
     Claim,
+    Missing,
 }
 
 /// Which answer rules told the worker in its current run: each at most once.
@@ -126,6 +127,7 @@ impl Rechecks {
         match rule {
             Recheck::Unchanged => 1,
             Recheck::Claim => 2,
+            Recheck::Missing => 4,
         }
     }
 
@@ -170,8 +172,8 @@ impl SessionHooks for WorkerHooks {
         HookResult::Continue(self.spawn(children, slot).await)
     }
 
-    /// Two rules, each sent back at most once per run (see [`Rechecks`]); a worker that answers again
-    /// is taken.
+    /// Three rules, each sent back at most once per run (see [`Rechecks`]); a worker that answers
+    /// again is taken.
     /// - An answer with nothing changed in the worktree since the worker was given its task (or its
     ///   last feedback) would end the attempt with nothing done: the field's 1.5B read the files and
     ///   answered "the unit is complete, the tests passed" with an untouched tree, and a best-of-N
@@ -179,33 +181,34 @@ impl SessionHooks for WorkerHooks {
     /// - "No change needed" for a unit that names a function no file of the worktree defines (the
     ///   1.5B said "NO CHANGE NEEDED: calc.py and test_calc.py are already correct" of a calc.py
     ///   without `mul`, right after being sent back for answering with nothing done).
+    /// - A changed worktree where a function the unit names is still defined nowhere (the 1.5B
+    ///   answered for "mul(a, b) function" with a new file holding `def test_mul(a, b)`, and a weak
+    ///   review kept it).
     async fn recheck_answer(&self, answer: &str) -> Option<String> {
         if self.spawned.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
-        let claims = super::unit::claims_no_change(answer);
-        let rule = if claims {
-            Recheck::Claim
-        } else {
-            Recheck::Unchanged
-        };
-        if self.rechecks.told(rule) {
-            return None;
+        if super::unit::claims_no_change(answer) {
+            return self.recheck_claim().await;
         }
         let missing = self.missing_functions().await;
-        let correction = match rule {
-            Recheck::Claim if missing.is_empty() => return None,
-            Recheck::Claim => format!(
-                "Not taken as your answer yet: your unit asks for {}, which no file of your worktree \
-                 defines, so the work is not there already. Write it now, check that each call \
-                 succeeded, then answer. If it really exists under another name, answer again saying \
-                 which file and line.",
-                missing.join(", ")
-            ),
-            Recheck::Unchanged => self.unchanged_correction(&missing).await?,
-        };
-        self.rechecks.tell(rule);
-        Some(correction)
+        if !self.rechecks.told(Recheck::Unchanged) {
+            if let Some(correction) = self.unchanged_correction(&missing).await {
+                self.rechecks.tell(Recheck::Unchanged);
+                return Some(correction);
+            }
+        }
+        if missing.is_empty() || self.rechecks.told(Recheck::Missing) || !self.changed().await {
+            return None;
+        }
+        self.rechecks.tell(Recheck::Missing);
+        Some(format!(
+            "Not taken as your answer yet: your unit asks for {}, and no file of your worktree defines \
+             it after your change. Define it under that exact name where the unit needs it (the \
+             plan's files, not a new copy elsewhere), check that each call succeeded, then answer. \
+             If the unit really needs no such definition, answer again saying why.",
+            missing.join(", ")
+        ))
     }
 
     /// Failing tests that passed on the mission's base commit: the worker's change broke them (the
@@ -260,8 +263,40 @@ impl WorkerHooks {
         let (before, base) = (known.tests_ran?, known.base.clone()?);
         let worktree = self.tree.get().await.ok()?;
         let diff = worktree.diff_of_files_since(&base).await.ok()?;
-        let (added, names) = crate::test_count::added_test_definitions(&diff);
+        let (added, names) = crate::test_count::added_test_definitions(&diff, Some(worktree.path()));
         (added > now.saturating_sub(before)).then(|| crate::verify::unrun_tests_text(&names, now, before))
+    }
+
+    /// "No change needed" for a unit naming a function that no file of the worktree defines: the
+    /// work is not there already.
+    async fn recheck_claim(&self) -> Option<String> {
+        if self.rechecks.told(Recheck::Claim) {
+            return None;
+        }
+        let missing = self.missing_functions().await;
+        if missing.is_empty() {
+            return None;
+        }
+        self.rechecks.tell(Recheck::Claim);
+        Some(format!(
+            "Not taken as your answer yet: your unit asks for {}, which no file of your worktree \
+             defines, so the work is not there already. Write it now, check that each call \
+             succeeded, then answer. If it really exists under another name, answer again saying \
+             which file and line.",
+            missing.join(", ")
+        ))
+    }
+
+    /// Whether the worktree changed since the current run started (uncommitted changes, or a
+    /// commit of the worker's own); `false` when that cannot be told.
+    async fn changed(&self) -> bool {
+        let Some(start) = self.run_start.lock().ok().and_then(|s| s.clone()) else {
+            return false;
+        };
+        let Ok(worktree) = self.tree.get().await else {
+            return false;
+        };
+        worktree.has_changes().await.unwrap_or(false) || worktree.head().await.is_ok_and(|head| head != start)
     }
 
     /// The functions the unit's title and description name by a call that no file of the worktree
