@@ -80,7 +80,8 @@ pub(crate) fn where_defined(output: &str, root: &Path) -> Option<String> {
 
 /// The functions `text` names by a call (`mul(a, b)` → `mul`) that no file of the worktree at
 /// `root` defines, at most [`MAX_NAMES`]: what a unit asks for and a claim of "no change needed"
-/// has not got. Python's and JavaScript's common built-ins are left out.
+/// has not got. Python's and JavaScript's common built-ins are left out; a test file's definitions
+/// count only for a test's own name (see [`names_a_test`]).
 pub(crate) fn undefined_functions(text: &str, root: &Path) -> Vec<String> {
     static CALLED: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"\b([A-Za-z_][A-Za-z0-9_]{1,60})\(").unwrap_or_else(|e| panic!("bad call pattern: {e}"))
@@ -98,23 +99,61 @@ pub(crate) fn undefined_functions(text: &str, root: &Path) -> Vec<String> {
     if called.is_empty() {
         return called;
     }
-    let files = source_files(root);
+    let files = SearchedFiles::of(root);
     called
         .into_iter()
-        .filter(|name| definitions_of(name, root, &files).is_empty())
+        .filter(|name| definitions_of(name, root, files.for_name(name)).is_empty())
         .collect()
 }
 
+/// The worktree's source files, and those of them that are no test files.
+struct SearchedFiles {
+    all: Vec<std::path::PathBuf>,
+    outside_tests: Vec<std::path::PathBuf>,
+}
+
+impl SearchedFiles {
+    fn of(root: &Path) -> Self {
+        let all = source_files(root);
+        let outside_tests = all
+            .iter()
+            .filter(|file| {
+                let rel = file.strip_prefix(root).unwrap_or(file);
+                !crate::test_count::is_test_file(&rel.to_string_lossy())
+            })
+            .cloned()
+            .collect();
+        SearchedFiles { all, outside_tests }
+    }
+
+    /// Where a definition of `name` counts: a test file's only for a test's own name.
+    fn for_name(&self, name: &str) -> &[std::path::PathBuf] {
+        if names_a_test(name) {
+            &self.all
+        } else {
+            &self.outside_tests
+        }
+    }
+}
+
+/// Whether `name` is a test's own (`test_mul`, `TestMul`, `mul_test`): only such a name counts as
+/// defined by a test file. Anything else a unit names belongs in the code under test; the field's
+/// 1.5B defined `mul` at the top of test_calc.py, where only the test could see it.
+fn names_a_test(name: &str) -> bool {
+    name.starts_with("test") || name.starts_with("Test") || name.ends_with("_test")
+}
+
 /// Where the worktree at `root` defines each of `names` (`path:line` and the line), for the names
-/// it defines; one walk of the tree for all of them.
+/// it defines; one walk of the tree for all of them. As in [`undefined_functions`], a test file's
+/// definitions count only for a test's own name.
 pub(crate) fn definitions(names: &[String], root: &Path) -> Vec<(String, Vec<String>)> {
     if names.is_empty() {
         return Vec::new();
     }
-    let files = source_files(root);
+    let files = SearchedFiles::of(root);
     names
         .iter()
-        .map(|name| (name.clone(), definitions_of(name, root, &files)))
+        .map(|name| (name.clone(), definitions_of(name, root, files.for_name(name))))
         .filter(|(_, places)| !places.is_empty())
         .collect()
 }
@@ -348,5 +387,14 @@ mod tests {
         let asks = "Add mul(a, b) beside add(a, b); print(mul(2, 3)) shows it.";
         assert_eq!(undefined_functions(asks, dir.path()), ["mul"]);
         assert!(undefined_functions("Nothing called here.", dir.path()).is_empty());
+        // The field's 1.5B: `mul` at the top of the test file is not the code under test; the
+        // test's own name is defined there.
+        std::fs::write(
+            dir.path().join("test_calc.py"),
+            "def mul(a, b):\n    return a * b\ndef test_mul():\n    pass\n",
+        )
+        .expect("write");
+        let asks = "Add mul(a, b) to calc.py and test_mul() to test_calc.py.";
+        assert_eq!(undefined_functions(asks, dir.path()), ["mul"]);
     }
 }

@@ -787,13 +787,12 @@ impl PickHook {
         }
     }
 
-    /// Why a passing verdict for `kept` is sent back once: it lacks a function the unit names
-    /// that another passing candidate defines (the field's comparing reviewer kept a candidate
-    /// without `mul` over two with it, for its "best summary").
-    fn lacks_what_another_has(&self, kept: u32, review: &Review) -> Option<String> {
-        if review.verdict != Verdict::Pass {
-            return None;
-        }
+    /// Why a pick of `kept` is sent back once: it lacks a function the unit names that another
+    /// passing candidate defines. Whatever the verdict: a failed pick's worker goes on from its
+    /// own tree, so keeping less costs an attempt too (the field's comparing reviewers kept a
+    /// candidate without `mul` for its "best summary", and failed one with `mul` only in the test
+    /// file over one with it in calc.py, for a README that no candidate had).
+    fn lacks_what_another_has(&self, kept: u32) -> Option<String> {
         let lacking = self
             .missing
             .iter()
@@ -839,7 +838,7 @@ impl SessionHooks for PickHook {
             .and_then(serde_json::Value::as_u64)
             .and_then(|kept| u32::try_from(kept).ok())
             .filter(|_| why_not.is_none())
-            .and_then(|kept| self.lacks_what_another_has(kept, &review));
+            .and_then(|kept| self.lacks_what_another_has(kept));
         if let Some(lacking) = lacking {
             // Once; a reviewer that keeps it again is taken at its word.
             if !self.asked_again.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -1182,7 +1181,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_passing_pick_lacking_a_named_function_another_has_is_asked_again_once() {
+    async fn a_pick_lacking_a_named_function_another_has_is_asked_again_once() {
         let mut slot = Slot::unshared();
         let lacking = || PickHook {
             missing: vec![(2, vec!["mul".to_string()]), (3, Vec::new())],
@@ -1200,11 +1199,11 @@ mod tests {
         let (finished, _) = said(&hook.call("submit_review", kept, &mut slot).await);
         assert!(finished);
         assert_eq!(hook.result.lock().unwrap().take().unwrap().0, Some(2));
-        // A failing verdict for it, or a pick of the one that has it, is taken at once.
+        // A failing verdict for it too; a pick of the one that has it is taken at once.
         let hook = lacking();
-        let failing = json!({"pick": 2, "verdict": "fail", "summary": "no mul",
-                             "issues": [{"title": "mul missing", "description": "define mul"}]});
-        assert!(said(&hook.call("submit_review", failing, &mut slot).await).0);
+        let failing = json!({"pick": 2, "verdict": "fail", "summary": "no README",
+                             "issues": [{"title": "README", "description": "no README"}]});
+        assert!(!said(&hook.call("submit_review", failing, &mut slot).await).0);
         let hook = lacking();
         let whole = json!({"pick": 3, "verdict": "pass", "summary": "defines mul"});
         assert!(said(&hook.call("submit_review", whole, &mut slot).await).0);
