@@ -747,8 +747,11 @@ pub struct Pick {
 fn submit_pick_spec(passing: &[u32]) -> ToolSpec {
     let mut spec = submit_review_spec(&Proof::Verdict);
     spec.description = "Keep one candidate: `pick` its number and say in `summary` why it is better \
-                        than the others; `verdict` and `issues` judge the candidate you keep."
+                        than the others; `verdict` and `issues` judge the candidate you keep. Each issue \
+                        names its `file` in that candidate and quotes in `quote` one line copied exactly \
+                        from it: the line the issue is about, or where the missing thing belongs."
         .into();
+    spec.parameters["properties"]["issues"] = crate::grounded::issues_property();
     spec.parameters["properties"]["pick"] = json!({
         "type": "integer", "enum": passing,
         "description": "the number of the candidate to keep (one that passed verification)"
@@ -765,6 +768,10 @@ struct PickHook {
     failed: Vec<u32>,
     /// The functions the unit names that each changed candidate's tree does not define.
     missing: Vec<(u32, Vec<String>)>,
+    /// Where each changed candidate's failing issues are confirmed: its tree and its diff.
+    grounds: Vec<(u32, crate::grounded::Grounds)>,
+    /// Whether a fail with unconfirmed issues was sent back already (once, as for a unit review).
+    asked_for_quotes: std::sync::atomic::AtomicBool,
     asked_again: std::sync::atomic::AtomicBool,
     /// The pick (`None`: no valid one) and the review.
     result: Mutex<Option<(Option<u32>, Review)>>,
@@ -814,6 +821,42 @@ impl PickHook {
         ))
     }
 
+    /// A failing verdict's issues checked against the kept candidate's tree and diff, as a unit
+    /// review's are (`grounded.rs`): unconfirmed ones send the review back once, then are marked.
+    /// The field's comparing reviewer failed the kept candidate for "README.md does not exist" after
+    /// reading `1/README.md`, and its worker's next attempt wrote a README.
+    fn grounded(&self, kept: u32, mut review: Review, quotes: &[Option<String>]) -> Result<Review, String> {
+        if review.verdict != Verdict::Fail || review.issues.is_empty() {
+            return Ok(review);
+        }
+        let Some((_, grounds)) = self.grounds.iter().find(|(number, _)| *number == kept) else {
+            return Ok(review);
+        };
+        // Paths as the comparison shows them (`3/calc.py`) are the kept candidate's own.
+        let prefix = format!("{kept}/");
+        for issue in &mut review.issues {
+            if let Some(file) = issue.file.as_mut() {
+                if let Some(own) = file.trim().strip_prefix(&prefix) {
+                    *file = own.to_string();
+                }
+            }
+        }
+        let groundings = grounds.check(&review.issues, quotes);
+        if groundings.iter().any(Result::is_err)
+            && !self
+                .asked_for_quotes
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(format!(
+                "{} (Files of candidate {kept}, the one you keep: `calc.py` or `{kept}/calc.py` alike.)",
+                crate::grounded::send_back(&review.issues, &groundings)
+            ));
+        }
+        review.summary = crate::grounded::summary_after_cut(&review.summary, review.issues.len());
+        review.issues = crate::grounded::annotated(review.issues, &groundings);
+        Ok(review)
+    }
+
     fn passing_list(&self) -> String {
         let numbers: Vec<String> = self.passing.iter().map(u32::to_string).collect();
         numbers.join(", ")
@@ -824,6 +867,7 @@ impl PickHook {
 impl SessionHooks for PickHook {
     async fn call(&self, _name: &str, mut arguments: serde_json::Value, _slot: &mut Slot) -> HookResult {
         let pick = arguments.as_object_mut().and_then(|o| o.remove("pick"));
+        let quotes = crate::grounded::quotes_of(&arguments);
         let review = match serde_json::from_value::<Review>(arguments) {
             Ok(review) => review,
             Err(e) => {
@@ -858,6 +902,10 @@ impl SessionHooks for PickHook {
                     .and_then(|p| p.as_u64())
                     .and_then(|n| u32::try_from(n).ok())
                     .unwrap_or_default();
+                let review = match self.grounded(number, review, &quotes) {
+                    Ok(review) => review,
+                    Err(send_back) => return HookResult::Continue(error_output(send_back)),
+                };
                 store(Some(number), review);
                 HookResult::Finish(ok_output(format!("Review recorded: candidate {number} is kept.")))
             }
@@ -896,14 +944,24 @@ pub async fn compare_candidates(
     let passing: Vec<u32> = candidates.iter().map(|c| c.number).collect();
     let first_passing = passing.first().copied().unwrap_or(1);
     let mut missing = Vec::new();
+    let mut grounds = Vec::new();
     for candidate in candidates.iter().filter(|c| !c.diff.trim().is_empty()) {
         let tree = root.join(candidate.number.to_string());
         missing.push((candidate.number, missing_functions(unit, &tree).await));
+        grounds.push((
+            candidate.number,
+            crate::grounded::Grounds {
+                root: tree,
+                diff: candidate.diff.clone(),
+            },
+        ));
     }
     let hook = PickHook {
         passing: passing.clone(),
         failed: failed.to_vec(),
         missing: missing.clone(),
+        grounds,
+        asked_for_quotes: std::sync::atomic::AtomicBool::new(false),
         asked_again: std::sync::atomic::AtomicBool::new(false),
         result: Mutex::new(None),
     };
@@ -1175,8 +1233,62 @@ mod tests {
             passing: vec![2, 3],
             failed: vec![1],
             missing: Vec::new(),
+            grounds: Vec::new(),
+            asked_for_quotes: std::sync::atomic::AtomicBool::new(false),
             asked_again: std::sync::atomic::AtomicBool::new(false),
             result: Mutex::new(None),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_pick_whose_issues_are_not_in_the_kept_candidate_is_sent_back_once() {
+        let mut slot = Slot::unshared();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kept = dir.path().join("3");
+        std::fs::create_dir_all(&kept).expect("mkdir");
+        std::fs::write(kept.join("calc.py"), "def add(a, b):\n    return a - b\n").expect("write");
+        let hook = || PickHook {
+            grounds: vec![(
+                3,
+                crate::grounded::Grounds {
+                    root: kept.clone(),
+                    diff: String::new(),
+                },
+            )],
+            ..pick_hook()
+        };
+        // The field's reviewer: a README that no candidate has, under another candidate's folder.
+        let invented = json!({"pick": 3, "verdict": "fail", "summary": "not runnable",
+            "issues": [{"title": "README.md", "description": "README.md does not exist",
+                        "file": "1/README.md", "quote": "# Project readme"}]});
+        let picking = hook();
+        let (finished, text) = said(&picking.call("submit_review", invented.clone(), &mut slot).await);
+        assert!(!finished, "{text}");
+        assert!(
+            text.contains("`1/README.md` is not a file") && text.contains("candidate 3"),
+            "{text}"
+        );
+        // Again: taken, the issue marked as not confirmed.
+        assert!(said(&picking.call("submit_review", invented, &mut slot).await).0);
+        let (number, review) = picking.result.lock().unwrap().take().unwrap();
+        assert_eq!(number, Some(3));
+        assert!(
+            review.issues[0].description.starts_with("(not confirmed"),
+            "{review:?}"
+        );
+        // A real issue, with the folder in front of the path or without: taken at once.
+        for file in ["3/calc.py", "calc.py"] {
+            let real = json!({"pick": 3, "verdict": "fail", "summary": "add subtracts",
+                "issues": [{"title": "add subtracts", "description": "use +",
+                            "file": file, "quote": "    return a - b"}]});
+            let picking = hook();
+            let (finished, text) = said(&picking.call("submit_review", real, &mut slot).await);
+            assert!(finished, "{file}: {text}");
+            let (_, review) = picking.result.lock().unwrap().take().unwrap();
+            assert!(
+                review.issues[0].description.contains("The line meant"),
+                "{review:?}"
+            );
         }
     }
 
