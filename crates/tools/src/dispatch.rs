@@ -74,6 +74,11 @@ pub(crate) fn file_tool(
     arguments: &Value,
     cancel: &CancellationToken,
 ) -> Result<String, ToolError> {
+    let repaired = without_unit_folder(root, options, arguments);
+    let (arguments, note) = match &repaired {
+        Some((arguments, note)) => (arguments, note.as_str()),
+        None => (arguments, ""),
+    };
     let result = match name {
         "read" => read(root, options, seen, arguments),
         "list" => list(root, arguments),
@@ -84,7 +89,33 @@ pub(crate) fn file_tool(
         "insert" => insert(root, options, seen, arguments),
         other => Err(ToolError::refused(format!("`{other}` is not a file tool"))),
     };
-    result.map_err(|e| with_path_hint(root, e))
+    match result.map_err(|e| with_path_hint(root, e)) {
+        Ok(done) => Ok(format!("{note}{done}")),
+        Err(e) if !note.is_empty() => Err(ToolError::refused(format!("{note}{e}"))),
+        Err(e) => Err(e),
+    }
+}
+
+/// A `path` that starts with the unit's name as a folder the worktree does not have, taken without
+/// it, and the note that says so. Refusing did not converge: the field's 1.5B sent
+/// `calc_mul-r2-r3/calc.py` and `calc_mul-r2-r3/test_calc.py` to `read`, `write`, `edit` and `insert`
+/// eleven times, each refused with "`calc_mul-r2-r3` is your unit's name, not a folder", until it was
+/// cut off as a loop. What is left is resolved inside the worktree like any path.
+fn without_unit_folder(root: &Root, options: &ToolOptions, arguments: &Value) -> Option<(Value, String)> {
+    let path = arguments.get("path")?.as_str()?;
+    let trimmed = path.trim().trim_start_matches("./");
+    let (first, rest) = trimmed.split_once('/')?;
+    let rest = rest.trim_start_matches('/');
+    if rest.is_empty()
+        || !options.not_folders.iter().any(|name| name == first)
+        || root.canonical.join(first).exists()
+    {
+        return None;
+    }
+    let mut repaired = arguments.clone();
+    repaired["path"] = Value::String(rest.to_string());
+    let note = format!("(`{first}` is your unit's name, not a folder: this is `{rest}`.)\n");
+    Some((repaired, note))
 }
 
 /// A path that is not there, said with what to do: models copy paths from what they were shown

@@ -717,27 +717,38 @@ async fn a_new_copy_of_an_existing_file_in_a_new_folder_is_questioned_once() {
         .contains("mul"));
 }
 
-/// The field run's 1.5B, told once, sent the same `write calc_mul-r2-r3/calc.py` again and so made
-/// the copy anyway: a folder named like the session's unit is refused every time. Made with `bash`
-/// first, a folder of that name takes new files like any other.
+/// The field runs' 1.5B put its unit's name in front of paths (`calc_mul-r2-r3/calc.py`) and,
+/// refused, sent the same calls until it was cut off as a loop: a first folder named like the unit
+/// that the worktree does not have is taken away, and the result says so. Made with `bash` first, a
+/// folder of that name is used like any other; what is left still resolves inside the worktree.
 #[tokio::test]
-async fn a_folder_named_like_the_unit_is_refused_however_often_it_is_asked_for() {
+async fn a_folder_named_like_the_unit_is_taken_off_the_path_and_said() {
     let fx = Fixture::new(ToolOptions {
         allow_write: true,
         not_folders: vec!["calc_mul-r2-r3".into()],
         ..ToolOptions::default()
     });
     fx.file("calc.py", "def add(a, b):\n    return a + b\n");
-    let write = json!({"path": "calc_mul-r2-r3/calc.py", "content": "def mul(a, b):\n    return a * b\n"});
-    for _ in 0..3 {
-        let err = fx.err("write", write.clone()).await;
-        assert!(
-            err.contains("write `calc.py`")
-                && err.contains("`calc_mul-r2-r3` is your unit's name, not a folder"),
-            "{err}"
-        );
-    }
+    let note = "(`calc_mul-r2-r3` is your unit's name, not a folder: this is `calc.py`.)";
+    let read = fx.ok("read", json!({"path": "calc_mul-r2-r3/calc.py"})).await;
+    assert!(read.starts_with(note) && read.contains("return a + b"), "{read}");
+    let insert = json!({"path": "./calc_mul-r2-r3/calc.py", "text": "\ndef mul(a, b):\n    return a * b\n"});
+    let done = fx.ok("insert", insert).await;
+    assert!(done.starts_with(note), "{done}");
+    let calc = fs::read_to_string(fx.root().join("calc.py")).expect("read");
+    assert!(calc.contains("def add") && calc.contains("def mul"), "{calc}");
     assert!(!exists(&fx.root().join("calc_mul-r2-r3")));
+    // A refusal keeps the note, so the model knows which file was meant.
+    let err = fx
+        .err(
+            "edit",
+            json!({"path": "calc_mul-r2-r3/calc.py", "old_string": "nowhere", "new_string": "x"}),
+        )
+        .await;
+    assert!(err.starts_with(note), "{err}");
+    // Out of the worktree is out, with the folder or without.
+    let escape = json!({"path": "calc_mul-r2-r3/../../outside.txt", "content": "x"});
+    assert!(fx.err("write", escape).await.contains("outside the worktree"));
     // Another new folder is still questioned once only.
     let other = json!({"path": "pkg/calc.py", "content": "x = 1\n"});
     assert!(fx
@@ -747,7 +758,10 @@ async fn a_folder_named_like_the_unit_is_refused_however_often_it_is_asked_for()
     fx.ok("write", other).await;
     // A folder of that name that exists (made on purpose) is written like any other.
     fs::create_dir(fx.root().join("calc_mul-r2-r3")).expect("mkdir");
-    fx.ok("write", write).await;
+    let write = json!({"path": "calc_mul-r2-r3/calc.py", "content": "def mul(a, b):\n    return a * b\n"});
+    let done = fx.ok("write", write).await;
+    assert!(!done.contains("not a folder"), "{done}");
+    assert!(exists(&fx.root().join("calc_mul-r2-r3/calc.py")));
 }
 
 /// Lines copied from `read` with their numbers still in front: refused with what to do, before they
