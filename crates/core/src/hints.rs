@@ -136,11 +136,27 @@ impl SearchedFiles {
     }
 }
 
-/// Whether `name` is a test's own (`test_mul`, `TestMul`, `mul_test`): only such a name counts as
-/// defined by a test file. Anything else a unit names belongs in the code under test; the field's
-/// 1.5B defined `mul` at the top of test_calc.py, where only the test could see it.
+/// Whether a unit's text asks for a test to be added ("Add a test for `mul`", "…, and a test for
+/// it", "Write unit tests for the parser"); running or fixing tests is not asking for one.
+pub(crate) fn asks_for_a_test(text: &str) -> bool {
+    static ASKS: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"(?i)\b(?:add|write|create|include|cover)\w*\s+(?:(?:a|an|one|some|new|unit|more)\s+){0,2}tests?\b|\band\s+(?:a|an)\s+(?:(?:new|unit)\s+)?tests?\b",
+        )
+        .unwrap_or_else(|e| panic!("bad test request pattern: {e}"))
+    });
+    ASKS.is_match(text)
+}
+
+/// Whether `name` is a test's own (`test_mul`, `TestMul`, `mul_test`, `CalcTest`): only such a
+/// name counts as defined by a test file. Anything else a unit names belongs in the code under
+/// test; the field's 1.5B defined `mul` at the top of test_calc.py, where only the test saw it.
 fn names_a_test(name: &str) -> bool {
-    name.starts_with("test") || name.starts_with("Test") || name.ends_with("_test")
+    name.starts_with("test")
+        || name.starts_with("Test")
+        || name.ends_with("_test")
+        || name.ends_with("Test")
+        || name.ends_with("Tests")
 }
 
 /// Where the worktree at `root` defines each of `names` (`path:line` and the line), for the names
@@ -378,6 +394,28 @@ mod tests {
             "{note}"
         );
         assert!(broken_tests_note(&[]).is_none());
+    }
+
+    #[test]
+    fn a_text_that_asks_for_a_test_is_told_from_one_that_runs_or_fixes_them() {
+        for asks in [
+            "Add a test for the `mul` function in test_calc.py",
+            "Add a function mul(a, b) to calc.py that returns a * b, and a test for it in test_calc.py",
+            "Write unit tests for the parser",
+            "Add tests",
+            "Create a new test covering empty input",
+        ] {
+            assert!(asks_for_a_test(asks), "{asks}");
+        }
+        for not in [
+            "Run the tests for the parser",
+            "Fix the failing test in test_calc.py",
+            "Make the tests pass",
+            "Add mul(a, b) to calc.py",
+            "Update the test runner config",
+        ] {
+            assert!(!asks_for_a_test(not), "{not}");
+        }
     }
 
     #[test]

@@ -620,7 +620,8 @@ pub async fn review_unit(
     let missing = if empty {
         String::new()
     } else {
-        missing_functions_note(&missing_functions(unit, worktree.path()).await, "this worktree")
+        let missing = missing_functions(unit, worktree.path()).await;
+        runtime_checks_note(unit, &missing, &diff, "this worktree")
     };
     let first = format!(
         "# Objective of the mission\n{}\n\n# The unit under review: {} — {}\n{}\n\n# Evidence (run by the runtime)\n{}\n\n# Diff\n{}{}{missing}",
@@ -686,20 +687,34 @@ async fn missing_functions(unit: &UnitSpec, root: &std::path::Path) -> Vec<Strin
         .unwrap_or_default()
 }
 
-/// Said to a reviewer when the unit names a function by a call (`mul(a, b)`) that no file of the
-/// tree at `root` defines after the change: the field's 1.5B answered "mul(a, b) function" with a
-/// new file holding `def test_mul(a, b)`, and the comparing reviewer kept it for its "best summary".
-/// Empty otherwise.
-fn missing_functions_note(missing: &[String], whose: &str) -> String {
-    if missing.is_empty() {
+/// What the runtime established about a change, said to its reviewer; empty when nothing is amiss.
+/// - Functions the unit names by a call (`mul(a, b)`) that the tree defines nowhere after it
+///   (`missing`): the field's 1.5B answered "mul(a, b) function" with a new file holding
+///   `def test_mul(a, b)`, and the comparing reviewer kept it for its "best summary".
+/// - A unit that asks for a test whose `diff` adds no test definition: the 1.5B answered "Add a test
+///   for the `mul` function" with a `def mul(self, a, b)` method in the test class.
+fn runtime_checks_note(unit: &UnitSpec, missing: &[String], diff: &str, whose: &str) -> String {
+    let mut facts = Vec::new();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|name| format!("`{name}`")).collect();
+        facts.push(format!(
+            "The unit names {} by a call, and no file of {whose} defines it. Pass only if the unit \
+             truly needs no such definition.",
+            names.join(", ")
+        ));
+    }
+    let asked = format!("{}\n{}", unit.title, unit.description);
+    if crate::hints::asks_for_a_test(&asked) && crate::test_count::test_definitions_added_anywhere(diff) == 0
+    {
+        facts.push(format!(
+            "The unit asks for a test, and the diff of {whose} adds no test definition (no `def test_…`, \
+             `func Test…`, `it(…)` or `test(…)`). Pass only if the unit truly needs none."
+        ));
+    }
+    if facts.is_empty() {
         return String::new();
     }
-    let names: Vec<String> = missing.iter().map(|name| format!("`{name}`")).collect();
-    format!(
-        "\n\n# Checked by the runtime\nThe unit names {} by a call, and no file of {whose} defines it. \
-         Pass only if the unit truly needs no such definition.",
-        names.join(", ")
-    )
+    format!("\n\n# Checked by the runtime\n{}", facts.join("\n"))
 }
 
 /// The paths a unified diff changes (new names, and the old name of a deleted file).
@@ -1063,10 +1078,12 @@ fn comparison_request(
             )
         } else {
             let whose = format!("candidate {}", candidate.number);
-            let missing = missing
+            let names = missing
                 .iter()
                 .find(|(number, _)| *number == candidate.number)
-                .map_or(String::new(), |(_, names)| missing_functions_note(names, &whose));
+                .map(|(_, names)| names.as_slice())
+                .unwrap_or_default();
+            let missing = runtime_checks_note(unit, names, &candidate.diff, &whose);
             let planned = planned_files_note(&unit.files, &candidate.diff);
             (cut(&candidate.diff, per_diff), format!("{planned}{missing}"))
         };

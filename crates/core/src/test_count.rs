@@ -140,6 +140,16 @@ pub(crate) fn added_test_definitions(diff: &str, root: Option<&Path>) -> (u64, V
     (added.saturating_sub(removed), names)
 }
 
+/// How many test definitions a unified diff adds, in any file, new or not: whether a change added
+/// a test at all, wherever it put it.
+pub(crate) fn test_definitions_added_anywhere(diff: &str) -> usize {
+    diff.lines()
+        .filter(|line| !line.starts_with("+++"))
+        .filter_map(|line| line.strip_prefix('+'))
+        .filter(|code| test_definition(code).is_some())
+        .count()
+}
+
 /// The paths a unified diff creates.
 fn new_files(diff: &str) -> Vec<String> {
     let mut created = Vec::new();
@@ -452,6 +462,13 @@ mod tests {
             1,
             "`def tester(` is collected by unittest"
         );
+    }
+
+    #[test]
+    fn tests_added_anywhere_are_counted() {
+        let diff = "--- /dev/null\n+++ b/tests/test_new.py\n+def test_x():\n+    pass\n--- a/calc.py\n+++ b/calc.py\n+    def mul(self, a, b):\n";
+        assert_eq!(test_definitions_added_anywhere(diff), 1);
+        assert_eq!(test_definitions_added_anywhere("-def test_gone():\n"), 0);
     }
 
     #[test]

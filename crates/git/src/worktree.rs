@@ -268,6 +268,20 @@ impl Worktree {
         Ok(self.check(&args, Mode::READ).await?.stdout)
     }
 
+    /// The files here that git does not track and does not ignore, relative to the worktree: new
+    /// files a session made that [`Worktree::diff_of_files_since`] leaves out.
+    pub async fn untracked_files(&self) -> Result<Vec<String>, GitError> {
+        let mut args = vec!["ls-files", "--others", "--exclude-standard", "-z", "--", "."];
+        args.extend(TOOL_CACHES);
+        let out = self.check(&args, Mode::READ).await?;
+        Ok(out
+            .stdout
+            .split('\0')
+            .filter(|path| !path.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
     /// `git diff --stat base HEAD`, wide enough that long paths are not abbreviated.
     pub async fn diff_stat_since(&self, base: &str) -> Result<String, GitError> {
         let args = [

@@ -446,3 +446,75 @@ async fn a_change_without_the_named_function_is_sent_back_once() {
         "a worker that defines it is not sent back"
     );
 }
+
+/// A unit that asks for a test, answered with a change that adds none, is sent back once (the
+/// field's 1.5B wrote a `def mul(self, a, b)` method into the test class for "Add a test for the
+/// `mul` function", and it passed verification); taken when insisted on, and its reviewer is told.
+/// A change that adds one, even in a new file, is not sent back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_asking_for_a_test_answered_without_one_is_sent_back_once() {
+    let config = "[verify]\ntest = \"true\"\n[limits]\nunit_attempts = 1\n";
+    let files = [
+        ("orchestrator.toml", config),
+        (
+            "test_calc.py",
+            "import unittest\n\nclass CalcTest(unittest.TestCase):\n    pass\n",
+        ),
+    ];
+    let unit = |directives: &str| Script {
+        plan: vec![PlanUnit::new(
+            "a",
+            "Add a test for the `mul` function in test_calc.py",
+            directives,
+            &[],
+        )],
+        ..Script::default()
+    };
+    let repo = TestRepo::new(&files);
+    let server = fake(unit(
+        "FILE test_calc.py := import unittest\\n\\nclass CalcTest(unittest.TestCase):\\n    def mul(self, a, b):\\n        pass\\n",
+    ))
+    .await;
+    let _ = Run::task("Add a test for mul")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let workers = requests_of(&server, "worker");
+    let told = sent_back(workers.last().expect("worker requests"));
+    // The directives name `mul(self, a, b)` too, defined only in the test file: that rule may speak
+    // first; each rule once.
+    let no_test = told
+        .iter()
+        .filter(|t| t.contains("asks for a test, and your change adds none"))
+        .count();
+    assert_eq!(no_test, 1, "once, then taken: {told:?}");
+    let reviewers = requests_of(&server, "reviewer");
+    assert!(
+        reviewers.iter().any(|r| has_user_message(
+            r,
+            "The unit asks for a test, and the diff of this worktree adds no test definition"
+        )),
+        "the reviewer is told"
+    );
+
+    let repo = TestRepo::new(&files);
+    let server = fake(unit(
+        "FILE tests/test_mul.py := def test_mul():\\n    assert 2 * 3 == 6\\n",
+    ))
+    .await;
+    let _ = Run::task("Add a test for mul")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let workers = requests_of(&server, "worker");
+    assert!(
+        workers.iter().all(|r| sent_back(r).is_empty()),
+        "a test in a new file is a test added"
+    );
+}

@@ -116,6 +116,7 @@ enum Recheck {
     Unchanged,
     Claim,
     Missing,
+    NoTest,
 }
 
 /// Which answer rules told the worker in its current run: each at most once.
@@ -128,6 +129,7 @@ impl Rechecks {
             Recheck::Unchanged => 1,
             Recheck::Claim => 2,
             Recheck::Missing => 4,
+            Recheck::NoTest => 8,
         }
     }
 
@@ -172,8 +174,8 @@ impl SessionHooks for WorkerHooks {
         HookResult::Continue(self.spawn(children, slot).await)
     }
 
-    /// Three rules, each sent back at most once per run (see [`Rechecks`]); a worker that answers
-    /// again is taken.
+    /// Four rules, each sent back at most once per run (see [`Rechecks`]; at most two per run in
+    /// all); a worker that answers again is taken.
     /// - An answer with nothing changed in the worktree since the worker was given its task (or its
     ///   last feedback) would end the attempt with nothing done: the field's 1.5B read the files and
     ///   answered "the unit is complete, the tests passed" with an untouched tree, and a best-of-N
@@ -184,6 +186,9 @@ impl SessionHooks for WorkerHooks {
     /// - A changed worktree where a function the unit names is still defined nowhere (the 1.5B
     ///   answered for "mul(a, b) function" with a new file holding `def test_mul(a, b)`, and a weak
     ///   review kept it).
+    /// - A changed worktree that adds no test definition anywhere while the unit asks for a test
+    ///   (the 1.5B answered "Add a test for the `mul` function" with a `def mul(self, a, b)` method
+    ///   in the test class, which runs nothing, and it passed verification).
     async fn recheck_answer(&self, answer: &str) -> Option<String> {
         if self.spawned.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
@@ -198,8 +203,11 @@ impl SessionHooks for WorkerHooks {
                 return Some(correction);
             }
         }
-        if missing.is_empty() || self.rechecks.told(Recheck::Missing) || !self.changed().await {
+        if !self.changed().await {
             return None;
+        }
+        if missing.is_empty() || self.rechecks.told(Recheck::Missing) {
+            return self.recheck_no_test().await;
         }
         self.rechecks.tell(Recheck::Missing);
         Some(format!(
@@ -265,6 +273,40 @@ impl WorkerHooks {
         let diff = worktree.diff_of_files_since(&base).await.ok()?;
         let (added, names) = crate::test_count::added_test_definitions(&diff, Some(worktree.path()));
         (added > now.saturating_sub(before)).then(|| crate::verify::unrun_tests_text(&names, now, before))
+    }
+
+    /// A unit that asks for a test, answered with a change that adds no test definition since the
+    /// mission's base commit.
+    async fn recheck_no_test(&self) -> Option<String> {
+        let asked = format!("{}\n{}", self.unit.title, self.unit.description);
+        if self.rechecks.told(Recheck::NoTest) || !crate::hints::asks_for_a_test(&asked) {
+            return None;
+        }
+        let known = self.mission.verifier.baseline.clone()?.await;
+        let base = known.base.clone()?;
+        let worktree = self.tree.get().await.ok()?;
+        let mut diff = worktree.diff_of_files_since(&base).await.ok()?;
+        // New files are not in that diff until the runtime commits them: read as added lines.
+        for path in worktree.untracked_files().await.ok()?.iter().take(200) {
+            let file = worktree.path().join(path);
+            if std::fs::metadata(&file).is_ok_and(|m| m.len() <= 512 * 1024) {
+                if let Ok(text) = std::fs::read_to_string(&file) {
+                    diff.extend(text.lines().map(|line| format!("\n+{line}")));
+                }
+            }
+        }
+        if crate::test_count::test_definitions_added_anywhere(&diff) > 0 {
+            return None;
+        }
+        self.rechecks.tell(Recheck::NoTest);
+        Some(
+            "Not taken as your answer yet: your unit asks for a test, and your change adds none (no \
+             `def test_…`, `func Test…`, `it(…)` or `test(…)` anywhere). Add one where the test command \
+             runs it (in Python's unittest, a method `def test_…(self)` of the existing \
+             `unittest.TestCase` class) that calls the code it tests and asserts its result, check that \
+             each call succeeded, then answer."
+                .to_string(),
+        )
     }
 
     /// "No change needed" for a unit naming a function that no file of the worktree defines: the
