@@ -328,6 +328,91 @@ pub fn validate(units: &[UnitSpec]) -> Vec<String> {
     problems
 }
 
+/// The plan with units that share a planned file ordered: each waits for the earlier one (in an
+/// order that keeps the plan's own dependencies, ties by plan position) unless one already waits
+/// for the other. For a mission that runs one session at a time (`max_parallel = 1`, the small
+/// profile), side by side buys nothing, and each unit would start without the other's work: the
+/// field's 1.5B planner wrote `calc_mul` (mul and its test) and `test_calc` (the test again) with
+/// no dependency, and each round both were built from the same base and collided. A valid plan
+/// (no cycle, known ids) stays valid; ids it cannot order are left as they are.
+pub fn order_shared_files(mut units: Vec<UnitSpec>) -> Vec<UnitSpec> {
+    let Some(order) = topological_order(&units) else {
+        return units;
+    };
+    let files: Vec<HashSet<String>> = units
+        .iter()
+        .map(|u| {
+            u.files
+                .iter()
+                .map(|f| f.trim().trim_start_matches("./").to_string())
+                .filter(|f| !f.is_empty())
+                .collect()
+        })
+        .collect();
+    let index: HashMap<String, usize> = units.iter().enumerate().map(|(i, u)| (u.id.clone(), i)).collect();
+    let mut ancestors: Vec<HashSet<usize>> = vec![HashSet::new(); units.len()];
+    for (position, &later) in order.iter().enumerate() {
+        let mut before: HashSet<usize> = HashSet::new();
+        for dep in &units[later].depends_on {
+            if let Some(&d) = index.get(dep) {
+                before.insert(d);
+                before.extend(ancestors[d].iter().copied());
+            }
+        }
+        // Latest first: waiting for it covers what it waits for already.
+        for &earlier in order[..position].iter().rev() {
+            if before.contains(&earlier) || files[later].is_disjoint(&files[earlier]) {
+                continue;
+            }
+            let id = units[earlier].id.clone();
+            units[later].depends_on.push(id);
+            before.insert(earlier);
+            before.extend(ancestors[earlier].iter().copied());
+        }
+        ancestors[later] = before;
+    }
+    units
+}
+
+/// The units' positions in an order where each comes after what it depends on, ties by plan
+/// position; `None` for a cycle.
+fn topological_order(units: &[UnitSpec]) -> Option<Vec<usize>> {
+    let index: HashMap<&str, usize> = units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.id.as_str(), i))
+        .collect();
+    let mut waiting: Vec<usize> = units
+        .iter()
+        .map(|u| {
+            u.depends_on
+                .iter()
+                .filter(|d| index.contains_key(d.as_str()))
+                .count()
+        })
+        .collect();
+    let mut order = Vec::with_capacity(units.len());
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..units.len()).filter(|&i| waiting[i] == 0).collect();
+    while let Some(next) = ready.pop_first() {
+        order.push(next);
+        for (i, unit) in units.iter().enumerate() {
+            let edges = unit
+                .depends_on
+                .iter()
+                .filter(|d| d.as_str() == units[next].id)
+                .count();
+            if edges > 0 {
+                waiting[i] -= edges;
+                if waiting[i] == 0 {
+                    ready.insert(i);
+                }
+            }
+        }
+    }
+    (order.len() == units.len()).then_some(order)
+}
+
 /// A dependency cycle, if any, as the ids along it (first id repeated at the end).
 fn find_cycle(units: &[UnitSpec]) -> Option<Vec<String>> {
     let deps: HashMap<&str, &[String]> = units
@@ -450,6 +535,62 @@ pub fn render_todo(
 
 #[cfg(test)]
 mod tests {
+    fn planned(id: &str, files: &[&str], deps: &[&str]) -> UnitSpec {
+        UnitSpec {
+            id: id.into(),
+            title: id.into(),
+            description: id.into(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            files: files.iter().map(|f| f.to_string()).collect(),
+            attempts: None,
+        }
+    }
+
+    fn deps_of(units: &[UnitSpec]) -> Vec<(String, Vec<String>)> {
+        units
+            .iter()
+            .map(|u| (u.id.clone(), u.depends_on.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn units_sharing_a_planned_file_are_ordered_without_a_cycle() {
+        // The field's plan: the same files, no dependency.
+        let field = vec![
+            planned("calc_mul", &["calc.py", "test_calc.py"], &[]),
+            planned("test_calc", &["./test_calc.py", "calc.py"], &[]),
+        ];
+        assert_eq!(
+            deps_of(&order_shared_files(field)),
+            [
+                ("calc_mul".to_string(), vec![]),
+                ("test_calc".to_string(), vec!["calc_mul".to_string()])
+            ]
+        );
+        // A plan whose first unit waits for its second: ordered the plan's way, never a cycle.
+        let backwards = vec![
+            planned("a", &["x.py"], &["b"]),
+            planned("b", &["x.py"], &[]),
+            planned("c", &["y.py"], &[]),
+            planned("d", &["x.py", "y.py"], &[]),
+        ];
+        let ordered = order_shared_files(backwards);
+        assert!(validate(&ordered).is_empty(), "{:?}", validate(&ordered));
+        assert_eq!(
+            deps_of(&ordered),
+            [
+                ("a".to_string(), vec!["b".to_string()]),
+                ("b".to_string(), vec![]),
+                ("c".to_string(), vec![]),
+                // After `a` (which already follows `b`) and `c`; not `b` again.
+                ("d".to_string(), vec!["c".to_string(), "a".to_string()])
+            ]
+        );
+        // Nothing shared, or already ordered: unchanged.
+        let apart = vec![planned("a", &["x.py"], &[]), planned("b", &["y.py"], &["a"])];
+        assert_eq!(order_shared_files(apart.clone()), apart);
+    }
+
     use super::*;
 
     #[test]

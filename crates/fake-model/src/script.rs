@@ -42,6 +42,8 @@ pub struct PlanUnit {
     pub title: String,
     pub description: String,
     pub depends_on: Vec<String>,
+    /// The files the plan says the unit changes (`files`; left out when empty).
+    pub files: Vec<String>,
 }
 
 impl PlanUnit {
@@ -51,7 +53,14 @@ impl PlanUnit {
             title: title.into(),
             description: description.into(),
             depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
+            files: Vec::new(),
         }
+    }
+
+    /// The same unit, planned to change `files`.
+    pub fn with_files(mut self, files: &[&str]) -> Self {
+        self.files = files.iter().map(|f| f.to_string()).collect();
+        self
     }
 
     /// A unit that writes one file.
@@ -347,7 +356,13 @@ impl ScriptedMission {
             .script
             .plan
             .iter()
-            .map(|u| json!({"id": u.id, "title": u.title, "description": u.description, "depends_on": u.depends_on}))
+            .map(|u| {
+                let mut task = json!({"id": u.id, "title": u.title, "description": u.description, "depends_on": u.depends_on});
+                if !u.files.is_empty() {
+                    task["files"] = json!(u.files);
+                }
+                task
+            })
             .collect();
         call("submit_plan", json!({ "tasks": tasks }))
     }

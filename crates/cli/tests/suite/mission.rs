@@ -350,6 +350,51 @@ async fn conflicting_units_are_resolved_and_sealed() {
     assert_eq!(done.events_of("merged").len(), 2);
 }
 
+/// One session at a time gains nothing from building units that share a planned file side by side:
+/// the later one waits for the earlier and starts from its merged work, so they never conflict (the
+/// field's 1.5B planner wrote two such units with no dependency, and each round they collided).
+/// With sessions in parallel the plan is kept as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_session_at_a_time_units_sharing_a_file_are_ordered() {
+    let units = || {
+        plan(vec![
+            PlanUnit::new("left", "Left", "FILE shared.txt := left\\n", &[]).with_files(&["shared.txt"]),
+            PlanUnit::new("right", "Right", "FILE shared.txt := right\\n", &[])
+                .with_files(&["./shared.txt", "other.txt"]),
+        ])
+    };
+    let repo = TestRepo::new(&[("shared.txt", "original\n")]);
+    let server = fake(units()).await;
+    let done = Run::task("Edit the same line twice")
+        .arg("--max-parallel")
+        .arg("1")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let accepted = &done.events_of("plan_accepted")[0]["units"];
+    assert_eq!(accepted[0]["depends_on"], serde_json::json!([]), "{accepted}");
+    assert_eq!(
+        accepted[1]["depends_on"],
+        serde_json::json!(["left"]),
+        "{accepted}"
+    );
+    assert!(done.events_of("merge_conflict").is_empty(), "no conflict");
+    assert_eq!(repo.read("shared.txt").as_deref(), Some("right\n"));
+
+    let repo = TestRepo::new(&[("shared.txt", "original\n")]);
+    let server = fake(units()).await;
+    let done = Run::task("Edit the same line twice")
+        .arg("--json")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    done.assert_code(0);
+    let accepted = &done.events_of("plan_accepted")[0]["units"];
+    assert_eq!(accepted[1]["depends_on"], serde_json::json!([]), "{accepted}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_review_failure_starts_another_round() {
     let repo = TestRepo::new(&[]);

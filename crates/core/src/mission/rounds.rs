@@ -342,6 +342,9 @@ async fn run_rounds(
                 }
             }
         } else {
+            if mission.config.max_parallel == 1 {
+                units = crate::plan::order_shared_files(units);
+            }
             bus.emit(Event::PlanAccepted {
                 round,
                 units: units.clone(),
