@@ -143,6 +143,35 @@ async fn the_note_says_when_added_tests_did_not_run() {
     );
 }
 
+/// The same for a new test file beside the one the command runs, before the runtime has committed
+/// it (the field's 1.5B wrote `test_calc_mul.py` beside `test_calc.py`, run as
+/// `python3 test_calc.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_note_says_when_a_new_test_file_is_not_run() {
+    let config = "[verify]\ntest = \"echo 'Ran 1 test in 0.001s'\"\nafter_write = true\n\
+                  [limits]\nunit_attempts = 1\n";
+    let base = "class T:\n    def test_old(self):\n        pass\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config), ("test_t.py", base)]);
+    let added = "FILE test_new.py := class N:\\n    def test_new(self):\\n        pass\\n";
+    let server = fake(one_unit(added)).await;
+    let _ = Run::task("Write a")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let results = write_results(&server);
+    let note = results
+        .iter()
+        .find(|r| r.contains(NOTE))
+        .unwrap_or_else(|| panic!("{results:?}"));
+    assert!(
+        note.contains("test_new (test_new.py)") && note.contains("are not run"),
+        "{note}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_after_write_no_tests_run_between_turns() {
     let config = "[verify]\ntest = \"true\"\n";

@@ -260,6 +260,33 @@ impl SessionHooks for WorkerHooks {
     }
 }
 
+/// The worktree's files against `base` as a unified diff, with the new files a session made (not
+/// in git's diff until the runtime commits them) as new-file sections: what the session has changed
+/// so far. Bounded: at most 200 new files of 512 KiB each.
+async fn diff_with_new_files(worktree: &orchestrator_git::Worktree, base: &str) -> Option<String> {
+    const MAX_NEW_FILES: usize = 200;
+    const MAX_NEW_FILE_BYTES: u64 = 512 * 1024;
+    let mut diff = worktree.diff_of_files_since(base).await.ok()?;
+    for path in worktree.untracked_files().await.ok()?.iter().take(MAX_NEW_FILES) {
+        let file = worktree.path().join(path);
+        if !std::fs::metadata(&file).is_ok_and(|m| m.is_file() && m.len() <= MAX_NEW_FILE_BYTES) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        diff.push_str(&format!(
+            "\ndiff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
+        ));
+        for line in text.lines() {
+            diff.push('+');
+            diff.push_str(line);
+            diff.push('\n');
+        }
+    }
+    Some(diff)
+}
+
 /// What one unit is assumed to cost before any unit of the mission has finished.
 pub(super) const DEFAULT_UNIT_TOKENS: u64 = 30_000;
 
@@ -270,7 +297,7 @@ impl WorkerHooks {
         let known = self.mission.verifier.baseline.clone()?.await;
         let (before, base) = (known.tests_ran?, known.base.clone()?);
         let worktree = self.tree.get().await.ok()?;
-        let diff = worktree.diff_of_files_since(&base).await.ok()?;
+        let diff = diff_with_new_files(&worktree, &base).await?;
         let (added, names) = crate::test_count::added_test_definitions(&diff, Some(worktree.path()));
         (added > now.saturating_sub(before)).then(|| crate::verify::unrun_tests_text(&names, now, before))
     }
@@ -285,16 +312,7 @@ impl WorkerHooks {
         let known = self.mission.verifier.baseline.clone()?.await;
         let base = known.base.clone()?;
         let worktree = self.tree.get().await.ok()?;
-        let mut diff = worktree.diff_of_files_since(&base).await.ok()?;
-        // New files are not in that diff until the runtime commits them: read as added lines.
-        for path in worktree.untracked_files().await.ok()?.iter().take(200) {
-            let file = worktree.path().join(path);
-            if std::fs::metadata(&file).is_ok_and(|m| m.len() <= 512 * 1024) {
-                if let Ok(text) = std::fs::read_to_string(&file) {
-                    diff.extend(text.lines().map(|line| format!("\n+{line}")));
-                }
-            }
-        }
+        let diff = diff_with_new_files(&worktree, &base).await?;
         if crate::test_count::test_definitions_added_anywhere(&diff) > 0 {
             return None;
         }
