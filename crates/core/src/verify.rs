@@ -406,11 +406,7 @@ fn pre_existing(evidence: &Evidence) -> String {
 /// warning when it is none (a pass that tested nothing).
 fn tests_counted(evidence: &Evidence) -> String {
     if let Some(before) = evidence.tests_lost {
-        return format!(
-            "; FAILED: it exited 0 but its output reports no test, where on the mission's base commit it \
-             ran {before}: the tests no longer run (a test file replaced or broken, a runner skipped), so \
-             this exit code proves nothing"
-        );
+        return format!("; FAILED: {}", lost_tests_text(before));
     }
     if let Some(unrun) = &evidence.tests_not_run {
         return format!(
@@ -435,6 +431,16 @@ fn tests_counted(evidence: &Evidence) -> String {
         Some(n) => format!("; it ran {n} tests"),
         None => String::new(),
     }
+}
+
+/// Why a passing test command proves nothing when its output reports no test and the base commit's
+/// run reported `before`.
+pub(crate) fn lost_tests_text(before: u64) -> String {
+    format!(
+        "it exited 0 but its output reports no test, where on the mission's base commit it ran \
+         {before}: the tests no longer run (a test file replaced or broken, a runner skipped), so this \
+         exit code proves nothing"
+    )
 }
 
 /// Why tests added since the mission's base commit prove nothing when the run did not count them.

@@ -172,6 +172,35 @@ async fn the_note_says_when_a_new_test_file_is_not_run() {
     );
 }
 
+/// A pass whose output reports no test, where the base commit's run reported some, is no pass (the
+/// field's 1.5B rewrote test_calc.py without `unittest.main()` and was told "(no output) They pass").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_note_says_when_the_tests_no_longer_run() {
+    let config = "[verify]\ntest = \"grep -q 'unittest.main' t.py && echo 'Ran 1 test in 0.001s' || true\"\n\
+                  after_write = true\n[limits]\nunit_attempts = 1\n";
+    let base = "import unittest\nunittest.main()\n";
+    let repo = TestRepo::new(&[("orchestrator.toml", config), ("t.py", base)]);
+    let server = fake(one_unit("FILE t.py := import unittest\\n")).await;
+    let _ = Run::task("Write a")
+        .arg("--json")
+        .arg("--rounds")
+        .arg("1")
+        .openai(&server)
+        .run(&repo)
+        .await;
+    let results = write_results(&server);
+    let note = results
+        .iter()
+        .find(|r| r.contains(NOTE))
+        .unwrap_or_else(|| panic!("{results:?}"));
+    assert!(
+        note.contains("reports no test, where on the mission's base commit it ran 1")
+            && note.contains("Fix that, then answer.")
+            && !note.contains("They pass"),
+        "{note}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_after_write_no_tests_run_between_turns() {
     let config = "[verify]\ntest = \"true\"\n";

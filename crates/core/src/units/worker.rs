@@ -222,11 +222,15 @@ impl SessionHooks for WorkerHooks {
     /// Failing tests that passed on the mission's base commit: the worker's change broke them (the
     /// field's 1.5B turned `add`'s body into `a * b` to add `mul` and read `test_add` failing as
     /// trouble of its own new code).
-    /// On a pass: tests added since the mission's base that the run did not count (a `def test_…`
-    /// outside the `TestCase` class passes by not running; the 1.5B was told "they pass" and
-    /// answered).
+    /// On a pass: an output that reports no test where the base commit's run reported some (the
+    /// 1.5B rewrote test_calc.py without `unittest.main()`, saw "(no output)" called a pass, and
+    /// answered); else tests added since the mission's base that the run did not count (a
+    /// `def test_…` outside the `TestCase` class passes by not running).
     async fn explain_tests(&self, output: &str, passed: bool) -> Option<String> {
         if passed {
+            if let Some(lost) = self.lost_tests(output).await {
+                return Some(lost);
+            }
             return self.unrun_tests(output).await;
         }
         let broken = super::unit::broken_tests_in(&self.mission, output).await;
@@ -291,6 +295,15 @@ async fn diff_with_new_files(worktree: &orchestrator_git::Worktree, base: &str) 
 pub(super) const DEFAULT_UNIT_TOKENS: u64 = 30_000;
 
 impl WorkerHooks {
+    /// Why a passing run proves nothing: its output reports no test, where the mission's base
+    /// commit's run reported some.
+    async fn lost_tests(&self, output: &str) -> Option<String> {
+        let known = self.mission.verifier.baseline.clone()?.await;
+        let before = known.tests_ran.filter(|n| *n > 0)?;
+        matches!(crate::test_count::tests_ran(output), None | Some(0))
+            .then(|| crate::verify::lost_tests_text(before))
+    }
+
     /// Tests the worktree's files add since the mission's base that a passing run did not count.
     async fn unrun_tests(&self, output: &str) -> Option<String> {
         let now = crate::test_count::tests_ran(output)?;
