@@ -74,7 +74,11 @@ pub(crate) fn file_tool(
     arguments: &Value,
     cancel: &CancellationToken,
 ) -> Result<String, ToolError> {
-    let repaired = without_unit_folder(root, options, arguments);
+    // Not for `write`: a whole-file write is where a folder named like the unit may be meant
+    // (`docs/README.md` for a unit `docs`), and its refusal names the file to write instead.
+    let repaired = (name != "write")
+        .then(|| without_unit_folder(root, options, arguments))
+        .flatten();
     let (arguments, note) = match &repaired {
         Some((arguments, note)) => (arguments, note.as_str()),
         None => (arguments, ""),
@@ -96,11 +100,13 @@ pub(crate) fn file_tool(
     }
 }
 
-/// A `path` that starts with the unit's name as a folder the worktree does not have, taken without
-/// it, and the note that says so. Refusing did not converge: the field's 1.5B sent
-/// `calc_mul-r2-r3/calc.py` and `calc_mul-r2-r3/test_calc.py` to `read`, `write`, `edit` and `insert`
-/// eleven times, each refused with "`calc_mul-r2-r3` is your unit's name, not a folder", until it was
-/// cut off as a loop. What is left is resolved inside the worktree like any path.
+/// A `path` that starts with the unit's name as a folder the worktree does not have, followed by a
+/// path the worktree does have: taken without the folder, with a note that says so. Refusing did
+/// not converge: the field's 1.5B sent `calc_mul-r2-r3/calc.py` and `calc_mul-r2-r3/test_calc.py` to
+/// `read`, `write`, `edit` and `insert` eleven times, each refused with "`calc_mul-r2-r3` is your
+/// unit's name, not a folder", until it was cut off as a loop. A new file under such a folder
+/// (`big/1.txt` for a unit `big`) is left as asked. What is left is resolved inside the worktree
+/// like any path.
 fn without_unit_folder(root: &Root, options: &ToolOptions, arguments: &Value) -> Option<(Value, String)> {
     let path = arguments.get("path")?.as_str()?;
     let trimmed = path.trim().trim_start_matches("./");
@@ -109,6 +115,7 @@ fn without_unit_folder(root: &Root, options: &ToolOptions, arguments: &Value) ->
     if rest.is_empty()
         || !options.not_folders.iter().any(|name| name == first)
         || root.canonical.join(first).exists()
+        || !root.canonical.join(rest).exists()
     {
         return None;
     }

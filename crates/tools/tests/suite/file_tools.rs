@@ -747,8 +747,23 @@ async fn a_folder_named_like_the_unit_is_taken_off_the_path_and_said() {
         .await;
     assert!(err.starts_with(note), "{err}");
     // Out of the worktree is out, with the folder or without.
-    let escape = json!({"path": "calc_mul-r2-r3/../../outside.txt", "content": "x"});
-    assert!(fx.err("write", escape).await.contains("outside the worktree"));
+    let escape = json!({"path": "calc_mul-r2-r3/../../outside.txt", "text": "x"});
+    assert!(fx.err("insert", escape).await.contains("outside the worktree"));
+    // `write` keeps its refusal, which names the file to write; a new file under the folder is
+    // written where asked.
+    let write = json!({"path": "calc_mul-r2-r3/calc.py", "content": "def mul(a, b):\n    return a * b\n"});
+    for _ in 0..2 {
+        let err = fx.err("write", write.clone()).await;
+        assert!(
+            err.contains("write `calc.py`") && err.contains("is your unit's name, not a folder"),
+            "{err}"
+        );
+    }
+    let new = json!({"path": "calc_mul-r2-r3/notes.txt", "text": "n\n"});
+    let done = fx.ok("insert", new).await;
+    assert!(!done.contains("not a folder"), "{done}");
+    assert!(exists(&fx.root().join("calc_mul-r2-r3/notes.txt")));
+    fs::remove_dir_all(fx.root().join("calc_mul-r2-r3")).expect("rm");
     // Another new folder is still questioned once only.
     let other = json!({"path": "pkg/calc.py", "content": "x = 1\n"});
     assert!(fx
