@@ -45,6 +45,7 @@ pub(crate) fn insert(req: &InsertRequest<'_>) -> Result<String, ToolError> {
     refuse_block_split(rel, &lines, at, req.text)?;
     if rel.ends_with(".py") {
         refuse_nested_function(rel, &lines, at, req.text)?;
+        refuse_stray_test_method(rel, &lines, req.text)?;
     }
     let added = as_lines(req.text, newline);
     let mut new = String::with_capacity(old.len() + req.text.len() + 2);
@@ -206,6 +207,43 @@ fn refuse_nested_function(rel: &str, lines: &[&str], at: usize, text: &str) -> R
     )))
 }
 
+/// Refuses a Python `def test_…(self…)` sent at the top level of a file that has a `TestCase` class:
+/// no runner collects it there (unittest runs only the class's methods; pytest would ask for a
+/// fixture named `self`). Seen in the field: the 1.5B inserted `def test_mul(self):` after
+/// `unittest.main()` and at line 0, and the test never ran. Says where the method goes.
+fn refuse_stray_test_method(rel: &str, lines: &[&str], text: &str) -> Result<(), ToolError> {
+    let Some(first) = text.lines().find(|l| indent_of_code(l).is_some()) else {
+        return Ok(());
+    };
+    let code = first.trim_start_matches("async ");
+    let takes_self = code
+        .strip_prefix("def test")
+        .and_then(|rest| rest.split_once('('))
+        .is_some_and(|(_, args)| args.trim_start().starts_with("self"));
+    if indent_of_code(first) != Some(0) || !takes_self {
+        return Ok(());
+    }
+    let Some(class) = lines.iter().rposition(|l| {
+        let l = l.trim_end();
+        l.starts_with("class ") && l.contains("TestCase") && l.ends_with(':')
+    }) else {
+        return Ok(());
+    };
+    let end = block_end(lines, class + 1, 0);
+    let name = code
+        .trim_start_matches("def ")
+        .split('(')
+        .next()
+        .unwrap_or_default();
+    Err(ToolError::refused(format!(
+        "not inserted into {rel}: `def {name}(self…)` at the top level is no test method, so it would \
+         never run (unittest collects only methods of a `TestCase` class). Insert it inside `{}` \
+         (lines {}–{end}): `after_line` {end}, the `def` indented by 4 spaces and its body by 8",
+        lines[class].trim(),
+        class + 1
+    )))
+}
+
 /// The indentation of a line that counts for blocks: `None` for blank lines and `#` lines.
 fn indent_of_code(line: &str) -> Option<usize> {
     let code = line.trim_start();
@@ -314,6 +352,26 @@ mod tests {
             refuse_nested_function("t.py", &tests, 9, method).is_ok(),
             "a method in a class"
         );
+    }
+
+    #[test]
+    fn a_test_method_sent_to_the_top_level_is_refused_with_where_it_goes() {
+        let lines: Vec<&str> = TESTS.split_inclusive('\n').collect();
+        let stray = "def test_mul(self):\n    self.assertEqual(mul(2, 3), 6)\n";
+        let err = refuse_stray_test_method("test_calc.py", &lines, stray)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("inside `class CalcTest(unittest.TestCase):` (lines 4–9): `after_line` 9"),
+            "{err}"
+        );
+        // Indented (a method), a free function, a pytest test, or no TestCase class: not this rule.
+        let method = "    def test_mul(self):\n        pass\n";
+        assert!(refuse_stray_test_method("t.py", &lines, method).is_ok());
+        assert!(refuse_stray_test_method("t.py", &lines, "def mul(a, b):\n    return a * b\n").is_ok());
+        assert!(refuse_stray_test_method("t.py", &lines, "def test_mul():\n    assert 1\n").is_ok());
+        let plain: Vec<&str> = vec!["def add(a, b):\n", "    return a + b\n"];
+        assert!(refuse_stray_test_method("t.py", &plain, stray).is_ok());
     }
 
     #[test]
