@@ -90,7 +90,15 @@ pub(crate) fn undefined_functions(text: &str, root: &Path) -> Vec<String> {
         "print", "len", "range", "str", "int", "float", "list", "dict", "set", "console", "require", "main",
     ];
     let mut called: Vec<String> = Vec::new();
-    for name in CALLED.captures_iter(text).filter_map(|c| c.get(1)) {
+    for captures in CALLED.captures_iter(text) {
+        let (Some(whole), Some(name)) = (captures.get(0), captures.get(1)) else {
+            continue;
+        };
+        // "attempt(s)", "test(es)": a plural, not a call.
+        let after = &text[whole.end()..];
+        if after.starts_with("s)") || after.starts_with("es)") {
+            continue;
+        }
         let name = name.as_str().to_string();
         if !BUILT_IN.contains(&name.as_str()) && !called.contains(&name) && called.len() < MAX_NAMES {
             called.push(name);
@@ -425,6 +433,10 @@ mod tests {
         let asks = "Add mul(a, b) beside add(a, b); print(mul(2, 3)) shows it.";
         assert_eq!(undefined_functions(asks, dir.path()), ["mul"]);
         assert!(undefined_functions("Nothing called here.", dir.path()).is_empty());
+        assert!(
+            undefined_functions("did not pass after 3 attempt(s) of 2 test(es)", dir.path()).is_empty(),
+            "plurals"
+        );
         // The field's 1.5B: `mul` at the top of the test file is not the code under test; the
         // test's own name is defined there.
         std::fs::write(

@@ -328,6 +328,25 @@ pub fn validate(units: &[UnitSpec]) -> Vec<String> {
     problems
 }
 
+/// What starts the part of a retry's description that tells of the attempt before it.
+pub(crate) const PREVIOUS_ATTEMPT: &str = "\n\nA previous attempt did not pass: ";
+
+/// A unit's description without what earlier rounds added: a retry of a retry tells of the last
+/// attempt only (in the field, round 3's brief carried round 1's findings inside round 2's), and
+/// what the unit asks for is read from its own words (round 2's "did not pass after 3 attempt(s)"
+/// was taken for a function `attempt`).
+pub(crate) fn own_description(description: &str) -> &str {
+    description
+        .split_once(PREVIOUS_ATTEMPT)
+        .map_or(description, |(own, _)| own)
+}
+
+/// What a unit asks for, in its own words: its title and its description without earlier rounds'
+/// findings.
+pub(crate) fn what_unit_asks(unit: &UnitSpec) -> String {
+    format!("{}\n{}", unit.title, own_description(&unit.description))
+}
+
 /// The plan with units that share a planned file ordered: each waits for the earlier one (in an
 /// order that keeps the plan's own dependencies, ties by plan position) unless one already waits
 /// for the other. For a mission that runs one session at a time (`max_parallel = 1`, the small
@@ -551,6 +570,19 @@ mod tests {
             .iter()
             .map(|u| (u.id.clone(), u.depends_on.clone()))
             .collect()
+    }
+
+    #[test]
+    fn what_a_unit_asks_leaves_out_earlier_rounds_findings() {
+        let mut unit = planned("calc_mul-r2", &[], &[]);
+        unit.title = "Add mul(a, b)".into();
+        unit.description = format!("Define it in calc.py.{PREVIOUS_ATTEMPT}fix_imports() was missing");
+        let asked = what_unit_asks(&unit);
+        assert!(
+            asked.contains("Add mul(a, b)") && asked.contains("Define it in calc.py."),
+            "{asked}"
+        );
+        assert!(!asked.contains("fix_imports"), "{asked}");
     }
 
     #[test]

@@ -680,7 +680,7 @@ fn planned_files_note(planned: &[String], diff: &str) -> String {
 
 /// The functions `unit` names by a call that no file of the tree at `root` defines.
 async fn missing_functions(unit: &UnitSpec, root: &std::path::Path) -> Vec<String> {
-    let asked = format!("{}\n{}", unit.title, unit.description);
+    let asked = crate::plan::what_unit_asks(unit);
     let root = root.to_path_buf();
     tokio::task::spawn_blocking(move || crate::hints::undefined_functions(&asked, &root))
         .await
@@ -703,7 +703,7 @@ fn runtime_checks_note(unit: &UnitSpec, missing: &[String], diff: &str, whose: &
             names.join(", ")
         ));
     }
-    let asked = format!("{}\n{}", unit.title, unit.description);
+    let asked = crate::plan::what_unit_asks(unit);
     if crate::hints::asks_for_a_test(&asked) && crate::test_count::test_definitions_added_anywhere(diff) == 0
     {
         facts.push(format!(

@@ -22,6 +22,7 @@ use crate::verify::{self, Verifier};
 
 use super::approval::{plan_round_one, Planning};
 use super::*;
+use crate::plan::{own_description, PREVIOUS_ATTEMPT};
 use crate::shared::{toolbox, Mission, TodoBook};
 
 /// The run's end when an MCP server cannot start: nothing was done, and `resume` runs the mission once
@@ -710,17 +711,6 @@ fn built_list(outcomes: &[UnitOutcome]) -> String {
         );
     }
     units
-}
-
-/// What starts the part of a retry's description that tells of the attempt before it.
-const PREVIOUS_ATTEMPT: &str = "\n\nA previous attempt did not pass: ";
-
-/// A unit's description without what earlier rounds added: a retry of a retry tells of the last
-/// attempt only (in the field, round 3's brief carried round 1's findings inside round 2's).
-fn own_description(description: &str) -> &str {
-    description
-        .split_once(PREVIOUS_ATTEMPT)
-        .map_or(description, |(own, _)| own)
 }
 
 /// Units that failed or were skipped, again, under new ids; dependencies on merged units are dropped.

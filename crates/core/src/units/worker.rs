@@ -318,7 +318,7 @@ impl WorkerHooks {
     /// A unit that asks for a test, answered with a change that adds no test definition since the
     /// mission's base commit.
     async fn recheck_no_test(&self) -> Option<String> {
-        let asked = format!("{}\n{}", self.unit.title, self.unit.description);
+        let asked = crate::plan::what_unit_asks(&self.unit);
         if self.rechecks.told(Recheck::NoTest) || !crate::hints::asks_for_a_test(&asked) {
             return None;
         }
@@ -375,7 +375,7 @@ impl WorkerHooks {
     /// The functions the unit's title and description name by a call that no file of the worktree
     /// defines, in backticks.
     async fn missing_functions(&self) -> Vec<String> {
-        let asked = format!("{}\n{}", self.unit.title, self.unit.description);
+        let asked = crate::plan::what_unit_asks(&self.unit);
         let root = self.tree.path.clone();
         tokio::task::spawn_blocking(move || crate::hints::undefined_functions(&asked, &root))
             .await
