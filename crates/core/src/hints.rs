@@ -114,6 +114,16 @@ pub(crate) fn undefined_functions(text: &str, root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The functions `unit` names by a call (in its own words, `plan::what_unit_asks`) that no file of
+/// the tree at `root` defines; the tree is walked off the async threads.
+pub(crate) async fn functions_unit_lacks(unit: &orchestrator_protocol::UnitSpec, root: &Path) -> Vec<String> {
+    let asked = crate::plan::what_unit_asks(unit);
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || undefined_functions(&asked, &root))
+        .await
+        .unwrap_or_default()
+}
+
 /// The worktree's source files, and those of them that are no test files.
 struct SearchedFiles {
     all: Vec<std::path::PathBuf>,

@@ -347,6 +347,15 @@ pub(crate) fn what_unit_asks(unit: &UnitSpec) -> String {
     format!("{}\n{}", unit.title, own_description(&unit.description))
 }
 
+/// [`order_shared_files`] for a mission of `max_parallel` sessions: only when it runs one at a time.
+pub fn order_for_sessions(max_parallel: usize, units: Vec<UnitSpec>) -> Vec<UnitSpec> {
+    if max_parallel == 1 {
+        order_shared_files(units)
+    } else {
+        units
+    }
+}
+
 /// The plan with units that share a planned file ordered: each waits for the earlier one (in an
 /// order that keeps the plan's own dependencies, ties by plan position) unless one already waits
 /// for the other. For a mission that runs one session at a time (`max_parallel = 1`, the small

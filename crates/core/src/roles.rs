@@ -620,7 +620,7 @@ pub async fn review_unit(
     let missing = if empty {
         String::new()
     } else {
-        let missing = missing_functions(unit, worktree.path()).await;
+        let missing = crate::hints::functions_unit_lacks(unit, worktree.path()).await;
         runtime_checks_note(unit, &missing, &diff, "this worktree")
     };
     let first = format!(
@@ -676,15 +676,6 @@ fn planned_files_note(planned: &[String], diff: &str) -> String {
         quoted(&planned),
         quoted(&changed)
     )
-}
-
-/// The functions `unit` names by a call that no file of the tree at `root` defines.
-async fn missing_functions(unit: &UnitSpec, root: &std::path::Path) -> Vec<String> {
-    let asked = crate::plan::what_unit_asks(unit);
-    let root = root.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::hints::undefined_functions(&asked, &root))
-        .await
-        .unwrap_or_default()
 }
 
 /// What the runtime established about a change, said to its reviewer; empty when nothing is amiss.
@@ -962,7 +953,10 @@ pub async fn compare_candidates(
     let mut grounds = Vec::new();
     for candidate in candidates.iter().filter(|c| !c.diff.trim().is_empty()) {
         let tree = root.join(candidate.number.to_string());
-        missing.push((candidate.number, missing_functions(unit, &tree).await));
+        missing.push((
+            candidate.number,
+            crate::hints::functions_unit_lacks(unit, &tree).await,
+        ));
         grounds.push((
             candidate.number,
             crate::grounded::Grounds {

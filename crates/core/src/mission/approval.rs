@@ -67,11 +67,11 @@ pub(super) async fn plan_round_one(
                         by_hook: None,
                     }),
                 };
-                let mut units = plan_once(&planning, revision).await?;
                 // Ordered before the hook and the person see it (rounds.rs orders later rounds).
-                if planning.config.max_parallel == 1 {
-                    units = crate::plan::order_shared_files(units);
-                }
+                let units = crate::plan::order_for_sessions(
+                    planning.config.max_parallel,
+                    plan_once(&planning, revision).await?,
+                );
                 if let Some(run) = after_plan(&planning, &units, refusals + 1).await? {
                     refusals += 1;
                     if refusals >= planning.config.plan_attempts {

@@ -343,9 +343,7 @@ async fn run_rounds(
                 }
             }
         } else {
-            if mission.config.max_parallel == 1 {
-                units = crate::plan::order_shared_files(units);
-            }
+            units = crate::plan::order_for_sessions(mission.config.max_parallel, units);
             bus.emit(Event::PlanAccepted {
                 round,
                 units: units.clone(),

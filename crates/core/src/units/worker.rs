@@ -197,14 +197,12 @@ impl SessionHooks for WorkerHooks {
             return self.recheck_claim().await;
         }
         let missing = self.missing_functions().await;
-        if !self.rechecks.told(Recheck::Unchanged) {
-            if let Some(correction) = self.unchanged_correction(&missing).await {
-                self.rechecks.tell(Recheck::Unchanged);
-                return Some(correction);
+        if !self.changed_since_start().await? {
+            if self.rechecks.told(Recheck::Unchanged) {
+                return None;
             }
-        }
-        if !self.changed().await {
-            return None;
+            self.rechecks.tell(Recheck::Unchanged);
+            return Some(self.unchanged_correction(&missing));
         }
         if missing.is_empty() || self.rechecks.told(Recheck::Missing) {
             return self.recheck_no_test().await;
@@ -360,41 +358,32 @@ impl WorkerHooks {
         ))
     }
 
-    /// Whether the worktree changed since the current run started (uncommitted changes, or a
-    /// commit of the worker's own); `false` when that cannot be told.
-    async fn changed(&self) -> bool {
-        let Some(start) = self.run_start.lock().ok().and_then(|s| s.clone()) else {
-            return false;
-        };
-        let Ok(worktree) = self.tree.get().await else {
-            return false;
-        };
-        worktree.has_changes().await.unwrap_or(false) || worktree.head().await.is_ok_and(|head| head != start)
+    /// Whether the worktree changed since the current run started: uncommitted changes, or a commit
+    /// of its own (a worker may run `git commit`). `None` when that cannot be told, and no answer
+    /// rule about changes applies.
+    async fn changed_since_start(&self) -> Option<bool> {
+        let start = self.run_start.lock().ok()?.clone()?;
+        let worktree = self.tree.get().await.ok()?;
+        if worktree.has_changes().await.ok()? {
+            return Some(true);
+        }
+        Some(worktree.head().await.ok()? != start)
     }
 
     /// The functions the unit's title and description name by a call that no file of the worktree
     /// defines, in backticks.
     async fn missing_functions(&self) -> Vec<String> {
-        let asked = crate::plan::what_unit_asks(&self.unit);
-        let root = self.tree.path.clone();
-        tokio::task::spawn_blocking(move || crate::hints::undefined_functions(&asked, &root))
+        crate::hints::functions_unit_lacks(&self.unit, &self.tree.path)
             .await
-            .unwrap_or_default()
             .into_iter()
             .map(|name| format!("`{name}`"))
             .collect()
     }
 
-    /// What a worker that answered with its worktree as the run found it is told; `None` when the
-    /// worktree changed. With functions the unit asks for missing, no way out but writing them is
-    /// offered (the 1.5B took "answer NO CHANGE NEEDED" the moment it was mentioned).
-    async fn unchanged_correction(&self, missing: &[String]) -> Option<String> {
-        let start = self.run_start.lock().ok()?.clone()?;
-        let worktree = self.tree.get().await.ok()?;
-        // Uncommitted changes, or a commit of its own (a worker may run `git commit`): work done.
-        if worktree.has_changes().await.unwrap_or(true) || worktree.head().await.ok()? != start {
-            return None;
-        }
+    /// What a worker that answered with its worktree as the run found it is told. With functions
+    /// the unit asks for missing, no way out but writing them is offered (the 1.5B took "answer NO
+    /// CHANGE NEEDED" the moment it was mentioned).
+    fn unchanged_correction(&self, missing: &[String]) -> String {
         let tools = self
             .mission
             .config
@@ -413,7 +402,7 @@ impl WorkerHooks {
         let head = "Not taken as your answer yet: no file in your worktree has changed since you were \
                     given this task (or your last feedback), so answering now ends the attempt with \
                     nothing done and it fails.";
-        Some(if missing.is_empty() {
+        if missing.is_empty() {
             format!(
                 "{head} If the task needs a change, make it now ({}) and check that each call \
                  succeeded. Only if the work is really there already, answer again with a line that \
@@ -428,7 +417,7 @@ impl WorkerHooks {
                 missing.join(", "),
                 writing.join(", ")
             )
-        })
+        }
     }
 
     /// The session's next run starts with the worktree at `commit`: an answer that leaves it there
